@@ -1,0 +1,1 @@
+//! protoc-gen-rust-grpc: generates Rust messages and gRPC clients/servers.

@@ -1,0 +1,189 @@
+//! `Endpoint`: the builder for a [`Channel`] (target, timeouts, TLS, HTTP/2 settings,
+//! compression, message size limits, user agent, interceptors).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderValue;
+
+use super::balancer::PickFirst;
+use super::channel::Channel;
+use super::subchannel::SubchannelConfig;
+use super::target::Target;
+use crate::transport::{ClientTlsConfig, TransportConfig, TransportError, TransportErrorKind};
+
+/// Default maximum size of a received message (4 MiB).
+pub const DEFAULT_MAX_RECV_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
+
+/// Per-call settings shared by every call on a channel.
+#[derive(Clone)]
+pub(crate) struct CallConfig {
+    pub(crate) user_agent: HeaderValue,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) max_recv_message_size: usize,
+    pub(crate) max_send_message_size: usize,
+}
+
+/// Builder for a [`Channel`]; obtained from [`Channel::builder`].
+#[derive(Clone)]
+pub struct Endpoint {
+    target: String,
+    transport: TransportConfig,
+    authority: Option<String>,
+    user_agent: Option<String>,
+    timeout: Option<Duration>,
+    max_recv_message_size: usize,
+    max_send_message_size: usize,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint").field("target", &self.target).finish_non_exhaustive()
+    }
+}
+
+impl Channel {
+    /// Starts building a channel to `target`: `http://host:port`, `https://host:port`,
+    /// `unix:/path/to/socket` (also `unix:///path`), `dns:///host:port` or `host:port`.
+    pub fn builder(target: impl Into<String>) -> Endpoint {
+        Endpoint::new(target)
+    }
+}
+
+impl Endpoint {
+    /// A builder for `target` with default settings.
+    pub fn new(target: impl Into<String>) -> Self {
+        Endpoint {
+            target: target.into(),
+            transport: TransportConfig::default(),
+            authority: None,
+            user_agent: None,
+            timeout: None,
+            max_recv_message_size: DEFAULT_MAX_RECV_MESSAGE_SIZE,
+            max_send_message_size: usize::MAX,
+        }
+    }
+
+    /// Bounds each connection attempt (socket + TLS + HTTP/2 handshake); default 20 s.
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.transport.connect_timeout = d;
+        self
+    }
+
+    /// A default deadline applied to calls that set none (and inherit none).
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.timeout = Some(d);
+        self
+    }
+
+    /// Uses TLS with this configuration (implied `https`; required for `https` targets).
+    pub fn tls_config(mut self, tls: ClientTlsConfig) -> Self {
+        self.transport.tls = Some(tls);
+        self
+    }
+
+    /// Sets `TCP_NODELAY` (on by default).
+    pub fn tcp_nodelay(mut self, on: bool) -> Self {
+        self.transport.tcp_nodelay = on;
+        self
+    }
+
+    /// Per-stream receive window we advertise (SETTINGS_INITIAL_WINDOW_SIZE).
+    pub fn initial_stream_window_size(mut self, size: u32) -> Self {
+        self.transport.http2.initial_stream_window_size = size;
+        self
+    }
+
+    /// Connection-level receive window.
+    pub fn initial_connection_window_size(mut self, size: u32) -> Self {
+        self.transport.http2.initial_connection_window_size = size;
+        self
+    }
+
+    /// SETTINGS_MAX_FRAME_SIZE we advertise (16384 ..= 16777215).
+    pub fn max_frame_size(mut self, size: u32) -> Self {
+        self.transport.http2.max_frame_size = size;
+        self
+    }
+
+    /// SETTINGS_MAX_HEADER_LIST_SIZE we advertise (default 8 KiB).
+    pub fn max_header_list_size(mut self, size: u32) -> Self {
+        self.transport.http2.max_header_list_size = size;
+        self
+    }
+
+    /// Overrides the `:authority` sent on every call (default: the target's host:port).
+    pub fn authority(mut self, authority: impl Into<String>) -> Self {
+        self.authority = Some(authority.into());
+        self
+    }
+
+    /// Prepends `prefix` to the user agent: `"<prefix> grpc-rust/<version>"`.
+    pub fn user_agent(mut self, prefix: impl Into<String>) -> Self {
+        self.user_agent = Some(prefix.into());
+        self
+    }
+
+    /// Largest message accepted from the server (default 4 MiB); larger ones fail the
+    /// call with RESOURCE_EXHAUSTED.
+    pub fn max_decoding_message_size(mut self, limit: usize) -> Self {
+        self.max_recv_message_size = limit;
+        self
+    }
+
+    /// Largest message we send (default unlimited); larger ones fail the call with
+    /// RESOURCE_EXHAUSTED before anything is sent.
+    pub fn max_encoding_message_size(mut self, limit: usize) -> Self {
+        self.max_send_message_size = limit;
+        self
+    }
+
+    fn build(self) -> Result<Channel, TransportError> {
+        let cfg_err = |m: String| TransportError::new(TransportErrorKind::Config, m);
+        let target = Target::parse(&self.target)?;
+        if target.tls && self.transport.tls.is_none() {
+            return Err(cfg_err(format!(
+                "target {} is https but no TLS configuration was given (Endpoint::tls_config)",
+                self.target
+            )));
+        }
+        let mut target = target;
+        if self.transport.tls.is_some() {
+            target.tls = true;
+        }
+        if let Some(tls) = &self.transport.tls {
+            tls.connector()?; // validate PEM inputs now rather than on first call
+        }
+        let ua = match &self.user_agent {
+            Some(p) => format!("{p} grpc-rust/{}", env!("CARGO_PKG_VERSION")),
+            None => format!("grpc-rust/{}", env!("CARGO_PKG_VERSION")),
+        };
+        let user_agent = HeaderValue::try_from(ua).map_err(|_| cfg_err("user agent is not a valid header value".into()))?;
+        let authority = self.authority.clone().unwrap_or_else(|| target.authority.clone());
+        http::uri::Authority::try_from(authority.as_str())
+            .map_err(|_| cfg_err(format!("invalid authority {authority:?}")))?;
+        let sub_config = Arc::new(SubchannelConfig { transport: self.transport.clone(), server_name: target.host.clone() });
+        let resolver = target.resolver();
+        let balancer = Arc::new(PickFirst::new(sub_config));
+        let config = CallConfig {
+            user_agent,
+            timeout: self.timeout,
+            max_recv_message_size: self.max_recv_message_size,
+            max_send_message_size: self.max_send_message_size,
+        };
+        Ok(Channel::from_parts(target, authority, resolver, balancer, config))
+    }
+
+    /// Builds the channel and connects before returning (fails if the first connection
+    /// cannot be established).
+    pub async fn connect(self) -> Result<Channel, TransportError> {
+        let ch = self.build()?;
+        ch.connect_now().await?;
+        Ok(ch)
+    }
+
+    /// Builds the channel without connecting; the first call connects.
+    pub fn connect_lazy(self) -> Result<Channel, TransportError> {
+        self.build()
+    }
+}

@@ -1,0 +1,19 @@
+//! Client side: the [`Channel`] and everything between a generated client's call and an
+//! h2 stream.
+//!
+//! Shape (as grpc-go's ClientConn): `Channel` -> [`resolver::Resolver`] (target ->
+//! addresses) -> [`balancer::Balancer`] (pick_first for now) -> [`subchannel::Subchannel`]
+//! (one h2 connection at a time, reconnect on demand) -> h2 `SendRequest` per call.
+
+pub mod balancer;
+mod body;
+mod channel;
+mod connectivity;
+mod endpoint;
+pub mod resolver;
+pub mod subchannel;
+mod target;
+
+pub use channel::Channel;
+pub use connectivity::ConnectivityState;
+pub use endpoint::{Endpoint, DEFAULT_MAX_RECV_MESSAGE_SIZE};

@@ -5,14 +5,13 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_core::Stream;
 use futures_util::StreamExt;
 use h2::client::ResponseFuture;
 use h2::SendStream;
-use http::{HeaderMap, HeaderValue, Method};
+use http::{HeaderValue, Method};
 use tokio::time::Instant;
 use tracing::{debug, Instrument, Span};
 
@@ -131,6 +130,14 @@ async fn with_deadline<T>(deadline: Option<Deadline>, fut: impl Future<Output = 
 impl Channel {
     /// Interceptors, deadline and call options: everything before touching the network.
     async fn prepare<T>(&self, path: &'static str, kind: CallKind, request: &mut Request<T>) -> Result<Prepared, Status> {
+        let p = self.prepare_inner(path, kind, request).await?;
+        if p.deadline.is_some_and(|d| d.is_expired()) {
+            return Err(p.state.finish(Status::deadline_exceeded("deadline exceeded before the call started")));
+        }
+        Ok(p)
+    }
+
+    async fn prepare_inner<T>(&self, path: &'static str, kind: CallKind, request: &mut Request<T>) -> Result<Prepared, Status> {
         let cfg = &self.inner.config;
         // Own timeout > inherited deadline of the server call being handled > channel default.
         let deadline = match request.timeout() {
@@ -216,7 +223,7 @@ impl Channel {
     /// Picks a connection, decides the request encoding and opens the stream. A stream
     /// that never reached the server (connection gone, GOAWAY, REFUSED_STREAM before
     /// any byte was sent) is retried once on a fresh connection.
-    async fn open(&self, path: &'static str, p: &Prepared, end_of_stream: bool) -> Result<Opened, Status> {
+    async fn open<M: prost::Message>(&self, path: &'static str, p: &Prepared, single: Option<&M>) -> Result<Opened, Status> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -233,21 +240,36 @@ impl Channel {
                 }
                 ok
             });
+            // Encode a single message before opening the stream, so a send-limit failure
+            // never reaches the network.
+            let frame = match single {
+                Some(m) => Some(self.encode_one(m, encoding)?),
+                None => None,
+            };
             let head = self.request_head(path, &p.metadata, p.deadline, encoding)?;
             let retry = |err: &h2::Error| attempt < 2 && (err.is_go_away() || err.is_io() || err.reason() == Some(h2::Reason::REFUSED_STREAM));
             let ready = match conn.send_request().ready().await {
                 Ok(r) => r,
                 Err(e) => {
                     sub.drop_connection("connection failed before the stream was opened");
-                    if retry(&e) || attempt < 2 {
+                    if attempt < 2 {
                         continue;
                     }
                     return Err(Status::unavailable(format!("connection unusable: {e}")));
                 }
             };
             let mut ready = ready;
-            match ready.send_request(head, end_of_stream) {
-                Ok((response, send)) => return Ok(Opened { response, send, conn, encoding }),
+            match ready.send_request(head, false) {
+                Ok((response, mut send)) => {
+                    if let Some(frame) = frame {
+                        if let Err(e) = body::send_data(&mut send, frame, true).await {
+                            // The server may have answered (and reset) already: its status
+                            // wins, read from the response.
+                            debug!(error = %e, "sending the request message failed");
+                        }
+                    }
+                    return Ok(Opened { response, send, conn, encoding });
+                }
                 Err(e) => {
                     sub.drop_connection("send_request failed");
                     if retry(&e) {
@@ -305,17 +327,6 @@ impl Channel {
         let mut buf = BytesMut::new();
         encode_message(msg, encoding, self.inner.config.max_send_message_size, &mut buf)?;
         Ok(buf.freeze())
-    }
-
-    /// Sends one message and END_STREAM.
-    async fn send_single<M: prost::Message>(&self, opened: &mut Opened, msg: &M) -> Result<(), Status> {
-        let frame = self.encode_one(msg, opened.encoding)?;
-        if let Err(e) = body::send_data(&mut opened.send, frame, true).await {
-            // The server may have answered (and reset) already: its status wins, read it
-            // from the response; only report a send error if there is no response.
-            debug!(error = %e, "sending the request message failed");
-        }
-        Ok(())
     }
 
     /// Spawns the task streaming `messages` onto the request body, then half-closing.
@@ -382,8 +393,7 @@ impl Channel {
         let state = Arc::clone(&p.state);
         let span = state.span.clone();
         let fut = async {
-            let mut opened = self.open(path, &p, false).await?;
-            self.send_single(&mut opened, request.get_ref()).await?;
+            let opened = self.open(path, &p, Some(request.get_ref())).await?;
             let Opened { response, send, conn, .. } = opened;
             drop(send);
             self.read_single(&conn, response).await
@@ -409,8 +419,7 @@ impl Channel {
         let state = Arc::clone(&p.state);
         let span = state.span.clone();
         let fut = async {
-            let mut opened = self.open(path, &p, false).await?;
-            self.send_single(&mut opened, request.get_ref()).await?;
+            let opened = self.open(path, &p, Some(request.get_ref())).await?;
             let Opened { response, send, conn, .. } = opened;
             drop(send);
             self.read_head::<Resp>(&conn, response).await
@@ -431,7 +440,7 @@ impl Channel {
         let state = Arc::clone(&p.state);
         let span = state.span.clone();
         let fut = async {
-            let opened = self.open(path, &p, false).await?;
+            let opened = self.open::<Req>(path, &p, None).await?;
             let Opened { response, send, conn, encoding } = opened;
             let _sender = self.spawn_sender(&state, send, encoding, request.into_inner());
             self.read_single(&conn, response).await
@@ -459,7 +468,7 @@ impl Channel {
         let span = state.span.clone();
         let mut sender_slot = None;
         let fut = async {
-            let opened = self.open(path, &p, false).await?;
+            let opened = self.open::<Req>(path, &p, None).await?;
             let Opened { response, send, conn, encoding } = opened;
             sender_slot = Some(self.spawn_sender(&state, send, encoding, request.into_inner()));
             self.read_head::<Resp>(&conn, response).await
@@ -481,6 +490,10 @@ impl Channel {
                 if let Some(d) = deadline {
                     stream.set_deadline(d.instant());
                 }
+                if let Some(done) = stream.status() {
+                    // Trailers-Only OK: the stream is already over.
+                    state.finish(done.clone());
+                }
                 let observer = Arc::clone(&state);
                 stream.set_observer(Box::new(move |status| observer.finish(status)));
                 stream.set_guard(Box::new(StreamGuard { _state: state, _sender: sender }));
@@ -490,13 +503,3 @@ impl Channel {
     }
 }
 
-/// A call timeout as a `Duration` (for logs).
-#[allow(dead_code)]
-pub(crate) fn remaining(deadline: Option<Deadline>) -> Option<Duration> {
-    deadline.map(|d| d.remaining())
-}
-
-#[allow(dead_code)]
-fn _assert_send(h: &HeaderMap) -> bool {
-    h.is_empty()
-}

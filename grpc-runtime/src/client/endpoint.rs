@@ -7,13 +7,14 @@ use std::time::Duration;
 use http::HeaderValue;
 
 use super::balancer::PickFirst;
+use super::interceptor::{Interceptor, Interceptors};
 use super::channel::Channel;
 use super::subchannel::SubchannelConfig;
 use super::target::Target;
+use crate::compression::{CompressionEncoding, EncodingSet};
 use crate::transport::{ClientTlsConfig, TransportConfig, TransportError, TransportErrorKind};
 
-/// Default maximum size of a received message (4 MiB).
-pub const DEFAULT_MAX_RECV_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
+use crate::codec::{DEFAULT_MAX_RECV_MESSAGE_SIZE, DEFAULT_MAX_SEND_MESSAGE_SIZE};
 
 /// Per-call settings shared by every call on a channel.
 #[derive(Clone)]
@@ -22,6 +23,10 @@ pub(crate) struct CallConfig {
     pub(crate) timeout: Option<Duration>,
     pub(crate) max_recv_message_size: usize,
     pub(crate) max_send_message_size: usize,
+    pub(crate) send_compression: Option<CompressionEncoding>,
+    /// `grpc-accept-encoding` we send (None: identity only, header omitted).
+    pub(crate) accept_header: Option<HeaderValue>,
+    pub(crate) interceptors: Interceptors,
 }
 
 /// Builder for a [`Channel`]; obtained from [`Channel::builder`].
@@ -34,6 +39,9 @@ pub struct Endpoint {
     timeout: Option<Duration>,
     max_recv_message_size: usize,
     max_send_message_size: usize,
+    send_compression: Option<CompressionEncoding>,
+    accept: EncodingSet,
+    interceptors: Interceptors,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -60,7 +68,10 @@ impl Endpoint {
             user_agent: None,
             timeout: None,
             max_recv_message_size: DEFAULT_MAX_RECV_MESSAGE_SIZE,
-            max_send_message_size: usize::MAX,
+            max_send_message_size: DEFAULT_MAX_SEND_MESSAGE_SIZE,
+            send_compression: None,
+            accept: EncodingSet::all(),
+            interceptors: Interceptors::default(),
         }
     }
 
@@ -138,6 +149,28 @@ impl Endpoint {
         self
     }
 
+    /// Compresses request messages with `encoding` by default (a call can override it
+    /// with `Request::set_compression`). Messages are only compressed once the server
+    /// has advertised the encoding in `grpc-accept-encoding` on the connection.
+    pub fn send_compressed(mut self, encoding: CompressionEncoding) -> Self {
+        self.send_compression = Some(encoding);
+        self
+    }
+
+    /// The encodings advertised in `grpc-accept-encoding` (default: every encoding this
+    /// crate implements). Responses in an encoding we implement are decoded either way.
+    pub fn accept_compressed(mut self, encodings: EncodingSet) -> Self {
+        self.accept = encodings;
+        self
+    }
+
+    /// Adds a client interceptor. Interceptors run in the order added: the first added
+    /// is the outermost (its `start` runs first, its `finish` last).
+    pub fn interceptor(mut self, interceptor: impl Interceptor) -> Self {
+        self.interceptors.0.push(std::sync::Arc::new(interceptor));
+        self
+    }
+
     fn build(self) -> Result<Channel, TransportError> {
         let cfg_err = |m: String| TransportError::new(TransportErrorKind::Config, m);
         let target = Target::parse(&self.target)?;
@@ -170,6 +203,13 @@ impl Endpoint {
             timeout: self.timeout,
             max_recv_message_size: self.max_recv_message_size,
             max_send_message_size: self.max_send_message_size,
+            send_compression: self.send_compression,
+            accept_header: if self.accept == EncodingSet::none() {
+                None
+            } else {
+                HeaderValue::try_from(self.accept.to_header_value()).ok()
+            },
+            interceptors: self.interceptors,
         };
         Ok(Channel::from_parts(target, authority, resolver, balancer, config))
     }

@@ -7,13 +7,16 @@
 
 pub mod balancer;
 mod body;
+mod call;
 mod channel;
 mod connectivity;
 mod endpoint;
+pub mod interceptor;
 pub mod resolver;
 pub mod subchannel;
 mod target;
 
 pub use channel::Channel;
 pub use connectivity::ConnectivityState;
-pub use endpoint::{Endpoint, DEFAULT_MAX_RECV_MESSAGE_SIZE};
+pub use interceptor::{interceptor_fn, CallKind, ClientCallContext, Interceptor};
+pub use endpoint::Endpoint;

@@ -1,0 +1,299 @@
+//! Message compression: identity, gzip, deflate (zlib format, as gRPC's
+//! "deflate" is), zstd; parsing and emitting `grpc-encoding` and
+//! `grpc-accept-encoding`; negotiation helpers. Each message is compressed
+//! on its own (no context across messages).
+
+use std::fmt;
+use std::io::{Read, Write};
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::status::Status;
+
+/// Header naming the encoding of compressed messages.
+pub const GRPC_ENCODING: &str = "grpc-encoding";
+/// Header listing the encodings a peer accepts.
+pub const GRPC_ACCEPT_ENCODING: &str = "grpc-accept-encoding";
+
+/// A compression algorithm other than identity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CompressionEncoding {
+    /// `gzip` (RFC 1952).
+    Gzip,
+    /// `deflate`: the zlib format (RFC 1950), as the gRPC implementations use it.
+    Deflate,
+    /// `zstd` (RFC 8878).
+    Zstd,
+}
+
+impl CompressionEncoding {
+    /// All supported algorithms.
+    pub const ALL: [CompressionEncoding; 3] =
+        [CompressionEncoding::Gzip, CompressionEncoding::Deflate, CompressionEncoding::Zstd];
+
+    /// The name used in `grpc-encoding`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CompressionEncoding::Gzip => "gzip",
+            CompressionEncoding::Deflate => "deflate",
+            CompressionEncoding::Zstd => "zstd",
+        }
+    }
+
+    /// Parses an encoding name. `Ok(None)` for `identity`, `Err(name)` for
+    /// names we do not support.
+    pub fn parse(name: &str) -> Result<Option<CompressionEncoding>, String> {
+        match name.trim() {
+            "identity" => Ok(None),
+            "gzip" => Ok(Some(CompressionEncoding::Gzip)),
+            "deflate" => Ok(Some(CompressionEncoding::Deflate)),
+            "zstd" => Ok(Some(CompressionEncoding::Zstd)),
+            other => Err(other.to_string()),
+        }
+    }
+
+    fn bit(self) -> u8 {
+        match self {
+            CompressionEncoding::Gzip => 1,
+            CompressionEncoding::Deflate => 2,
+            CompressionEncoding::Zstd => 4,
+        }
+    }
+}
+
+impl fmt::Display for CompressionEncoding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A set of compression encodings (identity is always implied).
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+pub struct EncodingSet(u8);
+
+impl EncodingSet {
+    /// Only identity.
+    pub const fn none() -> EncodingSet {
+        EncodingSet(0)
+    }
+
+    /// Every algorithm this crate implements.
+    pub const fn all() -> EncodingSet {
+        EncodingSet(7)
+    }
+
+    /// True if `enc` is in the set.
+    pub fn contains(self, enc: CompressionEncoding) -> bool {
+        self.0 & enc.bit() != 0
+    }
+
+    /// Adds `enc`.
+    pub fn insert(&mut self, enc: CompressionEncoding) {
+        self.0 |= enc.bit();
+    }
+
+    /// Returns the set with `enc` added.
+    pub fn with(mut self, enc: CompressionEncoding) -> EncodingSet {
+        self.insert(enc);
+        self
+    }
+
+    /// Removes `enc`.
+    pub fn remove(&mut self, enc: CompressionEncoding) {
+        self.0 &= !enc.bit();
+    }
+
+    /// The members, in a fixed order.
+    pub fn iter(self) -> impl Iterator<Item = CompressionEncoding> {
+        CompressionEncoding::ALL.into_iter().filter(move |e| self.contains(*e))
+    }
+
+    /// The `grpc-accept-encoding` value: `identity` followed by the members,
+    /// e.g. `identity,gzip,deflate,zstd`.
+    pub fn to_header_value(self) -> String {
+        let mut s = String::from("identity");
+        for e in self.iter() {
+            s.push(',');
+            s.push_str(e.as_str());
+        }
+        s
+    }
+
+    /// Parses a `grpc-accept-encoding` value (comma-separated; unknown names
+    /// are ignored).
+    pub fn parse_header(value: &[u8]) -> EncodingSet {
+        let mut set = EncodingSet::none();
+        for part in value.split(|b| *b == b',') {
+            if let Ok(name) = std::str::from_utf8(part) {
+                if let Ok(Some(e)) = CompressionEncoding::parse(name) {
+                    set.insert(e);
+                }
+            }
+        }
+        set
+    }
+
+    /// Reads all `grpc-accept-encoding` headers of a map.
+    pub fn from_headers(headers: &http::HeaderMap) -> EncodingSet {
+        let mut set = EncodingSet::none();
+        for v in headers.get_all(GRPC_ACCEPT_ENCODING) {
+            set.0 |= EncodingSet::parse_header(v.as_bytes()).0;
+        }
+        set
+    }
+}
+
+impl fmt::Debug for EncodingSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.iter()).finish()
+    }
+}
+
+/// What a `grpc-encoding` header said.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HeaderEncoding {
+    /// Absent or `identity`.
+    Identity,
+    /// An algorithm we implement.
+    Known(CompressionEncoding),
+    /// An algorithm we do not implement.
+    Unknown(String),
+}
+
+/// Reads the `grpc-encoding` header of a map.
+pub fn encoding_from_headers(headers: &http::HeaderMap) -> HeaderEncoding {
+    match headers.get(GRPC_ENCODING) {
+        None => HeaderEncoding::Identity,
+        Some(v) => match v.to_str() {
+            Err(_) => HeaderEncoding::Unknown(String::from_utf8_lossy(v.as_bytes()).into_owned()),
+            Ok(s) => match CompressionEncoding::parse(s) {
+                Ok(None) => HeaderEncoding::Identity,
+                Ok(Some(e)) => HeaderEncoding::Known(e),
+                Err(name) => HeaderEncoding::Unknown(name),
+            },
+        },
+    }
+}
+
+/// Chooses the encoding of a server's responses: an explicit per-call
+/// choice if the client accepts it, else the request's encoding if the
+/// server may send it and the client accepts it, else the server default if
+/// the client accepts it, else identity. Never picks an encoding the client
+/// did not advertise.
+pub fn negotiate_response_encoding(
+    explicit: Option<CompressionEncoding>,
+    request_encoding: Option<CompressionEncoding>,
+    server_default: Option<CompressionEncoding>,
+    server_enabled: EncodingSet,
+    client_accepts: EncodingSet,
+) -> Option<CompressionEncoding> {
+    if let Some(e) = explicit {
+        return client_accepts.contains(e).then_some(e);
+    }
+    if let Some(e) = request_encoding {
+        if server_enabled.contains(e) && client_accepts.contains(e) {
+            return Some(e);
+        }
+    }
+    server_default.filter(|e| client_accepts.contains(*e))
+}
+
+/// Compresses `input` with `enc`, appending to `out`.
+pub fn compress(enc: CompressionEncoding, input: &[u8], out: &mut BytesMut) -> std::io::Result<()> {
+    let writer = out.writer();
+    match enc {
+        CompressionEncoding::Gzip => {
+            let mut e = flate2::write::GzEncoder::new(writer, flate2::Compression::fast());
+            e.write_all(input)?;
+            e.finish()?;
+        }
+        CompressionEncoding::Deflate => {
+            let mut e = flate2::write::ZlibEncoder::new(writer, flate2::Compression::fast());
+            e.write_all(input)?;
+            e.finish()?;
+        }
+        CompressionEncoding::Zstd => {
+            let mut e = zstd::stream::write::Encoder::new(writer, 1)?;
+            e.write_all(input)?;
+            e.finish()?;
+        }
+    }
+    Ok(())
+}
+
+/// Decompresses `input`, failing with RESOURCE_EXHAUSTED if the output
+/// exceeds `limit` bytes and INTERNAL if the data is corrupt.
+pub fn decompress(enc: CompressionEncoding, input: &[u8], limit: usize) -> Result<Bytes, Status> {
+    let mut out = Vec::new();
+    let cap = (limit as u64).saturating_add(1);
+    let res = match enc {
+        CompressionEncoding::Gzip => flate2::read::GzDecoder::new(input).take(cap).read_to_end(&mut out),
+        CompressionEncoding::Deflate => flate2::read::ZlibDecoder::new(input).take(cap).read_to_end(&mut out),
+        CompressionEncoding::Zstd => match zstd::stream::read::Decoder::new(input) {
+            Ok(d) => d.take(cap).read_to_end(&mut out),
+            Err(e) => Err(e),
+        },
+    };
+    if let Err(e) = res {
+        return Err(Status::internal(format!("failed to decompress message ({enc}): {e}")));
+    }
+    if out.len() > limit {
+        return Err(Status::resource_exhausted(format!(
+            "decompressed message larger than the limit ({limit} bytes)"
+        )));
+    }
+    Ok(Bytes::from(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::Code;
+
+    #[test]
+    fn roundtrip_each() {
+        let data: Vec<u8> = (0..50_000u32).map(|i| (i % 7) as u8).collect();
+        for enc in CompressionEncoding::ALL {
+            let mut out = BytesMut::new();
+            compress(enc, &data, &mut out).unwrap();
+            assert!(out.len() < data.len() / 10, "{enc} did not compress");
+            let back = decompress(enc, &out, 1 << 20).unwrap();
+            assert_eq!(&back[..], &data[..]);
+            let err = decompress(enc, &out, 1000).unwrap_err();
+            assert_eq!(err.code(), Code::ResourceExhausted);
+            assert_eq!(decompress(enc, b"garbage!", 1000).unwrap_err().code(), Code::Internal);
+        }
+        // deflate is zlib-framed: 0x78 header
+        let mut out = BytesMut::new();
+        compress(CompressionEncoding::Deflate, b"x", &mut out).unwrap();
+        assert_eq!(out[0], 0x78);
+        let mut out = BytesMut::new();
+        compress(CompressionEncoding::Gzip, b"x", &mut out).unwrap();
+        assert_eq!(&out[..2], &[0x1f, 0x8b]);
+    }
+
+    #[test]
+    fn headers() {
+        assert_eq!(EncodingSet::all().to_header_value(), "identity,gzip,deflate,zstd");
+        assert_eq!(EncodingSet::none().to_header_value(), "identity");
+        let s = EncodingSet::parse_header(b"identity, gzip ,br,zstd");
+        assert!(s.contains(CompressionEncoding::Gzip));
+        assert!(s.contains(CompressionEncoding::Zstd));
+        assert!(!s.contains(CompressionEncoding::Deflate));
+        assert_eq!(CompressionEncoding::parse("identity"), Ok(None));
+        assert_eq!(CompressionEncoding::parse("snappy"), Err("snappy".into()));
+    }
+
+    #[test]
+    fn negotiation() {
+        use CompressionEncoding::*;
+        let all = EncodingSet::all();
+        let gz = EncodingSet::none().with(Gzip);
+        assert_eq!(negotiate_response_encoding(None, Some(Gzip), None, all, gz), Some(Gzip));
+        assert_eq!(negotiate_response_encoding(None, Some(Zstd), None, all, gz), None);
+        assert_eq!(negotiate_response_encoding(None, None, Some(Gzip), all, gz), Some(Gzip));
+        assert_eq!(negotiate_response_encoding(None, None, Some(Zstd), all, gz), None);
+        assert_eq!(negotiate_response_encoding(Some(Deflate), Some(Gzip), None, all, gz), None);
+        assert_eq!(negotiate_response_encoding(Some(Gzip), None, None, all, gz), Some(Gzip));
+    }
+}

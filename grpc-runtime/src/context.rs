@@ -1,0 +1,274 @@
+//! [`ServerContext`]: the per-call handle a server handler (and server
+//! interceptors) use to read the deadline, peer address and cancellation,
+//! send response headers early, choose response compression and set
+//! trailers. It is cheap to clone and can be moved into tasks spawned by the
+//! handler.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::watch;
+
+use crate::compression::{CompressionEncoding, EncodingSet, GRPC_ENCODING};
+use crate::metadata::MetadataMap;
+use crate::status::{Code, Status};
+use crate::timeout::Deadline;
+
+/// Where the response of a call stands.
+#[allow(dead_code)] // driven by server/
+pub(crate) enum ResponseState {
+    /// Headers not sent yet.
+    Pending(h2::server::SendResponse<Bytes>),
+    /// Headers sent; messages may follow.
+    Open(h2::SendStream<Bytes>),
+    /// Trailers (or Trailers-Only) sent, or the stream is gone.
+    Closed,
+    /// Not a server call (client-side request).
+    Detached,
+}
+
+#[allow(dead_code)] // fields used by server/
+pub(crate) struct CtxInner {
+    pub(crate) method: String,
+    pub(crate) peer: Option<SocketAddr>,
+    pub(crate) deadline: Option<Deadline>,
+    cancel: watch::Sender<Option<Code>>,
+    pub(crate) response: Mutex<ResponseState>,
+    pub(crate) trailers: Mutex<MetadataMap>,
+    /// Encoding for response messages (negotiated; may be changed before
+    /// headers are sent).
+    pub(crate) encoding: Mutex<Option<CompressionEncoding>>,
+    pub(crate) client_accepts: EncodingSet,
+    pub(crate) message_compression: AtomicBool,
+    /// The client finished sending (END_STREAM seen).
+    pub(crate) recv_done: Arc<AtomicBool>,
+}
+
+/// Handle to the server side of one call. Clones share state.
+#[derive(Clone)]
+pub struct ServerContext {
+    pub(crate) inner: Arc<CtxInner>,
+}
+
+impl std::fmt::Debug for ServerContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerContext")
+            .field("method", &self.inner.method)
+            .field("peer", &self.inner.peer)
+            .field("deadline", &self.inner.deadline)
+            .field("cancelled", &self.is_cancelled())
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[allow(dead_code)] // crate-internal methods used by server/
+impl ServerContext {
+    pub(crate) fn new(
+        method: String,
+        peer: Option<SocketAddr>,
+        deadline: Option<Deadline>,
+        respond: Option<h2::server::SendResponse<Bytes>>,
+        encoding: Option<CompressionEncoding>,
+        client_accepts: EncodingSet,
+    ) -> ServerContext {
+        let (cancel, _) = watch::channel(None);
+        let response = match respond {
+            Some(r) => ResponseState::Pending(r),
+            None => ResponseState::Detached,
+        };
+        ServerContext {
+            inner: Arc::new(CtxInner {
+                method,
+                peer,
+                deadline,
+                cancel,
+                response: Mutex::new(response),
+                trailers: Mutex::new(MetadataMap::new()),
+                encoding: Mutex::new(encoding),
+                client_accepts,
+                message_compression: AtomicBool::new(true),
+                recv_done: Arc::new(AtomicBool::new(false)),
+            }),
+        }
+    }
+
+    /// The shared detached context of client-built requests.
+    pub(crate) fn detached() -> &'static ServerContext {
+        static DETACHED: OnceLock<ServerContext> = OnceLock::new();
+        DETACHED.get_or_init(|| ServerContext::new(String::new(), None, None, None, None, EncodingSet::none()))
+    }
+
+    /// The full method path, e.g. `/helloworld.Greeter/SayHello`.
+    pub fn method(&self) -> &str {
+        &self.inner.method
+    }
+
+    /// The peer's socket address (`None` for unix sockets or detached contexts).
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.inner.peer
+    }
+
+    /// The call's deadline, from the client's `grpc-timeout`.
+    pub fn deadline(&self) -> Option<Deadline> {
+        self.inner.deadline
+    }
+
+    /// Time left before the deadline (`None` without a deadline).
+    pub fn time_remaining(&self) -> Option<Duration> {
+        self.inner.deadline.map(|d| d.remaining())
+    }
+
+    /// True once the call is cancelled (client reset, deadline, shutdown).
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.cancel.borrow().is_some()
+    }
+
+    /// Resolves when the call is cancelled, with the reason: CANCELLED (the
+    /// client went away or the server shut down) or DEADLINE_EXCEEDED.
+    pub async fn cancelled(&self) -> Status {
+        let mut rx = self.inner.cancel.subscribe();
+        let code = match rx.wait_for(|c| c.is_some()).await {
+            Ok(c) => (*c).unwrap_or(Code::Cancelled),
+            Err(_) => Code::Cancelled,
+        };
+        drop(rx);
+        match code {
+            Code::DeadlineExceeded => Status::deadline_exceeded("deadline exceeded"),
+            _ => Status::cancelled("call cancelled"),
+        }
+    }
+
+    /// Marks the call cancelled (first reason wins).
+    pub(crate) fn cancel(&self, code: Code) {
+        self.inner.cancel.send_if_modified(|c| {
+            if c.is_none() {
+                *c = Some(code);
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Sends the response headers now, with `metadata`, before the first
+    /// message. Fails if headers were already sent, the call ended, or this
+    /// is not a server call.
+    pub fn send_headers(&self, metadata: MetadataMap) -> Result<(), Status> {
+        let mut st = lock(&self.inner.response);
+        match std::mem::replace(&mut *st, ResponseState::Closed) {
+            ResponseState::Pending(mut respond) => {
+                let head = self.response_head(&metadata);
+                match respond.send_response(head, false) {
+                    Ok(stream) => {
+                        *st = ResponseState::Open(stream);
+                        Ok(())
+                    }
+                    Err(e) => Err(Status::from_h2_error(&e)),
+                }
+            }
+            other => {
+                let detached = matches!(other, ResponseState::Detached);
+                *st = other;
+                if detached {
+                    Err(Status::failed_precondition("not a server call"))
+                } else {
+                    Err(Status::failed_precondition("response headers already sent"))
+                }
+            }
+        }
+    }
+
+    /// True once response headers went out.
+    pub fn headers_sent(&self) -> bool {
+        !matches!(*lock(&self.inner.response), ResponseState::Pending(_))
+    }
+
+    /// Builds the response head (`:status 200`, content-type, encodings, metadata).
+    pub(crate) fn response_head(&self, metadata: &MetadataMap) -> http::Response<()> {
+        let mut resp = http::Response::new(());
+        let h = resp.headers_mut();
+        h.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/grpc"));
+        if let Some(enc) = *lock(&self.inner.encoding) {
+            h.insert(GRPC_ENCODING, http::HeaderValue::from_static(enc.as_str()));
+        }
+        if let Ok(v) = http::HeaderValue::from_str(&EncodingSet::all().to_header_value()) {
+            h.insert(crate::compression::GRPC_ACCEPT_ENCODING, v);
+        }
+        metadata.add_to_headers(h);
+        resp
+    }
+
+    /// Replaces the trailing metadata sent with the final status.
+    pub fn set_trailers(&self, trailers: MetadataMap) {
+        *lock(&self.inner.trailers) = trailers;
+    }
+
+    /// Adds trailing metadata (kept with earlier additions).
+    pub fn add_trailers(&self, trailers: MetadataMap) {
+        lock(&self.inner.trailers).merge(trailers);
+    }
+
+    /// Chooses the response compression for this call. Takes effect only
+    /// before headers are sent and only if the client advertised the
+    /// encoding in `grpc-accept-encoding`; returns whether it was applied.
+    /// `None` turns compression off.
+    pub fn set_compression(&self, encoding: Option<CompressionEncoding>) -> bool {
+        if self.headers_sent() {
+            return false;
+        }
+        if let Some(e) = encoding {
+            if !self.inner.client_accepts.contains(e) {
+                return false;
+            }
+        }
+        *lock(&self.inner.encoding) = encoding;
+        true
+    }
+
+    /// The encoding of response messages (`None` = identity).
+    pub fn compression(&self) -> Option<CompressionEncoding> {
+        *lock(&self.inner.encoding)
+    }
+
+    /// Per-message switch: with `false`, the following response messages are
+    /// sent uncompressed (flag 0) even though the call has an encoding.
+    pub fn set_message_compression(&self, enabled: bool) {
+        self.inner.message_compression.store(enabled, Ordering::SeqCst);
+    }
+
+    pub(crate) fn message_compression(&self) -> bool {
+        self.inner.message_compression.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn take_trailers(&self) -> MetadataMap {
+        std::mem::take(&mut *lock(&self.inner.trailers))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn detached_and_cancel() {
+        let d = ServerContext::detached();
+        assert!(!d.is_cancelled());
+        assert!(d.send_headers(MetadataMap::new()).is_err());
+        let c = ServerContext::new("/a.B/C".into(), None, None, None, None, EncodingSet::none());
+        let c2 = c.clone();
+        let w = tokio::spawn(async move { c2.cancelled().await });
+        tokio::task::yield_now().await;
+        c.cancel(Code::DeadlineExceeded);
+        c.cancel(Code::Cancelled);
+        assert_eq!(w.await.unwrap().code(), Code::DeadlineExceeded);
+        assert!(c.is_cancelled());
+        assert_eq!(c.cancelled().await.code(), Code::DeadlineExceeded);
+    }
+}

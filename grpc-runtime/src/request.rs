@@ -1,0 +1,318 @@
+//! The call envelope types shared by client, server and generated code:
+//! [`Request`], [`Response`], [`IntoRequest`], [`IntoStreamingRequest`],
+//! [`MethodDescriptor`], [`BoxStream`], [`BoxFuture`].
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures_core::Stream;
+
+use crate::compression::CompressionEncoding;
+use crate::context::ServerContext;
+use crate::metadata::MetadataMap;
+use crate::status::Status;
+
+/// A boxed stream of messages or a status, as server-streaming and bidi
+/// handlers return.
+pub type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// A boxed `Send` future.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// Static description of one method, emitted by the generator per method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MethodDescriptor {
+    /// Method name as declared in the proto, e.g. `"SayHello"`.
+    pub name: &'static str,
+    /// Full path, e.g. `"/helloworld.Greeter/SayHello"`.
+    pub full_path: &'static str,
+    /// True if the client sends a stream of messages.
+    pub client_streaming: bool,
+    /// True if the server sends a stream of messages.
+    pub server_streaming: bool,
+}
+
+/// A request: a message (or a stream of messages) plus metadata and call
+/// options (client side) or the call context (server side).
+#[derive(Debug)]
+pub struct Request<T> {
+    message: T,
+    metadata: MetadataMap,
+    timeout: Option<Duration>,
+    compression: Option<CompressionEncoding>,
+    wait_for_ready: Option<bool>,
+    context: Option<ServerContext>,
+    extensions: http::Extensions,
+}
+
+impl<T> Request<T> {
+    /// Wraps a message with empty metadata and no options.
+    pub fn new(message: T) -> Request<T> {
+        Request {
+            message,
+            metadata: MetadataMap::new(),
+            timeout: None,
+            compression: None,
+            wait_for_ready: None,
+            context: None,
+            extensions: http::Extensions::new(),
+        }
+    }
+
+    /// The message.
+    pub fn get_ref(&self) -> &T {
+        &self.message
+    }
+
+    /// The message, mutably.
+    pub fn get_mut(&mut self) -> &mut T {
+        &mut self.message
+    }
+
+    /// Consumes the request, returning the message.
+    pub fn into_inner(self) -> T {
+        self.message
+    }
+
+    /// Request metadata (headers): set by the client, read by the server.
+    pub fn metadata(&self) -> &MetadataMap {
+        &self.metadata
+    }
+
+    /// Mutable request metadata.
+    pub fn metadata_mut(&mut self) -> &mut MetadataMap {
+        &mut self.metadata
+    }
+
+    /// Client side: the call's timeout, sent as `grpc-timeout`. Overrides a
+    /// deadline inherited from the server call being handled.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = Some(timeout);
+    }
+
+    /// The timeout set with [`Request::set_timeout`]; on the server side, the
+    /// time that remained when the call arrived.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    /// Client side: compress this call's request messages with `encoding`
+    /// (`None` to send uncompressed).
+    pub fn set_compression(&mut self, encoding: Option<CompressionEncoding>) {
+        self.compression = encoding;
+    }
+
+    /// The per-call compression; on the server side the request's encoding.
+    pub fn compression(&self) -> Option<CompressionEncoding> {
+        self.compression
+    }
+
+    /// Client side: wait for the channel to become ready instead of failing
+    /// fast with UNAVAILABLE (`None` = channel default).
+    pub fn set_wait_for_ready(&mut self, wait: bool) {
+        self.wait_for_ready = Some(wait);
+    }
+
+    /// The wait-for-ready option, if set.
+    pub fn wait_for_ready(&self) -> Option<bool> {
+        self.wait_for_ready
+    }
+
+    /// Server side: the call context (deadline, peer, cancellation, early
+    /// headers, trailers). On a client-built request this is a detached
+    /// context: no deadline, no peer, never cancelled, headers/trailers refused.
+    pub fn context(&self) -> &ServerContext {
+        match &self.context {
+            Some(c) => c,
+            None => ServerContext::detached(),
+        }
+    }
+
+    /// Server side shortcut for `context().peer_addr()`.
+    pub fn remote_addr(&self) -> Option<SocketAddr> {
+        self.context().peer_addr()
+    }
+
+    /// Extensions: typed values attached by interceptors or the runtime.
+    pub fn extensions(&self) -> &http::Extensions {
+        &self.extensions
+    }
+
+    /// Mutable extensions.
+    pub fn extensions_mut(&mut self) -> &mut http::Extensions {
+        &mut self.extensions
+    }
+
+    /// Maps the message, keeping metadata, options and context.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Request<U> {
+        Request {
+            message: f(self.message),
+            metadata: self.metadata,
+            timeout: self.timeout,
+            compression: self.compression,
+            wait_for_ready: self.wait_for_ready,
+            context: self.context,
+            extensions: self.extensions,
+        }
+    }
+
+    /// Builds a request from parts (used by the server and interceptors).
+    pub fn from_parts(metadata: MetadataMap, extensions: http::Extensions, message: T) -> Request<T> {
+        let mut r = Request::new(message);
+        r.metadata = metadata;
+        r.extensions = extensions;
+        r
+    }
+
+    /// Splits into metadata, extensions and message.
+    pub fn into_parts(self) -> (MetadataMap, http::Extensions, T) {
+        (self.metadata, self.extensions, self.message)
+    }
+
+    #[allow(dead_code)] // used by server/
+    pub(crate) fn set_context(&mut self, ctx: ServerContext) {
+        self.context = Some(ctx);
+    }
+}
+
+/// A response: a message (or stream) plus header metadata and, on the
+/// client, trailers once known.
+#[derive(Debug)]
+pub struct Response<T> {
+    message: T,
+    metadata: MetadataMap,
+    trailers: Option<MetadataMap>,
+    extensions: http::Extensions,
+}
+
+impl<T> Response<T> {
+    /// Wraps a message with empty metadata.
+    pub fn new(message: T) -> Response<T> {
+        Response { message, metadata: MetadataMap::new(), trailers: None, extensions: http::Extensions::new() }
+    }
+
+    /// The message.
+    pub fn get_ref(&self) -> &T {
+        &self.message
+    }
+
+    /// The message, mutably.
+    pub fn get_mut(&mut self) -> &mut T {
+        &mut self.message
+    }
+
+    /// Consumes the response, returning the message.
+    pub fn into_inner(self) -> T {
+        self.message
+    }
+
+    /// Response header metadata (sent by the server before the first message).
+    pub fn metadata(&self) -> &MetadataMap {
+        &self.metadata
+    }
+
+    /// Mutable header metadata.
+    pub fn metadata_mut(&mut self) -> &mut MetadataMap {
+        &mut self.metadata
+    }
+
+    /// Trailing metadata: on the client, set for unary and client-streaming
+    /// calls (for streaming responses read them from the `Streaming`); on the
+    /// server, extra trailers to send after the response.
+    pub fn trailers(&self) -> Option<&MetadataMap> {
+        self.trailers.as_ref()
+    }
+
+    /// Sets the trailing metadata.
+    pub fn set_trailers(&mut self, trailers: MetadataMap) {
+        self.trailers = Some(trailers);
+    }
+
+    /// Takes the trailing metadata out.
+    pub fn take_trailers(&mut self) -> Option<MetadataMap> {
+        self.trailers.take()
+    }
+
+    /// Extensions.
+    pub fn extensions(&self) -> &http::Extensions {
+        &self.extensions
+    }
+
+    /// Mutable extensions.
+    pub fn extensions_mut(&mut self) -> &mut http::Extensions {
+        &mut self.extensions
+    }
+
+    /// Maps the message, keeping metadata and trailers.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Response<U> {
+        Response { message: f(self.message), metadata: self.metadata, trailers: self.trailers, extensions: self.extensions }
+    }
+
+    /// Builds a response from header metadata, message and trailers.
+    pub fn from_parts(metadata: MetadataMap, message: T, trailers: Option<MetadataMap>) -> Response<T> {
+        Response { message, metadata, trailers, extensions: http::Extensions::new() }
+    }
+
+    /// Splits into header metadata, message and trailers.
+    pub fn into_parts(self) -> (MetadataMap, T, Option<MetadataMap>) {
+        (self.metadata, self.message, self.trailers)
+    }
+}
+
+/// Conversion into a [`Request`], for a bare message or a `Request`.
+pub trait IntoRequest<T>: sealed::Sealed {
+    /// Wraps or passes through.
+    fn into_request(self) -> Request<T>;
+}
+
+impl<T> IntoRequest<T> for T {
+    fn into_request(self) -> Request<T> {
+        Request::new(self)
+    }
+}
+
+impl<T> IntoRequest<T> for Request<T> {
+    fn into_request(self) -> Request<T> {
+        self
+    }
+}
+
+/// Conversion into a streaming [`Request`], for a `Stream` or a
+/// `Request<Stream>`.
+pub trait IntoStreamingRequest: sealed::Sealed {
+    /// The stream of request messages.
+    type Stream: Stream<Item = Self::Message> + Send + 'static;
+    /// The message type.
+    type Message;
+    /// Wraps or passes through.
+    fn into_streaming_request(self) -> Request<Self::Stream>;
+}
+
+impl<S> IntoStreamingRequest for S
+where
+    S: Stream + Send + 'static,
+{
+    type Stream = S;
+    type Message = S::Item;
+    fn into_streaming_request(self) -> Request<S> {
+        Request::new(self)
+    }
+}
+
+impl<S> IntoStreamingRequest for Request<S>
+where
+    S: Stream + Send + 'static,
+{
+    type Stream = S;
+    type Message = S::Item;
+    fn into_streaming_request(self) -> Request<S> {
+        self
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl<T> Sealed for T {}
+}

@@ -283,8 +283,7 @@ impl Channel {
 
     /// Awaits the response head; returns the header metadata and the message stream
     /// (already failed for Trailers-Only or a non-gRPC response).
-    async fn read_head<T>(&self, opened_conn: &Connection, response: ResponseFuture) -> Result<(MetadataMap, Streaming<T>), Status> {
-        let resp = response.await.map_err(|e| Status::from_h2_error(&e))?;
+    fn read_head<T>(&self, opened_conn: &Connection, resp: http::Response<h2::RecvStream>) -> Result<(MetadataMap, Streaming<T>), Status> {
         let (parts, body) = resp.into_parts();
         if let Some(v) = parts.headers.get(GRPC_ACCEPT_ENCODING) {
             opened_conn.set_peer_accept_encoding(v.clone());
@@ -321,6 +320,29 @@ impl Channel {
             }
         };
         Ok((headers, Streaming::new_response(body, decoder)))
+    }
+
+    /// Sends a single-message request and awaits the response head. A stream the server
+    /// refused (REFUSED_STREAM: no application logic ran) is retried once, transparently.
+    async fn send_single_request<M: prost::Message>(
+        &self,
+        path: &'static str,
+        p: &Prepared,
+        msg: &M,
+    ) -> Result<(Connection, http::Response<h2::RecvStream>), Status> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let Opened { response, send, conn, .. } = self.open(path, p, Some(msg)).await?;
+            drop(send);
+            match response.await {
+                Ok(resp) => return Ok((conn, resp)),
+                Err(e) if attempt < 2 && e.is_remote() && e.reason() == Some(h2::Reason::REFUSED_STREAM) => {
+                    debug!("stream refused by the server; retrying once");
+                }
+                Err(e) => return Err(Status::from_h2_error(&e)),
+            }
+        }
     }
 
     fn encode_one<M: prost::Message>(&self, msg: &M, encoding: Option<CompressionEncoding>) -> Result<Bytes, Status> {
@@ -365,11 +387,11 @@ impl Channel {
     }
 
     /// Reads exactly one message and the final status (unary and client-streaming).
-    async fn read_single<Resp>(&self, opened_conn: &Connection, response: ResponseFuture) -> Result<Response<Resp>, Status>
+    async fn read_single<Resp>(&self, opened_conn: &Connection, resp: http::Response<h2::RecvStream>) -> Result<Response<Resp>, Status>
     where
         Resp: prost::Message + Default + Send + 'static,
     {
-        let (headers, mut stream) = self.read_head::<Resp>(opened_conn, response).await?;
+        let (headers, mut stream) = self.read_head::<Resp>(opened_conn, resp)?;
         let first = stream.message().await?;
         let Some(msg) = first else {
             return Err(Status::internal("server ended a unary response without a message"));
@@ -393,10 +415,8 @@ impl Channel {
         let state = Arc::clone(&p.state);
         let span = state.span.clone();
         let fut = async {
-            let opened = self.open(path, &p, Some(request.get_ref())).await?;
-            let Opened { response, send, conn, .. } = opened;
-            drop(send);
-            self.read_single(&conn, response).await
+            let (conn, resp) = self.send_single_request(path, &p, request.get_ref()).await?;
+            self.read_single(&conn, resp).await
         };
         let r = with_deadline(p.deadline, fut).instrument(span).await;
         match r {
@@ -419,10 +439,8 @@ impl Channel {
         let state = Arc::clone(&p.state);
         let span = state.span.clone();
         let fut = async {
-            let opened = self.open(path, &p, Some(request.get_ref())).await?;
-            let Opened { response, send, conn, .. } = opened;
-            drop(send);
-            self.read_head::<Resp>(&conn, response).await
+            let (conn, resp) = self.send_single_request(path, &p, request.get_ref()).await?;
+            self.read_head::<Resp>(&conn, resp)
         };
         let r = with_deadline(p.deadline, fut).instrument(span).await;
         self.streaming_response(r, state, p.deadline, None)
@@ -443,7 +461,8 @@ impl Channel {
             let opened = self.open::<Req>(path, &p, None).await?;
             let Opened { response, send, conn, encoding } = opened;
             let _sender = self.spawn_sender(&state, send, encoding, request.into_inner());
-            self.read_single(&conn, response).await
+            let resp = response.await.map_err(|e| Status::from_h2_error(&e))?;
+            self.read_single(&conn, resp).await
         };
         let r = with_deadline(p.deadline, fut).instrument(span).await;
         match r {
@@ -471,7 +490,8 @@ impl Channel {
             let opened = self.open::<Req>(path, &p, None).await?;
             let Opened { response, send, conn, encoding } = opened;
             sender_slot = Some(self.spawn_sender(&state, send, encoding, request.into_inner()));
-            self.read_head::<Resp>(&conn, response).await
+            let resp = response.await.map_err(|e| Status::from_h2_error(&e))?;
+            self.read_head::<Resp>(&conn, resp)
         };
         let r = with_deadline(p.deadline, fut).instrument(span).await;
         self.streaming_response(r, state, p.deadline, sender_slot)

@@ -712,3 +712,67 @@ async fn headers_for_status_with_details() {
     assert_eq!(rpc.message, "bad arg");
     let _ = HeaderMap::new();
 }
+
+#[tokio::test]
+async fn server_error_while_client_still_streaming_ends_the_call() {
+    let srv = raw_server(handler(|req: http::Request<h2::RecvStream>, mut send| async move {
+        let mut r = FrameReader::new(req.into_body());
+        let _first = r.next().await;
+        let mut resp = response_headers();
+        resp.headers_mut().insert("grpc-status", "8".parse().unwrap());
+        resp.headers_mut().insert("grpc-message", "enough".parse().unwrap());
+        send.send_response(resp, true).unwrap();
+        // h2 follows with RST_STREAM(NO_ERROR) since the client is still sending
+    }))
+    .await;
+    let ch = channel(srv.addr).await;
+    // one message, then a request stream that never ends
+    let reqs = futures_util::StreamExt::chain(futures_util::stream::iter(vec![echo("1")]), futures_util::stream::pending());
+    let err = tokio::time::timeout(Duration::from_secs(5), ch.client_streaming::<_, Echo, Echo>(PATH, Request::new(reqs)))
+        .await
+        .expect("must not hang")
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert_eq!(err.message(), "enough");
+}
+
+#[tokio::test]
+async fn oversized_response_headers_fail_only_that_call() {
+    let srv = raw_server(handler(|req: http::Request<h2::RecvStream>, mut send| async move {
+        let big = req.headers().get("x-big").is_some();
+        let mut resp = response_headers();
+        if big {
+            resp.headers_mut().insert("x-huge", "h".repeat(20 * 1024).parse().unwrap());
+        }
+        let Ok(mut s) = send.send_response(resp, false) else { return };
+        let _ = s.send_data(frame_msg(&echo("ok")), false);
+        let _ = s.send_trailers(trailers(0, ""));
+    }))
+    .await;
+    let ch = channel(srv.addr).await;
+    let mut req = Request::new(echo("x"));
+    req.metadata_mut().insert("x-big", "1").unwrap();
+    let err = ch.unary::<Echo, Echo>(PATH, req).await.unwrap_err();
+    // over our 8 KiB SETTINGS_MAX_HEADER_LIST_SIZE: h2 refuses the headers; like grpc-go, INTERNAL
+    assert_eq!(err.code(), Code::Internal, "{err:?}");
+    // the connection still serves other calls
+    assert_eq!(ch.unary::<Echo, Echo>(PATH, Request::new(echo("x"))).await.unwrap().get_ref().text, "ok");
+}
+
+#[test]
+fn call_futures_and_responses_are_send() {
+    fn assert_send<T: Send>(_: &T) {}
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let _g = rt.enter();
+    let ch = Channel::builder("http://127.0.0.1:1").connect_lazy().unwrap();
+    let f1 = ch.unary::<Echo, Echo>(PATH, Request::new(echo("x")));
+    let f2 = ch.server_streaming::<Echo, Echo>(PATH, Request::new(echo("x")));
+    let f3 = ch.client_streaming::<_, Echo, Echo>(PATH, Request::new(futures_util::stream::empty::<Echo>()));
+    let f4 = ch.bidi_streaming::<_, Echo, Echo>(PATH, Request::new(futures_util::stream::empty::<Echo>()));
+    assert_send(&f1);
+    assert_send(&f2);
+    assert_send(&f3);
+    assert_send(&f4);
+    fn assert_sync<T: Send + Sync + Clone + 'static>(_: &T) {}
+    assert_sync(&ch);
+}

@@ -144,7 +144,12 @@ impl Channel {
             Some(t) => Some(Deadline::after(t)),
             None => current_deadline().or_else(|| cfg.timeout.map(Deadline::after)),
         };
-        let span = tracing::debug_span!("grpc_client_call", method = path, target = %self.inner.target.text);
+        let span = tracing::debug_span!(
+            "grpc_client_call",
+            method = path,
+            target = %self.inner.target.text,
+            peer = tracing::field::Empty
+        );
         let mut metadata = std::mem::take(request.metadata_mut());
         if !cfg.interceptors.is_empty() {
             let timeout = deadline.map(|d| d.remaining());
@@ -231,6 +236,7 @@ impl Channel {
                 .pick()
                 .await
                 .map_err(|e| Status::unavailable(format!("connection to {} failed: {}", self.inner.target.text, e.message())))?;
+            p.state.span.record("peer", tracing::field::display(conn.address()));
             let encoding = p.compression.filter(|e| {
                 // Never compress in an encoding the server did not advertise on this
                 // connection (unknown until its first response: send identity).

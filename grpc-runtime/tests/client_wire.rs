@@ -776,3 +776,53 @@ fn call_futures_and_responses_are_send() {
     fn assert_sync<T: Send + Sync + Clone + 'static>(_: &T) {}
     assert_sync(&ch);
 }
+
+#[tokio::test]
+async fn calls_during_goaway_move_to_a_new_connection() {
+    // connection 1: holds its first call 300 ms, sends GOAWAY right after accepting it;
+    // later connections answer at once
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let conns = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let c = conns.clone();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let n = c.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut conn = h2::server::handshake(tcp).await.unwrap();
+                let mut first = true;
+                while let Some(Ok((req, send))) = conn.accept().await {
+                    let delay = if n == 0 && first { 300 } else { 0 };
+                    tokio::spawn(async move {
+                        let mut body = req.into_body();
+                        let _ = read_body(&mut body).await;
+                        tokio::time::sleep(Duration::from_millis(delay)).await;
+                        respond(send, vec![frame_msg(&echo(&format!("conn{n}")))], 0, "").await;
+                    });
+                    if n == 0 && first {
+                        conn.graceful_shutdown();
+                    }
+                    first = false;
+                }
+            });
+        }
+    });
+    let ch = channel(addr).await;
+    let slow = tokio::spawn({
+        let ch = ch.clone();
+        async move { ch.unary::<Echo, Echo>(PATH, Request::new(echo("x"))).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut later = Vec::new();
+    for _ in 0..10 {
+        let ch = ch.clone();
+        later.push(tokio::spawn(async move { ch.unary::<Echo, Echo>(PATH, Request::new(echo("x"))).await }));
+    }
+    for l in later {
+        let r = l.await.unwrap().unwrap();
+        assert_eq!(r.get_ref().text, "conn1", "new calls use the new connection");
+    }
+    assert_eq!(slow.await.unwrap().unwrap().get_ref().text, "conn0", "the in-flight call completes");
+    assert_eq!(conns.load(Ordering::SeqCst), 2);
+}

@@ -1,12 +1,12 @@
 //! Client features against a raw h2 server: TLS, unix sockets, interceptors, deadline
 //! propagation.
 
-mod common;
+mod client_support;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::*;
+use client_support::*;
 use grpc_runtime::client::{interceptor_fn, ClientCallContext, Interceptor};
 use grpc_runtime::client::interceptor::InterceptFuture;
 use grpc_runtime::transport::ClientTlsConfig;

@@ -44,9 +44,7 @@ async fn tls_with_test_ca_and_server_name_override() {
     let ch = Channel::builder(format!("https://{}", srv.addr)).tls_config(tls).connect().await.unwrap();
     let r = ch.unary::<Echo, Echo>(PATH, Request::new(echo("secure"))).await.unwrap();
     assert_eq!(r.get_ref().text, "secure");
-    let reqs = srv.requests.lock().unwrap();
-    assert_eq!(reqs[0].uri.scheme_str(), Some("https"));
-    drop(reqs);
+    assert_eq!(srv.requests.lock().unwrap()[0].uri.scheme_str(), Some("https"));
 
     // wrong expected name -> connection fails -> UNAVAILABLE
     let tls = ClientTlsConfig::new().ca_certificate_pem(&ca).domain_name("other.example.com");

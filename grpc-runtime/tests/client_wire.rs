@@ -558,7 +558,8 @@ async fn respects_max_concurrent_streams() {
 
 #[tokio::test]
 async fn compression_only_after_the_server_advertises_it() {
-    let seen: Arc<Mutex<Vec<(Option<String>, u8, Echo)>>> = Arc::default();
+    type Seen = Vec<(Option<String>, u8, Echo)>; // (grpc-encoding, flag, message) per call
+    let seen: Arc<Mutex<Seen>> = Arc::default();
     let s2 = seen.clone();
     let srv = raw_server(handler(move |req: http::Request<h2::RecvStream>, mut send| {
         let seen = s2.clone();
@@ -825,4 +826,52 @@ async fn calls_during_goaway_move_to_a_new_connection() {
     }
     assert_eq!(slow.await.unwrap().unwrap().get_ref().text, "conn0", "the in-flight call completes");
     assert_eq!(conns.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn slow_reader_stalls_the_server_with_bounded_buffering() {
+    // The server writes 48 x 1 MiB messages as fast as HTTP/2 flow control lets it; the
+    // client reads slowly. The server can never be more than the client's windows (plus
+    // one message being decoded) ahead of what the client consumed.
+    const MSG: usize = 1024 * 1024;
+    const N: usize = 48;
+    let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let s2 = sent.clone();
+    let srv = raw_server(handler(move |_req, mut send| {
+        let sent = s2.clone();
+        async move {
+            let mut s = send.send_response(response_headers(), false).unwrap();
+            let payload = prost::Message::encode_to_vec(&Echo { text: String::new(), blob: vec![9; MSG] });
+            for _ in 0..N {
+                let mut data = frame(0, &payload);
+                while !data.is_empty() {
+                    s.reserve_capacity(data.len());
+                    let n = match poll_fn(|cx| s.poll_capacity(cx)).await {
+                        Some(Ok(n)) => n,
+                        _ => return,
+                    };
+                    let chunk = data.split_to(n.min(data.len()));
+                    sent.fetch_add(chunk.len(), Ordering::SeqCst);
+                    if s.send_data(chunk, false).is_err() {
+                        return;
+                    }
+                }
+            }
+            let _ = s.send_trailers(trailers(0, ""));
+        }
+    }))
+    .await;
+    let ch = Channel::builder(format!("http://{}", srv.addr)).max_decoding_message_size(2 * MSG).connect().await.unwrap();
+    let mut s = ch.server_streaming::<Echo, Echo>(PATH, Request::new(echo("x"))).await.unwrap().into_inner();
+    let mut consumed = 0usize;
+    let mut max_ahead = 0usize;
+    while let Some(m) = s.message().await.unwrap() {
+        consumed += m.blob.len() + 5 + 5; // payload + frame header + field overhead (approx.)
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let ahead = sent.load(Ordering::SeqCst).saturating_sub(consumed);
+        max_ahead = max_ahead.max(ahead);
+    }
+    assert!(consumed >= N * MSG);
+    // connection window 2 MiB + a message being assembled: well under 8 MiB
+    assert!(max_ahead < 6 * MSG, "server ran {max_ahead} bytes ahead of the reader");
 }

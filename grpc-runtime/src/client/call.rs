@@ -226,8 +226,21 @@ impl Channel {
         if let Some(v) = &inner.config.accept_header {
             h.insert(GRPC_ACCEPT_ENCODING, v.clone());
         }
-        h.insert(http::header::USER_AGENT, inner.config.user_agent.clone());
-        metadata.add_to_headers(h);
+        match metadata.get("user-agent") {
+            // A user-agent given as metadata goes in front of ours, in one header.
+            Some(ua) => {
+                let combined = format!("{ua} {}", String::from_utf8_lossy(inner.config.user_agent.as_bytes()));
+                let v = HeaderValue::try_from(combined).unwrap_or_else(|_| inner.config.user_agent.clone());
+                h.insert(http::header::USER_AGENT, v);
+                let mut md = metadata.clone();
+                md.remove("user-agent");
+                md.add_to_headers(h);
+            }
+            None => {
+                h.insert(http::header::USER_AGENT, inner.config.user_agent.clone());
+                metadata.add_to_headers(h);
+            }
+        }
         Ok(req)
     }
 

@@ -131,7 +131,9 @@ impl ServerContext {
     }
 
     /// Resolves when the call is cancelled, with the reason: CANCELLED (the
-    /// client went away or the server shut down) or DEADLINE_EXCEEDED.
+    /// client went away, the server shut down, or the call already
+    /// finished, so tasks spawned by a handler can stop) or
+    /// DEADLINE_EXCEEDED.
     pub async fn cancelled(&self) -> Status {
         let mut rx = self.inner.cancel.subscribe();
         let code = match rx.wait_for(|c| c.is_some()).await {

@@ -179,9 +179,9 @@ impl ServerContext {
                 let detached = matches!(other, ResponseState::Detached);
                 *st = other;
                 if detached {
-                    Err(Status::failed_precondition("not a server call"))
+                    Err(Status::internal("send_headers: not a server call"))
                 } else {
-                    Err(Status::failed_precondition("response headers already sent"))
+                    Err(Status::internal("send_headers: response headers already sent"))
                 }
             }
         }

@@ -185,16 +185,19 @@ async fn default_compression_and_per_message_no_compress() {
 }
 
 #[tokio::test]
-async fn unary_with_zero_or_two_messages_is_internal() {
+async fn unary_with_zero_or_two_messages_is_unimplemented() {
     let srv = start(|b| b).await;
     let mut c = connect(srv.addr).await;
+    // Cardinality violations: UNIMPLEMENTED per statuscodes.md.
     let r = call(&mut c, grpc_head(srv.addr, "/test.Echo/Unary", &[]), &[]).await;
-    assert_eq!(r.grpc_status().unwrap(), "13");
+    assert_eq!(r.grpc_status().unwrap(), "12");
     assert!(r.grpc_message().unwrap().contains("got none"));
     let two = [frame(&req("a")), frame(&req("b"))];
     let r = call(&mut c, grpc_head(srv.addr, "/test.Echo/Unary", &[]), &two).await;
-    assert_eq!(r.grpc_status().unwrap(), "13");
+    assert_eq!(r.grpc_status().unwrap(), "12");
     assert!(r.grpc_message().unwrap().contains("more than one"));
+    let r = call(&mut c, grpc_head(srv.addr, "/test.Echo/ServerStream", &[]), &two).await;
+    assert_eq!(r.grpc_status().unwrap(), "12");
     // a truncated message is INTERNAL as well
     let f = frame(&req("abc"));
     let r = call(&mut c, grpc_head(srv.addr, "/test.Echo/Unary", &[]), &[f.slice(..f.len() - 1)]).await;
@@ -627,4 +630,22 @@ async fn slow_reader_applies_backpressure() {
     let r = read_response_from(resp).await;
     assert_eq!(r.messages().len(), 5000);
     assert_eq!(r.grpc_status().unwrap(), "0");
+}
+
+#[tokio::test]
+async fn server_done_while_client_sending_resets_with_no_error() {
+    let srv = start(|b| b).await;
+    let c = connect(srv.addr).await;
+    let mut c = c.ready().await.unwrap();
+    let (resp, mut send) = c.send_request(grpc_head(srv.addr, "/test.Echo/ClientStream", &[]), false).unwrap();
+    send.send_data(frame(&req("stop")), false).unwrap();
+    let r = read_response(resp).await;
+    assert_eq!(r.grpc_status().unwrap(), "0");
+    let m: EchoReply = decode(&r.messages()[0].1);
+    assert_eq!(m.message, "stopped");
+    let reason = tokio::time::timeout(Duration::from_secs(2), std::future::poll_fn(|cx| send.poll_reset(cx)))
+        .await
+        .expect("no RST_STREAM from the server")
+        .unwrap();
+    assert_eq!(reason, h2::Reason::NO_ERROR);
 }

@@ -155,6 +155,9 @@ impl echo_server::Echo for TestEcho {
         let mut s = request.into_inner();
         let mut parts = Vec::new();
         while let Some(m) = s.message().await? {
+            if m.message == "stop" {
+                return Ok(Response::new(EchoReply { message: "stopped".into() }));
+            }
             parts.push(m.message);
         }
         Ok(Response::new(EchoReply { message: parts.join(",") }))

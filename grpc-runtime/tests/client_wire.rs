@@ -471,7 +471,7 @@ async fn large_client_stream_respects_flow_control() {
 }
 
 #[tokio::test]
-async fn unary_cardinality_violations_are_internal() {
+async fn unary_cardinality_violations_are_unimplemented() {
     let srv = raw_server(handler(|req: http::Request<h2::RecvStream>, send| async move {
         let n: usize = req.headers().get("x-n").unwrap().to_str().unwrap().parse().unwrap();
         respond(send, (0..n).map(|_| frame_msg(&echo("m"))).collect(), 0, "").await;
@@ -482,7 +482,8 @@ async fn unary_cardinality_violations_are_internal() {
         let mut req = Request::new(echo("x"));
         req.metadata_mut().insert("x-n", n.to_string()).unwrap();
         let err = ch.unary::<Echo, Echo>(PATH, req).await.unwrap_err();
-        assert_eq!(err.code(), Code::Internal, "{n} messages: {err:?}");
+        // statuscodes.md: response cardinality violation -> UNIMPLEMENTED
+        assert_eq!(err.code(), Code::Unimplemented, "{n} messages: {err:?}");
     }
 }
 

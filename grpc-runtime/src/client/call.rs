@@ -430,12 +430,17 @@ impl Channel {
     {
         let (headers, mut stream) = self.read_head::<Resp>(opened_conn, resp)?;
         let first = stream.message().await?;
+        // Response cardinality violations are UNIMPLEMENTED (gRPC statuscodes.md).
         let Some(msg) = first else {
-            return Err(Status::internal("server ended a unary response without a message"));
+            return Err(Status::unimplemented("cardinality violation: server ended a single-response call without a message"));
         };
         match stream.message().await? {
             None => {}
-            Some(_) => return Err(Status::internal("server sent more than one message on a unary response")),
+            Some(_) => {
+                return Err(Status::unimplemented(
+                    "cardinality violation: server sent more than one message on a single-response call",
+                ))
+            }
         }
         let trailers = stream.trailers().cloned().unwrap_or_default();
         Ok(Response::from_parts(headers, msg, Some(trailers)))

@@ -876,3 +876,45 @@ async fn slow_reader_stalls_the_server_with_bounded_buffering() {
     // connection window 2 MiB + a message being assembled: well under 8 MiB
     assert!(max_ahead < 6 * MSG, "server ran {max_ahead} bytes ahead of the reader");
 }
+
+#[tokio::test]
+async fn assumed_server_encodings_until_the_server_says_otherwise() {
+    // A server that never advertises, accepts gzip on the first call and rejects it
+    // afterwards with UNIMPLEMENTED + grpc-accept-encoding: identity.
+    let seen: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
+    let s2 = seen.clone();
+    let srv = raw_server(handler(move |req: http::Request<h2::RecvStream>, mut send| {
+        let seen = s2.clone();
+        async move {
+            let enc = req.headers().get("grpc-encoding").map(|v| v.to_str().unwrap().to_string());
+            let n = {
+                let mut s = seen.lock().unwrap();
+                s.push(enc.clone());
+                s.len()
+            };
+            let mut body = req.into_body();
+            let _ = read_body(&mut body).await;
+            if n == 2 && enc.is_some() {
+                let mut resp = response_headers();
+                resp.headers_mut().insert("grpc-status", "12".parse().unwrap());
+                resp.headers_mut().insert("grpc-accept-encoding", "identity".parse().unwrap());
+                send.send_response(resp, true).unwrap();
+                return;
+            }
+            respond(send, vec![frame_msg(&echo("ok"))], 0, "").await;
+        }
+    }))
+    .await;
+    let ch = Channel::builder(format!("http://{}", srv.addr))
+        .send_compressed(grpc_runtime::CompressionEncoding::Gzip)
+        .assume_server_accepts(grpc_runtime::EncodingSet::none().with(grpc_runtime::CompressionEncoding::Gzip))
+        .connect()
+        .await
+        .unwrap();
+    assert!(ch.unary::<Echo, Echo>(PATH, Request::new(echo("1"))).await.is_ok());
+    let err = ch.unary::<Echo, Echo>(PATH, Request::new(echo("2"))).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented);
+    assert!(ch.unary::<Echo, Echo>(PATH, Request::new(echo("3"))).await.is_ok());
+    let seen = seen.lock().unwrap();
+    assert_eq!(*seen, vec![Some("gzip".to_string()), Some("gzip".to_string()), None]);
+}

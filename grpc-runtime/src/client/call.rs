@@ -258,8 +258,12 @@ impl Channel {
             p.state.span.record("peer", tracing::field::display(conn.address()));
             let encoding = p.compression.filter(|e| {
                 // Never compress in an encoding the server did not advertise on this
-                // connection (unknown until its first response: send identity).
-                let ok = conn.peer_accept_encoding().map(|v| EncodingSet::parse_header(v.as_bytes()).contains(*e)).unwrap_or(false);
+                // connection; before it said anything, only in the assumed ones.
+                let server = conn
+                    .peer_accept_encoding()
+                    .map(|v| EncodingSet::parse_header(v.as_bytes()))
+                    .unwrap_or(self.inner.config.assumed_server_accept);
+                let ok = server.contains(*e);
                 if !ok {
                     debug!(encoding = %e, "server has not advertised this encoding; sending uncompressed");
                 }

@@ -23,6 +23,7 @@ pub mod timeout;
 pub mod transport;
 
 pub use client::{Channel, ConnectivityState, Endpoint};
+pub use transport::ClientTlsConfig;
 pub use compression::{CompressionEncoding, EncodingSet};
 pub use context::ServerContext;
 pub use metadata::{MetadataError, MetadataMap, MetadataValue};

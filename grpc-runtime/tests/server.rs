@@ -710,6 +710,10 @@ async fn encoding_disabled_on_server_is_unimplemented() {
     let r = call(&mut c, head, &[frame_raw(1, &payload)]).await;
     assert_eq!(r.grpc_status().unwrap(), "12");
     assert_eq!(r.headers.get("grpc-accept-encoding").unwrap(), "identity,gzip");
+    // successful responses advertise the same set
+    let r = call(&mut c, grpc_head(srv.addr, "/test.Echo/Unary", &[]), &[frame(&req("x"))]).await;
+    assert_eq!(r.grpc_status().unwrap(), "0");
+    assert_eq!(r.headers.get("grpc-accept-encoding").unwrap(), "identity,gzip");
 }
 
 #[tokio::test]

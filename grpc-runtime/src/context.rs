@@ -40,6 +40,8 @@ pub(crate) struct CtxInner {
     /// headers are sent).
     pub(crate) encoding: Mutex<Option<CompressionEncoding>>,
     pub(crate) client_accepts: EncodingSet,
+    /// Encodings the server decodes (advertised in `grpc-accept-encoding`).
+    server_accepts: EncodingSet,
     pub(crate) message_compression: AtomicBool,
     /// The client finished sending (END_STREAM seen).
     pub(crate) recv_done: Arc<AtomicBool>,
@@ -76,6 +78,7 @@ impl ServerContext {
         respond: Option<h2::server::SendResponse<Bytes>>,
         encoding: Option<CompressionEncoding>,
         client_accepts: EncodingSet,
+        server_accepts: EncodingSet,
     ) -> ServerContext {
         let (cancel, _) = watch::channel(None);
         let response = match respond {
@@ -92,6 +95,7 @@ impl ServerContext {
                 trailers: Mutex::new(MetadataMap::new()),
                 encoding: Mutex::new(encoding),
                 client_accepts,
+                server_accepts,
                 message_compression: AtomicBool::new(true),
                 recv_done: Arc::new(AtomicBool::new(false)),
                 final_status: Mutex::new(None),
@@ -102,7 +106,7 @@ impl ServerContext {
     /// The shared detached context of client-built requests.
     pub(crate) fn detached() -> &'static ServerContext {
         static DETACHED: OnceLock<ServerContext> = OnceLock::new();
-        DETACHED.get_or_init(|| ServerContext::new(String::new(), None, None, None, None, EncodingSet::none()))
+        DETACHED.get_or_init(|| ServerContext::new(String::new(), None, None, None, None, EncodingSet::none(), EncodingSet::none()))
     }
 
     /// The full method path, e.g. `/helloworld.Greeter/SayHello`.
@@ -200,7 +204,7 @@ impl ServerContext {
         if let Some(enc) = *lock(&self.inner.encoding) {
             h.insert(GRPC_ENCODING, http::HeaderValue::from_static(enc.as_str()));
         }
-        if let Ok(v) = http::HeaderValue::from_str(&EncodingSet::all().to_header_value()) {
+        if let Ok(v) = http::HeaderValue::from_str(&self.inner.server_accepts.to_header_value()) {
             h.insert(crate::compression::GRPC_ACCEPT_ENCODING, v);
         }
         metadata.add_to_headers(h);
@@ -273,7 +277,7 @@ mod tests {
         let d = ServerContext::detached();
         assert!(!d.is_cancelled());
         assert!(d.send_headers(MetadataMap::new()).is_err());
-        let c = ServerContext::new("/a.B/C".into(), None, None, None, None, EncodingSet::none());
+        let c = ServerContext::new("/a.B/C".into(), None, None, None, None, EncodingSet::none(), EncodingSet::none());
         let c2 = c.clone();
         let w = tokio::spawn(async move { c2.cancelled().await });
         tokio::task::yield_now().await;

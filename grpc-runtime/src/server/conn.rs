@@ -202,7 +202,15 @@ async fn handle_stream(
         shared.send_encodings,
         client_accepts,
     );
-    let ctx = ServerContext::new(path.clone(), peer, deadline, Some(respond), response_encoding, client_accepts);
+    let ctx = ServerContext::new(
+        path.clone(),
+        peer,
+        deadline,
+        Some(respond),
+        response_encoding,
+        client_accepts,
+        shared.accept_encodings,
+    );
 
     let span = tracing::debug_span!("grpc_call", method = %path, peer = ?peer, code = tracing::field::Empty);
     let started = StdInstant::now();

@@ -325,3 +325,42 @@ async fn graceful_shutdown_lets_in_flight_calls_finish() {
     let err = c.unary(msg("late")).await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
 }
+
+#[tokio::test]
+async fn client_compression_engages_once_the_server_advertises() {
+    // The server answers in the request's encoding by default, so the encoding its
+    // interceptor sees on the call context is the request's encoding.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    let srv = start(move |b| {
+        b.add_interceptor(grpc_runtime::server::interceptor_fn(move |head: grpc_runtime::server::CallHead, next: grpc_runtime::server::Next| {
+            s2.lock().unwrap().push(head.context().compression());
+            next.run(head)
+        }))
+    })
+    .await;
+    let ch = Channel::builder(format!("http://{}", srv.addr))
+        .send_compressed(CompressionEncoding::Gzip)
+        .connect()
+        .await
+        .unwrap();
+    let c = EchoClient::new(ch);
+    let big = "y".repeat(5000);
+    for _ in 0..3 {
+        assert_eq!(c.unary(msg(&big)).await.unwrap().get_ref().message, big);
+    }
+    let reqs = futures_util::stream::iter(vec![msg(&big), msg("b")]);
+    assert_eq!(c.client_stream(reqs).await.unwrap().get_ref().message, format!("{big},b"));
+    // per call: zstd and deflate
+    for enc in [CompressionEncoding::Zstd, CompressionEncoding::Deflate] {
+        let mut req = Request::new(msg(&big));
+        req.set_compression(Some(enc));
+        assert_eq!(c.unary(req).await.unwrap().get_ref().message, big);
+    }
+    let gz = Some(CompressionEncoding::Gzip);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        // first call: the server had not advertised yet -> identity
+        vec![None, gz, gz, gz, Some(CompressionEncoding::Zstd), Some(CompressionEncoding::Deflate)]
+    );
+}

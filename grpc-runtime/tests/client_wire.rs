@@ -918,3 +918,65 @@ async fn assumed_server_encodings_until_the_server_says_otherwise() {
     let seen = seen.lock().unwrap();
     assert_eq!(*seen, vec![Some("gzip".to_string()), Some("gzip".to_string()), None]);
 }
+
+#[tokio::test]
+async fn malformed_responses_end_only_that_call() {
+    let srv = raw_server(handler(|req: http::Request<h2::RecvStream>, mut send| async move {
+        let case = req.headers().get("x-case").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+        let mut resp = response_headers();
+        match case.as_str() {
+            "bad-bin" => {
+                resp.headers_mut().insert("x-b-bin", "!!!not base64!!!".parse().unwrap());
+            }
+            "bad-status" => {
+                resp.headers_mut().insert("grpc-status", "abc".parse().unwrap());
+                send.send_response(resp, true).unwrap();
+                return;
+            }
+            "bad-percent" => {
+                resp.headers_mut().insert("grpc-status", "3".parse().unwrap());
+                resp.headers_mut().insert("grpc-message", "50%%zz%4".parse().unwrap());
+                send.send_response(resp, true).unwrap();
+                return;
+            }
+            "wrong-content-type" => {
+                resp.headers_mut().insert("content-type", "text/html".parse().unwrap());
+            }
+            _ => {}
+        }
+        let mut s = send.send_response(resp, false).unwrap();
+        let body = match case.as_str() {
+            "bad-flag" => frame(2, b"xx"),
+            "truncated" => Bytes::from_static(&[0, 0, 0, 0, 10, 1, 2]),
+            "undecodable" => frame(0, &[0xff, 0xff, 0xff]),
+            "flag-without-encoding" => frame(1, b"xx"),
+            _ => frame_msg(&echo("ok")),
+        };
+        let _ = s.send_data(body, false);
+        let _ = s.send_trailers(trailers(0, ""));
+    }))
+    .await;
+    let ch = channel(srv.addr).await;
+    let cases = [
+        ("bad-flag", Code::Internal),
+        ("truncated", Code::Internal),
+        ("undecodable", Code::Internal),
+        ("flag-without-encoding", Code::Internal),
+        ("bad-bin", Code::Internal),
+        ("bad-status", Code::Internal),
+        ("bad-percent", Code::InvalidArgument),
+        ("wrong-content-type", Code::Unknown),
+    ];
+    for (case, code) in cases {
+        let mut req = Request::new(echo("x"));
+        req.metadata_mut().insert("x-case", case).unwrap();
+        let err = ch.unary::<Echo, Echo>(PATH, req).await.unwrap_err();
+        assert_eq!(err.code(), code, "{case}: {err:?}");
+        if case == "bad-percent" {
+            assert_eq!(err.message(), "50%%zz%4", "invalid percent-encoding decodes leniently");
+        }
+        // the connection keeps serving
+        assert_eq!(ch.unary::<Echo, Echo>(PATH, Request::new(echo("x"))).await.unwrap().get_ref().text, "ok");
+    }
+    assert_eq!(srv.connections.load(Ordering::SeqCst), 1);
+}

@@ -173,7 +173,9 @@ fn parse(
             if to_generate.iter().any(|n| n == fd.name()) {
                 let text = std::fs::read_to_string(&path)
                     .map_err(|e| Error::new(format!("cannot read {}: {e}", path.display())))?;
-                fd.source_code_info = Some(crate::comments::source_code_info(&text));
+                let mut info = crate::comments::source_code_info(&text);
+                crate::comments::complete(&mut info, &fd);
+                fd.source_code_info = Some(info);
             }
             sources.push(path);
         }

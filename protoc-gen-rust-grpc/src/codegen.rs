@@ -69,8 +69,16 @@ pub fn generate(
         packages.entry(file.package().to_string()).or_default().push(file);
     }
 
-    // Run prost-build once over all files so cross-package paths resolve consistently.
+    // Run prost-build once over all files: prost-build needs every message a generated
+    // message refers to (it checks e.g. whether a field type can derive Copy). Files that
+    // are only imported get a module of their own whose output is dropped.
     let mut requests = Vec::new();
+    for (index, file) in files.iter().enumerate() {
+        if !seen.contains(file.name()) {
+            let module = prost_build::Module::from_parts(["__protoc_gen_rust_grpc_import".to_string(), index.to_string()]);
+            requests.push((module, file.clone()));
+        }
+    }
     for (package, package_files) in &packages {
         let module = prost_build::Module::from_protobuf_package_name(package);
         for file in package_files {
@@ -145,17 +153,81 @@ pub fn generate(
 /// Makes descriptors from protoc and from the pure-Rust parser agree, so both paths give
 /// byte-identical output: proto2 files carry no `syntax`, and synthetic oneofs of proto3
 /// `optional` fields come after the real oneofs (protoc's order).
-fn normalize_file(mut file: FileDescriptorProto) -> FileDescriptorProto {
+fn normalize_file(file: FileDescriptorProto) -> FileDescriptorProto {
+    let mut file = canonical_well_known(file.name()).unwrap_or(file);
     if file.syntax.as_deref() == Some("proto2") {
         file.syntax = None;
     }
+    drop_empty(&mut file.options);
     for message in &mut file.message_type {
         normalize_message(message);
+    }
+    for field in &mut file.extension {
+        drop_empty(&mut field.options);
+    }
+    for e in &mut file.enum_type {
+        normalize_enum(e);
+    }
+    for service in &mut file.service {
+        drop_empty(&mut service.options);
+        for method in &mut service.method {
+            drop_empty(&mut method.options);
+        }
     }
     file
 }
 
+/// The well-known types (`google/protobuf/*.proto`) exist in several versions (protoc
+/// ships newer ones than protobuf-parse embeds). Both paths use the copies compiled into the
+/// `protobuf` crate, so the descriptor sets do not depend on where the files came from.
+fn canonical_well_known(name: &str) -> Option<FileDescriptorProto> {
+    use protobuf::well_known_types as wkt;
+    let descriptor = match name {
+        "google/protobuf/any.proto" => wkt::any::file_descriptor(),
+        "google/protobuf/api.proto" => wkt::api::file_descriptor(),
+        "google/protobuf/descriptor.proto" => protobuf::descriptor::file_descriptor(),
+        "google/protobuf/duration.proto" => wkt::duration::file_descriptor(),
+        "google/protobuf/empty.proto" => wkt::empty::file_descriptor(),
+        "google/protobuf/field_mask.proto" => wkt::field_mask::file_descriptor(),
+        "google/protobuf/source_context.proto" => wkt::source_context::file_descriptor(),
+        "google/protobuf/struct.proto" => wkt::struct_::file_descriptor(),
+        "google/protobuf/timestamp.proto" => wkt::timestamp::file_descriptor(),
+        "google/protobuf/type.proto" => wkt::type_::file_descriptor(),
+        "google/protobuf/wrappers.proto" => wkt::wrappers::file_descriptor(),
+        _ => return None,
+    };
+    let bytes = protobuf::Message::write_to_bytes(descriptor.proto()).ok()?;
+    let mut file = FileDescriptorProto::decode(bytes.as_slice()).ok()?;
+    file.source_code_info = None;
+    Some(file)
+}
+
+/// protoc keeps an empty options message for e.g. `rpc X(A) returns (B) {}`; the pure
+/// parser does not. Empty options mean nothing, so drop them.
+fn drop_empty<T: Default + PartialEq>(options: &mut Option<T>) {
+    if options.as_ref().is_some_and(|o| *o == T::default()) {
+        *options = None;
+    }
+}
+
+fn normalize_enum(e: &mut prost_types::EnumDescriptorProto) {
+    drop_empty(&mut e.options);
+    for value in &mut e.value {
+        drop_empty(&mut value.options);
+    }
+}
+
 fn normalize_message(message: &mut prost_types::DescriptorProto) {
+    drop_empty(&mut message.options);
+    for field in message.field.iter_mut().chain(message.extension.iter_mut()) {
+        drop_empty(&mut field.options);
+    }
+    for oneof in &mut message.oneof_decl {
+        drop_empty(&mut oneof.options);
+    }
+    for e in &mut message.enum_type {
+        normalize_enum(e);
+    }
     for nested in &mut message.nested_type {
         normalize_message(nested);
     }

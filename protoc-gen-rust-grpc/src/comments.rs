@@ -31,6 +31,57 @@ pub(crate) fn source_code_info(source: &str) -> SourceCodeInfo {
     SourceCodeInfo { location: walker.locations }
 }
 
+/// Adds an empty location for every element prost-build looks up but the walker did not
+/// record (prost-build expects protoc's complete source info), and sorts by path.
+pub(crate) fn complete(info: &mut SourceCodeInfo, file: &prost_types::FileDescriptorProto) {
+    use std::collections::HashSet;
+    let mut paths: Vec<Vec<i32>> = Vec::new();
+    fn message(paths: &mut Vec<Vec<i32>>, path: Vec<i32>, m: &prost_types::DescriptorProto) {
+        for i in 0..m.field.len() {
+            paths.push([&path[..], &[2, i as i32]].concat());
+        }
+        for (i, n) in m.nested_type.iter().enumerate() {
+            message(paths, [&path[..], &[3, i as i32]].concat(), n);
+        }
+        for (i, e) in m.enum_type.iter().enumerate() {
+            enumeration(paths, [&path[..], &[4, i as i32]].concat(), e);
+        }
+        for i in 0..m.oneof_decl.len() {
+            paths.push([&path[..], &[8, i as i32]].concat());
+        }
+        paths.push(path);
+    }
+    fn enumeration(paths: &mut Vec<Vec<i32>>, path: Vec<i32>, e: &prost_types::EnumDescriptorProto) {
+        for i in 0..e.value.len() {
+            paths.push([&path[..], &[2, i as i32]].concat());
+        }
+        paths.push(path);
+    }
+    for (i, m) in file.message_type.iter().enumerate() {
+        message(&mut paths, vec![4, i as i32], m);
+    }
+    for (i, e) in file.enum_type.iter().enumerate() {
+        enumeration(&mut paths, vec![5, i as i32], e);
+    }
+    for (i, s) in file.service.iter().enumerate() {
+        for j in 0..s.method.len() {
+            paths.push(vec![6, i as i32, 2, j as i32]);
+        }
+        paths.push(vec![6, i as i32]);
+    }
+    let valid: HashSet<Vec<i32>> = paths.iter().cloned().collect();
+    // Drop anything the walker mis-numbered, then fill the gaps.
+    info.location.retain(|l| valid.contains(&l.path));
+    let mut have: HashSet<Vec<i32>> = HashSet::new();
+    info.location.retain(|l| have.insert(l.path.clone()));
+    for path in paths {
+        if !have.contains(&path) {
+            info.location.push(Location { path, ..Default::default() });
+        }
+    }
+    info.location.sort_by(|a, b| a.path.cmp(&b.path));
+}
+
 fn tokenize(src: &str) -> Vec<Tok> {
     let bytes = src.as_bytes();
     let mut toks = Vec::new();

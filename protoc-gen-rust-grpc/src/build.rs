@@ -148,12 +148,15 @@ impl Builder {
     }
 }
 
+/// Files to generate, all descriptors, and the proto files found on disk.
+type Parsed = (Vec<String>, Vec<prost_types::FileDescriptorProto>, Vec<PathBuf>);
+
 /// Parses with the pure parser; returns (files to generate, all descriptors with rebuilt
 /// comments for the files to generate, source paths found on disk).
 fn parse(
     protos: &[impl AsRef<Path>],
     includes: &[impl AsRef<Path>],
-) -> Result<(Vec<String>, Vec<prost_types::FileDescriptorProto>, Vec<PathBuf>), Error> {
+) -> Result<Parsed, Error> {
     let parsed = protobuf_parse::Parser::new()
         .pure()
         .includes(includes.iter().map(|p| p.as_ref()))

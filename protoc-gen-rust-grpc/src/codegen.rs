@@ -95,6 +95,16 @@ pub fn generate(
     for (proto, rust) in &options.extern_paths {
         config.extern_path(proto, rust);
     }
+    // Oneof enums hold their variants inline; clippy's large_enum_variant fires on many
+    // real protos (e.g. grpc.testing). The allow goes on those enums only.
+    for package_files in packages.values() {
+        for file in package_files {
+            let prefix = if file.package().is_empty() { String::new() } else { format!(".{}", file.package()) };
+            for message in &file.message_type {
+                allow_large_oneofs(&mut config, &prefix, message);
+            }
+        }
+    }
     config.service_generator(Box::new(GrpcServiceGenerator {
         client: options.client,
         server: options.server,
@@ -148,6 +158,22 @@ pub fn generate(
         output.push(GeneratedFile { name: include_file.clone(), content: include_file_content(&packages)? });
     }
     Ok(output)
+}
+
+fn allow_large_oneofs(config: &mut prost_build::Config, prefix: &str, message: &prost_types::DescriptorProto) {
+    let name = format!("{prefix}.{}", message.name());
+    for (index, oneof) in message.oneof_decl.iter().enumerate() {
+        let synthetic = message
+            .field
+            .iter()
+            .any(|f| f.oneof_index == Some(index as i32) && f.proto3_optional());
+        if !synthetic {
+            config.enum_attribute(format!("{name}.{}", oneof.name()), "#[allow(clippy::large_enum_variant)]");
+        }
+    }
+    for nested in &message.nested_type {
+        allow_large_oneofs(config, &name, nested);
+    }
 }
 
 /// Makes descriptors from protoc and from the pure-Rust parser agree, so both paths give

@@ -58,6 +58,7 @@ pub fn generate(
     // Group the files to generate by package, keeping the requested order inside a package.
     let mut packages: BTreeMap<String, Vec<&FileDescriptorProto>> = BTreeMap::new();
     let mut seen = HashSet::new();
+    let known_types = known_types(&files);
     for name in files_to_generate {
         let Some(file) = by_name.get(name.as_str()) else {
             return Err(Error::new(format!("file to generate `{name}` is missing from the descriptors")));
@@ -66,6 +67,7 @@ pub fn generate(
             continue;
         }
         check_names(file, options)?;
+        check_types(file, &known_types)?;
         packages.entry(file.package().to_string()).or_default().push(file);
     }
 
@@ -296,6 +298,68 @@ fn normalize_message(message: &mut prost_types::DescriptorProto) {
             }
         }
     }
+}
+
+/// Fully qualified names (`.pkg.Msg.Nested`) of every message and enum.
+fn known_types(files: &[FileDescriptorProto]) -> HashSet<String> {
+    fn message(out: &mut HashSet<String>, prefix: &str, m: &prost_types::DescriptorProto) {
+        let name = format!("{prefix}.{}", m.name());
+        for e in &m.enum_type {
+            out.insert(format!("{name}.{}", e.name()));
+        }
+        for n in &m.nested_type {
+            message(out, &name, n);
+        }
+        out.insert(name);
+    }
+    let mut out = HashSet::new();
+    for file in files {
+        let prefix = if file.package().is_empty() { String::new() } else { format!(".{}", file.package()) };
+        for e in &file.enum_type {
+            out.insert(format!("{prefix}.{}", e.name()));
+        }
+        for m in &file.message_type {
+            message(&mut out, &prefix, m);
+        }
+    }
+    out
+}
+
+/// Rejects references to types the request does not describe (protoc never sends those,
+/// but a hand-made request might; prost-build would panic on them).
+fn check_types(file: &FileDescriptorProto, known: &HashSet<String>) -> Result<(), Error> {
+    let unknown = |what: String, type_name: &str| {
+        Error::new(format!("{}: {what} refers to unknown type `{type_name}`", file.name()))
+    };
+    fn fields<'a>(m: &'a prost_types::DescriptorProto, out: &mut Vec<(String, &'a prost_types::FieldDescriptorProto)>) {
+        for f in &m.field {
+            out.push((format!("field `{}.{}`", m.name(), f.name()), f));
+        }
+        for n in &m.nested_type {
+            fields(n, out);
+        }
+    }
+    let mut all = Vec::new();
+    for m in &file.message_type {
+        fields(m, &mut all);
+    }
+    for (what, field) in all {
+        if let Some(t) = field.type_name.as_deref() {
+            if !known.contains(t) {
+                return Err(unknown(what, t));
+            }
+        }
+    }
+    for service in &file.service {
+        for method in &service.method {
+            for t in [method.input_type(), method.output_type()] {
+                if !known.contains(t) {
+                    return Err(unknown(format!("method `{}.{}`", service.name(), method.name()), t));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Rejects names that would collide in the generated Rust code.

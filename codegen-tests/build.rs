@@ -33,7 +33,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .compile(&shipped, &[&protos])?;
 
     let edge_root = root.join("protoc-gen-rust-grpc/tests/protos");
-    let edge: Vec<PathBuf> = ["common.proto", "edge.proto", "legacy.proto", "nopackage.proto"]
+    let edge: Vec<PathBuf> = ["comments.proto", "common.proto", "edge.proto", "legacy.proto", "nopackage.proto"]
         .iter()
         .map(|p| edge_root.join("edge").join(p))
         .collect();

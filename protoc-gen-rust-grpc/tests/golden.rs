@@ -135,6 +135,7 @@ fn health_reflection_rpc() {
 }
 
 const EDGE: &[&str] = &[
+    "protoc-gen-rust-grpc/tests/protos/edge/comments.proto",
     "protoc-gen-rust-grpc/tests/protos/edge/common.proto",
     "protoc-gen-rust-grpc/tests/protos/edge/edge.proto",
     "protoc-gen-rust-grpc/tests/protos/edge/legacy.proto",
@@ -147,9 +148,9 @@ fn edge_cases() {
     let names: Vec<&str> = files.iter().map(|f| f.0.as_str()).collect();
     assert_eq!(
         names,
-        ["_.rs", "grpc_rust.test.common.rs", "grpc_rust.test.edge.rs", "grpc_rust.test.legacy.rs", "mod.rs"]
+        ["_.rs", "grpc_rust.test.comments.rs", "grpc_rust.test.common.rs", "grpc_rust.test.edge.rs", "grpc_rust.test.legacy.rs", "mod.rs"]
     );
-    let edge = &files[2].1;
+    let edge = &files[3].1;
     assert!(edge.contains("\"/grpc_rust.test.edge.AllKinds/lowerCamel\""));
     assert!(edge.contains("pub async fn r#type("));
     assert!(edge.contains("pub async fn self_("));

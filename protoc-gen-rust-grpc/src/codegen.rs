@@ -66,9 +66,12 @@ pub fn generate(
         if !seen.insert(name.as_str()) {
             continue;
         }
-        check_names(file, options)?;
         check_types(file, &known_types)?;
         packages.entry(file.package().to_string()).or_default().push(file);
+    }
+
+    for package_files in packages.values() {
+        check_names(package_files, options)?;
     }
 
     // Run prost-build once over all files: prost-build needs every message a generated
@@ -362,39 +365,57 @@ fn check_types(file: &FileDescriptorProto, known: &HashSet<String>) -> Result<()
     Ok(())
 }
 
-/// Rejects names that would collide in the generated Rust code.
-fn check_names(file: &FileDescriptorProto, options: &Options) -> Result<(), Error> {
-    let mut modules: HashMap<String, &str> = HashMap::new();
-    for service in &file.service {
-        let full = if file.package().is_empty() {
-            service.name().to_string()
-        } else {
-            format!("{}.{}", file.package(), service.name())
-        };
-        let module = to_snake_case(service.name());
-        if let Some(other) = modules.insert(module.clone(), service.name()) {
-            return Err(Error::new(format!(
-                "{}: services `{other}` and `{}` both map to the Rust module name `{module}_client`/`{module}_server`",
-                file.name(),
-                service.name()
-            )));
+/// Rejects names that would collide in the generated Rust code of one package.
+fn check_names(files: &[&FileDescriptorProto], options: &Options) -> Result<(), Error> {
+    // Modules prost-build creates for messages with nested types or oneofs.
+    let mut message_modules: HashMap<String, String> = HashMap::new();
+    for file in files {
+        for message in &file.message_type {
+            if !message.nested_type.is_empty() || !message.enum_type.is_empty() || !message.oneof_decl.is_empty() {
+                message_modules.insert(to_snake_case(message.name()), format!("{}: message `{}`", file.name(), message.name()));
+            }
         }
-        let mut methods: HashMap<String, &str> = HashMap::new();
-        for method in &service.method {
-            let rust = to_snake_case(method.name());
-            if let Some(other) = methods.insert(rust.clone(), method.name()) {
+    }
+    let mut modules: HashMap<String, String> = HashMap::new();
+    for file in files {
+        for service in &file.service {
+            let full = if file.package().is_empty() {
+                service.name().to_string()
+            } else {
+                format!("{}.{}", file.package(), service.name())
+            };
+            let module = to_snake_case(service.name());
+            let this = format!("{}: service `{}`", file.name(), service.name());
+            if let Some(other) = modules.insert(module.clone(), this.clone()) {
                 return Err(Error::new(format!(
-                    "{}: service `{full}` has methods `{other}` and `{}` that both map to the Rust name `{rust}`",
-                    file.name(),
-                    method.name()
+                    "{other} and {this} both map to the Rust modules `{module}_client`/`{module}_server`"
                 )));
             }
-            if options.client && (rust == "new" || rust == "channel") {
-                return Err(Error::new(format!(
-                    "{}: method `{}` of service `{full}` maps to `{rust}`, which the generated client uses for itself; rename the rpc or generate with client=false",
-                    file.name(),
-                    method.name()
-                )));
+            for suffix in ["client", "server"] {
+                let name = format!("{module}_{suffix}");
+                if let Some(message) = message_modules.get(&name) {
+                    return Err(Error::new(format!(
+                        "{this} needs the Rust module `{name}`, which {message} already uses for its nested types"
+                    )));
+                }
+            }
+            let mut methods: HashMap<String, &str> = HashMap::new();
+            for method in &service.method {
+                let rust = to_snake_case(method.name());
+                if let Some(other) = methods.insert(rust.clone(), method.name()) {
+                    return Err(Error::new(format!(
+                        "{}: service `{full}` has methods `{other}` and `{}` that both map to the Rust name `{rust}`",
+                        file.name(),
+                        method.name()
+                    )));
+                }
+                if options.client && (rust == "new" || rust == "channel") {
+                    return Err(Error::new(format!(
+                        "{}: method `{}` of service `{full}` maps to `{rust}`, which the generated client uses for itself; rename the rpc or generate with client=false",
+                        file.name(),
+                        method.name()
+                    )));
+                }
             }
         }
     }

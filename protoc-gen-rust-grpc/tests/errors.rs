@@ -178,3 +178,25 @@ fn request_problems_go_into_response_error() {
     let response = protoc_gen_rust_grpc::plugin::respond(&request);
     assert_eq!(response.error(), "bad.proto: field `M.x` refers to unknown type `.bad.Nope`");
 }
+
+#[test]
+fn module_clash_with_message_module() {
+    let e = protoc_gen_rust_grpc::configure()
+        .generate(&[protos().join("errors/module_clash.proto")], &[protos()])
+        .unwrap_err();
+    assert!(e.to_string().contains("needs the Rust module `greeter_client`"), "{e}");
+}
+
+#[test]
+fn method_named_new_clashes_with_client_constructor() {
+    let e = protoc_gen_rust_grpc::configure()
+        .generate(&[protos().join("errors/new_method.proto")], &[protos()])
+        .unwrap_err();
+    assert!(e.to_string().contains("method `New` of service `grpc_rust.test.errors.Factory` maps to `new`"), "{e}");
+    // Without a client there is nothing to clash with.
+    let files = protoc_gen_rust_grpc::configure()
+        .client(false)
+        .generate(&[protos().join("errors/new_method.proto")], &[protos()])
+        .unwrap();
+    assert!(files[0].content.contains("fn new("));
+}

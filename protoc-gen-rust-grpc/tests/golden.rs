@@ -175,3 +175,26 @@ fn edge_cases_with_options() {
     assert!(edge.contains("::common_types::Shared"));
     assert!(files.iter().any(|f| f.0 == "all,mods.rs"));
 }
+
+/// `protoc --rust-grpc_out` finds the plugin on PATH by its name, as users run it.
+#[test]
+fn plugin_found_on_path() {
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_protoc-gen-rust-grpc")).parent().unwrap();
+    let path = std::env::join_paths(
+        std::iter::once(bin_dir.to_path_buf()).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
+    )
+    .unwrap();
+    let dir = out_dir("on_path");
+    let status = Command::new(protoc_bin_vendored::protoc_bin_path().unwrap())
+        .env("PATH", path)
+        .arg(format!("--rust-grpc_out={}", dir.display()))
+        .arg("--rust-grpc_opt=server=false")
+        .arg(format!("-I{}", repo().join("protos").display()))
+        .arg("examples/helloworld/helloworld.proto")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let content = std::fs::read_to_string(dir.join("helloworld.rs")).unwrap();
+    assert!(content.contains("pub mod greeter_client"));
+    assert!(!content.contains("pub mod greeter_server"));
+}

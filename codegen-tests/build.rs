@@ -49,5 +49,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .extern_path(".helloworld", "crate::shipped::helloworld")
         .out_dir(out.join("server_only"))
         .compile(&[protos.join("examples/helloworld/helloworld.proto")], &[&protos])?;
+
+    // Everything through a re-export of the runtime (`runtime_crate=crate::rt`).
+    protoc_gen_rust_grpc::configure()
+        .messages(false)
+        .runtime_crate("crate::rt")
+        .extern_path(".routeguide", "crate::shipped::routeguide")
+        .out_dir(out.join("custom_runtime"))
+        .compile(&[protos.join("examples/routeguide/route_guide.proto")], &[&protos])?;
     Ok(())
 }

@@ -17,5 +17,15 @@ pub mod server_only {
     include!(concat!(env!("OUT_DIR"), "/server_only/helloworld.rs"));
 }
 
+/// The runtime under another path, for `runtime_crate=crate::rt`.
+pub mod rt {
+    pub use grpc_runtime::*;
+}
+
+/// routeguide services with `messages=false,runtime_crate=crate::rt` and an extern path.
+pub mod custom_runtime {
+    include!(concat!(env!("OUT_DIR"), "/custom_runtime/routeguide.rs"));
+}
+
 #[cfg(test)]
 mod tests;

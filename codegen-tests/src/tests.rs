@@ -157,6 +157,10 @@ fn edge_servers_and_handlers() {
     #[allow(deprecated)]
     let legacy = edge::legacy_server::LegacyServer::new(Old);
     assert_eq!(legacy.name(), "grpc_rust.test.edge.Legacy");
+    struct Guide;
+    impl crate::custom_runtime::route_guide_server::RouteGuide for Guide {}
+    let guide = crate::custom_runtime::route_guide_server::RouteGuideServer::new(Guide);
+    assert_eq!(guide.methods()[3].full_path, "/routeguide.RouteGuide/RouteChat");
     // Services only, messages from elsewhere.
     struct G;
     impl crate::server_only::greeter_server::Greeter for G {}
@@ -217,6 +221,10 @@ fn edge_messages() {
     assert_eq!(old.label(), "none");
     assert_eq!(old.color(), common::Color::Red);
     assert_eq!(old.ratio(), 1.5);
+    let details = legacy::old::Details { url: Some("u".into()) };
+    let with_group = legacy::Old { id: "i".into(), details: Some(details), ..Default::default() };
+    assert_eq!(legacy::Old::decode(with_group.encode_to_vec().as_slice()).unwrap(), with_group);
+    assert_eq!(legacy::Level::Low as i32, -1);
     let loose = crate::edge::Loose { shared: Some(common::Shared::default()) };
     assert!(loose.shared.is_some());
 }

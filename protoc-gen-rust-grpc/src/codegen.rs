@@ -46,6 +46,25 @@ pub fn generate(
     files: &[FileDescriptorProto],
     options: &Options,
 ) -> Result<Vec<GeneratedFile>, Error> {
+    // Descriptors from a hand-made request can be odd in ways protoc never produces;
+    // whatever slips past the checks must end as an error, not a crash.
+    catch_unwind(AssertUnwindSafe(|| generate_checked(files_to_generate, files, options)))
+        .unwrap_or_else(|panic| Err(Error::new(format!("internal error while generating code: {}", panic_text(&*panic)))))
+}
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
+}
+
+fn generate_checked(
+    files_to_generate: &[String],
+    files: &[FileDescriptorProto],
+    options: &Options,
+) -> Result<Vec<GeneratedFile>, Error> {
     options.validate()?;
     let runtime: proc_macro2::TokenStream = syn::parse_str::<syn::Path>(&options.runtime_crate)
         .map(|p| quote! { #p })
@@ -116,14 +135,7 @@ pub fn generate(
         runtime,
     }));
     let generated = catch_unwind(AssertUnwindSafe(|| config.generate(requests)))
-        .map_err(|panic| {
-            let what = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            Error::new(format!("prost-build failed on these descriptors: {what}"))
-        })?
+        .map_err(|panic| Error::new(format!("prost-build failed on these descriptors: {}", panic_text(&*panic))))?
         .map_err(|e| Error::new(format!("prost-build: {e}")))?;
 
     let mut output = Vec::new();
@@ -386,6 +398,9 @@ fn check_names(files: &[&FileDescriptorProto], options: &Options) -> Result<(), 
             };
             let module = to_snake_case(service.name());
             let this = format!("{}: service `{}`", file.name(), service.name());
+            if module.is_empty() || crate::service::heck_lite::to_upper_camel_case(service.name()).is_empty() {
+                return Err(Error::new(format!("{this}: the name has no letters or digits to build Rust names from")));
+            }
             if let Some(other) = modules.insert(module.clone(), this.clone()) {
                 return Err(Error::new(format!(
                     "{other} and {this} both map to the Rust modules `{module}_client`/`{module}_server`"
@@ -402,6 +417,13 @@ fn check_names(files: &[&FileDescriptorProto], options: &Options) -> Result<(), 
             let mut methods: HashMap<String, &str> = HashMap::new();
             for method in &service.method {
                 let rust = to_snake_case(method.name());
+                if rust.is_empty() {
+                    return Err(Error::new(format!(
+                        "{}: method `{}` of service `{full}` has no letters or digits to build a Rust name from",
+                        file.name(),
+                        method.name()
+                    )));
+                }
                 if let Some(other) = methods.insert(rust.clone(), method.name()) {
                     return Err(Error::new(format!(
                         "{}: service `{full}` has methods `{other}` and `{}` that both map to the Rust name `{rust}`",

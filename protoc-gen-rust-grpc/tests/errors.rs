@@ -200,3 +200,27 @@ fn method_named_new_clashes_with_client_constructor() {
         .unwrap();
     assert!(files[0].content.contains("fn new("));
 }
+
+#[test]
+fn underscore_method_name_is_an_error_not_a_panic() {
+    use prost_types::{FileDescriptorProto, MethodDescriptorProto, ServiceDescriptorProto};
+    let file = FileDescriptorProto {
+        name: Some("u.proto".into()),
+        package: Some("u".into()),
+        syntax: Some("proto3".into()),
+        message_type: vec![prost_types::DescriptorProto { name: Some("M".into()), ..Default::default() }],
+        service: vec![ServiceDescriptorProto {
+            name: Some("S".into()),
+            method: vec![MethodDescriptorProto {
+                name: Some("_".into()),
+                input_type: Some(".u.M".into()),
+                output_type: Some(".u.M".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let e = protoc_gen_rust_grpc::generate(&["u.proto".into()], &[file], &Default::default()).unwrap_err();
+    assert!(e.to_string().contains("method `_` of service `u.S`"), "{e}");
+}

@@ -111,7 +111,8 @@ fn default_handlers_answer_unimplemented() {
     let status = reply.unwrap_err();
     let debug = format!("{status:?}");
     assert!(debug.contains("method SayHello not implemented"), "{debug}");
-    assert!(debug.contains("12"), "{debug}");
+    // The stand-in prints the numeric code, the real runtime the name.
+    assert!(debug.contains("12") || debug.contains("Unimplemented"), "{debug}");
 
     let server = GreeterServer::new(MyGreeter);
     assert_eq!(server.name(), "helloworld.Greeter");

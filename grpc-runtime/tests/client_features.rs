@@ -186,15 +186,20 @@ async fn deadline_is_inherited_from_the_current_call() {
         let mut own = Request::new(echo("x"));
         own.set_timeout(Duration::from_secs(30));
         ch2.unary::<Echo, Echo>(PATH, own).await.unwrap();
+        let mut shorter = Request::new(echo("x"));
+        shorter.set_timeout(Duration::from_millis(500));
+        ch2.unary::<Echo, Echo>(PATH, shorter).await.unwrap();
     })
     .await;
     let t0 = timeout_of(0);
     assert!(t0 <= Duration::from_secs(2) && t0 > Duration::from_millis(1500), "{t0:?}");
     let t1 = timeout_of(1);
-    assert!(t1 > Duration::from_secs(29), "own timeout wins: {t1:?}");
+    assert!(t1 <= Duration::from_secs(2), "a longer own timeout cannot extend the inherited deadline: {t1:?}");
+    let t2 = timeout_of(2);
+    assert!(t2 <= Duration::from_millis(500) && t2 > Duration::from_millis(300), "a shorter own timeout wins: {t2:?}");
     // outside any scope: no grpc-timeout
     ch.unary::<Echo, Echo>(PATH, Request::new(echo("x"))).await.unwrap();
-    assert!(srv.requests.lock().unwrap()[2].headers.get("grpc-timeout").is_none());
+    assert!(srv.requests.lock().unwrap()[3].headers.get("grpc-timeout").is_none());
 
     // an already expired inherited deadline fails at once, without a stream
     let ch3 = ch.clone();
@@ -203,12 +208,12 @@ async fn deadline_is_inherited_from_the_current_call() {
     })
     .await;
     assert_eq!(err.code(), Code::DeadlineExceeded);
-    assert_eq!(srv.requests.lock().unwrap().len(), 3);
+    assert_eq!(srv.requests.lock().unwrap().len(), 4);
 
     // channel default timeout applies when nothing else does
     let ch4 = Channel::builder(format!("http://{}", srv.addr)).timeout(Duration::from_secs(9)).connect().await.unwrap();
     ch4.unary::<Echo, Echo>(PATH, Request::new(echo("x"))).await.unwrap();
-    let t = timeout_of(3);
+    let t = timeout_of(4);
     assert!(t > Duration::from_secs(8) && t <= Duration::from_secs(9), "{t:?}");
 }
 

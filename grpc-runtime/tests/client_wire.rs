@@ -558,7 +558,7 @@ async fn respects_max_concurrent_streams() {
 }
 
 #[tokio::test]
-async fn compression_only_after_the_server_advertises_it() {
+async fn compression_follows_what_the_server_advertised() {
     type Seen = Vec<(Option<String>, u8, Echo)>; // (grpc-encoding, flag, message) per call
     let seen: Arc<Mutex<Seen>> = Arc::default();
     let s2 = seen.clone();
@@ -596,6 +596,7 @@ async fn compression_only_after_the_server_advertises_it() {
     .await;
     let ch = Channel::builder(format!("http://{}", srv.addr))
         .send_compressed(grpc_runtime::CompressionEncoding::Gzip)
+        .assume_server_accepts(grpc_runtime::EncodingSet::none())
         .connect()
         .await
         .unwrap();
@@ -612,7 +613,7 @@ async fn compression_only_after_the_server_advertises_it() {
     let mut s = ch.server_streaming::<Echo, Echo>(PATH, req).await.unwrap().into_inner();
     while s.message().await.unwrap().is_some() {}
     let seen = seen.lock().unwrap();
-    assert_eq!((seen[0].0.as_deref(), seen[0].1), (None, 0), "first call: server's encodings unknown");
+    assert_eq!((seen[0].0.as_deref(), seen[0].1), (None, 0), "strict mode: nothing assumed before the server advertised");
     assert_eq!((seen[1].0.as_deref(), seen[1].1), (Some("gzip"), 1), "second call compressed");
     assert_eq!(seen[1].2.text, big);
     assert_eq!((seen[2].0.as_deref(), seen[2].1), (None, 0), "zstd not advertised");

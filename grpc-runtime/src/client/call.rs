@@ -150,11 +150,11 @@ impl Channel {
 
     async fn prepare_inner<T>(&self, path: &'static str, kind: CallKind, request: &mut Request<T>) -> Result<Prepared, Status> {
         let cfg = &self.inner.config;
-        // Own timeout > inherited deadline of the server call being handled > channel default.
-        let deadline = match request.timeout() {
-            Some(t) => Some(Deadline::after(t)),
-            None => current_deadline().or_else(|| cfg.timeout.map(Deadline::after)),
-        };
+        // The call's own timeout, else the channel default; either may shorten, but never
+        // extend, the inherited deadline of the server call being handled (as a grpc-go
+        // context deadline cannot be extended by a child context).
+        let own = request.timeout().or(cfg.timeout).map(Deadline::after);
+        let deadline = Deadline::earliest(own, current_deadline());
         let span = tracing::debug_span!(
             "grpc_client_call",
             method = path,

@@ -74,7 +74,7 @@ impl Endpoint {
             max_send_message_size: DEFAULT_MAX_SEND_MESSAGE_SIZE,
             send_compression: None,
             accept: EncodingSet::all(),
-            assumed_server_accept: EncodingSet::none(),
+            assumed_server_accept: EncodingSet::all(),
             interceptors: Interceptors::default(),
         }
     }
@@ -156,10 +156,12 @@ impl Endpoint {
     /// Compresses request messages with `encoding` by default (a call can override it
     /// with `Request::set_compression`).
     ///
-    /// The client never compresses in an encoding the server did not advertise: until a
-    /// response on the connection carried `grpc-accept-encoding`, only the encodings
-    /// declared with [`Endpoint::assume_server_accepts`] are used (none by default), so
-    /// the first call on a new connection may go out uncompressed.
+    /// Until a response on the connection carried `grpc-accept-encoding`, the client
+    /// assumes the encodings of [`Endpoint::assume_server_accepts`] (by default every
+    /// encoding this crate implements, as grpc-go and grpc-java clients do: many servers,
+    /// grpc-go among them, advertise only when rejecting). Once the server advertised a
+    /// set, the client never compresses in an encoding outside it; a rejection
+    /// (UNIMPLEMENTED with `grpc-accept-encoding`) narrows the set for later calls.
     pub fn send_compressed(mut self, encoding: CompressionEncoding) -> Self {
         self.send_compression = Some(encoding);
         self
@@ -173,7 +175,8 @@ impl Endpoint {
     }
 
     /// Encodings to assume the server accepts until it says otherwise with
-    /// `grpc-accept-encoding` (default: none). Some servers (grpc-go among them) only send
+    /// `grpc-accept-encoding` (default: all encodings this crate implements; pass
+    /// `EncodingSet::none()` to compress only after the server advertised). Some servers (grpc-go among them) only send
     /// `grpc-accept-encoding` when rejecting an encoding, so a client that knows its
     /// server can declare it here; a rejection (UNIMPLEMENTED with
     /// `grpc-accept-encoding`) then corrects the assumption for later calls.

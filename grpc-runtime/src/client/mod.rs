@@ -12,9 +12,11 @@
 //!   CANCELLED) and the stream is reset with CANCEL.
 //! - Cancellation: dropping the call future or the response [`crate::Streaming`] resets
 //!   the stream with CANCEL.
-//! - Compression: the per-call choice or the channel default, but only in an encoding the
-//!   server advertised in `grpc-accept-encoding` on this connection (or declared with
-//!   [`Endpoint::assume_server_accepts`]); responses in an encoding we lack are INTERNAL.
+//! - Compression: the per-call choice or the channel default. Before the server advertised
+//!   `grpc-accept-encoding` on this connection the assumed set applies
+//!   ([`Endpoint::assume_server_accepts`], by default everything we implement, like grpc-go
+//!   clients); afterwards never an encoding outside what it advertised. Responses in an
+//!   encoding we lack are INTERNAL.
 //! - Limits: messages over the receive limit (4 MiB default) or the send limit fail the
 //!   call with RESOURCE_EXHAUSTED.
 //! - Retries: a stream that never reached the server (connection gone, GOAWAY before the

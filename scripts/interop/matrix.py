@@ -583,7 +583,9 @@ def render(columns, cases, results, notes, elapsed, unexpected, args):
             md.append("")
             md.append("Failures:")
             for col, case, detail in failures:
-                md.append(f"- `{col_name(col)}` `{case}`: {detail.splitlines()[0]}")
+                lines_ = [l.strip() for l in detail.splitlines() if l.strip()]
+                last = f" ({lines_[-1][:200]})" if len(lines_) > 1 else ""
+                md.append(f"- `{col_name(col)}` `{case}`: {lines_[0] if lines_ else 'failed'}{last}")
         md.append("")
         md.append(summary + ".")
         with open(args.markdown, "w") as f:

@@ -30,7 +30,7 @@ for a in "$@"; do
     --no-build) BUILD_PEERS=0; BUILD_OURS=0;;
     --no-build-ours) BUILD_OURS=0;;
     --no-build-peers) BUILD_PEERS=0;;
-    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0;;
+    -h|--help) awk 'NR>1 && !/^#/ {exit} NR>1 {sub(/^# ?/, ""); print}' "$0"; exit 0;;
     *) ARGS+=("$a");;
   esac
 done

@@ -10,7 +10,10 @@ entries, streaming flags. Comments, file names, import paths, json_name and
 language options (go_package, java_*) are ignored: they do not reach the wire.
 
 Differences are errors, except entries of ALLOWED_EXTRAS (things we add on
-purpose, such as the quick start's SayHelloAgain). Exit 0 when compatible.
+purpose, such as the quick start's SayHelloAgain). Also an error: an element of
+ours (message, field, oneof, enum, value, service, method) without a leading
+comment, since comments become doc comments in generated code. Exit 0 when
+compatible and documented.
 
 Usage: check-protos.py --grpc-src DIR --googleapis DIR [--ours protos] [-v]
 Normally run through scripts/check-protos.sh, which fetches both sources.
@@ -57,7 +60,7 @@ def protoc(includes, files, out):
     import importlib.resources as r
     wkt = str(r.files("grpc_tools") / "_proto")
     args = ["protoc", f"-I{wkt}"] + [f"-I{i}" for i in includes] + [
-        "--include_imports", f"--descriptor_set_out={out}"] + files
+        "--include_imports", "--include_source_info", f"--descriptor_set_out={out}"] + files
     rc = p.main(args)
     if rc != 0:
         sys.exit(f"protoc failed ({rc}): {' '.join(args)}")
@@ -115,6 +118,51 @@ def flatten(fds, wanted_files):
     return out
 
 
+def undocumented(fds, files):
+    """Names of messages, fields, oneofs, enums, values, services and methods in `files`
+    without a leading comment (they become doc comments in generated code)."""
+    missing = []
+    for fd in fds.file:
+        if fd.name not in files:
+            continue
+        documented = {tuple(loc.path) for loc in fd.source_code_info.location
+                      if loc.leading_comments.strip()}
+
+        def chk(path, name):
+            if tuple(path) not in documented:
+                missing.append(f"{fd.name}: {name}")
+
+        def msg(m, path, prefix):
+            name = f"{prefix}.{m.name}"
+            chk(path, name)
+            for i, f in enumerate(m.field):
+                chk(path + [2, i], f"{name}.{f.name}")
+            for i, o in enumerate(m.oneof_decl):
+                if not any(f.proto3_optional for f in m.field if f.HasField("oneof_index") and f.oneof_index == i):
+                    chk(path + [8, i], f"{name}.{o.name} (oneof)")
+            for i, n in enumerate(m.nested_type):
+                if not n.options.map_entry:
+                    msg(n, path + [3, i], name)
+            for i, e in enumerate(m.enum_type):
+                enum(e, path + [4, i], name)
+
+        def enum(e, path, prefix):
+            name = f"{prefix}.{e.name}"
+            chk(path, name)
+            for i, v in enumerate(e.value):
+                chk(path + [2, i], f"{name}.{v.name}")
+
+        for i, m in enumerate(fd.message_type):
+            msg(m, [4, i], fd.package)
+        for i, e in enumerate(fd.enum_type):
+            enum(e, [5, i], fd.package)
+        for i, sv in enumerate(fd.service):
+            chk([6, i], f"{fd.package}.{sv.name}")
+            for j, mt in enumerate(sv.method):
+                chk([6, i, 2, j], f"{fd.package}.{sv.name}.{mt.name}")
+    return missing
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--grpc-src", required=True, help="unpacked grpc 1.51.1 source tree")
@@ -154,12 +202,14 @@ def main():
         print(f"{'FAIL' if any(e.startswith(our_file + ':') for e in errors) else 'ok  '} {our_file}  ==  {root}:{canon_file}")
 
     print(f"{checked} symbols compared across {len(PAIRS)} files")
+    for name in undocumented(ours, {p[0] for p in PAIRS}):
+        errors.append(f"undocumented (every element needs a leading comment): {name}")
     if errors:
-        print("\nINCOMPATIBLE:")
+        print("\nPROBLEMS:")
         for e in errors:
             print("  " + e)
         return 1
-    print("all shipped protos are wire compatible with the canonical definitions")
+    print("all shipped protos are wire compatible with the canonical definitions and fully documented")
     return 0
 
 

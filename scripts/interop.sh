@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# grpc-rust interop matrix: our conformance binaries against grpc-go, grpc C++ and
-# Python grpcio, both directions, plaintext and TLS.
+# grpc-rust interop matrix: our conformance binaries against grpc-go, grpc C++,
+# Python grpcio and Ruby grpc, both directions, plaintext and TLS.
 #
 #   scripts/interop.sh [--no-build] [--no-build-ours] [matrix options...]
 #
@@ -15,11 +15,11 @@
 #    a known peer limitation. Per-run logs go to target/interop-logs/.
 #
 # Common matrix options (see scripts/interop/matrix.py --help):
-#   --peers go,cpp,python   --pairs ours-both-ways|peer-vs-peer|CLIENT:SERVER,...
+#   --peers go,cpp,python,ruby   --pairs ours-both-ways|peer-vs-peer|CLIENT:SERVER,...
 #   --cases a,b,c   --security plaintext,tls   --timeout 30   --soak-iterations 10
 #   --markdown FILE   --fail-fast
 # Environment: GRPC_RUST_PEERS (peer cache), OURS_BIN_DIR (prebuilt binaries),
-#   PEERS (peers to build, default "go cpp python"), CARGO_BUILD_JOBS (default 2).
+#   PEERS (peers to build, default "go cpp python ruby"), CARGO_BUILD_JOBS (default 2).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
@@ -30,14 +30,14 @@ for a in "$@"; do
     --no-build) BUILD_PEERS=0; BUILD_OURS=0;;
     --no-build-ours) BUILD_OURS=0;;
     --no-build-peers) BUILD_PEERS=0;;
-    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0;;
+    -h|--help) awk 'NR>1 && !/^#/ {exit} NR>1 {sub(/^# ?/, ""); print}' "$0"; exit 0;;
     *) ARGS+=("$a");;
   esac
 done
 
 if [ $BUILD_PEERS = 1 ]; then
   # shellcheck disable=SC2086
-  bash "$HERE/peers/build-all.sh" ${PEERS:-go cpp python}
+  bash "$HERE/peers/build-all.sh" ${PEERS:-go cpp python ruby}
 fi
 
 if [ -n "${OURS_BIN_DIR:-}" ]; then

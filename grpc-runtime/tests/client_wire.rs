@@ -1,6 +1,6 @@
 //! The client against a RAW h2 server: the wire is the subject.
 
-mod common;
+mod client_support;
 
 use std::future::poll_fn;
 use std::sync::atomic::Ordering;
@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::*;
+use client_support::*;
 use grpc_runtime::{Channel, Code, Request, Status};
 use http::HeaderMap;
 use tokio::sync::mpsc;
@@ -558,7 +558,8 @@ async fn respects_max_concurrent_streams() {
 
 #[tokio::test]
 async fn compression_only_after_the_server_advertises_it() {
-    let seen: Arc<Mutex<Vec<(Option<String>, u8, Echo)>>> = Arc::default();
+    type Seen = Vec<(Option<String>, u8, Echo)>; // (grpc-encoding, flag, message) per call
+    let seen: Arc<Mutex<Seen>> = Arc::default();
     let s2 = seen.clone();
     let srv = raw_server(handler(move |req: http::Request<h2::RecvStream>, mut send| {
         let seen = s2.clone();
@@ -711,4 +712,166 @@ async fn headers_for_status_with_details() {
     assert_eq!(rpc.code, 3);
     assert_eq!(rpc.message, "bad arg");
     let _ = HeaderMap::new();
+}
+
+#[tokio::test]
+async fn server_error_while_client_still_streaming_ends_the_call() {
+    let srv = raw_server(handler(|req: http::Request<h2::RecvStream>, mut send| async move {
+        let mut r = FrameReader::new(req.into_body());
+        let _first = r.next().await;
+        let mut resp = response_headers();
+        resp.headers_mut().insert("grpc-status", "8".parse().unwrap());
+        resp.headers_mut().insert("grpc-message", "enough".parse().unwrap());
+        send.send_response(resp, true).unwrap();
+        // h2 follows with RST_STREAM(NO_ERROR) since the client is still sending
+    }))
+    .await;
+    let ch = channel(srv.addr).await;
+    // one message, then a request stream that never ends
+    let reqs = futures_util::StreamExt::chain(futures_util::stream::iter(vec![echo("1")]), futures_util::stream::pending());
+    let err = tokio::time::timeout(Duration::from_secs(5), ch.client_streaming::<_, Echo, Echo>(PATH, Request::new(reqs)))
+        .await
+        .expect("must not hang")
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert_eq!(err.message(), "enough");
+}
+
+#[tokio::test]
+async fn oversized_response_headers_fail_only_that_call() {
+    let srv = raw_server(handler(|req: http::Request<h2::RecvStream>, mut send| async move {
+        let big = req.headers().get("x-big").is_some();
+        let mut resp = response_headers();
+        if big {
+            resp.headers_mut().insert("x-huge", "h".repeat(20 * 1024).parse().unwrap());
+        }
+        let Ok(mut s) = send.send_response(resp, false) else { return };
+        let _ = s.send_data(frame_msg(&echo("ok")), false);
+        let _ = s.send_trailers(trailers(0, ""));
+    }))
+    .await;
+    let ch = channel(srv.addr).await;
+    let mut req = Request::new(echo("x"));
+    req.metadata_mut().insert("x-big", "1").unwrap();
+    let err = ch.unary::<Echo, Echo>(PATH, req).await.unwrap_err();
+    // over our 8 KiB SETTINGS_MAX_HEADER_LIST_SIZE: h2 refuses the headers; like grpc-go, INTERNAL
+    assert_eq!(err.code(), Code::Internal, "{err:?}");
+    // the connection still serves other calls
+    assert_eq!(ch.unary::<Echo, Echo>(PATH, Request::new(echo("x"))).await.unwrap().get_ref().text, "ok");
+}
+
+#[test]
+fn call_futures_and_responses_are_send() {
+    fn assert_send<T: Send>(_: &T) {}
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let _g = rt.enter();
+    let ch = Channel::builder("http://127.0.0.1:1").connect_lazy().unwrap();
+    let f1 = ch.unary::<Echo, Echo>(PATH, Request::new(echo("x")));
+    let f2 = ch.server_streaming::<Echo, Echo>(PATH, Request::new(echo("x")));
+    let f3 = ch.client_streaming::<_, Echo, Echo>(PATH, Request::new(futures_util::stream::empty::<Echo>()));
+    let f4 = ch.bidi_streaming::<_, Echo, Echo>(PATH, Request::new(futures_util::stream::empty::<Echo>()));
+    assert_send(&f1);
+    assert_send(&f2);
+    assert_send(&f3);
+    assert_send(&f4);
+    fn assert_sync<T: Send + Sync + Clone + 'static>(_: &T) {}
+    assert_sync(&ch);
+}
+
+#[tokio::test]
+async fn calls_during_goaway_move_to_a_new_connection() {
+    // connection 1: holds its first call 300 ms, sends GOAWAY right after accepting it;
+    // later connections answer at once
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let conns = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let c = conns.clone();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let n = c.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut conn = h2::server::handshake(tcp).await.unwrap();
+                let mut first = true;
+                while let Some(Ok((req, send))) = conn.accept().await {
+                    let delay = if n == 0 && first { 300 } else { 0 };
+                    tokio::spawn(async move {
+                        let mut body = req.into_body();
+                        let _ = read_body(&mut body).await;
+                        tokio::time::sleep(Duration::from_millis(delay)).await;
+                        respond(send, vec![frame_msg(&echo(&format!("conn{n}")))], 0, "").await;
+                    });
+                    if n == 0 && first {
+                        conn.graceful_shutdown();
+                    }
+                    first = false;
+                }
+            });
+        }
+    });
+    let ch = channel(addr).await;
+    let slow = tokio::spawn({
+        let ch = ch.clone();
+        async move { ch.unary::<Echo, Echo>(PATH, Request::new(echo("x"))).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut later = Vec::new();
+    for _ in 0..10 {
+        let ch = ch.clone();
+        later.push(tokio::spawn(async move { ch.unary::<Echo, Echo>(PATH, Request::new(echo("x"))).await }));
+    }
+    for l in later {
+        let r = l.await.unwrap().unwrap();
+        assert_eq!(r.get_ref().text, "conn1", "new calls use the new connection");
+    }
+    assert_eq!(slow.await.unwrap().unwrap().get_ref().text, "conn0", "the in-flight call completes");
+    assert_eq!(conns.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn slow_reader_stalls_the_server_with_bounded_buffering() {
+    // The server writes 48 x 1 MiB messages as fast as HTTP/2 flow control lets it; the
+    // client reads slowly. The server can never be more than the client's windows (plus
+    // one message being decoded) ahead of what the client consumed.
+    const MSG: usize = 1024 * 1024;
+    const N: usize = 48;
+    let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let s2 = sent.clone();
+    let srv = raw_server(handler(move |_req, mut send| {
+        let sent = s2.clone();
+        async move {
+            let mut s = send.send_response(response_headers(), false).unwrap();
+            let payload = prost::Message::encode_to_vec(&Echo { text: String::new(), blob: vec![9; MSG] });
+            for _ in 0..N {
+                let mut data = frame(0, &payload);
+                while !data.is_empty() {
+                    s.reserve_capacity(data.len());
+                    let n = match poll_fn(|cx| s.poll_capacity(cx)).await {
+                        Some(Ok(n)) => n,
+                        _ => return,
+                    };
+                    let chunk = data.split_to(n.min(data.len()));
+                    sent.fetch_add(chunk.len(), Ordering::SeqCst);
+                    if s.send_data(chunk, false).is_err() {
+                        return;
+                    }
+                }
+            }
+            let _ = s.send_trailers(trailers(0, ""));
+        }
+    }))
+    .await;
+    let ch = Channel::builder(format!("http://{}", srv.addr)).max_decoding_message_size(2 * MSG).connect().await.unwrap();
+    let mut s = ch.server_streaming::<Echo, Echo>(PATH, Request::new(echo("x"))).await.unwrap().into_inner();
+    let mut consumed = 0usize;
+    let mut max_ahead = 0usize;
+    while let Some(m) = s.message().await.unwrap() {
+        consumed += m.blob.len() + 5 + 5; // payload + frame header + field overhead (approx.)
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let ahead = sent.load(Ordering::SeqCst).saturating_sub(consumed);
+        max_ahead = max_ahead.max(ahead);
+    }
+    assert!(consumed >= N * MSG);
+    // connection window 2 MiB + a message being assembled: well under 8 MiB
+    assert!(max_ahead < 6 * MSG, "server ran {max_ahead} bytes ahead of the reader");
 }

@@ -131,7 +131,9 @@ impl ServerContext {
     }
 
     /// Resolves when the call is cancelled, with the reason: CANCELLED (the
-    /// client went away or the server shut down) or DEADLINE_EXCEEDED.
+    /// client went away, the server shut down, or the call already
+    /// finished, so tasks spawned by a handler can stop) or
+    /// DEADLINE_EXCEEDED.
     pub async fn cancelled(&self) -> Status {
         let mut rx = self.inner.cancel.subscribe();
         let code = match rx.wait_for(|c| c.is_some()).await {
@@ -177,9 +179,9 @@ impl ServerContext {
                 let detached = matches!(other, ResponseState::Detached);
                 *st = other;
                 if detached {
-                    Err(Status::failed_precondition("not a server call"))
+                    Err(Status::internal("send_headers: not a server call"))
                 } else {
-                    Err(Status::failed_precondition("response headers already sent"))
+                    Err(Status::internal("send_headers: response headers already sent"))
                 }
             }
         }

@@ -185,16 +185,19 @@ async fn default_compression_and_per_message_no_compress() {
 }
 
 #[tokio::test]
-async fn unary_with_zero_or_two_messages_is_internal() {
+async fn unary_with_zero_or_two_messages_is_unimplemented() {
     let srv = start(|b| b).await;
     let mut c = connect(srv.addr).await;
+    // Cardinality violations: UNIMPLEMENTED per statuscodes.md.
     let r = call(&mut c, grpc_head(srv.addr, "/test.Echo/Unary", &[]), &[]).await;
-    assert_eq!(r.grpc_status().unwrap(), "13");
+    assert_eq!(r.grpc_status().unwrap(), "12");
     assert!(r.grpc_message().unwrap().contains("got none"));
     let two = [frame(&req("a")), frame(&req("b"))];
     let r = call(&mut c, grpc_head(srv.addr, "/test.Echo/Unary", &[]), &two).await;
-    assert_eq!(r.grpc_status().unwrap(), "13");
+    assert_eq!(r.grpc_status().unwrap(), "12");
     assert!(r.grpc_message().unwrap().contains("more than one"));
+    let r = call(&mut c, grpc_head(srv.addr, "/test.Echo/ServerStream", &[]), &two).await;
+    assert_eq!(r.grpc_status().unwrap(), "12");
     // a truncated message is INTERNAL as well
     let f = frame(&req("abc"));
     let r = call(&mut c, grpc_head(srv.addr, "/test.Echo/Unary", &[]), &[f.slice(..f.len() - 1)]).await;
@@ -370,12 +373,11 @@ async fn max_concurrent_streams_is_enforced() {
     send1.send_data(frame(&req("x")), true).unwrap();
     assert_eq!(srv.next_event(Duration::from_secs(5)).await.as_deref(), Some("started"));
     // The second stream cannot open while the first is active.
-    let mut c2 = c.clone();
+    let addr = srv.addr;
+    let c2 = c.clone();
     let second = tokio::spawn(async move {
-        let c2r = c2.clone().ready().await.unwrap();
-        let _ = &mut c2;
-        let mut c2r = c2r;
-        let (resp, mut send) = c2r.send_request(grpc_head("127.0.0.1:1".parse().unwrap(), "/test.Echo/Unary", &[]), false).unwrap();
+        let mut c2 = c2.ready().await.unwrap();
+        let (resp, mut send) = c2.send_request(grpc_head(addr, "/test.Echo/Unary", &[]), false).unwrap();
         send.send_data(frame(&req("second")), true).unwrap();
         read_response(resp).await
     });
@@ -550,4 +552,100 @@ async fn non_post_is_rejected() {
     assert_eq!(r.status, 405);
     let r = call(&mut c, grpc_head(srv.addr, "/test.Echo/Unary", &[]), &[frame(&req("ok"))]).await;
     assert_eq!(r.grpc_status().unwrap(), "0");
+}
+
+#[tokio::test]
+async fn status_details_travel_in_trailers() {
+    let srv = start(|b| b).await;
+    let mut c = connect(srv.addr).await;
+    let r = call(&mut c, grpc_head(srv.addr, "/test.Echo/Unary", &[]), &[frame(&req("details"))]).await;
+    assert_eq!(r.grpc_status().unwrap(), "3");
+    let st = Status::from_header_map(&r.headers).unwrap();
+    assert_eq!(st.code(), Code::InvalidArgument);
+    assert_eq!(st.message(), "bad name");
+    let raw = r.headers.get("grpc-status-details-bin").unwrap().to_str().unwrap();
+    assert!(!raw.ends_with('='));
+    match &st.error_details().unwrap()[0] {
+        grpc_runtime::ErrorDetail::BadRequest(b) => assert_eq!(b.field_violations[0].field, "name"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn oversized_request_headers_get_431() {
+    let srv = start(|b| b).await;
+    let mut c = connect(srv.addr).await;
+    let big = "v".repeat(9000);
+    let head = grpc_head(srv.addr, "/test.Echo/Unary", &[("x-big", big.as_str())]);
+    let mut cr = c.clone().ready().await.unwrap();
+    match cr.send_request(head, false) {
+        Ok((resp, mut send)) => {
+            let _ = send.send_data(frame(&req("x")), true);
+            match resp.await {
+                Ok(r) => assert_eq!(r.status(), 431),
+                Err(e) => panic!("expected 431, got {e:?}"),
+            }
+        }
+        Err(e) => panic!("client refused to send: {e:?}"),
+    }
+    let r = call(&mut c, grpc_head(srv.addr, "/test.Echo/Unary", &[]), &[frame(&req("ok"))]).await;
+    assert_eq!(r.grpc_status().unwrap(), "0");
+}
+
+#[tokio::test]
+async fn bidi_reads_end_with_cancelled_on_client_reset() {
+    let mut srv = start(|b| b).await;
+    let c = connect(srv.addr).await;
+    let mut c = c.ready().await.unwrap();
+    let (resp, mut send) = c.send_request(grpc_head(srv.addr, "/test.Echo/Bidi", &[]), false).unwrap();
+    send.send_data(frame(&req("a")), false).unwrap();
+    let resp = resp.await.unwrap();
+    let mut body = resp.into_body();
+    let first = body.data().await.unwrap().unwrap();
+    assert!(first.len() >= 5);
+    send.send_reset(h2::Reason::CANCEL);
+    assert_eq!(srv.next_event(Duration::from_secs(2)).await.as_deref(), Some("bidi-read-error:Cancelled"));
+}
+
+#[tokio::test]
+async fn slow_reader_applies_backpressure() {
+    let mut srv = start(|b| b).await;
+    let c = connect(srv.addr).await;
+    let mut c = c.ready().await.unwrap();
+    let mut r0 = req("flow");
+    r0.count = 5000; // ~1.1 MB of replies
+    let (resp, mut send) = c.send_request(grpc_head(srv.addr, "/test.Echo/ServerStream", &[]), false).unwrap();
+    send.send_data(frame(&r0), true).unwrap();
+    let resp = resp.await.unwrap();
+    // Do not read for a while: the producer must stall on flow control.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut max_produced = 0usize;
+    while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(50), srv.events.recv()).await {
+        if let Some(i) = ev.strip_prefix("produced:") {
+            max_produced = max_produced.max(i.parse().unwrap());
+        }
+    }
+    assert!(max_produced > 100, "producer never started ({max_produced})");
+    assert!(max_produced < 1000, "producer ran ahead of the 64 KiB window: {max_produced}");
+    let r = read_response_from(resp).await;
+    assert_eq!(r.messages().len(), 5000);
+    assert_eq!(r.grpc_status().unwrap(), "0");
+}
+
+#[tokio::test]
+async fn server_done_while_client_sending_resets_with_no_error() {
+    let srv = start(|b| b).await;
+    let c = connect(srv.addr).await;
+    let mut c = c.ready().await.unwrap();
+    let (resp, mut send) = c.send_request(grpc_head(srv.addr, "/test.Echo/ClientStream", &[]), false).unwrap();
+    send.send_data(frame(&req("stop")), false).unwrap();
+    let r = read_response(resp).await;
+    assert_eq!(r.grpc_status().unwrap(), "0");
+    let m: EchoReply = decode(&r.messages()[0].1);
+    assert_eq!(m.message, "stopped");
+    let reason = tokio::time::timeout(Duration::from_secs(2), std::future::poll_fn(|cx| send.poll_reset(cx)))
+        .await
+        .expect("no RST_STREAM from the server")
+        .unwrap();
+    assert_eq!(reason, h2::Reason::NO_ERROR);
 }

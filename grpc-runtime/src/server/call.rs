@@ -179,8 +179,10 @@ fn ok_status() -> Status {
 }
 
 /// Reads exactly one request message (then END_STREAM) for unary and
-/// server-streaming methods. Zero or two messages end the call with
-/// INTERNAL, as grpc-go does.
+/// server-streaming methods. Zero or two messages are a cardinality
+/// violation: UNIMPLEMENTED, as the gRPC status-code spec
+/// (statuscodes.md) prescribes for the server side (grpc-node does the
+/// same; grpc-go answers INTERNAL).
 async fn read_single<Req: prost::Message + Default>(req: Request<Streaming<Req>>) -> Result<Request<Req>, Status> {
     let timeout = req.timeout();
     let compression = req.compression();
@@ -188,11 +190,15 @@ async fn read_single<Req: prost::Message + Default>(req: Request<Streaming<Req>>
     let (md, ext, mut stream) = req.into_parts();
     let first = match stream.message().await? {
         Some(m) => m,
-        None => return Err(Status::internal("grpc: expected exactly one request message for a unary request, got none")),
+        None => {
+            return Err(Status::unimplemented(
+                "cardinality violation: expected exactly one request message for a unary request, got none",
+            ))
+        }
     };
     if stream.message().await?.is_some() {
-        return Err(Status::internal(
-            "grpc: expected exactly one request message for a unary request, got more than one",
+        return Err(Status::unimplemented(
+            "cardinality violation: expected exactly one request message for a unary request, got more than one",
         ));
     }
     let mut out = Request::from_parts(md, ext, first);

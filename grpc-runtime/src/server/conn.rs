@@ -26,6 +26,9 @@ use crate::metadata::MetadataMap;
 use crate::status::{Code, Status};
 use crate::timeout::{decode_timeout, scope_deadline, Deadline};
 
+/// A peer that connects but never sends the HTTP/2 preface is dropped after this.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
 pub(crate) async fn serve_connection<IO>(
     io: IO,
     peer: Option<SocketAddr>,
@@ -34,10 +37,15 @@ pub(crate) async fn serve_connection<IO>(
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let mut conn = match shared.h2.handshake::<_, Bytes>(io).await {
-        Ok(c) => c,
-        Err(e) => {
+    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, shared.h2.handshake::<_, Bytes>(io));
+    let mut conn = match handshake.await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
             tracing::debug!(?peer, "HTTP/2 handshake failed: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(?peer, "HTTP/2 handshake timed out");
             return;
         }
     };

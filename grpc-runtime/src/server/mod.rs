@@ -63,7 +63,6 @@ pub(crate) struct Shared {
     pub(crate) default_compression: Option<CompressionEncoding>,
     pub(crate) cancel_grace: Duration,
     pub(crate) h2: h2::server::Builder,
-    pub(crate) tcp_nodelay: bool,
 }
 
 /// Server settings and services; finish with one of the `serve*` methods.
@@ -245,7 +244,6 @@ impl ServerBuilder {
             default_compression: self.default_compression,
             cancel_grace: self.cancel_grace,
             h2,
-            tcp_nodelay: self.tcp_nodelay,
         })
     }
 
@@ -282,8 +280,19 @@ impl ServerBuilder {
         listener: TcpListener,
         signal: impl Future<Output = ()> + Send,
     ) -> std::io::Result<()> {
-        let grace = self.grace_period;
-        run(self.into_shared(), Listener::Tcp(listener), signal, grace).await
+        let nodelay = self.tcp_nodelay;
+        let incoming = futures_util::stream::unfold(listener, move |l| async move {
+            let item = l.accept().await.map(|(stream, peer)| {
+                if nodelay {
+                    if let Err(e) = stream.set_nodelay(true) {
+                        tracing::debug!("set_nodelay failed: {e}");
+                    }
+                }
+                (stream, Some(peer))
+            });
+            Some((item, l))
+        });
+        self.serve_with_incoming_stream(incoming, signal).await
     }
 
     /// Binds a unix socket at `path` and serves until `signal` completes.
@@ -302,14 +311,30 @@ impl ServerBuilder {
         listener: UnixListener,
         signal: impl Future<Output = ()> + Send,
     ) -> std::io::Result<()> {
-        let grace = self.grace_period;
-        run(self.into_shared(), Listener::Unix(listener), signal, grace).await
+        let incoming = futures_util::stream::unfold(listener, |l| async move {
+            let item = l.accept().await.map(|(stream, _)| (stream, None));
+            Some((item, l))
+        });
+        self.serve_with_incoming_stream(incoming, signal).await
     }
-}
 
-enum Listener {
-    Tcp(TcpListener),
-    Unix(UnixListener),
+    /// Serves connections from any stream of accepted transports (e.g. TLS
+    /// streams after their handshake) with their peer address, until
+    /// `signal` completes or the stream ends; then shuts down gracefully as
+    /// [`ServerBuilder::serve_with_incoming_shutdown`] does. Accept errors
+    /// are logged and skipped.
+    pub async fn serve_with_incoming_stream<S, IO>(
+        self,
+        incoming: S,
+        signal: impl Future<Output = ()> + Send,
+    ) -> std::io::Result<()>
+    where
+        S: futures_core::Stream<Item = std::io::Result<(IO, Option<SocketAddr>)>> + Send,
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let grace = self.grace_period;
+        run(self.into_shared(), incoming, signal, grace).await
+    }
 }
 
 /// Shutdown signals shared with connections and calls.
@@ -321,43 +346,44 @@ pub(crate) struct ShutdownSignals {
     pub(crate) force: watch::Receiver<bool>,
 }
 
-async fn run(
+async fn run<S, IO>(
     shared: Arc<Shared>,
-    listener: Listener,
+    incoming: S,
     signal: impl Future<Output = ()> + Send,
     grace: Duration,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    S: futures_core::Stream<Item = std::io::Result<(IO, Option<SocketAddr>)>> + Send,
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use futures_util::StreamExt;
     let (graceful_tx, graceful_rx) = watch::channel(false);
     let (force_tx, force_rx) = watch::channel(false);
     let signals = ShutdownSignals { graceful: graceful_rx, force: force_rx };
     let mut conns = JoinSet::new();
     tokio::pin!(signal);
+    // Boxed (not stack-pinned) so dropping it below really closes the listener.
+    let mut incoming = Box::pin(incoming);
     loop {
         tokio::select! {
             _ = &mut signal => break,
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            accepted = accept(&listener) => match accepted {
-                Ok(Accepted::Tcp(stream, peer)) => {
-                    if shared.tcp_nodelay {
-                        if let Err(e) = stream.set_nodelay(true) {
-                            tracing::debug!("set_nodelay failed: {e}");
-                        }
-                    }
-                    conns.spawn(conn::serve_connection(stream, Some(peer), shared.clone(), signals.clone()));
+            accepted = incoming.next() => match accepted {
+                Some(Ok((io, peer))) => {
+                    conns.spawn(conn::serve_connection(io, peer, shared.clone(), signals.clone()));
                 }
-                Ok(Accepted::Unix(stream)) => {
-                    conns.spawn(conn::serve_connection(stream, None, shared.clone(), signals.clone()));
-                }
-                Err(e) => {
+                Some(Err(e)) => {
                     // Per-connection accept errors (e.g. EMFILE, ECONNABORTED)
                     // must not stop the server; back off briefly.
                     tracing::debug!("accept failed: {e}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
+                None => break,
             }
         }
     }
-    drop(listener);
+    // Stop accepting: drop the listener before draining.
+    drop(incoming);
     tracing::debug!(connections = conns.len(), "shutting down: sending GOAWAY");
     let _ = graceful_tx.send(true);
     let drain = async {
@@ -374,16 +400,4 @@ async fn run(
         }
     }
     Ok(())
-}
-
-enum Accepted {
-    Tcp(tokio::net::TcpStream, SocketAddr),
-    Unix(tokio::net::UnixStream),
-}
-
-async fn accept(listener: &Listener) -> std::io::Result<Accepted> {
-    match listener {
-        Listener::Tcp(l) => l.accept().await.map(|(s, a)| Accepted::Tcp(s, a)),
-        Listener::Unix(l) => l.accept().await.map(|(s, _)| Accepted::Unix(s)),
-    }
 }

@@ -103,6 +103,20 @@ impl echo_server::Echo for TestEcho {
             let code: i32 = code.parse().unwrap_or(2);
             return Err(Status::new(code.into(), "failed as asked: 100% sure\n"));
         }
+        if req.message == "details" {
+            use grpc_runtime::rpc_types::{bad_request, BadRequest, ErrorDetail};
+            return Err(Status::with_details(
+                grpc_runtime::Code::InvalidArgument,
+                "bad name",
+                vec![ErrorDetail::BadRequest(BadRequest {
+                    field_violations: vec![bad_request::FieldViolation {
+                        field: "name".into(),
+                        description: "must not be empty".into(),
+                        ..Default::default()
+                    }],
+                })],
+            ));
+        }
         if req.message == "deadline?" {
             let d = grpc_runtime::current_deadline().map(|d| d.remaining().as_millis()).unwrap_or(0);
             return Ok(Response::new(EchoReply { message: format!("remaining={d}") }));
@@ -132,7 +146,8 @@ impl echo_server::Echo for TestEcho {
         let n = req.count;
         let no_compress_odd = req.message == "alternate";
         let fail_at_end = req.message == "fail-at-end";
-        let s = async_stream(n, ctx, no_compress_odd, req.message.clone(), fail_at_end);
+        let flow = (req.message == "flow").then(|| self.events.clone());
+        let s = async_stream(n, ctx, no_compress_odd, req.message.clone(), fail_at_end, flow);
         Ok(Response::new(s))
     }
 
@@ -140,6 +155,9 @@ impl echo_server::Echo for TestEcho {
         let mut s = request.into_inner();
         let mut parts = Vec::new();
         while let Some(m) = s.message().await? {
+            if m.message == "stop" {
+                return Ok(Response::new(EchoReply { message: "stopped".into() }));
+            }
             parts.push(m.message);
         }
         Ok(Response::new(EchoReply { message: parts.join(",") }))
@@ -208,6 +226,7 @@ fn async_stream(
     alternate: bool,
     text: String,
     fail_at_end: bool,
+    flow: Option<mpsc::UnboundedSender<String>>,
 ) -> BoxStream<EchoReply> {
     let (tx, rx) = mpsc::channel::<Result<EchoReply, Status>>(1);
     let _ = &ctx;
@@ -216,6 +235,9 @@ fn async_stream(
             let m = EchoReply { message: format!("{text}-{i}-{}", "z".repeat(200)) };
             if tx.send(Ok(m)).await.is_err() {
                 return;
+            }
+            if let Some(ev) = &flow {
+                let _ = ev.send(format!("produced:{i}"));
             }
         }
         if fail_at_end {
@@ -388,7 +410,10 @@ pub async fn call(client: &mut H2, head: http::Request<()>, body: &[Bytes]) -> R
 }
 
 pub async fn read_response(resp: h2::client::ResponseFuture) -> RawResponse {
-    let resp = resp.await.unwrap();
+    read_response_from(resp.await.unwrap()).await
+}
+
+pub async fn read_response_from(resp: http::Response<h2::RecvStream>) -> RawResponse {
     let (parts, mut body) = resp.into_parts();
     let headers_end_stream = body.is_end_stream();
     let mut data = BytesMut::new();

@@ -9,7 +9,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|f| protos.join("grpc/testing").join(f))
         .collect();
     protoc_gen_rust_grpc::configure()
-        .server(false)
         .out_dir(PathBuf::from(std::env::var("OUT_DIR")?))
         .compile(&files, &[&protos])?;
     Ok(())

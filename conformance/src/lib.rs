@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod flags;
+pub mod server;
 
 /// Generated `grpc.testing` messages, clients and servers (protos/grpc/testing).
 #[allow(missing_docs, clippy::all)]

@@ -18,11 +18,12 @@ use grpc_runtime::{Channel, Code, CompressionEncoding, MetadataMap, Request, Sta
 use tokio::sync::mpsc;
 
 use crate::flags::Flags;
+use crate::raw;
 use crate::pb::test_service_client::TestServiceClient;
 use crate::pb::unimplemented_service_client::UnimplementedServiceClient;
 use crate::pb::{
     BoolValue, EchoStatus, Empty, Payload, PayloadType, ResponseParameters, SimpleRequest, SimpleResponse,
-    StreamingInputCallRequest, StreamingOutputCallRequest, StreamingOutputCallResponse,
+    StreamingInputCallRequest, StreamingInputCallResponse, StreamingOutputCallRequest, StreamingOutputCallResponse,
 };
 
 /// Every case `interop_client` implements, in the order of the interop descriptions.
@@ -385,6 +386,8 @@ fn feed<T: Send + 'static>() -> (mpsc::UnboundedSender<T>, impl Stream<Item = T>
     (tx, stream)
 }
 
+const UNARY_PATH: &str = "/grpc.testing.TestService/UnaryCall";
+const STREAMING_OUTPUT_PATH: &str = "/grpc.testing.TestService/StreamingOutputCall";
 const STREAMING_INPUT_PATH: &str = "/grpc.testing.TestService/StreamingInputCall";
 const FULL_DUPLEX_PATH: &str = "/grpc.testing.TestService/FullDuplexCall";
 
@@ -404,11 +407,11 @@ pub async fn run_case(cfg: &ClientConfig, case: &str) -> CaseResult {
         "empty_unary" => empty_unary(&client).await,
         "large_unary" => large_unary(&client).await,
         "client_compressed_unary" => client_compressed_unary(&client).await,
-        "server_compressed_unary" => server_compressed_unary(&client).await,
+        "server_compressed_unary" => server_compressed_unary(cfg, &client).await,
         "client_streaming" => client_streaming(&client).await,
-        "client_compressed_streaming" => client_compressed_streaming(&client).await,
+        "client_compressed_streaming" => client_compressed_streaming(cfg, &client).await,
         "server_streaming" => server_streaming(&client).await,
-        "server_compressed_streaming" => server_compressed_streaming(&client).await,
+        "server_compressed_streaming" => server_compressed_streaming(cfg, &client).await,
         "ping_pong" => ping_pong(&client).await,
         "empty_stream" => empty_stream(&client).await,
         "custom_metadata" => custom_metadata(&client).await,
@@ -463,15 +466,24 @@ async fn client_compressed_unary(client: &TestServiceClient) -> CaseResult {
     check_simple("uncompressed UnaryCall", r.get_ref(), 314159)
 }
 
-async fn server_compressed_unary(client: &TestServiceClient) -> CaseResult {
-    // The runtime does not expose the per-message compressed flag of responses, so the
-    // flag itself is not asserted (the description allows this); sizes and contents are.
+async fn server_compressed_unary(cfg: &ClientConfig, client: &TestServiceClient) -> CaseResult {
     for compressed in [true, false] {
         let mut req = large_request();
         req.response_compressed = bool_value(compressed);
         let what = format!("UnaryCall response_compressed={compressed}");
-        let r = client.unary_call(req).await.map_err(|s| st(&what, s))?;
+        // Through the Channel: the response decodes to the right payload.
+        let r = client.unary_call(req.clone()).await.map_err(|s| st(&what, s))?;
         check_simple(&what, r.get_ref(), 314159)?;
+        // Raw: the Channel hides the message flag, so check it on a raw call.
+        let r = raw::call(cfg, UNARY_PATH, vec![raw::frame(&req, false)?], false).await?;
+        ensure!(r.status.is_ok(), "{}", st(&what, r.status.clone()));
+        ensure!(r.messages.len() == 1, "{what}: {} response messages, expected 1", r.messages.len());
+        ensure!(
+            r.messages[0].compressed == compressed,
+            "{what}: the response's compressed flag is {}, expected {compressed}",
+            r.messages[0].compressed
+        );
+        check_simple(&what, &r.decode::<SimpleResponse>(0)?, 314159)?;
     }
     Ok(())
 }
@@ -491,7 +503,7 @@ async fn client_streaming(client: &TestServiceClient) -> CaseResult {
     Ok(())
 }
 
-async fn client_compressed_streaming(client: &TestServiceClient) -> CaseResult {
+async fn client_compressed_streaming(cfg: &ClientConfig, client: &TestServiceClient) -> CaseResult {
     client.empty_call(Empty {}).await.map_err(|s| st("EmptyCall (to learn the server's encodings)", s))?;
     let mut req = Request::new(futures_util::stream::iter(vec![input(27182, Some(true))]));
     req.set_compression(None);
@@ -500,13 +512,14 @@ async fn client_compressed_streaming(client: &TestServiceClient) -> CaseResult {
         client.streaming_input_call(req).await,
         Code::InvalidArgument,
     )?;
-    // The runtime compresses per call, not per message: the second message (which the
-    // description sends uncompressed, expect_compressed=false) goes out compressed too.
-    let msgs = vec![input(27182, Some(true)), input(45904, Some(false))];
-    let mut req = Request::new(futures_util::stream::iter(msgs));
-    req.set_compression(Some(CompressionEncoding::Gzip));
-    let r = client.streaming_input_call(req).await.map_err(|s| st("compressed StreamingInputCall", s))?;
-    let got = r.get_ref().aggregated_payload_size;
+    // The Channel compresses per call, not per message: send the compressed and the
+    // uncompressed message on one raw call (see `raw`).
+    let frames = vec![raw::frame(&input(27182, Some(true)), true)?, raw::frame(&input(45904, Some(false)), false)?];
+    let r = raw::call(cfg, STREAMING_INPUT_PATH, frames, true).await?;
+    ensure!(r.status.is_ok(), "{}", st("StreamingInputCall (compressed, then uncompressed message)", r.status.clone()));
+    ensure!(r.messages.len() == 1, "StreamingInputCall: {} response messages, expected 1", r.messages.len());
+    let resp: StreamingInputCallResponse = r.decode(0)?;
+    let got = resp.aggregated_payload_size;
     ensure!(got == 73086, "aggregated_payload_size is {got}, expected 73086");
     Ok(())
 }
@@ -543,16 +556,22 @@ async fn server_streaming(client: &TestServiceClient) -> CaseResult {
     check_sizes("StreamingOutputCall", &got, &[31415, 9, 2653, 58979])
 }
 
-async fn server_compressed_streaming(client: &TestServiceClient) -> CaseResult {
-    // As in server_compressed_unary, the per-message flag is not visible to us.
+async fn server_compressed_streaming(cfg: &ClientConfig, client: &TestServiceClient) -> CaseResult {
     let req = StreamingOutputCallRequest {
         response_type: PayloadType::Compressable as i32,
         response_parameters: vec![params(31415, Some(true)), params(92653, Some(false))],
         ..Default::default()
     };
-    let r = client.streaming_output_call(req).await.map_err(|s| st("StreamingOutputCall", s))?;
+    let r = client.streaming_output_call(req.clone()).await.map_err(|s| st("StreamingOutputCall", s))?;
     let got = collect("StreamingOutputCall", r.into_inner()).await?;
-    check_sizes("StreamingOutputCall", &got, &[31415, 92653])
+    check_sizes("StreamingOutputCall", &got, &[31415, 92653])?;
+    // Raw: check each response's compressed flag.
+    let r = raw::call(cfg, STREAMING_OUTPUT_PATH, vec![raw::frame(&req, false)?], false).await?;
+    ensure!(r.status.is_ok(), "{}", st("StreamingOutputCall (raw)", r.status.clone()));
+    let flags: Vec<bool> = r.messages.iter().map(|m| m.compressed).collect();
+    ensure!(flags == [true, false], "StreamingOutputCall: response compressed flags are {flags:?}, expected [true, false]");
+    let decoded = (0..r.messages.len()).map(|i| r.decode::<StreamingOutputCallResponse>(i)).collect::<Result<Vec<_>, _>>()?;
+    check_sizes("StreamingOutputCall (raw)", &decoded, &[31415, 92653])
 }
 
 fn duplex_req(size: i32, body: usize) -> StreamingOutputCallRequest {

@@ -187,3 +187,76 @@ fn client_without_server_fails_quickly() {
     assert!(t0.elapsed() < Duration::from_secs(30));
     assert!(String::from_utf8_lossy(&out.stderr).contains("Unavailable"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Server features no client case exercises: HalfDuplexCall ordering, interval_us,
+/// CacheableUnaryCall, unsupported response_type, echo status on StreamingOutputCall,
+/// echo metadata on a streaming call's error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_features_beyond_the_client_cases() {
+    use conformance::client::Recorder;
+    use conformance::pb::test_service_client::TestServiceClient;
+    use conformance::pb::{EchoStatus, ResponseParameters, StreamingOutputCallRequest};
+    use grpc_runtime::Code;
+
+    let (addr, _stop) = start_server(false).await;
+    let cfg = config(addr, false);
+    let client = TestServiceClient::new(cfg.channel(&Recorder::default()).unwrap());
+    let params = |size: i32, interval_us: i32| ResponseParameters { size, interval_us, compressed: None };
+
+    // HalfDuplexCall: nothing comes back before the half-close, then every response in order.
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<StreamingOutputCallRequest>();
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+    tx.send(StreamingOutputCallRequest { response_parameters: vec![params(3, 0), params(1, 0)], ..Default::default() })
+        .unwrap();
+    tx.send(StreamingOutputCallRequest { response_parameters: vec![params(2, 0)], ..Default::default() }).unwrap();
+    let mut responses = client.half_duplex_call(stream).await.unwrap().into_inner();
+    let early = tokio::time::timeout(Duration::from_millis(200), responses.message()).await;
+    assert!(early.is_err(), "HalfDuplexCall answered before the half-close: {early:?}");
+    drop(tx);
+    let mut sizes = Vec::new();
+    while let Some(m) = responses.message().await.unwrap() {
+        sizes.push(m.payload.unwrap_or_default().body.len());
+    }
+    assert_eq!(sizes, [3, 1, 2]);
+
+    // interval_us accumulates: 3 x 100 ms before the last response.
+    let t0 = Instant::now();
+    let req = StreamingOutputCallRequest {
+        response_parameters: vec![params(1, 100_000), params(1, 100_000), params(1, 100_000)],
+        ..Default::default()
+    };
+    let mut s = client.streaming_output_call(req).await.unwrap().into_inner();
+    let mut n = 0;
+    while s.message().await.unwrap().is_some() {
+        n += 1;
+    }
+    assert_eq!(n, 3);
+    assert!(t0.elapsed() >= Duration::from_millis(300), "interval_us not observed: {:?}", t0.elapsed());
+
+    // CacheableUnaryCall: a timestamp payload that differs between calls.
+    let a = client.cacheable_unary_call(SimpleRequest::default()).await.unwrap().into_inner();
+    let b = client.cacheable_unary_call(SimpleRequest::default()).await.unwrap().into_inner();
+    let (a, b) = (a.payload.unwrap().body, b.payload.unwrap().body);
+    assert!(!a.is_empty() && a.iter().all(u8::is_ascii_digit));
+    assert_ne!(a, b);
+
+    // Unsupported response_type.
+    let err = client
+        .unary_call(SimpleRequest { response_type: 7, response_size: 1, ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+
+    // Echo status after the responses of a StreamingOutputCall, with the echoed trailer.
+    let mut req = Request::new(StreamingOutputCallRequest {
+        response_parameters: vec![params(5, 0)],
+        response_status: Some(EchoStatus { code: 9, message: "precondition".into() }),
+        ..Default::default()
+    });
+    req.metadata_mut().insert_bin("x-grpc-test-echo-trailing-bin", vec![1u8, 2]).unwrap();
+    let mut s = client.streaming_output_call(req).await.unwrap().into_inner();
+    assert_eq!(s.message().await.unwrap().unwrap().payload.unwrap().body.len(), 5);
+    let err = s.message().await.unwrap_err();
+    assert_eq!((err.code(), err.message()), (Code::FailedPrecondition, "precondition"));
+    assert_eq!(err.metadata().get_bin("x-grpc-test-echo-trailing-bin").map(|b| b.to_vec()), Some(vec![1, 2]));
+}

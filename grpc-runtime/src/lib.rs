@@ -9,6 +9,7 @@
 
 #![warn(missing_docs)]
 
+pub mod client;
 pub mod codec;
 pub mod compression;
 mod context;
@@ -19,7 +20,10 @@ pub mod server;
 pub mod status;
 mod streaming;
 pub mod timeout;
+pub mod transport;
 
+pub use client::{Channel, ConnectivityState, Endpoint};
+pub use transport::ClientTlsConfig;
 pub use compression::{CompressionEncoding, EncodingSet};
 pub use context::ServerContext;
 pub use metadata::{MetadataError, MetadataMap, MetadataValue};

@@ -50,10 +50,19 @@ struct Inner {
     eos_flag: Option<Arc<AtomicBool>>,
     deadline: Option<Pin<Box<Sleep>>>,
     guard: Option<Box<dyn Send + Sync>>,
+    /// Client side: sees (and may settle) the final status once; see `set_observer`.
+    observer: Option<Observer>,
 }
+
+/// Final-status hook of a client call (interceptors, tracing, local send errors).
+pub(crate) type Observer = Box<dyn FnOnce(Status) -> Status + Send + Sync>;
 
 impl Inner {
     fn finish(&mut self, status: Status) -> Poll<Option<Result<Bytes, Status>>> {
+        let status = match self.observer.take() {
+            Some(observe) => observe(status),
+            None => status,
+        };
         self.state = State::Done;
         self.body = None;
         self.deadline = None;
@@ -170,6 +179,7 @@ impl<T> Streaming<T> {
                 eos_flag: None,
                 deadline: None,
                 guard: None,
+                observer: None,
             },
             _t: PhantomData,
         }
@@ -211,6 +221,13 @@ impl<T> Streaming<T> {
     /// request-sending half, so dropping the `Streaming` cancels the call).
     pub(crate) fn set_guard(&mut self, guard: Box<dyn Send + Sync>) {
         self.inner.guard = Some(guard);
+    }
+
+    /// Client side: `observer` receives the final status when the stream ends and
+    /// returns the status the caller sees (it may replace it, e.g. with a local send
+    /// error that caused the reset). Not called if the stream is dropped unfinished.
+    pub(crate) fn set_observer(&mut self, observer: Observer) {
+        self.inner.observer = Some(observer);
     }
 
     /// Sets a flag to true when END_STREAM is received.

@@ -1,0 +1,571 @@
+//! The four call kinds on a [`Channel`]: request headers, request bodies (one message or
+//! a duplex stream with flow control), response headers / Trailers-Only, messages via
+//! [`Streaming`], trailers -> [`Status`], deadlines, cancellation, compression and limits.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use futures_core::Stream;
+use futures_util::StreamExt;
+use h2::client::ResponseFuture;
+use h2::SendStream;
+use http::{HeaderValue, Method};
+use tokio::time::Instant;
+use tracing::{debug, Instrument, Span};
+
+use super::body;
+use super::channel::Channel;
+use super::subchannel::Subchannel;
+use super::interceptor::{CallKind, ClientCallContext, Interceptors};
+use crate::codec::{encode_message, FrameDecoder};
+use crate::compression::{encoding_from_headers, CompressionEncoding, EncodingSet, HeaderEncoding, GRPC_ACCEPT_ENCODING, GRPC_ENCODING};
+use crate::metadata::MetadataMap;
+use crate::status::{Code, Status};
+use crate::streaming::Streaming;
+use crate::timeout::{current_deadline, encode_timeout, Deadline};
+use crate::transport::Connection;
+use crate::{Request, Response};
+
+/// Per-call bookkeeping shared by the call future, the request sender task and the
+/// response stream: reports the final status exactly once (interceptors, tracing).
+pub(crate) struct CallState {
+    path: &'static str,
+    interceptors: Interceptors,
+    span: Span,
+    started: Instant,
+    finished: AtomicBool,
+    /// A failure noticed while sending (e.g. a message over the send limit): it is the
+    /// call's real status, even though the peer only sees our RST_STREAM(CANCEL).
+    send_error: Mutex<Option<Status>>,
+    /// The call's deadline: a failure after it passed is DEADLINE_EXCEEDED.
+    deadline: Option<Deadline>,
+}
+
+impl CallState {
+    fn set_send_error(&self, status: Status) {
+        if let Ok(mut slot) = self.send_error.lock() {
+            slot.get_or_insert(status);
+        }
+    }
+
+    /// Settles the final status: a local send failure or an expired deadline take
+    /// precedence over the reset they caused. Runs the interceptors' `finish` once.
+    pub(crate) fn finish(&self, status: Status) -> Status {
+        let mut status = status;
+        if !status.is_ok() {
+            if let Some(e) = self.send_error.lock().ok().and_then(|s| s.clone()) {
+                status = e;
+            } else if status.code() == Code::Cancelled && self.deadline.is_some_and(|d| d.is_expired()) {
+                status = Status::deadline_exceeded("deadline exceeded");
+            }
+        }
+        if !self.finished.swap(true, Ordering::SeqCst) {
+            let elapsed = self.started.elapsed();
+            self.span.in_scope(|| {
+                debug!(code = ?status.code(), message = status.message(), duration = ?elapsed, "call finished")
+            });
+            self.interceptors.finish(self.path, &status);
+        }
+        status
+    }
+}
+
+impl Drop for CallState {
+    fn drop(&mut self) {
+        if !self.finished.load(Ordering::SeqCst) {
+            self.finish(Status::cancelled("call dropped by the client before it finished"));
+        }
+    }
+}
+
+/// Aborts the request sender task when the call (or its response stream) is dropped, so
+/// that h2 resets the stream with CANCEL.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The call's response-side guard: keeps the call state (final status reporting) and the
+/// request sender alive as long as the response stream.
+struct StreamGuard {
+    _state: Arc<CallState>,
+    _sender: Option<AbortOnDrop>,
+}
+
+/// Everything decided before the stream is opened.
+struct Prepared {
+    state: Arc<CallState>,
+    metadata: MetadataMap,
+    deadline: Option<Deadline>,
+    compression: Option<CompressionEncoding>,
+}
+
+/// The call after its stream was opened.
+struct Opened {
+    sub: Arc<Subchannel>,
+    response: ResponseFuture,
+    send: SendStream<Bytes>,
+    conn: Connection,
+    encoding: Option<CompressionEncoding>,
+}
+
+/// Maps a failed response head to a status, marking the connection dead on GOAWAY or I/O
+/// errors so that new calls reconnect.
+fn response_error(sub: &Subchannel, conn: &Connection, e: h2::Error) -> Status {
+    if e.is_go_away() || e.is_io() {
+        sub.drop_connection_if(conn.id(), "GOAWAY or I/O error on a call");
+    }
+    Status::from_h2_error(&e)
+}
+
+fn map_elapsed<T>(r: Result<Result<T, Status>, tokio::time::error::Elapsed>) -> Result<T, Status> {
+    match r {
+        Ok(r) => r,
+        Err(_) => Err(Status::deadline_exceeded("deadline exceeded")),
+    }
+}
+
+/// Runs `fut` bounded by `deadline`.
+async fn with_deadline<T>(deadline: Option<Deadline>, fut: impl Future<Output = Result<T, Status>>) -> Result<T, Status> {
+    match deadline {
+        None => fut.await,
+        Some(d) => map_elapsed(tokio::time::timeout_at(d.instant(), fut).await),
+    }
+}
+
+impl Channel {
+    /// Interceptors, deadline and call options: everything before touching the network.
+    async fn prepare<T>(&self, path: &'static str, kind: CallKind, request: &mut Request<T>) -> Result<Prepared, Status> {
+        let p = self.prepare_inner(path, kind, request).await?;
+        if p.deadline.is_some_and(|d| d.is_expired()) {
+            return Err(p.state.finish(Status::deadline_exceeded("deadline exceeded before the call started")));
+        }
+        Ok(p)
+    }
+
+    async fn prepare_inner<T>(&self, path: &'static str, kind: CallKind, request: &mut Request<T>) -> Result<Prepared, Status> {
+        let cfg = &self.inner.config;
+        // Own timeout > inherited deadline of the server call being handled > channel default.
+        let deadline = match request.timeout() {
+            Some(t) => Some(Deadline::after(t)),
+            None => current_deadline().or_else(|| cfg.timeout.map(Deadline::after)),
+        };
+        let span = tracing::debug_span!(
+            "grpc_client_call",
+            method = path,
+            target = %self.inner.target.text,
+            peer = tracing::field::Empty
+        );
+        let mut metadata = std::mem::take(request.metadata_mut());
+        let mut deadline = deadline;
+        let mut rejected = None;
+        if !cfg.interceptors.is_empty() {
+            let timeout = deadline.map(|d| d.remaining());
+            let mut ctx = ClientCallContext::new(path, kind, metadata, timeout);
+            if let Err(status) = cfg.interceptors.start(&mut ctx).instrument(span.clone()).await {
+                rejected = Some(status);
+            }
+            if ctx.timeout != timeout {
+                deadline = ctx.timeout.map(Deadline::after);
+            }
+            metadata = ctx.metadata;
+        }
+        let state = Arc::new(CallState {
+            path,
+            interceptors: cfg.interceptors.clone(),
+            span,
+            started: Instant::now(),
+            // a rejection was already reported to the interceptors that ran
+            finished: AtomicBool::new(rejected.is_some()),
+            send_error: Mutex::new(None),
+            deadline,
+        });
+        if let Some(status) = rejected {
+            return Err(status);
+        }
+        Ok(Prepared { state, metadata, deadline, compression: request.compression().or(cfg.send_compression) })
+    }
+
+    /// The request headers of one call.
+    fn request_head(
+        &self,
+        path: &'static str,
+        metadata: &MetadataMap,
+        deadline: Option<Deadline>,
+        encoding: Option<CompressionEncoding>,
+    ) -> Result<http::Request<()>, Status> {
+        let inner = &self.inner;
+        let uri = http::Uri::builder()
+            .scheme(inner.scheme.clone())
+            .authority(inner.authority.as_str())
+            .path_and_query(path)
+            .build()
+            .map_err(|e| Status::internal(format!("invalid method path {path:?}: {e}")))?;
+        let mut req = http::Request::builder()
+            .method(Method::POST)
+            .uri(uri)
+            .version(http::Version::HTTP_2)
+            .body(())
+            .map_err(|e| Status::internal(format!("building request: {e}")))?;
+        let h = req.headers_mut();
+        h.insert(http::header::TE, HeaderValue::from_static("trailers"));
+        h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        if let Some(d) = deadline {
+            if let Ok(v) = HeaderValue::from_str(&encode_timeout(d.remaining())) {
+                h.insert("grpc-timeout", v);
+            }
+        }
+        if let Some(e) = encoding {
+            h.insert(GRPC_ENCODING, HeaderValue::from_static(e.as_str()));
+        }
+        if let Some(v) = &inner.config.accept_header {
+            h.insert(GRPC_ACCEPT_ENCODING, v.clone());
+        }
+        match metadata.get("user-agent") {
+            // A user-agent given as metadata goes in front of ours, in one header.
+            Some(ua) => {
+                let combined = format!("{ua} {}", String::from_utf8_lossy(inner.config.user_agent.as_bytes()));
+                let v = HeaderValue::try_from(combined).unwrap_or_else(|_| inner.config.user_agent.clone());
+                h.insert(http::header::USER_AGENT, v);
+                let mut md = metadata.clone();
+                md.remove("user-agent");
+                md.add_to_headers(h);
+            }
+            None => {
+                h.insert(http::header::USER_AGENT, inner.config.user_agent.clone());
+                metadata.add_to_headers(h);
+            }
+        }
+        Ok(req)
+    }
+
+    /// Picks a connection, decides the request encoding and opens the stream. A stream
+    /// that never reached the server (connection gone, GOAWAY, REFUSED_STREAM before
+    /// any byte was sent) is retried once on a fresh connection.
+    async fn open<M: prost::Message>(&self, path: &'static str, p: &Prepared, single: Option<&M>) -> Result<Opened, Status> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (sub, conn) = self
+                .pick()
+                .await
+                .map_err(|e| Status::unavailable(format!("connection to {} failed: {}", self.inner.target.text, e.message())))?;
+            p.state.span.record("peer", tracing::field::display(conn.address()));
+            let encoding = p.compression.filter(|e| {
+                // Never compress in an encoding the server did not advertise on this
+                // connection; before it said anything, only in the assumed ones.
+                let server = conn
+                    .peer_accept_encoding()
+                    .map(|v| EncodingSet::parse_header(v.as_bytes()))
+                    .unwrap_or(self.inner.config.assumed_server_accept);
+                let ok = server.contains(*e);
+                if !ok {
+                    debug!(encoding = %e, "server has not advertised this encoding; sending uncompressed");
+                }
+                ok
+            });
+            // Encode a single message before opening the stream, so a send-limit failure
+            // never reaches the network.
+            let frame = match single {
+                Some(m) => Some(self.encode_one(m, encoding)?),
+                None => None,
+            };
+            let head = self.request_head(path, &p.metadata, p.deadline, encoding)?;
+            let mut ready = match conn.send_request().ready().await {
+                Ok(r) => r,
+                Err(e) => {
+                    // ready() only fails when the connection can open no more streams.
+                    sub.drop_connection_if(conn.id(), "connection failed before the stream was opened");
+                    if attempt < 2 {
+                        continue;
+                    }
+                    return Err(Status::unavailable(format!("connection unusable: {e}")));
+                }
+            };
+            match ready.send_request(head, false) {
+                Ok((response, mut send)) => {
+                    if let Some(frame) = frame {
+                        if let Err(e) = body::send_data(&mut send, frame, true).await {
+                            // The server may have answered (and reset) already: its status
+                            // wins, read from the response.
+                            debug!(error = %e, "sending the request message failed");
+                        }
+                    }
+                    return Ok(Opened { sub, response, send, conn, encoding });
+                }
+                Err(e) => {
+                    // Nothing reached the server: a connection-level failure is retried
+                    // once on a fresh connection; anything else is our own error.
+                    if e.is_go_away() || e.is_io() {
+                        sub.drop_connection_if(conn.id(), "send_request failed");
+                        if attempt < 2 {
+                            continue;
+                        }
+                        return Err(Status::unavailable(format!("connection unusable: {e}")));
+                    }
+                    return Err(Status::internal(format!("could not start the call: {e}")));
+                }
+            }
+        }
+    }
+
+    /// Awaits the response head; returns the header metadata and the message stream
+    /// (already failed for Trailers-Only or a non-gRPC response).
+    fn read_head<T>(&self, opened_conn: &Connection, resp: http::Response<h2::RecvStream>) -> Result<(MetadataMap, Streaming<T>), Status> {
+        let (parts, body) = resp.into_parts();
+        if let Some(v) = parts.headers.get(GRPC_ACCEPT_ENCODING) {
+            opened_conn.set_peer_accept_encoding(v.clone());
+        }
+        if body.is_end_stream() || parts.status != http::StatusCode::OK {
+            // Trailers-Only (or an HTTP error): the status is in these headers, or mapped
+            // from the HTTP status when grpc-status is missing.
+            let status = match Status::from_header_map(&parts.headers) {
+                Some(s) => s,
+                None => Status::from_http_status(parts.status),
+            };
+            let headers = MetadataMap::new();
+            return Ok((headers, Streaming::from_status(status)));
+        }
+        let grpc_ct = parts
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .map(|v| v.as_bytes().starts_with(b"application/grpc"))
+            .unwrap_or(false);
+        if !grpc_ct {
+            let ct = parts.headers.get(http::header::CONTENT_TYPE).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+            return Err(Status::unknown(format!("response has content-type {ct:?}, not application/grpc")));
+        }
+        let headers = MetadataMap::from_headers(&parts.headers)
+            .map_err(|e| Status::internal(format!("invalid response metadata: {e}")))?;
+        let max = self.inner.config.max_recv_message_size;
+        let decoder = match encoding_from_headers(&parts.headers) {
+            HeaderEncoding::Identity => FrameDecoder::new(max, None),
+            HeaderEncoding::Known(e) => FrameDecoder::new(max, Some(e)),
+            HeaderEncoding::Unknown(name) => {
+                let mut d = FrameDecoder::new(max, None);
+                d.set_unsupported_encoding(name);
+                d
+            }
+        };
+        Ok((headers, Streaming::new_response(body, decoder)))
+    }
+
+    /// Sends a single-message request and awaits the response head. A stream the server
+    /// refused (REFUSED_STREAM: no application logic ran) is retried once, transparently.
+    async fn send_single_request<M: prost::Message>(
+        &self,
+        path: &'static str,
+        p: &Prepared,
+        msg: &M,
+    ) -> Result<(Connection, http::Response<h2::RecvStream>), Status> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let Opened { sub, response, send, conn, .. } = self.open(path, p, Some(msg)).await?;
+            drop(send);
+            match response.await {
+                Ok(resp) => return Ok((conn, resp)),
+                Err(e) => {
+                    // Refused (REFUSED_STREAM) or above a GOAWAY's last-stream-id: the
+                    // server ran no application logic, so one transparent retry is safe.
+                    let unprocessed = e.is_remote() && (e.is_go_away() || e.reason() == Some(h2::Reason::REFUSED_STREAM));
+                    if e.is_go_away() || e.is_io() {
+                        sub.drop_connection_if(conn.id(), "GOAWAY or I/O error on a call");
+                    }
+                    if !(unprocessed && attempt < 2) {
+                        return Err(Status::from_h2_error(&e));
+                    }
+                    debug!(error = %e, "stream not processed by the server; retrying once");
+                }
+            }
+        }
+    }
+
+    fn encode_one<M: prost::Message>(&self, msg: &M, encoding: Option<CompressionEncoding>) -> Result<Bytes, Status> {
+        let mut buf = BytesMut::new();
+        encode_message(msg, encoding, self.inner.config.max_send_message_size, &mut buf)?;
+        Ok(buf.freeze())
+    }
+
+    /// Spawns the task streaming `messages` onto the request body, then half-closing.
+    fn spawn_sender<S, Req>(&self, state: &Arc<CallState>, mut send: SendStream<Bytes>, encoding: Option<CompressionEncoding>, messages: S) -> AbortOnDrop
+    where
+        S: Stream<Item = Req> + Send + 'static,
+        Req: prost::Message + Send + 'static,
+    {
+        let max_send = self.inner.config.max_send_message_size;
+        let state = Arc::clone(state);
+        let span = state.span.clone();
+        AbortOnDrop(tokio::spawn(
+            async move {
+                let mut messages = std::pin::pin!(messages);
+                let mut buf = BytesMut::new();
+                while let Some(msg) = messages.next().await {
+                    buf.clear();
+                    if let Err(status) = encode_message(&msg, encoding, max_send, &mut buf) {
+                        debug!(status = %status, "request message not sent");
+                        state.set_send_error(status);
+                        send.send_reset(h2::Reason::CANCEL);
+                        return;
+                    }
+                    if let Err(e) = body::send_data(&mut send, buf.split().freeze(), false).await {
+                        // Stream reset or finished by the server: the response carries the status.
+                        debug!(error = %e, "request stream closed while sending");
+                        return;
+                    }
+                }
+                if let Err(e) = body::half_close(&mut send) {
+                    debug!(error = %e, "half-close failed");
+                }
+            }
+            .instrument(span),
+        ))
+    }
+
+    /// Reads exactly one message and the final status (unary and client-streaming).
+    async fn read_single<Resp>(&self, opened_conn: &Connection, resp: http::Response<h2::RecvStream>) -> Result<Response<Resp>, Status>
+    where
+        Resp: prost::Message + Default + Send + 'static,
+    {
+        let (headers, mut stream) = self.read_head::<Resp>(opened_conn, resp)?;
+        let first = stream.message().await?;
+        // Response cardinality violations are UNIMPLEMENTED (gRPC statuscodes.md).
+        let Some(msg) = first else {
+            return Err(Status::unimplemented("cardinality violation: server ended a single-response call without a message"));
+        };
+        match stream.message().await? {
+            None => {}
+            Some(_) => {
+                return Err(Status::unimplemented(
+                    "cardinality violation: server sent more than one message on a single-response call",
+                ))
+            }
+        }
+        let trailers = stream.trailers().cloned().unwrap_or_default();
+        Ok(Response::from_parts(headers, msg, Some(trailers)))
+    }
+
+    /// A unary call: one request, one response.
+    pub async fn unary<Req, Resp>(&self, path: &'static str, request: Request<Req>) -> Result<Response<Resp>, Status>
+    where
+        Req: prost::Message + Send + 'static,
+        Resp: prost::Message + Default + Send + 'static,
+    {
+        let mut request = request;
+        let p = self.prepare(path, CallKind::Unary, &mut request).await?;
+        let state = Arc::clone(&p.state);
+        let span = state.span.clone();
+        let fut = async {
+            let (conn, resp) = self.send_single_request(path, &p, request.get_ref()).await?;
+            self.read_single(&conn, resp).await
+        };
+        let r = with_deadline(p.deadline, fut).instrument(span).await;
+        match r {
+            Ok(resp) => {
+                state.finish(Status::new(Code::Ok, ""));
+                Ok(resp)
+            }
+            Err(e) => Err(state.finish(e)),
+        }
+    }
+
+    /// A server-streaming call: one request, a stream of responses.
+    pub async fn server_streaming<Req, Resp>(&self, path: &'static str, request: Request<Req>) -> Result<Response<Streaming<Resp>>, Status>
+    where
+        Req: prost::Message + Send + 'static,
+        Resp: prost::Message + Default + Send + 'static,
+    {
+        let mut request = request;
+        let p = self.prepare(path, CallKind::ServerStreaming, &mut request).await?;
+        let state = Arc::clone(&p.state);
+        let span = state.span.clone();
+        let fut = async {
+            let (conn, resp) = self.send_single_request(path, &p, request.get_ref()).await?;
+            self.read_head::<Resp>(&conn, resp)
+        };
+        let r = with_deadline(p.deadline, fut).instrument(span).await;
+        self.streaming_response(r, state, p.deadline, None)
+    }
+
+    /// A client-streaming call: a stream of requests, one response.
+    pub async fn client_streaming<S, Req, Resp>(&self, path: &'static str, request: Request<S>) -> Result<Response<Resp>, Status>
+    where
+        S: Stream<Item = Req> + Send + 'static,
+        Req: prost::Message + Send + 'static,
+        Resp: prost::Message + Default + Send + 'static,
+    {
+        let mut request = request;
+        let p = self.prepare(path, CallKind::ClientStreaming, &mut request).await?;
+        let state = Arc::clone(&p.state);
+        let span = state.span.clone();
+        let fut = async {
+            let opened = self.open::<Req>(path, &p, None).await?;
+            let Opened { sub, response, send, conn, encoding } = opened;
+            let _sender = self.spawn_sender(&state, send, encoding, request.into_inner());
+            let resp = response.await.map_err(|e| response_error(&sub, &conn, e))?;
+            self.read_single(&conn, resp).await
+        };
+        let r = with_deadline(p.deadline, fut).instrument(span).await;
+        match r {
+            Ok(resp) => {
+                state.finish(Status::new(Code::Ok, ""));
+                Ok(resp)
+            }
+            Err(e) => Err(state.finish(e)),
+        }
+    }
+
+    /// A bidirectional-streaming call: requests are sent while responses are received.
+    pub async fn bidi_streaming<S, Req, Resp>(&self, path: &'static str, request: Request<S>) -> Result<Response<Streaming<Resp>>, Status>
+    where
+        S: Stream<Item = Req> + Send + 'static,
+        Req: prost::Message + Send + 'static,
+        Resp: prost::Message + Default + Send + 'static,
+    {
+        let mut request = request;
+        let p = self.prepare(path, CallKind::BidiStreaming, &mut request).await?;
+        let state = Arc::clone(&p.state);
+        let span = state.span.clone();
+        let mut sender_slot = None;
+        let fut = async {
+            let opened = self.open::<Req>(path, &p, None).await?;
+            let Opened { sub, response, send, conn, encoding } = opened;
+            sender_slot = Some(self.spawn_sender(&state, send, encoding, request.into_inner()));
+            let resp = response.await.map_err(|e| response_error(&sub, &conn, e))?;
+            self.read_head::<Resp>(&conn, resp)
+        };
+        let r = with_deadline(p.deadline, fut).instrument(span).await;
+        self.streaming_response(r, state, p.deadline, sender_slot)
+    }
+
+    fn streaming_response<Resp>(
+        &self,
+        r: Result<(MetadataMap, Streaming<Resp>), Status>,
+        state: Arc<CallState>,
+        deadline: Option<Deadline>,
+        sender: Option<AbortOnDrop>,
+    ) -> Result<Response<Streaming<Resp>>, Status> {
+        match r {
+            Err(e) => Err(state.finish(e)),
+            Ok((headers, mut stream)) => {
+                if let Some(d) = deadline {
+                    stream.set_deadline(d.instant());
+                }
+                if let Some(done) = stream.status() {
+                    // Trailers-Only OK: the stream is already over.
+                    state.finish(done.clone());
+                }
+                let observer = Arc::clone(&state);
+                stream.set_observer(Box::new(move |status| observer.finish(status)));
+                stream.set_guard(Box::new(StreamGuard { _state: state, _sender: sender }));
+                Ok(Response::from_parts(headers, stream, None))
+            }
+        }
+    }
+}
+

@@ -1,0 +1,305 @@
+//! Establishing one HTTP/2 client connection and driving it in a background task.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use h2::client::SendRequest;
+use h2::PingPong;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tracing::{debug, Instrument};
+
+use super::tls::{self, ClientTlsConfig};
+use super::{Address, TransportError, TransportErrorKind};
+
+/// Our HTTP/2 SETTINGS and send-side buffering for a client connection.
+#[derive(Debug, Clone)]
+pub struct Http2Settings {
+    /// SETTINGS_INITIAL_WINDOW_SIZE we advertise (per-stream receive window).
+    pub initial_stream_window_size: u32,
+    /// The connection-level receive window (raised with a WINDOW_UPDATE after the preface).
+    pub initial_connection_window_size: u32,
+    /// SETTINGS_MAX_FRAME_SIZE we advertise (16 KiB ..= 16 MiB - 1).
+    pub max_frame_size: u32,
+    /// SETTINGS_MAX_HEADER_LIST_SIZE we advertise (8 KiB default, per DESIGN section 7).
+    pub max_header_list_size: u32,
+    /// How many bytes h2 buffers per stream before `poll_capacity` stops granting more.
+    pub max_send_buffer_size: usize,
+}
+
+impl Default for Http2Settings {
+    fn default() -> Self {
+        Http2Settings {
+            // 1 MiB per stream, 2 MiB per connection: large enough for a single stream to
+            // run well over loopback/LAN, small enough that a slow reader bounds memory.
+            // Adaptive (BDP) windows are later work (issue 6).
+            initial_stream_window_size: 1024 * 1024,
+            initial_connection_window_size: 2 * 1024 * 1024,
+            max_frame_size: 16 * 1024,
+            max_header_list_size: 8 * 1024,
+            max_send_buffer_size: 1024 * 1024,
+        }
+    }
+}
+
+/// Everything needed to open one connection to an [`Address`].
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    /// Upper bound on socket connect + TLS handshake + HTTP/2 handshake.
+    pub connect_timeout: Duration,
+    /// Whether to set `TCP_NODELAY` (on by default).
+    pub tcp_nodelay: bool,
+    /// HTTP/2 settings.
+    pub http2: Http2Settings,
+    /// TLS, when the target is `https`.
+    pub tls: Option<ClientTlsConfig>,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig {
+            connect_timeout: Duration::from_secs(20),
+            tcp_nodelay: true,
+            http2: Http2Settings::default(),
+            tls: None,
+        }
+    }
+}
+
+/// Why a connection's driver task ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectionClosed {
+    /// The connection ended cleanly (all handles dropped, or the peer closed after GOAWAY).
+    Eof,
+    /// The peer sent GOAWAY with this error code.
+    GoAway(h2::Reason),
+    /// An I/O or protocol error ended the connection.
+    Error(String),
+    /// The owner marked the connection dead (for example after a failed `send_request`).
+    Abandoned(String),
+}
+
+struct Shared {
+    id: u64,
+    address: Address,
+    closed: watch::Sender<Option<ConnectionClosed>>,
+    ping_pong: Mutex<Option<PingPong>>,
+    peer_accept_encoding: Mutex<Option<http::HeaderValue>>,
+}
+
+/// A live (or recently live) HTTP/2 client connection: cheap to clone.
+#[derive(Clone)]
+pub struct Connection {
+    send: SendRequest<Bytes>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("id", &self.shared.id)
+            .field("address", &self.shared.address)
+            .field("closed", &*self.shared.closed.borrow())
+            .finish()
+    }
+}
+
+impl Connection {
+    /// A handle for starting one stream; clone per call. Await `ready()` on it before
+    /// `send_request` so MAX_CONCURRENT_STREAMS is respected.
+    pub fn send_request(&self) -> SendRequest<Bytes> {
+        self.send.clone()
+    }
+
+    /// Process-unique id of this connection (for logs and tests).
+    pub fn id(&self) -> u64 {
+        self.shared.id
+    }
+
+    /// The address this connection was made to.
+    pub fn address(&self) -> &Address {
+        &self.shared.address
+    }
+
+    /// Whether the connection has ended or was marked dead.
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.borrow().is_some()
+    }
+
+    /// Why the connection ended, if it has.
+    pub fn closed_reason(&self) -> Option<ConnectionClosed> {
+        self.shared.closed.borrow().clone()
+    }
+
+    /// Resolves when the connection ends (or is marked dead), with the reason.
+    pub fn closed(&self) -> impl Future<Output = ConnectionClosed> + Send + 'static {
+        let mut rx = self.shared.closed.subscribe();
+        async move {
+            loop {
+                if let Some(reason) = rx.borrow_and_update().clone() {
+                    return reason;
+                }
+                if rx.changed().await.is_err() {
+                    return ConnectionClosed::Eof;
+                }
+            }
+        }
+    }
+
+    /// Marks the connection dead so that new calls use a new connection. Streams already
+    /// open on it continue until they finish.
+    pub fn mark_closed(&self, why: impl Into<String>) {
+        mark(&self.shared, ConnectionClosed::Abandoned(why.into()));
+    }
+
+    /// Takes the connection's PING handle (only the first caller gets it); used by keepalive.
+    pub fn take_ping_pong(&self) -> Option<PingPong> {
+        self.shared.ping_pong.lock().ok()?.take()
+    }
+
+    /// The last `grpc-accept-encoding` the server sent on this connection, if any.
+    pub fn peer_accept_encoding(&self) -> Option<http::HeaderValue> {
+        self.shared.peer_accept_encoding.lock().ok()?.clone()
+    }
+
+    /// Records the server's `grpc-accept-encoding` seen in a response on this connection.
+    pub fn set_peer_accept_encoding(&self, value: http::HeaderValue) {
+        if let Ok(mut slot) = self.shared.peer_accept_encoding.lock() {
+            if slot.as_ref() != Some(&value) {
+                *slot = Some(value);
+            }
+        }
+    }
+}
+
+fn mark(shared: &Shared, why: ConnectionClosed) {
+    shared.closed.send_if_modified(|slot| {
+        if slot.is_none() {
+            debug!(connection = shared.id, address = %shared.address, reason = ?why, "connection closed");
+            *slot = Some(why);
+            true
+        } else {
+            false
+        }
+    });
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Opens a connection to `address`: socket, optional TLS (verifying `server_name`),
+/// HTTP/2 handshake with our settings, then spawns the connection driver on the current
+/// tokio runtime. The whole sequence is bounded by `config.connect_timeout`.
+pub async fn connect(
+    address: &Address,
+    server_name: &str,
+    config: &TransportConfig,
+) -> Result<Connection, TransportError> {
+    let fut = connect_inner(address, server_name, config);
+    match tokio::time::timeout(config.connect_timeout, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(TransportError::new(
+            TransportErrorKind::Timeout,
+            format!("connecting to {address} timed out after {:?}", config.connect_timeout),
+        )),
+    }
+}
+
+async fn connect_inner(
+    address: &Address,
+    server_name: &str,
+    config: &TransportConfig,
+) -> Result<Connection, TransportError> {
+    let connect_err =
+        |e: std::io::Error| TransportError::new(TransportErrorKind::Connect, format!("connect to {address}: {e}"));
+    match address {
+        Address::Tcp(sa) => {
+            let tcp = TcpStream::connect(sa).await.map_err(connect_err)?;
+            if config.tcp_nodelay {
+                tcp.set_nodelay(true).map_err(connect_err)?;
+            }
+            match &config.tls {
+                None => handshake(tcp, address, config).await,
+                Some(tls_cfg) => {
+                    let connector = tls_cfg.connector()?;
+                    let name = tls_cfg.domain().unwrap_or(server_name);
+                    let stream = tls::handshake(&connector, name, tcp).await?;
+                    handshake(stream, address, config).await
+                }
+            }
+        }
+        #[cfg(unix)]
+        Address::Unix(path) => {
+            if config.tls.is_some() {
+                return Err(TransportError::new(
+                    TransportErrorKind::Config,
+                    "TLS over unix sockets is not supported",
+                ));
+            }
+            let stream = tokio::net::UnixStream::connect(path).await.map_err(connect_err)?;
+            handshake(stream, address, config).await
+        }
+    }
+}
+
+async fn handshake<T>(io: T, address: &Address, config: &TransportConfig) -> Result<Connection, TransportError>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let s = &config.http2;
+    let (send, mut conn) = h2::client::Builder::new()
+        .enable_push(false)
+        .initial_window_size(s.initial_stream_window_size)
+        .initial_connection_window_size(s.initial_connection_window_size)
+        .max_frame_size(s.max_frame_size)
+        .max_header_list_size(s.max_header_list_size)
+        .max_send_buffer_size(s.max_send_buffer_size)
+        .handshake::<T, Bytes>(io)
+        .await
+        .map_err(|e| TransportError::new(TransportErrorKind::Http2, format!("HTTP/2 handshake with {address}: {e}")))?;
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let (closed, _) = watch::channel(None);
+    let mut ping_pong = conn.ping_pong();
+    let shared = Arc::new(Shared {
+        id,
+        address: address.clone(),
+        closed,
+        ping_pong: Mutex::new(None),
+        peer_accept_encoding: Mutex::new(None),
+    });
+    let driver_shared = Arc::clone(&shared);
+    let span = tracing::debug_span!("h2_client_connection", connection = id, address = %address);
+    tokio::spawn(
+        async move {
+            let why = match conn.await {
+                Ok(()) => ConnectionClosed::Eof,
+                Err(e) if e.is_go_away() && e.is_remote() => {
+                    ConnectionClosed::GoAway(e.reason().unwrap_or(h2::Reason::NO_ERROR))
+                }
+                Err(e) => ConnectionClosed::Error(e.to_string()),
+            };
+            mark(&driver_shared, why);
+        }
+        .instrument(span),
+    );
+    // Wait until the server has spoken HTTP/2: its SETTINGS precede the PING ack, so
+    // when this returns we know its limits (MAX_CONCURRENT_STREAMS in particular) and
+    // that the peer is really an HTTP/2 server. Bounded by the caller's connect timeout.
+    if let Some(pp) = ping_pong.as_mut() {
+        if let Err(e) = pp.ping(h2::Ping::opaque()).await {
+            mark(&shared, ConnectionClosed::Error(e.to_string()));
+            return Err(TransportError::new(
+                TransportErrorKind::Http2,
+                format!("HTTP/2 handshake with {address}: no answer to the initial PING: {e}"),
+            ));
+        }
+    }
+    if let Ok(mut slot) = shared.ping_pong.lock() {
+        *slot = ping_pong;
+    }
+    debug!(connection = id, address = %address, "connection established");
+    Ok(Connection { send, shared })
+}

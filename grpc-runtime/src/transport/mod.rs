@@ -1,0 +1,70 @@
+//! Transport: everything below the gRPC layer on the client side of a connection.
+//!
+//! This module owns establishing one HTTP/2 client connection: the socket (TCP with
+//! `TCP_NODELAY`, or a unix socket), optional TLS (rustls with ALPN `h2` required), the
+//! HTTP/2 handshake with our SETTINGS, and the background task that drives the h2
+//! connection. The resulting [`Connection`] is a cheap handle: callers clone its
+//! [`h2::client::SendRequest`] per call, and can watch [`Connection::closed`] to learn when
+//! the connection ended (EOF, GOAWAY or an error) so the owner can mark it dead.
+//!
+//! Nothing here knows about protobuf, gRPC status codes or metadata.
+
+mod address;
+mod connect;
+mod tls;
+
+pub use address::Address;
+pub use connect::{connect, Connection, ConnectionClosed, Http2Settings, TransportConfig};
+pub use tls::ClientTlsConfig;
+
+use std::fmt;
+
+/// Why establishing or using a connection failed.
+#[derive(Debug, Clone)]
+pub struct TransportError {
+    kind: TransportErrorKind,
+    message: String,
+}
+
+/// Broad category of a [`TransportError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TransportErrorKind {
+    /// The address could not be resolved or parsed.
+    Resolve,
+    /// The socket could not be connected.
+    Connect,
+    /// Connecting (socket + TLS + HTTP/2 handshake) took longer than the connect timeout.
+    Timeout,
+    /// The TLS handshake failed or the peer did not negotiate ALPN `h2`.
+    Tls,
+    /// The HTTP/2 handshake or the connection failed.
+    Http2,
+    /// The configuration is invalid (bad certificate PEM, unsupported URI, ...).
+    Config,
+}
+
+impl TransportError {
+    /// Creates an error of `kind` with a readable message.
+    pub fn new(kind: TransportErrorKind, message: impl Into<String>) -> Self {
+        TransportError { kind, message: message.into() }
+    }
+
+    /// The error's category.
+    pub fn kind(&self) -> TransportErrorKind {
+        self.kind
+    }
+
+    /// The readable message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for TransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}: {}", self.kind, self.message)
+    }
+}
+
+impl std::error::Error for TransportError {}

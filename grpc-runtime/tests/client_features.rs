@@ -237,3 +237,34 @@ async fn dns_target_resolves_localhost() {
     assert_eq!(r.get_ref().text, "dns");
     assert_eq!(srv.requests.lock().unwrap()[0].uri.authority().unwrap().as_str(), format!("localhost:{}", srv.addr.port()));
 }
+
+#[tokio::test]
+async fn user_agent_metadata_is_prefixed_to_ours() {
+    let srv = raw_server(echo_handler()).await;
+    let ch = Channel::builder(format!("http://{}", srv.addr)).connect().await.unwrap();
+    let mut req = Request::new(echo("x"));
+    req.metadata_mut().insert("user-agent", "custom/9").unwrap();
+    ch.unary::<Echo, Echo>(PATH, req).await.unwrap();
+    let reqs = srv.requests.lock().unwrap();
+    let all: Vec<_> = reqs[0].headers.get_all("user-agent").iter().collect();
+    assert_eq!(all.len(), 1);
+    assert!(all[0].to_str().unwrap().starts_with("custom/9 grpc-rust/"), "{:?}", all[0]);
+}
+
+#[tokio::test]
+async fn dropping_the_last_channel_clone_closes_the_connection() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        serve_conn(tcp, echo_handler(), Arc::default()).await;
+        let _ = closed_tx.send(());
+    });
+    let ch = Channel::builder(format!("http://{addr}")).connect().await.unwrap();
+    let ch2 = ch.clone();
+    ch2.unary::<Echo, Echo>(PATH, Request::new(echo("x"))).await.unwrap();
+    drop(ch);
+    drop(ch2);
+    tokio::time::timeout(Duration::from_secs(2), closed_rx).await.expect("connection closed").unwrap();
+}

@@ -2,7 +2,7 @@
 //! interop-test-descriptions.md (EmptyCall, UnaryCall, CacheableUnaryCall,
 //! StreamingInputCall, StreamingOutputCall, FullDuplexCall, HalfDuplexCall, compressed
 //! requests/responses, echo status, echo metadata, interval_us), and [`serve`] runs it on a
-//! listener, plaintext or TLS (rustls, ALPN h2).
+//! listener, plaintext or TLS (the runtime's rustls server TLS, ALPN h2).
 //!
 //! UnimplementedCall and the UnimplementedService are left to the generated defaults and
 //! the router: both answer UNIMPLEMENTED.
@@ -11,10 +11,9 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use grpc_runtime::server::Server;
+use grpc_runtime::server::{Server, ServerTlsConfig};
 use grpc_runtime::{
     BoxStream, Code, CompressionEncoding, MetadataMap, Request, Response, ServerContext, Status, Streaming,
 };
@@ -342,78 +341,36 @@ impl TestService for InteropService {
     }
 }
 
-/// Loads the TLS acceptor (rustls, ring, ALPN `h2`) from PEM files.
-pub fn tls_acceptor(cert_file: &Path, key_file: &Path) -> Result<tokio_rustls::TlsAcceptor, String> {
+/// Loads our TLS configuration (certificate chain and key, PEM) for the runtime's server TLS
+/// (rustls, ALPN `h2` required), checking it now so a bad file is reported at startup.
+pub fn tls_config(cert_file: &Path, key_file: &Path) -> Result<ServerTlsConfig, String> {
     let cert_pem = std::fs::read(cert_file).map_err(|e| format!("reading {}: {e}", cert_file.display()))?;
     let key_pem = std::fs::read(key_file).map_err(|e| format!("reading {}: {e}", key_file.display()))?;
-    let chain: Vec<rustls::pki_types::CertificateDer<'static>> = rustls_pemfile::certs(&mut io::Cursor::new(&cert_pem))
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("invalid certificate PEM {}: {e}", cert_file.display()))?;
-    if chain.is_empty() {
-        return Err(format!("{} holds no certificate", cert_file.display()));
-    }
-    let key = rustls_pemfile::private_key(&mut io::Cursor::new(&key_pem))
-        .map_err(|e| format!("invalid key PEM {}: {e}", key_file.display()))?
-        .ok_or_else(|| format!("{} holds no private key", key_file.display()))?;
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup: {e}"))?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .map_err(|e| format!("TLS certificate/key: {e}"))?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+    let tls = ServerTlsConfig::new(cert_pem, key_pem);
+    tls.build()
+        .map_err(|e| format!("TLS certificate {} / key {}: {e}", cert_file.display(), key_file.display()))?;
+    Ok(tls)
 }
 
-/// Serves the interop service on `listener` until `shutdown` resolves; TLS when
-/// `tls` is given (handshakes run concurrently, failed ones are logged and dropped).
+/// Serves the interop service on `listener` until `shutdown` resolves, over TLS when `tls`
+/// is given.
 pub async fn serve(
     listener: TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<ServerTlsConfig>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> io::Result<()> {
-    let builder = Server::builder()
+    let mut builder = Server::builder()
         .max_receive_message_size(MAX_RECV_MESSAGE_SIZE)
         .add_service(TestServiceServer::new(InteropService));
-    let Some(acceptor) = tls else {
-        return builder.serve_with_incoming_shutdown(listener, shutdown).await;
-    };
-    let (tx, rx) = mpsc::channel(16);
-    let accept_loop = tokio::spawn(async move {
-        loop {
-            let (tcp, peer) = match listener.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!("set_nodelay: {e}");
-            }
-            let acceptor = acceptor.clone();
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => {
-                        let _ = tx.send(Ok::<_, io::Error>((tls, Some(peer)))).await;
-                    }
-                    Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
-                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                }
-            });
-        }
-    });
-    let incoming = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
-    let r = builder.serve_with_incoming_stream(incoming, shutdown).await;
-    accept_loop.abort();
-    r
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls);
+    }
+    builder.serve_with_incoming_shutdown(listener, shutdown).await
 }
 
 /// Binds `cfg.addr` and serves until `shutdown` resolves.
 pub async fn run(cfg: &ServerConfig, shutdown: impl Future<Output = ()> + Send) -> Result<(), String> {
-    let tls = if cfg.use_tls { Some(tls_acceptor(&cfg.cert_file, &cfg.key_file)?) } else { None };
+    let tls = if cfg.use_tls { Some(tls_config(&cfg.cert_file, &cfg.key_file)?) } else { None };
     let listener = TcpListener::bind(cfg.addr).await.map_err(|e| format!("binding {}: {e}", cfg.addr))?;
     serve(listener, tls, shutdown).await.map_err(|e| format!("server failed: {e}"))
 }

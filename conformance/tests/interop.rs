@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use conformance::client::{certs_dir, run_case, ClientConfig, CASES};
 use conformance::pb::test_service_server::{TestService, TestServiceServer};
 use conformance::pb::{Empty, Payload, SimpleRequest, SimpleResponse};
-use conformance::server::{serve, tls_acceptor};
+use conformance::server::{serve, tls_config};
 use grpc_runtime::server::Server;
 use grpc_runtime::{Request, Response, Status};
 use tokio::net::TcpListener;
@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 async fn start_server(tls: bool) -> (SocketAddr, oneshot::Sender<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let acceptor = tls.then(|| tls_acceptor(&certs_dir().join("server1.pem"), &certs_dir().join("server1.key")).unwrap());
+    let acceptor = tls.then(|| tls_config(&certs_dir().join("server1.pem"), &certs_dir().join("server1.key")).unwrap());
     let (tx, rx) = oneshot::channel::<()>();
     tokio::spawn(async move {
         serve(listener, acceptor, async {

@@ -29,7 +29,25 @@ fn main() -> ExitCode {
         if cfg.use_tls { format!("TLS, cert {}", cfg.cert_file.display()) } else { "plaintext".into() }
     );
     let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
+        #[cfg(unix)]
+        {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut term) => {
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = term.recv() => {}
+                    }
+                }
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        eprintln!("interop_server: shutting down");
     };
     match rt.block_on(run(&cfg, shutdown)) {
         Ok(()) => ExitCode::SUCCESS,

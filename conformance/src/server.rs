@@ -35,6 +35,9 @@ pub const SERVER_BOOL_FLAGS: &[&str] = &["use_tls"];
 /// Largest request message the server accepts (very_large_request sends 10 MiB).
 pub const MAX_RECV_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
 
+/// Largest response payload the server builds (a peer cannot make it allocate more).
+pub const MAX_RESPONSE_PAYLOAD: usize = 16 * 1024 * 1024;
+
 const ECHO_INITIAL: &str = "x-grpc-test-echo-initial";
 const ECHO_TRAILING: &str = "x-grpc-test-echo-trailing-bin";
 
@@ -116,6 +119,11 @@ fn make_payload(response_type: i32, size: i32) -> Result<Payload, Status> {
     if size < 0 {
         return Err(Status::invalid_argument(format!("negative response size {size}")));
     }
+    if size as usize > MAX_RESPONSE_PAYLOAD {
+        return Err(Status::invalid_argument(format!(
+            "response size {size} is larger than this server's limit of {MAX_RESPONSE_PAYLOAD} bytes"
+        )));
+    }
     Ok(Payload { r#type: response_type, body: vec![0u8; size as usize] })
 }
 
@@ -151,7 +159,11 @@ type Item = (Result<StreamingOutputCallResponse, Status>, bool);
 async fn send_responses(tx: &mpsc::Sender<Item>, response_type: i32, params: &[ResponseParameters]) -> bool {
     for p in params {
         if p.interval_us > 0 {
-            tokio::time::sleep(Duration::from_micros(p.interval_us as u64)).await;
+            // Stop waiting as soon as the client is gone.
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_micros(p.interval_us as u64)) => {}
+                _ = tx.closed() => return false,
+            }
         }
         let item = match make_payload(response_type, p.size) {
             Ok(payload) => Ok(StreamingOutputCallResponse { payload: Some(payload) }),

@@ -260,3 +260,39 @@ async fn server_features_beyond_the_client_cases() {
     assert_eq!((err.code(), err.message()), (Code::FailedPrecondition, "precondition"));
     assert_eq!(err.metadata().get_bin("x-grpc-test-echo-trailing-bin").map(|b| b.to_vec()), Some(vec![1, 2]));
 }
+
+/// Hostile requests end their call with a status, and the server keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_requests_are_refused() {
+    use conformance::client::Recorder;
+    use conformance::pb::test_service_client::TestServiceClient;
+    use conformance::pb::{ResponseParameters, StreamingOutputCallRequest};
+    use grpc_runtime::Code;
+
+    let (addr, _stop) = start_server(false).await;
+    let client = TestServiceClient::new(config(addr, false).channel(&Recorder::default()).unwrap());
+    for size in [i32::MAX, -1] {
+        let err = client.unary_call(SimpleRequest { response_size: size, ..Default::default() }).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "size {size}: {err:?}");
+    }
+    let req = StreamingOutputCallRequest {
+        response_parameters: vec![ResponseParameters { size: 1, interval_us: 0, compressed: None }, ResponseParameters {
+            size: i32::MAX,
+            interval_us: 0,
+            compressed: None,
+        }],
+        ..Default::default()
+    };
+    let mut s = client.streaming_output_call(req).await.unwrap().into_inner();
+    assert!(s.message().await.unwrap().is_some());
+    assert_eq!(s.message().await.unwrap_err().code(), Code::InvalidArgument);
+    // A client that gives up during a long interval_us: the call ends, the server still answers.
+    let mut req = Request::new(StreamingOutputCallRequest {
+        response_parameters: vec![ResponseParameters { size: 1, interval_us: i32::MAX, compressed: None }],
+        ..Default::default()
+    });
+    req.set_timeout(Duration::from_millis(100));
+    let mut s = client.streaming_output_call(req).await.unwrap().into_inner();
+    assert_eq!(s.message().await.unwrap_err().code(), Code::DeadlineExceeded);
+    client.empty_call(Empty {}).await.unwrap();
+}

@@ -829,20 +829,30 @@ async fn soak(cfg: &ClientConfig, shared: Option<&TestServiceClient>) -> CaseRes
         }
         let t0 = Instant::now();
         let next_allowed = t0 + s.min_time_between_rpcs;
-        let (result, elapsed) = match shared {
-            Some(client) => {
-                let r = client.unary_call(large_request()).await.map_err(|e| st("UnaryCall", e));
-                (r, t0.elapsed())
-            }
-            None => match cfg.channel(&Recorder::new(cfg.additional_metadata.clone())) {
-                Err(e) => (Err(e), t0.elapsed()),
-                Ok(ch) => {
+        // No per-RPC deadline (as the description asks), but never past the overall timeout.
+        let remaining = s.overall_timeout.saturating_sub(started.elapsed());
+        let attempt = async {
+            match shared {
+                Some(client) => client.unary_call(large_request()).await.map_err(|e| st("UnaryCall", e)).map(|r| (r, t0.elapsed())),
+                None => {
+                    let ch = cfg.channel(&Recorder::new(cfg.additional_metadata.clone()))?;
                     let r = TestServiceClient::new(ch.clone()).unary_call(large_request()).await.map_err(|e| st("UnaryCall", e));
                     let elapsed = t0.elapsed();
                     ch.shutdown();
-                    (r, elapsed)
+                    r.map(|r| (r, elapsed))
                 }
-            },
+            }
+        };
+        let (result, elapsed) = match tokio::time::timeout(remaining, attempt).await {
+            Ok(Ok((r, elapsed))) => (Ok(r), elapsed),
+            Ok(Err(e)) => (Err(e), t0.elapsed()),
+            Err(_) => {
+                (cfg.log)(&format!(
+                    "soak iteration: {i} elapsed_ms: {} peer: {peer} failed: still running at the overall timeout",
+                    t0.elapsed().as_millis()
+                ));
+                break;
+            }
         };
         latencies.push(elapsed);
         done += 1;

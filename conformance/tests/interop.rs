@@ -296,3 +296,28 @@ async fn hostile_requests_are_refused() {
     assert_eq!(s.message().await.unwrap_err().code(), Code::DeadlineExceeded);
     client.empty_call(Empty {}).await.unwrap();
 }
+
+/// A server that never answers UnaryCall in time.
+struct SlowService;
+
+impl TestService for SlowService {
+    async fn unary_call(&self, _r: Request<SimpleRequest>) -> Result<Response<SimpleResponse>, Status> {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        Err(Status::internal("too late"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soak_stops_at_the_overall_timeout() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(Server::builder().add_service(TestServiceServer::new(SlowService)).serve_with_incoming(listener));
+    let mut cfg = config(addr, false);
+    cfg.soak.overall_timeout = Duration::from_millis(500);
+    for case in ["rpc_soak", "channel_soak"] {
+        let t0 = Instant::now();
+        let err = run_case(&cfg, case).await.unwrap_err();
+        assert!(err.contains("only 0 of 10 soak iterations completed"), "{case}: {err}");
+        assert!(t0.elapsed() < Duration::from_secs(5), "{case} took {:?}", t0.elapsed());
+    }
+}

@@ -12,6 +12,7 @@
 pub mod client;
 pub mod codec;
 pub mod compression;
+mod generated;
 mod context;
 pub mod metadata;
 mod request;

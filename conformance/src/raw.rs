@@ -96,8 +96,13 @@ pub async fn call(cfg: &ClientConfig, path: &str, frames: Vec<Bytes>, gzip_heade
         req.headers_mut().insert("grpc-encoding", HeaderValue::from_static("gzip"));
     }
     for (k, v) in &cfg.additional_metadata {
-        if let (Ok(k), Ok(v)) = (http::HeaderName::try_from(k.as_str()), HeaderValue::try_from(v.as_str())) {
-            req.headers_mut().append(k, v);
+        // As the Channel does: `-bin` values go base64-encoded on the wire.
+        let v = if k.ends_with("-bin") { grpc_runtime::metadata::encode_bin(v.as_bytes()) } else { v.clone() };
+        match (http::HeaderName::try_from(k.as_str()), HeaderValue::try_from(v)) {
+            (Ok(k), Ok(v)) => {
+                req.headers_mut().append(k, v);
+            }
+            _ => return Err(format!("--additional_metadata {k:?} is not a valid header")),
         }
     }
     let mut sender = conn.send_request().ready().await.map_err(|e| format!("connection not ready: {e}"))?;

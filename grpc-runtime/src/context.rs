@@ -47,6 +47,8 @@ pub(crate) struct CtxInner {
     pub(crate) recv_done: Arc<AtomicBool>,
     /// The status the call ended with, once sent.
     final_status: Mutex<Option<Status>>,
+    /// Certificates the client presented over TLS (leaf first).
+    peer_certs: OnceLock<Arc<[rustls::pki_types::CertificateDer<'static>]>>,
 }
 
 /// Handle to the server side of one call. Clones share state.
@@ -99,6 +101,7 @@ impl ServerContext {
                 message_compression: AtomicBool::new(true),
                 recv_done: Arc::new(AtomicBool::new(false)),
                 final_status: Mutex::new(None),
+                peer_certs: OnceLock::new(),
             }),
         }
     }
@@ -117,6 +120,17 @@ impl ServerContext {
     /// The peer's socket address (`None` for unix sockets or detached contexts).
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         self.inner.peer
+    }
+
+    /// The certificate chain (DER, leaf first) the client presented over
+    /// TLS with client authentication; `None` without TLS or without a
+    /// client certificate.
+    pub fn peer_certificates(&self) -> Option<&[rustls::pki_types::CertificateDer<'static>]> {
+        self.inner.peer_certs.get().map(|c| &c[..])
+    }
+
+    pub(crate) fn set_peer_certificates(&self, certs: Arc<[rustls::pki_types::CertificateDer<'static>]>) {
+        let _ = self.inner.peer_certs.set(certs);
     }
 
     /// The call's deadline, from the client's `grpc-timeout`.

@@ -1,0 +1,893 @@
+//! The interop client: its flags ([`ClientConfig`]), channel construction (plaintext or TLS
+//! with a test CA and server-name override), and every test case of grpc's
+//! interop-test-descriptions.md that issue 5 lists ([`CASES`], [`run_case`]).
+//!
+//! Each case asserts exactly what the description says and returns `Err(reason)` on the
+//! first mismatch.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_core::Stream;
+use futures_util::StreamExt;
+use grpc_runtime::client::{interceptor::InterceptFuture, ClientCallContext, Interceptor};
+use grpc_runtime::transport::ClientTlsConfig;
+use grpc_runtime::{Channel, Code, CompressionEncoding, MetadataMap, Request, Status, Streaming};
+use tokio::sync::mpsc;
+
+use crate::flags::Flags;
+use crate::raw;
+use crate::pb::test_service_client::TestServiceClient;
+use crate::pb::unimplemented_service_client::UnimplementedServiceClient;
+use crate::pb::{
+    BoolValue, EchoStatus, Empty, Payload, PayloadType, ResponseParameters, SimpleRequest, SimpleResponse,
+    StreamingInputCallRequest, StreamingInputCallResponse, StreamingOutputCallRequest, StreamingOutputCallResponse,
+};
+
+/// Every case `interop_client` implements, in the order of the interop descriptions.
+pub const CASES: &[&str] = &[
+    "empty_unary",
+    "large_unary",
+    "client_compressed_unary",
+    "server_compressed_unary",
+    "client_streaming",
+    "client_compressed_streaming",
+    "server_streaming",
+    "server_compressed_streaming",
+    "ping_pong",
+    "empty_stream",
+    "custom_metadata",
+    "status_code_and_message",
+    "special_status_message",
+    "unimplemented_method",
+    "unimplemented_service",
+    "cancel_after_begin",
+    "cancel_after_first_response",
+    "timeout_on_sleeping_server",
+    "very_large_request",
+    "concurrent_large_unary",
+    "rpc_soak",
+    "channel_soak",
+];
+
+/// Flags `interop_client` accepts.
+pub const CLIENT_FLAGS: &[&str] = &[
+    "server_host",
+    "server_port",
+    "server_host_override",
+    "test_case",
+    "use_tls",
+    "use_test_ca",
+    "ca_file",
+    "additional_metadata",
+    "soak_iterations",
+    "soak_max_failures",
+    "soak_per_iteration_max_acceptable_latency_ms",
+    "soak_overall_timeout_seconds",
+    "soak_min_time_ms_between_rpcs",
+    "concurrent_large_unary_calls",
+    "concurrent_large_unary_parallelism",
+    "overall_timeout_seconds",
+    // Accepted for command-line compatibility with other implementations' runners; unused.
+    "default_service_account",
+    "oauth_scope",
+    "service_account_key_file",
+    "service_config_json",
+    "use_alts",
+    "custom_credentials_type",
+];
+
+/// Boolean flags of `interop_client` (may be given bare: `--use_tls`).
+pub const CLIENT_BOOL_FLAGS: &[&str] = &["use_tls", "use_test_ca", "use_alts"];
+
+/// The directory holding our test certificates (`ca.pem`, `server1.pem`, `server1.key`):
+/// `$GRPC_RUST_CERTS_DIR` if set, else `conformance/certs` of this source tree.
+pub fn certs_dir() -> PathBuf {
+    match std::env::var_os("GRPC_RUST_CERTS_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("certs"),
+    }
+}
+
+/// Where a case's log lines go (soak iterations, notes).
+pub type LogFn = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Soak test settings (`--soak_*` flags).
+#[derive(Clone, Debug)]
+pub struct SoakConfig {
+    /// RPCs to perform (`--soak_iterations`, default 10).
+    pub iterations: u32,
+    /// Failures tolerated, inclusive (`--soak_max_failures`, default 0).
+    pub max_failures: u32,
+    /// Latency above which an RPC counts as failed (default 1000 ms).
+    pub max_latency: Duration,
+    /// Give up after this long (default iterations x max latency).
+    pub overall_timeout: Duration,
+    /// Minimum time between RPC starts (default 0).
+    pub min_time_between_rpcs: Duration,
+}
+
+impl Default for SoakConfig {
+    fn default() -> Self {
+        SoakConfig {
+            iterations: 10,
+            max_failures: 0,
+            max_latency: Duration::from_millis(1000),
+            overall_timeout: Duration::from_millis(10_000),
+            min_time_between_rpcs: Duration::ZERO,
+        }
+    }
+}
+
+/// Everything the client cases need: where to connect and how.
+#[derive(Clone)]
+pub struct ClientConfig {
+    /// `--server_host` (default `localhost`).
+    pub server_host: String,
+    /// `--server_port`.
+    pub server_port: u16,
+    /// `--server_host_override`: TLS name to verify and `:authority` to send.
+    pub server_host_override: Option<String>,
+    /// `--use_tls`.
+    pub use_tls: bool,
+    /// `--use_test_ca`: trust the test CA (ours unless `--ca_file`).
+    pub use_test_ca: bool,
+    /// `--ca_file`: PEM of the CA to trust.
+    pub ca_file: Option<PathBuf>,
+    /// `--additional_metadata`: `key:value;key2:value2` sent on every call.
+    pub additional_metadata: Vec<(String, String)>,
+    /// Soak settings.
+    pub soak: SoakConfig,
+    /// Calls made by `concurrent_large_unary` (default 1000).
+    pub concurrent_calls: usize,
+    /// How many of them are in flight at once (default 100).
+    pub concurrent_parallelism: usize,
+    /// Log sink (default: `tracing::info!`).
+    pub log: LogFn,
+}
+
+impl fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("server_host", &self.server_host)
+            .field("server_port", &self.server_port)
+            .field("server_host_override", &self.server_host_override)
+            .field("use_tls", &self.use_tls)
+            .field("use_test_ca", &self.use_test_ca)
+            .field("ca_file", &self.ca_file)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientConfig {
+    /// A plaintext configuration for `host:port` with default settings.
+    pub fn new(server_host: impl Into<String>, server_port: u16) -> ClientConfig {
+        ClientConfig {
+            server_host: server_host.into(),
+            server_port,
+            server_host_override: None,
+            use_tls: false,
+            use_test_ca: false,
+            ca_file: None,
+            additional_metadata: Vec::new(),
+            soak: SoakConfig::default(),
+            concurrent_calls: 1000,
+            concurrent_parallelism: 100,
+            log: Arc::new(|line: &str| tracing::info!("{line}")),
+        }
+    }
+
+    /// Builds the configuration from parsed flags.
+    pub fn from_flags(flags: &Flags) -> Result<ClientConfig, String> {
+        let mut c = ClientConfig::new(flags.string("server_host", "localhost"), flags.num("server_port", 10000u16)?);
+        c.server_host_override = flags.get("server_host_override").filter(|s| !s.is_empty()).map(str::to_string);
+        c.use_tls = flags.bool("use_tls", false)?;
+        c.use_test_ca = flags.bool("use_test_ca", false)?;
+        c.ca_file = flags.get("ca_file").filter(|s| !s.is_empty()).map(PathBuf::from);
+        if let Some(md) = flags.get("additional_metadata") {
+            c.additional_metadata = parse_additional_metadata(md)?;
+        }
+        let iterations = flags.num("soak_iterations", 10u32)?;
+        let max_latency_ms = flags.num("soak_per_iteration_max_acceptable_latency_ms", 1000u64)?;
+        let overall_s = flags.num("soak_overall_timeout_seconds", 0u64)?;
+        c.soak = SoakConfig {
+            iterations,
+            max_failures: flags.num("soak_max_failures", 0u32)?,
+            max_latency: Duration::from_millis(max_latency_ms),
+            overall_timeout: if overall_s > 0 {
+                Duration::from_secs(overall_s)
+            } else {
+                Duration::from_millis(max_latency_ms.saturating_mul(u64::from(iterations)))
+            },
+            min_time_between_rpcs: Duration::from_millis(flags.num("soak_min_time_ms_between_rpcs", 0u64)?),
+        };
+        c.concurrent_calls = flags.num("concurrent_large_unary_calls", 1000usize)?;
+        c.concurrent_parallelism = flags.num("concurrent_large_unary_parallelism", 100usize)?.max(1);
+        Ok(c)
+    }
+
+    fn target(&self) -> String {
+        let host = if self.server_host.contains(':') && !self.server_host.starts_with('[') {
+            format!("[{}]", self.server_host)
+        } else {
+            self.server_host.clone()
+        };
+        let scheme = if self.use_tls { "https" } else { "http" };
+        format!("{scheme}://{host}:{}", self.server_port)
+    }
+
+    /// Creates a new channel (lazily connecting) with the call recorder attached.
+    pub fn channel(&self, recorder: &Recorder) -> Result<Channel, String> {
+        let mut ep = Channel::builder(self.target())
+            .connect_timeout(Duration::from_secs(10))
+            // very_large_request sends 10 MiB; responses stay within the 4 MiB default
+            // except for what the cases ask for.
+            .max_decoding_message_size(16 * 1024 * 1024)
+            .interceptor(recorder.clone());
+        if let Some(o) = &self.server_host_override {
+            ep = ep.authority(o.clone());
+        }
+        if self.use_tls {
+            let ca_path = match (&self.ca_file, self.use_test_ca) {
+                (Some(p), _) => p.clone(),
+                (None, true) => certs_dir().join("ca.pem"),
+                (None, false) => {
+                    return Err("--use_tls without --use_test_ca or --ca_file: this client has no system root store; \
+                                pass --use_test_ca=true (our conformance/certs/ca.pem) or --ca_file=PATH"
+                        .into())
+                }
+            };
+            let pem = std::fs::read(&ca_path).map_err(|e| format!("reading CA file {}: {e}", ca_path.display()))?;
+            let name = self.server_host_override.clone().unwrap_or_else(|| self.server_host.clone());
+            ep = ep.tls_config(ClientTlsConfig::new().ca_certificate_pem(pem).domain_name(name));
+        }
+        ep.connect_lazy().map_err(|e| format!("building channel to {}: {e}", self.target()))
+    }
+}
+
+/// Parses `--additional_metadata`: `key:value` pairs separated by `;`.
+pub fn parse_additional_metadata(s: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    for part in s.split(';').filter(|p| !p.is_empty()) {
+        let (k, v) = part
+            .split_once(':')
+            .ok_or_else(|| format!("--additional_metadata: {part:?} is not key:value"))?;
+        out.push((k.trim().to_ascii_lowercase(), v.to_string()));
+    }
+    Ok(out)
+}
+
+/// A client interceptor that adds `--additional_metadata` to every call and records the
+/// final status the runtime reports for each call (the cancel cases read it: a cancelled
+/// call has no other place its status shows up).
+#[derive(Clone, Default)]
+pub struct Recorder {
+    metadata: Arc<Vec<(String, String)>>,
+    finished: Arc<Mutex<Vec<(&'static str, Status)>>>,
+}
+
+impl Recorder {
+    /// A recorder adding `metadata` to every call.
+    pub fn new(metadata: Vec<(String, String)>) -> Recorder {
+        Recorder { metadata: Arc::new(metadata), finished: Arc::default() }
+    }
+
+    /// The final statuses recorded for calls to `path`, oldest first.
+    pub fn statuses(&self, path: &str) -> Vec<Status> {
+        match self.finished.lock() {
+            Ok(g) => g.iter().filter(|(p, _)| *p == path).map(|(_, s)| s.clone()).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Waits (up to `timeout`) for a call to `path` to finish and returns its status.
+    pub async fn wait_status(&self, path: &str, timeout: Duration) -> Option<Status> {
+        let end = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.statuses(path).pop() {
+                return Some(s);
+            }
+            if Instant::now() >= end {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+impl Interceptor for Recorder {
+    fn start<'a>(&'a self, call: &'a mut ClientCallContext) -> InterceptFuture<'a> {
+        let mut r = Ok(());
+        for (k, v) in self.metadata.iter() {
+            let res = if k.ends_with("-bin") {
+                call.metadata_mut().append_bin(k, bytes::Bytes::from(v.clone().into_bytes()))
+            } else {
+                call.metadata_mut().append(k, v.clone())
+            };
+            if let Err(e) = res {
+                r = Err(Status::invalid_argument(format!("--additional_metadata {k:?}: {e}")));
+                break;
+            }
+        }
+        Box::pin(std::future::ready(r))
+    }
+
+    fn finish(&self, path: &'static str, status: &Status) {
+        if let Ok(mut g) = self.finished.lock() {
+            g.push((path, status.clone()));
+        }
+    }
+}
+
+/// A case failure: the reason, readable.
+pub type CaseResult = Result<(), String>;
+
+macro_rules! ensure {
+    ($cond:expr, $($arg:tt)+) => {
+        if !$cond {
+            return Err(format!($($arg)+));
+        }
+    };
+}
+
+fn st(context: &str, s: Status) -> String {
+    format!("{context}: call failed with {:?}: {:?}", s.code(), s.message())
+}
+
+fn zeros(n: usize) -> Vec<u8> {
+    vec![0u8; n]
+}
+
+fn payload(n: usize) -> Option<Payload> {
+    Some(Payload { r#type: PayloadType::Compressable as i32, body: zeros(n) })
+}
+
+fn bool_value(v: bool) -> Option<BoolValue> {
+    Some(BoolValue { value: v })
+}
+
+fn large_request() -> SimpleRequest {
+    SimpleRequest {
+        response_type: PayloadType::Compressable as i32,
+        response_size: 314159,
+        payload: payload(271828),
+        ..Default::default()
+    }
+}
+
+fn check_payload(what: &str, p: Option<&Payload>, size: usize) -> CaseResult {
+    let body: &[u8] = p.map(|p| p.body.as_slice()).unwrap_or(&[]);
+    ensure!(body.len() == size, "{what}: response payload is {} bytes, expected {size}", body.len());
+    ensure!(body.iter().all(|b| *b == 0), "{what}: response payload is not all zeros");
+    Ok(())
+}
+
+fn check_simple(what: &str, r: &SimpleResponse, size: usize) -> CaseResult {
+    check_payload(what, r.payload.as_ref(), size)
+}
+
+fn expect_code<T>(what: &str, r: Result<T, Status>, code: Code) -> CaseResult {
+    match r {
+        Ok(_) => Err(format!("{what}: expected status {code:?}, but the call succeeded (the server ignored the request's expectation)")),
+        Err(s) => {
+            ensure!(s.code() == code, "{what}: expected status {code:?}, got {:?}: {:?}", s.code(), s.message());
+            Ok(())
+        }
+    }
+}
+
+/// A request stream fed through a channel: the sender controls when messages go out and
+/// dropping it half-closes.
+fn feed<T: Send + 'static>() -> (mpsc::UnboundedSender<T>, impl Stream<Item = T> + Send + 'static) {
+    let (tx, rx) = mpsc::unbounded_channel::<T>();
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+    (tx, stream)
+}
+
+const UNARY_PATH: &str = "/grpc.testing.TestService/UnaryCall";
+const STREAMING_OUTPUT_PATH: &str = "/grpc.testing.TestService/StreamingOutputCall";
+const STREAMING_INPUT_PATH: &str = "/grpc.testing.TestService/StreamingInputCall";
+const FULL_DUPLEX_PATH: &str = "/grpc.testing.TestService/FullDuplexCall";
+
+/// Runs the case named `case` (or every case for `all`) against the configured server.
+pub async fn run_case(cfg: &ClientConfig, case: &str) -> CaseResult {
+    if case == "all" {
+        for c in CASES {
+            (cfg.log)(&format!("running {c}"));
+            Box::pin(run_case(cfg, c)).await.map_err(|e| format!("{c}: {e}"))?;
+        }
+        return Ok(());
+    }
+    let recorder = Recorder::new(cfg.additional_metadata.clone());
+    let channel = cfg.channel(&recorder)?;
+    let client = TestServiceClient::new(channel.clone());
+    let r = match case {
+        "empty_unary" => empty_unary(&client).await,
+        "large_unary" => large_unary(&client).await,
+        "client_compressed_unary" => client_compressed_unary(&client).await,
+        "server_compressed_unary" => server_compressed_unary(cfg, &client).await,
+        "client_streaming" => client_streaming(&client).await,
+        "client_compressed_streaming" => client_compressed_streaming(cfg, &client).await,
+        "server_streaming" => server_streaming(&client).await,
+        "server_compressed_streaming" => server_compressed_streaming(cfg, &client).await,
+        "ping_pong" => ping_pong(&client).await,
+        "empty_stream" => empty_stream(&client).await,
+        "custom_metadata" => custom_metadata(&client).await,
+        "status_code_and_message" => status_code_and_message(&client).await,
+        "special_status_message" => special_status_message(&client).await,
+        "unimplemented_method" => unimplemented_method(&client).await,
+        "unimplemented_service" => unimplemented_service(&channel).await,
+        "cancel_after_begin" => cancel_after_begin(&client, &recorder).await,
+        "cancel_after_first_response" => cancel_after_first_response(&client, &recorder).await,
+        "timeout_on_sleeping_server" => timeout_on_sleeping_server(&client).await,
+        "very_large_request" => very_large_request(&client).await,
+        "concurrent_large_unary" => concurrent_large_unary(cfg, &client).await,
+        "rpc_soak" => soak(cfg, Some(&client)).await,
+        "channel_soak" => soak(cfg, None).await,
+        other => Err(format!("unknown test case {other:?}; known: all, {}", CASES.join(", "))),
+    };
+    channel.shutdown();
+    r
+}
+
+async fn empty_unary(client: &TestServiceClient) -> CaseResult {
+    let r = client.empty_call(Empty {}).await.map_err(|s| st("EmptyCall", s))?;
+    let _: &Empty = r.get_ref();
+    Ok(())
+}
+
+async fn large_unary(client: &TestServiceClient) -> CaseResult {
+    let r = client.unary_call(large_request()).await.map_err(|s| st("UnaryCall", s))?;
+    check_simple("UnaryCall", r.get_ref(), 314159)
+}
+
+async fn client_compressed_unary(client: &TestServiceClient) -> CaseResult {
+    // Our channel compresses only in encodings the server advertised on the connection
+    // (grpc-accept-encoding of an earlier response): learn them with an EmptyCall first.
+    client.empty_call(Empty {}).await.map_err(|s| st("EmptyCall (to learn the server's encodings)", s))?;
+    let mut probe = large_request();
+    probe.expect_compressed = bool_value(true);
+    let mut req = Request::new(probe.clone());
+    req.set_compression(None);
+    expect_code("feature probe (uncompressed, expect_compressed=true)", client.unary_call(req).await, Code::InvalidArgument)?;
+
+    let mut req = Request::new(probe);
+    req.set_compression(Some(CompressionEncoding::Gzip));
+    let r = client.unary_call(req).await.map_err(|s| st("compressed UnaryCall", s))?;
+    check_simple("compressed UnaryCall", r.get_ref(), 314159)?;
+
+    let mut plain = large_request();
+    plain.expect_compressed = bool_value(false);
+    let mut req = Request::new(plain);
+    req.set_compression(None);
+    let r = client.unary_call(req).await.map_err(|s| st("uncompressed UnaryCall", s))?;
+    check_simple("uncompressed UnaryCall", r.get_ref(), 314159)
+}
+
+async fn server_compressed_unary(cfg: &ClientConfig, client: &TestServiceClient) -> CaseResult {
+    for compressed in [true, false] {
+        let mut req = large_request();
+        req.response_compressed = bool_value(compressed);
+        let what = format!("UnaryCall response_compressed={compressed}");
+        // Through the Channel: the response decodes to the right payload.
+        let r = client.unary_call(req.clone()).await.map_err(|s| st(&what, s))?;
+        check_simple(&what, r.get_ref(), 314159)?;
+        // Raw: the Channel hides the message flag, so check it on a raw call.
+        let r = raw::call(cfg, UNARY_PATH, vec![raw::frame(&req, false)?], false).await?;
+        ensure!(r.status.is_ok(), "{}", st(&what, r.status.clone()));
+        ensure!(r.messages.len() == 1, "{what}: {} response messages, expected 1", r.messages.len());
+        ensure!(
+            r.messages[0].compressed == compressed,
+            "{what}: the response's compressed flag is {}, expected {compressed}",
+            r.messages[0].compressed
+        );
+        check_simple(&what, &r.decode::<SimpleResponse>(0)?, 314159)?;
+    }
+    Ok(())
+}
+
+fn input(size: usize, expect_compressed: Option<bool>) -> StreamingInputCallRequest {
+    StreamingInputCallRequest { payload: payload(size), expect_compressed: expect_compressed.and_then(bool_value) }
+}
+
+async fn client_streaming(client: &TestServiceClient) -> CaseResult {
+    let msgs: Vec<_> = [27182, 8, 1828, 45904].into_iter().map(|n| input(n, None)).collect();
+    let r = client
+        .streaming_input_call(futures_util::stream::iter(msgs))
+        .await
+        .map_err(|s| st("StreamingInputCall", s))?;
+    let got = r.get_ref().aggregated_payload_size;
+    ensure!(got == 74922, "aggregated_payload_size is {got}, expected 74922");
+    Ok(())
+}
+
+async fn client_compressed_streaming(cfg: &ClientConfig, client: &TestServiceClient) -> CaseResult {
+    client.empty_call(Empty {}).await.map_err(|s| st("EmptyCall (to learn the server's encodings)", s))?;
+    let mut req = Request::new(futures_util::stream::iter(vec![input(27182, Some(true))]));
+    req.set_compression(None);
+    expect_code(
+        "feature probe (uncompressed, expect_compressed=true)",
+        client.streaming_input_call(req).await,
+        Code::InvalidArgument,
+    )?;
+    // The Channel compresses per call, not per message: send the compressed and the
+    // uncompressed message on one raw call (see `raw`).
+    let frames = vec![raw::frame(&input(27182, Some(true)), true)?, raw::frame(&input(45904, Some(false)), false)?];
+    let r = raw::call(cfg, STREAMING_INPUT_PATH, frames, true).await?;
+    ensure!(r.status.is_ok(), "{}", st("StreamingInputCall (compressed, then uncompressed message)", r.status.clone()));
+    ensure!(r.messages.len() == 1, "StreamingInputCall: {} response messages, expected 1", r.messages.len());
+    let resp: StreamingInputCallResponse = r.decode(0)?;
+    let got = resp.aggregated_payload_size;
+    ensure!(got == 73086, "aggregated_payload_size is {got}, expected 73086");
+    Ok(())
+}
+
+fn params(size: i32, compressed: Option<bool>) -> ResponseParameters {
+    ResponseParameters { size, interval_us: 0, compressed: compressed.and_then(bool_value) }
+}
+
+async fn collect(what: &str, mut s: Streaming<StreamingOutputCallResponse>) -> Result<Vec<StreamingOutputCallResponse>, String> {
+    let mut out = Vec::new();
+    while let Some(m) = s.message().await.map_err(|e| st(what, e))? {
+        out.push(m);
+    }
+    Ok(out)
+}
+
+fn check_sizes(what: &str, got: &[StreamingOutputCallResponse], sizes: &[usize]) -> CaseResult {
+    ensure!(got.len() == sizes.len(), "{what}: got {} responses, expected exactly {}", got.len(), sizes.len());
+    for (i, (m, n)) in got.iter().zip(sizes).enumerate() {
+        check_payload(&format!("{what} response #{i}"), m.payload.as_ref(), *n)?;
+    }
+    Ok(())
+}
+
+async fn server_streaming(client: &TestServiceClient) -> CaseResult {
+    let sizes = [31415, 9, 2653, 58979];
+    let req = StreamingOutputCallRequest {
+        response_type: PayloadType::Compressable as i32,
+        response_parameters: sizes.iter().map(|n| params(*n, None)).collect(),
+        ..Default::default()
+    };
+    let r = client.streaming_output_call(req).await.map_err(|s| st("StreamingOutputCall", s))?;
+    let got = collect("StreamingOutputCall", r.into_inner()).await?;
+    check_sizes("StreamingOutputCall", &got, &[31415, 9, 2653, 58979])
+}
+
+async fn server_compressed_streaming(cfg: &ClientConfig, client: &TestServiceClient) -> CaseResult {
+    let req = StreamingOutputCallRequest {
+        response_type: PayloadType::Compressable as i32,
+        response_parameters: vec![params(31415, Some(true)), params(92653, Some(false))],
+        ..Default::default()
+    };
+    let r = client.streaming_output_call(req.clone()).await.map_err(|s| st("StreamingOutputCall", s))?;
+    let got = collect("StreamingOutputCall", r.into_inner()).await?;
+    check_sizes("StreamingOutputCall", &got, &[31415, 92653])?;
+    // Raw: check each response's compressed flag.
+    let r = raw::call(cfg, STREAMING_OUTPUT_PATH, vec![raw::frame(&req, false)?], false).await?;
+    ensure!(r.status.is_ok(), "{}", st("StreamingOutputCall (raw)", r.status.clone()));
+    let flags: Vec<bool> = r.messages.iter().map(|m| m.compressed).collect();
+    ensure!(flags == [true, false], "StreamingOutputCall: response compressed flags are {flags:?}, expected [true, false]");
+    let decoded = (0..r.messages.len()).map(|i| r.decode::<StreamingOutputCallResponse>(i)).collect::<Result<Vec<_>, _>>()?;
+    check_sizes("StreamingOutputCall (raw)", &decoded, &[31415, 92653])
+}
+
+fn duplex_req(size: i32, body: usize) -> StreamingOutputCallRequest {
+    StreamingOutputCallRequest {
+        response_type: PayloadType::Compressable as i32,
+        response_parameters: vec![params(size, None)],
+        payload: payload(body),
+        ..Default::default()
+    }
+}
+
+async fn ping_pong(client: &TestServiceClient) -> CaseResult {
+    let steps = [(31415, 27182), (9, 8), (2653, 1828), (58979, 45904)];
+    let (tx, stream) = feed();
+    tx.send(duplex_req(steps[0].0, steps[0].1)).map_err(|_| "request stream closed".to_string())?;
+    let r = client.full_duplex_call(stream).await.map_err(|s| st("FullDuplexCall", s))?;
+    let mut responses = r.into_inner();
+    for (i, (size, _)) in steps.iter().enumerate() {
+        if i > 0 {
+            tx.send(duplex_req(*size, steps[i].1)).map_err(|_| "request stream closed early".to_string())?;
+        }
+        let m = responses
+            .message()
+            .await
+            .map_err(|s| st(&format!("FullDuplexCall response #{i}"), s))?
+            .ok_or_else(|| format!("FullDuplexCall ended after {i} responses, expected 4"))?;
+        check_payload(&format!("FullDuplexCall response #{i}"), m.payload.as_ref(), *size as usize)?;
+    }
+    drop(tx);
+    match responses.message().await.map_err(|s| st("FullDuplexCall after half-close", s))? {
+        None => Ok(()),
+        Some(_) => Err("FullDuplexCall: more than 4 responses".into()),
+    }
+}
+
+async fn empty_stream(client: &TestServiceClient) -> CaseResult {
+    let r = client
+        .full_duplex_call(futures_util::stream::iter(Vec::<StreamingOutputCallRequest>::new()))
+        .await
+        .map_err(|s| st("FullDuplexCall", s))?;
+    let got = collect("FullDuplexCall", r.into_inner()).await?;
+    ensure!(got.is_empty(), "FullDuplexCall: got {} responses, expected none", got.len());
+    Ok(())
+}
+
+const ECHO_INITIAL: &str = "x-grpc-test-echo-initial";
+const ECHO_INITIAL_VALUE: &str = "test_initial_metadata_value";
+const ECHO_TRAILING: &str = "x-grpc-test-echo-trailing-bin";
+const ECHO_TRAILING_VALUE: &[u8] = &[0xab, 0xab, 0xab];
+
+fn echo_metadata() -> MetadataMap {
+    let mut md = MetadataMap::new();
+    // Both keys are valid constants; failure here would be a runtime bug.
+    let _ = md.insert(ECHO_INITIAL, ECHO_INITIAL_VALUE);
+    let _ = md.insert_bin(ECHO_TRAILING, bytes::Bytes::from_static(ECHO_TRAILING_VALUE));
+    md
+}
+
+fn check_echo(what: &str, headers: &MetadataMap, trailers: Option<&MetadataMap>) -> CaseResult {
+    let got = headers.get(ECHO_INITIAL);
+    ensure!(got == Some(ECHO_INITIAL_VALUE), "{what}: initial metadata {ECHO_INITIAL} is {got:?}, expected {ECHO_INITIAL_VALUE:?}");
+    let got = trailers.and_then(|t| t.get_bin(ECHO_TRAILING)).map(|b| b.to_vec());
+    ensure!(
+        got.as_deref() == Some(ECHO_TRAILING_VALUE),
+        "{what}: trailing metadata {ECHO_TRAILING} is {got:02x?}, expected [ab, ab, ab]"
+    );
+    Ok(())
+}
+
+async fn custom_metadata(client: &TestServiceClient) -> CaseResult {
+    let mut req = Request::new(large_request());
+    *req.metadata_mut() = echo_metadata();
+    let r = client.unary_call(req).await.map_err(|s| st("UnaryCall", s))?;
+    check_simple("UnaryCall", r.get_ref(), 314159)?;
+    check_echo("UnaryCall", r.metadata(), r.trailers())?;
+
+    let mut req = Request::new(futures_util::stream::iter(vec![duplex_req(314159, 271828)]));
+    *req.metadata_mut() = echo_metadata();
+    let r = client.full_duplex_call(req).await.map_err(|s| st("FullDuplexCall", s))?;
+    let (headers, mut stream, _) = r.into_parts();
+    let mut got = Vec::new();
+    while let Some(m) = stream.message().await.map_err(|s| st("FullDuplexCall", s))? {
+        got.push(m);
+    }
+    check_sizes("FullDuplexCall", &got, &[314159])?;
+    check_echo("FullDuplexCall", &headers, stream.trailers())
+}
+
+async fn expect_echo_status(client: &TestServiceClient, code: i32, message: &str) -> CaseResult {
+    let want = Code::from_i32(code);
+    let check = |what: &str, s: Status| -> CaseResult {
+        ensure!(s.code() == want, "{what}: status code {:?}, expected {want:?}", s.code());
+        ensure!(s.message() == message, "{what}: status message {:?}, expected {message:?}", s.message());
+        Ok(())
+    };
+    let req = SimpleRequest {
+        response_status: Some(EchoStatus { code, message: message.to_string() }),
+        ..Default::default()
+    };
+    match client.unary_call(req).await {
+        Ok(_) => return Err("UnaryCall succeeded, expected the echoed status".into()),
+        Err(s) => check("UnaryCall", s)?,
+    }
+    Ok(())
+}
+
+async fn status_code_and_message(client: &TestServiceClient) -> CaseResult {
+    let message = "test status message";
+    expect_echo_status(client, 2, message).await?;
+    let req = StreamingOutputCallRequest {
+        response_status: Some(EchoStatus { code: 2, message: message.to_string() }),
+        ..Default::default()
+    };
+    let r = client.full_duplex_call(futures_util::stream::iter(vec![req])).await;
+    let status = match r {
+        Err(s) => s,
+        Ok(resp) => {
+            let mut s = resp.into_inner();
+            loop {
+                match s.message().await {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => return Err("FullDuplexCall ended OK, expected the echoed status".into()),
+                    Err(e) => break e,
+                }
+            }
+        }
+    };
+    ensure!(status.code() == Code::Unknown, "FullDuplexCall: status code {:?}, expected Unknown", status.code());
+    ensure!(status.message() == message, "FullDuplexCall: status message {:?}, expected {message:?}", status.message());
+    Ok(())
+}
+
+async fn special_status_message(client: &TestServiceClient) -> CaseResult {
+    expect_echo_status(client, 2, "\t\ntest with whitespace\r\nand Unicode BMP \u{263A} and non-BMP \u{1F608}\t\n").await
+}
+
+async fn unimplemented_method(client: &TestServiceClient) -> CaseResult {
+    expect_code("TestService/UnimplementedCall", client.unimplemented_call(Empty {}).await, Code::Unimplemented)
+}
+
+async fn unimplemented_service(channel: &Channel) -> CaseResult {
+    let client = UnimplementedServiceClient::new(channel.clone());
+    expect_code("UnimplementedService/UnimplementedCall", client.unimplemented_call(Empty {}).await, Code::Unimplemented)
+}
+
+async fn cancel_after_begin(client: &TestServiceClient, recorder: &Recorder) -> CaseResult {
+    // Make sure the connection is up so the call's headers go out before we cancel.
+    client.empty_call(Empty {}).await.map_err(|s| st("EmptyCall (warm-up)", s))?;
+    let (tx, stream) = feed::<StreamingInputCallRequest>();
+    let call = client.streaming_input_call(stream);
+    tokio::select! {
+        r = call => return Err(format!("StreamingInputCall completed before it was cancelled: {:?}", r.map(|r| r.into_inner()))),
+        _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+    }
+    // The call future is dropped here: that is the cancellation.
+    drop(tx);
+    let s = recorder
+        .wait_status(STREAMING_INPUT_PATH, Duration::from_secs(5))
+        .await
+        .ok_or("no final status recorded for the cancelled StreamingInputCall")?;
+    ensure!(s.code() == Code::Cancelled, "cancelled StreamingInputCall completed with {:?}: {:?}", s.code(), s.message());
+    Ok(())
+}
+
+async fn cancel_after_first_response(client: &TestServiceClient, recorder: &Recorder) -> CaseResult {
+    let (tx, stream) = feed();
+    tx.send(duplex_req(31415, 27182)).map_err(|_| "request stream closed".to_string())?;
+    let r = client.full_duplex_call(stream).await.map_err(|s| st("FullDuplexCall", s))?;
+    let mut responses = r.into_inner();
+    let m = responses
+        .message()
+        .await
+        .map_err(|s| st("FullDuplexCall first response", s))?
+        .ok_or("FullDuplexCall ended without a response")?;
+    check_payload("FullDuplexCall first response", m.payload.as_ref(), 31415)?;
+    // Cancel: drop the response stream (and with it the request half) while the call is open.
+    drop(responses);
+    let s = recorder
+        .wait_status(FULL_DUPLEX_PATH, Duration::from_secs(5))
+        .await
+        .ok_or("no final status recorded for the cancelled FullDuplexCall")?;
+    drop(tx);
+    ensure!(s.code() == Code::Cancelled, "cancelled FullDuplexCall completed with {:?}: {:?}", s.code(), s.message());
+    Ok(())
+}
+
+async fn timeout_on_sleeping_server(client: &TestServiceClient) -> CaseResult {
+    let (tx, stream) = feed();
+    let first = StreamingOutputCallRequest { payload: payload(27182), ..Default::default() };
+    tx.send(first).map_err(|_| "request stream closed".to_string())?;
+    let mut req = Request::new(stream);
+    req.set_timeout(Duration::from_millis(1));
+    let status = match client.full_duplex_call(req).await {
+        Err(s) => s,
+        Ok(r) => {
+            let mut s = r.into_inner();
+            loop {
+                match s.message().await {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => return Err("FullDuplexCall ended OK, expected DEADLINE_EXCEEDED".into()),
+                    Err(e) => break e,
+                }
+            }
+        }
+    };
+    drop(tx);
+    ensure!(
+        status.code() == Code::DeadlineExceeded,
+        "FullDuplexCall with a 1ms timeout ended with {:?}: {:?}, expected DeadlineExceeded",
+        status.code(),
+        status.message()
+    );
+    Ok(())
+}
+
+async fn very_large_request(client: &TestServiceClient) -> CaseResult {
+    // As grpc-java's very_large_request: a 10 MiB request, a 10 byte response.
+    let req = SimpleRequest {
+        response_type: PayloadType::Compressable as i32,
+        response_size: 10,
+        payload: payload(10 * 1024 * 1024),
+        ..Default::default()
+    };
+    let r = client.unary_call(req).await.map_err(|s| st("UnaryCall with a 10 MiB request", s))?;
+    check_simple("UnaryCall with a 10 MiB request", r.get_ref(), 10)
+}
+
+async fn concurrent_large_unary(cfg: &ClientConfig, client: &TestServiceClient) -> CaseResult {
+    let total = cfg.concurrent_calls;
+    let calls = futures_util::stream::iter(0..total).map(|i| {
+        let client = client.clone();
+        async move {
+            let r = client.unary_call(large_request()).await.map_err(|s| st(&format!("UnaryCall #{i}"), s))?;
+            check_simple(&format!("UnaryCall #{i}"), r.get_ref(), 314159)
+        }
+    });
+    let results: Vec<CaseResult> = calls.buffer_unordered(cfg.concurrent_parallelism).collect().await;
+    let failures: Vec<String> = results.into_iter().filter_map(Result::err).collect();
+    ensure!(failures.is_empty(), "{} of {total} concurrent large unary calls failed; first: {}", failures.len(), failures[0]);
+    Ok(())
+}
+
+/// rpc_soak (`client` given: one channel for all RPCs) or channel_soak (`None`: a new
+/// channel per RPC, its creation counted in the latency, its teardown not).
+async fn soak(cfg: &ClientConfig, shared: Option<&TestServiceClient>) -> CaseResult {
+    let s = &cfg.soak;
+    let started = Instant::now();
+    let mut latencies = Vec::new();
+    let mut failures = 0u32;
+    let mut done = 0u32;
+    let peer = format!("{}:{}", cfg.server_host, cfg.server_port);
+    for i in 0..s.iterations {
+        if started.elapsed() >= s.overall_timeout {
+            break;
+        }
+        let t0 = Instant::now();
+        let next_allowed = t0 + s.min_time_between_rpcs;
+        // No per-RPC deadline (as the description asks), but never past the overall timeout.
+        let remaining = s.overall_timeout.saturating_sub(started.elapsed());
+        let attempt = async {
+            match shared {
+                Some(client) => client.unary_call(large_request()).await.map_err(|e| st("UnaryCall", e)).map(|r| (r, t0.elapsed())),
+                None => {
+                    let ch = cfg.channel(&Recorder::new(cfg.additional_metadata.clone()))?;
+                    let r = TestServiceClient::new(ch.clone()).unary_call(large_request()).await.map_err(|e| st("UnaryCall", e));
+                    let elapsed = t0.elapsed();
+                    ch.shutdown();
+                    r.map(|r| (r, elapsed))
+                }
+            }
+        };
+        let (result, elapsed) = match tokio::time::timeout(remaining, attempt).await {
+            Ok(Ok((r, elapsed))) => (Ok(r), elapsed),
+            Ok(Err(e)) => (Err(e), t0.elapsed()),
+            Err(_) => {
+                (cfg.log)(&format!(
+                    "soak iteration: {i} elapsed_ms: {} peer: {peer} failed: still running at the overall timeout",
+                    t0.elapsed().as_millis()
+                ));
+                break;
+            }
+        };
+        latencies.push(elapsed);
+        done += 1;
+        let outcome = result.and_then(|r| check_simple("UnaryCall", r.get_ref(), 314159)).and_then(|()| {
+            if elapsed > s.max_latency {
+                Err(format!("latency {} ms exceeds {} ms", elapsed.as_millis(), s.max_latency.as_millis()))
+            } else {
+                Ok(())
+            }
+        });
+        match outcome {
+            Ok(()) => (cfg.log)(&format!("soak iteration: {i} elapsed_ms: {} peer: {peer} succeeded", elapsed.as_millis())),
+            Err(e) => {
+                failures += 1;
+                (cfg.log)(&format!("soak iteration: {i} elapsed_ms: {} peer: {peer} failed: {e}", elapsed.as_millis()));
+            }
+        }
+        tokio::time::sleep_until(tokio::time::Instant::from_std(next_allowed)).await;
+    }
+    latencies.sort();
+    if let (Some(max), false) = (latencies.last(), latencies.is_empty()) {
+        let pct = |p: usize| latencies[(latencies.len() * p / 100).min(latencies.len() - 1)].as_micros() as f64 / 1000.0;
+        (cfg.log)(&format!(
+            "soak: {done} RPCs, {failures} failures; latency ms: p50 {:.3} p90 {:.3} max {:.3}",
+            pct(50),
+            pct(90),
+            max.as_micros() as f64 / 1000.0
+        ));
+    }
+    ensure!(
+        done == s.iterations,
+        "only {done} of {} soak iterations completed within the overall timeout of {} s",
+        s.iterations,
+        s.overall_timeout.as_secs()
+    );
+    ensure!(failures <= s.max_failures, "{failures} soak iterations failed, more than the {} allowed", s.max_failures);
+    Ok(())
+}

@@ -1,0 +1,14 @@
+//! grpc-rust's interop conformance suite: the generated `grpc.testing` code ([`pb`]), the
+//! flag parser ([`flags`]), the interop client cases ([`client`]), raw calls for per-message
+//! compression ([`raw`]) and the interop server ([`server`]), shared by the `interop_client` / `interop_server` binaries and the tests.
+
+pub mod client;
+pub mod flags;
+pub mod raw;
+pub mod server;
+
+/// Generated `grpc.testing` messages, clients and servers (protos/grpc/testing).
+#[allow(missing_docs, clippy::all)]
+pub mod pb {
+    include!(concat!(env!("OUT_DIR"), "/grpc.testing.rs"));
+}

@@ -1,0 +1,383 @@
+//! The one code generation pipeline both entry points (protoc plugin and build.rs) funnel
+//! into: normalize descriptors, check them, run prost-build with our service generator,
+//! append the per-package `FILE_DESCRIPTOR_SET`, format, and emit the optional include file.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use prost::Message as _;
+use prost_types::{FileDescriptorProto, FileDescriptorSet};
+use quote::quote;
+
+use crate::options::Options;
+use crate::service::{heck_lite::to_snake_case, GrpcServiceGenerator};
+use crate::Error;
+
+/// File name used for the output of proto files without a `package` statement.
+pub const NO_PACKAGE_FILE_NAME: &str = "_.rs";
+
+/// One generated output file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GeneratedFile {
+    /// File name relative to the output directory, e.g. `helloworld.rs`.
+    pub name: String,
+    /// Complete file contents (formatted Rust).
+    pub content: String,
+}
+
+/// Name of the output file for a proto package: `helloworld` -> `helloworld.rs`, and
+/// [`NO_PACKAGE_FILE_NAME`] (`_.rs`) for files without a package.
+pub fn output_file_name(package: &str) -> String {
+    if package.is_empty() {
+        NO_PACKAGE_FILE_NAME.to_string()
+    } else {
+        format!("{package}.rs")
+    }
+}
+
+/// Generates Rust code for `files_to_generate` (proto file names as they appear in
+/// `FileDescriptorProto::name`), given every file they (transitively) import in `files`.
+///
+/// Returns one file per proto package (sorted by name), plus the include file when
+/// [`Options::include_file`] is set. Problems with the protos are returned as errors;
+/// the function never panics on odd input.
+pub fn generate(
+    files_to_generate: &[String],
+    files: &[FileDescriptorProto],
+    options: &Options,
+) -> Result<Vec<GeneratedFile>, Error> {
+    options.validate()?;
+    let runtime: proc_macro2::TokenStream = syn::parse_str::<syn::Path>(&options.runtime_crate)
+        .map(|p| quote! { #p })
+        .map_err(|_| Error::new(format!("malformed option `runtime_crate={}`", options.runtime_crate)))?;
+
+    let files: Vec<FileDescriptorProto> = files.iter().cloned().map(normalize_file).collect();
+    let by_name: HashMap<&str, &FileDescriptorProto> =
+        files.iter().map(|f| (f.name(), f)).collect();
+
+    // Group the files to generate by package, keeping the requested order inside a package.
+    let mut packages: BTreeMap<String, Vec<&FileDescriptorProto>> = BTreeMap::new();
+    let mut seen = HashSet::new();
+    for name in files_to_generate {
+        let Some(file) = by_name.get(name.as_str()) else {
+            return Err(Error::new(format!("file to generate `{name}` is missing from the descriptors")));
+        };
+        if !seen.insert(name.as_str()) {
+            continue;
+        }
+        check_names(file, options)?;
+        packages.entry(file.package().to_string()).or_default().push(file);
+    }
+
+    // Run prost-build once over all files: prost-build needs every message a generated
+    // message refers to (it checks e.g. whether a field type can derive Copy). Files that
+    // are only imported get a module of their own whose output is dropped.
+    let mut requests = Vec::new();
+    for (index, file) in files.iter().enumerate() {
+        if !seen.contains(file.name()) {
+            let module = prost_build::Module::from_parts(["__protoc_gen_rust_grpc_import".to_string(), index.to_string()]);
+            requests.push((module, file.clone()));
+        }
+    }
+    for (package, package_files) in &packages {
+        let module = prost_build::Module::from_protobuf_package_name(package);
+        for file in package_files {
+            let mut file = (*file).clone();
+            if !options.messages {
+                file.message_type.clear();
+                file.enum_type.clear();
+                file.extension.clear();
+            }
+            requests.push((module.clone(), file));
+        }
+    }
+    let mut config = prost_build::Config::new();
+    for (proto, rust) in &options.extern_paths {
+        config.extern_path(proto, rust);
+    }
+    config.service_generator(Box::new(GrpcServiceGenerator {
+        client: options.client,
+        server: options.server,
+        runtime,
+    }));
+    let generated = catch_unwind(AssertUnwindSafe(|| config.generate(requests)))
+        .map_err(|panic| {
+            let what = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            Error::new(format!("prost-build failed on these descriptors: {what}"))
+        })?
+        .map_err(|e| Error::new(format!("prost-build: {e}")))?;
+
+    let mut output = Vec::new();
+    for (package, package_files) in &packages {
+        let module = prost_build::Module::from_protobuf_package_name(package);
+        let code = generated.get(&module).cloned().unwrap_or_default();
+        let fds = descriptor_set(package_files, &by_name)?;
+        let fds_lit = proc_macro2::Literal::byte_string(&fds);
+        let fds_item = quote! {
+            /// Serialized `google.protobuf.FileDescriptorSet` holding this package's proto
+            /// files and everything they import (without source info), for server reflection.
+            pub const FILE_DESCRIPTOR_SET: &[u8] = #fds_lit;
+        };
+        let source = format!("{code}\n{fds_item}\n");
+        let parsed = syn::parse_file(&source)
+            .map_err(|e| Error::new(format!("internal error: generated code for package `{package}` does not parse: {e}")))?;
+        let sources: Vec<&str> = package_files.iter().map(|f| f.name()).collect();
+        let header = format!(
+            "// This file is @generated by protoc-gen-rust-grpc {}. Do not edit.\n// proto package: {}\n// sources: {}\n\n",
+            env!("CARGO_PKG_VERSION"),
+            if package.is_empty() { "(none)" } else { package.as_str() },
+            sources.join(", ")
+        );
+        output.push(GeneratedFile {
+            name: output_file_name(package),
+            content: header + &prettyplease::unparse(&parsed),
+        });
+    }
+
+    if let Some(include_file) = &options.include_file {
+        let packages: Vec<&str> = packages.keys().map(String::as_str).collect();
+        if output.iter().any(|f| &f.name == include_file) {
+            return Err(Error::new(format!(
+                "include_file `{include_file}` has the same name as a generated package file"
+            )));
+        }
+        output.push(GeneratedFile { name: include_file.clone(), content: include_file_content(&packages)? });
+    }
+    Ok(output)
+}
+
+/// Makes descriptors from protoc and from the pure-Rust parser agree, so both paths give
+/// byte-identical output: proto2 files carry no `syntax`, and synthetic oneofs of proto3
+/// `optional` fields come after the real oneofs (protoc's order).
+fn normalize_file(file: FileDescriptorProto) -> FileDescriptorProto {
+    let mut file = canonical_well_known(file.name()).unwrap_or(file);
+    if file.syntax.as_deref() == Some("proto2") {
+        file.syntax = None;
+    }
+    drop_empty(&mut file.options);
+    for message in &mut file.message_type {
+        normalize_message(message);
+    }
+    for field in &mut file.extension {
+        drop_empty(&mut field.options);
+    }
+    for e in &mut file.enum_type {
+        normalize_enum(e);
+    }
+    for service in &mut file.service {
+        drop_empty(&mut service.options);
+        for method in &mut service.method {
+            drop_empty(&mut method.options);
+        }
+    }
+    file
+}
+
+/// The well-known types (`google/protobuf/*.proto`) exist in several versions (protoc
+/// ships newer ones than protobuf-parse embeds). Both paths use the copies compiled into the
+/// `protobuf` crate, so the descriptor sets do not depend on where the files came from.
+fn canonical_well_known(name: &str) -> Option<FileDescriptorProto> {
+    use protobuf::well_known_types as wkt;
+    let descriptor = match name {
+        "google/protobuf/any.proto" => wkt::any::file_descriptor(),
+        "google/protobuf/api.proto" => wkt::api::file_descriptor(),
+        "google/protobuf/descriptor.proto" => protobuf::descriptor::file_descriptor(),
+        "google/protobuf/duration.proto" => wkt::duration::file_descriptor(),
+        "google/protobuf/empty.proto" => wkt::empty::file_descriptor(),
+        "google/protobuf/field_mask.proto" => wkt::field_mask::file_descriptor(),
+        "google/protobuf/source_context.proto" => wkt::source_context::file_descriptor(),
+        "google/protobuf/struct.proto" => wkt::struct_::file_descriptor(),
+        "google/protobuf/timestamp.proto" => wkt::timestamp::file_descriptor(),
+        "google/protobuf/type.proto" => wkt::type_::file_descriptor(),
+        "google/protobuf/wrappers.proto" => wkt::wrappers::file_descriptor(),
+        _ => return None,
+    };
+    let bytes = protobuf::Message::write_to_bytes(descriptor.proto()).ok()?;
+    let mut file = FileDescriptorProto::decode(bytes.as_slice()).ok()?;
+    file.source_code_info = None;
+    Some(file)
+}
+
+/// protoc keeps an empty options message for e.g. `rpc X(A) returns (B) {}`; the pure
+/// parser does not. Empty options mean nothing, so drop them.
+fn drop_empty<T: Default + PartialEq>(options: &mut Option<T>) {
+    if options.as_ref().is_some_and(|o| *o == T::default()) {
+        *options = None;
+    }
+}
+
+fn normalize_enum(e: &mut prost_types::EnumDescriptorProto) {
+    drop_empty(&mut e.options);
+    for value in &mut e.value {
+        drop_empty(&mut value.options);
+    }
+}
+
+fn normalize_message(message: &mut prost_types::DescriptorProto) {
+    drop_empty(&mut message.options);
+    for field in message.field.iter_mut().chain(message.extension.iter_mut()) {
+        drop_empty(&mut field.options);
+    }
+    for oneof in &mut message.oneof_decl {
+        drop_empty(&mut oneof.options);
+    }
+    for e in &mut message.enum_type {
+        normalize_enum(e);
+    }
+    for nested in &mut message.nested_type {
+        normalize_message(nested);
+    }
+    // A oneof is synthetic when its only field is a proto3 optional field.
+    let synthetic: Vec<bool> = (0..message.oneof_decl.len())
+        .map(|i| {
+            let members: Vec<_> =
+                message.field.iter().filter(|f| f.oneof_index == Some(i as i32)).collect();
+            members.len() == 1 && members[0].proto3_optional()
+        })
+        .collect();
+    let mut order: Vec<usize> = (0..message.oneof_decl.len()).filter(|&i| !synthetic[i]).collect();
+    // Synthetic oneofs in field order, as protoc adds them.
+    for field in &message.field {
+        if let Some(i) = field.oneof_index {
+            let i = i as usize;
+            if i < synthetic.len() && synthetic[i] && !order.contains(&i) {
+                order.push(i);
+            }
+        }
+    }
+    for i in 0..message.oneof_decl.len() {
+        if !order.contains(&i) {
+            order.push(i);
+        }
+    }
+    if order.iter().enumerate().all(|(new, &old)| new == old) {
+        return;
+    }
+    let mut new_index = vec![0i32; order.len()];
+    for (new, &old) in order.iter().enumerate() {
+        new_index[old] = new as i32;
+    }
+    let old_decls = std::mem::take(&mut message.oneof_decl);
+    message.oneof_decl = order.iter().map(|&old| old_decls[old].clone()).collect();
+    for field in &mut message.field {
+        if let Some(i) = field.oneof_index {
+            if let Some(&n) = new_index.get(i as usize) {
+                field.oneof_index = Some(n);
+            }
+        }
+    }
+}
+
+/// Rejects names that would collide in the generated Rust code.
+fn check_names(file: &FileDescriptorProto, options: &Options) -> Result<(), Error> {
+    let mut modules: HashMap<String, &str> = HashMap::new();
+    for service in &file.service {
+        let full = if file.package().is_empty() {
+            service.name().to_string()
+        } else {
+            format!("{}.{}", file.package(), service.name())
+        };
+        let module = to_snake_case(service.name());
+        if let Some(other) = modules.insert(module.clone(), service.name()) {
+            return Err(Error::new(format!(
+                "{}: services `{other}` and `{}` both map to the Rust module name `{module}_client`/`{module}_server`",
+                file.name(),
+                service.name()
+            )));
+        }
+        let mut methods: HashMap<String, &str> = HashMap::new();
+        for method in &service.method {
+            let rust = to_snake_case(method.name());
+            if let Some(other) = methods.insert(rust.clone(), method.name()) {
+                return Err(Error::new(format!(
+                    "{}: service `{full}` has methods `{other}` and `{}` that both map to the Rust name `{rust}`",
+                    file.name(),
+                    method.name()
+                )));
+            }
+            if options.client && (rust == "new" || rust == "channel") {
+                return Err(Error::new(format!(
+                    "{}: method `{}` of service `{full}` maps to `{rust}`, which the generated client uses for itself; rename the rpc or generate with client=false",
+                    file.name(),
+                    method.name()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Serialized `FileDescriptorSet` of `files` plus their transitive imports, dependencies
+/// first, without source info.
+fn descriptor_set(
+    files: &[&FileDescriptorProto],
+    by_name: &HashMap<&str, &FileDescriptorProto>,
+) -> Result<Vec<u8>, Error> {
+    fn visit<'a>(
+        name: &'a str,
+        by_name: &HashMap<&str, &'a FileDescriptorProto>,
+        done: &mut HashSet<&'a str>,
+        out: &mut Vec<FileDescriptorProto>,
+    ) -> Result<(), Error> {
+        if !done.insert(name) {
+            return Ok(());
+        }
+        let Some(file) = by_name.get(name) else {
+            return Err(Error::new(format!("import `{name}` is missing from the descriptors")));
+        };
+        for dep in &file.dependency {
+            visit(dep, by_name, done, out)?;
+        }
+        let mut file = (*file).clone();
+        file.source_code_info = None;
+        out.push(file);
+        Ok(())
+    }
+    let mut done = HashSet::new();
+    let mut out = Vec::new();
+    for file in files {
+        visit(file.name(), by_name, &mut done, &mut out)?;
+    }
+    Ok(FileDescriptorSet { file: out }.encode_to_vec())
+}
+
+/// The include file: nested `pub mod`s following the package names, each including its
+/// package file. Package-less code is included at the root.
+fn include_file_content(packages: &[&str]) -> Result<String, Error> {
+    #[derive(Default)]
+    struct Node {
+        file: Option<String>,
+        children: BTreeMap<String, Node>,
+    }
+    let mut root = Node::default();
+    for package in packages {
+        let module = prost_build::Module::from_protobuf_package_name(package);
+        let mut node = &mut root;
+        for part in module.parts() {
+            node = node.children.entry(part.to_string()).or_default();
+        }
+        node.file = Some(output_file_name(package));
+    }
+    fn render(node: &Node) -> proc_macro2::TokenStream {
+        let include = node.file.as_ref().map(|f| quote! { include!(#f); });
+        let children = node.children.iter().map(|(name, child)| {
+            let ident = crate::service::ident(name);
+            let body = render(child);
+            let doc = format!(" Generated code for proto package path segment `{}`.", name.trim_start_matches("r#"));
+            quote! { #[doc = #doc] pub mod #ident { #body } }
+        });
+        quote! { #include #(#children)* }
+    }
+    let tokens = render(&root);
+    let parsed = syn::parse_file(&tokens.to_string())
+        .map_err(|e| Error::new(format!("internal error: include file does not parse: {e}")))?;
+    Ok(format!(
+        "// This file is @generated by protoc-gen-rust-grpc {}. Do not edit.\n\n{}",
+        env!("CARGO_PKG_VERSION"),
+        prettyplease::unparse(&parsed)
+    ))
+}

@@ -18,7 +18,6 @@ use crate::status::{Code, Status};
 use crate::timeout::Deadline;
 
 /// Where the response of a call stands.
-#[allow(dead_code)] // driven by server/
 pub(crate) enum ResponseState {
     /// Headers not sent yet.
     Pending(h2::server::SendResponse<Bytes>),
@@ -30,7 +29,6 @@ pub(crate) enum ResponseState {
     Detached,
 }
 
-#[allow(dead_code)] // fields used by server/
 pub(crate) struct CtxInner {
     pub(crate) method: String,
     pub(crate) peer: Option<SocketAddr>,
@@ -45,6 +43,8 @@ pub(crate) struct CtxInner {
     pub(crate) message_compression: AtomicBool,
     /// The client finished sending (END_STREAM seen).
     pub(crate) recv_done: Arc<AtomicBool>,
+    /// The status the call ended with, once sent.
+    final_status: Mutex<Option<Status>>,
 }
 
 /// Handle to the server side of one call. Clones share state.
@@ -68,7 +68,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-#[allow(dead_code)] // crate-internal methods used by server/
 impl ServerContext {
     pub(crate) fn new(
         method: String,
@@ -95,6 +94,7 @@ impl ServerContext {
                 client_accepts,
                 message_compression: AtomicBool::new(true),
                 recv_done: Arc::new(AtomicBool::new(false)),
+                final_status: Mutex::new(None),
             }),
         }
     }
@@ -131,7 +131,9 @@ impl ServerContext {
     }
 
     /// Resolves when the call is cancelled, with the reason: CANCELLED (the
-    /// client went away or the server shut down) or DEADLINE_EXCEEDED.
+    /// client went away, the server shut down, or the call already
+    /// finished, so tasks spawned by a handler can stop) or
+    /// DEADLINE_EXCEEDED.
     pub async fn cancelled(&self) -> Status {
         let mut rx = self.inner.cancel.subscribe();
         let code = match rx.wait_for(|c| c.is_some()).await {
@@ -177,9 +179,9 @@ impl ServerContext {
                 let detached = matches!(other, ResponseState::Detached);
                 *st = other;
                 if detached {
-                    Err(Status::failed_precondition("not a server call"))
+                    Err(Status::internal("send_headers: not a server call"))
                 } else {
-                    Err(Status::failed_precondition("response headers already sent"))
+                    Err(Status::internal("send_headers: response headers already sent"))
                 }
             }
         }
@@ -245,6 +247,16 @@ impl ServerContext {
 
     pub(crate) fn message_compression(&self) -> bool {
         self.inner.message_compression.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn set_final_status(&self, status: Status) {
+        *lock(&self.inner.final_status) = Some(status);
+    }
+
+    /// The status the call ended with, once it was sent (for interceptors
+    /// and logging).
+    pub fn final_status(&self) -> Option<Status> {
+        lock(&self.inner.final_status).clone()
     }
 
     pub(crate) fn take_trailers(&self) -> MetadataMap {

@@ -16,6 +16,7 @@ mod context;
 pub mod metadata;
 mod request;
 pub mod rpc_types;
+pub mod server;
 pub mod status;
 mod streaming;
 pub mod timeout;

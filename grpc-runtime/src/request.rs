@@ -171,7 +171,6 @@ impl<T> Request<T> {
         (self.metadata, self.extensions, self.message)
     }
 
-    #[allow(dead_code)] // used by server/
     pub(crate) fn set_context(&mut self, ctx: ServerContext) {
         self.context = Some(ctx);
     }

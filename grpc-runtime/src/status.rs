@@ -20,10 +20,11 @@ pub const GRPC_MESSAGE: &str = "grpc-message";
 pub const GRPC_STATUS_DETAILS_BIN: &str = "grpc-status-details-bin";
 
 /// A gRPC status code (see the gRPC `statuscodes.md`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(i32)]
 pub enum Code {
     /// Not an error; returned on success.
+    #[default]
     Ok = 0,
     /// The operation was cancelled, typically by the caller.
     Cancelled = 1,
@@ -159,11 +160,6 @@ pub struct Status {
     metadata: MetadataMap,
 }
 
-impl Default for Code {
-    fn default() -> Self {
-        Code::Ok
-    }
-}
 
 macro_rules! ctors {
     ($($(#[$doc:meta])* $name:ident => $code:ident,)*) => {

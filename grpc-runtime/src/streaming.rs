@@ -279,3 +279,137 @@ impl<T: prost::Message + Default> Stream for Streaming<T> {
 }
 
 impl<T> Unpin for Streaming<T> {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::encode_message;
+    use crate::status::Code;
+    use bytes::BytesMut;
+    use std::time::Duration;
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct M {
+        #[prost(string, tag = "1")]
+        s: String,
+    }
+
+    /// Raw h2 server answering one request with `chunks` and then `trailers`
+    /// (None = END_STREAM on the last DATA frame, no trailers).
+    async fn serve_once(chunks: Vec<Bytes>, trailers: Option<http::HeaderMap>, hold: Duration) -> std::net::SocketAddr {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (io, _) = l.accept().await.unwrap();
+            let mut conn = h2::server::handshake(io).await.unwrap();
+            let (_req, mut respond) = conn.accept().await.unwrap().unwrap();
+            tokio::spawn(async move {
+                let resp = http::Response::builder().header("content-type", "application/grpc").body(()).unwrap();
+                let mut send = respond.send_response(resp, false).unwrap();
+                tokio::time::sleep(hold).await;
+                let n = chunks.len();
+                for (i, c) in chunks.into_iter().enumerate() {
+                    send.send_data(c, trailers.is_none() && i + 1 == n).unwrap();
+                }
+                if let Some(t) = trailers {
+                    send.send_trailers(t).unwrap();
+                }
+                // keep the stream alive until the client is done
+                let _ = std::future::poll_fn(|cx| send.poll_reset(cx)).await;
+            });
+            while let Some(Ok(_)) = conn.accept().await {}
+        });
+        addr
+    }
+
+    async fn open(addr: std::net::SocketAddr) -> (h2::RecvStream, h2::SendStream<Bytes>) {
+        let io = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (c, conn) = h2::client::handshake(io).await.unwrap();
+        tokio::spawn(conn);
+        let mut c = c.ready().await.unwrap();
+        let req = http::Request::builder().method("POST").uri(format!("http://{addr}/a.B/C")).body(()).unwrap();
+        let (resp, send) = c.send_request(req, false).unwrap();
+        (resp.await.unwrap().into_body(), send)
+    }
+
+    fn msgs(n: usize) -> Bytes {
+        let mut b = BytesMut::new();
+        for i in 0..n {
+            encode_message(&M { s: format!("m{i}") }, None, usize::MAX, &mut b).unwrap();
+        }
+        b.freeze()
+    }
+
+    fn status_trailers(code: &str, msg: Option<&str>) -> http::HeaderMap {
+        let mut t = http::HeaderMap::new();
+        t.insert("grpc-status", code.parse().unwrap());
+        if let Some(m) = msg {
+            t.insert("grpc-message", m.parse().unwrap());
+        }
+        t.insert("x-t", "v".parse().unwrap());
+        t
+    }
+
+    #[tokio::test]
+    async fn client_role_ok_with_split_frames_and_trailers() {
+        let all = msgs(3);
+        let chunks = all.chunks(4).map(Bytes::copy_from_slice).collect();
+        let addr = serve_once(chunks, Some(status_trailers("0", None)), Duration::ZERO).await;
+        let (body, send) = open(addr).await;
+        let mut s: Streaming<M> = Streaming::new_response(body, FrameDecoder::new(1 << 20, None));
+        s.set_guard(Box::new(send));
+        for i in 0..3 {
+            assert_eq!(s.message().await.unwrap().unwrap().s, format!("m{i}"));
+        }
+        assert_eq!(s.message().await.unwrap(), None);
+        assert_eq!(s.trailers().unwrap().get("x-t"), Some("v"));
+        assert_eq!(s.status().unwrap().code(), Code::Ok);
+        assert_eq!(s.message().await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn client_role_error_status_after_messages() {
+        let addr = serve_once(vec![msgs(1)], Some(status_trailers("9", Some("no%20way"))), Duration::ZERO).await;
+        let (body, _send) = open(addr).await;
+        let mut s: Streaming<M> = Streaming::new_response(body, FrameDecoder::new(1 << 20, None));
+        assert_eq!(s.message().await.unwrap().unwrap().s, "m0");
+        let e = s.message().await.unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition);
+        assert_eq!(e.message(), "no way");
+        assert_eq!(s.message().await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn client_role_missing_trailers_is_internal() {
+        let addr = serve_once(vec![msgs(1)], None, Duration::ZERO).await;
+        let (body, _send) = open(addr).await;
+        let mut s: Streaming<M> = Streaming::new_response(body, FrameDecoder::new(1 << 20, None));
+        assert!(s.message().await.unwrap().is_some());
+        assert_eq!(s.message().await.unwrap_err().code(), Code::Internal);
+    }
+
+    #[tokio::test]
+    async fn client_role_limit_and_deadline() {
+        let addr = serve_once(vec![msgs(1)], Some(status_trailers("0", None)), Duration::ZERO).await;
+        let (body, _send) = open(addr).await;
+        let mut s: Streaming<M> = Streaming::new_response(body, FrameDecoder::new(2, None));
+        assert_eq!(s.message().await.unwrap_err().code(), Code::ResourceExhausted);
+
+        let addr = serve_once(vec![msgs(1)], Some(status_trailers("0", None)), Duration::from_secs(5)).await;
+        let (body, _send) = open(addr).await;
+        let mut s: Streaming<M> = Streaming::new_response(body, FrameDecoder::new(1 << 20, None));
+        s.set_deadline(Instant::now() + Duration::from_millis(100));
+        let t = std::time::Instant::now();
+        assert_eq!(s.message().await.unwrap_err().code(), Code::DeadlineExceeded);
+        assert!(t.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn from_status() {
+        let mut s: Streaming<M> = Streaming::from_status(Status::unavailable("x"));
+        assert_eq!(s.message().await.unwrap_err().code(), Code::Unavailable);
+        assert_eq!(s.message().await.unwrap(), None);
+        let mut s: Streaming<M> = Streaming::from_status(Status::new(Code::Ok, ""));
+        assert_eq!(s.message().await.unwrap(), None);
+    }
+}

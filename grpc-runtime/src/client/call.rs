@@ -17,6 +17,7 @@ use tracing::{debug, Instrument, Span};
 
 use super::body;
 use super::channel::Channel;
+use super::subchannel::Subchannel;
 use super::interceptor::{CallKind, ClientCallContext, Interceptors};
 use crate::codec::{encode_message, FrameDecoder};
 use crate::compression::{encoding_from_headers, CompressionEncoding, EncodingSet, HeaderEncoding, GRPC_ACCEPT_ENCODING, GRPC_ENCODING};
@@ -106,10 +107,20 @@ struct Prepared {
 
 /// The call after its stream was opened.
 struct Opened {
+    sub: Arc<Subchannel>,
     response: ResponseFuture,
     send: SendStream<Bytes>,
     conn: Connection,
     encoding: Option<CompressionEncoding>,
+}
+
+/// Maps a failed response head to a status, marking the connection dead on GOAWAY or I/O
+/// errors so that new calls reconnect.
+fn response_error(sub: &Subchannel, conn: &Connection, e: h2::Error) -> Status {
+    if e.is_go_away() || e.is_io() {
+        sub.drop_connection_if(conn.id(), "GOAWAY or I/O error on a call");
+    }
+    Status::from_h2_error(&e)
 }
 
 fn map_elapsed<T>(r: Result<Result<T, Status>, tokio::time::error::Elapsed>) -> Result<T, Status> {
@@ -144,39 +155,39 @@ impl Channel {
             Some(t) => Some(Deadline::after(t)),
             None => current_deadline().or_else(|| cfg.timeout.map(Deadline::after)),
         };
-        let span = tracing::debug_span!("grpc_client_call", method = path, target = %self.inner.target.text);
+        let span = tracing::debug_span!(
+            "grpc_client_call",
+            method = path,
+            target = %self.inner.target.text,
+            peer = tracing::field::Empty
+        );
         let mut metadata = std::mem::take(request.metadata_mut());
+        let mut deadline = deadline;
+        let mut rejected = None;
         if !cfg.interceptors.is_empty() {
             let timeout = deadline.map(|d| d.remaining());
             let mut ctx = ClientCallContext::new(path, kind, metadata, timeout);
-            let r = cfg.interceptors.start(&mut ctx).instrument(span.clone()).await;
-            let deadline = if ctx.timeout != timeout { ctx.timeout.map(Deadline::after) } else { deadline };
-            let state = Arc::new(CallState {
-                path,
-                interceptors: cfg.interceptors.clone(),
-                span,
-                started: Instant::now(),
-                finished: AtomicBool::new(false),
-                send_error: Mutex::new(None),
-                deadline,
-            });
-            if let Err(status) = r {
-                // `start` already reported the rejection to the interceptors that ran.
-                state.finished.store(true, Ordering::SeqCst);
-                return Err(status);
+            if let Err(status) = cfg.interceptors.start(&mut ctx).instrument(span.clone()).await {
+                rejected = Some(status);
+            }
+            if ctx.timeout != timeout {
+                deadline = ctx.timeout.map(Deadline::after);
             }
             metadata = ctx.metadata;
-            return Ok(Prepared { state, metadata, deadline, compression: request.compression().or(cfg.send_compression) });
         }
         let state = Arc::new(CallState {
             path,
             interceptors: cfg.interceptors.clone(),
             span,
             started: Instant::now(),
-            finished: AtomicBool::new(false),
+            // a rejection was already reported to the interceptors that ran
+            finished: AtomicBool::new(rejected.is_some()),
             send_error: Mutex::new(None),
             deadline,
         });
+        if let Some(status) = rejected {
+            return Err(status);
+        }
         Ok(Prepared { state, metadata, deadline, compression: request.compression().or(cfg.send_compression) })
     }
 
@@ -215,8 +226,21 @@ impl Channel {
         if let Some(v) = &inner.config.accept_header {
             h.insert(GRPC_ACCEPT_ENCODING, v.clone());
         }
-        h.insert(http::header::USER_AGENT, inner.config.user_agent.clone());
-        metadata.add_to_headers(h);
+        match metadata.get("user-agent") {
+            // A user-agent given as metadata goes in front of ours, in one header.
+            Some(ua) => {
+                let combined = format!("{ua} {}", String::from_utf8_lossy(inner.config.user_agent.as_bytes()));
+                let v = HeaderValue::try_from(combined).unwrap_or_else(|_| inner.config.user_agent.clone());
+                h.insert(http::header::USER_AGENT, v);
+                let mut md = metadata.clone();
+                md.remove("user-agent");
+                md.add_to_headers(h);
+            }
+            None => {
+                h.insert(http::header::USER_AGENT, inner.config.user_agent.clone());
+                metadata.add_to_headers(h);
+            }
+        }
         Ok(req)
     }
 
@@ -231,6 +255,7 @@ impl Channel {
                 .pick()
                 .await
                 .map_err(|e| Status::unavailable(format!("connection to {} failed: {}", self.inner.target.text, e.message())))?;
+            p.state.span.record("peer", tracing::field::display(conn.address()));
             let encoding = p.compression.filter(|e| {
                 // Never compress in an encoding the server did not advertise on this
                 // connection (unknown until its first response: send identity).
@@ -247,18 +272,17 @@ impl Channel {
                 None => None,
             };
             let head = self.request_head(path, &p.metadata, p.deadline, encoding)?;
-            let retry = |err: &h2::Error| attempt < 2 && (err.is_go_away() || err.is_io() || err.reason() == Some(h2::Reason::REFUSED_STREAM));
-            let ready = match conn.send_request().ready().await {
+            let mut ready = match conn.send_request().ready().await {
                 Ok(r) => r,
                 Err(e) => {
-                    sub.drop_connection("connection failed before the stream was opened");
+                    // ready() only fails when the connection can open no more streams.
+                    sub.drop_connection_if(conn.id(), "connection failed before the stream was opened");
                     if attempt < 2 {
                         continue;
                     }
                     return Err(Status::unavailable(format!("connection unusable: {e}")));
                 }
             };
-            let mut ready = ready;
             match ready.send_request(head, false) {
                 Ok((response, mut send)) => {
                     if let Some(frame) = frame {
@@ -268,14 +292,19 @@ impl Channel {
                             debug!(error = %e, "sending the request message failed");
                         }
                     }
-                    return Ok(Opened { response, send, conn, encoding });
+                    return Ok(Opened { sub, response, send, conn, encoding });
                 }
                 Err(e) => {
-                    sub.drop_connection("send_request failed");
-                    if retry(&e) {
-                        continue;
+                    // Nothing reached the server: a connection-level failure is retried
+                    // once on a fresh connection; anything else is our own error.
+                    if e.is_go_away() || e.is_io() {
+                        sub.drop_connection_if(conn.id(), "send_request failed");
+                        if attempt < 2 {
+                            continue;
+                        }
+                        return Err(Status::unavailable(format!("connection unusable: {e}")));
                     }
-                    return Err(Status::from_h2_error(&e));
+                    return Err(Status::internal(format!("could not start the call: {e}")));
                 }
             }
         }
@@ -283,8 +312,7 @@ impl Channel {
 
     /// Awaits the response head; returns the header metadata and the message stream
     /// (already failed for Trailers-Only or a non-gRPC response).
-    async fn read_head<T>(&self, opened_conn: &Connection, response: ResponseFuture) -> Result<(MetadataMap, Streaming<T>), Status> {
-        let resp = response.await.map_err(|e| Status::from_h2_error(&e))?;
+    fn read_head<T>(&self, opened_conn: &Connection, resp: http::Response<h2::RecvStream>) -> Result<(MetadataMap, Streaming<T>), Status> {
         let (parts, body) = resp.into_parts();
         if let Some(v) = parts.headers.get(GRPC_ACCEPT_ENCODING) {
             opened_conn.set_peer_accept_encoding(v.clone());
@@ -321,6 +349,37 @@ impl Channel {
             }
         };
         Ok((headers, Streaming::new_response(body, decoder)))
+    }
+
+    /// Sends a single-message request and awaits the response head. A stream the server
+    /// refused (REFUSED_STREAM: no application logic ran) is retried once, transparently.
+    async fn send_single_request<M: prost::Message>(
+        &self,
+        path: &'static str,
+        p: &Prepared,
+        msg: &M,
+    ) -> Result<(Connection, http::Response<h2::RecvStream>), Status> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let Opened { sub, response, send, conn, .. } = self.open(path, p, Some(msg)).await?;
+            drop(send);
+            match response.await {
+                Ok(resp) => return Ok((conn, resp)),
+                Err(e) => {
+                    // Refused (REFUSED_STREAM) or above a GOAWAY's last-stream-id: the
+                    // server ran no application logic, so one transparent retry is safe.
+                    let unprocessed = e.is_remote() && (e.is_go_away() || e.reason() == Some(h2::Reason::REFUSED_STREAM));
+                    if e.is_go_away() || e.is_io() {
+                        sub.drop_connection_if(conn.id(), "GOAWAY or I/O error on a call");
+                    }
+                    if !(unprocessed && attempt < 2) {
+                        return Err(Status::from_h2_error(&e));
+                    }
+                    debug!(error = %e, "stream not processed by the server; retrying once");
+                }
+            }
+        }
     }
 
     fn encode_one<M: prost::Message>(&self, msg: &M, encoding: Option<CompressionEncoding>) -> Result<Bytes, Status> {
@@ -365,11 +424,11 @@ impl Channel {
     }
 
     /// Reads exactly one message and the final status (unary and client-streaming).
-    async fn read_single<Resp>(&self, opened_conn: &Connection, response: ResponseFuture) -> Result<Response<Resp>, Status>
+    async fn read_single<Resp>(&self, opened_conn: &Connection, resp: http::Response<h2::RecvStream>) -> Result<Response<Resp>, Status>
     where
         Resp: prost::Message + Default + Send + 'static,
     {
-        let (headers, mut stream) = self.read_head::<Resp>(opened_conn, response).await?;
+        let (headers, mut stream) = self.read_head::<Resp>(opened_conn, resp)?;
         let first = stream.message().await?;
         let Some(msg) = first else {
             return Err(Status::internal("server ended a unary response without a message"));
@@ -393,10 +452,8 @@ impl Channel {
         let state = Arc::clone(&p.state);
         let span = state.span.clone();
         let fut = async {
-            let opened = self.open(path, &p, Some(request.get_ref())).await?;
-            let Opened { response, send, conn, .. } = opened;
-            drop(send);
-            self.read_single(&conn, response).await
+            let (conn, resp) = self.send_single_request(path, &p, request.get_ref()).await?;
+            self.read_single(&conn, resp).await
         };
         let r = with_deadline(p.deadline, fut).instrument(span).await;
         match r {
@@ -419,10 +476,8 @@ impl Channel {
         let state = Arc::clone(&p.state);
         let span = state.span.clone();
         let fut = async {
-            let opened = self.open(path, &p, Some(request.get_ref())).await?;
-            let Opened { response, send, conn, .. } = opened;
-            drop(send);
-            self.read_head::<Resp>(&conn, response).await
+            let (conn, resp) = self.send_single_request(path, &p, request.get_ref()).await?;
+            self.read_head::<Resp>(&conn, resp)
         };
         let r = with_deadline(p.deadline, fut).instrument(span).await;
         self.streaming_response(r, state, p.deadline, None)
@@ -441,9 +496,10 @@ impl Channel {
         let span = state.span.clone();
         let fut = async {
             let opened = self.open::<Req>(path, &p, None).await?;
-            let Opened { response, send, conn, encoding } = opened;
+            let Opened { sub, response, send, conn, encoding } = opened;
             let _sender = self.spawn_sender(&state, send, encoding, request.into_inner());
-            self.read_single(&conn, response).await
+            let resp = response.await.map_err(|e| response_error(&sub, &conn, e))?;
+            self.read_single(&conn, resp).await
         };
         let r = with_deadline(p.deadline, fut).instrument(span).await;
         match r {
@@ -469,9 +525,10 @@ impl Channel {
         let mut sender_slot = None;
         let fut = async {
             let opened = self.open::<Req>(path, &p, None).await?;
-            let Opened { response, send, conn, encoding } = opened;
+            let Opened { sub, response, send, conn, encoding } = opened;
             sender_slot = Some(self.spawn_sender(&state, send, encoding, request.into_inner()));
-            self.read_head::<Resp>(&conn, response).await
+            let resp = response.await.map_err(|e| response_error(&sub, &conn, e))?;
+            self.read_head::<Resp>(&conn, resp)
         };
         let r = with_deadline(p.deadline, fut).instrument(span).await;
         self.streaming_response(r, state, p.deadline, sender_slot)

@@ -18,6 +18,22 @@ use super::target::Target;
 use crate::transport::{Connection, TransportError, TransportErrorKind};
 
 /// A client channel to one target. Cheap to clone; share it between tasks.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use grpc_runtime::{Channel, CompressionEncoding};
+///
+/// let channel = Channel::builder("http://127.0.0.1:50051")
+///     .connect_timeout(Duration::from_secs(5))
+///     .send_compressed(CompressionEncoding::Gzip)
+///     .connect()
+///     .await?;
+/// // Generated clients wrap it: `GreeterClient::new(channel.clone())`.
+/// # let _ = channel; Ok(()) }
+/// ```
+///
+/// The last clone dropped releases the connection (after in-flight calls end).
 #[derive(Clone)]
 pub struct Channel {
     pub(crate) inner: Arc<ChannelInner>,

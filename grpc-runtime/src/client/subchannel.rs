@@ -167,6 +167,19 @@ impl Subchannel {
         }
     }
 
+    /// Like [`Subchannel::drop_connection`], but only if the current connection is the one
+    /// with id `id` (another call may already have replaced it).
+    pub fn drop_connection_if(&self, id: u64, why: &str) {
+        let conn = match self.conn.lock() {
+            Ok(mut c) if c.as_ref().map(|c| c.id()) == Some(id) => c.take(),
+            _ => None,
+        };
+        if let Some(c) = conn {
+            c.mark_closed(why);
+            self.set_state(ConnectivityState::Idle);
+        }
+    }
+
     /// Shuts the subchannel down: the connection is released and new calls fail.
     pub fn shutdown(&self) {
         self.drop_connection("subchannel shut down");

@@ -225,7 +225,7 @@ mod tests {
         assert_eq!(d.next_message().unwrap_err().code(), Code::ResourceExhausted);
         // exactly at the limit is fine
         let mut d = FrameDecoder::new(102, None);
-        d.push(frames(&[big.clone()], None));
+        d.push(frames(std::slice::from_ref(&big), None));
         assert!(d.next_message().unwrap().is_some());
         // compressed small but decompressed too large
         let mut d = FrameDecoder::new(50, Some(CompressionEncoding::Gzip));

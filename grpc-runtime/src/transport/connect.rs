@@ -262,11 +262,12 @@ where
         .map_err(|e| TransportError::new(TransportErrorKind::Http2, format!("HTTP/2 handshake with {address}: {e}")))?;
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let (closed, _) = watch::channel(None);
+    let mut ping_pong = conn.ping_pong();
     let shared = Arc::new(Shared {
         id,
         address: address.clone(),
         closed,
-        ping_pong: Mutex::new(conn.ping_pong()),
+        ping_pong: Mutex::new(None),
         peer_accept_encoding: Mutex::new(None),
     });
     let driver_shared = Arc::clone(&shared);
@@ -284,6 +285,21 @@ where
         }
         .instrument(span),
     );
+    // Wait until the server has spoken HTTP/2: its SETTINGS precede the PING ack, so
+    // when this returns we know its limits (MAX_CONCURRENT_STREAMS in particular) and
+    // that the peer is really an HTTP/2 server. Bounded by the caller's connect timeout.
+    if let Some(pp) = ping_pong.as_mut() {
+        if let Err(e) = pp.ping(h2::Ping::opaque()).await {
+            mark(&shared, ConnectionClosed::Error(e.to_string()));
+            return Err(TransportError::new(
+                TransportErrorKind::Http2,
+                format!("HTTP/2 handshake with {address}: no answer to the initial PING: {e}"),
+            ));
+        }
+    }
+    if let Ok(mut slot) = shared.ping_pong.lock() {
+        *slot = ping_pong;
+    }
     debug!(connection = id, address = %address, "connection established");
     Ok(Connection { send, shared })
 }

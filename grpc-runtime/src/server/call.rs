@@ -1,0 +1,370 @@
+//! [`ServerCall`]: one incoming call handed to a [`Service`](super::Service),
+//! and the four adapters (unary, server streaming, client streaming, bidi)
+//! that decode requests, run the typed handler, and write headers, framed
+//! responses (respecting flow control) and the final status.
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, MutexGuard};
+use std::task::Poll;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+
+use crate::codec::{encode_message, FrameDecoder};
+use crate::compression::CompressionEncoding;
+use crate::context::{ResponseState, ServerContext};
+use crate::metadata::MetadataMap;
+use crate::request::{BoxFuture, BoxStream, Request, Response};
+use crate::status::{Code, Status};
+use crate::streaming::Streaming;
+
+/// Per-server settings the call adapters need.
+#[derive(Debug, Clone)]
+pub(crate) struct CallConfig {
+    pub(crate) max_recv: usize,
+    pub(crate) max_send: usize,
+}
+
+/// One incoming call, not yet typed; consumed by one of the adapters.
+pub struct ServerCall {
+    pub(crate) metadata: MetadataMap,
+    pub(crate) extensions: http::Extensions,
+    pub(crate) body: h2::RecvStream,
+    pub(crate) ctx: ServerContext,
+    pub(crate) config: Arc<CallConfig>,
+    pub(crate) request_encoding: Option<CompressionEncoding>,
+}
+
+impl std::fmt::Debug for ServerCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerCall").field("method", &self.ctx.method()).field("metadata", &self.metadata).finish()
+    }
+}
+
+fn lock_state(ctx: &ServerContext) -> MutexGuard<'_, ResponseState> {
+    ctx.inner.response.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl ServerCall {
+    /// The full method path, e.g. `/helloworld.Greeter/SayHello`.
+    pub fn method(&self) -> &str {
+        self.ctx.method()
+    }
+
+    /// The request metadata.
+    pub fn metadata(&self) -> &MetadataMap {
+        &self.metadata
+    }
+
+    /// The call context.
+    pub fn context(&self) -> &ServerContext {
+        &self.ctx
+    }
+
+    fn into_streaming<Req>(self) -> (Request<Streaming<Req>>, ServerContext, Arc<CallConfig>) {
+        let decoder = FrameDecoder::new(self.config.max_recv, self.request_encoding);
+        let mut stream = Streaming::new_request(self.body, decoder);
+        stream.set_eos_flag(self.ctx.inner.recv_done.clone());
+        let mut req = Request::from_parts(self.metadata, self.extensions, stream);
+        req.set_context(self.ctx.clone());
+        if let Some(t) = self.ctx.time_remaining() {
+            req.set_timeout(t);
+        }
+        req.set_compression(self.request_encoding);
+        (req, self.ctx, self.config)
+    }
+
+    /// Unary: exactly one request message, one response message.
+    pub fn unary<Req, Resp, F, Fut>(self, handler: F) -> BoxFuture<()>
+    where
+        Req: prost::Message + Default + Send + 'static,
+        Resp: prost::Message + Send + 'static,
+        F: FnOnce(Request<Req>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Response<Resp>, Status>> + Send + 'static,
+    {
+        let (req, ctx, config) = self.into_streaming::<Req>();
+        Box::pin(async move {
+            let result = async {
+                let req = read_single(req).await?;
+                let resp = handler(req).await?;
+                let (md, msg, trailers) = resp.into_parts();
+                if let Some(t) = trailers {
+                    ctx.add_trailers(t);
+                }
+                open_response(&ctx, md)?;
+                send_message(&ctx, &config, &msg).await
+            }
+            .await;
+            finish_call(&ctx, result.err().unwrap_or_else(ok_status));
+        })
+    }
+
+    /// Server streaming: one request message, a stream of responses.
+    pub fn server_streaming<Req, Resp, F, Fut>(self, handler: F) -> BoxFuture<()>
+    where
+        Req: prost::Message + Default + Send + 'static,
+        Resp: prost::Message + Send + 'static,
+        F: FnOnce(Request<Req>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Response<BoxStream<Resp>>, Status>> + Send + 'static,
+    {
+        let (req, ctx, config) = self.into_streaming::<Req>();
+        Box::pin(async move {
+            let result = async {
+                let req = read_single(req).await?;
+                let resp = handler(req).await?;
+                send_stream(&ctx, &config, resp).await
+            }
+            .await;
+            finish_call(&ctx, result.err().unwrap_or_else(ok_status));
+        })
+    }
+
+    /// Client streaming: a stream of requests, one response.
+    pub fn client_streaming<Req, Resp, F, Fut>(self, handler: F) -> BoxFuture<()>
+    where
+        Req: prost::Message + Default + Send + 'static,
+        Resp: prost::Message + Send + 'static,
+        F: FnOnce(Request<Streaming<Req>>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Response<Resp>, Status>> + Send + 'static,
+    {
+        let (req, ctx, config) = self.into_streaming::<Req>();
+        Box::pin(async move {
+            let result = async {
+                let resp = handler(req).await?;
+                let (md, msg, trailers) = resp.into_parts();
+                if let Some(t) = trailers {
+                    ctx.add_trailers(t);
+                }
+                open_response(&ctx, md)?;
+                send_message(&ctx, &config, &msg).await
+            }
+            .await;
+            finish_call(&ctx, result.err().unwrap_or_else(ok_status));
+        })
+    }
+
+    /// Bidi streaming: streams both ways, fully duplex.
+    pub fn bidi_streaming<Req, Resp, F, Fut>(self, handler: F) -> BoxFuture<()>
+    where
+        Req: prost::Message + Default + Send + 'static,
+        Resp: prost::Message + Send + 'static,
+        F: FnOnce(Request<Streaming<Req>>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Response<BoxStream<Resp>>, Status>> + Send + 'static,
+    {
+        let (req, ctx, config) = self.into_streaming::<Req>();
+        Box::pin(async move {
+            let result = async {
+                let resp = handler(req).await?;
+                send_stream(&ctx, &config, resp).await
+            }
+            .await;
+            finish_call(&ctx, result.err().unwrap_or_else(ok_status));
+        })
+    }
+
+    /// Answers UNIMPLEMENTED (Trailers-Only) for a method the service lacks.
+    pub fn unimplemented(self) -> BoxFuture<()> {
+        let ctx = self.ctx;
+        let method = ctx.method().rsplit('/').next().unwrap_or("").to_string();
+        drop(self.body);
+        Box::pin(async move {
+            finish_call(&ctx, Status::unimplemented(format!("method {method} not implemented")));
+        })
+    }
+}
+
+fn ok_status() -> Status {
+    Status::new(Code::Ok, "")
+}
+
+/// Reads exactly one request message (then END_STREAM) for unary and
+/// server-streaming methods. Zero or two messages are a cardinality
+/// violation: UNIMPLEMENTED, as the gRPC status-code spec
+/// (statuscodes.md) prescribes for the server side (grpc-node does the
+/// same; grpc-go answers INTERNAL).
+async fn read_single<Req: prost::Message + Default>(req: Request<Streaming<Req>>) -> Result<Request<Req>, Status> {
+    let timeout = req.timeout();
+    let compression = req.compression();
+    let ctx = req.context().clone();
+    let (md, ext, mut stream) = req.into_parts();
+    let first = match stream.message().await? {
+        Some(m) => m,
+        None => {
+            return Err(Status::unimplemented(
+                "cardinality violation: expected exactly one request message for a unary request, got none",
+            ))
+        }
+    };
+    if stream.message().await?.is_some() {
+        return Err(Status::unimplemented(
+            "cardinality violation: expected exactly one request message for a unary request, got more than one",
+        ));
+    }
+    let mut out = Request::from_parts(md, ext, first);
+    out.set_context(ctx);
+    if let Some(t) = timeout {
+        out.set_timeout(t);
+    }
+    out.set_compression(compression);
+    Ok(out)
+}
+
+async fn send_stream<Resp: prost::Message>(
+    ctx: &ServerContext,
+    config: &CallConfig,
+    resp: Response<BoxStream<Resp>>,
+) -> Result<(), Status> {
+    let (md, mut stream, trailers) = resp.into_parts();
+    if let Some(t) = trailers {
+        ctx.add_trailers(t);
+    }
+    open_response(ctx, md)?;
+    while let Some(item) = stream.next().await {
+        let msg = item?;
+        send_message(ctx, config, &msg).await?;
+    }
+    Ok(())
+}
+
+/// Sends the response headers with `metadata` unless they went out early
+/// (then `metadata` is merged into nothing and logged). Fails when the call
+/// is already over.
+pub(crate) fn open_response(ctx: &ServerContext, metadata: MetadataMap) -> Result<(), Status> {
+    let mut st = lock_state(ctx);
+    match std::mem::replace(&mut *st, ResponseState::Closed) {
+        ResponseState::Pending(mut respond) => {
+            let head = ctx.response_head(&metadata);
+            match respond.send_response(head, false) {
+                Ok(stream) => {
+                    *st = ResponseState::Open(stream);
+                    Ok(())
+                }
+                Err(e) => Err(Status::from_h2_error(&e)),
+            }
+        }
+        ResponseState::Open(s) => {
+            if !metadata.is_empty() {
+                tracing::debug!("response metadata ignored: headers were already sent early");
+            }
+            *st = ResponseState::Open(s);
+            Ok(())
+        }
+        ResponseState::Closed => Err(Status::cancelled("call already finished")),
+        ResponseState::Detached => {
+            *st = ResponseState::Detached;
+            Err(Status::internal("not a server call"))
+        }
+    }
+}
+
+/// Encodes and writes one response message, waiting for flow-control
+/// capacity so memory stays bounded when the client reads slowly.
+pub(crate) async fn send_message<M: prost::Message>(
+    ctx: &ServerContext,
+    config: &CallConfig,
+    msg: &M,
+) -> Result<(), Status> {
+    let encoding = if ctx.message_compression() { ctx.compression() } else { None };
+    let mut buf = BytesMut::new();
+    encode_message(msg, encoding, config.max_send, &mut buf)?;
+    write_bytes(ctx, buf.freeze()).await
+}
+
+async fn write_bytes(ctx: &ServerContext, mut data: Bytes) -> Result<(), Status> {
+    let closed = || Status::cancelled("stream closed before the response was written");
+    while !data.is_empty() {
+        let want = data.len();
+        let n = std::future::poll_fn(|cx| {
+            let mut st = lock_state(ctx);
+            let ResponseState::Open(stream) = &mut *st else { return Poll::Ready(Err(closed())) };
+            stream.reserve_capacity(want);
+            loop {
+                let cap = stream.capacity();
+                if cap > 0 {
+                    return Poll::Ready(Ok(cap));
+                }
+                match stream.poll_capacity(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(None) => return Poll::Ready(Err(closed())),
+                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(Status::from_h2_error(&e))),
+                    Poll::Ready(Some(Ok(0))) => {
+                        // capacity is re-read; if still zero, poll again
+                        if stream.capacity() == 0 {
+                            continue;
+                        }
+                    }
+                    Poll::Ready(Some(Ok(_))) => {}
+                }
+            }
+        })
+        .await?;
+        let chunk = data.split_to(n.min(data.len()));
+        let mut st = lock_state(ctx);
+        let ResponseState::Open(stream) = &mut *st else { return Err(closed()) };
+        stream.send_data(chunk, false).map_err(|e| Status::from_h2_error(&e))?;
+    }
+    Ok(())
+}
+
+/// Ends the call with `status`: trailers after headers, or Trailers-Only
+/// if no headers went out. User trailers (from the context and the
+/// status) ride along. Does nothing if the call already ended. Dropping the
+/// send half lets h2 send RST_STREAM(NO_ERROR) when the client is still
+/// sending.
+pub(crate) fn finish_call(ctx: &ServerContext, status: Status) {
+    let trailers = ctx.take_trailers();
+    let mut st = lock_state(ctx);
+    let prev = std::mem::replace(&mut *st, ResponseState::Closed);
+    drop(st);
+    match prev {
+        ResponseState::Pending(mut respond) => {
+            let mut resp = http::Response::new(());
+            let h = resp.headers_mut();
+            h.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/grpc"));
+            status.add_to_headers(h);
+            trailers.add_to_headers(h);
+            if let Err(e) = respond.send_response(resp, true) {
+                tracing::debug!("failed to send Trailers-Only response: {e}");
+            }
+        }
+        ResponseState::Open(mut stream) => {
+            let mut h = http::HeaderMap::new();
+            status.add_to_headers(&mut h);
+            trailers.add_to_headers(&mut h);
+            if let Err(e) = stream.send_trailers(h) {
+                tracing::debug!("failed to send trailers: {e}");
+            }
+        }
+        ResponseState::Closed | ResponseState::Detached => return,
+    }
+    if !ctx.inner.recv_done.load(Ordering::SeqCst) {
+        tracing::trace!("call finished while the client was still sending");
+    }
+    ctx.set_final_status(status);
+}
+
+/// Resets the stream (e.g. at forced shutdown) instead of sending a status.
+pub(crate) fn reset_call(ctx: &ServerContext, reason: h2::Reason) {
+    let mut st = lock_state(ctx);
+    match std::mem::replace(&mut *st, ResponseState::Closed) {
+        ResponseState::Pending(mut r) => r.send_reset(reason),
+        ResponseState::Open(mut s) => s.send_reset(reason),
+        other => *st = other,
+    }
+}
+
+/// Polls for a RST_STREAM from the client; pending once the call is over.
+pub(crate) fn poll_client_reset(ctx: &ServerContext, cx: &mut std::task::Context<'_>) -> Poll<h2::Reason> {
+    let mut st = lock_state(ctx);
+    let r = match &mut *st {
+        ResponseState::Pending(r) => r.poll_reset(cx),
+        ResponseState::Open(s) => s.poll_reset(cx),
+        _ => return Poll::Pending,
+    };
+    match r {
+        Poll::Ready(Ok(reason)) => Poll::Ready(reason),
+        Poll::Ready(Err(_)) => Poll::Ready(h2::Reason::CANCEL),
+        Poll::Pending => Poll::Pending,
+    }
+}

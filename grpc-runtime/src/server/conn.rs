@@ -1,0 +1,336 @@
+//! One HTTP/2 connection: handshake with our SETTINGS, accept streams,
+//! validate each (method, content-type, path, grpc-timeout, grpc-encoding,
+//! metadata), route it, and drive the call: interceptors + handler under the
+//! deadline task-local, client resets, the deadline, forced shutdown, and
+//! handler panics.
+
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Instant as StdInstant;
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use http::{HeaderValue, Method, StatusCode};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::Instrument;
+
+use super::call::{finish_call, poll_client_reset, reset_call, ServerCall};
+use super::interceptor::{CallHead, Next};
+use super::{ShutdownSignals, Shared};
+use crate::compression::{
+    encoding_from_headers, negotiate_response_encoding, EncodingSet, HeaderEncoding, GRPC_ACCEPT_ENCODING,
+};
+use crate::context::ServerContext;
+use crate::metadata::MetadataMap;
+use crate::status::{Code, Status};
+use crate::timeout::{decode_timeout, scope_deadline, Deadline};
+
+/// A peer that connects but never sends the HTTP/2 preface is dropped after this.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+pub(crate) async fn serve_connection<IO>(
+    io: IO,
+    peer: Option<SocketAddr>,
+    shared: Arc<Shared>,
+    mut signals: ShutdownSignals,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, shared.h2.handshake::<_, Bytes>(io));
+    let mut conn = match handshake.await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            tracing::debug!(?peer, "HTTP/2 handshake failed: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(?peer, "HTTP/2 handshake timed out");
+            return;
+        }
+    };
+    let mut going_away = false;
+    if *signals.graceful.borrow() {
+        conn.graceful_shutdown();
+        going_away = true;
+    }
+    loop {
+        tokio::select! {
+            accepted = conn.accept() => match accepted {
+                Some(Ok((req, respond))) => {
+                    tokio::spawn(handle_stream(req, respond, peer, shared.clone(), signals.force.clone()));
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(?peer, "connection error: {e}");
+                    break;
+                }
+                None => break,
+            },
+            _ = signals.graceful.wait_for(|v| *v), if !going_away => {
+                going_away = true;
+                conn.graceful_shutdown();
+            }
+        }
+    }
+}
+
+/// gRPC content types: `application/grpc` alone or followed by `+` or `;`.
+fn is_grpc_content_type(v: Option<&HeaderValue>) -> bool {
+    let Some(v) = v else { return false };
+    let b = v.as_bytes();
+    let base = b"application/grpc";
+    b.len() >= base.len()
+        && b[..base.len()].eq_ignore_ascii_case(base)
+        && (b.len() == base.len() || b[base.len()] == b'+' || b[base.len()] == b';')
+}
+
+/// Sends a non-200 HTTP response carrying a gRPC status too (as grpc-go does).
+fn send_http_error(mut respond: h2::server::SendResponse<Bytes>, code: StatusCode, status: Status) {
+    let mut resp = http::Response::new(());
+    *resp.status_mut() = code;
+    let h = resp.headers_mut();
+    h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    status.add_to_headers(h);
+    if let Err(e) = respond.send_response(resp, true) {
+        tracing::debug!("failed to send HTTP error response: {e}");
+    }
+}
+
+/// Sends a Trailers-Only response before any call state exists.
+fn send_trailers_only(mut respond: h2::server::SendResponse<Bytes>, status: Status, extra: Option<(&str, String)>) {
+    let mut resp = http::Response::new(());
+    let h = resp.headers_mut();
+    h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    status.add_to_headers(h);
+    if let Some((k, v)) = extra {
+        if let (Ok(name), Ok(value)) = (http::HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(&v)) {
+            h.insert(name, value);
+        }
+    }
+    tracing::debug!(code = %status.code(), message = status.message(), "call rejected before routing");
+    if let Err(e) = respond.send_response(resp, true) {
+        tracing::debug!("failed to send Trailers-Only response: {e}");
+    }
+}
+
+fn split_path(path: &str) -> Option<(&str, &str)> {
+    let rest = path.strip_prefix('/')?;
+    let (service, method) = rest.rsplit_once('/')?;
+    if service.is_empty() || method.is_empty() {
+        return None;
+    }
+    Some((service, method))
+}
+
+async fn handle_stream(
+    req: http::Request<h2::RecvStream>,
+    respond: h2::server::SendResponse<Bytes>,
+    peer: Option<SocketAddr>,
+    shared: Arc<Shared>,
+    force: tokio::sync::watch::Receiver<bool>,
+) {
+    let (parts, body) = req.into_parts();
+    if parts.method != Method::POST {
+        send_http_error(
+            respond,
+            StatusCode::METHOD_NOT_ALLOWED,
+            Status::internal(format!("gRPC requires POST, got {}", parts.method)),
+        );
+        return;
+    }
+    let ct = parts.headers.get(http::header::CONTENT_TYPE);
+    if !is_grpc_content_type(ct) {
+        let shown = ct.map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).unwrap_or_default();
+        send_http_error(
+            respond,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Status::internal(format!("invalid gRPC request content-type {shown:?}")),
+        );
+        return;
+    }
+    let path = parts.uri.path().to_string();
+    let Some((service_name, method_name)) = split_path(&path) else {
+        send_trailers_only(respond, Status::unimplemented(format!("malformed method name: {path:?}")), None);
+        return;
+    };
+    let Some(service) = shared.services.get(service_name).cloned() else {
+        send_trailers_only(respond, Status::unimplemented(format!("unknown service {service_name}")), None);
+        return;
+    };
+    if !service.methods().iter().any(|m| m.name == method_name) {
+        send_trailers_only(
+            respond,
+            Status::unimplemented(format!("unknown method {method_name} for service {service_name}")),
+            None,
+        );
+        return;
+    }
+    let deadline = match parts.headers.get("grpc-timeout") {
+        None => None,
+        Some(v) => match decode_timeout(v.as_bytes()) {
+            Ok(d) => Some(Deadline::after(d)),
+            Err(e) => {
+                send_trailers_only(respond, Status::internal(e.to_string()), None);
+                return;
+            }
+        },
+    };
+    let request_encoding = match encoding_from_headers(&parts.headers) {
+        HeaderEncoding::Identity => None,
+        HeaderEncoding::Known(e) if shared.accept_encodings.contains(e) => Some(e),
+        HeaderEncoding::Known(e) => {
+            reject_encoding(respond, e.as_str(), shared.accept_encodings);
+            return;
+        }
+        HeaderEncoding::Unknown(name) => {
+            reject_encoding(respond, &name, shared.accept_encodings);
+            return;
+        }
+    };
+    let metadata = match MetadataMap::from_headers(&parts.headers) {
+        Ok(m) => m,
+        Err(e) => {
+            send_trailers_only(respond, Status::internal(format!("invalid request metadata: {e}")), None);
+            return;
+        }
+    };
+    let client_accepts = EncodingSet::from_headers(&parts.headers);
+    let response_encoding = negotiate_response_encoding(
+        None,
+        request_encoding,
+        shared.default_compression,
+        shared.send_encodings,
+        client_accepts,
+    );
+    let ctx = ServerContext::new(path.clone(), peer, deadline, Some(respond), response_encoding, client_accepts);
+
+    let span = tracing::debug_span!("grpc_call", method = %path, peer = ?peer, code = tracing::field::Empty);
+    let started = StdInstant::now();
+    drive_call(ctx.clone(), metadata, body, service, method_name.to_string(), request_encoding, shared, force, deadline)
+        .instrument(span.clone())
+        .await;
+    let code = ctx.final_status().map(|s| s.code()).unwrap_or(Code::Cancelled);
+    span.record("code", tracing::field::display(code));
+    tracing::debug!(parent: &span, code = %code, elapsed_ms = started.elapsed().as_millis() as u64, "call finished");
+}
+
+fn reject_encoding(respond: h2::server::SendResponse<Bytes>, name: &str, accepted: EncodingSet) {
+    send_trailers_only(
+        respond,
+        Status::unimplemented(format!(
+            "grpc: request compressed with {name:?}, which this server does not support (supported: {})",
+            accepted.to_header_value()
+        )),
+        Some((GRPC_ACCEPT_ENCODING, accepted.to_header_value())),
+    );
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn drive_call(
+    ctx: ServerContext,
+    metadata: MetadataMap,
+    body: h2::RecvStream,
+    service: Arc<dyn super::Service>,
+    method: String,
+    request_encoding: Option<crate::compression::CompressionEncoding>,
+    shared: Arc<Shared>,
+    mut force: tokio::sync::watch::Receiver<bool>,
+    deadline: Option<Deadline>,
+) {
+    let terminal_ctx = ctx.clone();
+    let config = shared.call_config.clone();
+    let terminal = Box::new(move |head: CallHead| -> crate::BoxFuture<Status> {
+        let call = ServerCall {
+            metadata: head.metadata,
+            extensions: head.extensions,
+            body,
+            ctx: terminal_ctx.clone(),
+            config,
+            request_encoding,
+        };
+        let fut = service.call(&method, call);
+        Box::pin(async move {
+            fut.await;
+            terminal_ctx
+                .final_status()
+                .unwrap_or_else(|| Status::internal("handler returned without finishing the call"))
+        })
+    });
+    let next = Next::new(shared.interceptors.clone(), terminal);
+    let head = CallHead::new(metadata, ctx.clone());
+    let work = scope_deadline(deadline, AssertUnwindSafe(next.run(head)).catch_unwind());
+    tokio::pin!(work);
+
+    let deadline_sleep = async {
+        match deadline {
+            Some(d) => tokio::time::sleep_until(d.instant()).await,
+            None => std::future::pending().await,
+        }
+    };
+    let client_reset = std::future::poll_fn(|cx| poll_client_reset(&ctx, cx));
+
+    tokio::select! {
+        result = &mut work => {
+            match result {
+                Ok(status) => finish_call(&ctx, status),
+                Err(panic) => {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown panic".into());
+                    tracing::error!("handler panicked: {what}");
+                    finish_call(&ctx, Status::unknown("handler panicked"));
+                }
+            }
+            ctx.cancel(Code::Cancelled);
+            return;
+        }
+        reason = client_reset => {
+            tracing::debug!("client reset the stream: {reason}");
+            ctx.cancel(Code::Cancelled);
+        }
+        _ = deadline_sleep => {
+            tracing::debug!("deadline exceeded; cancelling handler");
+            ctx.cancel(Code::DeadlineExceeded);
+            finish_call(&ctx, Status::deadline_exceeded("deadline exceeded"));
+        }
+        _ = force.wait_for(|v| *v) => {
+            tracing::debug!("server shutdown: cancelling call");
+            ctx.cancel(Code::Cancelled);
+            reset_call(&ctx, h2::Reason::CANCEL);
+        }
+    }
+    // Let the handler observe the cancellation for a short while, then drop it.
+    if tokio::time::timeout(shared.cancel_grace, &mut work).await.is_err() {
+        tracing::debug!("handler did not finish after cancellation; dropping it");
+    }
+    // A cancelled call that never sent a status: make sure the stream is gone.
+    reset_call(&ctx, h2::Reason::CANCEL);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_types() {
+        let ok = |s: &'static str| is_grpc_content_type(Some(&HeaderValue::from_static(s)));
+        assert!(ok("application/grpc"));
+        assert!(ok("application/grpc+proto"));
+        assert!(ok("application/grpc;charset=utf-8"));
+        assert!(!ok("application/grpcx"));
+        assert!(!ok("application/json"));
+        assert!(!ok("text/plain"));
+        assert!(!is_grpc_content_type(None));
+    }
+
+    #[test]
+    fn paths() {
+        assert_eq!(split_path("/a.B/C"), Some(("a.B", "C")));
+        assert_eq!(split_path("/a.B/"), None);
+        assert_eq!(split_path("//C"), None);
+        assert_eq!(split_path("a.B/C"), None);
+        assert_eq!(split_path("/abc"), None);
+    }
+}

@@ -1,0 +1,403 @@
+//! The gRPC server: [`Server::builder`] and its settings, the [`Service`]
+//! trait generated servers implement, the router, per-connection HTTP/2
+//! handling, per-call validation and context, interceptors, and graceful
+//! shutdown.
+
+mod call;
+mod conn;
+mod interceptor;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+pub use call::ServerCall;
+pub use interceptor::{interceptor_fn, CallHead, Interceptor, InterceptorFn, Next};
+
+use crate::codec::{DEFAULT_MAX_RECV_MESSAGE_SIZE, DEFAULT_MAX_SEND_MESSAGE_SIZE};
+use crate::compression::{CompressionEncoding, EncodingSet};
+use crate::request::{BoxFuture, MethodDescriptor};
+use call::CallConfig;
+
+/// A service the server can route to; implemented by generated
+/// `XxxServer<T>` wrappers.
+pub trait Service: Send + Sync + 'static {
+    /// Full service name, e.g. `"helloworld.Greeter"`.
+    fn name(&self) -> &'static str;
+    /// Methods of the service (for reflection, logging, method-exists checks).
+    fn methods(&self) -> &'static [MethodDescriptor];
+    /// Handles one call to `method` (the part after the last '/').
+    fn call(&self, method: &str, call: ServerCall) -> BoxFuture<()>;
+}
+
+/// Default header list size we advertise (SETTINGS_MAX_HEADER_LIST_SIZE).
+pub const DEFAULT_MAX_HEADER_LIST_SIZE: u32 = 8 * 1024;
+
+/// Entry point: `Server::builder()`.
+#[derive(Debug)]
+pub struct Server;
+
+impl Server {
+    /// A builder with the default settings.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::default()
+    }
+}
+
+/// State shared by every connection and call of a server.
+pub(crate) struct Shared {
+    pub(crate) services: HashMap<&'static str, Arc<dyn Service>>,
+    pub(crate) interceptors: Arc<[Arc<dyn Interceptor>]>,
+    pub(crate) call_config: Arc<CallConfig>,
+    /// Encodings we can decode in requests.
+    pub(crate) accept_encodings: EncodingSet,
+    /// Encodings we may use for responses.
+    pub(crate) send_encodings: EncodingSet,
+    pub(crate) default_compression: Option<CompressionEncoding>,
+    pub(crate) cancel_grace: Duration,
+    pub(crate) h2: h2::server::Builder,
+}
+
+/// Server settings and services; finish with one of the `serve*` methods.
+pub struct ServerBuilder {
+    services: HashMap<&'static str, Arc<dyn Service>>,
+    interceptors: Vec<Arc<dyn Interceptor>>,
+    max_concurrent_streams: Option<u32>,
+    max_recv: usize,
+    max_send: usize,
+    max_header_list_size: u32,
+    initial_stream_window: Option<u32>,
+    initial_connection_window: Option<u32>,
+    max_frame_size: Option<u32>,
+    default_compression: Option<CompressionEncoding>,
+    accept_encodings: EncodingSet,
+    send_encodings: EncodingSet,
+    grace_period: Duration,
+    cancel_grace: Duration,
+    tcp_nodelay: bool,
+}
+
+impl Default for ServerBuilder {
+    fn default() -> Self {
+        ServerBuilder {
+            services: HashMap::new(),
+            interceptors: Vec::new(),
+            max_concurrent_streams: None,
+            max_recv: DEFAULT_MAX_RECV_MESSAGE_SIZE,
+            max_send: DEFAULT_MAX_SEND_MESSAGE_SIZE,
+            max_header_list_size: DEFAULT_MAX_HEADER_LIST_SIZE,
+            initial_stream_window: None,
+            initial_connection_window: None,
+            max_frame_size: None,
+            default_compression: None,
+            accept_encodings: EncodingSet::all(),
+            send_encodings: EncodingSet::all(),
+            grace_period: Duration::from_secs(30),
+            cancel_grace: Duration::from_secs(1),
+            tcp_nodelay: true,
+        }
+    }
+}
+
+impl std::fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("services", &self.services.keys().collect::<Vec<_>>())
+            .field("interceptors", &self.interceptors.len())
+            .field("max_concurrent_streams", &self.max_concurrent_streams)
+            .field("max_recv", &self.max_recv)
+            .field("max_send", &self.max_send)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerBuilder {
+    /// Registers a service (many services may share one server). A second
+    /// service with the same name replaces the first.
+    pub fn add_service(mut self, service: impl Service) -> Self {
+        let name = service.name();
+        if self.services.insert(name, Arc::new(service)).is_some() {
+            tracing::warn!(service = name, "service registered twice; the last one wins");
+        }
+        self
+    }
+
+    /// Adds an interceptor; the first added is the outermost.
+    pub fn add_interceptor(mut self, interceptor: impl Interceptor) -> Self {
+        self.interceptors.push(Arc::new(interceptor));
+        self
+    }
+
+    /// SETTINGS_MAX_CONCURRENT_STREAMS per connection (default: unlimited).
+    pub fn max_concurrent_streams(mut self, max: u32) -> Self {
+        self.max_concurrent_streams = Some(max);
+        self
+    }
+
+    /// Largest request message accepted (default 4 MiB); larger ones end
+    /// the call with RESOURCE_EXHAUSTED.
+    pub fn max_receive_message_size(mut self, bytes: usize) -> Self {
+        self.max_recv = bytes;
+        self
+    }
+
+    /// Largest response message sent (default unlimited); larger ones end
+    /// the call with RESOURCE_EXHAUSTED.
+    pub fn max_send_message_size(mut self, bytes: usize) -> Self {
+        self.max_send = bytes;
+        self
+    }
+
+    /// SETTINGS_MAX_HEADER_LIST_SIZE (default 8 KiB).
+    pub fn max_header_list_size(mut self, bytes: u32) -> Self {
+        self.max_header_list_size = bytes;
+        self
+    }
+
+    /// Initial HTTP/2 stream window (default: h2's 64 KiB).
+    pub fn initial_stream_window_size(mut self, bytes: u32) -> Self {
+        self.initial_stream_window = Some(bytes);
+        self
+    }
+
+    /// Initial HTTP/2 connection window (default: h2's 64 KiB).
+    pub fn initial_connection_window_size(mut self, bytes: u32) -> Self {
+        self.initial_connection_window = Some(bytes);
+        self
+    }
+
+    /// SETTINGS_MAX_FRAME_SIZE (default 16 KiB).
+    pub fn max_frame_size(mut self, bytes: u32) -> Self {
+        self.max_frame_size = Some(bytes);
+        self
+    }
+
+    /// Compress responses with `encoding` by default when the client accepts
+    /// it (the request's own encoding is preferred when the client sent one).
+    pub fn default_compression(mut self, encoding: Option<CompressionEncoding>) -> Self {
+        self.default_compression = encoding;
+        self
+    }
+
+    /// Encodings accepted for requests (default: all); a request in another
+    /// encoding fails with UNIMPLEMENTED listing these.
+    pub fn accept_encodings(mut self, set: EncodingSet) -> Self {
+        self.accept_encodings = set;
+        self
+    }
+
+    /// Encodings the server may use for responses (default: all).
+    pub fn send_encodings(mut self, set: EncodingSet) -> Self {
+        self.send_encodings = set;
+        self
+    }
+
+    /// How long in-flight calls may run after shutdown starts before they
+    /// are cancelled (default 30 s).
+    pub fn grace_period(mut self, grace: Duration) -> Self {
+        self.grace_period = grace;
+        self
+    }
+
+    /// How long a cancelled handler (client reset, deadline, forced
+    /// shutdown) keeps running so it can observe the cancellation before it
+    /// is dropped (default 1 s).
+    pub fn handler_cancel_grace(mut self, grace: Duration) -> Self {
+        self.cancel_grace = grace;
+        self
+    }
+
+    /// TCP_NODELAY on accepted sockets (default on).
+    pub fn tcp_nodelay(mut self, on: bool) -> Self {
+        self.tcp_nodelay = on;
+        self
+    }
+
+    fn into_shared(self) -> Arc<Shared> {
+        let mut h2 = h2::server::Builder::new();
+        h2.max_header_list_size(self.max_header_list_size);
+        if let Some(n) = self.max_concurrent_streams {
+            h2.max_concurrent_streams(n);
+        }
+        if let Some(n) = self.initial_stream_window {
+            h2.initial_window_size(n);
+        }
+        if let Some(n) = self.initial_connection_window {
+            h2.initial_connection_window_size(n);
+        }
+        if let Some(n) = self.max_frame_size {
+            h2.max_frame_size(n);
+        }
+        Arc::new(Shared {
+            services: self.services,
+            interceptors: self.interceptors.into(),
+            call_config: Arc::new(CallConfig { max_recv: self.max_recv, max_send: self.max_send }),
+            accept_encodings: self.accept_encodings,
+            send_encodings: self.send_encodings,
+            default_compression: self.default_compression,
+            cancel_grace: self.cancel_grace,
+            h2,
+        })
+    }
+
+    /// Binds `addr` and serves until the process ends or an I/O error on
+    /// the listener.
+    pub async fn serve(self, addr: SocketAddr) -> std::io::Result<()> {
+        let listener = TcpListener::bind(addr).await?;
+        self.serve_with_incoming_shutdown(listener, std::future::pending()).await
+    }
+
+    /// Binds `addr` and serves until `signal` completes, then shuts down
+    /// gracefully (see [`ServerBuilder::serve_with_incoming_shutdown`]).
+    pub async fn serve_with_shutdown(
+        self,
+        addr: SocketAddr,
+        signal: impl Future<Output = ()> + Send,
+    ) -> std::io::Result<()> {
+        let listener = TcpListener::bind(addr).await?;
+        self.serve_with_incoming_shutdown(listener, signal).await
+    }
+
+    /// Serves connections accepted on an existing listener.
+    pub async fn serve_with_incoming(self, listener: TcpListener) -> std::io::Result<()> {
+        self.serve_with_incoming_shutdown(listener, std::future::pending()).await
+    }
+
+    /// Serves an existing listener until `signal` completes. Then: stop
+    /// accepting, send GOAWAY on every connection (two-phase, with a PING),
+    /// let in-flight calls finish for the grace period, then cancel what is
+    /// left. New calls after the GOAWAY are refused (REFUSED_STREAM), so
+    /// clients can retry elsewhere.
+    pub async fn serve_with_incoming_shutdown(
+        self,
+        listener: TcpListener,
+        signal: impl Future<Output = ()> + Send,
+    ) -> std::io::Result<()> {
+        let nodelay = self.tcp_nodelay;
+        let incoming = futures_util::stream::unfold(listener, move |l| async move {
+            let item = l.accept().await.map(|(stream, peer)| {
+                if nodelay {
+                    if let Err(e) = stream.set_nodelay(true) {
+                        tracing::debug!("set_nodelay failed: {e}");
+                    }
+                }
+                (stream, Some(peer))
+            });
+            Some((item, l))
+        });
+        self.serve_with_incoming_stream(incoming, signal).await
+    }
+
+    /// Binds a unix socket at `path` and serves until `signal` completes.
+    pub async fn serve_unix_with_shutdown(
+        self,
+        path: impl AsRef<Path>,
+        signal: impl Future<Output = ()> + Send,
+    ) -> std::io::Result<()> {
+        let listener = UnixListener::bind(path)?;
+        self.serve_unix_incoming_shutdown(listener, signal).await
+    }
+
+    /// Serves an existing unix listener until `signal` completes.
+    pub async fn serve_unix_incoming_shutdown(
+        self,
+        listener: UnixListener,
+        signal: impl Future<Output = ()> + Send,
+    ) -> std::io::Result<()> {
+        let incoming = futures_util::stream::unfold(listener, |l| async move {
+            let item = l.accept().await.map(|(stream, _)| (stream, None));
+            Some((item, l))
+        });
+        self.serve_with_incoming_stream(incoming, signal).await
+    }
+
+    /// Serves connections from any stream of accepted transports (e.g. TLS
+    /// streams after their handshake) with their peer address, until
+    /// `signal` completes or the stream ends; then shuts down gracefully as
+    /// [`ServerBuilder::serve_with_incoming_shutdown`] does. Accept errors
+    /// are logged and skipped.
+    pub async fn serve_with_incoming_stream<S, IO>(
+        self,
+        incoming: S,
+        signal: impl Future<Output = ()> + Send,
+    ) -> std::io::Result<()>
+    where
+        S: futures_core::Stream<Item = std::io::Result<(IO, Option<SocketAddr>)>> + Send,
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let grace = self.grace_period;
+        run(self.into_shared(), incoming, signal, grace).await
+    }
+}
+
+/// Shutdown signals shared with connections and calls.
+#[derive(Clone)]
+pub(crate) struct ShutdownSignals {
+    /// Start GOAWAY on every connection.
+    pub(crate) graceful: watch::Receiver<bool>,
+    /// Grace period over: cancel in-flight calls.
+    pub(crate) force: watch::Receiver<bool>,
+}
+
+async fn run<S, IO>(
+    shared: Arc<Shared>,
+    incoming: S,
+    signal: impl Future<Output = ()> + Send,
+    grace: Duration,
+) -> std::io::Result<()>
+where
+    S: futures_core::Stream<Item = std::io::Result<(IO, Option<SocketAddr>)>> + Send,
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use futures_util::StreamExt;
+    let (graceful_tx, graceful_rx) = watch::channel(false);
+    let (force_tx, force_rx) = watch::channel(false);
+    let signals = ShutdownSignals { graceful: graceful_rx, force: force_rx };
+    let mut conns = JoinSet::new();
+    tokio::pin!(signal);
+    // Boxed (not stack-pinned) so dropping it below really closes the listener.
+    let mut incoming = Box::pin(incoming);
+    loop {
+        tokio::select! {
+            _ = &mut signal => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            accepted = incoming.next() => match accepted {
+                Some(Ok((io, peer))) => {
+                    conns.spawn(conn::serve_connection(io, peer, shared.clone(), signals.clone()));
+                }
+                Some(Err(e)) => {
+                    // Per-connection accept errors (e.g. EMFILE, ECONNABORTED)
+                    // must not stop the server; back off briefly.
+                    tracing::debug!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                None => break,
+            }
+        }
+    }
+    // Stop accepting: drop the listener before draining.
+    drop(incoming);
+    tracing::debug!(connections = conns.len(), "shutting down: sending GOAWAY");
+    let _ = graceful_tx.send(true);
+    let drain = async {
+        while conns.join_next().await.is_some() {}
+    };
+    if tokio::time::timeout(grace, drain).await.is_err() {
+        tracing::debug!(connections = conns.len(), "grace period over: cancelling in-flight calls");
+        let _ = force_tx.send(true);
+        let drain = async {
+            while conns.join_next().await.is_some() {}
+        };
+        if tokio::time::timeout(shared.cancel_grace + Duration::from_secs(1), drain).await.is_err() {
+            conns.abort_all();
+        }
+    }
+    Ok(())
+}

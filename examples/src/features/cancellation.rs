@@ -3,9 +3,12 @@
 //! (RST_STREAM CANCEL), and the server's handler observes CANCELLED through
 //! `ServerContext::cancelled()`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
-use futures_util::stream;
+use futures_util::{stream, StreamExt};
 use grpc_runtime::server::Server;
 use grpc_runtime::{BoxStream, Code, Request, Response, ServerContext, Status, Streaming};
 use tokio::sync::mpsc;
@@ -28,10 +31,16 @@ pub struct CancelEcho {
 }
 
 impl CancelEcho {
-    fn watch(&self, call: &str, ctx: ServerContext) {
+    /// Reports the call as cancelled if its context is cancelled before the handler
+    /// finished its answer (`finished`): the runtime also marks the context cancelled
+    /// once a call is over, as grpc-go does with the call's context.
+    fn watch(&self, call: &str, ctx: ServerContext, finished: Arc<AtomicBool>) {
         let (out, tx, call) = (self.out.clone(), self.cancelled.clone(), call.to_string());
         tokio::spawn(async move {
             if let Ok(status) = tokio::time::timeout(WATCH, ctx.cancelled()).await {
+                if finished.load(Ordering::SeqCst) {
+                    return;
+                }
                 out.line(format!("server: {call} call cancelled ({})", status.code().as_str()));
                 let _ = tx.send((call, status.code()));
             }
@@ -42,11 +51,15 @@ impl CancelEcho {
 impl Echo for CancelEcho {
     async fn unary_echo(&self, request: Request<EchoRequest>) -> Result<Response<EchoResponse>, Status> {
         let ctx = request.context().clone();
-        self.watch("unary", ctx.clone());
+        let finished = Arc::new(AtomicBool::new(false));
+        self.watch("unary", ctx.clone(), finished.clone());
         self.out.line(format!("server: unary {:?}, working slowly", request.get_ref().message));
         tokio::select! {
             status = ctx.cancelled() => Err(status),
-            _ = tokio::time::sleep(Duration::from_secs(5)) => Ok(Response::new(EchoResponse { message: request.into_inner().message })),
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {
+                finished.store(true, Ordering::SeqCst);
+                Ok(Response::new(EchoResponse { message: request.into_inner().message }))
+            }
         }
     }
 
@@ -54,12 +67,19 @@ impl Echo for CancelEcho {
         &self,
         request: Request<Streaming<EchoRequest>>,
     ) -> Result<Response<BoxStream<EchoResponse>>, Status> {
-        self.watch("bidi", request.context().clone());
+        let finished = Arc::new(AtomicBool::new(false));
+        self.watch("bidi", request.context().clone(), finished.clone());
         let out = self.out.clone();
-        Ok(Response::new(echo_each(request.into_inner(), move |m| {
+        let replies = echo_each(request.into_inner(), move |m| {
             out.line(format!("server: bidi echo {m:?}"));
             m
-        })))
+        });
+        // Mark the answer complete when the echo stream reaches its end.
+        let end = stream::poll_fn(move |_| {
+            finished.store(true, Ordering::SeqCst);
+            Poll::Ready(None)
+        });
+        Ok(Response::new(Box::pin(replies.chain(end))))
     }
 }
 
@@ -109,6 +129,11 @@ pub async fn run(out: &Transcript) -> Result<(), BoxError> {
     let reply = replies.message().await?.ok_or("no reply after cancel")?;
     out.line(format!("client: new call on the same channel -> {:?}", reply.message));
     ensure!(reply.message == "after cancel", "wrong echo {reply:?}");
+    ensure!(replies.message().await?.is_none(), "expected the end of the stream");
+    out.line(format!("client: that call ended with {}", replies.status().map(|s| s.code().as_str()).unwrap_or("?")));
+    // A call that ended normally is not reported as cancelled.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    ensure!(rx.try_recv().is_err(), "server saw a cancellation of a call that ended normally");
 
     server.shutdown().await?;
     Ok(())

@@ -79,6 +79,7 @@ mod tests {
     #[test]
     fn shipped_db_loads() {
         let f = load_features(&default_db_path()).unwrap();
-        assert!(f.len() > 50);
+        assert_eq!(f.len(), 50);
+        assert!(f.iter().any(|f| f.name.is_empty()));
     }
 }

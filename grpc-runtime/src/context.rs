@@ -40,11 +40,15 @@ pub(crate) struct CtxInner {
     /// headers are sent).
     pub(crate) encoding: Mutex<Option<CompressionEncoding>>,
     pub(crate) client_accepts: EncodingSet,
+    /// Encodings the server decodes (advertised in `grpc-accept-encoding`).
+    server_accepts: EncodingSet,
     pub(crate) message_compression: AtomicBool,
     /// The client finished sending (END_STREAM seen).
     pub(crate) recv_done: Arc<AtomicBool>,
     /// The status the call ended with, once sent.
     final_status: Mutex<Option<Status>>,
+    /// Certificates the client presented over TLS (leaf first).
+    peer_certs: OnceLock<Arc<[rustls::pki_types::CertificateDer<'static>]>>,
 }
 
 /// Handle to the server side of one call. Clones share state.
@@ -76,6 +80,7 @@ impl ServerContext {
         respond: Option<h2::server::SendResponse<Bytes>>,
         encoding: Option<CompressionEncoding>,
         client_accepts: EncodingSet,
+        server_accepts: EncodingSet,
     ) -> ServerContext {
         let (cancel, _) = watch::channel(None);
         let response = match respond {
@@ -92,9 +97,11 @@ impl ServerContext {
                 trailers: Mutex::new(MetadataMap::new()),
                 encoding: Mutex::new(encoding),
                 client_accepts,
+                server_accepts,
                 message_compression: AtomicBool::new(true),
                 recv_done: Arc::new(AtomicBool::new(false)),
                 final_status: Mutex::new(None),
+                peer_certs: OnceLock::new(),
             }),
         }
     }
@@ -102,7 +109,7 @@ impl ServerContext {
     /// The shared detached context of client-built requests.
     pub(crate) fn detached() -> &'static ServerContext {
         static DETACHED: OnceLock<ServerContext> = OnceLock::new();
-        DETACHED.get_or_init(|| ServerContext::new(String::new(), None, None, None, None, EncodingSet::none()))
+        DETACHED.get_or_init(|| ServerContext::new(String::new(), None, None, None, None, EncodingSet::none(), EncodingSet::none()))
     }
 
     /// The full method path, e.g. `/helloworld.Greeter/SayHello`.
@@ -113,6 +120,17 @@ impl ServerContext {
     /// The peer's socket address (`None` for unix sockets or detached contexts).
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         self.inner.peer
+    }
+
+    /// The certificate chain (DER, leaf first) the client presented over
+    /// TLS with client authentication; `None` without TLS or without a
+    /// client certificate.
+    pub fn peer_certificates(&self) -> Option<&[rustls::pki_types::CertificateDer<'static>]> {
+        self.inner.peer_certs.get().map(|c| &c[..])
+    }
+
+    pub(crate) fn set_peer_certificates(&self, certs: Arc<[rustls::pki_types::CertificateDer<'static>]>) {
+        let _ = self.inner.peer_certs.set(certs);
     }
 
     /// The call's deadline, from the client's `grpc-timeout`.
@@ -200,7 +218,7 @@ impl ServerContext {
         if let Some(enc) = *lock(&self.inner.encoding) {
             h.insert(GRPC_ENCODING, http::HeaderValue::from_static(enc.as_str()));
         }
-        if let Ok(v) = http::HeaderValue::from_str(&EncodingSet::all().to_header_value()) {
+        if let Ok(v) = http::HeaderValue::from_str(&self.inner.server_accepts.to_header_value()) {
             h.insert(crate::compression::GRPC_ACCEPT_ENCODING, v);
         }
         metadata.add_to_headers(h);
@@ -273,7 +291,7 @@ mod tests {
         let d = ServerContext::detached();
         assert!(!d.is_cancelled());
         assert!(d.send_headers(MetadataMap::new()).is_err());
-        let c = ServerContext::new("/a.B/C".into(), None, None, None, None, EncodingSet::none());
+        let c = ServerContext::new("/a.B/C".into(), None, None, None, None, EncodingSet::none(), EncodingSet::none());
         let c2 = c.clone();
         let w = tokio::spawn(async move { c2.cancelled().await });
         tokio::task::yield_now().await;

@@ -12,6 +12,7 @@
 pub mod client;
 pub mod codec;
 pub mod compression;
+mod generated;
 mod context;
 pub mod metadata;
 mod request;
@@ -23,11 +24,13 @@ pub mod timeout;
 pub mod transport;
 
 pub use client::{Channel, ConnectivityState, Endpoint};
+pub use transport::ClientTlsConfig;
 pub use compression::{CompressionEncoding, EncodingSet};
 pub use context::ServerContext;
 pub use metadata::{MetadataError, MetadataMap, MetadataValue};
 pub use request::{BoxFuture, BoxStream, IntoRequest, IntoStreamingRequest, MethodDescriptor, Request, Response};
 pub use rpc_types::ErrorDetail;
+pub use server::ServerTlsConfig;
 pub use status::{Code, Status};
 pub use streaming::Streaming;
 pub use timeout::{current_deadline, scope_deadline, Deadline};

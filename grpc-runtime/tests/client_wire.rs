@@ -471,7 +471,7 @@ async fn large_client_stream_respects_flow_control() {
 }
 
 #[tokio::test]
-async fn unary_cardinality_violations_are_internal() {
+async fn unary_cardinality_violations_are_unimplemented() {
     let srv = raw_server(handler(|req: http::Request<h2::RecvStream>, send| async move {
         let n: usize = req.headers().get("x-n").unwrap().to_str().unwrap().parse().unwrap();
         respond(send, (0..n).map(|_| frame_msg(&echo("m"))).collect(), 0, "").await;
@@ -482,7 +482,8 @@ async fn unary_cardinality_violations_are_internal() {
         let mut req = Request::new(echo("x"));
         req.metadata_mut().insert("x-n", n.to_string()).unwrap();
         let err = ch.unary::<Echo, Echo>(PATH, req).await.unwrap_err();
-        assert_eq!(err.code(), Code::Internal, "{n} messages: {err:?}");
+        // statuscodes.md: response cardinality violation -> UNIMPLEMENTED
+        assert_eq!(err.code(), Code::Unimplemented, "{n} messages: {err:?}");
     }
 }
 
@@ -874,4 +875,108 @@ async fn slow_reader_stalls_the_server_with_bounded_buffering() {
     assert!(consumed >= N * MSG);
     // connection window 2 MiB + a message being assembled: well under 8 MiB
     assert!(max_ahead < 6 * MSG, "server ran {max_ahead} bytes ahead of the reader");
+}
+
+#[tokio::test]
+async fn assumed_server_encodings_until_the_server_says_otherwise() {
+    // A server that never advertises, accepts gzip on the first call and rejects it
+    // afterwards with UNIMPLEMENTED + grpc-accept-encoding: identity.
+    let seen: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
+    let s2 = seen.clone();
+    let srv = raw_server(handler(move |req: http::Request<h2::RecvStream>, mut send| {
+        let seen = s2.clone();
+        async move {
+            let enc = req.headers().get("grpc-encoding").map(|v| v.to_str().unwrap().to_string());
+            let n = {
+                let mut s = seen.lock().unwrap();
+                s.push(enc.clone());
+                s.len()
+            };
+            let mut body = req.into_body();
+            let _ = read_body(&mut body).await;
+            if n == 2 && enc.is_some() {
+                let mut resp = response_headers();
+                resp.headers_mut().insert("grpc-status", "12".parse().unwrap());
+                resp.headers_mut().insert("grpc-accept-encoding", "identity".parse().unwrap());
+                send.send_response(resp, true).unwrap();
+                return;
+            }
+            respond(send, vec![frame_msg(&echo("ok"))], 0, "").await;
+        }
+    }))
+    .await;
+    let ch = Channel::builder(format!("http://{}", srv.addr))
+        .send_compressed(grpc_runtime::CompressionEncoding::Gzip)
+        .assume_server_accepts(grpc_runtime::EncodingSet::none().with(grpc_runtime::CompressionEncoding::Gzip))
+        .connect()
+        .await
+        .unwrap();
+    assert!(ch.unary::<Echo, Echo>(PATH, Request::new(echo("1"))).await.is_ok());
+    let err = ch.unary::<Echo, Echo>(PATH, Request::new(echo("2"))).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented);
+    assert!(ch.unary::<Echo, Echo>(PATH, Request::new(echo("3"))).await.is_ok());
+    let seen = seen.lock().unwrap();
+    assert_eq!(*seen, vec![Some("gzip".to_string()), Some("gzip".to_string()), None]);
+}
+
+#[tokio::test]
+async fn malformed_responses_end_only_that_call() {
+    let srv = raw_server(handler(|req: http::Request<h2::RecvStream>, mut send| async move {
+        let case = req.headers().get("x-case").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+        let mut resp = response_headers();
+        match case.as_str() {
+            "bad-bin" => {
+                resp.headers_mut().insert("x-b-bin", "!!!not base64!!!".parse().unwrap());
+            }
+            "bad-status" => {
+                resp.headers_mut().insert("grpc-status", "abc".parse().unwrap());
+                send.send_response(resp, true).unwrap();
+                return;
+            }
+            "bad-percent" => {
+                resp.headers_mut().insert("grpc-status", "3".parse().unwrap());
+                resp.headers_mut().insert("grpc-message", "50%%zz%4".parse().unwrap());
+                send.send_response(resp, true).unwrap();
+                return;
+            }
+            "wrong-content-type" => {
+                resp.headers_mut().insert("content-type", "text/html".parse().unwrap());
+            }
+            _ => {}
+        }
+        let mut s = send.send_response(resp, false).unwrap();
+        let body = match case.as_str() {
+            "bad-flag" => frame(2, b"xx"),
+            "truncated" => Bytes::from_static(&[0, 0, 0, 0, 10, 1, 2]),
+            "undecodable" => frame(0, &[0xff, 0xff, 0xff]),
+            "flag-without-encoding" => frame(1, b"xx"),
+            _ => frame_msg(&echo("ok")),
+        };
+        let _ = s.send_data(body, false);
+        let _ = s.send_trailers(trailers(0, ""));
+    }))
+    .await;
+    let ch = channel(srv.addr).await;
+    let cases = [
+        ("bad-flag", Code::Internal),
+        ("truncated", Code::Internal),
+        ("undecodable", Code::Internal),
+        ("flag-without-encoding", Code::Internal),
+        ("bad-bin", Code::Internal),
+        ("bad-status", Code::Internal),
+        ("bad-percent", Code::InvalidArgument),
+        ("wrong-content-type", Code::Unknown),
+    ];
+    for (case, code) in cases {
+        let mut req = Request::new(echo("x"));
+        req.metadata_mut().insert("x-case", case).unwrap();
+        let err = ch.unary::<Echo, Echo>(PATH, req).await.unwrap_err();
+        assert_eq!(err.code(), code, "{case}: {err:?}");
+        if case == "bad-percent" {
+            assert_eq!(err.message(), "50%%zz%4", "invalid percent-encoding decodes leniently");
+        }
+        // the connection keeps serving
+        assert_eq!(ch.unary::<Echo, Echo>(PATH, Request::new(echo("x"))).await.unwrap().get_ref().text, "ok");
+    }
+    assert_eq!(srv.connections.load(Ordering::SeqCst), 1);
 }

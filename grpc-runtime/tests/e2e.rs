@@ -1,6 +1,7 @@
 //! End to end: our client <-> our server, all four call kinds, through a hand-written
 //! stand-in of a generated client (following docs/api-contract.md).
 
+mod client_support;
 mod common;
 
 use std::time::{Duration, Instant};
@@ -324,4 +325,81 @@ async fn graceful_shutdown_lets_in_flight_calls_finish() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let err = c.unary(msg("late")).await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+}
+
+#[tokio::test]
+async fn client_compression_engages_once_the_server_advertises() {
+    // The server answers in the request's encoding by default, so the encoding its
+    // interceptor sees on the call context is the request's encoding.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    let srv = start(move |b| {
+        b.add_interceptor(grpc_runtime::server::interceptor_fn(move |head: grpc_runtime::server::CallHead, next: grpc_runtime::server::Next| {
+            s2.lock().unwrap().push(head.context().compression());
+            next.run(head)
+        }))
+    })
+    .await;
+    let ch = Channel::builder(format!("http://{}", srv.addr))
+        .send_compressed(CompressionEncoding::Gzip)
+        .connect()
+        .await
+        .unwrap();
+    let c = EchoClient::new(ch);
+    let big = "y".repeat(5000);
+    for _ in 0..3 {
+        assert_eq!(c.unary(msg(&big)).await.unwrap().get_ref().message, big);
+    }
+    let reqs = futures_util::stream::iter(vec![msg(&big), msg("b")]);
+    assert_eq!(c.client_stream(reqs).await.unwrap().get_ref().message, format!("{big},b"));
+    // per call: zstd and deflate
+    for enc in [CompressionEncoding::Zstd, CompressionEncoding::Deflate] {
+        let mut req = Request::new(msg(&big));
+        req.set_compression(Some(enc));
+        assert_eq!(c.unary(req).await.unwrap().get_ref().message, big);
+    }
+    let gz = Some(CompressionEncoding::Gzip);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        // first call: the server had not advertised yet -> identity
+        vec![None, gz, gz, gz, Some(CompressionEncoding::Zstd), Some(CompressionEncoding::Deflate)]
+    );
+}
+
+#[tokio::test]
+async fn tls_end_to_end_with_test_ca() {
+    let (ca, cert, key) = client_support::test_pki(&["foo.test.google.fr"]);
+    let acceptor = client_support::tls_acceptor(&cert, &key, &[b"h2"]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let incoming = futures_util::stream::unfold((listener, acceptor), |(l, acc)| async move {
+        loop {
+            let Ok((tcp, peer)) = l.accept().await else { return None };
+            if let Ok(tls) = acc.accept(tcp).await {
+                return Some((Ok((tls, Some(peer))), (l, acc)));
+            }
+        }
+    });
+    let (etx, _erx) = mpsc::unbounded_channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        grpc_runtime::server::Server::builder()
+            .add_service(echo_server::EchoServer::new(TestEcho { events: etx }))
+            .serve_with_incoming_stream(Box::pin(incoming), async {
+                let _ = stop_rx.await;
+            }),
+    );
+    let tls = grpc_runtime::ClientTlsConfig::new().ca_certificate_pem(&ca).domain_name("foo.test.google.fr");
+    let ch = Channel::builder(format!("https://{addr}")).tls_config(tls).connect().await.unwrap();
+    let c = EchoClient::new(ch);
+    assert_eq!(c.unary(msg("tls")).await.unwrap().get_ref().message, "tls");
+    let (tx, rx) = mpsc::unbounded_channel::<EchoRequest>();
+    let reqs = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+    tx.send(msg("a")).unwrap();
+    let mut s = c.bidi(reqs).await.unwrap().into_inner();
+    assert_eq!(s.message().await.unwrap().unwrap().message, "echo:a");
+    drop(tx);
+    assert!(s.message().await.unwrap().is_none());
+    let _ = stop_tx.send(());
+    let _ = server.await;
 }

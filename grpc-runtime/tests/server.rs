@@ -649,3 +649,113 @@ async fn server_done_while_client_sending_resets_with_no_error() {
         .unwrap();
     assert_eq!(reason, h2::Reason::NO_ERROR);
 }
+
+fn compress_with(enc: &str, data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    match enc {
+        "gzip" => gzip(data),
+        "deflate" => {
+            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(data).unwrap();
+            e.finish().unwrap()
+        }
+        "zstd" => zstd::stream::encode_all(data, 3).unwrap(),
+        _ => unreachable!(),
+    }
+}
+
+fn decompress_with(enc: &str, data: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    match enc {
+        "gzip" => out = gunzip(data),
+        "deflate" => {
+            flate2::read::ZlibDecoder::new(data).read_to_end(&mut out).unwrap();
+        }
+        "zstd" => out = zstd::stream::decode_all(data).unwrap(),
+        _ => unreachable!(),
+    }
+    out
+}
+
+#[tokio::test]
+async fn deflate_and_zstd_request_and_response() {
+    let srv = start(|b| b).await;
+    let mut c = connect(srv.addr).await;
+    for enc in ["deflate", "zstd", "gzip"] {
+        let text = format!("{enc} payload ").repeat(40);
+        let payload = compress_with(enc, &prost::Message::encode_to_vec(&req(&text)));
+        let head = grpc_head(srv.addr, "/test.Echo/Unary", &[("grpc-encoding", enc), ("grpc-accept-encoding", enc)]);
+        let r = call(&mut c, head, &[frame_raw(1, &payload)]).await;
+        assert_eq!(r.grpc_status().unwrap(), "0", "{enc}: {:?}", r.grpc_message());
+        assert_eq!(r.headers.get("grpc-encoding").unwrap(), enc);
+        let (flag, body) = &r.messages()[0];
+        assert_eq!(*flag, 1);
+        let reply: EchoReply = prost::Message::decode(&decompress_with(enc, body)[..]).unwrap();
+        assert_eq!(reply.message, text);
+        // corrupt compressed payload -> INTERNAL
+        let head = grpc_head(srv.addr, "/test.Echo/Unary", &[("grpc-encoding", enc)]);
+        let r = call(&mut c, head, &[frame_raw(1, b"definitely not compressed")]).await;
+        assert_eq!(r.grpc_status().unwrap(), "13", "{enc}");
+    }
+}
+
+#[tokio::test]
+async fn encoding_disabled_on_server_is_unimplemented() {
+    use grpc_runtime::{CompressionEncoding, EncodingSet};
+    let srv = start(|b| b.accept_encodings(EncodingSet::none().with(CompressionEncoding::Gzip))).await;
+    let mut c = connect(srv.addr).await;
+    let payload = compress_with("zstd", &prost::Message::encode_to_vec(&req("x")));
+    let head = grpc_head(srv.addr, "/test.Echo/Unary", &[("grpc-encoding", "zstd")]);
+    let r = call(&mut c, head, &[frame_raw(1, &payload)]).await;
+    assert_eq!(r.grpc_status().unwrap(), "12");
+    assert_eq!(r.headers.get("grpc-accept-encoding").unwrap(), "identity,gzip");
+    // successful responses advertise the same set
+    let r = call(&mut c, grpc_head(srv.addr, "/test.Echo/Unary", &[]), &[frame(&req("x"))]).await;
+    assert_eq!(r.grpc_status().unwrap(), "0");
+    assert_eq!(r.headers.get("grpc-accept-encoding").unwrap(), "identity,gzip");
+}
+
+#[tokio::test]
+async fn bad_input_ends_only_that_call() {
+    let srv = start(|b| b.max_receive_message_size(100)).await;
+    let c = connect(srv.addr).await;
+    // A slow good call stays in flight on the same connection throughout.
+    let mut slow = req("survivor");
+    slow.sleep_ms = 400;
+    let mut c0 = c.clone();
+    let addr = srv.addr;
+    let good = tokio::spawn(async move { call(&mut c0, grpc_head(addr, "/test.Echo/Unary", &[]), &[frame(&slow)]).await });
+    type Case<'a> = (Vec<(&'a str, &'a str)>, Vec<Bytes>, &'a str);
+    let cases: Vec<Case> = vec![
+        (vec![], vec![frame_raw(0, &[0u8; 0][..]).slice(..3)], "13"),                 // truncated prefix
+        (vec![], vec![Bytes::from_static(&[0, 0xff, 0xff, 0xff, 0xff])], "8"),         // length over the limit
+        (vec![("grpc-timeout", "forever")], vec![frame(&req("x"))], "13"),             // invalid timeout
+        (vec![("x-bad-bin", "%%%")], vec![frame(&req("x"))], "13"),                    // undecodable base64
+        (vec![], vec![frame_raw(0, &[0xff, 0xff])], "13"),                             // undecodable protobuf
+        (vec![], vec![frame_raw(7, b"x")], "13"),                                      // unknown flag value
+    ];
+    let mut c1 = c.clone();
+    for (headers, body, code) in cases {
+        let r = call(&mut c1, grpc_head(srv.addr, "/test.Echo/Unary", &headers), &body).await;
+        assert_eq!(r.grpc_status().as_deref(), Some(code), "{headers:?} {body:?} -> {:?}", r.grpc_message());
+        assert!(!r.grpc_message().unwrap_or_default().is_empty());
+    }
+    let r = good.await.unwrap();
+    assert_eq!(r.grpc_status().unwrap(), "0");
+    let m: EchoReply = decode(&r.messages()[0].1);
+    assert_eq!(m.message, "survivor");
+}
+
+#[tokio::test]
+async fn peer_address_is_visible() {
+    let srv = start(|b| b).await;
+    let tcp = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    let local = tcp.local_addr().unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let mut c = client;
+    let r = call(&mut c, grpc_head(srv.addr, "/test.Echo/Unary", &[]), &[frame(&req("peer?"))]).await;
+    let m: EchoReply = decode(&r.messages()[0].1);
+    assert_eq!(m.message, local.to_string());
+}

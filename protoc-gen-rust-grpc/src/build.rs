@@ -148,18 +148,21 @@ impl Builder {
     }
 }
 
+/// Files to generate, all descriptors, and the proto files found on disk.
+type Parsed = (Vec<String>, Vec<prost_types::FileDescriptorProto>, Vec<PathBuf>);
+
 /// Parses with the pure parser; returns (files to generate, all descriptors with rebuilt
 /// comments for the files to generate, source paths found on disk).
 fn parse(
     protos: &[impl AsRef<Path>],
     includes: &[impl AsRef<Path>],
-) -> Result<(Vec<String>, Vec<prost_types::FileDescriptorProto>, Vec<PathBuf>), Error> {
+) -> Result<Parsed, Error> {
     let parsed = protobuf_parse::Parser::new()
         .pure()
         .includes(includes.iter().map(|p| p.as_ref()))
         .inputs(protos.iter().map(|p| p.as_ref()))
         .parse_and_typecheck()
-        .map_err(|e| Error::new(format!("{e:#}")))?;
+        .map_err(|e| Error::new(parse_error_message(&e)))?;
     let to_generate: Vec<String> = parsed.relative_paths.iter().map(|p| p.to_string()).collect();
     let mut descriptors = Vec::new();
     let mut sources = Vec::new();
@@ -183,3 +186,36 @@ fn parse(
     }
     Ok((to_generate, descriptors, sources))
 }
+
+/// Turns protobuf-parse's error chain ("using pure parser: error in `F`: at L:C: msg: ...")
+/// into `F:L:C: msg`, falling back to the de-duplicated chain.
+fn parse_error_message(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text == "using pure parser" {
+            continue;
+        }
+        if parts.iter().any(|p| p.ends_with(&text) || *p == text) {
+            continue;
+        }
+        parts.push(text);
+    }
+    let file = parts.iter().find_map(|p| {
+        p.strip_prefix("error in `").and_then(|rest| rest.split_once('`')).map(|(f, _)| f.to_string())
+    });
+    let position = parts.iter().find_map(|p| {
+        let start = p.find("`: at ")?;
+        let rest = &p[start + 6..];
+        let (pos, msg) = rest.split_once(": ")?;
+        let (line, col) = pos.split_once(':')?;
+        line.parse::<u32>().ok()?;
+        col.parse::<u32>().ok()?;
+        Some((pos.to_string(), msg.to_string()))
+    });
+    match (file, position) {
+        (Some(file), Some((pos, msg))) => format!("{file}:{pos}: {msg}"),
+        _ => parts.join(": "),
+    }
+}
+

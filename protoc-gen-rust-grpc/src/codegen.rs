@@ -46,6 +46,25 @@ pub fn generate(
     files: &[FileDescriptorProto],
     options: &Options,
 ) -> Result<Vec<GeneratedFile>, Error> {
+    // Descriptors from a hand-made request can be odd in ways protoc never produces;
+    // whatever slips past the checks must end as an error, not a crash.
+    catch_unwind(AssertUnwindSafe(|| generate_checked(files_to_generate, files, options)))
+        .unwrap_or_else(|panic| Err(Error::new(format!("internal error while generating code: {}", panic_text(&*panic)))))
+}
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
+}
+
+fn generate_checked(
+    files_to_generate: &[String],
+    files: &[FileDescriptorProto],
+    options: &Options,
+) -> Result<Vec<GeneratedFile>, Error> {
     options.validate()?;
     let runtime: proc_macro2::TokenStream = syn::parse_str::<syn::Path>(&options.runtime_crate)
         .map(|p| quote! { #p })
@@ -58,6 +77,7 @@ pub fn generate(
     // Group the files to generate by package, keeping the requested order inside a package.
     let mut packages: BTreeMap<String, Vec<&FileDescriptorProto>> = BTreeMap::new();
     let mut seen = HashSet::new();
+    let known_types = known_types(&files);
     for name in files_to_generate {
         let Some(file) = by_name.get(name.as_str()) else {
             return Err(Error::new(format!("file to generate `{name}` is missing from the descriptors")));
@@ -65,8 +85,12 @@ pub fn generate(
         if !seen.insert(name.as_str()) {
             continue;
         }
-        check_names(file, options)?;
+        check_types(file, &known_types)?;
         packages.entry(file.package().to_string()).or_default().push(file);
+    }
+
+    for package_files in packages.values() {
+        check_names(package_files, options)?;
     }
 
     // Run prost-build once over all files: prost-build needs every message a generated
@@ -95,20 +119,23 @@ pub fn generate(
     for (proto, rust) in &options.extern_paths {
         config.extern_path(proto, rust);
     }
+    // Oneof enums hold their variants inline; clippy's large_enum_variant fires on many
+    // real protos (e.g. grpc.testing). The allow goes on those enums only.
+    for package_files in packages.values() {
+        for file in package_files {
+            let prefix = if file.package().is_empty() { String::new() } else { format!(".{}", file.package()) };
+            for message in &file.message_type {
+                allow_large_oneofs(&mut config, &prefix, message);
+            }
+        }
+    }
     config.service_generator(Box::new(GrpcServiceGenerator {
         client: options.client,
         server: options.server,
         runtime,
     }));
     let generated = catch_unwind(AssertUnwindSafe(|| config.generate(requests)))
-        .map_err(|panic| {
-            let what = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            Error::new(format!("prost-build failed on these descriptors: {what}"))
-        })?
+        .map_err(|panic| Error::new(format!("prost-build failed on these descriptors: {}", panic_text(&*panic))))?
         .map_err(|e| Error::new(format!("prost-build: {e}")))?;
 
     let mut output = Vec::new();
@@ -148,6 +175,22 @@ pub fn generate(
         output.push(GeneratedFile { name: include_file.clone(), content: include_file_content(&packages)? });
     }
     Ok(output)
+}
+
+fn allow_large_oneofs(config: &mut prost_build::Config, prefix: &str, message: &prost_types::DescriptorProto) {
+    let name = format!("{prefix}.{}", message.name());
+    for (index, oneof) in message.oneof_decl.iter().enumerate() {
+        let synthetic = message
+            .field
+            .iter()
+            .any(|f| f.oneof_index == Some(index as i32) && f.proto3_optional());
+        if !synthetic {
+            config.enum_attribute(format!("{name}.{}", oneof.name()), "#[allow(clippy::large_enum_variant)]");
+        }
+    }
+    for nested in &message.nested_type {
+        allow_large_oneofs(config, &name, nested);
+    }
 }
 
 /// Makes descriptors from protoc and from the pure-Rust parser agree, so both paths give
@@ -272,39 +315,129 @@ fn normalize_message(message: &mut prost_types::DescriptorProto) {
     }
 }
 
-/// Rejects names that would collide in the generated Rust code.
-fn check_names(file: &FileDescriptorProto, options: &Options) -> Result<(), Error> {
-    let mut modules: HashMap<String, &str> = HashMap::new();
-    for service in &file.service {
-        let full = if file.package().is_empty() {
-            service.name().to_string()
-        } else {
-            format!("{}.{}", file.package(), service.name())
-        };
-        let module = to_snake_case(service.name());
-        if let Some(other) = modules.insert(module.clone(), service.name()) {
-            return Err(Error::new(format!(
-                "{}: services `{other}` and `{}` both map to the Rust module name `{module}_client`/`{module}_server`",
-                file.name(),
-                service.name()
-            )));
+/// Fully qualified names (`.pkg.Msg.Nested`) of every message and enum.
+fn known_types(files: &[FileDescriptorProto]) -> HashSet<String> {
+    fn message(out: &mut HashSet<String>, prefix: &str, m: &prost_types::DescriptorProto) {
+        let name = format!("{prefix}.{}", m.name());
+        for e in &m.enum_type {
+            out.insert(format!("{name}.{}", e.name()));
         }
-        let mut methods: HashMap<String, &str> = HashMap::new();
+        for n in &m.nested_type {
+            message(out, &name, n);
+        }
+        out.insert(name);
+    }
+    let mut out = HashSet::new();
+    for file in files {
+        let prefix = if file.package().is_empty() { String::new() } else { format!(".{}", file.package()) };
+        for e in &file.enum_type {
+            out.insert(format!("{prefix}.{}", e.name()));
+        }
+        for m in &file.message_type {
+            message(&mut out, &prefix, m);
+        }
+    }
+    out
+}
+
+/// Rejects references to types the request does not describe (protoc never sends those,
+/// but a hand-made request might; prost-build would panic on them).
+fn check_types(file: &FileDescriptorProto, known: &HashSet<String>) -> Result<(), Error> {
+    let unknown = |what: String, type_name: &str| {
+        Error::new(format!("{}: {what} refers to unknown type `{type_name}`", file.name()))
+    };
+    fn fields<'a>(m: &'a prost_types::DescriptorProto, out: &mut Vec<(String, &'a prost_types::FieldDescriptorProto)>) {
+        for f in &m.field {
+            out.push((format!("field `{}.{}`", m.name(), f.name()), f));
+        }
+        for n in &m.nested_type {
+            fields(n, out);
+        }
+    }
+    let mut all = Vec::new();
+    for m in &file.message_type {
+        fields(m, &mut all);
+    }
+    for (what, field) in all {
+        if let Some(t) = field.type_name.as_deref() {
+            if !known.contains(t) {
+                return Err(unknown(what, t));
+            }
+        }
+    }
+    for service in &file.service {
         for method in &service.method {
-            let rust = to_snake_case(method.name());
-            if let Some(other) = methods.insert(rust.clone(), method.name()) {
+            for t in [method.input_type(), method.output_type()] {
+                if !known.contains(t) {
+                    return Err(unknown(format!("method `{}.{}`", service.name(), method.name()), t));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Rejects names that would collide in the generated Rust code of one package.
+fn check_names(files: &[&FileDescriptorProto], options: &Options) -> Result<(), Error> {
+    // Modules prost-build creates for messages with nested types or oneofs.
+    let mut message_modules: HashMap<String, String> = HashMap::new();
+    for file in files {
+        for message in &file.message_type {
+            if !message.nested_type.is_empty() || !message.enum_type.is_empty() || !message.oneof_decl.is_empty() {
+                message_modules.insert(to_snake_case(message.name()), format!("{}: message `{}`", file.name(), message.name()));
+            }
+        }
+    }
+    let mut modules: HashMap<String, String> = HashMap::new();
+    for file in files {
+        for service in &file.service {
+            let full = if file.package().is_empty() {
+                service.name().to_string()
+            } else {
+                format!("{}.{}", file.package(), service.name())
+            };
+            let module = to_snake_case(service.name());
+            let this = format!("{}: service `{}`", file.name(), service.name());
+            if module.is_empty() || crate::service::heck_lite::to_upper_camel_case(service.name()).is_empty() {
+                return Err(Error::new(format!("{this}: the name has no letters or digits to build Rust names from")));
+            }
+            if let Some(other) = modules.insert(module.clone(), this.clone()) {
                 return Err(Error::new(format!(
-                    "{}: service `{full}` has methods `{other}` and `{}` that both map to the Rust name `{rust}`",
-                    file.name(),
-                    method.name()
+                    "{other} and {this} both map to the Rust modules `{module}_client`/`{module}_server`"
                 )));
             }
-            if options.client && (rust == "new" || rust == "channel") {
-                return Err(Error::new(format!(
-                    "{}: method `{}` of service `{full}` maps to `{rust}`, which the generated client uses for itself; rename the rpc or generate with client=false",
-                    file.name(),
-                    method.name()
-                )));
+            for suffix in ["client", "server"] {
+                let name = format!("{module}_{suffix}");
+                if let Some(message) = message_modules.get(&name) {
+                    return Err(Error::new(format!(
+                        "{this} needs the Rust module `{name}`, which {message} already uses for its nested types"
+                    )));
+                }
+            }
+            let mut methods: HashMap<String, &str> = HashMap::new();
+            for method in &service.method {
+                let rust = to_snake_case(method.name());
+                if rust.is_empty() {
+                    return Err(Error::new(format!(
+                        "{}: method `{}` of service `{full}` has no letters or digits to build a Rust name from",
+                        file.name(),
+                        method.name()
+                    )));
+                }
+                if let Some(other) = methods.insert(rust.clone(), method.name()) {
+                    return Err(Error::new(format!(
+                        "{}: service `{full}` has methods `{other}` and `{}` that both map to the Rust name `{rust}`",
+                        file.name(),
+                        method.name()
+                    )));
+                }
+                if options.client && (rust == "new" || rust == "channel") {
+                    return Err(Error::new(format!(
+                        "{}: method `{}` of service `{full}` maps to `{rust}`, which the generated client uses for itself; rename the rpc or generate with client=false",
+                        file.name(),
+                        method.name()
+                    )));
+                }
             }
         }
     }

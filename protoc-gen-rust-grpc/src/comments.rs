@@ -466,7 +466,7 @@ impl Walker<'_> {
     }
 
     /// Advances to the `{` opening a block (after `message Name`, `oneof x`, ...).
-    fn to_block_open(&mut self) -> bool {
+    fn seek_block_open(&mut self) -> bool {
         while let Some(t) = self.cur() {
             match t {
                 "{" => return true,
@@ -502,7 +502,7 @@ impl Walker<'_> {
     }
 
     fn message(&mut self, path: Vec<i32>) {
-        if !self.to_block_open() {
+        if !self.seek_block_open() {
             self.statement(None);
             return;
         }
@@ -537,7 +537,7 @@ impl Walker<'_> {
                 "oneof" => {
                     let oneof_path = sub(8, oneofs);
                     oneofs += 1;
-                    if !self.to_block_open() {
+                    if !self.seek_block_open() {
                         self.statement(None);
                         continue;
                     }
@@ -618,7 +618,7 @@ impl Walker<'_> {
     }
 
     fn extend(&mut self) {
-        if !self.to_block_open() {
+        if !self.seek_block_open() {
             self.statement(None);
             return;
         }
@@ -636,7 +636,7 @@ impl Walker<'_> {
     }
 
     fn enumeration(&mut self, path: Vec<i32>) {
-        if !self.to_block_open() {
+        if !self.seek_block_open() {
             self.statement(None);
             return;
         }
@@ -661,7 +661,7 @@ impl Walker<'_> {
     }
 
     fn service(&mut self, path: Vec<i32>) {
-        if !self.to_block_open() {
+        if !self.seek_block_open() {
             self.statement(None);
             return;
         }

@@ -15,6 +15,11 @@ const FEATURE_PROTO3_OPTIONAL: u64 = 1;
 /// protoc expects. Only a request that cannot be decoded is an `Err`: the caller should
 /// print it and exit non-zero.
 pub fn run(request: &[u8]) -> Result<Vec<u8>, Error> {
+    if request.is_empty() {
+        return Err(Error::new(
+            "empty CodeGeneratorRequest on stdin; this program is a protoc plugin: run it through `protoc --rust-grpc_out=DIR ...`",
+        ));
+    }
     let request = CodeGeneratorRequest::decode(request)
         .map_err(|e| Error::new(format!("malformed CodeGeneratorRequest on stdin: {e}")))?;
     Ok(respond(&request).encode_to_vec())

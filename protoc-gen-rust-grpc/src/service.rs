@@ -327,21 +327,14 @@ impl GrpcServiceGenerator {
             let arms = service.methods.iter().map(|method| {
                 let name = ident(&method.name);
                 let proto_name = &method.proto_name;
-                let req = message_type(&method.input_type);
-                let (adapter, input) = match (method.client_streaming, method.server_streaming) {
-                    (false, false) => (quote! { unary }, quote! { #rt::Request<#req> }),
-                    (false, true) => (quote! { server_streaming }, quote! { #rt::Request<#req> }),
-                    (true, false) => (
-                        quote! { client_streaming },
-                        quote! { #rt::Request<#rt::Streaming<#req>> },
-                    ),
-                    (true, true) => (
-                        quote! { bidi_streaming },
-                        quote! { #rt::Request<#rt::Streaming<#req>> },
-                    ),
+                let adapter = match (method.client_streaming, method.server_streaming) {
+                    (false, false) => quote! { unary },
+                    (false, true) => quote! { server_streaming },
+                    (true, false) => quote! { client_streaming },
+                    (true, true) => quote! { bidi_streaming },
                 };
                 quote! {
-                    #proto_name => call.#adapter(move |request: #input| async move {
+                    #proto_name => call.#adapter(move |request| async move {
                         inner.#name(request).await
                     }),
                 }

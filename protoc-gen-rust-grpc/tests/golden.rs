@@ -135,6 +135,7 @@ fn health_reflection_rpc() {
 }
 
 const EDGE: &[&str] = &[
+    "protoc-gen-rust-grpc/tests/protos/edge/comments.proto",
     "protoc-gen-rust-grpc/tests/protos/edge/common.proto",
     "protoc-gen-rust-grpc/tests/protos/edge/edge.proto",
     "protoc-gen-rust-grpc/tests/protos/edge/legacy.proto",
@@ -147,9 +148,9 @@ fn edge_cases() {
     let names: Vec<&str> = files.iter().map(|f| f.0.as_str()).collect();
     assert_eq!(
         names,
-        ["_.rs", "grpc_rust.test.common.rs", "grpc_rust.test.edge.rs", "grpc_rust.test.legacy.rs", "mod.rs"]
+        ["_.rs", "grpc_rust.test.comments.rs", "grpc_rust.test.common.rs", "grpc_rust.test.edge.rs", "grpc_rust.test.legacy.rs", "mod.rs"]
     );
-    let edge = &files[2].1;
+    let edge = &files[3].1;
     assert!(edge.contains("\"/grpc_rust.test.edge.AllKinds/lowerCamel\""));
     assert!(edge.contains("pub async fn r#type("));
     assert!(edge.contains("pub async fn self_("));
@@ -173,4 +174,27 @@ fn edge_cases_with_options() {
     assert!(edge.contains("crate::rt::server::Service"));
     assert!(edge.contains("::common_types::Shared"));
     assert!(files.iter().any(|f| f.0 == "all,mods.rs"));
+}
+
+/// `protoc --rust-grpc_out` finds the plugin on PATH by its name, as users run it.
+#[test]
+fn plugin_found_on_path() {
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_protoc-gen-rust-grpc")).parent().unwrap();
+    let path = std::env::join_paths(
+        std::iter::once(bin_dir.to_path_buf()).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
+    )
+    .unwrap();
+    let dir = out_dir("on_path");
+    let status = Command::new(protoc_bin_vendored::protoc_bin_path().unwrap())
+        .env("PATH", path)
+        .arg(format!("--rust-grpc_out={}", dir.display()))
+        .arg("--rust-grpc_opt=server=false")
+        .arg(format!("-I{}", repo().join("protos").display()))
+        .arg("examples/helloworld/helloworld.proto")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let content = std::fs::read_to_string(dir.join("helloworld.rs")).unwrap();
+    assert!(content.contains("pub mod greeter_client"));
+    assert!(!content.contains("pub mod greeter_server"));
 }

@@ -258,8 +258,12 @@ impl Channel {
             p.state.span.record("peer", tracing::field::display(conn.address()));
             let encoding = p.compression.filter(|e| {
                 // Never compress in an encoding the server did not advertise on this
-                // connection (unknown until its first response: send identity).
-                let ok = conn.peer_accept_encoding().map(|v| EncodingSet::parse_header(v.as_bytes()).contains(*e)).unwrap_or(false);
+                // connection; before it said anything, only in the assumed ones.
+                let server = conn
+                    .peer_accept_encoding()
+                    .map(|v| EncodingSet::parse_header(v.as_bytes()))
+                    .unwrap_or(self.inner.config.assumed_server_accept);
+                let ok = server.contains(*e);
                 if !ok {
                     debug!(encoding = %e, "server has not advertised this encoding; sending uncompressed");
                 }
@@ -430,12 +434,17 @@ impl Channel {
     {
         let (headers, mut stream) = self.read_head::<Resp>(opened_conn, resp)?;
         let first = stream.message().await?;
+        // Response cardinality violations are UNIMPLEMENTED (gRPC statuscodes.md).
         let Some(msg) = first else {
-            return Err(Status::internal("server ended a unary response without a message"));
+            return Err(Status::unimplemented("cardinality violation: server ended a single-response call without a message"));
         };
         match stream.message().await? {
             None => {}
-            Some(_) => return Err(Status::internal("server sent more than one message on a unary response")),
+            Some(_) => {
+                return Err(Status::unimplemented(
+                    "cardinality violation: server sent more than one message on a single-response call",
+                ))
+            }
         }
         let trailers = stream.trailers().cloned().unwrap_or_default();
         Ok(Response::from_parts(headers, msg, Some(trailers)))

@@ -26,6 +26,8 @@ pub(crate) struct CallConfig {
     pub(crate) send_compression: Option<CompressionEncoding>,
     /// `grpc-accept-encoding` we send (None: identity only, header omitted).
     pub(crate) accept_header: Option<HeaderValue>,
+    /// Encodings assumed accepted by a server that has not sent `grpc-accept-encoding`.
+    pub(crate) assumed_server_accept: EncodingSet,
     pub(crate) interceptors: Interceptors,
 }
 
@@ -41,6 +43,7 @@ pub struct Endpoint {
     max_send_message_size: usize,
     send_compression: Option<CompressionEncoding>,
     accept: EncodingSet,
+    assumed_server_accept: EncodingSet,
     interceptors: Interceptors,
 }
 
@@ -71,6 +74,7 @@ impl Endpoint {
             max_send_message_size: DEFAULT_MAX_SEND_MESSAGE_SIZE,
             send_compression: None,
             accept: EncodingSet::all(),
+            assumed_server_accept: EncodingSet::none(),
             interceptors: Interceptors::default(),
         }
     }
@@ -150,8 +154,12 @@ impl Endpoint {
     }
 
     /// Compresses request messages with `encoding` by default (a call can override it
-    /// with `Request::set_compression`). Messages are only compressed once the server
-    /// has advertised the encoding in `grpc-accept-encoding` on the connection.
+    /// with `Request::set_compression`).
+    ///
+    /// The client never compresses in an encoding the server did not advertise: until a
+    /// response on the connection carried `grpc-accept-encoding`, only the encodings
+    /// declared with [`Endpoint::assume_server_accepts`] are used (none by default), so
+    /// the first call on a new connection may go out uncompressed.
     pub fn send_compressed(mut self, encoding: CompressionEncoding) -> Self {
         self.send_compression = Some(encoding);
         self
@@ -161,6 +169,16 @@ impl Endpoint {
     /// crate implements). Responses in an encoding we implement are decoded either way.
     pub fn accept_compressed(mut self, encodings: EncodingSet) -> Self {
         self.accept = encodings;
+        self
+    }
+
+    /// Encodings to assume the server accepts until it says otherwise with
+    /// `grpc-accept-encoding` (default: none). Some servers (grpc-go among them) only send
+    /// `grpc-accept-encoding` when rejecting an encoding, so a client that knows its
+    /// server can declare it here; a rejection (UNIMPLEMENTED with
+    /// `grpc-accept-encoding`) then corrects the assumption for later calls.
+    pub fn assume_server_accepts(mut self, encodings: EncodingSet) -> Self {
+        self.assumed_server_accept = encodings;
         self
     }
 
@@ -209,6 +227,7 @@ impl Endpoint {
             } else {
                 HeaderValue::try_from(self.accept.to_header_value()).ok()
             },
+            assumed_server_accept: self.assumed_server_accept,
             interceptors: self.interceptors,
         };
         Ok(Channel::from_parts(target, authority, resolver, balancer, config))

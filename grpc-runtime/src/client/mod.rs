@@ -4,6 +4,23 @@
 //! Shape (as grpc-go's ClientConn): `Channel` -> [`resolver::Resolver`] (target ->
 //! addresses) -> [`balancer::Balancer`] (pick_first for now) -> [`subchannel::Subchannel`]
 //! (one h2 connection at a time, reconnect on demand) -> h2 `SendRequest` per call.
+//!
+//! Behaviour of every call (see `call.rs`):
+//! - Deadline: the request's own timeout, else the deadline of the server call being
+//!   handled by this task ([`crate::current_deadline`]), else the channel default. Sent as
+//!   `grpc-timeout`; when it passes the call fails with DEADLINE_EXCEEDED (never
+//!   CANCELLED) and the stream is reset with CANCEL.
+//! - Cancellation: dropping the call future or the response [`crate::Streaming`] resets
+//!   the stream with CANCEL.
+//! - Compression: the per-call choice or the channel default, but only in an encoding the
+//!   server advertised in `grpc-accept-encoding` on this connection (or declared with
+//!   [`Endpoint::assume_server_accepts`]); responses in an encoding we lack are INTERNAL.
+//! - Limits: messages over the receive limit (4 MiB default) or the send limit fail the
+//!   call with RESOURCE_EXHAUSTED.
+//! - Retries: a stream that never reached the server (connection gone, GOAWAY before the
+//!   stream opened) is retried once on a new connection; for single-request calls also a
+//!   stream the server refused unprocessed (REFUSED_STREAM, above GOAWAY last-stream-id).
+//! - Interceptors run around every call (first added = outermost) and see its final status.
 
 pub mod balancer;
 mod body;

@@ -17,6 +17,7 @@ use tracing::Instrument;
 
 use super::call::{finish_call, poll_client_reset, reset_call, ServerCall};
 use super::interceptor::{CallHead, Next};
+use super::tls::PeerCertificates;
 use super::{ShutdownSignals, Shared};
 use crate::compression::{
     encoding_from_headers, negotiate_response_encoding, EncodingSet, HeaderEncoding, GRPC_ACCEPT_ENCODING,
@@ -32,6 +33,7 @@ const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20
 pub(crate) async fn serve_connection<IO>(
     io: IO,
     peer: Option<SocketAddr>,
+    peer_certs: Option<PeerCertificates>,
     shared: Arc<Shared>,
     mut signals: ShutdownSignals,
 ) where
@@ -58,7 +60,7 @@ pub(crate) async fn serve_connection<IO>(
         tokio::select! {
             accepted = conn.accept() => match accepted {
                 Some(Ok((req, respond))) => {
-                    tokio::spawn(handle_stream(req, respond, peer, shared.clone(), signals.force.clone()));
+                    tokio::spawn(handle_stream(req, respond, peer, peer_certs.clone(), shared.clone(), signals.force.clone()));
                 }
                 Some(Err(e)) => {
                     tracing::debug!(?peer, "connection error: {e}");
@@ -126,6 +128,7 @@ async fn handle_stream(
     req: http::Request<h2::RecvStream>,
     respond: h2::server::SendResponse<Bytes>,
     peer: Option<SocketAddr>,
+    peer_certs: Option<PeerCertificates>,
     shared: Arc<Shared>,
     force: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -202,7 +205,18 @@ async fn handle_stream(
         shared.send_encodings,
         client_accepts,
     );
-    let ctx = ServerContext::new(path.clone(), peer, deadline, Some(respond), response_encoding, client_accepts);
+    let ctx = ServerContext::new(
+        path.clone(),
+        peer,
+        deadline,
+        Some(respond),
+        response_encoding,
+        client_accepts,
+        shared.accept_encodings,
+    );
+    if let Some(certs) = peer_certs {
+        ctx.set_peer_certificates(certs);
+    }
 
     let span = tracing::debug_span!("grpc_call", method = %path, peer = ?peer, code = tracing::field::Empty);
     let started = StdInstant::now();

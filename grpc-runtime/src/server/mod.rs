@@ -6,6 +6,7 @@
 mod call;
 mod conn;
 mod interceptor;
+mod tls;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -20,6 +21,7 @@ use tokio::task::JoinSet;
 
 pub use call::ServerCall;
 pub use interceptor::{interceptor_fn, CallHead, Interceptor, InterceptorFn, Next};
+pub use tls::{ServerTlsConfig, DEFAULT_TLS_HANDSHAKE_TIMEOUT};
 
 use crate::codec::{DEFAULT_MAX_RECV_MESSAGE_SIZE, DEFAULT_MAX_SEND_MESSAGE_SIZE};
 use crate::compression::{CompressionEncoding, EncodingSet};
@@ -63,6 +65,8 @@ pub(crate) struct Shared {
     pub(crate) default_compression: Option<CompressionEncoding>,
     pub(crate) cancel_grace: Duration,
     pub(crate) h2: h2::server::Builder,
+    /// TLS, when set: every accepted transport is handshaken first.
+    pub(crate) tls: Option<tls::TlsServerSide>,
 }
 
 /// Server settings and services; finish with one of the `serve*` methods.
@@ -82,6 +86,7 @@ pub struct ServerBuilder {
     grace_period: Duration,
     cancel_grace: Duration,
     tcp_nodelay: bool,
+    tls: Option<ServerTlsConfig>,
 }
 
 impl Default for ServerBuilder {
@@ -102,6 +107,7 @@ impl Default for ServerBuilder {
             grace_period: Duration::from_secs(30),
             cancel_grace: Duration::from_secs(1),
             tcp_nodelay: true,
+            tls: None,
         }
     }
 }
@@ -114,6 +120,7 @@ impl std::fmt::Debug for ServerBuilder {
             .field("max_concurrent_streams", &self.max_concurrent_streams)
             .field("max_recv", &self.max_recv)
             .field("max_send", &self.max_send)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -220,7 +227,22 @@ impl ServerBuilder {
         self
     }
 
-    fn into_shared(self) -> Arc<Shared> {
+    /// Serves TLS (rustls, ALPN `h2`) on every `serve*` method: each
+    /// accepted transport (TCP, unix, or from
+    /// [`ServerBuilder::serve_with_incoming_stream`]) is handshaken before
+    /// HTTP/2. A failed handshake or a client that did not negotiate `h2`
+    /// closes that connection only (logged at debug level). An invalid
+    /// certificate or key makes the `serve*` method return `InvalidInput`.
+    pub fn tls_config(mut self, tls: ServerTlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    fn into_shared(self) -> std::io::Result<Arc<Shared>> {
+        let tls = match &self.tls {
+            Some(t) => Some(t.acceptor()?),
+            None => None,
+        };
         let mut h2 = h2::server::Builder::new();
         h2.max_header_list_size(self.max_header_list_size);
         if let Some(n) = self.max_concurrent_streams {
@@ -235,7 +257,7 @@ impl ServerBuilder {
         if let Some(n) = self.max_frame_size {
             h2.max_frame_size(n);
         }
-        Arc::new(Shared {
+        Ok(Arc::new(Shared {
             services: self.services,
             interceptors: self.interceptors.into(),
             call_config: Arc::new(CallConfig { max_recv: self.max_recv, max_send: self.max_send }),
@@ -244,12 +266,22 @@ impl ServerBuilder {
             default_compression: self.default_compression,
             cancel_grace: self.cancel_grace,
             h2,
-        })
+            tls,
+        }))
+    }
+
+    /// Fails early (before binding) on an invalid TLS configuration.
+    fn check_tls(&self) -> std::io::Result<()> {
+        match &self.tls {
+            Some(t) => t.build().map(|_| ()),
+            None => Ok(()),
+        }
     }
 
     /// Binds `addr` and serves until the process ends or an I/O error on
     /// the listener.
     pub async fn serve(self, addr: SocketAddr) -> std::io::Result<()> {
+        self.check_tls()?;
         let listener = TcpListener::bind(addr).await?;
         self.serve_with_incoming_shutdown(listener, std::future::pending()).await
     }
@@ -261,6 +293,7 @@ impl ServerBuilder {
         addr: SocketAddr,
         signal: impl Future<Output = ()> + Send,
     ) -> std::io::Result<()> {
+        self.check_tls()?;
         let listener = TcpListener::bind(addr).await?;
         self.serve_with_incoming_shutdown(listener, signal).await
     }
@@ -301,6 +334,7 @@ impl ServerBuilder {
         path: impl AsRef<Path>,
         signal: impl Future<Output = ()> + Send,
     ) -> std::io::Result<()> {
+        self.check_tls()?;
         let listener = UnixListener::bind(path)?;
         self.serve_unix_incoming_shutdown(listener, signal).await
     }
@@ -333,7 +367,7 @@ impl ServerBuilder {
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let grace = self.grace_period;
-        run(self.into_shared(), incoming, signal, grace).await
+        run(self.into_shared()?, incoming, signal, grace).await
     }
 }
 
@@ -370,7 +404,27 @@ where
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
             accepted = incoming.next() => match accepted {
                 Some(Ok((io, peer))) => {
-                    conns.spawn(conn::serve_connection(io, peer, shared.clone(), signals.clone()));
+                    let (shared, signals) = (shared.clone(), signals.clone());
+                    match shared.tls.clone() {
+                        None => {
+                            conns.spawn(conn::serve_connection(io, peer, None, shared, signals));
+                        }
+                        Some(tls) => {
+                            // The handshake runs in the connection's task so a
+                            // slow or hostile client never stalls accepting.
+                            conns.spawn(async move {
+                                let mut graceful = signals.graceful.clone();
+                                let accepted = tokio::select! {
+                                    r = tls.accept(io) => r,
+                                    _ = graceful.wait_for(|v| *v) => Err("server shutting down".into()),
+                                };
+                                match accepted {
+                                    Ok((io, certs)) => conn::serve_connection(io, peer, certs, shared, signals).await,
+                                    Err(reason) => tracing::debug!(?peer, "closing connection: {reason}"),
+                                }
+                            });
+                        }
+                    }
                 }
                 Some(Err(e)) => {
                     // Per-connection accept errors (e.g. EMFILE, ECONNABORTED)

@@ -117,6 +117,14 @@ impl echo_server::Echo for TestEcho {
                 })],
             ));
         }
+        if req.message == "peer?" {
+            let p = ctx.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+            return Ok(Response::new(EchoReply { message: p }));
+        }
+        if req.message == "peer-certs?" {
+            let n = ctx.peer_certificates().map(|c| c.len()).unwrap_or(0);
+            return Ok(Response::new(EchoReply { message: format!("certs={n}") }));
+        }
         if req.message == "deadline?" {
             let d = grpc_runtime::current_deadline().map(|d| d.remaining().as_millis()).unwrap_or(0);
             return Ok(Response::new(EchoReply { message: format!("remaining={d}") }));

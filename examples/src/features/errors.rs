@@ -38,6 +38,7 @@ impl Greeter for OnceGreeter {
                 violations: vec![quota_failure::Violation {
                     subject: format!("name:{name}"),
                     description: "Limit one greeting per person".into(),
+                    ..Default::default()
                 }],
             };
             return Err(Status::with_details(

@@ -114,11 +114,17 @@ pub async fn run(out: &Transcript) -> Result<(), BoxError> {
     drop(send);
     expect_cancel(&mut rx, "bidi").await?;
 
-    // Unary: the client stops waiting after 200 ms and drops the call.
+    // Unary: once the server is working on it, the client stops waiting and drops the call.
     let call = client.unary_echo(echo("slow one"));
+    let server_busy = async {
+        while !out.contains("working slowly") {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     tokio::select! {
         r = call => return Err(format!("slow call finished: {r:?}").into()),
-        _ = tokio::time::sleep(Duration::from_millis(200)) => out.line("client: gave up on the unary call after 200 ms (dropping it)"),
+        _ = server_busy => out.line("client: gave up on the unary call (dropping it)"),
     }
     expect_cancel(&mut rx, "unary").await?;
 

@@ -127,3 +127,18 @@ fn client_binaries_fail_without_a_server() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("failed"), "{exe}");
     }
 }
+
+#[test]
+fn server_binaries_reject_bad_arguments() {
+    let out = Command::new(env!("CARGO_BIN_EXE_routeguide-server"))
+        .args(["--addr", "127.0.0.1:0", "--db", "/nonexistent/db.json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent/db.json"));
+    for exe in [env!("CARGO_BIN_EXE_helloworld-server"), env!("CARGO_BIN_EXE_routeguide-server")] {
+        let out = Command::new(exe).args(["--addr", "not an address"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{exe}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("bad --addr"), "{exe}");
+    }
+}

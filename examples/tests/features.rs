@@ -151,16 +151,17 @@ async fn compression() {
 async fn interceptors() {
     let out = Transcript::new();
     features::interceptors::run(&out).await.unwrap();
+    // Client side, in order (the server logs its end after the status went out, so its
+    // lines are checked on their own).
     assert_order(
         &out,
         &[
             "client: start /grpc.examples.echo.Echo/UnaryEcho (Unary)",
-            "server: start /grpc.examples.echo.Echo/UnaryEcho from 127.0.0.1:",
-            "server: end /grpc.examples.echo.Echo/UnaryEcho: OK in ",
             "client: end /grpc.examples.echo.Echo/UnaryEcho: OK in ",
             "with token: unary reply \"with token\"",
+            "client: start /grpc.examples.echo.Echo/ServerStreamingEcho (ServerStreaming)",
+            "client: end /grpc.examples.echo.Echo/ServerStreamingEcho: OK in ",
             "with token: streaming call got 3 replies",
-            "server: end /grpc.examples.echo.Echo/UnaryEcho: UNAUTHENTICATED in ",
             "client: end /grpc.examples.echo.Echo/UnaryEcho: UNAUTHENTICATED in ",
             "without token: unary failed: UNAUTHENTICATED (missing or invalid token)",
             "without token: streaming call failed: UNAUTHENTICATED",
@@ -168,6 +169,21 @@ async fn interceptors() {
             "wrong token: streaming call failed: UNAUTHENTICATED",
         ],
     );
+    assert_order(
+        &out,
+        &[
+            "server: start /grpc.examples.echo.Echo/UnaryEcho from 127.0.0.1:",
+            "server: end /grpc.examples.echo.Echo/UnaryEcho: OK in ",
+            "server: start /grpc.examples.echo.Echo/ServerStreamingEcho from 127.0.0.1:",
+            "server: end /grpc.examples.echo.Echo/ServerStreamingEcho: OK in ",
+            "server: end /grpc.examples.echo.Echo/UnaryEcho: UNAUTHENTICATED in ",
+            "server: end /grpc.examples.echo.Echo/ServerStreamingEcho: UNAUTHENTICATED in ",
+        ],
+    );
+    // Six calls reached the server; the handler ran only for the two with the token.
+    let lines = out.lines();
+    assert_eq!(lines.iter().filter(|l| l.starts_with("server: start")).count(), 6);
+    assert_eq!(lines.iter().filter(|l| l.starts_with("server: end") && l.contains(": OK in")).count(), 2);
 }
 
 #[tokio::test]

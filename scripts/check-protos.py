@@ -50,6 +50,14 @@ PAIRS = [
 ALLOWED_EXTRAS = {
     # grpc.io quick start, "update the service" step; grpc 1.51's example file predates it.
     "method .helloworld.Greeter.SayHelloAgain",
+    # Health.List (grpc-proto added it in 2024, after grpc 1.51); same names and numbers as upstream.
+    "message .grpc.health.v1.HealthListRequest",
+    "message .grpc.health.v1.HealthListResponse",
+    "field .grpc.health.v1.HealthListResponse.statuses",
+    "message .grpc.health.v1.HealthListResponse.StatusesEntry",
+    "field .grpc.health.v1.HealthListResponse.StatusesEntry.key",
+    "field .grpc.health.v1.HealthListResponse.StatusesEntry.value",
+    "method .grpc.health.v1.Health.List",
 }
 
 FDP = descriptor_pb2.FieldDescriptorProto

@@ -18,6 +18,7 @@ pub mod metadata;
 mod request;
 pub mod rpc_types;
 pub mod server;
+pub mod services;
 pub mod status;
 mod streaming;
 pub mod timeout;

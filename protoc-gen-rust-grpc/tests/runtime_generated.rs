@@ -30,19 +30,19 @@ const TARGETS: &[Target] = &[
     },
     Target {
         protos: &["grpc/health/v1/health.proto"],
-        options: "runtime_crate=crate,client=false",
+        options: "runtime_crate=crate",
         generated: "grpc.health.v1.rs",
         checked_in: "grpc-runtime/src/generated/grpc.health.v1.rs",
     },
     Target {
         protos: &["grpc/reflection/v1/reflection.proto"],
-        options: "runtime_crate=crate,client=false",
+        options: "runtime_crate=crate",
         generated: "grpc.reflection.v1.rs",
         checked_in: "grpc-runtime/src/generated/grpc.reflection.v1.rs",
     },
     Target {
         protos: &["grpc/reflection/v1alpha/reflection.proto"],
-        options: "runtime_crate=crate,client=false",
+        options: "runtime_crate=crate",
         generated: "grpc.reflection.v1alpha.rs",
         checked_in: "grpc-runtime/src/generated/grpc.reflection.v1alpha.rs",
     },

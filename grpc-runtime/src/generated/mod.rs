@@ -9,3 +9,8 @@
 #[rustfmt::skip] // keep the generator's formatting (the freshness test compares bytes)
 #[path = "google.rpc.rs"]
 pub mod google_rpc;
+
+/// `grpc.health.v1`: the health checking service.
+#[rustfmt::skip] // keep the generator's formatting (the freshness test compares bytes)
+#[path = "grpc.health.v1.rs"]
+pub mod grpc_health_v1;

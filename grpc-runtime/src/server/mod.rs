@@ -87,6 +87,7 @@ pub struct ServerBuilder {
     cancel_grace: Duration,
     tcp_nodelay: bool,
     tls: Option<ServerTlsConfig>,
+    shutdown_hooks: Vec<Box<dyn FnOnce() + Send>>,
 }
 
 impl Default for ServerBuilder {
@@ -108,6 +109,7 @@ impl Default for ServerBuilder {
             cancel_grace: Duration::from_secs(1),
             tcp_nodelay: true,
             tls: None,
+            shutdown_hooks: Vec::new(),
         }
     }
 }
@@ -121,6 +123,7 @@ impl std::fmt::Debug for ServerBuilder {
             .field("max_recv", &self.max_recv)
             .field("max_send", &self.max_send)
             .field("tls", &self.tls)
+            .field("shutdown_hooks", &self.shutdown_hooks.len())
             .finish_non_exhaustive()
     }
 }
@@ -235,6 +238,15 @@ impl ServerBuilder {
     /// certificate or key makes the `serve*` method return `InvalidInput`.
     pub fn tls_config(mut self, tls: ServerTlsConfig) -> Self {
         self.tls = Some(tls);
+        self
+    }
+
+    /// Runs `hook` when graceful shutdown starts, before GOAWAY is sent
+    /// (e.g. `move || health_reporter.shutdown()` so health watchers see
+    /// NOT_SERVING while their streams are still open). Hooks run in the
+    /// order added.
+    pub fn on_shutdown(mut self, hook: impl FnOnce() + Send + 'static) -> Self {
+        self.shutdown_hooks.push(Box::new(hook));
         self
     }
 
@@ -358,7 +370,7 @@ impl ServerBuilder {
     /// [`ServerBuilder::serve_with_incoming_shutdown`] does. Accept errors
     /// are logged and skipped.
     pub async fn serve_with_incoming_stream<S, IO>(
-        self,
+        mut self,
         incoming: S,
         signal: impl Future<Output = ()> + Send,
     ) -> std::io::Result<()>
@@ -367,7 +379,8 @@ impl ServerBuilder {
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let grace = self.grace_period;
-        run(self.into_shared()?, incoming, signal, grace).await
+        let hooks = std::mem::take(&mut self.shutdown_hooks);
+        run(self.into_shared()?, incoming, signal, grace, hooks).await
     }
 }
 
@@ -385,6 +398,7 @@ async fn run<S, IO>(
     incoming: S,
     signal: impl Future<Output = ()> + Send,
     grace: Duration,
+    shutdown_hooks: Vec<Box<dyn FnOnce() + Send>>,
 ) -> std::io::Result<()>
 where
     S: futures_core::Stream<Item = std::io::Result<(IO, Option<SocketAddr>)>> + Send,
@@ -438,6 +452,9 @@ where
     }
     // Stop accepting: drop the listener before draining.
     drop(incoming);
+    for hook in shutdown_hooks {
+        hook();
+    }
     tracing::debug!(connections = conns.len(), "shutting down: sending GOAWAY");
     let _ = graceful_tx.send(true);
     let drain = async {

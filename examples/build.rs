@@ -1,0 +1,19 @@
+//! Generates the helloworld, routeguide and echo messages, clients and servers with
+//! protoc-gen-rust-grpc's build.rs API (pure Rust, no protoc needed).
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let here = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
+    let shipped = here.join("../protos");
+    protoc_gen_rust_grpc::configure().compile(
+        &[
+            shipped.join("examples/helloworld/helloworld.proto"),
+            shipped.join("examples/routeguide/route_guide.proto"),
+        ],
+        &[&shipped],
+    )?;
+    let own = here.join("proto");
+    protoc_gen_rust_grpc::configure().compile(&[own.join("echo/echo.proto")], &[&own])?;
+    Ok(())
+}

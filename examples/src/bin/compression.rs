@@ -1,0 +1,12 @@
+//! The compression feature example: server and client in one process on 127.0.0.1.
+//! Run with `cargo run -p examples --bin compression`; exits non-zero if anything came back wrong.
+
+#[tokio::main]
+async fn main() {
+    let out = examples::Transcript::with_sink(|line| println!("{line}"));
+    if let Err(e) = examples::features::compression::run(&out).await {
+        eprintln!("compression example failed: {e}");
+        std::process::exit(1);
+    }
+    println!("compression example: OK");
+}

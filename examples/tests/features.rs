@@ -1,0 +1,201 @@
+//! Runs the demo and every feature example in-process (the same entry points as the
+//! binaries; servers on 127.0.0.1:0 over real HTTP/2) and checks the key lines each
+//! reports. Every `run` also checks its own answers and fails on a wrong one.
+
+use examples::{features, Transcript};
+
+fn assert_lines(out: &Transcript, expected: &[&str]) {
+    let lines = out.lines();
+    for needle in expected {
+        assert!(lines.iter().any(|l| l.contains(needle)), "no line contains {needle:?} in:\n{}", lines.join("\n"));
+    }
+}
+
+/// Asserts that the lines containing the needles appear in this order.
+fn assert_order(out: &Transcript, needles: &[&str]) {
+    let lines = out.lines();
+    let mut at = 0;
+    for needle in needles {
+        match lines[at..].iter().position(|l| l.contains(needle)) {
+            Some(i) => at += i + 1,
+            None => panic!("{needle:?} not found after line {at} in:\n{}", lines.join("\n")),
+        }
+    }
+}
+
+#[tokio::test]
+async fn demo() {
+    let out = Transcript::new();
+    examples::demo::run(&examples::routeguide::default_db_path(), &out).await.unwrap();
+    assert_lines(
+        &out,
+        &[
+            "GetFeature (40.9146138, -74.6188906): \"Old Mill Bridge, 72 Station Road, Bramblewood\"",
+            "GetFeature (0, 0): no feature there",
+            "ListFeatures: 50 features",
+            "RecordRoute: 10 points, 10 features,",
+            "RouteChat: 3 notes back",
+            "all four call kinds OK",
+        ],
+    );
+    assert_order(&out, &["got note \"First message\"", "got note \"Second message\"", "got note \"Third message\""]);
+}
+
+#[tokio::test]
+async fn demo_fails_on_a_missing_database() {
+    let out = Transcript::new();
+    let err = examples::demo::run(std::path::Path::new("/nonexistent/db.json"), &out).await.unwrap_err();
+    assert!(err.to_string().contains("cannot read /nonexistent/db.json"), "{err}");
+}
+
+#[tokio::test]
+async fn helloworld() {
+    use examples::pb::helloworld::greeter_server::GreeterServer;
+    let server = examples::RunningServer::start(
+        grpc_runtime::server::Server::builder().add_service(GreeterServer::new(examples::helloworld::MyGreeter)),
+    )
+    .await
+    .unwrap();
+    let out = Transcript::new();
+    let (a, b) = examples::helloworld::run_client(&server.url(), "world", &out).await.unwrap();
+    assert_eq!(a, "Hello world");
+    assert_eq!(b, "Hello again world");
+    assert_eq!(out.lines(), ["Greeting: Hello world", "Greeting: Hello again world"]);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn metadata() {
+    let out = Transcript::new();
+    features::metadata::run(&out).await.unwrap();
+    assert_lines(
+        &out,
+        &[
+            "server unary: client-id = unary-client, client-bin = [de, ad, be, ef, 00, ff]",
+            "client unary: trailer call-summary = \"unary done\", echoed-client-id = \"unary-client\"",
+            "client server-streaming: header location = \"MTV\"",
+            "client server-streaming: trailer call-summary = \"server-streaming done\"",
+            "client bidi: replies [\"ping 1\", \"ping 2\"]",
+            "client bidi: trailer call-summary = \"bidi done\", echoed-client-id = \"bidi-client\"",
+        ],
+    );
+}
+
+#[tokio::test]
+async fn errors() {
+    let out = Transcript::new();
+    features::errors::run(&out).await.unwrap();
+    assert_lines(
+        &out,
+        &[
+            "SayHello(\"\"): INVALID_ARGUMENT",
+            "second SayHello(world): RESOURCE_EXHAUSTED",
+            "QuotaFailure violation: subject \"name:world\", description \"Limit one greeting per person\"",
+            "SayHelloAgain (not implemented by this server): UNIMPLEMENTED",
+            "UnaryEcho (service not on this server): UNIMPLEMENTED",
+            "SayHello to a stopped server: UNAVAILABLE",
+        ],
+    );
+}
+
+#[tokio::test]
+async fn deadlines() {
+    let out = Transcript::new();
+    features::deadlines::run(&out).await.unwrap();
+    assert_lines(
+        &out,
+        &[
+            "client: timeout 300 ms on a slow call -> DEADLINE_EXCEEDED",
+            "back server: \"delay\" ended early: ",
+            "back server: \"propagate me\", deadline in ",
+            "client: timeout 400 ms, slow back server behind the middle -> DEADLINE_EXCEEDED",
+            "back server: \"delay via middle\" ended early",
+        ],
+    );
+}
+
+#[tokio::test]
+async fn cancellation() {
+    let out = Transcript::new();
+    features::cancellation::run(&out).await.unwrap();
+    assert_order(
+        &out,
+        &[
+            "client: got \"hello 2\"",
+            "client: cancelling the bidi call",
+            "server: bidi call cancelled (CANCELLED)",
+            "client: gave up on the unary call",
+            "server: unary call cancelled (CANCELLED)",
+            "client: new call on the same channel -> \"after cancel\"",
+            "client: that call ended with OK",
+        ],
+    );
+}
+
+#[tokio::test]
+async fn compression() {
+    let out = Transcript::new();
+    features::compression::run(&out).await.unwrap();
+    assert_lines(
+        &out,
+        &[
+            "client: per-call gzip: request gzip, reply gzip",
+            "client: no compression: request identity, reply gzip",
+            "client: per-channel gzip #1: request gzip, reply gzip",
+            "client: per-channel gzip #2: request gzip, reply gzip",
+        ],
+    );
+}
+
+#[tokio::test]
+async fn interceptors() {
+    let out = Transcript::new();
+    features::interceptors::run(&out).await.unwrap();
+    // Client side, in order (the server logs its end after the status went out, so its
+    // lines are checked on their own).
+    assert_order(
+        &out,
+        &[
+            "client: start /grpc.examples.echo.Echo/UnaryEcho (Unary)",
+            "client: end /grpc.examples.echo.Echo/UnaryEcho: OK in ",
+            "with token: unary reply \"with token\"",
+            "client: start /grpc.examples.echo.Echo/ServerStreamingEcho (ServerStreaming)",
+            "client: end /grpc.examples.echo.Echo/ServerStreamingEcho: OK in ",
+            "with token: streaming call got 3 replies",
+            "client: end /grpc.examples.echo.Echo/UnaryEcho: UNAUTHENTICATED in ",
+            "without token: unary failed: UNAUTHENTICATED (missing or invalid token)",
+            "without token: streaming call failed: UNAUTHENTICATED",
+            "wrong token: unary failed: UNAUTHENTICATED",
+            "wrong token: streaming call failed: UNAUTHENTICATED",
+        ],
+    );
+    assert_order(
+        &out,
+        &[
+            "server: start /grpc.examples.echo.Echo/UnaryEcho from 127.0.0.1:",
+            "server: end /grpc.examples.echo.Echo/UnaryEcho: OK in ",
+            "server: start /grpc.examples.echo.Echo/ServerStreamingEcho from 127.0.0.1:",
+            "server: end /grpc.examples.echo.Echo/ServerStreamingEcho: OK in ",
+            "server: end /grpc.examples.echo.Echo/UnaryEcho: UNAUTHENTICATED in ",
+            "server: end /grpc.examples.echo.Echo/ServerStreamingEcho: UNAUTHENTICATED in ",
+        ],
+    );
+    // Six calls reached the server; the handler ran only for the two with the token.
+    let lines = out.lines();
+    assert_eq!(lines.iter().filter(|l| l.starts_with("server: start")).count(), 6);
+    assert_eq!(lines.iter().filter(|l| l.starts_with("server: end") && l.contains(": OK in")).count(), 2);
+}
+
+#[tokio::test]
+async fn multiplexing() {
+    let out = Transcript::new();
+    features::multiplexing::run(&out).await.unwrap();
+    assert_lines(
+        &out,
+        &[
+            "Greeter client: \"Hello multiplexer\"",
+            "Echo client: \"this is examples/multiplexing\"",
+            "10 concurrent calls (5 per client) on one channel: all OK",
+        ],
+    );
+}

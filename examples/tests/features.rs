@@ -139,10 +139,12 @@ async fn compression() {
     assert_lines(
         &out,
         &[
+            "client: per-call gzip, first call on the channel: request gzip, reply gzip",
             "client: per-call gzip: request gzip, reply gzip",
             "client: no compression: request identity, reply gzip",
             "client: per-channel gzip #1: request gzip, reply gzip",
             "client: per-channel gzip #2: request gzip, reply gzip",
+            "client: per-channel gzip #3: request gzip, reply gzip",
         ],
     );
 }

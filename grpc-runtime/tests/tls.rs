@@ -330,6 +330,29 @@ async fn invalid_certificate_or_key_fails_serve() {
 }
 
 #[tokio::test]
+async fn config_from_pem_files_and_rustls_config() {
+    let pki = pki();
+    let dir = std::env::temp_dir().join(format!("grpc-rust-tls-files-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("cert.pem"), &pki.server_cert).unwrap();
+    std::fs::write(dir.join("key.pem"), &pki.server_key).unwrap();
+    let tls = ServerTlsConfig::from_pem_files(dir.join("cert.pem"), dir.join("key.pem")).unwrap();
+    let err = ServerTlsConfig::from_pem_files(dir.join("missing.pem"), dir.join("key.pem")).unwrap_err();
+    assert!(err.to_string().contains("missing.pem"), "{err}");
+    let srv = start(|b| b.tls_config(tls)).await;
+    let mut c = h2_over_tls(srv.addr, client_config(&pki, &[b"h2"], false)).await;
+    assert_eq!(reply(&unary(&mut c, srv.addr, "files").await), "files");
+
+    // A user-built rustls config (with other ALPN ids): ALPN is forced to h2.
+    let mut custom = (*ServerTlsConfig::new(&pki.server_cert, &pki.server_key).build().unwrap()).clone();
+    custom.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let srv2 = start(|b| b.tls_config(ServerTlsConfig::from_rustls_config(Arc::new(custom)))).await;
+    let mut c = h2_over_tls(srv2.addr, client_config(&pki, &[b"h2"], false)).await;
+    assert_eq!(reply(&unary(&mut c, srv2.addr, "custom").await), "custom");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
 async fn streaming_over_tls() {
     let pki = pki();
     let srv = start(|b| b.tls_config(ServerTlsConfig::new(&pki.server_cert, &pki.server_key))).await;

@@ -1,6 +1,6 @@
 """Python grpcio (C core) as a peer for our health, reflection and TLS server.
 
-Usage: python_services.py PLAIN_PORT TLS_PORT CA_PEM
+Usage: python_services.py PLAIN_PORT TLS_PORT CA_PEM MTLS_PORT CLIENT_CERT CLIENT_KEY
 Prints one line per check; exits non-zero on the first mismatch.
 """
 import sys
@@ -43,4 +43,17 @@ plain_port, tls_port, ca = sys.argv[1], sys.argv[2], sys.argv[3]
 run(grpc.insecure_channel(f"127.0.0.1:{plain_port}"), "plain")
 creds = grpc.ssl_channel_credentials(open(ca, "rb").read())
 run(grpc.secure_channel(f"127.0.0.1:{tls_port}", creds, options=(("grpc.ssl_target_name_override", "localhost"),)), "tls")
+
+# Mutual TLS: a client certificate from our CA is accepted, no certificate is refused.
+mtls_port, cert, key = sys.argv[4], sys.argv[5], sys.argv[6]
+opts = (("grpc.ssl_target_name_override", "localhost"),)
+with_cert = grpc.ssl_channel_credentials(open(ca, "rb").read(), open(key, "rb").read(), open(cert, "rb").read())
+h = health_pb2_grpc.HealthStub(grpc.secure_channel(f"127.0.0.1:{mtls_port}", with_cert, options=opts))
+expect("mtls check ''", S.Name(h.Check(health_pb2.HealthCheckRequest(service=""), timeout=10).status), "SERVING")
+h = health_pb2_grpc.HealthStub(grpc.secure_channel(f"127.0.0.1:{mtls_port}", creds, options=opts))
+try:
+    h.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+    sys.exit("FAIL mtls without a client certificate succeeded")
+except grpc.RpcError as e:
+    expect("mtls without client cert", e.code(), grpc.StatusCode.UNAVAILABLE)
 print("OK")

@@ -330,6 +330,29 @@ async fn invalid_certificate_or_key_fails_serve() {
 }
 
 #[tokio::test]
+async fn config_from_pem_files_and_rustls_config() {
+    let pki = pki();
+    let dir = std::env::temp_dir().join(format!("grpc-rust-tls-files-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("cert.pem"), &pki.server_cert).unwrap();
+    std::fs::write(dir.join("key.pem"), &pki.server_key).unwrap();
+    let tls = ServerTlsConfig::from_pem_files(dir.join("cert.pem"), dir.join("key.pem")).unwrap();
+    let err = ServerTlsConfig::from_pem_files(dir.join("missing.pem"), dir.join("key.pem")).unwrap_err();
+    assert!(err.to_string().contains("missing.pem"), "{err}");
+    let srv = start(|b| b.tls_config(tls)).await;
+    let mut c = h2_over_tls(srv.addr, client_config(&pki, &[b"h2"], false)).await;
+    assert_eq!(reply(&unary(&mut c, srv.addr, "files").await), "files");
+
+    // A user-built rustls config (with other ALPN ids): ALPN is forced to h2.
+    let mut custom = (*ServerTlsConfig::new(&pki.server_cert, &pki.server_key).build().unwrap()).clone();
+    custom.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let srv2 = start(|b| b.tls_config(ServerTlsConfig::from_rustls_config(Arc::new(custom)))).await;
+    let mut c = h2_over_tls(srv2.addr, client_config(&pki, &[b"h2"], false)).await;
+    assert_eq!(reply(&unary(&mut c, srv2.addr, "custom").await), "custom");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
 async fn streaming_over_tls() {
     let pki = pki();
     let srv = start(|b| b.tls_config(ServerTlsConfig::new(&pki.server_cert, &pki.server_key))).await;
@@ -342,4 +365,60 @@ async fn streaming_over_tls() {
     for (i, (_, p)) in msgs.iter().enumerate() {
         assert!(decode::<EchoReply>(p).message.starts_with(&format!("s-{i}-")));
     }
+}
+
+#[tokio::test]
+async fn tls_on_a_unix_socket() {
+    let pki = pki();
+    let dir = std::env::temp_dir().join(format!("grpc-rust-tls-unix-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("s.sock");
+    let (etx, _erx) = tokio::sync::mpsc::unbounded_channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = Server::builder()
+        .add_service(echo_server::EchoServer::new(TestEcho { events: etx }))
+        .tls_config(ServerTlsConfig::new(&pki.server_cert, &pki.server_key))
+        .serve_unix_with_shutdown(path.clone(), async {
+            let _ = stopped.await;
+        });
+    let handle = tokio::spawn(server);
+    let mut unix = None;
+    for _ in 0..100 {
+        if let Ok(s) = tokio::net::UnixStream::connect(&path).await {
+            unix = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let connector = tokio_rustls::TlsConnector::from(client_config(&pki, &[b"h2"], false));
+    let tls = connector.connect(ServerName::try_from("localhost").unwrap(), unix.unwrap()).await.unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut c, conn) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let fake: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+    assert_eq!(reply(&unary(&mut c, fake, "over unix+tls").await), "over unix+tls");
+    // A plaintext h2 client on the same socket fails.
+    let plain = tokio::net::UnixStream::connect(&path).await.unwrap();
+    let failed = match tokio::time::timeout(Duration::from_secs(5), h2::client::handshake(plain)).await.unwrap() {
+        Err(_) => true,
+        Ok((client, conn)) => {
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            let res = async {
+                let mut client = client.ready().await?;
+                let (resp, mut send) = client.send_request(grpc_head(fake, "/test.Echo/Unary", &[]), false)?;
+                send.send_data(frame(&req("x")), true)?;
+                resp.await
+            };
+            tokio::time::timeout(Duration::from_secs(5), res).await.unwrap().is_err()
+        }
+    };
+    assert!(failed);
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(5), handle).await.unwrap().unwrap().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
 }

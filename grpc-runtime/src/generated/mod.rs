@@ -14,3 +14,13 @@ pub mod google_rpc;
 #[rustfmt::skip] // keep the generator's formatting (the freshness test compares bytes)
 #[path = "grpc.health.v1.rs"]
 pub mod grpc_health_v1;
+
+/// `grpc.reflection.v1`: server reflection.
+#[rustfmt::skip] // keep the generator's formatting (the freshness test compares bytes)
+#[path = "grpc.reflection.v1.rs"]
+pub mod grpc_reflection_v1;
+
+/// `grpc.reflection.v1alpha`: server reflection, the older package.
+#[rustfmt::skip] // keep the generator's formatting (the freshness test compares bytes)
+#[path = "grpc.reflection.v1alpha.rs"]
+pub mod grpc_reflection_v1alpha;

@@ -65,6 +65,16 @@ impl ServerTlsConfig {
         }
     }
 
+    /// Reads the certificate chain and key PEM files (e.g. the interop
+    /// server's `--tls_cert_file` / `--tls_key_file`). The error names the
+    /// file that could not be read.
+    pub fn from_pem_files(cert_chain: impl AsRef<std::path::Path>, key: impl AsRef<std::path::Path>) -> io::Result<Self> {
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| io::Error::new(e.kind(), format!("cannot read {}: {e}", p.display())))
+        };
+        Ok(ServerTlsConfig::new(read(cert_chain.as_ref())?, read(key.as_ref())?))
+    }
+
     /// Uses a complete rustls server configuration instead of the PEM inputs
     /// (its ALPN list is replaced by `h2`).
     pub fn from_rustls_config(config: Arc<rustls::ServerConfig>) -> Self {

@@ -31,7 +31,7 @@ pub use context::ServerContext;
 pub use metadata::{MetadataError, MetadataMap, MetadataValue};
 pub use request::{BoxFuture, BoxStream, IntoRequest, IntoStreamingRequest, MethodDescriptor, Request, Response};
 pub use rpc_types::ErrorDetail;
-pub use server::ServerTlsConfig;
+pub use server::{Server, ServerTlsConfig};
 pub use status::{Code, Status};
 pub use streaming::Streaming;
 pub use timeout::{current_deadline, scope_deadline, Deadline};

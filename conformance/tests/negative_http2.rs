@@ -399,8 +399,11 @@ async fn assert_reset_fails(mode: Mode, case: &str) -> String {
     assert!(!status.message().is_empty(), "{case}: the status carries a message");
     let message = status.message().to_string();
 
-    // What went over the wire is what the case describes.
+    // What went over the wire is what the case describes. The tap parses what the server
+    // wrote just after the write returns, which can be after our client saw it: wait for it.
     let wire = server.log.wire(0);
+    frames::wait_for(&wire, "the RST_STREAM in the tap", |w| w.streams.get(&1).is_some_and(|s| s.server_rst.is_some()))
+        .await;
     {
         let w = wire.lock().unwrap();
         let s = w.streams.get(&1).expect("stream 1 on the wire");
@@ -1034,4 +1037,98 @@ async fn data_frame_padding_counted_in_flow_control() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_padding_control_small_windows() {
     padding_case(None, 256, Some(65_535), "no padding (256-byte chunks, 64 KiB windows)").await;
+}
+
+// =======================================================================================
+// The reference client against our misbehaving servers.
+
+/// grpc-go's own negative client (`http2_negative_client`, built by scripts/peers into
+/// `$GRPC_RUST_PEERS/go/bin`) against the servers above, one case at a time: proves these
+/// servers misbehave the way grpc's test suite means (grpc-go asserts rst_after_header and
+/// rst_after_data fail INTERNAL, rst_during_data UNKNOWN (see below), the others succeed).
+/// Skipped, with a note, when the peer cache has not been built.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_go_negative_client_against_our_servers() {
+    let peers = std::env::var_os("GRPC_RUST_PEERS")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache/grpc-rust/peers")));
+    let Some(bin) = peers.map(|p| p.join("go/bin/http2_negative_client")).filter(|b| b.exists()) else {
+        eprintln!("skipped: grpc-go's http2_negative_client is not built (scripts/peers/build-go.sh)");
+        return;
+    };
+    let run = |addr: SocketAddr, case: &'static str| {
+        let bin = bin.clone();
+        async move {
+            let out = tokio::task::spawn_blocking(move || {
+                std::process::Command::new("timeout")
+                    .arg("30")
+                    .arg(&bin)
+                    .arg("--server_host=127.0.0.1")
+                    .arg(format!("--server_port={}", addr.port()))
+                    .arg(format!("--test_case={case}"))
+                    .output()
+                    .unwrap()
+            })
+            .await
+            .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            // grpc-go 1.33's client wants UNKNOWN for rst_during_data, yet itself reports
+            // INTERNAL ("stream terminated by RST_STREAM with error code: NO_ERROR") against
+            // this server; grpc's C++ http2_client.cc (the core reference) wants INTERNAL
+            // for all three rst cases, as we do. Accept exactly that one disagreement.
+            let go_stale = case == "rst_during_data" && stderr.contains("UnaryCall() = _, Internal, want _, Unknown");
+            assert!(
+                out.status.success() || go_stale,
+                "grpc-go http2_negative_client --test_case={case}: {}\n{stderr}",
+                out.status
+            );
+        }
+    };
+    for (case, mode) in [
+        ("rst_after_header", Mode::RstAfterHeader),
+        ("rst_during_data", Mode::RstDuringData),
+        ("rst_after_data", Mode::RstAfterData),
+    ] {
+        let server = start_h2(mode, None, Duration::ZERO).await;
+        run(server.addr, case).await;
+        // The peer may exit before the tap (on our side of the socket) has parsed the
+        // RST_STREAM it wrote: wait (bounded) for it.
+        let wire = server.log.wire(0);
+        let t0 = Instant::now();
+        frames::wait_for(&wire, &format!("{case}: RST_STREAM(NO_ERROR) on stream 1"), |w| {
+            w.streams.get(&1).and_then(|s| s.server_rst) == Some(0)
+        })
+        .await;
+        eprintln!("{case}: RST_STREAM seen by the tap {:?} after the peer exited", t0.elapsed());
+    }
+    let server = start_h2(Mode::Normal, Some(1), Duration::from_millis(20)).await;
+    run(server.addr, "max_streams").await;
+    assert_eq!(server.log.seen().len(), 16, "max_streams: grpc-go makes 1 + 15 calls");
+    for i in 0..server.log.conn_count() {
+        let (max_open, refused) = {
+            let wire = server.log.wire(i);
+            let w = wire.lock().unwrap();
+            (w.max_open, w.refused)
+        };
+        assert_eq!((max_open, refused), (1, 0), "max_streams: grpc-go on connection {i}");
+    }
+    drop(server);
+
+    let (addr, log, task) = start_raw(RawMode { pings: false, pad: None, chunk: 16_384, goaway: GoAway::AfterTrailers }).await;
+    run(addr, "goaway").await;
+    {
+        let l = log.lock().unwrap();
+        // grpc-go also reconnects eagerly after the second GOAWAY: 2 or more connections.
+        assert!(l.conns >= 2 && l.answered == [(0, 1), (1, 1)], "goaway: grpc-go {l:?}");
+    }
+    task.abort();
+
+    let (addr, log, task) = start_raw(RawMode { pings: true, pad: None, chunk: 16_384, goaway: GoAway::Never }).await;
+    run(addr, "ping").await;
+    {
+        let l = log.lock().unwrap();
+        assert!(l.done && l.pings_sent.len() == 4, "ping: grpc-go {l:?}");
+        assert!(l.pings_acked.len() >= 3, "ping: grpc-go acked {:?} of {:?}", l.pings_acked, l.pings_sent);
+    }
+    task.abort();
 }

@@ -11,8 +11,8 @@
 //! - rst_after_header, rst_during_data, rst_after_data (+ rst_reason_mapping[_before_headers]
 //!   for every RST_STREAM code, rst_status_message_names_the_reset);
 //! - ping; max_streams (+ max_streams_control_unlimited, proving the tap sees overlap);
-//! - data_frame_padding, no_df_padding_sanity_test with grpc's 5-byte frames (ignored: see
-//!   their doc comment), data_frame_padding_counted_in_flow_control and its no-padding
+//! - data_frame_padding, no_df_padding_sanity_test with grpc's 5-byte frames (see their doc
+//!   comment), data_frame_padding_counted_in_flow_control and its no-padding
 //!   control with 256-byte frames and 64 KiB client windows.
 
 #[path = "negative_http2/frames.rs"]
@@ -499,8 +499,6 @@ async fn rst_reason_table(mode: Mode, refused: Option<Code>) {
 /// which HTTP/2 error code by name (grpc-go: "stream terminated by RST_STREAM with error
 /// code: NO_ERROR").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "runtime: the message is h2's \"stream error: stream error received: not a result of an error\" \
-            (Status::from_h2_error formats the h2::Error with Display); it names neither RST_STREAM nor NO_ERROR"]
 async fn rst_status_message_names_the_reset() {
     for (mode, case) in [
         (Mode::RstAfterHeader, "rst_after_header"),
@@ -1004,21 +1002,18 @@ async fn padding_case(pad: Option<u8>, chunk: usize, window: Option<u32>, case: 
 /// data_frame_padding with grpc's parameters: every response DATA frame carries 5 message
 /// bytes and 255 bytes of padding, so 98% of the 16 MB of flow-controlled bytes are padding.
 ///
-/// Ignored (this and no_df_padding_sanity_test) because of the runtime: h2 0.4.20's default
-/// `data_frame_budget` (half the connection window) closes the connection with
-/// GOAWAY(ENHANCE_YOUR_CALM, "too_many_data_frames") once ~4000 DATA frames under 256 bytes
-/// sit in h2's buffer unread (one 64 KB socket read holds 4600 of the unpadded ones);
-/// grpc-runtime's h2 client builder (transport/connect.rs) keeps the default, so these
-/// legal responses fail intermittently with RESOURCE_EXHAUSTED.
+/// This (and no_df_padding_sanity_test) failed about half the time while the runtime kept
+/// h2's default `data_frame_budget` (half the connection window): h2 closed the connection
+/// with GOAWAY(ENHANCE_YOUR_CALM, "too_many_data_frames") once ~4000 DATA frames under 256
+/// bytes sat unread (one 64 KB socket read holds 4600 of the unpadded ones). The runtime now
+/// sets `transport::DATA_FRAME_BUDGET`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "runtime: h2's default data_frame_budget trips on >~4000 buffered small DATA frames (see the doc comment)"]
 async fn data_frame_padding() {
     padding_case(Some(255), 5, None, "data_frame_padding").await;
 }
 
 /// grpc's no_df_padding_sanity_test: the same 5-byte DATA frames without padding.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "runtime: h2's default data_frame_budget trips on >~4000 buffered small DATA frames (see the doc comment)"]
 async fn no_df_padding_sanity_test() {
     padding_case(None, 5, None, "no_df_padding_sanity_test").await;
 }

@@ -337,6 +337,12 @@ impl Status {
             return Status::new(code, format!("connection closed (GOAWAY): {err}"));
         }
         match err.reason() {
+            // Name the code the peer reset with, as grpc-go does (h2's own text for
+            // NO_ERROR reads "not a result of an error").
+            Some(reason) if err.is_reset() && err.is_remote() => Status::new(
+                Status::code_from_reason(reason),
+                format!("stream terminated by RST_STREAM with error code: {reason:?}"),
+            ),
             Some(reason) => Status::new(Status::code_from_reason(reason), format!("stream error: {err}")),
             None => Status::internal(format!("HTTP/2 error: {err}")),
         }

@@ -257,6 +257,9 @@ impl ServerBuilder {
         };
         let mut h2 = h2::server::Builder::new();
         h2.max_header_list_size(self.max_header_list_size);
+        // Many small request DATA frames are legitimate gRPC traffic (see
+        // transport::DATA_FRAME_BUDGET); h2's default would close the connection.
+        h2.data_frame_budget(crate::transport::DATA_FRAME_BUDGET);
         if let Some(n) = self.max_concurrent_streams {
             h2.max_concurrent_streams(n);
         }

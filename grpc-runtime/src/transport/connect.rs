@@ -257,6 +257,11 @@ where
         .max_frame_size(s.max_frame_size)
         .max_header_list_size(s.max_header_list_size)
         .max_send_buffer_size(s.max_send_buffer_size)
+        // h2 closes the connection (ENHANCE_YOUR_CALM, "too_many_data_frames") once about
+        // half a connection window of tiny DATA frames sits unread; gRPC peers legitimately
+        // send many small or padded frames (grpc's data_frame_padding case), so allow far
+        // more. Memory stays bounded by flow control plus this per-frame overhead budget.
+        .data_frame_budget(crate::transport::DATA_FRAME_BUDGET)
         .handshake::<T, Bytes>(io)
         .await
         .map_err(|e| TransportError::new(TransportErrorKind::Http2, format!("HTTP/2 handshake with {address}: {e}")))?;

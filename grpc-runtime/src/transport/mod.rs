@@ -17,6 +17,14 @@ pub use address::Address;
 pub use connect::{connect, Connection, ConnectionClosed, Http2Settings, TransportConfig};
 pub use tls::ClientTlsConfig;
 
+/// Budget (bytes of per-frame overhead) for small DATA frames buffered unread on one
+/// connection, given to h2's `data_frame_budget` on both client and server. h2's default
+/// (half a connection window) closes a connection that receives a burst of tiny or padded
+/// frames with ENHANCE_YOUR_CALM, which grpc's negative HTTP/2 `data_frame_padding` case
+/// and ordinary small-message streams can trigger; payload memory stays bounded by flow
+/// control either way.
+pub const DATA_FRAME_BUDGET: usize = 64 * 1024 * 1024;
+
 use std::fmt;
 
 /// Why establishing or using a connection failed.

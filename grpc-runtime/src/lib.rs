@@ -28,7 +28,10 @@ pub use transport::ClientTlsConfig;
 pub use compression::{CompressionEncoding, EncodingSet};
 pub use context::ServerContext;
 pub use metadata::{MetadataError, MetadataMap, MetadataValue};
-pub use request::{BoxFuture, BoxStream, IntoRequest, IntoStreamingRequest, MethodDescriptor, Request, Response};
+pub use request::{
+    BoxFuture, BoxStream, CancelHandle, IntoOutboundMessage, IntoRequest, IntoStreamingRequest, MethodDescriptor,
+    OutboundMessage, Request, Response,
+};
 pub use rpc_types::ErrorDetail;
 pub use server::ServerTlsConfig;
 pub use status::{Code, Status};

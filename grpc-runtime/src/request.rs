@@ -1,6 +1,7 @@
 //! The call envelope types shared by client, server and generated code:
 //! [`Request`], [`Response`], [`IntoRequest`], [`IntoStreamingRequest`],
-//! [`MethodDescriptor`], [`BoxStream`], [`BoxFuture`].
+//! [`MethodDescriptor`], [`BoxStream`], [`BoxFuture`], and the per-message send
+//! options of streaming requests ([`OutboundMessage`], [`IntoOutboundMessage`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -135,6 +136,27 @@ impl<T> Request<T> {
         self.context().peer_addr()
     }
 
+    /// Server side, single-message requests (unary and server-streaming methods):
+    /// whether the request message arrived compressed (its frame's compressed flag was
+    /// 1). `None` when not known, e.g. on a client-built request; for streaming requests
+    /// see [`crate::Streaming::last_message_compressed`].
+    pub fn message_compressed(&self) -> Option<bool> {
+        self.extensions.get::<MessageCompressed>().map(|c| c.0)
+    }
+
+    /// Client side: a handle that cancels this call when [`CancelHandle::cancel`] is
+    /// called (from any task): the call future (or the response [`crate::Streaming`])
+    /// then ends with CANCELLED and the stream is reset with RST_STREAM(CANCEL). Calling
+    /// it again returns a handle to the same cancellation.
+    pub fn cancel_handle(&mut self) -> CancelHandle {
+        if let Some(h) = self.extensions.get::<CancelHandle>() {
+            return h.clone();
+        }
+        let h = CancelHandle::new();
+        self.extensions.insert(h.clone());
+        h
+    }
+
     /// Extensions: typed values attached by interceptors or the runtime.
     pub fn extensions(&self) -> &http::Extensions {
         &self.extensions
@@ -234,6 +256,20 @@ impl<T> Response<T> {
         self.trailers.take()
     }
 
+    /// Client side, single-message responses (unary and client-streaming calls):
+    /// whether the response message arrived compressed (its frame's compressed flag was
+    /// 1). `None` when not known (e.g. a server-built response); for streaming responses
+    /// see [`crate::Streaming::last_message_compressed`].
+    pub fn message_compressed(&self) -> Option<bool> {
+        self.extensions.get::<MessageCompressed>().map(|c| c.0)
+    }
+
+    /// Client side: the address of the server this call went to (the connection's peer);
+    /// `None` for unix sockets or a server-built response.
+    pub fn remote_addr(&self) -> Option<SocketAddr> {
+        self.extensions.get::<RemoteAddr>().map(|a| a.0)
+    }
+
     /// Extensions.
     pub fn extensions(&self) -> &http::Extensions {
         &self.extensions
@@ -280,9 +316,22 @@ impl<T> IntoRequest<T> for Request<T> {
 
 /// Conversion into a streaming [`Request`], for a `Stream` or a
 /// `Request<Stream>`.
+///
+/// The stream's items are the messages themselves or [`OutboundMessage`]s
+/// carrying per-message options (anything [`IntoOutboundMessage`]); `Message`
+/// is the protobuf message type either way, so generated clients accept both:
+///
+/// ```ignore
+/// use grpc_runtime::OutboundMessage;
+/// let requests = futures_util::stream::iter(vec![
+///     OutboundMessage::new(first),                  // compressed with the call's encoding
+///     OutboundMessage::new(second).compress(false), // sent with compressed flag 0
+/// ]);
+/// client.streaming_input_call(requests).await?;
+/// ```
 pub trait IntoStreamingRequest: sealed::Sealed {
     /// The stream of request messages.
-    type Stream: Stream<Item = Self::Message> + Send + 'static;
+    type Stream: Stream<Item: IntoOutboundMessage<Message = Self::Message>> + Send + 'static;
     /// The message type.
     type Message;
     /// Wraps or passes through.
@@ -292,9 +341,10 @@ pub trait IntoStreamingRequest: sealed::Sealed {
 impl<S> IntoStreamingRequest for S
 where
     S: Stream + Send + 'static,
+    S::Item: IntoOutboundMessage,
 {
     type Stream = S;
-    type Message = S::Item;
+    type Message = <S::Item as IntoOutboundMessage>::Message;
     fn into_streaming_request(self) -> Request<S> {
         Request::new(self)
     }
@@ -303,13 +353,137 @@ where
 impl<S> IntoStreamingRequest for Request<S>
 where
     S: Stream + Send + 'static,
+    S::Item: IntoOutboundMessage,
 {
     type Stream = S;
-    type Message = S::Item;
+    type Message = <S::Item as IntoOutboundMessage>::Message;
     fn into_streaming_request(self) -> Request<S> {
         self
     }
 }
+
+/// One outgoing message of a streaming request with per-message send options.
+///
+/// By default a message is compressed with the call's encoding (the request's
+/// [`Request::set_compression`] or the channel default); `.compress(false)` sends
+/// this one message uncompressed (compressed flag 0) while the others stay
+/// compressed, as grpc's per-message "no compression" write option.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutboundMessage<T> {
+    message: T,
+    compress: bool,
+}
+
+impl<T> OutboundMessage<T> {
+    /// Wraps `message` with the default options (compressed when the call has an encoding).
+    pub fn new(message: T) -> OutboundMessage<T> {
+        OutboundMessage { message, compress: true }
+    }
+
+    /// Whether this message may be compressed (`true`, the default: it is, when the
+    /// call has an encoding) or must go uncompressed (`false`: compressed flag 0).
+    pub fn compress(mut self, enabled: bool) -> OutboundMessage<T> {
+        self.compress = enabled;
+        self
+    }
+
+    /// The compression choice: see [`OutboundMessage::compress`].
+    pub fn compression_enabled(&self) -> bool {
+        self.compress
+    }
+
+    /// The message.
+    pub fn get_ref(&self) -> &T {
+        &self.message
+    }
+
+    /// Consumes the wrapper, returning the message.
+    pub fn into_inner(self) -> T {
+        self.message
+    }
+}
+
+impl<T> From<T> for OutboundMessage<T> {
+    fn from(message: T) -> OutboundMessage<T> {
+        OutboundMessage::new(message)
+    }
+}
+
+/// An item of a streaming request: a protobuf message (default options) or an
+/// [`OutboundMessage`] carrying per-message options.
+pub trait IntoOutboundMessage: sealed::Sealed + Send + 'static {
+    /// The protobuf message type.
+    type Message;
+    /// The message with its send options.
+    fn into_outbound_message(self) -> OutboundMessage<Self::Message>;
+}
+
+impl<T: prost::Message + 'static> IntoOutboundMessage for T {
+    type Message = T;
+    fn into_outbound_message(self) -> OutboundMessage<T> {
+        OutboundMessage::new(self)
+    }
+}
+
+impl<T: Send + 'static> IntoOutboundMessage for OutboundMessage<T> {
+    type Message = T;
+    fn into_outbound_message(self) -> OutboundMessage<T> {
+        self
+    }
+}
+
+/// Cancels a client call from anywhere: obtained with [`Request::cancel_handle`]
+/// before the call starts. Cheap to clone; clones cancel the same call.
+#[derive(Clone, Debug, Default)]
+pub struct CancelHandle {
+    inner: std::sync::Arc<CancelInner>,
+}
+
+#[derive(Debug, Default)]
+struct CancelInner {
+    cancelled: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl CancelHandle {
+    /// A handle not yet attached to a call.
+    pub fn new() -> CancelHandle {
+        CancelHandle::default()
+    }
+
+    /// Cancels the call: it ends with CANCELLED and its stream is reset with
+    /// RST_STREAM(CANCEL). Idempotent; no effect on a call that already finished.
+    pub fn cancel(&self) {
+        self.inner.cancelled.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.inner.notify.notify_waiters();
+    }
+
+    /// True once [`CancelHandle::cancel`] was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.cancelled.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Resolves once [`CancelHandle::cancel`] was called.
+    pub async fn cancelled(&self) {
+        loop {
+            let notified = self.inner.notify.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_cancelled() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Extension recording whether a received single message had the compressed flag.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct MessageCompressed(pub(crate) bool);
+
+/// Extension recording the peer address of a client call.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RemoteAddr(pub(crate) SocketAddr);
 
 mod sealed {
     pub trait Sealed {}

@@ -26,6 +26,8 @@ use crate::status::{Code, Status};
 use crate::streaming::Streaming;
 use crate::timeout::{current_deadline, encode_timeout, Deadline};
 use crate::transport::Connection;
+use crate::request::{CancelHandle, IntoOutboundMessage, MessageCompressed, RemoteAddr};
+use crate::transport::Address;
 use crate::{Request, Response};
 
 /// Per-call bookkeeping shared by the call future, the request sender task and the
@@ -103,6 +105,8 @@ struct Prepared {
     metadata: MetadataMap,
     deadline: Option<Deadline>,
     compression: Option<CompressionEncoding>,
+    /// The request's [`CancelHandle`], if it asked for one.
+    cancel: Option<CancelHandle>,
 }
 
 /// The call after its stream was opened.
@@ -130,11 +134,35 @@ fn map_elapsed<T>(r: Result<Result<T, Status>, tokio::time::error::Elapsed>) -> 
     }
 }
 
-/// Runs `fut` bounded by `deadline`.
-async fn with_deadline<T>(deadline: Option<Deadline>, fut: impl Future<Output = Result<T, Status>>) -> Result<T, Status> {
-    match deadline {
-        None => fut.await,
-        Some(d) => map_elapsed(tokio::time::timeout_at(d.instant(), fut).await),
+/// Runs `fut` bounded by `deadline` and by the call's cancel handle (CANCELLED).
+async fn with_deadline<T>(
+    deadline: Option<Deadline>,
+    cancel: Option<&CancelHandle>,
+    fut: impl Future<Output = Result<T, Status>>,
+) -> Result<T, Status> {
+    let bounded = async {
+        match deadline {
+            None => fut.await,
+            Some(d) => map_elapsed(tokio::time::timeout_at(d.instant(), fut).await),
+        }
+    };
+    match cancel {
+        None => bounded.await,
+        Some(c) => {
+            tokio::select! {
+                r = bounded => r,
+                _ = c.cancelled() => Err(Status::cancelled("call cancelled by the client")),
+            }
+        }
+    }
+}
+
+/// The TCP peer address of a connection (`None` for unix sockets).
+fn remote_addr(conn: &Connection) -> Option<std::net::SocketAddr> {
+    match conn.address() {
+        Address::Tcp(a) => Some(*a),
+        #[allow(unreachable_patterns)]
+        _ => None,
     }
 }
 
@@ -188,7 +216,8 @@ impl Channel {
         if let Some(status) = rejected {
             return Err(status);
         }
-        Ok(Prepared { state, metadata, deadline, compression: request.compression().or(cfg.send_compression) })
+        let cancel = request.extensions().get::<CancelHandle>().cloned();
+        Ok(Prepared { state, metadata, deadline, compression: request.compression().or(cfg.send_compression), cancel })
     }
 
     /// The request headers of one call.
@@ -393,9 +422,12 @@ impl Channel {
     }
 
     /// Spawns the task streaming `messages` onto the request body, then half-closing.
+    /// Each message is compressed with the call's encoding unless it is an
+    /// [`crate::OutboundMessage`] with `compress(false)` (then it goes with flag 0).
     fn spawn_sender<S, Req>(&self, state: &Arc<CallState>, mut send: SendStream<Bytes>, encoding: Option<CompressionEncoding>, messages: S) -> AbortOnDrop
     where
-        S: Stream<Item = Req> + Send + 'static,
+        S: Stream + Send + 'static,
+        S::Item: IntoOutboundMessage<Message = Req>,
         Req: prost::Message + Send + 'static,
     {
         let max_send = self.inner.config.max_send_message_size;
@@ -405,9 +437,13 @@ impl Channel {
             async move {
                 let mut messages = std::pin::pin!(messages);
                 let mut buf = BytesMut::new();
-                while let Some(msg) = messages.next().await {
+                while let Some(item) = messages.next().await {
+                    let msg = item.into_outbound_message();
+                    let enc = if msg.compression_enabled() { encoding } else { None };
                     buf.clear();
-                    if let Err(status) = encode_message(&msg, encoding, max_send, &mut buf) {
+                    let encoded = encode_message(msg.get_ref(), enc, max_send, &mut buf);
+                    drop(msg);
+                    if let Err(status) = encoded {
                         debug!(status = %status, "request message not sent");
                         state.set_send_error(status);
                         send.send_reset(h2::Reason::CANCEL);
@@ -434,6 +470,7 @@ impl Channel {
     {
         let (headers, mut stream) = self.read_head::<Resp>(opened_conn, resp)?;
         let first = stream.message().await?;
+        let compressed = stream.last_message_compressed();
         // Response cardinality violations are UNIMPLEMENTED (gRPC statuscodes.md).
         let Some(msg) = first else {
             return Err(Status::unimplemented("cardinality violation: server ended a single-response call without a message"));
@@ -447,7 +484,14 @@ impl Channel {
             }
         }
         let trailers = stream.trailers().cloned().unwrap_or_default();
-        Ok(Response::from_parts(headers, msg, Some(trailers)))
+        let mut response = Response::from_parts(headers, msg, Some(trailers));
+        if let Some(c) = compressed {
+            response.extensions_mut().insert(MessageCompressed(c));
+        }
+        if let Some(a) = remote_addr(opened_conn) {
+            response.extensions_mut().insert(RemoteAddr(a));
+        }
+        Ok(response)
     }
 
     /// A unary call: one request, one response.
@@ -464,7 +508,7 @@ impl Channel {
             let (conn, resp) = self.send_single_request(path, &p, request.get_ref()).await?;
             self.read_single(&conn, resp).await
         };
-        let r = with_deadline(p.deadline, fut).instrument(span).await;
+        let r = with_deadline(p.deadline, p.cancel.as_ref(), fut).instrument(span).await;
         match r {
             Ok(resp) => {
                 state.finish(Status::new(Code::Ok, ""));
@@ -486,16 +530,21 @@ impl Channel {
         let span = state.span.clone();
         let fut = async {
             let (conn, resp) = self.send_single_request(path, &p, request.get_ref()).await?;
-            self.read_head::<Resp>(&conn, resp)
+            let (headers, stream) = self.read_head::<Resp>(&conn, resp)?;
+            Ok((headers, stream, remote_addr(&conn)))
         };
-        let r = with_deadline(p.deadline, fut).instrument(span).await;
-        self.streaming_response(r, state, p.deadline, None)
+        let r = with_deadline(p.deadline, p.cancel.as_ref(), fut).instrument(span).await;
+        self.streaming_response(r, state, &p, None)
     }
 
     /// A client-streaming call: a stream of requests, one response.
+    ///
+    /// The stream's items are messages or [`crate::OutboundMessage`]s (per-message
+    /// options, e.g. `compress(false)`).
     pub async fn client_streaming<S, Req, Resp>(&self, path: &'static str, request: Request<S>) -> Result<Response<Resp>, Status>
     where
-        S: Stream<Item = Req> + Send + 'static,
+        S: Stream + Send + 'static,
+        S::Item: IntoOutboundMessage<Message = Req>,
         Req: prost::Message + Send + 'static,
         Resp: prost::Message + Default + Send + 'static,
     {
@@ -510,7 +559,7 @@ impl Channel {
             let resp = response.await.map_err(|e| response_error(&sub, &conn, e))?;
             self.read_single(&conn, resp).await
         };
-        let r = with_deadline(p.deadline, fut).instrument(span).await;
+        let r = with_deadline(p.deadline, p.cancel.as_ref(), fut).instrument(span).await;
         match r {
             Ok(resp) => {
                 state.finish(Status::new(Code::Ok, ""));
@@ -521,9 +570,13 @@ impl Channel {
     }
 
     /// A bidirectional-streaming call: requests are sent while responses are received.
+    ///
+    /// The stream's items are messages or [`crate::OutboundMessage`]s (per-message
+    /// options, e.g. `compress(false)`).
     pub async fn bidi_streaming<S, Req, Resp>(&self, path: &'static str, request: Request<S>) -> Result<Response<Streaming<Resp>>, Status>
     where
-        S: Stream<Item = Req> + Send + 'static,
+        S: Stream + Send + 'static,
+        S::Item: IntoOutboundMessage<Message = Req>,
         Req: prost::Message + Send + 'static,
         Resp: prost::Message + Default + Send + 'static,
     {
@@ -537,24 +590,28 @@ impl Channel {
             let Opened { sub, response, send, conn, encoding } = opened;
             sender_slot = Some(self.spawn_sender(&state, send, encoding, request.into_inner()));
             let resp = response.await.map_err(|e| response_error(&sub, &conn, e))?;
-            self.read_head::<Resp>(&conn, resp)
+            let (headers, stream) = self.read_head::<Resp>(&conn, resp)?;
+            Ok((headers, stream, remote_addr(&conn)))
         };
-        let r = with_deadline(p.deadline, fut).instrument(span).await;
-        self.streaming_response(r, state, p.deadline, sender_slot)
+        let r = with_deadline(p.deadline, p.cancel.as_ref(), fut).instrument(span).await;
+        self.streaming_response(r, state, &p, sender_slot)
     }
 
     fn streaming_response<Resp>(
         &self,
-        r: Result<(MetadataMap, Streaming<Resp>), Status>,
+        r: Result<(MetadataMap, Streaming<Resp>, Option<std::net::SocketAddr>), Status>,
         state: Arc<CallState>,
-        deadline: Option<Deadline>,
+        p: &Prepared,
         sender: Option<AbortOnDrop>,
     ) -> Result<Response<Streaming<Resp>>, Status> {
         match r {
             Err(e) => Err(state.finish(e)),
-            Ok((headers, mut stream)) => {
-                if let Some(d) = deadline {
+            Ok((headers, mut stream, remote)) => {
+                if let Some(d) = p.deadline {
                     stream.set_deadline(d.instant());
+                }
+                if let Some(c) = &p.cancel {
+                    stream.set_cancel_handle(c.clone());
                 }
                 if let Some(done) = stream.status() {
                     // Trailers-Only OK: the stream is already over.
@@ -563,7 +620,11 @@ impl Channel {
                 let observer = Arc::clone(&state);
                 stream.set_observer(Box::new(move |status| observer.finish(status)));
                 stream.set_guard(Box::new(StreamGuard { _state: state, _sender: sender }));
-                Ok(Response::from_parts(headers, stream, None))
+                let mut response = Response::from_parts(headers, stream, None);
+                if let Some(a) = remote {
+                    response.extensions_mut().insert(RemoteAddr(a));
+                }
+                Ok(response)
             }
         }
     }

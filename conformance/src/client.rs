@@ -14,7 +14,7 @@ use futures_core::Stream;
 use futures_util::StreamExt;
 use grpc_runtime::client::{interceptor::InterceptFuture, ClientCallContext, Interceptor};
 use grpc_runtime::transport::ClientTlsConfig;
-use grpc_runtime::{Channel, Code, CompressionEncoding, MetadataMap, OutboundMessage, Request, Status, Streaming};
+use grpc_runtime::{Channel, Code, CompressionEncoding, MetadataMap, OutboundMessage, OutboundStream, Request, Status, Streaming};
 use tokio::sync::mpsc;
 
 use crate::flags::Flags;
@@ -501,7 +501,7 @@ async fn client_compressed_streaming(client: &TestServiceClient) -> CaseResult {
         OutboundMessage::new(input(27182, Some(true))),
         OutboundMessage::new(input(45904, Some(false))).compress(false),
     ];
-    let mut req = Request::new(futures_util::stream::iter(msgs));
+    let mut req = Request::new(OutboundStream::new(futures_util::stream::iter(msgs)));
     req.set_compression(Some(CompressionEncoding::Gzip));
     let r = client
         .streaming_input_call(req)

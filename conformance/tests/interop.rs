@@ -268,7 +268,7 @@ async fn server_checks_expect_compressed_both_ways() {
     use conformance::client::Recorder;
     use conformance::pb::test_service_client::TestServiceClient;
     use conformance::pb::{BoolValue, StreamingInputCallRequest};
-    use grpc_runtime::{Code, CompressionEncoding, OutboundMessage};
+    use grpc_runtime::{Code, CompressionEncoding, OutboundMessage, OutboundStream};
 
     let (addr, _stop) = start_server(false).await;
     let cfg = config(addr, false);
@@ -300,7 +300,7 @@ async fn server_checks_expect_compressed_both_ways() {
         (vec![OutboundMessage::new(input(true)).compress(false)], false),
     ] {
         let n = msgs.len();
-        let mut req = Request::new(futures_util::stream::iter(msgs));
+        let mut req = Request::new(OutboundStream::new(futures_util::stream::iter(msgs)));
         req.set_compression(gzip);
         match (ok, client.streaming_input_call(req).await) {
             (true, Ok(r)) => assert_eq!(r.into_inner().aggregated_payload_size, 10 * n as i32),

@@ -29,8 +29,8 @@ pub use compression::{CompressionEncoding, EncodingSet};
 pub use context::ServerContext;
 pub use metadata::{MetadataError, MetadataMap, MetadataValue};
 pub use request::{
-    BoxFuture, BoxStream, CancelHandle, IntoOutboundMessage, IntoRequest, IntoStreamingRequest, MethodDescriptor,
-    OutboundMessage, Request, Response,
+    BoxFuture, BoxStream, CancelHandle, IntoRequest, IntoStreamingRequest, MethodDescriptor, OutboundMessage,
+    OutboundMessages, OutboundStream, Request, Response,
 };
 pub use rpc_types::ErrorDetail;
 pub use server::ServerTlsConfig;

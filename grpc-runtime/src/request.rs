@@ -1,7 +1,8 @@
 //! The call envelope types shared by client, server and generated code:
 //! [`Request`], [`Response`], [`IntoRequest`], [`IntoStreamingRequest`],
-//! [`MethodDescriptor`], [`BoxStream`], [`BoxFuture`], and the per-message send
-//! options of streaming requests ([`OutboundMessage`], [`IntoOutboundMessage`]).
+//! [`MethodDescriptor`], [`BoxStream`], [`BoxFuture`], the per-message send
+//! options of streaming requests ([`OutboundMessage`], [`OutboundStream`]) and
+//! [`CancelHandle`].
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -193,6 +194,20 @@ impl<T> Request<T> {
         (self.metadata, self.extensions, self.message)
     }
 
+    /// Takes the message out, keeping everything else.
+    fn split_message(self) -> (T, Request<()>) {
+        let rest = Request {
+            message: (),
+            metadata: self.metadata,
+            timeout: self.timeout,
+            compression: self.compression,
+            wait_for_ready: self.wait_for_ready,
+            context: self.context,
+            extensions: self.extensions,
+        };
+        (self.message, rest)
+    }
+
     pub(crate) fn set_context(&mut self, ctx: ServerContext) {
         self.context = Some(ctx);
     }
@@ -315,23 +330,21 @@ impl<T> IntoRequest<T> for Request<T> {
 }
 
 /// Conversion into a streaming [`Request`], for a `Stream` or a
-/// `Request<Stream>`.
-///
-/// The stream's items are the messages themselves or [`OutboundMessage`]s
-/// carrying per-message options (anything [`IntoOutboundMessage`]); `Message`
-/// is the protobuf message type either way, so generated clients accept both:
+/// `Request<Stream>` of messages, or an [`OutboundStream`] (or
+/// `Request<OutboundStream>`) of [`OutboundMessage`]s with per-message options:
 ///
 /// ```ignore
-/// use grpc_runtime::OutboundMessage;
-/// let requests = futures_util::stream::iter(vec![
+/// use grpc_runtime::{OutboundMessage, OutboundStream, Request};
+/// let mut request = Request::new(OutboundStream::new(futures_util::stream::iter(vec![
 ///     OutboundMessage::new(first),                  // compressed with the call's encoding
 ///     OutboundMessage::new(second).compress(false), // sent with compressed flag 0
-/// ]);
-/// client.streaming_input_call(requests).await?;
+/// ])));
+/// request.set_compression(Some(grpc_runtime::CompressionEncoding::Gzip));
+/// client.streaming_input_call(request).await?;
 /// ```
 pub trait IntoStreamingRequest: sealed::Sealed {
     /// The stream of request messages.
-    type Stream: Stream<Item: IntoOutboundMessage<Message = Self::Message>> + Send + 'static;
+    type Stream: Stream<Item = Self::Message> + Send + 'static;
     /// The message type.
     type Message;
     /// Wraps or passes through.
@@ -341,10 +354,9 @@ pub trait IntoStreamingRequest: sealed::Sealed {
 impl<S> IntoStreamingRequest for S
 where
     S: Stream + Send + 'static,
-    S::Item: IntoOutboundMessage,
 {
     type Stream = S;
-    type Message = <S::Item as IntoOutboundMessage>::Message;
+    type Message = S::Item;
     fn into_streaming_request(self) -> Request<S> {
         Request::new(self)
     }
@@ -353,16 +365,16 @@ where
 impl<S> IntoStreamingRequest for Request<S>
 where
     S: Stream + Send + 'static,
-    S::Item: IntoOutboundMessage,
 {
     type Stream = S;
-    type Message = <S::Item as IntoOutboundMessage>::Message;
+    type Message = S::Item;
     fn into_streaming_request(self) -> Request<S> {
         self
     }
 }
 
-/// One outgoing message of a streaming request with per-message send options.
+/// One outgoing message of a streaming request with per-message send options;
+/// send a stream of them wrapped in an [`OutboundStream`].
 ///
 /// By default a message is compressed with the call's encoding (the request's
 /// [`Request::set_compression`] or the channel default); `.compress(false)` sends
@@ -409,26 +421,84 @@ impl<T> From<T> for OutboundMessage<T> {
     }
 }
 
-/// An item of a streaming request: a protobuf message (default options) or an
-/// [`OutboundMessage`] carrying per-message options.
-pub trait IntoOutboundMessage: sealed::Sealed + Send + 'static {
-    /// The protobuf message type.
-    type Message;
-    /// The message with its send options.
-    fn into_outbound_message(self) -> OutboundMessage<Self::Message>;
+/// A streaming request whose items are [`OutboundMessage`]s: pass it (or a
+/// `Request<OutboundStream<S>>`) wherever a streaming request is taken, and each
+/// message is sent with its own options.
+#[derive(Debug)]
+pub struct OutboundStream<S> {
+    inner: S,
 }
 
-impl<T: prost::Message + 'static> IntoOutboundMessage for T {
-    type Message = T;
-    fn into_outbound_message(self) -> OutboundMessage<T> {
-        OutboundMessage::new(self)
+impl<S> OutboundStream<S> {
+    /// Wraps a stream of [`OutboundMessage`]s.
+    pub fn new(stream: S) -> OutboundStream<S> {
+        OutboundStream { inner: stream }
     }
 }
 
-impl<T: Send + 'static> IntoOutboundMessage for OutboundMessage<T> {
+/// The message stream an [`OutboundStream`] becomes in a [`Request`]: yields the
+/// messages and tells the call how to send each. Only meaningful inside the
+/// request it was made for.
+#[derive(Debug)]
+pub struct OutboundMessages<S> {
+    inner: S,
+    compress_next: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<S, T> Stream for OutboundMessages<S>
+where
+    S: Stream<Item = OutboundMessage<T>> + Unpin,
+{
+    type Item = T;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<T>> {
+        match Pin::new(&mut self.inner).poll_next(cx) {
+            std::task::Poll::Ready(Some(m)) => {
+                // Read by the sender right after it takes this item.
+                self.compress_next.store(m.compress, std::sync::atomic::Ordering::SeqCst);
+                std::task::Poll::Ready(Some(m.message))
+            }
+            std::task::Poll::Ready(None) => std::task::Poll::Ready(None),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+}
+
+/// Request extension: where the current message's compression choice is published.
+#[derive(Clone, Debug)]
+pub(crate) struct MessageCompressionSlot(pub(crate) std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+fn outbound_request<S, T>(stream: OutboundStream<S>, mut request: Request<()>) -> Request<OutboundMessages<Pin<Box<S>>>>
+where
+    S: Stream<Item = OutboundMessage<T>>,
+{
+    let slot = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    request.extensions_mut().insert(MessageCompressionSlot(slot.clone()));
+    request.map(|()| OutboundMessages { inner: Box::pin(stream.inner), compress_next: slot })
+}
+
+impl<S, T> IntoStreamingRequest for OutboundStream<S>
+where
+    S: Stream<Item = OutboundMessage<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    type Stream = OutboundMessages<Pin<Box<S>>>;
     type Message = T;
-    fn into_outbound_message(self) -> OutboundMessage<T> {
-        self
+    fn into_streaming_request(self) -> Request<Self::Stream> {
+        outbound_request(self, Request::new(()))
+    }
+}
+
+impl<S, T> IntoStreamingRequest for Request<OutboundStream<S>>
+where
+    S: Stream<Item = OutboundMessage<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    type Stream = OutboundMessages<Pin<Box<S>>>;
+    type Message = T;
+    fn into_streaming_request(self) -> Request<Self::Stream> {
+        let (stream, request) = self.split_message();
+        outbound_request(stream, request)
     }
 }
 

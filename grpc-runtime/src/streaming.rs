@@ -285,7 +285,8 @@ impl<T> Streaming<T> {
     /// a status to read.) On a server's request stream it only stops reading;
     /// the handler ends the call by returning.
     pub fn cancel(&mut self) {
-        if self.inner.state == State::Done {
+        // Already over (or over with a status not yet yielded, e.g. Trailers-Only).
+        if self.inner.state == State::Done || self.inner.pending_error.is_some() {
             return;
         }
         let status = Status::cancelled("call cancelled by the client");

@@ -1,5 +1,5 @@
 //! Per-call and per-message controls over real sockets: per-message "do not compress"
-//! on streaming requests (`OutboundMessage`), the compressed flag of received messages
+//! on streaming requests (`OutboundStream` of `OutboundMessage`), the compressed flag of received messages
 //! on both sides (`Streaming::last_message_compressed`, `Request/Response::message_compressed`),
 //! explicit cancellation (`Streaming::cancel`, `CancelHandle`) and the peer address of a
 //! call (`Response::remote_addr`). Wire-level checks use a raw h2 peer.
@@ -15,8 +15,8 @@ use grpc_runtime::client::interceptor::InterceptFuture;
 use grpc_runtime::client::{ClientCallContext, Interceptor};
 use grpc_runtime::server::{ServerCall, Service};
 use grpc_runtime::{
-    BoxFuture, BoxStream, Channel, Code, CompressionEncoding, MethodDescriptor, OutboundMessage, Request, Response, Status,
-    Streaming,
+    BoxFuture, BoxStream, Channel, Code, CompressionEncoding, IntoStreamingRequest, MethodDescriptor, OutboundMessage,
+    OutboundStream, Request, Response, Status, Streaming,
 };
 use tokio::sync::mpsc;
 
@@ -79,10 +79,19 @@ async fn per_message_do_not_compress_on_the_wire() {
         OutboundMessage::new(echo("c")),
         OutboundMessage::from(echo("d")).compress(false),
     ];
-    let mut req = Request::new(futures_util::stream::iter(msgs));
+    let mut req = Request::new(OutboundStream::new(futures_util::stream::iter(msgs)));
     req.set_compression(Some(CompressionEncoding::Gzip));
-    let r = ch.client_streaming::<_, Echo, Echo>(PATH, req).await.unwrap();
+    let r = ch.client_streaming(PATH, req.into_streaming_request()).await.unwrap();
+    let r: Response<Echo> = r;
     assert_eq!(r.get_ref().text, "done");
+
+    // bidi from a bare OutboundStream
+    let msgs = vec![OutboundMessage::new(echo("e")).compress(false), OutboundMessage::new(echo("f"))];
+    let mut req = OutboundStream::new(futures_util::stream::iter(msgs)).into_streaming_request();
+    req.set_compression(Some(CompressionEncoding::Gzip));
+    let mut s = ch.bidi_streaming::<_, Echo, Echo>(PATH, req).await.unwrap().into_inner();
+    assert_eq!(s.message().await.unwrap().unwrap().text, "done");
+    assert_eq!(s.message().await.unwrap(), None);
 
     // bidi with plain messages: every message compressed under the call's encoding
     let mut req = Request::new(futures_util::stream::iter(vec![echo("x"), echo("y")]));
@@ -92,7 +101,8 @@ async fn per_message_do_not_compress_on_the_wire() {
     assert_eq!(s.message().await.unwrap(), None);
 
     // no encoding: compress(true) cannot compress; every flag is 0
-    let mut req = Request::new(futures_util::stream::iter(vec![OutboundMessage::new(echo("p")), OutboundMessage::new(echo("q"))]));
+    let msgs = vec![OutboundMessage::new(echo("p")), OutboundMessage::new(echo("q"))];
+    let mut req = Request::new(OutboundStream::new(futures_util::stream::iter(msgs))).into_streaming_request();
     req.set_compression(None);
     ch.client_streaming::<_, Echo, Echo>(PATH, req).await.unwrap();
 
@@ -100,8 +110,9 @@ async fn per_message_do_not_compress_on_the_wire() {
     let gz = Some("gzip".to_string());
     let s = |v: &[(u8, &str)]| v.iter().map(|(f, t)| (*f, t.to_string())).collect::<Vec<_>>();
     assert_eq!(seen[0], (gz.clone(), s(&[(1, "a"), (0, "b"), (1, "c"), (0, "d")])));
-    assert_eq!(seen[1], (gz, s(&[(1, "x"), (1, "y")])));
-    assert_eq!(seen[2], (None, s(&[(0, "p"), (0, "q")])));
+    assert_eq!(seen[1], (gz.clone(), s(&[(0, "e"), (1, "f")])));
+    assert_eq!(seen[2], (gz, s(&[(1, "x"), (1, "y")])));
+    assert_eq!(seen[3], (None, s(&[(0, "p"), (0, "q")])));
 }
 
 #[tokio::test]
@@ -240,10 +251,16 @@ async fn server_sees_the_compressed_flag_of_each_request() {
         OutboundMessage::new(echo("c")).compress(false),
         OutboundMessage::new(echo("d")),
     ];
-    let mut req = Request::new(futures_util::stream::iter(msgs));
+    let mut req = Request::new(OutboundStream::new(futures_util::stream::iter(msgs)));
     req.set_compression(Some(CompressionEncoding::Zstd));
-    let r = ch.client_streaming::<_, Echo, Echo>("/test.Flags/Stream", req).await.unwrap();
+    let r = generated_like_client_streaming(&ch, req).await.unwrap();
     assert_eq!(r.get_ref().text, "1001");
+    // plain messages through the same generic signature: all compressed
+    let mut req = Request::new(futures_util::stream::iter(vec![echo("a"), echo("b")]));
+    req.set_compression(Some(CompressionEncoding::Gzip));
+    assert_eq!(generated_like_client_streaming(&ch, req).await.unwrap().get_ref().text, "11");
+    // and an empty stream still infers its item type from the signature
+    assert_eq!(generated_like_client_streaming(&ch, futures_util::stream::empty()).await.unwrap().get_ref().text, "");
 
     // The raw client: flag 1 under grpc-encoding gzip, then flag 0.
     let mut h2 = raw_h2(addr).await;
@@ -262,6 +279,14 @@ async fn server_sees_the_compressed_flag_of_each_request() {
     let mut rb = resp.into_body();
     let data = read_body(&mut rb).await.unwrap();
     assert_eq!(decode(&unframe(&data)[0].1).text, "10");
+}
+
+/// What a generated client-streaming method looks like (docs/api-contract.md).
+async fn generated_like_client_streaming(
+    ch: &Channel,
+    request: impl grpc_runtime::IntoStreamingRequest<Message = Echo>,
+) -> Result<Response<Echo>, Status> {
+    ch.client_streaming("/test.Flags/Stream", grpc_runtime::IntoStreamingRequest::into_streaming_request(request)).await
 }
 
 async fn raw_h2(addr: std::net::SocketAddr) -> h2::client::SendRequest<bytes::Bytes> {

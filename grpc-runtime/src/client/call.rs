@@ -26,7 +26,7 @@ use crate::status::{Code, Status};
 use crate::streaming::Streaming;
 use crate::timeout::{current_deadline, encode_timeout, Deadline};
 use crate::transport::Connection;
-use crate::request::{CancelHandle, IntoOutboundMessage, MessageCompressed, RemoteAddr};
+use crate::request::{CancelHandle, MessageCompressed, MessageCompressionSlot, RemoteAddr};
 use crate::transport::Address;
 use crate::{Request, Response};
 
@@ -422,14 +422,21 @@ impl Channel {
     }
 
     /// Spawns the task streaming `messages` onto the request body, then half-closing.
-    /// Each message is compressed with the call's encoding unless it is an
-    /// [`crate::OutboundMessage`] with `compress(false)` (then it goes with flag 0).
-    fn spawn_sender<S, Req>(&self, state: &Arc<CallState>, mut send: SendStream<Bytes>, encoding: Option<CompressionEncoding>, messages: S) -> AbortOnDrop
+    /// Each message is compressed with the call's encoding unless the request came from
+    /// an [`crate::OutboundStream`] and the message said `compress(false)` (flag 0).
+    fn spawn_sender<S, Req>(
+        &self,
+        state: &Arc<CallState>,
+        mut send: SendStream<Bytes>,
+        encoding: Option<CompressionEncoding>,
+        request: Request<S>,
+    ) -> AbortOnDrop
     where
-        S: Stream + Send + 'static,
-        S::Item: IntoOutboundMessage<Message = Req>,
+        S: Stream<Item = Req> + Send + 'static,
         Req: prost::Message + Send + 'static,
     {
+        let slot = request.extensions().get::<MessageCompressionSlot>().map(|s| Arc::clone(&s.0));
+        let messages = request.into_inner();
         let max_send = self.inner.config.max_send_message_size;
         let state = Arc::clone(state);
         let span = state.span.clone();
@@ -437,13 +444,13 @@ impl Channel {
             async move {
                 let mut messages = std::pin::pin!(messages);
                 let mut buf = BytesMut::new();
-                while let Some(item) = messages.next().await {
-                    let msg = item.into_outbound_message();
-                    let enc = if msg.compression_enabled() { encoding } else { None };
+                while let Some(msg) = messages.next().await {
+                    // The OutboundMessages stream published this message's choice as it
+                    // yielded it.
+                    let compress = slot.as_ref().map_or(true, |s| s.swap(true, Ordering::SeqCst));
+                    let enc = if compress { encoding } else { None };
                     buf.clear();
-                    let encoded = encode_message(msg.get_ref(), enc, max_send, &mut buf);
-                    drop(msg);
-                    if let Err(status) = encoded {
+                    if let Err(status) = encode_message(&msg, enc, max_send, &mut buf) {
                         debug!(status = %status, "request message not sent");
                         state.set_send_error(status);
                         send.send_reset(h2::Reason::CANCEL);
@@ -539,12 +546,11 @@ impl Channel {
 
     /// A client-streaming call: a stream of requests, one response.
     ///
-    /// The stream's items are messages or [`crate::OutboundMessage`]s (per-message
-    /// options, e.g. `compress(false)`).
+    /// Per-message options (e.g. `compress(false)`): pass a request made from an
+    /// [`crate::OutboundStream`] (`IntoStreamingRequest::into_streaming_request`).
     pub async fn client_streaming<S, Req, Resp>(&self, path: &'static str, request: Request<S>) -> Result<Response<Resp>, Status>
     where
-        S: Stream + Send + 'static,
-        S::Item: IntoOutboundMessage<Message = Req>,
+        S: Stream<Item = Req> + Send + 'static,
         Req: prost::Message + Send + 'static,
         Resp: prost::Message + Default + Send + 'static,
     {
@@ -555,7 +561,7 @@ impl Channel {
         let fut = async {
             let opened = self.open::<Req>(path, &p, None).await?;
             let Opened { sub, response, send, conn, encoding } = opened;
-            let _sender = self.spawn_sender(&state, send, encoding, request.into_inner());
+            let _sender = self.spawn_sender(&state, send, encoding, request);
             let resp = response.await.map_err(|e| response_error(&sub, &conn, e))?;
             self.read_single(&conn, resp).await
         };
@@ -571,12 +577,11 @@ impl Channel {
 
     /// A bidirectional-streaming call: requests are sent while responses are received.
     ///
-    /// The stream's items are messages or [`crate::OutboundMessage`]s (per-message
-    /// options, e.g. `compress(false)`).
+    /// Per-message options (e.g. `compress(false)`): pass a request made from an
+    /// [`crate::OutboundStream`] (`IntoStreamingRequest::into_streaming_request`).
     pub async fn bidi_streaming<S, Req, Resp>(&self, path: &'static str, request: Request<S>) -> Result<Response<Streaming<Resp>>, Status>
     where
-        S: Stream + Send + 'static,
-        S::Item: IntoOutboundMessage<Message = Req>,
+        S: Stream<Item = Req> + Send + 'static,
         Req: prost::Message + Send + 'static,
         Resp: prost::Message + Default + Send + 'static,
     {
@@ -588,7 +593,7 @@ impl Channel {
         let fut = async {
             let opened = self.open::<Req>(path, &p, None).await?;
             let Opened { sub, response, send, conn, encoding } = opened;
-            sender_slot = Some(self.spawn_sender(&state, send, encoding, request.into_inner()));
+            sender_slot = Some(self.spawn_sender(&state, send, encoding, request));
             let resp = response.await.map_err(|e| response_error(&sub, &conn, e))?;
             let (headers, stream) = self.read_head::<Resp>(&conn, resp)?;
             Ok((headers, stream, remote_addr(&conn)))

@@ -22,8 +22,9 @@
 //!   `grpc-accept-encoding` on this connection the assumed set applies
 //!   ([`Endpoint::assume_server_accepts`], by default everything we implement, like grpc-go
 //!   clients); afterwards never an encoding outside what it advertised. Responses in an
-//!   encoding we lack are INTERNAL. A streaming request's items may be
-//!   [`crate::OutboundMessage`]s: `compress(false)` sends that one message with flag 0.
+//!   encoding we lack are INTERNAL. Per message: a streaming request made from an
+//!   [`crate::OutboundStream`] of [`crate::OutboundMessage`]s sends the messages marked
+//!   `compress(false)` with flag 0.
 //! - Limits: messages over the receive limit (4 MiB default) or the send limit fail the
 //!   call with RESOURCE_EXHAUSTED.
 //! - Retries: a stream that never reached the server (connection gone, GOAWAY before the

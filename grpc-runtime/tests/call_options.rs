@@ -32,7 +32,10 @@ fn decode(p: &[u8]) -> Echo {
 
 /// A raw server that records the request's `grpc-encoding` and each request frame's
 /// flag and (decompressed) text, then answers one message.
-fn recording_server(seen: Arc<Mutex<Vec<(Option<String>, Vec<(u8, String)>)>>>) -> Handler {
+/// Per call: the request's `grpc-encoding` and each frame's (flag, text).
+type Seen = Arc<Mutex<Vec<(Option<String>, Vec<(u8, String)>)>>>;
+
+fn recording_server(seen: Seen) -> Handler {
     handler(move |req: http::Request<h2::RecvStream>, send| {
         let seen = seen.clone();
         async move {

@@ -14,11 +14,10 @@ use futures_core::Stream;
 use futures_util::StreamExt;
 use grpc_runtime::client::{interceptor::InterceptFuture, ClientCallContext, Interceptor};
 use grpc_runtime::transport::ClientTlsConfig;
-use grpc_runtime::{Channel, Code, CompressionEncoding, MetadataMap, Request, Status, Streaming};
+use grpc_runtime::{Channel, Code, CompressionEncoding, MetadataMap, OutboundMessage, OutboundStream, Request, Status, Streaming};
 use tokio::sync::mpsc;
 
 use crate::flags::Flags;
-use crate::raw;
 use crate::pb::test_service_client::TestServiceClient;
 use crate::pb::unimplemented_service_client::UnimplementedServiceClient;
 use crate::pb::{
@@ -386,11 +385,6 @@ fn feed<T: Send + 'static>() -> (mpsc::UnboundedSender<T>, impl Stream<Item = T>
     (tx, stream)
 }
 
-const UNARY_PATH: &str = "/grpc.testing.TestService/UnaryCall";
-const STREAMING_OUTPUT_PATH: &str = "/grpc.testing.TestService/StreamingOutputCall";
-const STREAMING_INPUT_PATH: &str = "/grpc.testing.TestService/StreamingInputCall";
-const FULL_DUPLEX_PATH: &str = "/grpc.testing.TestService/FullDuplexCall";
-
 /// Runs the case named `case` (or every case for `all`) against the configured server.
 pub async fn run_case(cfg: &ClientConfig, case: &str) -> CaseResult {
     if case == "all" {
@@ -407,11 +401,11 @@ pub async fn run_case(cfg: &ClientConfig, case: &str) -> CaseResult {
         "empty_unary" => empty_unary(&client).await,
         "large_unary" => large_unary(&client).await,
         "client_compressed_unary" => client_compressed_unary(&client).await,
-        "server_compressed_unary" => server_compressed_unary(cfg, &client).await,
+        "server_compressed_unary" => server_compressed_unary(&client).await,
         "client_streaming" => client_streaming(&client).await,
-        "client_compressed_streaming" => client_compressed_streaming(cfg, &client).await,
+        "client_compressed_streaming" => client_compressed_streaming(&client).await,
         "server_streaming" => server_streaming(&client).await,
-        "server_compressed_streaming" => server_compressed_streaming(cfg, &client).await,
+        "server_compressed_streaming" => server_compressed_streaming(&client).await,
         "ping_pong" => ping_pong(&client).await,
         "empty_stream" => empty_stream(&client).await,
         "custom_metadata" => custom_metadata(&client).await,
@@ -419,8 +413,8 @@ pub async fn run_case(cfg: &ClientConfig, case: &str) -> CaseResult {
         "special_status_message" => special_status_message(&client).await,
         "unimplemented_method" => unimplemented_method(&client).await,
         "unimplemented_service" => unimplemented_service(&channel).await,
-        "cancel_after_begin" => cancel_after_begin(&client, &recorder).await,
-        "cancel_after_first_response" => cancel_after_first_response(&client, &recorder).await,
+        "cancel_after_begin" => cancel_after_begin(&client).await,
+        "cancel_after_first_response" => cancel_after_first_response(&client).await,
         "timeout_on_sleeping_server" => timeout_on_sleeping_server(&client).await,
         "very_large_request" => very_large_request(&client).await,
         "concurrent_large_unary" => concurrent_large_unary(cfg, &client).await,
@@ -444,9 +438,9 @@ async fn large_unary(client: &TestServiceClient) -> CaseResult {
 }
 
 async fn client_compressed_unary(client: &TestServiceClient) -> CaseResult {
-    // Our channel compresses only in encodings the server advertised on the connection
-    // (grpc-accept-encoding of an earlier response): learn them with an EmptyCall first.
-    client.empty_call(Empty {}).await.map_err(|s| st("EmptyCall (to learn the server's encodings)", s))?;
+    // No warm-up call: before the server advertised its encodings the channel assumes it
+    // accepts every encoding we implement (as grpc clients do), so the first call
+    // already goes out compressed.
     let mut probe = large_request();
     probe.expect_compressed = bool_value(true);
     let mut req = Request::new(probe.clone());
@@ -466,24 +460,15 @@ async fn client_compressed_unary(client: &TestServiceClient) -> CaseResult {
     check_simple("uncompressed UnaryCall", r.get_ref(), 314159)
 }
 
-async fn server_compressed_unary(cfg: &ClientConfig, client: &TestServiceClient) -> CaseResult {
+async fn server_compressed_unary(client: &TestServiceClient) -> CaseResult {
     for compressed in [true, false] {
         let mut req = large_request();
         req.response_compressed = bool_value(compressed);
         let what = format!("UnaryCall response_compressed={compressed}");
-        // Through the Channel: the response decodes to the right payload.
-        let r = client.unary_call(req.clone()).await.map_err(|s| st(&what, s))?;
+        let r = client.unary_call(req).await.map_err(|s| st(&what, s))?;
+        let flag = r.message_compressed();
+        ensure!(flag == Some(compressed), "{what}: the response's compressed flag is {flag:?}, expected {compressed}");
         check_simple(&what, r.get_ref(), 314159)?;
-        // Raw: the Channel hides the message flag, so check it on a raw call.
-        let r = raw::call(cfg, UNARY_PATH, vec![raw::frame(&req, false)?], false).await?;
-        ensure!(r.status.is_ok(), "{}", st(&what, r.status.clone()));
-        ensure!(r.messages.len() == 1, "{what}: {} response messages, expected 1", r.messages.len());
-        ensure!(
-            r.messages[0].compressed == compressed,
-            "{what}: the response's compressed flag is {}, expected {compressed}",
-            r.messages[0].compressed
-        );
-        check_simple(&what, &r.decode::<SimpleResponse>(0)?, 314159)?;
     }
     Ok(())
 }
@@ -503,8 +488,7 @@ async fn client_streaming(client: &TestServiceClient) -> CaseResult {
     Ok(())
 }
 
-async fn client_compressed_streaming(cfg: &ClientConfig, client: &TestServiceClient) -> CaseResult {
-    client.empty_call(Empty {}).await.map_err(|s| st("EmptyCall (to learn the server's encodings)", s))?;
+async fn client_compressed_streaming(client: &TestServiceClient) -> CaseResult {
     let mut req = Request::new(futures_util::stream::iter(vec![input(27182, Some(true))]));
     req.set_compression(None);
     expect_code(
@@ -512,13 +496,18 @@ async fn client_compressed_streaming(cfg: &ClientConfig, client: &TestServiceCli
         client.streaming_input_call(req).await,
         Code::InvalidArgument,
     )?;
-    // The Channel compresses per call, not per message: send the compressed and the
-    // uncompressed message on one raw call (see `raw`).
-    let frames = vec![raw::frame(&input(27182, Some(true)), true)?, raw::frame(&input(45904, Some(false)), false)?];
-    let r = raw::call(cfg, STREAMING_INPUT_PATH, frames, true).await?;
-    ensure!(r.status.is_ok(), "{}", st("StreamingInputCall (compressed, then uncompressed message)", r.status.clone()));
-    ensure!(r.messages.len() == 1, "StreamingInputCall: {} response messages, expected 1", r.messages.len());
-    let resp: StreamingInputCallResponse = r.decode(0)?;
+    // One gzip call: the first message compressed, the second sent with flag 0.
+    let msgs = vec![
+        OutboundMessage::new(input(27182, Some(true))),
+        OutboundMessage::new(input(45904, Some(false))).compress(false),
+    ];
+    let mut req = Request::new(OutboundStream::new(futures_util::stream::iter(msgs)));
+    req.set_compression(Some(CompressionEncoding::Gzip));
+    let r = client
+        .streaming_input_call(req)
+        .await
+        .map_err(|s| st("StreamingInputCall (compressed, then uncompressed message)", s))?;
+    let resp: &StreamingInputCallResponse = r.get_ref();
     let got = resp.aggregated_payload_size;
     ensure!(got == 73086, "aggregated_payload_size is {got}, expected 73086");
     Ok(())
@@ -556,22 +545,23 @@ async fn server_streaming(client: &TestServiceClient) -> CaseResult {
     check_sizes("StreamingOutputCall", &got, &[31415, 9, 2653, 58979])
 }
 
-async fn server_compressed_streaming(cfg: &ClientConfig, client: &TestServiceClient) -> CaseResult {
+async fn server_compressed_streaming(client: &TestServiceClient) -> CaseResult {
     let req = StreamingOutputCallRequest {
         response_type: PayloadType::Compressable as i32,
         response_parameters: vec![params(31415, Some(true)), params(92653, Some(false))],
         ..Default::default()
     };
-    let r = client.streaming_output_call(req.clone()).await.map_err(|s| st("StreamingOutputCall", s))?;
-    let got = collect("StreamingOutputCall", r.into_inner()).await?;
+    let r = client.streaming_output_call(req).await.map_err(|s| st("StreamingOutputCall", s))?;
+    let mut stream = r.into_inner();
+    let mut got = Vec::new();
+    let mut flags = Vec::new();
+    while let Some(m) = stream.message().await.map_err(|e| st("StreamingOutputCall", e))? {
+        got.push(m);
+        flags.push(stream.last_message_compressed().unwrap_or(false));
+    }
     check_sizes("StreamingOutputCall", &got, &[31415, 92653])?;
-    // Raw: check each response's compressed flag.
-    let r = raw::call(cfg, STREAMING_OUTPUT_PATH, vec![raw::frame(&req, false)?], false).await?;
-    ensure!(r.status.is_ok(), "{}", st("StreamingOutputCall (raw)", r.status.clone()));
-    let flags: Vec<bool> = r.messages.iter().map(|m| m.compressed).collect();
     ensure!(flags == [true, false], "StreamingOutputCall: response compressed flags are {flags:?}, expected [true, false]");
-    let decoded = (0..r.messages.len()).map(|i| r.decode::<StreamingOutputCallResponse>(i)).collect::<Result<Vec<_>, _>>()?;
-    check_sizes("StreamingOutputCall (raw)", &decoded, &[31415, 92653])
+    Ok(())
 }
 
 fn duplex_req(size: i32, body: usize) -> StreamingOutputCallRequest {
@@ -717,26 +707,34 @@ async fn unimplemented_service(channel: &Channel) -> CaseResult {
     expect_code("UnimplementedService/UnimplementedCall", client.unimplemented_call(Empty {}).await, Code::Unimplemented)
 }
 
-async fn cancel_after_begin(client: &TestServiceClient, recorder: &Recorder) -> CaseResult {
+async fn cancel_after_begin(client: &TestServiceClient) -> CaseResult {
     // Make sure the connection is up so the call's headers go out before we cancel.
     client.empty_call(Empty {}).await.map_err(|s| st("EmptyCall (warm-up)", s))?;
     let (tx, stream) = feed::<StreamingInputCallRequest>();
-    let call = client.streaming_input_call(stream);
-    tokio::select! {
-        r = call => return Err(format!("StreamingInputCall completed before it was cancelled: {:?}", r.map(|r| r.into_inner()))),
-        _ = tokio::time::sleep(Duration::from_millis(300)) => {}
-    }
-    // The call future is dropped here: that is the cancellation.
-    drop(tx);
-    let s = recorder
-        .wait_status(STREAMING_INPUT_PATH, Duration::from_secs(5))
+    let mut req = Request::new(stream);
+    let cancel = req.cancel_handle();
+    let call = {
+        let client = client.clone();
+        tokio::spawn(async move { client.streaming_input_call(req).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ensure!(!call.is_finished(), "StreamingInputCall completed before it was cancelled");
+    cancel.cancel();
+    let r = tokio::time::timeout(Duration::from_secs(5), call)
         .await
-        .ok_or("no final status recorded for the cancelled StreamingInputCall")?;
-    ensure!(s.code() == Code::Cancelled, "cancelled StreamingInputCall completed with {:?}: {:?}", s.code(), s.message());
-    Ok(())
+        .map_err(|_| "the cancelled StreamingInputCall did not end within 5 s".to_string())?
+        .map_err(|e| format!("StreamingInputCall task failed: {e}"))?;
+    drop(tx);
+    match r {
+        Ok(r) => Err(format!("cancelled StreamingInputCall succeeded: {:?}", r.into_inner())),
+        Err(s) => {
+            ensure!(s.code() == Code::Cancelled, "cancelled StreamingInputCall completed with {:?}: {:?}", s.code(), s.message());
+            Ok(())
+        }
+    }
 }
 
-async fn cancel_after_first_response(client: &TestServiceClient, recorder: &Recorder) -> CaseResult {
+async fn cancel_after_first_response(client: &TestServiceClient) -> CaseResult {
     let (tx, stream) = feed();
     tx.send(duplex_req(31415, 27182)).map_err(|_| "request stream closed".to_string())?;
     let r = client.full_duplex_call(stream).await.map_err(|s| st("FullDuplexCall", s))?;
@@ -747,14 +745,16 @@ async fn cancel_after_first_response(client: &TestServiceClient, recorder: &Reco
         .map_err(|s| st("FullDuplexCall first response", s))?
         .ok_or("FullDuplexCall ended without a response")?;
     check_payload("FullDuplexCall first response", m.payload.as_ref(), 31415)?;
-    // Cancel: drop the response stream (and with it the request half) while the call is open.
-    drop(responses);
-    let s = recorder
-        .wait_status(FULL_DUPLEX_PATH, Duration::from_secs(5))
-        .await
-        .ok_or("no final status recorded for the cancelled FullDuplexCall")?;
+    // Cancel while the call is open: RST_STREAM(CANCEL), and the call's status is CANCELLED.
+    responses.cancel();
     drop(tx);
+    let s = match responses.message().await {
+        Err(s) => s,
+        Ok(m) => return Err(format!("FullDuplexCall after cancel: got {m:?}, expected CANCELLED")),
+    };
     ensure!(s.code() == Code::Cancelled, "cancelled FullDuplexCall completed with {:?}: {:?}", s.code(), s.message());
+    let code = responses.status().map(|s| s.code());
+    ensure!(code == Some(Code::Cancelled), "cancelled FullDuplexCall: final status {code:?}, expected Cancelled");
     Ok(())
 }
 

@@ -1,10 +1,10 @@
 //! grpc-rust's interop conformance suite: the generated `grpc.testing` code ([`pb`]), the
-//! flag parser ([`flags`]), the interop client cases ([`client`]), raw calls for per-message
-//! compression ([`raw`]) and the interop server ([`server`]), shared by the `interop_client` / `interop_server` binaries and the tests.
+//! flag parser ([`flags`]), the interop client cases ([`client`]) and the interop server
+//! ([`server`]), shared by the `interop_client` / `interop_server` binaries and the tests.
+//! Everything goes through grpc-runtime's public API (no raw h2).
 
 pub mod client;
 pub mod flags;
-pub mod raw;
 pub mod server;
 
 /// Generated `grpc.testing` messages, clients and servers (protos/grpc/testing).

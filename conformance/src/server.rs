@@ -127,13 +127,21 @@ fn make_payload(response_type: i32, size: i32) -> Result<Payload, Status> {
     Ok(Payload { r#type: response_type, body: vec![0u8; size as usize] })
 }
 
-/// The CompressedRequest feature: with `expect_compressed`, an uncompressed request fails
-/// INVALID_ARGUMENT. The runtime tells us the call's request encoding (`grpc-encoding`), not
-/// each message's compressed flag, so a message is taken as compressed when the call has an
-/// encoding; `expect_compressed=false` cannot be checked and is accepted.
-fn check_expect_compressed(expect: bool, encoding: Option<CompressionEncoding>) -> Result<(), Status> {
-    if expect && encoding.is_none() {
-        return Err(Status::invalid_argument("Compressed request expectation not met: the request was not compressed"));
+/// The CompressedRequest feature, checked per message as the C++ interop server does:
+/// with `expect_compressed` true the message must have arrived compressed (call encoding
+/// set and compressed flag 1), with false (or absent) it must have arrived uncompressed;
+/// otherwise INVALID_ARGUMENT.
+fn check_expect_compressed(expect: bool, encoding: Option<CompressionEncoding>, compressed: Option<bool>) -> Result<(), Status> {
+    let compressed = encoding.is_some() && compressed.unwrap_or(false);
+    if expect && !compressed {
+        return Err(Status::invalid_argument(
+            "Compressed request expectation not met: expected a compressed message, got an uncompressed one",
+        ));
+    }
+    if !expect && compressed {
+        return Err(Status::invalid_argument(
+            "Compressed request expectation not met: expected an uncompressed message, got a compressed one",
+        ));
     }
     Ok(())
 }
@@ -215,7 +223,11 @@ impl TestService for InteropService {
         let mut headers = MetadataMap::new();
         echo_metadata(request.metadata(), &ctx, &mut headers);
         let req = request.get_ref();
-        check_expect_compressed(req.expect_compressed.as_ref().is_some_and(|b| b.value), request.compression())?;
+        check_expect_compressed(
+            req.expect_compressed.as_ref().is_some_and(|b| b.value),
+            request.compression(),
+            request.message_compressed(),
+        )?;
         if let Some(s) = echo_status(req.response_status.as_ref()) {
             return Err(s);
         }
@@ -278,7 +290,11 @@ impl TestService for InteropService {
         let mut stream = request.into_inner();
         let mut sum: usize = 0;
         while let Some(m) = stream.message().await? {
-            check_expect_compressed(m.expect_compressed.as_ref().is_some_and(|b| b.value), encoding)?;
+            check_expect_compressed(
+                m.expect_compressed.as_ref().is_some_and(|b| b.value),
+                encoding,
+                stream.last_message_compressed(),
+            )?;
             sum = sum.saturating_add(payload_len(m.payload.as_ref()));
         }
         let aggregated_payload_size =

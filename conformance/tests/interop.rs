@@ -261,6 +261,55 @@ async fn server_features_beyond_the_client_cases() {
     assert_eq!(err.metadata().get_bin("x-grpc-test-echo-trailing-bin").map(|b| b.to_vec()), Some(vec![1, 2]));
 }
 
+/// The server checks `expect_compressed` per message in both directions, as the C++
+/// interop server: true needs a compressed message, false (or absent) an uncompressed one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_checks_expect_compressed_both_ways() {
+    use conformance::client::Recorder;
+    use conformance::pb::test_service_client::TestServiceClient;
+    use conformance::pb::{BoolValue, StreamingInputCallRequest};
+    use grpc_runtime::{Code, CompressionEncoding, OutboundMessage, OutboundStream};
+
+    let (addr, _stop) = start_server(false).await;
+    let cfg = config(addr, false);
+    let client = TestServiceClient::new(cfg.channel(&Recorder::default()).unwrap());
+    let gzip = Some(CompressionEncoding::Gzip);
+    // unary: (expect_compressed, call encoding) -> ok?
+    for (expect, enc, ok) in [(Some(true), gzip, true), (Some(true), None, false), (Some(false), gzip, false), (Some(false), None, true), (None, gzip, false), (None, None, true)] {
+        let mut req = Request::new(SimpleRequest {
+            response_size: 3,
+            expect_compressed: expect.map(|value| BoolValue { value }),
+            ..Default::default()
+        });
+        req.set_compression(enc);
+        let r = client.unary_call(req).await;
+        match (ok, r) {
+            (true, Ok(r)) => assert_eq!(r.into_inner().payload.unwrap().body.len(), 3),
+            (false, Err(e)) => assert_eq!(e.code(), Code::InvalidArgument, "{e:?}"),
+            (_, r) => panic!("expect {expect:?} enc {enc:?}: {r:?}"),
+        }
+    }
+    // streaming, one gzip call: each message is checked against its own flag
+    let input = |expect: bool| StreamingInputCallRequest {
+        payload: Some(Payload { r#type: 0, body: vec![0; 10] }),
+        expect_compressed: Some(BoolValue { value: expect }),
+    };
+    for (msgs, ok) in [
+        (vec![OutboundMessage::new(input(true)), OutboundMessage::new(input(false)).compress(false)], true),
+        (vec![OutboundMessage::new(input(true)), OutboundMessage::new(input(false))], false),
+        (vec![OutboundMessage::new(input(true)).compress(false)], false),
+    ] {
+        let n = msgs.len();
+        let mut req = Request::new(OutboundStream::new(futures_util::stream::iter(msgs)));
+        req.set_compression(gzip);
+        match (ok, client.streaming_input_call(req).await) {
+            (true, Ok(r)) => assert_eq!(r.into_inner().aggregated_payload_size, 10 * n as i32),
+            (false, Err(e)) => assert_eq!(e.code(), Code::InvalidArgument, "{e:?}"),
+            (_, r) => panic!("{r:?}"),
+        }
+    }
+}
+
 /// Hostile requests end their call with a status, and the server keeps serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_requests_are_refused() {

@@ -29,7 +29,10 @@ pub use transport::ClientTlsConfig;
 pub use compression::{CompressionEncoding, EncodingSet};
 pub use context::ServerContext;
 pub use metadata::{MetadataError, MetadataMap, MetadataValue};
-pub use request::{BoxFuture, BoxStream, IntoRequest, IntoStreamingRequest, MethodDescriptor, Request, Response};
+pub use request::{
+    BoxFuture, BoxStream, CancelHandle, IntoRequest, IntoStreamingRequest, MethodDescriptor, OutboundMessage,
+    OutboundMessages, OutboundStream, Request, Response,
+};
 pub use rpc_types::ErrorDetail;
 pub use server::{Server, ServerTlsConfig};
 pub use status::{Code, Status};

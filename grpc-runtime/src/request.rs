@@ -1,6 +1,8 @@
 //! The call envelope types shared by client, server and generated code:
 //! [`Request`], [`Response`], [`IntoRequest`], [`IntoStreamingRequest`],
-//! [`MethodDescriptor`], [`BoxStream`], [`BoxFuture`].
+//! [`MethodDescriptor`], [`BoxStream`], [`BoxFuture`], the per-message send
+//! options of streaming requests ([`OutboundMessage`], [`OutboundStream`]) and
+//! [`CancelHandle`].
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -135,6 +137,27 @@ impl<T> Request<T> {
         self.context().peer_addr()
     }
 
+    /// Server side, single-message requests (unary and server-streaming methods):
+    /// whether the request message arrived compressed (its frame's compressed flag was
+    /// 1). `None` when not known, e.g. on a client-built request; for streaming requests
+    /// see [`crate::Streaming::last_message_compressed`].
+    pub fn message_compressed(&self) -> Option<bool> {
+        self.extensions.get::<MessageCompressed>().map(|c| c.0)
+    }
+
+    /// Client side: a handle that cancels this call when [`CancelHandle::cancel`] is
+    /// called (from any task): the call future (or the response [`crate::Streaming`])
+    /// then ends with CANCELLED and the stream is reset with RST_STREAM(CANCEL). Calling
+    /// it again returns a handle to the same cancellation.
+    pub fn cancel_handle(&mut self) -> CancelHandle {
+        if let Some(h) = self.extensions.get::<CancelHandle>() {
+            return h.clone();
+        }
+        let h = CancelHandle::new();
+        self.extensions.insert(h.clone());
+        h
+    }
+
     /// Extensions: typed values attached by interceptors or the runtime.
     pub fn extensions(&self) -> &http::Extensions {
         &self.extensions
@@ -169,6 +192,20 @@ impl<T> Request<T> {
     /// Splits into metadata, extensions and message.
     pub fn into_parts(self) -> (MetadataMap, http::Extensions, T) {
         (self.metadata, self.extensions, self.message)
+    }
+
+    /// Takes the message out, keeping everything else.
+    fn split_message(self) -> (T, Request<()>) {
+        let rest = Request {
+            message: (),
+            metadata: self.metadata,
+            timeout: self.timeout,
+            compression: self.compression,
+            wait_for_ready: self.wait_for_ready,
+            context: self.context,
+            extensions: self.extensions,
+        };
+        (self.message, rest)
     }
 
     pub(crate) fn set_context(&mut self, ctx: ServerContext) {
@@ -234,6 +271,20 @@ impl<T> Response<T> {
         self.trailers.take()
     }
 
+    /// Client side, single-message responses (unary and client-streaming calls):
+    /// whether the response message arrived compressed (its frame's compressed flag was
+    /// 1). `None` when not known (e.g. a server-built response); for streaming responses
+    /// see [`crate::Streaming::last_message_compressed`].
+    pub fn message_compressed(&self) -> Option<bool> {
+        self.extensions.get::<MessageCompressed>().map(|c| c.0)
+    }
+
+    /// Client side: the address of the server this call went to (the connection's peer);
+    /// `None` for unix sockets or a server-built response.
+    pub fn remote_addr(&self) -> Option<SocketAddr> {
+        self.extensions.get::<RemoteAddr>().map(|a| a.0)
+    }
+
     /// Extensions.
     pub fn extensions(&self) -> &http::Extensions {
         &self.extensions
@@ -279,7 +330,18 @@ impl<T> IntoRequest<T> for Request<T> {
 }
 
 /// Conversion into a streaming [`Request`], for a `Stream` or a
-/// `Request<Stream>`.
+/// `Request<Stream>` of messages, or an [`OutboundStream`] (or
+/// `Request<OutboundStream>`) of [`OutboundMessage`]s with per-message options:
+///
+/// ```ignore
+/// use grpc_runtime::{OutboundMessage, OutboundStream, Request};
+/// let mut request = Request::new(OutboundStream::new(futures_util::stream::iter(vec![
+///     OutboundMessage::new(first),                  // compressed with the call's encoding
+///     OutboundMessage::new(second).compress(false), // sent with compressed flag 0
+/// ])));
+/// request.set_compression(Some(grpc_runtime::CompressionEncoding::Gzip));
+/// client.streaming_input_call(request).await?;
+/// ```
 pub trait IntoStreamingRequest: sealed::Sealed {
     /// The stream of request messages.
     type Stream: Stream<Item = Self::Message> + Send + 'static;
@@ -310,6 +372,188 @@ where
         self
     }
 }
+
+/// One outgoing message of a streaming request with per-message send options;
+/// send a stream of them wrapped in an [`OutboundStream`].
+///
+/// By default a message is compressed with the call's encoding (the request's
+/// [`Request::set_compression`] or the channel default); `.compress(false)` sends
+/// this one message uncompressed (compressed flag 0) while the others stay
+/// compressed, as grpc's per-message "no compression" write option.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutboundMessage<T> {
+    message: T,
+    compress: bool,
+}
+
+impl<T> OutboundMessage<T> {
+    /// Wraps `message` with the default options (compressed when the call has an encoding).
+    pub fn new(message: T) -> OutboundMessage<T> {
+        OutboundMessage { message, compress: true }
+    }
+
+    /// Whether this message may be compressed (`true`, the default: it is, when the
+    /// call has an encoding) or must go uncompressed (`false`: compressed flag 0).
+    pub fn compress(mut self, enabled: bool) -> OutboundMessage<T> {
+        self.compress = enabled;
+        self
+    }
+
+    /// The compression choice: see [`OutboundMessage::compress`].
+    pub fn compression_enabled(&self) -> bool {
+        self.compress
+    }
+
+    /// The message.
+    pub fn get_ref(&self) -> &T {
+        &self.message
+    }
+
+    /// Consumes the wrapper, returning the message.
+    pub fn into_inner(self) -> T {
+        self.message
+    }
+}
+
+impl<T> From<T> for OutboundMessage<T> {
+    fn from(message: T) -> OutboundMessage<T> {
+        OutboundMessage::new(message)
+    }
+}
+
+/// A streaming request whose items are [`OutboundMessage`]s: pass it (or a
+/// `Request<OutboundStream<S>>`) wherever a streaming request is taken, and each
+/// message is sent with its own options.
+#[derive(Debug)]
+pub struct OutboundStream<S> {
+    inner: S,
+}
+
+impl<S> OutboundStream<S> {
+    /// Wraps a stream of [`OutboundMessage`]s.
+    pub fn new(stream: S) -> OutboundStream<S> {
+        OutboundStream { inner: stream }
+    }
+}
+
+/// The message stream an [`OutboundStream`] becomes in a [`Request`]: yields the
+/// messages and tells the call how to send each. Only meaningful inside the
+/// request it was made for.
+#[derive(Debug)]
+pub struct OutboundMessages<S> {
+    inner: S,
+    compress_next: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<S, T> Stream for OutboundMessages<S>
+where
+    S: Stream<Item = OutboundMessage<T>> + Unpin,
+{
+    type Item = T;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<T>> {
+        match Pin::new(&mut self.inner).poll_next(cx) {
+            std::task::Poll::Ready(Some(m)) => {
+                // Read by the sender right after it takes this item.
+                self.compress_next.store(m.compress, std::sync::atomic::Ordering::SeqCst);
+                std::task::Poll::Ready(Some(m.message))
+            }
+            std::task::Poll::Ready(None) => std::task::Poll::Ready(None),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+}
+
+/// Request extension: where the current message's compression choice is published.
+#[derive(Clone, Debug)]
+pub(crate) struct MessageCompressionSlot(pub(crate) std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+fn outbound_request<S, T>(stream: OutboundStream<S>, mut request: Request<()>) -> Request<OutboundMessages<Pin<Box<S>>>>
+where
+    S: Stream<Item = OutboundMessage<T>>,
+{
+    let slot = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    request.extensions_mut().insert(MessageCompressionSlot(slot.clone()));
+    request.map(|()| OutboundMessages { inner: Box::pin(stream.inner), compress_next: slot })
+}
+
+impl<S, T> IntoStreamingRequest for OutboundStream<S>
+where
+    S: Stream<Item = OutboundMessage<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    type Stream = OutboundMessages<Pin<Box<S>>>;
+    type Message = T;
+    fn into_streaming_request(self) -> Request<Self::Stream> {
+        outbound_request(self, Request::new(()))
+    }
+}
+
+impl<S, T> IntoStreamingRequest for Request<OutboundStream<S>>
+where
+    S: Stream<Item = OutboundMessage<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    type Stream = OutboundMessages<Pin<Box<S>>>;
+    type Message = T;
+    fn into_streaming_request(self) -> Request<Self::Stream> {
+        let (stream, request) = self.split_message();
+        outbound_request(stream, request)
+    }
+}
+
+/// Cancels a client call from anywhere: obtained with [`Request::cancel_handle`]
+/// before the call starts. Cheap to clone; clones cancel the same call.
+#[derive(Clone, Debug, Default)]
+pub struct CancelHandle {
+    inner: std::sync::Arc<CancelInner>,
+}
+
+#[derive(Debug, Default)]
+struct CancelInner {
+    cancelled: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl CancelHandle {
+    /// A handle not yet attached to a call.
+    pub fn new() -> CancelHandle {
+        CancelHandle::default()
+    }
+
+    /// Cancels the call: it ends with CANCELLED and its stream is reset with
+    /// RST_STREAM(CANCEL). Idempotent; no effect on a call that already finished.
+    pub fn cancel(&self) {
+        self.inner.cancelled.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.inner.notify.notify_waiters();
+    }
+
+    /// True once [`CancelHandle::cancel`] was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.cancelled.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Resolves once [`CancelHandle::cancel`] was called.
+    pub async fn cancelled(&self) {
+        loop {
+            let notified = self.inner.notify.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_cancelled() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Extension recording whether a received single message had the compressed flag.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct MessageCompressed(pub(crate) bool);
+
+/// Extension recording the peer address of a client call.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RemoteAddr(pub(crate) SocketAddr);
 
 mod sealed {
     pub trait Sealed {}

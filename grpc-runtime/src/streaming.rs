@@ -17,6 +17,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::codec::{decode_message, FrameDecoder};
 use crate::metadata::MetadataMap;
+use crate::request::CancelHandle;
 use crate::status::Status;
 
 /// Which side of the call reads the stream.
@@ -52,6 +53,12 @@ struct Inner {
     guard: Option<Box<dyn Send + Sync>>,
     /// Client side: sees (and may settle) the final status once; see `set_observer`.
     observer: Option<Observer>,
+    /// The compressed flag of the message returned last.
+    last_compressed: Option<bool>,
+    /// Client side: resolves when the call's [`CancelHandle`] is cancelled.
+    cancel_wait: Option<Pin<Box<dyn Future<Output = ()> + Send + Sync>>>,
+    /// An error to yield once after the stream was ended locally ([`Streaming::cancel`]).
+    yield_once: Option<Status>,
 }
 
 /// Final-status hook of a client call (interceptors, tracing, local send errors).
@@ -66,6 +73,7 @@ impl Inner {
         self.state = State::Done;
         self.body = None;
         self.deadline = None;
+        self.cancel_wait = None;
         // Dropping the guard (client: the request half) lets h2 reset the stream.
         self.guard = None;
         self.final_status = Some(status.clone());
@@ -79,19 +87,27 @@ impl Inner {
     fn poll_payload(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Status>>> {
         loop {
             match self.state {
-                State::Done => return Poll::Ready(None),
+                State::Done => return Poll::Ready(self.yield_once.take().map(Err)),
                 State::Data => {
                     if let Some(err) = self.pending_error.take() {
                         return self.finish(err);
+                    }
+                    if let Some(c) = self.cancel_wait.as_mut() {
+                        if c.as_mut().poll(cx).is_ready() {
+                            return self.finish(Status::cancelled("call cancelled by the client"));
+                        }
                     }
                     if let Some(d) = self.deadline.as_mut() {
                         if d.as_mut().poll(cx).is_ready() {
                             return self.finish(Status::deadline_exceeded("deadline exceeded while receiving messages"));
                         }
                     }
-                    match self.decoder.next_message() {
+                    match self.decoder.next_frame() {
                         Err(e) => return self.finish(e),
-                        Ok(Some(p)) => return Poll::Ready(Some(Ok(p))),
+                        Ok(Some((compressed, p))) => {
+                            self.last_compressed = Some(compressed);
+                            return Poll::Ready(Some(Ok(p)));
+                        }
                         Ok(None) => {}
                     }
                     let Some(body) = self.body.as_mut() else {
@@ -180,6 +196,9 @@ impl<T> Streaming<T> {
                 deadline: None,
                 guard: None,
                 observer: None,
+                last_compressed: None,
+                cancel_wait: None,
+                yield_once: None,
             },
             _t: PhantomData,
         }
@@ -230,6 +249,11 @@ impl<T> Streaming<T> {
         self.inner.observer = Some(observer);
     }
 
+    /// Client side: end the stream with CANCELLED when `handle` is cancelled.
+    pub(crate) fn set_cancel_handle(&mut self, handle: CancelHandle) {
+        self.inner.cancel_wait = Some(Box::pin(async move { handle.cancelled().await }));
+    }
+
     /// Sets a flag to true when END_STREAM is received.
     pub(crate) fn set_eos_flag(&mut self, flag: Arc<AtomicBool>) {
         self.inner.eos_flag = Some(flag);
@@ -240,9 +264,35 @@ impl<T> Streaming<T> {
         self.inner.trailers.as_ref()
     }
 
-    /// The final status once the stream has ended (OK on a clean end).
+    /// The final status once the stream has ended (OK on a clean end;
+    /// CANCELLED after [`Streaming::cancel`]).
     pub fn status(&self) -> Option<&Status> {
         self.inner.final_status.as_ref()
+    }
+
+    /// Whether the message returned last (by `message()` or `next()`) arrived
+    /// compressed: its frame's compressed flag was 1. `None` before the first
+    /// message.
+    pub fn last_message_compressed(&self) -> Option<bool> {
+        self.inner.last_compressed
+    }
+
+    /// Client side: cancels the call now if it is still running. The stream is
+    /// reset with RST_STREAM(CANCEL) (the request half stops too), interceptors
+    /// see CANCELLED, [`Streaming::status`] is CANCELLED and the next
+    /// `message()` returns `Err(CANCELLED)` once, then `Ok(None)`. No effect on
+    /// a stream that already ended. (Dropping the `Streaming` also cancels, without
+    /// a status to read.) On a server's request stream it only stops reading;
+    /// the handler ends the call by returning.
+    pub fn cancel(&mut self) {
+        // Already over (or over with a status not yet yielded, e.g. Trailers-Only).
+        if self.inner.state == State::Done || self.inner.pending_error.is_some() {
+            return;
+        }
+        let status = Status::cancelled("call cancelled by the client");
+        if let Poll::Ready(Some(Err(e))) = self.inner.finish(status) {
+            self.inner.yield_once = Some(e);
+        }
     }
 
     /// Polls for the next raw (decompressed) payload.

@@ -84,12 +84,16 @@ for _srv, _desc in {"go": "grpc-go 1.33", "cpp": "grpc C++ 1.51", "python": "Pyt
          f"message size, so the 10 MiB request ends with RESOURCE_EXHAUSTED"))
 
 # concurrent_large_unary (experimental in grpc's interop descriptions) runs 1000 large
-# unary calls at once on one channel. Ruby's RpcServer runs handlers on a fixed pool
-# (30 threads + 20 waiting) and rejects the rest with RESOURCE_EXHAUSTED.
+# unary calls on one channel, 100 in flight at a time. Ruby's interop server
+# (src/ruby/pb/test/server.rb) uses GRPC::RpcServer.new with its defaults: a fixed thread
+# pool (DEFAULT_POOL_SIZE = 30 workers, DEFAULT_MAX_WAITING_REQUESTS = 20), and
+# RpcServer#available? answers every call beyond that with RESOURCE_EXHAUSTED
+# "No free threads in thread pool" (grpc 1.51 src/ruby/lib/grpc/generic/rpc_server.rb).
 KNOWN_LIMITATIONS.append(
     ("ours", "ruby", "concurrent_large_unary", "*",
-     "peer limitation: the Ruby 1.51 RpcServer serves at most 30 calls at once with 20 waiting "
-     "and rejects further calls with RESOURCE_EXHAUSTED (\"No free threads in thread pool\")"))
+     "peer limitation: Ruby's interop server uses RpcServer's default thread pool (30 workers, "
+     "20 waiting requests) and answers RESOURCE_EXHAUSTED \"No free threads in thread pool\" "
+     "once ~100 calls are in flight (cause: Ruby's thread-pool server, rpc_server.rb available?)"))
 
 
 def free_port():

@@ -26,6 +26,8 @@ use crate::status::{Code, Status};
 use crate::streaming::Streaming;
 use crate::timeout::{current_deadline, encode_timeout, Deadline};
 use crate::transport::Connection;
+use crate::request::{CancelHandle, MessageCompressed, MessageCompressionSlot, RemoteAddr};
+use crate::transport::Address;
 use crate::{Request, Response};
 
 /// Per-call bookkeeping shared by the call future, the request sender task and the
@@ -103,6 +105,8 @@ struct Prepared {
     metadata: MetadataMap,
     deadline: Option<Deadline>,
     compression: Option<CompressionEncoding>,
+    /// The request's [`CancelHandle`], if it asked for one.
+    cancel: Option<CancelHandle>,
 }
 
 /// The call after its stream was opened.
@@ -130,11 +134,35 @@ fn map_elapsed<T>(r: Result<Result<T, Status>, tokio::time::error::Elapsed>) -> 
     }
 }
 
-/// Runs `fut` bounded by `deadline`.
-async fn with_deadline<T>(deadline: Option<Deadline>, fut: impl Future<Output = Result<T, Status>>) -> Result<T, Status> {
-    match deadline {
-        None => fut.await,
-        Some(d) => map_elapsed(tokio::time::timeout_at(d.instant(), fut).await),
+/// Runs `fut` bounded by `deadline` and by the call's cancel handle (CANCELLED).
+async fn with_deadline<T>(
+    deadline: Option<Deadline>,
+    cancel: Option<&CancelHandle>,
+    fut: impl Future<Output = Result<T, Status>>,
+) -> Result<T, Status> {
+    let bounded = async {
+        match deadline {
+            None => fut.await,
+            Some(d) => map_elapsed(tokio::time::timeout_at(d.instant(), fut).await),
+        }
+    };
+    match cancel {
+        None => bounded.await,
+        Some(c) => {
+            tokio::select! {
+                r = bounded => r,
+                _ = c.cancelled() => Err(Status::cancelled("call cancelled by the client")),
+            }
+        }
+    }
+}
+
+/// The TCP peer address of a connection (`None` for unix sockets).
+fn remote_addr(conn: &Connection) -> Option<std::net::SocketAddr> {
+    match conn.address() {
+        Address::Tcp(a) => Some(*a),
+        #[allow(unreachable_patterns)]
+        _ => None,
     }
 }
 
@@ -188,7 +216,8 @@ impl Channel {
         if let Some(status) = rejected {
             return Err(status);
         }
-        Ok(Prepared { state, metadata, deadline, compression: request.compression().or(cfg.send_compression) })
+        let cancel = request.extensions().get::<CancelHandle>().cloned();
+        Ok(Prepared { state, metadata, deadline, compression: request.compression().or(cfg.send_compression), cancel })
     }
 
     /// The request headers of one call.
@@ -393,11 +422,21 @@ impl Channel {
     }
 
     /// Spawns the task streaming `messages` onto the request body, then half-closing.
-    fn spawn_sender<S, Req>(&self, state: &Arc<CallState>, mut send: SendStream<Bytes>, encoding: Option<CompressionEncoding>, messages: S) -> AbortOnDrop
+    /// Each message is compressed with the call's encoding unless the request came from
+    /// an [`crate::OutboundStream`] and the message said `compress(false)` (flag 0).
+    fn spawn_sender<S, Req>(
+        &self,
+        state: &Arc<CallState>,
+        mut send: SendStream<Bytes>,
+        encoding: Option<CompressionEncoding>,
+        request: Request<S>,
+    ) -> AbortOnDrop
     where
         S: Stream<Item = Req> + Send + 'static,
         Req: prost::Message + Send + 'static,
     {
+        let slot = request.extensions().get::<MessageCompressionSlot>().map(|s| Arc::clone(&s.0));
+        let messages = request.into_inner();
         let max_send = self.inner.config.max_send_message_size;
         let state = Arc::clone(state);
         let span = state.span.clone();
@@ -406,8 +445,12 @@ impl Channel {
                 let mut messages = std::pin::pin!(messages);
                 let mut buf = BytesMut::new();
                 while let Some(msg) = messages.next().await {
+                    // The OutboundMessages stream published this message's choice as it
+                    // yielded it.
+                    let compress = slot.as_ref().map_or(true, |s| s.swap(true, Ordering::SeqCst));
+                    let enc = if compress { encoding } else { None };
                     buf.clear();
-                    if let Err(status) = encode_message(&msg, encoding, max_send, &mut buf) {
+                    if let Err(status) = encode_message(&msg, enc, max_send, &mut buf) {
                         debug!(status = %status, "request message not sent");
                         state.set_send_error(status);
                         send.send_reset(h2::Reason::CANCEL);
@@ -434,6 +477,7 @@ impl Channel {
     {
         let (headers, mut stream) = self.read_head::<Resp>(opened_conn, resp)?;
         let first = stream.message().await?;
+        let compressed = stream.last_message_compressed();
         // Response cardinality violations are UNIMPLEMENTED (gRPC statuscodes.md).
         let Some(msg) = first else {
             return Err(Status::unimplemented("cardinality violation: server ended a single-response call without a message"));
@@ -447,7 +491,14 @@ impl Channel {
             }
         }
         let trailers = stream.trailers().cloned().unwrap_or_default();
-        Ok(Response::from_parts(headers, msg, Some(trailers)))
+        let mut response = Response::from_parts(headers, msg, Some(trailers));
+        if let Some(c) = compressed {
+            response.extensions_mut().insert(MessageCompressed(c));
+        }
+        if let Some(a) = remote_addr(opened_conn) {
+            response.extensions_mut().insert(RemoteAddr(a));
+        }
+        Ok(response)
     }
 
     /// A unary call: one request, one response.
@@ -464,7 +515,7 @@ impl Channel {
             let (conn, resp) = self.send_single_request(path, &p, request.get_ref()).await?;
             self.read_single(&conn, resp).await
         };
-        let r = with_deadline(p.deadline, fut).instrument(span).await;
+        let r = with_deadline(p.deadline, p.cancel.as_ref(), fut).instrument(span).await;
         match r {
             Ok(resp) => {
                 state.finish(Status::new(Code::Ok, ""));
@@ -486,13 +537,17 @@ impl Channel {
         let span = state.span.clone();
         let fut = async {
             let (conn, resp) = self.send_single_request(path, &p, request.get_ref()).await?;
-            self.read_head::<Resp>(&conn, resp)
+            let (headers, stream) = self.read_head::<Resp>(&conn, resp)?;
+            Ok((headers, stream, remote_addr(&conn)))
         };
-        let r = with_deadline(p.deadline, fut).instrument(span).await;
-        self.streaming_response(r, state, p.deadline, None)
+        let r = with_deadline(p.deadline, p.cancel.as_ref(), fut).instrument(span).await;
+        self.streaming_response(r, state, &p, None)
     }
 
     /// A client-streaming call: a stream of requests, one response.
+    ///
+    /// Per-message options (e.g. `compress(false)`): pass a request made from an
+    /// [`crate::OutboundStream`] (`IntoStreamingRequest::into_streaming_request`).
     pub async fn client_streaming<S, Req, Resp>(&self, path: &'static str, request: Request<S>) -> Result<Response<Resp>, Status>
     where
         S: Stream<Item = Req> + Send + 'static,
@@ -506,11 +561,11 @@ impl Channel {
         let fut = async {
             let opened = self.open::<Req>(path, &p, None).await?;
             let Opened { sub, response, send, conn, encoding } = opened;
-            let _sender = self.spawn_sender(&state, send, encoding, request.into_inner());
+            let _sender = self.spawn_sender(&state, send, encoding, request);
             let resp = response.await.map_err(|e| response_error(&sub, &conn, e))?;
             self.read_single(&conn, resp).await
         };
-        let r = with_deadline(p.deadline, fut).instrument(span).await;
+        let r = with_deadline(p.deadline, p.cancel.as_ref(), fut).instrument(span).await;
         match r {
             Ok(resp) => {
                 state.finish(Status::new(Code::Ok, ""));
@@ -521,6 +576,9 @@ impl Channel {
     }
 
     /// A bidirectional-streaming call: requests are sent while responses are received.
+    ///
+    /// Per-message options (e.g. `compress(false)`): pass a request made from an
+    /// [`crate::OutboundStream`] (`IntoStreamingRequest::into_streaming_request`).
     pub async fn bidi_streaming<S, Req, Resp>(&self, path: &'static str, request: Request<S>) -> Result<Response<Streaming<Resp>>, Status>
     where
         S: Stream<Item = Req> + Send + 'static,
@@ -535,26 +593,30 @@ impl Channel {
         let fut = async {
             let opened = self.open::<Req>(path, &p, None).await?;
             let Opened { sub, response, send, conn, encoding } = opened;
-            sender_slot = Some(self.spawn_sender(&state, send, encoding, request.into_inner()));
+            sender_slot = Some(self.spawn_sender(&state, send, encoding, request));
             let resp = response.await.map_err(|e| response_error(&sub, &conn, e))?;
-            self.read_head::<Resp>(&conn, resp)
+            let (headers, stream) = self.read_head::<Resp>(&conn, resp)?;
+            Ok((headers, stream, remote_addr(&conn)))
         };
-        let r = with_deadline(p.deadline, fut).instrument(span).await;
-        self.streaming_response(r, state, p.deadline, sender_slot)
+        let r = with_deadline(p.deadline, p.cancel.as_ref(), fut).instrument(span).await;
+        self.streaming_response(r, state, &p, sender_slot)
     }
 
     fn streaming_response<Resp>(
         &self,
-        r: Result<(MetadataMap, Streaming<Resp>), Status>,
+        r: Result<(MetadataMap, Streaming<Resp>, Option<std::net::SocketAddr>), Status>,
         state: Arc<CallState>,
-        deadline: Option<Deadline>,
+        p: &Prepared,
         sender: Option<AbortOnDrop>,
     ) -> Result<Response<Streaming<Resp>>, Status> {
         match r {
             Err(e) => Err(state.finish(e)),
-            Ok((headers, mut stream)) => {
-                if let Some(d) = deadline {
+            Ok((headers, mut stream, remote)) => {
+                if let Some(d) = p.deadline {
                     stream.set_deadline(d.instant());
+                }
+                if let Some(c) = &p.cancel {
+                    stream.set_cancel_handle(c.clone());
                 }
                 if let Some(done) = stream.status() {
                     // Trailers-Only OK: the stream is already over.
@@ -563,7 +625,11 @@ impl Channel {
                 let observer = Arc::clone(&state);
                 stream.set_observer(Box::new(move |status| observer.finish(status)));
                 stream.set_guard(Box::new(StreamGuard { _state: state, _sender: sender }));
-                Ok(Response::from_parts(headers, stream, None))
+                let mut response = Response::from_parts(headers, stream, None);
+                if let Some(a) = remote {
+                    response.extensions_mut().insert(RemoteAddr(a));
+                }
+                Ok(response)
             }
         }
     }

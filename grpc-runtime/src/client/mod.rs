@@ -11,12 +11,20 @@
 //!   `grpc-timeout`; when it passes the call fails with DEADLINE_EXCEEDED (never
 //!   CANCELLED) and the stream is reset with CANCEL.
 //! - Cancellation: dropping the call future or the response [`crate::Streaming`] resets
-//!   the stream with CANCEL.
+//!   the stream with CANCEL. To cancel explicitly and read the CANCELLED status, call
+//!   [`crate::Streaming::cancel`] on a response stream, or take a
+//!   [`crate::CancelHandle`] with [`crate::Request::cancel_handle`] before the call (the
+//!   call future, or later its response stream, then ends with CANCELLED).
+//! - Response extras: [`crate::Response::remote_addr`] (the server's address) and, for
+//!   single-message responses, [`crate::Response::message_compressed`] (the compressed
+//!   flag of the message; per message on streams: [`crate::Streaming::last_message_compressed`]).
 //! - Compression: the per-call choice or the channel default. Before the server advertised
 //!   `grpc-accept-encoding` on this connection the assumed set applies
 //!   ([`Endpoint::assume_server_accepts`], by default everything we implement, like grpc-go
 //!   clients); afterwards never an encoding outside what it advertised. Responses in an
-//!   encoding we lack are INTERNAL.
+//!   encoding we lack are INTERNAL. Per message: a streaming request made from an
+//!   [`crate::OutboundStream`] of [`crate::OutboundMessage`]s sends the messages marked
+//!   `compress(false)` with flag 0.
 //! - Limits: messages over the receive limit (4 MiB default) or the send limit fail the
 //!   call with RESOURCE_EXHAUSTED.
 //! - Retries: a stream that never reached the server (connection gone, GOAWAY before the

@@ -113,6 +113,12 @@ impl FrameDecoder {
     /// a flag other than 0/1, or flag 1 without a usable `grpc-encoding`
     /// (INTERNAL).
     pub fn next_message(&mut self) -> Result<Option<Bytes>, Status> {
+        Ok(self.next_frame()?.map(|(_, payload)| payload))
+    }
+
+    /// As [`FrameDecoder::next_message`], also telling whether the message's
+    /// compressed flag was set: `Ok(Some((compressed, payload)))`.
+    pub fn next_frame(&mut self) -> Result<Option<(bool, Bytes)>, Status> {
         if self.buf.len() < HEADER_LEN {
             return Ok(None);
         }
@@ -146,9 +152,9 @@ impl FrameDecoder {
         if compressed {
             // checked above
             let Some(enc) = self.encoding else { return Err(Status::internal("missing encoding")) };
-            return compression::decompress(enc, &payload, self.max_recv).map(Some);
+            return compression::decompress(enc, &payload, self.max_recv).map(|p| Some((true, p)));
         }
-        Ok(Some(payload))
+        Ok(Some((false, payload)))
     }
 
     /// Checks the end of the stream: leftover bytes mean a truncated

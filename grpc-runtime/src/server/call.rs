@@ -15,7 +15,7 @@ use crate::codec::{encode_message, FrameDecoder};
 use crate::compression::CompressionEncoding;
 use crate::context::{ResponseState, ServerContext};
 use crate::metadata::MetadataMap;
-use crate::request::{BoxFuture, BoxStream, Request, Response};
+use crate::request::{BoxFuture, BoxStream, MessageCompressed, Request, Response};
 use crate::status::{Code, Status};
 use crate::streaming::Streaming;
 
@@ -196,12 +196,16 @@ async fn read_single<Req: prost::Message + Default>(req: Request<Streaming<Req>>
             ))
         }
     };
+    let compressed = stream.last_message_compressed();
     if stream.message().await?.is_some() {
         return Err(Status::unimplemented(
             "cardinality violation: expected exactly one request message for a unary request, got more than one",
         ));
     }
     let mut out = Request::from_parts(md, ext, first);
+    if let Some(c) = compressed {
+        out.extensions_mut().insert(MessageCompressed(c));
+    }
     out.set_context(ctx);
     if let Some(t) = timeout {
         out.set_timeout(t);

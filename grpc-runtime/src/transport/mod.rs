@@ -10,10 +10,14 @@
 //! Nothing here knows about protobuf, gRPC status codes or metadata.
 
 mod address;
+mod backoff;
 mod connect;
+pub(crate) mod frame_tap;
 mod tls;
 
 pub use address::Address;
+pub use backoff::BackoffConfig;
+pub(crate) use backoff::jitter;
 pub use connect::{connect, Connection, ConnectionClosed, Http2Settings, TransportConfig};
 pub use tls::ClientTlsConfig;
 

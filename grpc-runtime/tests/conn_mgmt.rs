@@ -1,0 +1,291 @@
+//! Connection management over real sockets (gRFC A8 keepalive + enforcement, A9
+//! connection age/idle): short configured timings, raw HTTP/2 frames where the
+//! behaviour is only visible at frame level.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use grpc_runtime::server::{Server, ServerBuilder};
+use grpc_runtime::{Channel, Request};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+
+// ------------------------------------------------------------ raw frame client
+
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+#[derive(Debug)]
+struct Frame {
+    kind: u8,
+    flags: u8,
+    payload: Vec<u8>,
+}
+
+fn raw_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len();
+    let mut v = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    v.extend_from_slice(&stream.to_be_bytes());
+    v.extend_from_slice(payload);
+    v
+}
+
+/// A client that speaks HTTP/2 frames by hand: preface + empty SETTINGS, then whatever
+/// the test writes. Never acks anything unless told to.
+struct RawConn {
+    tcp: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl RawConn {
+    async fn open(addr: SocketAddr) -> RawConn {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(PREFACE).await.unwrap();
+        tcp.write_all(&raw_frame(0x4, 0, 0, &[])).await.unwrap();
+        RawConn { tcp, buf: Vec::new() }
+    }
+
+    async fn ping(&mut self, data: u8) {
+        self.tcp.write_all(&raw_frame(0x6, 0, 0, &[data; 8])).await.unwrap();
+    }
+
+    /// Next frame, or `None` on EOF / connection reset.
+    async fn next(&mut self) -> Option<Frame> {
+        loop {
+            if self.buf.len() >= 9 {
+                let len = (usize::from(self.buf[0]) << 16) | (usize::from(self.buf[1]) << 8) | usize::from(self.buf[2]);
+                if self.buf.len() >= 9 + len {
+                    let f = Frame { kind: self.buf[3], flags: self.buf[4], payload: self.buf[9..9 + len].to_vec() };
+                    self.buf.drain(..9 + len);
+                    return Some(f);
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            match self.tcp.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// Frames until the server closes the connection (bounded by `within`); with `ack`,
+    /// answers the server's PINGs as a live client would.
+    async fn until_closed(&mut self, within: Duration, ack: bool) -> (Vec<Frame>, bool) {
+        let mut frames = Vec::new();
+        let closed = tokio::time::timeout(within, async {
+            while let Some(f) = self.next().await {
+                if ack && f.kind == 0x6 && f.flags & 1 == 0 {
+                    let _ = self.tcp.write_all(&raw_frame(0x6, 1, 0, &f.payload)).await;
+                }
+                frames.push(f);
+            }
+        })
+        .await
+        .is_ok();
+        (frames, closed)
+    }
+}
+
+fn goaway(frames: &[Frame]) -> Option<(u32, u32, Vec<u8>)> {
+    frames.iter().find(|f| f.kind == 0x7).map(|f| {
+        let last = u32::from_be_bytes(f.payload[0..4].try_into().unwrap()) & 0x7fff_ffff;
+        let code = u32::from_be_bytes(f.payload[4..8].try_into().unwrap());
+        (last, code, f.payload[8..].to_vec())
+    })
+}
+
+// ------------------------------------------------------------ server with an accept counter
+
+struct CountingServer {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    _shutdown: oneshot::Sender<()>,
+}
+
+async fn start_counting(configure: impl FnOnce(ServerBuilder) -> ServerBuilder) -> CountingServer {
+    let (etx, _erx) = mpsc::unbounded_channel();
+    std::mem::forget(_erx);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&accepted);
+    let incoming = futures_util::stream::unfold(listener, move |l| {
+        let count = Arc::clone(&count);
+        async move {
+            let item = l.accept().await.map(|(s, peer)| {
+                count.fetch_add(1, Ordering::SeqCst);
+                (s, Some(peer))
+            });
+            Some((item, l))
+        }
+    });
+    let builder = configure(Server::builder().add_service(echo_server::EchoServer::new(TestEcho { events: etx })));
+    let (tx, rx) = oneshot::channel::<()>();
+    tokio::spawn(builder.serve_with_incoming_stream(incoming, async {
+        let _ = rx.await;
+    }));
+    CountingServer { addr, accepted, _shutdown: tx }
+}
+
+fn echo_req(message: &str, sleep_ms: i64) -> Request<EchoRequest> {
+    Request::new(EchoRequest { message: message.into(), count: 0, sleep_ms })
+}
+
+// ------------------------------------------------------------ A8 enforcement
+
+#[tokio::test]
+async fn ping_flood_earns_goaway_too_many_pings() {
+    let srv = start(|b| b).await;
+    let mut c = RawConn::open(srv.addr).await;
+    for i in 0..6 {
+        c.ping(i).await;
+    }
+    let (frames, closed) = c.until_closed(Duration::from_secs(5), true).await;
+    assert!(closed, "server must close the connection");
+    let (_, code, debug) = goaway(&frames).expect("a GOAWAY frame");
+    assert_eq!(code, 0xb, "ENHANCE_YOUR_CALM");
+    assert_eq!(debug, b"too_many_pings");
+    // The first ping is free and two strikes are tolerated, so at least 3 were answered
+    // (h2 may answer the rest of the same read batch before the GOAWAY goes out).
+    let acks = frames.iter().filter(|f| f.kind == 0x6 && f.flags & 1 == 1).count();
+    assert!(acks >= 3, "{frames:?}");
+}
+
+#[tokio::test]
+async fn pings_at_the_permitted_rate_are_answered() {
+    let srv = start(|b| b.permit_keepalive_time(Duration::from_millis(100)).permit_keepalive_without_calls(true)).await;
+    let mut c = RawConn::open(srv.addr).await;
+    let mut acks = 0;
+    for i in 0..6 {
+        c.ping(i).await;
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let f = tokio::time::timeout_at(deadline.into(), c.next()).await.expect("an ack in time").expect("open");
+            assert_ne!(f.kind, 0x7, "unexpected GOAWAY: {f:?}");
+            if f.kind == 0x6 && f.flags & 1 == 1 {
+                assert_eq!(f.payload, vec![i; 8]);
+                acks += 1;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert_eq!(acks, 6);
+}
+
+#[tokio::test]
+async fn pings_without_calls_are_strikes_unless_permitted() {
+    // Permitted interval is short, but without calls pings are still limited (2 h).
+    let srv = start(|b| b.permit_keepalive_time(Duration::from_millis(10))).await;
+    let mut c = RawConn::open(srv.addr).await;
+    for i in 0..4 {
+        c.ping(i).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (frames, closed) = c.until_closed(Duration::from_secs(5), true).await;
+    assert!(closed);
+    let (_, code, debug) = goaway(&frames).expect("GOAWAY");
+    assert_eq!((code, debug.as_slice()), (0xb, &b"too_many_pings"[..]));
+}
+
+// ------------------------------------------------------------ server keepalive
+
+#[tokio::test]
+async fn server_keepalive_closes_a_silent_client() {
+    let srv = start(|b| b.keepalive_time(Duration::from_millis(200)).keepalive_timeout(Duration::from_millis(300))).await;
+    let mut c = RawConn::open(srv.addr).await;
+    let started = Instant::now();
+    let (frames, closed) = c.until_closed(Duration::from_secs(5), false).await;
+    assert!(closed, "a client that never acks must be dropped");
+    let elapsed = started.elapsed();
+    assert!(frames.iter().any(|f| f.kind == 0x6 && f.flags & 1 == 0), "server sent a keepalive PING: {frames:?}");
+    assert!(elapsed >= Duration::from_millis(450) && elapsed < Duration::from_secs(3), "{elapsed:?}");
+}
+
+#[tokio::test]
+async fn server_keepalive_keeps_an_answering_client() {
+    let srv = start(|b| b.keepalive_time(Duration::from_millis(100)).keepalive_timeout(Duration::from_millis(200))).await;
+    let ch = Channel::builder(format!("http://{}", srv.addr)).connect().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // h2 answers the server's pings, so the same connection still serves calls.
+    let r = ch.unary::<_, EchoReply>("/test.Echo/Unary", echo_req("still here", 0)).await.unwrap();
+    assert_eq!(r.into_inner().message, "still here");
+}
+
+// ------------------------------------------------------------ A9
+
+#[tokio::test]
+async fn max_connection_idle_closes_an_idle_connection_only() {
+    let srv = start_counting(|b| b.max_connection_idle(Duration::from_millis(300))).await;
+    // A call longer than the idle limit keeps the connection.
+    let ch = Channel::builder(format!("http://{}", srv.addr)).connect().await.unwrap();
+    let r = ch.unary::<_, EchoReply>("/test.Echo/Unary", echo_req("long", 700)).await.unwrap();
+    assert_eq!(r.into_inner().message, "long");
+    assert_eq!(srv.accepted.load(Ordering::SeqCst), 1);
+    // Then idle: the server sends GOAWAY(NO_ERROR) and closes.
+    let mut c = RawConn::open(srv.addr).await;
+    let started = Instant::now();
+    let (frames, closed) = c.until_closed(Duration::from_secs(5), true).await;
+    assert!(closed);
+    let (last, code, _) = goaway(&frames).expect("GOAWAY");
+    assert_eq!(code, 0, "NO_ERROR");
+    assert_eq!(last, 0x7fff_ffff, "first phase of the graceful GOAWAY");
+    assert!(started.elapsed() >= Duration::from_millis(250), "{:?}", started.elapsed());
+    // The channel reconnects transparently after its idle connection was closed.
+    let r = ch.unary::<_, EchoReply>("/test.Echo/Unary", echo_req("again", 0)).await.unwrap();
+    assert_eq!(r.into_inner().message, "again");
+    assert_eq!(srv.accepted.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn max_connection_age_drains_with_no_failed_calls() {
+    let srv = start_counting(|b| {
+        b.max_connection_age(Duration::from_millis(250)).max_connection_age_grace(Duration::from_secs(5))
+    })
+    .await;
+    let ch = Channel::builder(format!("http://{}", srv.addr)).connect().await.unwrap();
+    let ok = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        let (ch, ok) = (ch.clone(), Arc::clone(&ok));
+        tasks.push(tokio::spawn(async move {
+            let end = Instant::now() + Duration::from_millis(2000);
+            let mut i = 0;
+            while Instant::now() < end {
+                let text = format!("w{w}-{i}");
+                let r = ch.unary::<_, EchoReply>("/test.Echo/Unary", echo_req(&text, 20)).await;
+                match r {
+                    Ok(r) => assert_eq!(r.into_inner().message, text),
+                    Err(s) => panic!("call {text} failed: {s:?}"),
+                }
+                ok.fetch_add(1, Ordering::SeqCst);
+                i += 1;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let conns = srv.accepted.load(Ordering::SeqCst);
+    assert!(conns >= 4, "connections should have been cycled by max age, got {conns}");
+    assert!(ok.load(Ordering::SeqCst) > 100, "{}", ok.load(Ordering::SeqCst));
+}
+
+#[tokio::test]
+async fn max_connection_age_grace_ends_long_calls() {
+    let srv = start_counting(|b| {
+        b.max_connection_age(Duration::from_millis(200)).max_connection_age_grace(Duration::from_millis(300))
+    })
+    .await;
+    let ch = Channel::builder(format!("http://{}", srv.addr)).connect().await.unwrap();
+    let started = Instant::now();
+    let r = ch.unary::<_, EchoReply>("/test.Echo/Unary", echo_req("too long", 5000)).await;
+    let s = r.expect_err("the call outlived age + grace");
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(matches!(s.code(), grpc_runtime::Code::Unavailable | grpc_runtime::Code::Cancelled), "{s:?}");
+}

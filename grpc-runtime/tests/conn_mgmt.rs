@@ -289,3 +289,141 @@ async fn max_connection_age_grace_ends_long_calls() {
     assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
     assert!(matches!(s.code(), grpc_runtime::Code::Unavailable | grpc_runtime::Code::Cancelled), "{s:?}");
 }
+
+// ------------------------------------------------------------ a TCP proxy that can go silent
+
+/// Forwards TCP to `upstream`. `freeze()` makes every connection accepted so far stop
+/// forwarding in both directions (the sockets stay open: a silent peer); connections
+/// accepted later forward normally.
+struct Proxy {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    frozen_below: Arc<AtomicUsize>,
+}
+
+impl Proxy {
+    async fn start(upstream: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let frozen_below = Arc::new(AtomicUsize::new(0));
+        let (acc, fro) = (Arc::clone(&accepted), Arc::clone(&frozen_below));
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let index = acc.fetch_add(1, Ordering::SeqCst);
+                let Ok(server) = TcpStream::connect(upstream).await else { continue };
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                tokio::spawn(pump(cr, sw, index, Arc::clone(&fro)));
+                tokio::spawn(pump(sr, cw, index, Arc::clone(&fro)));
+            }
+        });
+        Proxy { addr, accepted, frozen_below }
+    }
+
+    fn freeze(&self) {
+        self.frozen_below.store(self.accepted.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    index: usize,
+    frozen_below: Arc<AtomicUsize>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if index < frozen_below.load(Ordering::SeqCst) {
+            // Silent from now on: swallow everything, never close.
+            loop {
+                if matches!(from.read(&mut buf).await, Ok(0) | Err(_)) {
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+// ------------------------------------------------------------ client keepalive (A8)
+
+#[tokio::test]
+async fn client_keepalive_detects_a_silent_peer_and_reconnects() {
+    let srv = start(|b| b.permit_keepalive_time(Duration::from_millis(10))).await;
+    let proxy = Proxy::start(srv.addr).await;
+    let ch = Channel::builder(format!("http://{}", proxy.addr))
+        .keepalive_time_unchecked_for_tests(Duration::from_millis(200))
+        .keepalive_timeout(Duration::from_millis(300))
+        .connect()
+        .await
+        .unwrap();
+    // A slow call in flight, then the peer goes silent.
+    let call = {
+        let ch = ch.clone();
+        tokio::spawn(async move { ch.unary::<_, EchoReply>("/test.Echo/Unary", echo_req("slow", 10_000)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    proxy.freeze();
+    let frozen_at = Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(5), call).await.expect("detected in time").unwrap();
+    let elapsed = frozen_at.elapsed();
+    let s = r.expect_err("the call cannot succeed through a silent peer");
+    assert_eq!(s.code(), grpc_runtime::Code::Unavailable, "{s:?}");
+    // keepalive_time (200 ms from the last read) + timeout (300 ms), with slack.
+    assert!(elapsed >= Duration::from_millis(250) && elapsed < Duration::from_millis(1500), "{elapsed:?}");
+    // The channel reconnects (a new proxied connection, not frozen).
+    let r = ch.unary::<_, EchoReply>("/test.Echo/Unary", echo_req("after", 0)).await.unwrap();
+    assert_eq!(r.into_inner().message, "after");
+    assert_eq!(proxy.accepted.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn client_keepalive_without_calls_stays_quiet_by_default() {
+    // The server punishes any idle pinging (permit_without_calls false, 2 h rule).
+    let srv = start_counting(|b| b).await;
+    let ch = Channel::builder(format!("http://{}", srv.addr))
+        .keepalive_time_unchecked_for_tests(Duration::from_millis(50))
+        .connect()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(ch.keepalive_time(), Some(Duration::from_millis(50)), "no too_many_pings expected");
+    let r = ch.unary::<_, EchoReply>("/test.Echo/Unary", echo_req("x", 0)).await.unwrap();
+    assert_eq!(r.into_inner().message, "x");
+    assert_eq!(srv.accepted.load(Ordering::SeqCst), 1, "the connection survived");
+}
+
+#[tokio::test]
+async fn client_doubles_keepalive_time_after_too_many_pings() {
+    let srv = start(|b| b.permit_keepalive_without_calls(true)).await;
+    let ch = Channel::builder(format!("http://{}", srv.addr))
+        .keepalive_time_unchecked_for_tests(Duration::from_millis(50))
+        .keepalive_without_calls(true)
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(ch.keepalive_time(), Some(Duration::from_millis(50)));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while ch.keepalive_time() == Some(Duration::from_millis(50)) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(ch.keepalive_time(), Some(Duration::from_millis(100)));
+    // Calls still work on a new connection.
+    let r = ch.unary::<_, EchoReply>("/test.Echo/Unary", echo_req("y", 0)).await.unwrap();
+    assert_eq!(r.into_inner().message, "y");
+}
+
+#[test]
+fn keepalive_time_has_a_10s_floor() {
+    let ch = Channel::builder("http://127.0.0.1:1").keepalive_time(Duration::from_secs(1)).connect_lazy().unwrap();
+    assert_eq!(ch.keepalive_time(), Some(Duration::from_secs(10)));
+    let ch = Channel::builder("http://127.0.0.1:1").connect_lazy().unwrap();
+    assert_eq!(ch.keepalive_time(), None);
+}

@@ -56,6 +56,8 @@ pub(crate) struct ChannelInner {
     balancer: Arc<dyn Balancer>,
     resolving: tokio::sync::Mutex<bool>,
     pub(crate) config: CallConfig,
+    /// The configured keepalive time (before any subchannel exists).
+    keepalive_time: Option<std::time::Duration>,
 }
 
 impl Drop for ChannelInner {
@@ -71,6 +73,7 @@ impl Channel {
         resolver: Arc<dyn Resolver>,
         balancer: Arc<dyn Balancer>,
         config: CallConfig,
+        keepalive_time: Option<std::time::Duration>,
     ) -> Channel {
         let scheme = if target.tls { http::uri::Scheme::HTTPS } else { http::uri::Scheme::HTTP };
         Channel {
@@ -82,6 +85,7 @@ impl Channel {
                 balancer,
                 resolving: tokio::sync::Mutex::new(false),
                 config,
+                keepalive_time,
             }),
         }
     }
@@ -89,6 +93,16 @@ impl Channel {
     /// The channel's aggregated connectivity state.
     pub fn state(&self) -> ConnectivityState {
         self.inner.balancer.state()
+    }
+
+    /// The client keepalive time new connections use, `None` when keepalive is off. It
+    /// starts as configured ([`crate::Endpoint::keepalive_time`]) and doubles each time
+    /// a server answers GOAWAY(ENHANCE_YOUR_CALM, "too_many_pings") (gRFC A8).
+    pub fn keepalive_time(&self) -> Option<std::time::Duration> {
+        match self.inner.balancer.pick() {
+            Some(sc) => sc.keepalive_time(),
+            None => self.inner.keepalive_time,
+        }
     }
 
     /// The target this channel was built for, as given.

@@ -8,7 +8,7 @@
 use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::watch;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::connectivity::ConnectivityState;
 use crate::transport::{self, Address, Connection, TransportConfig, TransportError, TransportErrorKind};
@@ -30,6 +30,8 @@ pub struct Subchannel {
     conn: Mutex<Option<Connection>>,
     connecting: tokio::sync::Mutex<()>,
     state: watch::Sender<ConnectivityState>,
+    /// Keepalive time for new connections, doubled after each too_many_pings GOAWAY.
+    keepalive_time: Mutex<Option<std::time::Duration>>,
 }
 
 impl std::fmt::Debug for Subchannel {
@@ -43,11 +45,12 @@ impl Subchannel {
     pub fn new(config: Arc<SubchannelConfig>, addrs: Vec<Address>) -> Arc<Self> {
         Arc::new_cyclic(|me| Subchannel {
             me: me.clone(),
-            config,
             addrs: Mutex::new(addrs),
             conn: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
             state: watch::channel(ConnectivityState::Idle).0,
+            keepalive_time: Mutex::new(config.transport.keepalive.map(|k| k.time)),
+            config,
         })
     }
 
@@ -111,9 +114,10 @@ impl Subchannel {
         }
         self.set_state(ConnectivityState::Connecting);
         let addrs = self.addresses();
+        let transport = self.transport_config();
         let mut last_err = TransportError::new(TransportErrorKind::Resolve, "no addresses to connect to");
         for addr in &addrs {
-            match transport::connect(addr, &self.config.server_name, &self.config.transport).await {
+            match transport::connect(addr, &self.config.server_name, &transport).await {
                 Ok(conn) => {
                     if let Ok(mut slot) = self.conn.lock() {
                         *slot = Some(conn.clone());
@@ -132,14 +136,41 @@ impl Subchannel {
         Err(last_err)
     }
 
+    /// The transport settings for the next connection (keepalive time possibly doubled).
+    fn transport_config(&self) -> TransportConfig {
+        let mut t = self.config.transport.clone();
+        if let (Some(ka), Ok(time)) = (t.keepalive.as_mut(), self.keepalive_time.lock()) {
+            if let Some(time) = *time {
+                ka.time = time;
+            }
+        }
+        t
+    }
+
+    /// The keepalive time new connections use (`None`: keepalive off).
+    pub fn keepalive_time(&self) -> Option<std::time::Duration> {
+        self.keepalive_time.lock().ok().and_then(|t| *t)
+    }
+
     /// When `conn` ends, forget it and go back to IDLE (the next call reconnects).
     fn watch_connection(&self, conn: &Connection) {
         let me = self.me.clone();
         let closed = conn.closed();
         let id = conn.id();
+        let goaway_debug = conn.goaway_debug_probe();
         tokio::spawn(async move {
-            let _why = closed.await;
+            let why = closed.await;
             if let Some(sc) = me.upgrade() {
+                let too_many_pings = why.is_enhance_your_calm()
+                    && goaway_debug().is_some_and(|d| &d[..] == b"too_many_pings");
+                if too_many_pings {
+                    if let Ok(mut t) = sc.keepalive_time.lock() {
+                        if let Some(time) = t.as_mut() {
+                            *time = time.saturating_mul(2);
+                            warn!(keepalive_time = ?*time, "too_many_pings from the server: keepalive time doubled for new connections");
+                        }
+                    }
+                }
                 sc.forget(id);
             }
         });

@@ -59,6 +59,8 @@ struct State {
     reset_strikes: bool,
     too_many_pings: bool,
     goaway_debug: Option<Bytes>,
+    /// The last GOAWAY received: error code and debug data.
+    peer_goaway: Option<(u32, Bytes)>,
 }
 
 /// What the adapter has seen on one connection; shared with the connection's owner.
@@ -67,6 +69,8 @@ pub(crate) struct Activity {
     state: Mutex<State>,
     /// Notified when the ping policy was violated (server side).
     pub(crate) violation: tokio::sync::Notify,
+    /// Notified when a stream opens (client keepalive wakes up from dormancy).
+    pub(crate) stream_opened: tokio::sync::Notify,
 }
 
 impl Activity {
@@ -84,8 +88,10 @@ impl Activity {
                 reset_strikes: false,
                 too_many_pings: false,
                 goaway_debug: None,
+                peer_goaway: None,
             }),
             violation: tokio::sync::Notify::new(),
+            stream_opened: tokio::sync::Notify::new(),
         })
     }
 
@@ -99,7 +105,6 @@ impl Activity {
     }
 
     /// Number of open streams.
-    #[allow(dead_code)] // client keepalive uses it next
     pub(crate) fn active_streams(&self) -> usize {
         self.with(|s| s.streams.len()).unwrap_or(0)
     }
@@ -115,6 +120,19 @@ impl Activity {
         self.with(|s| s.too_many_pings).unwrap_or(false)
     }
 
+    /// The last GOAWAY the peer sent: error code and debug data.
+    pub(crate) fn peer_goaway(&self) -> Option<(u32, Bytes)> {
+        self.with(|s| s.peer_goaway.clone()).flatten()
+    }
+
+    fn on_peer_goaway(&self, payload: &[u8]) {
+        if payload.len() >= 8 {
+            let code = u32::from_be_bytes([payload[4], payload[5], payload[6], payload[7]]);
+            let debug = Bytes::copy_from_slice(&payload[8..]);
+            self.with(|s| s.peer_goaway = Some((code, debug)));
+        }
+    }
+
     /// Debug data to put into the next GOAWAY we send that has none.
     pub(crate) fn set_goaway_debug_data(&self, data: Bytes) {
         self.with(|s| s.goaway_debug = Some(data));
@@ -124,10 +142,12 @@ impl Activity {
         self.with(|s| s.last_read = Instant::now());
     }
 
-    fn stream_event(s: &mut State, stream: u32, kind: u8, flags: u8, outbound: bool) {
+    /// Updates the open streams; returns whether a stream was opened.
+    fn stream_event(s: &mut State, stream: u32, kind: u8, flags: u8, outbound: bool) -> bool {
         if stream == 0 {
-            return;
+            return false;
         }
+        let mut opened = false;
         let bit = if outbound { 1 } else { 2 };
         match kind {
             HEADERS | DATA => {
@@ -135,8 +155,11 @@ impl Activity {
                 let entry = match s.streams.get_mut(&stream) {
                     Some(e) => e,
                     // Only HEADERS opens a stream; stray DATA is h2's to reject.
-                    None if kind == HEADERS => s.streams.entry(stream).or_insert(0),
-                    None => return,
+                    None if kind == HEADERS => {
+                        opened = true;
+                        s.streams.entry(stream).or_insert(0)
+                    }
+                    None => return false,
                 };
                 if flags & FLAG_END_STREAM != 0 {
                     *entry |= bit;
@@ -155,11 +178,13 @@ impl Activity {
             }
             _ => {}
         }
+        opened
     }
 
     fn inbound_frame(&self, kind: u8, flags: u8, stream: u32) {
         let violated = self
             .with(|s| {
+                // Streams are opened by the client; a server sees them inbound.
                 Self::stream_event(s, stream, kind, flags, false);
                 if kind != PING || flags & FLAG_ACK != 0 {
                     return false;
@@ -195,12 +220,17 @@ impl Activity {
     }
 
     fn outbound_frame(&self, kind: u8, flags: u8, stream: u32) {
-        self.with(|s| {
-            Self::stream_event(s, stream, kind, flags, true);
-            if kind == HEADERS || kind == DATA {
-                s.reset_strikes = true;
-            }
-        });
+        let opened = self
+            .with(|s| {
+                if kind == HEADERS || kind == DATA {
+                    s.reset_strikes = true;
+                }
+                Self::stream_event(s, stream, kind, flags, true)
+            })
+            .unwrap_or(false);
+        if opened {
+            self.stream_opened.notify_one();
+        }
     }
 
     fn take_goaway_debug(&self) -> Option<Bytes> {
@@ -217,15 +247,21 @@ struct Scanner {
     have: usize,
     /// Payload bytes of the current frame still to pass.
     payload: usize,
+    /// The payload of the GOAWAY being read (kept up to `GOAWAY_CAPTURE` bytes).
+    goaway: Option<Vec<u8>>,
 }
+
+/// How much of a received GOAWAY's payload is kept (stream id, code, debug data).
+const GOAWAY_CAPTURE: usize = 8 + 256;
 
 impl Scanner {
     fn new(preface: bool) -> Self {
-        Scanner { preface: if preface { PREFACE_LEN } else { 0 }, header: [0; 9], have: 0, payload: 0 }
+        Scanner { preface: if preface { PREFACE_LEN } else { 0 }, header: [0; 9], have: 0, payload: 0, goaway: None }
     }
 
-    /// Feeds bytes; calls `on_header(type, flags, stream, len)` for each complete header.
-    fn feed(&mut self, mut data: &[u8], mut on_header: impl FnMut(u8, u8, u32, usize)) {
+    /// Feeds bytes; calls `on_header(type, flags, stream, len)` for each complete header
+    /// and `on_goaway(payload)` for each complete GOAWAY.
+    fn feed(&mut self, mut data: &[u8], mut on_header: impl FnMut(u8, u8, u32, usize), mut on_goaway: impl FnMut(&[u8])) {
         while !data.is_empty() {
             if self.preface > 0 {
                 let n = self.preface.min(data.len());
@@ -233,8 +269,17 @@ impl Scanner {
                 data = &data[n..];
             } else if self.payload > 0 {
                 let n = self.payload.min(data.len());
+                if let Some(g) = self.goaway.as_mut() {
+                    let keep = n.min(GOAWAY_CAPTURE.saturating_sub(g.len()));
+                    g.extend_from_slice(&data[..keep]);
+                }
                 self.payload -= n;
                 data = &data[n..];
+                if self.payload == 0 {
+                    if let Some(g) = self.goaway.take() {
+                        on_goaway(&g);
+                    }
+                }
             } else {
                 let n = (9 - self.have).min(data.len());
                 self.header[self.have..self.have + n].copy_from_slice(&data[..n]);
@@ -245,6 +290,13 @@ impl Scanner {
                     let (kind, flags, stream, len) = parse_header(&self.header);
                     self.payload = len;
                     on_header(kind, flags, stream, len);
+                    if kind == GOAWAY {
+                        if len == 0 {
+                            on_goaway(&[]);
+                        } else {
+                            self.goaway = Some(Vec::new());
+                        }
+                    }
                 }
             }
         }
@@ -315,7 +367,11 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FrameTap<IO> {
         if !new.is_empty() {
             this.activity.on_read();
             let activity = &this.activity;
-            this.inbound.feed(new, |kind, flags, stream, _| activity.inbound_frame(kind, flags, stream));
+            this.inbound.feed(
+                new,
+                |kind, flags, stream, _| activity.inbound_frame(kind, flags, stream),
+                |payload| activity.on_peer_goaway(payload),
+            );
         }
         Poll::Ready(Ok(()))
     }
@@ -408,13 +464,21 @@ mod tests {
         bytes.extend(header(8, PING, 0, 0));
         bytes.extend([0; 8]);
         bytes.extend(header(0, DATA, 1, 1));
+        bytes.extend(header(10, GOAWAY, 0, 0));
+        bytes.extend([0, 0, 0, 1, 0, 0, 0, 0xb, b'h', b'i']);
         for split in 1..bytes.len() {
             let mut s = Scanner::new(true);
             let mut seen = Vec::new();
+            let mut goaways = Vec::new();
             for chunk in bytes.chunks(split) {
-                s.feed(chunk, |k, f, id, len| seen.push((k, f, id, len)));
+                s.feed(chunk, |k, f, id, len| seen.push((k, f, id, len)), |g| goaways.push(g.to_vec()));
             }
-            assert_eq!(seen, vec![(HEADERS, 4, 1, 3), (PING, 0, 0, 8), (DATA, 1, 1, 0)], "split {split}");
+            assert_eq!(
+                seen,
+                vec![(HEADERS, 4, 1, 3), (PING, 0, 0, 8), (DATA, 1, 1, 0), (GOAWAY, 0, 0, 10)],
+                "split {split}"
+            );
+            assert_eq!(goaways, vec![vec![0, 0, 0, 1, 0, 0, 0, 0xb, b'h', b'i']], "split {split}");
         }
     }
 

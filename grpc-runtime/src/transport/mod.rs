@@ -18,7 +18,10 @@ mod tls;
 pub use address::Address;
 pub use backoff::BackoffConfig;
 pub(crate) use backoff::jitter;
-pub use connect::{connect, Connection, ConnectionClosed, Http2Settings, TransportConfig};
+pub use connect::{
+    connect, Connection, ConnectionClosed, Http2Settings, KeepaliveConfig, TransportConfig, DEFAULT_KEEPALIVE_TIMEOUT,
+    MIN_KEEPALIVE_TIME,
+};
 pub use tls::ClientTlsConfig;
 
 use std::fmt;

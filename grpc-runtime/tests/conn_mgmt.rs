@@ -6,12 +6,13 @@ mod common;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
 use grpc_runtime::server::{Server, ServerBuilder};
-use grpc_runtime::{Channel, Request};
+use grpc_runtime::transport::BackoffConfig;
+use grpc_runtime::{Channel, Code, ConnectivityState, Request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
@@ -105,12 +106,17 @@ struct CountingServer {
     addr: SocketAddr,
     accepted: Arc<AtomicUsize>,
     _shutdown: oneshot::Sender<()>,
+    done: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 async fn start_counting(configure: impl FnOnce(ServerBuilder) -> ServerBuilder) -> CountingServer {
+    start_counting_at("127.0.0.1:0".parse().unwrap(), configure).await
+}
+
+async fn start_counting_at(at: SocketAddr, configure: impl FnOnce(ServerBuilder) -> ServerBuilder) -> CountingServer {
     let (etx, _erx) = mpsc::unbounded_channel();
     std::mem::forget(_erx);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = TcpListener::bind(at).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let accepted = Arc::new(AtomicUsize::new(0));
     let count = Arc::clone(&accepted);
@@ -126,10 +132,20 @@ async fn start_counting(configure: impl FnOnce(ServerBuilder) -> ServerBuilder) 
     });
     let builder = configure(Server::builder().add_service(echo_server::EchoServer::new(TestEcho { events: etx })));
     let (tx, rx) = oneshot::channel::<()>();
-    tokio::spawn(builder.serve_with_incoming_stream(incoming, async {
+    let done = tokio::spawn(builder.grace_period(Duration::from_millis(200)).serve_with_incoming_stream(incoming, async {
         let _ = rx.await;
     }));
-    CountingServer { addr, accepted, _shutdown: tx }
+    CountingServer { addr, accepted, _shutdown: tx, done: Some(done) }
+}
+
+impl CountingServer {
+    /// Graceful shutdown; returns when the listener and connections are gone.
+    async fn stop(self) {
+        let _ = self._shutdown.send(());
+        if let Some(done) = self.done {
+            let _ = done.await;
+        }
+    }
 }
 
 fn echo_req(message: &str, sleep_ms: i64) -> Request<EchoRequest> {
@@ -426,4 +442,151 @@ fn keepalive_time_has_a_10s_floor() {
     assert_eq!(ch.keepalive_time(), Some(Duration::from_secs(10)));
     let ch = Channel::builder("http://127.0.0.1:1").connect_lazy().unwrap();
     assert_eq!(ch.keepalive_time(), None);
+}
+
+// ------------------------------------------------------------ channel: backoff, states, wait-for-ready
+
+fn fast_backoff() -> BackoffConfig {
+    BackoffConfig {
+        base_delay: Duration::from_millis(100),
+        multiplier: 2.0,
+        jitter: 0.0,
+        max_delay: Duration::from_millis(400),
+    }
+}
+
+#[tokio::test]
+async fn fail_fast_call_fails_unavailable_while_server_is_down() {
+    let srv = start_counting(|b| b).await;
+    let addr = srv.addr;
+    let ch = Channel::builder(format!("http://{addr}")).backoff(fast_backoff()).connect().await.unwrap();
+    assert_eq!(ch.state(), ConnectivityState::Ready);
+    srv.stop().await;
+    // The first call after the server went away tries to reconnect and fails.
+    let s = ch.unary::<_, EchoReply>("/test.Echo/Unary", echo_req("x", 0)).await.unwrap_err();
+    assert_eq!(s.code(), Code::Unavailable, "{s:?}");
+    assert_eq!(ch.state(), ConnectivityState::TransientFailure);
+    // While in TRANSIENT_FAILURE, calls fail at once (no waiting for the backoff).
+    let started = Instant::now();
+    let s = ch.unary::<_, EchoReply>("/test.Echo/Unary", echo_req("y", 0)).await.unwrap_err();
+    assert_eq!(s.code(), Code::Unavailable, "{s:?}");
+    assert!(started.elapsed() < Duration::from_millis(100), "{:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn server_restart_reconnects_with_backoff_and_wait_for_ready_calls_succeed() {
+    let srv = start_counting(|b| b).await;
+    let addr = srv.addr;
+    let ch = Channel::builder(format!("http://{addr}")).backoff(fast_backoff()).connect().await.unwrap();
+    srv.stop().await;
+    let s = ch.unary::<_, EchoReply>("/test.Echo/Unary", echo_req("down", 0)).await.unwrap_err();
+    assert_eq!(s.code(), Code::Unavailable);
+    // Wait-for-ready calls queue while the server is down...
+    let mut waiting = Vec::new();
+    for i in 0..3 {
+        let ch = ch.clone();
+        waiting.push(tokio::spawn(async move {
+            let mut r = echo_req(&format!("wfr{i}"), 0);
+            r.set_wait_for_ready(true);
+            r.set_timeout(Duration::from_secs(5));
+            ch.unary::<_, EchoReply>("/test.Echo/Unary", r).await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(ch.state(), ConnectivityState::TransientFailure);
+    // ...and succeed once it is back (same port), within about one max backoff.
+    let restarted_at = Instant::now();
+    let srv2 = start_counting_at(addr, |b| b).await;
+    let state = tokio::time::timeout(Duration::from_secs(3), ch.wait_for_state_change(ConnectivityState::TransientFailure))
+        .await
+        .expect("reconnected");
+    assert_eq!(state, ConnectivityState::Ready);
+    assert!(restarted_at.elapsed() < Duration::from_millis(1000), "{:?}", restarted_at.elapsed());
+    for (i, w) in waiting.into_iter().enumerate() {
+        let r = w.await.unwrap().expect("wait-for-ready call succeeds after the restart");
+        assert_eq!(r.into_inner().message, format!("wfr{i}"));
+    }
+    assert_eq!(srv2.accepted.load(Ordering::SeqCst), 1, "one connection shared by the queued calls");
+}
+
+#[tokio::test]
+async fn wait_for_ready_is_bounded_by_the_deadline() {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    drop(l); // nothing listens there
+    let ch = Channel::builder(format!("http://{addr}")).backoff(fast_backoff()).connect_lazy().unwrap();
+    let mut r = echo_req("never", 0);
+    r.set_wait_for_ready(true);
+    r.set_timeout(Duration::from_millis(300));
+    let started = Instant::now();
+    let s = ch.unary::<_, EchoReply>("/test.Echo/Unary", r).await.unwrap_err();
+    assert_eq!(s.code(), Code::DeadlineExceeded, "{s:?}");
+    let e = started.elapsed();
+    assert!(e >= Duration::from_millis(280) && e < Duration::from_millis(1000), "{e:?}");
+}
+
+#[tokio::test]
+async fn reconnect_attempts_back_off_exponentially() {
+    // A listener that accepts and hangs up at once: every attempt fails, and each is counted.
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let attempts = Arc::new(Mutex::new(Vec::<Instant>::new()));
+    let seen = Arc::clone(&attempts);
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            seen.lock().unwrap().push(Instant::now());
+            drop(s);
+        }
+    });
+    let backoff = BackoffConfig {
+        base_delay: Duration::from_millis(100),
+        multiplier: 2.0,
+        jitter: 0.0,
+        max_delay: Duration::from_secs(10),
+    };
+    let ch = Channel::builder(format!("http://{addr}")).backoff(backoff).connect_lazy().unwrap();
+    let _ = ch.get_state(true);
+    // Attempts at about 0, 0.1, 0.3, 0.7, 1.5 s (delays 100, 200, 400, 800 ms), then 1.6 s.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while attempts.lock().unwrap().len() < 5 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(ch.state(), ConnectivityState::TransientFailure);
+    let times = attempts.lock().unwrap().clone();
+    assert_eq!(times.len(), 5, "the 6th attempt is due 1.6 s after the 5th: {times:?}");
+    for (i, w) in [0.1f64, 0.2, 0.4, 0.8].iter().enumerate() {
+        let gap = (times[i + 1] - times[i]).as_secs_f64();
+        assert!(gap >= w - 0.01 && gap < w + 0.3, "gap {i}: {gap} vs {w} ({times:?})");
+    }
+}
+
+#[tokio::test]
+async fn channel_states_and_idle_timeout() {
+    let srv = start_counting(|b| b).await;
+    let ch = Channel::builder(format!("http://{}", srv.addr))
+        .idle_timeout(Some(Duration::from_millis(300)))
+        .connect_lazy()
+        .unwrap();
+    assert_eq!(ch.state(), ConnectivityState::Idle);
+    assert_eq!(ch.get_state(true), ConnectivityState::Idle);
+    let mut s = ConnectivityState::Idle;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while s != ConnectivityState::Ready && Instant::now() < deadline {
+        s = tokio::time::timeout(Duration::from_secs(3), ch.wait_for_state_change(s)).await.unwrap();
+    }
+    assert_eq!(s, ConnectivityState::Ready);
+    let r = ch.unary::<_, EchoReply>("/test.Echo/Unary", echo_req("a", 0)).await.unwrap();
+    assert_eq!(r.into_inner().message, "a");
+    // No calls for the idle timeout: back to IDLE, connection released.
+    let s = tokio::time::timeout(Duration::from_secs(2), ch.wait_for_state_change(ConnectivityState::Ready)).await.unwrap();
+    assert_eq!(s, ConnectivityState::Idle);
+    // A call longer than the idle timeout keeps the connection (streams are open).
+    let r = ch.unary::<_, EchoReply>("/test.Echo/Unary", echo_req("b", 700)).await.unwrap();
+    assert_eq!(r.into_inner().message, "b");
+    assert_eq!(srv.accepted.load(Ordering::SeqCst), 2);
+    ch.shutdown();
+    assert_eq!(ch.state(), ConnectivityState::Shutdown);
+    let s = ch.unary::<_, EchoReply>("/test.Echo/Unary", echo_req("c", 0)).await.unwrap_err();
+    assert_eq!(s.code(), Code::Unavailable);
 }

@@ -103,6 +103,8 @@ struct Prepared {
     metadata: MetadataMap,
     deadline: Option<Deadline>,
     compression: Option<CompressionEncoding>,
+    /// Wait through TRANSIENT_FAILURE for a READY connection (bounded by the deadline).
+    wait_for_ready: bool,
 }
 
 /// The call after its stream was opened.
@@ -188,7 +190,13 @@ impl Channel {
         if let Some(status) = rejected {
             return Err(status);
         }
-        Ok(Prepared { state, metadata, deadline, compression: request.compression().or(cfg.send_compression) })
+        Ok(Prepared {
+            state,
+            metadata,
+            deadline,
+            compression: request.compression().or(cfg.send_compression),
+            wait_for_ready: request.wait_for_ready().unwrap_or(false),
+        })
     }
 
     /// The request headers of one call.
@@ -252,7 +260,7 @@ impl Channel {
         loop {
             attempt += 1;
             let (sub, conn) = self
-                .pick()
+                .pick_with(p.wait_for_ready)
                 .await
                 .map_err(|e| Status::unavailable(format!("connection to {} failed: {}", self.inner.target.text, e.message())))?;
             p.state.span.record("peer", tracing::field::display(conn.address()));

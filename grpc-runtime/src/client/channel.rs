@@ -139,9 +139,54 @@ impl Channel {
         Ok(())
     }
 
+    /// Waits until the channel's state differs from `from` and returns the new state
+    /// (returns at once if it already differs). Bound it with a timeout if needed.
+    pub async fn wait_for_state_change(&self, from: ConnectivityState) -> ConnectivityState {
+        loop {
+            let now = self.state();
+            if now != from {
+                return now;
+            }
+            match self.inner.balancer.pick() {
+                Some(sc) => {
+                    let mut rx = sc.watch_state();
+                    if self.state() != from {
+                        continue;
+                    }
+                    // The channel's state is the subchannel's (or SHUTDOWN, which the
+                    // subchannel also reaches on shutdown).
+                    let _ = rx.wait_for(|s| *s != from).await;
+                }
+                // No subchannel before the first resolution: poll briefly.
+                None => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+            }
+        }
+    }
+
+    /// Starts connecting in the background if the channel is IDLE (as grpc's
+    /// `getState(tryToConnect=true)`); returns the state before.
+    pub fn get_state(&self, try_to_connect: bool) -> ConnectivityState {
+        let state = self.state();
+        if try_to_connect && state == ConnectivityState::Idle {
+            let ch = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = ch.pick_with(true).await {
+                    debug!(error = %e, "background connect failed");
+                }
+            });
+        }
+        state
+    }
+
     /// Picks a subchannel and returns its live connection, resolving and connecting as
-    /// needed.
+    /// needed; fails fast in TRANSIENT_FAILURE.
     pub(crate) async fn pick(&self) -> Result<(Arc<Subchannel>, Connection), TransportError> {
+        self.pick_with(false).await
+    }
+
+    /// Like [`Channel::pick`]; with `wait_for_ready`, waits through TRANSIENT_FAILURE
+    /// until a connection is READY (the caller bounds the wait with the call deadline).
+    pub(crate) async fn pick_with(&self, wait_for_ready: bool) -> Result<(Arc<Subchannel>, Connection), TransportError> {
         if self.inner.balancer.state() == ConnectivityState::Shutdown {
             return Err(TransportError::new(TransportErrorKind::Connect, "channel is shut down"));
         }
@@ -154,7 +199,7 @@ impl Channel {
                 })?
             }
         };
-        match sc.connection().await {
+        match sc.connection_with(wait_for_ready).await {
             Ok(c) => Ok((sc, c)),
             Err(e) => {
                 // Addresses may have changed: refresh them for the next attempt.

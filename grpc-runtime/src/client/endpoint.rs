@@ -9,11 +9,11 @@ use http::HeaderValue;
 use super::balancer::PickFirst;
 use super::interceptor::{Interceptor, Interceptors};
 use super::channel::Channel;
-use super::subchannel::SubchannelConfig;
+use super::subchannel::{SubchannelConfig, DEFAULT_IDLE_TIMEOUT};
 use super::target::Target;
 use crate::compression::{CompressionEncoding, EncodingSet};
 use crate::transport::{
-    ClientTlsConfig, KeepaliveConfig, TransportConfig, TransportError, TransportErrorKind, DEFAULT_KEEPALIVE_TIMEOUT,
+    BackoffConfig, ClientTlsConfig, KeepaliveConfig, TransportConfig, TransportError, TransportErrorKind, DEFAULT_KEEPALIVE_TIMEOUT,
     MIN_KEEPALIVE_TIME,
 };
 
@@ -51,6 +51,8 @@ pub struct Endpoint {
     keepalive_time: Option<Duration>,
     keepalive_timeout: Duration,
     keepalive_without_calls: bool,
+    backoff: BackoffConfig,
+    idle_timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -85,7 +87,25 @@ impl Endpoint {
             keepalive_time: None,
             keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
             keepalive_without_calls: false,
+            backoff: BackoffConfig::default(),
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
         }
+    }
+
+    /// Reconnect backoff after failed connection attempts (default: 1 s, x1.6, jitter
+    /// 0.2, at most 120 s, per gRPC's connection-backoff.md). While backing off the
+    /// channel is TRANSIENT_FAILURE: calls fail fast with UNAVAILABLE unless they are
+    /// wait-for-ready ([`crate::Request::set_wait_for_ready`]).
+    pub fn backoff(mut self, backoff: BackoffConfig) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// After this long without calls the channel releases its connection and goes IDLE
+    /// (default 30 min); the next call reconnects. `None` disables it.
+    pub fn idle_timeout(mut self, idle: Option<Duration>) -> Self {
+        self.idle_timeout = idle;
+        self
     }
 
     /// Sends a keepalive PING after the connection has been silent (nothing read) for
@@ -121,6 +141,8 @@ impl Endpoint {
     }
 
     /// Bounds each connection attempt (socket + TLS + HTTP/2 handshake); default 20 s.
+    /// This is also connection-backoff.md's MIN_CONNECT_TIMEOUT: once the backoff delay
+    /// grows beyond it, an attempt may take up to the backoff delay.
     pub fn connect_timeout(mut self, d: Duration) -> Self {
         self.transport.connect_timeout = d;
         self
@@ -263,7 +285,10 @@ impl Endpoint {
             timeout: self.keepalive_timeout,
             without_calls: self.keepalive_without_calls,
         });
-        let sub_config = Arc::new(SubchannelConfig { transport, server_name: target.host.clone() });
+        let mut sub_config = SubchannelConfig::new(transport, target.host.clone());
+        sub_config.backoff = self.backoff;
+        sub_config.idle_timeout = self.idle_timeout;
+        let sub_config = Arc::new(sub_config);
         let resolver = target.resolver();
         let balancer = Arc::new(PickFirst::new(sub_config));
         let config = CallConfig {

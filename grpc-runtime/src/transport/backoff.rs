@@ -31,8 +31,6 @@ pub struct BackoffConfig {
     pub jitter: f64,
     /// Upper bound of the delay (default 120 s).
     pub max_delay: Duration,
-    /// Lower bound of each connection attempt's deadline (default 20 s).
-    pub min_connect_timeout: Duration,
 }
 
 impl Default for BackoffConfig {
@@ -42,20 +40,17 @@ impl Default for BackoffConfig {
             multiplier: 1.6,
             jitter: 0.2,
             max_delay: Duration::from_secs(120),
-            min_connect_timeout: Duration::from_secs(20),
         }
     }
 }
 
 /// The backoff state of one subchannel: the next delay, grown after each failure.
-#[allow(dead_code)] // wired into the subchannel next
 #[derive(Debug, Clone)]
 pub(crate) struct Backoff {
     config: BackoffConfig,
     current: Duration,
 }
 
-#[allow(dead_code)]
 impl Backoff {
     pub(crate) fn new(config: BackoffConfig) -> Self {
         Backoff { config, current: config.base_delay }

@@ -198,11 +198,10 @@ impl Connection {
         self.shared.activity.peer_goaway().map(|(_, debug)| debug)
     }
 
-    /// A probe for [`Connection::peer_goaway_debug_data`] that does not keep the
-    /// connection alive (holding a `Connection` clone does).
-    pub fn goaway_debug_probe(&self) -> impl Fn() -> Option<Bytes> + Send + Sync + 'static {
-        let shared = Arc::clone(&self.shared);
-        move || shared.activity.peer_goaway().map(|(_, debug)| debug)
+    /// A view of this connection's activity that, unlike a `Connection` clone, does not
+    /// keep the connection open.
+    pub(crate) fn probe(&self) -> ConnectionProbe {
+        ConnectionProbe { shared: Arc::clone(&self.shared) }
     }
 
     /// Number of streams open on this connection (as seen on the wire).
@@ -222,6 +221,23 @@ impl Connection {
                 *slot = Some(value);
             }
         }
+    }
+}
+
+/// See [`Connection::probe`].
+pub(crate) struct ConnectionProbe {
+    shared: Arc<Shared>,
+}
+
+impl ConnectionProbe {
+    /// Number of streams open on the connection.
+    pub(crate) fn active_streams(&self) -> usize {
+        self.shared.activity.active_streams()
+    }
+
+    /// The debug data of the last GOAWAY the peer sent.
+    pub(crate) fn peer_goaway_debug_data(&self) -> Option<Bytes> {
+        self.shared.activity.peer_goaway().map(|(_, debug)| debug)
     }
 }
 

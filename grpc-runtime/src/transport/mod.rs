@@ -17,7 +17,7 @@ mod tls;
 
 pub use address::Address;
 pub use backoff::BackoffConfig;
-pub(crate) use backoff::jitter;
+pub(crate) use backoff::{jitter, Backoff};
 pub use connect::{
     connect, Connection, ConnectionClosed, Http2Settings, KeepaliveConfig, TransportConfig, DEFAULT_KEEPALIVE_TIMEOUT,
     MIN_KEEPALIVE_TIME,

@@ -590,3 +590,118 @@ async fn channel_states_and_idle_timeout() {
     let s = ch.unary::<_, EchoReply>("/test.Echo/Unary", echo_req("c", 0)).await.unwrap_err();
     assert_eq!(s.code(), Code::Unavailable);
 }
+
+// ------------------------------------------------------------ GOAWAY following under mixed load
+
+#[tokio::test]
+async fn goaway_mid_load_loses_no_call_of_any_kind() {
+    // Connections are drained (two-phase GOAWAY) every ~200 ms while unary, server-streaming
+    // and slow bidi calls run: calls under the last-stream-id finish on the old
+    // connection, new ones go to a new connection, none fails.
+    let srv = start_counting(|b| {
+        b.max_connection_age(Duration::from_millis(200)).max_connection_age_grace(Duration::from_secs(10))
+    })
+    .await;
+    let ch = Channel::builder(format!("http://{}", srv.addr)).connect().await.unwrap();
+    let end = Instant::now() + Duration::from_millis(1500);
+    let done = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for w in 0..3 {
+        let (ch, done) = (ch.clone(), Arc::clone(&done));
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0;
+            while Instant::now() < end {
+                let text = format!("u{w}-{i}");
+                let r = ch.unary::<_, EchoReply>("/test.Echo/Unary", echo_req(&text, 5)).await;
+                assert_eq!(r.unwrap_or_else(|s| panic!("unary {text}: {s:?}")).into_inner().message, text);
+                done.fetch_add(1, Ordering::SeqCst);
+                i += 1;
+            }
+        }));
+    }
+    for w in 0..2 {
+        let (ch, done) = (ch.clone(), Arc::clone(&done));
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0;
+            while Instant::now() < end {
+                let text = format!("s{w}-{i}");
+                let req = Request::new(EchoRequest { message: text.clone(), count: 20, sleep_ms: 0 });
+                let mut stream = ch
+                    .server_streaming::<_, EchoReply>("/test.Echo/ServerStream", req)
+                    .await
+                    .unwrap_or_else(|s| panic!("server stream {text}: {s:?}"))
+                    .into_inner();
+                let mut n = 0;
+                while let Some(m) = stream.message().await.unwrap_or_else(|s| panic!("server stream {text}: {s:?}")) {
+                    assert!(m.message.contains(&text), "{} vs {text}", m.message);
+                    n += 1;
+                }
+                assert_eq!(n, 20, "{text}");
+                done.fetch_add(1, Ordering::SeqCst);
+                i += 1;
+            }
+        }));
+    }
+    for w in 0..2 {
+        let (ch, done) = (ch.clone(), Arc::clone(&done));
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0;
+            while Instant::now() < end {
+                let tag = format!("b{w}-{i}");
+                let t2 = tag.clone();
+                // 8 messages, 40 ms apart: each call spans at least one drain.
+                let reqs = futures_util::stream::unfold(0, move |k| {
+                    let t = t2.clone();
+                    async move {
+                        if k == 8 {
+                            return None;
+                        }
+                        tokio::time::sleep(Duration::from_millis(40)).await;
+                        Some((EchoRequest { message: format!("{t}/{k}"), count: 0, sleep_ms: 0 }, k + 1))
+                    }
+                });
+                let mut stream = ch
+                    .bidi_streaming::<_, _, EchoReply>("/test.Echo/Bidi", Request::new(reqs))
+                    .await
+                    .unwrap_or_else(|s| panic!("bidi {tag}: {s:?}"))
+                    .into_inner();
+                let mut got = Vec::new();
+                while let Some(m) = stream.message().await.unwrap_or_else(|s| panic!("bidi {tag}: {s:?}")) {
+                    got.push(m.message);
+                }
+                let want: Vec<String> = (0..8).map(|k| format!("echo:{tag}/{k}")).collect();
+                assert_eq!(got, want);
+                done.fetch_add(1, Ordering::SeqCst);
+                i += 1;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let conns = srv.accepted.load(Ordering::SeqCst);
+    assert!(conns >= 4, "connections were drained repeatedly: {conns}");
+    assert!(done.load(Ordering::SeqCst) > 50, "{}", done.load(Ordering::SeqCst));
+}
+
+#[tokio::test]
+async fn a_call_after_long_silence_pings_first() {
+    // Keepalive sleeps while no call is open; a call started after more than
+    // keepalive_time of silence sends a PING at once, so a dead peer is found within
+    // keepalive_timeout (not keepalive_time + keepalive_timeout).
+    let srv = start(|b| b.permit_keepalive_time(Duration::from_millis(10))).await;
+    let proxy = Proxy::start(srv.addr).await;
+    let ch = Channel::builder(format!("http://{}", proxy.addr))
+        .keepalive_time_unchecked_for_tests(Duration::from_millis(1000))
+        .keepalive_timeout(Duration::from_millis(300))
+        .connect()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    proxy.freeze();
+    let started = Instant::now();
+    let s = ch.unary::<_, EchoReply>("/test.Echo/Unary", echo_req("x", 0)).await.unwrap_err();
+    let e = started.elapsed();
+    assert_eq!(s.code(), Code::Unavailable, "{s:?}");
+    assert!(e >= Duration::from_millis(250) && e < Duration::from_millis(900), "{e:?}");
+}

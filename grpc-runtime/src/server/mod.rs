@@ -1,7 +1,9 @@
 //! The gRPC server: [`Server::builder`] and its settings, the [`Service`]
 //! trait generated servers implement, the router, per-connection HTTP/2
-//! handling, per-call validation and context, interceptors, and graceful
-//! shutdown.
+//! handling, per-call validation and context, interceptors, graceful
+//! shutdown, and connection management (gRFC A8/A9: keepalive PINGs, ping-abuse
+//! enforcement with GOAWAY(ENHANCE_YOUR_CALM, "too_many_pings"), max connection
+//! idle / age / age grace with a two-phase GOAWAY drain).
 
 mod call;
 mod conn;

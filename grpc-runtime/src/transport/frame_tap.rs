@@ -171,10 +171,8 @@ impl Activity {
                     s.idle_since = Instant::now();
                 }
             }
-            RST_STREAM => {
-                if s.streams.remove(&stream).is_some() && s.streams.is_empty() {
-                    s.idle_since = Instant::now();
-                }
+            RST_STREAM if s.streams.remove(&stream).is_some() && s.streams.is_empty() => {
+                s.idle_since = Instant::now();
             }
             _ => {}
         }

@@ -15,6 +15,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -71,6 +72,8 @@ pub(crate) struct Activity {
     pub(crate) violation: tokio::sync::Notify,
     /// Notified when a stream opens (client keepalive wakes up from dormancy).
     pub(crate) stream_opened: tokio::sync::Notify,
+    /// Set while GOAWAY debug data waits to be written (checked per write, lock-free).
+    goaway_armed: AtomicBool,
 }
 
 impl Activity {
@@ -92,6 +95,7 @@ impl Activity {
             }),
             violation: tokio::sync::Notify::new(),
             stream_opened: tokio::sync::Notify::new(),
+            goaway_armed: AtomicBool::new(false),
         })
     }
 
@@ -136,6 +140,11 @@ impl Activity {
     /// Debug data to put into the next GOAWAY we send that has none.
     pub(crate) fn set_goaway_debug_data(&self, data: Bytes) {
         self.with(|s| s.goaway_debug = Some(data));
+        self.goaway_armed.store(true, Ordering::Release);
+    }
+
+    fn goaway_armed(&self) -> bool {
+        self.goaway_armed.load(Ordering::Acquire)
     }
 
     fn on_read(&self) {
@@ -232,6 +241,7 @@ impl Activity {
     }
 
     fn take_goaway_debug(&self) -> Option<Bytes> {
+        self.goaway_armed.store(false, Ordering::Release);
         self.with(|s| s.goaway_debug.take()).flatten()
     }
 }
@@ -307,16 +317,23 @@ fn parse_header(h: &[u8; 9]) -> (u8, u8, u32, usize) {
     (h[3], h[4], stream, len)
 }
 
-/// Outbound state: frame headers are held (9 bytes) until complete so a GOAWAY can be
-/// rewritten; payloads pass straight through.
+/// Outbound state. Normally bytes are written first and scanned afterwards, so h2's
+/// writes (vectored or not) reach the socket unchanged. While a GOAWAY rewrite is armed,
+/// frame headers are held back until complete so that GOAWAY can get its debug data.
 #[derive(Debug)]
 enum Out {
-    /// Passing `n` bytes (preface or payload) straight through.
+    /// `n` bytes (preface or payload) still to pass.
     Pass(usize),
-    /// Collecting a frame header.
-    Header([u8; 9], usize),
+    /// A frame header, `have` bytes of it seen; `held`: those bytes are not written yet.
+    Header { buf: [u8; 9], have: usize, held: bool },
     /// Collecting the 8-byte payload of a GOAWAY that gets debug data appended.
     GoAway([u8; 9], BytesMut, Bytes),
+}
+
+impl Out {
+    fn header() -> Out {
+        Out::Header { buf: [0; 9], have: 0, held: false }
+    }
 }
 
 /// The adapter: wraps the connection's IO, reporting to an [`Activity`].
@@ -325,7 +342,7 @@ pub(crate) struct FrameTap<IO> {
     activity: Arc<Activity>,
     inbound: Scanner,
     out: Out,
-    /// Bytes accepted from h2 but not yet written (held headers, a rewritten GOAWAY).
+    /// Bytes accepted from h2 but not yet written (a held header, a rewritten GOAWAY).
     pending: BytesMut,
 }
 
@@ -337,8 +354,89 @@ impl<IO> FrameTap<IO> {
             io,
             activity,
             inbound: Scanner::new(!client),
-            out: if client { Out::Pass(PREFACE_LEN) } else { Out::Header([0; 9], 0) },
+            out: if client { Out::Pass(PREFACE_LEN) } else { Out::header() },
             pending: BytesMut::new(),
+        }
+    }
+
+    /// Advances the outbound state over bytes already written.
+    fn advance_written(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            match &mut self.out {
+                Out::Pass(left) => {
+                    let n = (*left).min(data.len());
+                    *left -= n;
+                    data = &data[n..];
+                    if *left == 0 {
+                        self.out = Out::header();
+                    }
+                }
+                Out::Header { buf, have, .. } => {
+                    let n = (9 - *have).min(data.len());
+                    buf[*have..*have + n].copy_from_slice(&data[..n]);
+                    *have += n;
+                    data = &data[n..];
+                    if *have == 9 {
+                        let (kind, flags, stream, len) = parse_header(buf);
+                        self.activity.outbound_frame(kind, flags, stream);
+                        self.out = if len > 0 { Out::Pass(len) } else { Out::header() };
+                    }
+                }
+                // Only the holding path (poll_write_held) is in this state.
+                Out::GoAway(..) => return,
+            }
+        }
+    }
+
+    /// Whether the next bytes must go through the holding path.
+    fn must_hold(&self) -> bool {
+        match &self.out {
+            Out::Header { held: true, .. } | Out::GoAway(..) => true,
+            Out::Header { have: 0, .. } => self.activity.goaway_armed(),
+            _ => false,
+        }
+    }
+
+    /// The holding path: takes header bytes (and a GOAWAY's payload) into our buffers.
+    fn take_held(&mut self, buf: &[u8]) -> usize {
+        match &mut self.out {
+            Out::Header { buf: h, have, held } => {
+                *held = true;
+                let n = (9 - *have).min(buf.len());
+                h[*have..*have + n].copy_from_slice(&buf[..n]);
+                *have += n;
+                if *have == 9 {
+                    let header = *h;
+                    let (kind, flags, stream, len) = parse_header(&header);
+                    self.activity.outbound_frame(kind, flags, stream);
+                    let debug = if kind == GOAWAY && len == 8 { self.activity.take_goaway_debug() } else { None };
+                    match debug {
+                        Some(d) => self.out = Out::GoAway(header, BytesMut::with_capacity(8), d),
+                        None => {
+                            self.pending.extend_from_slice(&header);
+                            self.out = if len > 0 { Out::Pass(len) } else { Out::header() };
+                        }
+                    }
+                }
+                n
+            }
+            Out::GoAway(h, payload, debug) => {
+                let n = (8 - payload.len()).min(buf.len());
+                payload.extend_from_slice(&buf[..n]);
+                if payload.len() == 8 {
+                    let total = 8 + debug.len();
+                    self.pending.reserve(9 + total);
+                    self.pending.put_u8((total >> 16) as u8);
+                    self.pending.put_u8((total >> 8) as u8);
+                    self.pending.put_u8(total as u8);
+                    self.pending.extend_from_slice(&h[3..9]);
+                    self.pending.extend_from_slice(payload);
+                    self.pending.extend_from_slice(debug);
+                    self.out = Out::header();
+                }
+                n
+            }
+            Out::Pass(_) => 0,
         }
     }
 }
@@ -382,53 +480,45 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for FrameTap<IO> {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        match &mut this.out {
-            Out::Pass(left) => {
-                let len = (*left).min(buf.len());
-                let n = ready!(Pin::new(&mut this.io).poll_write(cx, &buf[..len]))?;
-                *left -= n;
-                if *left == 0 {
-                    this.out = Out::Header([0; 9], 0);
-                }
-                Poll::Ready(Ok(n))
-            }
-            Out::Header(h, have) => {
-                let n = (9 - *have).min(buf.len());
-                h[*have..*have + n].copy_from_slice(&buf[..n]);
-                *have += n;
-                if *have == 9 {
-                    let header = *h;
-                    let (kind, flags, stream, len) = parse_header(&header);
-                    this.activity.outbound_frame(kind, flags, stream);
-                    let debug = if kind == GOAWAY && len == 8 { this.activity.take_goaway_debug() } else { None };
-                    match debug {
-                        Some(d) => this.out = Out::GoAway(header, BytesMut::with_capacity(8), d),
-                        None => {
-                            this.pending.extend_from_slice(&header);
-                            this.out = if len > 0 { Out::Pass(len) } else { Out::Header([0; 9], 0) };
-                        }
-                    }
-                }
-                Poll::Ready(Ok(n))
-            }
-            Out::GoAway(h, payload, debug) => {
-                let n = (8 - payload.len()).min(buf.len());
-                payload.extend_from_slice(&buf[..n]);
-                if payload.len() == 8 {
-                    let total = 8 + debug.len();
-                    let mut frame = BytesMut::with_capacity(9 + total);
-                    frame.put_u8((total >> 16) as u8);
-                    frame.put_u8((total >> 8) as u8);
-                    frame.put_u8(total as u8);
-                    frame.extend_from_slice(&h[3..9]);
-                    frame.extend_from_slice(payload);
-                    frame.extend_from_slice(debug);
-                    this.pending.extend_from_slice(&frame);
-                    this.out = Out::Header([0; 9], 0);
-                }
-                Poll::Ready(Ok(n))
-            }
+        if this.must_hold() {
+            return Poll::Ready(Ok(this.take_held(buf)));
         }
+        // While a rewrite is armed, stop at the next frame boundary so the GOAWAY's
+        // header can be held.
+        let len = match (&this.out, this.activity.goaway_armed()) {
+            (Out::Pass(left), true) => (*left).min(buf.len()),
+            _ => buf.len(),
+        };
+        let n = ready!(Pin::new(&mut this.io).poll_write(cx, &buf[..len]))?;
+        this.advance_written(&buf[..n]);
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if !this.pending.is_empty() || this.activity.goaway_armed() || this.must_hold() {
+            let first = bufs.iter().find(|b| !b.is_empty()).map(|b| &**b).unwrap_or(&[]);
+            return Pin::new(this).poll_write(cx, first);
+        }
+        let n = ready!(Pin::new(&mut this.io).poll_write_vectored(cx, bufs))?;
+        let mut left = n;
+        for b in bufs {
+            if left == 0 {
+                break;
+            }
+            let k = left.min(b.len());
+            this.advance_written(&b[..k]);
+            left -= k;
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -477,6 +567,71 @@ mod tests {
                 "split {split}"
             );
             assert_eq!(goaways, vec![vec![0, 0, 0, 1, 0, 0, 0, 0xb, b'h', b'i']], "split {split}");
+        }
+    }
+
+    /// A sink accepting at most `max` bytes per write.
+    struct Sink {
+        out: Vec<u8>,
+        max: usize,
+    }
+
+    impl AsyncWrite for Sink {
+        fn poll_write(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+            let n = buf.len().min(self.max);
+            self.out.extend_from_slice(&buf[..n]);
+            Poll::Ready(Ok(n))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn write_all(tap: &mut FrameTap<Sink>, data: &[u8], chunk: usize) {
+        let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+        for c in data.chunks(chunk) {
+            let mut c = c;
+            while !c.is_empty() {
+                match Pin::new(&mut *tap).poll_write(&mut cx, c) {
+                    Poll::Ready(Ok(n)) => c = &c[n..],
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+        assert!(Pin::new(&mut *tap).poll_flush(&mut cx).is_ready());
+    }
+
+    #[test]
+    fn writes_pass_through_and_goaway_gets_debug_data() {
+        let mut frames = header(4, DATA, 0, 1);
+        frames.extend([9, 9, 9, 9]);
+        frames.extend(header(8, GOAWAY, 0, 0));
+        frames.extend([0, 0, 0, 1, 0, 0, 0, 0xb]);
+        frames.extend(header(0, HEADERS, 5, 3));
+        for chunk in 1..frames.len() + 1 {
+            for max in [1, 3, 64] {
+                // unarmed: byte-identical
+                let a = Activity::new(None);
+                let mut tap = FrameTap::new(Sink { out: Vec::new(), max }, Arc::clone(&a), false);
+                write_all(&mut tap, &frames, chunk);
+                assert_eq!(tap.io.out, frames, "chunk {chunk} max {max}");
+                // armed: the GOAWAY carries the debug data, the rest is unchanged
+                let a = Activity::new(None);
+                a.set_goaway_debug_data(Bytes::from_static(b"too_many_pings"));
+                let mut tap = FrameTap::new(Sink { out: Vec::new(), max }, Arc::clone(&a), false);
+                write_all(&mut tap, &frames, chunk);
+                let mut want = header(4, DATA, 0, 1);
+                want.extend([9, 9, 9, 9]);
+                want.extend(header(22, GOAWAY, 0, 0));
+                want.extend([0, 0, 0, 1, 0, 0, 0, 0xb]);
+                want.extend(b"too_many_pings");
+                want.extend(header(0, HEADERS, 5, 3));
+                assert_eq!(tap.io.out, want, "chunk {chunk} max {max}");
+                assert!(!a.goaway_armed());
+            }
         }
     }
 

@@ -705,3 +705,30 @@ async fn a_call_after_long_silence_pings_first() {
     assert_eq!(s.code(), Code::Unavailable, "{s:?}");
     assert!(e >= Duration::from_millis(250) && e < Duration::from_millis(900), "{e:?}");
 }
+
+#[tokio::test]
+async fn responses_reset_ping_strikes_h2_client() {
+    // An h2 client pinging before every call: each response (HEADERS/DATA from the
+    // server) resets the strikes, so it is never told off; once it pings without calls
+    // in between, it earns GOAWAY(ENHANCE_YOUR_CALM).
+    let srv = start(|b| b).await;
+    let tcp = TcpStream::connect(srv.addr).await.unwrap();
+    let (mut client, mut conn) = h2::client::handshake(tcp).await.unwrap();
+    let mut pp = conn.ping_pong().unwrap();
+    let driver = tokio::spawn(conn);
+    for i in 0..6 {
+        pp.ping(h2::Ping::opaque()).await.unwrap();
+        let head = grpc_head(srv.addr, "/test.Echo/Unary", &[]);
+        let body = frame(&EchoRequest { message: format!("m{i}"), count: 0, sleep_ms: 0 });
+        let r = call(&mut client, head, &[body]).await;
+        assert_eq!(r.grpc_status().as_deref(), Some("0"), "call {i}");
+    }
+    for _ in 0..4 {
+        if pp.ping(h2::Ping::opaque()).await.is_err() {
+            break;
+        }
+    }
+    let e = tokio::time::timeout(Duration::from_secs(5), driver).await.unwrap().unwrap().unwrap_err();
+    assert!(e.is_go_away() && e.is_remote(), "{e:?}");
+    assert_eq!(e.reason(), Some(h2::Reason::ENHANCE_YOUR_CALM));
+}

@@ -7,7 +7,6 @@
 //! marker macro; anything else (e.g. the `impl` blocks prost-build writes for enums) goes
 //! through prettyplease, whose output for those shapes rustfmt keeps.
 
-use proc_macro2::TokenStream;
 use syn::punctuated::Punctuated;
 use syn::{Attribute, Expr, Fields, Item, Lit, Meta, Token, Type, Visibility};
 
@@ -122,8 +121,10 @@ pub(crate) fn fn_signature(indent: usize, head: &str, params: &[(String, Ty)], r
             continue;
         }
         let slack = if one.starts_with("impl ") { 5 } else { 0 };
-        if inner + p.len() + 2 + one.len() + 1 <= MAX_WIDTH + slack {
-            out.push_str(&format!("{p}: {one},\n"));
+        let line = format!("{p}: {one},");
+        if inner + line.len() <= MAX_WIDTH + slack {
+            out.push_str(&line);
+            out.push('\n');
         } else {
             out.push_str(&format!("{p}: {}\n", t.layout_broken(inner, ",")));
         }
@@ -337,9 +338,11 @@ fn prettyplease_at(item: Item, depth: usize) -> String {
 fn field_line(indent: usize, lead: &str, ty: &Ty) -> String {
     let pad = spaces(indent);
     let one = ty.one_line();
-    if indent + lead.len() + 1 + one.len() + 1 <= MAX_WIDTH {
-        format!("{pad}{lead} {one},\n")
-    } else if indent + 4 + one.len() + 1 <= MAX_WIDTH {
+    let same_line = format!("{pad}{lead} {one},");
+    let next_line = format!("{}{one},", spaces(indent + 4));
+    if same_line.len() <= MAX_WIDTH {
+        format!("{same_line}\n")
+    } else if next_line.len() <= MAX_WIDTH {
         format!("{pad}{lead}\n{}{one},\n", spaces(indent + 4))
     } else {
         format!("{pad}{lead} {}\n", ty.layout(indent, indent + lead.len() + 1, ","))
@@ -522,7 +525,7 @@ fn meta_str(meta: &Meta) -> Option<String> {
 
 fn expr_str(expr: &Expr) -> Option<String> {
     match expr {
-        Expr::Lit(l) => Some(TokenStream::from(quote::ToTokens::to_token_stream(&l.lit)).to_string()),
+        Expr::Lit(l) => Some(quote::ToTokens::to_token_stream(&l.lit).to_string()),
         _ => None,
     }
 }

@@ -189,7 +189,7 @@ message M {{}}
         std::fs::write(&path, proto).unwrap();
         files.push(path);
     }
-    let generated = protoc_gen_rust_grpc::configure().generate(&files, &[dir.clone()]).unwrap();
+    let generated = protoc_gen_rust_grpc::configure().generate(&files, std::slice::from_ref(&dir)).unwrap();
     assert_eq!(generated.len(), SWEEP);
     assert_clean("sweep", &generated);
     let generated = protoc_gen_rust_grpc::configure()

@@ -18,6 +18,7 @@
 mod build;
 mod codegen;
 mod comments;
+mod format;
 pub mod options;
 pub mod plugin;
 mod service;

@@ -155,6 +155,11 @@ fn edge_cases() {
     assert!(edge.contains("pub async fn r#type("));
     assert!(edge.contains("pub async fn self_("));
     assert!(edge.contains("#[deprecated]"));
+    // Message- and enum-level `deprecated`, with the messages scoped under `allow(deprecated)`.
+    assert!(edge.contains("/// A message nobody should use any more.\n    #[deprecated]\n    #[derive("));
+    assert!(edge.contains("/// A deprecated enum.\n    #[deprecated]\n    #[derive("));
+    assert!(edge.contains("#[allow(deprecated)]\npub use self::__generated_messages::*;"));
+    assert!(!files[2].1.contains("__generated_messages"), "packages without deprecated types stay flat");
     assert!(edge.contains("/// Trailing comment on count."));
     assert!(!edge.contains("Trailing comment on Old."), "protoc drops comments after a closing brace");
     assert!(files[0].1.contains("\"/Floating/Drift\""));
@@ -171,7 +176,7 @@ fn edge_cases_with_options() {
     let edge = &files.iter().find(|f| f.0 == "grpc_rust.test.edge.rs").unwrap().1;
     assert!(!edge.contains("_client"));
     assert!(!edge.contains("pub struct Request"));
-    assert!(edge.contains("crate::rt::server::Service"));
+    assert!(edge.contains("use crate::rt;") && edge.contains("impl<T: AllKinds> rt::server::Service for AllKindsServer<T>"));
     assert!(edge.contains("::common_types::Shared"));
     assert!(files.iter().any(|f| f.0 == "all,mods.rs"));
 }

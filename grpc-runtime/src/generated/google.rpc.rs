@@ -30,10 +30,8 @@ pub struct ErrorInfo {
     pub domain: ::prost::alloc::string::String,
     /// Further structured context about this occurrence.
     #[prost(map = "string, string", tag = "3")]
-    pub metadata: ::std::collections::HashMap<
-        ::prost::alloc::string::String,
-        ::prost::alloc::string::String,
-    >,
+    pub metadata:
+        ::std::collections::HashMap<::prost::alloc::string::String, ::prost::alloc::string::String>,
 }
 /// When a client may retry a failed call.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]

@@ -23,17 +23,7 @@ pub struct HealthCheckResponse {
 /// Nested message and enum types in `HealthCheckResponse`.
 pub mod health_check_response {
     /// Serving state of a service.
-    #[derive(
-        Clone,
-        Copy,
-        Debug,
-        PartialEq,
-        Eq,
-        Hash,
-        PartialOrd,
-        Ord,
-        ::prost::Enumeration
-    )]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
     #[repr(i32)]
     pub enum ServingStatus {
         /// State not known.
@@ -79,80 +69,76 @@ pub struct HealthListRequest {}
 pub struct HealthListResponse {
     /// Status per fully qualified service name ("" is the server as a whole).
     #[prost(map = "string, message", tag = "1")]
-    pub statuses: ::std::collections::HashMap<
-        ::prost::alloc::string::String,
-        HealthCheckResponse,
-    >,
+    pub statuses: ::std::collections::HashMap<::prost::alloc::string::String, HealthCheckResponse>,
 }
 /// Client for the `grpc.health.v1.Health` service.
 pub mod health_client {
+    use crate as rt;
+
     /// Lets clients ask a server whether a service can take calls.
     ///
     /// Typed client for `grpc.health.v1.Health`. Cloning is cheap; every call takes `&self`.
     #[derive(Clone, Debug)]
     pub struct HealthClient {
-        inner: crate::Channel,
+        inner: rt::Channel,
     }
+
     impl HealthClient {
         /// Creates a client that sends its calls on `channel`.
-        pub fn new(channel: crate::Channel) -> Self {
+        pub fn new(channel: rt::Channel) -> Self {
             Self { inner: channel }
         }
+
         /// The channel this client sends its calls on.
-        pub fn channel(&self) -> &crate::Channel {
+        pub fn channel(&self) -> &rt::Channel {
             &self.inner
         }
+
         /// Current health of a service; NOT_FOUND if the server does not know it.
         ///
         /// Unary call to `/grpc.health.v1.Health/Check`.
         pub async fn check(
             &self,
-            request: impl crate::IntoRequest<super::HealthCheckRequest>,
-        ) -> Result<crate::Response<super::HealthCheckResponse>, crate::Status> {
-            self.inner
-                .unary(
-                    "/grpc.health.v1.Health/Check",
-                    crate::IntoRequest::into_request(request),
-                )
-                .await
+            request: impl rt::IntoRequest<super::HealthCheckRequest>,
+        ) -> Result<rt::Response<super::HealthCheckResponse>, rt::Status> {
+            let path = "/grpc.health.v1.Health/Check";
+            let request = rt::IntoRequest::into_request(request);
+            self.inner.unary(path, request).await
         }
+
         /// A snapshot of the health of every known service (not atomic across
         /// services). A server with too many services may answer RESOURCE_EXHAUSTED.
         ///
         /// Unary call to `/grpc.health.v1.Health/List`.
         pub async fn list(
             &self,
-            request: impl crate::IntoRequest<super::HealthListRequest>,
-        ) -> Result<crate::Response<super::HealthListResponse>, crate::Status> {
-            self.inner
-                .unary(
-                    "/grpc.health.v1.Health/List",
-                    crate::IntoRequest::into_request(request),
-                )
-                .await
+            request: impl rt::IntoRequest<super::HealthListRequest>,
+        ) -> Result<rt::Response<super::HealthListResponse>, rt::Status> {
+            let path = "/grpc.health.v1.Health/List";
+            let request = rt::IntoRequest::into_request(request);
+            self.inner.unary(path, request).await
         }
+
         /// Streams the health of a service: the current state at once, then every
         /// change until the call ends.
         ///
         /// Server-streaming call to `/grpc.health.v1.Health/Watch`.
         pub async fn watch(
             &self,
-            request: impl crate::IntoRequest<super::HealthCheckRequest>,
-        ) -> Result<
-            crate::Response<crate::Streaming<super::HealthCheckResponse>>,
-            crate::Status,
-        > {
-            self.inner
-                .server_streaming(
-                    "/grpc.health.v1.Health/Watch",
-                    crate::IntoRequest::into_request(request),
-                )
-                .await
+            request: impl rt::IntoRequest<super::HealthCheckRequest>,
+        ) -> Result<rt::Response<rt::Streaming<super::HealthCheckResponse>>, rt::Status> {
+            let path = "/grpc.health.v1.Health/Watch";
+            let request = rt::IntoRequest::into_request(request);
+            self.inner.server_streaming(path, request).await
         }
     }
 }
 /// Server side of the `grpc.health.v1.Health` service.
 pub mod health_server {
+    use ::core::future::Future;
+
+    use crate as rt;
+
     /// Lets clients ask a server whether a service can take calls.
     ///
     /// Handlers for `grpc.health.v1.Health`. Every method has a default body answering UNIMPLEMENTED, so adding an rpc to the proto does not break existing servers.
@@ -162,113 +148,124 @@ pub mod health_server {
         /// Unary handler for `/grpc.health.v1.Health/Check`.
         fn check(
             &self,
-            request: crate::Request<super::HealthCheckRequest>,
-        ) -> impl ::core::future::Future<
-            Output = Result<crate::Response<super::HealthCheckResponse>, crate::Status>,
-        > + Send {
+            request: rt::Request<super::HealthCheckRequest>,
+        ) -> impl Future<Output = Result<rt::Response<super::HealthCheckResponse>, rt::Status>> + Send
+        {
             let _ = request;
-            async { Err(crate::Status::unimplemented("method Check not implemented")) }
+            async {
+                let message = "method Check not implemented";
+                Err(rt::Status::unimplemented(message))
+            }
         }
+
         /// A snapshot of the health of every known service (not atomic across
         /// services). A server with too many services may answer RESOURCE_EXHAUSTED.
         ///
         /// Unary handler for `/grpc.health.v1.Health/List`.
         fn list(
             &self,
-            request: crate::Request<super::HealthListRequest>,
-        ) -> impl ::core::future::Future<
-            Output = Result<crate::Response<super::HealthListResponse>, crate::Status>,
-        > + Send {
+            request: rt::Request<super::HealthListRequest>,
+        ) -> impl Future<Output = Result<rt::Response<super::HealthListResponse>, rt::Status>> + Send
+        {
             let _ = request;
-            async { Err(crate::Status::unimplemented("method List not implemented")) }
+            async {
+                let message = "method List not implemented";
+                Err(rt::Status::unimplemented(message))
+            }
         }
+
         /// Streams the health of a service: the current state at once, then every
         /// change until the call ends.
         ///
         /// Server-streaming handler for `/grpc.health.v1.Health/Watch`.
         fn watch(
             &self,
-            request: crate::Request<super::HealthCheckRequest>,
-        ) -> impl ::core::future::Future<
-            Output = Result<
-                crate::Response<crate::BoxStream<super::HealthCheckResponse>>,
-                crate::Status,
-            >,
+            request: rt::Request<super::HealthCheckRequest>,
+        ) -> impl Future<
+            Output = Result<rt::Response<rt::BoxStream<super::HealthCheckResponse>>, rt::Status>,
         > + Send {
             let _ = request;
-            async { Err(crate::Status::unimplemented("method Watch not implemented")) }
+            async {
+                let message = "method Watch not implemented";
+                Err(rt::Status::unimplemented(message))
+            }
         }
     }
+
     /// Full name of the service: `grpc.health.v1.Health`.
     pub const SERVICE_NAME: &str = "grpc.health.v1.Health";
+
     /// Descriptors of the service's methods, in declaration order.
-    pub const METHODS: &[crate::MethodDescriptor] = &[
-        crate::MethodDescriptor {
+    pub const METHODS: &[rt::MethodDescriptor] = &[
+        rt::MethodDescriptor {
             name: "Check",
             full_path: "/grpc.health.v1.Health/Check",
             client_streaming: false,
             server_streaming: false,
         },
-        crate::MethodDescriptor {
+        rt::MethodDescriptor {
             name: "List",
             full_path: "/grpc.health.v1.Health/List",
             client_streaming: false,
             server_streaming: false,
         },
-        crate::MethodDescriptor {
+        rt::MethodDescriptor {
             name: "Watch",
             full_path: "/grpc.health.v1.Health/Watch",
             client_streaming: false,
             server_streaming: true,
         },
     ];
+
     /// Registers a [`Health`] implementation with the server under `grpc.health.v1.Health`.
     #[derive(Debug)]
     pub struct HealthServer<T> {
         inner: ::std::sync::Arc<T>,
     }
+
     impl<T: Health> HealthServer<T> {
         /// Wraps a service implementation.
         pub fn new(inner: T) -> Self {
             Self::from_arc(::std::sync::Arc::new(inner))
         }
+
         /// Wraps a service implementation that is already shared.
         pub fn from_arc(inner: ::std::sync::Arc<T>) -> Self {
             Self { inner }
         }
     }
+
     impl<T> Clone for HealthServer<T> {
         fn clone(&self) -> Self {
-            Self {
-                inner: ::std::sync::Arc::clone(&self.inner),
-            }
+            let inner = ::std::sync::Arc::clone(&self.inner);
+            Self { inner }
         }
     }
-    impl<T: Health> crate::server::Service for HealthServer<T> {
+
+    impl<T: Health> rt::server::Service for HealthServer<T> {
         fn name(&self) -> &'static str {
             SERVICE_NAME
         }
-        fn methods(&self) -> &'static [crate::MethodDescriptor] {
+
+        fn methods(&self) -> &'static [rt::MethodDescriptor] {
             METHODS
         }
-        fn call(
-            &self,
-            method: &str,
-            call: crate::server::ServerCall,
-        ) -> crate::BoxFuture<()> {
+
+        fn call(&self, method: &str, call: rt::server::ServerCall) -> rt::BoxFuture<()> {
             let inner = ::std::sync::Arc::clone(&self.inner);
             match method {
-                "Check" => {
-                    call.unary(move |request| async move { inner.check(request).await })
-                }
-                "List" => {
-                    call.unary(move |request| async move { inner.list(request).await })
-                }
-                "Watch" => {
-                    call.server_streaming(move |request| async move {
-                        inner.watch(request).await
-                    })
-                }
+                "Check" => call.unary(move |request| async move {
+                    let future = T::check(&inner, request);
+                    future.await
+                }),
+                "List" => call.unary(move |request| async move {
+                    let future = T::list(&inner, request);
+                    future.await
+                }),
+                "Watch" => call.server_streaming(move |request| async move {
+                    let future = T::watch(&inner, request);
+                    future.await
+                }),
                 _ => call.unimplemented(),
             }
         }

@@ -13,10 +13,11 @@ pub struct ServerReflectionRequest {
     #[prost(string, tag = "1")]
     pub host: ::prost::alloc::string::String,
     /// The question.
-    #[prost(oneof = "server_reflection_request::MessageRequest", tags = "3, 4, 5, 6, 7")]
-    pub message_request: ::core::option::Option<
-        server_reflection_request::MessageRequest,
-    >,
+    #[prost(
+        oneof = "server_reflection_request::MessageRequest",
+        tags = "3, 4, 5, 6, 7"
+    )]
+    pub message_request: ::core::option::Option<server_reflection_request::MessageRequest>,
 }
 /// Nested message and enum types in `ServerReflectionRequest`.
 pub mod server_reflection_request {
@@ -63,10 +64,11 @@ pub struct ServerReflectionResponse {
     #[prost(message, optional, tag = "2")]
     pub original_request: ::core::option::Option<ServerReflectionRequest>,
     /// The answer.
-    #[prost(oneof = "server_reflection_response::MessageResponse", tags = "4, 5, 6, 7")]
-    pub message_response: ::core::option::Option<
-        server_reflection_response::MessageResponse,
-    >,
+    #[prost(
+        oneof = "server_reflection_response::MessageResponse",
+        tags = "4, 5, 6, 7"
+    )]
+    pub message_response: ::core::option::Option<server_reflection_response::MessageResponse>,
 }
 /// Nested message and enum types in `ServerReflectionResponse`.
 pub mod server_reflection_response {
@@ -133,46 +135,48 @@ pub struct ErrorResponse {
 }
 /// Client for the `grpc.reflection.v1alpha.ServerReflection` service.
 pub mod server_reflection_client {
+    use crate as rt;
+
     /// Describes the services, methods and types a server offers.
     ///
     /// Typed client for `grpc.reflection.v1alpha.ServerReflection`. Cloning is cheap; every call takes `&self`.
     #[derive(Clone, Debug)]
     pub struct ServerReflectionClient {
-        inner: crate::Channel,
+        inner: rt::Channel,
     }
+
     impl ServerReflectionClient {
         /// Creates a client that sends its calls on `channel`.
-        pub fn new(channel: crate::Channel) -> Self {
+        pub fn new(channel: rt::Channel) -> Self {
             Self { inner: channel }
         }
+
         /// The channel this client sends its calls on.
-        pub fn channel(&self) -> &crate::Channel {
+        pub fn channel(&self) -> &rt::Channel {
             &self.inner
         }
+
         /// A bidirectional stream of questions about the server's schema; each
         /// request is answered by one response, in order.
         ///
         /// Bidirectional-streaming call to `/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo`.
         pub async fn server_reflection_info(
             &self,
-            request: impl crate::IntoStreamingRequest<
-                Message = super::ServerReflectionRequest,
-            >,
-        ) -> Result<
-            crate::Response<crate::Streaming<super::ServerReflectionResponse>>,
-            crate::Status,
-        > {
-            self.inner
-                .bidi_streaming(
-                    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
-                    crate::IntoStreamingRequest::into_streaming_request(request),
-                )
-                .await
+            request: impl rt::IntoStreamingRequest<Message = super::ServerReflectionRequest>,
+        ) -> Result<rt::Response<rt::Streaming<super::ServerReflectionResponse>>, rt::Status>
+        {
+            let path = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo";
+            let request = rt::IntoStreamingRequest::into_streaming_request(request);
+            self.inner.bidi_streaming(path, request).await
         }
     }
 }
 /// Server side of the `grpc.reflection.v1alpha.ServerReflection` service.
 pub mod server_reflection_server {
+    use ::core::future::Future;
+
+    use crate as rt;
+
     /// Describes the services, methods and types a server offers.
     ///
     /// Handlers for `grpc.reflection.v1alpha.ServerReflection`. Every method has a default body answering UNIMPLEMENTED, so adding an rpc to the proto does not break existing servers.
@@ -183,75 +187,73 @@ pub mod server_reflection_server {
         /// Bidirectional-streaming handler for `/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo`.
         fn server_reflection_info(
             &self,
-            request: crate::Request<crate::Streaming<super::ServerReflectionRequest>>,
-        ) -> impl ::core::future::Future<
+            request: rt::Request<rt::Streaming<super::ServerReflectionRequest>>,
+        ) -> impl Future<
             Output = Result<
-                crate::Response<crate::BoxStream<super::ServerReflectionResponse>>,
-                crate::Status,
+                rt::Response<rt::BoxStream<super::ServerReflectionResponse>>,
+                rt::Status,
             >,
         > + Send {
             let _ = request;
             async {
-                Err(
-                    crate::Status::unimplemented(
-                        "method ServerReflectionInfo not implemented",
-                    ),
-                )
+                let message = "method ServerReflectionInfo not implemented";
+                Err(rt::Status::unimplemented(message))
             }
         }
     }
+
     /// Full name of the service: `grpc.reflection.v1alpha.ServerReflection`.
     pub const SERVICE_NAME: &str = "grpc.reflection.v1alpha.ServerReflection";
+
     /// Descriptors of the service's methods, in declaration order.
-    pub const METHODS: &[crate::MethodDescriptor] = &[
-        crate::MethodDescriptor {
-            name: "ServerReflectionInfo",
-            full_path: "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
-            client_streaming: true,
-            server_streaming: true,
-        },
-    ];
+    pub const METHODS: &[rt::MethodDescriptor] = &[rt::MethodDescriptor {
+        name: "ServerReflectionInfo",
+        full_path: "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        client_streaming: true,
+        server_streaming: true,
+    }];
+
     /// Registers a [`ServerReflection`] implementation with the server under `grpc.reflection.v1alpha.ServerReflection`.
     #[derive(Debug)]
     pub struct ServerReflectionServer<T> {
         inner: ::std::sync::Arc<T>,
     }
+
     impl<T: ServerReflection> ServerReflectionServer<T> {
         /// Wraps a service implementation.
         pub fn new(inner: T) -> Self {
             Self::from_arc(::std::sync::Arc::new(inner))
         }
+
         /// Wraps a service implementation that is already shared.
         pub fn from_arc(inner: ::std::sync::Arc<T>) -> Self {
             Self { inner }
         }
     }
+
     impl<T> Clone for ServerReflectionServer<T> {
         fn clone(&self) -> Self {
-            Self {
-                inner: ::std::sync::Arc::clone(&self.inner),
-            }
+            let inner = ::std::sync::Arc::clone(&self.inner);
+            Self { inner }
         }
     }
-    impl<T: ServerReflection> crate::server::Service for ServerReflectionServer<T> {
+
+    impl<T: ServerReflection> rt::server::Service for ServerReflectionServer<T> {
         fn name(&self) -> &'static str {
             SERVICE_NAME
         }
-        fn methods(&self) -> &'static [crate::MethodDescriptor] {
+
+        fn methods(&self) -> &'static [rt::MethodDescriptor] {
             METHODS
         }
-        fn call(
-            &self,
-            method: &str,
-            call: crate::server::ServerCall,
-        ) -> crate::BoxFuture<()> {
+
+        fn call(&self, method: &str, call: rt::server::ServerCall) -> rt::BoxFuture<()> {
             let inner = ::std::sync::Arc::clone(&self.inner);
             match method {
-                "ServerReflectionInfo" => {
-                    call.bidi_streaming(move |request| async move {
-                        inner.server_reflection_info(request).await
-                    })
-                }
+                "ServerReflectionInfo" => call.bidi_streaming(move |request| async move {
+                    let future = T::server_reflection_info(&inner, request);
+                    future.await
+                }),
                 _ => call.unimplemented(),
             }
         }

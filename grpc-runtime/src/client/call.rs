@@ -63,7 +63,7 @@ impl CallState {
     }
 
     /// Settles the final status: a local send failure or an expired deadline take
-    /// precedence over the reset they caused. Runs the interceptors' `finish` once.
+    /// precedence over the reset they caused. Runs the interceptors' `finish_call` once.
     pub(crate) fn finish(&self, status: Status) -> Status {
         let mut status = status;
         if !status.is_ok() {

@@ -27,13 +27,14 @@
 //!   [`crate::OutboundStream`] of [`crate::OutboundMessage`]s sends the messages marked
 //!   `compress(false)` with flag 0. The encoding a response arrived in:
 //!   [`crate::Response::encoding`] / [`crate::Streaming::encoding`].
+//! - Interceptors' `finish_call` gets a [`CallInfo`] of the call it ends (start time,
+//!   server address, per-call state put in the call's extensions by `start`).
 //! - Limits: messages over the receive limit (4 MiB default) or the send limit fail the
 //!   call with RESOURCE_EXHAUSTED.
 //! - Retries: a stream that never reached the server (connection gone, GOAWAY before the
 //!   stream opened) is retried once on a new connection; for single-request calls also a
 //!   stream the server refused unprocessed (REFUSED_STREAM, above GOAWAY last-stream-id).
-//! - Interceptors run around every call (first added = outermost) and see its final status
-//!   with a [`CallInfo`] of that call (start time, server address, per-call state from `start`).
+//! - Interceptors run around every call (first added = outermost) and see its final status.
 
 pub mod balancer;
 mod body;

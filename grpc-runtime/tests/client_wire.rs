@@ -670,7 +670,12 @@ async fn connect_failures_are_unavailable() {
         let (tcp, _) = srv_listener.accept().await.unwrap();
         serve_conn(tcp, echo_handler(), Arc::default()).await;
     });
-    let r = ch.unary::<Echo, Echo>(PATH, Request::new(echo("y"))).await.unwrap();
+    // While in TRANSIENT_FAILURE (reconnect backoff, 1 s first) fail-fast calls fail at
+    // once; a wait-for-ready call waits for the reconnect.
+    let mut req = Request::new(echo("y"));
+    req.set_wait_for_ready(true);
+    req.set_timeout(Duration::from_secs(5));
+    let r = ch.unary::<Echo, Echo>(PATH, req).await.unwrap();
     assert_eq!(r.get_ref().text, "echo:y");
     assert_eq!(ch.state(), grpc_runtime::ConnectivityState::Ready);
     // bad targets are refused up front

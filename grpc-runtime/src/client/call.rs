@@ -119,6 +119,8 @@ struct Prepared {
     compression: Option<CompressionEncoding>,
     /// The request's [`CancelHandle`], if it asked for one.
     cancel: Option<CancelHandle>,
+    /// Wait through TRANSIENT_FAILURE for a READY connection (bounded by the deadline).
+    wait_for_ready: bool,
 }
 
 /// The call after its stream was opened.
@@ -237,7 +239,14 @@ impl Channel {
             return Err(status);
         }
         let cancel = request.extensions().get::<CancelHandle>().cloned();
-        Ok(Prepared { state, metadata, deadline, compression: request.compression().or(cfg.send_compression), cancel })
+        Ok(Prepared {
+            state,
+            metadata,
+            deadline,
+            compression: request.compression().or(cfg.send_compression),
+            cancel,
+            wait_for_ready: request.wait_for_ready().unwrap_or(false),
+        })
     }
 
     /// The request headers of one call.
@@ -301,7 +310,7 @@ impl Channel {
         loop {
             attempt += 1;
             let (sub, conn) = self
-                .pick()
+                .pick_with(p.wait_for_ready)
                 .await
                 .map_err(|e| Status::unavailable(format!("connection to {} failed: {}", self.inner.target.text, e.message())))?;
             p.state.span.record("peer", tracing::field::display(conn.address()));

@@ -56,6 +56,8 @@ pub(crate) struct ChannelInner {
     balancer: Arc<dyn Balancer>,
     resolving: tokio::sync::Mutex<bool>,
     pub(crate) config: CallConfig,
+    /// The configured keepalive time (before any subchannel exists).
+    keepalive_time: Option<std::time::Duration>,
 }
 
 impl Drop for ChannelInner {
@@ -71,6 +73,7 @@ impl Channel {
         resolver: Arc<dyn Resolver>,
         balancer: Arc<dyn Balancer>,
         config: CallConfig,
+        keepalive_time: Option<std::time::Duration>,
     ) -> Channel {
         let scheme = if target.tls { http::uri::Scheme::HTTPS } else { http::uri::Scheme::HTTP };
         Channel {
@@ -82,6 +85,7 @@ impl Channel {
                 balancer,
                 resolving: tokio::sync::Mutex::new(false),
                 config,
+                keepalive_time,
             }),
         }
     }
@@ -89,6 +93,16 @@ impl Channel {
     /// The channel's aggregated connectivity state.
     pub fn state(&self) -> ConnectivityState {
         self.inner.balancer.state()
+    }
+
+    /// The client keepalive time new connections use, `None` when keepalive is off. It
+    /// starts as configured ([`crate::Endpoint::keepalive_time`]) and doubles each time
+    /// a server answers GOAWAY(ENHANCE_YOUR_CALM, "too_many_pings") (gRFC A8).
+    pub fn keepalive_time(&self) -> Option<std::time::Duration> {
+        match self.inner.balancer.pick() {
+            Some(sc) => sc.keepalive_time(),
+            None => self.inner.keepalive_time,
+        }
     }
 
     /// The target this channel was built for, as given.
@@ -125,9 +139,54 @@ impl Channel {
         Ok(())
     }
 
+    /// Waits until the channel's state differs from `from` and returns the new state
+    /// (returns at once if it already differs). Bound it with a timeout if needed.
+    pub async fn wait_for_state_change(&self, from: ConnectivityState) -> ConnectivityState {
+        loop {
+            let now = self.state();
+            if now != from {
+                return now;
+            }
+            match self.inner.balancer.pick() {
+                Some(sc) => {
+                    let mut rx = sc.watch_state();
+                    if self.state() != from {
+                        continue;
+                    }
+                    // The channel's state is the subchannel's (or SHUTDOWN, which the
+                    // subchannel also reaches on shutdown).
+                    let _ = rx.wait_for(|s| *s != from).await;
+                }
+                // No subchannel before the first resolution: poll briefly.
+                None => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+            }
+        }
+    }
+
+    /// Starts connecting in the background if the channel is IDLE (as grpc's
+    /// `getState(tryToConnect=true)`); returns the state before.
+    pub fn get_state(&self, try_to_connect: bool) -> ConnectivityState {
+        let state = self.state();
+        if try_to_connect && state == ConnectivityState::Idle {
+            let ch = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = ch.pick_with(true).await {
+                    debug!(error = %e, "background connect failed");
+                }
+            });
+        }
+        state
+    }
+
     /// Picks a subchannel and returns its live connection, resolving and connecting as
-    /// needed.
+    /// needed; fails fast in TRANSIENT_FAILURE.
     pub(crate) async fn pick(&self) -> Result<(Arc<Subchannel>, Connection), TransportError> {
+        self.pick_with(false).await
+    }
+
+    /// Like [`Channel::pick`]; with `wait_for_ready`, waits through TRANSIENT_FAILURE
+    /// until a connection is READY (the caller bounds the wait with the call deadline).
+    pub(crate) async fn pick_with(&self, wait_for_ready: bool) -> Result<(Arc<Subchannel>, Connection), TransportError> {
         if self.inner.balancer.state() == ConnectivityState::Shutdown {
             return Err(TransportError::new(TransportErrorKind::Connect, "channel is shut down"));
         }
@@ -140,7 +199,7 @@ impl Channel {
                 })?
             }
         };
-        match sc.connection().await {
+        match sc.connection_with(wait_for_ready).await {
             Ok(c) => Ok((sc, c)),
             Err(e) => {
                 // Addresses may have changed: refresh them for the next attempt.

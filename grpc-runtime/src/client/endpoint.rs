@@ -9,10 +9,13 @@ use http::HeaderValue;
 use super::balancer::PickFirst;
 use super::interceptor::{Interceptor, Interceptors};
 use super::channel::Channel;
-use super::subchannel::SubchannelConfig;
+use super::subchannel::{SubchannelConfig, DEFAULT_IDLE_TIMEOUT};
 use super::target::Target;
 use crate::compression::{CompressionEncoding, EncodingSet};
-use crate::transport::{ClientTlsConfig, TransportConfig, TransportError, TransportErrorKind};
+use crate::transport::{
+    BackoffConfig, ClientTlsConfig, KeepaliveConfig, TransportConfig, TransportError, TransportErrorKind, DEFAULT_KEEPALIVE_TIMEOUT,
+    MIN_KEEPALIVE_TIME,
+};
 
 use crate::codec::{DEFAULT_MAX_RECV_MESSAGE_SIZE, DEFAULT_MAX_SEND_MESSAGE_SIZE};
 
@@ -45,6 +48,11 @@ pub struct Endpoint {
     accept: EncodingSet,
     assumed_server_accept: EncodingSet,
     interceptors: Interceptors,
+    keepalive_time: Option<Duration>,
+    keepalive_timeout: Duration,
+    keepalive_without_calls: bool,
+    backoff: BackoffConfig,
+    idle_timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -76,10 +84,65 @@ impl Endpoint {
             accept: EncodingSet::all(),
             assumed_server_accept: EncodingSet::all(),
             interceptors: Interceptors::default(),
+            keepalive_time: None,
+            keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
+            keepalive_without_calls: false,
+            backoff: BackoffConfig::default(),
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
         }
     }
 
+    /// Reconnect backoff after failed connection attempts (default: 1 s, x1.6, jitter
+    /// 0.2, at most 120 s, per gRPC's connection-backoff.md). While backing off the
+    /// channel is TRANSIENT_FAILURE: calls fail fast with UNAVAILABLE unless they are
+    /// wait-for-ready ([`crate::Request::set_wait_for_ready`]).
+    pub fn backoff(mut self, backoff: BackoffConfig) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// After this long without calls the channel releases its connection and goes IDLE
+    /// (default 30 min); the next call reconnects. `None` disables it.
+    pub fn idle_timeout(mut self, idle: Option<Duration>) -> Self {
+        self.idle_timeout = idle;
+        self
+    }
+
+    /// Sends a keepalive PING after the connection has been silent (nothing read) for
+    /// this long, and closes it when the PING is not answered within
+    /// [`Endpoint::keepalive_timeout`]; its calls then fail with UNAVAILABLE and the
+    /// channel reconnects (gRFC A8). Off by default. Values under 10 s are raised to 10 s.
+    /// Servers limit how often they accept PINGs (grpc-go and ours: 5 min by default);
+    /// a server answering GOAWAY(ENHANCE_YOUR_CALM, "too_many_pings") makes the channel
+    /// double this time for its next connections.
+    pub fn keepalive_time(mut self, time: Duration) -> Self {
+        self.keepalive_time = Some(time.max(MIN_KEEPALIVE_TIME));
+        self
+    }
+
+    /// Like [`Endpoint::keepalive_time`] without the 10 s minimum. For tests only: real
+    /// servers treat such frequent PINGs as abuse.
+    pub fn keepalive_time_unchecked_for_tests(mut self, time: Duration) -> Self {
+        self.keepalive_time = Some(time);
+        self
+    }
+
+    /// How long to wait for a keepalive PING's answer before closing the connection
+    /// (default 20 s).
+    pub fn keepalive_timeout(mut self, timeout: Duration) -> Self {
+        self.keepalive_timeout = timeout;
+        self
+    }
+
+    /// Whether keepalive PINGs are sent while no call is open (default false).
+    pub fn keepalive_without_calls(mut self, on: bool) -> Self {
+        self.keepalive_without_calls = on;
+        self
+    }
+
     /// Bounds each connection attempt (socket + TLS + HTTP/2 handshake); default 20 s.
+    /// This is also connection-backoff.md's MIN_CONNECT_TIMEOUT: once the backoff delay
+    /// grows beyond it, an attempt may take up to the backoff delay.
     pub fn connect_timeout(mut self, d: Duration) -> Self {
         self.transport.connect_timeout = d;
         self
@@ -216,7 +279,16 @@ impl Endpoint {
         let authority = self.authority.clone().unwrap_or_else(|| target.authority.clone());
         http::uri::Authority::try_from(authority.as_str())
             .map_err(|_| cfg_err(format!("invalid authority {authority:?}")))?;
-        let sub_config = Arc::new(SubchannelConfig { transport: self.transport.clone(), server_name: target.host.clone() });
+        let mut transport = self.transport.clone();
+        transport.keepalive = self.keepalive_time.map(|time| KeepaliveConfig {
+            time,
+            timeout: self.keepalive_timeout,
+            without_calls: self.keepalive_without_calls,
+        });
+        let mut sub_config = SubchannelConfig::new(transport, target.host.clone());
+        sub_config.backoff = self.backoff;
+        sub_config.idle_timeout = self.idle_timeout;
+        let sub_config = Arc::new(sub_config);
         let resolver = target.resolver();
         let balancer = Arc::new(PickFirst::new(sub_config));
         let config = CallConfig {
@@ -233,7 +305,7 @@ impl Endpoint {
             assumed_server_accept: self.assumed_server_accept,
             interceptors: self.interceptors,
         };
-        Ok(Channel::from_parts(target, authority, resolver, balancer, config))
+        Ok(Channel::from_parts(target, authority, resolver, balancer, config, self.keepalive_time))
     }
 
     /// Builds the channel and connects before returning (fails if the first connection

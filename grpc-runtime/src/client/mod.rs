@@ -35,6 +35,18 @@
 //!   stream opened) is retried once on a new connection; for single-request calls also a
 //!   stream the server refused unprocessed (REFUSED_STREAM, above GOAWAY last-stream-id).
 //! - Interceptors run around every call (first added = outermost) and see its final status.
+//!
+//! Connection management (see `subchannel.rs` and `transport/`):
+//! - Connectivity states IDLE, CONNECTING, READY, TRANSIENT_FAILURE, SHUTDOWN
+//!   ([`Channel::state`], [`Channel::wait_for_state_change`], [`Channel::get_state`]).
+//! - Reconnect backoff after failed attempts (1 s, x1.6, +-20 %, max 120 s;
+//!   [`Endpoint::backoff`]); each attempt gets at least [`Endpoint::connect_timeout`].
+//! - Fail-fast by default: in TRANSIENT_FAILURE calls fail with UNAVAILABLE at once;
+//!   `Request::set_wait_for_ready(true)` waits for READY within the call's deadline.
+//! - Idle timeout ([`Endpoint::idle_timeout`], 30 min): an unused connection is released.
+//! - Keepalive (gRFC A8, off by default; [`Endpoint::keepalive_time`]): PING after
+//!   silence, close on no answer (calls fail UNAVAILABLE, the channel reconnects); a
+//!   GOAWAY(ENHANCE_YOUR_CALM, "too_many_pings") doubles the time for new connections.
 
 pub mod balancer;
 mod body;

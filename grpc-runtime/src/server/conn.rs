@@ -7,12 +7,13 @@
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Instant as StdInstant;
+use std::time::{Duration, Instant as StdInstant};
 
 use bytes::Bytes;
 use futures_util::FutureExt;
 use http::{HeaderValue, Method, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::call::{finish_call, poll_client_reset, reset_call, ServerCall};
@@ -26,9 +27,69 @@ use crate::context::ServerContext;
 use crate::metadata::MetadataMap;
 use crate::status::{Code, Status};
 use crate::timeout::{decode_timeout, scope_deadline, Deadline};
+use crate::transport::frame_tap::{Activity, FrameTap, PingPolicy};
+use crate::transport::jitter;
 
 /// A peer that connects but never sends the HTTP/2 preface is dropped after this.
-const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Keepalive, ping enforcement and age/idle limits of every connection (gRFC A8, A9).
+#[derive(Debug, Clone)]
+pub(crate) struct ConnManagement {
+    pub(crate) keepalive_time: Option<Duration>,
+    pub(crate) keepalive_timeout: Duration,
+    pub(crate) permit_keepalive_time: Duration,
+    pub(crate) permit_keepalive_without_calls: bool,
+    pub(crate) max_connection_idle: Option<Duration>,
+    pub(crate) max_connection_age: Option<Duration>,
+    pub(crate) max_connection_age_grace: Option<Duration>,
+}
+
+impl Default for ConnManagement {
+    fn default() -> Self {
+        ConnManagement {
+            keepalive_time: Some(Duration::from_secs(2 * 60 * 60)),
+            keepalive_timeout: Duration::from_secs(20),
+            permit_keepalive_time: Duration::from_secs(5 * 60),
+            permit_keepalive_without_calls: false,
+            max_connection_idle: None,
+            max_connection_age: None,
+            max_connection_age_grace: None,
+        }
+    }
+}
+
+/// After GOAWAY(ENHANCE_YOUR_CALM) the connection is dropped if h2 has not closed it by then.
+const ABRUPT_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// After an idle GOAWAY, the connection is dropped if it has not closed by then (unless
+/// a max-age grace is configured, which applies instead).
+const IDLE_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Sleeps until `at`, or forever when `None`.
+async fn sleep_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sends keepalive PINGs after `time` without reading anything; resolves when one is not
+/// answered within `timeout` (and never if the connection ends first).
+async fn keepalive_pings(mut pp: h2::PingPong, activity: Arc<Activity>, time: Duration, timeout: Duration) {
+    loop {
+        let due = activity.last_read() + time;
+        if Instant::now() < due {
+            tokio::time::sleep_until(due).await;
+            continue;
+        }
+        match tokio::time::timeout(timeout, pp.ping(h2::Ping::opaque())).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => return std::future::pending().await,
+            Err(_) => return,
+        }
+    }
+}
 
 pub(crate) async fn serve_connection<IO>(
     io: IO,
@@ -39,6 +100,12 @@ pub(crate) async fn serve_connection<IO>(
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let mgmt = shared.conn_mgmt.clone();
+    let activity = Activity::new(Some(PingPolicy {
+        min_time: mgmt.permit_keepalive_time,
+        permit_without_calls: mgmt.permit_keepalive_without_calls,
+    }));
+    let io = FrameTap::new(io, Arc::clone(&activity), false);
     let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, shared.h2.handshake::<_, Bytes>(io));
     let mut conn = match handshake.await {
         Ok(Ok(c)) => c,
@@ -51,6 +118,24 @@ pub(crate) async fn serve_connection<IO>(
             return;
         }
     };
+    let started = Instant::now();
+    // Calls of this connection are cancelled when the server's grace period ends or when
+    // this connection's max-age grace ends.
+    let (force_tx, force_rx) = tokio::sync::watch::channel(false);
+    let keepalive = match (mgmt.keepalive_time, conn.ping_pong()) {
+        (Some(time), Some(pp)) => futures_util::future::Either::Left(keepalive_pings(
+            pp,
+            Arc::clone(&activity),
+            time,
+            mgmt.keepalive_timeout,
+        )),
+        _ => futures_util::future::Either::Right(std::future::pending()),
+    };
+    tokio::pin!(keepalive);
+    let mut age_at = mgmt.max_connection_age.map(|age| started + jitter(age, 0.1));
+    let mut idle_check = mgmt.max_connection_idle.map(|idle| started + idle);
+    let mut grace_at: Option<Instant> = None;
+    let mut abrupt_at: Option<Instant> = None;
     let mut going_away = false;
     if *signals.graceful.borrow() {
         conn.graceful_shutdown();
@@ -60,7 +145,7 @@ pub(crate) async fn serve_connection<IO>(
         tokio::select! {
             accepted = conn.accept() => match accepted {
                 Some(Ok((req, respond))) => {
-                    tokio::spawn(handle_stream(req, respond, peer, peer_certs.clone(), shared.clone(), signals.force.clone()));
+                    tokio::spawn(handle_stream(req, respond, peer, peer_certs.clone(), shared.clone(), force_rx.clone()));
                 }
                 Some(Err(e)) => {
                     tracing::debug!(?peer, "connection error: {e}");
@@ -72,6 +157,49 @@ pub(crate) async fn serve_connection<IO>(
                 going_away = true;
                 conn.graceful_shutdown();
             }
+            _ = signals.force.wait_for(|v| *v), if !*force_rx.borrow() => {
+                let _ = force_tx.send(true);
+            }
+            _ = activity.violation.notified(), if abrupt_at.is_none() => {
+                tracing::warn!(?peer, "client sent too many pings: GOAWAY(ENHANCE_YOUR_CALM, too_many_pings)");
+                activity.set_goaway_debug_data(Bytes::from_static(b"too_many_pings"));
+                conn.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
+                abrupt_at = Some(Instant::now() + ABRUPT_CLOSE_TIMEOUT);
+                going_away = true;
+            }
+            _ = &mut keepalive => {
+                tracing::debug!(?peer, "keepalive PING not answered in time; closing the connection");
+                break;
+            }
+            _ = sleep_opt(age_at), if !going_away => {
+                tracing::debug!(?peer, "max connection age reached; draining the connection");
+                age_at = None;
+                going_away = true;
+                conn.graceful_shutdown();
+                grace_at = mgmt.max_connection_age_grace.map(|g| Instant::now() + g);
+            }
+            _ = sleep_opt(idle_check), if !going_away => {
+                let idle = mgmt.max_connection_idle.unwrap_or(Duration::MAX);
+                match activity.idle_since() {
+                    Some(since) if since + idle <= Instant::now() => {
+                        tracing::debug!(?peer, "max connection idle reached; closing the connection");
+                        idle_check = None;
+                        going_away = true;
+                        conn.graceful_shutdown();
+                        // A client that never acks the GOAWAY's PING must not hold the
+                        // connection open forever.
+                        grace_at = Some(Instant::now() + mgmt.max_connection_age_grace.unwrap_or(IDLE_CLOSE_TIMEOUT));
+                    }
+                    Some(since) => idle_check = Some(since + idle),
+                    None => idle_check = Some(Instant::now() + idle),
+                }
+            }
+            _ = sleep_opt(grace_at) => {
+                tracing::debug!(?peer, "max connection age grace over; closing the connection");
+                let _ = force_tx.send(true);
+                break;
+            }
+            _ = sleep_opt(abrupt_at) => break,
         }
     }
 }

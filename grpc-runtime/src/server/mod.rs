@@ -1,7 +1,9 @@
 //! The gRPC server: [`Server::builder`] and its settings, the [`Service`]
 //! trait generated servers implement, the router, per-connection HTTP/2
-//! handling, per-call validation and context, interceptors, and graceful
-//! shutdown.
+//! handling, per-call validation and context, interceptors, graceful
+//! shutdown, and connection management (gRFC A8/A9: keepalive PINGs, ping-abuse
+//! enforcement with GOAWAY(ENHANCE_YOUR_CALM, "too_many_pings"), max connection
+//! idle / age / age grace with a two-phase GOAWAY drain).
 
 mod call;
 mod conn;
@@ -67,6 +69,8 @@ pub(crate) struct Shared {
     pub(crate) h2: h2::server::Builder,
     /// TLS, when set: every accepted transport is handshaken first.
     pub(crate) tls: Option<tls::TlsServerSide>,
+    /// Keepalive, ping enforcement and connection age/idle limits.
+    pub(crate) conn_mgmt: conn::ConnManagement,
 }
 
 /// Server settings and services; finish with one of the `serve*` methods.
@@ -88,6 +92,7 @@ pub struct ServerBuilder {
     tcp_nodelay: bool,
     tls: Option<ServerTlsConfig>,
     shutdown_hooks: Vec<Box<dyn FnOnce() + Send>>,
+    conn_mgmt: conn::ConnManagement,
 }
 
 impl Default for ServerBuilder {
@@ -110,6 +115,7 @@ impl Default for ServerBuilder {
             tcp_nodelay: true,
             tls: None,
             shutdown_hooks: Vec::new(),
+            conn_mgmt: conn::ConnManagement::default(),
         }
     }
 }
@@ -250,6 +256,58 @@ impl ServerBuilder {
         self
     }
 
+    /// Sends a keepalive PING after the connection has been silent (nothing read) for
+    /// this long (default 2 hours, gRFC A8/A9); see [`ServerBuilder::keepalive_timeout`].
+    pub fn keepalive_time(mut self, time: Duration) -> Self {
+        self.conn_mgmt.keepalive_time = Some(time);
+        self
+    }
+
+    /// Closes a connection whose keepalive PING is not answered within this (default 20 s).
+    pub fn keepalive_timeout(mut self, timeout: Duration) -> Self {
+        self.conn_mgmt.keepalive_timeout = timeout;
+        self
+    }
+
+    /// The shortest interval between client PINGs the server tolerates (default 5 min,
+    /// gRFC A8). A PING sooner than this after the previous one is a strike (our sending
+    /// HEADERS or DATA resets the count); more than 2 strikes earn
+    /// GOAWAY(ENHANCE_YOUR_CALM, "too_many_pings") and the connection is closed.
+    pub fn permit_keepalive_time(mut self, time: Duration) -> Self {
+        self.conn_mgmt.permit_keepalive_time = time;
+        self
+    }
+
+    /// Whether clients may send keepalive PINGs while they have no call open (default
+    /// false: such PINGs are strikes unless 2 hours apart, as in grpc-go).
+    pub fn permit_keepalive_without_calls(mut self, permit: bool) -> Self {
+        self.conn_mgmt.permit_keepalive_without_calls = permit;
+        self
+    }
+
+    /// Gracefully closes (two-phase GOAWAY) a connection that had no open call for this
+    /// long (default: never; gRFC A9 MAX_CONNECTION_IDLE).
+    pub fn max_connection_idle(mut self, idle: Duration) -> Self {
+        self.conn_mgmt.max_connection_idle = Some(idle);
+        self
+    }
+
+    /// Gracefully closes (two-phase GOAWAY) each connection after about this long,
+    /// jittered by +-10% so a fleet of clients does not reconnect at once (default:
+    /// never; gRFC A9 MAX_CONNECTION_AGE). Calls in flight may finish within
+    /// [`ServerBuilder::max_connection_age_grace`].
+    pub fn max_connection_age(mut self, age: Duration) -> Self {
+        self.conn_mgmt.max_connection_age = Some(age);
+        self
+    }
+
+    /// How long calls in flight may run after a connection reached its maximum age;
+    /// then the connection is closed (default: unlimited; gRFC A9 MAX_CONNECTION_AGE_GRACE).
+    pub fn max_connection_age_grace(mut self, grace: Duration) -> Self {
+        self.conn_mgmt.max_connection_age_grace = Some(grace);
+        self
+    }
+
     fn into_shared(self) -> std::io::Result<Arc<Shared>> {
         let tls = match &self.tls {
             Some(t) => Some(t.acceptor()?),
@@ -282,6 +340,7 @@ impl ServerBuilder {
             cancel_grace: self.cancel_grace,
             h2,
             tls,
+            conn_mgmt: self.conn_mgmt,
         }))
     }
 

@@ -11,8 +11,10 @@ use h2::PingPong;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tracing::{debug, Instrument};
+use tokio::time::Instant;
+use tracing::{debug, warn, Instrument};
 
+use super::frame_tap::{Activity, FrameTap};
 use super::tls::{self, ClientTlsConfig};
 use super::{Address, TransportError, TransportErrorKind};
 
@@ -57,7 +59,26 @@ pub struct TransportConfig {
     pub http2: Http2Settings,
     /// TLS, when the target is `https`.
     pub tls: Option<ClientTlsConfig>,
+    /// Client keepalive (gRFC A8); `None` (the default) sends no keepalive PINGs.
+    pub keepalive: Option<KeepaliveConfig>,
 }
+
+/// Client keepalive settings (gRFC A8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeepaliveConfig {
+    /// Send a PING after the connection has been silent (nothing read) for this long.
+    pub time: Duration,
+    /// Close the connection when a PING is not answered within this (default 20 s).
+    pub timeout: Duration,
+    /// Also ping while no call is open (default false: a connection without calls
+    /// sends no PINGs; the first call after a long silence sends one first).
+    pub without_calls: bool,
+}
+
+/// gRFC A8: client keepalive times below this are raised to it.
+pub const MIN_KEEPALIVE_TIME: Duration = Duration::from_secs(10);
+/// gRFC A8 default KEEPALIVE_TIMEOUT.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 impl Default for TransportConfig {
     fn default() -> Self {
@@ -66,6 +87,7 @@ impl Default for TransportConfig {
             tcp_nodelay: true,
             http2: Http2Settings::default(),
             tls: None,
+            keepalive: None,
         }
     }
 }
@@ -83,12 +105,22 @@ pub enum ConnectionClosed {
     Abandoned(String),
 }
 
+impl ConnectionClosed {
+    /// Whether the peer closed with GOAWAY(ENHANCE_YOUR_CALM): with debug data
+    /// `too_many_pings`, our keepalive was too frequent for it (see
+    /// [`Connection::peer_goaway_debug_data`]).
+    pub fn is_enhance_your_calm(&self) -> bool {
+        matches!(self, ConnectionClosed::GoAway(r) if *r == h2::Reason::ENHANCE_YOUR_CALM)
+    }
+}
+
 struct Shared {
     id: u64,
     address: Address,
     closed: watch::Sender<Option<ConnectionClosed>>,
     ping_pong: Mutex<Option<PingPong>>,
     peer_accept_encoding: Mutex<Option<http::HeaderValue>>,
+    activity: Arc<Activity>,
 }
 
 /// A live (or recently live) HTTP/2 client connection: cheap to clone.
@@ -161,6 +193,22 @@ impl Connection {
         self.shared.ping_pong.lock().ok()?.take()
     }
 
+    /// The debug data of the last GOAWAY the peer sent, if any (e.g. `too_many_pings`).
+    pub fn peer_goaway_debug_data(&self) -> Option<Bytes> {
+        self.shared.activity.peer_goaway().map(|(_, debug)| debug)
+    }
+
+    /// A view of this connection's activity that, unlike a `Connection` clone, does not
+    /// keep the connection open.
+    pub(crate) fn probe(&self) -> ConnectionProbe {
+        ConnectionProbe { shared: Arc::clone(&self.shared) }
+    }
+
+    /// Number of streams open on this connection (as seen on the wire).
+    pub fn active_streams(&self) -> usize {
+        self.shared.activity.active_streams()
+    }
+
     /// The last `grpc-accept-encoding` the server sent on this connection, if any.
     pub fn peer_accept_encoding(&self) -> Option<http::HeaderValue> {
         self.shared.peer_accept_encoding.lock().ok()?.clone()
@@ -176,6 +224,23 @@ impl Connection {
     }
 }
 
+/// See [`Connection::probe`].
+pub(crate) struct ConnectionProbe {
+    shared: Arc<Shared>,
+}
+
+impl ConnectionProbe {
+    /// Number of streams open on the connection.
+    pub(crate) fn active_streams(&self) -> usize {
+        self.shared.activity.active_streams()
+    }
+
+    /// The debug data of the last GOAWAY the peer sent.
+    pub(crate) fn peer_goaway_debug_data(&self) -> Option<Bytes> {
+        self.shared.activity.peer_goaway().map(|(_, debug)| debug)
+    }
+}
+
 fn mark(shared: &Shared, why: ConnectionClosed) {
     shared.closed.send_if_modified(|slot| {
         if slot.is_none() {
@@ -186,6 +251,44 @@ fn mark(shared: &Shared, why: ConnectionClosed) {
             false
         }
     });
+}
+
+/// gRFC A8 client keepalive. Returns `true` when a PING went unanswered for the timeout
+/// (the caller closes the connection), `false` when the connection ended first.
+async fn keepalive_loop(
+    mut pp: PingPong,
+    activity: Arc<Activity>,
+    ka: KeepaliveConfig,
+    mut closed: watch::Receiver<Option<ConnectionClosed>>,
+) -> bool {
+    loop {
+        if closed.borrow().is_some() {
+            return false;
+        }
+        if !ka.without_calls && activity.active_streams() == 0 {
+            // Dormant until a call starts; then ping at once if the connection has been
+            // silent for longer than `time`.
+            tokio::select! {
+                _ = activity.stream_opened.notified() => {}
+                _ = closed.changed() => {}
+            }
+            continue;
+        }
+        let due = activity.last_read() + ka.time;
+        if Instant::now() < due {
+            tokio::select! {
+                _ = tokio::time::sleep_until(due) => {}
+                _ = closed.changed() => {}
+            }
+            continue;
+        }
+        debug!("sending keepalive PING");
+        match tokio::time::timeout(ka.timeout, pp.ping(h2::Ping::opaque())).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => return false,
+            Err(_) => return true,
+        }
+    }
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -250,6 +353,8 @@ where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let s = &config.http2;
+    let activity = Activity::new(None);
+    let io = FrameTap::new(io, Arc::clone(&activity), true);
     let (send, mut conn) = h2::client::Builder::new()
         .enable_push(false)
         .initial_window_size(s.initial_stream_window_size)
@@ -262,7 +367,7 @@ where
         // send many small or padded frames (grpc's data_frame_padding case), so allow far
         // more. Memory stays bounded by flow control plus this per-frame overhead budget.
         .data_frame_budget(crate::transport::DATA_FRAME_BUDGET)
-        .handshake::<T, Bytes>(io)
+        .handshake::<FrameTap<T>, Bytes>(io)
         .await
         .map_err(|e| TransportError::new(TransportErrorKind::Http2, format!("HTTP/2 handshake with {address}: {e}")))?;
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
@@ -274,18 +379,37 @@ where
         closed,
         ping_pong: Mutex::new(None),
         peer_accept_encoding: Mutex::new(None),
+        activity: Arc::clone(&activity),
     });
     let driver_shared = Arc::clone(&shared);
     let span = tracing::debug_span!("h2_client_connection", connection = id, address = %address);
+    // Keepalive gets its own PING handle; the handshake PING below uses the connection's.
+    let (ka_tx, ka_rx) = tokio::sync::oneshot::channel::<()>();
+    let keepalive = config.keepalive;
     tokio::spawn(
         async move {
-            let why = match conn.await {
-                Ok(()) => ConnectionClosed::Eof,
-                Err(e) if e.is_go_away() && e.is_remote() => {
-                    ConnectionClosed::GoAway(e.reason().unwrap_or(h2::Reason::NO_ERROR))
-                }
-                Err(e) => ConnectionClosed::Error(e.to_string()),
+            let why = tokio::select! {
+                r = conn => match r {
+                    Ok(()) => ConnectionClosed::Eof,
+                    Err(e) if e.is_go_away() && e.is_remote() => {
+                        ConnectionClosed::GoAway(e.reason().unwrap_or(h2::Reason::NO_ERROR))
+                    }
+                    Err(e) => ConnectionClosed::Error(e.to_string()),
+                },
+                // Dropping the h2 connection fails its streams (UNAVAILABLE for the calls).
+                Ok(()) = ka_rx => ConnectionClosed::Error("keepalive PING not answered in time".into()),
             };
+            if why.is_enhance_your_calm() {
+                if let Some((_, debug)) = driver_shared.activity.peer_goaway() {
+                    if &debug[..] == b"too_many_pings" {
+                        warn!(
+                            connection = driver_shared.id,
+                            address = %driver_shared.address,
+                            "server sent GOAWAY(ENHANCE_YOUR_CALM, too_many_pings): keepalive is too frequent for it"
+                        );
+                    }
+                }
+            }
             mark(&driver_shared, why);
         }
         .instrument(span),
@@ -302,8 +426,26 @@ where
             ));
         }
     }
-    if let Ok(mut slot) = shared.ping_pong.lock() {
-        *slot = ping_pong;
+    match (keepalive, ping_pong) {
+        (Some(ka), Some(pp)) => {
+            let activity = Arc::clone(&activity);
+            let closed = shared.closed.subscribe();
+            let span = tracing::debug_span!("h2_client_keepalive", connection = id);
+            tokio::spawn(
+                async move {
+                    if keepalive_loop(pp, activity, ka, closed).await {
+                        debug!("keepalive PING not answered within {:?}; closing the connection", ka.timeout);
+                        let _ = ka_tx.send(());
+                    }
+                }
+                .instrument(span),
+            );
+        }
+        (_, pp) => {
+            if let Ok(mut slot) = shared.ping_pong.lock() {
+                *slot = pp;
+            }
+        }
     }
     debug!(connection = id, address = %address, "connection established");
     Ok(Connection { send, shared })

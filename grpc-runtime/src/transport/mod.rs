@@ -10,11 +10,18 @@
 //! Nothing here knows about protobuf, gRPC status codes or metadata.
 
 mod address;
+mod backoff;
 mod connect;
+pub(crate) mod frame_tap;
 mod tls;
 
 pub use address::Address;
-pub use connect::{connect, Connection, ConnectionClosed, Http2Settings, TransportConfig};
+pub use backoff::BackoffConfig;
+pub(crate) use backoff::{jitter, Backoff};
+pub use connect::{
+    connect, Connection, ConnectionClosed, Http2Settings, KeepaliveConfig, TransportConfig, DEFAULT_KEEPALIVE_TIMEOUT,
+    MIN_KEEPALIVE_TIME,
+};
 pub use tls::ClientTlsConfig;
 
 /// Budget (bytes of per-frame overhead) for small DATA frames buffered unread on one

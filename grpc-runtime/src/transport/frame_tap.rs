@@ -1,0 +1,673 @@
+//! A transparent IO adapter that watches the HTTP/2 frame headers going in and out of a
+//! connection, for the connection management h2's API does not expose.
+//!
+//! It owns: the time of the last byte read (keepalive is measured from it), the set of
+//! open streams and when the connection last became idle (seen from HEADERS, DATA
+//! END_STREAM and RST_STREAM in both directions), the server's ping-strike accounting of
+//! gRFC A8 (PINGs received without ACK; our HEADERS or DATA reset the strikes), and the
+//! debug data of the GOAWAY we send (h2 cannot set it, so the adapter rewrites the next
+//! outbound GOAWAY that carries none, e.g. to add `too_many_pings`).
+//!
+//! Only the 9-byte frame headers are parsed; payload bytes pass through unchanged (apart
+//! from the one GOAWAY being rewritten). A peer's malformed bytes never panic here: h2
+//! itself rejects them and closes the connection.
+
+use std::collections::HashMap;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
+
+const DATA: u8 = 0x0;
+const HEADERS: u8 = 0x1;
+const RST_STREAM: u8 = 0x3;
+const PING: u8 = 0x6;
+const GOAWAY: u8 = 0x7;
+const FLAG_END_STREAM: u8 = 0x1;
+const FLAG_ACK: u8 = 0x1;
+
+/// The client connection preface (RFC 9113 section 3.4), sent before the first frame.
+const PREFACE_LEN: usize = 24;
+
+/// gRFC A8: more than this many ping strikes earn GOAWAY(ENHANCE_YOUR_CALM).
+pub(crate) const MAX_PING_STRIKES: u32 = 2;
+
+/// Server-side ping enforcement (gRFC A8).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PingPolicy {
+    /// Pings closer together than this are strikes (while calls are active).
+    pub(crate) min_time: Duration,
+    /// Whether pings without active calls are allowed at `min_time`; if not, a ping while
+    /// idle is a strike unless 2 hours passed since the last one (as grpc-go).
+    pub(crate) permit_without_calls: bool,
+}
+
+#[derive(Debug)]
+struct State {
+    last_read: Instant,
+    /// Open streams: bit 0 = we sent END_STREAM, bit 1 = the peer did.
+    streams: HashMap<u32, u8>,
+    idle_since: Instant,
+    policy: Option<PingPolicy>,
+    strikes: u32,
+    last_ping_at: Option<Instant>,
+    reset_strikes: bool,
+    too_many_pings: bool,
+    goaway_debug: Option<Bytes>,
+    /// The last GOAWAY received: error code and debug data.
+    peer_goaway: Option<(u32, Bytes)>,
+}
+
+/// What the adapter has seen on one connection; shared with the connection's owner.
+#[derive(Debug)]
+pub(crate) struct Activity {
+    state: Mutex<State>,
+    /// Notified when the ping policy was violated (server side).
+    pub(crate) violation: tokio::sync::Notify,
+    /// Notified when a stream opens (client keepalive wakes up from dormancy).
+    pub(crate) stream_opened: tokio::sync::Notify,
+    /// Set while GOAWAY debug data waits to be written (checked per write, lock-free).
+    goaway_armed: AtomicBool,
+}
+
+impl Activity {
+    /// Fresh bookkeeping; `policy` enables server-side ping enforcement.
+    pub(crate) fn new(policy: Option<PingPolicy>) -> Arc<Self> {
+        let now = Instant::now();
+        Arc::new(Activity {
+            state: Mutex::new(State {
+                last_read: now,
+                streams: HashMap::new(),
+                idle_since: now,
+                policy,
+                strikes: 0,
+                last_ping_at: None,
+                reset_strikes: false,
+                too_many_pings: false,
+                goaway_debug: None,
+                peer_goaway: None,
+            }),
+            violation: tokio::sync::Notify::new(),
+            stream_opened: tokio::sync::Notify::new(),
+            goaway_armed: AtomicBool::new(false),
+        })
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> Option<R> {
+        self.state.lock().ok().map(|mut s| f(&mut s))
+    }
+
+    /// When the last byte was read from the peer.
+    pub(crate) fn last_read(&self) -> Instant {
+        self.with(|s| s.last_read).unwrap_or_else(Instant::now)
+    }
+
+    /// Number of open streams.
+    pub(crate) fn active_streams(&self) -> usize {
+        self.with(|s| s.streams.len()).unwrap_or(0)
+    }
+
+    /// `Some(since)` when no stream is open (and since when), `None` otherwise.
+    pub(crate) fn idle_since(&self) -> Option<Instant> {
+        self.with(|s| if s.streams.is_empty() { Some(s.idle_since) } else { None }).flatten()
+    }
+
+    /// Whether the ping policy was violated.
+    #[cfg(test)]
+    pub(crate) fn too_many_pings(&self) -> bool {
+        self.with(|s| s.too_many_pings).unwrap_or(false)
+    }
+
+    /// The last GOAWAY the peer sent: error code and debug data.
+    pub(crate) fn peer_goaway(&self) -> Option<(u32, Bytes)> {
+        self.with(|s| s.peer_goaway.clone()).flatten()
+    }
+
+    fn on_peer_goaway(&self, payload: &[u8]) {
+        if payload.len() >= 8 {
+            let code = u32::from_be_bytes([payload[4], payload[5], payload[6], payload[7]]);
+            let debug = Bytes::copy_from_slice(&payload[8..]);
+            self.with(|s| s.peer_goaway = Some((code, debug)));
+        }
+    }
+
+    /// Debug data to put into the next GOAWAY we send that has none.
+    pub(crate) fn set_goaway_debug_data(&self, data: Bytes) {
+        self.with(|s| s.goaway_debug = Some(data));
+        self.goaway_armed.store(true, Ordering::Release);
+    }
+
+    fn goaway_armed(&self) -> bool {
+        self.goaway_armed.load(Ordering::Acquire)
+    }
+
+    fn on_read(&self) {
+        self.with(|s| s.last_read = Instant::now());
+    }
+
+    /// Updates the open streams; returns whether a stream was opened.
+    fn stream_event(s: &mut State, stream: u32, kind: u8, flags: u8, outbound: bool) -> bool {
+        if stream == 0 {
+            return false;
+        }
+        let mut opened = false;
+        let bit = if outbound { 1 } else { 2 };
+        match kind {
+            HEADERS | DATA => {
+                let before = s.streams.len();
+                let entry = match s.streams.get_mut(&stream) {
+                    Some(e) => e,
+                    // Only HEADERS opens a stream; stray DATA is h2's to reject.
+                    None if kind == HEADERS => {
+                        opened = true;
+                        s.streams.entry(stream).or_insert(0)
+                    }
+                    None => return false,
+                };
+                if flags & FLAG_END_STREAM != 0 {
+                    *entry |= bit;
+                }
+                if *entry == 3 {
+                    s.streams.remove(&stream);
+                }
+                if before > 0 && s.streams.is_empty() {
+                    s.idle_since = Instant::now();
+                }
+            }
+            RST_STREAM if s.streams.remove(&stream).is_some() && s.streams.is_empty() => {
+                s.idle_since = Instant::now();
+            }
+            _ => {}
+        }
+        opened
+    }
+
+    fn inbound_frame(&self, kind: u8, flags: u8, stream: u32) {
+        let violated = self
+            .with(|s| {
+                // Streams are opened by the client; a server sees them inbound.
+                Self::stream_event(s, stream, kind, flags, false);
+                if kind != PING || flags & FLAG_ACK != 0 {
+                    return false;
+                }
+                let Some(policy) = s.policy else { return false };
+                let now = Instant::now();
+                if s.reset_strikes {
+                    s.strikes = 0;
+                    s.last_ping_at = None;
+                    s.reset_strikes = false;
+                }
+                let allowed = if s.streams.is_empty() && !policy.permit_without_calls {
+                    Duration::from_secs(2 * 60 * 60)
+                } else {
+                    policy.min_time
+                };
+                if let Some(last) = s.last_ping_at {
+                    if last + allowed > now {
+                        s.strikes += 1;
+                    }
+                }
+                s.last_ping_at = Some(now);
+                if s.strikes > MAX_PING_STRIKES && !s.too_many_pings {
+                    s.too_many_pings = true;
+                    return true;
+                }
+                false
+            })
+            .unwrap_or(false);
+        if violated {
+            self.violation.notify_one();
+        }
+    }
+
+    fn outbound_frame(&self, kind: u8, flags: u8, stream: u32) {
+        let opened = self
+            .with(|s| {
+                if kind == HEADERS || kind == DATA {
+                    s.reset_strikes = true;
+                }
+                Self::stream_event(s, stream, kind, flags, true)
+            })
+            .unwrap_or(false);
+        if opened {
+            self.stream_opened.notify_one();
+        }
+    }
+
+    fn take_goaway_debug(&self) -> Option<Bytes> {
+        self.goaway_armed.store(false, Ordering::Release);
+        self.with(|s| s.goaway_debug.take()).flatten()
+    }
+}
+
+/// Incremental frame-header scanner.
+#[derive(Debug)]
+struct Scanner {
+    /// Bytes of the connection preface still to skip.
+    preface: usize,
+    header: [u8; 9],
+    have: usize,
+    /// Payload bytes of the current frame still to pass.
+    payload: usize,
+    /// The payload of the GOAWAY being read (kept up to `GOAWAY_CAPTURE` bytes).
+    goaway: Option<Vec<u8>>,
+}
+
+/// How much of a received GOAWAY's payload is kept (stream id, code, debug data).
+const GOAWAY_CAPTURE: usize = 8 + 256;
+
+impl Scanner {
+    fn new(preface: bool) -> Self {
+        Scanner { preface: if preface { PREFACE_LEN } else { 0 }, header: [0; 9], have: 0, payload: 0, goaway: None }
+    }
+
+    /// Feeds bytes; calls `on_header(type, flags, stream, len)` for each complete header
+    /// and `on_goaway(payload)` for each complete GOAWAY.
+    fn feed(&mut self, mut data: &[u8], mut on_header: impl FnMut(u8, u8, u32, usize), mut on_goaway: impl FnMut(&[u8])) {
+        while !data.is_empty() {
+            if self.preface > 0 {
+                let n = self.preface.min(data.len());
+                self.preface -= n;
+                data = &data[n..];
+            } else if self.payload > 0 {
+                let n = self.payload.min(data.len());
+                if let Some(g) = self.goaway.as_mut() {
+                    let keep = n.min(GOAWAY_CAPTURE.saturating_sub(g.len()));
+                    g.extend_from_slice(&data[..keep]);
+                }
+                self.payload -= n;
+                data = &data[n..];
+                if self.payload == 0 {
+                    if let Some(g) = self.goaway.take() {
+                        on_goaway(&g);
+                    }
+                }
+            } else {
+                let n = (9 - self.have).min(data.len());
+                self.header[self.have..self.have + n].copy_from_slice(&data[..n]);
+                self.have += n;
+                data = &data[n..];
+                if self.have == 9 {
+                    self.have = 0;
+                    let (kind, flags, stream, len) = parse_header(&self.header);
+                    self.payload = len;
+                    on_header(kind, flags, stream, len);
+                    if kind == GOAWAY {
+                        if len == 0 {
+                            on_goaway(&[]);
+                        } else {
+                            self.goaway = Some(Vec::new());
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn parse_header(h: &[u8; 9]) -> (u8, u8, u32, usize) {
+    let len = (usize::from(h[0]) << 16) | (usize::from(h[1]) << 8) | usize::from(h[2]);
+    let stream = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
+    (h[3], h[4], stream, len)
+}
+
+/// Outbound state. Normally bytes are written first and scanned afterwards, so h2's
+/// writes (vectored or not) reach the socket unchanged. While a GOAWAY rewrite is armed,
+/// frame headers are held back until complete so that GOAWAY can get its debug data.
+#[derive(Debug)]
+enum Out {
+    /// `n` bytes (preface or payload) still to pass.
+    Pass(usize),
+    /// A frame header, `have` bytes of it seen; `held`: those bytes are not written yet.
+    Header { buf: [u8; 9], have: usize, held: bool },
+    /// Collecting the 8-byte payload of a GOAWAY that gets debug data appended.
+    GoAway([u8; 9], BytesMut, Bytes),
+}
+
+impl Out {
+    fn header() -> Out {
+        Out::Header { buf: [0; 9], have: 0, held: false }
+    }
+}
+
+/// The adapter: wraps the connection's IO, reporting to an [`Activity`].
+pub(crate) struct FrameTap<IO> {
+    io: IO,
+    activity: Arc<Activity>,
+    inbound: Scanner,
+    out: Out,
+    /// Bytes accepted from h2 but not yet written (a held header, a rewritten GOAWAY).
+    pending: BytesMut,
+}
+
+impl<IO> FrameTap<IO> {
+    /// Wraps `io`. `client` says which side we are: the client writes the preface, the
+    /// server reads it.
+    pub(crate) fn new(io: IO, activity: Arc<Activity>, client: bool) -> Self {
+        FrameTap {
+            io,
+            activity,
+            inbound: Scanner::new(!client),
+            out: if client { Out::Pass(PREFACE_LEN) } else { Out::header() },
+            pending: BytesMut::new(),
+        }
+    }
+
+    /// Advances the outbound state over bytes already written.
+    fn advance_written(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            match &mut self.out {
+                Out::Pass(left) => {
+                    let n = (*left).min(data.len());
+                    *left -= n;
+                    data = &data[n..];
+                    if *left == 0 {
+                        self.out = Out::header();
+                    }
+                }
+                Out::Header { buf, have, .. } => {
+                    let n = (9 - *have).min(data.len());
+                    buf[*have..*have + n].copy_from_slice(&data[..n]);
+                    *have += n;
+                    data = &data[n..];
+                    if *have == 9 {
+                        let (kind, flags, stream, len) = parse_header(buf);
+                        self.activity.outbound_frame(kind, flags, stream);
+                        self.out = if len > 0 { Out::Pass(len) } else { Out::header() };
+                    }
+                }
+                // Only the holding path (poll_write_held) is in this state.
+                Out::GoAway(..) => return,
+            }
+        }
+    }
+
+    /// Whether the next bytes must go through the holding path.
+    fn must_hold(&self) -> bool {
+        match &self.out {
+            Out::Header { held: true, .. } | Out::GoAway(..) => true,
+            Out::Header { have: 0, .. } => self.activity.goaway_armed(),
+            _ => false,
+        }
+    }
+
+    /// The holding path: takes header bytes (and a GOAWAY's payload) into our buffers.
+    fn take_held(&mut self, buf: &[u8]) -> usize {
+        match &mut self.out {
+            Out::Header { buf: h, have, held } => {
+                *held = true;
+                let n = (9 - *have).min(buf.len());
+                h[*have..*have + n].copy_from_slice(&buf[..n]);
+                *have += n;
+                if *have == 9 {
+                    let header = *h;
+                    let (kind, flags, stream, len) = parse_header(&header);
+                    self.activity.outbound_frame(kind, flags, stream);
+                    let debug = if kind == GOAWAY && len == 8 { self.activity.take_goaway_debug() } else { None };
+                    match debug {
+                        Some(d) => self.out = Out::GoAway(header, BytesMut::with_capacity(8), d),
+                        None => {
+                            self.pending.extend_from_slice(&header);
+                            self.out = if len > 0 { Out::Pass(len) } else { Out::header() };
+                        }
+                    }
+                }
+                n
+            }
+            Out::GoAway(h, payload, debug) => {
+                let n = (8 - payload.len()).min(buf.len());
+                payload.extend_from_slice(&buf[..n]);
+                if payload.len() == 8 {
+                    let total = 8 + debug.len();
+                    self.pending.reserve(9 + total);
+                    self.pending.put_u8((total >> 16) as u8);
+                    self.pending.put_u8((total >> 8) as u8);
+                    self.pending.put_u8(total as u8);
+                    self.pending.extend_from_slice(&h[3..9]);
+                    self.pending.extend_from_slice(payload);
+                    self.pending.extend_from_slice(debug);
+                    self.out = Out::header();
+                }
+                n
+            }
+            Out::Pass(_) => 0,
+        }
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> FrameTap<IO> {
+    fn poll_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.pending.is_empty() {
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.pending))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.pending.advance(n);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for FrameTap<IO> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
+        let new = &buf.filled()[before..];
+        if !new.is_empty() {
+            this.activity.on_read();
+            let activity = &this.activity;
+            this.inbound.feed(
+                new,
+                |kind, flags, stream, _| activity.inbound_frame(kind, flags, stream),
+                |payload| activity.on_peer_goaway(payload),
+            );
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for FrameTap<IO> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        ready!(this.poll_pending(cx))?;
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        if this.must_hold() {
+            return Poll::Ready(Ok(this.take_held(buf)));
+        }
+        // While a rewrite is armed, stop at the next frame boundary so the GOAWAY's
+        // header can be held.
+        let len = match (&this.out, this.activity.goaway_armed()) {
+            (Out::Pass(left), true) => (*left).min(buf.len()),
+            _ => buf.len(),
+        };
+        let n = ready!(Pin::new(&mut this.io).poll_write(cx, &buf[..len]))?;
+        this.advance_written(&buf[..n]);
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if !this.pending.is_empty() || this.activity.goaway_armed() || this.must_hold() {
+            let first = bufs.iter().find(|b| !b.is_empty()).map(|b| &**b).unwrap_or(&[]);
+            return Pin::new(this).poll_write(cx, first);
+        }
+        let n = ready!(Pin::new(&mut this.io).poll_write_vectored(cx, bufs))?;
+        let mut left = n;
+        for b in bufs {
+            if left == 0 {
+                break;
+            }
+            let k = left.min(b.len());
+            this.advance_written(&b[..k]);
+            left -= k;
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_pending(cx))?;
+        Pin::new(&mut this.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_pending(cx))?;
+        Pin::new(&mut this.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(len: usize, kind: u8, flags: u8, stream: u32) -> Vec<u8> {
+        let mut v = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+        v.extend_from_slice(&stream.to_be_bytes());
+        v
+    }
+
+    #[test]
+    fn scanner_finds_headers_across_splits() {
+        let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        bytes.extend(header(3, HEADERS, 0x4, 1));
+        bytes.extend([1, 2, 3]);
+        bytes.extend(header(8, PING, 0, 0));
+        bytes.extend([0; 8]);
+        bytes.extend(header(0, DATA, 1, 1));
+        bytes.extend(header(10, GOAWAY, 0, 0));
+        bytes.extend([0, 0, 0, 1, 0, 0, 0, 0xb, b'h', b'i']);
+        for split in 1..bytes.len() {
+            let mut s = Scanner::new(true);
+            let mut seen = Vec::new();
+            let mut goaways = Vec::new();
+            for chunk in bytes.chunks(split) {
+                s.feed(chunk, |k, f, id, len| seen.push((k, f, id, len)), |g| goaways.push(g.to_vec()));
+            }
+            assert_eq!(
+                seen,
+                vec![(HEADERS, 4, 1, 3), (PING, 0, 0, 8), (DATA, 1, 1, 0), (GOAWAY, 0, 0, 10)],
+                "split {split}"
+            );
+            assert_eq!(goaways, vec![vec![0, 0, 0, 1, 0, 0, 0, 0xb, b'h', b'i']], "split {split}");
+        }
+    }
+
+    /// A sink accepting at most `max` bytes per write.
+    struct Sink {
+        out: Vec<u8>,
+        max: usize,
+    }
+
+    impl AsyncWrite for Sink {
+        fn poll_write(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+            let n = buf.len().min(self.max);
+            self.out.extend_from_slice(&buf[..n]);
+            Poll::Ready(Ok(n))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn write_all(tap: &mut FrameTap<Sink>, data: &[u8], chunk: usize) {
+        let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+        for c in data.chunks(chunk) {
+            let mut c = c;
+            while !c.is_empty() {
+                match Pin::new(&mut *tap).poll_write(&mut cx, c) {
+                    Poll::Ready(Ok(n)) => c = &c[n..],
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+        assert!(Pin::new(&mut *tap).poll_flush(&mut cx).is_ready());
+    }
+
+    #[test]
+    fn writes_pass_through_and_goaway_gets_debug_data() {
+        let mut frames = header(4, DATA, 0, 1);
+        frames.extend([9, 9, 9, 9]);
+        frames.extend(header(8, GOAWAY, 0, 0));
+        frames.extend([0, 0, 0, 1, 0, 0, 0, 0xb]);
+        frames.extend(header(0, HEADERS, 5, 3));
+        for chunk in 1..frames.len() + 1 {
+            for max in [1, 3, 64] {
+                // unarmed: byte-identical
+                let a = Activity::new(None);
+                let mut tap = FrameTap::new(Sink { out: Vec::new(), max }, Arc::clone(&a), false);
+                write_all(&mut tap, &frames, chunk);
+                assert_eq!(tap.io.out, frames, "chunk {chunk} max {max}");
+                // armed: the GOAWAY carries the debug data, the rest is unchanged
+                let a = Activity::new(None);
+                a.set_goaway_debug_data(Bytes::from_static(b"too_many_pings"));
+                let mut tap = FrameTap::new(Sink { out: Vec::new(), max }, Arc::clone(&a), false);
+                write_all(&mut tap, &frames, chunk);
+                let mut want = header(4, DATA, 0, 1);
+                want.extend([9, 9, 9, 9]);
+                want.extend(header(22, GOAWAY, 0, 0));
+                want.extend([0, 0, 0, 1, 0, 0, 0, 0xb]);
+                want.extend(b"too_many_pings");
+                want.extend(header(0, HEADERS, 5, 3));
+                assert_eq!(tap.io.out, want, "chunk {chunk} max {max}");
+                assert!(!a.goaway_armed());
+            }
+        }
+    }
+
+    #[test]
+    fn strikes_and_reset() {
+        let a = Activity::new(Some(PingPolicy { min_time: Duration::from_secs(60), permit_without_calls: true }));
+        for _ in 0..3 {
+            a.inbound_frame(PING, 0, 0);
+        }
+        assert!(!a.too_many_pings(), "first ping is free, then 2 strikes");
+        a.outbound_frame(DATA, 0, 1);
+        for _ in 0..3 {
+            a.inbound_frame(PING, 0, 0);
+        }
+        assert!(!a.too_many_pings(), "sending DATA reset the strikes");
+        a.inbound_frame(PING, 0, 0);
+        assert!(a.too_many_pings());
+        // acks never count
+        let b = Activity::new(Some(PingPolicy { min_time: Duration::from_secs(60), permit_without_calls: true }));
+        for _ in 0..10 {
+            b.inbound_frame(PING, FLAG_ACK, 0);
+        }
+        assert!(!b.too_many_pings());
+    }
+
+    #[test]
+    fn stream_tracking() {
+        let a = Activity::new(None);
+        assert!(a.idle_since().is_some());
+        a.inbound_frame(HEADERS, 0x4, 1);
+        a.inbound_frame(HEADERS, 0x4, 3);
+        assert_eq!(a.active_streams(), 2);
+        a.inbound_frame(DATA, FLAG_END_STREAM, 1);
+        a.outbound_frame(HEADERS, 0x4 | FLAG_END_STREAM, 1);
+        a.outbound_frame(RST_STREAM, 0, 3);
+        assert_eq!(a.active_streams(), 0);
+        assert!(a.idle_since().is_some());
+    }
+}

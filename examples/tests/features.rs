@@ -130,6 +130,8 @@ async fn cancellation() {
             "client: that call ended with OK",
         ],
     );
+    // ServerContext::cancellation() is None for the call that ended normally.
+    assert_lines(&out, &["server: bidi call finished normally"]);
 }
 
 #[tokio::test]
@@ -144,7 +146,8 @@ async fn compression() {
             "client: no compression: request identity, reply gzip",
             "client: per-channel gzip #1: request gzip, reply gzip",
             "client: per-channel gzip #2: request gzip, reply gzip",
-            "client: per-channel gzip #3: request gzip, reply gzip",
+            "client: per-channel gzip #3: request gzip, reply gzip (response arrived in gzip)",
+            "client: opted out on the gzip channel: request identity, reply gzip (response arrived in gzip)",
         ],
     );
 }
@@ -158,10 +161,10 @@ async fn interceptors() {
     assert_order(
         &out,
         &[
-            "client: start /grpc.examples.echo.Echo/UnaryEcho (Unary)",
+            "client: start /grpc.examples.echo.Echo/UnaryEcho (Unary) call #1",
             "client: end /grpc.examples.echo.Echo/UnaryEcho: OK in ",
             "with token: unary reply \"with token\"",
-            "client: start /grpc.examples.echo.Echo/ServerStreamingEcho (ServerStreaming)",
+            "client: start /grpc.examples.echo.Echo/ServerStreamingEcho (ServerStreaming) call #2",
             "client: end /grpc.examples.echo.Echo/ServerStreamingEcho: OK in ",
             "with token: streaming call got 3 replies",
             "client: end /grpc.examples.echo.Echo/UnaryEcho: UNAUTHENTICATED in ",
@@ -182,8 +185,14 @@ async fn interceptors() {
             "server: end /grpc.examples.echo.Echo/ServerStreamingEcho: UNAUTHENTICATED in ",
         ],
     );
-    // Six calls reached the server; the handler ran only for the two with the token.
+    // finish_call got each call's own number (set in start) and the server's address.
     let lines = out.lines();
+    let ends: Vec<&String> = lines.iter().filter(|l| l.starts_with("client: end")).collect();
+    assert_eq!(ends.len(), 4, "{ends:?}");
+    for (end, n) in ends.iter().zip([1, 2, 1, 2]) {
+        assert!(end.contains(&format!(" ms (call #{n}, server 127.0.0.1:")), "{end}");
+    }
+    // Six calls reached the server; the handler ran only for the two with the token.
     assert_eq!(lines.iter().filter(|l| l.starts_with("server: start")).count(), 6);
     assert_eq!(lines.iter().filter(|l| l.starts_with("server: end") && l.contains(": OK in")).count(), 2);
 }

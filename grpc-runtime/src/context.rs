@@ -33,6 +33,9 @@ pub(crate) struct CtxInner {
     pub(crate) method: String,
     pub(crate) peer: Option<SocketAddr>,
     pub(crate) deadline: Option<Deadline>,
+    /// How the call ended, first reason wins: `Some(Code::Ok)` when it finished
+    /// normally (the handler returned and the status went out), `Some(CANCELLED |
+    /// DEADLINE_EXCEEDED)` for a real cancellation.
     cancel: watch::Sender<Option<Code>>,
     pub(crate) response: Mutex<ResponseState>,
     pub(crate) trailers: Mutex<MetadataMap>,
@@ -143,15 +146,26 @@ impl ServerContext {
         self.inner.deadline.map(|d| d.remaining())
     }
 
-    /// True once the call is cancelled (client reset, deadline, shutdown).
+    /// True once the call is over for the handler: cancelled (client reset,
+    /// deadline, server shutdown) or finished normally. The same moment
+    /// [`ServerContext::cancelled`] resolves; [`ServerContext::cancellation`]
+    /// tells the two apart.
     pub fn is_cancelled(&self) -> bool {
         self.inner.cancel.borrow().is_some()
     }
 
-    /// Resolves when the call is cancelled, with the reason: CANCELLED (the
-    /// client went away, the server shut down, or the call already
-    /// finished, so tasks spawned by a handler can stop) or
-    /// DEADLINE_EXCEEDED.
+    /// Resolves once the handler should stop working on the call, with a
+    /// status to end it with:
+    /// - DEADLINE_EXCEEDED when the deadline passed;
+    /// - CANCELLED when the client reset the stream (or went away) or the
+    ///   server shut down;
+    /// - CANCELLED too once the call *finished normally* (the handler returned
+    ///   and its status was sent), so tasks a handler spawned stop as well, as
+    ///   grpc-go cancels a call's context when the handler returns.
+    ///
+    /// To tell a real cancellation from a normal end, look at
+    /// [`ServerContext::cancellation`] (`Some` only for a real cancellation)
+    /// or [`ServerContext::is_finished`] after this resolves.
     pub async fn cancelled(&self) -> Status {
         let mut rx = self.inner.cancel.subscribe();
         let code = match rx.wait_for(|c| c.is_some()).await {
@@ -161,8 +175,34 @@ impl ServerContext {
         drop(rx);
         match code {
             Code::DeadlineExceeded => Status::deadline_exceeded("deadline exceeded"),
+            Code::Ok => Status::cancelled("call already finished"),
             _ => Status::cancelled("call cancelled"),
         }
+    }
+
+    /// Why the call was cancelled, if it really was: `Some(DEADLINE_EXCEEDED)`
+    /// after the deadline passed, `Some(CANCELLED)` after the client reset the
+    /// stream or the server shut down; `None` while the call runs and after it
+    /// finished normally (whatever status the handler returned).
+    pub fn cancellation(&self) -> Option<Status> {
+        match *self.inner.cancel.borrow() {
+            None | Some(Code::Ok) => None,
+            Some(Code::DeadlineExceeded) => Some(Status::deadline_exceeded("deadline exceeded")),
+            Some(_) => Some(Status::cancelled("call cancelled")),
+        }
+    }
+
+    /// True once the call finished normally: the handler (and the server
+    /// interceptors) returned and the call's status was sent, without a
+    /// cancellation first. False while it runs and after a cancellation.
+    pub fn is_finished(&self) -> bool {
+        *self.inner.cancel.borrow() == Some(Code::Ok)
+    }
+
+    /// Marks the call finished normally (unless it was cancelled first), which
+    /// also wakes [`ServerContext::cancelled`] for tasks spawned by the handler.
+    pub(crate) fn mark_finished(&self) {
+        self.cancel(Code::Ok);
     }
 
     /// Marks the call cancelled (first reason wins).
@@ -300,5 +340,16 @@ mod tests {
         assert_eq!(w.await.unwrap().code(), Code::DeadlineExceeded);
         assert!(c.is_cancelled());
         assert_eq!(c.cancelled().await.code(), Code::DeadlineExceeded);
+        assert_eq!(c.cancellation().unwrap().code(), Code::DeadlineExceeded);
+        c.mark_finished();
+        assert!(!c.is_finished());
+
+        let f = ServerContext::new("/a.B/C".into(), None, None, None, None, EncodingSet::none(), EncodingSet::none());
+        assert!(f.cancellation().is_none() && !f.is_finished() && !f.is_cancelled());
+        f.mark_finished();
+        f.cancel(Code::Cancelled);
+        assert!(f.is_finished() && f.is_cancelled() && f.cancellation().is_none());
+        assert_eq!(f.cancelled().await.code(), Code::Cancelled);
+        assert!(d.cancellation().is_none() && !d.is_finished());
     }
 }

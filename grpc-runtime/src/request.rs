@@ -44,6 +44,8 @@ pub struct Request<T> {
     metadata: MetadataMap,
     timeout: Option<Duration>,
     compression: Option<CompressionEncoding>,
+    /// Client side: [`Request::disable_compression`] was called (explicit identity).
+    compression_disabled: bool,
     wait_for_ready: Option<bool>,
     context: Option<ServerContext>,
     extensions: http::Extensions,
@@ -57,6 +59,7 @@ impl<T> Request<T> {
             metadata: MetadataMap::new(),
             timeout: None,
             compression: None,
+            compression_disabled: false,
             wait_for_ready: None,
             context: None,
             extensions: http::Extensions::new(),
@@ -100,13 +103,33 @@ impl<T> Request<T> {
         self.timeout
     }
 
-    /// Client side: compress this call's request messages with `encoding`
-    /// (`None` to send uncompressed).
+    /// Client side: compress this call's request messages with `encoding`.
+    /// `None` clears the per-call choice, so the channel default
+    /// ([`crate::Endpoint::send_compressed`]) applies; to send this call
+    /// uncompressed whatever the channel default, use
+    /// [`Request::disable_compression`]. Either way the call is only compressed
+    /// in an encoding the server accepts.
     pub fn set_compression(&mut self, encoding: Option<CompressionEncoding>) {
         self.compression = encoding;
+        self.compression_disabled = false;
     }
 
-    /// The per-call compression; on the server side the request's encoding.
+    /// Client side: send this call's request messages uncompressed (identity: no
+    /// `grpc-encoding` header, compressed flag 0), overriding the channel default.
+    /// Undone by a later [`Request::set_compression`].
+    pub fn disable_compression(&mut self) {
+        self.compression = None;
+        self.compression_disabled = true;
+    }
+
+    /// True when [`Request::disable_compression`] chose identity for this call.
+    pub fn compression_disabled(&self) -> bool {
+        self.compression_disabled
+    }
+
+    /// The per-call compression (`None`: not set, or disabled, see
+    /// [`Request::compression_disabled`]); on the server side the request's
+    /// encoding (`None` = identity).
     pub fn compression(&self) -> Option<CompressionEncoding> {
         self.compression
     }
@@ -175,6 +198,7 @@ impl<T> Request<T> {
             metadata: self.metadata,
             timeout: self.timeout,
             compression: self.compression,
+            compression_disabled: self.compression_disabled,
             wait_for_ready: self.wait_for_ready,
             context: self.context,
             extensions: self.extensions,
@@ -201,6 +225,7 @@ impl<T> Request<T> {
             metadata: self.metadata,
             timeout: self.timeout,
             compression: self.compression,
+            compression_disabled: self.compression_disabled,
             wait_for_ready: self.wait_for_ready,
             context: self.context,
             extensions: self.extensions,
@@ -277,6 +302,16 @@ impl<T> Response<T> {
     /// see [`crate::Streaming::last_message_compressed`].
     pub fn message_compressed(&self) -> Option<bool> {
         self.extensions.get::<MessageCompressed>().map(|c| c.0)
+    }
+
+    /// Client side: the encoding the response messages arrived in, from the response's
+    /// `grpc-encoding` header (the header itself is not in [`Response::metadata`]).
+    /// `None` for identity (no header), for an encoding this runtime does not implement
+    /// (a compressed message in it fails the call), for a Trailers-Only response, and on
+    /// a server-built response. Also on the response stream: [`crate::Streaming::encoding`].
+    /// Each message may still arrive uncompressed: see [`Response::message_compressed`].
+    pub fn encoding(&self) -> Option<CompressionEncoding> {
+        self.extensions.get::<ResponseEncoding>().map(|e| e.0)
     }
 
     /// Client side: the address of the server this call went to (the connection's peer);
@@ -550,6 +585,10 @@ impl CancelHandle {
 /// Extension recording whether a received single message had the compressed flag.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct MessageCompressed(pub(crate) bool);
+
+/// Extension recording the `grpc-encoding` of a client call's response.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ResponseEncoding(pub(crate) CompressionEncoding);
 
 /// Extension recording the peer address of a client call.
 #[derive(Clone, Copy, Debug)]

@@ -277,6 +277,16 @@ impl<T> Streaming<T> {
         self.inner.last_compressed
     }
 
+    /// The encoding these messages arrive in, from the stream's `grpc-encoding`
+    /// header: on the client the response's encoding, on the server the request's.
+    /// `None` for identity (no header), for an encoding this runtime does not
+    /// implement (a compressed message in it fails the call) and for a
+    /// Trailers-Only response. Messages may still arrive uncompressed one by one:
+    /// see [`Streaming::last_message_compressed`].
+    pub fn encoding(&self) -> Option<crate::CompressionEncoding> {
+        self.inner.decoder.encoding()
+    }
+
     /// Client side: cancels the call now if it is still running. The stream is
     /// reset with RST_STREAM(CANCEL) (the request half stops too), interceptors
     /// see CANCELLED, [`Streaming::status`] is CANCELLED and the next

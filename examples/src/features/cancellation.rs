@@ -1,14 +1,13 @@
 //! Cancellation: the client abandons calls (drops a bidi stream after two round trips, and
 //! drops an unfinished unary call), the runtime resets the HTTP/2 stream
 //! (RST_STREAM CANCEL), and the server's handler observes CANCELLED through
-//! `ServerContext::cancelled()`.
+//! `ServerContext::cancelled()`. `cancelled()` also resolves once a call finished
+//! normally (so tasks a handler spawned stop too); `ServerContext::cancellation()` tells
+//! the two apart: `Some(status)` only for a real cancellation.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
-use futures_util::{stream, StreamExt};
+use futures_util::stream;
 use grpc_runtime::server::Server;
 use grpc_runtime::{BoxStream, Code, Request, Response, ServerContext, Status, Streaming};
 use tokio::sync::mpsc;
@@ -23,7 +22,7 @@ use crate::{connect, ensure, BoxError, RunningServer, Transcript};
 const WATCH: Duration = Duration::from_secs(10);
 
 /// The server: echoes, and reports to `cancelled` (and the transcript) every call it sees
-/// cancelled.
+/// cancelled; calls that finished normally are only noted in the transcript.
 #[derive(Debug, Clone)]
 pub struct CancelEcho {
     out: Transcript,
@@ -31,18 +30,21 @@ pub struct CancelEcho {
 }
 
 impl CancelEcho {
-    /// Reports the call as cancelled if its context is cancelled before the handler
-    /// finished its answer (`finished`): the runtime also marks the context cancelled
-    /// once a call is over, as grpc-go does with the call's context.
-    fn watch(&self, call: &str, ctx: ServerContext, finished: Arc<AtomicBool>) {
+    /// Watches the call from a spawned task: `cancelled()` resolves when the call is over
+    /// for the handler, and `cancellation()` says whether it was really cancelled (client
+    /// reset, deadline, shutdown) or finished normally.
+    fn watch(&self, call: &str, ctx: ServerContext) {
         let (out, tx, call) = (self.out.clone(), self.cancelled.clone(), call.to_string());
         tokio::spawn(async move {
-            if let Ok(status) = tokio::time::timeout(WATCH, ctx.cancelled()).await {
-                if finished.load(Ordering::SeqCst) {
-                    return;
+            if tokio::time::timeout(WATCH, ctx.cancelled()).await.is_err() {
+                return;
+            }
+            match ctx.cancellation() {
+                Some(status) => {
+                    out.line(format!("server: {call} call cancelled ({})", status.code().as_str()));
+                    let _ = tx.send((call, status.code()));
                 }
-                out.line(format!("server: {call} call cancelled ({})", status.code().as_str()));
-                let _ = tx.send((call, status.code()));
+                None => out.line(format!("server: {call} call finished normally")),
             }
         });
     }
@@ -51,13 +53,11 @@ impl CancelEcho {
 impl Echo for CancelEcho {
     async fn unary_echo(&self, request: Request<EchoRequest>) -> Result<Response<EchoResponse>, Status> {
         let ctx = request.context().clone();
-        let finished = Arc::new(AtomicBool::new(false));
-        self.watch("unary", ctx.clone(), finished.clone());
+        self.watch("unary", ctx.clone());
         self.out.line(format!("server: unary {:?}, working slowly", request.get_ref().message));
         tokio::select! {
             status = ctx.cancelled() => Err(status),
             _ = tokio::time::sleep(Duration::from_secs(5)) => {
-                finished.store(true, Ordering::SeqCst);
                 Ok(Response::new(EchoResponse { message: request.into_inner().message }))
             }
         }
@@ -67,19 +67,13 @@ impl Echo for CancelEcho {
         &self,
         request: Request<Streaming<EchoRequest>>,
     ) -> Result<Response<BoxStream<EchoResponse>>, Status> {
-        let finished = Arc::new(AtomicBool::new(false));
-        self.watch("bidi", request.context().clone(), finished.clone());
+        self.watch("bidi", request.context().clone());
         let out = self.out.clone();
         let replies = echo_each(request.into_inner(), move |m| {
             out.line(format!("server: bidi echo {m:?}"));
             m
         });
-        // Mark the answer complete when the echo stream reaches its end.
-        let end = stream::poll_fn(move |_| {
-            finished.store(true, Ordering::SeqCst);
-            Poll::Ready(None)
-        });
-        Ok(Response::new(Box::pin(replies.chain(end))))
+        Ok(Response::new(replies))
     }
 }
 
@@ -138,7 +132,11 @@ pub async fn run(out: &Transcript) -> Result<(), BoxError> {
     ensure!(replies.message().await?.is_none(), "expected the end of the stream");
     out.line(format!("client: that call ended with {}", replies.status().map(|s| s.code().as_str()).unwrap_or("?")));
     // A call that ended normally is not reported as cancelled.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !out.contains("server: bidi call finished normally") {
+        ensure!(tokio::time::Instant::now() < deadline, "server did not see the last call finish");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     ensure!(rx.try_recv().is_err(), "server saw a cancellation of a call that ended normally");
 
     server.shutdown().await?;

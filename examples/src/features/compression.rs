@@ -1,7 +1,9 @@
-//! Compression: gzip per call (`Request::set_compression`) and per channel
-//! (`Endpoint::send_compressed`), and gzip responses chosen by the server
+//! Compression: gzip per call (`Request::set_compression`), per channel
+//! (`Endpoint::send_compressed`), one call opting out of the channel's gzip
+//! (`Request::disable_compression`), and gzip responses chosen by the server
 //! (`ServerContext::set_compression`). The server reports the encoding each request
-//! arrived in. Until the server advertises `grpc-accept-encoding` on a connection the
+//! arrived in; the client reads the encoding of each response with `Response::encoding`
+//! and checks it against what the server says it chose. Until the server advertises `grpc-accept-encoding` on a connection the
 //! client assumes it accepts every encoding this runtime implements (as grpc-go clients
 //! do); afterwards it never compresses in an encoding the server did not list.
 
@@ -37,13 +39,30 @@ impl Echo for CompressionEcho {
     }
 }
 
-async fn call(client: &EchoClient, text: &str, gzip: bool, out: &Transcript) -> Result<String, BoxError> {
+/// How a call compresses its request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RequestCompression {
+    /// Whatever the channel does.
+    ChannelDefault,
+    /// gzip for this call.
+    Gzip,
+    /// Uncompressed for this call, whatever the channel does.
+    Identity,
+}
+
+async fn call(client: &EchoClient, text: &str, send: RequestCompression, out: &Transcript) -> Result<String, BoxError> {
     let mut request = Request::new(echo(text));
-    if gzip {
-        request.set_compression(Some(CompressionEncoding::Gzip));
+    match send {
+        RequestCompression::ChannelDefault => {}
+        RequestCompression::Gzip => request.set_compression(Some(CompressionEncoding::Gzip)),
+        RequestCompression::Identity => request.disable_compression(),
     }
-    let reply = client.unary_echo(request).await?.into_inner().message;
-    out.line(format!("client: {reply}"));
+    let response = client.unary_echo(request).await?;
+    let arrived = response.encoding();
+    let reply = response.into_inner().message;
+    out.line(format!("client: {reply} (response arrived in {})", name(arrived)));
+    let said_gzip = reply.ends_with("reply gzip");
+    ensure!(said_gzip == (arrived == Some(CompressionEncoding::Gzip)), "server said {reply:?}, response arrived in {arrived:?}");
     Ok(reply)
 }
 
@@ -53,20 +72,23 @@ pub async fn run(out: &Transcript) -> Result<(), BoxError> {
 
     // Per call: only the calls that ask for gzip are compressed.
     let client = EchoClient::new(Channel::builder(server.url()).connect().await?);
-    let first = call(&client, "per-call gzip, first call on the channel", true, out).await?;
+    let first = call(&client, "per-call gzip, first call on the channel", RequestCompression::Gzip, out).await?;
     ensure!(first.ends_with("request gzip, reply gzip"), "first call: {first:?}");
-    let reply = call(&client, "per-call gzip", true, out).await?;
+    let reply = call(&client, "per-call gzip", RequestCompression::Gzip, out).await?;
     ensure!(reply.ends_with("request gzip, reply gzip"), "per-call gzip: {reply:?}");
-    let reply = call(&client, "no compression", false, out).await?;
+    let reply = call(&client, "no compression", RequestCompression::ChannelDefault, out).await?;
     ensure!(reply.ends_with("request identity, reply gzip"), "uncompressed call: {reply:?}");
 
     // Per channel: every call on this channel is compressed, the first one included.
     let channel = Channel::builder(server.url()).send_compressed(CompressionEncoding::Gzip).connect().await?;
     let client = EchoClient::new(channel);
     for i in 1..=3 {
-        let reply = call(&client, &format!("per-channel gzip #{i}"), false, out).await?;
+        let reply = call(&client, &format!("per-channel gzip #{i}"), RequestCompression::ChannelDefault, out).await?;
         ensure!(reply.ends_with("request gzip, reply gzip"), "per-channel gzip: {reply:?}");
     }
+    // One call opts out of the channel's gzip: sent uncompressed (no grpc-encoding).
+    let reply = call(&client, "opted out on the gzip channel", RequestCompression::Identity, out).await?;
+    ensure!(reply.ends_with("request identity, reply gzip"), "opted-out call: {reply:?}");
     server.shutdown().await?;
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! Interceptors on both sides:
-//! - client: a logging interceptor timing every call (its `start` and `finish` hooks), and
-//!   a token interceptor adding `authorization: Bearer <token>`;
+//! - client: a logging interceptor timing every call (its `start` and `finish_call` hooks:
+//!   `start` numbers the call in the call's extensions, `finish_call` gets that number back
+//!   with the call's start time and server address in a `CallInfo`), and a token
+//!   interceptor adding `authorization: Bearer <token>`;
 //! - server: a logging interceptor timing every call (it wraps the rest of the chain), and
 //!   a token-auth interceptor answering UNAUTHENTICATED without calling the handler when
 //!   the token is missing or wrong.
@@ -8,11 +10,10 @@
 //! Every log line is a `tracing` event (target `examples::interceptors`) and is also added
 //! to the transcript.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use grpc_runtime::client::{interceptor_fn, ClientCallContext, Interceptor};
+use grpc_runtime::client::{interceptor_fn, CallInfo, ClientCallContext, Interceptor};
 use grpc_runtime::client::interceptor::InterceptFuture;
 use grpc_runtime::server::{self, CallHead, Next, Server};
 use grpc_runtime::{BoxStream, Channel, Code, Request, Response, Status};
@@ -46,31 +47,38 @@ fn log(out: &Transcript, line: String) {
 }
 
 /// Client logging interceptor: logs each call's start and its final status with the time
-/// it took. `finish` gets no per-call state from `start`, so start times are kept per
-/// method path in arrival order (exact for calls on one path that finish in order).
+/// it took and the server it went to. `start` numbers the call in the call's extensions;
+/// `finish_call` gets that number back, with the start time, in its `CallInfo`: no table
+/// of calls in flight, exact however calls overlap.
 pub struct ClientLogger {
     out: Transcript,
-    started: Mutex<HashMap<&'static str, VecDeque<Instant>>>,
+    calls: AtomicU64,
 }
+
+/// The number `ClientLogger` gives a call (per-call state, from `start` to `finish_call`).
+#[derive(Clone, Copy, Debug)]
+struct CallNumber(u64);
 
 impl ClientLogger {
     /// A logger writing to `out`.
     pub fn new(out: Transcript) -> ClientLogger {
-        ClientLogger { out, started: Mutex::default() }
+        ClientLogger { out, calls: AtomicU64::new(0) }
     }
 }
 
 impl Interceptor for ClientLogger {
     fn start<'a>(&'a self, call: &'a mut ClientCallContext) -> InterceptFuture<'a> {
-        self.started.lock().unwrap_or_else(|e| e.into_inner()).entry(call.path()).or_default().push_back(Instant::now());
-        log(&self.out, format!("client: start {} ({:?})", call.path(), call.kind()));
+        let n = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
+        call.extensions_mut().insert(CallNumber(n));
+        log(&self.out, format!("client: start {} ({:?}) call #{n}", call.path(), call.kind()));
         Box::pin(std::future::ready(Ok(())))
     }
 
-    fn finish(&self, path: &'static str, status: &Status) {
-        let started = self.started.lock().unwrap_or_else(|e| e.into_inner()).get_mut(path).and_then(VecDeque::pop_front);
-        let took = started.map(|t| format!("{:.1} ms", t.elapsed().as_secs_f64() * 1000.0)).unwrap_or_default();
-        log(&self.out, format!("client: end {path}: {} in {took}", status.code().as_str()));
+    fn finish_call(&self, call: &CallInfo, status: &Status) {
+        let n = call.extensions().get::<CallNumber>().map(|c| c.0).unwrap_or_default();
+        let ms = call.elapsed().as_secs_f64() * 1000.0;
+        let server = call.peer().map(|a| a.to_string()).unwrap_or_else(|| "not reached".into());
+        log(&self.out, format!("client: end {}: {} in {ms:.1} ms (call #{n}, server {server})", call.path(), status.code().as_str()));
     }
 }
 

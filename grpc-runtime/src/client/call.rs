@@ -18,7 +18,7 @@ use tracing::{debug, Instrument, Span};
 use super::body;
 use super::channel::Channel;
 use super::subchannel::Subchannel;
-use super::interceptor::{CallKind, ClientCallContext, Interceptors};
+use super::interceptor::{CallInfo, CallKind, ClientCallContext, Interceptors};
 use crate::codec::{encode_message, FrameDecoder};
 use crate::compression::{encoding_from_headers, CompressionEncoding, EncodingSet, HeaderEncoding, GRPC_ACCEPT_ENCODING, GRPC_ENCODING};
 use crate::metadata::MetadataMap;
@@ -26,14 +26,15 @@ use crate::status::{Code, Status};
 use crate::streaming::Streaming;
 use crate::timeout::{current_deadline, encode_timeout, Deadline};
 use crate::transport::Connection;
-use crate::request::{CancelHandle, MessageCompressed, MessageCompressionSlot, RemoteAddr};
+use crate::request::{CancelHandle, MessageCompressed, MessageCompressionSlot, RemoteAddr, ResponseEncoding};
 use crate::transport::Address;
 use crate::{Request, Response};
 
 /// Per-call bookkeeping shared by the call future, the request sender task and the
 /// response stream: reports the final status exactly once (interceptors, tracing).
 pub(crate) struct CallState {
-    path: &'static str,
+    /// What the interceptors' `finish_call` gets (`None` without interceptors).
+    info: Mutex<Option<CallInfo>>,
     interceptors: Interceptors,
     span: Span,
     started: Instant,
@@ -52,8 +53,17 @@ impl CallState {
         }
     }
 
+    /// Records the server address the call went to (for the interceptors' [`CallInfo`]).
+    fn set_peer(&self, peer: Option<std::net::SocketAddr>) {
+        if let Ok(mut info) = self.info.lock() {
+            if let Some(info) = info.as_mut() {
+                info.peer = peer;
+            }
+        }
+    }
+
     /// Settles the final status: a local send failure or an expired deadline take
-    /// precedence over the reset they caused. Runs the interceptors' `finish` once.
+    /// precedence over the reset they caused. Runs the interceptors' `finish_call` once.
     pub(crate) fn finish(&self, status: Status) -> Status {
         let mut status = status;
         if !status.is_ok() {
@@ -68,7 +78,9 @@ impl CallState {
             self.span.in_scope(|| {
                 debug!(code = ?status.code(), message = status.message(), duration = ?elapsed, "call finished")
             });
-            self.interceptors.finish(self.path, &status);
+            if let Some(info) = self.info.lock().ok().and_then(|mut i| i.take()) {
+                self.interceptors.finish(&info, &status);
+            }
         }
         status
     }
@@ -171,7 +183,11 @@ fn remote_addr(conn: &Connection) -> Option<std::net::SocketAddr> {
 impl Channel {
     /// Interceptors, deadline and call options: everything before touching the network.
     async fn prepare<T>(&self, path: &'static str, kind: CallKind, request: &mut Request<T>) -> Result<Prepared, Status> {
-        let p = self.prepare_inner(path, kind, request).await?;
+        let mut p = self.prepare_inner(path, kind, request).await?;
+        if request.compression_disabled() {
+            // An explicit per-call "identity" overrides the channel default.
+            p.compression = None;
+        }
         if p.deadline.is_some_and(|d| d.is_expired()) {
             return Err(p.state.finish(Status::deadline_exceeded("deadline exceeded before the call started")));
         }
@@ -194,6 +210,7 @@ impl Channel {
         let mut metadata = std::mem::take(request.metadata_mut());
         let mut deadline = deadline;
         let mut rejected = None;
+        let mut info = None;
         if !cfg.interceptors.is_empty() {
             let timeout = deadline.map(|d| d.remaining());
             let mut ctx = ClientCallContext::new(path, kind, metadata, timeout);
@@ -203,10 +220,13 @@ impl Channel {
             if ctx.timeout != timeout {
                 deadline = ctx.timeout.map(Deadline::after);
             }
+            if rejected.is_none() {
+                info = Some(ctx.take_info());
+            }
             metadata = ctx.metadata;
         }
         let state = Arc::new(CallState {
-            path,
+            info: Mutex::new(info),
             interceptors: cfg.interceptors.clone(),
             span,
             started: Instant::now(),
@@ -294,6 +314,7 @@ impl Channel {
                 .await
                 .map_err(|e| Status::unavailable(format!("connection to {} failed: {}", self.inner.target.text, e.message())))?;
             p.state.span.record("peer", tracing::field::display(conn.address()));
+            p.state.set_peer(remote_addr(&conn));
             let encoding = p.compression.filter(|e| {
                 // Never compress in an encoding the server did not advertise on this
                 // connection; before it said anything, only in the assumed ones.
@@ -485,6 +506,7 @@ impl Channel {
         Resp: prost::Message + Default + Send + 'static,
     {
         let (headers, mut stream) = self.read_head::<Resp>(opened_conn, resp)?;
+        let encoding = stream.encoding();
         let first = stream.message().await?;
         let compressed = stream.last_message_compressed();
         // Response cardinality violations are UNIMPLEMENTED (gRPC statuscodes.md).
@@ -503,6 +525,9 @@ impl Channel {
         let mut response = Response::from_parts(headers, msg, Some(trailers));
         if let Some(c) = compressed {
             response.extensions_mut().insert(MessageCompressed(c));
+        }
+        if let Some(e) = encoding {
+            response.extensions_mut().insert(ResponseEncoding(e));
         }
         if let Some(a) = remote_addr(opened_conn) {
             response.extensions_mut().insert(RemoteAddr(a));
@@ -631,10 +656,14 @@ impl Channel {
                     // Trailers-Only OK: the stream is already over.
                     state.finish(done.clone());
                 }
+                let encoding = stream.encoding();
                 let observer = Arc::clone(&state);
                 stream.set_observer(Box::new(move |status| observer.finish(status)));
                 stream.set_guard(Box::new(StreamGuard { _state: state, _sender: sender }));
                 let mut response = Response::from_parts(headers, stream, None);
+                if let Some(e) = encoding {
+                    response.extensions_mut().insert(ResponseEncoding(e));
+                }
                 if let Some(a) = remote {
                     response.extensions_mut().insert(RemoteAddr(a));
                 }

@@ -18,13 +18,17 @@
 //! - Response extras: [`crate::Response::remote_addr`] (the server's address) and, for
 //!   single-message responses, [`crate::Response::message_compressed`] (the compressed
 //!   flag of the message; per message on streams: [`crate::Streaming::last_message_compressed`]).
-//! - Compression: the per-call choice or the channel default. Before the server advertised
+//! - Compression: the per-call choice ([`crate::Request::set_compression`]; an explicit
+//!   identity with [`crate::Request::disable_compression`]) or the channel default. Before the server advertised
 //!   `grpc-accept-encoding` on this connection the assumed set applies
 //!   ([`Endpoint::assume_server_accepts`], by default everything we implement, like grpc-go
 //!   clients); afterwards never an encoding outside what it advertised. Responses in an
 //!   encoding we lack are INTERNAL. Per message: a streaming request made from an
 //!   [`crate::OutboundStream`] of [`crate::OutboundMessage`]s sends the messages marked
-//!   `compress(false)` with flag 0.
+//!   `compress(false)` with flag 0. The encoding a response arrived in:
+//!   [`crate::Response::encoding`] / [`crate::Streaming::encoding`].
+//! - Interceptors' `finish_call` gets a [`CallInfo`] of the call it ends (start time,
+//!   server address, per-call state put in the call's extensions by `start`).
 //! - Limits: messages over the receive limit (4 MiB default) or the send limit fail the
 //!   call with RESOURCE_EXHAUSTED.
 //! - Retries: a stream that never reached the server (connection gone, GOAWAY before the
@@ -57,5 +61,5 @@ mod target;
 
 pub use channel::Channel;
 pub use connectivity::ConnectivityState;
-pub use interceptor::{interceptor_fn, CallKind, ClientCallContext, Interceptor};
+pub use interceptor::{interceptor_fn, CallInfo, CallKind, ClientCallContext, Interceptor};
 pub use endpoint::Endpoint;

@@ -92,6 +92,11 @@ impl FrameDecoder {
         self.max_recv
     }
 
+    /// The stream's encoding (`None` = identity, or one we cannot decode).
+    pub fn encoding(&self) -> Option<CompressionEncoding> {
+        self.encoding
+    }
+
     /// Appends received bytes.
     pub fn push(&mut self, data: Bytes) {
         if self.buf.is_empty() {

@@ -411,7 +411,14 @@ async fn drive_call(
     };
     let client_reset = std::future::poll_fn(|cx| poll_client_reset(&ctx, cx));
 
+    // A client reset is checked first: a handler that ended because its request stream
+    // failed with that reset was cancelled, it did not finish normally.
     tokio::select! {
+        biased;
+        reason = client_reset => {
+            tracing::debug!("client reset the stream: {reason}");
+            ctx.cancel(Code::Cancelled);
+        }
         result = &mut work => {
             match result {
                 Ok(status) => finish_call(&ctx, status),
@@ -425,12 +432,8 @@ async fn drive_call(
                     finish_call(&ctx, Status::unknown("handler panicked"));
                 }
             }
-            ctx.cancel(Code::Cancelled);
+            ctx.mark_finished();
             return;
-        }
-        reason = client_reset => {
-            tracing::debug!("client reset the stream: {reason}");
-            ctx.cancel(Code::Cancelled);
         }
         _ = deadline_sleep => {
             tracing::debug!("deadline exceeded; cancelling handler");

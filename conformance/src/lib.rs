@@ -1,7 +1,9 @@
 //! grpc-rust's interop conformance suite: the generated `grpc.testing` code ([`pb`]), the
 //! flag parser ([`flags`]), the interop client cases ([`client`]), raw calls for per-message
-//! compression ([`raw`]) and the interop server ([`server`]), shared by the `interop_client` / `interop_server` binaries and the tests.
+//! compression ([`raw`]) and the interop server ([`server`]), shared by the `interop_client` / `interop_server` binaries and the tests;
+//! and the benchmark service, qps worker and load client ([`benchmark`]) behind `benchmark_worker`.
 
+pub mod benchmark;
 pub mod client;
 pub mod flags;
 pub mod raw;

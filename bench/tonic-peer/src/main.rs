@@ -173,8 +173,15 @@ async fn worker(
             }
         }
         "pingpong" => {
+            // The first request is queued before the call starts: a server may hold its
+            // response headers until it has a message to answer (grpc-go does).
             let mut c = client;
             let (tx, rx) = tokio::sync::mpsc::channel::<SimpleRequest>(1);
+            if tx.send(req.clone()).await.is_err() {
+                t.errors += 1;
+                return t;
+            }
+            let mut t0 = Instant::now();
             let mut resp = match c.streaming_call(tokio_stream::wrappers::ReceiverStream::new(rx)).await {
                 Ok(r) => r.into_inner(),
                 Err(_) => {
@@ -183,10 +190,6 @@ async fn worker(
                 }
             };
             loop {
-                let t0 = Instant::now();
-                if t0 >= end || tx.send(req.clone()).await.is_err() {
-                    break;
-                }
                 match resp.message().await {
                     Ok(Some(m)) => {
                         if t0 >= start_measure {
@@ -199,6 +202,10 @@ async fn worker(
                         t.errors += 1;
                         break;
                     }
+                }
+                t0 = Instant::now();
+                if t0 >= end || tx.send(req.clone()).await.is_err() {
+                    break;
                 }
             }
         }

@@ -78,7 +78,14 @@ async fn worker(client: BenchmarkServiceClient, mode: String, req: SimpleRequest
             }
         },
         "pingpong" => {
+            // The first request goes into the channel before the call starts: a server may
+            // hold its response headers until it has a message to answer (grpc-go does).
             let (tx, rx) = mpsc::channel(1);
+            if tx.send(req.clone()).await.is_err() {
+                t.errors += 1;
+                return t;
+            }
+            let mut t0 = Instant::now();
             let mut incoming = match client.streaming_call(outgoing(rx)).await {
                 Ok(r) => r.into_inner(),
                 Err(_) => {
@@ -87,10 +94,6 @@ async fn worker(client: BenchmarkServiceClient, mode: String, req: SimpleRequest
                 }
             };
             loop {
-                let t0 = Instant::now();
-                if t0 >= end || tx.send(req.clone()).await.is_err() {
-                    break;
-                }
                 match incoming.message().await {
                     Ok(Some(m)) => {
                         if t0 >= measure {
@@ -103,6 +106,10 @@ async fn worker(client: BenchmarkServiceClient, mode: String, req: SimpleRequest
                         t.errors += 1;
                         break;
                     }
+                }
+                t0 = Instant::now();
+                if t0 >= end || tx.send(req.clone()).await.is_err() {
+                    break;
                 }
             }
         }

@@ -243,6 +243,18 @@ async fn slot_loop(
                 }
                 continue;
             }
+            // Ping-pong: the first request is queued before the call starts, since a server
+            // may hold its response headers until it has something to answer (grpc-go does).
+            let mut t0 = Instant::now();
+            if rpc_type == RpcType::Streaming {
+                pacer.wait().await;
+                t0 = Instant::now();
+                if tx.send(req.clone()).await.is_err() {
+                    continue;
+                }
+            } else if tx.send(req.clone()).await.is_err() {
+                continue;
+            }
             let mut incoming = match if rpc_type == RpcType::Streaming {
                 client.streaming_call(outgoing).await
             } else {
@@ -259,7 +271,7 @@ async fn slot_loop(
                 // Both ways: the server streams back on its own; time the receive intervals
                 // while a side task keeps sending.
                 let sender = tokio::spawn(async move { while tx.send(SimpleRequest::default()).await.is_ok() {} });
-                let mut t0 = Instant::now();
+                t0 = Instant::now();
                 loop {
                     match incoming.message().await {
                         Ok(Some(_)) => {
@@ -278,11 +290,6 @@ async fn slot_loop(
             }
             let mut n = 0;
             while messages_per_stream <= 0 || n < messages_per_stream {
-                pacer.wait().await;
-                let t0 = Instant::now();
-                if tx.send(req.clone()).await.is_err() {
-                    break;
-                }
                 match incoming.message().await {
                     Ok(Some(_)) => record(t0.elapsed(), Code::Ok),
                     Ok(None) => break,
@@ -292,6 +299,14 @@ async fn slot_loop(
                     }
                 }
                 n += 1;
+                if messages_per_stream > 0 && n >= messages_per_stream {
+                    break;
+                }
+                pacer.wait().await;
+                t0 = Instant::now();
+                if tx.send(req.clone()).await.is_err() {
+                    break;
+                }
             }
             drop(tx);
             // Drain to the end of the call (trailers) before starting the next stream.

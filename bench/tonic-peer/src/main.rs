@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use futures_util::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-#[allow(clippy::all, missing_docs)]
+#[allow(clippy::all, missing_docs, dead_code)]
 mod pb {
     tonic::include_proto!("grpc.testing");
 }

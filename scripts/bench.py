@@ -354,14 +354,17 @@ class Bench:
                                            env=env, capture_output=True, text=True, timeout=tot + 90)
                         if r.returncode != 0 or not os.path.exists(out_json):
                             raise RuntimeError(f"qps_json_driver failed ({r.returncode}): {r.stderr[-600:]}")
+                        # --json_file_out holds only {"qps": X}; the rest is in the driver's log.
                         with open(out_json) as f:
-                            summ = json.load(f).get("summary", {})
-                        res = {"server": name, "scenario": scen["scenarios"][0]["name"], "run": run_i,
-                               "qps": summ.get("qps", 0.0), "p50_us": summ.get("latency50", 0.0) / 1000,
-                               "p99_us": summ.get("latency99", 0.0) / 1000,
-                               "server_cpu": summ.get("serverCpuUsage", 0.0)}
+                            qps = json.load(f).get("qps", 0.0)
+                        lat = re.search(r"Latencies \(50/90/95/99/99\.9%-ile\): ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) us", r.stderr)
+                        cpu = re.search(r"Server CPU usage: ([\d.]+)%", r.stderr)
+                        res = {"server": name, "scenario": scen["scenarios"][0]["name"], "run": run_i, "qps": qps,
+                               "p50_us": float(lat.group(1)) if lat else None,
+                               "p99_us": float(lat.group(4)) if lat else None,
+                               "server_cpu": float(cpu.group(1)) if cpu else None}
                         self.results["qps"].append(res)
-                        log(f"qps {res['scenario']} server {name} run {run_i}: {res['qps']:.0f} qps, p50 {res['p50_us']:.0f} us")
+                        log(f"qps {res['scenario']} server {name} run {run_i}: {res['qps']:.0f} qps, p50 {res['p50_us']} us, p99 {res['p99_us']} us")
                     except Exception as e:  # keep going with the other servers
                         log(f"qps {sf} server {name}: {e}")
                     finally:
@@ -410,6 +413,7 @@ class Bench:
                 log(f"section {sec} failed: {e}")
                 self.results.setdefault("errors", []).append(f"{sec}: {e}")
         self.results["meta"]["load_after"] = os.getloadavg()
+        os.makedirs(os.path.dirname(os.path.abspath(self.a.out)), exist_ok=True)
         with open(self.a.json, "w") as f:
             json.dump(self.results, f, indent=1)
         report(self.results, self.a)
@@ -722,7 +726,8 @@ def write_svg(res, a):
         title += " - NOT MEANINGFUL (smoke run / loaded machine)"
     body.append(f'<text x="20" y="25" font-size="13" fill="#a00">{esc(title)}</text>')
     for p in panels:
-        els, h = bar_panel(y, *p)
+        title, unit, groups, series, value, note = p
+        els, h = bar_panel(y, title, unit, groups, series, value, note=note)
         body += els
         y += h
     svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="900" height="{y + 10}" font-family="sans-serif">'

@@ -205,6 +205,7 @@ class Bench:
         try:
             for s in servers:
                 procs[s] = self.start_server(s)
+                self.check_grpc_ok(s, procs[s][1], body)
             for run_i in range(self.a.runs):
                 for c, m in configs:
                     for s in servers:
@@ -216,6 +217,20 @@ class Bench:
         finally:
             for p, _ in procs.values():
                 p.stop()
+
+    def check_grpc_ok(self, name, port, body):
+        """h2load only sees :status; check once with nghttp that the answer really is grpc-status 0."""
+        try:
+            r = subprocess.run(["nghttp", "-v", "-d", body, "-H", "content-type: application/grpc", "-H", "te: trailers",
+                                f"http://127.0.0.1:{port}{UNARY_PATH}"], capture_output=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            log(f"cannot check {name} with nghttp: {e}")
+            return
+        m = re.search(rb"grpc-status: (\d+)", r.stdout)
+        if not m or m.group(1) != b"0":
+            msg = f"{name}: the h2load request is not answered with grpc-status 0 ({m and m.group(1)})"
+            log(msg)
+            self.results.setdefault("errors", []).append(msg)
 
     def sec_latency(self):
         servers = self.available_servers(SERVERS)
@@ -462,6 +477,15 @@ def report(res, a):
                  + f"1-minute load average {m['load_before'][0]:.2f} before and {m['load_after'][0]:.2f} after "
                  "the run on a 2-core machine shared with other work. Re-run `scripts/bench.sh` on a quiet "
                  "machine for real numbers.\n")
+    L.append("## How to run\n")
+    L.append("```sh\n"
+             "scripts/bench.sh                       # everything: 3 runs x 10 s per point, about 45 minutes\n"
+             "scripts/bench.sh --quick               # smoke run, about 3 minutes; numbers not meaningful\n"
+             "scripts/bench.sh --only unary,latency --runs 5   # a subset (unary,latency,stream,client,memory,qps)\n"
+             "scripts/bench-workers.sh               # qps_json_driver over every grpc-rust/grpc-go/grpc-C++ worker pairing\n"
+             "```\n")
+    L.append("Run it on an otherwise idle machine with at least 2 cores; the load average is recorded below "
+             "and the report flags runs with a 1-minute load of 1.0 or more.\n")
     L.append("## Machine and versions\n")
     L.append(f"- date: {m['date']}; CPU: {m['cpu']} x {m['cores']} cores; RAM {m['mem']}; Linux {m['kernel']}")
     L.append(f"- load average (1/5/15 min): before {'/'.join(f'{x:.2f}' for x in m['load_before'])}, "
@@ -751,6 +775,7 @@ def main():
     ap.add_argument("--peers", default=os.path.expanduser("~/.cache/grpc-rust/peers"))
     ap.add_argument("--out", default=os.path.join(ROOT, "docs/benchmarks.md"))
     ap.add_argument("--svg", default=None)
+    ap.add_argument("--from-json", default=None, help="only rewrite the report and plot from a results JSON")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     a.runs = a.runs or (1 if a.quick else 3)
@@ -766,6 +791,14 @@ def main():
     if a.pin and (os.cpu_count() or 1) < 2:
         log("fewer than 2 cores: not pinning")
         a.pin = False
+    if a.from_json:
+        with open(a.from_json) as f:
+            res = json.load(f)
+        for k in ("quick", "runs", "duration", "warmup", "only", "pin"):
+            setattr(a, k, res["meta"]["args"].get(k, getattr(a, k)))
+        report(res, a)
+        log(f"wrote {a.out}, {a.svg} from {a.from_json}")
+        return
     raise_nofile()
     Bench(a).go()
 

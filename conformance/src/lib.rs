@@ -1,8 +1,10 @@
 //! grpc-rust's interop conformance suite: the generated `grpc.testing` code ([`pb`]), the
 //! flag parser ([`flags`]), the interop client cases ([`client`]) and the interop server
-//! ([`server`]), shared by the `interop_client` / `interop_server` binaries and the tests.
-//! Everything goes through grpc-runtime's public API (no raw h2).
+//! ([`server`]), shared by the `interop_client` / `interop_server` binaries and the tests;
+//! and the benchmark service, qps worker and load client ([`benchmark`]) behind
+//! `benchmark_worker`. Everything goes through grpc-runtime's public API (no raw h2).
 
+pub mod benchmark;
 pub mod client;
 pub mod flags;
 pub mod server;

@@ -200,7 +200,9 @@ impl ClientConfig {
             } else {
                 Duration::from_millis(max_latency_ms.saturating_mul(u64::from(iterations)))
             },
-            min_time_between_rpcs: Duration::from_millis(flags.num("soak_min_time_ms_between_rpcs", 0u64)?),
+            // Capped at a year: Instant + a u64::MAX-ms duration would panic.
+            min_time_between_rpcs: Duration::from_millis(flags.num("soak_min_time_ms_between_rpcs", 0u64)?)
+                .min(Duration::from_secs(365 * 86_400)),
         };
         c.concurrent_calls = flags.num("concurrent_large_unary_calls", 1000usize)?;
         c.concurrent_parallelism = flags.num("concurrent_large_unary_parallelism", 100usize)?.max(1);

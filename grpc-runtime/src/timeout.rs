@@ -64,6 +64,27 @@ pub fn decode_timeout(value: &[u8]) -> Result<Duration, InvalidTimeout> {
     })
 }
 
+/// How far in the future [`instant_after`] saturates: about 100 years.
+const FAR_FUTURE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// `base + d`, never panicking: durations beyond ~100 years (e.g. a user's
+/// `Duration::MAX` for "never") are capped, and if even that overflows the
+/// platform's `Instant` the result is the furthest representable point we
+/// can find. `Instant + Duration` panics on overflow; use this instead for
+/// any duration a peer or user controls.
+pub(crate) fn instant_after(base: Instant, d: Duration) -> Instant {
+    let mut d = d.min(FAR_FUTURE);
+    loop {
+        if let Some(t) = base.checked_add(d) {
+            return t;
+        }
+        if d.is_zero() {
+            return base;
+        }
+        d /= 2;
+    }
+}
+
 /// A point in time by which a call must finish.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Deadline(Instant);
@@ -72,9 +93,7 @@ impl Deadline {
     /// The deadline `timeout` from now. Absurdly large timeouts are capped
     /// at roughly 100 years.
     pub fn after(timeout: Duration) -> Deadline {
-        let now = Instant::now();
-        let cap = Duration::from_secs(100 * 365 * 24 * 3600);
-        Deadline(now.checked_add(timeout.min(cap)).unwrap_or(now + Duration::from_secs(86400 * 365)))
+        Deadline(instant_after(Instant::now(), timeout))
     }
 
     /// A deadline at a given instant.

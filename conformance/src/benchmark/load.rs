@@ -177,6 +177,15 @@ fn pct(sorted: &[u32], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)] as f64
 }
 
+/// A `--name=<seconds>` flag as a duration: non-negative, finite and under a year
+/// (`Duration::from_secs_f64` would panic on a negative or huge value).
+fn seconds(name: &str, v: f64) -> Result<Duration, String> {
+    match Duration::try_from_secs_f64(v) {
+        Ok(d) if d <= Duration::from_secs(365 * 86_400) => Ok(d),
+        _ => Err(format!("--{name}={v}: expected a number of seconds between 0 and 31536000")),
+    }
+}
+
 async fn connect(target: &str) -> Result<Channel, String> {
     Channel::builder(target.to_string())
         .connect_timeout(Duration::from_secs(10))
@@ -198,8 +207,8 @@ pub async fn run(flags: &Flags) -> Result<(), String> {
     let mode = flags.string("mode", "unary");
     let conns: usize = flags.num("conns", 1usize)?.max(1);
     let concurrency: usize = flags.num("concurrency", 1usize)?.max(1);
-    let duration: f64 = flags.num("duration", 5.0f64)?;
-    let warmup: f64 = flags.num("warmup", 1.0f64)?;
+    let duration = seconds("duration", flags.num("duration", 5.0f64)?)?;
+    let warmup = seconds("warmup", flags.num("warmup", 1.0f64)?)?;
     let req_size: usize = flags.num("req_size", 0usize)?;
     let resp_size: i32 = flags.num("resp_size", 0i32)?;
     let streams: usize = flags.num("streams", 0usize)?;
@@ -217,8 +226,8 @@ pub async fn run(flags: &Flags) -> Result<(), String> {
         return memory_probe(&channels, &mode, streams, hold).await;
     }
     let start = Instant::now();
-    let measure = start + Duration::from_secs_f64(warmup);
-    let end = measure + Duration::from_secs_f64(duration);
+    let measure = start + warmup;
+    let end = measure + duration;
     let mut tasks = Vec::with_capacity(concurrency);
     for i in 0..concurrency {
         let c = BenchmarkServiceClient::new(channels[i % conns].clone());
@@ -234,7 +243,7 @@ pub async fn run(flags: &Flags) -> Result<(), String> {
         }
     }
     all.lat_us.sort_unstable();
-    let secs = duration.max(1e-9);
+    let secs = duration.as_secs_f64().max(1e-9);
     emit(&format!(
         "{{\"impl\":\"grpc-rust\",\"mode\":\"{mode}\",\"conns\":{conns},\"concurrency\":{concurrency},\"calls\":{},\"errors\":{},\"secs\":{secs},\"qps\":{:.1},\"mbps\":{:.2},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{}}}",
         all.calls,
@@ -285,7 +294,7 @@ async fn memory_probe(channels: &[Channel], mode: &str, streams: usize, hold: f6
     emit(&format!(
         "{{\"ready\":true,\"mode\":\"{mode}\",\"conns\":{ok_conns},\"streams\":{ok_streams}}}"
     ));
-    tokio::time::sleep(Duration::from_secs_f64(hold)).await;
+    tokio::time::sleep(seconds("hold", hold)?).await;
     drop(held);
     for c in channels {
         c.shutdown();

@@ -161,7 +161,9 @@ impl Rng {
     /// An exponentially distributed wait with the given rate (per second).
     fn exp(&mut self, rate: f64) -> Duration {
         let u = self.next_f64().max(1e-12);
-        Duration::from_secs_f64(-u.ln() / rate)
+        // `rate` comes from the driver's config: a tiny offered load must not overflow
+        // (from_secs_f64 panics); a day between calls is as good as never.
+        Duration::try_from_secs_f64(-u.ln() / rate).unwrap_or(Duration::MAX).min(Duration::from_secs(86_400))
     }
 }
 

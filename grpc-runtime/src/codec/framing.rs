@@ -149,7 +149,11 @@ impl FrameDecoder {
             });
         }
         if self.buf.len() < HEADER_LEN + len {
-            self.buf.reserve(HEADER_LEN + len - self.buf.len());
+            // Reserve for what is missing, but never more than MAX_RESERVE up front: the
+            // length prefix is the peer's claim, and 5 bytes must not make us allocate
+            // the whole receive limit (times every open stream). Larger messages grow
+            // the buffer as their bytes actually arrive.
+            self.buf.reserve((HEADER_LEN + len - self.buf.len()).min(MAX_RESERVE));
             return Ok(None);
         }
         self.buf.advance(HEADER_LEN);
@@ -175,6 +179,9 @@ impl FrameDecoder {
         }
     }
 }
+
+/// The most [`FrameDecoder`] reserves ahead of bytes actually received.
+const MAX_RESERVE: usize = 64 * 1024;
 
 #[cfg(test)]
 mod tests {
@@ -241,6 +248,31 @@ mod tests {
         // compressed small but decompressed too large
         let mut d = FrameDecoder::new(50, Some(CompressionEncoding::Gzip));
         d.push(frames(&[M { s: "z".repeat(1000) }], Some(CompressionEncoding::Gzip)));
+        assert_eq!(d.next_message().unwrap_err().code(), Code::ResourceExhausted);
+    }
+
+    #[test]
+    fn length_prefix_alone_does_not_allocate_the_claimed_size() {
+        // A 5-byte prefix claiming 4 GiB under an unlimited receive limit: we wait for
+        // more bytes, holding a bounded buffer rather than 4 GiB.
+        let mut d = FrameDecoder::new(usize::MAX, None);
+        d.push(Bytes::from_static(&[0, 0xFF, 0xFF, 0xFF, 0xFF]));
+        assert_eq!(d.next_message().unwrap(), None);
+        assert!(d.buf.capacity() <= HEADER_LEN + MAX_RESERVE, "{}", d.buf.capacity());
+        assert_eq!(d.finish().unwrap_err().code(), Code::Internal);
+        // Under the default-sized limit, the same: reserve is bounded, not 4 MiB.
+        let mut d = FrameDecoder::new(4 << 20, None);
+        d.push(Bytes::from_static(&[0, 0, 0x40, 0, 0]));
+        assert_eq!(d.next_message().unwrap(), None);
+        assert!(d.buf.capacity() <= HEADER_LEN + MAX_RESERVE, "{}", d.buf.capacity());
+        // ... and the message still decodes once its bytes arrive in pieces.
+        for _ in 0..64 {
+            d.push(Bytes::from(vec![0u8; 64 * 1024]));
+        }
+        assert_eq!(d.next_message().unwrap().unwrap().len(), 4 << 20);
+        // 0xFFFFFFFF under the default limit fails on the prefix alone.
+        let mut d = FrameDecoder::new(4 << 20, None);
+        d.push(Bytes::from_static(&[0, 0xFF, 0xFF, 0xFF, 0xFF]));
         assert_eq!(d.next_message().unwrap_err().code(), Code::ResourceExhausted);
     }
 

@@ -78,7 +78,7 @@ async fn sleep_opt(at: Option<Instant>) {
 /// answered within `timeout` (and never if the connection ends first).
 async fn keepalive_pings(mut pp: h2::PingPong, activity: Arc<Activity>, time: Duration, timeout: Duration) {
     loop {
-        let due = activity.last_read() + time;
+        let due = crate::timeout::instant_after(activity.last_read(), time);
         if Instant::now() < due {
             tokio::time::sleep_until(due).await;
             continue;
@@ -132,8 +132,8 @@ pub(crate) async fn serve_connection<IO>(
         _ => futures_util::future::Either::Right(std::future::pending()),
     };
     tokio::pin!(keepalive);
-    let mut age_at = mgmt.max_connection_age.map(|age| started + jitter(age, 0.1));
-    let mut idle_check = mgmt.max_connection_idle.map(|idle| started + idle);
+    let mut age_at = mgmt.max_connection_age.map(|age| crate::timeout::instant_after(started, jitter(age, 0.1)));
+    let mut idle_check = mgmt.max_connection_idle.map(|idle| crate::timeout::instant_after(started, idle));
     let mut grace_at: Option<Instant> = None;
     let mut abrupt_at: Option<Instant> = None;
     let mut going_away = false;
@@ -176,22 +176,22 @@ pub(crate) async fn serve_connection<IO>(
                 age_at = None;
                 going_away = true;
                 conn.graceful_shutdown();
-                grace_at = mgmt.max_connection_age_grace.map(|g| Instant::now() + g);
+                grace_at = mgmt.max_connection_age_grace.map(|g| crate::timeout::instant_after(Instant::now(), g));
             }
             _ = sleep_opt(idle_check), if !going_away => {
                 let idle = mgmt.max_connection_idle.unwrap_or(Duration::MAX);
                 match activity.idle_since() {
-                    Some(since) if since + idle <= Instant::now() => {
+                    Some(since) if crate::timeout::instant_after(since, idle) <= Instant::now() => {
                         tracing::debug!(?peer, "max connection idle reached; closing the connection");
                         idle_check = None;
                         going_away = true;
                         conn.graceful_shutdown();
                         // A client that never acks the GOAWAY's PING must not hold the
                         // connection open forever.
-                        grace_at = Some(Instant::now() + mgmt.max_connection_age_grace.unwrap_or(IDLE_CLOSE_TIMEOUT));
+                        grace_at = Some(crate::timeout::instant_after(Instant::now(), mgmt.max_connection_age_grace.unwrap_or(IDLE_CLOSE_TIMEOUT)));
                     }
-                    Some(since) => idle_check = Some(since + idle),
-                    None => idle_check = Some(Instant::now() + idle),
+                    Some(since) => idle_check = Some(crate::timeout::instant_after(since, idle)),
+                    None => idle_check = Some(crate::timeout::instant_after(Instant::now(), idle)),
                 }
             }
             _ = sleep_opt(grace_at) => {

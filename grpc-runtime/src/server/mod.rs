@@ -528,7 +528,7 @@ where
         let drain = async {
             while conns.join_next().await.is_some() {}
         };
-        if tokio::time::timeout(shared.cancel_grace + Duration::from_secs(1), drain).await.is_err() {
+        if tokio::time::timeout(shared.cancel_grace.saturating_add(Duration::from_secs(1)), drain).await.is_err() {
             conns.abort_all();
         }
     }

@@ -14,10 +14,19 @@ pub(crate) fn random_unit() -> f64 {
     (h.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// `d * factor`, never panicking (unlike `Duration::mul_f64`): a negative or
+/// NaN factor gives zero, an overflowing product saturates at `Duration::MAX`.
+/// The factors come from user settings (`BackoffConfig`) and may be anything.
+pub(crate) fn scale(d: Duration, factor: f64) -> Duration {
+    if factor.is_nan() || factor <= 0.0 {
+        return Duration::ZERO;
+    }
+    Duration::try_from_secs_f64(d.as_secs_f64() * factor).unwrap_or(Duration::MAX)
+}
+
 /// `d` scaled by a random factor in `[1 - fraction, 1 + fraction)`.
 pub(crate) fn jitter(d: Duration, fraction: f64) -> Duration {
-    let factor = 1.0 + fraction * (2.0 * random_unit() - 1.0);
-    d.mul_f64(factor.max(0.0))
+    scale(d, 1.0 + fraction * (2.0 * random_unit() - 1.0))
 }
 
 /// Reconnect backoff settings (gRPC connection-backoff.md).
@@ -69,7 +78,7 @@ impl Backoff {
     /// The jittered delay to wait now; grows the next one.
     pub(crate) fn next_delay(&mut self) -> Duration {
         let d = jitter(self.current, self.config.jitter);
-        self.current = self.current.mul_f64(self.config.multiplier).min(self.config.max_delay);
+        self.current = scale(self.current, self.config.multiplier).min(self.config.max_delay);
         d
     }
 }
@@ -90,6 +99,25 @@ mod tests {
         assert_eq!(b.current(), Duration::from_secs(120));
         b.reset();
         assert_eq!(b.current(), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn absurd_settings_never_panic() {
+        for (base, multiplier, jitter) in [
+            (Duration::MAX, 1.6, 0.2),
+            (Duration::from_secs(1), f64::INFINITY, f64::INFINITY),
+            (Duration::from_secs(1), f64::NAN, f64::NAN),
+            (Duration::from_secs(1), -3.0, -7.0),
+            (Duration::MAX, 1e300, 1e300),
+        ] {
+            let mut b = Backoff::new(BackoffConfig { base_delay: base, multiplier, jitter, max_delay: Duration::MAX });
+            for _ in 0..5 {
+                let _ = b.next_delay();
+            }
+        }
+        assert_eq!(scale(Duration::MAX, 2.0), Duration::MAX);
+        assert_eq!(scale(Duration::from_secs(2), f64::NAN), Duration::ZERO);
+        assert_eq!(scale(Duration::from_secs(2), 1.5), Duration::from_secs(3));
     }
 
     #[test]

@@ -274,7 +274,7 @@ async fn keepalive_loop(
             }
             continue;
         }
-        let due = activity.last_read() + ka.time;
+        let due = crate::timeout::instant_after(activity.last_read(), ka.time);
         if Instant::now() < due {
             tokio::select! {
                 _ = tokio::time::sleep_until(due) => {}

@@ -209,7 +209,7 @@ impl Activity {
                     policy.min_time
                 };
                 if let Some(last) = s.last_ping_at {
-                    if last + allowed > now {
+                    if crate::timeout::instant_after(last, allowed) > now {
                         s.strikes += 1;
                     }
                 }

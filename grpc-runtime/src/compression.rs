@@ -221,6 +221,14 @@ pub fn compress(enc: CompressionEncoding, input: &[u8], out: &mut BytesMut) -> s
     Ok(())
 }
 
+/// The largest zstd window (as a power of two) accepted when at most `limit` bytes
+/// may come out: enough for the limit, at least 8 MiB (RFC 8878's recommendation
+/// for HTTP, so any reasonable encoder works), at most zstd's own default of 128 MiB.
+fn zstd_window_log_max(limit: usize) -> u32 {
+    let needed = usize::BITS - limit.saturating_sub(1).leading_zeros();
+    needed.clamp(23, 27)
+}
+
 /// Decompresses `input`, failing with RESOURCE_EXHAUSTED if the output
 /// exceeds `limit` bytes and INTERNAL if the data is corrupt.
 pub fn decompress(enc: CompressionEncoding, input: &[u8], limit: usize) -> Result<Bytes, Status> {
@@ -230,11 +238,23 @@ pub fn decompress(enc: CompressionEncoding, input: &[u8], limit: usize) -> Resul
         CompressionEncoding::Gzip => flate2::read::GzDecoder::new(input).take(cap).read_to_end(&mut out),
         CompressionEncoding::Deflate => flate2::read::ZlibDecoder::new(input).take(cap).read_to_end(&mut out),
         CompressionEncoding::Zstd => match zstd::stream::read::Decoder::new(input) {
-            Ok(d) => d.take(cap).read_to_end(&mut out),
+            // The frame header names the window the decoder must allocate (up to
+            // 128 MiB by default), whatever the output size: bound it, or a few
+            // bytes per message can make us allocate far beyond the receive limit.
+            Ok(mut d) => match d.window_log_max(zstd_window_log_max(limit)) {
+                Ok(()) => d.take(cap).read_to_end(&mut out),
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         },
     };
     if let Err(e) = res {
+        if enc == CompressionEncoding::Zstd && e.to_string().contains("too much memory") {
+            return Err(Status::resource_exhausted(format!(
+                "zstd message needs a window larger than this receiver allows (2^{} bytes): {e}",
+                zstd_window_log_max(limit)
+            )));
+        }
         return Err(Status::internal(format!("failed to decompress message ({enc}): {e}")));
     }
     if out.len() > limit {
@@ -270,6 +290,30 @@ mod tests {
         let mut out = BytesMut::new();
         compress(CompressionEncoding::Gzip, b"x", &mut out).unwrap();
         assert_eq!(&out[..2], &[0x1f, 0x8b]);
+    }
+
+    /// A zstd frame declaring a `2^log` window (no content size) holding one raw byte.
+    fn zstd_frame_with_window(log: u8) -> Vec<u8> {
+        vec![0x28, 0xB5, 0x2F, 0xFD, 0x00, (log - 10) << 3, 0x09, 0x00, 0x00, b'a']
+    }
+
+    #[test]
+    fn zstd_window_is_bounded() {
+        assert_eq!(zstd_window_log_max(4 << 20), 23);
+        assert_eq!(zstd_window_log_max(0), 23);
+        assert_eq!(zstd_window_log_max(64 << 20), 26);
+        assert_eq!(zstd_window_log_max(usize::MAX), 27);
+        // 8 MiB windows decode under the default 4 MiB limit...
+        let ok = decompress(CompressionEncoding::Zstd, &zstd_frame_with_window(23), 4 << 20).unwrap();
+        assert_eq!(&ok[..], b"a");
+        // ... a 10-byte frame asking for 128 MiB (or 1 GiB) of window does not.
+        for log in [24, 27, 30] {
+            let err = decompress(CompressionEncoding::Zstd, &zstd_frame_with_window(log), 4 << 20).unwrap_err();
+            assert_eq!(err.code(), Code::ResourceExhausted, "2^{log}: {err:?}");
+            assert!(err.message().contains("window"), "{err:?}");
+        }
+        // A receiver that allows 64 MiB messages accepts their windows.
+        assert!(decompress(CompressionEncoding::Zstd, &zstd_frame_with_window(26), 64 << 20).is_ok());
     }
 
     #[test]

@@ -378,3 +378,45 @@ async fn client_response_bomb_and_huge_prefix_are_resource_exhausted() {
     assert_eq!(odd_call(&ch, "").await.unwrap().text, "timeout=");
     assert_no_library_panics();
 }
+
+#[tokio::test]
+async fn oversized_status_from_a_handler_is_cut_down_not_fatal() {
+    // A handler's status with a 100 KB message and 1 MB of details cannot fit the
+    // client's 8 KiB header list. Sent as is, the client's h2 answers with GOAWAY
+    // (ENHANCE_YOUR_CALM, header_list_way_too_large), failing every call on the
+    // connection. The server sends the code and the start of the message instead.
+    watch_panics();
+    use grpc_runtime::server::{interceptor_fn, CallHead, Next};
+    let srv = start(|b| {
+        b.add_interceptor(interceptor_fn(|head: CallHead, next: Next| async move {
+            if head.metadata.get("x-huge").is_some() {
+                return grpc_runtime::Status::with_details_bytes(Code::Aborted, "m".repeat(100_000), vec![7u8; 1 << 20]);
+            }
+            next.run(head).await
+        }))
+    })
+    .await;
+    let ch = Channel::builder(format!("http://{}", srv.addr)).connect().await.unwrap();
+    // A call in flight on the same connection throughout.
+    let mut slow = req("survivor");
+    slow.sleep_ms = 300;
+    let ch2 = ch.clone();
+    let survivor = tokio::spawn(async move { ch2.unary::<EchoRequest, EchoReply>("/test.Echo/Unary", Request::new(slow)).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for _ in 0..2 {
+        let mut r = Request::new(req("x"));
+        r.metadata_mut().insert("x-huge", "1").unwrap();
+        let e = ch.unary::<EchoRequest, EchoReply>("/test.Echo/Unary", r).await.unwrap_err();
+        assert_eq!(e.code(), Code::Aborted, "{e:?}");
+        assert!(e.message().starts_with(&"m".repeat(512)), "{e:?}");
+        assert!(e.message().ends_with("[truncated: status and trailers exceeded 8192 bytes]"), "{e:?}");
+        assert!(e.details().is_empty());
+        let ok = ch.unary::<EchoRequest, EchoReply>("/test.Echo/Unary", Request::new(req("fine"))).await.unwrap();
+        assert_eq!(ok.into_inner().message, "fine");
+    }
+    assert_eq!(survivor.await.unwrap().unwrap().into_inner().message, "survivor");
+    // A status that fits goes out whole.
+    let e = ch.unary::<EchoRequest, EchoReply>("/test.Echo/Unary", Request::new(req("fail:10"))).await.unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::Aborted, "failed as asked: 100% sure\n"));
+    assert_no_library_panics();
+}

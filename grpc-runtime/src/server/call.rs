@@ -311,6 +311,41 @@ async fn write_bytes(ctx: &ServerContext, mut data: Bytes) -> Result<(), Status>
     Ok(())
 }
 
+/// The largest status + trailers we send (as HTTP/2 counts a header list: name +
+/// value + 32 per field), matching the 8 KiB header-list limit of our client and of
+/// grpc-java. A peer that gets more fails the call, and h2 peers fail the whole
+/// connection (GOAWAY ENHANCE_YOUR_CALM) when it is far more.
+const MAX_TRAILERS_SIZE: usize = 8 * 1024;
+
+/// How much of the message survives when the trailers had to be cut down.
+const TRUNCATED_MESSAGE_BYTES: usize = 512;
+
+/// `status` and `trailers` as header fields appended to `h`; if together they exceed
+/// [`MAX_TRAILERS_SIZE`], only the code and the start of the message go out (details
+/// and trailing metadata are dropped, with a warning in the log).
+fn add_status_headers(h: &mut http::HeaderMap, status: &Status, trailers: &MetadataMap) {
+    let mut t = http::HeaderMap::new();
+    status.add_to_headers(&mut t);
+    trailers.add_to_headers(&mut t);
+    let size: usize = t.iter().map(|(k, v)| k.as_str().len() + v.len() + 32).sum();
+    if size > MAX_TRAILERS_SIZE {
+        tracing::warn!(
+            size,
+            limit = MAX_TRAILERS_SIZE,
+            code = %status.code(),
+            "status and trailers too large to send; sending the code and a truncated message only"
+        );
+        let msg = status.message();
+        let mut end = msg.len().min(TRUNCATED_MESSAGE_BYTES);
+        while !msg.is_char_boundary(end) {
+            end -= 1;
+        }
+        let cut = format!("{} [truncated: status and trailers exceeded {MAX_TRAILERS_SIZE} bytes]", &msg[..end]);
+        t = Status::new(status.code(), cut).to_header_map();
+    }
+    h.extend(t);
+}
+
 /// Ends the call with `status`: trailers after headers, or Trailers-Only
 /// if no headers went out. User trailers (from the context and the
 /// status) ride along. Does nothing if the call already ended. Dropping the
@@ -326,16 +361,14 @@ pub(crate) fn finish_call(ctx: &ServerContext, status: Status) {
             let mut resp = http::Response::new(());
             let h = resp.headers_mut();
             h.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/grpc"));
-            status.add_to_headers(h);
-            trailers.add_to_headers(h);
+            add_status_headers(h, &status, &trailers);
             if let Err(e) = respond.send_response(resp, true) {
                 tracing::debug!("failed to send Trailers-Only response: {e}");
             }
         }
         ResponseState::Open(mut stream) => {
             let mut h = http::HeaderMap::new();
-            status.add_to_headers(&mut h);
-            trailers.add_to_headers(&mut h);
+            add_status_headers(&mut h, &status, &trailers);
             if let Err(e) = stream.send_trailers(h) {
                 tracing::debug!("failed to send trailers: {e}");
             }

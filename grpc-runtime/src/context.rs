@@ -225,6 +225,10 @@ impl ServerContext {
         match std::mem::replace(&mut *st, ResponseState::Closed) {
             ResponseState::Pending(mut respond) => {
                 let head = self.response_head(&metadata);
+                if let Err(e) = check_response_head(&head) {
+                    *st = ResponseState::Pending(respond);
+                    return Err(e);
+                }
                 match respond.send_response(head, false) {
                     Ok(stream) => {
                         *st = ResponseState::Open(stream);
@@ -321,6 +325,31 @@ impl ServerContext {
         std::mem::take(&mut *lock(&self.inner.trailers))
     }
 }
+
+/// The largest status + trailers we send (as HTTP/2 counts a header list: name +
+/// value + 32 per field), matching the 8 KiB header-list limit of our client and of
+/// grpc-java. A peer that gets more fails the call, and h2 peers fail the whole
+/// connection (GOAWAY ENHANCE_YOUR_CALM) when it is far more.
+pub(crate) const MAX_TRAILERS_SIZE: usize = 8 * 1024;
+
+/// A header list's size as HTTP/2 counts it (RFC 9113 6.5.2): name + value + 32 each.
+pub(crate) fn header_list_size(h: &http::HeaderMap) -> usize {
+    h.iter().map(|(k, v)| k.as_str().len() + v.len() + 32).sum()
+}
+
+/// Response headers over [`MAX_TRAILERS_SIZE`] are refused (the call ends with
+/// INTERNAL, Trailers-Only) rather than sent to a peer that would reject them, and
+/// with them, if far over, the whole connection.
+pub(crate) fn check_response_head(head: &http::Response<()>) -> Result<(), Status> {
+    let size = header_list_size(head.headers());
+    if size > MAX_TRAILERS_SIZE {
+        return Err(Status::internal(format!(
+            "response headers too large to send: {size} bytes (limit {MAX_TRAILERS_SIZE})"
+        )));
+    }
+    Ok(())
+}
+
 
 #[cfg(test)]
 mod tests {

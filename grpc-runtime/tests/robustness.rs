@@ -420,3 +420,28 @@ async fn oversized_status_from_a_handler_is_cut_down_not_fatal() {
     assert_eq!((e.code(), e.message()), (Code::Aborted, "failed as asked: 100% sure\n"));
     assert_no_library_panics();
 }
+
+#[tokio::test]
+async fn oversized_response_headers_end_only_that_call_with_internal() {
+    // The echo handler copies x-echo into a response header. With the server's own
+    // limit raised, a 60 KB value gets in; the response headers carrying it would be
+    // far over the client's 8 KiB limit, so the server ends the call with INTERNAL
+    // (Trailers-Only) instead of sending them.
+    watch_panics();
+    let srv = start(|b| b.max_header_list_size(1 << 20)).await;
+    let ch = Channel::builder(format!("http://{}", srv.addr)).connect().await.unwrap();
+    let mut slow = req("survivor");
+    slow.sleep_ms = 300;
+    let ch2 = ch.clone();
+    let survivor = tokio::spawn(async move { ch2.unary::<EchoRequest, EchoReply>("/test.Echo/Unary", Request::new(slow)).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut r = Request::new(req("x"));
+    r.metadata_mut().insert("x-echo", "v".repeat(60_000)).unwrap();
+    let e = ch.unary::<EchoRequest, EchoReply>("/test.Echo/Unary", r).await.unwrap_err();
+    assert_eq!(e.code(), Code::Internal, "{e:?}");
+    assert!(e.message().contains("response headers too large"), "{e:?}");
+    assert_eq!(survivor.await.unwrap().unwrap().into_inner().message, "survivor");
+    let ok = ch.unary::<EchoRequest, EchoReply>("/test.Echo/Unary", Request::new(req("fine"))).await.unwrap();
+    assert_eq!(ok.into_inner().message, "fine");
+    assert_no_library_panics();
+}

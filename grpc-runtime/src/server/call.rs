@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 
 use crate::codec::{encode_message, FrameDecoder};
 use crate::compression::CompressionEncoding;
-use crate::context::{ResponseState, ServerContext};
+use crate::context::{ResponseState, ServerContext, MAX_TRAILERS_SIZE};
 use crate::metadata::MetadataMap;
 use crate::request::{BoxFuture, BoxStream, MessageCompressed, Request, Response};
 use crate::status::{Code, Status};
@@ -239,6 +239,10 @@ pub(crate) fn open_response(ctx: &ServerContext, metadata: MetadataMap) -> Resul
     match std::mem::replace(&mut *st, ResponseState::Closed) {
         ResponseState::Pending(mut respond) => {
             let head = ctx.response_head(&metadata);
+            if let Err(e) = crate::context::check_response_head(&head) {
+                *st = ResponseState::Pending(respond);
+                return Err(e);
+            }
             match respond.send_response(head, false) {
                 Ok(stream) => {
                     *st = ResponseState::Open(stream);
@@ -311,12 +315,6 @@ async fn write_bytes(ctx: &ServerContext, mut data: Bytes) -> Result<(), Status>
     Ok(())
 }
 
-/// The largest status + trailers we send (as HTTP/2 counts a header list: name +
-/// value + 32 per field), matching the 8 KiB header-list limit of our client and of
-/// grpc-java. A peer that gets more fails the call, and h2 peers fail the whole
-/// connection (GOAWAY ENHANCE_YOUR_CALM) when it is far more.
-const MAX_TRAILERS_SIZE: usize = 8 * 1024;
-
 /// How much of the message survives when the trailers had to be cut down.
 const TRUNCATED_MESSAGE_BYTES: usize = 512;
 
@@ -327,7 +325,7 @@ fn add_status_headers(h: &mut http::HeaderMap, status: &Status, trailers: &Metad
     let mut t = http::HeaderMap::new();
     status.add_to_headers(&mut t);
     trailers.add_to_headers(&mut t);
-    let size: usize = t.iter().map(|(k, v)| k.as_str().len() + v.len() + 32).sum();
+    let size = crate::context::header_list_size(&t);
     if size > MAX_TRAILERS_SIZE {
         tracing::warn!(
             size,

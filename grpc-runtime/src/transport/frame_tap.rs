@@ -583,6 +583,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for FrameTap<IO> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::future::Future;
 
     fn header(len: usize, kind: u8, flags: u8, stream: u32) -> Vec<u8> {
         let mut v = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
@@ -701,6 +702,43 @@ mod tests {
             b.inbound_frame(PING, FLAG_ACK, 0, 8);
         }
         assert!(!b.too_many_pings());
+    }
+
+    #[test]
+    fn bdp_pings_after_our_data_are_never_strikes() {
+        // A grpc-go client sends a BDP PING whenever our DATA reaches it: each such PING
+        // follows DATA we sent, so strikes reset every time (as grpc-go's server does).
+        let a = Activity::new(Some(PingPolicy { min_time: Duration::from_secs(300), permit_without_calls: false }));
+        a.inbound_frame(HEADERS, 0x4, 1, 10);
+        for _ in 0..100 {
+            a.outbound_frame(DATA, 0, 1);
+            a.inbound_frame(PING, 0, 0, 8);
+        }
+        assert!(!a.too_many_pings());
+    }
+
+    #[test]
+    fn bdp_sampling_counts_data_between_pings() {
+        let a = Activity::new(None);
+        a.inbound_frame(HEADERS, 0x4, 1, 10);
+        a.inbound_frame(DATA, 0, 1, 1000);
+        assert_eq!(a.take_bdp_sample(), 0, "off until enabled");
+        a.enable_bdp();
+        a.inbound_frame(DATA, 0, 1, 1000);
+        a.inbound_frame(DATA, 0, 1, 500);
+        a.inbound_frame(PING, FLAG_ACK, 0, 8);
+        // One notification for the sample start (stored as a permit).
+        let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+        let n = a.bdp_wanted.notified();
+        tokio::pin!(n);
+        assert!(n.as_mut().poll(&mut cx).is_ready());
+        let n = a.bdp_wanted.notified();
+        tokio::pin!(n);
+        assert!(n.as_mut().poll(&mut cx).is_pending(), "no second notification while sampling");
+        assert_eq!(a.take_bdp_sample(), 1500);
+        a.inbound_frame(DATA, 0, 1, 7);
+        assert!(n.as_mut().poll(&mut cx).is_ready(), "the next DATA starts a new sample");
+        assert_eq!(a.take_bdp_sample(), 7);
     }
 
     #[test]

@@ -295,7 +295,9 @@ async fn server_adaptive_windows_grow_for_uploads() {
 #[ignore]
 async fn measure_throughput() {
     let delays = [Duration::ZERO, DELAY];
-    let configs: [(&str, Option<(u32, u32)>, bool); 5] = [
+    // (name, fixed (stream, connection) windows or the defaults, adaptive)
+    type Config = (&'static str, Option<(u32, u32)>, bool);
+    let configs: [Config; 5] = [
         ("fixed 64K/64K", Some((64 * 1024, 64 * 1024)), false),
         ("fixed 1M/2M (default)", None, false),
         ("fixed 4M/8M", Some((4 << 20, 8 << 20)), false),

@@ -166,15 +166,25 @@ impl Endpoint {
         self
     }
 
-    /// Per-stream receive window we advertise (SETTINGS_INITIAL_WINDOW_SIZE).
+    /// Per-stream receive window we advertise (SETTINGS_INITIAL_WINDOW_SIZE; default
+    /// 1 MiB, the starting point of adaptive windows).
     pub fn initial_stream_window_size(mut self, size: u32) -> Self {
         self.transport.http2.initial_stream_window_size = size;
         self
     }
 
-    /// Connection-level receive window.
+    /// Connection-level receive window (default 2 MiB).
     pub fn initial_connection_window_size(mut self, size: u32) -> Self {
         self.transport.http2.initial_connection_window_size = size;
+        self
+    }
+
+    /// BDP-based adaptive receive windows (default on): while DATA arrives, PINGs measure
+    /// the bandwidth-delay product and both windows grow to twice the estimate, up to
+    /// 16 MiB ([`crate::transport::BDP_LIMIT`]) and never below the initial windows set
+    /// above. Off: the initial windows stay fixed. See docs/flow-control.md.
+    pub fn adaptive_window(mut self, on: bool) -> Self {
+        self.transport.http2.adaptive_window = on;
         self
     }
 

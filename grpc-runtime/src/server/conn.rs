@@ -28,6 +28,7 @@ use crate::metadata::MetadataMap;
 use crate::status::{Code, Status};
 use crate::timeout::{decode_timeout, scope_deadline, Deadline};
 use crate::transport::frame_tap::{Activity, FrameTap, PingPolicy};
+use crate::transport::bdp::{self, SharedPing};
 use crate::transport::jitter;
 
 /// A peer that connects but never sends the HTTP/2 preface is dropped after this.
@@ -43,7 +44,16 @@ pub(crate) struct ConnManagement {
     pub(crate) max_connection_idle: Option<Duration>,
     pub(crate) max_connection_age: Option<Duration>,
     pub(crate) max_connection_age_grace: Option<Duration>,
+    /// BDP-based adaptive windows.
+    pub(crate) adaptive_window: bool,
+    /// The configured initial stream window (adaptive windows never go below it).
+    pub(crate) stream_window: u32,
+    /// The configured initial connection window.
+    pub(crate) connection_window: u32,
 }
+
+/// HTTP/2's default window (RFC 9113), h2's default for both windows.
+pub(crate) const DEFAULT_WINDOW: u32 = 65_535;
 
 impl Default for ConnManagement {
     fn default() -> Self {
@@ -55,6 +65,9 @@ impl Default for ConnManagement {
             max_connection_idle: None,
             max_connection_age: None,
             max_connection_age_grace: None,
+            adaptive_window: true,
+            stream_window: DEFAULT_WINDOW,
+            connection_window: DEFAULT_WINDOW,
         }
     }
 }
@@ -76,14 +89,16 @@ async fn sleep_opt(at: Option<Instant>) {
 
 /// Sends keepalive PINGs after `time` without reading anything; resolves when one is not
 /// answered within `timeout` (and never if the connection ends first).
-async fn keepalive_pings(mut pp: h2::PingPong, activity: Arc<Activity>, time: Duration, timeout: Duration) {
+async fn keepalive_pings(pp: SharedPing, activity: Arc<Activity>, time: Duration, timeout: Duration) {
     loop {
         let due = crate::timeout::instant_after(activity.last_read(), time);
         if Instant::now() < due {
             tokio::time::sleep_until(due).await;
             continue;
         }
-        match tokio::time::timeout(timeout, pp.ping(h2::Ping::opaque())).await {
+        // A BDP PING in flight holds the handle; its answer counts against the timeout too.
+        let ping = async { pp.lock().await.ping(h2::Ping::opaque()).await };
+        match tokio::time::timeout(timeout, ping).await {
             Ok(Ok(_)) => {}
             Ok(Err(_)) => return std::future::pending().await,
             Err(_) => return,
@@ -122,7 +137,15 @@ pub(crate) async fn serve_connection<IO>(
     // Calls of this connection are cancelled when the server's grace period ends or when
     // this connection's max-age grace ends.
     let (force_tx, force_rx) = tokio::sync::watch::channel(false);
-    let keepalive = match (mgmt.keepalive_time, conn.ping_pong()) {
+    // Keepalive and the BDP estimator share the PING handle.
+    let ping: Option<SharedPing> = conn.ping_pong().map(|pp| Arc::new(tokio::sync::Mutex::new(pp)));
+    let (win_tx, mut win_rx) = tokio::sync::watch::channel(mgmt.stream_window);
+    let mut windows_open = false;
+    if let (true, Some(pp)) = (mgmt.adaptive_window, &ping) {
+        windows_open = true;
+        tokio::spawn(bdp::run(Arc::clone(pp), Arc::clone(&activity), mgmt.stream_window, win_tx));
+    }
+    let keepalive = match (mgmt.keepalive_time, ping) {
         (Some(time), Some(pp)) => futures_util::future::Either::Left(keepalive_pings(
             pp,
             Arc::clone(&activity),
@@ -167,6 +190,16 @@ pub(crate) async fn serve_connection<IO>(
                 abrupt_at = Some(Instant::now() + ABRUPT_CLOSE_TIMEOUT);
                 going_away = true;
             }
+            changed = win_rx.changed(), if windows_open => match changed {
+                Ok(()) => {
+                    let window = *win_rx.borrow_and_update();
+                    conn.set_target_window_size(bdp::connection_window(window, mgmt.connection_window));
+                    if let Err(e) = conn.set_initial_window_size(window) {
+                        tracing::debug!(?peer, "raising the stream window to {window} failed: {e}");
+                    }
+                }
+                Err(_) => windows_open = false,
+            },
             _ = &mut keepalive => {
                 tracing::debug!(?peer, "keepalive PING not answered in time; closing the connection");
                 break;

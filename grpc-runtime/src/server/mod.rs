@@ -177,6 +177,15 @@ impl ServerBuilder {
         self
     }
 
+    /// BDP-based adaptive receive windows (default on): while request DATA arrives, PINGs
+    /// measure the bandwidth-delay product and both windows grow to twice the estimate, up
+    /// to 16 MiB ([`crate::transport::BDP_LIMIT`]) and never below the initial windows.
+    /// Off: the initial windows stay fixed. See docs/flow-control.md.
+    pub fn adaptive_window(mut self, on: bool) -> Self {
+        self.conn_mgmt.adaptive_window = on;
+        self
+    }
+
     /// Initial HTTP/2 stream window (default: h2's 64 KiB).
     pub fn initial_stream_window_size(mut self, bytes: u32) -> Self {
         self.initial_stream_window = Some(bytes);
@@ -327,6 +336,9 @@ impl ServerBuilder {
         if let Some(n) = self.initial_connection_window {
             h2.initial_connection_window_size(n);
         }
+        let mut conn_mgmt = self.conn_mgmt;
+        conn_mgmt.stream_window = self.initial_stream_window.unwrap_or(conn::DEFAULT_WINDOW);
+        conn_mgmt.connection_window = self.initial_connection_window.unwrap_or(conn::DEFAULT_WINDOW);
         if let Some(n) = self.max_frame_size {
             h2.max_frame_size(n);
         }
@@ -340,7 +352,7 @@ impl ServerBuilder {
             cancel_grace: self.cancel_grace,
             h2,
             tls,
-            conn_mgmt: self.conn_mgmt,
+            conn_mgmt,
         }))
     }
 

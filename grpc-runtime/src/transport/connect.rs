@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use h2::client::SendRequest;
-use h2::PingPong;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, warn, Instrument};
 
+use super::bdp::{self, SharedPing};
 use super::frame_tap::{Activity, FrameTap};
 use super::tls::{self, ClientTlsConfig};
 use super::{Address, TransportError, TransportErrorKind};
@@ -31,19 +31,24 @@ pub struct Http2Settings {
     pub max_header_list_size: u32,
     /// How many bytes h2 buffers per stream before `poll_capacity` stops granting more.
     pub max_send_buffer_size: usize,
+    /// BDP-based adaptive windows (default on): PINGs sent while DATA arrives estimate the
+    /// bandwidth-delay product and grow both receive windows up to 16 MiB
+    /// ([`super::BDP_LIMIT`]), never below the configured initial windows.
+    pub adaptive_window: bool,
 }
 
 impl Default for Http2Settings {
     fn default() -> Self {
         Http2Settings {
             // 1 MiB per stream, 2 MiB per connection: large enough for a single stream to
-            // run well over loopback/LAN, small enough that a slow reader bounds memory.
-            // Adaptive (BDP) windows are later work (issue 6).
+            // run well over loopback/LAN, small enough that a slow reader bounds memory;
+            // adaptive windows grow them on long fat links (docs/flow-control.md).
             initial_stream_window_size: 1024 * 1024,
             initial_connection_window_size: 2 * 1024 * 1024,
             max_frame_size: 16 * 1024,
             max_header_list_size: 8 * 1024,
             max_send_buffer_size: 1024 * 1024,
+            adaptive_window: true,
         }
     }
 }
@@ -118,7 +123,7 @@ struct Shared {
     id: u64,
     address: Address,
     closed: watch::Sender<Option<ConnectionClosed>>,
-    ping_pong: Mutex<Option<PingPong>>,
+    ping_pong: Mutex<Option<SharedPing>>,
     peer_accept_encoding: Mutex<Option<http::HeaderValue>>,
     activity: Arc<Activity>,
 }
@@ -188,9 +193,13 @@ impl Connection {
         mark(&self.shared, ConnectionClosed::Abandoned(why.into()));
     }
 
-    /// Takes the connection's PING handle (only the first caller gets it); used by keepalive.
-    pub fn take_ping_pong(&self) -> Option<PingPong> {
-        self.shared.ping_pong.lock().ok()?.take()
+    /// Sends a PING and waits for its ACK (`None` when the connection has no PING
+    /// handle, e.g. keepalive owns it). Shares h2's single user-PING slot with the BDP
+    /// estimator, so it may wait for a BDP PING in flight first.
+    pub async fn ping(&self) -> Option<Result<(), h2::Error>> {
+        let pp = self.shared.ping_pong.lock().ok()?.clone()?;
+        let mut pp = pp.lock().await;
+        Some(pp.ping(h2::Ping::opaque()).await.map(|_| ()))
     }
 
     /// The debug data of the last GOAWAY the peer sent, if any (e.g. `too_many_pings`).
@@ -256,7 +265,7 @@ fn mark(shared: &Shared, why: ConnectionClosed) {
 /// gRFC A8 client keepalive. Returns `true` when a PING went unanswered for the timeout
 /// (the caller closes the connection), `false` when the connection ended first.
 async fn keepalive_loop(
-    mut pp: PingPong,
+    pp: SharedPing,
     activity: Arc<Activity>,
     ka: KeepaliveConfig,
     mut closed: watch::Receiver<Option<ConnectionClosed>>,
@@ -283,7 +292,9 @@ async fn keepalive_loop(
             continue;
         }
         debug!("sending keepalive PING");
-        match tokio::time::timeout(ka.timeout, pp.ping(h2::Ping::opaque())).await {
+        // A BDP PING in flight holds the handle; its answer counts against the timeout too.
+        let ping = async { pp.lock().await.ping(h2::Ping::opaque()).await };
+        match tokio::time::timeout(ka.timeout, ping).await {
             Ok(Ok(_)) => {}
             Ok(Err(_)) => return false,
             Err(_) => return true,
@@ -383,21 +394,46 @@ where
     });
     let driver_shared = Arc::clone(&shared);
     let span = tracing::debug_span!("h2_client_connection", connection = id, address = %address);
-    // Keepalive gets its own PING handle; the handshake PING below uses the connection's.
+    // Keepalive and the BDP estimator share the PING handle; the handshake PING below
+    // uses it first.
     let (ka_tx, ka_rx) = tokio::sync::oneshot::channel::<()>();
     let keepalive = config.keepalive;
+    // New adaptive windows from the BDP estimator; the driver applies them.
+    let (win_tx, mut win_rx) = watch::channel(s.initial_stream_window_size);
+    let conn_window = s.initial_connection_window_size;
     tokio::spawn(
         async move {
-            let why = tokio::select! {
-                r = conn => match r {
-                    Ok(()) => ConnectionClosed::Eof,
-                    Err(e) if e.is_go_away() && e.is_remote() => {
-                        ConnectionClosed::GoAway(e.reason().unwrap_or(h2::Reason::NO_ERROR))
-                    }
-                    Err(e) => ConnectionClosed::Error(e.to_string()),
-                },
-                // Dropping the h2 connection fails its streams (UNAVAILABLE for the calls).
-                Ok(()) = ka_rx => ConnectionClosed::Error("keepalive PING not answered in time".into()),
+            let ka_fired = async {
+                match ka_rx.await {
+                    Ok(()) => (),
+                    // No keepalive: never fires.
+                    Err(_) => std::future::pending().await,
+                }
+            };
+            tokio::pin!(ka_fired);
+            let mut windows_open = true;
+            let why = loop {
+                tokio::select! {
+                    r = &mut conn => break match r {
+                        Ok(()) => ConnectionClosed::Eof,
+                        Err(e) if e.is_go_away() && e.is_remote() => {
+                            ConnectionClosed::GoAway(e.reason().unwrap_or(h2::Reason::NO_ERROR))
+                        }
+                        Err(e) => ConnectionClosed::Error(e.to_string()),
+                    },
+                    // Dropping the h2 connection fails its streams (UNAVAILABLE for the calls).
+                    () = &mut ka_fired => break ConnectionClosed::Error("keepalive PING not answered in time".into()),
+                    changed = win_rx.changed(), if windows_open => match changed {
+                        Ok(()) => {
+                            let window = *win_rx.borrow_and_update();
+                            conn.set_target_window_size(bdp::connection_window(window, conn_window));
+                            if let Err(e) = conn.set_initial_window_size(window) {
+                                debug!("raising the stream window to {window} failed: {e}");
+                            }
+                        }
+                        Err(_) => windows_open = false,
+                    },
+                }
             };
             if why.is_enhance_your_calm() {
                 if let Some((_, debug)) = driver_shared.activity.peer_goaway() {
@@ -425,6 +461,11 @@ where
                 format!("HTTP/2 handshake with {address}: no answer to the initial PING: {e}"),
             ));
         }
+    }
+    let ping_pong: Option<SharedPing> = ping_pong.map(|pp| Arc::new(tokio::sync::Mutex::new(pp)));
+    if let (true, Some(pp)) = (s.adaptive_window, &ping_pong) {
+        let span = tracing::debug_span!("h2_client_bdp", connection = id);
+        tokio::spawn(bdp::run(Arc::clone(pp), Arc::clone(&activity), s.initial_stream_window_size, win_tx).instrument(span));
     }
     match (keepalive, ping_pong) {
         (Some(ka), Some(pp)) => {

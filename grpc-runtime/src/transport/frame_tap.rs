@@ -5,6 +5,7 @@
 //! open streams and when the connection last became idle (seen from HEADERS, DATA
 //! END_STREAM and RST_STREAM in both directions), the server's ping-strike accounting of
 //! gRFC A8 (PINGs received without ACK; our HEADERS or DATA reset the strikes), and the
+//! DATA bytes received for the BDP estimator (adaptive flow-control windows), the
 //! debug data of the GOAWAY we send (h2 cannot set it, so the adapter rewrites the next
 //! outbound GOAWAY that carries none, e.g. to add `too_many_pings`).
 //!
@@ -62,6 +63,12 @@ struct State {
     goaway_debug: Option<Bytes>,
     /// The last GOAWAY received: error code and debug data.
     peer_goaway: Option<(u32, Bytes)>,
+    /// BDP sampling (adaptive windows): whether it is on for this connection.
+    bdp_enabled: bool,
+    /// A BDP PING is wanted or in flight; DATA bytes received meanwhile are counted.
+    bdp_sampling: bool,
+    /// DATA payload bytes received since the current BDP sample started.
+    bdp_sample: u64,
 }
 
 /// What the adapter has seen on one connection; shared with the connection's owner.
@@ -72,6 +79,8 @@ pub(crate) struct Activity {
     pub(crate) violation: tokio::sync::Notify,
     /// Notified when a stream opens (client keepalive wakes up from dormancy).
     pub(crate) stream_opened: tokio::sync::Notify,
+    /// Notified when DATA arrives while no BDP sample is running (send a BDP PING).
+    pub(crate) bdp_wanted: tokio::sync::Notify,
     /// Set while GOAWAY debug data waits to be written (checked per write, lock-free).
     goaway_armed: AtomicBool,
 }
@@ -92,9 +101,13 @@ impl Activity {
                 too_many_pings: false,
                 goaway_debug: None,
                 peer_goaway: None,
+                bdp_enabled: false,
+                bdp_sampling: false,
+                bdp_sample: 0,
             }),
             violation: tokio::sync::Notify::new(),
             stream_opened: tokio::sync::Notify::new(),
+            bdp_wanted: tokio::sync::Notify::new(),
             goaway_armed: AtomicBool::new(false),
         })
     }
@@ -135,6 +148,35 @@ impl Activity {
             let debug = Bytes::copy_from_slice(&payload[8..]);
             self.with(|s| s.peer_goaway = Some((code, debug)));
         }
+    }
+
+    /// Turns BDP sampling on: from now on the first DATA received while no sample is
+    /// running starts one and notifies [`Activity::bdp_wanted`].
+    pub(crate) fn enable_bdp(&self) {
+        self.with(|s| s.bdp_enabled = true);
+    }
+
+    /// Ends the running BDP sample (its PING was acked): the DATA bytes received since it
+    /// started. The next DATA frame starts a new sample.
+    pub(crate) fn take_bdp_sample(&self) -> u64 {
+        self.with(|s| {
+            s.bdp_sampling = false;
+            std::mem::take(&mut s.bdp_sample)
+        })
+        .unwrap_or(0)
+    }
+
+    /// Counts a received DATA frame; returns whether it started a new BDP sample.
+    fn bdp_data(s: &mut State, len: usize) -> bool {
+        if !s.bdp_enabled || len == 0 {
+            return false;
+        }
+        s.bdp_sample = s.bdp_sample.saturating_add(len as u64);
+        if s.bdp_sampling {
+            return false;
+        }
+        s.bdp_sampling = true;
+        true
     }
 
     /// Debug data to put into the next GOAWAY we send that has none.
@@ -188,15 +230,16 @@ impl Activity {
         opened
     }
 
-    fn inbound_frame(&self, kind: u8, flags: u8, stream: u32) {
-        let violated = self
+    fn inbound_frame(&self, kind: u8, flags: u8, stream: u32, len: usize) {
+        let (violated, bdp) = self
             .with(|s| {
                 // Streams are opened by the client; a server sees them inbound.
                 Self::stream_event(s, stream, kind, flags, false);
+                let bdp = kind == DATA && Self::bdp_data(s, len);
                 if kind != PING || flags & FLAG_ACK != 0 {
-                    return false;
+                    return (false, bdp);
                 }
-                let Some(policy) = s.policy else { return false };
+                let Some(policy) = s.policy else { return (false, bdp) };
                 let now = Instant::now();
                 if s.reset_strikes {
                     s.strikes = 0;
@@ -216,13 +259,16 @@ impl Activity {
                 s.last_ping_at = Some(now);
                 if s.strikes > MAX_PING_STRIKES && !s.too_many_pings {
                     s.too_many_pings = true;
-                    return true;
+                    return (true, bdp);
                 }
-                false
+                (false, bdp)
             })
-            .unwrap_or(false);
+            .unwrap_or((false, false));
         if violated {
             self.violation.notify_one();
+        }
+        if bdp {
+            self.bdp_wanted.notify_one();
         }
     }
 
@@ -465,7 +511,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FrameTap<IO> {
             let activity = &this.activity;
             this.inbound.feed(
                 new,
-                |kind, flags, stream, _| activity.inbound_frame(kind, flags, stream),
+                |kind, flags, stream, len| activity.inbound_frame(kind, flags, stream, len),
                 |payload| activity.on_peer_goaway(payload),
             );
         }
@@ -537,6 +583,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for FrameTap<IO> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::future::Future;
 
     fn header(len: usize, kind: u8, flags: u8, stream: u32) -> Vec<u8> {
         let mut v = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
@@ -639,32 +686,69 @@ mod tests {
     fn strikes_and_reset() {
         let a = Activity::new(Some(PingPolicy { min_time: Duration::from_secs(60), permit_without_calls: true }));
         for _ in 0..3 {
-            a.inbound_frame(PING, 0, 0);
+            a.inbound_frame(PING, 0, 0, 8);
         }
         assert!(!a.too_many_pings(), "first ping is free, then 2 strikes");
         a.outbound_frame(DATA, 0, 1);
         for _ in 0..3 {
-            a.inbound_frame(PING, 0, 0);
+            a.inbound_frame(PING, 0, 0, 8);
         }
         assert!(!a.too_many_pings(), "sending DATA reset the strikes");
-        a.inbound_frame(PING, 0, 0);
+        a.inbound_frame(PING, 0, 0, 8);
         assert!(a.too_many_pings());
         // acks never count
         let b = Activity::new(Some(PingPolicy { min_time: Duration::from_secs(60), permit_without_calls: true }));
         for _ in 0..10 {
-            b.inbound_frame(PING, FLAG_ACK, 0);
+            b.inbound_frame(PING, FLAG_ACK, 0, 8);
         }
         assert!(!b.too_many_pings());
+    }
+
+    #[test]
+    fn bdp_pings_after_our_data_are_never_strikes() {
+        // A grpc-go client sends a BDP PING whenever our DATA reaches it: each such PING
+        // follows DATA we sent, so strikes reset every time (as grpc-go's server does).
+        let a = Activity::new(Some(PingPolicy { min_time: Duration::from_secs(300), permit_without_calls: false }));
+        a.inbound_frame(HEADERS, 0x4, 1, 10);
+        for _ in 0..100 {
+            a.outbound_frame(DATA, 0, 1);
+            a.inbound_frame(PING, 0, 0, 8);
+        }
+        assert!(!a.too_many_pings());
+    }
+
+    #[test]
+    fn bdp_sampling_counts_data_between_pings() {
+        let a = Activity::new(None);
+        a.inbound_frame(HEADERS, 0x4, 1, 10);
+        a.inbound_frame(DATA, 0, 1, 1000);
+        assert_eq!(a.take_bdp_sample(), 0, "off until enabled");
+        a.enable_bdp();
+        a.inbound_frame(DATA, 0, 1, 1000);
+        a.inbound_frame(DATA, 0, 1, 500);
+        a.inbound_frame(PING, FLAG_ACK, 0, 8);
+        // One notification for the sample start (stored as a permit).
+        let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+        let n = a.bdp_wanted.notified();
+        tokio::pin!(n);
+        assert!(n.as_mut().poll(&mut cx).is_ready());
+        let n = a.bdp_wanted.notified();
+        tokio::pin!(n);
+        assert!(n.as_mut().poll(&mut cx).is_pending(), "no second notification while sampling");
+        assert_eq!(a.take_bdp_sample(), 1500);
+        a.inbound_frame(DATA, 0, 1, 7);
+        assert!(n.as_mut().poll(&mut cx).is_ready(), "the next DATA starts a new sample");
+        assert_eq!(a.take_bdp_sample(), 7);
     }
 
     #[test]
     fn stream_tracking() {
         let a = Activity::new(None);
         assert!(a.idle_since().is_some());
-        a.inbound_frame(HEADERS, 0x4, 1);
-        a.inbound_frame(HEADERS, 0x4, 3);
+        a.inbound_frame(HEADERS, 0x4, 1, 0);
+        a.inbound_frame(HEADERS, 0x4, 3, 0);
         assert_eq!(a.active_streams(), 2);
-        a.inbound_frame(DATA, FLAG_END_STREAM, 1);
+        a.inbound_frame(DATA, FLAG_END_STREAM, 1, 0);
         a.outbound_frame(HEADERS, 0x4 | FLAG_END_STREAM, 1);
         a.outbound_frame(RST_STREAM, 0, 3);
         assert_eq!(a.active_streams(), 0);

@@ -11,11 +11,13 @@
 
 mod address;
 mod backoff;
+pub(crate) mod bdp;
 mod connect;
 pub(crate) mod frame_tap;
 mod tls;
 
 pub use address::Address;
+pub use bdp::BDP_LIMIT;
 pub use backoff::BackoffConfig;
 pub(crate) use backoff::{jitter, Backoff};
 pub use connect::{

@@ -1,0 +1,145 @@
+//! Adaptive flow-control windows: a bandwidth-delay-product (BDP) estimator driven by
+//! PINGs, shared by client and server connections (as grpc-go's `bdp_estimator.go` and
+//! hyper's `adaptive_window`).
+//!
+//! It owns the estimate and the task that measures it. When the first DATA frame arrives
+//! while no sample runs, the [`Activity`] notifies the task, which sends a PING; the DATA
+//! bytes received until the PING's ACK are the sample, the time to the ACK the RTT. When a
+//! sample reaches 2/3 of the current window and the bandwidth estimate grew, the window
+//! becomes `min(2 * sample, 16 MiB)` and is handed to the connection's driver, which sets
+//! the connection window (`set_target_window_size`) and the stream window
+//! (`set_initial_window_size`, a SETTINGS frame). Windows only grow, never above
+//! [`BDP_LIMIT`], so memory stays bounded. No DATA, no PINGs: an idle connection stays quiet.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{watch, Mutex};
+use tokio::time::Instant;
+use tracing::debug;
+
+use super::frame_tap::Activity;
+
+/// Upper bound of adaptive windows (16 MiB, as grpc-go's `bdpLimit`).
+pub const BDP_LIMIT: u32 = 16 * 1024 * 1024;
+
+/// A connection's PING handle shared between keepalive and the BDP estimator (h2 allows
+/// one user PING in flight; the mutex serializes them).
+pub(crate) type SharedPing = Arc<Mutex<h2::PingPong>>;
+
+/// The estimate (grpc-go's algorithm).
+#[derive(Debug)]
+pub(crate) struct Estimator {
+    /// Current window (the estimated BDP); starts at the configured stream window.
+    bdp: u32,
+    /// Smoothed RTT in seconds.
+    rtt: f64,
+    samples: u32,
+    /// Highest bandwidth seen (bytes/s).
+    bw_max: f64,
+}
+
+impl Estimator {
+    /// An estimator whose window starts at `initial` (it never goes below it).
+    pub(crate) fn new(initial: u32) -> Self {
+        Estimator { bdp: initial, rtt: 0.0, samples: 0, bw_max: 0.0 }
+    }
+
+    /// Feeds one sample (`bytes` received during one PING round trip of `rtt`); returns
+    /// the new window when it should grow.
+    pub(crate) fn on_sample(&mut self, bytes: u64, rtt: Duration) -> Option<u32> {
+        self.samples = self.samples.saturating_add(1);
+        let r = rtt.as_secs_f64().max(1e-6);
+        if self.samples <= 10 {
+            // Bootstrap with the average of the first samples.
+            self.rtt += (r - self.rtt) / f64::from(self.samples);
+        } else {
+            // Then heed the recent past more.
+            self.rtt += (r - self.rtt) * 0.9;
+        }
+        // On a saturated link a sample is at most 1.5 times the real BDP.
+        let bw = bytes as f64 / (self.rtt * 1.5);
+        let grew = bw >= self.bw_max;
+        if grew {
+            self.bw_max = bw;
+        }
+        if grew && bytes as f64 >= 0.66 * f64::from(self.bdp) && self.bdp < BDP_LIMIT {
+            let new = bytes.saturating_mul(2).min(u64::from(BDP_LIMIT)) as u32;
+            if new > self.bdp {
+                self.bdp = new;
+                return Some(new);
+            }
+        }
+        None
+    }
+}
+
+/// The window the driver should apply to the connection level: never below the configured
+/// connection window.
+pub(crate) fn connection_window(bdp: u32, configured: u32) -> u32 {
+    bdp.max(configured)
+}
+
+/// Measures the BDP of one connection until it ends (the PING fails) or the driver stops
+/// listening; new windows are sent on `windows`.
+pub(crate) async fn run(ping: SharedPing, activity: Arc<Activity>, initial: u32, windows: watch::Sender<u32>) {
+    activity.enable_bdp();
+    let mut est = Estimator::new(initial);
+    loop {
+        tokio::select! {
+            _ = activity.bdp_wanted.notified() => {}
+            _ = windows.closed() => return,
+        }
+        let mut pp = ping.lock().await;
+        let sent = Instant::now();
+        let acked = tokio::select! {
+            r = pp.ping(h2::Ping::opaque()) => r.is_ok(),
+            _ = windows.closed() => false,
+        };
+        drop(pp);
+        if !acked {
+            return;
+        }
+        let rtt = sent.elapsed();
+        let sample = activity.take_bdp_sample();
+        if let Some(window) = est.on_sample(sample, rtt) {
+            debug!(window, sample, rtt_us = rtt.as_micros() as u64, "BDP estimate grew; raising flow-control windows");
+            if windows.send(window).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grows_on_full_samples_and_is_bounded() {
+        let rtt = Duration::from_millis(40);
+        let mut e = Estimator::new(65_535);
+        // A sample well below 2/3 of the window changes nothing.
+        assert_eq!(e.on_sample(10_000, rtt), None);
+        // A window-limited sample doubles it.
+        assert_eq!(e.on_sample(65_535, rtt), Some(131_070));
+        assert_eq!(e.on_sample(131_070, rtt), Some(262_140));
+        // Bandwidth fell: no growth even though the sample is large enough.
+        assert_eq!(e.on_sample(200_000, Duration::from_millis(400)), None);
+        let mut e = Estimator::new(1 << 20);
+        let mut w = 1u64 << 20;
+        for _ in 0..20 {
+            if let Some(n) = e.on_sample(w, rtt) {
+                w = u64::from(n);
+            }
+        }
+        assert_eq!(w, u64::from(BDP_LIMIT));
+        assert_eq!(e.on_sample(u64::from(BDP_LIMIT) * 4, rtt), None);
+    }
+
+    #[test]
+    fn connection_window_never_below_configured() {
+        assert_eq!(connection_window(1 << 20, 2 << 20), 2 << 20);
+        assert_eq!(connection_window(8 << 20, 2 << 20), 8 << 20);
+    }
+}

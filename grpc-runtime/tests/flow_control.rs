@@ -292,7 +292,7 @@ async fn server_adaptive_windows_grow_for_uploads() {
 /// Throughput numbers for docs/flow-control.md (not a test: timing varies with load).
 /// `cargo test --release -p grpc-runtime --test flow_control -- --ignored --nocapture`
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore]
+#[ignore = "a measurement, not a test: FLOW_MESSAGES=2048 cargo test --release -p grpc-runtime --test flow_control -- --ignored --nocapture measure"]
 async fn measure_throughput() {
     let delays = [Duration::ZERO, DELAY];
     // (name, fixed (stream, connection) windows or the defaults, adaptive)

@@ -217,6 +217,11 @@ async fn slot_loop(
                 Err(e) => e.code(),
             };
             record(t0.elapsed(), code);
+            if code != Code::Ok {
+                // A failing target (e.g. the server already gone at the end of a run)
+                // must not turn the closed loop into a busy loop.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
         },
         RpcType::Streaming | RpcType::StreamingFromClient | RpcType::StreamingBothWays => loop {
             // One stream; ping-pong on it (or, from-client / both-ways, send and time the

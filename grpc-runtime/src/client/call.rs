@@ -183,6 +183,12 @@ fn remote_addr(conn: &Connection) -> Option<std::net::SocketAddr> {
 impl Channel {
     /// Interceptors, deadline and call options: everything before touching the network.
     async fn prepare<T>(&self, path: &'static str, kind: CallKind, request: &mut Request<T>) -> Result<Prepared, Status> {
+        // A call can complete without touching any tokio resource (fail-fast UNAVAILABLE
+        // while the channel is in TRANSIENT_FAILURE, an expired deadline, an interceptor's
+        // rejection), so a caller retrying in a loop would never yield: it would starve
+        // its runtime thread and could not be aborted. Spend coop budget like tokio's own
+        // resources do.
+        tokio::task::coop::consume_budget().await;
         let mut p = self.prepare_inner(path, kind, request).await?;
         if request.compression_disabled() {
             // An explicit per-call "identity" overrides the channel default.

@@ -517,6 +517,65 @@ impl Walker<'_> {
             p.extend([a, b]);
             p
         };
+        self.block(|w| match w.cur() {
+            Some("message") => {
+                w.message(sub(3, nested));
+                nested += 1;
+            }
+            Some("enum") => {
+                w.enumeration(sub(4, enums));
+                enums += 1;
+            }
+            Some("extend") => w.extend(),
+            Some("option" | "reserved" | "extensions") => w.statement(None),
+            Some("oneof") => {
+                let oneof_path = sub(8, oneofs);
+                oneofs += 1;
+                if !w.seek_block_open() {
+                    w.statement(None);
+                    return;
+                }
+                w.end_decl(Some(oneof_path));
+                w.block(|w| match w.cur() {
+                    Some("option") => w.statement(None),
+                    _ => {
+                        if w.field(sub(2, fields), sub(3, nested)) {
+                            nested += 1;
+                        }
+                        fields += 1;
+                    }
+                });
+            }
+            Some("map") if w.peek(1) == Some("<") => {
+                w.statement(Some(sub(2, fields)));
+                fields += 1;
+                nested += 1;
+            }
+            _ => {
+                if w.field(sub(2, fields), sub(3, nested)) {
+                    nested += 1;
+                }
+                fields += 1;
+            }
+        });
+    }
+
+    /// One field declaration at `field_path`; a group is a field plus the nested message at
+    /// `group_path`. Returns whether it was a group.
+    fn field(&mut self, field_path: Vec<i32>, group_path: Vec<i32>) -> bool {
+        if self.is_group() {
+            self.group(field_path, group_path);
+            true
+        } else {
+            self.statement(Some(field_path));
+            false
+        }
+    }
+
+    /// Walks the declarations of a `{ ... }` body whose `{` was just consumed, through its
+    /// closing `}`: empty statements (`;`) end a declaration, anything else is handed to
+    /// `item`, which consumes one declaration.
+    fn block(&mut self, mut item: impl FnMut(&mut Self)) {
         while let Some(t) = self.cur() {
             match t {
                 "}" => {
@@ -524,58 +583,7 @@ impl Walker<'_> {
                     return;
                 }
                 ";" => self.end_decl(None),
-                "message" => {
-                    self.message(sub(3, nested));
-                    nested += 1;
-                }
-                "enum" => {
-                    self.enumeration(sub(4, enums));
-                    enums += 1;
-                }
-                "extend" => self.extend(),
-                "option" | "reserved" | "extensions" => self.statement(None),
-                "oneof" => {
-                    let oneof_path = sub(8, oneofs);
-                    oneofs += 1;
-                    if !self.seek_block_open() {
-                        self.statement(None);
-                        continue;
-                    }
-                    self.end_decl(Some(oneof_path));
-                    while let Some(t) = self.cur() {
-                        match t {
-                            "}" => {
-                                self.end_decl(None);
-                                break;
-                            }
-                            ";" => self.end_decl(None),
-                            "option" => self.statement(None),
-                            _ => {
-                                if self.is_group() {
-                                    self.group(sub(2, fields), sub(3, nested));
-                                    nested += 1;
-                                } else {
-                                    self.statement(Some(sub(2, fields)));
-                                }
-                                fields += 1;
-                            }
-                        }
-                    }
-                }
-                "map" if self.peek(1) == Some("<") => {
-                    self.statement(Some(sub(2, fields)));
-                    fields += 1;
-                    nested += 1;
-                }
-                _ => {
-                    if self.is_group() {
-                        self.group(sub(2, fields), sub(3, nested));
-                        nested += 1;
-                    } else {
-                        self.statement(Some(sub(2, fields)));
-                    }
-                    fields += 1;
-                }
+                _ => item(self),
             }
         }
     }
@@ -623,16 +631,7 @@ impl Walker<'_> {
             return;
         }
         self.end_decl(None);
-        while let Some(t) = self.cur() {
-            match t {
-                "}" => {
-                    self.end_decl(None);
-                    return;
-                }
-                ";" => self.end_decl(None),
-                _ => self.statement(None),
-            }
-        }
+        self.block(|w| w.statement(None));
     }
 
     fn enumeration(&mut self, path: Vec<i32>) {
@@ -642,22 +641,15 @@ impl Walker<'_> {
         }
         self.end_decl(Some(path.clone()));
         let mut values = 0;
-        while let Some(t) = self.cur() {
-            match t {
-                "}" => {
-                    self.end_decl(None);
-                    return;
-                }
-                ";" => self.end_decl(None),
-                "option" | "reserved" => self.statement(None),
-                _ => {
-                    let mut p = path.clone();
-                    p.extend([2, values]);
-                    values += 1;
-                    self.statement(Some(p));
-                }
+        self.block(|w| match w.cur() {
+            Some("option" | "reserved") => w.statement(None),
+            _ => {
+                let mut p = path.clone();
+                p.extend([2, values]);
+                values += 1;
+                w.statement(Some(p));
             }
-        }
+        });
     }
 
     fn service(&mut self, path: Vec<i32>) {
@@ -667,43 +659,32 @@ impl Walker<'_> {
         }
         self.end_decl(Some(path.clone()));
         let mut methods = 0;
+        self.block(|w| match w.cur() {
+            Some("rpc") => {
+                let mut p = path.clone();
+                p.extend([2, methods]);
+                methods += 1;
+                w.rpc(p);
+            }
+            _ => w.statement(None),
+        });
+    }
+
+    /// `rpc Name (...) returns (...);` or with an options body `{ ... }`.
+    fn rpc(&mut self, path: Vec<i32>) {
         while let Some(t) = self.cur() {
             match t {
-                "}" => {
-                    self.end_decl(None);
+                ";" => {
+                    self.end_decl(Some(path));
                     return;
                 }
-                ";" => self.end_decl(None),
-                "rpc" => {
-                    let mut p = path.clone();
-                    p.extend([2, methods]);
-                    methods += 1;
-                    while let Some(t) = self.cur() {
-                        match t {
-                            ";" => {
-                                self.end_decl(Some(p));
-                                break;
-                            }
-                            "{" => {
-                                self.end_decl(Some(p));
-                                while let Some(t) = self.cur() {
-                                    match t {
-                                        "}" => {
-                                            self.end_decl(None);
-                                            break;
-                                        }
-                                        ";" => self.end_decl(None),
-                                        _ => self.statement(None),
-                                    }
-                                }
-                                break;
-                            }
-                            "}" => break,
-                            _ => self.bump(),
-                        }
-                    }
+                "{" => {
+                    self.end_decl(Some(path));
+                    self.block(|w| w.statement(None));
+                    return;
                 }
-                _ => self.statement(None),
+                "}" => return,
+                _ => self.bump(),
             }
         }
     }

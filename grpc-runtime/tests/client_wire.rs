@@ -461,6 +461,53 @@ async fn client_streaming_sends_all_then_half_closes() {
 }
 
 #[tokio::test]
+async fn ready_request_messages_share_data_frames_and_the_last_carries_end_stream() {
+    // Counts the DATA frames of each request and whether an empty frame carried END_STREAM.
+    let (tx, mut rx) = mpsc::unbounded_channel::<(usize, usize, bool)>();
+    let srv = raw_server(handler(move |req: http::Request<h2::RecvStream>, send| {
+        let tx = tx.clone();
+        async move {
+            let mut body = req.into_body();
+            let (mut frames, mut bytes, mut empty_end) = (0, 0, false);
+            while let Some(chunk) = body.data().await {
+                let Ok(c) = chunk else { return };
+                let _ = body.flow_control().release_capacity(c.len());
+                empty_end = c.is_empty();
+                frames += 1;
+                bytes += c.len();
+            }
+            let _ = tx.send((frames, bytes, empty_end));
+            respond(send, vec![frame_msg(&echo("ok"))], 0, "").await;
+        }
+    }))
+    .await;
+    let ch = channel(srv.addr).await;
+    // 100 messages of ~210 bytes, all ready at once: far fewer frames than messages
+    let reqs = futures_util::stream::iter((0..100).map(|i| echo(&format!("{i:03}{}", "x".repeat(200)))));
+    ch.client_streaming::<_, Echo, Echo>(PATH, Request::new(reqs)).await.unwrap();
+    let (frames, bytes, empty_end) = rx.recv().await.unwrap();
+    // 5-byte prefix + tag + 2-byte length + 203 characters
+    assert_eq!(bytes, 100 * (5 + 1 + 2 + 203));
+    assert!(frames <= 3, "{frames} DATA frames for 100 ready messages");
+    assert!(!empty_end, "END_STREAM should ride on the last message's frame");
+    // a stream that yields one message at a time still sends each at once
+    let (mtx, mrx) = mpsc::channel::<Echo>(1);
+    let reqs = futures_util::stream::unfold(mrx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+    let call = tokio::spawn({
+        let ch = ch.clone();
+        async move { ch.client_streaming::<_, Echo, Echo>(PATH, Request::new(reqs)).await }
+    });
+    for i in 0..3 {
+        mtx.send(echo(&i.to_string())).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(mtx);
+    call.await.unwrap().unwrap();
+    let (frames, _, empty_end) = rx.recv().await.unwrap();
+    assert_eq!((frames, empty_end), (4, true), "3 messages sent apart, then the half-close");
+}
+
+#[tokio::test]
 async fn large_client_stream_respects_flow_control() {
     // 8 MiB of requests against a server with a 64 KiB window that reads slowly
     let srv = raw_server(echo_handler()).await;

@@ -292,6 +292,30 @@ async fn server_streaming_order_and_error_after_messages() {
 }
 
 #[tokio::test]
+async fn ready_response_messages_share_data_frames() {
+    let srv = start(|b| b).await;
+    let mut c = connect(srv.addr).await;
+    // "ready": the handler's stream has all 100 messages (~215 bytes each) ready at once
+    let mut r0 = req("ready");
+    r0.count = 100;
+    let r = call(&mut c, grpc_head(srv.addr, "/test.Echo/ServerStream", &[]), &[frame(&r0)]).await;
+    assert_eq!(r.grpc_status().unwrap(), "0");
+    let msgs = r.messages();
+    assert_eq!(msgs.len(), 100);
+    for (i, (_, p)) in msgs.iter().enumerate() {
+        let m: EchoReply = decode(p);
+        assert!(m.message.starts_with(&format!("ready-{i}-")), "{i}: {}", m.message);
+    }
+    // 21 KiB in 16 KiB frames; one frame per message would be 100
+    assert!(r.data_frames <= 3, "{} DATA frames for 100 ready messages", r.data_frames);
+    // a stream yielding one message at a time (channel of 1) still delivers every message
+    let mut r1 = req("m");
+    r1.count = 5;
+    let r = call(&mut c, grpc_head(srv.addr, "/test.Echo/ServerStream", &[]), &[frame(&r1)]).await;
+    assert_eq!(r.messages().len(), 5);
+}
+
+#[tokio::test]
 async fn client_streaming_messages_split_across_frames() {
     let srv = start(|b| b).await;
     let mut c = connect(srv.addr).await;

@@ -36,8 +36,3 @@ pub(crate) async fn send_data(stream: &mut SendStream<Bytes>, mut data: Bytes, e
     }
     Ok(())
 }
-
-/// Half-closes the request side with an empty DATA frame carrying END_STREAM.
-pub(crate) fn half_close(stream: &mut SendStream<Bytes>) -> Result<(), h2::Error> {
-    stream.send_data(Bytes::new(), true)
-}

@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use futures_core::Stream;
-use futures_util::StreamExt;
 use h2::client::ResponseFuture;
 use h2::SendStream;
 use http::{HeaderValue, Method};
@@ -19,7 +18,7 @@ use super::body;
 use super::channel::Channel;
 use super::subchannel::Subchannel;
 use super::interceptor::{CallInfo, CallKind, ClientCallContext, Interceptors};
-use crate::codec::{encode_message, FrameDecoder};
+use crate::codec::{encode_message, next_batch, BatchEnd, FrameDecoder};
 use crate::compression::{encoding_from_headers, CompressionEncoding, EncodingSet, HeaderEncoding, GRPC_ACCEPT_ENCODING, GRPC_ENCODING};
 use crate::metadata::MetadataMap;
 use crate::status::{Code, Status};
@@ -480,26 +479,34 @@ impl Channel {
             async move {
                 let mut messages = std::pin::pin!(messages);
                 let mut buf = BytesMut::new();
-                while let Some(msg) = messages.next().await {
-                    // The OutboundMessages stream published this message's choice as it
-                    // yielded it.
-                    let compress = slot.as_ref().map_or(true, |s| s.swap(true, Ordering::SeqCst));
-                    let enc = if compress { encoding } else { None };
-                    buf.clear();
-                    if let Err(status) = encode_message(&msg, enc, max_send, &mut buf) {
-                        debug!(status = %status, "request message not sent");
-                        state.set_send_error(status);
-                        send.send_reset(h2::Reason::CANCEL);
-                        return;
-                    }
-                    if let Err(e) = body::send_data(&mut send, buf.split().freeze(), false).await {
+                loop {
+                    // Messages the stream has ready at once share one write (see
+                    // codec::next_batch); the last batch carries END_STREAM.
+                    let batch = next_batch(&mut messages, &mut buf, |msg, buf| {
+                        // The OutboundMessages stream published this message's choice as it
+                        // yielded it.
+                        let compress = slot.as_ref().map_or(true, |s| s.swap(true, Ordering::SeqCst));
+                        let enc = if compress { encoding } else { None };
+                        encode_message(&msg, enc, max_send, buf)
+                    })
+                    .await;
+                    let ended = match batch {
+                        Ok(end) => end == BatchEnd::StreamEnded,
+                        Err(status) => {
+                            debug!(status = %status, "request message not sent");
+                            state.set_send_error(status);
+                            send.send_reset(h2::Reason::CANCEL);
+                            return;
+                        }
+                    };
+                    if let Err(e) = body::send_data(&mut send, buf.split().freeze(), ended).await {
                         // Stream reset or finished by the server: the response carries the status.
                         debug!(error = %e, "request stream closed while sending");
                         return;
                     }
-                }
-                if let Err(e) = body::half_close(&mut send) {
-                    debug!(error = %e, "half-close failed");
+                    if ended {
+                        return;
+                    }
                 }
             }
             .instrument(span),

@@ -3,7 +3,10 @@
 //! DATA-frame splits, size limits (RESOURCE_EXHAUSTED), the compressed flag,
 //! and prost encode/decode. Nothing here knows about sockets or HTTP/2.
 
+mod batch;
 mod framing;
+
+pub(crate) use batch::{next_batch, BatchEnd};
 
 pub use framing::{decode_message, encode_message, FrameDecoder, HEADER_LEN};
 

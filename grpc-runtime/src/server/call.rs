@@ -9,9 +9,8 @@ use std::sync::{Arc, MutexGuard};
 use std::task::Poll;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
 
-use crate::codec::{encode_message, FrameDecoder};
+use crate::codec::{encode_message, next_batch, BatchEnd, FrameDecoder};
 use crate::compression::CompressionEncoding;
 use crate::context::{ResponseState, ServerContext, MAX_TRAILERS_SIZE};
 use crate::metadata::MetadataMap;
@@ -224,11 +223,21 @@ async fn send_stream<Resp: prost::Message>(
         ctx.add_trailers(t);
     }
     open_response(ctx, md)?;
-    while let Some(item) = stream.next().await {
-        let msg = item?;
-        send_message(ctx, config, &msg).await?;
+    // Messages the handler has ready at once share one write (see codec::next_batch).
+    let mut buf = BytesMut::new();
+    loop {
+        let batch = next_batch(&mut stream, &mut buf, |item, buf| {
+            let encoding = if ctx.message_compression() { ctx.compression() } else { None };
+            encode_message(&item?, encoding, config.max_send, buf)
+        })
+        .await;
+        if !buf.is_empty() {
+            write_bytes(ctx, buf.split().freeze()).await?;
+        }
+        if batch? == BatchEnd::StreamEnded {
+            return Ok(());
+        }
     }
-    Ok(())
 }
 
 /// Sends the response headers with `metadata` unless they went out early

@@ -155,6 +155,11 @@ impl echo_server::Echo for TestEcho {
         let no_compress_odd = req.message == "alternate";
         let fail_at_end = req.message == "fail-at-end";
         let flow = (req.message == "flow").then(|| self.events.clone());
+        if req.message == "ready" {
+            // every message ready at once (no task, no channel)
+            let msgs = (0..n).map(|i| Ok(EchoReply { message: format!("ready-{i}-{}", "z".repeat(200)) }));
+            return Ok(Response::new(Box::pin(futures_util::stream::iter(msgs))));
+        }
         let s = async_stream(n, ctx, no_compress_odd, req.message.clone(), fail_at_end, flow);
         Ok(Response::new(s))
     }
@@ -374,6 +379,8 @@ pub struct RawResponse {
     /// True if the response HEADERS carried END_STREAM (Trailers-Only).
     pub headers_end_stream: bool,
     pub data: Bytes,
+    /// Number of non-empty DATA frames the body came in.
+    pub data_frames: usize,
     pub trailers: Option<http::HeaderMap>,
     pub error: Option<h2::Error>,
 }
@@ -425,11 +432,13 @@ pub async fn read_response_from(resp: http::Response<h2::RecvStream>) -> RawResp
     let (parts, mut body) = resp.into_parts();
     let headers_end_stream = body.is_end_stream();
     let mut data = BytesMut::new();
+    let mut data_frames = 0;
     let mut error = None;
     while let Some(chunk) = body.data().await {
         match chunk {
             Ok(c) => {
                 let _ = body.flow_control().release_capacity(c.len());
+                data_frames += usize::from(!c.is_empty());
                 data.extend_from_slice(&c);
             }
             Err(e) => {
@@ -439,7 +448,7 @@ pub async fn read_response_from(resp: http::Response<h2::RecvStream>) -> RawResp
         }
     }
     let trailers = if error.is_none() { body.trailers().await.unwrap_or(None) } else { None };
-    RawResponse { status: parts.status, headers: parts.headers, headers_end_stream, data: data.freeze(), trailers, error }
+    RawResponse { status: parts.status, headers: parts.headers, headers_end_stream, data: data.freeze(), data_frames, trailers, error }
 }
 
 pub fn decode<M: Message + Default>(payload: &Bytes) -> M {

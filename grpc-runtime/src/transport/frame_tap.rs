@@ -9,6 +9,12 @@
 //! debug data of the GOAWAY we send (h2 cannot set it, so the adapter rewrites the next
 //! outbound GOAWAY that carries none, e.g. to add `too_many_pings`).
 //!
+//! It also batches writes the way grpc-go's loopy writer does: when h2 starts writing
+//! less than [`MIN_BATCH`] bytes, the adapter yields once first (wakes its own task and
+//! returns `Pending`), so that the call tasks that are ready to run queue their frames
+//! too and one `writev` carries them all. Under load this turns one syscall per response
+//! into one per batch; with a single call in flight the task is polled again at once.
+//!
 //! Only the 9-byte frame headers are parsed; payload bytes pass through unchanged (apart
 //! from the one GOAWAY being rewritten). A peer's malformed bytes never panic here: h2
 //! itself rejects them and closes the connection.
@@ -32,6 +38,10 @@ const PING: u8 = 0x6;
 const GOAWAY: u8 = 0x7;
 const FLAG_END_STREAM: u8 = 0x1;
 const FLAG_ACK: u8 = 0x1;
+
+/// Below this many bytes, a write yields once before it goes out (see the module doc);
+/// grpc-go's loopy writer uses the same threshold (`minBatchSize`).
+const MIN_BATCH: usize = 1000;
 
 /// The client connection preface (RFC 9113 section 3.4), sent before the first frame.
 const PREFACE_LEN: usize = 24;
@@ -390,6 +400,8 @@ pub(crate) struct FrameTap<IO> {
     out: Out,
     /// Bytes accepted from h2 but not yet written (a held header, a rewritten GOAWAY).
     pending: BytesMut,
+    /// This write cycle (up to the next flush) already yielded once.
+    yielded: bool,
 }
 
 impl<IO> FrameTap<IO> {
@@ -402,7 +414,19 @@ impl<IO> FrameTap<IO> {
             inbound: Scanner::new(!client),
             out: if client { Out::Pass(PREFACE_LEN) } else { Out::header() },
             pending: BytesMut::new(),
+            yielded: false,
         }
+    }
+
+    /// Whether a write of `len` bytes should first yield once, letting other tasks add
+    /// their frames to the batch; if so, the task is already woken.
+    fn yield_for_batch(&mut self, len: usize, cx: &mut Context<'_>) -> bool {
+        if self.yielded || len >= MIN_BATCH {
+            return false;
+        }
+        self.yielded = true;
+        cx.waker().wake_by_ref();
+        true
     }
 
     /// Advances the outbound state over bytes already written.
@@ -529,6 +553,9 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for FrameTap<IO> {
         if this.must_hold() {
             return Poll::Ready(Ok(this.take_held(buf)));
         }
+        if this.yield_for_batch(buf.len(), cx) {
+            return Poll::Pending;
+        }
         // While a rewrite is armed, stop at the next frame boundary so the GOAWAY's
         // header can be held.
         let len = match (&this.out, this.activity.goaway_armed()) {
@@ -550,6 +577,9 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for FrameTap<IO> {
             let first = bufs.iter().find(|b| !b.is_empty()).map(|b| &**b).unwrap_or(&[]);
             return Pin::new(this).poll_write(cx, first);
         }
+        if this.yield_for_batch(bufs.iter().map(|b| b.len()).sum(), cx) {
+            return Poll::Pending;
+        }
         let n = ready!(Pin::new(&mut this.io).poll_write_vectored(cx, bufs))?;
         let mut left = n;
         for b in bufs {
@@ -570,7 +600,9 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for FrameTap<IO> {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         ready!(this.poll_pending(cx))?;
-        Pin::new(&mut this.io).poll_flush(cx)
+        ready!(Pin::new(&mut this.io).poll_flush(cx))?;
+        this.yielded = false;
+        Poll::Ready(Ok(()))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -644,6 +676,8 @@ mod tests {
             while !c.is_empty() {
                 match Pin::new(&mut *tap).poll_write(&mut cx, c) {
                     Poll::Ready(Ok(n)) => c = &c[n..],
+                    // the batching yield (once per flush cycle)
+                    Poll::Pending => assert!(tap.yielded),
                     other => panic!("{other:?}"),
                 }
             }
@@ -680,6 +714,48 @@ mod tests {
                 assert!(!a.goaway_armed());
             }
         }
+    }
+
+    /// A waker that counts its wakes.
+    struct CountWaker(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for CountWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn small_writes_yield_once_per_flush_and_large_ones_never() {
+        let counter = Arc::new(CountWaker(Default::default()));
+        let waker = std::task::Waker::from(Arc::clone(&counter));
+        let mut cx = Context::from_waker(&waker);
+        let wakes = || counter.0.load(Ordering::SeqCst);
+        let mut tap = FrameTap::new(Sink { out: Vec::new(), max: usize::MAX }, Activity::new(None), false);
+        let small = header(4, DATA, 0, 1).into_iter().chain([1, 2, 3, 4]).collect::<Vec<u8>>();
+        // first small write of a cycle: Pending, and the task is woken to come back
+        assert!(Pin::new(&mut tap).poll_write(&mut cx, &small).is_pending());
+        assert_eq!(wakes(), 1);
+        assert!(tap.io.out.is_empty());
+        // the retry (and any further write before the flush) goes through
+        assert!(matches!(Pin::new(&mut tap).poll_write(&mut cx, &small), Poll::Ready(Ok(13))));
+        assert!(matches!(Pin::new(&mut tap).poll_write(&mut cx, &small), Poll::Ready(Ok(13))));
+        assert!(Pin::new(&mut tap).poll_flush(&mut cx).is_ready());
+        // a new cycle yields again; vectored writes too
+        let slices = [io::IoSlice::new(&small)];
+        assert!(Pin::new(&mut tap).poll_write_vectored(&mut cx, &slices).is_pending());
+        assert_eq!(wakes(), 2);
+        assert!(matches!(Pin::new(&mut tap).poll_write_vectored(&mut cx, &slices), Poll::Ready(Ok(13))));
+        assert!(Pin::new(&mut tap).poll_flush(&mut cx).is_ready());
+        // a batch of MIN_BATCH bytes or more goes out at once
+        let mut big = header(MIN_BATCH, DATA, 0, 1);
+        big.resize(9 + MIN_BATCH, 7);
+        assert!(matches!(Pin::new(&mut tap).poll_write(&mut cx, &big), Poll::Ready(Ok(n)) if n == big.len()));
+        assert_eq!(wakes(), 2);
+        assert_eq!(tap.io.out.len(), 13 * 3 + big.len());
     }
 
     #[test]

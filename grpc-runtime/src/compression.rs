@@ -15,6 +15,10 @@ pub const GRPC_ENCODING: &str = "grpc-encoding";
 /// Header listing the encodings a peer accepts.
 pub const GRPC_ACCEPT_ENCODING: &str = "grpc-accept-encoding";
 
+// The same names as `HeaderName`s: inserting a `&str` key copies it every time.
+pub(crate) const GRPC_ENCODING_NAME: http::HeaderName = http::HeaderName::from_static(GRPC_ENCODING);
+pub(crate) const GRPC_ACCEPT_ENCODING_NAME: http::HeaderName = http::HeaderName::from_static(GRPC_ACCEPT_ENCODING);
+
 /// A compression algorithm other than identity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum CompressionEncoding {
@@ -117,6 +121,20 @@ impl EncodingSet {
             s.push_str(e.as_str());
         }
         s
+    }
+
+    /// [`EncodingSet::to_header_value`] as a header value, built once per set.
+    pub(crate) fn header_value(self) -> http::HeaderValue {
+        static VALUES: std::sync::OnceLock<Vec<http::HeaderValue>> = std::sync::OnceLock::new();
+        let values = VALUES.get_or_init(|| {
+            (0..=EncodingSet::all().0)
+                .map(|bits| {
+                    http::HeaderValue::try_from(EncodingSet(bits).to_header_value())
+                        .unwrap_or(http::HeaderValue::from_static("identity"))
+                })
+                .collect()
+        });
+        values.get(usize::from(self.0)).cloned().unwrap_or(http::HeaderValue::from_static("identity"))
     }
 
     /// Parses a `grpc-accept-encoding` value (comma-separated; unknown names
@@ -320,6 +338,10 @@ mod tests {
     fn headers() {
         assert_eq!(EncodingSet::all().to_header_value(), "identity,gzip,deflate,zstd");
         assert_eq!(EncodingSet::none().to_header_value(), "identity");
+        for bits in 0..=7 {
+            let set = EncodingSet(bits);
+            assert_eq!(set.header_value().to_str().unwrap(), set.to_header_value());
+        }
         let s = EncodingSet::parse_header(b"identity, gzip ,br,zstd");
         assert!(s.contains(CompressionEncoding::Gzip));
         assert!(s.contains(CompressionEncoding::Zstd));

@@ -5,14 +5,14 @@
 //! handler.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
-use crate::compression::{CompressionEncoding, EncodingSet, GRPC_ENCODING};
+use crate::compression::{CompressionEncoding, EncodingSet};
 use crate::metadata::MetadataMap;
 use crate::status::{Code, Status};
 use crate::timeout::Deadline;
@@ -29,14 +29,37 @@ pub(crate) enum ResponseState {
     Detached,
 }
 
+/// `CtxInner::cancel` before the call ended or was cancelled.
+const NOT_CANCELLED: u8 = u8::MAX;
+
+/// The method path of a call: the request's `:path`, shared with the request head.
+pub(crate) enum MethodPath {
+    /// From the request (a clone of the received bytes, no copy).
+    Received(http::uri::PathAndQuery),
+    /// A fixed name (detached contexts and tests).
+    Static(&'static str),
+}
+
+impl MethodPath {
+    fn as_str(&self) -> &str {
+        match self {
+            MethodPath::Received(p) => p.path(),
+            MethodPath::Static(s) => s,
+        }
+    }
+}
+
 pub(crate) struct CtxInner {
-    pub(crate) method: String,
+    pub(crate) method: MethodPath,
     pub(crate) peer: Option<SocketAddr>,
     pub(crate) deadline: Option<Deadline>,
     /// How the call ended, first reason wins: `Some(Code::Ok)` when it finished
     /// normally (the handler returned and the status went out), `Some(CANCELLED |
     /// DEADLINE_EXCEEDED)` for a real cancellation.
-    cancel: watch::Sender<Option<Code>>,
+    /// The code as a `u8` ([`NOT_CANCELLED`] until then); set once, then
+    /// `cancel_notify` wakes every waiter.
+    cancel: AtomicU8,
+    cancel_notify: Notify,
     pub(crate) response: Mutex<ResponseState>,
     pub(crate) trailers: Mutex<MetadataMap>,
     /// Encoding for response messages (negotiated; may be changed before
@@ -47,7 +70,7 @@ pub(crate) struct CtxInner {
     server_accepts: EncodingSet,
     pub(crate) message_compression: AtomicBool,
     /// The client finished sending (END_STREAM seen).
-    pub(crate) recv_done: Arc<AtomicBool>,
+    pub(crate) recv_done: AtomicBool,
     /// The status the call ended with, once sent.
     final_status: Mutex<Option<Status>>,
     /// Certificates the client presented over TLS (leaf first).
@@ -63,7 +86,7 @@ pub struct ServerContext {
 impl std::fmt::Debug for ServerContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerContext")
-            .field("method", &self.inner.method)
+            .field("method", &self.inner.method.as_str())
             .field("peer", &self.inner.peer)
             .field("deadline", &self.inner.deadline)
             .field("cancelled", &self.is_cancelled())
@@ -77,7 +100,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl ServerContext {
     pub(crate) fn new(
-        method: String,
+        method: MethodPath,
         peer: Option<SocketAddr>,
         deadline: Option<Deadline>,
         respond: Option<h2::server::SendResponse<Bytes>>,
@@ -85,7 +108,6 @@ impl ServerContext {
         client_accepts: EncodingSet,
         server_accepts: EncodingSet,
     ) -> ServerContext {
-        let (cancel, _) = watch::channel(None);
         let response = match respond {
             Some(r) => ResponseState::Pending(r),
             None => ResponseState::Detached,
@@ -95,14 +117,15 @@ impl ServerContext {
                 method,
                 peer,
                 deadline,
-                cancel,
+                cancel: AtomicU8::new(NOT_CANCELLED),
+                cancel_notify: Notify::new(),
                 response: Mutex::new(response),
                 trailers: Mutex::new(MetadataMap::new()),
                 encoding: Mutex::new(encoding),
                 client_accepts,
                 server_accepts,
                 message_compression: AtomicBool::new(true),
-                recv_done: Arc::new(AtomicBool::new(false)),
+                recv_done: AtomicBool::new(false),
                 final_status: Mutex::new(None),
                 peer_certs: OnceLock::new(),
             }),
@@ -112,12 +135,12 @@ impl ServerContext {
     /// The shared detached context of client-built requests.
     pub(crate) fn detached() -> &'static ServerContext {
         static DETACHED: OnceLock<ServerContext> = OnceLock::new();
-        DETACHED.get_or_init(|| ServerContext::new(String::new(), None, None, None, None, EncodingSet::none(), EncodingSet::none()))
+        DETACHED.get_or_init(|| ServerContext::new(MethodPath::Static(""), None, None, None, None, EncodingSet::none(), EncodingSet::none()))
     }
 
     /// The full method path, e.g. `/helloworld.Greeter/SayHello`.
     pub fn method(&self) -> &str {
-        &self.inner.method
+        self.inner.method.as_str()
     }
 
     /// The peer's socket address (`None` for unix sockets or detached contexts).
@@ -151,7 +174,14 @@ impl ServerContext {
     /// [`ServerContext::cancelled`] resolves; [`ServerContext::cancellation`]
     /// tells the two apart.
     pub fn is_cancelled(&self) -> bool {
-        self.inner.cancel.borrow().is_some()
+        self.cancel_code().is_some()
+    }
+
+    fn cancel_code(&self) -> Option<Code> {
+        match self.inner.cancel.load(Ordering::Acquire) {
+            NOT_CANCELLED => None,
+            c => Some(Code::from_i32(i32::from(c))),
+        }
     }
 
     /// Resolves once the handler should stop working on the call, with a
@@ -167,12 +197,16 @@ impl ServerContext {
     /// [`ServerContext::cancellation`] (`Some` only for a real cancellation)
     /// or [`ServerContext::is_finished`] after this resolves.
     pub async fn cancelled(&self) -> Status {
-        let mut rx = self.inner.cancel.subscribe();
-        let code = match rx.wait_for(|c| c.is_some()).await {
-            Ok(c) => (*c).unwrap_or(Code::Cancelled),
-            Err(_) => Code::Cancelled,
+        let code = loop {
+            // Registered before the check, so a cancel between the two still wakes us.
+            let notified = self.inner.cancel_notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(code) = self.cancel_code() {
+                break code;
+            }
+            notified.await;
         };
-        drop(rx);
         match code {
             Code::DeadlineExceeded => Status::deadline_exceeded("deadline exceeded"),
             Code::Ok => Status::cancelled("call already finished"),
@@ -185,7 +219,7 @@ impl ServerContext {
     /// stream or the server shut down; `None` while the call runs and after it
     /// finished normally (whatever status the handler returned).
     pub fn cancellation(&self) -> Option<Status> {
-        match *self.inner.cancel.borrow() {
+        match self.cancel_code() {
             None | Some(Code::Ok) => None,
             Some(Code::DeadlineExceeded) => Some(Status::deadline_exceeded("deadline exceeded")),
             Some(_) => Some(Status::cancelled("call cancelled")),
@@ -196,7 +230,7 @@ impl ServerContext {
     /// interceptors) returned and the call's status was sent, without a
     /// cancellation first. False while it runs and after a cancellation.
     pub fn is_finished(&self) -> bool {
-        *self.inner.cancel.borrow() == Some(Code::Ok)
+        self.cancel_code() == Some(Code::Ok)
     }
 
     /// Marks the call finished normally (unless it was cancelled first), which
@@ -207,14 +241,10 @@ impl ServerContext {
 
     /// Marks the call cancelled (first reason wins).
     pub(crate) fn cancel(&self, code: Code) {
-        self.inner.cancel.send_if_modified(|c| {
-            if c.is_none() {
-                *c = Some(code);
-                true
-            } else {
-                false
-            }
-        });
+        let code = u8::try_from(code.as_i32()).unwrap_or(Code::Cancelled as u8);
+        if self.inner.cancel.compare_exchange(NOT_CANCELLED, code, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            self.inner.cancel_notify.notify_waiters();
+        }
     }
 
     /// Sends the response headers now, with `metadata`, before the first
@@ -260,11 +290,9 @@ impl ServerContext {
         let h = resp.headers_mut();
         h.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/grpc"));
         if let Some(enc) = *lock(&self.inner.encoding) {
-            h.insert(GRPC_ENCODING, http::HeaderValue::from_static(enc.as_str()));
+            h.insert(crate::compression::GRPC_ENCODING_NAME, http::HeaderValue::from_static(enc.as_str()));
         }
-        if let Ok(v) = http::HeaderValue::from_str(&self.inner.server_accepts.to_header_value()) {
-            h.insert(crate::compression::GRPC_ACCEPT_ENCODING, v);
-        }
+        h.insert(crate::compression::GRPC_ACCEPT_ENCODING_NAME, self.inner.server_accepts.header_value());
         metadata.add_to_headers(h);
         resp
     }
@@ -360,7 +388,7 @@ mod tests {
         let d = ServerContext::detached();
         assert!(!d.is_cancelled());
         assert!(d.send_headers(MetadataMap::new()).is_err());
-        let c = ServerContext::new("/a.B/C".into(), None, None, None, None, EncodingSet::none(), EncodingSet::none());
+        let c = ServerContext::new(MethodPath::Static("/a.B/C"), None, None, None, None, EncodingSet::none(), EncodingSet::none());
         let c2 = c.clone();
         let w = tokio::spawn(async move { c2.cancelled().await });
         tokio::task::yield_now().await;
@@ -373,7 +401,7 @@ mod tests {
         c.mark_finished();
         assert!(!c.is_finished());
 
-        let f = ServerContext::new("/a.B/C".into(), None, None, None, None, EncodingSet::none(), EncodingSet::none());
+        let f = ServerContext::new(MethodPath::Static("/a.B/C"), None, None, None, None, EncodingSet::none(), EncodingSet::none());
         assert!(f.cancellation().is_none() && !f.is_finished() && !f.is_cancelled());
         f.mark_finished();
         f.cancel(Code::Cancelled);

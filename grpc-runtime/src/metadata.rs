@@ -73,21 +73,47 @@ impl fmt::Display for MetadataError {
 impl std::error::Error for MetadataError {}
 
 /// One metadata value.
+///
+/// ASCII values are kept as the `HeaderValue` they arrived in (or were built into), so
+/// metadata moves between the wire and the map without copying; every ASCII value in a
+/// map is printable ASCII (0x20-0x7E), so [`MetadataValue::as_str`] always succeeds.
 #[derive(Clone, PartialEq, Eq)]
 pub enum MetadataValue {
-    /// A printable-ASCII value (key without `-bin`).
-    Ascii(String),
-    /// A binary value (key ending in `-bin`), base64 on the wire.
+    /// A value of a key without the `-bin` suffix.
+    Ascii(HeaderValue),
+    /// The decoded bytes of a `-bin` key's value.
     Binary(Bytes),
+}
+
+impl MetadataValue {
+    /// The text of an ASCII value; `None` for a binary value.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            MetadataValue::Ascii(v) => v.to_str().ok(),
+            MetadataValue::Binary(_) => None,
+        }
+    }
+
+    /// The bytes of a binary value; `None` for an ASCII value.
+    pub fn as_bin(&self) -> Option<&Bytes> {
+        match self {
+            MetadataValue::Binary(b) => Some(b),
+            MetadataValue::Ascii(_) => None,
+        }
+    }
 }
 
 impl fmt::Debug for MetadataValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            MetadataValue::Ascii(s) => fmt::Debug::fmt(s, f),
+            MetadataValue::Ascii(v) => fmt::Debug::fmt(v.to_str().unwrap_or(""), f),
             MetadataValue::Binary(b) => write!(f, "bin:{}", encode_bin(b)),
         }
     }
+}
+
+fn printable(value: &[u8]) -> bool {
+    value.iter().all(|b| (0x20..=0x7e).contains(b))
 }
 
 /// Returns true if `key` ends in `-bin`.
@@ -115,18 +141,25 @@ fn check_key(key: &str) -> Result<(), MetadataError> {
     Ok(())
 }
 
-fn check_ascii_value(key: &str, value: &str) -> Result<(), MetadataError> {
-    if value.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
-        Ok(())
-    } else {
-        Err(MetadataError::InvalidValue(key.to_string()))
+/// An ASCII value as a `HeaderValue` (no copy of the string's bytes).
+fn ascii_value(key: &str, value: String) -> Result<HeaderValue, MetadataError> {
+    if !printable(value.as_bytes()) {
+        return Err(MetadataError::InvalidValue(key.to_string()));
     }
+    HeaderValue::from_maybe_shared(Bytes::from(value)).map_err(|_| MetadataError::InvalidValue(key.to_string()))
+}
+
+fn header_name(key: &str) -> Result<HeaderName, MetadataError> {
+    HeaderName::from_bytes(key.as_bytes()).map_err(|_| MetadataError::InvalidKey(key.to_string()))
 }
 
 /// Ordered multimap of metadata (headers or trailers of a call).
+///
+/// Keys and ASCII values are kept as `http` header names and values: reading metadata
+/// from received headers and writing it into outgoing ones shares their bytes.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct MetadataMap {
-    entries: Vec<(String, MetadataValue)>,
+    entries: Vec<(HeaderName, MetadataValue)>,
 }
 
 impl MetadataMap {
@@ -145,95 +178,86 @@ impl MetadataMap {
         self.entries.is_empty()
     }
 
-    fn check_ascii(key: &str, value: &str) -> Result<(), MetadataError> {
+    fn ascii_entry(key: &str, value: String) -> Result<(HeaderName, MetadataValue), MetadataError> {
         check_key(key)?;
         if is_bin_key(key) {
             return Err(MetadataError::WrongValueKind(key.to_string()));
         }
-        check_ascii_value(key, value)
+        let value = ascii_value(key, value)?;
+        Ok((header_name(key)?, MetadataValue::Ascii(value)))
     }
 
-    fn check_bin(key: &str) -> Result<(), MetadataError> {
+    fn bin_entry(key: &str, value: Bytes) -> Result<(HeaderName, MetadataValue), MetadataError> {
         check_key(key)?;
         if !is_bin_key(key) {
             return Err(MetadataError::WrongValueKind(key.to_string()));
         }
-        Ok(())
+        Ok((header_name(key)?, MetadataValue::Binary(value)))
     }
 
     /// Sets an ASCII value, replacing any values of `key`.
     pub fn insert(&mut self, key: &str, value: impl Into<String>) -> Result<(), MetadataError> {
-        let value = value.into();
-        Self::check_ascii(key, &value)?;
+        let entry = Self::ascii_entry(key, value.into())?;
         self.remove(key);
-        self.entries.push((key.to_string(), MetadataValue::Ascii(value)));
+        self.entries.push(entry);
         Ok(())
     }
 
     /// Adds an ASCII value, keeping existing values of `key`.
     pub fn append(&mut self, key: &str, value: impl Into<String>) -> Result<(), MetadataError> {
-        let value = value.into();
-        Self::check_ascii(key, &value)?;
-        self.entries.push((key.to_string(), MetadataValue::Ascii(value)));
+        let entry = Self::ascii_entry(key, value.into())?;
+        self.entries.push(entry);
         Ok(())
     }
 
     /// Sets a binary value for a `-bin` key, replacing any values of `key`.
     pub fn insert_bin(&mut self, key: &str, value: impl Into<Bytes>) -> Result<(), MetadataError> {
-        Self::check_bin(key)?;
+        let entry = Self::bin_entry(key, value.into())?;
         self.remove(key);
-        self.entries.push((key.to_string(), MetadataValue::Binary(value.into())));
+        self.entries.push(entry);
         Ok(())
     }
 
     /// Adds a binary value for a `-bin` key.
     pub fn append_bin(&mut self, key: &str, value: impl Into<Bytes>) -> Result<(), MetadataError> {
-        Self::check_bin(key)?;
-        self.entries.push((key.to_string(), MetadataValue::Binary(value.into())));
+        let entry = Self::bin_entry(key, value.into())?;
+        self.entries.push(entry);
         Ok(())
+    }
+
+    fn values<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a MetadataValue> + 'a {
+        self.entries.iter().filter(move |(k, _)| k.as_str() == key).map(|(_, v)| v)
     }
 
     /// First ASCII value of `key`.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.entries.iter().find_map(|(k, v)| match v {
-            MetadataValue::Ascii(s) if k == key => Some(s.as_str()),
-            _ => None,
-        })
+        self.entries.iter().filter(|(k, _)| k.as_str() == key).find_map(|(_, v)| v.as_str())
     }
 
     /// All ASCII values of `key`, in order.
     pub fn get_all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.entries.iter().filter(move |(k, _)| k == key).filter_map(|(_, v)| match v {
-            MetadataValue::Ascii(s) => Some(s.as_str()),
-            MetadataValue::Binary(_) => None,
-        })
+        self.values(key).filter_map(MetadataValue::as_str)
     }
 
     /// First binary value of a `-bin` key.
     pub fn get_bin(&self, key: &str) -> Option<&Bytes> {
-        self.entries.iter().find_map(|(k, v)| match v {
-            MetadataValue::Binary(b) if k == key => Some(b),
-            _ => None,
-        })
+        self.entries.iter().filter(|(k, _)| k.as_str() == key).find_map(|(_, v)| v.as_bin())
     }
 
     /// All binary values of a `-bin` key, in order.
     pub fn get_all_bin<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a Bytes> + 'a {
-        self.entries.iter().filter(move |(k, _)| k == key).filter_map(|(_, v)| match v {
-            MetadataValue::Binary(b) => Some(b),
-            MetadataValue::Ascii(_) => None,
-        })
+        self.values(key).filter_map(MetadataValue::as_bin)
     }
 
     /// True if `key` has at least one value.
     pub fn contains_key(&self, key: &str) -> bool {
-        self.entries.iter().any(|(k, _)| k == key)
+        self.entries.iter().any(|(k, _)| k.as_str() == key)
     }
 
     /// Removes all values of `key`; returns how many were removed.
     pub fn remove(&mut self, key: &str) -> usize {
         let before = self.entries.len();
-        self.entries.retain(|(k, _)| k != key);
+        self.entries.retain(|(k, _)| k.as_str() != key);
         before - self.entries.len()
     }
 
@@ -247,7 +271,7 @@ impl MetadataMap {
         let mut out: Vec<&str> = Vec::new();
         for (k, _) in &self.entries {
             if !out.contains(&k.as_str()) {
-                out.push(k);
+                out.push(k.as_str());
             }
         }
         out
@@ -262,14 +286,14 @@ impl MetadataMap {
     /// values without padding.
     pub fn add_to_headers(&self, headers: &mut HeaderMap) {
         for (k, v) in &self.entries {
-            let Ok(name) = HeaderName::from_bytes(k.as_bytes()) else { continue };
             let value = match v {
-                MetadataValue::Ascii(s) => HeaderValue::from_str(s),
-                MetadataValue::Binary(b) => HeaderValue::from_str(&encode_bin(b)),
+                MetadataValue::Ascii(v) => v.clone(),
+                MetadataValue::Binary(b) => match HeaderValue::from_str(&encode_bin(b)) {
+                    Ok(v) => v,
+                    Err(_) => continue,
+                },
             };
-            if let Ok(value) = value {
-                headers.append(name, value);
-            }
+            headers.append(k.clone(), value);
         }
     }
 
@@ -294,15 +318,12 @@ impl MetadataMap {
             }
             if is_bin_key(key) {
                 for part in value.as_bytes().split(|b| *b == b',') {
-                    md.entries.push((key.to_string(), MetadataValue::Binary(decode_bin(part)?)));
+                    md.entries.push((name.clone(), MetadataValue::Binary(decode_bin(part)?)));
                 }
+            } else if printable(value.as_bytes()) {
+                md.entries.push((name.clone(), MetadataValue::Ascii(value.clone())));
             } else {
-                match value.to_str() {
-                    Ok(s) if s.bytes().all(|b| (0x20..=0x7e).contains(&b)) => {
-                        md.entries.push((key.to_string(), MetadataValue::Ascii(s.to_string())))
-                    }
-                    _ => tracing::debug!(key, "skipping metadata value with non-printable bytes"),
-                }
+                tracing::debug!(key, "skipping metadata value with non-printable bytes");
             }
         }
         Ok(md)

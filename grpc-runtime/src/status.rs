@@ -5,7 +5,7 @@
 use std::fmt;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use percent_encoding::{percent_decode, percent_encode, AsciiSet, CONTROLS};
 use prost::Message;
 
@@ -18,6 +18,14 @@ pub const GRPC_STATUS: &str = "grpc-status";
 pub const GRPC_MESSAGE: &str = "grpc-message";
 /// Header carrying a serialized `google.rpc.Status` (base64, unpadded).
 pub const GRPC_STATUS_DETAILS_BIN: &str = "grpc-status-details-bin";
+
+// The same names as `HeaderName`s: inserting a `&str` key copies it every time.
+pub(crate) const GRPC_STATUS_NAME: HeaderName = HeaderName::from_static(GRPC_STATUS);
+pub(crate) const GRPC_MESSAGE_NAME: HeaderName = HeaderName::from_static(GRPC_MESSAGE);
+pub(crate) const GRPC_STATUS_DETAILS_BIN_NAME: HeaderName = HeaderName::from_static(GRPC_STATUS_DETAILS_BIN);
+
+/// `grpc-status` values for the 17 codes, without formatting a number per call.
+const CODE_VALUES: [&str; 17] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16"];
 
 /// A gRPC status code (see the gRPC `statuscodes.md`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -381,16 +389,21 @@ impl Status {
     /// Appends `grpc-status`, `grpc-message` (if not empty),
     /// `grpc-status-details-bin` (if any) and this status's metadata to `headers`.
     pub fn add_to_headers(&self, headers: &mut HeaderMap) {
-        headers.insert(GRPC_STATUS, HeaderValue::from(self.code().as_i32()));
+        let code = self.code().as_i32();
+        let value = match usize::try_from(code).ok().and_then(|i| CODE_VALUES.get(i)) {
+            Some(s) => HeaderValue::from_static(s),
+            None => HeaderValue::from(code),
+        };
+        headers.insert(GRPC_STATUS_NAME, value);
         if !self.message.is_empty() {
             let enc = encode_message(&self.message);
             if let Ok(v) = HeaderValue::from_str(&enc) {
-                headers.insert(GRPC_MESSAGE, v);
+                headers.insert(GRPC_MESSAGE_NAME, v);
             }
         }
         if !self.details.is_empty() {
             if let Ok(v) = HeaderValue::from_str(&crate::metadata::encode_bin(&self.details)) {
-                headers.insert(GRPC_STATUS_DETAILS_BIN, v);
+                headers.insert(GRPC_STATUS_DETAILS_BIN_NAME, v);
             }
         }
         self.metadata.add_to_headers(headers);

@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+/// The `grpc-timeout` header name (a `HeaderName`: inserting a `&str` key copies it).
+pub(crate) const GRPC_TIMEOUT_NAME: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
+
 /// Largest value that fits in the 8 digits `grpc-timeout` allows.
 const MAX_DIGITS_VALUE: u64 = 99_999_999;
 

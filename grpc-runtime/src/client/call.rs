@@ -19,13 +19,13 @@ use super::channel::Channel;
 use super::subchannel::Subchannel;
 use super::interceptor::{CallInfo, CallKind, ClientCallContext, Interceptors};
 use crate::codec::{encode_message, next_batch, BatchEnd, FrameDecoder};
-use crate::compression::{encoding_from_headers, CompressionEncoding, EncodingSet, HeaderEncoding, GRPC_ACCEPT_ENCODING, GRPC_ENCODING};
+use crate::compression::{encoding_from_headers, CompressionEncoding, EncodingSet, HeaderEncoding, GRPC_ACCEPT_ENCODING, GRPC_ACCEPT_ENCODING_NAME, GRPC_ENCODING_NAME};
 use crate::metadata::MetadataMap;
 use crate::status::{Code, Status};
 use crate::streaming::Streaming;
-use crate::timeout::{current_deadline, encode_timeout, Deadline};
+use crate::timeout::{current_deadline, encode_timeout, Deadline, GRPC_TIMEOUT_NAME};
 use crate::transport::Connection;
-use crate::request::{CancelHandle, MessageCompressed, MessageCompressionSlot, RemoteAddr, ResponseEncoding};
+use crate::request::{CancelHandle, MessageCompressionSlot, RemoteAddr, ResponseEncoding};
 use crate::transport::Address;
 use crate::{Request, Response};
 
@@ -280,14 +280,14 @@ impl Channel {
         h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
         if let Some(d) = deadline {
             if let Ok(v) = HeaderValue::from_str(&encode_timeout(d.remaining())) {
-                h.insert("grpc-timeout", v);
+                h.insert(GRPC_TIMEOUT_NAME, v);
             }
         }
         if let Some(e) = encoding {
-            h.insert(GRPC_ENCODING, HeaderValue::from_static(e.as_str()));
+            h.insert(GRPC_ENCODING_NAME, HeaderValue::from_static(e.as_str()));
         }
         if let Some(v) = &inner.config.accept_header {
-            h.insert(GRPC_ACCEPT_ENCODING, v.clone());
+            h.insert(GRPC_ACCEPT_ENCODING_NAME, v.clone());
         }
         match metadata.get("user-agent") {
             // A user-agent given as metadata goes in front of ours, in one header.
@@ -537,7 +537,7 @@ impl Channel {
         let trailers = stream.trailers().cloned().unwrap_or_default();
         let mut response = Response::from_parts(headers, msg, Some(trailers));
         if let Some(c) = compressed {
-            response.extensions_mut().insert(MessageCompressed(c));
+            response.set_message_compressed(c);
         }
         if let Some(e) = encoding {
             response.extensions_mut().insert(ResponseEncoding(e));

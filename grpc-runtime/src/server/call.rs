@@ -14,7 +14,7 @@ use crate::codec::{encode_message, next_batch, BatchEnd, FrameDecoder};
 use crate::compression::CompressionEncoding;
 use crate::context::{ResponseState, ServerContext, MAX_TRAILERS_SIZE};
 use crate::metadata::MetadataMap;
-use crate::request::{BoxFuture, BoxStream, MessageCompressed, Request, Response};
+use crate::request::{BoxFuture, BoxStream, Request, Response};
 use crate::status::{Code, Status};
 use crate::streaming::Streaming;
 
@@ -64,7 +64,7 @@ impl ServerCall {
     fn into_streaming<Req>(self) -> (Request<Streaming<Req>>, ServerContext, Arc<CallConfig>) {
         let decoder = FrameDecoder::new(self.config.max_recv, self.request_encoding);
         let mut stream = Streaming::new_request(self.body, decoder);
-        stream.set_eos_flag(self.ctx.inner.recv_done.clone());
+        stream.set_eos_flag(self.ctx.clone());
         let mut req = Request::from_parts(self.metadata, self.extensions, stream);
         req.set_context(self.ctx.clone());
         if let Some(t) = self.ctx.time_remaining() {
@@ -203,7 +203,7 @@ async fn read_single<Req: prost::Message + Default>(req: Request<Streaming<Req>>
     }
     let mut out = Request::from_parts(md, ext, first);
     if let Some(c) = compressed {
-        out.extensions_mut().insert(MessageCompressed(c));
+        out.set_message_compressed(c);
     }
     out.set_context(ctx);
     if let Some(t) = timeout {
@@ -316,7 +316,8 @@ async fn write_bytes(ctx: &ServerContext, mut data: Bytes) -> Result<(), Status>
             }
         })
         .await?;
-        let chunk = data.split_to(n.min(data.len()));
+        // Taking all of `data` keeps it one unshared buffer (split_to would share it).
+        let chunk = if n >= data.len() { std::mem::take(&mut data) } else { data.split_to(n) };
         let mut st = lock_state(ctx);
         let ResponseState::Open(stream) = &mut *st else { return Err(closed()) };
         stream.send_data(chunk, false).map_err(|e| Status::from_h2_error(&e))?;
@@ -331,6 +332,11 @@ const TRUNCATED_MESSAGE_BYTES: usize = 512;
 /// [`MAX_TRAILERS_SIZE`], only the code and the start of the message go out (details
 /// and trailing metadata are dropped, with a warning in the log).
 fn add_status_headers(h: &mut http::HeaderMap, status: &Status, trailers: &MetadataMap) {
+    if trailers.is_empty() && status.message().is_empty() && status.details().is_empty() && status.metadata().is_empty() {
+        // The common case, a bare code: nothing to measure or truncate.
+        status.add_to_headers(h);
+        return;
+    }
     let mut t = http::HeaderMap::new();
     status.add_to_headers(&mut t);
     trailers.add_to_headers(&mut t);

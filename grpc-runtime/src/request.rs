@@ -48,6 +48,8 @@ pub struct Request<T> {
     compression_disabled: bool,
     wait_for_ready: Option<bool>,
     context: Option<ServerContext>,
+    /// Server side: whether the single request message had the compressed flag.
+    message_compressed: Option<bool>,
     extensions: http::Extensions,
 }
 
@@ -62,6 +64,7 @@ impl<T> Request<T> {
             compression_disabled: false,
             wait_for_ready: None,
             context: None,
+            message_compressed: None,
             extensions: http::Extensions::new(),
         }
     }
@@ -165,7 +168,12 @@ impl<T> Request<T> {
     /// 1). `None` when not known, e.g. on a client-built request; for streaming requests
     /// see [`crate::Streaming::last_message_compressed`].
     pub fn message_compressed(&self) -> Option<bool> {
-        self.extensions.get::<MessageCompressed>().map(|c| c.0)
+        self.message_compressed
+    }
+
+    /// Records whether the single received message had the compressed flag.
+    pub(crate) fn set_message_compressed(&mut self, compressed: bool) {
+        self.message_compressed = Some(compressed);
     }
 
     /// Client side: a handle that cancels this call when [`CancelHandle::cancel`] is
@@ -201,6 +209,7 @@ impl<T> Request<T> {
             compression_disabled: self.compression_disabled,
             wait_for_ready: self.wait_for_ready,
             context: self.context,
+            message_compressed: self.message_compressed,
             extensions: self.extensions,
         }
     }
@@ -228,6 +237,7 @@ impl<T> Request<T> {
             compression_disabled: self.compression_disabled,
             wait_for_ready: self.wait_for_ready,
             context: self.context,
+            message_compressed: self.message_compressed,
             extensions: self.extensions,
         };
         (self.message, rest)
@@ -245,13 +255,21 @@ pub struct Response<T> {
     message: T,
     metadata: MetadataMap,
     trailers: Option<MetadataMap>,
+    /// Client side: whether the single response message had the compressed flag.
+    message_compressed: Option<bool>,
     extensions: http::Extensions,
 }
 
 impl<T> Response<T> {
     /// Wraps a message with empty metadata.
     pub fn new(message: T) -> Response<T> {
-        Response { message, metadata: MetadataMap::new(), trailers: None, extensions: http::Extensions::new() }
+        Response {
+            message,
+            metadata: MetadataMap::new(),
+            trailers: None,
+            message_compressed: None,
+            extensions: http::Extensions::new(),
+        }
     }
 
     /// The message.
@@ -301,7 +319,12 @@ impl<T> Response<T> {
     /// 1). `None` when not known (e.g. a server-built response); for streaming responses
     /// see [`crate::Streaming::last_message_compressed`].
     pub fn message_compressed(&self) -> Option<bool> {
-        self.extensions.get::<MessageCompressed>().map(|c| c.0)
+        self.message_compressed
+    }
+
+    /// Records whether the single received message had the compressed flag.
+    pub(crate) fn set_message_compressed(&mut self, compressed: bool) {
+        self.message_compressed = Some(compressed);
     }
 
     /// Client side: the encoding the response messages arrived in, from the response's
@@ -332,12 +355,18 @@ impl<T> Response<T> {
 
     /// Maps the message, keeping metadata and trailers.
     pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Response<U> {
-        Response { message: f(self.message), metadata: self.metadata, trailers: self.trailers, extensions: self.extensions }
+        Response {
+            message: f(self.message),
+            metadata: self.metadata,
+            trailers: self.trailers,
+            message_compressed: self.message_compressed,
+            extensions: self.extensions,
+        }
     }
 
     /// Builds a response from header metadata, message and trailers.
     pub fn from_parts(metadata: MetadataMap, message: T, trailers: Option<MetadataMap>) -> Response<T> {
-        Response { message, metadata, trailers, extensions: http::Extensions::new() }
+        Response { message, metadata, trailers, message_compressed: None, extensions: http::Extensions::new() }
     }
 
     /// Splits into header metadata, message and trailers.
@@ -581,10 +610,6 @@ impl CancelHandle {
         }
     }
 }
-
-/// Extension recording whether a received single message had the compressed flag.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct MessageCompressed(pub(crate) bool);
 
 /// Extension recording the `grpc-encoding` of a client call's response.
 #[derive(Clone, Copy, Debug)]

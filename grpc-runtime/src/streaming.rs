@@ -7,8 +7,7 @@
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
@@ -48,7 +47,8 @@ struct Inner {
     pending_error: Option<Status>,
     final_status: Option<Status>,
     trailers: Option<MetadataMap>,
-    eos_flag: Option<Arc<AtomicBool>>,
+    /// Server side: the call whose `recv_done` is set when END_STREAM arrives.
+    eos_flag: Option<crate::context::ServerContext>,
     deadline: Option<Pin<Box<Sleep>>>,
     guard: Option<Box<dyn Send + Sync>>,
     /// Client side: sees (and may settle) the final status once; see `set_observer`.
@@ -124,8 +124,8 @@ impl Inner {
                         }
                         Some(Err(e)) => return self.finish(Status::from_h2_error(&e)),
                         None => {
-                            if let Some(f) = &self.eos_flag {
-                                f.store(true, Ordering::SeqCst);
+                            if let Some(ctx) = &self.eos_flag {
+                                ctx.inner.recv_done.store(true, Ordering::SeqCst);
                             }
                             if let Err(e) = self.decoder.finish() {
                                 return self.finish(e);
@@ -254,9 +254,9 @@ impl<T> Streaming<T> {
         self.inner.cancel_wait = Some(Box::pin(async move { handle.cancelled().await }));
     }
 
-    /// Sets a flag to true when END_STREAM is received.
-    pub(crate) fn set_eos_flag(&mut self, flag: Arc<AtomicBool>) {
-        self.inner.eos_flag = Some(flag);
+    /// Server side: marks `ctx`'s request side done when END_STREAM is received.
+    pub(crate) fn set_eos_flag(&mut self, ctx: crate::context::ServerContext) {
+        self.inner.eos_flag = Some(ctx);
     }
 
     /// Trailing metadata, available once the stream has ended (client side).

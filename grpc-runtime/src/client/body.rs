@@ -31,7 +31,8 @@ pub(crate) async fn send_data(stream: &mut SendStream<Bytes>, mut data: Bytes, e
         if granted == 0 {
             continue;
         }
-        let chunk = data.split_to(granted.min(data.len()));
+        // Taking all of `data` keeps it one unshared buffer (split_to would share it).
+        let chunk = if granted >= data.len() { std::mem::take(&mut data) } else { data.split_to(granted) };
         stream.send_data(chunk, end_of_stream && data.is_empty())?;
     }
     Ok(())

@@ -66,6 +66,10 @@ pub fn decode_message<M: Message + Default>(payload: Bytes) -> Result<M, Status>
 /// span many pushes and one push may hold several messages.
 #[derive(Debug)]
 pub struct FrameDecoder {
+    /// Received bytes not yet parsed, while they are still one received chunk: messages
+    /// are sliced out of it without copying. Empty whenever `buf` is not.
+    head: Bytes,
+    /// Bytes of a message that spans chunks, copied together.
     buf: BytesMut,
     max_recv: usize,
     encoding: Option<CompressionEncoding>,
@@ -77,7 +81,7 @@ impl FrameDecoder {
     /// A decoder with a receive limit and the stream's `grpc-encoding`
     /// (`None` for identity/absent).
     pub fn new(max_recv: usize, encoding: Option<CompressionEncoding>) -> FrameDecoder {
-        FrameDecoder { buf: BytesMut::new(), max_recv, encoding, unsupported_encoding: None }
+        FrameDecoder { head: Bytes::new(), buf: BytesMut::new(), max_recv, encoding, unsupported_encoding: None }
     }
 
     /// Records that the peer announced an encoding we lack: compressed
@@ -99,36 +103,32 @@ impl FrameDecoder {
 
     /// Appends received bytes.
     pub fn push(&mut self, data: Bytes) {
-        if self.buf.is_empty() {
-            // Avoid a copy when possible: BytesMut::from(Bytes) may reuse.
-            self.buf = BytesMut::from(data);
+        if self.buf.is_empty() && self.head.is_empty() {
+            // The common case: whole messages get sliced out of this chunk.
+            self.head = data;
         } else {
+            self.spill_head();
             self.buf.extend_from_slice(&data);
+        }
+    }
+
+    /// Moves the unparsed chunk into `buf` (a message spans chunks).
+    fn spill_head(&mut self) {
+        if !self.head.is_empty() {
+            self.buf.extend_from_slice(&self.head);
+            self.head = Bytes::new();
         }
     }
 
     /// Bytes buffered but not yet returned.
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.head.len() + self.buf.len()
     }
 
-    /// Returns the next complete payload (decompressed), `Ok(None)` if more
-    /// bytes are needed, or an error that ends the call: a length prefix over
-    /// the limit (RESOURCE_EXHAUSTED, raised as soon as the prefix arrives),
-    /// a flag other than 0/1, or flag 1 without a usable `grpc-encoding`
-    /// (INTERNAL).
-    pub fn next_message(&mut self) -> Result<Option<Bytes>, Status> {
-        Ok(self.next_frame()?.map(|(_, payload)| payload))
-    }
-
-    /// As [`FrameDecoder::next_message`], also telling whether the message's
-    /// compressed flag was set: `Ok(Some((compressed, payload)))`.
-    pub fn next_frame(&mut self) -> Result<Option<(bool, Bytes)>, Status> {
-        if self.buf.len() < HEADER_LEN {
-            return Ok(None);
-        }
-        let flag = self.buf[0];
-        let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
+    /// Checks a message prefix: (compressed, length) or the error that ends the call.
+    fn check_prefix(&self, prefix: &[u8]) -> Result<(bool, usize), Status> {
+        let flag = prefix[0];
+        let len = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
         let compressed = match flag {
             0 => false,
             1 => true,
@@ -148,6 +148,45 @@ impl FrameDecoder {
                 None => Status::internal("compressed flag set on a message but no grpc-encoding was sent"),
             });
         }
+        Ok((compressed, len))
+    }
+
+    /// Decompresses a payload if its flag says so.
+    fn payload(&self, compressed: bool, payload: Bytes) -> Result<Option<(bool, Bytes)>, Status> {
+        if compressed {
+            // check_prefix made sure there is an encoding
+            let Some(enc) = self.encoding else { return Err(Status::internal("missing encoding")) };
+            return compression::decompress(enc, &payload, self.max_recv).map(|p| Some((true, p)));
+        }
+        Ok(Some((false, payload)))
+    }
+
+    /// Returns the next complete payload (decompressed), `Ok(None)` if more
+    /// bytes are needed, or an error that ends the call: a length prefix over
+    /// the limit (RESOURCE_EXHAUSTED, raised as soon as the prefix arrives),
+    /// a flag other than 0/1, or flag 1 without a usable `grpc-encoding`
+    /// (INTERNAL).
+    pub fn next_message(&mut self) -> Result<Option<Bytes>, Status> {
+        Ok(self.next_frame()?.map(|(_, payload)| payload))
+    }
+
+    /// As [`FrameDecoder::next_message`], also telling whether the message's
+    /// compressed flag was set: `Ok(Some((compressed, payload)))`.
+    pub fn next_frame(&mut self) -> Result<Option<(bool, Bytes)>, Status> {
+        if self.head.len() >= HEADER_LEN {
+            let (compressed, len) = self.check_prefix(&self.head[..HEADER_LEN])?;
+            if self.head.len() >= HEADER_LEN + len {
+                let payload = self.head.slice(HEADER_LEN..HEADER_LEN + len);
+                self.head.advance(HEADER_LEN + len);
+                return self.payload(compressed, payload);
+            }
+        }
+        // Not a whole message in the chunk: collect it in `buf`.
+        self.spill_head();
+        if self.buf.len() < HEADER_LEN {
+            return Ok(None);
+        }
+        let (compressed, len) = self.check_prefix(&self.buf[..HEADER_LEN])?;
         if self.buf.len() < HEADER_LEN + len {
             // Reserve for what is missing, but never more than MAX_RESERVE up front: the
             // length prefix is the peer's claim, and 5 bytes must not make us allocate
@@ -158,24 +197,15 @@ impl FrameDecoder {
         }
         self.buf.advance(HEADER_LEN);
         let payload = self.buf.split_to(len).freeze();
-        if compressed {
-            // checked above
-            let Some(enc) = self.encoding else { return Err(Status::internal("missing encoding")) };
-            return compression::decompress(enc, &payload, self.max_recv).map(|p| Some((true, p)));
-        }
-        Ok(Some((false, payload)))
+        self.payload(compressed, payload)
     }
 
     /// Checks the end of the stream: leftover bytes mean a truncated
     /// message (INTERNAL).
     pub fn finish(&self) -> Result<(), Status> {
-        if self.buf.is_empty() {
-            Ok(())
-        } else {
-            Err(Status::internal(format!(
-                "stream ended in the middle of a message ({} bytes left over)",
-                self.buf.len()
-            )))
+        match self.buffered() {
+            0 => Ok(()),
+            n => Err(Status::internal(format!("stream ended in the middle of a message ({n} bytes left over)"))),
         }
     }
 }
@@ -228,6 +258,20 @@ mod tests {
                 assert_eq!(out, msgs, "chunk {chunk} enc {enc:?}");
             }
         }
+    }
+
+    #[test]
+    fn whole_messages_are_sliced_out_of_the_chunk_without_copying() {
+        let chunk = frames(&[M { s: "a".into() }, M { s: "bb".into() }], None);
+        let mut d = FrameDecoder::new(100, None);
+        d.push(chunk.clone());
+        for want in ["a", "bb"] {
+            let p = d.next_message().unwrap().unwrap();
+            assert!(chunk.as_ptr_range().contains(&p.as_ptr()), "payload was copied");
+            assert_eq!(decode_message::<M>(p).unwrap().s, want);
+        }
+        assert_eq!(d.next_message().unwrap(), None);
+        d.finish().unwrap();
     }
 
     #[test]

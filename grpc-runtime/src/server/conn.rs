@@ -23,7 +23,7 @@ use super::{ShutdownSignals, Shared};
 use crate::compression::{
     encoding_from_headers, negotiate_response_encoding, EncodingSet, HeaderEncoding, GRPC_ACCEPT_ENCODING,
 };
-use crate::context::ServerContext;
+use crate::context::{MethodPath, ServerContext};
 use crate::metadata::MetadataMap;
 use crate::status::{Code, Status};
 use crate::timeout::{decode_timeout, scope_deadline, Deadline};
@@ -312,8 +312,10 @@ async fn handle_stream(
         );
         return;
     }
-    let path = parts.uri.path().to_string();
-    let Some((service_name, method_name)) = split_path(&path) else {
+    // The path is shared with the request head (no copy) and kept by the context.
+    let path_and_query = parts.uri.path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    let path = path_and_query.path();
+    let Some((service_name, method_name)) = split_path(path) else {
         send_trailers_only(respond, Status::unimplemented(format!("malformed method name: {path:?}")), None);
         return;
     };
@@ -367,7 +369,7 @@ async fn handle_stream(
         client_accepts,
     );
     let ctx = ServerContext::new(
-        path.clone(),
+        MethodPath::Received(path_and_query.clone()),
         peer,
         deadline,
         Some(respond),
@@ -381,7 +383,7 @@ async fn handle_stream(
 
     let span = tracing::debug_span!("grpc_call", method = %path, peer = ?peer, code = tracing::field::Empty);
     let started = StdInstant::now();
-    drive_call(ctx.clone(), metadata, body, service, method_name.to_string(), request_encoding, shared, force, deadline)
+    drive_call(ctx.clone(), metadata, body, service, request_encoding, shared, force, deadline)
         .instrument(span.clone())
         .await;
     let code = ctx.final_status().map(|s| s.code()).unwrap_or(Code::Cancelled);
@@ -406,7 +408,6 @@ async fn drive_call(
     metadata: MetadataMap,
     body: h2::RecvStream,
     service: Arc<dyn super::Service>,
-    method: String,
     request_encoding: Option<crate::compression::CompressionEncoding>,
     shared: Arc<Shared>,
     mut force: tokio::sync::watch::Receiver<bool>,
@@ -423,7 +424,9 @@ async fn drive_call(
             config,
             request_encoding,
         };
-        let fut = service.call(&method, call);
+        // handle_stream checked the path's shape: /service/method
+        let method = terminal_ctx.method().rsplit('/').next().unwrap_or_default();
+        let fut = service.call(method, call);
         Box::pin(async move {
             fut.await;
             terminal_ctx

@@ -13,7 +13,13 @@
 //! less than [`MIN_BATCH`] bytes, the adapter yields once first (wakes its own task and
 //! returns `Pending`), so that the call tasks that are ready to run queue their frames
 //! too and one `writev` carries them all. Under load this turns one syscall per response
-//! into one per batch; with a single call in flight the task is polled again at once.
+//! into one per batch. It yields only when other calls on the connection could join the
+//! batch and batching cannot leave the runtime idle: when more connections have calls in
+//! flight than the runtime has workers, or when this connection has [`BATCH_STREAMS`] or
+//! more. With one busy connection and a few calls,
+//! holding back the first response until the others are ready makes the peer wait and
+//! then answer in a burst (the two sides take turns instead of working in parallel), so
+//! each response goes out at once.
 //!
 //! Only the 9-byte frame headers are parsed; payload bytes pass through unchanged (apart
 //! from the one GOAWAY being rewritten). A peer's malformed bytes never panic here: h2
@@ -22,7 +28,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -42,6 +48,13 @@ const FLAG_ACK: u8 = 0x1;
 /// Below this many bytes, a write yields once before it goes out (see the module doc);
 /// grpc-go's loopy writer uses the same threshold (`minBatchSize`).
 const MIN_BATCH: usize = 1000;
+
+/// A connection with this many open streams batches its writes even when it is the
+/// only busy one (see the module doc).
+const BATCH_STREAMS: usize = 32;
+
+/// Connections in this process that have at least one open stream.
+static BUSY_CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
 
 /// The client connection preface (RFC 9113 section 3.4), sent before the first frame.
 const PREFACE_LEN: usize = 24;
@@ -93,6 +106,16 @@ pub(crate) struct Activity {
     pub(crate) bdp_wanted: tokio::sync::Notify,
     /// Set while GOAWAY debug data waits to be written (checked per write, lock-free).
     goaway_armed: AtomicBool,
+    /// The number of open streams (a lock-free copy of `State::streams.len()`).
+    open_streams: AtomicUsize,
+}
+
+impl Drop for Activity {
+    fn drop(&mut self) {
+        if self.open_streams.load(Ordering::Relaxed) > 0 {
+            BUSY_CONNECTIONS.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Activity {
@@ -119,7 +142,28 @@ impl Activity {
             stream_opened: tokio::sync::Notify::new(),
             bdp_wanted: tokio::sync::Notify::new(),
             goaway_armed: AtomicBool::new(false),
+            open_streams: AtomicUsize::new(0),
         })
+    }
+
+    /// Publishes the open-stream count after a change (under the state lock), keeping
+    /// [`BUSY_CONNECTIONS`] up to date.
+    fn set_open_streams(&self, n: usize) {
+        let before = self.open_streams.swap(n, Ordering::Relaxed);
+        match (before, n) {
+            (0, 1..) => {
+                BUSY_CONNECTIONS.fetch_add(1, Ordering::Relaxed);
+            }
+            (1.., 0) => {
+                BUSY_CONNECTIONS.fetch_sub(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether batching writes on this connection pays off (see the module doc).
+    fn batching_pays(&self, workers: usize) -> bool {
+        batching_pays(self.open_streams.load(Ordering::Relaxed), BUSY_CONNECTIONS.load(Ordering::Relaxed), workers)
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> Option<R> {
@@ -245,6 +289,7 @@ impl Activity {
             .with(|s| {
                 // Streams are opened by the client; a server sees them inbound.
                 Self::stream_event(s, stream, kind, flags, false);
+                self.set_open_streams(s.streams.len());
                 let bdp = kind == DATA && Self::bdp_data(s, len);
                 if kind != PING || flags & FLAG_ACK != 0 {
                     return (false, bdp);
@@ -288,7 +333,9 @@ impl Activity {
                 if kind == HEADERS || kind == DATA {
                     s.reset_strikes = true;
                 }
-                Self::stream_event(s, stream, kind, flags, true)
+                let opened = Self::stream_event(s, stream, kind, flags, true);
+                self.set_open_streams(s.streams.len());
+                opened
             })
             .unwrap_or(false);
         if opened {
@@ -300,6 +347,13 @@ impl Activity {
         self.goaway_armed.store(false, Ordering::Release);
         self.with(|s| s.goaway_debug.take()).flatten()
     }
+}
+
+/// Whether a connection with `open_streams` should batch its writes while
+/// `busy_connections` connections have calls in flight on `workers` worker threads.
+fn batching_pays(open_streams: usize, busy_connections: usize, workers: usize) -> bool {
+    // The stream being written counts as open: with no other, nothing can join the batch.
+    open_streams >= 2 && (open_streams >= BATCH_STREAMS || busy_connections > workers)
 }
 
 /// Incremental frame-header scanner.
@@ -402,6 +456,8 @@ pub(crate) struct FrameTap<IO> {
     pending: BytesMut,
     /// This write cycle (up to the next flush) already yielded once.
     yielded: bool,
+    /// Worker threads of the runtime the connection was made on.
+    workers: usize,
 }
 
 impl<IO> FrameTap<IO> {
@@ -415,13 +471,14 @@ impl<IO> FrameTap<IO> {
             out: if client { Out::Pass(PREFACE_LEN) } else { Out::header() },
             pending: BytesMut::new(),
             yielded: false,
+            workers: tokio::runtime::Handle::try_current().map_or(1, |h| h.metrics().num_workers()),
         }
     }
 
     /// Whether a write of `len` bytes should first yield once, letting other tasks add
     /// their frames to the batch; if so, the task is already woken.
     fn yield_for_batch(&mut self, len: usize, cx: &mut Context<'_>) -> bool {
-        if self.yielded || len >= MIN_BATCH {
+        if self.yielded || len >= MIN_BATCH || !self.activity.batching_pays(self.workers) {
             return false;
         }
         self.yielded = true;
@@ -734,7 +791,12 @@ mod tests {
         let waker = std::task::Waker::from(Arc::clone(&counter));
         let mut cx = Context::from_waker(&waker);
         let wakes = || counter.0.load(Ordering::SeqCst);
-        let mut tap = FrameTap::new(Sink { out: Vec::new(), max: usize::MAX }, Activity::new(None), false);
+        let activity = Activity::new(None);
+        // enough open streams that batching pays on its own
+        for id in 0..BATCH_STREAMS as u32 {
+            activity.inbound_frame(HEADERS, 0x4, 2 * id + 1, 0);
+        }
+        let mut tap = FrameTap::new(Sink { out: Vec::new(), max: usize::MAX }, activity, false);
         let small = header(4, DATA, 0, 1).into_iter().chain([1, 2, 3, 4]).collect::<Vec<u8>>();
         // first small write of a cycle: Pending, and the task is woken to come back
         assert!(Pin::new(&mut tap).poll_write(&mut cx, &small).is_pending());
@@ -756,6 +818,29 @@ mod tests {
         assert!(matches!(Pin::new(&mut tap).poll_write(&mut cx, &big), Poll::Ready(Ok(n)) if n == big.len()));
         assert_eq!(wakes(), 2);
         assert_eq!(tap.io.out.len(), 13 * 3 + big.len());
+    }
+
+    #[test]
+    fn batching_only_when_it_cannot_idle_the_runtime() {
+        // one busy connection with a few calls: each response goes out at once
+        assert!(!batching_pays(10, 1, 1));
+        assert!(!batching_pays(0, 0, 1));
+        // many calls on this connection, or more busy connections than workers
+        assert!(batching_pays(BATCH_STREAMS, 1, 1));
+        assert!(batching_pays(2, 2, 1));
+        assert!(!batching_pays(2, 2, 2));
+        // a lone call on this connection has nothing to batch with
+        assert!(!batching_pays(1, 5, 1));
+        // the busy-connection count follows streams opening and closing, and drops
+        let a = Activity::new(None);
+        a.inbound_frame(HEADERS, 0x4, 1, 0);
+        a.inbound_frame(HEADERS, 0x4, 3, 0);
+        assert_eq!(a.open_streams.load(Ordering::Relaxed), 2);
+        a.outbound_frame(HEADERS, 0x5, 1);
+        a.inbound_frame(DATA, 0x1, 1, 0);
+        assert_eq!(a.open_streams.load(Ordering::Relaxed), 1);
+        a.outbound_frame(RST_STREAM, 0, 3);
+        assert_eq!(a.open_streams.load(Ordering::Relaxed), 0);
     }
 
     #[test]

@@ -79,29 +79,53 @@ const ABRUPT_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// a max-age grace is configured, which applies instead).
 const IDLE_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Sleeps until `at`, or forever when `None`.
-async fn sleep_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
+/// The earliest of the given deadlines.
+fn earliest(deadlines: &[Option<Instant>]) -> Option<Instant> {
+    deadlines.iter().flatten().min().copied()
+}
+
+/// One keepalive PING: resolves `true` when it is answered within `timeout`, `false`
+/// when it is not, and never if the connection ends first.
+async fn keepalive_ping(pp: SharedPing, timeout: Duration) -> bool {
+    // A BDP PING in flight holds the handle; its answer counts against the timeout too.
+    let ping = async { pp.lock().await.ping(h2::Ping::opaque()).await };
+    match tokio::time::timeout(timeout, ping).await {
+        Ok(Ok(_)) => true,
+        Ok(Err(_)) => std::future::pending().await,
+        Err(_) => false,
     }
 }
 
-/// Sends keepalive PINGs after `time` without reading anything; resolves when one is not
-/// answered within `timeout` (and never if the connection ends first).
-async fn keepalive_pings(pp: SharedPing, activity: Arc<Activity>, time: Duration, timeout: Duration) {
-    loop {
-        let due = crate::timeout::instant_after(activity.last_read(), time);
-        if Instant::now() < due {
-            tokio::time::sleep_until(due).await;
-            continue;
-        }
-        // A BDP PING in flight holds the handle; its answer counts against the timeout too.
-        let ping = async { pp.lock().await.ping(h2::Ping::opaque()).await };
-        match tokio::time::timeout(timeout, ping).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(_)) => return std::future::pending().await,
-            Err(_) => return,
+/// Tells a connection's calls that they are cancelled (server shutdown grace over, or
+/// the connection's max-age grace over). Lighter than a watch channel: one per
+/// connection, cloned into every call.
+#[derive(Debug, Default)]
+pub(crate) struct ForceCancel {
+    set: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl ForceCancel {
+    fn fire(&self) {
+        self.set.store(true, std::sync::atomic::Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    fn is_set(&self) -> bool {
+        self.set.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Resolves once [`ForceCancel::fire`] was called.
+    async fn fired(&self) {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a fire between the two still wakes us.
+            notified.as_mut().enable();
+            if self.is_set() {
+                return;
+            }
+            notified.await;
         }
     }
 }
@@ -121,7 +145,8 @@ pub(crate) async fn serve_connection<IO>(
         permit_without_calls: mgmt.permit_keepalive_without_calls,
     }));
     let io = FrameTap::new(io, Arc::clone(&activity), false);
-    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, shared.h2.handshake::<_, Bytes>(io));
+    // Boxed: its state would otherwise stay part of this (long-lived) future's size.
+    let handshake = Box::pin(tokio::time::timeout(HANDSHAKE_TIMEOUT, shared.h2.handshake::<_, Bytes>(io)));
     let mut conn = match handshake.await {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
@@ -136,25 +161,32 @@ pub(crate) async fn serve_connection<IO>(
     let started = Instant::now();
     // Calls of this connection are cancelled when the server's grace period ends or when
     // this connection's max-age grace ends.
-    let (force_tx, force_rx) = tokio::sync::watch::channel(false);
+    let force = Arc::new(ForceCancel::default());
     // Keepalive and the BDP estimator share the PING handle.
     let ping: Option<SharedPing> = conn.ping_pong().map(|pp| Arc::new(tokio::sync::Mutex::new(pp)));
-    let (win_tx, mut win_rx) = tokio::sync::watch::channel(mgmt.stream_window);
-    let mut windows_open = false;
-    if let (true, Some(pp)) = (mgmt.adaptive_window, &ping) {
-        windows_open = true;
-        tokio::spawn(bdp::run(Arc::clone(pp), Arc::clone(&activity), mgmt.stream_window, win_tx));
-    }
-    let keepalive = match (mgmt.keepalive_time, ping) {
-        (Some(time), Some(pp)) => futures_util::future::Either::Left(keepalive_pings(
-            pp,
-            Arc::clone(&activity),
-            time,
-            mgmt.keepalive_timeout,
-        )),
-        _ => futures_util::future::Either::Right(std::future::pending()),
+    // Adaptive windows: the estimate and the BDP PING in flight (boxed, only while out),
+    // run by this task rather than one of their own.
+    let mut bdp_est = match (mgmt.adaptive_window, &ping) {
+        (true, Some(pp)) => {
+            activity.enable_bdp();
+            Some((bdp::Estimator::new(mgmt.stream_window), Arc::clone(pp)))
+        }
+        _ => None,
     };
-    tokio::pin!(keepalive);
+    let mut bdp_ping: Option<crate::BoxFuture<Option<(u64, Duration)>>> = None;
+    // Keepalive: when the next PING is due (measured from the last byte read; checked
+    // again when the time comes), and the PING in flight, boxed and only while in flight.
+    let keepalive = match (mgmt.keepalive_time, ping) {
+        (Some(time), Some(pp)) => Some((time, pp)),
+        _ => None,
+    };
+    let mut keepalive_at = keepalive.as_ref().map(|(time, _)| crate::timeout::instant_after(started, *time));
+    let mut keepalive_ping_fut: Option<crate::BoxFuture<bool>> = None;
+    // One timer for keepalive, max age, max idle, the age grace and the abrupt-close
+    // limit: it is re-armed only when the earliest of them changes, not per stream.
+    let timer = tokio::time::sleep_until(Instant::now());
+    tokio::pin!(timer);
+    let mut timer_at: Option<Instant> = None;
     let mut age_at = mgmt.max_connection_age.map(|age| crate::timeout::instant_after(started, jitter(age, 0.1)));
     let mut idle_check = mgmt.max_connection_idle.map(|idle| crate::timeout::instant_after(started, idle));
     let mut grace_at: Option<Instant> = None;
@@ -165,10 +197,21 @@ pub(crate) async fn serve_connection<IO>(
         going_away = true;
     }
     loop {
+        let next = if going_away {
+            earliest(&[keepalive_at, grace_at, abrupt_at])
+        } else {
+            earliest(&[keepalive_at, age_at, idle_check, grace_at, abrupt_at])
+        };
+        if next != timer_at {
+            if let Some(at) = next {
+                timer.as_mut().reset(at);
+            }
+            timer_at = next;
+        }
         tokio::select! {
             accepted = conn.accept() => match accepted {
                 Some(Ok((req, respond))) => {
-                    tokio::spawn(handle_stream(req, respond, peer, peer_certs.clone(), shared.clone(), force_rx.clone()));
+                    tokio::spawn(handle_stream(req, respond, peer, peer_certs.clone(), shared.clone(), Arc::clone(&force)));
                 }
                 Some(Err(e)) => {
                     tracing::debug!(?peer, "connection error: {e}");
@@ -180,8 +223,8 @@ pub(crate) async fn serve_connection<IO>(
                 going_away = true;
                 conn.graceful_shutdown();
             }
-            _ = signals.force.wait_for(|v| *v), if !*force_rx.borrow() => {
-                let _ = force_tx.send(true);
+            _ = signals.force.wait_for(|v| *v), if !force.is_set() => {
+                force.fire();
             }
             _ = activity.violation.notified(), if abrupt_at.is_none() => {
                 tracing::warn!(?peer, "client sent too many pings: GOAWAY(ENHANCE_YOUR_CALM, too_many_pings)");
@@ -190,49 +233,92 @@ pub(crate) async fn serve_connection<IO>(
                 abrupt_at = Some(Instant::now() + ABRUPT_CLOSE_TIMEOUT);
                 going_away = true;
             }
-            changed = win_rx.changed(), if windows_open => match changed {
-                Ok(()) => {
-                    let window = *win_rx.borrow_and_update();
-                    conn.set_target_window_size(bdp::connection_window(window, mgmt.connection_window));
-                    if let Err(e) = conn.set_initial_window_size(window) {
-                        tracing::debug!(?peer, "raising the stream window to {window} failed: {e}");
-                    }
-                }
-                Err(_) => windows_open = false,
-            },
-            _ = &mut keepalive => {
-                tracing::debug!(?peer, "keepalive PING not answered in time; closing the connection");
-                break;
-            }
-            _ = sleep_opt(age_at), if !going_away => {
-                tracing::debug!(?peer, "max connection age reached; draining the connection");
-                age_at = None;
-                going_away = true;
-                conn.graceful_shutdown();
-                grace_at = mgmt.max_connection_age_grace.map(|g| crate::timeout::instant_after(Instant::now(), g));
-            }
-            _ = sleep_opt(idle_check), if !going_away => {
-                let idle = mgmt.max_connection_idle.unwrap_or(Duration::MAX);
-                match activity.idle_since() {
-                    Some(since) if crate::timeout::instant_after(since, idle) <= Instant::now() => {
-                        tracing::debug!(?peer, "max connection idle reached; closing the connection");
-                        idle_check = None;
-                        going_away = true;
-                        conn.graceful_shutdown();
-                        // A client that never acks the GOAWAY's PING must not hold the
-                        // connection open forever.
-                        grace_at = Some(crate::timeout::instant_after(Instant::now(), mgmt.max_connection_age_grace.unwrap_or(IDLE_CLOSE_TIMEOUT)));
-                    }
-                    Some(since) => idle_check = Some(crate::timeout::instant_after(since, idle)),
-                    None => idle_check = Some(crate::timeout::instant_after(Instant::now(), idle)),
+            _ = activity.bdp_wanted.notified(), if bdp_est.is_some() && bdp_ping.is_none() => {
+                if let Some((_, pp)) = &bdp_est {
+                    bdp_ping = Some(Box::pin(bdp::sample(Arc::clone(pp), Arc::clone(&activity))));
                 }
             }
-            _ = sleep_opt(grace_at) => {
-                tracing::debug!(?peer, "max connection age grace over; closing the connection");
-                let _ = force_tx.send(true);
-                break;
+            taken = async {
+                match bdp_ping.as_mut() {
+                    Some(p) => p.await,
+                    None => std::future::pending().await,
+                }
+            }, if bdp_ping.is_some() => {
+                bdp_ping = None;
+                match (taken, bdp_est.as_mut()) {
+                    (Some(taken), Some((est, _))) => {
+                        if let Some(window) = bdp::grow(est, taken) {
+                            conn.set_target_window_size(bdp::connection_window(window, mgmt.connection_window));
+                            if let Err(e) = conn.set_initial_window_size(window) {
+                                tracing::debug!(?peer, "raising the stream window to {window} failed: {e}");
+                            }
+                        }
+                    }
+                    // The PING failed: the connection is ending; stop sampling.
+                    _ => bdp_est = None,
+                }
             }
-            _ = sleep_opt(abrupt_at) => break,
+            answered = async {
+                match keepalive_ping_fut.as_mut() {
+                    Some(k) => k.await,
+                    None => std::future::pending().await,
+                }
+            }, if keepalive_ping_fut.is_some() => {
+                keepalive_ping_fut = None;
+                if !answered {
+                    tracing::debug!(?peer, "keepalive PING not answered in time; closing the connection");
+                    break;
+                }
+                keepalive_at = keepalive.as_ref().map(|(time, _)| crate::timeout::instant_after(activity.last_read(), *time));
+            }
+            _ = &mut timer, if timer_at.is_some() => {
+                let now = Instant::now();
+                let due = |at: Option<Instant>| at.is_some_and(|at| at <= now);
+                if due(abrupt_at) {
+                    break;
+                }
+                if due(grace_at) {
+                    tracing::debug!(?peer, "max connection age grace over; closing the connection");
+                    force.fire();
+                    break;
+                }
+                if due(keepalive_at) {
+                    if let Some((time, pp)) = &keepalive {
+                        let at = crate::timeout::instant_after(activity.last_read(), *time);
+                        if at <= now {
+                            // No timer while the PING is out; its answer re-arms it.
+                            keepalive_at = None;
+                            keepalive_ping_fut = Some(Box::pin(keepalive_ping(Arc::clone(pp), mgmt.keepalive_timeout)));
+                        } else {
+                            keepalive_at = Some(at);
+                        }
+                    }
+                }
+                if !going_away && due(age_at) {
+                    tracing::debug!(?peer, "max connection age reached; draining the connection");
+                    age_at = None;
+                    going_away = true;
+                    conn.graceful_shutdown();
+                    grace_at = mgmt.max_connection_age_grace.map(|g| crate::timeout::instant_after(now, g));
+                } else if !going_away && due(idle_check) {
+                    let idle = mgmt.max_connection_idle.unwrap_or(Duration::MAX);
+                    match activity.idle_since() {
+                        Some(since) if crate::timeout::instant_after(since, idle) <= now => {
+                            tracing::debug!(?peer, "max connection idle reached; closing the connection");
+                            idle_check = None;
+                            going_away = true;
+                            conn.graceful_shutdown();
+                            // A client that never acks the GOAWAY's PING must not hold the
+                            // connection open forever.
+                            grace_at = Some(crate::timeout::instant_after(now, mgmt.max_connection_age_grace.unwrap_or(IDLE_CLOSE_TIMEOUT)));
+                        }
+                        Some(since) => idle_check = Some(crate::timeout::instant_after(since, idle)),
+                        None => idle_check = Some(crate::timeout::instant_after(now, idle)),
+                    }
+                }
+                // The timer fired: re-arm it on the next turn even if `next` is unchanged.
+                timer_at = None;
+            }
         }
     }
 }
@@ -291,7 +377,7 @@ async fn handle_stream(
     peer: Option<SocketAddr>,
     peer_certs: Option<PeerCertificates>,
     shared: Arc<Shared>,
-    force: tokio::sync::watch::Receiver<bool>,
+    force: Arc<ForceCancel>,
 ) {
     let (parts, body) = req.into_parts();
     if parts.method != Method::POST {
@@ -410,7 +496,7 @@ async fn drive_call(
     service: Arc<dyn super::Service>,
     request_encoding: Option<crate::compression::CompressionEncoding>,
     shared: Arc<Shared>,
-    mut force: tokio::sync::watch::Receiver<bool>,
+    force: Arc<ForceCancel>,
     deadline: Option<Deadline>,
 ) {
     let terminal_ctx = ctx.clone();
@@ -476,7 +562,7 @@ async fn drive_call(
             ctx.cancel(Code::DeadlineExceeded);
             finish_call(&ctx, Status::deadline_exceeded("deadline exceeded"));
         }
-        _ = force.wait_for(|v| *v) => {
+        _ = force.fired() => {
             tracing::debug!("server shutdown: cancelling call");
             ctx.cancel(Code::Cancelled);
             reset_call(&ctx, h2::Reason::CANCEL);

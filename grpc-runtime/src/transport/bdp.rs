@@ -80,8 +80,27 @@ pub(crate) fn connection_window(bdp: u32, configured: u32) -> u32 {
     bdp.max(configured)
 }
 
-/// Measures the BDP of one connection until it ends (the PING fails) or the driver stops
-/// listening; new windows are sent on `windows`.
+/// Takes one sample: sends a PING and, once it is acked, returns the DATA bytes received
+/// meanwhile and the round-trip time; `None` when the PING failed (the connection is
+/// ending). Call it when [`Activity::bdp_wanted`] fires (after [`Activity::enable_bdp`]).
+pub(crate) async fn sample(ping: SharedPing, activity: Arc<Activity>) -> Option<(u64, Duration)> {
+    let mut pp = ping.lock().await;
+    let sent = Instant::now();
+    pp.ping(h2::Ping::opaque()).await.ok()?;
+    let rtt = sent.elapsed();
+    Some((activity.take_bdp_sample(), rtt))
+}
+
+/// Feeds a sample to the estimator; returns the new window when it grew (and logs it).
+pub(crate) fn grow(est: &mut Estimator, (bytes, rtt): (u64, Duration)) -> Option<u32> {
+    let window = est.on_sample(bytes, rtt)?;
+    debug!(window, sample = bytes, rtt_us = rtt.as_micros() as u64, "BDP estimate grew; raising flow-control windows");
+    Some(window)
+}
+
+/// Measures the BDP of one connection in a task of its own until it ends (the PING
+/// fails) or the driver stops listening; new windows are sent on `windows`. (The server
+/// runs the same steps inside its connection task, see [`sample`].)
 pub(crate) async fn run(ping: SharedPing, activity: Arc<Activity>, initial: u32, windows: watch::Sender<u32>) {
     activity.enable_bdp();
     let mut est = Estimator::new(initial);
@@ -90,20 +109,12 @@ pub(crate) async fn run(ping: SharedPing, activity: Arc<Activity>, initial: u32,
             _ = activity.bdp_wanted.notified() => {}
             _ = windows.closed() => return,
         }
-        let mut pp = ping.lock().await;
-        let sent = Instant::now();
-        let acked = tokio::select! {
-            r = pp.ping(h2::Ping::opaque()) => r.is_ok(),
-            _ = windows.closed() => false,
+        let taken = tokio::select! {
+            s = sample(Arc::clone(&ping), Arc::clone(&activity)) => s,
+            _ = windows.closed() => None,
         };
-        drop(pp);
-        if !acked {
-            return;
-        }
-        let rtt = sent.elapsed();
-        let sample = activity.take_bdp_sample();
-        if let Some(window) = est.on_sample(sample, rtt) {
-            debug!(window, sample, rtt_us = rtt.as_micros() as u64, "BDP estimate grew; raising flow-control windows");
+        let Some(taken) = taken else { return };
+        if let Some(window) = grow(&mut est, taken) {
             if windows.send(window).is_err() {
                 return;
             }

@@ -247,7 +247,7 @@ pub(crate) async fn serve_connection<IO>(
                 bdp_ping = None;
                 match (taken, bdp_est.as_mut()) {
                     (Some(taken), Some((est, _))) => {
-                        if let Some(window) = bdp::grow(est, taken) {
+                        if let Some(window) = bdp::grow(est, &activity, taken) {
                             conn.set_target_window_size(bdp::connection_window(window, mgmt.connection_window));
                             if let Err(e) = conn.set_initial_window_size(window) {
                                 tracing::debug!(?peer, "raising the stream window to {window} failed: {e}");

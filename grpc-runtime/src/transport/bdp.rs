@@ -91,8 +91,19 @@ pub(crate) async fn sample(ping: SharedPing, activity: Arc<Activity>) -> Option<
     Some((activity.take_bdp_sample(), rtt))
 }
 
+/// After a sample under a quarter of the window, no new sample starts for this long.
+/// grpc-go samples again on the next DATA frame after every ACK, which on a connection of
+/// small calls means one PING (and a separate write) per call; a window that is far from
+/// full cannot grow anyway, so the estimator rests a little. A bulk transfer that starts
+/// meanwhile is sampled at most this much later.
+pub(crate) const QUIET_AFTER_SMALL_SAMPLE: Duration = Duration::from_millis(50);
+
 /// Feeds a sample to the estimator; returns the new window when it grew (and logs it).
-pub(crate) fn grow(est: &mut Estimator, (bytes, rtt): (u64, Duration)) -> Option<u32> {
+/// A small sample quiets the sampling of `activity` for [`QUIET_AFTER_SMALL_SAMPLE`].
+pub(crate) fn grow(est: &mut Estimator, activity: &Activity, (bytes, rtt): (u64, Duration)) -> Option<u32> {
+    if bytes < u64::from(est.bdp / 4) {
+        activity.quiet_bdp_until(Instant::now() + QUIET_AFTER_SMALL_SAMPLE);
+    }
     let window = est.on_sample(bytes, rtt)?;
     debug!(window, sample = bytes, rtt_us = rtt.as_micros() as u64, "BDP estimate grew; raising flow-control windows");
     Some(window)
@@ -114,7 +125,7 @@ pub(crate) async fn run(ping: SharedPing, activity: Arc<Activity>, initial: u32,
             _ = windows.closed() => None,
         };
         let Some(taken) = taken else { return };
-        if let Some(window) = grow(&mut est, taken) {
+        if let Some(window) = grow(&mut est, &activity, taken) {
             if windows.send(window).is_err() {
                 return;
             }

@@ -92,6 +92,8 @@ struct State {
     bdp_sampling: bool,
     /// DATA payload bytes received since the current BDP sample started.
     bdp_sample: u64,
+    /// No new sample starts before this (after a sample far below the window).
+    bdp_quiet_until: Option<Instant>,
 }
 
 /// What the adapter has seen on one connection; shared with the connection's owner.
@@ -137,6 +139,7 @@ impl Activity {
                 bdp_enabled: false,
                 bdp_sampling: false,
                 bdp_sample: 0,
+                bdp_quiet_until: None,
             }),
             violation: tokio::sync::Notify::new(),
             stream_opened: tokio::sync::Notify::new(),
@@ -225,12 +228,23 @@ impl Activity {
         if !s.bdp_enabled || len == 0 {
             return false;
         }
-        s.bdp_sample = s.bdp_sample.saturating_add(len as u64);
         if s.bdp_sampling {
+            s.bdp_sample = s.bdp_sample.saturating_add(len as u64);
             return false;
         }
+        if s.bdp_quiet_until.is_some_and(|t| Instant::now() < t) {
+            return false;
+        }
+        s.bdp_quiet_until = None;
         s.bdp_sampling = true;
+        s.bdp_sample = len as u64;
         true
+    }
+
+    /// Starts no new BDP sample before `until` (the last one showed the window is far
+    /// from limiting: sampling again at once would only cost a PING per request).
+    pub(crate) fn quiet_bdp_until(&self, until: Instant) {
+        self.with(|s| s.bdp_quiet_until = Some(until));
     }
 
     /// Debug data to put into the next GOAWAY we send that has none.
@@ -900,6 +914,17 @@ mod tests {
         a.inbound_frame(DATA, 0, 1, 7);
         assert!(n.as_mut().poll(&mut cx).is_ready(), "the next DATA starts a new sample");
         assert_eq!(a.take_bdp_sample(), 7);
+        // While quiet, DATA neither starts a sample nor counts towards one.
+        a.quiet_bdp_until(Instant::now() + Duration::from_secs(60));
+        a.inbound_frame(DATA, 0, 1, 9);
+        let n = a.bdp_wanted.notified();
+        tokio::pin!(n);
+        assert!(n.as_mut().poll(&mut cx).is_pending(), "no sample while quiet");
+        assert_eq!(a.take_bdp_sample(), 0);
+        a.quiet_bdp_until(Instant::now());
+        a.inbound_frame(DATA, 0, 1, 11);
+        assert!(n.as_mut().poll(&mut cx).is_ready(), "sampling resumes after the quiet time");
+        assert_eq!(a.take_bdp_sample(), 11);
     }
 
     #[test]

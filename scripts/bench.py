@@ -247,6 +247,12 @@ class Bench:
                         r.update(server=s, run=run_i)
                         self.results["latency"].append(r)
                         log(f"latency {mode} {s} run {run_i}: p50 {r['p50_us']} p90 {r['p90_us']} p99 {r['p99_us']} us")
+                # Moderate load: 4 connections x 8 outstanding unary calls (closed loop).
+                for s in servers:
+                    r = self.client("grpc-rust", f"http://127.0.0.1:{procs[s][1]}", "unary", conns=4, concurrency=8)
+                    r.update(server=s, run=run_i, mode=MODERATE)
+                    self.results["latency"].append(r)
+                    log(f"latency {MODERATE} {s} run {run_i}: p50 {r['p50_us']} p90 {r['p90_us']} p99 {r['p99_us']} us")
         finally:
             for p, _ in procs.values():
                 p.stop()
@@ -417,7 +423,16 @@ class Bench:
             "load_before": os.getloadavg(),
         }
 
+    def settle(self, limit=0.5, wait=120):
+        """Waits (up to `wait` s) for the 1-minute load to fall below `limit`, e.g. after the build."""
+        t0 = time.time()
+        while os.getloadavg()[0] >= limit and time.time() - t0 < wait and not self.a.quick:
+            time.sleep(5)
+        return time.time() - t0
+
     def go(self):
+        waited = self.settle()
+        log(f"waited {waited:.0f} s for the load to settle: {os.getloadavg()[0]:.2f}")
         self.results["meta"] = self.meta()
         self.results["meta"]["args"] = vars(self.a)
         for sec in self.a.only:
@@ -436,6 +451,9 @@ class Bench:
 
 
 # ---------------------------------------------------------------- report
+
+MODERATE = "unary 4x8"
+
 
 def med(xs):
     xs = [x for x in xs if x is not None]
@@ -464,6 +482,51 @@ def fr(x):
     return "n/a" if x is None else f"{x:.2f}x"
 
 
+def targets(res):
+    """Issue 7's targets, each a median of per-point ratios (themselves medians of per-run ratios)."""
+    rows = []
+
+    def over_points(section, key, points, num, den):
+        return med([ratio_median(res[section], key, pt, num, den) for pt in points])
+
+    U = res["unary"]
+    if U:
+        pts = [{"conns": c, "streams": m} for c, m in sorted({(r["conns"], r["streams"]) for r in U})]
+        for den, goal, label in (("tonic", 1.3, "unary server throughput vs tonic"),
+                                 ("grpc-go", 1.05, "unary server throughput vs grpc-go"),
+                                 ("h2-ceiling", 0.85, "unary server throughput vs the bare h2 ceiling")):
+            v = over_points("unary", "rps", pts, "grpc-rust", den)
+            rows.append((label, f">= {goal:.2f}x", v, v is not None and v >= goal))
+    S = [r for r in res["stream"] if r.get("kind") == "server-stream"]
+    if S:
+        pts = [{"kind": "server-stream", "size": z} for z in sorted({r["size"] for r in S})]
+        v = over_points("stream", "qps", pts, "grpc-rust", "tonic")
+        rows.append(("streaming msgs/s vs tonic (1 KiB, 64 KiB, 1 MiB)", ">= 1.30x", v, v is not None and v >= 1.3))
+    LA = [r for r in res["latency"] if r["mode"] == MODERATE]
+    if LA:
+        p99 = {s: med([r["p99_us"] for r in LA if r["server"] == s]) for s in ("grpc-rust", "tonic", "grpc-go")}
+        for other in ("tonic", "grpc-go"):
+            if p99["grpc-rust"] is not None and p99[other]:
+                v = p99["grpc-rust"] / p99[other]
+                rows.append((f"p99 at moderate load ({MODERATE}) vs {other}", "<= 1.00x", v, v <= 1.0))
+    M = res["memory"]
+    if M:
+        for kind, label in (("idle-conns", "memory per idle connection vs tonic"), ("open-streams", "memory per open stream vs tonic")):
+            r_ = med([r["per_item_kib"] for r in M if r["kind"] == kind and r["server"] == "grpc-rust"])
+            t_ = med([r["per_item_kib"] for r in M if r["kind"] == kind and r["server"] == "tonic"])
+            if r_ and t_:
+                rows.append((label, "<= 1.00x", r_ / t_, r_ <= t_))
+    if not rows:
+        return []
+    out = ["## Targets (issue 7)\n",
+           "Medians over the points of each section of the per-point ratios below (grpc-rust / peer).\n",
+           "| target | goal | measured | met |", "|---|---|---|---|"]
+    for label, goal, v, ok in rows:
+        out.append(f"| {label} | {goal} | {fr(v)} | {'yes' if ok else '**no**'} |")
+    out.append("")
+    return out
+
+
 def report(res, a):
     m = res["meta"]
     L = []
@@ -472,11 +535,11 @@ def report(res, a):
              "scenario), with a bare h2 server as the ceiling. Produced by `scripts/bench.sh`; "
              "every number is the median of the runs, ratios are medians of per-run ratios. "
              "Benchmarks are never timed assertions in tests.\n")
-    if a.quick or max(m["load_before"][0], m["load_after"][0]) >= 1.0:
+    if a.quick or m["load_before"][0] >= 1.0:
         L.append("> **Not meaningful:** " + ("a `--quick` smoke run (seconds-long, one run each). " if a.quick else "")
-                 + f"1-minute load average {m['load_before'][0]:.2f} before and {m['load_after'][0]:.2f} after "
-                 "the run on a 2-core machine shared with other work. Re-run `scripts/bench.sh` on a quiet "
-                 "machine for real numbers.\n")
+                 + (f"1-minute load average {m['load_before'][0]:.2f} when the run started, on a 2-core machine "
+                    "shared with other work. " if m["load_before"][0] >= 1.0 else "")
+                 + "Re-run `scripts/bench.sh` on a quiet machine for real numbers.\n")
     L.append("## How to run\n")
     L.append("```sh\n"
              "scripts/bench.sh                       # everything: 3 runs x 10 s per point, about 45 minutes\n"
@@ -485,11 +548,12 @@ def report(res, a):
              "scripts/bench-workers.sh               # qps_json_driver over every grpc-rust/grpc-go/grpc-C++ worker pairing\n"
              "```\n")
     L.append("Run it on an otherwise idle machine with at least 2 cores; the load average is recorded below "
-             "and the report flags runs with a 1-minute load of 1.0 or more.\n")
+             "and the report flags runs that started with a 1-minute load of 1.0 or more.\n")
     L.append("## Machine and versions\n")
     L.append(f"- date: {m['date']}; CPU: {m['cpu']} x {m['cores']} cores; RAM {m['mem']}; Linux {m['kernel']}")
     L.append(f"- load average (1/5/15 min): before {'/'.join(f'{x:.2f}' for x in m['load_before'])}, "
-             f"after {'/'.join(f'{x:.2f}' for x in m['load_after'])}")
+             f"after {'/'.join(f'{x:.2f}' for x in m['load_after'])} (the run's own servers and load generators "
+             "raise the later figure; the run waits up to 2 minutes for the load to fall below 0.5 before it starts)")
     L.append(f"- grpc-rust {m['git']} ({m['rustc']}); tonic {m['tonic']}; grpc-go {m['grpc-go']} ({m['go']}); "
              f"grpc C++ {m['grpc-c++']}; {m['h2load']}")
     L.append(f"- pinning: servers on CPU {SERVER_CPU}, load generators on CPU {LOAD_CPU} (taskset"
@@ -498,6 +562,8 @@ def report(res, a):
     L.append(f"- runs per point: {a.runs}; duration {a.duration} s after {a.warmup} s warm-up\n")
     L.append("Command: `scripts/bench.sh" + (" --quick" if a.quick else "") + f" --runs {a.runs}`"
              + (f" --only {','.join(a.only)}" if a.only != ALL_SECTIONS else "") + "\n")
+
+    L += targets(res)
 
     U = res["unary"]
     if U:
@@ -523,11 +589,12 @@ def report(res, a):
 
     LA = res["latency"]
     if LA:
-        L.append("## 2. Contentionless latency (1 outstanding call, grpc-rust load client, microseconds)\n")
-        L.append("`benchmark_worker client --mode=unary|pingpong --conns=1 --concurrency=1`\n")
+        L.append("## 2. Latency (grpc-rust load client, microseconds)\n")
+        L.append("Contentionless: `benchmark_worker client --mode=unary|pingpong --conns=1 --concurrency=1`; "
+                 f"moderate load (`{MODERATE}`): `--mode=unary --conns=4 --concurrency=8`.\n")
         L.append("| call | server | p50 | p90 | p99 | calls/s |")
         L.append("|---|---|---|---|---|---|")
-        for mode in ("unary", "pingpong"):
+        for mode in ("unary", "pingpong", MODERATE):
             for s in SERVERS:
                 rows = [r for r in LA if r["mode"] == mode and r["server"] == s]
                 if rows:
@@ -746,7 +813,7 @@ def write_svg(res, a):
     body = []
     m = res["meta"]
     title = f"grpc-rust benchmarks - {m['date']} - {m['cpu']} x{m['cores']} - load {m['load_before'][0]:.2f}->{m['load_after'][0]:.2f}"
-    if a.quick or max(m["load_before"][0], m["load_after"][0]) >= 1.0:
+    if a.quick or m["load_before"][0] >= 1.0:
         title += " - NOT MEANINGFUL (smoke run / loaded machine)"
     body.append(f'<text x="20" y="25" font-size="13" fill="#a00">{esc(title)}</text>')
     for p in panels:

@@ -162,6 +162,18 @@ class Bench:
         wait_port(port, p.p)
         return p, port
 
+    def point(self, procs, server, impl, mode, **kw):
+        """One load-client point against `procs[server]`. A failed point (e.g. the server died)
+        is logged and listed in the report; the server is restarted and the run goes on."""
+        try:
+            return self.client(impl, f"http://127.0.0.1:{procs[server][1]}", mode, **kw)
+        except Exception as e:
+            log(f"point failed ({server}, {mode}): {e}")
+            self.results.setdefault("errors", []).append(f"{server} {mode} {kw}: {e}")
+            procs[server][0].stop()
+            procs[server] = self.start_server(server)
+            return None
+
     # ---------- load generators ----------
     def client(self, impl, target, mode, conns=1, concurrency=1, duration=None, warmup=None, **kw):
         duration = self.a.duration if duration is None else duration
@@ -243,13 +255,17 @@ class Bench:
                     for s in servers:
                         if s == "h2-ceiling" and mode != "unary":
                             continue
-                        r = self.client("grpc-rust", f"http://127.0.0.1:{procs[s][1]}", mode)
+                        r = self.point(procs, s, "grpc-rust", mode)
+                        if r is None:
+                            continue
                         r.update(server=s, run=run_i)
                         self.results["latency"].append(r)
                         log(f"latency {mode} {s} run {run_i}: p50 {r['p50_us']} p90 {r['p90_us']} p99 {r['p99_us']} us")
                 # Moderate load: 4 connections x 8 outstanding unary calls (closed loop).
                 for s in servers:
-                    r = self.client("grpc-rust", f"http://127.0.0.1:{procs[s][1]}", "unary", conns=4, concurrency=8)
+                    r = self.point(procs, s, "grpc-rust", "unary", conns=4, concurrency=8)
+                    if r is None:
+                        continue
                     r.update(server=s, run=run_i, mode=MODERATE)
                     self.results["latency"].append(r)
                     log(f"latency {MODERATE} {s} run {run_i}: p50 {r['p50_us']} p90 {r['p90_us']} p99 {r['p99_us']} us")
@@ -268,12 +284,16 @@ class Bench:
                 for size in sizes:
                     for s in servers:
                         mode = "go-server-stream" if s == "grpc-go" else "server-stream"
-                        r = self.client("grpc-rust", f"http://127.0.0.1:{procs[s][1]}", mode, resp_size=size)
+                        r = self.point(procs, s, "grpc-rust", mode, resp_size=size)
+                        if r is None:
+                            continue
                         r.update(server=s, run=run_i, size=size, kind="server-stream")
                         self.results["stream"].append(r)
                         log(f"stream {size} B {s} run {run_i}: {r['mbps']:.1f} MB/s, {r['qps']:.0f} msg/s")
                 for s in servers:
-                    r = self.client("grpc-rust", f"http://127.0.0.1:{procs[s][1]}", "unary", resp_size=4 * 1024 * 1024)
+                    r = self.point(procs, s, "grpc-rust", "unary", resp_size=4 * 1024 * 1024)
+                    if r is None:
+                        continue
                     r.update(server=s, run=run_i, size=4 * 1024 * 1024, kind="unary-4MiB")
                     self.results["stream"].append(r)
                     log(f"unary 4 MiB {s} run {run_i}: {r['mbps']:.1f} MB/s, {r['qps']:.1f} calls/s")
@@ -292,7 +312,9 @@ class Bench:
                 for mode, conns, conc in cases:
                     for s in servers:
                         for impl in ("grpc-rust", "tonic"):
-                            r = self.client(impl, f"http://127.0.0.1:{procs[s][1]}", mode, conns=conns, concurrency=conc)
+                            r = self.point(procs, s, impl, mode, conns=conns, concurrency=conc)
+                            if r is None:
+                                continue
                             r.update(server=s, run=run_i, client=impl)
                             self.results["client"].append(r)
                             log(f"client {impl} -> {s} {mode} c={conns} n={conc} run {run_i}: {r['qps']:.0f}/s p99 {r['p99_us']} us")

@@ -5,12 +5,12 @@
 //! handler.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::Notify;
+use crate::latch::Latch;
 
 use crate::compression::{CompressionEncoding, EncodingSet};
 use crate::metadata::MetadataMap;
@@ -28,9 +28,6 @@ pub(crate) enum ResponseState {
     /// Not a server call (client-side request).
     Detached,
 }
-
-/// `CtxInner::cancel` before the call ended or was cancelled.
-const NOT_CANCELLED: u8 = u8::MAX;
 
 /// The method path of a call: the request's `:path`, shared with the request head.
 pub(crate) enum MethodPath {
@@ -56,10 +53,8 @@ pub(crate) struct CtxInner {
     /// How the call ended, first reason wins: `Some(Code::Ok)` when it finished
     /// normally (the handler returned and the status went out), `Some(CANCELLED |
     /// DEADLINE_EXCEEDED)` for a real cancellation.
-    /// The code as a `u8` ([`NOT_CANCELLED`] until then); set once, then
-    /// `cancel_notify` wakes every waiter.
-    cancel: AtomicU8,
-    cancel_notify: Notify,
+    /// The code as a `u8`, set once.
+    cancel: Latch,
     pub(crate) response: Mutex<ResponseState>,
     pub(crate) trailers: Mutex<MetadataMap>,
     /// Encoding for response messages (negotiated; may be changed before
@@ -117,8 +112,7 @@ impl ServerContext {
                 method,
                 peer,
                 deadline,
-                cancel: AtomicU8::new(NOT_CANCELLED),
-                cancel_notify: Notify::new(),
+                cancel: Latch::default(),
                 response: Mutex::new(response),
                 trailers: Mutex::new(MetadataMap::new()),
                 encoding: Mutex::new(encoding),
@@ -178,10 +172,7 @@ impl ServerContext {
     }
 
     fn cancel_code(&self) -> Option<Code> {
-        match self.inner.cancel.load(Ordering::Acquire) {
-            NOT_CANCELLED => None,
-            c => Some(Code::from_i32(i32::from(c))),
-        }
+        self.inner.cancel.get().map(|c| Code::from_i32(i32::from(c)))
     }
 
     /// Resolves once the handler should stop working on the call, with a
@@ -197,17 +188,7 @@ impl ServerContext {
     /// [`ServerContext::cancellation`] (`Some` only for a real cancellation)
     /// or [`ServerContext::is_finished`] after this resolves.
     pub async fn cancelled(&self) -> Status {
-        let code = loop {
-            // Registered before the check, so a cancel between the two still wakes us.
-            let notified = self.inner.cancel_notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(code) = self.cancel_code() {
-                break code;
-            }
-            notified.await;
-        };
-        match code {
+        match Code::from_i32(i32::from(self.inner.cancel.wait().await)) {
             Code::DeadlineExceeded => Status::deadline_exceeded("deadline exceeded"),
             Code::Ok => Status::cancelled("call already finished"),
             _ => Status::cancelled("call cancelled"),
@@ -241,10 +222,8 @@ impl ServerContext {
 
     /// Marks the call cancelled (first reason wins).
     pub(crate) fn cancel(&self, code: Code) {
-        let code = u8::try_from(code.as_i32()).unwrap_or(Code::Cancelled as u8);
-        if self.inner.cancel.compare_exchange(NOT_CANCELLED, code, Ordering::AcqRel, Ordering::Acquire).is_ok() {
-            self.inner.cancel_notify.notify_waiters();
-        }
+        // codes are 0..=16
+        self.inner.cancel.set(u8::try_from(code.as_i32()).unwrap_or(Code::Cancelled as u8));
     }
 
     /// Sends the response headers now, with `metadata`, before the first

@@ -13,6 +13,7 @@ pub mod client;
 pub mod codec;
 pub mod compression;
 mod generated;
+mod latch;
 mod context;
 pub mod metadata;
 mod request;

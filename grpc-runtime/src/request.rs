@@ -570,13 +570,7 @@ where
 /// before the call starts. Cheap to clone; clones cancel the same call.
 #[derive(Clone, Debug, Default)]
 pub struct CancelHandle {
-    inner: std::sync::Arc<CancelInner>,
-}
-
-#[derive(Debug, Default)]
-struct CancelInner {
-    cancelled: std::sync::atomic::AtomicBool,
-    notify: tokio::sync::Notify,
+    inner: std::sync::Arc<crate::latch::Latch>,
 }
 
 impl CancelHandle {
@@ -588,26 +582,17 @@ impl CancelHandle {
     /// Cancels the call: it ends with CANCELLED and its stream is reset with
     /// RST_STREAM(CANCEL). Idempotent; no effect on a call that already finished.
     pub fn cancel(&self) {
-        self.inner.cancelled.store(true, std::sync::atomic::Ordering::SeqCst);
-        self.inner.notify.notify_waiters();
+        self.inner.set(1);
     }
 
     /// True once [`CancelHandle::cancel`] was called.
     pub fn is_cancelled(&self) -> bool {
-        self.inner.cancelled.load(std::sync::atomic::Ordering::SeqCst)
+        self.inner.get().is_some()
     }
 
     /// Resolves once [`CancelHandle::cancel`] was called.
     pub async fn cancelled(&self) {
-        loop {
-            let notified = self.inner.notify.notified();
-            let mut notified = std::pin::pin!(notified);
-            notified.as_mut().enable();
-            if self.is_cancelled() {
-                return;
-            }
-            notified.await;
-        }
+        self.inner.wait().await;
     }
 }
 

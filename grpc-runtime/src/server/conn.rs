@@ -24,6 +24,7 @@ use crate::compression::{
     encoding_from_headers, negotiate_response_encoding, EncodingSet, HeaderEncoding, GRPC_ACCEPT_ENCODING,
 };
 use crate::context::{MethodPath, ServerContext};
+use crate::latch::Latch;
 use crate::metadata::MetadataMap;
 use crate::status::{Code, Status};
 use crate::timeout::{decode_timeout, scope_deadline, Deadline};
@@ -96,40 +97,6 @@ async fn keepalive_ping(pp: SharedPing, timeout: Duration) -> bool {
     }
 }
 
-/// Tells a connection's calls that they are cancelled (server shutdown grace over, or
-/// the connection's max-age grace over). Lighter than a watch channel: one per
-/// connection, cloned into every call.
-#[derive(Debug, Default)]
-pub(crate) struct ForceCancel {
-    set: std::sync::atomic::AtomicBool,
-    notify: tokio::sync::Notify,
-}
-
-impl ForceCancel {
-    fn fire(&self) {
-        self.set.store(true, std::sync::atomic::Ordering::Release);
-        self.notify.notify_waiters();
-    }
-
-    fn is_set(&self) -> bool {
-        self.set.load(std::sync::atomic::Ordering::Acquire)
-    }
-
-    /// Resolves once [`ForceCancel::fire`] was called.
-    async fn fired(&self) {
-        loop {
-            let notified = self.notify.notified();
-            tokio::pin!(notified);
-            // Registered before the check, so a fire between the two still wakes us.
-            notified.as_mut().enable();
-            if self.is_set() {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
-
 pub(crate) async fn serve_connection<IO>(
     io: IO,
     peer: Option<SocketAddr>,
@@ -161,7 +128,8 @@ pub(crate) async fn serve_connection<IO>(
     let started = Instant::now();
     // Calls of this connection are cancelled when the server's grace period ends or when
     // this connection's max-age grace ends.
-    let force = Arc::new(ForceCancel::default());
+    // Set (to 1) when the connection's calls are to be cancelled.
+    let force = Arc::new(Latch::default());
     // Keepalive and the BDP estimator share the PING handle.
     let ping: Option<SharedPing> = conn.ping_pong().map(|pp| Arc::new(tokio::sync::Mutex::new(pp)));
     // Adaptive windows: the estimate and the BDP PING in flight (boxed, only while out),
@@ -223,8 +191,8 @@ pub(crate) async fn serve_connection<IO>(
                 going_away = true;
                 conn.graceful_shutdown();
             }
-            _ = signals.force.wait_for(|v| *v), if !force.is_set() => {
-                force.fire();
+            _ = signals.force.wait_for(|v| *v), if force.get().is_none() => {
+                force.set(1);
             }
             _ = activity.violation.notified(), if abrupt_at.is_none() => {
                 tracing::warn!(?peer, "client sent too many pings: GOAWAY(ENHANCE_YOUR_CALM, too_many_pings)");
@@ -279,7 +247,7 @@ pub(crate) async fn serve_connection<IO>(
                 }
                 if due(grace_at) {
                     tracing::debug!(?peer, "max connection age grace over; closing the connection");
-                    force.fire();
+                    force.set(1);
                     break;
                 }
                 if due(keepalive_at) {
@@ -377,7 +345,7 @@ async fn handle_stream(
     peer: Option<SocketAddr>,
     peer_certs: Option<PeerCertificates>,
     shared: Arc<Shared>,
-    force: Arc<ForceCancel>,
+    force: Arc<Latch>,
 ) {
     let (parts, body) = req.into_parts();
     if parts.method != Method::POST {
@@ -496,7 +464,7 @@ async fn drive_call(
     service: Arc<dyn super::Service>,
     request_encoding: Option<crate::compression::CompressionEncoding>,
     shared: Arc<Shared>,
-    force: Arc<ForceCancel>,
+    force: Arc<Latch>,
     deadline: Option<Deadline>,
 ) {
     let terminal_ctx = ctx.clone();
@@ -562,7 +530,7 @@ async fn drive_call(
             ctx.cancel(Code::DeadlineExceeded);
             finish_call(&ctx, Status::deadline_exceeded("deadline exceeded"));
         }
-        _ = force.fired() => {
+        _ = force.wait() => {
             tracing::debug!("server shutdown: cancelling call");
             ctx.cancel(Code::Cancelled);
             reset_call(&ctx, h2::Reason::CANCEL);

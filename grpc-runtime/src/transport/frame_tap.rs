@@ -149,6 +149,17 @@ impl Activity {
         })
     }
 
+    /// Applies a frame to the open streams ([`Activity::stream_event`]) and, when their
+    /// number changed, publishes it; returns whether a stream was opened.
+    fn track(&self, s: &mut State, stream: u32, kind: u8, flags: u8, outbound: bool) -> bool {
+        let before = s.streams.len();
+        let opened = Self::stream_event(s, stream, kind, flags, outbound);
+        if s.streams.len() != before {
+            self.set_open_streams(s.streams.len());
+        }
+        opened
+    }
+
     /// Publishes the open-stream count after a change (under the state lock), keeping
     /// [`BUSY_CONNECTIONS`] up to date.
     fn set_open_streams(&self, n: usize) {
@@ -302,8 +313,7 @@ impl Activity {
         let (violated, bdp) = self
             .with(|s| {
                 // Streams are opened by the client; a server sees them inbound.
-                Self::stream_event(s, stream, kind, flags, false);
-                self.set_open_streams(s.streams.len());
+                self.track(s, stream, kind, flags, false);
                 let bdp = kind == DATA && Self::bdp_data(s, len);
                 if kind != PING || flags & FLAG_ACK != 0 {
                     return (false, bdp);
@@ -347,9 +357,7 @@ impl Activity {
                 if kind == HEADERS || kind == DATA {
                     s.reset_strikes = true;
                 }
-                let opened = Self::stream_event(s, stream, kind, flags, true);
-                self.set_open_streams(s.streams.len());
-                opened
+                self.track(s, stream, kind, flags, true)
             })
             .unwrap_or(false);
         if opened {

@@ -162,11 +162,15 @@ class Bench:
         wait_port(port, p.p)
         return p, port
 
-    def point(self, procs, server, impl, mode, **kw):
-        """One load-client point against `procs[server]`. A failed point (e.g. the server died)
-        is logged and listed in the report; the server is restarted and the run goes on."""
+    def point(self, section, tags, procs, server, impl, mode, **kw):
+        """One load-client point against `procs[server]`, recorded in `section` with `tags`
+        added (returns the result). A failed point (e.g. the server died) is logged and listed
+        in the report, the server is restarted, and the run goes on (returns None)."""
         try:
-            return self.client(impl, f"http://127.0.0.1:{procs[server][1]}", mode, **kw)
+            r = self.client(impl, f"http://127.0.0.1:{procs[server][1]}", mode, **kw)
+            r.update(server=server, **tags)
+            self.results[section].append(r)
+            return r
         except Exception as e:
             log(f"point failed ({server}, {mode}): {e}")
             self.results.setdefault("errors", []).append(f"{server} {mode} {kw}: {e}")
@@ -255,20 +259,15 @@ class Bench:
                     for s in servers:
                         if s == "h2-ceiling" and mode != "unary":
                             continue
-                        r = self.point(procs, s, "grpc-rust", mode)
-                        if r is None:
-                            continue
-                        r.update(server=s, run=run_i)
-                        self.results["latency"].append(r)
-                        log(f"latency {mode} {s} run {run_i}: p50 {r['p50_us']} p90 {r['p90_us']} p99 {r['p99_us']} us")
+                        r = self.point("latency", {"run": run_i}, procs, s, "grpc-rust", mode)
+                        if r:
+                            log(f"latency {mode} {s} run {run_i}: p50 {r['p50_us']} p90 {r['p90_us']} p99 {r['p99_us']} us")
                 # Moderate load: 4 connections x 8 outstanding unary calls (closed loop).
                 for s in servers:
-                    r = self.point(procs, s, "grpc-rust", "unary", conns=4, concurrency=8)
-                    if r is None:
-                        continue
-                    r.update(server=s, run=run_i, mode=MODERATE)
-                    self.results["latency"].append(r)
-                    log(f"latency {MODERATE} {s} run {run_i}: p50 {r['p50_us']} p90 {r['p90_us']} p99 {r['p99_us']} us")
+                    r = self.point("latency", {"run": run_i, "mode": MODERATE}, procs, s, "grpc-rust", "unary",
+                                   conns=4, concurrency=8)
+                    if r:
+                        log(f"latency {MODERATE} {s} run {run_i}: p50 {r['p50_us']} p90 {r['p90_us']} p99 {r['p99_us']} us")
         finally:
             for p, _ in procs.values():
                 p.stop()
@@ -284,19 +283,15 @@ class Bench:
                 for size in sizes:
                     for s in servers:
                         mode = "go-server-stream" if s == "grpc-go" else "server-stream"
-                        r = self.point(procs, s, "grpc-rust", mode, resp_size=size)
-                        if r is None:
-                            continue
-                        r.update(server=s, run=run_i, size=size, kind="server-stream")
-                        self.results["stream"].append(r)
-                        log(f"stream {size} B {s} run {run_i}: {r['mbps']:.1f} MB/s, {r['qps']:.0f} msg/s")
+                        r = self.point("stream", {"run": run_i, "size": size, "kind": "server-stream"}, procs, s,
+                                       "grpc-rust", mode, resp_size=size)
+                        if r:
+                            log(f"stream {size} B {s} run {run_i}: {r['mbps']:.1f} MB/s, {r['qps']:.0f} msg/s")
                 for s in servers:
-                    r = self.point(procs, s, "grpc-rust", "unary", resp_size=4 * 1024 * 1024)
-                    if r is None:
-                        continue
-                    r.update(server=s, run=run_i, size=4 * 1024 * 1024, kind="unary-4MiB")
-                    self.results["stream"].append(r)
-                    log(f"unary 4 MiB {s} run {run_i}: {r['mbps']:.1f} MB/s, {r['qps']:.1f} calls/s")
+                    r = self.point("stream", {"run": run_i, "size": 4 * 1024 * 1024, "kind": "unary-4MiB"}, procs, s,
+                                   "grpc-rust", "unary", resp_size=4 * 1024 * 1024)
+                    if r:
+                        log(f"unary 4 MiB {s} run {run_i}: {r['mbps']:.1f} MB/s, {r['qps']:.1f} calls/s")
         finally:
             for p, _ in procs.values():
                 p.stop()
@@ -312,12 +307,10 @@ class Bench:
                 for mode, conns, conc in cases:
                     for s in servers:
                         for impl in ("grpc-rust", "tonic"):
-                            r = self.point(procs, s, impl, mode, conns=conns, concurrency=conc)
-                            if r is None:
-                                continue
-                            r.update(server=s, run=run_i, client=impl)
-                            self.results["client"].append(r)
-                            log(f"client {impl} -> {s} {mode} c={conns} n={conc} run {run_i}: {r['qps']:.0f}/s p99 {r['p99_us']} us")
+                            r = self.point("client", {"run": run_i, "client": impl}, procs, s, impl, mode,
+                                           conns=conns, concurrency=conc)
+                            if r:
+                                log(f"client {impl} -> {s} {mode} c={conns} n={conc} run {run_i}: {r['qps']:.0f}/s p99 {r['p99_us']} us")
         finally:
             for p, _ in procs.values():
                 p.stop()

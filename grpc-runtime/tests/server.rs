@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use grpc_runtime::server::{interceptor_fn, CallHead, Next};
 use grpc_runtime::{Code, Status};
 
@@ -467,6 +468,23 @@ async fn shutdown_grace_period_cancels_stuck_calls() {
     assert_eq!(err.reason(), Some(h2::Reason::CANCEL), "{err:?}");
     tokio::time::timeout(Duration::from_secs(3), &mut srv.handle).await.unwrap().unwrap().unwrap();
     assert!(t.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn dropping_the_server_future_closes_its_connections() {
+    let srv = start(|b| b).await;
+    // A raw socket: h2's own client would hide when the server closes it.
+    let mut tcp = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00").await.unwrap();
+    // The server's SETTINGS arrive: the connection is served.
+    let mut buf = [0u8; 9];
+    tcp.read_exact(&mut buf).await.unwrap();
+    assert_eq!(buf[3], 0x4, "first frame is not SETTINGS");
+    srv.handle.abort();
+    // Its connection goes with it: the socket reaches EOF (after whatever was queued).
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(3), tcp.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "connection outlived the server's future");
 }
 
 #[tokio::test]

@@ -19,7 +19,7 @@ use tracing::Instrument;
 use super::call::{finish_call, poll_client_reset, reset_call, ServerCall};
 use super::interceptor::{CallHead, Next};
 use super::tls::PeerCertificates;
-use super::{ShutdownSignals, Shared};
+use super::{ConnGuard, Shared, ABORT, FORCE, GRACEFUL, RUNNING};
 use crate::compression::{
     encoding_from_headers, negotiate_response_encoding, EncodingSet, HeaderEncoding, GRPC_ACCEPT_ENCODING,
 };
@@ -29,7 +29,7 @@ use crate::metadata::MetadataMap;
 use crate::status::{Code, Status};
 use crate::timeout::{decode_timeout, scope_deadline, Deadline};
 use crate::transport::frame_tap::{Activity, FrameTap, PingPolicy};
-use crate::transport::bdp::{self, SharedPing};
+use crate::transport::bdp;
 use crate::transport::jitter;
 
 /// A peer that connects but never sends the HTTP/2 preface is dropped after this.
@@ -85,16 +85,13 @@ fn earliest(deadlines: &[Option<Instant>]) -> Option<Instant> {
     deadlines.iter().flatten().min().copied()
 }
 
-/// One keepalive PING: resolves `true` when it is answered within `timeout`, `false`
-/// when it is not, and never if the connection ends first.
-async fn keepalive_ping(pp: SharedPing, timeout: Duration) -> bool {
-    // A BDP PING in flight holds the handle; its answer counts against the timeout too.
-    let ping = async { pp.lock().await.ping(h2::Ping::opaque()).await };
-    match tokio::time::timeout(timeout, ping).await {
-        Ok(Ok(_)) => true,
-        Ok(Err(_)) => std::future::pending().await,
-        Err(_) => false,
-    }
+/// The PING in flight (h2 allows one user PING at a time): when it was sent and whom its
+/// answer serves. A BDP PING's answer also counts as a keepalive answer.
+#[derive(Debug, Clone, Copy)]
+struct PingOut {
+    sent: Instant,
+    bdp: bool,
+    keepalive: bool,
 }
 
 pub(crate) async fn serve_connection<IO>(
@@ -102,11 +99,12 @@ pub(crate) async fn serve_connection<IO>(
     peer: Option<SocketAddr>,
     peer_certs: Option<PeerCertificates>,
     shared: Arc<Shared>,
-    mut signals: ShutdownSignals,
+    shutdown: ConnGuard,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let mgmt = shared.conn_mgmt.clone();
+    // Borrowed from `shared` (this future stays small: it lives as long as the connection).
+    let mgmt = &shared.conn_mgmt;
     let activity = Activity::new(Some(PingPolicy {
         min_time: mgmt.permit_keepalive_time,
         permit_without_calls: mgmt.permit_keepalive_without_calls,
@@ -130,26 +128,23 @@ pub(crate) async fn serve_connection<IO>(
     // this connection's max-age grace ends.
     // Set (to 1) when the connection's calls are to be cancelled.
     let force = Arc::new(Latch::default());
-    // Keepalive and the BDP estimator share the PING handle.
-    let ping: Option<SharedPing> = conn.ping_pong().map(|pp| Arc::new(tokio::sync::Mutex::new(pp)));
-    // Adaptive windows: the estimate and the BDP PING in flight (boxed, only while out),
-    // run by this task rather than one of their own.
+    // Keepalive and the BDP estimator share the PING handle, owned by this task: one
+    // PING at a time, its answer polled here (no task, lock or future per PING).
+    let mut ping = conn.ping_pong();
+    let mut ping_out: Option<PingOut> = None;
+    // Adaptive windows: the estimate, sampled by this task.
     let mut bdp_est = match (mgmt.adaptive_window, &ping) {
-        (true, Some(pp)) => {
+        (true, Some(_)) => {
             activity.enable_bdp();
-            Some((bdp::Estimator::new(mgmt.stream_window), Arc::clone(pp)))
+            Some(bdp::Estimator::new(mgmt.stream_window))
         }
         _ => None,
     };
-    let mut bdp_ping: Option<crate::BoxFuture<Option<(u64, Duration)>>> = None;
     // Keepalive: when the next PING is due (measured from the last byte read; checked
-    // again when the time comes), and the PING in flight, boxed and only while in flight.
-    let keepalive = match (mgmt.keepalive_time, ping) {
-        (Some(time), Some(pp)) => Some((time, pp)),
-        _ => None,
-    };
-    let mut keepalive_at = keepalive.as_ref().map(|(time, _)| crate::timeout::instant_after(started, *time));
-    let mut keepalive_ping_fut: Option<crate::BoxFuture<bool>> = None;
+    // again when the time comes), and by when a PING sent must be answered.
+    let keepalive_time = mgmt.keepalive_time.filter(|_| ping.is_some());
+    let mut keepalive_at = keepalive_time.map(|time| crate::timeout::instant_after(started, time));
+    let mut keepalive_deadline: Option<Instant> = None;
     // One timer for keepalive, max age, max idle, the age grace and the abrupt-close
     // limit: it is re-armed only when the earliest of them changes, not per stream.
     let timer = tokio::time::sleep_until(Instant::now());
@@ -160,15 +155,13 @@ pub(crate) async fn serve_connection<IO>(
     let mut grace_at: Option<Instant> = None;
     let mut abrupt_at: Option<Instant> = None;
     let mut going_away = false;
-    if *signals.graceful.borrow() {
-        conn.graceful_shutdown();
-        going_away = true;
-    }
+    // The server's shutdown stage this connection has acted on.
+    let mut stage = RUNNING;
     loop {
         let next = if going_away {
-            earliest(&[keepalive_at, grace_at, abrupt_at])
+            earliest(&[keepalive_at, keepalive_deadline, grace_at, abrupt_at])
         } else {
-            earliest(&[keepalive_at, age_at, idle_check, grace_at, abrupt_at])
+            earliest(&[keepalive_at, keepalive_deadline, age_at, idle_check, grace_at, abrupt_at])
         };
         if next != timer_at {
             if let Some(at) = next {
@@ -187,12 +180,19 @@ pub(crate) async fn serve_connection<IO>(
                 }
                 None => break,
             },
-            _ = signals.graceful.wait_for(|v| *v), if !going_away => {
-                going_away = true;
-                conn.graceful_shutdown();
-            }
-            _ = signals.force.wait_for(|v| *v), if force.get().is_none() => {
-                force.set(1);
+            now = shutdown.past(stage), if stage < ABORT => {
+                stage = now;
+                if stage >= GRACEFUL && !going_away {
+                    going_away = true;
+                    conn.graceful_shutdown();
+                }
+                if stage >= FORCE {
+                    force.set(1);
+                }
+                if stage >= ABORT {
+                    tracing::debug!(?peer, "server stopped; dropping the connection");
+                    break;
+                }
             }
             _ = activity.violation.notified(), if abrupt_at.is_none() => {
                 tracing::warn!(?peer, "client sent too many pings: GOAWAY(ENHANCE_YOUR_CALM, too_many_pings)");
@@ -201,43 +201,43 @@ pub(crate) async fn serve_connection<IO>(
                 abrupt_at = Some(Instant::now() + ABRUPT_CLOSE_TIMEOUT);
                 going_away = true;
             }
-            _ = activity.bdp_wanted.notified(), if bdp_est.is_some() && bdp_ping.is_none() => {
-                if let Some((_, pp)) = &bdp_est {
-                    bdp_ping = Some(Box::pin(bdp::sample(Arc::clone(pp), Arc::clone(&activity))));
+            _ = activity.bdp_wanted.notified(), if bdp_est.is_some() && ping_out.is_none() => {
+                if let Some(pp) = ping.as_mut() {
+                    match pp.send_ping(h2::Ping::opaque()) {
+                        Ok(()) => ping_out = Some(PingOut { sent: Instant::now(), bdp: true, keepalive: false }),
+                        // The connection is ending; stop sampling.
+                        Err(_) => bdp_est = None,
+                    }
                 }
             }
-            taken = async {
-                match bdp_ping.as_mut() {
-                    Some(p) => p.await,
-                    None => std::future::pending().await,
+            pong = std::future::poll_fn(|cx| match ping.as_mut() {
+                Some(pp) => pp.poll_pong(cx),
+                None => std::task::Poll::Pending,
+            }), if ping_out.is_some() => {
+                let Some(out) = ping_out.take() else { continue };
+                if pong.is_err() {
+                    // The connection is ending: no more PINGs of either kind.
+                    ping = None;
+                    bdp_est = None;
+                    keepalive_at = None;
+                    keepalive_deadline = None;
+                    continue;
                 }
-            }, if bdp_ping.is_some() => {
-                bdp_ping = None;
-                match (taken, bdp_est.as_mut()) {
-                    (Some(taken), Some((est, _))) => {
-                        if let Some(window) = bdp::grow(est, &activity, taken) {
+                if out.bdp {
+                    if let Some(est) = bdp_est.as_mut() {
+                        let sample = (activity.take_bdp_sample(), out.sent.elapsed());
+                        if let Some(window) = bdp::grow(est, &activity, sample) {
                             conn.set_target_window_size(bdp::connection_window(window, mgmt.connection_window));
                             if let Err(e) = conn.set_initial_window_size(window) {
                                 tracing::debug!(?peer, "raising the stream window to {window} failed: {e}");
                             }
                         }
                     }
-                    // The PING failed: the connection is ending; stop sampling.
-                    _ => bdp_est = None,
                 }
-            }
-            answered = async {
-                match keepalive_ping_fut.as_mut() {
-                    Some(k) => k.await,
-                    None => std::future::pending().await,
+                if out.keepalive {
+                    keepalive_deadline = None;
+                    keepalive_at = keepalive_time.map(|time| crate::timeout::instant_after(activity.last_read(), time));
                 }
-            }, if keepalive_ping_fut.is_some() => {
-                keepalive_ping_fut = None;
-                if !answered {
-                    tracing::debug!(?peer, "keepalive PING not answered in time; closing the connection");
-                    break;
-                }
-                keepalive_at = keepalive.as_ref().map(|(time, _)| crate::timeout::instant_after(activity.last_read(), *time));
             }
             _ = &mut timer, if timer_at.is_some() => {
                 let now = Instant::now();
@@ -250,15 +250,28 @@ pub(crate) async fn serve_connection<IO>(
                     force.set(1);
                     break;
                 }
+                if due(keepalive_deadline) {
+                    tracing::debug!(?peer, "keepalive PING not answered in time; closing the connection");
+                    break;
+                }
                 if due(keepalive_at) {
-                    if let Some((time, pp)) = &keepalive {
-                        let at = crate::timeout::instant_after(activity.last_read(), *time);
-                        if at <= now {
-                            // No timer while the PING is out; its answer re-arms it.
-                            keepalive_at = None;
-                            keepalive_ping_fut = Some(Box::pin(keepalive_ping(Arc::clone(pp), mgmt.keepalive_timeout)));
-                        } else {
+                    if let Some(time) = keepalive_time {
+                        let at = crate::timeout::instant_after(activity.last_read(), time);
+                        if at > now {
                             keepalive_at = Some(at);
+                        } else {
+                            // No new PING is due while one is out; its answer re-arms it.
+                            keepalive_at = None;
+                            keepalive_deadline = Some(crate::timeout::instant_after(now, mgmt.keepalive_timeout));
+                            match (ping_out.as_mut(), ping.as_mut()) {
+                                // A BDP PING is out: its answer counts.
+                                (Some(out), _) => out.keepalive = true,
+                                (None, Some(pp)) => match pp.send_ping(h2::Ping::opaque()) {
+                                    Ok(()) => ping_out = Some(PingOut { sent: now, bdp: false, keepalive: true }),
+                                    Err(_) => keepalive_deadline = None,
+                                },
+                                (None, None) => keepalive_deadline = None,
+                            }
                         }
                     }
                 }

@@ -14,12 +14,12 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio::sync::Notify;
 
 pub use call::ServerCall;
 pub use interceptor::{interceptor_fn, CallHead, Interceptor, InterceptorFn, Next};
@@ -458,13 +458,106 @@ impl ServerBuilder {
     }
 }
 
-/// Shutdown signals shared with connections and calls.
-#[derive(Clone)]
-pub(crate) struct ShutdownSignals {
-    /// Start GOAWAY on every connection.
-    pub(crate) graceful: watch::Receiver<bool>,
-    /// Grace period over: cancel in-flight calls.
-    pub(crate) force: watch::Receiver<bool>,
+/// A server's shutdown, shared with its connections: how far it has gone (a stage that
+/// only rises) and how many connections are still open. Each connection holds a
+/// [`ConnGuard`]; no per-connection allocation beyond that `Arc` clone.
+#[derive(Debug, Default)]
+pub(crate) struct Shutdown {
+    stage: AtomicU8,
+    changed: Notify,
+    open: AtomicUsize,
+    all_closed: Notify,
+}
+
+/// Serving normally.
+pub(crate) const RUNNING: u8 = 0;
+/// GOAWAY every connection; calls in flight go on.
+pub(crate) const GRACEFUL: u8 = 1;
+/// The grace period is over: cancel the calls in flight.
+pub(crate) const FORCE: u8 = 2;
+/// Drop every connection now (the server's future ended or was dropped).
+pub(crate) const ABORT: u8 = 3;
+
+impl Shutdown {
+    /// Raises the stage to at least `stage` and wakes every connection.
+    fn raise(&self, stage: u8) {
+        self.stage.fetch_max(stage, Ordering::AcqRel);
+        self.changed.notify_waiters();
+    }
+
+    /// The current stage.
+    pub(crate) fn stage(&self) -> u8 {
+        self.stage.load(Ordering::Acquire)
+    }
+
+    /// Resolves with the stage once it is above `seen`.
+    pub(crate) async fn past(&self, seen: u8) -> u8 {
+        loop {
+            let notified = self.changed.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Registered before the check, so a raise between the two still wakes us.
+            notified.as_mut().enable();
+            let stage = self.stage();
+            if stage > seen {
+                return stage;
+            }
+            notified.await;
+        }
+    }
+
+    /// Counts a new connection until the returned guard is dropped.
+    fn track(self: &Arc<Self>) -> ConnGuard {
+        self.open.fetch_add(1, Ordering::AcqRel);
+        ConnGuard(Arc::clone(self))
+    }
+
+    /// The number of open connections.
+    fn open(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// Resolves once no connection is open.
+    async fn closed(&self) {
+        loop {
+            let notified = self.all_closed.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if self.open() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// One open connection of a server: the server's [`Shutdown`], and the count of open
+/// connections, decremented when the connection's task ends.
+#[derive(Debug)]
+pub(crate) struct ConnGuard(Arc<Shutdown>);
+
+impl std::ops::Deref for ConnGuard {
+    type Target = Shutdown;
+    fn deref(&self) -> &Shutdown {
+        &self.0
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.all_closed.notify_waiters();
+        }
+    }
+}
+
+/// Raises [`ABORT`] when the accept loop's future ends or is dropped, so no connection
+/// outlives its server.
+struct AbortOnDrop(Arc<Shutdown>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.raise(ABORT);
+    }
 }
 
 async fn run<S, IO>(
@@ -479,35 +572,31 @@ where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     use futures_util::StreamExt;
-    let (graceful_tx, graceful_rx) = watch::channel(false);
-    let (force_tx, force_rx) = watch::channel(false);
-    let signals = ShutdownSignals { graceful: graceful_rx, force: force_rx };
-    let mut conns = JoinSet::new();
+    let shutdown = Arc::new(Shutdown::default());
+    let _abort = AbortOnDrop(Arc::clone(&shutdown));
     tokio::pin!(signal);
     // Boxed (not stack-pinned) so dropping it below really closes the listener.
     let mut incoming = Box::pin(incoming);
     loop {
         tokio::select! {
             _ = &mut signal => break,
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
             accepted = incoming.next() => match accepted {
                 Some(Ok((io, peer))) => {
-                    let (shared, signals) = (shared.clone(), signals.clone());
+                    let (shared, guard) = (shared.clone(), shutdown.track());
                     match shared.tls.clone() {
                         None => {
-                            conns.spawn(conn::serve_connection(io, peer, None, shared, signals));
+                            tokio::spawn(conn::serve_connection(io, peer, None, shared, guard));
                         }
                         Some(tls) => {
                             // The handshake runs in the connection's task so a
                             // slow or hostile client never stalls accepting.
-                            conns.spawn(async move {
-                                let mut graceful = signals.graceful.clone();
+                            tokio::spawn(async move {
                                 let accepted = tokio::select! {
                                     r = tls.accept(io) => r,
-                                    _ = graceful.wait_for(|v| *v) => Err("server shutting down".into()),
+                                    _ = guard.past(RUNNING) => Err("server shutting down".into()),
                                 };
                                 match accepted {
-                                    Ok((io, certs)) => conn::serve_connection(io, peer, certs, shared, signals).await,
+                                    Ok((io, certs)) => conn::serve_connection(io, peer, certs, shared, guard).await,
                                     Err(reason) => tracing::debug!(?peer, "closing connection: {reason}"),
                                 }
                             });
@@ -529,20 +618,17 @@ where
     for hook in shutdown_hooks {
         hook();
     }
-    tracing::debug!(connections = conns.len(), "shutting down: sending GOAWAY");
-    let _ = graceful_tx.send(true);
-    let drain = async {
-        while conns.join_next().await.is_some() {}
-    };
-    if tokio::time::timeout(grace, drain).await.is_err() {
-        tracing::debug!(connections = conns.len(), "grace period over: cancelling in-flight calls");
-        let _ = force_tx.send(true);
-        let drain = async {
-            while conns.join_next().await.is_some() {}
-        };
-        if tokio::time::timeout(shared.cancel_grace.saturating_add(Duration::from_secs(1)), drain).await.is_err() {
-            conns.abort_all();
+    tracing::debug!(connections = shutdown.open(), "shutting down: sending GOAWAY");
+    shutdown.raise(GRACEFUL);
+    if tokio::time::timeout(grace, shutdown.closed()).await.is_err() {
+        tracing::debug!(connections = shutdown.open(), "grace period over: cancelling in-flight calls");
+        shutdown.raise(FORCE);
+        let limit = shared.cancel_grace.saturating_add(Duration::from_secs(1));
+        if tokio::time::timeout(limit, shutdown.closed()).await.is_err() {
+            tracing::debug!(connections = shutdown.open(), "connections still open; dropping them");
         }
     }
+    // `_abort` drops every connection left.
     Ok(())
 }
+

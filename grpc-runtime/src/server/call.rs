@@ -82,19 +82,17 @@ impl ServerCall {
         F: FnOnce(Request<Req>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Response<Resp>, Status>> + Send + 'static,
     {
-        let (req, ctx, config) = self.into_streaming::<Req>();
+        let (mut req, ctx, config) = self.into_streaming::<Req>();
+        // One flat future (no nested async blocks that would each hold their own copy of
+        // the request): the message is read in place, then the request handed over.
         Box::pin(async move {
-            let result = async {
-                let req = read_single(req).await?;
-                let resp = handler(req).await?;
-                let (md, msg, trailers) = resp.into_parts();
-                if let Some(t) = trailers {
-                    ctx.add_trailers(t);
-                }
-                open_response(&ctx, md)?;
-                send_message(&ctx, &config, &msg).await
-            }
-            .await;
+            let result = match read_single(req.get_mut()).await {
+                Err(e) => Err(e),
+                Ok(read) => match handler(with_message(req, read)).await {
+                    Err(e) => Err(e),
+                    Ok(resp) => send_unary_response(&ctx, &config, resp).await,
+                },
+            };
             finish_call(&ctx, result.err().unwrap_or_else(ok_status));
         })
     }
@@ -107,14 +105,15 @@ impl ServerCall {
         F: FnOnce(Request<Req>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Response<BoxStream<Resp>>, Status>> + Send + 'static,
     {
-        let (req, ctx, config) = self.into_streaming::<Req>();
+        let (mut req, ctx, config) = self.into_streaming::<Req>();
         Box::pin(async move {
-            let result = async {
-                let req = read_single(req).await?;
-                let resp = handler(req).await?;
-                send_stream(&ctx, &config, resp).await
-            }
-            .await;
+            let result = match read_single(req.get_mut()).await {
+                Err(e) => Err(e),
+                Ok(read) => match handler(with_message(req, read)).await {
+                    Err(e) => Err(e),
+                    Ok(resp) => send_stream(&ctx, &config, resp).await,
+                },
+            };
             finish_call(&ctx, result.err().unwrap_or_else(ok_status));
         })
     }
@@ -129,16 +128,10 @@ impl ServerCall {
     {
         let (req, ctx, config) = self.into_streaming::<Req>();
         Box::pin(async move {
-            let result = async {
-                let resp = handler(req).await?;
-                let (md, msg, trailers) = resp.into_parts();
-                if let Some(t) = trailers {
-                    ctx.add_trailers(t);
-                }
-                open_response(&ctx, md)?;
-                send_message(&ctx, &config, &msg).await
-            }
-            .await;
+            let result = match handler(req).await {
+                Err(e) => Err(e),
+                Ok(resp) => send_unary_response(&ctx, &config, resp).await,
+            };
             finish_call(&ctx, result.err().unwrap_or_else(ok_status));
         })
     }
@@ -182,18 +175,13 @@ fn ok_status() -> Status {
 /// violation: UNIMPLEMENTED, as the gRPC status-code spec
 /// (statuscodes.md) prescribes for the server side (grpc-node does the
 /// same; grpc-go answers INTERNAL).
-async fn read_single<Req: prost::Message + Default>(req: Request<Streaming<Req>>) -> Result<Request<Req>, Status> {
-    let timeout = req.timeout();
-    let compression = req.compression();
-    let ctx = req.context().clone();
-    let (md, ext, mut stream) = req.into_parts();
-    let first = match stream.message().await? {
-        Some(m) => m,
-        None => {
-            return Err(Status::unimplemented(
-                "cardinality violation: expected exactly one request message for a unary request, got none",
-            ))
-        }
+/// Reads the one request message of a unary or server-streaming call (and checks that no
+/// second one follows); returns it with its compressed flag.
+async fn read_single<Req: prost::Message + Default>(stream: &mut Streaming<Req>) -> Result<(Req, Option<bool>), Status> {
+    let Some(first) = stream.message().await? else {
+        return Err(Status::unimplemented(
+            "cardinality violation: expected exactly one request message for a unary request, got none",
+        ));
     };
     let compressed = stream.last_message_compressed();
     if stream.message().await?.is_some() {
@@ -201,16 +189,30 @@ async fn read_single<Req: prost::Message + Default>(req: Request<Streaming<Req>>
             "cardinality violation: expected exactly one request message for a unary request, got more than one",
         ));
     }
-    let mut out = Request::from_parts(md, ext, first);
+    Ok((first, compressed))
+}
+
+/// The request the handler gets: the head of `req` with the message [`read_single`] read.
+fn with_message<Req>(req: Request<Streaming<Req>>, (message, compressed): (Req, Option<bool>)) -> Request<Req> {
+    let mut out = req.map(|_| message);
     if let Some(c) = compressed {
         out.set_message_compressed(c);
     }
-    out.set_context(ctx);
-    if let Some(t) = timeout {
-        out.set_timeout(t);
+    out
+}
+
+/// Sends a unary handler's response: its metadata, trailers and the one message.
+async fn send_unary_response<Resp: prost::Message>(
+    ctx: &ServerContext,
+    config: &CallConfig,
+    resp: Response<Resp>,
+) -> Result<(), Status> {
+    let (md, msg, trailers) = resp.into_parts();
+    if let Some(t) = trailers {
+        ctx.add_trailers(t);
     }
-    out.set_compression(compression);
-    Ok(out)
+    open_response(ctx, md)?;
+    send_message(ctx, config, &msg).await
 }
 
 async fn send_stream<Resp: prost::Message>(

@@ -110,8 +110,10 @@ pub(crate) async fn serve_connection<IO>(
         permit_without_calls: mgmt.permit_keepalive_without_calls,
     }));
     let io = FrameTap::new(io, Arc::clone(&activity), false);
-    // Boxed: its state would otherwise stay part of this (long-lived) future's size.
-    let handshake = Box::pin(tokio::time::timeout(HANDSHAKE_TIMEOUT, shared.h2.handshake::<_, Bytes>(io)));
+    // Not boxed: a box freed after the handshake leaves a hole of touched memory beside
+    // this connection's buffers (measured: 0.5 KiB more RSS per idle connection), while
+    // inline its state shares the task's allocation with the connection's later state.
+    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, shared.h2.handshake::<_, Bytes>(io));
     let mut conn = match handshake.await {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
@@ -352,6 +354,17 @@ fn split_path(path: &str) -> Option<(&str, &str)> {
     Some((service, method))
 }
 
+/// A call that passed validation and routing: what driving it needs.
+struct AcceptedCall {
+    ctx: ServerContext,
+    metadata: MetadataMap,
+    body: h2::RecvStream,
+    service: Arc<dyn super::Service>,
+    request_encoding: Option<crate::compression::CompressionEncoding>,
+    deadline: Option<Deadline>,
+}
+
+/// Runs one stream in its own task: accept it ([`accept_call`]), then drive the call.
 async fn handle_stream(
     req: http::Request<h2::RecvStream>,
     respond: h2::server::SendResponse<Bytes>,
@@ -360,6 +373,27 @@ async fn handle_stream(
     shared: Arc<Shared>,
     force: Arc<Latch>,
 ) {
+    // Synchronous, so the request head is gone before the first await and is not part of
+    // this task's state.
+    let Some(call) = accept_call(req, respond, peer, peer_certs, &shared) else { return };
+    let ctx = call.ctx.clone();
+    let span = tracing::debug_span!("grpc_call", method = %ctx.method(), peer = ?peer, code = tracing::field::Empty);
+    let started = StdInstant::now();
+    drive_call(call, shared, force).instrument(span.clone()).await;
+    let code = ctx.final_status().map(|s| s.code()).unwrap_or(Code::Cancelled);
+    span.record("code", tracing::field::display(code));
+    tracing::debug!(parent: &span, code = %code, elapsed_ms = started.elapsed().as_millis() as u64, "call finished");
+}
+
+/// Validates a new stream (method, content-type, path, grpc-timeout, grpc-encoding,
+/// metadata) and routes it; answers the ones it rejects itself.
+fn accept_call(
+    req: http::Request<h2::RecvStream>,
+    respond: h2::server::SendResponse<Bytes>,
+    peer: Option<SocketAddr>,
+    peer_certs: Option<PeerCertificates>,
+    shared: &Shared,
+) -> Option<AcceptedCall> {
     let (parts, body) = req.into_parts();
     if parts.method != Method::POST {
         send_http_error(
@@ -367,7 +401,7 @@ async fn handle_stream(
             StatusCode::METHOD_NOT_ALLOWED,
             Status::internal(format!("gRPC requires POST, got {}", parts.method)),
         );
-        return;
+        return None;
     }
     let ct = parts.headers.get(http::header::CONTENT_TYPE);
     if !is_grpc_content_type(ct) {
@@ -377,18 +411,18 @@ async fn handle_stream(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Status::internal(format!("invalid gRPC request content-type {shown:?}")),
         );
-        return;
+        return None;
     }
     // The path is shared with the request head (no copy) and kept by the context.
     let path_and_query = parts.uri.path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
     let path = path_and_query.path();
     let Some((service_name, method_name)) = split_path(path) else {
         send_trailers_only(respond, Status::unimplemented(format!("malformed method name: {path:?}")), None);
-        return;
+        return None;
     };
     let Some(service) = shared.services.get(service_name).cloned() else {
         send_trailers_only(respond, Status::unimplemented(format!("unknown service {service_name}")), None);
-        return;
+        return None;
     };
     if !service.methods().iter().any(|m| m.name == method_name) {
         send_trailers_only(
@@ -396,7 +430,7 @@ async fn handle_stream(
             Status::unimplemented(format!("unknown method {method_name} for service {service_name}")),
             None,
         );
-        return;
+        return None;
     }
     let deadline = match parts.headers.get("grpc-timeout") {
         None => None,
@@ -404,7 +438,7 @@ async fn handle_stream(
             Ok(d) => Some(Deadline::after(d)),
             Err(e) => {
                 send_trailers_only(respond, Status::internal(e.to_string()), None);
-                return;
+                return None;
             }
         },
     };
@@ -413,18 +447,18 @@ async fn handle_stream(
         HeaderEncoding::Known(e) if shared.accept_encodings.contains(e) => Some(e),
         HeaderEncoding::Known(e) => {
             reject_encoding(respond, e.as_str(), shared.accept_encodings);
-            return;
+            return None;
         }
         HeaderEncoding::Unknown(name) => {
             reject_encoding(respond, &name, shared.accept_encodings);
-            return;
+            return None;
         }
     };
     let metadata = match MetadataMap::from_headers(&parts.headers) {
         Ok(m) => m,
         Err(e) => {
             send_trailers_only(respond, Status::internal(format!("invalid request metadata: {e}")), None);
-            return;
+            return None;
         }
     };
     let client_accepts = EncodingSet::from_headers(&parts.headers);
@@ -447,15 +481,17 @@ async fn handle_stream(
     if let Some(certs) = peer_certs {
         ctx.set_peer_certificates(certs);
     }
+    Some(AcceptedCall { ctx, metadata, body, service, request_encoding, deadline })
+}
 
-    let span = tracing::debug_span!("grpc_call", method = %path, peer = ?peer, code = tracing::field::Empty);
-    let started = StdInstant::now();
-    drive_call(ctx.clone(), metadata, body, service, request_encoding, shared, force, deadline)
-        .instrument(span.clone())
-        .await;
-    let code = ctx.final_status().map(|s| s.code()).unwrap_or(Code::Cancelled);
-    span.record("code", tracing::field::display(code));
-    tracing::debug!(parent: &span, code = %code, elapsed_ms = started.elapsed().as_millis() as u64, "call finished");
+/// The method part of a call's path (accept_call checked its shape: /service/method).
+fn method(ctx: &ServerContext) -> &str {
+    ctx.method().rsplit('/').next().unwrap_or_default()
+}
+
+/// The status a finished handler left on its call.
+fn final_status(ctx: &ServerContext) -> Status {
+    ctx.final_status().unwrap_or_else(|| Status::internal("handler returned without finishing the call"))
 }
 
 fn reject_encoding(respond: h2::server::SendResponse<Bytes>, name: &str, accepted: EncodingSet) {
@@ -469,41 +505,45 @@ fn reject_encoding(respond: h2::server::SendResponse<Bytes>, name: &str, accepte
     );
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn drive_call(
-    ctx: ServerContext,
-    metadata: MetadataMap,
-    body: h2::RecvStream,
-    service: Arc<dyn super::Service>,
-    request_encoding: Option<crate::compression::CompressionEncoding>,
-    shared: Arc<Shared>,
-    force: Arc<Latch>,
-    deadline: Option<Deadline>,
-) {
-    let terminal_ctx = ctx.clone();
+async fn drive_call(call: AcceptedCall, shared: Arc<Shared>, force: Arc<Latch>) {
+    let AcceptedCall { ctx, metadata, body, service, request_encoding, deadline } = call;
     let config = shared.call_config.clone();
-    let terminal = Box::new(move |head: CallHead| -> crate::BoxFuture<Status> {
+    let work: crate::BoxFuture<Status> = if shared.interceptors.is_empty() {
+        // No interceptors: the handler's future is the call's work (no terminal closure).
         let call = ServerCall {
-            metadata: head.metadata,
-            extensions: head.extensions,
+            metadata,
+            extensions: http::Extensions::new(),
             body,
-            ctx: terminal_ctx.clone(),
+            ctx: ctx.clone(),
             config,
             request_encoding,
         };
-        // handle_stream checked the path's shape: /service/method
-        let method = terminal_ctx.method().rsplit('/').next().unwrap_or_default();
-        let fut = service.call(method, call);
+        let fut = service.call(method(&ctx), call);
+        let status_ctx = ctx.clone();
         Box::pin(async move {
             fut.await;
-            terminal_ctx
-                .final_status()
-                .unwrap_or_else(|| Status::internal("handler returned without finishing the call"))
+            final_status(&status_ctx)
         })
-    });
-    let next = Next::new(shared.interceptors.clone(), terminal);
-    let head = CallHead::new(metadata, ctx.clone());
-    let work = scope_deadline(deadline, AssertUnwindSafe(next.run(head)).catch_unwind());
+    } else {
+        let terminal_ctx = ctx.clone();
+        let terminal = Box::new(move |head: CallHead| -> crate::BoxFuture<Status> {
+            let call = ServerCall {
+                metadata: head.metadata,
+                extensions: head.extensions,
+                body,
+                ctx: terminal_ctx.clone(),
+                config,
+                request_encoding,
+            };
+            let fut = service.call(method(&terminal_ctx), call);
+            Box::pin(async move {
+                fut.await;
+                final_status(&terminal_ctx)
+            })
+        });
+        Next::new(shared.interceptors.clone(), terminal).run(CallHead::new(metadata, ctx.clone()))
+    };
+    let work = scope_deadline(deadline, AssertUnwindSafe(work).catch_unwind());
     tokio::pin!(work);
 
     let deadline_sleep = async {

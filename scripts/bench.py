@@ -323,12 +323,17 @@ class Bench:
                 for s in servers:
                     p, port = self.start_server(s)
                     try:
+                        def probe(conns, streams, hold):
+                            return [self.bins["worker"], "client", f"--target=http://127.0.0.1:{port}",
+                                    f"--mode={kind}", f"--conns={conns}", f"--streams={streams}", f"--hold={hold}"]
+                        # Warm up with one connection doing the same (one call, or one stream)
+                        # before the base is read: the code pages its first call faults in and
+                        # the runtime's lazily grown tables are paid once, not per connection.
+                        run(pinned(LOAD_CPU, probe(1, 1 if kind == "open-streams" else 0, 0), self.a.pin), timeout=30)
                         time.sleep(0.5)
                         base = p.rss_kib()
                         conns = conns_n if kind == "idle-conns" else stream_conns
-                        argv = [self.bins["worker"], "client", f"--target=http://127.0.0.1:{port}", f"--mode={kind}",
-                                f"--conns={conns}", f"--streams={streams_n if kind == 'open-streams' else 0}",
-                                "--hold=3"]
+                        argv = probe(conns, streams_n if kind == "open-streams" else 0, 3)
                         c = subprocess.Popen(pinned(LOAD_CPU, argv, self.a.pin), stdout=subprocess.PIPE,
                                              stderr=subprocess.PIPE, text=True, preexec_fn=raise_nofile,
                                              start_new_session=True)
@@ -674,7 +679,9 @@ def report(res, a):
     M = res["memory"]
     if M:
         L.append("## 6. Memory (server RSS)\n")
-        L.append("A fresh server per point; RSS from /proc/PID/status before and while the grpc-rust load client "
+        L.append("A fresh server per point; RSS from /proc/PID/status after one warm-up connection (its first call "
+                 "faults in code pages and grows runtime tables once; that is not a per-connection cost) and while "
+                 "the grpc-rust load client "
                  "holds N idle connections (each made one unary call) or N open StreamingCall streams (one "
                  "exchange each, spread over 100 connections; 10 in --quick).\n")
         L.append("| what | server | RSS before (KiB) | RSS held (KiB) | KiB per item |")

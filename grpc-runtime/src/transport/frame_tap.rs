@@ -83,9 +83,10 @@ struct State {
     last_ping_at: Option<Instant>,
     reset_strikes: bool,
     too_many_pings: bool,
-    goaway_debug: Option<Bytes>,
+    /// Debug data for our next GOAWAY (boxed: rare, and this state lives per connection).
+    goaway_debug: Option<Box<Bytes>>,
     /// The last GOAWAY received: error code and debug data.
-    peer_goaway: Option<(u32, Bytes)>,
+    peer_goaway: Option<Box<(u32, Bytes)>>,
     /// BDP sampling (adaptive windows): whether it is on for this connection.
     bdp_enabled: bool,
     /// A BDP PING is wanted or in flight; DATA bytes received meanwhile are counted.
@@ -207,14 +208,14 @@ impl Activity {
 
     /// The last GOAWAY the peer sent: error code and debug data.
     pub(crate) fn peer_goaway(&self) -> Option<(u32, Bytes)> {
-        self.with(|s| s.peer_goaway.clone()).flatten()
+        self.with(|s| s.peer_goaway.as_deref().cloned()).flatten()
     }
 
     fn on_peer_goaway(&self, payload: &[u8]) {
         if payload.len() >= 8 {
             let code = u32::from_be_bytes([payload[4], payload[5], payload[6], payload[7]]);
             let debug = Bytes::copy_from_slice(&payload[8..]);
-            self.with(|s| s.peer_goaway = Some((code, debug)));
+            self.with(|s| s.peer_goaway = Some(Box::new((code, debug))));
         }
     }
 
@@ -260,7 +261,7 @@ impl Activity {
 
     /// Debug data to put into the next GOAWAY we send that has none.
     pub(crate) fn set_goaway_debug_data(&self, data: Bytes) {
-        self.with(|s| s.goaway_debug = Some(data));
+        self.with(|s| s.goaway_debug = Some(Box::new(data)));
         self.goaway_armed.store(true, Ordering::Release);
     }
 
@@ -367,7 +368,7 @@ impl Activity {
 
     fn take_goaway_debug(&self) -> Option<Bytes> {
         self.goaway_armed.store(false, Ordering::Release);
-        self.with(|s| s.goaway_debug.take()).flatten()
+        self.with(|s| s.goaway_debug.take().map(|b| *b)).flatten()
     }
 }
 

@@ -21,6 +21,12 @@
 //! then answer in a burst (the two sides take turns instead of working in parallel), so
 //! each response goes out at once.
 //!
+//! Large frames are gathered: h2 writes each DATA frame above a few hundred bytes on its
+//! own (`writev` of its header and payload), which for bulk data means one syscall, one
+//! TCP segment and one wakeup of the reader per 16 KiB frame. The adapter copies such
+//! writes into a buffer of up to [`GATHER_LIMIT`] bytes and writes it at h2's next flush
+//! (h2 flushes whenever it has nothing more to write), as grpc-go's buffered writer does.
+//!
 //! Only the 9-byte frame headers are parsed; payload bytes pass through unchanged (apart
 //! from the one GOAWAY being rewritten). A peer's malformed bytes never panic here: h2
 //! itself rejects them and closes the connection.
@@ -48,6 +54,15 @@ const FLAG_ACK: u8 = 0x1;
 /// Below this many bytes, a write yields once before it goes out (see the module doc);
 /// grpc-go's loopy writer uses the same threshold (`minBatchSize`).
 const MIN_BATCH: usize = 1000;
+
+/// Large writes (DATA frames of at least [`MIN_BATCH`] bytes, which h2 hands over one
+/// frame at a time) are gathered up to this many bytes and written together at the next
+/// flush: one `writev` per 64 KiB instead of one per 16 KiB frame (see the module doc).
+const GATHER_LIMIT: usize = 64 * 1024;
+
+/// A gathering buffer larger than this is released once written (it is not kept for the
+/// connection's whole life).
+const KEEP_PENDING: usize = 4 * 1024;
 
 /// A connection with this many open streams batches its writes even when it is the
 /// only busy one (see the module doc).
@@ -479,6 +494,8 @@ pub(crate) struct FrameTap<IO> {
     pending: BytesMut,
     /// This write cycle (up to the next flush) already yielded once.
     yielded: bool,
+    /// Bytes were gathered into `pending` since the last flush.
+    gathered: bool,
     /// Worker threads of the runtime the connection was made on.
     workers: usize,
 }
@@ -494,6 +511,7 @@ impl<IO> FrameTap<IO> {
             out: if client { Out::Pass(PREFACE_LEN) } else { Out::header() },
             pending: BytesMut::new(),
             yielded: false,
+            gathered: false,
             workers: tokio::runtime::Handle::try_current().map_or(1, |h| h.metrics().num_workers()),
         }
     }
@@ -600,6 +618,9 @@ impl<IO: AsyncWrite + Unpin> FrameTap<IO> {
             }
             self.pending.advance(n);
         }
+        if self.pending.capacity() > KEEP_PENDING {
+            self.pending = BytesMut::new();
+        }
         Poll::Ready(Ok(()))
     }
 }
@@ -653,11 +674,31 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for FrameTap<IO> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if !this.pending.is_empty() || this.activity.goaway_armed() || this.must_hold() {
+        if this.activity.goaway_armed() || this.must_hold() {
             let first = bufs.iter().find(|b| !b.is_empty()).map(|b| &**b).unwrap_or(&[]);
             return Pin::new(this).poll_write(cx, first);
         }
-        if this.yield_for_batch(bufs.iter().map(|b| b.len()).sum(), cx) {
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        // A frame header and a payload beside it: h2 writing one large DATA frame on its
+        // own. (Its buffer of small frames, one slice, goes out as before.)
+        let chained = bufs.iter().filter(|b| !b.is_empty()).count() >= 2;
+        if chained && total >= MIN_BATCH && total <= GATHER_LIMIT {
+            if this.pending.len() + total > GATHER_LIMIT {
+                ready!(this.poll_pending(cx))?;
+            }
+            this.pending.reserve(total);
+            for b in bufs {
+                this.pending.extend_from_slice(b);
+                this.advance_written(b);
+            }
+            this.gathered = true;
+            return Poll::Ready(Ok(total));
+        }
+        if !this.pending.is_empty() {
+            // Gathered bytes go first.
+            ready!(this.poll_pending(cx))?;
+        }
+        if this.yield_for_batch(total, cx) {
             return Poll::Pending;
         }
         let n = ready!(Pin::new(&mut this.io).poll_write_vectored(cx, bufs))?;
@@ -679,6 +720,13 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for FrameTap<IO> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        // h2 flushes after every large DATA frame. While frames keep being gathered, the
+        // write waits (up to GATHER_LIMIT) for the flush that finds nothing new: h2 flushes
+        // on every poll of the connection, and the wake makes sure there is one.
+        if std::mem::take(&mut this.gathered) && this.pending.len() < GATHER_LIMIT {
+            cx.waker().wake_by_ref();
+            return Poll::Ready(Ok(()));
+        }
         ready!(this.poll_pending(cx))?;
         ready!(Pin::new(&mut this.io).poll_flush(cx))?;
         this.yielded = false;
@@ -729,16 +777,18 @@ mod tests {
         }
     }
 
-    /// A sink accepting at most `max` bytes per write.
+    /// A sink accepting at most `max` bytes per write; counts the writes.
     struct Sink {
         out: Vec<u8>,
         max: usize,
+        writes: usize,
     }
 
     impl AsyncWrite for Sink {
         fn poll_write(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
             let n = buf.len().min(self.max);
             self.out.extend_from_slice(&buf[..n]);
+            self.writes += 1;
             Poll::Ready(Ok(n))
         }
         fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -776,13 +826,13 @@ mod tests {
             for max in [1, 3, 64] {
                 // unarmed: byte-identical
                 let a = Activity::new(None);
-                let mut tap = FrameTap::new(Sink { out: Vec::new(), max }, Arc::clone(&a), false);
+                let mut tap = FrameTap::new(Sink { out: Vec::new(), max, writes: 0 }, Arc::clone(&a), false);
                 write_all(&mut tap, &frames, chunk);
                 assert_eq!(tap.io.out, frames, "chunk {chunk} max {max}");
                 // armed: the GOAWAY carries the debug data, the rest is unchanged
                 let a = Activity::new(None);
                 a.set_goaway_debug_data(Bytes::from_static(b"too_many_pings"));
-                let mut tap = FrameTap::new(Sink { out: Vec::new(), max }, Arc::clone(&a), false);
+                let mut tap = FrameTap::new(Sink { out: Vec::new(), max, writes: 0 }, Arc::clone(&a), false);
                 write_all(&mut tap, &frames, chunk);
                 let mut want = header(4, DATA, 0, 1);
                 want.extend([9, 9, 9, 9]);
@@ -819,7 +869,7 @@ mod tests {
         for id in 0..BATCH_STREAMS as u32 {
             activity.inbound_frame(HEADERS, 0x4, 2 * id + 1, 0);
         }
-        let mut tap = FrameTap::new(Sink { out: Vec::new(), max: usize::MAX }, activity, false);
+        let mut tap = FrameTap::new(Sink { out: Vec::new(), max: usize::MAX, writes: 0 }, activity, false);
         let small = header(4, DATA, 0, 1).into_iter().chain([1, 2, 3, 4]).collect::<Vec<u8>>();
         // first small write of a cycle: Pending, and the task is woken to come back
         assert!(Pin::new(&mut tap).poll_write(&mut cx, &small).is_pending());
@@ -841,6 +891,58 @@ mod tests {
         assert!(matches!(Pin::new(&mut tap).poll_write(&mut cx, &big), Poll::Ready(Ok(n)) if n == big.len()));
         assert_eq!(wakes(), 2);
         assert_eq!(tap.io.out.len(), 13 * 3 + big.len());
+    }
+
+    #[test]
+    fn large_frames_are_gathered_until_a_flush_finds_nothing_new() {
+        let counter = Arc::new(CountWaker(Default::default()));
+        let waker = std::task::Waker::from(Arc::clone(&counter));
+        let mut cx = Context::from_waker(&waker);
+        let wakes = || counter.0.load(Ordering::SeqCst);
+        let mut tap = FrameTap::new(Sink { out: Vec::new(), max: 5000, writes: 0 }, Activity::new(None), false);
+        let mut want = Vec::new();
+        // h2 writes a large DATA frame as its header and payload side by side, then flushes.
+        for i in 0..3u8 {
+            let head = header(16 * 1024, DATA, 0, 1);
+            let payload = vec![i; 16 * 1024];
+            let slices = [io::IoSlice::new(&head), io::IoSlice::new(&payload)];
+            let n = 9 + 16 * 1024;
+            assert!(matches!(Pin::new(&mut tap).poll_write_vectored(&mut cx, &slices), Poll::Ready(Ok(k)) if k == n));
+            want.extend(&head);
+            want.extend(&payload);
+            // the flush waits for more, and wakes the task so a later flush comes
+            assert!(Pin::new(&mut tap).poll_flush(&mut cx).is_ready());
+            assert_eq!(tap.io.writes, 0, "frame {i} written before the batch ended");
+            assert_eq!(wakes(), usize::from(i) + 1);
+        }
+        // the flush that finds nothing new writes the batch, in order
+        assert!(Pin::new(&mut tap).poll_flush(&mut cx).is_ready());
+        assert_eq!(tap.io.out, want);
+        assert_eq!(tap.io.writes, want.len().div_ceil(5000));
+        // a frame that would overflow the batch pushes the gathered bytes out first, and a
+        // small write after gathered bytes goes after them
+        tap.io.out.clear();
+        let head = header(40 * 1024, DATA, 0, 1);
+        let payload = vec![9u8; 40 * 1024];
+        for _ in 0..2 {
+            let slices = [io::IoSlice::new(&head), io::IoSlice::new(&payload)];
+            assert!(Pin::new(&mut tap).poll_write_vectored(&mut cx, &slices).is_ready());
+        }
+        assert_eq!(tap.io.out.len(), 9 + 40 * 1024, "the first frame went out when the second did not fit");
+        let small = header(0, HEADERS, 5, 1);
+        assert!(matches!(Pin::new(&mut tap).poll_write(&mut cx, &small), Poll::Ready(Ok(9))));
+        let mut want = Vec::new();
+        for _ in 0..2 {
+            want.extend(&head);
+            want.extend(&payload);
+        }
+        want.extend(&small);
+        assert_eq!(tap.io.out, want);
+        // nothing is left behind at shutdown either
+        let slices = [io::IoSlice::new(&head), io::IoSlice::new(&payload)];
+        assert!(Pin::new(&mut tap).poll_write_vectored(&mut cx, &slices).is_ready());
+        assert!(Pin::new(&mut tap).poll_shutdown(&mut cx).is_ready());
+        assert_eq!(tap.io.out.len(), want.len() + 9 + 40 * 1024);
     }
 
     #[test]

@@ -682,7 +682,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for FrameTap<IO> {
         // A frame header and a payload beside it: h2 writing one large DATA frame on its
         // own. (Its buffer of small frames, one slice, goes out as before.)
         let chained = bufs.iter().filter(|b| !b.is_empty()).count() >= 2;
-        if chained && total >= MIN_BATCH && total <= GATHER_LIMIT {
+        if chained && (MIN_BATCH..=GATHER_LIMIT).contains(&total) {
             if this.pending.len() + total > GATHER_LIMIT {
                 ready!(this.poll_pending(cx))?;
             }

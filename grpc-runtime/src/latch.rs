@@ -1,6 +1,7 @@
 //! [`Latch`]: a value set once that every waiter sees, the one signal behind call
 //! cancellation ([`crate::CancelHandle`]), a server call's cancellation code
-//! ([`crate::ServerContext`]) and a connection's forced shutdown of its calls.
+//! ([`crate::ServerContext`]) and a connection's forced shutdown of its calls; and
+//! [`wait_until`], the wait on a `Notify` behind it and the server's shutdown stages.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -44,16 +45,22 @@ impl Latch {
 
     /// Resolves with the value once the latch is set.
     pub(crate) async fn wait(&self) -> u8 {
-        loop {
-            let notified = self.notify.notified();
-            let mut notified = std::pin::pin!(notified);
-            // Registered before the check, so a set between the two still wakes us.
-            notified.as_mut().enable();
-            if let Some(v) = self.get() {
-                return v;
-            }
-            notified.await;
+        wait_until(&self.notify, || self.get()).await
+    }
+}
+
+/// Waits on `notify` until `check` returns a value. The waiter is registered before each
+/// check, so a `notify_waiters` between the check and the wait still wakes it; shared by
+/// every "state changed, look again" signal of the crate.
+pub(crate) async fn wait_until<T>(notify: &Notify, mut check: impl FnMut() -> Option<T>) -> T {
+    loop {
+        let notified = notify.notified();
+        let mut notified = std::pin::pin!(notified);
+        notified.as_mut().enable();
+        if let Some(v) = check() {
+            return v;
         }
+        notified.await;
     }
 }
 

@@ -27,6 +27,7 @@ pub use tls::{ServerTlsConfig, DEFAULT_TLS_HANDSHAKE_TIMEOUT};
 
 use crate::codec::{DEFAULT_MAX_RECV_MESSAGE_SIZE, DEFAULT_MAX_SEND_MESSAGE_SIZE};
 use crate::compression::{CompressionEncoding, EncodingSet};
+use crate::latch::wait_until;
 use crate::request::{BoxFuture, MethodDescriptor};
 use call::CallConfig;
 
@@ -492,17 +493,7 @@ impl Shutdown {
 
     /// Resolves with the stage once it is above `seen`.
     pub(crate) async fn past(&self, seen: u8) -> u8 {
-        loop {
-            let notified = self.changed.notified();
-            let mut notified = std::pin::pin!(notified);
-            // Registered before the check, so a raise between the two still wakes us.
-            notified.as_mut().enable();
-            let stage = self.stage();
-            if stage > seen {
-                return stage;
-            }
-            notified.await;
-        }
+        wait_until(&self.changed, || Some(self.stage()).filter(|&stage| stage > seen)).await
     }
 
     /// Counts a new connection until the returned guard is dropped.
@@ -518,15 +509,7 @@ impl Shutdown {
 
     /// Resolves once no connection is open.
     async fn closed(&self) {
-        loop {
-            let notified = self.all_closed.notified();
-            let mut notified = std::pin::pin!(notified);
-            notified.as_mut().enable();
-            if self.open() == 0 {
-                return;
-            }
-            notified.await;
-        }
+        wait_until(&self.all_closed, || (self.open() == 0).then_some(())).await
     }
 }
 

@@ -484,14 +484,32 @@ fn accept_call(
     Some(AcceptedCall { ctx, metadata, body, service, request_encoding, deadline })
 }
 
-/// The method part of a call's path (accept_call checked its shape: /service/method).
-fn method(ctx: &ServerContext) -> &str {
-    ctx.method().rsplit('/').next().unwrap_or_default()
+/// What the service's handler needs besides the head (which interceptors may change).
+struct Handler {
+    service: Arc<dyn super::Service>,
+    body: h2::RecvStream,
+    config: Arc<super::call::CallConfig>,
+    request_encoding: Option<crate::compression::CompressionEncoding>,
 }
 
-/// The status a finished handler left on its call.
-fn final_status(ctx: &ServerContext) -> Status {
-    ctx.final_status().unwrap_or_else(|| Status::internal("handler returned without finishing the call"))
+impl Handler {
+    /// Starts the handler; the future resolves with the status it left on the call.
+    fn start(self, ctx: ServerContext, metadata: MetadataMap, extensions: http::Extensions) -> crate::BoxFuture<Status> {
+        let call = ServerCall {
+            metadata,
+            extensions,
+            body: self.body,
+            ctx: ctx.clone(),
+            config: self.config,
+            request_encoding: self.request_encoding,
+        };
+        // accept_call checked the path's shape: /service/method
+        let fut = self.service.call(ctx.method().rsplit('/').next().unwrap_or_default(), call);
+        Box::pin(async move {
+            fut.await;
+            ctx.final_status().unwrap_or_else(|| Status::internal("handler returned without finishing the call"))
+        })
+    }
 }
 
 fn reject_encoding(respond: h2::server::SendResponse<Bytes>, name: &str, accepted: EncodingSet) {
@@ -507,40 +525,13 @@ fn reject_encoding(respond: h2::server::SendResponse<Bytes>, name: &str, accepte
 
 async fn drive_call(call: AcceptedCall, shared: Arc<Shared>, force: Arc<Latch>) {
     let AcceptedCall { ctx, metadata, body, service, request_encoding, deadline } = call;
-    let config = shared.call_config.clone();
-    let work: crate::BoxFuture<Status> = if shared.interceptors.is_empty() {
+    let handler = Handler { service, body, config: shared.call_config.clone(), request_encoding };
+    let work = if shared.interceptors.is_empty() {
         // No interceptors: the handler's future is the call's work (no terminal closure).
-        let call = ServerCall {
-            metadata,
-            extensions: http::Extensions::new(),
-            body,
-            ctx: ctx.clone(),
-            config,
-            request_encoding,
-        };
-        let fut = service.call(method(&ctx), call);
-        let status_ctx = ctx.clone();
-        Box::pin(async move {
-            fut.await;
-            final_status(&status_ctx)
-        })
+        handler.start(ctx.clone(), metadata, http::Extensions::new())
     } else {
         let terminal_ctx = ctx.clone();
-        let terminal = Box::new(move |head: CallHead| -> crate::BoxFuture<Status> {
-            let call = ServerCall {
-                metadata: head.metadata,
-                extensions: head.extensions,
-                body,
-                ctx: terminal_ctx.clone(),
-                config,
-                request_encoding,
-            };
-            let fut = service.call(method(&terminal_ctx), call);
-            Box::pin(async move {
-                fut.await;
-                final_status(&terminal_ctx)
-            })
-        });
+        let terminal = Box::new(move |head: CallHead| handler.start(terminal_ctx, head.metadata, head.extensions));
         Next::new(shared.interceptors.clone(), terminal).run(CallHead::new(metadata, ctx.clone()))
     };
     let work = scope_deadline(deadline, AssertUnwindSafe(work).catch_unwind());

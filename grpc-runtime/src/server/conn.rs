@@ -145,6 +145,7 @@ pub(crate) async fn serve_connection<IO>(
     // Keepalive: when the next PING is due (measured from the last byte read; checked
     // again when the time comes), and by when a PING sent must be answered.
     let keepalive_time = mgmt.keepalive_time.filter(|_| ping.is_some());
+    let keepalive_due = |time: Duration| crate::timeout::instant_after(activity.last_read(), time);
     let mut keepalive_at = keepalive_time.map(|time| crate::timeout::instant_after(started, time));
     let mut keepalive_deadline: Option<Instant> = None;
     // One timer for keepalive, max age, max idle, the age grace and the abrupt-close
@@ -238,7 +239,7 @@ pub(crate) async fn serve_connection<IO>(
                 }
                 if out.keepalive {
                     keepalive_deadline = None;
-                    keepalive_at = keepalive_time.map(|time| crate::timeout::instant_after(activity.last_read(), time));
+                    keepalive_at = keepalive_time.map(keepalive_due);
                 }
             }
             _ = &mut timer, if timer_at.is_some() => {
@@ -258,7 +259,7 @@ pub(crate) async fn serve_connection<IO>(
                 }
                 if due(keepalive_at) {
                     if let Some(time) = keepalive_time {
-                        let at = crate::timeout::instant_after(activity.last_read(), time);
+                        let at = keepalive_due(time);
                         if at > now {
                             keepalive_at = Some(at);
                         } else {

@@ -82,8 +82,8 @@ pub(crate) fn connection_window(bdp: u32, configured: u32) -> u32 {
 
 /// Takes one sample: sends a PING and, once it is acked, returns the DATA bytes received
 /// meanwhile and the round-trip time; `None` when the PING failed (the connection is
-/// ending). Call it when [`Activity::bdp_wanted`] fires (after [`Activity::enable_bdp`]).
-pub(crate) async fn sample(ping: SharedPing, activity: Arc<Activity>) -> Option<(u64, Duration)> {
+/// ending). Called when [`Activity::bdp_wanted`] fires (after [`Activity::enable_bdp`]).
+async fn sample(ping: SharedPing, activity: Arc<Activity>) -> Option<(u64, Duration)> {
     let mut pp = ping.lock().await;
     let sent = Instant::now();
     pp.ping(h2::Ping::opaque()).await.ok()?;
@@ -111,7 +111,8 @@ pub(crate) fn grow(est: &mut Estimator, activity: &Activity, (bytes, rtt): (u64,
 
 /// Measures the BDP of one connection in a task of its own until it ends (the PING
 /// fails) or the driver stops listening; new windows are sent on `windows`. (The server
-/// runs the same steps inside its connection task, see [`sample`].)
+/// runs the same steps inside its connection task: it sends the PING itself and feeds the
+/// sample to [`grow`].)
 pub(crate) async fn run(ping: SharedPing, activity: Arc<Activity>, initial: u32, windows: watch::Sender<u32>) {
     activity.enable_bdp();
     let mut est = Estimator::new(initial);

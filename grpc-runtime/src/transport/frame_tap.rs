@@ -490,7 +490,8 @@ pub(crate) struct FrameTap<IO> {
     activity: Arc<Activity>,
     inbound: Scanner,
     out: Out,
-    /// Bytes accepted from h2 but not yet written (a held header, a rewritten GOAWAY).
+    /// Bytes accepted from h2 but not yet written (gathered large frames, a held header, a
+    /// rewritten GOAWAY).
     pending: BytesMut,
     /// This write cycle (up to the next flush) already yielded once.
     yielded: bool,
@@ -849,6 +850,13 @@ mod tests {
     /// A waker that counts its wakes.
     struct CountWaker(std::sync::atomic::AtomicUsize);
 
+    /// A [`CountWaker`] and the waker that counts into it.
+    fn counting_waker() -> (Arc<CountWaker>, std::task::Waker) {
+        let counter = Arc::new(CountWaker(Default::default()));
+        let waker = std::task::Waker::from(Arc::clone(&counter));
+        (counter, waker)
+    }
+
     impl std::task::Wake for CountWaker {
         fn wake(self: Arc<Self>) {
             self.0.fetch_add(1, Ordering::SeqCst);
@@ -860,8 +868,7 @@ mod tests {
 
     #[test]
     fn small_writes_yield_once_per_flush_and_large_ones_never() {
-        let counter = Arc::new(CountWaker(Default::default()));
-        let waker = std::task::Waker::from(Arc::clone(&counter));
+        let (counter, waker) = counting_waker();
         let mut cx = Context::from_waker(&waker);
         let wakes = || counter.0.load(Ordering::SeqCst);
         let activity = Activity::new(None);
@@ -895,8 +902,7 @@ mod tests {
 
     #[test]
     fn large_frames_are_gathered_until_a_flush_finds_nothing_new() {
-        let counter = Arc::new(CountWaker(Default::default()));
-        let waker = std::task::Waker::from(Arc::clone(&counter));
+        let (counter, waker) = counting_waker();
         let mut cx = Context::from_waker(&waker);
         let wakes = || counter.0.load(Ordering::SeqCst);
         let mut tap = FrameTap::new(Sink { out: Vec::new(), max: 5000, writes: 0 }, Activity::new(None), false);

@@ -85,6 +85,11 @@ fn earliest(deadlines: &[Option<Instant>]) -> Option<Instant> {
     deadlines.iter().flatten().min().copied()
 }
 
+/// When the next keepalive PING is due: `time` after the last byte read.
+fn keepalive_due(activity: &Activity, time: Duration) -> Instant {
+    crate::timeout::instant_after(activity.last_read(), time)
+}
+
 /// The PING in flight (h2 allows one user PING at a time): when it was sent and whom its
 /// answer serves. A BDP PING's answer also counts as a keepalive answer.
 #[derive(Debug, Clone, Copy)]
@@ -94,214 +99,234 @@ struct PingOut {
     keepalive: bool,
 }
 
-pub(crate) async fn serve_connection<IO>(
+/// Serves one connection until it closes or the server stops.
+///
+/// A plain function returning an `async move` block rather than an `async fn`: an
+/// `async fn` keeps each argument twice in its future (the argument and the local it is
+/// moved into), and this future lives as long as the connection.
+#[allow(clippy::manual_async_fn)]
+pub(crate) fn serve_connection<IO>(
     io: IO,
     peer: Option<SocketAddr>,
     peer_certs: Option<PeerCertificates>,
     shared: Arc<Shared>,
     shutdown: ConnGuard,
-) where
+) -> impl std::future::Future<Output = ()> + Send + 'static
+where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    // Borrowed from `shared` (this future stays small: it lives as long as the connection).
-    let mgmt = &shared.conn_mgmt;
-    let activity = Activity::new(Some(PingPolicy {
-        min_time: mgmt.permit_keepalive_time,
-        permit_without_calls: mgmt.permit_keepalive_without_calls,
-    }));
-    let io = FrameTap::new(io, Arc::clone(&activity), false);
-    // Not boxed: a box freed after the handshake leaves a hole of touched memory beside
-    // this connection's buffers (measured: 0.5 KiB more RSS per idle connection), while
-    // inline its state shares the task's allocation with the connection's later state.
-    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, shared.h2.handshake::<_, Bytes>(io));
-    let mut conn = match handshake.await {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => {
-            tracing::debug!(?peer, "HTTP/2 handshake failed: {e}");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(?peer, "HTTP/2 handshake timed out");
-            return;
-        }
-    };
-    let started = Instant::now();
-    // Calls of this connection are cancelled when the server's grace period ends or when
-    // this connection's max-age grace ends.
-    // Set (to 1) when the connection's calls are to be cancelled.
-    let force = Arc::new(Latch::default());
-    // Keepalive and the BDP estimator share the PING handle, owned by this task: one
-    // PING at a time, its answer polled here (no task, lock or future per PING).
-    let mut ping = conn.ping_pong();
-    let mut ping_out: Option<PingOut> = None;
-    // Adaptive windows: the estimate, sampled by this task.
-    let mut bdp_est = match (mgmt.adaptive_window, &ping) {
-        (true, Some(_)) => {
-            activity.enable_bdp();
-            Some(bdp::Estimator::new(mgmt.stream_window))
-        }
-        _ => None,
-    };
-    // Keepalive: when the next PING is due (measured from the last byte read; checked
-    // again when the time comes), and by when a PING sent must be answered.
-    let keepalive_time = mgmt.keepalive_time.filter(|_| ping.is_some());
-    let keepalive_due = |time: Duration| crate::timeout::instant_after(activity.last_read(), time);
-    let mut keepalive_at = keepalive_time.map(|time| crate::timeout::instant_after(started, time));
-    let mut keepalive_deadline: Option<Instant> = None;
-    // One timer for keepalive, max age, max idle, the age grace and the abrupt-close
-    // limit: it is re-armed only when the earliest of them changes, not per stream.
-    let timer = tokio::time::sleep_until(Instant::now());
-    tokio::pin!(timer);
-    let mut timer_at: Option<Instant> = None;
-    let mut age_at = mgmt.max_connection_age.map(|age| crate::timeout::instant_after(started, jitter(age, 0.1)));
-    let mut idle_check = mgmt.max_connection_idle.map(|idle| crate::timeout::instant_after(started, idle));
-    let mut grace_at: Option<Instant> = None;
-    let mut abrupt_at: Option<Instant> = None;
-    let mut going_away = false;
-    // The server's shutdown stage this connection has acted on.
-    let mut stage = RUNNING;
-    loop {
-        let next = if going_away {
-            earliest(&[keepalive_at, keepalive_deadline, grace_at, abrupt_at])
-        } else {
-            earliest(&[keepalive_at, keepalive_deadline, age_at, idle_check, grace_at, abrupt_at])
+    async move {
+        let activity = Activity::new(Some(PingPolicy {
+            min_time: shared.conn_mgmt.permit_keepalive_time,
+            permit_without_calls: shared.conn_mgmt.permit_keepalive_without_calls,
+        }));
+        let io = FrameTap::new(io, Arc::clone(&activity), false);
+        // Not boxed: a box freed after the handshake leaves a hole of touched memory beside
+        // this connection's buffers (measured: 0.5 KiB more RSS per idle connection), while
+        // inline its state shares the task's allocation with the connection's later state.
+        let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, shared.h2.handshake::<_, Bytes>(io));
+        let mut conn = match handshake.await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                tracing::debug!(?peer, "HTTP/2 handshake failed: {e}");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(?peer, "HTTP/2 handshake timed out");
+                return;
+            }
         };
-        if next != timer_at {
-            if let Some(at) = next {
-                timer.as_mut().reset(at);
+        // Calls of this connection are cancelled when the server's grace period ends or when
+        // this connection's max-age grace ends.
+        // Set (to 1) when the connection's calls are to be cancelled.
+        let force = Arc::new(Latch::default());
+        // Keepalive and the BDP estimator share the PING handle, owned by this task: one
+        // PING at a time, its answer polled here (no task, lock or future per PING).
+        let mut ping = conn.ping_pong();
+        let mut ping_out: Option<PingOut> = None;
+        // Adaptive windows: the estimate, sampled by this task.
+        let mut bdp_est = match (shared.conn_mgmt.adaptive_window, &ping) {
+            (true, Some(_)) => {
+                activity.enable_bdp();
+                Some(bdp::Estimator::new(shared.conn_mgmt.stream_window))
             }
-            timer_at = next;
-        }
-        tokio::select! {
-            accepted = conn.accept() => match accepted {
-                Some(Ok((req, respond))) => {
-                    tokio::spawn(handle_stream(req, respond, peer, peer_certs.clone(), shared.clone(), Arc::clone(&force)));
-                }
-                Some(Err(e)) => {
-                    tracing::debug!(?peer, "connection error: {e}");
-                    break;
-                }
-                None => break,
-            },
-            now = shutdown.past(stage), if stage < ABORT => {
-                stage = now;
-                if stage >= GRACEFUL && !going_away {
-                    going_away = true;
-                    conn.graceful_shutdown();
-                }
-                if stage >= FORCE {
-                    force.set(1);
-                }
-                if stage >= ABORT {
-                    tracing::debug!(?peer, "server stopped; dropping the connection");
-                    break;
+            _ => None,
+        };
+        // Keepalive: when the next PING is due (measured from the last byte read; checked
+        // again when the time comes), and by when a PING sent must be answered.
+        // (`shared.conn_mgmt` is read where needed rather than kept in locals: this
+        // future lives as long as the connection.)
+        let mut keepalive_deadline: Option<Instant> = None;
+        // One timer for keepalive, max age, max idle, the age grace and the abrupt-close
+        // limit: it is re-armed only when the earliest of them changes, not per stream.
+        // `armed`: the timer's deadline is the earliest of them (not armed: none is set).
+        let timer = tokio::time::sleep_until(Instant::now());
+        tokio::pin!(timer);
+        let mut armed = false;
+        // In a block: a local still in scope at an await is kept in this future, which
+        // lives as long as the connection.
+        let (mut keepalive_at, mut age_at, mut idle_check) = {
+            let started = Instant::now();
+            (
+                shared
+                    .conn_mgmt
+                    .keepalive_time
+                    .filter(|_| ping.is_some())
+                    .map(|time| crate::timeout::instant_after(started, time)),
+                shared.conn_mgmt.max_connection_age.map(|age| crate::timeout::instant_after(started, jitter(age, 0.1))),
+                shared.conn_mgmt.max_connection_idle.map(|idle| crate::timeout::instant_after(started, idle)),
+            )
+        };
+        let mut grace_at: Option<Instant> = None;
+        let mut abrupt_at: Option<Instant> = None;
+        let mut going_away = false;
+        // The server's shutdown stage this connection has acted on.
+        let mut stage = RUNNING;
+        loop {
+            {
+                let next = if going_away {
+                    earliest(&[keepalive_at, keepalive_deadline, grace_at, abrupt_at])
+                } else {
+                    earliest(&[keepalive_at, keepalive_deadline, age_at, idle_check, grace_at, abrupt_at])
+                };
+                if next != armed.then(|| timer.deadline()) {
+                    if let Some(at) = next {
+                        timer.as_mut().reset(at);
+                    }
+                    armed = next.is_some();
                 }
             }
-            _ = activity.violation.notified(), if abrupt_at.is_none() => {
-                tracing::warn!(?peer, "client sent too many pings: GOAWAY(ENHANCE_YOUR_CALM, too_many_pings)");
-                activity.set_goaway_debug_data(Bytes::from_static(b"too_many_pings"));
-                conn.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
-                abrupt_at = Some(Instant::now() + ABRUPT_CLOSE_TIMEOUT);
-                going_away = true;
-            }
-            _ = activity.bdp_wanted.notified(), if bdp_est.is_some() && ping_out.is_none() => {
-                if let Some(pp) = ping.as_mut() {
-                    match pp.send_ping(h2::Ping::opaque()) {
-                        Ok(()) => ping_out = Some(PingOut { sent: Instant::now(), bdp: true, keepalive: false }),
-                        // The connection is ending; stop sampling.
-                        Err(_) => bdp_est = None,
+            tokio::select! {
+                accepted = conn.accept() => match accepted {
+                    Some(Ok((req, respond))) => {
+                        tokio::spawn(handle_stream(req, respond, peer, peer_certs.clone(), shared.clone(), Arc::clone(&force)));
+                    }
+                    Some(Err(e)) => {
+                        tracing::debug!(?peer, "connection error: {e}");
+                        break;
+                    }
+                    None => break,
+                },
+                now = shutdown.past(stage), if stage < ABORT => {
+                    stage = now;
+                    if stage >= GRACEFUL && !going_away {
+                        going_away = true;
+                        conn.graceful_shutdown();
+                    }
+                    if stage >= FORCE {
+                        force.set(1);
+                    }
+                    if stage >= ABORT {
+                        tracing::debug!(?peer, "server stopped; dropping the connection");
+                        break;
                     }
                 }
-            }
-            pong = std::future::poll_fn(|cx| match ping.as_mut() {
-                Some(pp) => pp.poll_pong(cx),
-                None => std::task::Poll::Pending,
-            }), if ping_out.is_some() => {
-                let Some(out) = ping_out.take() else { continue };
-                if pong.is_err() {
-                    // The connection is ending: no more PINGs of either kind.
-                    ping = None;
-                    bdp_est = None;
-                    keepalive_at = None;
-                    keepalive_deadline = None;
-                    continue;
+                () = std::future::poll_fn(|cx| activity.violation.poll_take(cx)), if abrupt_at.is_none() => {
+                    tracing::warn!(?peer, "client sent too many pings: GOAWAY(ENHANCE_YOUR_CALM, too_many_pings)");
+                    activity.set_goaway_debug_data(Bytes::from_static(b"too_many_pings"));
+                    conn.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
+                    abrupt_at = Some(Instant::now() + ABRUPT_CLOSE_TIMEOUT);
+                    going_away = true;
                 }
-                if out.bdp {
-                    if let Some(est) = bdp_est.as_mut() {
-                        let sample = (activity.take_bdp_sample(), out.sent.elapsed());
-                        if let Some(window) = bdp::grow(est, &activity, sample) {
-                            conn.set_target_window_size(bdp::connection_window(window, mgmt.connection_window));
-                            if let Err(e) = conn.set_initial_window_size(window) {
-                                tracing::debug!(?peer, "raising the stream window to {window} failed: {e}");
+                () = std::future::poll_fn(|cx| activity.bdp_wanted.poll_take(cx)), if bdp_est.is_some() && ping_out.is_none() => {
+                    if let Some(pp) = ping.as_mut() {
+                        match pp.send_ping(h2::Ping::opaque()) {
+                            Ok(()) => ping_out = Some(PingOut { sent: Instant::now(), bdp: true, keepalive: false }),
+                            // The connection is ending; stop sampling.
+                            Err(_) => bdp_est = None,
+                        }
+                    }
+                }
+                pong = std::future::poll_fn(|cx| match ping.as_mut() {
+                    Some(pp) => pp.poll_pong(cx),
+                    None => std::task::Poll::Pending,
+                }), if ping_out.is_some() => {
+                    let Some(out) = ping_out.take() else { continue };
+                    if pong.is_err() {
+                        // The connection is ending: no more PINGs of either kind.
+                        ping = None;
+                        bdp_est = None;
+                        keepalive_at = None;
+                        keepalive_deadline = None;
+                        continue;
+                    }
+                    if out.bdp {
+                        if let Some(est) = bdp_est.as_mut() {
+                            let sample = (activity.take_bdp_sample(), out.sent.elapsed());
+                            if let Some(window) = bdp::grow(est, &activity, sample) {
+                                conn.set_target_window_size(bdp::connection_window(window, shared.conn_mgmt.connection_window));
+                                if let Err(e) = conn.set_initial_window_size(window) {
+                                    tracing::debug!(?peer, "raising the stream window to {window} failed: {e}");
+                                }
                             }
                         }
                     }
+                    if out.keepalive {
+                        keepalive_deadline = None;
+                        keepalive_at = shared.conn_mgmt.keepalive_time.map(|time| keepalive_due(&activity, time));
+                    }
                 }
-                if out.keepalive {
-                    keepalive_deadline = None;
-                    keepalive_at = keepalive_time.map(keepalive_due);
-                }
-            }
-            _ = &mut timer, if timer_at.is_some() => {
-                let now = Instant::now();
-                let due = |at: Option<Instant>| at.is_some_and(|at| at <= now);
-                if due(abrupt_at) {
-                    break;
-                }
-                if due(grace_at) {
-                    tracing::debug!(?peer, "max connection age grace over; closing the connection");
-                    force.set(1);
-                    break;
-                }
-                if due(keepalive_deadline) {
-                    tracing::debug!(?peer, "keepalive PING not answered in time; closing the connection");
-                    break;
-                }
-                if due(keepalive_at) {
-                    if let Some(time) = keepalive_time {
-                        let at = keepalive_due(time);
-                        if at > now {
-                            keepalive_at = Some(at);
-                        } else {
-                            // No new PING is due while one is out; its answer re-arms it.
-                            keepalive_at = None;
-                            keepalive_deadline = Some(crate::timeout::instant_after(now, mgmt.keepalive_timeout));
-                            match (ping_out.as_mut(), ping.as_mut()) {
-                                // A BDP PING is out: its answer counts.
-                                (Some(out), _) => out.keepalive = true,
-                                (None, Some(pp)) => match pp.send_ping(h2::Ping::opaque()) {
-                                    Ok(()) => ping_out = Some(PingOut { sent: now, bdp: false, keepalive: true }),
-                                    Err(_) => keepalive_deadline = None,
-                                },
-                                (None, None) => keepalive_deadline = None,
+                _ = &mut timer, if armed => {
+                    let now = Instant::now();
+                    let due = |at: Option<Instant>| at.is_some_and(|at| at <= now);
+                    if due(abrupt_at) {
+                        break;
+                    }
+                    if due(grace_at) {
+                        tracing::debug!(?peer, "max connection age grace over; closing the connection");
+                        force.set(1);
+                        break;
+                    }
+                    if due(keepalive_deadline) {
+                        tracing::debug!(?peer, "keepalive PING not answered in time; closing the connection");
+                        break;
+                    }
+                    if due(keepalive_at) {
+                        if let Some(time) = shared.conn_mgmt.keepalive_time {
+                            let at = keepalive_due(&activity, time);
+                            if at > now {
+                                keepalive_at = Some(at);
+                            } else {
+                                // No new PING is due while one is out; its answer re-arms it.
+                                keepalive_at = None;
+                                keepalive_deadline = Some(crate::timeout::instant_after(now, shared.conn_mgmt.keepalive_timeout));
+                                match (ping_out.as_mut(), ping.as_mut()) {
+                                    // A BDP PING is out: its answer counts.
+                                    (Some(out), _) => out.keepalive = true,
+                                    (None, Some(pp)) => match pp.send_ping(h2::Ping::opaque()) {
+                                        Ok(()) => ping_out = Some(PingOut { sent: now, bdp: false, keepalive: true }),
+                                        Err(_) => keepalive_deadline = None,
+                                    },
+                                    (None, None) => keepalive_deadline = None,
+                                }
                             }
                         }
                     }
-                }
-                if !going_away && due(age_at) {
-                    tracing::debug!(?peer, "max connection age reached; draining the connection");
-                    age_at = None;
-                    going_away = true;
-                    conn.graceful_shutdown();
-                    grace_at = mgmt.max_connection_age_grace.map(|g| crate::timeout::instant_after(now, g));
-                } else if !going_away && due(idle_check) {
-                    let idle = mgmt.max_connection_idle.unwrap_or(Duration::MAX);
-                    match activity.idle_since() {
-                        Some(since) if crate::timeout::instant_after(since, idle) <= now => {
-                            tracing::debug!(?peer, "max connection idle reached; closing the connection");
-                            idle_check = None;
-                            going_away = true;
-                            conn.graceful_shutdown();
-                            // A client that never acks the GOAWAY's PING must not hold the
-                            // connection open forever.
-                            grace_at = Some(crate::timeout::instant_after(now, mgmt.max_connection_age_grace.unwrap_or(IDLE_CLOSE_TIMEOUT)));
+                    if !going_away && due(age_at) {
+                        tracing::debug!(?peer, "max connection age reached; draining the connection");
+                        age_at = None;
+                        going_away = true;
+                        conn.graceful_shutdown();
+                        grace_at = shared.conn_mgmt.max_connection_age_grace.map(|g| crate::timeout::instant_after(now, g));
+                    } else if !going_away && due(idle_check) {
+                        let idle = shared.conn_mgmt.max_connection_idle.unwrap_or(Duration::MAX);
+                        match activity.idle_since() {
+                            Some(since) if crate::timeout::instant_after(since, idle) <= now => {
+                                tracing::debug!(?peer, "max connection idle reached; closing the connection");
+                                idle_check = None;
+                                going_away = true;
+                                conn.graceful_shutdown();
+                                // A client that never acks the GOAWAY's PING must not hold the
+                                // connection open forever.
+                                grace_at = Some(crate::timeout::instant_after(now, shared.conn_mgmt.max_connection_age_grace.unwrap_or(IDLE_CLOSE_TIMEOUT)));
+                            }
+                            Some(since) => idle_check = Some(crate::timeout::instant_after(since, idle)),
+                            None => idle_check = Some(crate::timeout::instant_after(now, idle)),
                         }
-                        Some(since) => idle_check = Some(crate::timeout::instant_after(since, idle)),
-                        None => idle_check = Some(crate::timeout::instant_after(now, idle)),
                     }
+                    // The timer fired: re-arm it on the next turn even if `next` is unchanged.
+                    armed = false;
                 }
-                // The timer fired: re-arm it on the next turn even if `next` is unchanged.
-                timer_at = None;
             }
         }
     }

@@ -492,8 +492,8 @@ impl Shutdown {
     }
 
     /// Resolves with the stage once it is above `seen`.
-    pub(crate) async fn past(&self, seen: u8) -> u8 {
-        wait_until(&self.changed, || Some(self.stage()).filter(|&stage| stage > seen)).await
+    pub(crate) fn past(&self, seen: u8) -> impl Future<Output = u8> + '_ {
+        wait_until(&self.changed, move || Some(self.stage()).filter(|&stage| stage > seen))
     }
 
     /// Counts a new connection until the returned guard is dropped.

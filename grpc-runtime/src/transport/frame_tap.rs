@@ -43,6 +43,8 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
+use crate::latch::Signal;
+
 const DATA: u8 = 0x0;
 const HEADERS: u8 = 0x1;
 const RST_STREAM: u8 = 0x3;
@@ -116,12 +118,12 @@ struct State {
 #[derive(Debug)]
 pub(crate) struct Activity {
     state: Mutex<State>,
-    /// Notified when the ping policy was violated (server side).
-    pub(crate) violation: tokio::sync::Notify,
-    /// Notified when a stream opens (client keepalive wakes up from dormancy).
-    pub(crate) stream_opened: tokio::sync::Notify,
-    /// Notified when DATA arrives while no BDP sample is running (send a BDP PING).
-    pub(crate) bdp_wanted: tokio::sync::Notify,
+    /// Raised when the ping policy was violated (server side).
+    pub(crate) violation: Signal,
+    /// Raised when a stream opens (client keepalive wakes up from dormancy).
+    pub(crate) stream_opened: Signal,
+    /// Raised when DATA arrives while no BDP sample is running (send a BDP PING).
+    pub(crate) bdp_wanted: Signal,
     /// Set while GOAWAY debug data waits to be written (checked per write, lock-free).
     goaway_armed: AtomicBool,
     /// The number of open streams (a lock-free copy of `State::streams.len()`).
@@ -157,9 +159,9 @@ impl Activity {
                 bdp_sample: 0,
                 bdp_quiet_until: None,
             }),
-            violation: tokio::sync::Notify::new(),
-            stream_opened: tokio::sync::Notify::new(),
-            bdp_wanted: tokio::sync::Notify::new(),
+            violation: Signal::default(),
+            stream_opened: Signal::default(),
+            bdp_wanted: Signal::default(),
             goaway_armed: AtomicBool::new(false),
             open_streams: AtomicUsize::new(0),
         })
@@ -314,15 +316,20 @@ impl Activity {
                     s.streams.remove(&stream);
                 }
                 if before > 0 && s.streams.is_empty() {
-                    s.idle_since = Instant::now();
+                    Self::became_idle(s);
                 }
             }
-            RST_STREAM if s.streams.remove(&stream).is_some() && s.streams.is_empty() => {
-                s.idle_since = Instant::now();
-            }
+            RST_STREAM if s.streams.remove(&stream).is_some() && s.streams.is_empty() => Self::became_idle(s),
             _ => {}
         }
         opened
+    }
+
+    /// The last open stream closed. The map's table is released: an idle connection
+    /// keeps no allocation for it (one small allocation per busy period instead).
+    fn became_idle(s: &mut State) {
+        s.idle_since = Instant::now();
+        s.streams = HashMap::new();
     }
 
     fn inbound_frame(&self, kind: u8, flags: u8, stream: u32, len: usize) {
@@ -360,10 +367,10 @@ impl Activity {
             })
             .unwrap_or((false, false));
         if violated {
-            self.violation.notify_one();
+            self.violation.raise();
         }
         if bdp {
-            self.bdp_wanted.notify_one();
+            self.bdp_wanted.raise();
         }
     }
 
@@ -377,7 +384,7 @@ impl Activity {
             })
             .unwrap_or(false);
         if opened {
-            self.stream_opened.notify_one();
+            self.stream_opened.raise();
         }
     }
 
@@ -394,17 +401,21 @@ fn batching_pays(open_streams: usize, busy_connections: usize, workers: usize) -
     open_streams >= 2 && (open_streams >= BATCH_STREAMS || busy_connections > workers)
 }
 
-/// Incremental frame-header scanner.
+/// Incremental frame-header scanner (one per connection: compact, it lives as long as the
+/// connection).
 #[derive(Debug)]
 struct Scanner {
+    /// The payload of the GOAWAY being read (kept up to `GOAWAY_CAPTURE` bytes). Boxed:
+    /// 8 bytes instead of a `Vec`'s 24 in every connection, for a frame seen at most once.
+    #[allow(clippy::box_collection)]
+    goaway: Option<Box<Vec<u8>>>,
+    /// Payload bytes of the current frame still to pass (a frame's length is 24 bits).
+    payload: u32,
     /// Bytes of the connection preface still to skip.
-    preface: usize,
+    preface: u8,
+    /// Bytes of `header` seen so far.
+    have: u8,
     header: [u8; 9],
-    have: usize,
-    /// Payload bytes of the current frame still to pass.
-    payload: usize,
-    /// The payload of the GOAWAY being read (kept up to `GOAWAY_CAPTURE` bytes).
-    goaway: Option<Vec<u8>>,
 }
 
 /// How much of a received GOAWAY's payload is kept (stream id, code, debug data).
@@ -412,7 +423,13 @@ const GOAWAY_CAPTURE: usize = 8 + 256;
 
 impl Scanner {
     fn new(preface: bool) -> Self {
-        Scanner { preface: if preface { PREFACE_LEN } else { 0 }, header: [0; 9], have: 0, payload: 0, goaway: None }
+        Scanner {
+            goaway: None,
+            payload: 0,
+            preface: if preface { PREFACE_LEN as u8 } else { 0 },
+            have: 0,
+            header: [0; 9],
+        }
     }
 
     /// Feeds bytes; calls `on_header(type, flags, stream, len)` for each complete header
@@ -420,16 +437,16 @@ impl Scanner {
     fn feed(&mut self, mut data: &[u8], mut on_header: impl FnMut(u8, u8, u32, usize), mut on_goaway: impl FnMut(&[u8])) {
         while !data.is_empty() {
             if self.preface > 0 {
-                let n = self.preface.min(data.len());
-                self.preface -= n;
+                let n = usize::from(self.preface).min(data.len());
+                self.preface -= n as u8;
                 data = &data[n..];
             } else if self.payload > 0 {
-                let n = self.payload.min(data.len());
+                let n = (self.payload as usize).min(data.len());
                 if let Some(g) = self.goaway.as_mut() {
                     let keep = n.min(GOAWAY_CAPTURE.saturating_sub(g.len()));
                     g.extend_from_slice(&data[..keep]);
                 }
-                self.payload -= n;
+                self.payload -= n as u32;
                 data = &data[n..];
                 if self.payload == 0 {
                     if let Some(g) = self.goaway.take() {
@@ -437,20 +454,22 @@ impl Scanner {
                     }
                 }
             } else {
-                let n = (9 - self.have).min(data.len());
-                self.header[self.have..self.have + n].copy_from_slice(&data[..n]);
-                self.have += n;
+                let have = usize::from(self.have);
+                let n = (9 - have).min(data.len());
+                self.header[have..have + n].copy_from_slice(&data[..n]);
+                self.have += n as u8;
                 data = &data[n..];
                 if self.have == 9 {
                     self.have = 0;
                     let (kind, flags, stream, len) = parse_header(&self.header);
-                    self.payload = len;
+                    // 24 bits: always fits.
+                    self.payload = len as u32;
                     on_header(kind, flags, stream, len);
                     if kind == GOAWAY {
                         if len == 0 {
                             on_goaway(&[]);
                         } else {
-                            self.goaway = Some(Vec::new());
+                            self.goaway = Some(Box::default());
                         }
                     }
                 }
@@ -473,9 +492,18 @@ enum Out {
     /// `n` bytes (preface or payload) still to pass.
     Pass(usize),
     /// A frame header, `have` bytes of it seen; `held`: those bytes are not written yet.
-    Header { buf: [u8; 9], have: usize, held: bool },
-    /// Collecting the 8-byte payload of a GOAWAY that gets debug data appended.
-    GoAway([u8; 9], BytesMut, Bytes),
+    Header { buf: [u8; 9], have: u8, held: bool },
+    /// Collecting the 8-byte payload of a GOAWAY that gets debug data appended (boxed:
+    /// rare, and this state lives as long as the connection).
+    GoAway(Box<GoAwayRewrite>),
+}
+
+/// A GOAWAY being rewritten: its header, the payload collected so far, the debug data.
+#[derive(Debug)]
+struct GoAwayRewrite {
+    header: [u8; 9],
+    payload: BytesMut,
+    debug: Bytes,
 }
 
 impl Out {
@@ -498,7 +526,7 @@ pub(crate) struct FrameTap<IO> {
     /// Bytes were gathered into `pending` since the last flush.
     gathered: bool,
     /// Worker threads of the runtime the connection was made on.
-    workers: usize,
+    workers: u32,
 }
 
 impl<IO> FrameTap<IO> {
@@ -513,14 +541,15 @@ impl<IO> FrameTap<IO> {
             pending: BytesMut::new(),
             yielded: false,
             gathered: false,
-            workers: tokio::runtime::Handle::try_current().map_or(1, |h| h.metrics().num_workers()),
+            workers: tokio::runtime::Handle::try_current()
+                .map_or(1, |h| u32::try_from(h.metrics().num_workers()).unwrap_or(u32::MAX)),
         }
     }
 
     /// Whether a write of `len` bytes should first yield once, letting other tasks add
     /// their frames to the batch; if so, the task is already woken.
     fn yield_for_batch(&mut self, len: usize, cx: &mut Context<'_>) -> bool {
-        if self.yielded || len >= MIN_BATCH || !self.activity.batching_pays(self.workers) {
+        if self.yielded || len >= MIN_BATCH || !self.activity.batching_pays(self.workers as usize) {
             return false;
         }
         self.yielded = true;
@@ -541,9 +570,10 @@ impl<IO> FrameTap<IO> {
                     }
                 }
                 Out::Header { buf, have, .. } => {
-                    let n = (9 - *have).min(data.len());
-                    buf[*have..*have + n].copy_from_slice(&data[..n]);
-                    *have += n;
+                    let at = usize::from(*have);
+                    let n = (9 - at).min(data.len());
+                    buf[at..at + n].copy_from_slice(&data[..n]);
+                    *have += n as u8;
                     data = &data[n..];
                     if *have == 9 {
                         let (kind, flags, stream, len) = parse_header(buf);
@@ -571,16 +601,23 @@ impl<IO> FrameTap<IO> {
         match &mut self.out {
             Out::Header { buf: h, have, held } => {
                 *held = true;
-                let n = (9 - *have).min(buf.len());
-                h[*have..*have + n].copy_from_slice(&buf[..n]);
-                *have += n;
+                let at = usize::from(*have);
+                let n = (9 - at).min(buf.len());
+                h[at..at + n].copy_from_slice(&buf[..n]);
+                *have += n as u8;
                 if *have == 9 {
                     let header = *h;
                     let (kind, flags, stream, len) = parse_header(&header);
                     self.activity.outbound_frame(kind, flags, stream);
                     let debug = if kind == GOAWAY && len == 8 { self.activity.take_goaway_debug() } else { None };
                     match debug {
-                        Some(d) => self.out = Out::GoAway(header, BytesMut::with_capacity(8), d),
+                        Some(debug) => {
+                            self.out = Out::GoAway(Box::new(GoAwayRewrite {
+                                header,
+                                payload: BytesMut::with_capacity(8),
+                                debug,
+                            }))
+                        }
                         None => {
                             self.pending.extend_from_slice(&header);
                             self.out = if len > 0 { Out::Pass(len) } else { Out::header() };
@@ -589,7 +626,8 @@ impl<IO> FrameTap<IO> {
                 }
                 n
             }
-            Out::GoAway(h, payload, debug) => {
+            Out::GoAway(rewrite) => {
+                let GoAwayRewrite { header: h, payload, debug } = &mut **rewrite;
                 let n = (8 - payload.len()).min(buf.len());
                 payload.extend_from_slice(&buf[..n]);
                 if payload.len() == 8 {
@@ -744,7 +782,6 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for FrameTap<IO> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::future::Future;
 
     fn header(len: usize, kind: u8, flags: u8, stream: u32) -> Vec<u8> {
         let mut v = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
@@ -1019,28 +1056,22 @@ mod tests {
         a.inbound_frame(DATA, 0, 1, 1000);
         a.inbound_frame(DATA, 0, 1, 500);
         a.inbound_frame(PING, FLAG_ACK, 0, 8);
-        // One notification for the sample start (stored as a permit).
+        // One signal for the sample start (kept until taken).
         let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
-        let n = a.bdp_wanted.notified();
-        tokio::pin!(n);
-        assert!(n.as_mut().poll(&mut cx).is_ready());
-        let n = a.bdp_wanted.notified();
-        tokio::pin!(n);
-        assert!(n.as_mut().poll(&mut cx).is_pending(), "no second notification while sampling");
+        assert!(a.bdp_wanted.poll_take(&mut cx).is_ready());
+        assert!(a.bdp_wanted.poll_take(&mut cx).is_pending(), "no second signal while sampling");
         assert_eq!(a.take_bdp_sample(), 1500);
         a.inbound_frame(DATA, 0, 1, 7);
-        assert!(n.as_mut().poll(&mut cx).is_ready(), "the next DATA starts a new sample");
+        assert!(a.bdp_wanted.poll_take(&mut cx).is_ready(), "the next DATA starts a new sample");
         assert_eq!(a.take_bdp_sample(), 7);
         // While quiet, DATA neither starts a sample nor counts towards one.
         a.quiet_bdp_until(Instant::now() + Duration::from_secs(60));
         a.inbound_frame(DATA, 0, 1, 9);
-        let n = a.bdp_wanted.notified();
-        tokio::pin!(n);
-        assert!(n.as_mut().poll(&mut cx).is_pending(), "no sample while quiet");
+        assert!(a.bdp_wanted.poll_take(&mut cx).is_pending(), "no sample while quiet");
         assert_eq!(a.take_bdp_sample(), 0);
         a.quiet_bdp_until(Instant::now());
         a.inbound_frame(DATA, 0, 1, 11);
-        assert!(n.as_mut().poll(&mut cx).is_ready(), "sampling resumes after the quiet time");
+        assert!(a.bdp_wanted.poll_take(&mut cx).is_ready(), "sampling resumes after the quiet time");
         assert_eq!(a.take_bdp_sample(), 11);
     }
 

@@ -2,12 +2,12 @@
 //! cancellation ([`crate::CancelHandle`]), a server call's cancellation code
 //! ([`crate::ServerContext`]) and a connection's forced shutdown of its calls; and
 //! [`wait_until`], the wait on a `Notify` behind it and the server's shutdown stages; and
-//! [`Signal`], the wakeup of the one task that watches a connection's frames (BDP
+//! [`Signals`], the wakeups of the tasks that act on what a connection's frames show (BDP
 //! samples, ping-policy violations, a stream opening).
 
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{ready, Context, Poll};
 
 use futures_util::task::AtomicWaker;
@@ -95,31 +95,59 @@ impl<T, F: FnMut() -> Option<T>> Future for WaitUntil<'_, F> {
     }
 }
 
-/// A wakeup for one waiting task: a flag and that task's waker. Raised before anyone
-/// waits, it is kept until taken (like `Notify::notify_one`'s permit). Waiting holds no
-/// state (a `Notify`'s waiting future is 64 bytes), which matters in a connection task's
-/// `select!` that lives as long as the connection.
-#[derive(Debug, Default)]
-pub(crate) struct Signal {
-    raised: AtomicBool,
-    waker: AtomicWaker,
+/// Up to eight wakeups, each for one waiting task: a flag bit per signal (all in one
+/// byte) and each signal's waker. A raised signal is kept until taken (like
+/// `Notify::notify_one`'s permit). Waiting holds no state (a `Notify`'s waiting future is
+/// 64 bytes), which matters in a connection task's `select!` that lives as long as the
+/// connection; three `Notify`s would be 96 bytes against these 80.
+#[derive(Debug)]
+pub(crate) struct Signals<const N: usize> {
+    raised: AtomicU8,
+    wakers: [AtomicWaker; N],
 }
 
-impl Signal {
-    /// Raises the signal and wakes the waiting task, if any.
+impl<const N: usize> Default for Signals<N> {
+    fn default() -> Self {
+        const { assert!(N <= 8, "one flag byte holds eight signals") };
+        Signals { raised: AtomicU8::new(0), wakers: std::array::from_fn(|_| AtomicWaker::new()) }
+    }
+}
+
+impl<const N: usize> Signals<N> {
+    /// Signal `i` (below `N`).
+    pub(crate) fn get(&self, i: usize) -> Signal<'_> {
+        Signal { raised: &self.raised, bit: 1 << i, waker: &self.wakers[i] }
+    }
+}
+
+/// One of a [`Signals`] set.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Signal<'a> {
+    raised: &'a AtomicU8,
+    bit: u8,
+    waker: &'a AtomicWaker,
+}
+
+impl Signal<'_> {
+    /// Raises the signal and wakes its waiting task, if any.
     pub(crate) fn raise(&self) {
-        self.raised.store(true, Ordering::Release);
+        self.raised.fetch_or(self.bit, Ordering::Release);
         self.waker.wake();
+    }
+
+    /// Lowers the signal; returns whether it was raised.
+    fn take(&self) -> bool {
+        self.raised.fetch_and(!self.bit, Ordering::AcqRel) & self.bit != 0
     }
 
     /// Ready (and the signal lowered) once it was raised; otherwise registers the task.
     pub(crate) fn poll_take(&self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.raised.swap(false, Ordering::AcqRel) {
+        if self.take() {
             return Poll::Ready(());
         }
         self.waker.register(cx.waker());
         // Raised between the first check and the registration: its wake may have missed us.
-        if self.raised.swap(false, Ordering::AcqRel) {
+        if self.take() {
             Poll::Ready(())
         } else {
             Poll::Pending
@@ -127,7 +155,7 @@ impl Signal {
     }
 
     /// Resolves once the signal is raised (at once if it already was), lowering it.
-    pub(crate) async fn wait(&self) {
+    pub(crate) async fn wait(self) {
         poll_fn(|cx| self.poll_take(cx)).await
     }
 }
@@ -139,22 +167,32 @@ mod tests {
 
     #[tokio::test]
     async fn a_signal_is_kept_until_taken_and_wakes_its_waiter() {
-        let signal = Arc::new(Signal::default());
+        let signals = Arc::new(Signals::<3>::default());
         // raised before anyone waits: the next wait returns at once, the one after waits
-        signal.raise();
-        signal.raise();
-        signal.wait().await;
+        signals.get(1).raise();
+        signals.get(1).raise();
+        signals.get(1).wait().await;
+        let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+        assert!(signals.get(1).poll_take(&mut cx).is_pending());
+        // the others were never raised
+        assert!(signals.get(0).poll_take(&mut cx).is_pending());
+        assert!(signals.get(2).poll_take(&mut cx).is_pending());
         let waiter = {
-            let s = Arc::clone(&signal);
-            tokio::spawn(async move { s.wait().await })
+            let s = Arc::clone(&signals);
+            tokio::spawn(async move { s.get(2).wait().await })
         };
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished());
-        signal.raise();
+        // raising another signal does not wake it
+        signals.get(0).raise();
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        signals.get(2).raise();
         tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
             .await
             .expect("the waiter was woken")
             .expect("the waiter did not panic");
+        assert!(signals.get(0).poll_take(&mut cx).is_ready(), "signal 0 was kept");
     }
 
     #[tokio::test]

@@ -221,14 +221,14 @@ where
                         break;
                     }
                 }
-                () = std::future::poll_fn(|cx| activity.violation.poll_take(cx)), if abrupt_at.is_none() => {
+                () = std::future::poll_fn(|cx| activity.violation().poll_take(cx)), if abrupt_at.is_none() => {
                     tracing::warn!(?peer, "client sent too many pings: GOAWAY(ENHANCE_YOUR_CALM, too_many_pings)");
                     activity.set_goaway_debug_data(Bytes::from_static(b"too_many_pings"));
                     conn.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
                     abrupt_at = Some(Instant::now() + ABRUPT_CLOSE_TIMEOUT);
                     going_away = true;
                 }
-                () = std::future::poll_fn(|cx| activity.bdp_wanted.poll_take(cx)), if bdp_est.is_some() && ping_out.is_none() => {
+                () = std::future::poll_fn(|cx| activity.bdp_wanted().poll_take(cx)), if bdp_est.is_some() && ping_out.is_none() => {
                     if let Some(pp) = ping.as_mut() {
                         match pp.send_ping(h2::Ping::opaque()) {
                             Ok(()) => ping_out = Some(PingOut { sent: Instant::now(), bdp: true, keepalive: false }),

@@ -118,7 +118,7 @@ pub(crate) async fn run(ping: SharedPing, activity: Arc<Activity>, initial: u32,
     let mut est = Estimator::new(initial);
     loop {
         tokio::select! {
-            _ = activity.bdp_wanted.wait() => {}
+            _ = activity.bdp_wanted().wait() => {}
             _ = windows.closed() => return,
         }
         let taken = tokio::select! {

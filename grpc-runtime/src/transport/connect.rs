@@ -278,7 +278,7 @@ async fn keepalive_loop(
             // Dormant until a call starts; then ping at once if the connection has been
             // silent for longer than `time`.
             tokio::select! {
-                _ = activity.stream_opened.wait() => {}
+                _ = activity.stream_opened().wait() => {}
                 _ = closed.changed() => {}
             }
             continue;

@@ -34,7 +34,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -43,7 +43,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
-use crate::latch::Signal;
+use crate::latch::{Signal, Signals};
 
 const DATA: u8 = 0x0;
 const HEADERS: u8 = 0x1;
@@ -118,16 +118,12 @@ struct State {
 #[derive(Debug)]
 pub(crate) struct Activity {
     state: Mutex<State>,
-    /// Raised when the ping policy was violated (server side).
-    pub(crate) violation: Signal,
-    /// Raised when a stream opens (client keepalive wakes up from dormancy).
-    pub(crate) stream_opened: Signal,
-    /// Raised when DATA arrives while no BDP sample is running (send a BDP PING).
-    pub(crate) bdp_wanted: Signal,
+    /// [`Activity::violation`], [`Activity::stream_opened`], [`Activity::bdp_wanted`].
+    signals: Signals<3>,
     /// Set while GOAWAY debug data waits to be written (checked per write, lock-free).
     goaway_armed: AtomicBool,
     /// The number of open streams (a lock-free copy of `State::streams.len()`).
-    open_streams: AtomicUsize,
+    open_streams: AtomicU32,
 }
 
 impl Drop for Activity {
@@ -159,12 +155,25 @@ impl Activity {
                 bdp_sample: 0,
                 bdp_quiet_until: None,
             }),
-            violation: Signal::default(),
-            stream_opened: Signal::default(),
-            bdp_wanted: Signal::default(),
+            signals: Signals::default(),
             goaway_armed: AtomicBool::new(false),
-            open_streams: AtomicUsize::new(0),
+            open_streams: AtomicU32::new(0),
         })
+    }
+
+    /// Raised when the ping policy was violated (server side).
+    pub(crate) fn violation(&self) -> Signal<'_> {
+        self.signals.get(0)
+    }
+
+    /// Raised when a stream opens (client keepalive wakes up from dormancy).
+    pub(crate) fn stream_opened(&self) -> Signal<'_> {
+        self.signals.get(1)
+    }
+
+    /// Raised when DATA arrives while no BDP sample is running (send a BDP PING).
+    pub(crate) fn bdp_wanted(&self) -> Signal<'_> {
+        self.signals.get(2)
     }
 
     /// Applies a frame to the open streams ([`Activity::stream_event`]) and, when their
@@ -181,7 +190,7 @@ impl Activity {
     /// Publishes the open-stream count after a change (under the state lock), keeping
     /// [`BUSY_CONNECTIONS`] up to date.
     fn set_open_streams(&self, n: usize) {
-        let before = self.open_streams.swap(n, Ordering::Relaxed);
+        let before = self.open_streams.swap(u32::try_from(n).unwrap_or(u32::MAX), Ordering::Relaxed);
         match (before, n) {
             (0, 1..) => {
                 BUSY_CONNECTIONS.fetch_add(1, Ordering::Relaxed);
@@ -195,7 +204,7 @@ impl Activity {
 
     /// Whether batching writes on this connection pays off (see the module doc).
     fn batching_pays(&self, workers: usize) -> bool {
-        batching_pays(self.open_streams.load(Ordering::Relaxed), BUSY_CONNECTIONS.load(Ordering::Relaxed), workers)
+        batching_pays(self.open_streams.load(Ordering::Relaxed) as usize, BUSY_CONNECTIONS.load(Ordering::Relaxed), workers)
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> Option<R> {
@@ -367,10 +376,10 @@ impl Activity {
             })
             .unwrap_or((false, false));
         if violated {
-            self.violation.raise();
+            self.violation().raise();
         }
         if bdp {
-            self.bdp_wanted.raise();
+            self.bdp_wanted().raise();
         }
     }
 
@@ -384,7 +393,7 @@ impl Activity {
             })
             .unwrap_or(false);
         if opened {
-            self.stream_opened.raise();
+            self.stream_opened().raise();
         }
     }
 
@@ -1058,20 +1067,20 @@ mod tests {
         a.inbound_frame(PING, FLAG_ACK, 0, 8);
         // One signal for the sample start (kept until taken).
         let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
-        assert!(a.bdp_wanted.poll_take(&mut cx).is_ready());
-        assert!(a.bdp_wanted.poll_take(&mut cx).is_pending(), "no second signal while sampling");
+        assert!(a.bdp_wanted().poll_take(&mut cx).is_ready());
+        assert!(a.bdp_wanted().poll_take(&mut cx).is_pending(), "no second signal while sampling");
         assert_eq!(a.take_bdp_sample(), 1500);
         a.inbound_frame(DATA, 0, 1, 7);
-        assert!(a.bdp_wanted.poll_take(&mut cx).is_ready(), "the next DATA starts a new sample");
+        assert!(a.bdp_wanted().poll_take(&mut cx).is_ready(), "the next DATA starts a new sample");
         assert_eq!(a.take_bdp_sample(), 7);
         // While quiet, DATA neither starts a sample nor counts towards one.
         a.quiet_bdp_until(Instant::now() + Duration::from_secs(60));
         a.inbound_frame(DATA, 0, 1, 9);
-        assert!(a.bdp_wanted.poll_take(&mut cx).is_pending(), "no sample while quiet");
+        assert!(a.bdp_wanted().poll_take(&mut cx).is_pending(), "no sample while quiet");
         assert_eq!(a.take_bdp_sample(), 0);
         a.quiet_bdp_until(Instant::now());
         a.inbound_frame(DATA, 0, 1, 11);
-        assert!(a.bdp_wanted.poll_take(&mut cx).is_ready(), "sampling resumes after the quiet time");
+        assert!(a.bdp_wanted().poll_take(&mut cx).is_ready(), "sampling resumes after the quiet time");
         assert_eq!(a.take_bdp_sample(), 11);
     }
 

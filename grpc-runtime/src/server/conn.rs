@@ -182,6 +182,11 @@ where
         let mut going_away = false;
         // The server's shutdown stage this connection has acted on.
         let mut stage = RUNNING;
+        // The wait for the next stage lives across turns of the loop: made in the
+        // `select!`, it would register with the server's `Notify` and deregister again on
+        // every turn (two lock round trips per wakeup of the connection).
+        let next_stage = shutdown.past(stage);
+        tokio::pin!(next_stage);
         loop {
             {
                 let next = if going_away {
@@ -207,8 +212,9 @@ where
                     }
                     None => break,
                 },
-                now = shutdown.past(stage), if stage < ABORT => {
+                now = &mut next_stage, if stage < ABORT => {
                     stage = now;
+                    next_stage.set(shutdown.past(stage));
                     if stage >= GRACEFUL && !going_away {
                         going_away = true;
                         conn.graceful_shutdown();

@@ -32,10 +32,11 @@
 //! itself rejects them and closes the connection.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -93,7 +94,7 @@ pub(crate) struct PingPolicy {
 struct State {
     last_read: Instant,
     /// Open streams: bit 0 = we sent END_STREAM, bit 1 = the peer did.
-    streams: HashMap<u32, u8>,
+    streams: HashMap<u32, u8, StreamIdHash>,
     idle_since: Instant,
     policy: Option<PingPolicy>,
     strikes: u32,
@@ -112,6 +113,50 @@ struct State {
     bdp_sample: u64,
     /// No new sample starts before this (after a sample far below the window).
     bdp_quiet_until: Option<Instant>,
+}
+
+/// The hash of the open-stream map, looked up for every HEADERS, DATA and RST_STREAM
+/// frame: multiply-shift with a random odd key per process (Dietzfelbinger's universal
+/// family: a peer choosing stream ids cannot aim for collisions without the key), a
+/// multiplication instead of SipHash's hundred-odd instructions per frame, and no
+/// per-map keys (`RandomState` adds 16 bytes to every connection).
+#[derive(Debug, Clone, Copy, Default)]
+struct StreamIdHash;
+
+impl BuildHasher for StreamIdHash {
+    type Hasher = StreamIdHasher;
+
+    fn build_hasher(&self) -> StreamIdHasher {
+        static KEY: OnceLock<u64> = OnceLock::new();
+        let key = *KEY.get_or_init(|| std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64) | 1);
+        StreamIdHasher { key, hash: 0 }
+    }
+}
+
+/// See [`StreamIdHash`].
+#[derive(Debug)]
+struct StreamIdHasher {
+    key: u64,
+    hash: u64,
+}
+
+impl Hasher for StreamIdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        // Not used by `u32` keys; kept correct for any other input.
+        for &b in bytes {
+            self.write_u32(u32::from(b) ^ (self.hash as u32).rotate_left(8));
+        }
+    }
+
+    fn write_u32(&mut self, id: u32) {
+        self.hash = (u64::from(id) ^ self.hash).wrapping_mul(self.key);
+    }
+
+    fn finish(&self) -> u64 {
+        // The product's high bits are the well-mixed ones; hashbrown indexes buckets by
+        // the low bits, so fold the high half in.
+        self.hash ^ (self.hash >> 32)
+    }
 }
 
 /// What the adapter has seen on one connection; shared with the connection's owner.
@@ -141,7 +186,7 @@ impl Activity {
         Arc::new(Activity {
             state: Mutex::new(State {
                 last_read: now,
-                streams: HashMap::new(),
+                streams: HashMap::default(),
                 idle_since: now,
                 policy,
                 strikes: 0,
@@ -338,7 +383,7 @@ impl Activity {
     /// keeps no allocation for it (one small allocation per busy period instead).
     fn became_idle(s: &mut State) {
         s.idle_since = Instant::now();
-        s.streams = HashMap::new();
+        s.streams = HashMap::default();
     }
 
     fn inbound_frame(&self, kind: u8, flags: u8, stream: u32, len: usize) {
@@ -1082,6 +1127,27 @@ mod tests {
         a.inbound_frame(DATA, 0, 1, 11);
         assert!(a.bdp_wanted().poll_take(&mut cx).is_ready(), "sampling resumes after the quiet time");
         assert_eq!(a.take_bdp_sample(), 11);
+    }
+
+    #[test]
+    fn stream_ids_spread_over_the_map() {
+        // Client stream ids are consecutive odd numbers; their hashes must not share low
+        // bits (hashbrown picks buckets by them) nor high bits (its control tags).
+        let hashes: Vec<u64> = (0..1024u32).map(|i| StreamIdHash.hash_one(2 * i + 1)).collect();
+        let low: std::collections::HashSet<u64> = hashes.iter().map(|h| h & 1023).collect();
+        let tags: std::collections::HashSet<u64> = hashes.iter().map(|h| h >> 57).collect();
+        assert!(low.len() > 600, "{} of 1024 buckets used", low.len());
+        assert_eq!(tags.len(), 128, "every 7-bit tag is used");
+        // Many open streams still tracked one by one.
+        let a = Activity::new(None);
+        for id in (1..20_000u32).step_by(2) {
+            a.inbound_frame(HEADERS, 0x4, id, 10);
+        }
+        assert_eq!(a.active_streams(), 10_000);
+        for id in (1..20_000u32).step_by(2) {
+            a.inbound_frame(RST_STREAM, 0, id, 4);
+        }
+        assert_eq!(a.active_streams(), 0);
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! (`set_initial_window_size`, a SETTINGS frame). Windows only grow, never above
 //! [`BDP_LIMIT`], so memory stays bounded. No DATA, no PINGs: an idle connection stays quiet.
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,8 +31,10 @@ pub(crate) type SharedPing = Arc<Mutex<h2::PingPong>>;
 /// The estimate (grpc-go's algorithm).
 #[derive(Debug)]
 pub(crate) struct Estimator {
-    /// Current window (the estimated BDP); starts at the configured stream window.
-    bdp: u32,
+    /// Current window (the estimated BDP); starts at the configured stream window. Not
+    /// zero, so that an `Option<Estimator>` (kept in every server connection's task) is
+    /// no larger than the estimator.
+    bdp: NonZeroU32,
     /// Smoothed RTT in seconds.
     rtt: f64,
     samples: u32,
@@ -42,7 +45,7 @@ pub(crate) struct Estimator {
 impl Estimator {
     /// An estimator whose window starts at `initial` (it never goes below it).
     pub(crate) fn new(initial: u32) -> Self {
-        Estimator { bdp: initial, rtt: 0.0, samples: 0, bw_max: 0.0 }
+        Estimator { bdp: NonZeroU32::new(initial).unwrap_or(NonZeroU32::MIN), rtt: 0.0, samples: 0, bw_max: 0.0 }
     }
 
     /// Feeds one sample (`bytes` received during one PING round trip of `rtt`); returns
@@ -63,11 +66,12 @@ impl Estimator {
         if grew {
             self.bw_max = bw;
         }
-        if grew && bytes as f64 >= 0.66 * f64::from(self.bdp) && self.bdp < BDP_LIMIT {
+        let bdp = self.bdp.get();
+        if grew && bytes as f64 >= 0.66 * f64::from(bdp) && bdp < BDP_LIMIT {
             let new = bytes.saturating_mul(2).min(u64::from(BDP_LIMIT)) as u32;
-            if new > self.bdp {
+            if let Some(new) = NonZeroU32::new(new).filter(|&n| n.get() > bdp) {
                 self.bdp = new;
-                return Some(new);
+                return Some(new.get());
             }
         }
         None
@@ -101,7 +105,7 @@ pub(crate) const QUIET_AFTER_SMALL_SAMPLE: Duration = Duration::from_millis(50);
 /// Feeds a sample to the estimator; returns the new window when it grew (and logs it).
 /// A small sample quiets the sampling of `activity` for [`QUIET_AFTER_SMALL_SAMPLE`].
 pub(crate) fn grow(est: &mut Estimator, activity: &Activity, (bytes, rtt): (u64, Duration)) -> Option<u32> {
-    if bytes < u64::from(est.bdp / 4) {
+    if bytes < u64::from(est.bdp.get() / 4) {
         activity.quiet_bdp_until(Instant::now() + QUIET_AFTER_SMALL_SAMPLE);
     }
     let window = est.on_sample(bytes, rtt)?;

@@ -172,10 +172,15 @@ impl Subchannel {
         self.touch();
         let mut rx = self.state.subscribe();
         loop {
+            // The state is read (and marked seen) before the connection is looked at. The
+            // connect loop stores the connection first and then announces READY, so either
+            // the connection is already there or the announcement is still to come and
+            // `changed` sees it. In the other order, a connection made between the two
+            // reads left its READY marked seen and this wait never ended.
+            let state = *rx.borrow_and_update();
             if let Some(c) = self.current() {
                 return Ok(c);
             }
-            let state = *rx.borrow_and_update();
             match state {
                 ConnectivityState::Shutdown => {
                     return Err(TransportError::new(TransportErrorKind::Connect, "channel is shut down"))

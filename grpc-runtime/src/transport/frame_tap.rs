@@ -508,10 +508,7 @@ impl Scanner {
                     }
                 }
             } else {
-                let have = usize::from(self.have);
-                let n = (9 - have).min(data.len());
-                self.header[have..have + n].copy_from_slice(&data[..n]);
-                self.have += n as u8;
+                let n = fill_header(&mut self.header, &mut self.have, data);
                 data = &data[n..];
                 if self.have == 9 {
                     self.have = 0;
@@ -530,6 +527,17 @@ impl Scanner {
             }
         }
     }
+}
+
+/// Copies the next bytes of a frame header from `data` into `buf`, of which `have` bytes
+/// are already filled; returns how many bytes it took. The header is complete when
+/// `have` reaches 9.
+fn fill_header(buf: &mut [u8; 9], have: &mut u8, data: &[u8]) -> usize {
+    let at = usize::from(*have);
+    let n = (9 - at).min(data.len());
+    buf[at..at + n].copy_from_slice(&data[..n]);
+    *have += n as u8;
+    n
 }
 
 fn parse_header(h: &[u8; 9]) -> (u8, u8, u32, usize) {
@@ -624,10 +632,7 @@ impl<IO> FrameTap<IO> {
                     }
                 }
                 Out::Header { buf, have, .. } => {
-                    let at = usize::from(*have);
-                    let n = (9 - at).min(data.len());
-                    buf[at..at + n].copy_from_slice(&data[..n]);
-                    *have += n as u8;
+                    let n = fill_header(buf, have, data);
                     data = &data[n..];
                     if *have == 9 {
                         let (kind, flags, stream, len) = parse_header(buf);
@@ -655,10 +660,7 @@ impl<IO> FrameTap<IO> {
         match &mut self.out {
             Out::Header { buf: h, have, held } => {
                 *held = true;
-                let at = usize::from(*have);
-                let n = (9 - at).min(buf.len());
-                h[at..at + n].copy_from_slice(&buf[..n]);
-                *have += n as u8;
+                let n = fill_header(h, have, buf);
                 if *have == 9 {
                     let header = *h;
                     let (kind, flags, stream, len) = parse_header(&header);

@@ -508,8 +508,8 @@ impl Shutdown {
     }
 
     /// Resolves once no connection is open.
-    async fn closed(&self) {
-        wait_until(&self.all_closed, || (self.open() == 0).then_some(())).await
+    fn closed(&self) -> impl Future<Output = ()> + '_ {
+        wait_until(&self.all_closed, || (self.open() == 0).then_some(()))
     }
 }
 

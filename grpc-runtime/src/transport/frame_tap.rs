@@ -142,9 +142,9 @@ struct StreamIdHasher {
 
 impl Hasher for StreamIdHasher {
     fn write(&mut self, bytes: &[u8]) {
-        // Not used by `u32` keys; kept correct for any other input.
+        // Not used by `u32` keys (they call `write_u32`); folds any other input in.
         for &b in bytes {
-            self.write_u32(u32::from(b) ^ (self.hash as u32).rotate_left(8));
+            self.write_u32(u32::from(b));
         }
     }
 
@@ -158,6 +158,11 @@ impl Hasher for StreamIdHasher {
         self.hash ^ (self.hash >> 32)
     }
 }
+
+/// Activity's signals (indices into its [`Signals`]).
+const SIGNAL_VIOLATION: usize = 0;
+const SIGNAL_STREAM_OPENED: usize = 1;
+const SIGNAL_BDP_WANTED: usize = 2;
 
 /// What the adapter has seen on one connection; shared with the connection's owner.
 #[derive(Debug)]
@@ -208,17 +213,17 @@ impl Activity {
 
     /// Raised when the ping policy was violated (server side).
     pub(crate) fn violation(&self) -> Signal<'_> {
-        self.signals.get(0)
+        self.signals.get(SIGNAL_VIOLATION)
     }
 
     /// Raised when a stream opens (client keepalive wakes up from dormancy).
     pub(crate) fn stream_opened(&self) -> Signal<'_> {
-        self.signals.get(1)
+        self.signals.get(SIGNAL_STREAM_OPENED)
     }
 
     /// Raised when DATA arrives while no BDP sample is running (send a BDP PING).
     pub(crate) fn bdp_wanted(&self) -> Signal<'_> {
-        self.signals.get(2)
+        self.signals.get(SIGNAL_BDP_WANTED)
     }
 
     /// Applies a frame to the open streams ([`Activity::stream_event`]) and, when their

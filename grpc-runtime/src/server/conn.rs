@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant as StdInstant};
 
 use bytes::Bytes;
@@ -99,6 +100,18 @@ struct PingOut {
     keepalive: bool,
 }
 
+/// After accepting this many streams in a row (without h2 running out of received ones),
+/// the connection task yields: the calls spawned so far run, and the task's next turn
+/// writes their responses before it accepts more.
+///
+/// Without it, a read that brings many requests (a pipelining client: h2load -m100, a
+/// busy channel) has every call run before the first response goes out, so the peer sits
+/// idle until the whole batch is done, then the server sits idle while the peer answers:
+/// the two take turns. Writing every 16 calls' responses lets the peer work on them while
+/// the server runs the next 16 (measured with h2load -c1 -m100: 94-100k req/s before,
+/// 125-166k after). Fewer calls per read than this are unaffected.
+const ACCEPT_BURST: u32 = 16;
+
 /// Serves one connection until it closes or the server stops.
 ///
 /// A plain function returning an `async move` block rather than an `async fn`: an
@@ -187,6 +200,8 @@ where
         // every turn (two lock round trips per wakeup of the connection).
         let next_stage = shutdown.past(stage);
         tokio::pin!(next_stage);
+        // Streams accepted since h2 last had none ready (see [`ACCEPT_BURST`]).
+        let mut burst: u32 = 0;
         loop {
             {
                 let next = if going_away {
@@ -202,7 +217,21 @@ where
                 }
             }
             tokio::select! {
-                accepted = conn.accept() => match accepted {
+                accepted = std::future::poll_fn(|cx| {
+                    if burst >= ACCEPT_BURST {
+                        // Yield: the task is woken now and runs again after the calls.
+                        burst = 0;
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                    let accepted = conn.poll_accept(cx);
+                    match accepted {
+                        Poll::Ready(Some(Ok(_))) => burst += 1,
+                        Poll::Pending => burst = 0,
+                        Poll::Ready(_) => {}
+                    }
+                    accepted
+                }) => match accepted {
                     Some(Ok((req, respond))) => {
                         tokio::spawn(handle_stream(req, respond, peer, peer_certs.clone(), shared.clone(), Arc::clone(&force)));
                     }
@@ -245,7 +274,7 @@ where
                 }
                 pong = std::future::poll_fn(|cx| match ping.as_mut() {
                     Some(pp) => pp.poll_pong(cx),
-                    None => std::task::Poll::Pending,
+                    None => Poll::Pending,
                 }), if ping_out.is_some() => {
                     let Some(out) = ping_out.take() else { continue };
                     if pong.is_err() {

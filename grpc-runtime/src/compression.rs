@@ -154,7 +154,7 @@ impl EncodingSet {
     /// Reads all `grpc-accept-encoding` headers of a map.
     pub fn from_headers(headers: &http::HeaderMap) -> EncodingSet {
         let mut set = EncodingSet::none();
-        for v in headers.get_all(GRPC_ACCEPT_ENCODING) {
+        for v in headers.get_all(&GRPC_ACCEPT_ENCODING_NAME) {
             set.0 |= EncodingSet::parse_header(v.as_bytes()).0;
         }
         set
@@ -180,7 +180,7 @@ pub enum HeaderEncoding {
 
 /// Reads the `grpc-encoding` header of a map.
 pub fn encoding_from_headers(headers: &http::HeaderMap) -> HeaderEncoding {
-    match headers.get(GRPC_ENCODING) {
+    match headers.get(&GRPC_ENCODING_NAME) {
         None => HeaderEncoding::Identity,
         Some(v) => match v.to_str() {
             Err(_) => HeaderEncoding::Unknown(String::from_utf8_lossy(v.as_bytes()).into_owned()),

@@ -361,7 +361,7 @@ impl Status {
     /// `grpc-status` gives `INTERNAL`; undecodable details are dropped with a
     /// debug log (the code and message still reach the caller).
     pub fn from_header_map(headers: &HeaderMap) -> Option<Status> {
-        let raw = headers.get(GRPC_STATUS)?;
+        let raw = headers.get(&GRPC_STATUS_NAME)?;
         let code = match Code::from_header_bytes(raw.as_bytes()) {
             Some(c) => c,
             None => {
@@ -371,9 +371,9 @@ impl Status {
                 )))
             }
         };
-        let message = headers.get(GRPC_MESSAGE).map(|v| decode_message(v.as_bytes())).unwrap_or_default();
+        let message = headers.get(&GRPC_MESSAGE_NAME).map(|v| decode_message(v.as_bytes())).unwrap_or_default();
         let mut status = Status::new(code, message);
-        if let Some(d) = headers.get(GRPC_STATUS_DETAILS_BIN) {
+        if let Some(d) = headers.get(&GRPC_STATUS_DETAILS_BIN_NAME) {
             match crate::metadata::decode_bin(d.as_bytes()) {
                 Ok(b) => status.details = b,
                 Err(e) => tracing::debug!("ignoring undecodable grpc-status-details-bin: {e}"),

@@ -19,7 +19,7 @@ use super::channel::Channel;
 use super::subchannel::Subchannel;
 use super::interceptor::{CallInfo, CallKind, ClientCallContext, Interceptors};
 use crate::codec::{encode_message, next_batch, BatchEnd, FrameDecoder};
-use crate::compression::{encoding_from_headers, CompressionEncoding, EncodingSet, HeaderEncoding, GRPC_ACCEPT_ENCODING, GRPC_ACCEPT_ENCODING_NAME, GRPC_ENCODING_NAME};
+use crate::compression::{encoding_from_headers, CompressionEncoding, EncodingSet, HeaderEncoding, GRPC_ACCEPT_ENCODING_NAME, GRPC_ENCODING_NAME};
 use crate::metadata::MetadataMap;
 use crate::status::{Code, Status};
 use crate::streaming::Streaming;
@@ -382,7 +382,7 @@ impl Channel {
     /// (already failed for Trailers-Only or a non-gRPC response).
     fn read_head<T>(&self, opened_conn: &Connection, resp: http::Response<h2::RecvStream>) -> Result<(MetadataMap, Streaming<T>), Status> {
         let (parts, body) = resp.into_parts();
-        if let Some(v) = parts.headers.get(GRPC_ACCEPT_ENCODING) {
+        if let Some(v) = parts.headers.get(&GRPC_ACCEPT_ENCODING_NAME) {
             opened_conn.set_peer_accept_encoding(v.clone());
         }
         if body.is_end_stream() || parts.status != http::StatusCode::OK {

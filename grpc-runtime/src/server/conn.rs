@@ -493,7 +493,7 @@ fn accept_call(
         );
         return None;
     }
-    let deadline = match parts.headers.get("grpc-timeout") {
+    let deadline = match parts.headers.get(&crate::timeout::GRPC_TIMEOUT_NAME) {
         None => None,
         Some(v) => match decode_timeout(v.as_bytes()) {
             Ok(d) => Some(Deadline::after(d)),

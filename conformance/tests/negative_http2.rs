@@ -827,7 +827,15 @@ async fn raw_conn(tcp: TcpStream, index: usize, mode: RawMode, log: Arc<Mutex<Ra
             }
         }
         if !out.is_empty() {
-            wr.write_all(&out).await.map_err(|e| format!("write: {e}"))?;
+            match wr.write_all(&out).await {
+                Ok(()) => {}
+                // After our GOAWAY the client may close this connection as soon as its
+                // streams are done or moved elsewhere, while frames it sent before (the
+                // DATA of a stream above last-stream-id) still draw WINDOW_UPDATEs here:
+                // a write it no longer reads ends the connection, it is not an error.
+                Err(_) if goaway_sent.is_some() => return Ok(()),
+                Err(e) => return Err(format!("write: {e}")),
+            }
             out.clear();
         }
 

@@ -232,6 +232,8 @@ pub struct Wire {
     pub refused: usize,
     /// The client closed its side (EOF on read).
     pub client_eof: bool,
+    /// For each write of the server, the streams it ended (END_STREAM) in that write.
+    pub server_writes: Vec<Vec<u32>>,
 }
 
 impl Wire {
@@ -322,6 +324,18 @@ impl<T> Tapped<T> {
     pub fn new(io: T, wire: Arc<Mutex<Wire>>) -> Self {
         Tapped { io, wire, from_client: Splitter::client_to_server(), to_client: Splitter::server_to_client() }
     }
+
+    /// Records one write of the server: its frames, and the streams it ended.
+    fn record_write(&mut self, bytes: &[u8]) {
+        let frames = self.to_client.feed(bytes);
+        let mut wire = self.wire.lock().unwrap();
+        let ended = frames.iter().filter(|f| matches!(f.kind, HEADERS | DATA) && f.flags & END_STREAM != 0);
+        let ended = ended.map(|f| f.stream).collect();
+        wire.server_writes.push(ended);
+        for f in &frames {
+            wire.on_server_frame(f);
+        }
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Tapped<T> {
@@ -348,12 +362,34 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tapped<T> {
         let this = &mut *self;
         let r = Pin::new(&mut this.io).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = &r {
-            let mut wire = this.wire.lock().unwrap();
-            for f in this.to_client.feed(&buf[..*n]) {
-                wire.on_server_frame(&f);
-            }
+            this.record_write(&buf[..*n]);
         }
         r
+    }
+
+    // Vectored like the socket it wraps, so the server writes as it would untapped.
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let r = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = &r {
+            let mut left = *n;
+            let mut written = Vec::with_capacity(left);
+            for b in bufs {
+                let take = left.min(b.len());
+                written.extend_from_slice(&b[..take]);
+                left -= take;
+            }
+            this.record_write(&written);
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

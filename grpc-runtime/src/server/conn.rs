@@ -28,7 +28,7 @@ use crate::context::{MethodPath, ServerContext};
 use crate::latch::Latch;
 use crate::metadata::MetadataMap;
 use crate::status::{Code, Status};
-use crate::timeout::{decode_timeout, scope_deadline, Deadline};
+use crate::timeout::{decode_timeout, scope_deadline, Deadline, GRPC_TIMEOUT_NAME};
 use crate::transport::frame_tap::{Activity, FrameTap, PingPolicy};
 use crate::transport::bdp;
 use crate::transport::jitter;
@@ -493,7 +493,7 @@ fn accept_call(
         );
         return None;
     }
-    let deadline = match parts.headers.get(&crate::timeout::GRPC_TIMEOUT_NAME) {
+    let deadline = match parts.headers.get(&GRPC_TIMEOUT_NAME) {
         None => None,
         Some(v) => match decode_timeout(v.as_bytes()) {
             Ok(d) => Some(Deadline::after(d)),

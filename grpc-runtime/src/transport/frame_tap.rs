@@ -1008,7 +1008,7 @@ mod tests {
         let mut cx = Context::from_waker(&waker);
         let wakes = || counter.0.load(Ordering::SeqCst);
         let mut tap = FrameTap::new(Sink { out: Vec::new(), max: 5000, writes: 0 }, Activity::new(None), false);
-        let mut want = Vec::new();
+        let mut want: Vec<u8> = Vec::new();
         // h2 writes a large DATA frame as its header and payload side by side, then flushes.
         for i in 0..3u8 {
             let head = header(16 * 1024, DATA, 0, 1);
@@ -1039,7 +1039,7 @@ mod tests {
         assert_eq!(tap.io.out.len(), 9 + 40 * 1024, "the first frame went out when the second did not fit");
         let small = header(0, HEADERS, 5, 1);
         assert!(matches!(Pin::new(&mut tap).poll_write(&mut cx, &small), Poll::Ready(Ok(9))));
-        let mut want = Vec::new();
+        let mut want: Vec<u8> = Vec::new();
         for _ in 0..2 {
             want.extend(&head);
             want.extend(&payload);

@@ -56,6 +56,7 @@ mod connectivity;
 mod endpoint;
 pub mod interceptor;
 pub mod resolver;
+pub mod service_config;
 pub mod subchannel;
 mod target;
 

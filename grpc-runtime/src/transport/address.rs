@@ -13,6 +13,9 @@ pub enum Address {
     /// A unix domain socket path.
     #[cfg(unix)]
     Unix(PathBuf),
+    /// A Linux abstract-namespace unix socket name (without the leading NUL).
+    #[cfg(target_os = "linux")]
+    UnixAbstract(Vec<u8>),
 }
 
 impl fmt::Display for Address {
@@ -21,6 +24,8 @@ impl fmt::Display for Address {
             Address::Tcp(a) => write!(f, "{a}"),
             #[cfg(unix)]
             Address::Unix(p) => write!(f, "unix:{}", p.display()),
+            #[cfg(target_os = "linux")]
+            Address::UnixAbstract(n) => write!(f, "unix-abstract:{}", String::from_utf8_lossy(n)),
         }
     }
 }

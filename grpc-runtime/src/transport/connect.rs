@@ -356,6 +356,22 @@ async fn connect_inner(
             let stream = tokio::net::UnixStream::connect(path).await.map_err(connect_err)?;
             handshake(stream, address, config).await
         }
+        #[cfg(target_os = "linux")]
+        Address::UnixAbstract(name) => {
+            use std::os::linux::net::SocketAddrExt;
+            if config.tls.is_some() {
+                return Err(TransportError::new(
+                    TransportErrorKind::Config,
+                    "TLS over unix sockets is not supported",
+                ));
+            }
+            let sa = std::os::unix::net::SocketAddr::from_abstract_name(name).map_err(connect_err)?;
+            // A unix-socket connect completes (or is refused) at once.
+            let std_stream = std::os::unix::net::UnixStream::connect_addr(&sa).map_err(connect_err)?;
+            std_stream.set_nonblocking(true).map_err(connect_err)?;
+            let stream = tokio::net::UnixStream::from_std(std_stream).map_err(connect_err)?;
+            handshake(stream, address, config).await
+        }
     }
 }
 

@@ -16,8 +16,11 @@ use tracing::{debug, Instrument, Span};
 
 use super::body;
 use super::channel::Channel;
-use super::subchannel::Subchannel;
+use super::connectivity::ConnectivityState;
+use super::control::{Shared, Snapshot};
 use super::interceptor::{CallInfo, CallKind, ClientCallContext, Interceptors};
+use super::lb::{OnDone, PickInfo, PickResult};
+use super::subchannel::Subchannel;
 use crate::codec::{encode_message, next_batch, BatchEnd, FrameDecoder};
 use crate::compression::{encoding_from_headers, CompressionEncoding, EncodingSet, HeaderEncoding, GRPC_ACCEPT_ENCODING_NAME, GRPC_ENCODING_NAME};
 use crate::metadata::MetadataMap;
@@ -43,6 +46,26 @@ pub(crate) struct CallState {
     send_error: Mutex<Option<Status>>,
     /// The call's deadline: a failure after it passed is DEADLINE_EXCEEDED.
     deadline: Option<Deadline>,
+    /// The LB policy's callback for the final status (from the pick).
+    on_done: Mutex<Option<OnDone>>,
+    /// Counts the call as in flight for the channel's idle timeout.
+    _active: ActiveCall,
+}
+
+/// Marks a call in flight on its channel (idleness) from creation to drop.
+struct ActiveCall(Arc<Shared>);
+
+impl ActiveCall {
+    fn new(shared: &Arc<Shared>) -> Self {
+        shared.call_started();
+        ActiveCall(Arc::clone(shared))
+    }
+}
+
+impl Drop for ActiveCall {
+    fn drop(&mut self) {
+        self.0.call_ended();
+    }
 }
 
 impl CallState {
@@ -58,6 +81,18 @@ impl CallState {
             if let Some(info) = info.as_mut() {
                 info.peer = peer;
             }
+        }
+    }
+
+    /// Sets the pick's callback; one left from an earlier (transparently retried) pick
+    /// hears that its attempt ended with `UNAVAILABLE`.
+    fn set_on_done(&self, on_done: Option<OnDone>) {
+        let old = match self.on_done.lock() {
+            Ok(mut slot) => std::mem::replace(&mut *slot, on_done),
+            Err(_) => None,
+        };
+        if let Some(f) = old {
+            f(&Status::unavailable("attempt not processed; call retried"));
         }
     }
 
@@ -79,6 +114,9 @@ impl CallState {
             });
             if let Some(info) = self.info.lock().ok().and_then(|mut i| i.take()) {
                 self.interceptors.finish(&info, &status);
+            }
+            if let Some(f) = self.on_done.lock().ok().and_then(|mut f| f.take()) {
+                f(&status);
             }
         }
         status
@@ -120,11 +158,16 @@ struct Prepared {
     cancel: Option<CancelHandle>,
     /// Wait through TRANSIENT_FAILURE for a READY connection (bounded by the deadline).
     wait_for_ready: bool,
+    /// The channel snapshot the call started with (first pick, method config).
+    snapshot: Arc<Snapshot>,
+    /// Message size limits after the method config.
+    max_send: usize,
+    max_recv: usize,
 }
 
 /// The call after its stream was opened.
 struct Opened {
-    sub: Arc<Subchannel>,
+    sub: Subchannel,
     response: ResponseFuture,
     send: SendStream<Bytes>,
     conn: Connection,
@@ -205,11 +248,18 @@ impl Channel {
         // extend, the inherited deadline of the server call being handled (as a grpc-go
         // context deadline cannot be extended by a child context).
         let own = request.timeout().or(cfg.timeout).map(Deadline::after);
-        let deadline = Deadline::earliest(own, current_deadline());
+        let inherited = Deadline::earliest(own, current_deadline());
+        let snapshot = self.resolved_snapshot(inherited, request.extensions().get::<CancelHandle>()).await?;
+        let method = snapshot.service_config.method_config(path);
+        // The method config's timeout applies when shorter (gRFC A2).
+        let deadline = Deadline::earliest(inherited, method.and_then(|m| m.timeout).map(Deadline::after));
+        let wait_for_ready = request.wait_for_ready().or(method.and_then(|m| m.wait_for_ready)).unwrap_or(false);
+        let max_send = method.and_then(|m| m.max_request_message_bytes).map_or(cfg.max_send_message_size, |m| m.min(cfg.max_send_message_size));
+        let max_recv = method.and_then(|m| m.max_response_message_bytes).map_or(cfg.max_recv_message_size, |m| m.min(cfg.max_recv_message_size));
         let span = tracing::debug_span!(
             "grpc_client_call",
             method = path,
-            target = %self.inner.target.text,
+            target = %self.inner.target,
             peer = tracing::field::Empty
         );
         let mut metadata = std::mem::take(request.metadata_mut());
@@ -239,6 +289,8 @@ impl Channel {
             finished: AtomicBool::new(rejected.is_some()),
             send_error: Mutex::new(None),
             deadline,
+            on_done: Mutex::new(None),
+            _active: ActiveCall::new(&self.inner.shared),
         });
         if let Some(status) = rejected {
             return Err(status);
@@ -250,8 +302,70 @@ impl Channel {
             deadline,
             compression: request.compression().or(cfg.send_compression),
             cancel,
-            wait_for_ready: request.wait_for_ready().unwrap_or(false),
+            wait_for_ready,
+            snapshot,
+            max_send,
+            max_recv,
         })
+    }
+
+    /// The channel snapshot once the resolver has answered since the channel left IDLE,
+    /// so the call sees the resolver's service config (grpc-go waits the same way). Asks
+    /// an IDLE channel to connect; bounded by the call's deadline and cancellation.
+    async fn resolved_snapshot(&self, deadline: Option<Deadline>, cancel: Option<&CancelHandle>) -> Result<Arc<Snapshot>, Status> {
+        let shared = &self.inner.shared;
+        let snap = shared.current();
+        if snap.resolved {
+            return Ok(snap);
+        }
+        let wait = async {
+            let mut rx = shared.snapshot.subscribe();
+            self.exit_idle();
+            loop {
+                let snap = Arc::clone(&rx.borrow_and_update());
+                if snap.resolved || snap.state == ConnectivityState::Shutdown {
+                    return Ok(snap);
+                }
+                if rx.changed().await.is_err() {
+                    return Err(Status::unavailable("channel is shut down"));
+                }
+            }
+        };
+        with_deadline(deadline, cancel, wait).await
+    }
+
+    /// Picks the subchannel and connection for one attempt: reads the latest picker
+    /// (never blocking), and waits for the next one when it says to queue, when it fails
+    /// a wait-for-ready call, or when the picked subchannel lost its connection since.
+    async fn pick(&self, path: &'static str, p: &Prepared) -> Result<(Subchannel, Connection), Status> {
+        let mut snap = Arc::clone(&p.snapshot);
+        let mut rx = None;
+        loop {
+            let info = PickInfo { method: path, metadata: &p.metadata };
+            match snap.picker.pick(&info) {
+                PickResult::Pick(pick) => {
+                    if let Some(conn) = pick.subchannel.connection() {
+                        p.state.set_on_done(pick.on_done);
+                        return Ok((pick.subchannel, conn));
+                    }
+                }
+                PickResult::Queue => {}
+                PickResult::Fail(status) if !p.wait_for_ready => return Err(status),
+                PickResult::Fail(_) => {}
+                PickResult::Drop(status) => return Err(status),
+            }
+            let rx = match &mut rx {
+                // Subscribe, then pick again from the newest snapshot: none is missed.
+                None => rx.insert(self.inner.shared.snapshot.subscribe()),
+                Some(rx) => {
+                    if rx.changed().await.is_err() {
+                        return Err(Status::unavailable("channel is shut down"));
+                    }
+                    rx
+                }
+            };
+            snap = Arc::clone(&rx.borrow_and_update());
+        }
     }
 
     /// The request headers of one call.
@@ -314,10 +428,13 @@ impl Channel {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let (sub, conn) = self
-                .pick_with(p.wait_for_ready)
-                .await
-                .map_err(|e| Status::unavailable(format!("connection to {} failed: {}", self.inner.target.text, e.message())))?;
+            let (sub, conn) = self.pick(path, p).await.map_err(|s| {
+                if s.code() == Code::Unavailable && !s.message().starts_with("connection to ") {
+                    Status::unavailable(format!("connection to {} failed: {}", self.inner.target, s.message()))
+                } else {
+                    s
+                }
+            })?;
             p.state.span.record("peer", tracing::field::display(conn.address()));
             p.state.set_peer(remote_addr(&conn));
             let encoding = p.compression.filter(|e| {
@@ -336,7 +453,7 @@ impl Channel {
             // Encode a single message before opening the stream, so a send-limit failure
             // never reaches the network.
             let frame = match single {
-                Some(m) => Some(self.encode_one(m, encoding)?),
+                Some(m) => Some(self.encode_one(m, encoding, p.max_send)?),
                 None => None,
             };
             let head = self.request_head(path, &p.metadata, p.deadline, encoding)?;
@@ -380,7 +497,12 @@ impl Channel {
 
     /// Awaits the response head; returns the header metadata and the message stream
     /// (already failed for Trailers-Only or a non-gRPC response).
-    fn read_head<T>(&self, opened_conn: &Connection, resp: http::Response<h2::RecvStream>) -> Result<(MetadataMap, Streaming<T>), Status> {
+    fn read_head<T>(
+        &self,
+        opened_conn: &Connection,
+        resp: http::Response<h2::RecvStream>,
+        max: usize,
+    ) -> Result<(MetadataMap, Streaming<T>), Status> {
         let (parts, body) = resp.into_parts();
         if let Some(v) = parts.headers.get(&GRPC_ACCEPT_ENCODING_NAME) {
             opened_conn.set_peer_accept_encoding(v.clone());
@@ -406,7 +528,6 @@ impl Channel {
         }
         let headers = MetadataMap::from_headers(&parts.headers)
             .map_err(|e| Status::internal(format!("invalid response metadata: {e}")))?;
-        let max = self.inner.config.max_recv_message_size;
         let decoder = match encoding_from_headers(&parts.headers) {
             HeaderEncoding::Identity => FrameDecoder::new(max, None),
             HeaderEncoding::Known(e) => FrameDecoder::new(max, Some(e)),
@@ -450,9 +571,9 @@ impl Channel {
         }
     }
 
-    fn encode_one<M: prost::Message>(&self, msg: &M, encoding: Option<CompressionEncoding>) -> Result<Bytes, Status> {
+    fn encode_one<M: prost::Message>(&self, msg: &M, encoding: Option<CompressionEncoding>, max_send: usize) -> Result<Bytes, Status> {
         let mut buf = BytesMut::new();
-        encode_message(msg, encoding, self.inner.config.max_send_message_size, &mut buf)?;
+        encode_message(msg, encoding, max_send, &mut buf)?;
         Ok(buf.freeze())
     }
 
@@ -465,6 +586,7 @@ impl Channel {
         mut send: SendStream<Bytes>,
         encoding: Option<CompressionEncoding>,
         request: Request<S>,
+        max_send: usize,
     ) -> AbortOnDrop
     where
         S: Stream<Item = Req> + Send + 'static,
@@ -472,7 +594,6 @@ impl Channel {
     {
         let slot = request.extensions().get::<MessageCompressionSlot>().map(|s| Arc::clone(&s.0));
         let messages = request.into_inner();
-        let max_send = self.inner.config.max_send_message_size;
         let state = Arc::clone(state);
         let span = state.span.clone();
         AbortOnDrop(tokio::spawn(
@@ -514,11 +635,16 @@ impl Channel {
     }
 
     /// Reads exactly one message and the final status (unary and client-streaming).
-    async fn read_single<Resp>(&self, opened_conn: &Connection, resp: http::Response<h2::RecvStream>) -> Result<Response<Resp>, Status>
+    async fn read_single<Resp>(
+        &self,
+        opened_conn: &Connection,
+        resp: http::Response<h2::RecvStream>,
+        max: usize,
+    ) -> Result<Response<Resp>, Status>
     where
         Resp: prost::Message + Default + Send + 'static,
     {
-        let (headers, mut stream) = self.read_head::<Resp>(opened_conn, resp)?;
+        let (headers, mut stream) = self.read_head::<Resp>(opened_conn, resp, max)?;
         let encoding = stream.encoding();
         let first = stream.message().await?;
         let compressed = stream.last_message_compressed();
@@ -560,7 +686,7 @@ impl Channel {
         let span = state.span.clone();
         let fut = async {
             let (conn, resp) = self.send_single_request(path, &p, request.get_ref()).await?;
-            self.read_single(&conn, resp).await
+            self.read_single(&conn, resp, p.max_recv).await
         };
         let r = with_deadline(p.deadline, p.cancel.as_ref(), fut).instrument(span).await;
         match r {
@@ -584,7 +710,7 @@ impl Channel {
         let span = state.span.clone();
         let fut = async {
             let (conn, resp) = self.send_single_request(path, &p, request.get_ref()).await?;
-            let (headers, stream) = self.read_head::<Resp>(&conn, resp)?;
+            let (headers, stream) = self.read_head::<Resp>(&conn, resp, p.max_recv)?;
             Ok((headers, stream, remote_addr(&conn)))
         };
         let r = with_deadline(p.deadline, p.cancel.as_ref(), fut).instrument(span).await;
@@ -608,9 +734,9 @@ impl Channel {
         let fut = async {
             let opened = self.open::<Req>(path, &p, None).await?;
             let Opened { sub, response, send, conn, encoding } = opened;
-            let _sender = self.spawn_sender(&state, send, encoding, request);
+            let _sender = self.spawn_sender(&state, send, encoding, request, p.max_send);
             let resp = response.await.map_err(|e| response_error(&sub, &conn, e))?;
-            self.read_single(&conn, resp).await
+            self.read_single(&conn, resp, p.max_recv).await
         };
         let r = with_deadline(p.deadline, p.cancel.as_ref(), fut).instrument(span).await;
         match r {
@@ -640,9 +766,9 @@ impl Channel {
         let fut = async {
             let opened = self.open::<Req>(path, &p, None).await?;
             let Opened { sub, response, send, conn, encoding } = opened;
-            sender_slot = Some(self.spawn_sender(&state, send, encoding, request));
+            sender_slot = Some(self.spawn_sender(&state, send, encoding, request, p.max_send));
             let resp = response.await.map_err(|e| response_error(&sub, &conn, e))?;
-            let (headers, stream) = self.read_head::<Resp>(&conn, resp)?;
+            let (headers, stream) = self.read_head::<Resp>(&conn, resp, p.max_recv)?;
             Ok((headers, stream, remote_addr(&conn)))
         };
         let r = with_deadline(p.deadline, p.cancel.as_ref(), fut).instrument(span).await;

@@ -1,21 +1,22 @@
-//! `Channel`: the client's handle on a target, shaped like grpc-go's ClientConn.
+//! `Channel`: the client's public handle on a target, shaped like grpc-go's ClientConn.
 //!
-//! A channel owns a resolver (target -> addresses), a balancer (addresses ->
-//! subchannels, pick per call) and the per-call configuration (user agent, limits,
-//! compression, interceptors). Cloning is cheap (an `Arc`); all methods take `&self`, so
-//! many tasks can call concurrently over the same HTTP/2 connection.
+//! The handle holds what calls need (target, `:authority`, per-call configuration) and
+//! the read side of the control task's snapshot (state, picker, service config); the
+//! control task (`control.rs`) owns the resolver, the LB policy and the subchannels.
+//! Cloning is cheap (an `Arc`); all methods take `&self`, so many tasks can call
+//! concurrently. The four call kinds live in `call.rs`.
 
 use std::sync::Arc;
 
-use tracing::debug;
+use tokio::sync::mpsc;
 
-use super::balancer::Balancer;
 use super::connectivity::ConnectivityState;
+use super::control::{ControlEvent, Pending, Shared};
 use super::endpoint::CallConfig;
-use super::resolver::Resolver;
-use super::subchannel::Subchannel;
-use super::target::Target;
-use crate::transport::{Connection, TransportError, TransportErrorKind};
+use super::lb::{PickInfo, PickResult};
+use super::subchannel::SubchannelConfig;
+use crate::metadata::MetadataMap;
+use crate::transport::{TransportError, TransportErrorKind};
 
 /// A client channel to one target. Cheap to clone; share it between tasks.
 ///
@@ -33,7 +34,17 @@ use crate::transport::{Connection, TransportError, TransportErrorKind};
 /// # let _ = channel; Ok(()) }
 /// ```
 ///
-/// The last clone dropped releases the connection (after in-flight calls end).
+/// Several backends behind one name, balanced per call:
+///
+/// ```no_run
+/// # fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let channel = grpc_runtime::Channel::builder("dns:///my-service.internal:50051")
+///     .load_balancing_policy("round_robin")
+///     .connect_lazy()?;
+/// # let _ = channel; Ok(()) }
+/// ```
+///
+/// The last clone dropped releases the connections (after in-flight calls end).
 #[derive(Clone)]
 pub struct Channel {
     pub(crate) inner: Arc<ChannelInner>,
@@ -41,124 +52,121 @@ pub struct Channel {
 
 impl std::fmt::Debug for Channel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Channel")
-            .field("target", &self.inner.target.text)
-            .field("state", &self.state())
-            .finish()
+        f.debug_struct("Channel").field("target", &self.inner.target).field("state", &self.state()).finish()
     }
 }
 
 pub(crate) struct ChannelInner {
-    pub(crate) target: Target,
+    /// The target as given.
+    pub(crate) target: String,
     pub(crate) scheme: http::uri::Scheme,
     pub(crate) authority: String,
-    resolver: Arc<dyn Resolver>,
-    balancer: Arc<dyn Balancer>,
-    resolving: tokio::sync::Mutex<bool>,
     pub(crate) config: CallConfig,
-    /// The configured keepalive time (before any subchannel exists).
-    keepalive_time: Option<std::time::Duration>,
-}
-
-impl Drop for ChannelInner {
-    fn drop(&mut self) {
-        self.balancer.shutdown();
-    }
+    /// The control task's snapshot and the call counters it watches for idleness.
+    pub(crate) shared: Arc<Shared>,
+    /// The only strong sender: the control task ends when the last clone is dropped.
+    events: mpsc::UnboundedSender<ControlEvent>,
+    /// The control task until its first use spawns it.
+    pending: std::sync::Mutex<Option<Pending>>,
+    subchannels: Arc<SubchannelConfig>,
 }
 
 impl Channel {
     pub(crate) fn from_parts(
-        target: Target,
+        target: String,
+        tls: bool,
         authority: String,
-        resolver: Arc<dyn Resolver>,
-        balancer: Arc<dyn Balancer>,
         config: CallConfig,
-        keepalive_time: Option<std::time::Duration>,
+        shared: Arc<Shared>,
+        events: mpsc::UnboundedSender<ControlEvent>,
+        pending: Pending,
+        subchannels: Arc<SubchannelConfig>,
     ) -> Channel {
-        let scheme = if target.tls { http::uri::Scheme::HTTPS } else { http::uri::Scheme::HTTP };
-        Channel {
-            inner: Arc::new(ChannelInner {
-                target,
-                scheme,
-                authority,
-                resolver,
-                balancer,
-                resolving: tokio::sync::Mutex::new(false),
-                config,
-                keepalive_time,
-            }),
-        }
+        let scheme = if tls { http::uri::Scheme::HTTPS } else { http::uri::Scheme::HTTP };
+        let pending = std::sync::Mutex::new(Some(pending));
+        Channel { inner: Arc::new(ChannelInner { target, scheme, authority, config, shared, events, pending, subchannels }) }
     }
 
-    /// The channel's aggregated connectivity state.
+    /// The channel's connectivity state, as its LB policy aggregates it (IDLE before the
+    /// first call and after the idle timeout).
     pub fn state(&self) -> ConnectivityState {
-        self.inner.balancer.state()
+        self.inner.shared.current().state
     }
 
     /// The client keepalive time new connections use, `None` when keepalive is off. It
     /// starts as configured ([`crate::Endpoint::keepalive_time`]) and doubles each time
     /// a server answers GOAWAY(ENHANCE_YOUR_CALM, "too_many_pings") (gRFC A8).
     pub fn keepalive_time(&self) -> Option<std::time::Duration> {
-        match self.inner.balancer.pick() {
-            Some(sc) => sc.keepalive_time(),
-            None => self.inner.keepalive_time,
-        }
+        self.inner.subchannels.keepalive_time()
     }
 
     /// The target this channel was built for, as given.
     pub fn target(&self) -> &str {
-        &self.inner.target.text
+        &self.inner.target
     }
 
-    /// Connects now if not connected (used by `Endpoint::connect`).
+    /// The `:authority` calls carry.
+    pub fn authority(&self) -> &str {
+        &self.inner.authority
+    }
+
+    pub(crate) fn exit_idle(&self) {
+        if let Some(pending) = self.inner.pending.lock().ok().and_then(|mut p| p.take()) {
+            pending.spawn();
+        }
+        let _ = self.inner.events.send(ControlEvent::ExitIdle);
+    }
+
+    /// Leaves IDLE and waits until the channel is READY (`Ok`) or has failed to connect
+    /// (TRANSIENT_FAILURE: the error says why). Used by `Endpoint::connect`.
     pub(crate) async fn connect_now(&self) -> Result<(), TransportError> {
-        self.pick().await.map(|_| ())
+        let mut rx = self.inner.shared.snapshot.subscribe();
+        self.exit_idle();
+        loop {
+            let snap = Arc::clone(&rx.borrow_and_update());
+            match snap.state {
+                ConnectivityState::Ready => return Ok(()),
+                ConnectivityState::Shutdown => {
+                    return Err(TransportError::new(TransportErrorKind::Connect, "channel is shut down"))
+                }
+                ConnectivityState::TransientFailure => {
+                    if let Some(e) = self.inner.subchannels.last_error.lock().ok().and_then(|e| e.clone()) {
+                        return Err(e);
+                    }
+                    let md = MetadataMap::new();
+                    let why = match snap.picker.pick(&PickInfo { method: "", metadata: &md }) {
+                        PickResult::Fail(s) | PickResult::Drop(s) => s.message().to_string(),
+                        _ => "connection failed".to_string(),
+                    };
+                    return Err(TransportError::new(TransportErrorKind::Connect, why));
+                }
+                ConnectivityState::Idle if snap.resolved => self.exit_idle(),
+                _ => {}
+            }
+            if rx.changed().await.is_err() {
+                return Err(TransportError::new(TransportErrorKind::Connect, "channel is shut down"));
+            }
+        }
     }
 
     /// Shuts the channel down: connections are released, new calls fail UNAVAILABLE.
     /// Other clones of this channel are affected too.
     pub fn shutdown(&self) {
-        self.inner.balancer.shutdown();
-    }
-
-    async fn resolve(&self, force: bool) -> Result<(), TransportError> {
-        let mut resolved = self.inner.resolving.lock().await;
-        if *resolved && !force {
-            return Ok(());
-        }
-        let addrs = self.inner.resolver.resolve().await?;
-        if addrs.is_empty() {
-            return Err(TransportError::new(
-                TransportErrorKind::Resolve,
-                format!("{} resolved to no addresses", self.inner.target.text),
-            ));
-        }
-        debug!(target = %self.inner.target.text, addresses = ?addrs, "resolved");
-        self.inner.balancer.update_addresses(addrs);
-        *resolved = true;
-        Ok(())
+        self.inner.shared.publish_shutdown();
+        let _ = self.inner.events.send(ControlEvent::Shutdown);
     }
 
     /// Waits until the channel's state differs from `from` and returns the new state
     /// (returns at once if it already differs). Bound it with a timeout if needed.
     pub async fn wait_for_state_change(&self, from: ConnectivityState) -> ConnectivityState {
+        let mut rx = self.inner.shared.snapshot.subscribe();
         loop {
-            let now = self.state();
+            let now = rx.borrow_and_update().state;
             if now != from {
                 return now;
             }
-            match self.inner.balancer.pick() {
-                Some(sc) => {
-                    let mut rx = sc.watch_state();
-                    if self.state() != from {
-                        continue;
-                    }
-                    // The channel's state is the subchannel's (or SHUTDOWN, which the
-                    // subchannel also reaches on shutdown).
-                    let _ = rx.wait_for(|s| *s != from).await;
-                }
-                // No subchannel before the first resolution: poll briefly.
-                None => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+            if rx.changed().await.is_err() {
+                return ConnectivityState::Shutdown;
             }
         }
     }
@@ -168,46 +176,8 @@ impl Channel {
     pub fn get_state(&self, try_to_connect: bool) -> ConnectivityState {
         let state = self.state();
         if try_to_connect && state == ConnectivityState::Idle {
-            let ch = self.clone();
-            tokio::spawn(async move {
-                if let Err(e) = ch.pick_with(true).await {
-                    debug!(error = %e, "background connect failed");
-                }
-            });
+            self.exit_idle();
         }
         state
-    }
-
-    /// Picks a subchannel and returns its live connection, resolving and connecting as
-    /// needed; fails fast in TRANSIENT_FAILURE.
-    pub(crate) async fn pick(&self) -> Result<(Arc<Subchannel>, Connection), TransportError> {
-        self.pick_with(false).await
-    }
-
-    /// Like [`Channel::pick`]; with `wait_for_ready`, waits through TRANSIENT_FAILURE
-    /// until a connection is READY (the caller bounds the wait with the call deadline).
-    pub(crate) async fn pick_with(&self, wait_for_ready: bool) -> Result<(Arc<Subchannel>, Connection), TransportError> {
-        if self.inner.balancer.state() == ConnectivityState::Shutdown {
-            return Err(TransportError::new(TransportErrorKind::Connect, "channel is shut down"));
-        }
-        let sc = match self.inner.balancer.pick() {
-            Some(sc) => sc,
-            None => {
-                self.resolve(false).await?;
-                self.inner.balancer.pick().ok_or_else(|| {
-                    TransportError::new(TransportErrorKind::Resolve, "no subchannel after resolution")
-                })?
-            }
-        };
-        match sc.connection_with(wait_for_ready).await {
-            Ok(c) => Ok((sc, c)),
-            Err(e) => {
-                // Addresses may have changed: refresh them for the next attempt.
-                if let Err(re) = self.resolve(true).await {
-                    debug!(error = %re, "re-resolution failed");
-                }
-                Err(e)
-            }
-        }
     }
 }

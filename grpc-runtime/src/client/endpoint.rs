@@ -6,11 +6,13 @@ use std::time::Duration;
 
 use http::HeaderValue;
 
-use super::balancer::PickFirst;
-use super::interceptor::{Interceptor, Interceptors};
 use super::channel::Channel;
-use super::subchannel::{SubchannelConfig, DEFAULT_IDLE_TIMEOUT};
-use super::target::Target;
+use super::control::{self, ControlConfig};
+use super::interceptor::{Interceptor, Interceptors};
+use super::lb::{LbPolicyBuilder, PolicySet};
+use super::resolver::{self, ResolverBuilder, ResolverOptions, ResolverTarget};
+use super::service_config::ServiceConfig;
+use super::subchannel::SubchannelConfig;
 use crate::compression::{CompressionEncoding, EncodingSet};
 use crate::transport::{
     BackoffConfig, ClientTlsConfig, KeepaliveConfig, TransportConfig, TransportError, TransportErrorKind, DEFAULT_KEEPALIVE_TIMEOUT,
@@ -53,7 +55,14 @@ pub struct Endpoint {
     keepalive_without_calls: bool,
     backoff: BackoffConfig,
     idle_timeout: Option<Duration>,
+    resolvers: Vec<Arc<dyn ResolverBuilder>>,
+    policies: PolicySet,
+    default_service_config: Option<String>,
+    resolver_options: ResolverOptions,
 }
+
+/// Default channel idle timeout (grpc-go: 30 minutes).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 impl std::fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -62,8 +71,12 @@ impl std::fmt::Debug for Endpoint {
 }
 
 impl Channel {
-    /// Starts building a channel to `target`: `http://host:port`, `https://host:port`,
-    /// `unix:/path/to/socket` (also `unix:///path`), `dns:///host:port` or `host:port`.
+    /// Starts building a channel to `target`, in any form of the gRPC naming doc:
+    /// `dns:///host:port` (or plain `host:port`), `ipv4:a:p[,b:p...]`,
+    /// `ipv6:[a]:p[,...]`, `unix:path`, `unix:///abs/path`, `unix-abstract:name`,
+    /// `passthrough:///host:port`, any scheme with a registered resolver
+    /// ([`crate::client::resolver::register`], [`Endpoint::resolver`]), and
+    /// `http://host:port` / `https://host:port` (DNS, plaintext or TLS).
     pub fn builder(target: impl Into<String>) -> Endpoint {
         Endpoint::new(target)
     }
@@ -89,7 +102,60 @@ impl Endpoint {
             keepalive_without_calls: false,
             backoff: BackoffConfig::default(),
             idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            resolvers: Vec::new(),
+            policies: PolicySet::default(),
+            default_service_config: None,
+            resolver_options: ResolverOptions::default(),
         }
+    }
+
+    /// Uses `builder` for targets of its scheme on this channel only (before the
+    /// process-wide registry; grpc-go's `WithResolvers`).
+    pub fn resolver(mut self, builder: impl ResolverBuilder) -> Self {
+        self.resolvers.push(Arc::new(builder));
+        self
+    }
+
+    /// Makes the LB policy `builder` selectable by name on this channel (before the
+    /// process-wide registry, [`crate::client::lb::register`]). Select it with
+    /// [`Endpoint::default_service_config`] or a resolver's service config.
+    pub fn lb_policy(mut self, builder: impl LbPolicyBuilder) -> Self {
+        self.policies.add(Arc::new(builder));
+        self
+    }
+
+    /// The service config (gRFC A2 JSON) used while the resolver provides none:
+    /// `loadBalancingConfig`, per-method `timeout`, `waitForReady`, message size limits,
+    /// `retryPolicy` / `hedgingPolicy`, `retryThrottling`. Invalid JSON or values fail
+    /// [`Endpoint::connect`] / [`Endpoint::connect_lazy`].
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let channel = grpc_runtime::Channel::builder("ipv4:127.0.0.1:50051,127.0.0.1:50052")
+    ///     .default_service_config(r#"{
+    ///         "loadBalancingConfig": [{"round_robin": {}}],
+    ///         "methodConfig": [{"name": [{"service": "helloworld.Greeter"}], "timeout": "2s"}]
+    ///     }"#)
+    ///     .connect_lazy()?;
+    /// # let _ = channel; Ok(()) }
+    /// ```
+    pub fn default_service_config(mut self, json: impl Into<String>) -> Self {
+        self.default_service_config = Some(json.into());
+        self
+    }
+
+    /// Shorthand for a default service config selecting `policy` (`"pick_first"`, the
+    /// default, or `"round_robin"`, or a registered policy) with its default config.
+    pub fn load_balancing_policy(self, policy: &str) -> Self {
+        let json = serde_json::json!({ "loadBalancingConfig": [{ policy: {} }] }).to_string();
+        self.default_service_config(json)
+    }
+
+    /// Minimum time between two DNS resolutions asked for by the channel (default 30 s,
+    /// as grpc-go); resolutions happen when a connection is lost or every backend fails.
+    pub fn dns_min_resolution_interval(mut self, interval: Duration) -> Self {
+        self.resolver_options.min_resolution_interval = interval;
+        self
     }
 
     /// Reconnect backoff after failed connection attempts (default: 1 s, x1.6, jitter
@@ -265,19 +331,51 @@ impl Endpoint {
         self
     }
 
+    /// The resolver target and its builder: a registered scheme (channel-local first),
+    /// `http(s)://host:port` as DNS, anything else as `dns:///target`.
+    fn resolve_target(&self) -> Result<(ResolverTarget, Arc<dyn ResolverBuilder>, bool), TransportError> {
+        let bad = |why: String| TransportError::new(TransportErrorKind::Config, format!("invalid target {:?}: {why}", self.target));
+        let find = |scheme: &str| {
+            self.resolvers.iter().rev().find(|r| r.scheme().eq_ignore_ascii_case(scheme)).cloned().or_else(|| resolver::lookup(scheme))
+        };
+        let dns = || find("dns").ok_or_else(|| bad("no dns resolver registered".into()));
+        for (prefix, tls) in [("http://", false), ("https://", true)] {
+            if let Some(rest) = self.target.strip_prefix(prefix) {
+                let hostport = rest.strip_suffix('/').unwrap_or(rest);
+                if hostport.is_empty() || hostport.contains('/') || hostport.contains('@') {
+                    return Err(bad("expected host:port".into()));
+                }
+                let port = if tls { "443" } else { "80" };
+                let endpoint = match has_port(hostport) {
+                    Some(true) => hostport.to_string(),
+                    Some(false) => format!("{hostport}:{port}"),
+                    None => return Err(bad("malformed host or port".into())),
+                };
+                return Ok((ResolverTarget::new("dns", "", endpoint), dns()?, tls));
+            }
+        }
+        if let Some(t) = ResolverTarget::parse(&self.target) {
+            if let Some(b) = find(t.scheme()) {
+                return Ok((t, b, false));
+            }
+            if self.target.contains("://") {
+                return Err(bad(format!("no resolver is registered for the scheme {:?}", t.scheme())));
+            }
+        }
+        Ok((ResolverTarget::new("dns", "", self.target.clone()), dns()?, false))
+    }
+
     fn build(self) -> Result<Channel, TransportError> {
         let cfg_err = |m: String| TransportError::new(TransportErrorKind::Config, m);
-        let target = Target::parse(&self.target)?;
-        if target.tls && self.transport.tls.is_none() {
+        let (rtarget, resolver, https) = self.resolve_target()?;
+        resolver.validate(&rtarget).map_err(|e| cfg_err(format!("invalid target {:?}: {e}", self.target)))?;
+        if https && self.transport.tls.is_none() {
             return Err(cfg_err(format!(
                 "target {} is https but no TLS configuration was given (Endpoint::tls_config)",
                 self.target
             )));
         }
-        let mut target = target;
-        if self.transport.tls.is_some() {
-            target.tls = true;
-        }
+        let tls = https || self.transport.tls.is_some();
         if let Some(tls) = &self.transport.tls {
             tls.connector()?; // validate PEM inputs now rather than on first call
         }
@@ -286,21 +384,30 @@ impl Endpoint {
             None => format!("grpc-rust/{}", env!("CARGO_PKG_VERSION")),
         };
         let user_agent = HeaderValue::try_from(ua).map_err(|_| cfg_err("user agent is not a valid header value".into()))?;
-        let authority = self.authority.clone().unwrap_or_else(|| target.authority.clone());
+        // The http(s) forms send the authority as written (with the port only if given).
+        let written = ["http://", "https://"]
+            .iter()
+            .find_map(|p| self.target.strip_prefix(p))
+            .map(|r| r.strip_suffix('/').unwrap_or(r).to_string());
+        let authority = self.authority.clone().or(written).unwrap_or_else(|| resolver.default_authority(&rtarget));
         http::uri::Authority::try_from(authority.as_str())
             .map_err(|_| cfg_err(format!("invalid authority {authority:?}")))?;
+        let default_service_config = match &self.default_service_config {
+            None => ServiceConfig::empty(),
+            Some(json) => {
+                let sc = ServiceConfig::parse(json).map_err(|e| cfg_err(format!("invalid default service config: {e}")))?;
+                self.policies.select(&sc).map_err(|e| cfg_err(format!("invalid default service config: {e}")))?;
+                sc
+            }
+        };
         let mut transport = self.transport.clone();
         transport.keepalive = self.keepalive_time.map(|time| KeepaliveConfig {
             time,
             timeout: self.keepalive_timeout,
             without_calls: self.keepalive_without_calls,
         });
-        let mut sub_config = SubchannelConfig::new(transport, target.host.clone());
-        sub_config.backoff = self.backoff;
-        sub_config.idle_timeout = self.idle_timeout;
-        let sub_config = Arc::new(sub_config);
-        let resolver = target.resolver();
-        let balancer = Arc::new(PickFirst::new(sub_config));
+        let server_name = server_name_of(&authority);
+        let subchannels = Arc::new(SubchannelConfig::new(transport, server_name, self.backoff));
         let config = CallConfig {
             user_agent,
             timeout: self.timeout,
@@ -315,7 +422,16 @@ impl Endpoint {
             assumed_server_accept: self.assumed_server_accept,
             interceptors: self.interceptors,
         };
-        Ok(Channel::from_parts(target, authority, resolver, balancer, config, self.keepalive_time))
+        let (events, shared, pending) = control::new(ControlConfig {
+            target: rtarget,
+            resolver,
+            resolver_options: self.resolver_options,
+            policies: self.policies,
+            default_service_config,
+            subchannel: Arc::clone(&subchannels),
+            idle_timeout: self.idle_timeout,
+        });
+        Ok(Channel::from_parts(self.target, tls, authority, config, shared, events, pending, subchannels))
     }
 
     /// Builds the channel and connects before returning (fails if the first connection
@@ -326,8 +442,39 @@ impl Endpoint {
         Ok(ch)
     }
 
-    /// Builds the channel without connecting; the first call connects.
+    /// Builds the channel without connecting; the first call connects. Needs no tokio
+    /// runtime (the channel's control task starts with its first use).
     pub fn connect_lazy(self) -> Result<Channel, TransportError> {
         self.build()
+    }
+}
+
+/// Whether `host[:port]` / `[v6][:port]` carries a port; `None` when malformed.
+fn has_port(hostport: &str) -> Option<bool> {
+    if let Some(rest) = hostport.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        host.parse::<std::net::Ipv6Addr>().ok()?;
+        return match after {
+            "" => Some(false),
+            p => p.strip_prefix(':')?.parse::<u16>().ok().map(|_| true),
+        };
+    }
+    match hostport.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() && !h.contains(':') => p.parse::<u16>().ok().map(|_| true),
+        Some(_) => None,
+        None => Some(false),
+    }
+}
+
+/// The TLS server name of an authority: the host without port or brackets.
+fn server_name_of(authority: &str) -> String {
+    if let Some(rest) = authority.strip_prefix('[') {
+        if let Some((host, _)) = rest.split_once(']') {
+            return host.to_string();
+        }
+    }
+    match authority.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') && p.bytes().all(|b| b.is_ascii_digit()) => h.to_string(),
+        _ => authority.to_string(),
     }
 }

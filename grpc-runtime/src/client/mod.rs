@@ -1,9 +1,16 @@
 //! Client side: the [`Channel`] and everything between a generated client's call and an
 //! h2 stream.
 //!
-//! Shape (as grpc-go's ClientConn): `Channel` -> [`resolver::Resolver`] (target ->
-//! addresses) -> [`balancer::Balancer`] (pick_first for now) -> [`subchannel::Subchannel`]
-//! (one h2 connection at a time, reconnect on demand) -> h2 `SendRequest` per call.
+//! Shape (as grpc-go's ClientConn; the picture is in docs/client-channel.md):
+//! - Control side (`control.rs`, one task per channel): a [`resolver::Resolver`] pushes
+//!   addresses and service configs; the [`lb::LbPolicy`] the service config selects
+//!   (`pick_first` by default, `round_robin`, or a registered one) creates
+//!   [`Subchannel`]s (one address, at most one h2 connection each) and publishes a
+//!   [`lb::Picker`] with the channel's [`ConnectivityState`].
+//! - Call side (`call.rs`): each call reads the latest picker (never blocking, never
+//!   resolving), opens a stream on the picked subchannel's connection, and applies the
+//!   [`service_config`]'s method config (timeout, wait-for-ready, message size limits).
+//! - Targets follow the gRPC naming doc ([`Endpoint`]'s `Channel::builder`).
 //!
 //! Behaviour of every call (see `call.rs`):
 //! - Deadline: the request's own timeout, else the deadline of the server call being
@@ -36,31 +43,34 @@
 //!   stream the server refused unprocessed (REFUSED_STREAM, above GOAWAY last-stream-id).
 //! - Interceptors run around every call (first added = outermost) and see its final status.
 //!
-//! Connection management (see `subchannel.rs` and `transport/`):
+//! Connection management (see `subchannel.rs`, `lb/` and `transport/`):
 //! - Connectivity states IDLE, CONNECTING, READY, TRANSIENT_FAILURE, SHUTDOWN
 //!   ([`Channel::state`], [`Channel::wait_for_state_change`], [`Channel::get_state`]).
 //! - Reconnect backoff after failed attempts (1 s, x1.6, +-20 %, max 120 s;
 //!   [`Endpoint::backoff`]); each attempt gets at least [`Endpoint::connect_timeout`].
 //! - Fail-fast by default: in TRANSIENT_FAILURE calls fail with UNAVAILABLE at once;
 //!   `Request::set_wait_for_ready(true)` waits for READY within the call's deadline.
-//! - Idle timeout ([`Endpoint::idle_timeout`], 30 min): an unused connection is released.
+//! - Idle timeout ([`Endpoint::idle_timeout`], 30 min): with no call in flight for that
+//!   long, the channel drops its resolver, policy and connections and goes IDLE; the next
+//!   call rebuilds them.
 //! - Keepalive (gRFC A8, off by default; [`Endpoint::keepalive_time`]): PING after
 //!   silence, close on no answer (calls fail UNAVAILABLE, the channel reconnects); a
 //!   GOAWAY(ENHANCE_YOUR_CALM, "too_many_pings") doubles the time for new connections.
 
-pub mod balancer;
 mod body;
 mod call;
 mod channel;
 mod connectivity;
+mod control;
 mod endpoint;
 pub mod interceptor;
+pub mod lb;
 pub mod resolver;
 pub mod service_config;
-pub mod subchannel;
-mod target;
+mod subchannel;
 
 pub use channel::Channel;
 pub use connectivity::ConnectivityState;
+pub use endpoint::{Endpoint, DEFAULT_IDLE_TIMEOUT};
 pub use interceptor::{interceptor_fn, CallInfo, CallKind, ClientCallContext, Interceptor};
-pub use endpoint::Endpoint;
+pub use subchannel::{Subchannel, SubchannelState};

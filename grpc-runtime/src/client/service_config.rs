@@ -140,6 +140,11 @@ impl ServiceConfig {
         EMPTY.get_or_init(|| ServiceConfig { inner: Arc::new(Inner::default()) }).clone()
     }
 
+    /// Whether both are the same parsed config (not just equal).
+    pub(crate) fn ptr_eq(&self, other: &ServiceConfig) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     /// The method config for a call path `"/pkg.Service/Method"`: the exact service and
     /// method match first, then the service's entry (a name with the service only), then
     /// the default entry (name `{}` or service `""`). `None` when nothing matches.

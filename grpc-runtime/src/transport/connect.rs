@@ -239,11 +239,6 @@ pub(crate) struct ConnectionProbe {
 }
 
 impl ConnectionProbe {
-    /// Number of streams open on the connection.
-    pub(crate) fn active_streams(&self) -> usize {
-        self.shared.activity.active_streams()
-    }
-
     /// The debug data of the last GOAWAY the peer sent.
     pub(crate) fn peer_goaway_debug_data(&self) -> Option<Bytes> {
         self.shared.activity.peer_goaway().map(|(_, debug)| debug)

@@ -20,6 +20,8 @@ use super::connectivity::ConnectivityState;
 use super::control::{Shared, Snapshot};
 use super::interceptor::{CallInfo, CallKind, ClientCallContext, Interceptors};
 use super::lb::{OnDone, PickInfo, PickResult};
+use super::retry::{is_fatal, Pushback, RetryState, Throttle, PREVIOUS_ATTEMPTS_HEADER, PUSHBACK_HEADER};
+use super::service_config::MethodConfig;
 use super::subchannel::Subchannel;
 use crate::codec::{encode_message, next_batch, BatchEnd, FrameDecoder};
 use crate::compression::{encoding_from_headers, CompressionEncoding, EncodingSet, HeaderEncoding, GRPC_ACCEPT_ENCODING_NAME, GRPC_ENCODING_NAME};
@@ -50,6 +52,8 @@ pub(crate) struct CallState {
     on_done: Mutex<Option<OnDone>>,
     /// Counts the call as in flight for the channel's idle timeout.
     _active: ActiveCall,
+    /// The channel's retry throttle, for calls under a retry or hedging policy.
+    throttle: Option<Arc<Throttle>>,
 }
 
 /// Marks a call in flight on its channel (idleness) from creation to drop.
@@ -108,6 +112,9 @@ impl CallState {
             }
         }
         if !self.finished.swap(true, Ordering::SeqCst) {
+            if let (true, Some(t)) = (status.is_ok(), &self.throttle) {
+                t.success();
+            }
             let elapsed = self.started.elapsed();
             self.span.in_scope(|| {
                 debug!(code = ?status.code(), message = status.message(), duration = ?elapsed, "call finished")
@@ -163,6 +170,18 @@ struct Prepared {
     /// Message size limits after the method config.
     max_send: usize,
     max_recv: usize,
+    /// The method config's retry or hedging policy (gRFC A6), if any.
+    policy: CallPolicy,
+}
+
+/// How a single-request call's attempts are made.
+enum CallPolicy {
+    /// One attempt (plus the transparent retry of an unprocessed stream).
+    Once,
+    /// `retryPolicy`: another attempt after a retryable failure, with backoff.
+    Retry(Arc<MethodConfig>),
+    /// `hedgingPolicy`: further attempts after `hedgingDelay` while none has answered.
+    Hedge(Arc<MethodConfig>),
 }
 
 /// The call after its stream was opened.
@@ -213,6 +232,19 @@ async fn with_deadline<T>(
     }
 }
 
+/// An attempt that ended without committing: a Trailers-Only (or non-200) response with
+/// a non-OK status, and the server's retry pushback.
+fn uncommitted_failure(resp: &http::Response<h2::RecvStream>) -> Option<(Status, Pushback)> {
+    if !resp.body().is_end_stream() && resp.status() == http::StatusCode::OK {
+        return None;
+    }
+    let status = Status::from_header_map(resp.headers()).unwrap_or_else(|| Status::from_http_status(resp.status()));
+    if status.is_ok() {
+        return None;
+    }
+    Some((status, Pushback::parse(resp.headers().get(PUSHBACK_HEADER))))
+}
+
 /// The TCP peer address of a connection (`None` for unix sockets).
 fn remote_addr(conn: &Connection) -> Option<std::net::SocketAddr> {
     match conn.address() {
@@ -256,6 +288,15 @@ impl Channel {
         let wait_for_ready = request.wait_for_ready().or(method.and_then(|m| m.wait_for_ready)).unwrap_or(false);
         let max_send = method.and_then(|m| m.max_request_message_bytes).map_or(cfg.max_send_message_size, |m| m.min(cfg.max_send_message_size));
         let max_recv = method.and_then(|m| m.max_response_message_bytes).map_or(cfg.max_recv_message_size, |m| m.min(cfg.max_recv_message_size));
+        let policy = match method {
+            Some(m) if m.retry_policy.is_some() => CallPolicy::Retry(Arc::clone(m)),
+            Some(m) if m.hedging_policy.is_some() => CallPolicy::Hedge(Arc::clone(m)),
+            _ => CallPolicy::Once,
+        };
+        let throttle = match policy {
+            CallPolicy::Once => None,
+            _ => self.throttle(&snapshot.service_config),
+        };
         let span = tracing::debug_span!(
             "grpc_client_call",
             method = path,
@@ -291,6 +332,7 @@ impl Channel {
             deadline,
             on_done: Mutex::new(None),
             _active: ActiveCall::new(&self.inner.shared),
+            throttle,
         });
         if let Some(status) = rejected {
             return Err(status);
@@ -306,7 +348,23 @@ impl Channel {
             snapshot,
             max_send,
             max_recv,
+            policy,
         })
+    }
+
+    /// The channel's retry throttle for the service config's `retryThrottling` (kept
+    /// while its settings stay the same).
+    fn throttle(&self, sc: &super::service_config::ServiceConfig) -> Option<Arc<Throttle>> {
+        let cfg = sc.retry_throttling()?;
+        let mut slot = self.inner.throttle.lock().ok()?;
+        match &*slot {
+            Some(t) if t.config() == cfg => Some(Arc::clone(t)),
+            _ => {
+                let t = Arc::new(Throttle::new(cfg));
+                *slot = Some(Arc::clone(&t));
+                Some(t)
+            }
+        }
     }
 
     /// The channel snapshot once the resolver has answered since the channel left IDLE,
@@ -375,6 +433,7 @@ impl Channel {
         metadata: &MetadataMap,
         deadline: Option<Deadline>,
         encoding: Option<CompressionEncoding>,
+        previous_attempts: u32,
     ) -> Result<http::Request<()>, Status> {
         let inner = &self.inner;
         let uri = http::Uri::builder()
@@ -403,6 +462,9 @@ impl Channel {
         if let Some(v) = &inner.config.accept_header {
             h.insert(GRPC_ACCEPT_ENCODING_NAME, v.clone());
         }
+        if previous_attempts > 0 {
+            h.insert(PREVIOUS_ATTEMPTS_HEADER, HeaderValue::from(previous_attempts));
+        }
         match metadata.get("user-agent") {
             // A user-agent given as metadata goes in front of ours, in one header.
             Some(ua) => {
@@ -424,7 +486,13 @@ impl Channel {
     /// Picks a connection, decides the request encoding and opens the stream. A stream
     /// that never reached the server (connection gone, GOAWAY, REFUSED_STREAM before
     /// any byte was sent) is retried once on a fresh connection.
-    async fn open<M: prost::Message>(&self, path: &'static str, p: &Prepared, single: Option<&M>) -> Result<Opened, Status> {
+    async fn open<M: prost::Message>(
+        &self,
+        path: &'static str,
+        p: &Prepared,
+        single: Option<&M>,
+        previous_attempts: u32,
+    ) -> Result<Opened, Status> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -456,7 +524,7 @@ impl Channel {
                 Some(m) => Some(self.encode_one(m, encoding, p.max_send)?),
                 None => None,
             };
-            let head = self.request_head(path, &p.metadata, p.deadline, encoding)?;
+            let head = self.request_head(path, &p.metadata, p.deadline, encoding, previous_attempts)?;
             let mut ready = match conn.send_request().ready().await {
                 Ok(r) => r,
                 Err(e) => {
@@ -540,18 +608,110 @@ impl Channel {
         Ok((headers, Streaming::new_response(body, decoder)))
     }
 
-    /// Sends a single-message request and awaits the response head. A stream the server
-    /// refused (REFUSED_STREAM: no application logic ran) is retried once, transparently.
+    /// Sends a single-message request and awaits the committed response head, making as
+    /// many attempts as the call's retry or hedging policy allows (gRFC A6). An attempt
+    /// commits when response headers other than Trailers-Only arrive; a Trailers-Only
+    /// failure (or a stream or connection failure) may be followed by another attempt.
     async fn send_single_request<M: prost::Message>(
         &self,
         path: &'static str,
         p: &Prepared,
         msg: &M,
     ) -> Result<(Connection, http::Response<h2::RecvStream>), Status> {
+        match &p.policy {
+            CallPolicy::Once => self.single_attempt(path, p, msg, 0).await,
+            CallPolicy::Retry(mc) => {
+                let Some(policy) = &mc.retry_policy else { return self.single_attempt(path, p, msg, 0).await };
+                let mut retry = RetryState::new(policy);
+                loop {
+                    let r = self.single_attempt(path, p, msg, retry.previous()).await;
+                    let (status, pushback) = match &r {
+                        Ok((_, resp)) => match uncommitted_failure(resp) {
+                            None => return r,
+                            Some(f) => f,
+                        },
+                        Err(s) => (s.clone(), Pushback::None),
+                    };
+                    match retry.on_failure(&status, pushback, p.state.throttle.as_deref()) {
+                        None => return r,
+                        Some(delay) => {
+                            debug!(code = ?status.code(), ?delay, attempt = retry.previous() + 1, "retrying");
+                            tokio::time::sleep(delay).await;
+                        }
+                    }
+                }
+            }
+            CallPolicy::Hedge(mc) => match &mc.hedging_policy {
+                Some(h) => self.hedged(path, p, msg, h).await,
+                None => self.single_attempt(path, p, msg, 0).await,
+            },
+        }
+    }
+
+    /// Hedging (gRFC A6): the first attempt at once, another after each `hedgingDelay`
+    /// (at once after a non-fatal failure; after the server's pushback if it gave one)
+    /// up to `maxAttempts`. The first attempt to commit wins and the others are cancelled
+    /// (dropped: RST_STREAM(CANCEL)); a fatal status ends the call at once.
+    async fn hedged<M: prost::Message>(
+        &self,
+        path: &'static str,
+        p: &Prepared,
+        msg: &M,
+        policy: &super::service_config::HedgingPolicy,
+    ) -> Result<(Connection, http::Response<h2::RecvStream>), Status> {
+        use futures_util::stream::{FuturesUnordered, StreamExt};
+        let mut inflight = FuturesUnordered::new();
+        let mut started = 0u32;
+        let mut more = true;
+        let next = tokio::time::sleep(std::time::Duration::ZERO);
+        tokio::pin!(next);
+        loop {
+            tokio::select! {
+                _ = &mut next, if more && started < policy.max_attempts => {
+                    inflight.push(self.single_attempt(path, p, msg, started));
+                    started += 1;
+                    next.as_mut().reset(Instant::now() + policy.hedging_delay);
+                }
+                Some(r) = inflight.next(), if !inflight.is_empty() => {
+                    let (status, pushback) = match &r {
+                        Ok((_, resp)) => match uncommitted_failure(resp) {
+                            None => return r,
+                            Some(f) => f,
+                        },
+                        Err(s) => (s.clone(), Pushback::None),
+                    };
+                    if is_fatal(&policy.non_fatal_status_codes, status.code()) {
+                        return r;
+                    }
+                    let throttled = p.state.throttle.as_ref().is_some_and(|t| t.failure());
+                    match pushback {
+                        _ if throttled => more = false,
+                        Pushback::Stop => more = false,
+                        Pushback::After(d) => next.as_mut().reset(Instant::now() + d),
+                        Pushback::None => next.as_mut().reset(Instant::now()),
+                    }
+                    if inflight.is_empty() && (!more || started >= policy.max_attempts) {
+                        return r;
+                    }
+                }
+                else => return Err(Status::unavailable("no hedged attempt left")),
+            }
+        }
+    }
+
+    /// One attempt of a single-request call. A stream the server refused (REFUSED_STREAM:
+    /// no application logic ran) is retried once, transparently.
+    async fn single_attempt<M: prost::Message>(
+        &self,
+        path: &'static str,
+        p: &Prepared,
+        msg: &M,
+        previous_attempts: u32,
+    ) -> Result<(Connection, http::Response<h2::RecvStream>), Status> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let Opened { sub, response, send, conn, .. } = self.open(path, p, Some(msg)).await?;
+            let Opened { sub, response, send, conn, .. } = self.open(path, p, Some(msg), previous_attempts).await?;
             drop(send);
             match response.await {
                 Ok(resp) => return Ok((conn, resp)),
@@ -732,7 +892,7 @@ impl Channel {
         let state = Arc::clone(&p.state);
         let span = state.span.clone();
         let fut = async {
-            let opened = self.open::<Req>(path, &p, None).await?;
+            let opened = self.open::<Req>(path, &p, None, 0).await?;
             let Opened { sub, response, send, conn, encoding } = opened;
             let _sender = self.spawn_sender(&state, send, encoding, request, p.max_send);
             let resp = response.await.map_err(|e| response_error(&sub, &conn, e))?;
@@ -764,7 +924,7 @@ impl Channel {
         let span = state.span.clone();
         let mut sender_slot = None;
         let fut = async {
-            let opened = self.open::<Req>(path, &p, None).await?;
+            let opened = self.open::<Req>(path, &p, None, 0).await?;
             let Opened { sub, response, send, conn, encoding } = opened;
             sender_slot = Some(self.spawn_sender(&state, send, encoding, request, p.max_send));
             let resp = response.await.map_err(|e| response_error(&sub, &conn, e))?;

@@ -69,6 +69,8 @@ pub(crate) struct ChannelInner {
     /// The control task until its first use spawns it.
     pending: std::sync::Mutex<Option<Pending>>,
     subchannels: Arc<SubchannelConfig>,
+    /// The retry throttle of the service config's `retryThrottling` (gRFC A6).
+    pub(crate) throttle: std::sync::Mutex<Option<Arc<super::retry::Throttle>>>,
 }
 
 impl Channel {
@@ -84,7 +86,17 @@ impl Channel {
     ) -> Channel {
         let scheme = if tls { http::uri::Scheme::HTTPS } else { http::uri::Scheme::HTTP };
         let pending = std::sync::Mutex::new(Some(pending));
-        Channel { inner: Arc::new(ChannelInner { target, scheme, authority, config, shared, events, pending, subchannels }) }
+        Channel { inner: Arc::new(ChannelInner {
+            target,
+            scheme,
+            authority,
+            config,
+            shared,
+            events,
+            pending,
+            subchannels,
+            throttle: std::sync::Mutex::new(None),
+        }) }
     }
 
     /// The channel's connectivity state, as its LB policy aggregates it (IDLE before the

@@ -66,6 +66,7 @@ mod endpoint;
 pub mod interceptor;
 pub mod lb;
 pub mod resolver;
+mod retry;
 pub mod service_config;
 mod subchannel;
 

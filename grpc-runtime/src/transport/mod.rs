@@ -19,7 +19,7 @@ mod tls;
 pub use address::Address;
 pub use bdp::BDP_LIMIT;
 pub use backoff::BackoffConfig;
-pub(crate) use backoff::{jitter, random_unit, Backoff};
+pub(crate) use backoff::{jitter, random_unit, scale as backoff_scale, Backoff};
 pub use connect::{
     connect, Connection, ConnectionClosed, Http2Settings, KeepaliveConfig, TransportConfig, DEFAULT_KEEPALIVE_TIMEOUT,
     MIN_KEEPALIVE_TIME,

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use client_support::{echo, frame_msg, handler, raw_server, respond, Echo, RawServer};
+use futures_util::StreamExt;
 use grpc_runtime::{Channel, Code, Request};
 
 const PATH: &str = "/test.Echo/Unary";
@@ -271,4 +272,121 @@ async fn a_backend_killed_mid_run_loses_no_call_with_a_retry_policy() {
     }
     assert!(ok.load(Ordering::SeqCst) > 20, "{}", ok.load(Ordering::SeqCst));
     pb.kill();
+}
+
+// ------------------------------------------------------------ streaming requests are replayed
+
+/// A server for streaming calls: attempt `i` reads `read(i)` messages (all if `None`),
+/// then fails it Trailers-Only with UNAVAILABLE if `fail(i)`, else echoes every message
+/// it reads as a reply, then OK. Records the texts each attempt received.
+async fn streaming_server(
+    read: impl Fn(usize) -> Option<usize> + Send + Sync + 'static,
+    fail: impl Fn(usize) -> bool + Send + Sync + 'static,
+) -> (RawServer, Arc<Mutex<Vec<(Option<String>, Vec<String>)>>>) {
+    use prost::Message;
+    let got: Arc<Mutex<Vec<(Option<String>, Vec<String>)>>> = Arc::default();
+    let n = Arc::new(AtomicUsize::new(0));
+    let (read, fail) = (Arc::new(read), Arc::new(fail));
+    let g = Arc::clone(&got);
+    let srv = raw_server(handler(move |req, mut send| {
+        let i = n.fetch_add(1, Ordering::SeqCst);
+        let prev = req.headers().get("grpc-previous-rpc-attempts").map(|v| v.to_str().unwrap().to_string());
+        // `x-single`: answer a client-streaming call with one message, the last one read.
+        let single = req.headers().contains_key("x-single");
+        g.lock().unwrap().push((prev, Vec::new()));
+        let (g, read, fail) = (Arc::clone(&g), Arc::clone(&read), Arc::clone(&fail));
+        async move {
+            let mut body = client_support::FrameReader::new(req.into_body());
+            let limit = read(i);
+            if fail(i) {
+                let mut k = 0;
+                while limit.map_or(true, |l| k < l) {
+                    let Some((_, m)) = body.next().await else { break };
+                    g.lock().unwrap()[i].1.push(Echo::decode(&m[..]).unwrap().text);
+                    k += 1;
+                }
+                let r = http::Response::builder()
+                    .status(200)
+                    .header("content-type", "application/grpc")
+                    .header("grpc-status", "14")
+                    .body(())
+                    .unwrap();
+                let _ = send.send_response(r, true);
+                return;
+            }
+            let Ok(mut out) = send.send_response(client_support::response_headers(), false) else { return };
+            let mut last = String::new();
+            while let Some((_, m)) = body.next().await {
+                last = Echo::decode(&m[..]).unwrap().text;
+                g.lock().unwrap()[i].1.push(last.clone());
+                if !single && out.send_data(frame_msg(&echo(&last)), false).is_err() {
+                    return;
+                }
+            }
+            if single {
+                let _ = out.send_data(frame_msg(&echo(&last)), false);
+            }
+            let _ = out.send_trailers(client_support::trailers(0, ""));
+        }
+    }))
+    .await;
+    (srv, got)
+}
+
+#[tokio::test]
+async fn client_streaming_is_replayed_on_retry() {
+    let (srv, got) = streaming_server(|_| None, |i| i == 0).await;
+    let ch = channel(srv.addr, &retry_config(3, "")).await;
+    let mut req = Request::new(futures_util::stream::iter(["a", "b", "c"].map(echo)));
+    req.metadata_mut().insert("x-single", "1").unwrap();
+    let r = ch.client_streaming::<_, Echo, Echo>(PATH, req).await.unwrap();
+    assert_eq!(r.into_inner().text, "c");
+    let got = got.lock().unwrap().clone();
+    let want: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+    assert_eq!(got, [(None, want.clone()), (Some("1".to_string()), want)]);
+}
+
+#[tokio::test]
+async fn bidi_replays_what_was_sent_then_goes_on_after_commit() {
+    // Attempt 0 reads one message and fails; attempt 1 gets it replayed, commits (its
+    // headers), and then sees the messages sent afterwards.
+    let (srv, got) = streaming_server(|i| if i == 0 { Some(1) } else { None }, |i| i == 0).await;
+    let ch = channel(srv.addr, &retry_config(3, "")).await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Echo>(4);
+    tx.send(echo("first")).await.unwrap();
+    let rx = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+    let mut replies = ch.bidi_streaming::<_, Echo, Echo>(PATH, Request::new(rx)).await.unwrap().into_inner();
+    assert_eq!(replies.message().await.unwrap().unwrap().text, "first");
+    tx.send(echo("second")).await.unwrap();
+    assert_eq!(replies.message().await.unwrap().unwrap().text, "second");
+    drop(tx);
+    assert!(replies.message().await.unwrap().is_none());
+    let got = got.lock().unwrap().clone();
+    assert_eq!(got[0], (None, vec!["first".to_string()]));
+    assert_eq!(got[1], (Some("1".to_string()), vec!["first".to_string(), "second".to_string()]));
+}
+
+#[tokio::test]
+async fn a_full_retry_buffer_commits_the_call() {
+    let (srv, got) = streaming_server(|_| None, |_| true).await;
+    // Each message is 5 + 3 bytes framed; a 10-byte per-call buffer holds one.
+    let ch = Channel::builder(format!("http://{}", srv.addr))
+        .default_service_config(retry_config(3, ""))
+        .retry_buffer_size(10, 1 << 20)
+        .connect()
+        .await
+        .unwrap();
+    let msgs = futures_util::stream::iter(["a", "b"].map(echo)).then(|m| async move {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        m
+    });
+    let s = ch.client_streaming::<_, Echo, Echo>(PATH, Request::new(msgs)).await.unwrap_err();
+    assert_eq!(s.code(), Code::Unavailable);
+    assert_eq!(got.lock().unwrap().len(), 1, "not retried once the buffer overflowed");
+    // Within the bounds the same call is retried (and fails 3 times here).
+    let (srv, got) = streaming_server(|_| None, |_| true).await;
+    let ch = channel(srv.addr, &retry_config(3, "")).await;
+    let msgs = futures_util::stream::iter(["a", "b"].map(echo));
+    assert!(ch.client_streaming::<_, Echo, Echo>(PATH, Request::new(msgs)).await.is_err());
+    assert_eq!(got.lock().unwrap().len(), 3);
 }

@@ -40,7 +40,7 @@ pub(crate) struct CallState {
     /// What the interceptors' `finish_call` gets (`None` without interceptors).
     info: Mutex<Option<CallInfo>>,
     interceptors: Interceptors,
-    span: Span,
+    pub(crate) span: Span,
     started: Instant,
     finished: AtomicBool,
     /// A failure noticed while sending (e.g. a message over the send limit): it is the
@@ -73,7 +73,7 @@ impl Drop for ActiveCall {
 }
 
 impl CallState {
-    fn set_send_error(&self, status: Status) {
+    pub(crate) fn set_send_error(&self, status: Status) {
         if let Ok(mut slot) = self.send_error.lock() {
             slot.get_or_insert(status);
         }
@@ -492,6 +492,7 @@ impl Channel {
         p: &Prepared,
         single: Option<&M>,
         previous_attempts: u32,
+        fixed_encoding: Option<Option<CompressionEncoding>>,
     ) -> Result<Opened, Status> {
         let mut attempt = 0;
         loop {
@@ -505,7 +506,7 @@ impl Channel {
             })?;
             p.state.span.record("peer", tracing::field::display(conn.address()));
             p.state.set_peer(remote_addr(&conn));
-            let encoding = p.compression.filter(|e| {
+            let encoding = fixed_encoding.unwrap_or_else(|| p.compression.filter(|e| {
                 // Never compress in an encoding the server did not advertise on this
                 // connection; before it said anything, only in the assumed ones.
                 let server = conn
@@ -517,7 +518,7 @@ impl Channel {
                     debug!(encoding = %e, "server has not advertised this encoding; sending uncompressed");
                 }
                 ok
-            });
+            }));
             // Encode a single message before opening the stream, so a send-limit failure
             // never reaches the network.
             let frame = match single {
@@ -711,7 +712,7 @@ impl Channel {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let Opened { sub, response, send, conn, .. } = self.open(path, p, Some(msg), previous_attempts).await?;
+            let Opened { sub, response, send, conn, .. } = self.open(path, p, Some(msg), previous_attempts, None).await?;
             drop(send);
             match response.await {
                 Ok(resp) => return Ok((conn, resp)),
@@ -792,6 +793,95 @@ impl Channel {
             }
             .instrument(span),
         ))
+    }
+
+    /// Opens a streaming-request call and awaits its committed response head; the task
+    /// sending the caller's messages is put in `sender` (it must outlive a bidi call's
+    /// return). Under a retry policy the messages are buffered and replayed on each new
+    /// attempt until one commits (gRFC A6); otherwise one attempt.
+    async fn open_streaming<S, Req>(
+        &self,
+        path: &'static str,
+        p: &Prepared,
+        request: Request<S>,
+        sender: &mut Option<AbortOnDrop>,
+    ) -> Result<(Connection, http::Response<h2::RecvStream>), Status>
+    where
+        S: Stream<Item = Req> + Send + 'static,
+        Req: prost::Message + Send + 'static,
+    {
+        let policy = match &p.policy {
+            CallPolicy::Retry(mc) => mc.retry_policy.as_ref(),
+            _ => None,
+        };
+        let Some(policy) = policy else {
+            let Opened { sub, response, send, conn, encoding } = self.open::<Req>(path, p, None, 0, None).await?;
+            *sender = Some(self.spawn_sender(&p.state, send, encoding, request, p.max_send));
+            let resp = response.await.map_err(|e| response_error(&sub, &conn, e))?;
+            return Ok((conn, resp));
+        };
+        let slot = request.extensions().get::<MessageCompressionSlot>().map(|s| Arc::clone(&s.0));
+        let mut messages = Some(request.into_inner());
+        let (streams_tx, streams_rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut streams_rx = Some(streams_rx);
+        let committed = Arc::new(AtomicBool::new(false));
+        let mut retry = RetryState::new(policy);
+        // Every attempt uses the first one's encoding: the buffered frames are replayed as
+        // they were encoded.
+        let mut encoding = None;
+        loop {
+            let (failure, last) = match self.open::<Req>(path, p, None, retry.previous(), encoding).await {
+                Err(status) => ((status, Pushback::None), None),
+                Ok(Opened { sub, response, send, conn, encoding: chosen }) => {
+                    encoding.get_or_insert(chosen);
+                    if let (Some(messages), Some(rx)) = (messages.take(), streams_rx.take()) {
+                        let limits = self.inner.retry_buffer_limits();
+                        let task = super::replay::spawn(
+                            &p.state,
+                            rx,
+                            messages,
+                            chosen,
+                            slot.clone(),
+                            p.max_send,
+                            limits,
+                            Arc::clone(&committed),
+                        );
+                        *sender = Some(AbortOnDrop(task));
+                    }
+                    let _ = streams_tx.send(send);
+                    match response.await {
+                        Ok(resp) => match uncommitted_failure(&resp) {
+                            None => {
+                                committed.store(true, Ordering::Release);
+                                return Ok((conn, resp));
+                            }
+                            Some(f) => (f, Some((conn, resp))),
+                        },
+                        Err(e) => ((response_error(&sub, &conn, e), Pushback::None), None),
+                    }
+                }
+            };
+            let (status, pushback) = failure;
+            let delay = if committed.load(Ordering::Acquire) {
+                None
+            } else {
+                retry.on_failure(&status, pushback, p.state.throttle.as_deref())
+            };
+            match delay {
+                Some(delay) => {
+                    debug!(code = ?status.code(), ?delay, attempt = retry.previous() + 1, "retrying a streaming call");
+                    tokio::time::sleep(delay).await;
+                }
+                None => {
+                    committed.store(true, Ordering::Release);
+                    // The last attempt's Trailers-Only answer is the call's (as without retries).
+                    return match last {
+                        Some(r) => Ok(r),
+                        None => Err(status),
+                    };
+                }
+            }
+        }
     }
 
     /// Reads exactly one message and the final status (unary and client-streaming).
@@ -891,11 +981,9 @@ impl Channel {
         let p = self.prepare(path, CallKind::ClientStreaming, &mut request).await?;
         let state = Arc::clone(&p.state);
         let span = state.span.clone();
+        let mut sender = None;
         let fut = async {
-            let opened = self.open::<Req>(path, &p, None, 0).await?;
-            let Opened { sub, response, send, conn, encoding } = opened;
-            let _sender = self.spawn_sender(&state, send, encoding, request, p.max_send);
-            let resp = response.await.map_err(|e| response_error(&sub, &conn, e))?;
+            let (conn, resp) = self.open_streaming(path, &p, request, &mut sender).await?;
             self.read_single(&conn, resp, p.max_recv).await
         };
         let r = with_deadline(p.deadline, p.cancel.as_ref(), fut).instrument(span).await;
@@ -924,10 +1012,7 @@ impl Channel {
         let span = state.span.clone();
         let mut sender_slot = None;
         let fut = async {
-            let opened = self.open::<Req>(path, &p, None, 0).await?;
-            let Opened { sub, response, send, conn, encoding } = opened;
-            sender_slot = Some(self.spawn_sender(&state, send, encoding, request, p.max_send));
-            let resp = response.await.map_err(|e| response_error(&sub, &conn, e))?;
+            let (conn, resp) = self.open_streaming(path, &p, request, &mut sender_slot).await?;
             let (headers, stream) = self.read_head::<Resp>(&conn, resp, p.max_recv)?;
             Ok((headers, stream, remote_addr(&conn)))
         };

@@ -71,6 +71,19 @@ pub(crate) struct ChannelInner {
     subchannels: Arc<SubchannelConfig>,
     /// The retry throttle of the service config's `retryThrottling` (gRFC A6).
     pub(crate) throttle: std::sync::Mutex<Option<Arc<super::retry::Throttle>>>,
+    /// Bytes held by the replay buffers of this channel's calls.
+    retry_buffer_used: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl ChannelInner {
+    /// The replay-buffer bounds of a retryable streaming call.
+    pub(crate) fn retry_buffer_limits(&self) -> super::replay::BufferLimits {
+        super::replay::BufferLimits {
+            per_call: self.config.retry_buffer_per_call,
+            per_channel: self.config.retry_buffer_per_channel,
+            channel_used: Arc::clone(&self.retry_buffer_used),
+        }
+    }
 }
 
 impl Channel {
@@ -96,6 +109,7 @@ impl Channel {
             pending,
             subchannels,
             throttle: std::sync::Mutex::new(None),
+            retry_buffer_used: Arc::default(),
         }) }
     }
 

@@ -34,6 +34,9 @@ pub(crate) struct CallConfig {
     /// Encodings assumed accepted by a server that has not sent `grpc-accept-encoding`.
     pub(crate) assumed_server_accept: EncodingSet,
     pub(crate) interceptors: Interceptors,
+    /// Replay-buffer bounds of retryable streaming calls (gRFC A6).
+    pub(crate) retry_buffer_per_call: usize,
+    pub(crate) retry_buffer_per_channel: usize,
 }
 
 /// Builder for a [`Channel`]; obtained from [`Channel::builder`].
@@ -59,6 +62,7 @@ pub struct Endpoint {
     policies: PolicySet,
     default_service_config: Option<String>,
     resolver_options: ResolverOptions,
+    retry_buffer: (usize, usize),
 }
 
 /// Default channel idle timeout (grpc-go: 30 minutes).
@@ -106,7 +110,17 @@ impl Endpoint {
             policies: PolicySet::default(),
             default_service_config: None,
             resolver_options: ResolverOptions::default(),
+            retry_buffer: (super::DEFAULT_PER_CALL_RETRY_BUFFER, super::DEFAULT_CHANNEL_RETRY_BUFFER),
         }
+    }
+
+    /// Bounds of the buffers that keep a streaming call's sent messages for replay while
+    /// a retry policy may still retry it: per call (default 256 KiB, as grpc-go) and for
+    /// all calls of the channel together (default 16 MiB, as grpc-java). Past either, the
+    /// call commits to its current attempt and is not retried (gRFC A6).
+    pub fn retry_buffer_size(mut self, per_call: usize, per_channel: usize) -> Self {
+        self.retry_buffer = (per_call, per_channel);
+        self
     }
 
     /// Uses `builder` for targets of its scheme on this channel only (before the
@@ -421,6 +435,8 @@ impl Endpoint {
             },
             assumed_server_accept: self.assumed_server_accept,
             interceptors: self.interceptors,
+            retry_buffer_per_call: self.retry_buffer.0,
+            retry_buffer_per_channel: self.retry_buffer.1,
         };
         let (events, shared, pending) = control::new(ControlConfig {
             target: rtarget,

@@ -403,3 +403,67 @@ async fn custom_policy_by_service_config_reads_attributes_and_sees_final_status(
     assert_eq!(codes[10], Code::NotFound);
     assert!(codes[..10].iter().all(|c| *c == Code::Ok));
 }
+
+// ------------------------------------------------------------ client-side health checking (A17)
+
+#[tokio::test]
+async fn health_checked_round_robin_skips_a_not_serving_backend_and_returns_to_it() {
+    use grpc_runtime::services::health::HealthReporter;
+    let mut reporters = Vec::new();
+    let mut srvs = Vec::new();
+    for _ in 0..3 {
+        let r = HealthReporter::new();
+        r.set_serving("test.Echo");
+        let svc = r.service();
+        srvs.push(start(move |b| b.add_service(svc)).await);
+        reporters.push(r);
+    }
+    // A fourth backend without the health service (UNIMPLEMENTED): used as if serving.
+    srvs.push(start(|b| b).await);
+    let addrs: Vec<SocketAddr> = srvs.iter().map(|s| s.addr).collect();
+    let config = r#"{"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": "test.Echo"}}"#;
+    let ch = Channel::builder(ipv4(&addrs)).default_service_config(config).connect().await.unwrap();
+    until_all_used(&ch, &addrs).await;
+    // Backend 1 reports NOT_SERVING: its connection stays, but calls skip it.
+    reporters[1].set_not_serving("test.Echo");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let seen = spread(&ch, 40).await;
+        if !seen.contains_key(&addrs[1]) {
+            assert_eq!(seen.len(), 3, "{seen:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "a NOT_SERVING backend still gets calls: {seen:?}");
+    }
+    let seen = spread(&ch, 60).await;
+    assert!(!seen.contains_key(&addrs[1]), "{seen:?}");
+    // SERVING again: back in rotation.
+    reporters[1].set_serving("test.Echo");
+    until_all_used(&ch, &addrs).await;
+    // Every checked backend NOT_SERVING: only the one without a health service is left.
+    for r in &reporters {
+        r.set_not_serving("test.Echo");
+    }
+    let mut seen_only_unchecked = false;
+    for _ in 0..100 {
+        let s = spread(&ch, 8).await;
+        if s.len() == 1 && s.contains_key(&addrs[3]) {
+            seen_only_unchecked = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(seen_only_unchecked, "only the backend without a health service is left");
+}
+
+#[tokio::test]
+async fn pick_first_does_not_health_check() {
+    use grpc_runtime::services::health::HealthReporter;
+    let r = HealthReporter::new();
+    r.set_not_serving("test.Echo");
+    let svc = r.service();
+    let srv = start(move |b| b.add_service(svc)).await;
+    let config = r#"{"healthCheckConfig": {"serviceName": "test.Echo"}}"#;
+    let ch = Channel::builder(format!("http://{}", srv.addr)).default_service_config(config).connect().await.unwrap();
+    assert!(call(&ch, 0).await.is_ok());
+}

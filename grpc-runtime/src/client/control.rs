@@ -220,6 +220,8 @@ struct Control {
 /// The policy's view of the channel during one call into it.
 struct Cx<'a> {
     subchannel: &'a Arc<SubchannelConfig>,
+    /// `healthCheckConfig.serviceName` of the service config in force.
+    health: Option<&'a str>,
     events: &'a ControlSender,
     picker: Option<(ConnectivityState, Arc<dyn Picker>)>,
     resolve: bool,
@@ -227,7 +229,12 @@ struct Cx<'a> {
 
 impl ChannelController for Cx<'_> {
     fn new_subchannel(&mut self, address: &super::resolver::ResolvedAddress) -> Subchannel {
-        Subchannel::new(address.clone(), Arc::clone(self.subchannel), self.events.clone())
+        Subchannel::new(address.clone(), Arc::clone(self.subchannel), self.events.clone(), None)
+    }
+
+    fn new_health_checked_subchannel(&mut self, address: &super::resolver::ResolvedAddress) -> Subchannel {
+        let health = self.health.map(str::to_string);
+        Subchannel::new(address.clone(), Arc::clone(self.subchannel), self.events.clone(), health)
     }
 
     fn update_picker(&mut self, state: ConnectivityState, picker: Arc<dyn Picker>) {
@@ -390,7 +397,13 @@ impl Control {
     fn with_policy(&mut self, f: impl FnOnce(&mut dyn LbPolicy, &mut dyn ChannelController)) {
         let Some(active) = self.active.as_mut() else { return };
         let Some((_, policy)) = active.policy.as_mut() else { return };
-        let mut cx = Cx { subchannel: &self.config.subchannel, events: &self.events, picker: None, resolve: false };
+        let mut cx = Cx {
+            subchannel: &self.config.subchannel,
+            health: self.service_config.health_check_service_name(),
+            events: &self.events,
+            picker: None,
+            resolve: false,
+        };
         f(policy.as_mut(), &mut cx);
         let Cx { picker, resolve, .. } = cx;
         if resolve {

@@ -421,7 +421,9 @@ impl Endpoint {
             without_calls: self.keepalive_without_calls,
         });
         let server_name = server_name_of(&authority);
-        let subchannels = Arc::new(SubchannelConfig::new(transport, server_name, self.backoff));
+        let scheme = if tls { http::uri::Scheme::HTTPS } else { http::uri::Scheme::HTTP };
+        let subchannels =
+            Arc::new(SubchannelConfig::new(transport, server_name, self.backoff, authority.clone(), scheme));
         let config = CallConfig {
             user_agent,
             timeout: self.timeout,

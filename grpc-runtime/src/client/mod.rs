@@ -63,6 +63,7 @@ mod channel;
 mod connectivity;
 mod control;
 mod endpoint;
+mod health;
 pub mod interceptor;
 pub mod lb;
 pub mod resolver;

@@ -19,7 +19,10 @@ use tracing::{debug, warn};
 use super::connectivity::ConnectivityState;
 use super::control::{ControlEvent, ControlSender};
 use super::resolver::ResolvedAddress;
-use crate::transport::{self, Address, Backoff, BackoffConfig, Connection, TransportConfig, TransportError};
+use super::health::{Health, HealthTarget};
+use crate::transport::{
+    self, Address, Backoff, BackoffConfig, Connection, TransportConfig, TransportError, TransportErrorKind,
+};
 
 /// What every subchannel of a channel shares: how to open connections.
 #[derive(Debug)]
@@ -36,12 +39,21 @@ pub(crate) struct SubchannelConfig {
     pub(crate) keepalive_time: Mutex<Option<Duration>>,
     /// The last failed connection attempt of any subchannel (what `connect()` reports).
     pub(crate) last_error: Mutex<Option<TransportError>>,
+    /// `:authority` and scheme of the channel's calls (for health-check streams).
+    pub(crate) authority: String,
+    pub(crate) scheme: http::uri::Scheme,
 }
 
 impl SubchannelConfig {
-    pub(crate) fn new(transport: TransportConfig, server_name: String, backoff: BackoffConfig) -> Self {
+    pub(crate) fn new(
+        transport: TransportConfig,
+        server_name: String,
+        backoff: BackoffConfig,
+        authority: String,
+        scheme: http::uri::Scheme,
+    ) -> Self {
         let keepalive_time = Mutex::new(transport.keepalive.map(|k| k.time));
-        SubchannelConfig { transport, server_name, backoff, keepalive_time, last_error: Mutex::new(None) }
+        SubchannelConfig { transport, server_name, backoff, keepalive_time, last_error: Mutex::new(None), authority, scheme }
     }
 
     /// The keepalive time new connections use (`None`: keepalive off).
@@ -83,6 +95,10 @@ pub(crate) struct Inner {
     connecting: AtomicBool,
     backoff: Mutex<Backoff>,
     shut: AtomicBool,
+    /// gRFC A17: the service whose health gates READY (`None`: no health checking).
+    health: Option<String>,
+    /// The running health-check stream's task (aborted when the subchannel goes).
+    health_task: Mutex<Option<tokio::task::AbortHandle>>,
 }
 
 /// One backend address of a channel, with at most one connection. Cheap to clone;
@@ -114,6 +130,9 @@ impl std::hash::Hash for Subchannel {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        if let Some(t) = self.health_task.get_mut().ok().and_then(|t| t.take()) {
+            t.abort();
+        }
         if let Some(c) = self.conn.get_mut().ok().and_then(|c| c.take()) {
             // New calls stop using it; open streams finish, then h2 closes it.
             c.mark_closed("subchannel removed");
@@ -122,7 +141,12 @@ impl Drop for Inner {
 }
 
 impl Subchannel {
-    pub(crate) fn new(address: ResolvedAddress, config: Arc<SubchannelConfig>, events: ControlSender) -> Subchannel {
+    pub(crate) fn new(
+        address: ResolvedAddress,
+        config: Arc<SubchannelConfig>,
+        events: ControlSender,
+        health: Option<String>,
+    ) -> Subchannel {
         let backoff = Backoff::new(config.backoff);
         Subchannel(Arc::new(Inner {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -134,6 +158,8 @@ impl Subchannel {
             connecting: AtomicBool::new(false),
             backoff: Mutex::new(backoff),
             shut: AtomicBool::new(false),
+            health,
+            health_task: Mutex::new(None),
         }))
     }
 
@@ -248,7 +274,11 @@ async fn connect_once(me: Weak<Inner>) {
             }
             watch_connection(&sc, &conn);
             sc.connecting.store(false, Ordering::Release);
-            set_state(&sc, ConnectivityState::Ready, None);
+            match &sc.health {
+                None => set_state(&sc, ConnectivityState::Ready, None),
+                // READY once the backend says SERVING (gRFC A17); CONNECTING until then.
+                Some(service) => start_health_check(&sc, &conn, service.clone()),
+            }
         }
         Err(e) => {
             debug!(address = %address, error = %e, "connect attempt failed");
@@ -262,6 +292,38 @@ async fn connect_once(me: Weak<Inner>) {
             let Some(sc) = me.upgrade() else { return };
             sc.connecting.store(false, Ordering::Release);
             set_state(&sc, ConnectivityState::Idle, None);
+        }
+    }
+}
+
+/// Starts the health-check stream of a new connection; its answers set the state.
+fn start_health_check(sc: &Arc<Inner>, conn: &Connection, service: String) {
+    let target = HealthTarget {
+        service,
+        authority: sc.config.authority.clone(),
+        scheme: sc.config.scheme.clone(),
+        backoff: sc.config.backoff,
+    };
+    let me = Arc::downgrade(sc);
+    let id = conn.id();
+    let report = move |h: Health| {
+        let Some(sc) = me.upgrade() else { return false };
+        let current = sc.conn.lock().ok().and_then(|c| c.as_ref().map(|c| c.id())) == Some(id);
+        if !current {
+            return false;
+        }
+        match h {
+            Health::Serving => set_state(&sc, ConnectivityState::Ready, None),
+            Health::NotServing(why) => {
+                set_state(&sc, ConnectivityState::TransientFailure, Some(TransportError::new(TransportErrorKind::Connect, why)))
+            }
+        }
+        true
+    };
+    let task = tokio::spawn(super::health::watch(conn.clone(), target, report));
+    if let Ok(mut slot) = sc.health_task.lock() {
+        if let Some(old) = slot.replace(task.abort_handle()) {
+            old.abort();
         }
     }
 }

@@ -209,6 +209,14 @@ pub trait ChannelController {
     /// [`Subchannel::connect`]. Dropping every clone of it (the policy's and the
     /// published pickers') releases its connection once in-flight calls finish.
     fn new_subchannel(&mut self, address: &ResolvedAddress) -> Subchannel;
+    /// Like [`ChannelController::new_subchannel`], with client-side health checking
+    /// (gRFC A17) when the service config has `healthCheckConfig.serviceName`: the
+    /// subchannel reports READY only while the backend's `grpc.health.v1.Health/Watch`
+    /// says SERVING (a server without the health service counts as serving). grpc-go's
+    /// round_robin uses it; pick_first does not.
+    fn new_health_checked_subchannel(&mut self, address: &ResolvedAddress) -> Subchannel {
+        self.new_subchannel(address)
+    }
     /// Publishes the channel's state and the picker calls use from now on.
     fn update_picker(&mut self, state: ConnectivityState, picker: Arc<dyn Picker>);
     /// Asks the resolver to resolve again (a hint; DNS rate-limits it).

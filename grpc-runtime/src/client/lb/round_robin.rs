@@ -112,7 +112,7 @@ impl LbPolicy for RoundRobin {
             .map(|a| match old.iter().find(|s| s.address() == a) {
                 Some(s) => s.clone(),
                 None => {
-                    let s = cx.new_subchannel(a);
+                    let s = cx.new_health_checked_subchannel(a);
                     fresh.push(s.clone());
                     s
                 }

@@ -6,13 +6,14 @@
 //! first mismatch.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_core::Stream;
 use futures_util::StreamExt;
-use grpc_runtime::client::{interceptor::InterceptFuture, ClientCallContext, Interceptor};
+use grpc_runtime::client::{interceptor::InterceptFuture, CallInfo, ClientCallContext, Interceptor};
 use grpc_runtime::transport::ClientTlsConfig;
 use grpc_runtime::{Channel, Code, CompressionEncoding, MetadataMap, OutboundMessage, OutboundStream, Request, Status, Streaming};
 use tokio::sync::mpsc;
@@ -53,9 +54,11 @@ pub const CASES: &[&str] = &[
 
 /// Flags `interop_client` accepts.
 pub const CLIENT_FLAGS: &[&str] = &[
+    "server_uri",
     "server_host",
     "server_port",
     "server_host_override",
+    "service_config_json",
     "test_case",
     "use_tls",
     "use_test_ca",
@@ -66,6 +69,8 @@ pub const CLIENT_FLAGS: &[&str] = &[
     "soak_per_iteration_max_acceptable_latency_ms",
     "soak_overall_timeout_seconds",
     "soak_min_time_ms_between_rpcs",
+    "soak_request_size",
+    "soak_response_size",
     "concurrent_large_unary_calls",
     "concurrent_large_unary_parallelism",
     "overall_timeout_seconds",
@@ -73,7 +78,6 @@ pub const CLIENT_FLAGS: &[&str] = &[
     "default_service_account",
     "oauth_scope",
     "service_account_key_file",
-    "service_config_json",
     "use_alts",
     "custom_credentials_type",
 ];
@@ -106,6 +110,12 @@ pub struct SoakConfig {
     pub overall_timeout: Duration,
     /// Minimum time between RPC starts (default 0).
     pub min_time_between_rpcs: Duration,
+    /// Request payload bytes of each soak RPC (`--soak_request_size`, default 271828, as
+    /// large_unary).
+    pub request_size: usize,
+    /// Response payload bytes each soak RPC asks for and checks (`--soak_response_size`,
+    /// default 314159, as large_unary).
+    pub response_size: usize,
 }
 
 impl Default for SoakConfig {
@@ -116,17 +126,30 @@ impl Default for SoakConfig {
             max_latency: Duration::from_millis(1000),
             overall_timeout: Duration::from_millis(10_000),
             min_time_between_rpcs: Duration::ZERO,
+            request_size: LARGE_REQUEST_SIZE,
+            response_size: LARGE_RESPONSE_SIZE,
         }
     }
 }
 
+/// large_unary's request payload size (also the default `--soak_request_size`).
+pub const LARGE_REQUEST_SIZE: usize = 271828;
+/// large_unary's response payload size (also the default `--soak_response_size`).
+pub const LARGE_RESPONSE_SIZE: usize = 314159;
+
 /// Everything the client cases need: where to connect and how.
 #[derive(Clone)]
 pub struct ClientConfig {
+    /// `--server_uri`: a channel target in any form of grpc's naming doc (`dns:///host:port`,
+    /// `ipv4:a:p,b:p`, `ipv6:[a]:p`, `unix:path`, `unix-abstract:name`, `host:port`, ...);
+    /// when set, `server_host` / `server_port` are ignored.
+    pub server_uri: Option<String>,
     /// `--server_host` (default `localhost`).
     pub server_host: String,
     /// `--server_port`.
     pub server_port: u16,
+    /// `--service_config_json`: the channel's default service config (gRFC A2 JSON).
+    pub service_config_json: Option<String>,
     /// `--server_host_override`: TLS name to verify and `:authority` to send.
     pub server_host_override: Option<String>,
     /// `--use_tls`.
@@ -150,8 +173,10 @@ pub struct ClientConfig {
 impl fmt::Debug for ClientConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientConfig")
+            .field("server_uri", &self.server_uri)
             .field("server_host", &self.server_host)
             .field("server_port", &self.server_port)
+            .field("service_config_json", &self.service_config_json)
             .field("server_host_override", &self.server_host_override)
             .field("use_tls", &self.use_tls)
             .field("use_test_ca", &self.use_test_ca)
@@ -164,8 +189,10 @@ impl ClientConfig {
     /// A plaintext configuration for `host:port` with default settings.
     pub fn new(server_host: impl Into<String>, server_port: u16) -> ClientConfig {
         ClientConfig {
+            server_uri: None,
             server_host: server_host.into(),
             server_port,
+            service_config_json: None,
             server_host_override: None,
             use_tls: false,
             use_test_ca: false,
@@ -181,6 +208,9 @@ impl ClientConfig {
     /// Builds the configuration from parsed flags.
     pub fn from_flags(flags: &Flags) -> Result<ClientConfig, String> {
         let mut c = ClientConfig::new(flags.string("server_host", "localhost"), flags.num("server_port", 10000u16)?);
+        // As grpc-go: an empty value is the same as no flag.
+        c.server_uri = flags.get("server_uri").filter(|s| !s.is_empty()).map(str::to_string);
+        c.service_config_json = flags.get("service_config_json").filter(|s| !s.trim().is_empty()).map(str::to_string);
         c.server_host_override = flags.get("server_host_override").filter(|s| !s.is_empty()).map(str::to_string);
         c.use_tls = flags.bool("use_tls", false)?;
         c.use_test_ca = flags.bool("use_test_ca", false)?;
@@ -203,13 +233,19 @@ impl ClientConfig {
             // Capped at a year: Instant + a u64::MAX-ms duration would panic.
             min_time_between_rpcs: Duration::from_millis(flags.num("soak_min_time_ms_between_rpcs", 0u64)?)
                 .min(Duration::from_secs(365 * 86_400)),
+            request_size: payload_size(flags, "soak_request_size", LARGE_REQUEST_SIZE)?,
+            response_size: payload_size(flags, "soak_response_size", LARGE_RESPONSE_SIZE)?,
         };
         c.concurrent_calls = flags.num("concurrent_large_unary_calls", 1000usize)?;
         c.concurrent_parallelism = flags.num("concurrent_large_unary_parallelism", 100usize)?.max(1);
         Ok(c)
     }
 
-    fn target(&self) -> String {
+    /// The channel target: `--server_uri` as given, else `http(s)://server_host:server_port`.
+    pub fn target(&self) -> String {
+        if let Some(uri) = &self.server_uri {
+            return uri.clone();
+        }
         let host = if self.server_host.contains(':') && !self.server_host.starts_with('[') {
             format!("[{}]", self.server_host)
         } else {
@@ -230,6 +266,9 @@ impl ClientConfig {
         if let Some(o) = &self.server_host_override {
             ep = ep.authority(o.clone());
         }
+        if let Some(json) = &self.service_config_json {
+            ep = ep.default_service_config(json.clone());
+        }
         if self.use_tls {
             let ca_path = match (&self.ca_file, self.use_test_ca) {
                 (Some(p), _) => p.clone(),
@@ -241,11 +280,37 @@ impl ClientConfig {
                 }
             };
             let pem = std::fs::read(&ca_path).map_err(|e| format!("reading CA file {}: {e}", ca_path.display()))?;
-            let name = self.server_host_override.clone().unwrap_or_else(|| self.server_host.clone());
-            ep = ep.tls_config(ClientTlsConfig::new().ca_certificate_pem(pem).domain_name(name));
+            let mut tls = ClientTlsConfig::new().ca_certificate_pem(pem);
+            // The name to verify: the override, else --server_host; with --server_uri and
+            // no override, the channel's authority (the target's host) as grpc-go does.
+            let name = match (&self.server_host_override, &self.server_uri) {
+                (Some(o), _) => Some(o.clone()),
+                (None, None) => Some(self.server_host.clone()),
+                (None, Some(_)) => None,
+            };
+            if let Some(name) = name {
+                tls = tls.domain_name(name);
+            }
+            ep = ep.tls_config(tls);
         }
         ep.connect_lazy().map_err(|e| format!("building channel to {}: {e}", self.target()))
     }
+
+    /// Checks that a channel can be built from these settings (target form, service
+    /// config, TLS files) without connecting, so a bad `--server_uri` or
+    /// `--service_config_json` is reported before any case runs.
+    pub fn validate(&self) -> Result<(), String> {
+        self.channel(&Recorder::default()).map(drop)
+    }
+}
+
+/// A payload size flag: a non-negative number that fits the proto's int32 size fields.
+fn payload_size(flags: &Flags, name: &str, default: usize) -> Result<usize, String> {
+    let n = flags.num(name, default)?;
+    if n > i32::MAX as usize {
+        return Err(format!("flag --{name}: {n} is larger than {}", i32::MAX));
+    }
+    Ok(n)
 }
 
 /// Parses `--additional_metadata`: `key:value` pairs separated by `;`.
@@ -261,12 +326,25 @@ pub fn parse_additional_metadata(s: &str) -> Result<Vec<(String, String)>, Strin
 }
 
 /// A client interceptor that adds `--additional_metadata` to every call and records the
-/// final status the runtime reports for each call (the cancel cases read it: a cancelled
-/// call has no other place its status shows up).
+/// final status the runtime reports for each call and the server it went to (the cancel
+/// cases read the status: a cancelled call has no other place its status shows up; the
+/// soak cases log the server of a failed call).
 #[derive(Clone, Default)]
 pub struct Recorder {
     metadata: Arc<Vec<(String, String)>>,
-    finished: Arc<Mutex<Vec<(&'static str, Status)>>>,
+    finished: Arc<Mutex<Vec<FinishedCall>>>,
+}
+
+/// One finished call as the [`Recorder`] saw it.
+#[derive(Clone, Debug)]
+pub struct FinishedCall {
+    /// The method path.
+    pub path: &'static str,
+    /// The call's final status.
+    pub status: Status,
+    /// The server's address (`CallInfo::peer`): `None` when no connection was reached, or
+    /// over a unix socket.
+    pub peer: Option<SocketAddr>,
 }
 
 impl Recorder {
@@ -277,10 +355,25 @@ impl Recorder {
 
     /// The final statuses recorded for calls to `path`, oldest first.
     pub fn statuses(&self, path: &str) -> Vec<Status> {
+        self.calls(path).into_iter().map(|c| c.status).collect()
+    }
+
+    /// The calls to `path` that finished, oldest first.
+    pub fn calls(&self, path: &str) -> Vec<FinishedCall> {
         match self.finished.lock() {
-            Ok(g) => g.iter().filter(|(p, _)| *p == path).map(|(_, s)| s.clone()).collect(),
+            Ok(g) => g.iter().filter(|c| c.path == path).cloned().collect(),
             Err(_) => Vec::new(),
         }
+    }
+
+    /// How many calls (to any method) have finished so far.
+    pub fn finished_count(&self) -> usize {
+        self.finished.lock().map(|g| g.len()).unwrap_or(0)
+    }
+
+    /// The first call to `path` among those that finished after the first `skip`.
+    pub fn call_after(&self, skip: usize, path: &str) -> Option<FinishedCall> {
+        self.finished.lock().ok()?.iter().skip(skip).find(|c| c.path == path).cloned()
     }
 
     /// Waits (up to `timeout`) for a call to `path` to finish and returns its status.
@@ -315,9 +408,9 @@ impl Interceptor for Recorder {
         Box::pin(std::future::ready(r))
     }
 
-    fn finish(&self, path: &'static str, status: &Status) {
+    fn finish_call(&self, call: &CallInfo, status: &Status) {
         if let Ok(mut g) = self.finished.lock() {
-            g.push((path, status.clone()));
+            g.push(FinishedCall { path: call.path(), status: status.clone(), peer: call.peer() });
         }
     }
 }
@@ -350,10 +443,16 @@ fn bool_value(v: bool) -> Option<BoolValue> {
 }
 
 fn large_request() -> SimpleRequest {
+    soak_request(LARGE_REQUEST_SIZE, LARGE_RESPONSE_SIZE)
+}
+
+/// A large_unary-style request: `request_size` zero bytes, asking for `response_size`.
+/// Both sizes fit an `i32` (checked when the flags are parsed).
+fn soak_request(request_size: usize, response_size: usize) -> SimpleRequest {
     SimpleRequest {
         response_type: PayloadType::Compressable as i32,
-        response_size: 314159,
-        payload: payload(271828),
+        response_size: i32::try_from(response_size).unwrap_or(i32::MAX),
+        payload: payload(request_size),
         ..Default::default()
     }
 }
@@ -420,7 +519,7 @@ pub async fn run_case(cfg: &ClientConfig, case: &str) -> CaseResult {
         "timeout_on_sleeping_server" => timeout_on_sleeping_server(&client).await,
         "very_large_request" => very_large_request(&client).await,
         "concurrent_large_unary" => concurrent_large_unary(cfg, &client).await,
-        "rpc_soak" => soak(cfg, Some(&client)).await,
+        "rpc_soak" => soak(cfg, Some((&client, &recorder))).await,
         "channel_soak" => soak(cfg, None).await,
         other => Err(format!("unknown test case {other:?}; known: all, {}", CASES.join(", "))),
     };
@@ -816,15 +915,57 @@ async fn concurrent_large_unary(cfg: &ClientConfig, client: &TestServiceClient) 
     Ok(())
 }
 
-/// rpc_soak (`client` given: one channel for all RPCs) or channel_soak (`None`: a new
-/// channel per RPC, its creation counted in the latency, its teardown not).
-async fn soak(cfg: &ClientConfig, shared: Option<&TestServiceClient>) -> CaseResult {
+/// The method path the soak cases call.
+const UNARY_CALL_PATH: &str = "/grpc.testing.TestService/UnaryCall";
+
+/// How a soak iteration names the server that answered: its socket address; `unix` for a
+/// unix socket (a response without a TCP peer, or a failed call to a `unix:` target);
+/// `none` when the call reached no server.
+fn peer_label(peer: Option<SocketAddr>, answered: bool, target: &str) -> String {
+    match peer {
+        Some(a) => a.to_string(),
+        None if answered || target.starts_with("unix") => "unix".to_string(),
+        None => "none".to_string(),
+    }
+}
+
+/// One soak RPC on `client`: its outcome, latency and the server it went to. The server of
+/// a failed call comes from `recorder` (the channel's interceptor), which saw the call end.
+async fn soak_rpc(
+    client: &TestServiceClient,
+    recorder: &Recorder,
+    req: SimpleRequest,
+    t0: Instant,
+    target: &str,
+) -> (Result<SimpleResponse, String>, Duration, String) {
+    let before = recorder.finished_count();
+    match client.unary_call(req).await {
+        Ok(r) => {
+            let elapsed = t0.elapsed();
+            let peer = peer_label(r.remote_addr(), true, target);
+            (Ok(r.into_inner()), elapsed, peer)
+        }
+        Err(e) => {
+            let elapsed = t0.elapsed();
+            let peer = recorder.call_after(before, UNARY_CALL_PATH).and_then(|c| c.peer);
+            (Err(st("UnaryCall", e)), elapsed, peer_label(peer, false, target))
+        }
+    }
+}
+
+/// rpc_soak (`shared` given: one channel for all RPCs) or channel_soak (`None`: a new
+/// channel per RPC, its creation counted in the latency, its teardown not). Each RPC is a
+/// large_unary with `--soak_request_size` / `--soak_response_size` payloads; each
+/// iteration is logged as grpc-go does:
+/// `soak iteration: N elapsed_ms: N peer: ADDR server_uri: TARGET succeeded`, or
+/// `... failed: REASON`, or `... exceeds max acceptable latency: N`.
+async fn soak(cfg: &ClientConfig, shared: Option<(&TestServiceClient, &Recorder)>) -> CaseResult {
     let s = &cfg.soak;
+    let target = cfg.target();
     let started = Instant::now();
     let mut latencies = Vec::new();
     let mut failures = 0u32;
     let mut done = 0u32;
-    let peer = format!("{}:{}", cfg.server_host, cfg.server_port);
     for i in 0..s.iterations {
         if started.elapsed() >= s.overall_timeout {
             break;
@@ -833,57 +974,57 @@ async fn soak(cfg: &ClientConfig, shared: Option<&TestServiceClient>) -> CaseRes
         let next_allowed = t0 + s.min_time_between_rpcs;
         // No per-RPC deadline (as the description asks), but never past the overall timeout.
         let remaining = s.overall_timeout.saturating_sub(started.elapsed());
+        let req = soak_request(s.request_size, s.response_size);
         let attempt = async {
             match shared {
-                Some(client) => client.unary_call(large_request()).await.map_err(|e| st("UnaryCall", e)).map(|r| (r, t0.elapsed())),
+                Some((client, recorder)) => soak_rpc(client, recorder, req, t0, &target).await,
                 None => {
-                    let ch = cfg.channel(&Recorder::new(cfg.additional_metadata.clone()))?;
-                    let r = TestServiceClient::new(ch.clone()).unary_call(large_request()).await.map_err(|e| st("UnaryCall", e));
-                    let elapsed = t0.elapsed();
+                    let recorder = Recorder::new(cfg.additional_metadata.clone());
+                    let ch = match cfg.channel(&recorder) {
+                        Ok(ch) => ch,
+                        Err(e) => return (Err(e), t0.elapsed(), "none".to_string()),
+                    };
+                    let r = soak_rpc(&TestServiceClient::new(ch.clone()), &recorder, req, t0, &target).await;
                     ch.shutdown();
-                    r.map(|r| (r, elapsed))
+                    r
                 }
             }
         };
-        let (result, elapsed) = match tokio::time::timeout(remaining, attempt).await {
-            Ok(Ok((r, elapsed))) => (Ok(r), elapsed),
-            Ok(Err(e)) => (Err(e), t0.elapsed()),
-            Err(_) => {
-                (cfg.log)(&format!(
-                    "soak iteration: {i} elapsed_ms: {} peer: {peer} failed: still running at the overall timeout",
-                    t0.elapsed().as_millis()
-                ));
-                break;
-            }
+        let line = |elapsed: Duration, peer: &str, what: &str| {
+            format!("soak iteration: {i} elapsed_ms: {} peer: {peer} server_uri: {target} {what}", elapsed.as_millis())
+        };
+        let Ok((result, elapsed, peer)) = tokio::time::timeout(remaining, attempt).await else {
+            (cfg.log)(&line(t0.elapsed(), "none", "failed: still running at the overall timeout"));
+            break;
         };
         latencies.push(elapsed);
         done += 1;
-        let outcome = result.and_then(|r| check_simple("UnaryCall", r.get_ref(), 314159)).and_then(|()| {
-            if elapsed > s.max_latency {
-                Err(format!("latency {} ms exceeds {} ms", elapsed.as_millis(), s.max_latency.as_millis()))
-            } else {
-                Ok(())
-            }
-        });
-        match outcome {
-            Ok(()) => (cfg.log)(&format!("soak iteration: {i} elapsed_ms: {} peer: {peer} succeeded", elapsed.as_millis())),
+        match result.and_then(|r| check_simple("UnaryCall", &r, s.response_size)) {
             Err(e) => {
                 failures += 1;
-                (cfg.log)(&format!("soak iteration: {i} elapsed_ms: {} peer: {peer} failed: {e}", elapsed.as_millis()));
+                (cfg.log)(&line(elapsed, &peer, &format!("failed: {e}")));
             }
+            Ok(()) if elapsed > s.max_latency => {
+                failures += 1;
+                (cfg.log)(&line(elapsed, &peer, &format!("exceeds max acceptable latency: {}", s.max_latency.as_millis())));
+            }
+            Ok(()) => (cfg.log)(&line(elapsed, &peer, "succeeded")),
         }
         tokio::time::sleep_until(tokio::time::Instant::from_std(next_allowed)).await;
     }
     latencies.sort();
-    if let (Some(max), false) = (latencies.last(), latencies.is_empty()) {
-        let pct = |p: usize| latencies[(latencies.len() * p / 100).min(latencies.len() - 1)].as_micros() as f64 / 1000.0;
-        (cfg.log)(&format!(
-            "soak: {done} RPCs, {failures} failures; latency ms: p50 {:.3} p90 {:.3} max {:.3}",
-            pct(50),
-            pct(90),
-            max.as_micros() as f64 / 1000.0
-        ));
-    }
+    let pct = |p: usize| match latencies.len() {
+        0 => 0.0,
+        n => latencies[(n * p / 100).min(n - 1)].as_micros() as f64 / 1000.0,
+    };
+    (cfg.log)(&format!(
+        "(server_uri: {target}) soak test ran: {done} / {} iterations. Total failures: {failures}. \
+         Latencies in milliseconds: p50 {:.3} p90 {:.3} max {:.3}",
+        s.iterations,
+        pct(50),
+        pct(90),
+        pct(100)
+    ));
     ensure!(
         done == s.iterations,
         "only {done} of {} soak iterations completed within the overall timeout of {} s",
@@ -892,4 +1033,134 @@ async fn soak(cfg: &ClientConfig, shared: Option<&TestServiceClient>) -> CaseRes
     );
     ensure!(failures <= s.max_failures, "{failures} soak iterations failed, more than the {} allowed", s.max_failures);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<ClientConfig, String> {
+        ClientConfig::from_flags(&Flags::parse(args.iter().copied(), CLIENT_FLAGS, CLIENT_BOOL_FLAGS)?)
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.server_uri, None);
+        assert_eq!(c.service_config_json, None);
+        assert_eq!(c.target(), "http://localhost:10000");
+        let s = &c.soak;
+        assert_eq!(s.iterations, 10);
+        assert_eq!(s.max_failures, 0);
+        assert_eq!(s.max_latency, Duration::from_millis(1000));
+        assert_eq!(s.overall_timeout, Duration::from_secs(10), "iterations x per-iteration latency");
+        assert_eq!(s.min_time_between_rpcs, Duration::ZERO);
+        assert_eq!(s.request_size, 271828);
+        assert_eq!(s.response_size, 314159);
+        let d = SoakConfig::default();
+        assert_eq!((d.iterations, d.overall_timeout, d.request_size, d.response_size), (10, s.overall_timeout, 271828, 314159));
+    }
+
+    #[test]
+    fn soak_flags() {
+        let c = parse(&[
+            "--soak_iterations=7",
+            "--soak_max_failures",
+            "2",
+            "-soak_per_iteration_max_acceptable_latency_ms=300",
+            "--soak_min_time_ms_between_rpcs=5",
+            "--soak_request_size=0",
+            "--soak_response_size",
+            "12",
+        ])
+        .unwrap();
+        let s = &c.soak;
+        assert_eq!((s.iterations, s.max_failures), (7, 2));
+        assert_eq!(s.max_latency, Duration::from_millis(300));
+        assert_eq!(s.overall_timeout, Duration::from_millis(2100), "default: 7 x 300 ms");
+        assert_eq!(s.min_time_between_rpcs, Duration::from_millis(5));
+        assert_eq!((s.request_size, s.response_size), (0, 12));
+        let req = soak_request(s.request_size, s.response_size);
+        assert_eq!((req.payload.unwrap().body.len(), req.response_size), (0, 12));
+
+        let c = parse(&["--soak_iterations=7", "--soak_overall_timeout_seconds=3"]).unwrap();
+        assert_eq!(c.soak.overall_timeout, Duration::from_secs(3));
+
+        for bad in ["--soak_request_size=-1", "--soak_response_size=2147483648", "--soak_request_size=big", "--soak_iterations=-3"] {
+            let err = parse(&[bad]).unwrap_err();
+            let name = bad.trim_start_matches('-').split('=').next().unwrap();
+            assert!(err.contains(name), "{bad}: {err}");
+        }
+        assert_eq!(parse(&["--soak_response_size=2147483647"]).unwrap().soak.response_size, i32::MAX as usize);
+    }
+
+    #[test]
+    fn server_uri_replaces_host_and_port() {
+        let c = parse(&["--server_host=example.com", "--server_port=1", "--server_uri=ipv4:127.0.0.1:5,127.0.0.1:6"]).unwrap();
+        assert_eq!(c.server_uri.as_deref(), Some("ipv4:127.0.0.1:5,127.0.0.1:6"));
+        assert_eq!(c.target(), "ipv4:127.0.0.1:5,127.0.0.1:6");
+        c.validate().unwrap();
+        for uri in [
+            "dns:///localhost:10000",
+            "localhost:10000",
+            "ipv6:[::1]:5",
+            "unix:/tmp/x.sock",
+            "unix:///tmp/x.sock",
+            "unix-abstract:name",
+            "passthrough:///127.0.0.1:5",
+            "http://127.0.0.1:5",
+        ] {
+            let c = parse(&[&format!("--server_uri={uri}")]).unwrap();
+            assert_eq!(c.target(), uri);
+            c.validate().unwrap_or_else(|e| panic!("{uri}: {e}"));
+        }
+        // Empty is the same as absent (grpc-go).
+        assert_eq!(parse(&["--server_uri="]).unwrap().target(), "http://localhost:10000");
+        assert_eq!(parse(&["--server_host=::1", "--server_port=9"]).unwrap().target(), "http://[::1]:9");
+        assert_eq!(parse(&["--server_host=h", "--use_tls"]).unwrap().target(), "https://h:10000");
+        // Malformed targets are refused when the channel is built.
+        for bad in ["ipv4:nonsense", "ipv6:1.2.3.4:5", "ipv4:127.0.0.1:99999", "nosuchscheme://x/y"] {
+            let err = parse(&[&format!("--server_uri={bad}")]).unwrap().validate().unwrap_err();
+            assert!(err.contains("invalid target"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn server_uri_with_tls() {
+        let c = parse(&[
+            "--server_uri=ipv4:127.0.0.1:5",
+            "--use_tls",
+            "--use_test_ca",
+            "--server_host_override=foo.test.google.fr",
+        ])
+        .unwrap();
+        c.validate().unwrap();
+        let c = parse(&["--server_uri=dns:///foo.test.google.fr:5", "--use_tls", "--use_test_ca"]).unwrap();
+        c.validate().unwrap();
+        let err = parse(&["--server_uri=ipv4:127.0.0.1:5", "--use_tls"]).unwrap().validate().unwrap_err();
+        assert!(err.contains("--use_test_ca"), "{err}");
+    }
+
+    #[test]
+    fn service_config_json() {
+        let json = r#"{"loadBalancingConfig":[{"round_robin":{}}]}"#;
+        let c = parse(&[&format!("--service_config_json={json}")]).unwrap();
+        assert_eq!(c.service_config_json.as_deref(), Some(json));
+        c.validate().unwrap();
+        assert_eq!(parse(&["--service_config_json="]).unwrap().service_config_json, None);
+        for bad in [r#"{"loadBalancingConfig":"#, r#"{"loadBalancingConfig":[{"no_such_policy":{}}]}"#, "[1]"] {
+            let err = parse(&["--service_config_json", bad]).unwrap().validate().unwrap_err();
+            assert!(err.contains("invalid default service config"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn peer_labels() {
+        let a: SocketAddr = "127.0.0.1:5".parse().unwrap();
+        assert_eq!(peer_label(Some(a), true, "ipv4:127.0.0.1:5"), "127.0.0.1:5");
+        assert_eq!(peer_label(Some(a), false, "ipv4:127.0.0.1:5"), "127.0.0.1:5");
+        assert_eq!(peer_label(None, true, "dns:///x:1"), "unix");
+        assert_eq!(peer_label(None, false, "unix:/tmp/s"), "unix");
+        assert_eq!(peer_label(None, false, "dns:///x:1"), "none");
+    }
 }

@@ -1,7 +1,9 @@
-//! `interop_client`: runs one grpc interop test case (or `all`) against a server.
-//! Exit 0 on pass, 1 on failure (reason on stderr), 2 on bad flags; never hangs: the whole
+//! `interop_client`: runs one grpc interop test case (or `all`) against a server
+//! (`--server_host`/`--server_port`, or any channel target with `--server_uri`).
+//! Exit 0 on pass, 1 on failure (reason on stderr), 2 on bad flags (including a
+//! `--server_uri` or `--service_config_json` the channel refuses); never hangs: the whole
 //! run is bounded by `--overall_timeout_seconds` (default 120 s, soak cases: their overall
-//! timeout + 60 s).
+//! timeout + 120 s).
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -26,6 +28,12 @@ fn main() -> ExitCode {
         }
     };
     cfg.log = Arc::new(|line: &str| eprintln!("{line}"));
+    // Build (not connect) a channel once so a bad target or service config is a flag error
+    // reported before any case runs.
+    if let Err(e) = cfg.validate() {
+        eprintln!("interop_client: {e}");
+        return ExitCode::from(2);
+    }
     let case = flags.string("test_case", "large_unary");
     let default_timeout = if case.contains("soak") || case == "all" {
         cfg.soak.overall_timeout.as_secs() + 120

@@ -210,3 +210,27 @@ async fn multiplexing() {
         ],
     );
 }
+
+#[tokio::test]
+async fn name_resolving() {
+    let out = Transcript::new();
+    features::name_resolving::run(&out).await.unwrap();
+    assert_order(
+        &out,
+        &[
+            "registry: echo = [backend-1, backend-2]",
+            "resolver: \"echo\" -> [backend-1, backend-2], pushed to the channel",
+            "client: connected to registry:///echo (round_robin, from the resolver's service config)",
+            "client: 10 calls -> backend-1: 5, backend-2: 5",
+            "registry: echo = [backend-2, backend-3] (while 4 clients keep calling)",
+            "resolver: \"echo\" -> [backend-2, backend-3], pushed to the channel",
+            " failed (backend-1: ",
+            "client: 10 calls -> backend-2: 5, backend-3: 5",
+            "resolver: \"echo\" has no instances, pushed an error to the channel",
+            "client: 4 calls -> backend-2: 2, backend-3: 2 (the channel keeps its last addresses)",
+            "client: channel closed; the resolver's task stopped (registry watchers: 0)",
+        ],
+    );
+    assert_lines(&out, &["refused: ", "this registry has no authority part; use registry:///SERVICE", " calls during the change, 0 failed"]);
+}
+

@@ -234,3 +234,20 @@ async fn name_resolving() {
     assert_lines(&out, &["refused: ", "this registry has no authority part; use registry:///SERVICE", " calls during the change, 0 failed"]);
 }
 
+#[tokio::test]
+async fn load_balancing() {
+    let out = Transcript::new();
+    features::load_balancing::run(&out).await.unwrap();
+    assert_order(
+        &out,
+        &[
+            "pick_first: 10 calls -> backend-1: 10",
+            "round_robin: 30 calls -> backend-1: 10, backend-2: 10, backend-3: 10",
+            "weighted_random: config {\"default_weight\": 0} refused: ",
+            "weighted_random: config {\"default_weight\": \"heavy\"} refused: ",
+            "weighted_random: 1000 calls -> backend-1: ",
+            "weighted_random: on_done saw 1000 OK, 0 failed (backend-1: ",
+        ],
+    );
+    assert_lines(&out, &["default_weight must be an integer from 1 to 4294967295, got 0"]);
+}

@@ -8,6 +8,7 @@ pub mod compression;
 pub mod deadlines;
 pub mod errors;
 pub mod interceptors;
+pub mod load_balancing;
 pub mod metadata;
 pub mod multiplexing;
 pub mod name_resolving;

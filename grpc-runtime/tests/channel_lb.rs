@@ -185,6 +185,11 @@ async fn resolver_service_config_selects_the_policy() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     let seen = spread(&ch, 10).await;
     assert_eq!((seen.get(&a), seen.get(&b)), (Some(&5), Some(&5)), "{seen:?}");
+    // A resolution error keeps the policy, its config and its backends.
+    r.update(ResolverUpdate::error("registry unreachable"));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let seen = spread(&ch, 10).await;
+    assert_eq!((seen.get(&a), seen.get(&b)), (Some(&5), Some(&5)), "{seen:?}");
 }
 
 #[tokio::test]
@@ -389,7 +394,7 @@ async fn custom_policy_by_service_config_reads_attributes_and_sees_final_status(
         .unwrap();
     // Wait until every backend is READY so the heaviest is chosen.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while spread(&ch, 1).await.get(&srvs[1].addr).is_none() {
+    while !spread(&ch, 1).await.contains_key(&srvs[1].addr) {
         assert!(Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

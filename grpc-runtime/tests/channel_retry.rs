@@ -279,12 +279,15 @@ async fn a_backend_killed_mid_run_loses_no_call_with_a_retry_policy() {
 /// A server for streaming calls: attempt `i` reads `read(i)` messages (all if `None`),
 /// then fails it Trailers-Only with UNAVAILABLE if `fail(i)`, else echoes every message
 /// it reads as a reply, then OK. Records the texts each attempt received.
+/// Per attempt: its `grpc-previous-rpc-attempts` and the message texts it received.
+type Received = Arc<Mutex<Vec<(Option<String>, Vec<String>)>>>;
+
 async fn streaming_server(
     read: impl Fn(usize) -> Option<usize> + Send + Sync + 'static,
     fail: impl Fn(usize) -> bool + Send + Sync + 'static,
-) -> (RawServer, Arc<Mutex<Vec<(Option<String>, Vec<String>)>>>) {
+) -> (RawServer, Received) {
     use prost::Message;
-    let got: Arc<Mutex<Vec<(Option<String>, Vec<String>)>>> = Arc::default();
+    let got: Received = Arc::default();
     let n = Arc::new(AtomicUsize::new(0));
     let (read, fail) = (Arc::new(read), Arc::new(fail));
     let g = Arc::clone(&got);

@@ -406,6 +406,12 @@ impl Channel {
                         p.state.set_on_done(pick.on_done);
                         return Ok((pick.subchannel, conn));
                     }
+                    // The subchannel lost its connection since the picker was made: the
+                    // pick is discarded (its callback hears so) and the call waits for
+                    // the picker that follows.
+                    if let Some(f) = pick.on_done {
+                        f(&Status::unavailable("pick discarded: the subchannel is no longer connected"));
+                    }
                 }
                 PickResult::Queue => {}
                 PickResult::Fail(status) if !p.wait_for_ready => return Err(status),

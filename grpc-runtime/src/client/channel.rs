@@ -11,7 +11,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::connectivity::ConnectivityState;
-use super::control::{ControlEvent, Pending, Shared};
+use super::control::{ControlEvent, Handles, Pending, Shared};
 use super::endpoint::CallConfig;
 use super::lb::{PickInfo, PickResult};
 use super::subchannel::SubchannelConfig;
@@ -92,12 +92,11 @@ impl Channel {
         tls: bool,
         authority: String,
         config: CallConfig,
-        shared: Arc<Shared>,
-        events: mpsc::UnboundedSender<ControlEvent>,
-        pending: Pending,
+        control: Handles,
         subchannels: Arc<SubchannelConfig>,
     ) -> Channel {
         let scheme = if tls { http::uri::Scheme::HTTPS } else { http::uri::Scheme::HTTP };
+        let Handles { events, shared, pending } = control;
         let pending = std::sync::Mutex::new(Some(pending));
         Channel { inner: Arc::new(ChannelInner {
             target,

@@ -172,9 +172,17 @@ impl Pending {
     }
 }
 
-/// Creates the control side of a new channel. The returned sender is the only strong
-/// one: dropping it (the last channel clone) ends the task and releases everything.
-pub(crate) fn new(config: ControlConfig) -> (mpsc::UnboundedSender<ControlEvent>, Arc<Shared>, Pending) {
+/// What the channel handle keeps of its control side.
+pub(crate) struct Handles {
+    /// The only strong sender: dropping it (the last channel clone) ends the task and
+    /// releases everything.
+    pub(crate) events: mpsc::UnboundedSender<ControlEvent>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) pending: Pending,
+}
+
+/// Creates the control side of a new channel.
+pub(crate) fn new(config: ControlConfig) -> Handles {
     let (tx, rx) = mpsc::unbounded_channel();
     let events = ControlSender { tx: tx.downgrade(), generation: Arc::new(AtomicU64::new(0)) };
     let idle = Snapshot {
@@ -196,7 +204,7 @@ pub(crate) fn new(config: ControlConfig) -> (mpsc::UnboundedSender<ControlEvent>
         config,
         active: None,
     };
-    (tx, shared, Pending { control, rx })
+    Handles { events: tx, shared, pending: Pending { control, rx } }
 }
 
 struct Active {
@@ -319,11 +327,8 @@ impl Control {
         debug!(target = %self.config.target, "channel leaves IDLE");
         match self.config.resolver.build(&self.config.target, sink, &self.config.resolver_options) {
             Ok(resolver) => {
-                let resolved = self.active.as_ref().is_some_and(|a| a.resolved);
-                self.active = Some(Active { resolver, policy: None, state: ConnectivityState::Connecting, resolved });
-                if !self.active.as_ref().is_some_and(|a| a.resolved) {
-                    self.publish(ConnectivityState::Connecting, Arc::new(QueuePicker), false);
-                }
+                self.active = Some(Active { resolver, policy: None, state: ConnectivityState::Connecting, resolved: false });
+                self.publish(ConnectivityState::Connecting, Arc::new(QueuePicker), false);
             }
             Err(e) => {
                 warn!(target = %self.config.target, error = %e, "building the resolver failed");
@@ -338,6 +343,17 @@ impl Control {
     fn resolved(&mut self, update: ResolverUpdate) {
         let Some(active) = self.active.as_mut() else { return };
         active.resolved = true;
+        if let Err(e) = update.addresses {
+            // A resolution error changes neither the config nor the policy (grpc-go): a
+            // policy with working backends keeps them.
+            if active.policy.is_some() {
+                self.with_policy(|p, cx| p.resolver_error(e, cx));
+            } else {
+                let st = Status::unavailable(format!("name resolution for {} failed: {e}", self.config.target));
+                self.publish(ConnectivityState::TransientFailure, Arc::new(FailPicker(st)), true);
+            }
+            return;
+        }
         // The service config: the resolver's (if valid), else the previous valid one, else
         // the default.
         let mut config = self.service_config.clone();
@@ -368,21 +384,17 @@ impl Control {
             active.policy = Some((builder.name(), builder.build()));
             active.state = ConnectivityState::Connecting;
         }
-        match update.addresses {
-            Ok(addresses) => {
-                let lb = LbUpdate { addresses, config: lb_config, service_config: config };
-                let mut failed = None;
-                self.with_policy(|p, cx| {
-                    if let Err(e) = p.resolver_update(lb, cx) {
-                        failed = Some(e);
-                        cx.request_resolution();
-                    }
-                });
-                if let Some(e) = failed {
-                    debug!(error = %e, "LB policy rejected the resolver update");
-                }
+        let addresses = update.addresses.unwrap_or_default();
+        let lb = LbUpdate { addresses, config: lb_config, service_config: config };
+        let mut failed = None;
+        self.with_policy(|p, cx| {
+            if let Err(e) = p.resolver_update(lb, cx) {
+                failed = Some(e);
+                cx.request_resolution();
             }
-            Err(e) => self.with_policy(|p, cx| p.resolver_error(e, cx)),
+        });
+        if let Some(e) = failed {
+            debug!(error = %e, "LB policy rejected the resolver update");
         }
         // The config may have changed without a new picker: republish for the calls.
         let cur = self.shared.current();

@@ -409,7 +409,8 @@ impl Endpoint {
         let default_service_config = match &self.default_service_config {
             None => ServiceConfig::empty(),
             Some(json) => {
-                let sc = ServiceConfig::parse(json).map_err(|e| cfg_err(format!("invalid default service config: {e}")))?;
+                let sc = ServiceConfig::parse(json)
+                    .map_err(|e| cfg_err(format!("invalid default service config: {}", e.message())))?;
                 self.policies.select(&sc).map_err(|e| cfg_err(format!("invalid default service config: {e}")))?;
                 sc
             }
@@ -440,7 +441,7 @@ impl Endpoint {
             retry_buffer_per_call: self.retry_buffer.0,
             retry_buffer_per_channel: self.retry_buffer.1,
         };
-        let (events, shared, pending) = control::new(ControlConfig {
+        let control = control::new(ControlConfig {
             target: rtarget,
             resolver,
             resolver_options: self.resolver_options,
@@ -449,7 +450,7 @@ impl Endpoint {
             subchannel: Arc::clone(&subchannels),
             idle_timeout: self.idle_timeout,
         });
-        Ok(Channel::from_parts(self.target, tls, authority, config, shared, events, pending, subchannels))
+        Ok(Channel::from_parts(self.target, tls, authority, config, control, subchannels))
     }
 
     /// Builds the channel and connects before returning (fails if the first connection

@@ -225,11 +225,11 @@ impl LbPolicy for PickFirst {
                     self.set(ConnectivityState::TransientFailure, picker, cx);
                 }
             }
-            ConnectivityState::Idle => {
-                // Backoff over: in sticky TRANSIENT_FAILURE try it again.
-                if self.state == Some(ConnectivityState::TransientFailure) || self.trying == Some(index) {
-                    sc.connect();
-                }
+            // Backoff over: in sticky TRANSIENT_FAILURE try it again.
+            ConnectivityState::Idle
+                if self.state == Some(ConnectivityState::TransientFailure) || self.trying == Some(index) =>
+            {
+                sc.connect()
             }
             _ => {}
         }

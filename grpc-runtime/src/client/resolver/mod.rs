@@ -182,7 +182,9 @@ impl ResolvedAddress {
         ResolvedAddress { address: address.into(), attributes: Attributes::new() }
     }
 
-    /// Adds the attribute of type `T` (builder style).
+    /// Adds the attribute of type `T` (builder style). A subchannel keeps the attributes
+    /// of the address it was created for: a policy that must see an attribute change for
+    /// the same address (a new weight) compares the resolver's updates itself.
     pub fn with_attribute<T: Any + Send + Sync>(mut self, value: T) -> Self {
         self.attributes.insert(value);
         self
@@ -313,8 +315,10 @@ pub trait ResolverBuilder: Send + Sync + 'static {
     fn scheme(&self) -> &str;
 
     /// Builds the resolver of one channel. It pushes its first update through `sink`
-    /// when it has one (possibly from inside `build`). An `Err` fails the channel's
-    /// construction with that message.
+    /// when it has one (possibly from inside `build`). Runs on the channel's control task,
+    /// inside the tokio runtime, so it may `tokio::spawn` the resolver's own task. An
+    /// `Err` makes the channel fail its calls with UNAVAILABLE and that message (call
+    /// [`ResolverBuilder::validate`] to refuse a bad target when the channel is built).
     fn build(
         &self,
         target: &ResolverTarget,

@@ -13,7 +13,7 @@ Load generators (pinned to CPU 1): h2load for unary throughput; grpc-rust's load
 (benchmark_worker client) for latency, streaming, memory; tonic's load client for the client
 comparison; qps_json_driver + qps workers for the qps scenario.
 
-Sections (--only): unary, latency, stream, client, memory, qps.
+Sections (--only): unary, latency, stream, client, memory, qps, channel.
 """
 
 import argparse
@@ -131,7 +131,8 @@ class Bench:
             "driver": os.path.join(self.peers, "cpp/qps_json_driver"),
         }
         self.tmp = tempfile.mkdtemp(prefix="grpc-rust-bench-")
-        self.results = {"meta": {}, "unary": [], "latency": [], "stream": [], "client": [], "memory": [], "qps": []}
+        self.results = {"meta": {}, "unary": [], "latency": [], "stream": [], "client": [], "memory": [], "qps": [],
+                        "channel": []}
         self.logs = os.path.join(self.tmp, "logs")
         os.makedirs(self.logs)
 
@@ -314,6 +315,29 @@ class Bench:
         finally:
             for p, _ in procs.values():
                 p.stop()
+
+    def sec_channel(self):
+        """The client channel's cost: grpc-rust's load client through round_robin over two
+        grpc-rust servers vs pick_first over one, same outstanding calls (one channel)."""
+        cases = [("unary", 1), ("unary", 16), ("unary", 64)]
+        (pa, a), (pb, b) = self.start_server("grpc-rust"), self.start_server("grpc-rust")
+        try:
+            targets = (("pick_first", f"ipv4:127.0.0.1:{a}"), ("round_robin", f"ipv4:127.0.0.1:{a},127.0.0.1:{b}"))
+            for run_i in range(self.a.runs):
+                for mode, conc in cases:
+                    for policy, target in targets:
+                        try:
+                            r = self.client("grpc-rust", target, mode, conns=1, concurrency=conc, lb_policy=policy)
+                        except Exception as e:
+                            log(f"channel point failed ({policy}, {mode} n={conc}): {e}")
+                            self.results.setdefault("errors", []).append(f"channel {policy} {mode} {conc}: {e}")
+                            continue
+                        r.update(run=run_i, policy=policy)
+                        self.results["channel"].append(r)
+                        log(f"channel {policy} {mode} n={conc} run {run_i}: {r['qps']:.0f}/s p99 {r['p99_us']} us")
+        finally:
+            pa.stop()
+            pb.stop()
 
     def sec_memory(self):
         servers = self.available_servers(["grpc-rust", "tonic", "grpc-go"])
@@ -695,6 +719,25 @@ def report(res, a):
                              f" | {fmt(med([r['per_item_kib'] for r in rows]), 2)} |")
         L.append("")
 
+    CH = res.get("channel") or []
+    if CH:
+        L.append("## 7. Client channel: round_robin over 2 servers vs pick_first over 1\n")
+        L.append("`benchmark_worker client --target=ipv4:A[,B] --lb_policy=...` (one channel; round_robin spreads its "
+                 "calls over two grpc-rust servers, both on CPU 0); client on CPU 1.\n")
+        L.append("| call | outstanding | pick_first calls/s | round_robin calls/s | rr/pf | pick_first p99 us | round_robin p99 us |")
+        L.append("|---|---|---|---|---|---|---|")
+        for mode, conc in sorted({(r["mode"], r["concurrency"]) for r in CH}):
+            rows = [r for r in CH if r["mode"] == mode and r["concurrency"] == conc]
+            g = lambda pol, k: med([r[k] for r in rows if r["policy"] == pol])
+            by_run = {}
+            for r in rows:
+                by_run.setdefault(r["run"], {})[r["policy"]] = r["qps"]
+            rt = med([d["round_robin"] / d["pick_first"] for d in by_run.values()
+                      if d.get("round_robin") and d.get("pick_first")])
+            L.append(f"| {mode} | {conc} | {fmt(g('pick_first', 'qps'))} | {fmt(g('round_robin', 'qps'))} | {fr(rt)}"
+                     f" | {fmt(g('pick_first', 'p99_us'))} | {fmt(g('round_robin', 'p99_us'))} |")
+        L.append("")
+
     if res.get("errors"):
         L.append("## Errors during the run\n")
         for e in res["errors"]:
@@ -849,7 +892,7 @@ def write_svg(res, a):
         f.write(svg)
 
 
-ALL_SECTIONS = ["unary", "latency", "stream", "client", "memory", "qps"]
+ALL_SECTIONS = ["unary", "latency", "stream", "client", "memory", "qps", "channel"]
 
 
 def main():

@@ -13,7 +13,7 @@
 #      N runs each (interleaved), medians and ratios -> docs/benchmarks.md + docs/benchmarks.svg
 #      (+ docs/benchmarks-results.json with every raw number).
 #
-# Usage: scripts/bench.sh [--quick] [--runs N] [--only unary,latency,stream,client,memory,qps]
+# Usage: scripts/bench.sh [--quick] [--runs N] [--only unary,latency,stream,client,memory,qps,channel]
 #                         [--duration S] [--no-cpp] [--no-build] [--out FILE.md]
 #   --quick      seconds-long runs, 1 run each, smaller memory probes: a smoke test, numbers
 #                not meaningful (the report says so).

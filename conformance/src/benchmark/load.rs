@@ -5,7 +5,9 @@
 //!
 //! Flags: `--target=http://127.0.0.1:PORT --mode=unary|pingpong|server-stream|
 //! go-server-stream|idle-conns|open-streams [--conns=1] [--concurrency=1] [--duration=5]
-//! [--warmup=1] [--req_size=0] [--resp_size=0] [--streams=0] [--hold=5]`.
+//! [--warmup=1] [--req_size=0] [--resp_size=0] [--streams=0] [--hold=5] [--lb_policy=NAME]`.
+//! `--target` takes any channel target (`ipv4:127.0.0.1:P1,127.0.0.1:P2` with
+//! `--lb_policy=round_robin` spreads each channel's calls over several servers).
 //! `--concurrency` is the total number of outstanding calls, spread over `--conns`
 //! connections. `go-server-stream` uses grpc-go's `UnconstrainedStreamingCall` (grpc-go 1.33's
 //! benchmark server has no `StreamingFromServer`). The memory modes open the connections (and
@@ -34,6 +36,7 @@ pub const CLIENT_FLAGS: &[&str] = &[
     "resp_size",
     "streams",
     "hold",
+    "lb_policy",
 ];
 
 #[derive(Default)]
@@ -186,9 +189,12 @@ fn seconds(name: &str, v: f64) -> Result<Duration, String> {
     }
 }
 
-async fn connect(target: &str) -> Result<Channel, String> {
-    Channel::builder(target.to_string())
-        .connect_timeout(Duration::from_secs(10))
+async fn connect(target: &str, lb_policy: &str) -> Result<Channel, String> {
+    let mut b = Channel::builder(target.to_string());
+    if !lb_policy.is_empty() {
+        b = b.load_balancing_policy(lb_policy);
+    }
+    b.connect_timeout(Duration::from_secs(10))
         .max_decoding_message_size(super::service::MAX_MESSAGE)
         .connect()
         .await
@@ -213,6 +219,7 @@ pub async fn run(flags: &Flags) -> Result<(), String> {
     let resp_size: i32 = flags.num("resp_size", 0i32)?;
     let streams: usize = flags.num("streams", 0usize)?;
     let hold: f64 = flags.num("hold", 5.0f64)?;
+    let lb_policy = flags.string("lb_policy", "");
     let req = SimpleRequest {
         response_size: resp_size,
         payload: Some(Payload { r#type: 0, body: vec![0u8; req_size] }),
@@ -220,7 +227,7 @@ pub async fn run(flags: &Flags) -> Result<(), String> {
     };
     let mut channels = Vec::with_capacity(conns);
     for _ in 0..conns {
-        channels.push(connect(&target).await?);
+        channels.push(connect(&target, &lb_policy).await?);
     }
     if mode == "idle-conns" || mode == "open-streams" {
         return memory_probe(&channels, &mode, streams, hold).await;

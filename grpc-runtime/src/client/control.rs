@@ -48,6 +48,11 @@ pub(crate) struct ControlSender {
 }
 
 impl ControlSender {
+    #[cfg(test)]
+    pub(crate) fn for_test(tx: mpsc::WeakUnboundedSender<ControlEvent>) -> Self {
+        ControlSender { tx, generation: Arc::new(AtomicU64::new(0)) }
+    }
+
     /// Sends `ev`; `false` when the channel is gone.
     pub(crate) fn send(&self, ev: ControlEvent) -> bool {
         match self.tx.upgrade() {

@@ -99,6 +99,10 @@ pub(crate) struct Inner {
     health: Option<String>,
     /// The running health-check stream's task (aborted when the subchannel goes).
     health_task: Mutex<Option<tokio::task::AbortHandle>>,
+    /// Never connects (policy unit tests).
+    inert: bool,
+    /// How often `connect` was called (policy unit tests).
+    connect_calls: AtomicU64,
 }
 
 /// One backend address of a channel, with at most one connection. Cheap to clone;
@@ -160,7 +164,40 @@ impl Subchannel {
             shut: AtomicBool::new(false),
             health,
             health_task: Mutex::new(None),
+            inert: false,
+            connect_calls: AtomicU64::new(0),
         }))
+    }
+
+    /// A subchannel that never connects and reports nothing (policy unit tests).
+    #[cfg(test)]
+    pub(crate) fn for_test(address: &ResolvedAddress) -> Subchannel {
+        let (tx, _) = tokio::sync::mpsc::unbounded_channel();
+        let events = ControlSender::for_test(tx.downgrade());
+        let config = Arc::new(SubchannelConfig::new(
+            TransportConfig::default(),
+            "test".into(),
+            BackoffConfig::default(),
+            "test".into(),
+            http::uri::Scheme::HTTP,
+        ));
+        let mut sc = Subchannel::new(address.clone(), config, events, None);
+        if let Some(inner) = Arc::get_mut(&mut sc.0) {
+            inner.inert = true;
+        }
+        sc
+    }
+
+    /// How often [`Subchannel::connect`] was called (policy unit tests).
+    #[cfg(test)]
+    pub(crate) fn connect_calls(&self) -> u64 {
+        self.0.connect_calls.load(Ordering::Relaxed)
+    }
+
+    /// Whether [`Subchannel::shutdown`] was called (policy unit tests).
+    #[cfg(test)]
+    pub(crate) fn is_shut_down(&self) -> bool {
+        self.0.shut.load(Ordering::Acquire)
     }
 
     /// Process-unique id (for logs and tests).
@@ -187,7 +224,8 @@ impl Subchannel {
     /// Starts connecting if IDLE; does nothing in any other state (a failed attempt
     /// returns to IDLE only after its backoff).
     pub fn connect(&self) {
-        if self.0.shut.load(Ordering::Acquire) || self.state() != ConnectivityState::Idle {
+        self.0.connect_calls.fetch_add(1, Ordering::Relaxed);
+        if self.0.inert || self.0.shut.load(Ordering::Acquire) || self.state() != ConnectivityState::Idle {
             return;
         }
         if self.0.connecting.swap(true, Ordering::AcqRel) {

@@ -276,6 +276,81 @@ pub fn lookup(name: &str) -> Option<Arc<dyn LbPolicyBuilder>> {
     registry().read().ok()?.get(name).cloned()
 }
 
+/// A controller that records what a policy does, for policy unit tests: subchannels it
+/// creates never connect; states are fed to the policy by hand.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+    use crate::client::subchannel::SubchannelState;
+
+    #[derive(Default)]
+    pub(crate) struct TestCx {
+        pub(crate) created: Vec<Subchannel>,
+        pub(crate) pickers: Vec<(ConnectivityState, Arc<dyn Picker>)>,
+        pub(crate) resolutions: usize,
+    }
+
+    impl ChannelController for TestCx {
+        fn new_subchannel(&mut self, address: &ResolvedAddress) -> Subchannel {
+            let sc = Subchannel::for_test(address);
+            self.created.push(sc.clone());
+            sc
+        }
+        fn update_picker(&mut self, state: ConnectivityState, picker: Arc<dyn Picker>) {
+            self.pickers.push((state, picker));
+        }
+        fn request_resolution(&mut self) {
+            self.resolutions += 1;
+        }
+    }
+
+    impl TestCx {
+        /// The last published state.
+        pub(crate) fn state(&self) -> Option<ConnectivityState> {
+            self.pickers.last().map(|(s, _)| *s)
+        }
+        /// What the last picker answers, as the picked subchannel's port, or an error
+        /// code, or "queue".
+        pub(crate) fn pick(&self) -> String {
+            let md = MetadataMap::new();
+            let Some((_, p)) = self.pickers.last() else { return "none".into() };
+            match p.pick(&PickInfo { method: "/s/m", metadata: &md }) {
+                PickResult::Pick(p) => match p.subchannel.address().address() {
+                    crate::transport::Address::Tcp(a) => a.port().to_string(),
+                    #[allow(unreachable_patterns)]
+                    other => other.to_string(),
+                },
+                PickResult::Queue => "queue".into(),
+                PickResult::Fail(s) => format!("fail {:?}", s.code()),
+                PickResult::Drop(s) => format!("drop {:?}", s.code()),
+            }
+        }
+        /// The created subchannel for `port` (the latest one).
+        pub(crate) fn sc(&self, port: u16) -> Subchannel {
+            self.created
+                .iter()
+                .rev()
+                .find(|s| matches!(s.address().address(), crate::transport::Address::Tcp(a) if a.port() == port))
+                .cloned()
+                .expect("a subchannel for that port")
+        }
+    }
+
+    pub(crate) fn addr(port: u16) -> ResolvedAddress {
+        ResolvedAddress::new(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+
+    pub(crate) fn update(ports: &[u16], config: LbConfig) -> LbUpdate {
+        LbUpdate { addresses: ports.iter().map(|p| addr(*p)).collect(), config, service_config: ServiceConfig::empty() }
+    }
+
+    pub(crate) fn st(state: ConnectivityState) -> SubchannelState {
+        let error = (state == ConnectivityState::TransientFailure)
+            .then(|| crate::transport::TransportError::new(crate::transport::TransportErrorKind::Connect, "refused"));
+        SubchannelState { state, error }
+    }
+}
+
 /// Channel-local policies first, then the process-wide registry.
 #[derive(Clone, Default)]
 pub(crate) struct PolicySet {

@@ -54,6 +54,8 @@ struct PickFirst {
     /// Subchannels of the current pass, in address order.
     subchannels: Vec<Subchannel>,
     selected: Option<Subchannel>,
+    /// The last state each subchannel reported (by id; new ones are IDLE).
+    states: std::collections::HashMap<u64, ConnectivityState>,
     state: Option<ConnectivityState>,
     /// Index of the subchannel being tried in the first pass; `None` once the pass
     /// failed (sticky TRANSIENT_FAILURE) or none is running.
@@ -96,6 +98,8 @@ impl PickFirst {
             .iter()
             .map(|a| old.iter().find(|s| s.address() == a).cloned().unwrap_or_else(|| cx.new_subchannel(a)))
             .collect();
+        let keep: std::collections::HashSet<u64> = self.subchannels.iter().map(|s| s.id()).collect();
+        self.states.retain(|id, _| keep.contains(id));
     }
 
     /// Starts a pass over the addresses from the first.
@@ -112,7 +116,7 @@ impl PickFirst {
     /// pass failed.
     fn try_from(&mut self, mut i: usize, cx: &mut dyn ChannelController) {
         while let Some(sc) = self.subchannels.get(i) {
-            match sc.state() {
+            match self.states.get(&sc.id()).copied().unwrap_or(ConnectivityState::Idle) {
                 ConnectivityState::Ready => {
                     let sc = sc.clone();
                     self.select(sc, cx);
@@ -148,6 +152,7 @@ impl PickFirst {
             }
         }
         self.subchannels = vec![sc.clone()];
+        self.states.retain(|id, _| *id == sc.id());
         self.trying = None;
         self.selected = Some(sc.clone());
         self.set(ConnectivityState::Ready, Arc::new(Selected(sc)), cx);
@@ -202,6 +207,7 @@ impl LbPolicy for PickFirst {
 
     fn subchannel_update(&mut self, sc: &Subchannel, state: &SubchannelState, cx: &mut dyn ChannelController) {
         let Some(index) = self.subchannels.iter().position(|s| s == sc) else { return };
+        self.states.insert(sc.id(), state.state);
         if self.selected.as_ref() == Some(sc) {
             if state.state != ConnectivityState::Ready {
                 // The connection was lost: IDLE until the next call, and re-resolve.
@@ -239,5 +245,88 @@ impl LbPolicy for PickFirst {
         if self.state == Some(ConnectivityState::Idle) && !self.addresses.is_empty() {
             self.start_pass(cx);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{st, update, TestCx};
+    use super::*;
+    use ConnectivityState::*;
+
+    fn policy() -> PickFirst {
+        PickFirst::default()
+    }
+
+    #[test]
+    fn walks_the_addresses_in_order_then_sticks_to_the_first_ready() {
+        let (mut p, mut cx) = (policy(), TestCx::default());
+        p.resolver_update(update(&[1, 2, 3], LbConfig::default()), &mut cx).unwrap();
+        assert_eq!((cx.state(), cx.pick()), (Some(Connecting), "queue".into()));
+        assert_eq!([cx.sc(1).connect_calls(), cx.sc(2).connect_calls()], [1, 0], "one address at a time");
+        p.subchannel_update(&cx.sc(1), &st(Connecting), &mut cx);
+        p.subchannel_update(&cx.sc(1), &st(TransientFailure), &mut cx);
+        assert_eq!(cx.sc(2).connect_calls(), 1, "the next address after a failure");
+        assert_eq!(cx.state(), Some(Connecting), "not TRANSIENT_FAILURE before the pass ends");
+        p.subchannel_update(&cx.sc(2), &st(Ready), &mut cx);
+        assert_eq!((cx.state(), cx.pick()), (Some(Ready), "2".into()));
+        assert!(cx.sc(1).is_shut_down() && cx.sc(3).is_shut_down(), "the others are dropped");
+        assert!(!cx.sc(2).is_shut_down());
+        // An update that keeps the selected address keeps the connection.
+        let pickers = cx.pickers.len();
+        p.resolver_update(update(&[4, 2], LbConfig::default()), &mut cx).unwrap();
+        assert_eq!(cx.pickers.len(), pickers, "no new picker");
+        assert_eq!(cx.pick(), "2");
+    }
+
+    #[test]
+    fn a_failed_pass_is_sticky_transient_failure_retried_as_backoffs_end() {
+        let (mut p, mut cx) = (policy(), TestCx::default());
+        p.resolver_update(update(&[1, 2], LbConfig::default()), &mut cx).unwrap();
+        p.subchannel_update(&cx.sc(1), &st(TransientFailure), &mut cx);
+        p.subchannel_update(&cx.sc(2), &st(TransientFailure), &mut cx);
+        assert_eq!((cx.state(), cx.pick()), (Some(TransientFailure), "fail Unavailable".into()));
+        assert_eq!(cx.resolutions, 1, "re-resolution after a failed pass");
+        // Backoff over: IDLE -> connect again; CONNECTING does not leave TRANSIENT_FAILURE.
+        p.subchannel_update(&cx.sc(1), &st(Idle), &mut cx);
+        assert_eq!(cx.sc(1).connect_calls(), 3);
+        p.subchannel_update(&cx.sc(1), &st(Connecting), &mut cx);
+        assert_eq!(cx.state(), Some(TransientFailure));
+        p.subchannel_update(&cx.sc(2), &st(Ready), &mut cx);
+        assert_eq!((cx.state(), cx.pick()), (Some(Ready), "2".into()));
+    }
+
+    #[test]
+    fn losing_the_connection_goes_idle_and_the_next_call_starts_a_new_pass() {
+        let (mut p, mut cx) = (policy(), TestCx::default());
+        p.resolver_update(update(&[1, 2], LbConfig::default()), &mut cx).unwrap();
+        p.subchannel_update(&cx.sc(1), &st(Ready), &mut cx);
+        p.subchannel_update(&cx.sc(1), &st(Idle), &mut cx);
+        assert_eq!((cx.state(), cx.pick()), (Some(Idle), "queue".into()));
+        assert_eq!(cx.resolutions, 1);
+        let created = cx.created.len();
+        p.exit_idle(&mut cx);
+        assert_eq!(cx.state(), Some(Connecting));
+        assert_eq!(cx.sc(1).connect_calls(), 2, "the pass starts again at the first address");
+        assert_eq!(cx.created.len(), created + 1, "a new subchannel for the dropped address 2");
+    }
+
+    #[test]
+    fn empty_updates_fail_and_config_shuffles() {
+        let (mut p, mut cx) = (policy(), TestCx::default());
+        assert!(p.resolver_update(update(&[], LbConfig::default()), &mut cx).is_err());
+        assert_eq!((cx.state(), cx.pick()), (Some(TransientFailure), "fail Unavailable".into()));
+        let cfg = PickFirstBuilder.parse_config(&serde_json::json!({"shuffleAddressList": true})).unwrap();
+        assert_eq!(cfg.get::<PickFirstConfig>(), Some(&PickFirstConfig { shuffle_address_list: true }));
+        assert!(PickFirstBuilder.parse_config(&serde_json::json!({"shuffleAddressList": 1})).is_err());
+        // Shuffled: over 40 updates of 8 addresses, the first one tried is not always 1.
+        let mut firsts = std::collections::HashSet::new();
+        for _ in 0..40 {
+            let (mut p, mut cx) = (policy(), TestCx::default());
+            p.resolver_update(update(&[1, 2, 3, 4, 5, 6, 7, 8], cfg.clone()), &mut cx).unwrap();
+            let first = cx.created.iter().find(|s| s.connect_calls() == 1).map(|s| s.address().address().to_string());
+            firsts.insert(first);
+        }
+        assert!(firsts.len() > 1, "{firsts:?}");
     }
 }

@@ -176,3 +176,65 @@ impl LbPolicy for RoundRobin {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{st, update, TestCx};
+    use super::super::LbConfig;
+    use super::*;
+    use ConnectivityState::*;
+
+    fn picks(cx: &TestCx, n: usize) -> Vec<String> {
+        let mut v: Vec<String> = (0..n).map(|_| cx.pick()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn connects_to_all_and_rotates_over_the_ready_ones() {
+        let (mut p, mut cx) = (RoundRobin::default(), TestCx::default());
+        p.resolver_update(update(&[1, 2, 3], LbConfig::default()), &mut cx).unwrap();
+        assert!([1, 2, 3].iter().all(|port| cx.sc(*port).connect_calls() == 1), "all at once");
+        assert_eq!((cx.state(), cx.pick()), (Some(Connecting), "queue".into()));
+        p.subchannel_update(&cx.sc(1), &st(Ready), &mut cx);
+        assert_eq!((cx.state(), cx.pick()), (Some(Ready), "1".into()));
+        p.subchannel_update(&cx.sc(3), &st(Ready), &mut cx);
+        assert_eq!(picks(&cx, 4), ["1", "1", "3", "3"]);
+        // A lost connection: out of the rotation, reconnected at once, re-resolution asked.
+        p.subchannel_update(&cx.sc(1), &st(Idle), &mut cx);
+        assert_eq!(picks(&cx, 2), ["3", "3"]);
+        assert_eq!(cx.sc(1).connect_calls(), 2);
+        assert_eq!(cx.resolutions, 1);
+    }
+
+    #[test]
+    fn all_failed_is_sticky_transient_failure_until_one_is_ready() {
+        let (mut p, mut cx) = (RoundRobin::default(), TestCx::default());
+        p.resolver_update(update(&[1, 2], LbConfig::default()), &mut cx).unwrap();
+        p.subchannel_update(&cx.sc(1), &st(TransientFailure), &mut cx);
+        assert_eq!(cx.state(), Some(Connecting), "2 is still trying");
+        p.subchannel_update(&cx.sc(2), &st(TransientFailure), &mut cx);
+        assert_eq!((cx.state(), cx.pick()), (Some(TransientFailure), "fail Unavailable".into()));
+        p.subchannel_update(&cx.sc(2), &st(Idle), &mut cx);
+        p.subchannel_update(&cx.sc(2), &st(Connecting), &mut cx);
+        assert_eq!(cx.state(), Some(TransientFailure), "sticky");
+        p.subchannel_update(&cx.sc(2), &st(Ready), &mut cx);
+        assert_eq!((cx.state(), cx.pick()), (Some(Ready), "2".into()));
+    }
+
+    #[test]
+    fn updates_keep_shared_addresses_and_drop_removed_ones() {
+        let (mut p, mut cx) = (RoundRobin::default(), TestCx::default());
+        p.resolver_update(update(&[1, 2], LbConfig::default()), &mut cx).unwrap();
+        let (one, two) = (cx.sc(1), cx.sc(2));
+        p.subchannel_update(&one, &st(Ready), &mut cx);
+        p.subchannel_update(&two, &st(Ready), &mut cx);
+        p.resolver_update(update(&[2, 3, 2], LbConfig::default()), &mut cx).unwrap();
+        assert!(one.is_shut_down(), "removed");
+        assert!(cx.sc(2) == two && !two.is_shut_down(), "kept, same subchannel");
+        assert_eq!(cx.created.len(), 3, "one new subchannel (duplicates ignored)");
+        assert_eq!(picks(&cx, 2), ["2", "2"]);
+        assert!(p.resolver_update(update(&[], LbConfig::default()), &mut cx).is_err());
+        assert_eq!(cx.pick(), "fail Unavailable");
+    }
+}

@@ -393,3 +393,46 @@ async fn a_full_retry_buffer_commits_the_call() {
     assert!(ch.client_streaming::<_, Echo, Echo>(PATH, Request::new(msgs)).await.is_err());
     assert_eq!(got.lock().unwrap().len(), 3);
 }
+
+#[tokio::test]
+async fn hedged_client_streaming_gives_every_attempt_all_messages_and_cancels_the_loser() {
+    use prost::Message;
+    // Attempt 0 reads everything and never answers; attempt 1 answers with what it read.
+    let got: Received = Arc::default();
+    let cancelled = Arc::new(AtomicUsize::new(0));
+    let n = Arc::new(AtomicUsize::new(0));
+    let (g, c) = (Arc::clone(&got), Arc::clone(&cancelled));
+    let srv = raw_server(handler(move |req, mut send| {
+        let i = n.fetch_add(1, Ordering::SeqCst);
+        let prev = req.headers().get("grpc-previous-rpc-attempts").map(|v| v.to_str().unwrap().to_string());
+        g.lock().unwrap().push((prev, Vec::new()));
+        let (g, c) = (Arc::clone(&g), Arc::clone(&c));
+        async move {
+            let mut body = client_support::FrameReader::new(req.into_body());
+            let mut texts = Vec::new();
+            while let Some((_, m)) = body.next().await {
+                texts.push(Echo::decode(&m[..]).unwrap().text);
+            }
+            g.lock().unwrap()[i].1 = texts.clone();
+            if i == 0 {
+                if std::future::poll_fn(|cx| send.poll_reset(cx)).await.ok() == Some(h2::Reason::CANCEL) {
+                    c.fetch_add(1, Ordering::SeqCst);
+                }
+                return;
+            }
+            respond(send, vec![frame_msg(&echo(&texts.join(",")))], 0, "").await;
+        }
+    }))
+    .await;
+    let ch = channel(srv.addr, &hedging_config(3, "0.1s")).await;
+    let msgs = futures_util::stream::iter(["a", "b", "c"].map(echo));
+    let started = Instant::now();
+    let r = ch.client_streaming::<_, Echo, Echo>(PATH, Request::new(msgs)).await.unwrap();
+    assert_eq!(r.into_inner().text, "a,b,c");
+    assert!(started.elapsed() < Duration::from_millis(1000), "{:?}", started.elapsed());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let got = got.lock().unwrap().clone();
+    let all: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+    assert_eq!(got, [(None, all.clone()), (Some("1".to_string()), all)]);
+    assert_eq!(cancelled.load(Ordering::SeqCst), 1, "the first attempt was cancelled");
+}

@@ -649,7 +649,7 @@ impl Channel {
                 }
             }
             CallPolicy::Hedge(mc) => match &mc.hedging_policy {
-                Some(h) => self.hedged(path, p, msg, h).await,
+                Some(h) => self.hedge(p, h, None, |n| self.single_attempt(path, p, msg, n)).await.1,
                 None => self.single_attempt(path, p, msg, 0).await,
             },
         }
@@ -657,15 +657,21 @@ impl Channel {
 
     /// Hedging (gRFC A6): the first attempt at once, another after each `hedgingDelay`
     /// (at once after a non-fatal failure; after the server's pushback if it gave one)
-    /// up to `maxAttempts`. The first attempt to commit wins and the others are cancelled
-    /// (dropped: RST_STREAM(CANCEL)); a fatal status ends the call at once.
-    async fn hedged<M: prost::Message>(
+    /// up to `maxAttempts`, and none once `stop` is set. The first attempt to commit wins
+    /// and the others are cancelled (dropped: RST_STREAM(CANCEL)); a fatal status ends the
+    /// call at once. `attempt(n)` makes attempt `n` (0-based); returns the index of the
+    /// attempt whose result is the call's, with that result.
+    async fn hedge<F, Fut>(
         &self,
-        path: &'static str,
         p: &Prepared,
-        msg: &M,
         policy: &super::service_config::HedgingPolicy,
-    ) -> Result<(Connection, http::Response<h2::RecvStream>), Status> {
+        stop: Option<&AtomicBool>,
+        mut attempt: F,
+    ) -> (u32, Result<(Connection, http::Response<h2::RecvStream>), Status>)
+    where
+        F: FnMut(u32) -> Fut,
+        Fut: Future<Output = Result<(Connection, http::Response<h2::RecvStream>), Status>>,
+    {
         use futures_util::stream::{FuturesUnordered, StreamExt};
         let mut inflight = FuturesUnordered::new();
         let mut started = 0u32;
@@ -673,22 +679,25 @@ impl Channel {
         let next = tokio::time::sleep(std::time::Duration::ZERO);
         tokio::pin!(next);
         loop {
+            let may_start = more && started < policy.max_attempts && !stop.is_some_and(|s| s.load(Ordering::Acquire));
             tokio::select! {
-                _ = &mut next, if more && started < policy.max_attempts => {
-                    inflight.push(self.single_attempt(path, p, msg, started));
+                _ = &mut next, if may_start => {
+                    let n = started;
+                    let fut = attempt(n);
+                    inflight.push(async move { (n, fut.await) });
                     started += 1;
                     next.as_mut().reset(Instant::now() + policy.hedging_delay);
                 }
-                Some(r) = inflight.next(), if !inflight.is_empty() => {
+                Some((n, r)) = inflight.next(), if !inflight.is_empty() => {
                     let (status, pushback) = match &r {
                         Ok((_, resp)) => match uncommitted_failure(resp) {
-                            None => return r,
+                            None => return (n, r),
                             Some(f) => f,
                         },
                         Err(s) => (s.clone(), Pushback::None),
                     };
                     if is_fatal(&policy.non_fatal_status_codes, status.code()) {
-                        return r;
+                        return (n, r);
                     }
                     let throttled = p.state.throttle.as_ref().is_some_and(|t| t.failure());
                     match pushback {
@@ -697,11 +706,12 @@ impl Channel {
                         Pushback::After(d) => next.as_mut().reset(Instant::now() + d),
                         Pushback::None => next.as_mut().reset(Instant::now()),
                     }
-                    if inflight.is_empty() && (!more || started >= policy.max_attempts) {
-                        return r;
+                    let exhausted = !more || started >= policy.max_attempts || stop.is_some_and(|s| s.load(Ordering::Acquire));
+                    if inflight.is_empty() && exhausted {
+                        return (n, r);
                     }
                 }
-                else => return Err(Status::unavailable("no hedged attempt left")),
+                else => return (started, Err(Status::unavailable("no hedged attempt left"))),
             }
         }
     }
@@ -816,6 +826,11 @@ impl Channel {
         S: Stream<Item = Req> + Send + 'static,
         Req: prost::Message + Send + 'static,
     {
+        if let CallPolicy::Hedge(mc) = &p.policy {
+            if let Some(h) = &mc.hedging_policy {
+                return self.hedge_streaming(path, p, h, request, sender).await;
+            }
+        }
         let policy = match &p.policy {
             CallPolicy::Retry(mc) => mc.retry_policy.as_ref(),
             _ => None,
@@ -888,6 +903,55 @@ impl Channel {
                 }
             }
         }
+    }
+
+    /// A streaming-request call under a hedging policy: every attempt gets the messages
+    /// (the buffer replayed to late ones, then each new message to all), the first to
+    /// commit keeps the stream (gRFC A6). The encoding is chosen once, before any
+    /// connection is known (from the assumed server set), so all attempts share frames.
+    async fn hedge_streaming<S, Req>(
+        &self,
+        path: &'static str,
+        p: &Prepared,
+        policy: &super::service_config::HedgingPolicy,
+        request: Request<S>,
+        sender: &mut Option<AbortOnDrop>,
+    ) -> Result<(Connection, http::Response<h2::RecvStream>), Status>
+    where
+        S: Stream<Item = Req> + Send + 'static,
+        Req: prost::Message + Send + 'static,
+    {
+        let slot = request.extensions().get::<MessageCompressionSlot>().map(|s| Arc::clone(&s.0));
+        let encoding = p.compression.filter(|e| self.inner.config.assumed_server_accept.contains(*e));
+        let (streams_tx, streams_rx) = tokio::sync::mpsc::unbounded_channel();
+        let winner = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let buffer_full = Arc::new(AtomicBool::new(false));
+        let task = super::replay::spawn_fanout(
+            &p.state,
+            streams_rx,
+            request.into_inner(),
+            encoding,
+            slot,
+            p.max_send,
+            self.inner.retry_buffer_limits(),
+            Arc::clone(&winner),
+            Arc::clone(&buffer_full),
+        );
+        *sender = Some(AbortOnDrop(task));
+        let (n, r) = self
+            .hedge(p, policy, Some(&buffer_full), |n| {
+                let streams_tx = streams_tx.clone();
+                async move {
+                    let Opened { sub, response, send, conn, .. } = self.open::<Req>(path, p, None, n, Some(encoding)).await?;
+                    let _ = streams_tx.send((n, send));
+                    let resp = response.await.map_err(|e| response_error(&sub, &conn, e))?;
+                    Ok((conn, resp))
+                }
+            })
+            .await;
+        // Only the chosen attempt's stream goes on.
+        winner.store(n + 1, Ordering::Release);
+        r
     }
 
     /// Reads exactly one message and the final status (unary and client-streaming).

@@ -192,3 +192,111 @@ async fn start_attempt(mut next: SendStream<Bytes>, replay: &Option<ReplayBuffer
     }
     Some(next)
 }
+
+/// Spawns the sender of a hedged streaming call: each attempt's `(index, SendStream)`
+/// arrives on `streams`; a new one gets the buffer replayed, then every message goes to
+/// all live attempts. Once `winner` holds an attempt's index + 1, the others are dropped
+/// (reset) and buffering stops. A full buffer sets `buffer_full` (no further hedges;
+/// the attempts already running go on).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn spawn_fanout<S, Req>(
+    state: &Arc<CallState>,
+    mut streams: mpsc::UnboundedReceiver<(u32, SendStream<Bytes>)>,
+    messages: S,
+    encoding: Option<CompressionEncoding>,
+    compress_slot: Option<Arc<AtomicBool>>,
+    max_send: usize,
+    limits: BufferLimits,
+    winner: Arc<std::sync::atomic::AtomicU32>,
+    buffer_full: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<()>
+where
+    S: Stream<Item = Req> + Send + 'static,
+    Req: prost::Message + Send + 'static,
+{
+    let state = Arc::clone(state);
+    let span = state.span.clone();
+    tokio::spawn(
+        async move {
+            let mut messages = std::pin::pin!(messages);
+            let mut buf = BytesMut::new();
+            let mut replay = Some(ReplayBuffer { frames: Vec::new(), size: 0, limits });
+            let mut live: Vec<(u32, SendStream<Bytes>)> = Vec::new();
+            let mut ended = false;
+            let mut open = true;
+            loop {
+                let w = winner.load(Ordering::Acquire);
+                if w != 0 {
+                    live.retain(|(n, _)| *n + 1 == w);
+                    replay = None;
+                }
+                if ended || live.is_empty() {
+                    // Nothing to send now: only a new attempt's stream matters.
+                    if !open {
+                        return;
+                    }
+                    match streams.recv().await {
+                        Some((n, s)) => add_attempt(&mut live, n, s, &replay, ended).await,
+                        None => open = false,
+                    }
+                    continue;
+                }
+                let batch = tokio::select! {
+                    biased;
+                    next = streams.recv(), if open => {
+                        match next {
+                            Some((n, s)) => add_attempt(&mut live, n, s, &replay, ended).await,
+                            None => open = false,
+                        }
+                        continue;
+                    }
+                    b = next_batch(&mut messages, &mut buf, |msg, buf| {
+                        let compress = compress_slot.as_ref().map_or(true, |s| s.swap(true, Ordering::SeqCst));
+                        encode_message(&msg, if compress { encoding } else { None }, max_send, buf)
+                    }) => b,
+                };
+                match batch {
+                    Ok(end) => ended = end == BatchEnd::StreamEnded,
+                    Err(status) => {
+                        debug!(status = %status, "request message not sent");
+                        state.set_send_error(status);
+                        buffer_full.store(true, Ordering::Release);
+                        for (_, s) in &mut live {
+                            s.send_reset(h2::Reason::CANCEL);
+                        }
+                        return;
+                    }
+                }
+                let chunk = buf.split().freeze();
+                if let Some(r) = replay.as_mut() {
+                    if !r.push(&chunk) {
+                        debug!("hedging buffer full: no further hedged attempts");
+                        buffer_full.store(true, Ordering::Release);
+                        replay = None;
+                    }
+                }
+                let sent = futures_util::future::join_all(
+                    live.iter_mut().map(|(_, s)| body::send_data(s, chunk.clone(), ended)),
+                )
+                .await;
+                let mut ok = sent.into_iter().map(|r| r.is_ok());
+                live.retain(|_| ok.next().unwrap_or(false));
+            }
+        }
+        .instrument(span),
+    )
+}
+
+/// Adds a hedged attempt's stream after replaying the buffer on it; an attempt that
+/// starts after the buffer was given up cannot get all messages and is reset.
+async fn add_attempt(
+    live: &mut Vec<(u32, SendStream<Bytes>)>,
+    n: u32,
+    s: SendStream<Bytes>,
+    replay: &Option<ReplayBuffer>,
+    ended: bool,
+) {
+    if let Some(s) = start_attempt(s, replay, ended).await {
+        live.push((n, s));
+    }
+}

@@ -258,6 +258,21 @@ async fn server_deadline_cancels_handler() {
 }
 
 #[tokio::test]
+async fn an_already_expired_deadline_is_deadline_exceeded_without_running_the_handler() {
+    let mut srv = start(|b| b).await;
+    let mut c = connect(srv.addr).await;
+    for t in ["0n", "1n", "1u", "0S"] {
+        let r = call(&mut c, grpc_head(srv.addr, "/test.Echo/WaitCancel", &[("grpc-timeout", t)]), &[frame(&req("x"))]).await;
+        assert_eq!(r.grpc_status().as_deref(), Some("4"), "{t}");
+        assert!(r.messages().is_empty());
+    }
+    assert_eq!(srv.next_event(Duration::from_millis(300)).await, None, "no handler ran");
+    // The connection goes on.
+    let r = call(&mut c, grpc_head(srv.addr, "/test.Echo/Unary", &[("grpc-timeout", "1S")]), &[frame(&req("ok"))]).await;
+    assert_eq!(r.grpc_status().as_deref(), Some("0"));
+}
+
+#[tokio::test]
 async fn deadline_is_visible_to_handler_task_local() {
     let srv = start(|b| b).await;
     let mut c = connect(srv.addr).await;

@@ -542,6 +542,12 @@ fn accept_call(
     if let Some(certs) = peer_certs {
         ctx.set_peer_certificates(certs);
     }
+    if deadline.is_some_and(|d| d.is_expired()) {
+        // Already over (`grpc-timeout: 0n`, `1n`, `1u`...): the handler never runs
+        // (grpc-go does the same).
+        super::call::finish_call(&ctx, Status::deadline_exceeded("deadline exceeded before the call started"));
+        return None;
+    }
     Some(AcceptedCall { ctx, metadata, body, service, request_encoding, deadline })
 }
 

@@ -2,34 +2,20 @@
 //! TLS) against every interop client case; a deliberately wrong server to prove the cases
 //! can fail; and the two binaries end to end with grpc-style flags.
 
+mod support;
+
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use conformance::client::{certs_dir, run_case, ClientConfig, CASES};
+use conformance::client::{run_case, ClientConfig, CASES};
 use conformance::pb::test_service_server::{TestService, TestServiceServer};
 use conformance::pb::{Empty, Payload, SimpleRequest, SimpleResponse};
-use conformance::server::{serve, tls_config};
 use grpc_runtime::server::Server;
 use grpc_runtime::{Request, Response, Status};
+use support::start_server;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 
-/// Starts our interop server on an ephemeral port; dropping the sender stops it.
-async fn start_server(tls: bool) -> (SocketAddr, oneshot::Sender<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let acceptor = tls.then(|| tls_config(&certs_dir().join("server1.pem"), &certs_dir().join("server1.key")).unwrap());
-    let (tx, rx) = oneshot::channel::<()>();
-    tokio::spawn(async move {
-        serve(listener, acceptor, async {
-            let _ = rx.await;
-        })
-        .await
-        .unwrap();
-    });
-    (addr, tx)
-}
 
 fn config(addr: SocketAddr, tls: bool) -> ClientConfig {
     let mut cfg = ClientConfig::new("127.0.0.1", addr.port());

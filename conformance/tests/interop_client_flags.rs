@@ -4,34 +4,26 @@
 //! config is a clean flag error) and the soak payload sizes. The servers run in-process;
 //! the client is the `interop_client` binary or, for the log details, the library.
 
+mod support;
+
 use std::collections::HashMap;
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use conformance::client::{certs_dir, run_case, ClientConfig};
+use conformance::client::{run_case, ClientConfig};
 use conformance::pb::test_service_server::TestServiceServer;
-use conformance::server::{serve, tls_config, InteropService};
+use conformance::server::InteropService;
 use grpc_runtime::server::Server;
-use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 const ROUND_ROBIN: &str = r#"{"loadBalancingConfig":[{"round_robin":{}}]}"#;
 
-/// Starts our interop server on an ephemeral 127.0.0.1 port; dropping the sender stops it.
+/// Starts our interop server on an ephemeral 127.0.0.1 port, its address as text;
+/// dropping the sender stops it.
 async fn start_server(tls: bool) -> (String, oneshot::Sender<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let acceptor = tls.then(|| tls_config(&certs_dir().join("server1.pem"), &certs_dir().join("server1.key")).unwrap());
-    let (tx, rx) = oneshot::channel::<()>();
-    tokio::spawn(async move {
-        serve(listener, acceptor, async {
-            let _ = rx.await;
-        })
-        .await
-        .unwrap();
-    });
-    (addr, tx)
+    let (addr, stop) = support::start_server(tls).await;
+    (addr.to_string(), stop)
 }
 
 /// Runs the interop_client binary with `args` (off the runtime's threads).

@@ -20,6 +20,7 @@ use super::connectivity::ConnectivityState;
 use super::control::{Shared, Snapshot};
 use super::interceptor::{CallInfo, CallKind, ClientCallContext, Interceptors};
 use super::lb::{OnDone, PickInfo, PickResult};
+use super::replay::{Commit, Mode, SenderArgs};
 use super::retry::{is_fatal, Pushback, RetryState, Throttle, PREVIOUS_ATTEMPTS_HEADER, PUSHBACK_HEADER};
 use super::service_config::MethodConfig;
 use super::subchannel::Subchannel;
@@ -842,38 +843,36 @@ impl Channel {
             return Ok((conn, resp));
         };
         let slot = request.extensions().get::<MessageCompressionSlot>().map(|s| Arc::clone(&s.0));
-        let mut messages = Some(request.into_inner());
+        let mut messages = Some((request.into_inner(), slot));
         let (streams_tx, streams_rx) = tokio::sync::mpsc::unbounded_channel();
         let mut streams_rx = Some(streams_rx);
-        let committed = Arc::new(AtomicBool::new(false));
+        let commit = Arc::new(Commit::default());
         let mut retry = RetryState::new(policy);
         // Every attempt uses the first one's encoding: the buffered frames are replayed as
         // they were encoded.
         let mut encoding = None;
         loop {
-            let (failure, last) = match self.open::<Req>(path, p, None, retry.previous(), encoding).await {
+            let n = retry.previous();
+            let (failure, last) = match self.open::<Req>(path, p, None, n, encoding).await {
                 Err(status) => ((status, Pushback::None), None),
                 Ok(Opened { sub, response, send, conn, encoding: chosen }) => {
                     encoding.get_or_insert(chosen);
-                    if let (Some(messages), Some(rx)) = (messages.take(), streams_rx.take()) {
-                        let limits = self.inner.retry_buffer_limits();
-                        let task = super::replay::spawn(
-                            &p.state,
-                            rx,
-                            messages,
-                            chosen,
-                            slot.clone(),
-                            p.max_send,
-                            limits,
-                            Arc::clone(&committed),
-                        );
-                        *sender = Some(AbortOnDrop(task));
+                    if let (Some((messages, compress_slot)), Some(rx)) = (messages.take(), streams_rx.take()) {
+                        let args = SenderArgs {
+                            mode: Mode::Retry,
+                            encoding: chosen,
+                            compress_slot,
+                            max_send: p.max_send,
+                            limits: self.inner.retry_buffer_limits(),
+                            commit: Arc::clone(&commit),
+                        };
+                        *sender = Some(AbortOnDrop(super::replay::spawn(&p.state, rx, messages, args)));
                     }
-                    let _ = streams_tx.send(send);
+                    let _ = streams_tx.send((n, send));
                     match response.await {
                         Ok(resp) => match uncommitted_failure(&resp) {
                             None => {
-                                committed.store(true, Ordering::Release);
+                                commit.commit();
                                 return Ok((conn, resp));
                             }
                             Some(f) => (f, Some((conn, resp))),
@@ -883,10 +882,10 @@ impl Channel {
                 }
             };
             let (status, pushback) = failure;
-            let delay = if committed.load(Ordering::Acquire) {
-                None
-            } else {
+            let delay = if commit.may_retry() {
                 retry.on_failure(&status, pushback, p.state.throttle.as_deref())
+            } else {
+                None
             };
             match delay {
                 Some(delay) => {
@@ -894,7 +893,7 @@ impl Channel {
                     tokio::time::sleep(delay).await;
                 }
                 None => {
-                    committed.store(true, Ordering::Release);
+                    commit.commit();
                     // The last attempt's Trailers-Only answer is the call's (as without retries).
                     return match last {
                         Some(r) => Ok(r),
@@ -924,22 +923,18 @@ impl Channel {
         let slot = request.extensions().get::<MessageCompressionSlot>().map(|s| Arc::clone(&s.0));
         let encoding = p.compression.filter(|e| self.inner.config.assumed_server_accept.contains(*e));
         let (streams_tx, streams_rx) = tokio::sync::mpsc::unbounded_channel();
-        let winner = Arc::new(std::sync::atomic::AtomicU32::new(0));
-        let buffer_full = Arc::new(AtomicBool::new(false));
-        let task = super::replay::spawn_fanout(
-            &p.state,
-            streams_rx,
-            request.into_inner(),
+        let commit = Arc::new(Commit::default());
+        let args = SenderArgs {
+            mode: Mode::Hedge,
             encoding,
-            slot,
-            p.max_send,
-            self.inner.retry_buffer_limits(),
-            Arc::clone(&winner),
-            Arc::clone(&buffer_full),
-        );
-        *sender = Some(AbortOnDrop(task));
+            compress_slot: slot,
+            max_send: p.max_send,
+            limits: self.inner.retry_buffer_limits(),
+            commit: Arc::clone(&commit),
+        };
+        *sender = Some(AbortOnDrop(super::replay::spawn(&p.state, streams_rx, request.into_inner(), args)));
         let (n, r) = self
-            .hedge(p, policy, Some(&buffer_full), |n| {
+            .hedge(p, policy, Some(commit.buffer_full()), |n| {
                 let streams_tx = streams_tx.clone();
                 async move {
                     let Opened { sub, response, send, conn, .. } = self.open::<Req>(path, p, None, n, Some(encoding)).await?;
@@ -950,7 +945,7 @@ impl Channel {
             })
             .await;
         // Only the chosen attempt's stream goes on.
-        winner.store(n + 1, Ordering::Release);
+        commit.commit_to(n);
         r
     }
 

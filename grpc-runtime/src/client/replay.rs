@@ -1,10 +1,11 @@
-//! The request side of a streaming call under a retry policy (gRFC A6): a sender task
-//! that encodes the caller's messages once, keeps them in a replay buffer until the call
-//! commits, and writes them to whichever attempt's stream is current, replaying the
-//! buffer first on each new attempt. The buffer is bounded per call and per channel;
-//! past either bound the call commits (no further retries) and the buffer is freed.
+//! The request side of a streaming call under a retry or hedging policy (gRFC A6): a
+//! sender task that encodes the caller's messages once, keeps them in a replay buffer
+//! until the call commits, and writes them to the live attempts (retry: the current one;
+//! hedging: all), replaying the buffer first on each new attempt. The buffer is bounded
+//! per call and per channel; past either bound no further attempt starts and the buffer
+//! is freed.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -62,38 +63,69 @@ impl Drop for ReplayBuffer {
     }
 }
 
-/// Writes `data` on `send` unless a new attempt's stream arrives first (then the old
-/// stream is abandoned: dropping it resets it).
-async fn send_or_switch(
-    send: &mut SendStream<Bytes>,
-    data: Bytes,
-    end: bool,
-    streams: &mut mpsc::UnboundedReceiver<SendStream<Bytes>>,
-    open: bool,
-) -> Result<(), Option<SendStream<Bytes>>> {
-    tokio::select! {
-        biased;
-        next = streams.recv(), if open => Err(next),
-        r = body::send_data(send, data, end) => r.map_err(|e| {
-            debug!(error = %e, "request stream closed while sending");
-            None
-        }),
+/// How a call's attempts share its messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// One attempt at a time: a new attempt's stream replaces the current one.
+    Retry,
+    /// Attempts run side by side: every live attempt gets every message.
+    Hedge,
+}
+
+/// What the call and its sender tell each other.
+#[derive(Debug, Default)]
+pub(crate) struct Commit {
+    /// 0: undecided; `n + 1`: attempt `n` won (the others are dropped); `ANY`: the call
+    /// committed to the attempt it has.
+    choice: AtomicU32,
+    /// The sender gave up its buffer (a bound was reached): no further attempt may start.
+    buffer_full: AtomicBool,
+}
+
+const ANY: u32 = u32::MAX;
+
+impl Commit {
+    /// The call keeps the attempt it has (retries): buffering stops.
+    pub(crate) fn commit(&self) {
+        let _ = self.choice.compare_exchange(0, ANY, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// Attempt `n` won (hedging): the other attempts' streams are dropped.
+    pub(crate) fn commit_to(&self, n: u32) {
+        self.choice.store(n.saturating_add(1).min(ANY - 1), Ordering::Release);
+    }
+
+    /// Whether a further attempt may still start (no commit, buffer kept).
+    pub(crate) fn may_retry(&self) -> bool {
+        self.choice.load(Ordering::Acquire) == 0 && !self.buffer_full.load(Ordering::Acquire)
+    }
+
+    /// Set when the buffer was given up.
+    pub(crate) fn buffer_full(&self) -> &AtomicBool {
+        &self.buffer_full
     }
 }
 
-/// Spawns the sender of a retryable streaming call. Each attempt's `SendStream` arrives
-/// on `streams`; `committed` is set by the call once an attempt committed (and by the
-/// sender itself when the buffer is full); the sender then stops buffering.
-#[allow(clippy::too_many_arguments)]
+/// The fixed inputs of a call's sender.
+pub(crate) struct SenderArgs {
+    pub(crate) mode: Mode,
+    pub(crate) encoding: Option<CompressionEncoding>,
+    /// Per-message compression choices of an `OutboundStream`.
+    pub(crate) compress_slot: Option<Arc<AtomicBool>>,
+    pub(crate) max_send: usize,
+    pub(crate) limits: BufferLimits,
+    pub(crate) commit: Arc<Commit>,
+}
+
+/// Spawns the sender of a streaming call with a retry or hedging policy. Each attempt's
+/// `(index, SendStream)` arrives on `streams`; a new one gets the buffer replayed (and
+/// END_STREAM if the caller's stream already ended), then the messages that follow. A
+/// write stalled on an attempt being replaced (retry) gives way to the new stream.
 pub(crate) fn spawn<S, Req>(
     state: &Arc<CallState>,
-    mut streams: mpsc::UnboundedReceiver<SendStream<Bytes>>,
+    mut streams: mpsc::UnboundedReceiver<(u32, SendStream<Bytes>)>,
     messages: S,
-    encoding: Option<CompressionEncoding>,
-    compress_slot: Option<Arc<AtomicBool>>,
-    max_send: usize,
-    limits: BufferLimits,
-    committed: Arc<AtomicBool>,
+    args: SenderArgs,
 ) -> tokio::task::JoinHandle<()>
 where
     S: Stream<Item = Req> + Send + 'static,
@@ -101,40 +133,41 @@ where
 {
     let state = Arc::clone(state);
     let span = state.span.clone();
+    let SenderArgs { mode, encoding, compress_slot, max_send, limits, commit } = args;
     tokio::spawn(
         async move {
             let mut messages = std::pin::pin!(messages);
             let mut buf = BytesMut::new();
             let mut replay = Some(ReplayBuffer { frames: Vec::new(), size: 0, limits });
-            let mut current: Option<SendStream<Bytes>> = None;
+            let mut live: Vec<(u32, SendStream<Bytes>)> = Vec::new();
             let mut ended = false;
-            // Whether further attempts may still arrive (the call has not finished
-            // choosing its attempt).
+            // Whether further attempts may still arrive (the call is still choosing).
             let mut open = true;
             loop {
-                if replay.is_some() && committed.load(Ordering::Acquire) {
-                    replay = None;
-                }
-                let send = match current.as_mut() {
-                    // Everything sent, or no live stream: only a retry's stream is left
-                    // to wait for.
-                    Some(send) if !ended => send,
-                    _ => {
-                        if !open {
-                            return;
-                        }
-                        match streams.recv().await {
-                            Some(next) => current = start_attempt(next, &replay, ended).await,
-                            None => return,
-                        }
-                        continue;
+                match commit.choice.load(Ordering::Acquire) {
+                    0 => {}
+                    ANY => replay = None,
+                    won => {
+                        live.retain(|(n, _)| n.saturating_add(1) == won);
+                        replay = None;
                     }
-                };
+                }
+                if ended || live.is_empty() {
+                    // Nothing to send now: only a new attempt's stream matters.
+                    if !open {
+                        return;
+                    }
+                    match streams.recv().await {
+                        Some((n, s)) => add_attempt(mode, &mut live, n, s, &replay, ended).await,
+                        None => open = false,
+                    }
+                    continue;
+                }
                 let batch = tokio::select! {
                     biased;
                     next = streams.recv(), if open => {
                         match next {
-                            Some(next) => current = start_attempt(next, &replay, ended).await,
+                            Some((n, s)) => add_attempt(mode, &mut live, n, s, &replay, ended).await,
                             None => open = false,
                         }
                         continue;
@@ -150,117 +183,7 @@ where
                     Err(status) => {
                         debug!(status = %status, "request message not sent");
                         state.set_send_error(status);
-                        committed.store(true, Ordering::Release);
-                        send.send_reset(h2::Reason::CANCEL);
-                        return;
-                    }
-                }
-                let chunk = buf.split().freeze();
-                if let Some(r) = replay.as_mut() {
-                    if !r.push(&chunk) {
-                        debug!("retry buffer full: the call commits to its current attempt");
-                        committed.store(true, Ordering::Release);
-                        replay = None;
-                    }
-                }
-                match send_or_switch(send, chunk, ended, &mut streams, open).await {
-                    Ok(()) => {}
-                    Err(Some(next)) => current = start_attempt(next, &replay, ended).await,
-                    Err(None) => current = None,
-                }
-            }
-        }
-        .instrument(span),
-    )
-}
-
-/// Starts a new attempt's stream: replays the buffer (and END_STREAM if the caller's
-/// stream ended) on it. `None` when that fails (the attempt's response says why).
-async fn start_attempt(mut next: SendStream<Bytes>, replay: &Option<ReplayBuffer>, ended: bool) -> Option<SendStream<Bytes>> {
-    let Some(replay) = replay else {
-        // The buffer was given up (committed) as this retry was decided: it cannot be
-        // replayed, so this attempt must not go on with part of the messages.
-        next.send_reset(h2::Reason::CANCEL);
-        return None;
-    };
-    let frames = replay.frames.clone();
-    for f in frames {
-        body::send_data(&mut next, f, false).await.ok()?;
-    }
-    if ended {
-        body::send_data(&mut next, Bytes::new(), true).await.ok()?;
-    }
-    Some(next)
-}
-
-/// Spawns the sender of a hedged streaming call: each attempt's `(index, SendStream)`
-/// arrives on `streams`; a new one gets the buffer replayed, then every message goes to
-/// all live attempts. Once `winner` holds an attempt's index + 1, the others are dropped
-/// (reset) and buffering stops. A full buffer sets `buffer_full` (no further hedges;
-/// the attempts already running go on).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn spawn_fanout<S, Req>(
-    state: &Arc<CallState>,
-    mut streams: mpsc::UnboundedReceiver<(u32, SendStream<Bytes>)>,
-    messages: S,
-    encoding: Option<CompressionEncoding>,
-    compress_slot: Option<Arc<AtomicBool>>,
-    max_send: usize,
-    limits: BufferLimits,
-    winner: Arc<std::sync::atomic::AtomicU32>,
-    buffer_full: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<()>
-where
-    S: Stream<Item = Req> + Send + 'static,
-    Req: prost::Message + Send + 'static,
-{
-    let state = Arc::clone(state);
-    let span = state.span.clone();
-    tokio::spawn(
-        async move {
-            let mut messages = std::pin::pin!(messages);
-            let mut buf = BytesMut::new();
-            let mut replay = Some(ReplayBuffer { frames: Vec::new(), size: 0, limits });
-            let mut live: Vec<(u32, SendStream<Bytes>)> = Vec::new();
-            let mut ended = false;
-            let mut open = true;
-            loop {
-                let w = winner.load(Ordering::Acquire);
-                if w != 0 {
-                    live.retain(|(n, _)| *n + 1 == w);
-                    replay = None;
-                }
-                if ended || live.is_empty() {
-                    // Nothing to send now: only a new attempt's stream matters.
-                    if !open {
-                        return;
-                    }
-                    match streams.recv().await {
-                        Some((n, s)) => add_attempt(&mut live, n, s, &replay, ended).await,
-                        None => open = false,
-                    }
-                    continue;
-                }
-                let batch = tokio::select! {
-                    biased;
-                    next = streams.recv(), if open => {
-                        match next {
-                            Some((n, s)) => add_attempt(&mut live, n, s, &replay, ended).await,
-                            None => open = false,
-                        }
-                        continue;
-                    }
-                    b = next_batch(&mut messages, &mut buf, |msg, buf| {
-                        let compress = compress_slot.as_ref().map_or(true, |s| s.swap(true, Ordering::SeqCst));
-                        encode_message(&msg, if compress { encoding } else { None }, max_send, buf)
-                    }) => b,
-                };
-                match batch {
-                    Ok(end) => ended = end == BatchEnd::StreamEnded,
-                    Err(status) => {
-                        debug!(status = %status, "request message not sent");
-                        state.set_send_error(status);
-                        buffer_full.store(true, Ordering::Release);
+                        commit.buffer_full.store(true, Ordering::Release);
                         for (_, s) in &mut live {
                             s.send_reset(h2::Reason::CANCEL);
                         }
@@ -270,33 +193,70 @@ where
                 let chunk = buf.split().freeze();
                 if let Some(r) = replay.as_mut() {
                     if !r.push(&chunk) {
-                        debug!("hedging buffer full: no further hedged attempts");
-                        buffer_full.store(true, Ordering::Release);
+                        // Retry: the call commits to its current attempt. Hedging: no
+                        // further attempts; the running ones go on.
+                        debug!("retry buffer full: no further attempts");
+                        commit.buffer_full.store(true, Ordering::Release);
                         replay = None;
                     }
                 }
-                let sent = futures_util::future::join_all(
+                let sends = futures_util::future::join_all(
                     live.iter_mut().map(|(_, s)| body::send_data(s, chunk.clone(), ended)),
-                )
-                .await;
-                let mut ok = sent.into_iter().map(|r| r.is_ok());
-                live.retain(|_| ok.next().unwrap_or(false));
+                );
+                tokio::select! {
+                    biased;
+                    // Retry: a new attempt replaces one whose write may be stalled.
+                    next = streams.recv(), if open && mode == Mode::Retry => match next {
+                        Some((n, s)) => add_attempt(mode, &mut live, n, s, &replay, ended).await,
+                        None => open = false,
+                    },
+                    sent = sends => {
+                        let mut ok = sent.into_iter().map(|r| {
+                            if let Err(e) = &r {
+                                debug!(error = %e, "request stream closed while sending");
+                            }
+                            r.is_ok()
+                        });
+                        live.retain(|_| ok.next().unwrap_or(false));
+                    }
+                }
             }
         }
         .instrument(span),
     )
 }
 
-/// Adds a hedged attempt's stream after replaying the buffer on it; an attempt that
-/// starts after the buffer was given up cannot get all messages and is reset.
+/// Adds an attempt's stream after replaying the buffer on it (retry: in place of the
+/// current one).
 async fn add_attempt(
+    mode: Mode,
     live: &mut Vec<(u32, SendStream<Bytes>)>,
     n: u32,
     s: SendStream<Bytes>,
     replay: &Option<ReplayBuffer>,
     ended: bool,
 ) {
+    if mode == Mode::Retry {
+        live.clear();
+    }
     if let Some(s) = start_attempt(s, replay, ended).await {
         live.push((n, s));
     }
+}
+
+/// Replays the buffer (and END_STREAM if the caller's stream ended) on a new attempt's
+/// stream. `None` when that fails (the attempt's response says why), or when the buffer
+/// was already given up: the attempt could not get all messages, so it is reset.
+async fn start_attempt(mut next: SendStream<Bytes>, replay: &Option<ReplayBuffer>, ended: bool) -> Option<SendStream<Bytes>> {
+    let Some(replay) = replay else {
+        next.send_reset(h2::Reason::CANCEL);
+        return None;
+    };
+    for f in replay.frames.clone() {
+        body::send_data(&mut next, f, false).await.ok()?;
+    }
+    if ended {
+        body::send_data(&mut next, Bytes::new(), true).await.ok()?;
+    }
+    Some(next)
 }

@@ -13,11 +13,15 @@
 # 3. Runs scripts/interop/matrix.py, which prints the case x pair matrix, optionally
 #    writes it as markdown (--markdown FILE), and exits 1 on any failure that is not
 #    a known peer limitation. Per-run logs go to target/interop-logs/.
+#    It also runs the channel cases (round_robin_soak, pick_first_failover,
+#    retry_attempts; plaintext, ~2 s): our interop_client with one --server_uri target
+#    over several peer servers at once (one per --peers entry), checking its load
+#    balancing and retries against servers we did not write; they count like any case.
 #
 # Common matrix options (see scripts/interop/matrix.py --help):
 #   --peers go,cpp,python,ruby   --pairs ours-both-ways|peer-vs-peer|CLIENT:SERVER,...
-#   --cases a,b,c   --security plaintext,tls   --timeout 30   --soak-iterations 10
-#   --markdown FILE   --fail-fast
+#   --cases a,b,c (per-pair and channel cases)   --security plaintext,tls   --timeout 30
+#   --soak-iterations 10   --channel-soak-iterations 20   --markdown FILE   --fail-fast
 # Environment: GRPC_RUST_PEERS (peer cache), OURS_BIN_DIR (prebuilt binaries),
 #   PEERS (peers to build, default "go cpp python ruby"), CARGO_BUILD_JOBS (default 2).
 set -euo pipefail

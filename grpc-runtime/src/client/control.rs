@@ -9,7 +9,8 @@
 //!
 //! Idleness (grpc-go's idle mode): a channel starts IDLE with no resolver and no policy.
 //! The first call (or `connect()`, or `get_state(true)`) builds them. After the idle
-//! timeout with no call in flight and none finished meanwhile, both are dropped (their
+//! timeout with no call in flight and none started meanwhile (checked once per idle
+//! timeout, as grpc-go does, so no clock is read per call), both are dropped (their
 //! connections close) and the channel is IDLE again.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -81,9 +82,9 @@ pub(crate) struct Snapshot {
 pub(crate) struct Shared {
     pub(crate) snapshot: watch::Sender<Arc<Snapshot>>,
     active_calls: AtomicUsize,
-    /// When the last call ended, in ms since `base`.
-    last_call_end: AtomicU64,
-    base: Instant,
+    /// Whether a call started since the idle timer last looked (grpc-go's
+    /// `activeSinceLastTimerCheck`): no clock read per call.
+    active_since_check: AtomicBool,
 }
 
 impl Shared {
@@ -94,11 +95,10 @@ impl Shared {
 
     pub(crate) fn call_started(&self) {
         self.active_calls.fetch_add(1, Ordering::AcqRel);
+        self.active_since_check.store(true, Ordering::Relaxed);
     }
 
     pub(crate) fn call_ended(&self) {
-        let now = self.base.elapsed().as_millis() as u64;
-        self.last_call_end.store(now, Ordering::Release);
         self.active_calls.fetch_sub(1, Ordering::AcqRel);
     }
 
@@ -199,8 +199,7 @@ pub(crate) fn new(config: ControlConfig) -> Handles {
     let shared = Arc::new(Shared {
         snapshot: watch::channel(Arc::new(idle)).0,
         active_calls: AtomicUsize::new(0),
-        last_call_end: AtomicU64::new(0),
-        base: Instant::now(),
+        active_since_check: AtomicBool::new(false),
     });
     let control = Control {
         shared: Arc::clone(&shared),
@@ -208,6 +207,7 @@ pub(crate) fn new(config: ControlConfig) -> Handles {
         service_config: config.default_service_config.clone(),
         config,
         active: None,
+        idle_check: None,
     };
     Handles { events: tx, shared, pending: Pending { control, rx } }
 }
@@ -228,6 +228,8 @@ struct Control {
     service_config: ServiceConfig,
     /// `None` while IDLE.
     active: Option<Active>,
+    /// When the idle timer looks next (re-armed every idle timeout while active).
+    idle_check: Option<Instant>,
 }
 
 /// The policy's view of the channel during one call into it.
@@ -293,28 +295,28 @@ impl Control {
     }
 
     fn next_idle_check(&self) -> Option<Instant> {
-        let idle = self.config.idle_timeout?;
         self.active.as_ref()?;
-        // (An idle timeout too large for an Instant never fires.)
-        if self.shared.active_calls.load(Ordering::Acquire) > 0 {
-            return Instant::now().checked_add(idle);
-        }
-        let last = self.shared.last_call_end.load(Ordering::Acquire);
-        let at = self.shared.base.checked_add(Duration::from_millis(last))?.checked_add(idle)?;
-        Some(at.max(Instant::now() + Duration::from_millis(1)))
+        self.idle_check
     }
 
+    /// Idleness as grpc-go checks it: every idle timeout, the channel goes IDLE if no
+    /// call is in flight and none started since the last look. So it goes IDLE between
+    /// one and two idle timeouts after its last call, with no clock read on the call path.
     fn check_idle(&mut self) {
         let Some(idle) = self.config.idle_timeout else { return };
-        if self.active.is_none() || self.shared.active_calls.load(Ordering::Acquire) > 0 {
+        if self.active.is_none() {
             return;
         }
-        let last = Duration::from_millis(self.shared.last_call_end.load(Ordering::Acquire));
-        if self.shared.base.elapsed().saturating_sub(last) < idle {
+        let busy = self.shared.active_calls.load(Ordering::Acquire) > 0;
+        let recent = self.shared.active_since_check.swap(false, Ordering::AcqRel);
+        if busy || recent {
+            // (An idle timeout too large for an Instant never fires.)
+            self.idle_check = Instant::now().checked_add(idle);
             return;
         }
         debug!(target = %self.config.target, "no calls for the idle timeout: channel goes IDLE");
         self.active = None;
+        self.idle_check = None;
         self.events.generation.fetch_add(1, Ordering::AcqRel);
         self.publish(ConnectivityState::Idle, Arc::new(QueuePicker), false);
     }
@@ -333,6 +335,7 @@ impl Control {
         match self.config.resolver.build(&self.config.target, sink, &self.config.resolver_options) {
             Ok(resolver) => {
                 self.active = Some(Active { resolver, policy: None, state: ConnectivityState::Connecting, resolved: false });
+                self.idle_check = self.config.idle_timeout.and_then(|idle| Instant::now().checked_add(idle));
                 self.publish(ConnectivityState::Connecting, Arc::new(QueuePicker), false);
             }
             Err(e) => {

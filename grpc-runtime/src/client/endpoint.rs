@@ -181,8 +181,10 @@ impl Endpoint {
         self
     }
 
-    /// After this long without calls the channel releases its connection and goes IDLE
-    /// (default 30 min); the next call reconnects. `None` disables it.
+    /// After this long without calls the channel releases its connections (and its
+    /// resolver and LB policy) and goes IDLE (default 30 min); the next call rebuilds
+    /// them. Checked once per timeout as grpc-go does, so a channel goes IDLE between one
+    /// and two timeouts after its last call. `None` disables it.
     pub fn idle_timeout(mut self, idle: Option<Duration>) -> Self {
         self.idle_timeout = idle;
         self

@@ -392,6 +392,7 @@ async fn client_keepalive_detects_a_silent_peer_and_reconnects() {
     let elapsed = frozen_at.elapsed();
     let s = r.expect_err("the call cannot succeed through a silent peer");
     assert_eq!(s.code(), grpc_runtime::Code::Unavailable, "{s:?}");
+    assert!(s.message().contains("keepalive timeout"), "{s:?}");
     // keepalive_time (200 ms from the last read) + timeout (300 ms), with slack.
     assert!(elapsed >= Duration::from_millis(250) && elapsed < Duration::from_millis(1500), "{elapsed:?}");
     // The channel reconnects (a new proxied connection, not frozen).

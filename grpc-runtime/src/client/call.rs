@@ -200,7 +200,17 @@ fn response_error(sub: &Subchannel, conn: &Connection, e: h2::Error) -> Status {
     if e.is_go_away() || e.is_io() {
         sub.drop_connection_if(conn.id(), "GOAWAY or I/O error on a call");
     }
-    Status::from_h2_error(&e)
+    stream_status(conn, &e)
+}
+
+/// The status of a stream that failed on `conn`: a connection our keepalive closed says
+/// so (grpc-go: "keepalive ping failed to receive ACK within timeout") rather than
+/// "broken pipe".
+fn stream_status(conn: &Connection, e: &h2::Error) -> Status {
+    if matches!(conn.closed_reason(), Some(crate::transport::ConnectionClosed::KeepaliveTimeout)) {
+        return Status::unavailable("keepalive timeout: the server did not answer a keepalive PING in time");
+    }
+    Status::from_h2_error(e)
 }
 
 fn map_elapsed<T>(r: Result<Result<T, Status>, tokio::time::error::Elapsed>) -> Result<T, Status> {
@@ -741,7 +751,7 @@ impl Channel {
                         sub.drop_connection_if(conn.id(), "GOAWAY or I/O error on a call");
                     }
                     if !(unprocessed && attempt < 2) {
-                        return Err(Status::from_h2_error(&e));
+                        return Err(stream_status(&conn, &e));
                     }
                     debug!(error = %e, "stream not processed by the server; retrying once");
                 }

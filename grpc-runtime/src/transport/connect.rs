@@ -108,6 +108,8 @@ pub enum ConnectionClosed {
     Error(String),
     /// The owner marked the connection dead (for example after a failed `send_request`).
     Abandoned(String),
+    /// A keepalive PING went unanswered for the keepalive timeout (gRFC A8).
+    KeepaliveTimeout,
 }
 
 impl ConnectionClosed {
@@ -433,7 +435,7 @@ where
                         Err(e) => ConnectionClosed::Error(e.to_string()),
                     },
                     // Dropping the h2 connection fails its streams (UNAVAILABLE for the calls).
-                    () = &mut ka_fired => break ConnectionClosed::Error("keepalive PING not answered in time".into()),
+                    () = &mut ka_fired => break ConnectionClosed::KeepaliveTimeout,
                     changed = win_rx.changed(), if windows_open => match changed {
                         Ok(()) => {
                             let window = *win_rx.borrow_and_update();

@@ -267,7 +267,8 @@ impl ClientConfig {
             ep = ep.authority(o.clone());
         }
         if let Some(json) = &self.service_config_json {
-            ep = ep.default_service_config(json.clone());
+            // As grpc-go: a given config is the one in force, whatever a resolver says.
+            ep = ep.default_service_config(json.clone()).ignore_resolver_service_config(true);
         }
         if self.use_tls {
             let ca_path = match (&self.ca_file, self.use_test_ca) {

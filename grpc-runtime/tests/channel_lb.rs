@@ -180,6 +180,10 @@ async fn resolver_service_config_selects_the_policy() {
     );
     let ch = Channel::builder("with-config:///x").resolver(r.clone()).connect().await.unwrap();
     until_all_used(&ch, &[a, b]).await;
+    // A channel told to ignore the resolver's config keeps its default (pick_first).
+    let pf = Channel::builder("with-config:///x").resolver(r.clone()).ignore_resolver_service_config(true).connect().await.unwrap();
+    let seen = spread(&pf, 10).await;
+    assert_eq!(seen.len(), 1, "{seen:?}");
     // An invalid config from the resolver is ignored: the previous one stays.
     r.update(ResolverUpdate::new(vec![ResolvedAddress::new(a), ResolvedAddress::new(b)]).with_service_config("{not json"));
     tokio::time::sleep(Duration::from_millis(50)).await;

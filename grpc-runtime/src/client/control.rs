@@ -159,6 +159,8 @@ pub(crate) struct ControlConfig {
     pub(crate) resolver_options: ResolverOptions,
     pub(crate) policies: PolicySet,
     pub(crate) default_service_config: ServiceConfig,
+    /// Ignore service configs from the resolver (grpc-go's `WithDisableServiceConfig`).
+    pub(crate) ignore_resolver_config: bool,
     pub(crate) subchannel: Arc<SubchannelConfig>,
     pub(crate) idle_timeout: Option<Duration>,
 }
@@ -365,7 +367,8 @@ impl Control {
         // The service config: the resolver's (if valid), else the previous valid one, else
         // the default.
         let mut config = self.service_config.clone();
-        match &update.service_config {
+        let from_resolver = update.service_config.as_ref().filter(|_| !self.config.ignore_resolver_config);
+        match from_resolver {
             None => config = self.config.default_service_config.clone(),
             Some(json) => match ServiceConfig::parse(json).map_err(|e| e.to_string()).and_then(|sc| {
                 self.config.policies.select(&sc).map(|_| sc)

@@ -63,6 +63,7 @@ pub struct Endpoint {
     default_service_config: Option<String>,
     resolver_options: ResolverOptions,
     retry_buffer: (usize, usize),
+    ignore_resolver_config: bool,
 }
 
 /// Default channel idle timeout (grpc-go: 30 minutes).
@@ -111,7 +112,16 @@ impl Endpoint {
             default_service_config: None,
             resolver_options: ResolverOptions::default(),
             retry_buffer: (super::DEFAULT_PER_CALL_RETRY_BUFFER, super::DEFAULT_CHANNEL_RETRY_BUFFER),
+            ignore_resolver_config: false,
         }
+    }
+
+    /// Ignores service configs that the resolver supplies, so the channel always uses
+    /// [`Endpoint::default_service_config`] (grpc-go's `WithDisableServiceConfig`; the
+    /// interop client does this with `--service_config_json`).
+    pub fn ignore_resolver_service_config(mut self, ignore: bool) -> Self {
+        self.ignore_resolver_config = ignore;
+        self
     }
 
     /// Bounds of the buffers that keep a streaming call's sent messages for replay while
@@ -449,6 +459,7 @@ impl Endpoint {
             resolver_options: self.resolver_options,
             policies: self.policies,
             default_service_config,
+            ignore_resolver_config: self.ignore_resolver_config,
             subchannel: Arc::clone(&subchannels),
             idle_timeout: self.idle_timeout,
         });

@@ -733,3 +733,36 @@ async fn responses_reset_ping_strikes_h2_client() {
     assert!(e.is_go_away() && e.is_remote(), "{e:?}");
     assert_eq!(e.reason(), Some(h2::Reason::ENHANCE_YOUR_CALM));
 }
+
+// ------------------------------------------------------------ cancel bursts (issue 15)
+
+#[tokio::test]
+async fn bursts_of_cancelled_calls_do_not_end_the_connection() {
+    let srv = start_counting(|b| b).await;
+    let ch = Channel::builder(format!("http://{}", srv.addr)).connect().await.unwrap();
+    // A long call in flight on the connection.
+    let long = {
+        let ch = ch.clone();
+        tokio::spawn(async move { ch.unary::<_, EchoReply>("/test.Echo/Unary", echo_req("long", 800)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for n in [25, 100, 200, 200] {
+        // A fan-out cancelled by its parent: n calls started and dropped within about a
+        // millisecond (HEADERS and DATA, then RST_STREAM(CANCEL) for each).
+        let mut fanout = Vec::new();
+        for _ in 0..n {
+            let ch = ch.clone();
+            fanout.push(tokio::spawn(async move { ch.unary::<_, EchoReply>("/test.Echo/Unary", echo_req("fanout", 5000)).await }));
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        for t in fanout {
+            t.abort();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = long.await.unwrap().expect("the call in flight survives the bursts");
+    assert_eq!(r.into_inner().message, "long");
+    let r = ch.unary::<_, EchoReply>("/test.Echo/Unary", echo_req("after", 0)).await.unwrap();
+    assert_eq!(r.into_inner().message, "after");
+    assert_eq!(srv.accepted.load(Ordering::SeqCst), 1, "one connection throughout");
+}

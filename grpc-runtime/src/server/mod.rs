@@ -45,6 +45,12 @@ pub trait Service: Send + Sync + 'static {
 /// Default header list size we advertise (SETTINGS_MAX_HEADER_LIST_SIZE).
 pub const DEFAULT_MAX_HEADER_LIST_SIZE: u32 = 8 * 1024;
 
+/// Default bound on streams a client opened and reset before the server accepted them
+/// ([`ServerBuilder::max_pending_accept_reset_streams`]): above legitimate cancel bursts
+/// (a fan-out of 200 calls cancelled at once survives), low enough that a rapid-reset
+/// attacker is cut off every 256 streams (scripts/rapid-reset.sh, docs/reliability.md).
+pub const DEFAULT_MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 256;
+
 /// Entry point: `Server::builder()`.
 #[derive(Debug)]
 pub struct Server;
@@ -79,6 +85,7 @@ pub struct ServerBuilder {
     services: HashMap<&'static str, Arc<dyn Service>>,
     interceptors: Vec<Arc<dyn Interceptor>>,
     max_concurrent_streams: Option<u32>,
+    max_pending_accept_reset_streams: usize,
     max_recv: usize,
     max_send: usize,
     max_header_list_size: u32,
@@ -102,6 +109,7 @@ impl Default for ServerBuilder {
             services: HashMap::new(),
             interceptors: Vec::new(),
             max_concurrent_streams: None,
+            max_pending_accept_reset_streams: DEFAULT_MAX_PENDING_ACCEPT_RESET_STREAMS,
             max_recv: DEFAULT_MAX_RECV_MESSAGE_SIZE,
             max_send: DEFAULT_MAX_SEND_MESSAGE_SIZE,
             max_header_list_size: DEFAULT_MAX_HEADER_LIST_SIZE,
@@ -155,6 +163,21 @@ impl ServerBuilder {
     /// SETTINGS_MAX_CONCURRENT_STREAMS per connection (default: unlimited).
     pub fn max_concurrent_streams(mut self, max: u32) -> Self {
         self.max_concurrent_streams = Some(max);
+        self
+    }
+
+    /// How many streams the client may open and reset before the server got to them
+    /// (default 256, [`DEFAULT_MAX_PENDING_ACCEPT_RESET_STREAMS`]); one more closes the
+    /// connection with GOAWAY(ENHANCE_YOUR_CALM). A client cancelling a fan-out of calls
+    /// at once does exactly this, so the limit is above such bursts (h2's own default of
+    /// 20 killed every call on the connection at the 21st); it still bounds what a
+    /// rapid-reset attacker (CVE-2023-44487) can park on a connection: at most this many
+    /// request heads, each within [`ServerBuilder::max_header_list_size`], until the
+    /// connection task's next turn accepts (and at once ends) them. Higher values let
+    /// bigger bursts through and cost more CPU under attack; docs/reliability.md has
+    /// the measurements.
+    pub fn max_pending_accept_reset_streams(mut self, max: usize) -> Self {
+        self.max_pending_accept_reset_streams = max;
         self
     }
 
@@ -331,6 +354,7 @@ impl ServerBuilder {
         if let Some(n) = self.max_concurrent_streams {
             h2.max_concurrent_streams(n);
         }
+        h2.max_pending_accept_reset_streams(self.max_pending_accept_reset_streams);
         if let Some(n) = self.initial_stream_window {
             h2.initial_window_size(n);
         }

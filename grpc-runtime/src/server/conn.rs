@@ -232,8 +232,12 @@ where
                     }
                     accepted
                 }) => match accepted {
-                    Some(Ok((req, respond))) => {
-                        tokio::spawn(handle_stream(req, respond, peer, peer_certs.clone(), shared.clone(), Arc::clone(&force)));
+                    Some(Ok((req, mut respond))) => {
+                        // A stream the client reset before we got to it (a cancelled call,
+                        // or a rapid-reset attack) is dropped here: no task, no parsing.
+                        if !already_reset(&mut respond) {
+                            tokio::spawn(handle_stream(req, respond, peer, peer_certs.clone(), shared.clone(), Arc::clone(&force)));
+                        }
                     }
                     Some(Err(e)) => {
                         tracing::debug!(?peer, "connection error: {e}");
@@ -413,6 +417,12 @@ fn split_path(path: &str) -> Option<(&str, &str)> {
         return None;
     }
     Some((service, method))
+}
+
+/// Whether the client already reset this stream (checked without registering a wakeup).
+fn already_reset(respond: &mut h2::server::SendResponse<Bytes>) -> bool {
+    let mut cx = std::task::Context::from_waker(futures_util::task::noop_waker_ref());
+    respond.poll_reset(&mut cx).is_ready()
 }
 
 /// A call that passed validation and routing: what driving it needs.

@@ -256,6 +256,15 @@ fn uncommitted_failure(resp: &http::Response<h2::RecvStream>) -> Option<(Status,
     Some((status, Pushback::parse(resp.headers().get(PUSHBACK_HEADER))))
 }
 
+/// How a single-request attempt failed without committing (`None`: it committed, its
+/// result is the call's).
+fn attempt_failure(r: &Result<(Connection, http::Response<h2::RecvStream>), Status>) -> Option<(Status, Pushback)> {
+    match r {
+        Ok((_, resp)) => uncommitted_failure(resp),
+        Err(s) => Some((s.clone(), Pushback::None)),
+    }
+}
+
 /// The TCP peer address of a connection (`None` for unix sockets).
 fn remote_addr(conn: &Connection) -> Option<std::net::SocketAddr> {
     match conn.address() {
@@ -292,7 +301,8 @@ impl Channel {
         // context deadline cannot be extended by a child context).
         let own = request.timeout().or(cfg.timeout).map(Deadline::after);
         let inherited = Deadline::earliest(own, current_deadline());
-        let snapshot = self.resolved_snapshot(inherited, request.extensions().get::<CancelHandle>()).await?;
+        let cancel = request.extensions().get::<CancelHandle>().cloned();
+        let snapshot = self.resolved_snapshot(inherited, cancel.as_ref()).await?;
         let method = snapshot.service_config.method_config(path);
         // The method config's timeout applies when shorter (gRFC A2).
         let deadline = Deadline::earliest(inherited, method.and_then(|m| m.timeout).map(Deadline::after));
@@ -348,7 +358,6 @@ impl Channel {
         if let Some(status) = rejected {
             return Err(status);
         }
-        let cancel = request.extensions().get::<CancelHandle>().cloned();
         Ok(Prepared {
             state,
             metadata,
@@ -643,13 +652,7 @@ impl Channel {
                 let mut retry = RetryState::new(policy);
                 loop {
                     let r = self.single_attempt(path, p, msg, retry.previous()).await;
-                    let (status, pushback) = match &r {
-                        Ok((_, resp)) => match uncommitted_failure(resp) {
-                            None => return r,
-                            Some(f) => f,
-                        },
-                        Err(s) => (s.clone(), Pushback::None),
-                    };
+                    let Some((status, pushback)) = attempt_failure(&r) else { return r };
                     match retry.on_failure(&status, pushback, p.state.throttle.as_deref()) {
                         None => return r,
                         Some(delay) => {
@@ -700,13 +703,7 @@ impl Channel {
                     next.as_mut().reset(Instant::now() + policy.hedging_delay);
                 }
                 Some((n, r)) = inflight.next(), if !inflight.is_empty() => {
-                    let (status, pushback) = match &r {
-                        Ok((_, resp)) => match uncommitted_failure(resp) {
-                            None => return (n, r),
-                            Some(f) => f,
-                        },
-                        Err(s) => (s.clone(), Pushback::None),
-                    };
+                    let Some((status, pushback)) = attempt_failure(&r) else { return (n, r) };
                     if is_fatal(&policy.non_fatal_status_codes, status.code()) {
                         return (n, r);
                     }

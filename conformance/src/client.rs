@@ -743,7 +743,9 @@ async fn custom_metadata(client: &TestServiceClient) -> CaseResult {
     let mut req = Request::new(futures_util::stream::iter(vec![duplex_req(314159, 271828)]));
     *req.metadata_mut() = echo_metadata();
     let r = client.full_duplex_call(req).await.map_err(|s| st("FullDuplexCall", s))?;
-    let (headers, mut stream, _) = r.into_parts();
+    let (_, mut stream, _) = r.into_parts();
+    // A bidi call returns before the response headers; they are read from the stream.
+    let headers = stream.headers().await.map_err(|s| st("FullDuplexCall", s))?.clone();
     let mut got = Vec::new();
     while let Some(m) = stream.message().await.map_err(|s| st("FullDuplexCall", s))? {
         got.push(m);

@@ -59,7 +59,20 @@ struct Inner {
     cancel_wait: Option<Pin<Box<dyn Future<Output = ()> + Send + Sync>>>,
     /// An error to yield once after the stream was ended locally ([`Streaming::cancel`]).
     yield_once: Option<Status>,
+    /// Client side: the response head of a call that returned before it arrived (bidi
+    /// calls); the stream adopts it when it resolves. In a `Mutex` only to be `Sync`:
+    /// it is reached through `&mut self` (`get_mut`), never locked.
+    head: Option<std::sync::Mutex<HeadFuture>>,
+    /// Client side: the response headers' metadata once [`Inner::head`] resolved.
+    headers: MetadataMap,
+    /// Client side: the call failed before any response headers (Trailers-Only with an
+    /// error, or no response at all): what [`Streaming::headers`] returns.
+    head_status: Option<Status>,
 }
+
+/// The pending response head of a client call: the header metadata and the stream of the
+/// response (Trailers-Only: already ended), or the call's failure before any response.
+pub(crate) type HeadFuture = Pin<Box<dyn Future<Output = Result<(MetadataMap, Streaming<()>), Status>> + Send>>;
 
 /// Final-status hook of a client call (interceptors, tracing, local send errors).
 pub(crate) type Observer = Box<dyn FnOnce(Status) -> Status + Send + Sync>;
@@ -71,6 +84,7 @@ impl Inner {
             None => status,
         };
         self.state = State::Done;
+        self.head = None;
         self.body = None;
         self.deadline = None;
         self.cancel_wait = None;
@@ -84,6 +98,52 @@ impl Inner {
         }
     }
 
+    /// The cancellation or deadline that ends a client call now, if one fired.
+    fn poll_stop(&mut self, cx: &mut Context<'_>) -> Option<Status> {
+        if let Some(c) = self.cancel_wait.as_mut() {
+            if c.as_mut().poll(cx).is_ready() {
+                return Some(Status::cancelled("call cancelled by the client"));
+            }
+        }
+        if let Some(d) = self.deadline.as_mut() {
+            if d.as_mut().poll(cx).is_ready() {
+                return Some(Status::deadline_exceeded("deadline exceeded while receiving messages"));
+            }
+        }
+        None
+    }
+
+    /// Waits for the pending response head (if any) and adopts it: its headers, body
+    /// and decoder; a Trailers-Only answer or a failure becomes the status to end with.
+    fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(head) = self.head.as_mut() else { return Poll::Ready(()) };
+        let head = head.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let r = ready!(head.as_mut().poll(cx));
+        self.head = None;
+        match r {
+            Err(status) => {
+                self.head_status = Some(status.clone());
+                self.pending_error = Some(status);
+            }
+            Ok((headers, response)) => {
+                let mut r = response.inner;
+                self.headers = headers;
+                self.head_status = r.head_status.take();
+                self.body = r.body.take();
+                self.decoder = std::mem::replace(&mut r.decoder, FrameDecoder::new(0, None));
+                self.trailers = r.trailers.take();
+                // Trailers-Only: the stream ends with that status (OK included).
+                self.pending_error = r.pending_error.take().or(r.final_status.take());
+                // What the head kept alive (the request sender) lives as long as this.
+                self.guard = match (self.guard.take(), r.guard.take()) {
+                    (Some(a), Some(b)) => Some(Box::new((a, b))),
+                    (a, b) => a.or(b),
+                };
+            }
+        }
+        Poll::Ready(())
+    }
+
     fn poll_payload(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Status>>> {
         loop {
             match self.state {
@@ -92,15 +152,12 @@ impl Inner {
                     if let Some(err) = self.pending_error.take() {
                         return self.finish(err);
                     }
-                    if let Some(c) = self.cancel_wait.as_mut() {
-                        if c.as_mut().poll(cx).is_ready() {
-                            return self.finish(Status::cancelled("call cancelled by the client"));
-                        }
+                    if let Some(stop) = self.poll_stop(cx) {
+                        return self.finish(stop);
                     }
-                    if let Some(d) = self.deadline.as_mut() {
-                        if d.as_mut().poll(cx).is_ready() {
-                            return self.finish(Status::deadline_exceeded("deadline exceeded while receiving messages"));
-                        }
+                    if self.head.is_some() {
+                        ready!(self.poll_head(cx));
+                        continue;
                     }
                     match self.decoder.next_frame() {
                         Err(e) => return self.finish(e),
@@ -199,6 +256,9 @@ impl<T> Streaming<T> {
                 last_compressed: None,
                 cancel_wait: None,
                 yield_once: None,
+                head: None,
+                headers: MetadataMap::new(),
+                head_status: None,
             },
             _t: PhantomData,
         }
@@ -225,9 +285,65 @@ impl<T> Streaming<T> {
             s.inner.state = State::Done;
             s.inner.final_status = Some(status);
         } else {
+            s.inner.head_status = Some(status.clone());
             s.inner.pending_error = Some(status);
         }
         s
+    }
+
+    /// Client side: the response of a call that returns before its response head
+    /// arrived; reading the stream (or [`Streaming::headers`]) waits for `head` first.
+    pub(crate) fn pending_head(head: HeadFuture) -> Streaming<T> {
+        let mut s = Streaming::build(None, FrameDecoder::new(0, None), Role::Client);
+        s.inner.head = Some(std::sync::Mutex::new(head));
+        s
+    }
+
+    /// The same stream, read as messages of type `U` (the type is only a marker).
+    pub(crate) fn retype<U>(self) -> Streaming<U> {
+        Streaming { inner: self.inner, _t: PhantomData }
+    }
+
+    /// Client side: the metadata of the response headers, waiting for them if the call
+    /// returned before they arrived (a bidi call returns as soon as its request is
+    /// under way, so that a server which answers only after the first request cannot
+    /// deadlock a caller that sends after the call returned). Empty for a Trailers-Only
+    /// response; `Err` with the call's status if it failed before any response (the
+    /// stream then yields the same error). Waiting is bounded by the call's deadline
+    /// and ends if it is cancelled.
+    ///
+    /// ```no_run
+    /// # async fn f(mut responses: grpc_runtime::Streaming<()>) -> Result<(), grpc_runtime::Status> {
+    /// let headers = responses.headers().await?;
+    /// println!("server said {:?}", headers.get("x-server-id"));
+    /// # Ok(()) }
+    /// ```
+    pub async fn headers(&mut self) -> Result<&MetadataMap, Status> {
+        let inner = &mut self.inner;
+        std::future::poll_fn(|cx| {
+            if inner.head.is_none() {
+                return Poll::Ready(());
+            }
+            if let Some(stop) = inner.poll_stop(cx) {
+                if let Poll::Ready(Some(Err(e))) = inner.finish(stop) {
+                    inner.head_status = Some(e.clone());
+                    inner.yield_once = Some(e);
+                }
+                return Poll::Ready(());
+            }
+            inner.poll_head(cx)
+        })
+        .await;
+        match &inner.head_status {
+            Some(e) if !e.is_ok() => Err(e.clone()),
+            _ => Ok(&inner.headers),
+        }
+    }
+
+    /// Client side: the response headers' metadata of a call that had them before it
+    /// returned (what [`Streaming::headers`] returns at once).
+    pub(crate) fn set_headers(&mut self, headers: MetadataMap) {
+        self.inner.headers = headers;
     }
 
     /// Client side: fail with DEADLINE_EXCEEDED (and drop the stream, which

@@ -257,7 +257,12 @@ async fn deadline_gives_deadline_exceeded_and_resets_with_cancel() {
     let ch = channel(srv.addr).await;
     let mut req = Request::new(futures_util::stream::pending::<Echo>());
     req.set_timeout(Duration::from_millis(150));
-    let err = ch.bidi_streaming::<_, Echo, Echo>(PATH, req).await.unwrap_err();
+    // The call returns once its request is under way; the deadline ends the wait for
+    // the response head.
+    let t0 = Instant::now();
+    let mut s = ch.bidi_streaming::<_, Echo, Echo>(PATH, req).await.unwrap().into_inner();
+    assert!(t0.elapsed() < Duration::from_millis(150), "{:?}", t0.elapsed());
+    let err = s.message().await.unwrap_err();
     assert_eq!(err.code(), Code::DeadlineExceeded);
     let (_, reason) = tokio::time::timeout(Duration::from_secs(2), resets.recv()).await.unwrap().unwrap();
     assert_eq!(reason, h2::Reason::CANCEL);

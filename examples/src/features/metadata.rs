@@ -148,8 +148,10 @@ pub async fn run(out: &Transcript) -> Result<(), BoxError> {
     let mut request = Request::new(stream::iter(vec![echo("ping 1"), echo("ping 2")]));
     *request.metadata_mut() = request_metadata("bidi-client")?;
     let response = client.bidirectional_streaming_echo(request).await?;
-    check_headers("bidi", response.metadata(), out)?;
+    // A bidi call returns once its request is under way, before the server's headers
+    // (a server may wait for a request first): `headers()` waits for them.
     let mut replies = response.into_inner();
+    check_headers("bidi", replies.headers().await?, out)?;
     let mut got = Vec::new();
     while let Some(reply) = replies.message().await? {
         got.push(reply.message);

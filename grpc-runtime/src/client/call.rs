@@ -152,8 +152,28 @@ impl Drop for AbortOnDrop {
 /// The call's response-side guard: keeps the call state (final status reporting) and the
 /// request sender alive as long as the response stream.
 struct StreamGuard {
-    _state: Arc<CallState>,
+    state: Arc<CallState>,
     _sender: Option<AbortOnDrop>,
+}
+
+impl Drop for StreamGuard {
+    /// A response stream dropped unfinished ends the call (CANCELLED) now, not when the
+    /// last task holding the call state (e.g. an aborted sender) is gone.
+    fn drop(&mut self) {
+        if !self.state.finished.load(Ordering::SeqCst) {
+            self.state.finish(Status::cancelled("call dropped by the client before it finished"));
+        }
+    }
+}
+
+/// Fires once when a streaming call's first attempt is under way (request headers handed
+/// to h2, the sender task running), with the address of its connection.
+type OpenedSignal = Mutex<Option<tokio::sync::oneshot::Sender<Option<std::net::SocketAddr>>>>;
+
+fn fire_opened(signal: Option<&OpenedSignal>, conn: &Connection) {
+    if let Some(tx) = signal.and_then(|s| s.lock().ok().and_then(|mut s| s.take())) {
+        let _ = tx.send(remote_addr(conn));
+    }
 }
 
 /// Everything decided before the stream is opened.
@@ -829,6 +849,7 @@ impl Channel {
         p: &Prepared,
         request: Request<S>,
         sender: &mut Option<AbortOnDrop>,
+        opened: Option<&OpenedSignal>,
     ) -> Result<(Connection, http::Response<h2::RecvStream>), Status>
     where
         S: Stream<Item = Req> + Send + 'static,
@@ -836,7 +857,7 @@ impl Channel {
     {
         if let CallPolicy::Hedge(mc) = &p.policy {
             if let Some(h) = &mc.hedging_policy {
-                return self.hedge_streaming(path, p, h, request, sender).await;
+                return self.hedge_streaming(path, p, h, request, sender, opened).await;
             }
         }
         let policy = match &p.policy {
@@ -846,6 +867,7 @@ impl Channel {
         let Some(policy) = policy else {
             let Opened { sub, response, send, conn, encoding } = self.open::<Req>(path, p, None, 0, None).await?;
             *sender = Some(self.spawn_sender(&p.state, send, encoding, request, p.max_send));
+            fire_opened(opened, &conn);
             let resp = response.await.map_err(|e| response_error(&sub, &conn, e))?;
             return Ok((conn, resp));
         };
@@ -876,6 +898,7 @@ impl Channel {
                         *sender = Some(AbortOnDrop(super::replay::spawn(&p.state, rx, messages, args)));
                     }
                     let _ = streams_tx.send((n, send));
+                    fire_opened(opened, &conn);
                     match response.await {
                         Ok(resp) => match uncommitted_failure(&resp) {
                             None => {
@@ -922,6 +945,7 @@ impl Channel {
         policy: &super::service_config::HedgingPolicy,
         request: Request<S>,
         sender: &mut Option<AbortOnDrop>,
+        opened: Option<&OpenedSignal>,
     ) -> Result<(Connection, http::Response<h2::RecvStream>), Status>
     where
         S: Stream<Item = Req> + Send + 'static,
@@ -946,6 +970,7 @@ impl Channel {
                 async move {
                     let Opened { sub, response, send, conn, .. } = self.open::<Req>(path, p, None, n, Some(encoding)).await?;
                     let _ = streams_tx.send((n, send));
+                    fire_opened(opened, &conn);
                     let resp = response.await.map_err(|e| response_error(&sub, &conn, e))?;
                     Ok((conn, resp))
                 }
@@ -1036,7 +1061,7 @@ impl Channel {
             Ok((headers, stream, remote_addr(&conn)))
         };
         let r = with_deadline(p.deadline, p.cancel.as_ref(), fut).instrument(span).await;
-        self.streaming_response(r, state, &p, None)
+        self.streaming_response(r, state, p.deadline, p.cancel.clone(), None)
     }
 
     /// A client-streaming call: a stream of requests, one response.
@@ -1055,7 +1080,7 @@ impl Channel {
         let span = state.span.clone();
         let mut sender = None;
         let fut = async {
-            let (conn, resp) = self.open_streaming(path, &p, request, &mut sender).await?;
+            let (conn, resp) = self.open_streaming(path, &p, request, &mut sender, None).await?;
             self.read_single(&conn, resp, p.max_recv).await
         };
         let r = with_deadline(p.deadline, p.cancel.as_ref(), fut).instrument(span).await;
@@ -1070,6 +1095,15 @@ impl Channel {
 
     /// A bidirectional-streaming call: requests are sent while responses are received.
     ///
+    /// Returns as soon as the request is under way (its headers handed to the connection
+    /// and the request stream being sent), without waiting for the response headers, as
+    /// grpc-go's `NewStream` does: a server may answer only after it read a request, so a
+    /// caller that starts sending after this returns must not wait for it.
+    /// [`Response::metadata`] is therefore empty; [`Streaming::headers`] waits for the
+    /// response headers and returns their metadata, and reading messages waits for them
+    /// too. Under a retry or hedging policy the attempts after the first are made while
+    /// the response stream is read (gRFC A6).
+    ///
     /// Per-message options (e.g. `compress(false)`): pass a request made from an
     /// [`crate::OutboundStream`] (`IntoStreamingRequest::into_streaming_request`).
     pub async fn bidi_streaming<S, Req, Resp>(&self, path: &'static str, request: Request<S>) -> Result<Response<Streaming<Resp>>, Status>
@@ -1082,31 +1116,63 @@ impl Channel {
         let p = self.prepare(path, CallKind::BidiStreaming, &mut request).await?;
         let state = Arc::clone(&p.state);
         let span = state.span.clone();
-        let mut sender_slot = None;
-        let fut = async {
-            let (conn, resp) = self.open_streaming(path, &p, request, &mut sender_slot).await?;
-            let (headers, stream) = self.read_head::<Resp>(&conn, resp, p.max_recv)?;
-            Ok((headers, stream, remote_addr(&conn)))
+        let (deadline, cancel) = (p.deadline, p.cancel.clone());
+        let (opened_tx, opened_rx) = tokio::sync::oneshot::channel();
+        let channel = self.clone();
+        let head = async move {
+            let opened: OpenedSignal = Mutex::new(Some(opened_tx));
+            let mut sender = None;
+            let (conn, resp) = channel.open_streaming(path, &p, request, &mut sender, Some(&opened)).await?;
+            let (headers, mut stream) = channel.read_head::<()>(&conn, resp, p.max_recv)?;
+            if let Some(s) = sender {
+                stream.set_guard(Box::new(s));
+            }
+            Ok((headers, stream))
+        }
+        .instrument(span.clone());
+        let mut head: crate::streaming::HeadFuture = Box::pin(head);
+        // Until the request is under way: then the call returns, and the response head
+        // is awaited by whoever reads the stream. A failure before that is the call's.
+        let started = async {
+            tokio::select! {
+                biased;
+                r = &mut head => Ok(Err(r)),
+                addr = opened_rx => Ok(Ok(addr.ok().flatten())),
+            }
         };
-        let r = with_deadline(p.deadline, p.cancel.as_ref(), fut).instrument(span).await;
-        self.streaming_response(r, state, &p, sender_slot)
+        let started = with_deadline(deadline, cancel.as_ref(), started).instrument(span).await;
+        let remote = match started {
+            Err(e) => return Err(state.finish(e)),
+            Ok(Err(Err(e))) => return Err(state.finish(e)),
+            Ok(Err(Ok((headers, stream)))) => {
+                let r = Ok((headers, stream.retype::<Resp>(), None));
+                return self.streaming_response(r, state, deadline, cancel, None);
+            }
+            Ok(Ok(addr)) => addr,
+        };
+        let r = Ok((MetadataMap::new(), Streaming::pending_head(head), remote));
+        self.streaming_response(r, state, deadline, cancel, None)
     }
 
     fn streaming_response<Resp>(
         &self,
         r: Result<(MetadataMap, Streaming<Resp>, Option<std::net::SocketAddr>), Status>,
         state: Arc<CallState>,
-        p: &Prepared,
+        deadline: Option<Deadline>,
+        cancel: Option<CancelHandle>,
         sender: Option<AbortOnDrop>,
     ) -> Result<Response<Streaming<Resp>>, Status> {
         match r {
             Err(e) => Err(state.finish(e)),
             Ok((headers, mut stream, remote)) => {
-                if let Some(d) = p.deadline {
+                if !headers.is_empty() {
+                    stream.set_headers(headers.clone());
+                }
+                if let Some(d) = deadline {
                     stream.set_deadline(d.instant());
                 }
-                if let Some(c) = &p.cancel {
-                    stream.set_cancel_handle(c.clone());
+                if let Some(c) = cancel {
+                    stream.set_cancel_handle(c);
                 }
                 if let Some(done) = stream.status() {
                     // Trailers-Only OK: the stream is already over.
@@ -1115,7 +1181,7 @@ impl Channel {
                 let encoding = stream.encoding();
                 let observer = Arc::clone(&state);
                 stream.set_observer(Box::new(move |status| observer.finish(status)));
-                stream.set_guard(Box::new(StreamGuard { _state: state, _sender: sender }));
+                stream.set_guard(Box::new(StreamGuard { state, _sender: sender }));
                 let mut response = Response::from_parts(headers, stream, None);
                 if let Some(e) = encoding {
                     response.extensions_mut().insert(ResponseEncoding(e));

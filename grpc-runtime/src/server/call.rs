@@ -224,22 +224,38 @@ async fn send_stream<Resp: prost::Message>(
     if let Some(t) = trailers {
         ctx.add_trailers(t);
     }
-    open_response(ctx, md)?;
+    // The response headers go out lazily, with the first message (as grpc-go, grpc C++,
+    // Node and tonic servers do), unless the handler sent them early
+    // (`ServerContext::send_headers`): a stream that ends or fails before its first
+    // message is one Trailers-Only frame, and a client waiting for headers before it
+    // sends learns nothing it could deadlock on.
+    let mut md = Some(md);
     // Messages the handler has ready at once share one write (see codec::next_batch).
     let mut buf = BytesMut::new();
-    loop {
+    let result = loop {
         let batch = next_batch(&mut stream, &mut buf, |item, buf| {
             let encoding = if ctx.message_compression() { ctx.compression() } else { None };
             encode_message(&item?, encoding, config.max_send, buf)
         })
         .await;
         if !buf.is_empty() {
+            if let Some(md) = md.take() {
+                open_response(ctx, md)?;
+            }
             write_bytes(ctx, buf.split().freeze()).await?;
         }
-        if batch? == BatchEnd::StreamEnded {
-            return Ok(());
+        match batch {
+            Err(e) => break Err(e),
+            Ok(BatchEnd::StreamEnded) => break Ok(()),
+            Ok(_) => {}
         }
+    };
+    // No message went out: metadata the handler set still needs headers of its own
+    // (grpc-go does the same); without any, the status goes out Trailers-Only.
+    if let Some(md) = md.filter(|md| !md.is_empty()) {
+        open_response(ctx, md)?;
     }
+    result
 }
 
 /// Sends the response headers with `metadata` unless they went out early

@@ -18,6 +18,7 @@ use super::body;
 use super::channel::Channel;
 use super::connectivity::ConnectivityState;
 use super::control::{Shared, Snapshot};
+use super::credentials::{self, CallCredentials, RequestInfo, SecurityLevel};
 use super::interceptor::{CallInfo, CallKind, ClientCallContext, Interceptors};
 use super::lb::{OnDone, PickInfo, PickResult};
 use super::replay::{Commit, Mode, SenderArgs};
@@ -193,6 +194,8 @@ struct Prepared {
     max_recv: usize,
     /// The method config's retry or hedging policy (gRFC A6), if any.
     policy: CallPolicy,
+    /// Call credentials: the channel's, then the call's own (empty: none).
+    credentials: Vec<Arc<dyn CallCredentials>>,
 }
 
 /// How a single-request call's attempts are made.
@@ -345,6 +348,12 @@ impl Channel {
             peer = tracing::field::Empty
         );
         let mut metadata = std::mem::take(request.metadata_mut());
+        let own_credentials = request.take_call_credentials();
+        let credentials = match (cfg.call_credentials.is_empty(), own_credentials.is_empty()) {
+            (true, _) => own_credentials,
+            (false, true) => cfg.call_credentials.clone(),
+            (false, false) => cfg.call_credentials.iter().cloned().chain(own_credentials).collect(),
+        };
         let mut deadline = deadline;
         let mut rejected = None;
         let mut info = None;
@@ -389,6 +398,7 @@ impl Channel {
             max_send,
             max_recv,
             policy,
+            credentials,
         })
     }
 
@@ -430,6 +440,19 @@ impl Channel {
             }
         };
         with_deadline(deadline, cancel, wait).await
+    }
+
+    /// The transport security of `conn`: TLS channels and Unix domain sockets (local to
+    /// the host) are private; plaintext TCP is not.
+    fn security_level(&self, conn: &Connection) -> SecurityLevel {
+        if self.inner.scheme == http::uri::Scheme::HTTPS {
+            return SecurityLevel::PrivacyAndIntegrity;
+        }
+        match conn.address() {
+            Address::Tcp(_) => SecurityLevel::NoSecurity,
+            #[allow(unreachable_patterns)]
+            _ => SecurityLevel::PrivacyAndIntegrity,
+        }
     }
 
     /// Picks the subchannel and connection for one attempt: reads the latest picker
@@ -477,6 +500,7 @@ impl Channel {
         &self,
         path: &'static str,
         metadata: &MetadataMap,
+        credentials: Option<&MetadataMap>,
         deadline: Option<Deadline>,
         encoding: Option<CompressionEncoding>,
         previous_attempts: u32,
@@ -526,6 +550,9 @@ impl Channel {
                 metadata.add_to_headers(h);
             }
         }
+        if let Some(md) = credentials {
+            md.add_to_headers(h);
+        }
         Ok(req)
     }
 
@@ -571,7 +598,14 @@ impl Channel {
                 Some(m) => Some(self.encode_one(m, encoding, p.max_send)?),
                 None => None,
             };
-            let head = self.request_head(path, &p.metadata, p.deadline, encoding, previous_attempts)?;
+            // Call credentials, per attempt: they see the connection picked for it.
+            let credentials = if p.credentials.is_empty() {
+                None
+            } else {
+                let info = RequestInfo::new(path, &self.inner.authority, self.security_level(&conn));
+                Some(credentials::request_metadata(&p.credentials, &info).await?)
+            };
+            let head = self.request_head(path, &p.metadata, credentials.as_ref(), p.deadline, encoding, previous_attempts)?;
             let mut ready = match conn.send_request().ready().await {
                 Ok(r) => r,
                 Err(e) => {

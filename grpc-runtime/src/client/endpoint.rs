@@ -8,6 +8,7 @@ use http::HeaderValue;
 
 use super::channel::Channel;
 use super::control::{self, ControlConfig};
+use super::credentials::CallCredentials;
 use super::interceptor::{Interceptor, Interceptors};
 use super::lb::{LbPolicyBuilder, PolicySet};
 use super::resolver::{self, ResolverBuilder, ResolverOptions, ResolverTarget};
@@ -34,6 +35,8 @@ pub(crate) struct CallConfig {
     /// Encodings assumed accepted by a server that has not sent `grpc-accept-encoding`.
     pub(crate) assumed_server_accept: EncodingSet,
     pub(crate) interceptors: Interceptors,
+    /// Call credentials of every call, in the order added.
+    pub(crate) call_credentials: Vec<Arc<dyn CallCredentials>>,
     /// Replay-buffer bounds of retryable streaming calls (gRFC A6).
     pub(crate) retry_buffer_per_call: usize,
     pub(crate) retry_buffer_per_channel: usize,
@@ -53,6 +56,7 @@ pub struct Endpoint {
     accept: EncodingSet,
     assumed_server_accept: EncodingSet,
     interceptors: Interceptors,
+    call_credentials: Vec<Arc<dyn CallCredentials>>,
     keepalive_time: Option<Duration>,
     keepalive_timeout: Duration,
     keepalive_without_calls: bool,
@@ -102,6 +106,7 @@ impl Endpoint {
             accept: EncodingSet::all(),
             assumed_server_accept: EncodingSet::all(),
             interceptors: Interceptors::default(),
+            call_credentials: Vec::new(),
             keepalive_time: None,
             keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
             keepalive_without_calls: false,
@@ -357,6 +362,28 @@ impl Endpoint {
         self
     }
 
+    /// Adds call credentials sent with every call on this channel (grpc-go's
+    /// `WithPerRPCCredentials`); several run in the order added, before a call's own
+    /// ([`crate::Request::set_call_credentials`]). Credentials that need transport
+    /// security (the default) fail calls on a plaintext connection with
+    /// UNAUTHENTICATED before anything is sent; see [`crate::client::credentials`].
+    ///
+    /// ```
+    /// use grpc_runtime::client::credentials::MetadataCredentials;
+    /// use grpc_runtime::{Channel, ClientTlsConfig};
+    ///
+    /// # fn f(ca_pem: &str) -> Result<(), Box<dyn std::error::Error>> {
+    /// let channel = Channel::builder("https://api.example.com:443")
+    ///     .tls_config(ClientTlsConfig::new().ca_certificate_pem(ca_pem))
+    ///     .call_credentials(MetadataCredentials::bearer_token("s3cr3t")?)
+    ///     .connect_lazy()?;
+    /// # let _ = channel; Ok(()) }
+    /// ```
+    pub fn call_credentials(mut self, credentials: impl CallCredentials) -> Self {
+        self.call_credentials.push(Arc::new(credentials));
+        self
+    }
+
     /// The resolver target and its builder: a registered scheme (channel-local first),
     /// `http(s)://host:port` as DNS, anything else as `dns:///target`.
     fn resolve_target(&self) -> Result<(ResolverTarget, Arc<dyn ResolverBuilder>, bool), TransportError> {
@@ -450,6 +477,7 @@ impl Endpoint {
             },
             assumed_server_accept: self.assumed_server_accept,
             interceptors: self.interceptors,
+            call_credentials: self.call_credentials,
             retry_buffer_per_call: self.retry_buffer.0,
             retry_buffer_per_channel: self.retry_buffer.1,
         };

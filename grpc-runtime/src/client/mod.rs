@@ -42,6 +42,10 @@
 //!   stream opened) is retried once on a new connection; for single-request calls also a
 //!   stream the server refused unprocessed (REFUSED_STREAM, above GOAWAY last-stream-id).
 //! - Interceptors run around every call (first added = outermost) and see its final status.
+//! - Call credentials ([`credentials`]): the channel's ([`Endpoint::call_credentials`]),
+//!   then the call's own ([`crate::Request::set_call_credentials`]), run per attempt after
+//!   the interceptors and the pick; credentials that need privacy fail the call with
+//!   UNAUTHENTICATED on a plaintext connection before its request is sent.
 //!
 //! Connection management (see `subchannel.rs`, `lb/` and `transport/`):
 //! - Connectivity states IDLE, CONNECTING, READY, TRANSIENT_FAILURE, SHUTDOWN
@@ -62,6 +66,7 @@ mod call;
 mod channel;
 mod connectivity;
 mod control;
+pub mod credentials;
 mod endpoint;
 mod health;
 pub mod interceptor;

@@ -418,19 +418,26 @@ impl Endpoint {
         Ok((ResolverTarget::new("dns", "", self.target.clone()), dns()?, false))
     }
 
-    fn build(self) -> Result<Channel, TransportError> {
+    fn build(mut self) -> Result<Channel, TransportError> {
         let cfg_err = |m: String| TransportError::new(TransportErrorKind::Config, m);
         let (rtarget, resolver, https) = self.resolve_target()?;
         resolver.validate(&rtarget).map_err(|e| cfg_err(format!("invalid target {:?}: {e}", self.target)))?;
         if https && self.transport.tls.is_none() {
-            return Err(cfg_err(format!(
-                "target {} is https but no TLS configuration was given (Endpoint::tls_config)",
-                self.target
-            )));
+            // `https://` without a configuration: the system's CA certificates.
+            if cfg!(feature = "tls-native-roots") {
+                self.transport.tls = Some(ClientTlsConfig::new().with_native_roots());
+            } else {
+                return Err(cfg_err(format!(
+                    "target {} is https but no TLS configuration was given (Endpoint::tls_config) \
+                     and the tls-native-roots feature is off",
+                    self.target
+                )));
+            }
         }
         let tls = https || self.transport.tls.is_some();
-        if let Some(tls) = &self.transport.tls {
-            tls.connector()?; // validate PEM inputs now rather than on first call
+        // Built (PEM validated, system roots read) now rather than on every connection.
+        if let Some(cfg) = self.transport.tls.take() {
+            self.transport.tls = Some(cfg.prepared()?);
         }
         let ua = match &self.user_agent {
             Some(p) => format!("{p} grpc-rust/{}", env!("CARGO_PKG_VERSION")),

@@ -1,6 +1,6 @@
-//! Client TLS configuration: rustls (ring provider) with ALPN `h2`, custom CA roots from
-//! PEM, an optional client identity (mutual TLS) and a server-name override for tests
-//! (e.g. `foo.test.google.fr`).
+//! Client TLS configuration: rustls (ring provider) with ALPN `h2`, the CA roots to trust
+//! (custom PEM, the operating system's store, or Mozilla's compiled-in set), an optional
+//! client identity (mutual TLS) and a server-name override (e.g. `foo.test.google.fr`).
 
 use std::io;
 use std::sync::Arc;
@@ -14,21 +14,40 @@ use super::{TransportError, TransportErrorKind};
 
 /// TLS settings of a client channel.
 ///
-/// At least one CA certificate must be added with [`ClientTlsConfig::ca_certificate_pem`]
-/// (this crate ships no system root store), or a complete rustls config supplied with
-/// [`ClientTlsConfig::rustls_config`].
+/// Roots to trust: CA certificates from PEM ([`ClientTlsConfig::ca_certificate_pem`]), the
+/// operating system's store ([`ClientTlsConfig::with_native_roots`], feature
+/// `tls-native-roots`, on by default), Mozilla's set compiled in
+/// ([`ClientTlsConfig::with_webpki_roots`], feature `tls-webpki-roots`), any mix of them,
+/// or a complete rustls config ([`ClientTlsConfig::rustls_config`]). An `https://` target
+/// without a TLS configuration uses the system store.
+///
+/// ```
+/// use grpc_runtime::{Channel, ClientTlsConfig};
+///
+/// # fn f(ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<(), Box<dyn std::error::Error>> {
+/// // A private CA and a client certificate (mutual TLS):
+/// let tls = ClientTlsConfig::new().ca_certificate_pem(ca_pem).identity_pem(cert_pem, key_pem);
+/// let channel = Channel::builder("https://orders.internal:8443").tls_config(tls).connect_lazy()?;
+/// # let _ = channel; Ok(()) }
+/// ```
 #[derive(Clone, Default)]
 pub struct ClientTlsConfig {
     ca_pem: Vec<Vec<u8>>,
+    native_roots: bool,
+    webpki_roots: bool,
     identity: Option<(Vec<u8>, Vec<u8>)>,
     domain: Option<String>,
     custom: Option<Arc<rustls::ClientConfig>>,
+    /// Built once when the channel is built; every connection reuses it.
+    built: Option<TlsConnector>,
 }
 
 impl std::fmt::Debug for ClientTlsConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientTlsConfig")
             .field("ca_certificates", &self.ca_pem.len())
+            .field("native_roots", &self.native_roots)
+            .field("webpki_roots", &self.webpki_roots)
             .field("identity", &self.identity.is_some())
             .field("domain", &self.domain)
             .field("custom", &self.custom.is_some())
@@ -45,6 +64,23 @@ impl ClientTlsConfig {
     /// Trusts the CA certificate(s) in `pem` (PEM text, one or more certificates).
     pub fn ca_certificate_pem(mut self, pem: impl AsRef<[u8]>) -> Self {
         self.ca_pem.push(pem.as_ref().to_vec());
+        self
+    }
+
+    /// Also trusts the operating system's CA certificates (read with rustls-native-certs
+    /// when the channel is built; `SSL_CERT_FILE` / `SSL_CERT_DIR` override the location).
+    /// Needs the `tls-native-roots` feature (default); without it the channel fails to
+    /// build with a configuration error saying so.
+    pub fn with_native_roots(mut self) -> Self {
+        self.native_roots = true;
+        self
+    }
+
+    /// Also trusts Mozilla's CA certificates, compiled into the binary (webpki-roots):
+    /// for hosts without a system store. Needs the `tls-webpki-roots` feature; without it
+    /// the channel fails to build with a configuration error saying so.
+    pub fn with_webpki_roots(mut self) -> Self {
+        self.webpki_roots = true;
         self
     }
 
@@ -72,8 +108,19 @@ impl ClientTlsConfig {
         self.domain.as_deref()
     }
 
-    /// Builds the rustls connector (validating the PEM inputs).
+    /// This configuration with its connector built (PEM inputs validated, system roots
+    /// read) once, for every connection of the channel.
+    pub(crate) fn prepared(mut self) -> Result<Self, TransportError> {
+        self.built = None;
+        self.built = Some(self.connector()?);
+        Ok(self)
+    }
+
+    /// The rustls connector: the one [`ClientTlsConfig::prepared`] built, else a new one.
     pub(crate) fn connector(&self) -> Result<TlsConnector, TransportError> {
+        if let Some(c) = &self.built {
+            return Ok(c.clone());
+        }
         let cfg_err = |m: String| TransportError::new(TransportErrorKind::Config, m);
         let mut config = if let Some(custom) = &self.custom {
             (**custom).clone()
@@ -92,9 +139,17 @@ impl ClientTlsConfig {
                     return Err(cfg_err("CA PEM holds no certificate".into()));
                 }
             }
+            if self.native_roots {
+                add_native_roots(&mut roots)?;
+            }
+            if self.webpki_roots {
+                add_webpki_roots(&mut roots)?;
+            }
             if roots.is_empty() {
                 return Err(cfg_err(
-                    "TLS needs at least one CA certificate (ClientTlsConfig::ca_certificate_pem)".into(),
+                    "TLS needs CA certificates to trust: ClientTlsConfig::ca_certificate_pem, \
+                     with_native_roots or with_webpki_roots"
+                        .into(),
                 ));
             }
             let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -123,6 +178,45 @@ impl ClientTlsConfig {
         config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(TlsConnector::from(Arc::new(config)))
     }
+}
+
+#[cfg(feature = "tls-native-roots")]
+fn add_native_roots(roots: &mut rustls::RootCertStore) -> Result<(), TransportError> {
+    let found = rustls_native_certs::load_native_certs();
+    for e in &found.errors {
+        tracing::debug!(error = %e, "skipping part of the system CA store");
+    }
+    let (added, ignored) = roots.add_parsable_certificates(found.certs);
+    tracing::debug!(added, ignored, "system CA certificates loaded");
+    if added == 0 {
+        return Err(TransportError::new(
+            TransportErrorKind::Config,
+            format!("no usable CA certificate in the system store ({} errors reading it)", found.errors.len()),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "tls-native-roots"))]
+fn add_native_roots(_roots: &mut rustls::RootCertStore) -> Result<(), TransportError> {
+    Err(TransportError::new(
+        TransportErrorKind::Config,
+        "system CA certificates need grpc-runtime's `tls-native-roots` feature".to_string(),
+    ))
+}
+
+#[cfg(feature = "tls-webpki-roots")]
+fn add_webpki_roots(roots: &mut rustls::RootCertStore) -> Result<(), TransportError> {
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    Ok(())
+}
+
+#[cfg(not(feature = "tls-webpki-roots"))]
+fn add_webpki_roots(_roots: &mut rustls::RootCertStore) -> Result<(), TransportError> {
+    Err(TransportError::new(
+        TransportErrorKind::Config,
+        "compiled-in CA certificates need grpc-runtime's `tls-webpki-roots` feature".to_string(),
+    ))
 }
 
 /// Runs the TLS handshake on `tcp` for `server_name` and checks that ALPN chose `h2`.

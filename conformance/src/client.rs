@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use futures_core::Stream;
 use futures_util::StreamExt;
 use grpc_runtime::client::{interceptor::InterceptFuture, CallInfo, ClientCallContext, Interceptor};
+use grpc_runtime::client::credentials::{allow_insecure, MetadataCredentials};
 use grpc_runtime::transport::ClientTlsConfig;
 use grpc_runtime::{Channel, Code, CompressionEncoding, MetadataMap, OutboundMessage, OutboundStream, Request, Status, Streaming};
 use tokio::sync::mpsc;
@@ -63,6 +64,10 @@ pub const CLIENT_FLAGS: &[&str] = &[
     "use_tls",
     "use_test_ca",
     "ca_file",
+    "client_cert_file",
+    "client_key_file",
+    "bearer_token",
+    "allow_insecure_call_credentials",
     "additional_metadata",
     "soak_iterations",
     "soak_max_failures",
@@ -83,7 +88,7 @@ pub const CLIENT_FLAGS: &[&str] = &[
 ];
 
 /// Boolean flags of `interop_client` (may be given bare: `--use_tls`).
-pub const CLIENT_BOOL_FLAGS: &[&str] = &["use_tls", "use_test_ca", "use_alts"];
+pub const CLIENT_BOOL_FLAGS: &[&str] = &["use_tls", "use_test_ca", "use_alts", "allow_insecure_call_credentials"];
 
 /// The directory holding our test certificates (`ca.pem`, `server1.pem`, `server1.key`):
 /// `$GRPC_RUST_CERTS_DIR` if set, else `conformance/certs` of this source tree.
@@ -158,6 +163,13 @@ pub struct ClientConfig {
     pub use_test_ca: bool,
     /// `--ca_file`: PEM of the CA to trust.
     pub ca_file: Option<PathBuf>,
+    /// `--client_cert_file` and `--client_key_file`: PEM certificate chain and key presented
+    /// for mutual TLS.
+    pub client_identity: Option<(PathBuf, PathBuf)>,
+    /// `--bearer_token`: sent as call credentials (`authorization: Bearer ...`) on every call.
+    pub bearer_token: Option<String>,
+    /// `--allow_insecure_call_credentials`: send `--bearer_token` over plaintext too.
+    pub allow_insecure_call_credentials: bool,
     /// `--additional_metadata`: `key:value;key2:value2` sent on every call.
     pub additional_metadata: Vec<(String, String)>,
     /// Soak settings.
@@ -181,6 +193,9 @@ impl fmt::Debug for ClientConfig {
             .field("use_tls", &self.use_tls)
             .field("use_test_ca", &self.use_test_ca)
             .field("ca_file", &self.ca_file)
+            .field("client_identity", &self.client_identity)
+            .field("bearer_token", &self.bearer_token.as_ref().map(|_| "(set)"))
+            .field("allow_insecure_call_credentials", &self.allow_insecure_call_credentials)
             .finish_non_exhaustive()
     }
 }
@@ -197,6 +212,9 @@ impl ClientConfig {
             use_tls: false,
             use_test_ca: false,
             ca_file: None,
+            client_identity: None,
+            bearer_token: None,
+            allow_insecure_call_credentials: false,
             additional_metadata: Vec::new(),
             soak: SoakConfig::default(),
             concurrent_calls: 1000,
@@ -215,6 +233,15 @@ impl ClientConfig {
         c.use_tls = flags.bool("use_tls", false)?;
         c.use_test_ca = flags.bool("use_test_ca", false)?;
         c.ca_file = flags.get("ca_file").filter(|s| !s.is_empty()).map(PathBuf::from);
+        let cert = flags.get("client_cert_file").filter(|s| !s.is_empty()).map(PathBuf::from);
+        let key = flags.get("client_key_file").filter(|s| !s.is_empty()).map(PathBuf::from);
+        c.client_identity = match (cert, key) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => return Err("--client_cert_file and --client_key_file go together".into()),
+        };
+        c.bearer_token = flags.get("bearer_token").filter(|s| !s.is_empty()).map(str::to_string);
+        c.allow_insecure_call_credentials = flags.bool("allow_insecure_call_credentials", false)?;
         if let Some(md) = flags.get("additional_metadata") {
             c.additional_metadata = parse_additional_metadata(md)?;
         }
@@ -270,18 +297,37 @@ impl ClientConfig {
             // As grpc-go: a given config is the one in force, whatever a resolver says.
             ep = ep.default_service_config(json.clone()).ignore_resolver_service_config(true);
         }
+        if let Some(token) = &self.bearer_token {
+            let creds = MetadataCredentials::bearer_token(token).map_err(|e| format!("--bearer_token: {}", e.message()))?;
+            // Refused on plaintext (the call fails UNAUTHENTICATED before it is sent)
+            // unless explicitly allowed.
+            ep = if self.allow_insecure_call_credentials {
+                ep.call_credentials(allow_insecure(creds))
+            } else {
+                ep.call_credentials(creds)
+            };
+        }
+        if self.client_identity.is_some() && !self.use_tls {
+            return Err("--client_cert_file/--client_key_file need --use_tls".into());
+        }
         if self.use_tls {
             let ca_path = match (&self.ca_file, self.use_test_ca) {
-                (Some(p), _) => p.clone(),
-                (None, true) => certs_dir().join("ca.pem"),
-                (None, false) => {
-                    return Err("--use_tls without --use_test_ca or --ca_file: this client has no system root store; \
-                                pass --use_test_ca=true (our conformance/certs/ca.pem) or --ca_file=PATH"
-                        .into())
-                }
+                (Some(p), _) => Some(p.clone()),
+                (None, true) => Some(certs_dir().join("ca.pem")),
+                // As grpc-go: the system's CA certificates.
+                (None, false) => None,
             };
-            let pem = std::fs::read(&ca_path).map_err(|e| format!("reading CA file {}: {e}", ca_path.display()))?;
-            let mut tls = ClientTlsConfig::new().ca_certificate_pem(pem);
+            let mut tls = match ca_path {
+                Some(path) => {
+                    let pem = std::fs::read(&path).map_err(|e| format!("reading CA file {}: {e}", path.display()))?;
+                    ClientTlsConfig::new().ca_certificate_pem(pem)
+                }
+                None => ClientTlsConfig::new().with_native_roots(),
+            };
+            if let Some((cert, key)) = &self.client_identity {
+                let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("reading {}: {e}", p.display()));
+                tls = tls.identity_pem(read(cert)?, read(key)?);
+            }
             // The name to verify: the override, else --server_host; with --server_uri and
             // no override, the channel's authority (the target's host) as grpc-go does.
             let name = match (&self.server_host_override, &self.server_uri) {

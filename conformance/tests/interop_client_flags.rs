@@ -207,3 +207,32 @@ async fn failed_iterations_name_their_peer() {
     assert!(iterations.iter().all(|l| l.contains(" failed: UnaryCall: call failed with ")), "{log}");
     assert_eq!(count.get(&a), Some(&2), "{log}");
 }
+
+/// `--bearer_token` is sent as call credentials: refused over plaintext (the case fails
+/// UNAUTHENTICATED before anything is sent) unless `--allow_insecure_call_credentials`;
+/// over TLS it goes with `--client_cert_file`/`--client_key_file` presented for mTLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_token_and_client_certificate_flags() {
+    let (plain, _stop) = start_server(false).await;
+    let (host, port) = plain.rsplit_once(':').unwrap();
+    let (h, p) = (format!("--server_host={host}"), format!("--server_port={port}"));
+    let (out, log) = client(&[&h, &p, "--bearer_token=s3cr3t", "--test_case=empty_unary"]).await;
+    assert!(!out.status.success(), "{log}");
+    assert!(log.contains("Unauthenticated") && log.contains("transport security"), "{log}");
+    let (out, log) =
+        client(&[&h, &p, "--bearer_token=s3cr3t", "--allow_insecure_call_credentials", "--test_case=empty_unary"]).await;
+    assert!(out.status.success(), "{log}");
+
+    let (tls, _stop) = start_server(true).await;
+    let (host, port) = tls.rsplit_once(':').unwrap();
+    let (h, p) = (format!("--server_host={host}"), format!("--server_port={port}"));
+    let certs = conformance::client::certs_dir();
+    let cert = format!("--client_cert_file={}", certs.join("client.pem").display());
+    let key = format!("--client_key_file={}", certs.join("client.key").display());
+    let args = [&h, &p, "--use_tls", "--use_test_ca", "--server_host_override=foo.test.google.fr", "--bearer_token=s3cr3t"];
+    let (out, log) = client(&[&args[..], &[cert.as_str(), key.as_str(), "--test_case=large_unary"]].concat()).await;
+    assert!(out.status.success(), "{log}");
+    // One of the pair alone is a flag error.
+    let (out, log) = client(&[&args[..], &[cert.as_str(), "--test_case=empty_unary"]].concat()).await;
+    assert!(!out.status.success() && log.contains("--client_key_file"), "{log}");
+}

@@ -558,6 +558,15 @@ where
         self.inner.current_max_send_streams()
     }
 
+    /// Returns the `SETTINGS_MAX_HEADER_LIST_SIZE` the server advertised, if it
+    /// sent one.
+    ///
+    /// h2 does not enforce it when sending; a client can use it to fail a request
+    /// whose header list the server would refuse, before sending it.
+    pub fn peer_max_header_list_size(&self) -> Option<u32> {
+        self.inner.peer_max_header_list_size()
+    }
+
     /// Returns the current max recv streams
     pub fn current_max_recv_streams(&self) -> usize {
         self.inner.current_max_recv_streams()
@@ -1364,6 +1373,7 @@ where
                 reset_stream_max: builder.reset_stream_max,
                 remote_reset_stream_max: builder.pending_accept_reset_stream_max,
                 local_error_reset_streams_max: builder.local_max_error_reset_streams,
+                accept_oversized_requests: false,
                 settings: builder.settings,
                 data_frame_budget: builder.data_frame_budget,
             },

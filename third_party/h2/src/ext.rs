@@ -53,3 +53,23 @@ impl fmt::Debug for Protocol {
         self.value.fmt(f)
     }
 }
+
+/// Marks a request whose header list was larger than the server's
+/// `SETTINGS_MAX_HEADER_LIST_SIZE`, found in its extensions when the server was
+/// built with [`accept_oversized_requests`]. Its header fields were removed (only
+/// the method and URI remain); answer it as the application sees fit, e.g. with
+/// 431 or an application-level error.
+///
+/// [`accept_oversized_requests`]: crate::server::Builder::accept_oversized_requests
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub struct OversizedHeaderList {
+    pub(crate) size: usize,
+}
+
+impl OversizedHeaderList {
+    /// The size of the header list as RFC 9113 section 6.5.2 counts it (name +
+    /// value + 32 octets per field, pseudo-header fields included).
+    pub fn size(&self) -> usize {
+        self.size
+    }
+}

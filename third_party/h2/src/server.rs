@@ -263,6 +263,10 @@ pub struct Builder {
     ///
     /// When this gets exhausted, we issue a GOAWAY with `ENHANCE_YOUR_CALM`.
     data_frame_budget: proto::DataFrameBudget,
+
+    /// Accept requests over the max header list size (header fields removed)
+    /// instead of answering them with 431.
+    accept_oversized_requests: bool,
 }
 
 /// Send a response back to the client
@@ -663,6 +667,7 @@ impl Builder {
             max_send_buffer_size: proto::DEFAULT_MAX_SEND_BUFFER_SIZE,
             local_max_error_reset_streams: Some(proto::DEFAULT_LOCAL_RESET_COUNT_MAX),
             data_frame_budget: proto::DataFrameBudget::Auto,
+            accept_oversized_requests: false,
         }
     }
 
@@ -803,6 +808,45 @@ impl Builder {
     /// ```
     pub fn max_header_list_size(&mut self, max: u32) -> &mut Self {
         self.settings.set_max_header_list_size(Some(max));
+        self
+    }
+
+    /// Hands requests whose header list is over [`max_header_list_size`] to the
+    /// application instead of answering them with 431 (Request Header Fields Too
+    /// Large).
+    ///
+    /// Such a request comes out of [`Connection::accept`] with its header fields
+    /// removed (the method and URI remain) and an
+    /// [`OversizedHeaderList`](crate::ext::OversizedHeaderList) in its extensions,
+    /// so the application can answer it in its own protocol (a gRPC server, for
+    /// example, answers with a gRPC status). A request that lost pseudo-header
+    /// fields to the limit is still answered with 431. Header lists over four
+    /// times the limit still end the connection.
+    ///
+    /// The default is `false`.
+    ///
+    /// [`max_header_list_size`]: Builder::max_header_list_size
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tokio::io::{AsyncRead, AsyncWrite};
+    /// # use h2::server::*;
+    /// #
+    /// # fn doc<T: AsyncRead + AsyncWrite + Unpin>(my_io: T)
+    /// # -> Handshake<T>
+    /// # {
+    /// let server_fut = Builder::new()
+    ///     .max_header_list_size(8 * 1024)
+    ///     .accept_oversized_requests(true)
+    ///     .handshake(my_io);
+    /// # server_fut
+    /// # }
+    /// #
+    /// # pub fn main() {}
+    /// ```
+    pub fn accept_oversized_requests(&mut self, enabled: bool) -> &mut Self {
+        self.accept_oversized_requests = enabled;
         self
     }
 
@@ -1535,6 +1579,7 @@ where
                                 .local_max_error_reset_streams,
                             settings: self.builder.settings.clone(),
                             data_frame_budget: self.builder.data_frame_budget,
+                            accept_oversized_requests: self.builder.accept_oversized_requests,
                         },
                     );
 

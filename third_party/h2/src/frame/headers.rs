@@ -97,6 +97,14 @@ struct HeaderBlock {
     /// Set to true if decoding went over the max header list size.
     is_over_size: bool,
 
+    /// Set to true once a field made the message malformed; kept across
+    /// CONTINUATION frames so the stream error waits for the end of the block.
+    is_malformed: bool,
+
+    /// Size of the header list decoded so far, counting the fields dropped once
+    /// over the max header list size.
+    decoded_size: usize,
+
     /// Pseudo headers, these are broken out as they must be sent as part of the
     /// headers frame.
     pseudo: Pseudo,
@@ -125,6 +133,8 @@ impl Headers {
                 field_size: calculate_headermap_size(&fields),
                 fields,
                 is_over_size: false,
+                is_malformed: false,
+                decoded_size: 0,
                 pseudo,
             },
             flags: HeadersFlag::default(),
@@ -142,6 +152,8 @@ impl Headers {
                 field_size: calculate_headermap_size(&fields),
                 fields,
                 is_over_size: false,
+                is_malformed: false,
+                decoded_size: 0,
                 pseudo: Pseudo::default(),
             },
             flags,
@@ -207,6 +219,8 @@ impl Headers {
                 fields: HeaderMap::new(),
                 field_size: 0,
                 is_over_size: false,
+                is_malformed: false,
+                decoded_size: 0,
                 pseudo: Pseudo::default(),
             },
             flags,
@@ -246,6 +260,12 @@ impl Headers {
 
     pub fn is_over_size(&self) -> bool {
         self.header_block.is_over_size
+    }
+
+    /// Size of the decoded header list (name + value + 32 per field), including the
+    /// fields dropped because it went over the max header list size.
+    pub fn decoded_size(&self) -> usize {
+        self.header_block.decoded_size
     }
 
     pub fn into_parts(self) -> (Pseudo, HeaderMap) {
@@ -367,6 +387,8 @@ impl PushPromise {
                 field_size: calculate_headermap_size(&fields),
                 fields,
                 is_over_size: false,
+                is_malformed: false,
+                decoded_size: 0,
                 pseudo,
             },
             promised_id,
@@ -458,6 +480,8 @@ impl PushPromise {
                 fields: HeaderMap::new(),
                 field_size: 0,
                 is_over_size: false,
+                is_malformed: false,
+                decoded_size: 0,
                 pseudo: Pseudo::default(),
             },
             promised_id,
@@ -866,9 +890,13 @@ impl HeaderBlock {
         decoder: &mut hpack::Decoder,
     ) -> Result<(), Error> {
         let mut reg = !self.fields.is_empty();
-        let mut malformed = false;
+        let mut malformed = self.is_malformed;
         let mut header_list_way_too_large = false;
-        let mut headers_size = self.calculate_header_list_size();
+        let mut headers_size = if self.is_over_size {
+            self.decoded_size
+        } else {
+            self.calculate_header_list_size()
+        };
         let max_header_list_abuse_size =
             max_header_list_size.saturating_mul(MAX_HEADER_LIST_ABUSE_MULTIPLIER);
 
@@ -919,6 +947,16 @@ impl HeaderBlock {
         let res = decoder.decode(&mut cursor, |header| {
             use crate::hpack::Header::*;
 
+            let header = match header {
+                Ok(header) => header,
+                Err(invalid) => {
+                    tracing::trace!("load_hpack; header malformed -- invalid field");
+                    malformed = true;
+                    headers_size += invalid.len();
+                    return check_size!();
+                }
+            };
+
             match header {
                 Field { name, value } => {
                     // Connection level header fields are not supported and must
@@ -967,6 +1005,9 @@ impl HeaderBlock {
 
             ControlFlow::Continue(())
         });
+
+        self.is_malformed = malformed;
+        self.decoded_size = headers_size;
 
         match res {
             Ok(()) => {}
@@ -1044,6 +1085,75 @@ mod test {
     use super::*;
     use crate::frame;
     use crate::hpack::{huffman, Encoder};
+
+    fn request_block(extra: &[(&[u8], &[u8])]) -> BytesMut {
+        let mut buf = BytesMut::new();
+        buf.extend([0x80 | 3, 0x80 | 6, 0x80 | 4]); // POST, http, /
+        for (name, value) in extra {
+            buf.extend([0x40, name.len() as u8]);
+            buf.extend(*name);
+            buf.extend([value.len() as u8]);
+            buf.extend(*value);
+        }
+        buf
+    }
+
+    fn load(block: &mut BytesMut, decoder: &mut hpack::Decoder) -> Result<Headers, Error> {
+        let head = Head::new(Kind::Headers, 0x4, StreamId::from(1));
+        let (mut headers, _) = Headers::load(head, BytesMut::new()).unwrap();
+        headers.load_hpack(block, 1024, decoder).map(|()| headers)
+    }
+
+    #[test]
+    fn test_invalid_field_is_malformed_not_an_hpack_error() {
+        let mut decoder = hpack::Decoder::default();
+        for bad in [&b"X-Upper"[..], b"x-nul", b":unknown"] {
+            let value: &[u8] = if bad == b"x-nul" { b"a\0b" } else { b"1" };
+            let mut block = request_block(&[(b"x-a", b"1"), (bad, value)]);
+            assert_eq!(
+                load(&mut block, &mut decoder).unwrap_err(),
+                Error::MalformedMessage
+            );
+        }
+        // Every field above entered the table: index 63 is the last x-a.
+        let mut block = request_block(&[]);
+        block.extend([0x80 | 63]);
+        let headers = load(&mut block, &mut decoder).unwrap();
+        assert_eq!(headers.fields().get("x-a").unwrap(), "1");
+    }
+
+    #[test]
+    fn test_malformed_state_survives_continuation() {
+        let mut decoder = hpack::Decoder::default();
+        let mut first = request_block(&[(b"X-Upper", b"1")]);
+        let head = Head::new(Kind::Headers, 0, StreamId::from(1));
+        let (mut headers, _) = Headers::load(head, BytesMut::new()).unwrap();
+        assert_eq!(
+            headers.load_hpack(&mut first, 1024, &mut decoder),
+            Err(Error::MalformedMessage)
+        );
+        let mut rest = BytesMut::new();
+        rest.extend([0x40, 3]);
+        rest.extend(b"x-b");
+        rest.extend([1]);
+        rest.extend(b"2");
+        assert_eq!(
+            headers.load_hpack(&mut rest, 1024, &mut decoder),
+            Err(Error::MalformedMessage)
+        );
+    }
+
+    #[test]
+    fn test_decoded_size_counts_dropped_fields() {
+        let mut decoder = hpack::Decoder::default();
+        let value = [b'v'; 100];
+        let fields: Vec<(&[u8], &[u8])> = (0..10).map(|_| (&b"x-big"[..], &value[..])).collect();
+        let mut block = request_block(&fields);
+        let headers = load(&mut block, &mut decoder).unwrap();
+        assert!(headers.is_over_size());
+        let pseudo = (7 + 4 + 32) + (7 + 4 + 32) + (5 + 1 + 32);
+        assert_eq!(headers.decoded_size(), pseudo + 10 * (5 + 100 + 32));
+    }
 
     #[test]
     fn test_nameless_header_at_resume() {

@@ -174,7 +174,7 @@ impl Settings {
                 }
                 Some(InitialWindowSize(val)) => {
                     if val as usize > MAX_INITIAL_WINDOW_SIZE {
-                        return Err(Error::InvalidSettingValue);
+                        return Err(Error::InvalidInitialWindowSize);
                     } else {
                         settings.initial_window_size = Some(val);
                     }
@@ -351,6 +351,24 @@ impl Setting {
 
         dst.put_u16(kind);
         dst.put_u32(val);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn initial_window_size_over_the_maximum_is_its_own_error() {
+        let head = Head::new(Kind::Settings, 0, StreamId::ZERO);
+        let mut payload = vec![0, 4];
+        payload.extend_from_slice(&(1u32 << 31).to_be_bytes());
+        assert_eq!(
+            Settings::load(head, &payload),
+            Err(Error::InvalidInitialWindowSize)
+        );
+        payload[2..].copy_from_slice(&((1u32 << 31) - 1).to_be_bytes());
+        assert!(Settings::load(head, &payload).is_ok());
     }
 }
 

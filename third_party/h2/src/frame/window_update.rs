@@ -37,7 +37,9 @@ impl WindowUpdate {
         // when received.
         let size_increment = unpack_octets_4!(payload, 0, u32) & !SIZE_INCREMENT_MASK;
 
-        if size_increment == 0 {
+        // A zero increment on the connection is a connection error; on a stream it
+        // is a stream error (RFC 9113 section 6.9), left to the stream state machine.
+        if size_increment == 0 && head.stream_id().is_zero() {
             return Err(Error::InvalidWindowUpdateValue);
         }
 
@@ -52,6 +54,28 @@ impl WindowUpdate {
         let head = Head::new(Kind::WindowUpdate, 0, self.stream_id);
         head.encode(4, dst);
         dst.put_u32(self.size_increment);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_increment_is_left_to_the_stream_but_refused_on_the_connection() {
+        let zero = 0u32.to_be_bytes();
+        let on_stream = Head::new(Kind::WindowUpdate, 0, StreamId::from(1));
+        assert_eq!(
+            WindowUpdate::load(on_stream, &zero)
+                .unwrap()
+                .size_increment(),
+            0
+        );
+        let on_conn = Head::new(Kind::WindowUpdate, 0, StreamId::ZERO);
+        assert_eq!(
+            WindowUpdate::load(on_conn, &zero),
+            Err(Error::InvalidWindowUpdateValue)
+        );
     }
 }
 

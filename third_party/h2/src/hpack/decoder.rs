@@ -38,6 +38,37 @@ pub enum DecoderError {
     NeedMore(NeedMore),
 }
 
+/// A field that HPACK decoded but that is not a valid HTTP/2 field: a name that is not
+/// a lowercase token, a value with NUL, CR or LF, an unknown pseudo-header or an invalid
+/// pseudo-header value (RFC 9113 sections 8.2.1 and 8.3).
+///
+/// A message carrying one is malformed, which is a stream error, while the HPACK state
+/// belongs to the connection: the decoder keeps such a field in its dynamic table like
+/// any other (so later indexes still point at the right entries, and a reference to
+/// this one is invalid too) and goes on decoding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidField {
+    name: Bytes,
+    value_len: usize,
+}
+
+impl InvalidField {
+    /// The field's size as HPACK and SETTINGS_MAX_HEADER_LIST_SIZE count it.
+    pub fn len(&self) -> usize {
+        32 + self.name.len() + self.value_len
+    }
+}
+
+/// What one field representation decodes to.
+pub type DecodedField = Result<Header, InvalidField>;
+
+fn field_len(field: &DecodedField) -> usize {
+    match field {
+        Ok(header) => header.len(),
+        Err(invalid) => invalid.len(),
+    }
+}
+
 #[derive(Debug, Copy, Clone, PartialEq, Eq)]
 pub enum NeedMore {
     UnexpectedEndOfStream,
@@ -138,7 +169,7 @@ enum Representation {
 
 #[derive(Debug)]
 struct Table {
-    entries: VecDeque<Header>,
+    entries: VecDeque<DecodedField>,
     size: usize,
     max_size: usize,
 }
@@ -174,13 +205,17 @@ impl Decoder {
     }
 
     /// Decodes the headers found in the given buffer.
+    ///
+    /// A field that is not a valid HTTP/2 field reaches `f` as an `Err` (see
+    /// [`InvalidField`]); decoding goes on. Errors returned are HPACK errors, after
+    /// which the decoder's state is lost (a connection error).
     pub fn decode<F>(
         &mut self,
         src: &mut Cursor<&mut BytesMut>,
         mut f: F,
     ) -> Result<(), DecoderError>
     where
-        F: FnMut(Header) -> ControlFlow<()>,
+        F: FnMut(DecodedField) -> ControlFlow<()>,
     {
         use self::Representation::*;
 
@@ -277,7 +312,10 @@ impl Decoder {
         Ok(())
     }
 
-    fn decode_indexed(&self, buf: &mut Cursor<&mut BytesMut>) -> Result<Header, DecoderError> {
+    fn decode_indexed(
+        &self,
+        buf: &mut Cursor<&mut BytesMut>,
+    ) -> Result<DecodedField, DecoderError> {
         let index = decode_int(buf, 7)?;
         self.table.get(index)
     }
@@ -286,7 +324,7 @@ impl Decoder {
         &mut self,
         buf: &mut Cursor<&mut BytesMut>,
         index: bool,
-    ) -> Result<Header, DecoderError> {
+    ) -> Result<DecodedField, DecoderError> {
         let prefix = if index { 6 } else { 4 };
 
         // Extract the table index for the name, or 0 if not indexed
@@ -301,12 +339,26 @@ impl Decoder {
             // Read the name as a literal
             let name = name_marker.consume(buf);
             let value = value_marker.consume(buf);
-            Header::new(name, value)
+            let value_len = value.len();
+            Ok(Header::new(name.clone(), value).map_err(|_| InvalidField { name, value_len }))
         } else {
             let e = self.table.get(table_idx)?;
             let value = self.decode_string(buf)?;
+            let value_len = value.len();
 
-            e.name().into_entry(value)
+            Ok(match e {
+                Ok(e) => e.name().into_entry(value).map_err(|_| InvalidField {
+                    name: Bytes::copy_from_slice(e.name().as_slice()),
+                    value_len,
+                }),
+                // The entry may have been invalid for its value only.
+                Err(invalid) => {
+                    Header::new(invalid.name.clone(), value).map_err(|_| InvalidField {
+                        name: invalid.name,
+                        value_len,
+                    })
+                }
+            })
         }
     }
 
@@ -515,13 +567,13 @@ impl Table {
     ///
     /// This is according to the [HPACK spec, section 2.3.3.]
     /// (http://http2.github.io/http2-spec/compression.html#index.address.space)
-    pub fn get(&self, index: usize) -> Result<Header, DecoderError> {
+    pub fn get(&self, index: usize) -> Result<DecodedField, DecoderError> {
         if index == 0 {
             return Err(DecoderError::InvalidTableIndex);
         }
 
         if index <= 61 {
-            return Ok(get_static(index));
+            return Ok(Ok(get_static(index)));
         }
 
         // Convert the index for lookup in the entries structure.
@@ -531,8 +583,8 @@ impl Table {
         }
     }
 
-    fn insert(&mut self, entry: Header) {
-        let len = entry.len();
+    fn insert(&mut self, entry: DecodedField) {
+        let len = field_len(&entry);
 
         self.reserve(len);
 
@@ -554,7 +606,7 @@ impl Table {
         while self.size + size > self.max_size {
             match self.entries.pop_back() {
                 Some(last) => {
-                    self.size -= last.len();
+                    self.size -= field_len(&last);
                 }
                 None => return,
             }
@@ -573,7 +625,7 @@ impl Table {
                     }
                 };
 
-                self.size -= last.len();
+                self.size -= field_len(last);
             }
 
             self.entries.pop_back();
@@ -864,6 +916,79 @@ mod test {
             .unwrap();
     }
 
+    fn literal(buf: &mut BytesMut, first: u8, name: &[u8], value: &[u8]) {
+        buf.extend([first, name.len() as u8]);
+        buf.extend(name);
+        buf.extend([value.len() as u8]);
+        buf.extend(value);
+    }
+
+    fn decode_all(de: &mut Decoder, buf: &mut BytesMut) -> Vec<DecodedField> {
+        let mut res = vec![];
+        de.decode(&mut Cursor::new(buf), |h| {
+            res.push(h);
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        res
+    }
+
+    #[test]
+    fn test_decode_invalid_fields_keep_the_table_in_step() {
+        let mut de = Decoder::new(4096);
+        let mut buf = BytesMut::new();
+        // with incremental indexing: valid, uppercase name, NUL in value, CR, LF
+        literal(&mut buf, 0x40, b"x-good", b"1");
+        literal(&mut buf, 0x40, b"X-Upper", b"2");
+        literal(&mut buf, 0x40, b"x-nul", b"a\0b");
+        literal(&mut buf, 0x40, b"x-cr", b"a\rb");
+        literal(&mut buf, 0x40, b"x-lf", b"a\nb");
+        literal(&mut buf, 0x40, b":unknown", b"3");
+        let res = decode_all(&mut de, &mut buf);
+        assert_eq!(res.len(), 6);
+        assert!(res[0].is_ok());
+        assert!(res[1..].iter().all(|h| h.is_err()), "{:?}", res);
+        let expected = [(6, 1), (7, 1), (5, 3), (4, 3), (4, 3), (8, 1)]
+            .iter()
+            .map(|(n, v)| 32 + n + v)
+            .sum::<usize>();
+        assert_eq!(de.table.size(), expected);
+        assert_eq!(res[1].as_ref().unwrap_err().len(), 32 + 7 + 1);
+
+        // Indexed references: the newest entry is 62, the valid one 67.
+        let mut buf = BytesMut::new();
+        buf.extend([0x80 | 67, 0x80 | 66]);
+        let res = decode_all(&mut de, &mut buf);
+        match &res[0] {
+            Ok(Header::Field { name, value }) => {
+                assert_eq!(name, "x-good");
+                assert_eq!(value, "1");
+            }
+            other => panic!("{:?}", other),
+        }
+        assert!(res[1].is_err());
+
+        // A new value for the name of an entry whose value was invalid is fine;
+        // for an entry whose name was invalid it is not.
+        let mut buf = BytesMut::new();
+        buf.extend([0x00 | 15, 65 - 15, 2]); // name of 65 (x-nul), without indexing
+        buf.extend(b"ok");
+        buf.extend([0x00 | 15, 66 - 15, 2]); // name of 66 (X-Upper)
+        buf.extend(b"ok");
+        buf.extend([0x00 | 15, 67 - 15, 3]); // name of 67 (x-good), bad value
+        buf.extend(b"a\0b");
+        let res = decode_all(&mut de, &mut buf);
+        match &res[0] {
+            Ok(Header::Field { name, value }) => {
+                assert_eq!(name, "x-nul");
+                assert_eq!(value, "ok");
+            }
+            other => panic!("{:?}", other),
+        }
+        assert_eq!(res[1].as_ref().unwrap_err().len(), 32 + 7 + 2);
+        assert_eq!(res[2].as_ref().unwrap_err().len(), 32 + 6 + 3);
+    }
+
     #[test]
     fn test_decode_indexed_larger_than_table() {
         let mut de = Decoder::new(0);
@@ -876,7 +1001,7 @@ mod test {
 
         let mut res = vec![];
         de.decode(&mut Cursor::new(&mut buf), |h| {
-            res.push(h);
+            res.push(h.unwrap());
             ControlFlow::Continue(())
         })
         .unwrap();
@@ -917,7 +1042,7 @@ mod test {
         let mut res = vec![];
         let e = de
             .decode(&mut Cursor::new(&mut buf), |h| {
-                res.push(h);
+                res.push(h.unwrap());
                 ControlFlow::Continue(())
             })
             .unwrap_err();
@@ -927,7 +1052,7 @@ mod test {
         // extend buf with the remaining header value
         buf.extend(&value[1..]);
         de.decode(&mut Cursor::new(&mut buf), |h| {
-            res.push(h);
+            res.push(h.unwrap());
             ControlFlow::Continue(())
         })
         .unwrap();

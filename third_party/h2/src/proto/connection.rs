@@ -87,6 +87,7 @@ pub(crate) struct Config {
     pub local_error_reset_streams_max: Option<usize>,
     pub settings: frame::Settings,
     pub data_frame_budget: DataFrameBudget,
+    pub accept_oversized_requests: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -152,6 +153,7 @@ where
                     .map(|max| max as usize),
                 local_max_error_reset_streams: config.local_error_reset_streams_max,
                 data_frame_budget: config.data_frame_budget,
+                accept_oversized_requests: config.accept_oversized_requests,
             }
         }
         let streams = Streams::new(streams_config(&config));

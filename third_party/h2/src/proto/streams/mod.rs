@@ -81,6 +81,10 @@ pub struct Config {
 
     /// Connection-level budget policy for DATA framing overhead.
     pub(crate) data_frame_budget: DataFrameBudget,
+
+    /// Server: requests over the max header list size are accepted with their
+    /// header fields removed instead of being answered with 431.
+    pub accept_oversized_requests: bool,
 }
 
 trait DebugStructExt<'a, 'b> {

@@ -56,6 +56,9 @@ pub(super) struct Recv {
 
     /// If extended connect protocol is enabled.
     is_extended_connect_protocol_enabled: bool,
+
+    /// Server: accept requests over the max header list size, header fields removed.
+    accept_oversized_requests: bool,
 }
 
 #[derive(Debug)]
@@ -110,6 +113,7 @@ impl Recv {
             buffer: Buffer::new(),
             is_push_enabled: config.local_push_enabled,
             is_extended_connect_protocol_enabled: config.extended_connect_protocol_enabled,
+            accept_oversized_requests: config.accept_oversized_requests,
         }
     }
 
@@ -218,6 +222,7 @@ impl Recv {
             }
         }
 
+        let mut oversized = None;
         if frame.is_over_size() {
             // A frame is over size if the decoded header block was bigger than
             // SETTINGS_MAX_HEADER_LIST_SIZE.
@@ -227,7 +232,8 @@ impl Recv {
             // > Large) status code [RFC6585]. A client can discard responses
             // > that it cannot process.
             //
-            // So, if peer is a server, we'll send a 431. In either case,
+            // So, if peer is a server, we'll send a 431 (unless the application
+            // asked to answer such requests itself). In either case,
             // an error is recorded, which will send a REFUSED_STREAM,
             // since we don't want any of the data frames either.
             tracing::debug!(
@@ -235,11 +241,21 @@ impl Recv {
                  recv_headers: frame is over size; stream={:?}",
                 stream.id
             );
-            return Err(RecvHeaderBlockError::Oversize);
+            if !(counts.peer().is_server() && self.accept_oversized_requests) {
+                return Err(RecvHeaderBlockError::Oversize);
+            }
+            oversized = Some(crate::ext::OversizedHeaderList {
+                size: frame.decoded_size(),
+            });
         }
 
         let stream_id = frame.stream_id();
-        let (pseudo, fields) = frame.into_parts();
+        let (pseudo, mut fields) = frame.into_parts();
+        if oversized.is_some() {
+            // Only the fields that fit were kept: drop them all rather than hand
+            // the application a partial header map.
+            fields.clear();
+        }
 
         if pseudo.protocol.is_some()
             && counts.peer().is_server()
@@ -255,9 +271,19 @@ impl Recv {
         }
 
         if !pseudo.is_informational() {
-            let message = counts
+            let mut message = match counts
                 .peer()
-                .convert_poll_message(pseudo, fields, stream_id)?;
+                .convert_poll_message(pseudo, fields, stream_id)
+            {
+                Ok(message) => message,
+                // Pseudo-headers past the limit were dropped: answer 431 after all.
+                Err(_) if oversized.is_some() => return Err(RecvHeaderBlockError::Oversize),
+                Err(e) => return Err(e.into()),
+            };
+            if let (Some(oversized), peer::PollMessage::Server(request)) = (oversized, &mut message)
+            {
+                request.extensions_mut().insert(oversized);
+            }
 
             // Push the frame onto the stream's recv buffer
             stream
@@ -1291,6 +1317,7 @@ mod tests {
             remote_max_initiated: None,
             local_max_error_reset_streams: None,
             data_frame_budget: DataFrameBudget::Configured(DEFAULT_DATA_FRAME_BUDGET),
+            accept_oversized_requests: false,
         };
         let mut recv = Recv::new(peer::Dyn::Server, &config);
         let mut store = Store::new();

@@ -373,6 +373,11 @@ where
         me.counts.max_send_streams()
     }
 
+    pub fn peer_max_header_list_size(&self) -> Option<u32> {
+        let me = self.inner.lock().unwrap();
+        me.actions.send.peer_max_header_list_size()
+    }
+
     pub fn current_max_recv_streams(&self) -> usize {
         let me = self.inner.lock().unwrap();
         me.counts.max_recv_streams()
@@ -751,17 +756,22 @@ impl Inner {
                     return Err(Error::library_go_away(Reason::PROTOCOL_ERROR));
                 }
 
-                let res = self
-                    .actions
-                    .send
-                    .recv_stream_window_update(
-                        frame.size_increment(),
-                        send_buffer,
-                        &mut stream,
-                        &mut self.counts,
-                        &mut self.actions.task,
-                    )
-                    .map_err(|reason| Error::library_reset(id, reason));
+                let res = if frame.size_increment() == 0 {
+                    // RFC 9113 section 6.9: a stream error of type PROTOCOL_ERROR.
+                    proto_err!(stream: "recv_window_update: zero increment; stream={:?}", id);
+                    Err(Error::library_reset(id, Reason::PROTOCOL_ERROR))
+                } else {
+                    self.actions
+                        .send
+                        .recv_stream_window_update(
+                            frame.size_increment(),
+                            send_buffer,
+                            &mut stream,
+                            &mut self.counts,
+                            &mut self.actions.task,
+                        )
+                        .map_err(|reason| Error::library_reset(id, reason))
+                };
 
                 return self.actions.reset_on_recv_stream_err(
                     send_buffer,

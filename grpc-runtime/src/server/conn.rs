@@ -466,6 +466,18 @@ fn accept_call(
     shared: &Shared,
 ) -> Option<AcceptedCall> {
     let (parts, body) = req.into_parts();
+    if let Some(over) = parts.extensions.get::<h2::ext::OversizedHeaderList>() {
+        // h2 removed the header fields (the head was over our SETTINGS_MAX_HEADER_LIST_SIZE):
+        // this call alone ends, as grpc-go and C core end it.
+        let limit = shared.max_header_list_size;
+        let size = over.size();
+        send_trailers_only(
+            respond,
+            Status::resource_exhausted(format!("request metadata size {size} exceeds the limit of {limit} bytes")),
+            None,
+        );
+        return None;
+    }
     if parts.method != Method::POST {
         send_http_error(
             respond,

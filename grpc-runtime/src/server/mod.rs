@@ -42,7 +42,9 @@ pub trait Service: Send + Sync + 'static {
     fn call(&self, method: &str, call: ServerCall) -> BoxFuture<()>;
 }
 
-/// Default header list size we advertise (SETTINGS_MAX_HEADER_LIST_SIZE).
+/// Default header list size we advertise (SETTINGS_MAX_HEADER_LIST_SIZE) and enforce on
+/// request heads: 8 KiB, the size gRPC's PROTOCOL-HTTP2 suggests and C core's soft limit
+/// (grpc-go advertises 16 MiB). See [`ServerBuilder::max_header_list_size`].
 pub const DEFAULT_MAX_HEADER_LIST_SIZE: u32 = 8 * 1024;
 
 /// Default bound on streams a client opened and reset before the server accepted them
@@ -78,6 +80,9 @@ pub(crate) struct Shared {
     pub(crate) tls: Option<tls::TlsServerSide>,
     /// Keepalive, ping enforcement and connection age/idle limits.
     pub(crate) conn_mgmt: conn::ConnManagement,
+    /// SETTINGS_MAX_HEADER_LIST_SIZE: larger request heads end their call with
+    /// RESOURCE_EXHAUSTED.
+    pub(crate) max_header_list_size: u32,
 }
 
 /// Server settings and services; finish with one of the `serve*` methods.
@@ -195,7 +200,22 @@ impl ServerBuilder {
         self
     }
 
-    /// SETTINGS_MAX_HEADER_LIST_SIZE (default 8 KiB).
+    /// The largest request head (pseudo-headers and metadata, counted as HTTP/2 counts a
+    /// header list: name + value + 32 bytes per field) a call may carry; advertised as
+    /// SETTINGS_MAX_HEADER_LIST_SIZE (default 8 KiB, [`DEFAULT_MAX_HEADER_LIST_SIZE`]).
+    ///
+    /// A larger head ends that call alone with RESOURCE_EXHAUSTED as a Trailers-Only
+    /// response ("request metadata size N exceeds the limit of L bytes"); the
+    /// connection and its other calls go on. Only a head over four times the limit (the
+    /// hard cap, where h2 stops decoding) closes the connection, with
+    /// GOAWAY(ENHANCE_YOUR_CALM). Well-behaved clients (ours, grpc-go's) check the
+    /// advertised value and fail such calls before sending them. docs/reliability.md
+    /// compares the defaults with grpc-go's and C core's.
+    ///
+    /// ```
+    /// let builder = grpc_runtime::server::Server::builder().max_header_list_size(16 * 1024);
+    /// # let _ = builder;
+    /// ```
     pub fn max_header_list_size(mut self, bytes: u32) -> Self {
         self.max_header_list_size = bytes;
         self
@@ -348,6 +368,9 @@ impl ServerBuilder {
         };
         let mut h2 = h2::server::Builder::new();
         h2.max_header_list_size(self.max_header_list_size);
+        // Over-size request heads reach us (fields removed) so that we answer them with a
+        // gRPC status rather than h2's HTTP 431 (third_party/h2/PATCHES.md).
+        h2.accept_oversized_requests(true);
         // Many small request DATA frames are legitimate gRPC traffic (see
         // transport::DATA_FRAME_BUDGET); h2's default would close the connection.
         h2.data_frame_budget(crate::transport::DATA_FRAME_BUDGET);
@@ -378,6 +401,7 @@ impl ServerBuilder {
             h2,
             tls,
             conn_mgmt,
+            max_header_list_size: self.max_header_list_size,
         }))
     }
 

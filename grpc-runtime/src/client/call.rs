@@ -617,6 +617,15 @@ impl Channel {
                     return Err(Status::unavailable(format!("connection unusable: {e}")));
                 }
             };
+            // As grpc-go's checkForHeaderListSize: a head the server said it would refuse
+            // fails this call (INTERNAL, grpc-go's code and words) and is never sent.
+            if let Some(max) = ready.peer_max_header_list_size() {
+                if crate::context::request_header_list_size(&head) > max as usize {
+                    return Err(Status::internal(format!(
+                        "header list size to send violates the maximum size ({max} bytes) set by server"
+                    )));
+                }
+            }
             match ready.send_request(head, false) {
                 Ok((response, mut send)) => {
                     if let Some(frame) = frame {

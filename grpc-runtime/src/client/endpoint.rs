@@ -291,7 +291,20 @@ impl Endpoint {
         self
     }
 
-    /// SETTINGS_MAX_HEADER_LIST_SIZE we advertise (default 8 KiB).
+    /// The largest response head (headers, trailers or Trailers-Only, counted as HTTP/2
+    /// counts a header list: name + value + 32 bytes per field) we accept; advertised as
+    /// SETTINGS_MAX_HEADER_LIST_SIZE (default 8 KiB, as gRPC's PROTOCOL-HTTP2 suggests and
+    /// C core and grpc-java use; grpc-go advertises 16 MiB). A larger response head fails
+    /// that call with INTERNAL; the connection goes on.
+    ///
+    /// The other direction is the server's: a call whose own request head is over the
+    /// server's advertised limit fails with INTERNAL before anything is sent, as in
+    /// grpc-go ("header list size to send violates the maximum size ...").
+    ///
+    /// ```
+    /// let endpoint = grpc_runtime::Endpoint::new("http://127.0.0.1:50051").max_header_list_size(16 * 1024);
+    /// # let _ = endpoint;
+    /// ```
     pub fn max_header_list_size(mut self, size: u32) -> Self {
         self.transport.http2.max_header_list_size = size;
         self

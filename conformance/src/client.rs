@@ -1186,8 +1186,11 @@ mod tests {
         c.validate().unwrap();
         let c = parse(&["--server_uri=dns:///foo.test.google.fr:5", "--use_tls", "--use_test_ca"]).unwrap();
         c.validate().unwrap();
-        let err = parse(&["--server_uri=ipv4:127.0.0.1:5", "--use_tls"]).unwrap().validate().unwrap_err();
-        assert!(err.contains("--use_test_ca"), "{err}");
+        // No CA flag: the system's CA certificates, as grpc-go's interop client.
+        parse(&["--server_uri=ipv4:127.0.0.1:5", "--use_tls"]).unwrap().validate().unwrap();
+        // Half a client identity is a flag error.
+        let err = parse(&["--use_tls", "--client_cert_file=c.pem"]).unwrap_err();
+        assert!(err.contains("--client_key_file"), "{err}");
     }
 
     #[test]

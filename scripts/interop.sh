@@ -21,7 +21,10 @@
 # Common matrix options (see scripts/interop/matrix.py --help):
 #   --peers go,cpp,python,ruby   --pairs ours-both-ways|peer-vs-peer|CLIENT:SERVER,...
 #   --cases a,b,c (per-pair and channel cases)   --security plaintext,tls   --timeout 30
-#   --soak-iterations 10   --channel-soak-iterations 20   --markdown FILE   --fail-fast
+#   --soak-iterations 10   --soak-timeout 120   --channel-soak-iterations 20
+#   --markdown FILE   --fail-fast
+#   CI also runs: --peers go,python --cases rpc_soak,channel_soak --security plaintext
+#   --soak-iterations 1000 (docs/reliability.md "Soak")
 # Environment: GRPC_RUST_PEERS (peer cache), OURS_BIN_DIR (prebuilt binaries),
 #   PEERS (peers to build, default "go cpp python ruby"), CARGO_BUILD_JOBS (default 2).
 set -euo pipefail

@@ -12,6 +12,14 @@ Implementations:
   python  grpcio from PyPI running grpc 1.51.1's interop code
   ruby    Debian ruby-grpc 1.51.1 running grpc 1.51.1's interop code (optional)
 
+Soak cases (rpc_soak, channel_soak): every client gets --soak_iterations (from
+--soak-iterations), --soak_max_failures=0, a per-iteration latency bound of
+SOAK_MAX_LATENCY_MS and --soak_overall_timeout_seconds 10 s below --soak-timeout; a
+client that exits 0 passes only if its output shows that many "soak iteration: ...
+succeeded" lines. The grpc-go 1.33 and Python 1.51 interop clients lack these cases, so
+they run through small drivers on those libraries (scripts/peers/go-soak, built into
+$GRPC_RUST_PEERS/go/bin/soak_client; scripts/peers/py-soak/soak_client.py on grpcio).
+
 Every server is started once per security mode on a free 127.0.0.1 port and
 serves all its pairs. TLS everywhere uses grpc-rust's test certificates
 (conformance/certs): each server serves server1.pem/server1.key, each client
@@ -151,7 +159,7 @@ class Impl:
         """(argv, env, cwd) of the server."""
         raise NotImplementedError
 
-    def client(self, port, case, tls, soak_iterations):
+    def client(self, port, case, tls, soak):
         """(argv, env, cwd) of the client for one case."""
         raise NotImplementedError
 
@@ -181,20 +189,37 @@ class Ours(Impl):
             argv += ["--use_tls=true", f"--tls_cert_file={CERT}", f"--tls_key_file={KEY}"]
         return argv, {}, REPO
 
-    def client(self, port, case, tls, soak_iterations):
+    def client(self, port, case, tls, soak):
         argv = [self.cli, "--server_host=127.0.0.1", f"--server_port={port}", f"--test_case={case}"]
         if tls:
             argv += ["--use_tls=true", "--use_test_ca=true", f"--ca_file={CA}",
                      f"--server_host_override={HOST_OVERRIDE}"]
         if case in SOAK:
-            argv += soak_flags(soak_iterations)
+            argv += soak_flags(soak)
         return argv, {}, REPO
 
 
-def soak_flags(n):
-    return [f"--soak_iterations={n}", "--soak_max_failures=0",
-            "--soak_per_iteration_max_acceptable_latency_ms=5000",
-            "--soak_overall_timeout_seconds=60"]
+class Soak:
+    """The soak cases' settings for every client: --soak-iterations RPCs, each within
+    SOAK_MAX_LATENCY_MS, no failure tolerated, all within the client's own overall
+    timeout, which ends 10 s before the matrix kills it (--soak-timeout) so that a slow
+    soak reports how far it got."""
+
+    def __init__(self, iterations, run_timeout_s):
+        self.iterations = iterations
+        self.overall_s = max(5, run_timeout_s - 10)
+
+
+# Per-iteration latency bound: generous, as CI runs debug builds on 2 shared cores (a
+# 270 KB request and 300 KB response take a few ms there; see docs/reliability.md "Soak").
+SOAK_MAX_LATENCY_MS = 5000
+
+
+def soak_flags(soak):
+    """The interop client flags of the soak cases (grpc's interop-test-descriptions)."""
+    return [f"--soak_iterations={soak.iterations}", "--soak_max_failures=0",
+            f"--soak_per_iteration_max_acceptable_latency_ms={SOAK_MAX_LATENCY_MS}",
+            f"--soak_overall_timeout_seconds={soak.overall_s}"]
 
 
 class Go(Impl):
@@ -204,14 +229,14 @@ class Go(Impl):
         "empty_stream", "timeout_on_sleeping_server", "cancel_after_begin",
         "cancel_after_first_response", "status_code_and_message", "special_status_message",
         "custom_metadata", "unimplemented_method", "unimplemented_service",
-    }
+    } | SOAK  # the soak cases through soak_client (scripts/peers/go-soak), on grpc-go 1.33
     client_lacks_reason = "the grpc-go 1.33 interop client does not implement this case"
 
     def __init__(self):
         self.bin = os.path.join(PEERS, "go", "bin")
 
     def available(self):
-        return need([os.path.join(self.bin, b) for b in ("interop_server", "interop_client")],
+        return need([os.path.join(self.bin, b) for b in ("interop_server", "interop_client", "soak_client")],
                     "scripts/peers/build-go.sh")
 
     def server(self, port, tls):
@@ -220,12 +245,17 @@ class Go(Impl):
             argv += ["--use_tls", f"--tls_cert_file={CERT}", f"--tls_key_file={KEY}"]
         return argv, {}, None
 
-    def client(self, port, case, tls, soak_iterations):
-        argv = [os.path.join(self.bin, "interop_client"), "--server_host=127.0.0.1",
+    def client(self, port, case, tls, soak):
+        # grpc-go 1.33's interop client lacks the soak cases: soak_client runs them.
+        cli = "soak_client" if case in SOAK else "interop_client"
+        argv = [os.path.join(self.bin, cli), "--server_host=127.0.0.1",
                 f"--server_port={port}", f"--test_case={case}"]
         if tls:
-            argv += ["--use_tls", "--use_test_ca", f"--ca_file={CA}",
-                     f"--server_host_override={HOST_OVERRIDE}"]
+            argv += ["--use_tls", f"--ca_file={CA}", f"--server_host_override={HOST_OVERRIDE}"]
+            if case not in SOAK:
+                argv += ["--use_test_ca"]
+        if case in SOAK:
+            argv += soak_flags(soak)
         return argv, {}, None
 
 
@@ -247,7 +277,7 @@ class Cpp(Impl):
             argv += ["--use_tls=true", f"--tls_cert_file={CERT}", f"--tls_key_file={KEY}"]
         return argv, {}, None
 
-    def client(self, port, case, tls, soak_iterations):
+    def client(self, port, case, tls, soak):
         argv = [os.path.join(self.dir, "interop_client"), "--server_host=127.0.0.1",
                 f"--server_port={port}", f"--test_case={case}"]
         env = {}
@@ -257,7 +287,8 @@ class Cpp(Impl):
             argv += ["--use_tls=true", "--use_test_ca=false", f"--server_host_override={HOST_OVERRIDE}"]
             env["GRPC_DEFAULT_SSL_ROOTS_FILE_PATH"] = CA
         if case in SOAK:
-            argv += soak_flags(soak_iterations)
+            argv += soak_flags(soak)
+            env["GRPC_VERBOSITY"] = "debug"  # its "soak iteration: ..." lines are GPR_DEBUG
         return argv, env, None
 
 
@@ -268,7 +299,7 @@ class Python(Impl):
         "cancel_after_begin", "cancel_after_first_response", "empty_stream",
         "status_code_and_message", "unimplemented_method", "unimplemented_service",
         "custom_metadata", "timeout_on_sleeping_server", "special_status_message",
-    }
+    } | SOAK  # the soak cases through scripts/peers/py-soak/soak_client.py, on grpcio
     client_lacks_reason = "the Python (grpc 1.51) interop client does not implement this case"
 
     def __init__(self):
@@ -287,7 +318,14 @@ class Python(Impl):
             env = {"INTEROP_TLS_CERT_FILE": CERT, "INTEROP_TLS_KEY_FILE": KEY}
         return argv, env, self.tree
 
-    def client(self, port, case, tls, soak_iterations):
+    def client(self, port, case, tls, soak):
+        if case in SOAK:
+            # The Python interop client lacks the soak cases: our driver on grpcio runs them.
+            argv = [self.py, os.path.join(REPO, "scripts", "peers", "py-soak", "soak_client.py"),
+                    "--server_host=127.0.0.1", f"--server_port={port}", f"--test_case={case}"]
+            if tls:
+                argv += ["--use_tls=true", f"--ca_file={CA}", f"--server_host_override={HOST_OVERRIDE}"]
+            return argv + soak_flags(soak), {"PYTHONPATH": self.tree}, self.tree
         argv = [self.py, "-m", "tests.interop.client", "--server_host=127.0.0.1",
                 f"--server_port={port}", f"--test_case={case}"]
         env = {}
@@ -324,7 +362,7 @@ class Ruby(Impl):
             env = {"INTEROP_TLS_CERT_FILE": CERT, "INTEROP_TLS_KEY_FILE": KEY}
         return argv, env, self.tree
 
-    def client(self, port, case, tls, soak_iterations):
+    def client(self, port, case, tls, soak):
         argv = ["ruby", os.path.join(self.tree, "pb", "test", "client.rb"), "--server_host=127.0.0.1",
                 f"--server_port={port}", f"--test_case={case}"]
         env = {}
@@ -420,9 +458,22 @@ def run_argv(argv, env, cwd, timeout, log_path):
 
 
 def run_client(impl, port, case, tls, args, log_dir, label):
-    argv, env, cwd = impl.client(port, case, tls, args.soak_iterations)
+    argv, env, cwd = impl.client(port, case, tls, Soak(args.soak_iterations, args.soak_timeout))
     timeout = args.soak_timeout if case in SOAK else args.timeout
-    return run_argv(argv, env, cwd, timeout, os.path.join(log_dir, f"{label}-{case}.log"))
+    why, out, dt = run_argv(argv, env, cwd, timeout, os.path.join(log_dir, f"{label}-{case}.log"))
+    if case in SOAK and why is None:
+        why = soak_log_problem(out, args.soak_iterations)
+    return why, out, dt
+
+
+def soak_log_problem(out, n):
+    """A soak client that exited 0 must also have logged n iterations, all succeeded
+    (the exit status alone would pass a client that ignored --soak_iterations)."""
+    its = [line for line in out.splitlines() if "soak iteration: " in line]
+    ok = sum(1 for line in its if line.rstrip().endswith(" succeeded"))
+    if len(its) != n or ok != n:
+        return f"exit status 0 but {ok} of {len(its)} logged soak iterations succeeded, want {n} of {n}"
+    return None
 
 
 class StreamCounter:

@@ -3,6 +3,8 @@
 # golang-google-grpc source package, into $GRPC_RUST_PEERS/go/bin:
 #   interop_server, interop_client, http2_negative_client,
 #   bench_worker, bench_client, bench_server
+# and soak_client (scripts/peers/go-soak: rpc_soak/channel_soak on grpc-go 1.33, whose
+# interop client lacks them).
 # GOPATH mode (GO111MODULE=off) against Debian's Go packages. The package's own
 # Debian patches are applied: one swaps the SHA-1 test certificates that Go >= 1.18
 # rejects for SHA-256 ones. Idempotent: exits at once when all binaries exist
@@ -13,7 +15,13 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$GRPC_RUST_PEERS/go
 BINS="interop_server interop_client http2_negative_client bench_worker bench_client bench_server"
 have_all() { local b; for b in $BINS; do [ -x "$ROOT/bin/$b" ] || return 1; done; }
-if [ "${FORCE:-0}" != 1 ] && have_all; then log "go peers: cached in $ROOT/bin"; exit 0; fi
+go_env() { export GO111MODULE=off GOPATH=$ROOT/gopath:/usr/share/gocode GOFLAGS= GOCACHE=$ROOT/gocache; }
+build_soak() { log "go build soak_client"; (cd "$HERE/go-soak" && go_env && go build -o "$ROOT/bin/soak_client" .); }
+if [ "${FORCE:-0}" != 1 ] && have_all; then
+  # soak_client came later than the others: build it alone into an existing cache.
+  [ -x "$ROOT/bin/soak_client" ] || build_soak
+  log "go peers: cached in $ROOT/bin"; exit 0
+fi
 
 apt_install golang-go golang-google-grpc-dev golang-github-golang-protobuf-1-5-dev dpkg-dev patch xz-utils
 apt_source_download "golang-google-grpc=$GO_GRPC_DEB_VERSION" "$ROOT/src-pkg" "golang-google-grpc_$GO_GRPC_VERSION.orig.tar.xz"
@@ -29,7 +37,7 @@ while read -r p; do
   patch -s -p1 -d "$SRC" < "$ROOT/src-pkg/debian-dir/debian/patches/$p"
 done < "$ROOT/src-pkg/debian-dir/debian/patches/series"
 
-export GO111MODULE=off GOPATH=$ROOT/gopath:/usr/share/gocode GOFLAGS= GOCACHE=$ROOT/gocache
+go_env
 cd "$SRC"
 build() { log "go build $2"; go build -o "$ROOT/bin/$1" "$2"; }
 build interop_server ./interop/server
@@ -38,4 +46,5 @@ build http2_negative_client ./interop/http2
 build bench_worker ./benchmark/worker
 build bench_client ./benchmark/client
 build bench_server ./benchmark/server
+build_soak
 log "go peers built in $ROOT/bin"

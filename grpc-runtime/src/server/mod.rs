@@ -23,7 +23,7 @@ use tokio::sync::Notify;
 
 pub use call::ServerCall;
 pub use interceptor::{interceptor_fn, CallHead, Interceptor, InterceptorFn, Next};
-pub use tls::{ServerTlsConfig, DEFAULT_TLS_HANDSHAKE_TIMEOUT};
+pub use tls::{ServerTlsConfig, TlsReloader, DEFAULT_TLS_HANDSHAKE_TIMEOUT};
 
 use crate::codec::{DEFAULT_MAX_RECV_MESSAGE_SIZE, DEFAULT_MAX_SEND_MESSAGE_SIZE};
 use crate::compression::{CompressionEncoding, EncodingSet};

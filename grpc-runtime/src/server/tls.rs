@@ -1,13 +1,15 @@
 //! Built-in server TLS: [`ServerTlsConfig`] (certificate chain + key from
-//! PEM, ALPN `h2`, optional client authentication against a CA) and the
-//! per-connection handshake the server runs before HTTP/2 when TLS is set.
+//! PEM, ALPN `h2`, optional client authentication against a CA), its rotation at run
+//! time ([`TlsReloader`]: new connections get the new certificate, open ones go on) and
+//! the per-connection handshake the server runs before HTTP/2 when TLS is set.
 //!
 //! The rustls configuration is always built with the `ring` provider passed
 //! explicitly, never a process-default provider.
 
 use std::io;
-use std::sync::Arc;
-use std::time::Duration;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -35,6 +37,7 @@ pub struct ServerTlsConfig {
     allow_missing_alpn: bool,
     handshake_timeout: Duration,
     custom: Option<Arc<rustls::ServerConfig>>,
+    reloader: Option<TlsReloader>,
 }
 
 impl std::fmt::Debug for ServerTlsConfig {
@@ -45,6 +48,7 @@ impl std::fmt::Debug for ServerTlsConfig {
             .field("allow_missing_alpn", &self.allow_missing_alpn)
             .field("handshake_timeout", &self.handshake_timeout)
             .field("custom", &self.custom.is_some())
+            .field("reloadable", &self.reloader.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -62,6 +66,7 @@ impl ServerTlsConfig {
             allow_missing_alpn: false,
             handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
             custom: None,
+            reloader: None,
         }
     }
 
@@ -109,6 +114,15 @@ impl ServerTlsConfig {
     /// Time allowed for the TLS handshake (default 10 s).
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Lets `reloader` replace this configuration's certificate, key and client CAs
+    /// while the server runs: connections accepted after a
+    /// [`TlsReloader::reload`] use the new material, open ones continue with theirs.
+    /// ALPN and handshake rules stay those of this configuration.
+    pub fn reloader(mut self, reloader: TlsReloader) -> Self {
+        self.reloader = Some(reloader);
         self
     }
 
@@ -165,18 +179,118 @@ impl ServerTlsConfig {
 
     /// The acceptor and the per-connection rules the server applies.
     pub(crate) fn acceptor(&self) -> io::Result<TlsServerSide> {
+        let built = TlsAcceptor::from(self.build()?);
+        let acceptor = match &self.reloader {
+            None => AcceptorSource::Fixed(built),
+            Some(r) => {
+                // A reload made before the server started wins over the initial config.
+                let mut slot = r.slot.write().unwrap_or_else(|e| e.into_inner());
+                slot.get_or_insert(built);
+                AcceptorSource::Reloadable(Arc::clone(&r.slot))
+            }
+        };
         Ok(TlsServerSide {
-            acceptor: TlsAcceptor::from(self.build()?),
+            acceptor,
             allow_missing_alpn: self.allow_missing_alpn,
             handshake_timeout: self.handshake_timeout,
         })
     }
 }
 
+/// Rotates a running server's TLS material (certificate chain, key, client CAs) without
+/// a restart: give it to [`ServerTlsConfig::reloader`], then call
+/// [`TlsReloader::reload`] with a new configuration, or let
+/// [`TlsReloader::watch_files`] do so whenever the PEM files change. New connections use
+/// the new material; connections already open keep theirs. A configuration that fails to
+/// build is refused and the server keeps the one it has.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use grpc_runtime::server::{Server, ServerTlsConfig, TlsReloader};
+///
+/// # async fn f() -> std::io::Result<()> {
+/// let reloader = TlsReloader::new();
+/// let tls = ServerTlsConfig::from_pem_files("server.pem", "server.key")?.reloader(reloader.clone());
+/// // Re-read the files within a minute of each change (e.g. after cert-manager renewed them).
+/// let _watch = reloader.watch_files(
+///     vec!["server.pem".into(), "server.key".into()],
+///     Duration::from_secs(60),
+///     || ServerTlsConfig::from_pem_files("server.pem", "server.key"),
+/// );
+/// Server::builder().tls_config(tls).serve("[::]:443".parse().unwrap()).await
+/// # }
+/// ```
+#[derive(Clone, Default)]
+pub struct TlsReloader {
+    slot: Arc<RwLock<Option<TlsAcceptor>>>,
+}
+
+impl std::fmt::Debug for TlsReloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsReloader").finish_non_exhaustive()
+    }
+}
+
+impl TlsReloader {
+    /// A reloader not yet attached to a server.
+    pub fn new() -> TlsReloader {
+        TlsReloader::default()
+    }
+
+    /// Builds `config` (validating it) and makes it the one new connections get. On error
+    /// nothing changes.
+    pub fn reload(&self, config: &ServerTlsConfig) -> io::Result<()> {
+        let acceptor = TlsAcceptor::from(config.build()?);
+        *self.slot.write().unwrap_or_else(|e| e.into_inner()) = Some(acceptor);
+        tracing::info!("server TLS configuration reloaded");
+        Ok(())
+    }
+
+    /// Checks `paths` every `interval` and, when any of them changed (modification time
+    /// or size), reloads with the configuration `load` builds. A failure (a file half
+    /// written, a key that does not match) is logged and the current configuration kept;
+    /// the next change is tried again. Runs on the current tokio runtime until the
+    /// returned task is aborted.
+    pub fn watch_files<F>(&self, paths: Vec<PathBuf>, interval: Duration, load: F) -> tokio::task::JoinHandle<()>
+    where
+        F: Fn() -> io::Result<ServerTlsConfig> + Send + 'static,
+    {
+        let this = self.clone();
+        let stamp = move |paths: &[PathBuf]| -> Vec<Option<(SystemTime, u64)>> {
+            paths.iter().map(|p| std::fs::metadata(p).ok().and_then(|m| Some((m.modified().ok()?, m.len())))).collect()
+        };
+        tokio::spawn(async move {
+            let mut seen = stamp(&paths);
+            let mut tick = tokio::time::interval(interval.max(Duration::from_millis(1)));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let now = stamp(&paths);
+                if now == seen {
+                    continue;
+                }
+                seen = now;
+                match load().and_then(|cfg| this.reload(&cfg)) {
+                    Ok(()) => {}
+                    Err(e) => tracing::warn!(error = %e, "TLS files changed but cannot be loaded; keeping the current configuration"),
+                }
+            }
+        })
+    }
+}
+
+/// Where the server's acceptor comes from.
+#[derive(Clone)]
+enum AcceptorSource {
+    Fixed(TlsAcceptor),
+    Reloadable(Arc<RwLock<Option<TlsAcceptor>>>),
+}
+
 /// What a running server needs to accept TLS connections.
 #[derive(Clone)]
 pub(crate) struct TlsServerSide {
-    acceptor: TlsAcceptor,
+    acceptor: AcceptorSource,
     allow_missing_alpn: bool,
     handshake_timeout: Duration,
 }
@@ -191,7 +305,14 @@ impl TlsServerSide {
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
-        let stream = match tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(io)).await {
+        let acceptor = match &self.acceptor {
+            AcceptorSource::Fixed(a) => a.clone(),
+            AcceptorSource::Reloadable(slot) => match slot.read().unwrap_or_else(|e| e.into_inner()).clone() {
+                Some(a) => a,
+                None => return Err("no TLS configuration installed".into()),
+            },
+        };
+        let stream = match tokio::time::timeout(self.handshake_timeout, acceptor.accept(io)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err(format!("TLS handshake failed: {e}")),
             Err(_) => return Err("TLS handshake timed out".into()),

@@ -766,3 +766,219 @@ async fn bursts_of_cancelled_calls_do_not_end_the_connection() {
     assert_eq!(r.into_inner().message, "after");
     assert_eq!(srv.accepted.load(Ordering::SeqCst), 1, "one connection throughout");
 }
+
+// ------------------------------------------------------------ header read timeout
+
+/// HPACK: one integer with an `n`-bit prefix (RFC 7541 section 5.1), `first` holding the
+/// bits above the prefix.
+fn hpack_int(out: &mut Vec<u8>, first: u8, n: u32, mut v: usize) {
+    let max = (1usize << n) - 1;
+    if v < max {
+        out.push(first | v as u8);
+        return;
+    }
+    out.push(first | max as u8);
+    v -= max;
+    while v >= 128 {
+        out.push((v % 128) as u8 | 0x80);
+        v /= 128;
+    }
+    out.push(v as u8);
+}
+
+/// An HPACK block of literal fields without indexing (no Huffman): a gRPC request head.
+fn request_block(path: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (k, v) in [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", path),
+        (":authority", "localhost"),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+    ] {
+        out.push(0);
+        hpack_int(&mut out, 0, 7, k.len());
+        out.extend_from_slice(k.as_bytes());
+        hpack_int(&mut out, 0, 7, v.len());
+        out.extend_from_slice(v.as_bytes());
+    }
+    out
+}
+
+/// A unary Echo request message, gRPC-framed.
+fn echo_message(message: &str) -> Vec<u8> {
+    frame(&EchoRequest { message: message.into(), count: 0, sleep_ms: 0 }).to_vec()
+}
+
+/// Writes `bytes` one chunk every `gap` until the server closes the connection; returns
+/// the frames received and when the connection closed (`None`: not within `within`).
+async fn trickle(
+    c: &mut RawConn,
+    chunks: Vec<Vec<u8>>,
+    gap: Duration,
+    within: Duration,
+) -> (Vec<Frame>, Option<Duration>) {
+    let started = Instant::now();
+    let mut frames = Vec::new();
+    let mut chunks = chunks.into_iter();
+    while started.elapsed() < within {
+        if let Some(chunk) = chunks.next() {
+            let _ = c.tcp.write_all(&chunk).await;
+        }
+        let until = tokio::time::Instant::now() + gap;
+        loop {
+            match tokio::time::timeout_at(until, c.next()).await {
+                Err(_) => break,
+                Ok(Some(f)) => frames.push(f),
+                Ok(None) => return (frames, Some(started.elapsed())),
+            }
+        }
+    }
+    (frames, None)
+}
+
+#[tokio::test]
+async fn a_trickled_header_block_is_closed_while_other_connections_keep_working() {
+    let limit = Duration::from_secs(1);
+    let srv = start_counting(|b| b.header_read_timeout(limit)).await;
+    let ch = Channel::builder(format!("http://{}", srv.addr)).connect().await.unwrap();
+    // A normal client on its own connection, calling all along.
+    let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
+    let normal = tokio::spawn(async move {
+        let mut ok = 0;
+        loop {
+            let r = ch.unary::<_, EchoReply>("/test.Echo/Unary", echo_req("normal", 0)).await;
+            assert_eq!(r.expect("the normal client's call").into_inner().message, "normal");
+            ok += 1;
+            if tokio::time::timeout(Duration::from_millis(50), &mut stop_rx).await.is_ok() {
+                return ok;
+            }
+        }
+    });
+    let block = request_block("/test.Echo/Unary");
+    // 1. HEADERS without END_HEADERS, then a CONTINUATION whose payload comes one byte
+    //    every 200 ms. (Many small CONTINUATION frames h2 cuts off by itself: GOAWAY
+    //    ENHANCE_YOUR_CALM "too_many_continuations" after a few.)
+    let mut chunks = vec![raw_frame(0x1, 0, 1, &block[..4])];
+    let mut cont = raw_frame(0x9, 0x4, 1, &block[4..]);
+    chunks.push(cont.drain(..9).collect());
+    chunks.extend(cont.into_iter().map(|b| vec![b]));
+    // 2. A frame header announcing 16 KiB of HEADERS (END_HEADERS), then its payload
+    //    one byte every 200 ms.
+    let mut big = raw_frame(0x1, 0x4, 1, &[]);
+    big[0..3].copy_from_slice(&[0, 0x40, 0]);
+    let big_chunks: Vec<Vec<u8>> = std::iter::once(big).chain((0..100).map(|_| vec![0u8])).collect();
+    for (name, chunks) in [("continuations", chunks), ("16 KiB frame", big_chunks)] {
+        let mut c = RawConn::open(srv.addr).await;
+        let (frames, closed) = trickle(&mut c, chunks, Duration::from_millis(200), Duration::from_secs(6)).await;
+        let closed = closed.unwrap_or_else(|| panic!("{name}: the trickling connection was not closed"));
+        assert!(closed >= limit && closed < limit + Duration::from_millis(1500), "{name}: closed after {closed:?}");
+        let (_, code, debug) = goaway(&frames).unwrap_or_else(|| panic!("{name}: GOAWAY expected: {frames:?}"));
+        assert_eq!((code, debug.as_slice()), (0, &b"header_read_timeout"[..]), "{name}");
+    }
+    let _ = stop_tx.send(());
+    let calls = normal.await.unwrap();
+    assert!(calls >= 10, "the normal client made {calls} calls");
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn a_slow_but_complete_request_is_not_cut_off() {
+    let srv = start_counting(|b| b.header_read_timeout(Duration::from_secs(1))).await;
+    let mut c = RawConn::open(srv.addr).await;
+    let block = request_block("/test.Echo/Unary");
+    let (a, b) = block.split_at(block.len() / 2);
+    // Idle for longer than the limit first: idle time is not timed.
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    for (id, message) in [(1u32, "slow-1"), (3, "slow-2")] {
+        // The header block in two frames 600 ms apart (within the limit) ...
+        c.tcp.write_all(&raw_frame(0x1, 0, id, a)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        c.tcp.write_all(&raw_frame(0x9, 0x4, id, b)).await.unwrap();
+        // ... then the body 1.3 s later (bodies are not timed), the message split in two.
+        let body = echo_message(message);
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        c.tcp.write_all(&raw_frame(0x0, 0, id, &body[..3])).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        c.tcp.write_all(&raw_frame(0x0, 0x1, id, &body[3..])).await.unwrap();
+        // The answer: DATA carrying the echo, then trailers ending the stream.
+        let mut data = Vec::new();
+        loop {
+            let f = tokio::time::timeout(Duration::from_secs(5), c.next()).await.unwrap().expect("connection open");
+            assert_ne!(f.kind, 0x7, "no GOAWAY: {f:?}");
+            assert_ne!(f.kind, 0x3, "no RST_STREAM: {f:?}");
+            if f.kind == 0x0 {
+                data.extend_from_slice(&f.payload);
+            }
+            if f.kind == 0x1 && f.flags & 0x1 != 0 {
+                break;
+            }
+        }
+        assert!(data.windows(message.len()).any(|w| w == message.as_bytes()), "{message}: {data:?}");
+    }
+    srv.stop().await;
+}
+
+// ------------------------------------------------------------ MAX_CONCURRENT_STREAMS
+
+#[tokio::test]
+async fn max_concurrent_streams_is_advertised_and_enforced() {
+    let srv = start_counting(|b| b.max_concurrent_streams(2)).await;
+    let mut c = RawConn::open(srv.addr).await;
+    // Advertised: SETTINGS_MAX_CONCURRENT_STREAMS (0x3) = 2 in the server's SETTINGS.
+    let settings = loop {
+        let f = c.next().await.expect("server SETTINGS");
+        if f.kind == 0x4 && f.flags & 1 == 0 {
+            break f.payload;
+        }
+    };
+    let advertised = settings
+        .chunks(6)
+        .find(|s| u16::from_be_bytes([s[0], s[1]]) == 0x3)
+        .map(|s| u32::from_be_bytes([s[2], s[3], s[4], s[5]]));
+    assert_eq!(advertised, Some(2));
+    c.tcp.write_all(&raw_frame(0x4, 0x1, 0, &[])).await.unwrap();
+    // Enforced: two requests whose bodies never end hold both slots; a third stream is
+    // refused, and the connection goes on.
+    let block = request_block("/test.Echo/Unary");
+    for id in [1u32, 3, 5] {
+        c.tcp.write_all(&raw_frame(0x1, 0x4, id, &block)).await.unwrap();
+    }
+    let refused = loop {
+        let f = tokio::time::timeout(Duration::from_secs(5), c.next()).await.unwrap().expect("connection open");
+        assert_ne!(f.kind, 0x7, "no GOAWAY: {f:?}");
+        if f.kind == 0x3 {
+            break u32::from_be_bytes(f.payload[..4].try_into().unwrap());
+        }
+    };
+    assert_eq!(refused, 0x7, "REFUSED_STREAM");
+    // Once a slot frees (stream 1 completes), a new stream is served.
+    let body = echo_message("freed");
+    c.tcp.write_all(&raw_frame(0x0, 0x1, 1, &body)).await.unwrap();
+    c.tcp.write_all(&raw_frame(0x1, 0x4, 7, &block)).await.unwrap();
+    c.tcp.write_all(&raw_frame(0x0, 0x1, 7, &echo_message("after"))).await.unwrap();
+    let mut data = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !data.windows(5).any(|w| w == b"after") {
+        let f = tokio::time::timeout_at(deadline, c.next()).await.expect("stream 7 answered").expect("connection open");
+        assert!(f.kind != 0x3 && f.kind != 0x7, "{f:?}");
+        if f.kind == 0x0 {
+            data.extend_from_slice(&f.payload);
+        }
+    }
+    // Our client queues calls within the advertised limit instead of being refused:
+    // three 300 ms calls on one connection limited to 2 all succeed, the third after
+    // one of the first two.
+    let ch = Channel::builder(format!("http://{}", srv.addr)).connect().await.unwrap();
+    let started = Instant::now();
+    let calls = (0..3).map(|i| {
+        let ch = ch.clone();
+        async move { ch.unary::<_, EchoReply>("/test.Echo/Unary", echo_req(&format!("q{i}"), 300)).await }
+    });
+    for r in futures_util::future::join_all(calls).await {
+        r.expect("queued, not refused");
+    }
+    assert!(started.elapsed() >= Duration::from_millis(550), "{:?}", started.elapsed());
+    srv.stop().await;
+}

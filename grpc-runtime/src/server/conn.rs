@@ -33,7 +33,8 @@ use crate::transport::frame_tap::{Activity, FrameTap, PingPolicy};
 use crate::transport::bdp;
 use crate::transport::jitter;
 
-/// A peer that connects but never sends the HTTP/2 preface is dropped after this.
+/// A peer that connects but never sends the HTTP/2 preface is dropped after this (the
+/// default header-read timeout, `super::DEFAULT_HEADER_READ_TIMEOUT`, is the same).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Keepalive, ping enforcement and age/idle limits of every connection (gRFC A8, A9).
@@ -46,6 +47,9 @@ pub(crate) struct ConnManagement {
     pub(crate) max_connection_idle: Option<Duration>,
     pub(crate) max_connection_age: Option<Duration>,
     pub(crate) max_connection_age_grace: Option<Duration>,
+    /// A request header block (HEADERS + CONTINUATIONs) begun must be complete within
+    /// this, else the connection is closed (`None`: no limit).
+    pub(crate) header_read_timeout: Option<Duration>,
     /// BDP-based adaptive windows.
     pub(crate) adaptive_window: bool,
     /// The configured initial stream window (adaptive windows never go below it).
@@ -67,6 +71,7 @@ impl Default for ConnManagement {
             max_connection_idle: None,
             max_connection_age: None,
             max_connection_age_grace: None,
+            header_read_timeout: Some(super::DEFAULT_HEADER_READ_TIMEOUT),
             adaptive_window: true,
             stream_window: DEFAULT_WINDOW,
             connection_window: DEFAULT_WINDOW,
@@ -80,6 +85,15 @@ const ABRUPT_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// After an idle GOAWAY, the connection is dropped if it has not closed by then (unless
 /// a max-age grace is configured, which applies instead).
 const IDLE_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the accept branch of the connection loop brings back.
+enum Turn<T> {
+    /// h2's next stream (or its end, or its error).
+    Accepted(T),
+    /// No stream is ready, but a header block is in progress and no header-read timer is
+    /// armed: the loop turns to arm it.
+    HeaderBlock,
+}
 
 /// The earliest of the given deadlines.
 fn earliest(deadlines: &[Option<Instant>]) -> Option<Instant> {
@@ -192,6 +206,9 @@ where
         };
         let mut grace_at: Option<Instant> = None;
         let mut abrupt_at: Option<Instant> = None;
+        // When the header block in progress (if any) must be complete: armed on the
+        // first turn that sees one, checked (and moved to a later block) when it is due.
+        let mut header_at: Option<Instant> = None;
         let mut going_away = false;
         // The server's shutdown stage this connection has acted on.
         let mut stage = RUNNING;
@@ -205,9 +222,9 @@ where
         loop {
             {
                 let next = if going_away {
-                    earliest(&[keepalive_at, keepalive_deadline, grace_at, abrupt_at])
+                    earliest(&[keepalive_at, keepalive_deadline, grace_at, abrupt_at, header_at])
                 } else {
-                    earliest(&[keepalive_at, keepalive_deadline, age_at, idle_check, grace_at, abrupt_at])
+                    earliest(&[keepalive_at, keepalive_deadline, age_at, idle_check, grace_at, abrupt_at, header_at])
                 };
                 if next != armed.then(|| timer.deadline()) {
                     if let Some(at) = next {
@@ -216,8 +233,11 @@ where
                     armed = next.is_some();
                 }
             }
+            // A header block that h2 is still reading is noticed here, lock-free, when
+            // h2 has no stream ready (the block arrives inside `poll_accept`).
+            let watch_headers = header_at.is_none() && shared.conn_mgmt.header_read_timeout.is_some();
             tokio::select! {
-                accepted = std::future::poll_fn(|cx| {
+                turn = std::future::poll_fn(|cx| {
                     if burst >= ACCEPT_BURST {
                         // Yield: the task is woken now and runs again after the calls.
                         burst = 0;
@@ -227,23 +247,32 @@ where
                     let accepted = conn.poll_accept(cx);
                     match accepted {
                         Poll::Ready(Some(Ok(_))) => burst += 1,
-                        Poll::Pending => burst = 0,
+                        Poll::Pending => {
+                            burst = 0;
+                            if watch_headers && activity.header_block_since().is_some() {
+                                return Poll::Ready(Turn::HeaderBlock);
+                            }
+                        }
                         Poll::Ready(_) => {}
                     }
-                    accepted
-                }) => match accepted {
-                    Some(Ok((req, mut respond))) => {
+                    accepted.map(Turn::Accepted)
+                }) => match turn {
+                    Turn::HeaderBlock => {
+                        header_at = activity.header_block_since().zip(shared.conn_mgmt.header_read_timeout)
+                            .map(|(since, limit)| crate::timeout::instant_after(since, limit));
+                    }
+                    Turn::Accepted(Some(Ok((req, mut respond)))) => {
                         // A stream the client reset before we got to it (a cancelled call,
                         // or a rapid-reset attack) is dropped here: no task, no parsing.
                         if !already_reset(&mut respond) {
                             tokio::spawn(handle_stream(req, respond, peer, peer_certs.clone(), shared.clone(), Arc::clone(&force)));
                         }
                     }
-                    Some(Err(e)) => {
+                    Turn::Accepted(Some(Err(e))) => {
                         tracing::debug!(?peer, "connection error: {e}");
                         break;
                     }
-                    None => break,
+                    Turn::Accepted(None) => break,
                 },
                 now = &mut next_stage, if stage < ABORT => {
                     stage = now;
@@ -310,6 +339,21 @@ where
                     let due = |at: Option<Instant>| at.is_some_and(|at| at <= now);
                     if due(abrupt_at) {
                         break;
+                    }
+                    if due(header_at) {
+                        let limit = shared.conn_mgmt.header_read_timeout.unwrap_or(Duration::MAX);
+                        header_at = activity.header_block_since().map(|since| crate::timeout::instant_after(since, limit));
+                        if header_at.is_some_and(|at| at <= now) && abrupt_at.is_none() {
+                            // Only this connection goes: an abrupt GOAWAY, then h2 closes
+                            // it once written, with any call still on it (a connection
+                            // stalled inside a header block this long carries none well).
+                            tracing::warn!(?peer, timeout = ?limit, "request header block not complete within the header read timeout: GOAWAY and close");
+                            activity.set_goaway_debug_data(Bytes::from_static(b"header_read_timeout"));
+                            conn.abrupt_shutdown(h2::Reason::NO_ERROR);
+                            abrupt_at = Some(Instant::now() + ABRUPT_CLOSE_TIMEOUT);
+                            going_away = true;
+                            header_at = None;
+                        }
                     }
                     if due(grace_at) {
                         tracing::debug!(?peer, "max connection age grace over; closing the connection");

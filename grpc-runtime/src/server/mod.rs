@@ -53,6 +53,11 @@ pub const DEFAULT_MAX_HEADER_LIST_SIZE: u32 = 8 * 1024;
 /// attacker is cut off every 256 streams (scripts/rapid-reset.sh, docs/reliability.md).
 pub const DEFAULT_MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 256;
 
+/// Default [`ServerBuilder::header_read_timeout`]: a request header block begun must be
+/// complete within this. The same as the time a new connection has to send the HTTP/2
+/// preface.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Entry point: `Server::builder()`.
 #[derive(Debug)]
 pub struct Server;
@@ -165,7 +170,29 @@ impl ServerBuilder {
         self
     }
 
-    /// SETTINGS_MAX_CONCURRENT_STREAMS per connection (default: unlimited).
+    /// SETTINGS_MAX_CONCURRENT_STREAMS per connection (default: unlimited, as grpc-go and
+    /// grpc C core: neither advertises a limit). A stream the client opens beyond it is
+    /// refused with RST_STREAM(REFUSED_STREAM) before any handler runs (our client and
+    /// grpc-go's queue calls within the advertised limit instead, and retry a refused
+    /// one transparently).
+    ///
+    /// What each open stream can make the server hold, so what a client can park per
+    /// connection times this limit: the request head (within
+    /// [`ServerBuilder::max_header_list_size`], 8 KiB by default), the call's task, the
+    /// request bytes h2 has received and the handler has not read (within the stream's
+    /// flow-control window: 64 KiB by default, more once adaptive windows grow it, and
+    /// within the connection window overall), and one partly received message being
+    /// assembled (within [`ServerBuilder::max_receive_message_size`], 4 MiB by
+    /// default). Servers open to untrusted clients should set a limit (a few hundred is
+    /// common); docs/reliability.md has the figures.
+    ///
+    /// ```
+    /// use grpc_runtime::Server;
+    ///
+    /// // At most 4 x (4 MiB + 64 KiB + 8 KiB) of request data parked per connection.
+    /// let builder = Server::builder().max_concurrent_streams(4);
+    /// # drop(builder);
+    /// ```
     pub fn max_concurrent_streams(mut self, max: u32) -> Self {
         self.max_concurrent_streams = Some(max);
         self
@@ -358,6 +385,34 @@ impl ServerBuilder {
     /// then the connection is closed (default: unlimited; gRFC A9 MAX_CONNECTION_AGE_GRACE).
     pub fn max_connection_age_grace(mut self, grace: Duration) -> Self {
         self.conn_mgmt.max_connection_age_grace = Some(grace);
+        self
+    }
+
+    /// How long a request header block may take to arrive (default 20 s,
+    /// [`DEFAULT_HEADER_READ_TIMEOUT`]): from the first byte of its HEADERS frame until
+    /// the last byte of the frame that ends it (the HEADERS frame itself, or its last
+    /// CONTINUATION); an incomplete frame header of any frame counts too. A connection
+    /// that is slower (a client trickling a header block to hold the server's resources,
+    /// a "slowloris") is closed with GOAWAY(NO_ERROR, "header_read_timeout"); the
+    /// server's other connections are not affected. Idle time between requests and
+    /// request bodies are not timed (keepalive and
+    /// [`ServerBuilder::max_connection_idle`] cover those). `Duration::MAX` disables it.
+    ///
+    /// The HTTP/2 counterpart of Go's `http.Server.ReadHeaderTimeout` and hyper's HTTP/1
+    /// `header_read_timeout` (30 s by default) and nginx's `client_header_timeout` (60 s);
+    /// grpc-go has none (its `ConnectionTimeout` covers the handshake only) and neither
+    /// has hyper's HTTP/2 server. 20 s matches the time a new connection has to send the
+    /// HTTP/2 preface and gRFC A8's keepalive timeout.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use grpc_runtime::Server;
+    ///
+    /// let builder = Server::builder().header_read_timeout(Duration::from_secs(5));
+    /// # drop(builder);
+    /// ```
+    pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
+        self.conn_mgmt.header_read_timeout = (timeout != Duration::MAX).then_some(timeout);
         self
     }
 

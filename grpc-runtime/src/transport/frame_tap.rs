@@ -27,6 +27,12 @@
 //! writes into a buffer of up to [`GATHER_LIMIT`] bytes and writes it at h2's next flush
 //! (h2 flushes whenever it has nothing more to write), as grpc-go's buffered writer does.
 //!
+//! It also notices a request header block that is slow to arrive (the server's header-read
+//! timeout): from the first byte of a HEADERS frame's 9-byte header (or of any frame header
+//! that is still incomplete) until the payload of the frame that carries END_HEADERS (the
+//! HEADERS frame itself or its last CONTINUATION) has been read completely, the block is
+//! "in progress", and [`Activity::header_block_since`] says since when.
+//!
 //! Only the 9-byte frame headers are parsed; payload bytes pass through unchanged (apart
 //! from the one GOAWAY being rewritten). A peer's malformed bytes never panic here: h2
 //! itself rejects them and closes the connection.
@@ -51,6 +57,9 @@ const HEADERS: u8 = 0x1;
 const RST_STREAM: u8 = 0x3;
 const PING: u8 = 0x6;
 const GOAWAY: u8 = 0x7;
+const PUSH_PROMISE: u8 = 0x5;
+const CONTINUATION: u8 = 0x9;
+const FLAG_END_HEADERS: u8 = 0x4;
 const FLAG_END_STREAM: u8 = 0x1;
 const FLAG_ACK: u8 = 0x1;
 
@@ -105,6 +114,9 @@ struct State {
     goaway_debug: Option<Box<Bytes>>,
     /// The last GOAWAY received: error code and debug data.
     peer_goaway: Option<Box<(u32, Bytes)>>,
+    /// Since when a header block (or a frame header) has been in progress, as of the end
+    /// of the last read (see the module doc).
+    header_since: Option<Instant>,
     /// BDP sampling (adaptive windows): whether it is on for this connection.
     bdp_enabled: bool,
     /// A BDP PING is wanted or in flight; DATA bytes received meanwhile are counted.
@@ -178,6 +190,8 @@ pub(crate) struct Activity {
     goaway_armed: AtomicBool,
     /// The number of open streams (a lock-free copy of `State::streams.len()`).
     open_streams: AtomicU32,
+    /// Whether `State::header_since` is set (read lock-free by the connection task).
+    header_pending: AtomicBool,
 }
 
 impl Drop for Activity {
@@ -204,6 +218,7 @@ impl Activity {
                 too_many_pings: false,
                 goaway_debug: None,
                 peer_goaway: None,
+                header_since: None,
                 bdp_enabled: false,
                 bdp_sampling: false,
                 bdp_sample: 0,
@@ -212,6 +227,7 @@ impl Activity {
             signals: Signals::default(),
             goaway_armed: AtomicBool::new(false),
             open_streams: AtomicU32::new(0),
+            header_pending: AtomicBool::new(false),
         })
     }
 
@@ -286,6 +302,22 @@ impl Activity {
         self.with(|s| s.too_many_pings).unwrap_or(false)
     }
 
+    /// Since when an inbound header block has been in progress (the first byte of its
+    /// HEADERS frame's header was read, the payload of its END_HEADERS frame is not read
+    /// completely yet), or a frame header is incomplete; `None` when neither.
+    pub(crate) fn header_block_since(&self) -> Option<Instant> {
+        if !self.header_pending.load(Ordering::Acquire) {
+            return None;
+        }
+        self.with(|s| s.header_since).flatten()
+    }
+
+    /// Publishes the scanner's header-block start after a read that changed it.
+    fn set_header_since(&self, since: Option<Instant>) {
+        self.with(|s| s.header_since = since);
+        self.header_pending.store(since.is_some(), Ordering::Release);
+    }
+
     /// The last GOAWAY the peer sent: error code and debug data.
     pub(crate) fn peer_goaway(&self) -> Option<(u32, Bytes)> {
         self.with(|s| s.peer_goaway.as_deref().cloned()).flatten()
@@ -349,8 +381,8 @@ impl Activity {
         self.goaway_armed.load(Ordering::Acquire)
     }
 
-    fn on_read(&self) {
-        self.with(|s| s.last_read = Instant::now());
+    fn on_read(&self, now: Instant) {
+        self.with(|s| s.last_read = now);
     }
 
     /// Updates the open streams; returns whether a stream was opened.
@@ -478,7 +510,15 @@ struct Scanner {
     preface: u8,
     /// Bytes of `header` seen so far.
     have: u8,
+    /// A HEADERS (or PUSH_PROMISE) frame without END_HEADERS was read: CONTINUATION
+    /// frames follow until one carries END_HEADERS.
+    block_open: bool,
+    /// The frame whose payload is being read ends a header block.
+    ends_block: bool,
     header: [u8; 9],
+    /// Since when a header block or an incomplete frame header has been in progress
+    /// (see the module doc).
+    header_since: Option<Instant>,
 }
 
 /// How much of a received GOAWAY's payload is kept (stream id, code, debug data).
@@ -491,13 +531,24 @@ impl Scanner {
             payload: 0,
             preface: if preface { PREFACE_LEN as u8 } else { 0 },
             have: 0,
+            block_open: false,
+            ends_block: false,
             header: [0; 9],
+            header_since: None,
         }
     }
 
-    /// Feeds bytes; calls `on_header(type, flags, stream, len)` for each complete header
-    /// and `on_goaway(payload)` for each complete GOAWAY.
-    fn feed(&mut self, mut data: &[u8], mut on_header: impl FnMut(u8, u8, u32, usize), mut on_goaway: impl FnMut(&[u8])) {
+    /// Feeds bytes read at `now`; calls `on_header(type, flags, stream, len)` for each
+    /// complete header and `on_goaway(payload)` for each complete GOAWAY. Returns whether
+    /// `header_since` changed.
+    fn feed(
+        &mut self,
+        mut data: &[u8],
+        now: Instant,
+        mut on_header: impl FnMut(u8, u8, u32, usize),
+        mut on_goaway: impl FnMut(&[u8]),
+    ) -> bool {
+        let before = self.header_since;
         while !data.is_empty() {
             if self.preface > 0 {
                 let n = usize::from(self.preface).min(data.len());
@@ -515,8 +566,14 @@ impl Scanner {
                     if let Some(g) = self.goaway.take() {
                         on_goaway(&g);
                     }
+                    if std::mem::take(&mut self.ends_block) {
+                        self.header_since = None;
+                    }
                 }
             } else {
+                if self.have == 0 && self.header_since.is_none() {
+                    self.header_since = Some(now);
+                }
                 let n = fill_header(&mut self.header, &mut self.have, data);
                 data = &data[n..];
                 if self.have == 9 {
@@ -524,6 +581,7 @@ impl Scanner {
                     let (kind, flags, stream, len) = parse_header(&self.header);
                     // 24 bits: always fits.
                     self.payload = len as u32;
+                    self.header_frame(kind, flags, len);
                     on_header(kind, flags, stream, len);
                     if kind == GOAWAY {
                         if len == 0 {
@@ -534,6 +592,31 @@ impl Scanner {
                     }
                 }
             }
+        }
+        self.header_since != before
+    }
+
+    /// Follows header blocks over a complete frame header: a HEADERS frame (or a
+    /// CONTINUATION of an open block) keeps `header_since` until the payload of the frame
+    /// with END_HEADERS is read; any other frame ends the wait its header began (its
+    /// payload is not timed), unless a block is open (h2 rejects such a frame).
+    fn header_frame(&mut self, kind: u8, flags: u8, len: usize) {
+        let in_block = kind == HEADERS || kind == PUSH_PROMISE || (kind == CONTINUATION && self.block_open);
+        if !in_block {
+            if !self.block_open {
+                self.header_since = None;
+            }
+            return;
+        }
+        if flags & FLAG_END_HEADERS == 0 {
+            self.block_open = true;
+            return;
+        }
+        self.block_open = false;
+        if len == 0 {
+            self.header_since = None;
+        } else {
+            self.ends_block = true;
         }
     }
 }
@@ -736,13 +819,18 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FrameTap<IO> {
         ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
         let new = &buf.filled()[before..];
         if !new.is_empty() {
-            this.activity.on_read();
+            let now = Instant::now();
+            this.activity.on_read(now);
             let activity = &this.activity;
-            this.inbound.feed(
+            let changed = this.inbound.feed(
                 new,
+                now,
                 |kind, flags, stream, len| activity.inbound_frame(kind, flags, stream, len),
                 |payload| activity.on_peer_goaway(payload),
             );
+            if changed {
+                activity.set_header_since(this.inbound.header_since);
+            }
         }
         Poll::Ready(Ok(()))
     }
@@ -869,7 +957,7 @@ mod tests {
             let mut seen = Vec::new();
             let mut goaways = Vec::new();
             for chunk in bytes.chunks(split) {
-                s.feed(chunk, |k, f, id, len| seen.push((k, f, id, len)), |g| goaways.push(g.to_vec()));
+                s.feed(chunk, Instant::now(), |k, f, id, len| seen.push((k, f, id, len)), |g| goaways.push(g.to_vec()));
             }
             assert_eq!(
                 seen,
@@ -878,6 +966,49 @@ mod tests {
             );
             assert_eq!(goaways, vec![vec![0, 0, 0, 1, 0, 0, 0, 0xb, b'h', b'i']], "split {split}");
         }
+    }
+
+    /// Feeds `chunks` at times t0 + 1 s, t0 + 2 s, ...; after each, whether a header
+    /// block was in progress and since which chunk's time (1-based), or 0 for none.
+    fn header_since_after_each(chunks: &[Vec<u8>]) -> Vec<u32> {
+        let t0 = Instant::now();
+        let mut s = Scanner::new(false);
+        let mut out = Vec::new();
+        for (i, c) in chunks.iter().enumerate() {
+            s.feed(c, t0 + Duration::from_secs(i as u64 + 1), |_, _, _, _| {}, |_| {});
+            out.push(s.header_since.map_or(0, |t| (t - t0).as_secs() as u32));
+        }
+        out
+    }
+
+    #[test]
+    fn scanner_times_header_blocks_from_their_first_byte_to_end_headers() {
+        let mut complete = header(3, HEADERS, 0x4, 1);
+        complete.extend([1, 2, 3]);
+        // A whole HEADERS frame in one read, then DATA (its payload is not timed), then a
+        // SETTINGS frame header in two reads.
+        let mut data = header(4, DATA, 0, 1);
+        data.extend([0; 2]);
+        let settings = header(0, 0x4, 0, 0);
+        assert_eq!(
+            header_since_after_each(&[complete.clone(), data, vec![0; 2], settings[..5].to_vec(), settings[5..].to_vec()]),
+            vec![0, 0, 0, 4, 0]
+        );
+        // HEADERS without END_HEADERS, then CONTINUATIONs one per read, the last one with
+        // END_HEADERS and its payload in two reads: in progress since the first byte.
+        let mut first = header(2, HEADERS, 0, 3);
+        first.extend([1, 2]);
+        let mut cont = header(1, CONTINUATION, 0, 3);
+        cont.push(3);
+        let last = header(2, CONTINUATION, 0x4, 3);
+        assert_eq!(
+            header_since_after_each(&[first[..1].to_vec(), first[1..].to_vec(), cont, last, vec![4], vec![5], complete]),
+            vec![1, 1, 1, 1, 1, 0, 0]
+        );
+        // A frame header announcing 16 KiB of HEADERS payload, then the payload trickling.
+        let mut big = header(16 * 1024, HEADERS, 0x4, 5);
+        big.push(0);
+        assert_eq!(header_since_after_each(&[big, vec![0], vec![0]]), vec![1, 1, 1]);
     }
 
     /// A sink accepting at most `max` bytes per write; counts the writes.

@@ -387,9 +387,15 @@ pub async fn serve(
     tls: Option<ServerTlsConfig>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> io::Result<()> {
+    // Health (everything SERVING) and reflection for every service, so tools such as
+    // grpcurl, `buf curl` and grpc_cli work against the interop server.
+    let health = grpc_runtime::services::health::HealthReporter::new();
+    health.set_serving("grpc.testing.TestService");
     let mut builder = Server::builder()
         .max_receive_message_size(MAX_RECV_MESSAGE_SIZE)
-        .add_service(TestServiceServer::new(InteropService));
+        .add_service(TestServiceServer::new(InteropService))
+        .add_service(health.service())
+        .add_reflection();
     if let Some(tls) = tls {
         builder = builder.tls_config(tls);
     }

@@ -361,3 +361,30 @@ async fn soak_stops_at_the_overall_timeout() {
         assert!(t0.elapsed() < Duration::from_secs(5), "{case} took {:?}", t0.elapsed());
     }
 }
+
+/// The interop server serves health and reflection (one line, `add_reflection`), so
+/// grpcurl-style tools work against it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interop_server_serves_health_and_reflection() {
+    use futures_util::StreamExt;
+    use grpc_runtime::services::health::{health_client::HealthClient, HealthCheckRequest};
+    use grpc_runtime::services::reflection::v1::server_reflection_request::MessageRequest;
+    use grpc_runtime::services::reflection::v1::server_reflection_response::MessageResponse;
+    use grpc_runtime::services::reflection::v1::{server_reflection_client::ServerReflectionClient, ServerReflectionRequest};
+
+    let (addr, _stop) = start_server(false).await;
+    let ch = grpc_runtime::Channel::builder(format!("http://{addr}")).connect().await.unwrap();
+    let health = HealthClient::new(ch.clone());
+    for service in ["", "grpc.testing.TestService"] {
+        let r = health.check(HealthCheckRequest { service: service.into() }).await.unwrap();
+        assert_eq!(r.get_ref().status, 1, "{service:?} SERVING");
+    }
+    let reflection = ServerReflectionClient::new(ch);
+    let ask = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
+    let mut answers = reflection.server_reflection_info(futures_util::stream::iter(vec![ask])).await.unwrap().into_inner();
+    let Some(Ok(answer)) = answers.next().await else { panic!("no reflection answer") };
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else { panic!("not a list") };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(names.contains(&"grpc.testing.TestService".to_string()), "{names:?}");
+    assert!(names.contains(&"grpc.health.v1.Health".to_string()), "{names:?}");
+}

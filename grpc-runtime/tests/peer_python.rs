@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use grpc_runtime::server::{Server, ServerTlsConfig};
 use grpc_runtime::services::health::HealthReporter;
-use grpc_runtime::services::reflection::ReflectionBuilder;
 use tokio::net::TcpListener;
 
 fn python() -> PathBuf {
@@ -45,13 +44,8 @@ async fn python_health_reflection_tls() {
 
     let reporter = HealthReporter::new();
     reporter.set_serving("test.Echo");
-    let reflection = ReflectionBuilder::new()
-        .register_encoded_file_descriptor_set(grpc_runtime::services::health::FILE_DESCRIPTOR_SET)
-        .build()
-        .unwrap();
-    let builder = || {
-        Server::builder().add_service(reporter.service()).add_service(reflection.v1()).add_service(reflection.v1alpha())
-    };
+    // Reflection in one line: it lists and describes every service added (health here).
+    let builder = || Server::builder().add_service(reporter.service()).add_reflection();
     let plain = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let tls = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (plain_port, tls_port) = (plain.local_addr().unwrap().port(), tls.local_addr().unwrap().port());

@@ -280,3 +280,43 @@ async fn client_half_close_ends_the_stream_ok() {
     let end = tokio::time::timeout(Duration::from_secs(5), s.rx.message()).await.unwrap();
     assert!(matches!(end, Ok(None)), "{end:?}");
 }
+
+/// `ServerBuilder::add_reflection()`: one line lists every service the server serves
+/// (whatever order it was called in) and describes the generated ones, as grpc-go's
+/// `reflection.Register(s)`; a hand-written service without descriptors is listed by name.
+#[tokio::test]
+async fn add_reflection_lists_every_service_of_the_server() {
+    struct Bare;
+    impl grpc_runtime::server::Service for Bare {
+        fn name(&self) -> &'static str {
+            "test.Bare"
+        }
+        fn methods(&self) -> &'static [grpc_runtime::MethodDescriptor] {
+            &[]
+        }
+        fn call(&self, _method: &str, call: grpc_runtime::server::ServerCall) -> grpc_runtime::BoxFuture<()> {
+            call.unimplemented()
+        }
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = grpc_runtime::server::Server::builder()
+        .add_reflection()
+        .add_service(grpc_runtime::services::health::HealthReporter::new().service())
+        .add_service(Bare);
+    tokio::spawn(server.serve_with_incoming(listener));
+    let mut s = v1_session(addr).await;
+    let A::ListServicesResponse(l) = s.ask(q(Q::ListServices(String::new()))).await.unwrap().message_response.unwrap() else {
+        panic!("not a list")
+    };
+    let names: Vec<String> = l.service.into_iter().map(|s| s.name).collect();
+    assert_eq!(
+        names,
+        ["grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection", "test.Bare"]
+    );
+    // The generated health service described itself.
+    let a = s.ask(q(Q::FileContainingSymbol("grpc.health.v1.Health".into()))).await.unwrap();
+    assert_eq!(file_names(&a), ["grpc/health/v1/health.proto"]);
+    let a = s.ask(q(Q::FileContainingSymbol("test.Bare".into()))).await.unwrap();
+    assert_eq!(error_code(&a), 5);
+}

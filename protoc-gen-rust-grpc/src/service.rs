@@ -453,6 +453,10 @@ impl GrpcServiceGenerator {
         w.line(12, "METHODS");
         w.line(8, "}");
         w.blank();
+        w.line(8, "fn file_descriptor_set(&self) -> ::std::option::Option<&'static [u8]> {");
+        w.line(12, "::std::option::Option::Some(super::FILE_DESCRIPTOR_SET)");
+        w.line(8, "}");
+        w.blank();
         w.line(8, "fn call(&self, method: &str, call: rt::server::ServerCall) -> rt::BoxFuture<()> {");
         if service.methods.is_empty() {
             w.line(12, "let _ = method;");

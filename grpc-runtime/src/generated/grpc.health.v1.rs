@@ -251,6 +251,10 @@ pub mod health_server {
             METHODS
         }
 
+        fn file_descriptor_set(&self) -> ::std::option::Option<&'static [u8]> {
+            ::std::option::Option::Some(super::FILE_DESCRIPTOR_SET)
+        }
+
         fn call(&self, method: &str, call: rt::server::ServerCall) -> rt::BoxFuture<()> {
             let inner = ::std::sync::Arc::clone(&self.inner);
             match method {

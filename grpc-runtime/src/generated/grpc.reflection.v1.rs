@@ -247,6 +247,10 @@ pub mod server_reflection_server {
             METHODS
         }
 
+        fn file_descriptor_set(&self) -> ::std::option::Option<&'static [u8]> {
+            ::std::option::Option::Some(super::FILE_DESCRIPTOR_SET)
+        }
+
         fn call(&self, method: &str, call: rt::server::ServerCall) -> rt::BoxFuture<()> {
             let inner = ::std::sync::Arc::clone(&self.inner);
             match method {

@@ -40,6 +40,13 @@ pub trait Service: Send + Sync + 'static {
     fn methods(&self) -> &'static [MethodDescriptor];
     /// Handles one call to `method` (the part after the last '/').
     fn call(&self, method: &str, call: ServerCall) -> BoxFuture<()>;
+    /// The encoded `google.protobuf.FileDescriptorSet` describing this service (its
+    /// proto files and their imports), for server reflection
+    /// ([`ServerBuilder::add_reflection`]). Generated services return their package's
+    /// `FILE_DESCRIPTOR_SET`; the default is `None` (not listed by reflection).
+    fn file_descriptor_set(&self) -> Option<&'static [u8]> {
+        None
+    }
 }
 
 /// Default header list size we advertise (SETTINGS_MAX_HEADER_LIST_SIZE) and enforce on
@@ -67,6 +74,27 @@ impl Server {
     pub fn builder() -> ServerBuilder {
         ServerBuilder::default()
     }
+}
+
+/// Adds the reflection services for `services` (see [`ServerBuilder::add_reflection`]).
+fn add_reflection(services: &mut HashMap<&'static str, Arc<dyn Service>>) -> std::io::Result<()> {
+    use crate::services::reflection::ReflectionBuilder;
+    let mut builder = ReflectionBuilder::new();
+    let mut listed: Vec<String> = Vec::new();
+    for (name, service) in services.iter() {
+        listed.push(name.to_string());
+        if let Some(set) = service.file_descriptor_set() {
+            builder = builder.register_encoded_file_descriptor_set(set);
+        }
+    }
+    let reflection = builder
+        .list_only(listed)
+        .build()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("server reflection: {e}")))?;
+    let (v1, v1alpha) = (reflection.v1(), reflection.v1alpha());
+    services.insert(v1.name(), Arc::new(v1));
+    services.insert(v1alpha.name(), Arc::new(v1alpha));
+    Ok(())
 }
 
 /// State shared by every connection and call of a server.
@@ -111,6 +139,8 @@ pub struct ServerBuilder {
     tls: Option<ServerTlsConfig>,
     shutdown_hooks: Vec<Box<dyn FnOnce() + Send>>,
     conn_mgmt: conn::ConnManagement,
+    /// Serve reflection for every service added ([`ServerBuilder::add_reflection`]).
+    reflection: bool,
 }
 
 impl Default for ServerBuilder {
@@ -135,6 +165,7 @@ impl Default for ServerBuilder {
             tls: None,
             shutdown_hooks: Vec::new(),
             conn_mgmt: conn::ConnManagement::default(),
+            reflection: false,
         }
     }
 }
@@ -161,6 +192,25 @@ impl ServerBuilder {
         if self.services.insert(name, Arc::new(service)).is_some() {
             tracing::warn!(service = name, "service registered twice; the last one wins");
         }
+        self
+    }
+
+    /// Serves server reflection (`grpc.reflection.v1` and `v1alpha`) listing every
+    /// service added to this server, before or after this call (health and reflection
+    /// included), and describing their proto files: grpc-go's `reflection.Register(s)`.
+    /// Services describe themselves through [`Service::file_descriptor_set`] (generated
+    /// services do). To add descriptor sets of your own, build the reflection services
+    /// with [`crate::services::reflection::ReflectionBuilder`] instead.
+    ///
+    /// ```no_run
+    /// # use grpc_runtime::server::Server;
+    /// # async fn f() -> std::io::Result<()> {
+    /// let health = grpc_runtime::services::health::HealthReporter::new();
+    /// Server::builder().add_service(health.service()).add_reflection().serve("[::]:50051".parse().unwrap()).await
+    /// # }
+    /// ```
+    pub fn add_reflection(mut self) -> Self {
+        self.reflection = true;
         self
     }
 
@@ -445,8 +495,12 @@ impl ServerBuilder {
         if let Some(n) = self.max_frame_size {
             h2.max_frame_size(n);
         }
+        let mut services = self.services;
+        if self.reflection {
+            add_reflection(&mut services)?;
+        }
         Ok(Arc::new(Shared {
-            services: self.services,
+            services,
             interceptors: self.interceptors.into(),
             call_config: Arc::new(CallConfig { max_recv: self.max_recv, max_send: self.max_send }),
             accept_encodings: self.accept_encodings,

@@ -71,6 +71,9 @@ impl std::error::Error for ReflectionError {}
 pub struct ReflectionBuilder {
     encoded: Vec<Vec<u8>>,
     sets: Vec<FileDescriptorSet>,
+    /// Services `list_services` names (plus reflection's own); `None`: every service of
+    /// the registered files.
+    list_only: Option<BTreeSet<String>>,
 }
 
 impl ReflectionBuilder {
@@ -92,6 +95,19 @@ impl ReflectionBuilder {
         self
     }
 
+    /// `list_services` names exactly these services (and the reflection services), e.g.
+    /// the ones a server really serves, whether or not their files are registered; every
+    /// registered file and symbol can still be described. Default: every service of the
+    /// registered files.
+    pub fn list_only<I, S>(mut self, services: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.list_only = Some(services.into_iter().map(Into::into).collect());
+        self
+    }
+
     /// Indexes every file, symbol and extension. Fails on bytes that are not
     /// a `FileDescriptorSet` or on a file without a name.
     pub fn build(self) -> Result<Reflection, ReflectionError> {
@@ -104,6 +120,10 @@ impl ReflectionBuilder {
         }
         for set in self.sets {
             index.add_set(set)?;
+        }
+        if let Some(only) = self.list_only {
+            index.services.retain(|s| s.starts_with("grpc.reflection."));
+            index.services.extend(only);
         }
         Ok(Reflection { index: Arc::new(index) })
     }

@@ -373,8 +373,9 @@ async fn interop_server_serves_health_and_reflection() {
     use grpc_runtime::services::reflection::v1::{server_reflection_client::ServerReflectionClient, ServerReflectionRequest};
 
     let (addr, _stop) = start_server(false).await;
-    let ch = grpc_runtime::Channel::builder(format!("http://{addr}")).connect().await.unwrap();
-    let health = HealthClient::new(ch.clone());
+    // The generated connect shortcut.
+    let health = HealthClient::connect(format!("http://{addr}")).await.unwrap();
+    let ch = health.channel().clone();
     for service in ["", "grpc.testing.TestService"] {
         let r = health.check(HealthCheckRequest { service: service.into() }).await.unwrap();
         assert_eq!(r.get_ref().status, 1, "{service:?} SERVING");

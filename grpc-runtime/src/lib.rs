@@ -18,6 +18,7 @@ mod context;
 pub mod metadata;
 mod request;
 pub mod rpc_types;
+mod response_stream;
 pub mod server;
 pub mod services;
 pub mod status;
@@ -34,6 +35,7 @@ pub use request::{
     BoxFuture, BoxStream, CancelHandle, IntoRequest, IntoStreamingRequest, MethodDescriptor, OutboundMessage,
     OutboundMessages, OutboundStream, Request, Response,
 };
+pub use response_stream::{response_channel, ResponseSender};
 pub use rpc_types::ErrorDetail;
 pub use server::{Server, ServerTlsConfig};
 pub use status::{Code, Status};

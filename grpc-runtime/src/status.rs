@@ -449,6 +449,25 @@ impl From<h2::Error> for Status {
     }
 }
 
+/// Metadata a handler or interceptor failed to build is the program's own error:
+/// INTERNAL, with the reason. So `?` works on [`crate::MetadataMap::insert`] in handlers.
+///
+/// ```
+/// use grpc_runtime::{MetadataMap, Status};
+///
+/// fn headers(request_id: &str) -> Result<MetadataMap, Status> {
+///     let mut md = MetadataMap::new();
+///     md.insert("x-request-id", request_id)?;
+///     Ok(md)
+/// }
+/// assert_eq!(headers("bad\nvalue").unwrap_err().code(), grpc_runtime::Code::Internal);
+/// ```
+impl From<crate::metadata::MetadataError> for Status {
+    fn from(err: crate::metadata::MetadataError) -> Self {
+        Status::internal(err.to_string())
+    }
+}
+
 impl From<std::io::Error> for Status {
     fn from(err: std::io::Error) -> Self {
         Status::unavailable(format!("I/O error: {err}"))

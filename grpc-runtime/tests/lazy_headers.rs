@@ -46,6 +46,19 @@ impl Service for Lazy {
                         md.insert("x-lazy", "yes").unwrap();
                         return Ok(Response::from_parts(md, Box::pin(futures_util::stream::empty()) as BoxStream<Echo>, None));
                     }
+                    // Fed from another task through response_channel.
+                    "channel" => {
+                        let (tx, stream) = grpc_runtime::response_channel(1);
+                        tokio::spawn(async move {
+                            for i in 0..3 {
+                                if tx.send(echo(&format!("m{i}"))).await.is_err() {
+                                    return;
+                                }
+                            }
+                            let _ = tx.error(Status::aborted("done sending")).await;
+                        });
+                        stream
+                    }
                     "early" => {
                         let mut md = MetadataMap::new();
                         md.insert("x-early", "yes").unwrap();
@@ -207,4 +220,16 @@ async fn bidi_headers_wait_is_bounded_by_the_deadline_and_cancellation() {
     replies.cancel();
     assert_eq!(replies.message().await.unwrap_err().code(), Code::Cancelled);
     assert_eq!(replies.status().unwrap().code(), Code::Cancelled);
+}
+
+#[tokio::test]
+async fn a_response_channel_feeds_a_stream_from_another_task() {
+    let addr = server().await;
+    let ch = Channel::builder(format!("http://{addr}")).connect().await.unwrap();
+    let mut s = ch.server_streaming::<Echo, Echo>("/test.Lazy/Stream", Request::new(echo("channel"))).await.unwrap().into_inner();
+    for i in 0..3 {
+        assert_eq!(s.message().await.unwrap().unwrap().text, format!("m{i}"));
+    }
+    let err = s.message().await.unwrap_err();
+    assert_eq!((err.code(), err.message()), (Code::Aborted, "done sending"));
 }

@@ -62,3 +62,35 @@ async fn https_targets_default_to_the_system_roots() {
         assert!(err.to_string().contains("tls-webpki-roots"), "{err}");
     }
 }
+
+/// TLS errors a person understands (issue 18): a self-signed CA certificate used as the
+/// server's own certificate, an unknown issuer and a name mismatch each say what to do.
+#[tokio::test]
+async fn certificate_errors_say_how_to_fix_them() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    // The classic mistake: one self-signed CA certificate as the server certificate.
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_as_leaf = p.self_signed(&key).unwrap();
+    let srv = raw_tls_server(echo_handler(), tls_acceptor(&ca_as_leaf.pem(), &key.serialize_pem(), &[b"h2"])).await;
+    let tls = ClientTlsConfig::new().ca_certificate_pem(ca_as_leaf.pem());
+    let err = Channel::builder(format!("https://{}", srv.addr)).tls_config(tls).connect().await.unwrap_err();
+    assert!(err.to_string().contains("presents a CA certificate"), "{err}");
+
+    let (ca, cert, key) = test_pki(&["foo.test"]);
+    let srv = raw_tls_server(echo_handler(), tls_acceptor(&cert, &key, &[b"h2"])).await;
+    let (other_ca, _, _) = test_pki(&["x"]);
+    let err = Channel::builder(format!("https://{}", srv.addr))
+        .tls_config(ClientTlsConfig::new().ca_certificate_pem(other_ca))
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("does not chain to a CA this client trusts"), "{err}");
+    let err = Channel::builder(format!("https://{}", srv.addr))
+        .tls_config(ClientTlsConfig::new().ca_certificate_pem(&ca))
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("ClientTlsConfig::domain_name"), "{err}");
+}

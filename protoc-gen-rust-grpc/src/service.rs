@@ -247,6 +247,15 @@ impl GrpcServiceGenerator {
         w.line(12, "Self { inner: channel }");
         w.line(8, "}");
         w.blank();
+        w.line(8, "/// Connects a new channel to `target` (e.g. `http://localhost:50051`; every target");
+        w.line(8, "/// form is listed at `Channel::builder`) and returns a client on it. For channel");
+        w.line(8, "/// options (TLS, timeouts, load balancing), build the channel and use `new`.");
+        w.line(8, "pub async fn connect(");
+        w.line(12, "target: impl ::std::convert::Into<::std::string::String>,");
+        w.line(8, ") -> ::std::result::Result<Self, rt::transport::TransportError> {");
+        w.line(12, "::std::result::Result::Ok(Self::new(rt::Channel::builder(target).connect().await?))");
+        w.line(8, "}");
+        w.blank();
         w.line(8, "/// The channel this client sends its calls on.");
         w.line(8, "pub fn channel(&self) -> &rt::Channel {");
         w.line(12, "&self.inner");

@@ -89,6 +89,15 @@ pub mod health_client {
             Self { inner: channel }
         }
 
+        /// Connects a new channel to `target` (e.g. `http://localhost:50051`; every target
+        /// form is listed at `Channel::builder`) and returns a client on it. For channel
+        /// options (TLS, timeouts, load balancing), build the channel and use `new`.
+        pub async fn connect(
+            target: impl ::std::convert::Into<::std::string::String>,
+        ) -> ::std::result::Result<Self, rt::transport::TransportError> {
+            ::std::result::Result::Ok(Self::new(rt::Channel::builder(target).connect().await?))
+        }
+
         /// The channel this client sends its calls on.
         pub fn channel(&self) -> &rt::Channel {
             &self.inner

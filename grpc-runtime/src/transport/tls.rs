@@ -219,6 +219,32 @@ fn add_webpki_roots(_roots: &mut rustls::RootCertStore) -> Result<(), TransportE
     ))
 }
 
+/// What to do about a certificate the handshake refused, in words a person acts on.
+fn handshake_hint(e: &io::Error) -> &'static str {
+    use rustls::CertificateError as C;
+    let Some(rustls::Error::InvalidCertificate(cert)) = e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) else {
+        return "";
+    };
+    match cert {
+        C::Other(other) if format!("{other:?}").contains("CaUsedAsEndEntity") => {
+            " (the server presents a CA certificate, basicConstraints CA:TRUE, as its own \
+             certificate; give the server a leaf certificate signed by that CA and trust the CA \
+             with ClientTlsConfig::ca_certificate_pem)"
+        }
+        // A CA of the same name but another key also gives BadSignature.
+        C::UnknownIssuer | C::BadSignature => {
+            " (the server's certificate does not chain to a CA this client trusts: add its CA \
+             with ClientTlsConfig::ca_certificate_pem, or with_native_roots for public CAs)"
+        }
+        C::NotValidForName | C::NotValidForNameContext { .. } => {
+            " (the certificate does not name the host dialled: connect with a name it lists, or \
+             set the name to verify with ClientTlsConfig::domain_name)"
+        }
+        C::Expired | C::ExpiredContext { .. } => " (the server's certificate has expired)",
+        _ => "",
+    }
+}
+
 /// Runs the TLS handshake on `tcp` for `server_name` and checks that ALPN chose `h2`.
 pub(crate) async fn handshake(
     connector: &TlsConnector,
@@ -231,7 +257,7 @@ pub(crate) async fn handshake(
     let stream = connector
         .connect(name, tcp)
         .await
-        .map_err(|e| tls_err(format!("TLS handshake with {server_name}: {e}")))?;
+        .map_err(|e| tls_err(format!("TLS handshake with {server_name}: {e}{}", handshake_hint(&e))))?;
     let alpn = stream.get_ref().1.alpn_protocol();
     if alpn != Some(b"h2".as_slice()) {
         return Err(tls_err(format!(

@@ -68,7 +68,8 @@ pub(crate) struct CtxInner {
     pub(crate) recv_done: AtomicBool,
     /// The status the call ended with, once sent.
     final_status: Mutex<Option<Status>>,
-    /// Certificates the client presented over TLS (leaf first).
+    /// Set on TLS connections: the certificates the client presented (leaf
+    /// first; empty when it presented none).
     peer_certs: OnceLock<Arc<[rustls::pki_types::CertificateDer<'static>]>>,
 }
 
@@ -146,7 +147,14 @@ impl ServerContext {
     /// TLS with client authentication; `None` without TLS or without a
     /// client certificate.
     pub fn peer_certificates(&self) -> Option<&[rustls::pki_types::CertificateDer<'static>]> {
-        self.inner.peer_certs.get().map(|c| &c[..])
+        self.inner.peer_certs.get().map(|c| &c[..]).filter(|c| !c.is_empty())
+    }
+
+    /// True when the call arrived over the server's built-in TLS (with or
+    /// without a client certificate); false for plaintext TCP, Unix sockets
+    /// and detached contexts.
+    pub fn is_tls(&self) -> bool {
+        self.inner.peer_certs.get().is_some()
     }
 
     pub(crate) fn set_peer_certificates(&self, certs: Arc<[rustls::pki_types::CertificateDer<'static>]>) {

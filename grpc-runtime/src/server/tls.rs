@@ -295,12 +295,15 @@ pub(crate) struct TlsServerSide {
     handshake_timeout: Duration,
 }
 
-/// Certificates a client presented (leaf first), shared by its calls.
+/// Certificates a client presented (leaf first; empty when it presented
+/// none), shared by its calls. Present for every TLS connection, so calls can
+/// tell TLS from plaintext ([`crate::ServerContext::is_tls`]).
 pub(crate) type PeerCertificates = Arc<[CertificateDer<'static>]>;
 
 impl TlsServerSide {
     /// Runs the handshake on `io` and checks ALPN. `Err` is a readable
     /// reason; the caller logs it and drops the connection.
+    /// The certificates are always `Some` (empty without a client certificate).
     pub(crate) async fn accept<IO>(&self, io: IO) -> Result<(TlsStream<IO>, Option<PeerCertificates>), String>
     where
         IO: AsyncRead + AsyncWrite + Unpin,
@@ -328,10 +331,7 @@ impl TlsServerSide {
                 ))
             }
         }
-        let certs = conn
-            .peer_certificates()
-            .filter(|c| !c.is_empty())
-            .map(|c| c.iter().map(|c| c.clone().into_owned()).collect::<Vec<_>>().into());
-        Ok((stream, certs))
+        let certs = conn.peer_certificates().unwrap_or_default().iter().map(|c| c.clone().into_owned()).collect();
+        Ok((stream, Some(certs)))
     }
 }

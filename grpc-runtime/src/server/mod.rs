@@ -5,6 +5,7 @@
 //! enforcement with GOAWAY(ENHANCE_YOUR_CALM, "too_many_pings"), max connection
 //! idle / age / age grace with a two-phase GOAWAY drain).
 
+pub mod authz;
 mod call;
 mod conn;
 mod interceptor;

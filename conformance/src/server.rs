@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use grpc_runtime::server::authz::FileWatcherInterceptor;
 use grpc_runtime::server::{Server, ServerTlsConfig};
 use grpc_runtime::{
     BoxStream, Code, CompressionEncoding, MetadataMap, Request, Response, ServerContext, Status, Streaming,
@@ -28,7 +29,8 @@ use crate::pb::{
 };
 
 /// Flags `interop_server` accepts.
-pub const SERVER_FLAGS: &[&str] = &["port", "use_tls", "tls_cert_file", "tls_key_file", "address_type", "host"];
+pub const SERVER_FLAGS: &[&str] =
+    &["port", "use_tls", "tls_cert_file", "tls_key_file", "address_type", "host", "client_ca_file", "authz_policy"];
 /// Boolean flags of `interop_server`.
 pub const SERVER_BOOL_FLAGS: &[&str] = &["use_tls"];
 
@@ -53,13 +55,29 @@ pub struct ServerConfig {
     pub cert_file: PathBuf,
     /// `--tls_key_file` (default: our `conformance/certs/server1.key`).
     pub key_file: PathBuf,
+    /// `--client_ca_file` (needs `--use_tls`): require client certificates signed by
+    /// this CA (mutual TLS).
+    pub client_ca_file: Option<PathBuf>,
+    /// `--authz_policy`: a gRFC A43 authorization policy file applied to every
+    /// service, reread every [`AUTHZ_REFRESH`] (a broken new version keeps the old one).
+    pub authz_policy: Option<PathBuf>,
 }
+
+/// How often `--authz_policy` is checked for changes.
+pub const AUTHZ_REFRESH: Duration = Duration::from_secs(1);
 
 impl ServerConfig {
     /// A plaintext configuration for `addr` with our default certificate paths.
     pub fn new(addr: SocketAddr) -> ServerConfig {
         let certs = crate::client::certs_dir();
-        ServerConfig { addr, use_tls: false, cert_file: certs.join("server1.pem"), key_file: certs.join("server1.key") }
+        ServerConfig {
+            addr,
+            use_tls: false,
+            cert_file: certs.join("server1.pem"),
+            key_file: certs.join("server1.key"),
+            client_ca_file: None,
+            authz_policy: None,
+        }
     }
 
     /// Builds the configuration from parsed flags.
@@ -81,6 +99,13 @@ impl ServerConfig {
         if let Some(p) = flags.get("tls_key_file").filter(|s| !s.is_empty()) {
             c.key_file = PathBuf::from(p);
         }
+        if let Some(p) = flags.get("client_ca_file").filter(|s| !s.is_empty()) {
+            if !c.use_tls {
+                return Err("--client_ca_file needs --use_tls".into());
+            }
+            c.client_ca_file = Some(PathBuf::from(p));
+        }
+        c.authz_policy = flags.get("authz_policy").filter(|s| !s.is_empty()).map(PathBuf::from);
         Ok(c)
     }
 }
@@ -387,6 +412,16 @@ pub async fn serve(
     tls: Option<ServerTlsConfig>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> io::Result<()> {
+    serve_with_authz(listener, tls, None, shutdown).await
+}
+
+/// [`serve`], with an authorization policy enforced on every call when `authz` is given.
+pub async fn serve_with_authz(
+    listener: TcpListener,
+    tls: Option<ServerTlsConfig>,
+    authz: Option<FileWatcherInterceptor>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> io::Result<()> {
     // Health (everything SERVING) and reflection for every service, so tools such as
     // grpcurl, `buf curl` and grpc_cli work against the interop server.
     let health = grpc_runtime::services::health::HealthReporter::new();
@@ -399,12 +434,25 @@ pub async fn serve(
     if let Some(tls) = tls {
         builder = builder.tls_config(tls);
     }
+    if let Some(authz) = authz {
+        builder = builder.add_interceptor(authz);
+    }
     builder.serve_with_incoming_shutdown(listener, shutdown).await
 }
 
 /// Binds `cfg.addr` and serves until `shutdown` resolves.
 pub async fn run(cfg: &ServerConfig, shutdown: impl Future<Output = ()> + Send) -> Result<(), String> {
-    let tls = if cfg.use_tls { Some(tls_config(&cfg.cert_file, &cfg.key_file)?) } else { None };
+    let mut tls = if cfg.use_tls { Some(tls_config(&cfg.cert_file, &cfg.key_file)?) } else { None };
+    if let Some(ca_file) = &cfg.client_ca_file {
+        let ca = std::fs::read(ca_file).map_err(|e| format!("reading {}: {e}", ca_file.display()))?;
+        let t = tls.take().ok_or("--client_ca_file needs --use_tls")?.client_ca_pem(ca);
+        t.build().map_err(|e| format!("--client_ca_file {}: {e}", ca_file.display()))?;
+        tls = Some(t);
+    }
+    let authz = match &cfg.authz_policy {
+        None => None,
+        Some(p) => Some(FileWatcherInterceptor::new(p, AUTHZ_REFRESH).map_err(|e| format!("--authz_policy: {e}"))?),
+    };
     let listener = TcpListener::bind(cfg.addr).await.map_err(|e| format!("binding {}: {e}", cfg.addr))?;
-    serve(listener, tls, shutdown).await.map_err(|e| format!("server failed: {e}"))
+    serve_with_authz(listener, tls, authz, shutdown).await.map_err(|e| format!("server failed: {e}"))
 }

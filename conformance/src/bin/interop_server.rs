@@ -1,5 +1,7 @@
 //! `interop_server`: grpc's interop test server (`--port`, `--use_tls`, `--tls_cert_file`,
-//! `--tls_key_file`, `--address_type`). Runs until killed (SIGINT/SIGTERM end it cleanly).
+//! `--tls_key_file`, `--address_type`; ours too: `--client_ca_file` for mutual TLS and
+//! `--authz_policy` for a gRFC A43 policy file). Runs until killed (SIGINT/SIGTERM end it
+//! cleanly).
 
 use std::process::ExitCode;
 
@@ -28,6 +30,12 @@ fn main() -> ExitCode {
         cfg.addr,
         if cfg.use_tls { format!("TLS, cert {}", cfg.cert_file.display()) } else { "plaintext".into() }
     );
+    if let Some(ca) = &cfg.client_ca_file {
+        eprintln!("interop_server: requiring client certificates from {}", ca.display());
+    }
+    if let Some(p) = &cfg.authz_policy {
+        eprintln!("interop_server: enforcing the authorization policy in {}", p.display());
+    }
     let shutdown = async {
         #[cfg(unix)]
         {

@@ -251,3 +251,21 @@ async fn load_balancing() {
     );
     assert_lines(&out, &["default_weight must be an integer from 1 to 4294967295, got 0"]);
 }
+
+#[tokio::test]
+async fn authz() {
+    let out = Transcript::new();
+    features::authz::run(&out).await.unwrap();
+    assert_order(
+        &out,
+        &[
+            "alice (admin): UnaryEcho: OK (alice (admin))",
+            "alice (admin): ServerStreamingEcho: OK (2 replies)",
+            "alice (admin): BidirectionalStreamingEcho: PERMISSION_DENIED (unauthorized RPC request rejected)",
+            "bob (user): UnaryEcho: OK",
+            "bob (user): ServerStreamingEcho: PERMISSION_DENIED (unauthorized RPC request rejected)",
+            "anonymous: UnaryEcho: PERMISSION_DENIED",
+            "bob claiming admin: ServerStreamingEcho: PERMISSION_DENIED",
+        ],
+    );
+}

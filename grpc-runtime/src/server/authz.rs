@@ -167,7 +167,8 @@ struct HeaderRule {
 
 #[derive(Clone, Debug)]
 struct Rule {
-    name: String,
+    /// Shared with every [`Decision`] it makes (no copy per call).
+    name: Arc<str>,
     /// Empty: any peer.
     principals: Vec<Pattern>,
     /// Empty: any path.
@@ -223,13 +224,16 @@ pub struct AuthorizationPolicy {
     audit_condition: AuditCondition,
     /// `stdout_logger` configured: emit audit events as tracing events.
     audit_to_log: bool,
+    /// Some rule has principals, or audit events name the principal: only then
+    /// is the client certificate read for a call.
+    needs_identity: bool,
 }
 
 /// The outcome of evaluating a policy for one call.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision {
     allowed: bool,
-    rule: Option<String>,
+    rule: Option<Arc<str>>,
 }
 
 impl Decision {
@@ -385,7 +389,9 @@ impl AuthorizationPolicy {
             return Err(PolicyError::at("allow_rules", "is required and must not be empty"));
         }
         let (audit_condition, audit_to_log) = parse_audit(top.get("audit_logging_options"))?;
-        Ok(AuthorizationPolicy { name, deny_rules, allow_rules, audit_condition, audit_to_log })
+        let needs_identity = (audit_to_log && audit_condition != AuditCondition::None)
+            || deny_rules.iter().chain(&allow_rules).any(|r| !r.principals.is_empty());
+        Ok(AuthorizationPolicy { name, deny_rules, allow_rules, audit_condition, audit_to_log, needs_identity })
     }
 
     /// The policy's `name`.
@@ -401,10 +407,10 @@ impl AuthorizationPolicy {
     /// Decides one call: deny rules first, then allow rules, else deny.
     pub fn evaluate(&self, path: &str, metadata: &MetadataMap, peer: &PeerIdentity) -> Decision {
         if let Some(r) = self.deny_rules.iter().find(|r| r.matches(path, metadata, peer)) {
-            return Decision { allowed: false, rule: Some(r.name.clone()) };
+            return Decision { allowed: false, rule: Some(Arc::clone(&r.name)) };
         }
         match self.allow_rules.iter().find(|r| r.matches(path, metadata, peer)) {
-            Some(r) => Decision { allowed: true, rule: Some(r.name.clone()) },
+            Some(r) => Decision { allowed: true, rule: Some(Arc::clone(&r.name)) },
             None => Decision { allowed: false, rule: None },
         }
     }
@@ -413,7 +419,13 @@ impl AuthorizationPolicy {
     /// the status to end a rejected call with.
     fn authorize(&self, head: &CallHead) -> Result<(), Status> {
         let method = head.method();
-        let peer = match PeerIdentity::from_context(head.context()) {
+        let identity = if self.needs_identity {
+            PeerIdentity::from_context(head.context())
+        } else {
+            // No rule looks at it: skip reading the certificate.
+            Ok(PeerIdentity::Plaintext)
+        };
+        let peer = match identity {
             Ok(p) => p,
             Err(e) => {
                 // rustls accepted the certificate, so this is not expected; fail closed.
@@ -538,8 +550,8 @@ fn parse_rules(v: Option<&Value>, list: &str) -> Result<Vec<Rule>, PolicyError> 
 fn parse_rule(v: &Value, at: &str) -> Result<Rule, PolicyError> {
     let obj = object(v, at)?;
     check_fields(obj, at, &["name", "source", "request"])?;
-    let name = match opt_string(obj, "name", &join(at, "name"))? {
-        Some(n) if !n.is_empty() => n.to_string(),
+    let name: Arc<str> = match opt_string(obj, "name", &join(at, "name"))? {
+        Some(n) if !n.is_empty() => n.into(),
         _ => return Err(PolicyError::at(&join(at, "name"), "is required")),
     };
     let mut principals = Vec::new();

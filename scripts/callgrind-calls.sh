@@ -7,7 +7,8 @@
 # For each build: its own server, its load client (benchmark_worker client --mode=unary
 # --conns=1) under callgrind at 1 and 16 outstanding calls, reporting the call path's
 # instructions per call (--toggle-collect='*unary_call*': the generated client's future
-# and everything it polls) and the whole client process's; then the server under
+# and everything it polls) and the whole client process's, no warm-up (so all calls made
+# are counted); then the server under
 # callgrind with a native client, reporting the server process's instructions per call.
 # Release builds: `cargo build --release -p conformance --bin benchmark_worker`.
 set -euo pipefail
@@ -18,7 +19,7 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 calls_of() { python3 -c 'import json,sys; print(json.loads([l for l in open(sys.argv[1]) if l.startswith("{")][-1])["calls"])' "$1"; }
-total_ir() { callgrind_annotate "$1" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1; exit}'; }
+total_ir() { callgrind_annotate "$1" 2>/dev/null | awk '/PROGRAM TOTALS/ && !done {gsub(",","",$1); print $1; done=1}'; }
 wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 
 for label in old new; do
@@ -27,9 +28,10 @@ for label in old new; do
   for c in 1 16; do
     for what in path process; do
       out=$tmp/$label-$c-$what
-      toggle=(); warm=1
-      [ $what = path ] && toggle=(--toggle-collect='*unary_call*')
-      [ $what = process ] && warm=0
+      # No warm-up: every call made is a call counted (the connection's setup is
+      # amortised over the run).
+      toggle=(); warm=0
+      if [ $what = path ]; then toggle=(--toggle-collect='*unary_call*'); fi
       valgrind --tool=callgrind "${toggle[@]}" --callgrind-out-file=$out.cg "$bin" client --target=http://127.0.0.1:$p \
         --mode=unary --conns=1 --concurrency=$c --duration=$secs --warmup=$warm >$out.json 2>/dev/null
       n=$(calls_of $out.json); ir=$(total_ir $out.cg)

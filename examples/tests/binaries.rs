@@ -88,6 +88,7 @@ fn feature_binaries() {
         (env!("CARGO_BIN_EXE_multiplexing"), "multiplexing", "10 concurrent calls (5 per client) on one channel: all OK"),
         (env!("CARGO_BIN_EXE_name-resolving"), "name_resolving", "client: 10 calls -> backend-2: 5, backend-3: 5"),
         (env!("CARGO_BIN_EXE_load-balancing"), "load_balancing", "round_robin: 30 calls -> backend-1: 10, backend-2: 10, backend-3: 10"),
+        (env!("CARGO_BIN_EXE_authentication"), "authentication", "client over plaintext: UNAUTHENTICATED"),
         (env!("CARGO_BIN_EXE_authz"), "authz", "bob (user): ServerStreamingEcho: PERMISSION_DENIED (unauthorized RPC request rejected)"),
     ] {
         let stdout = run(exe, &[]);

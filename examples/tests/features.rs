@@ -269,3 +269,19 @@ async fn authz() {
         ],
     );
 }
+
+#[tokio::test]
+async fn authentication() {
+    let out = Transcript::new();
+    features::authentication::run(&out).await.unwrap();
+    assert_order(
+        &out,
+        &[
+            "client: hello 1 from CN=grpc-rust test client,O=grpc-rust,C=XX",
+            "client: hello 2 from CN=grpc-rust test client,O=grpc-rust,C=XX",
+            "client: token fetched 1 time(s) for 2 calls",
+            "client with a wrong token: UNAUTHENTICATED (invalid token)",
+            "client over plaintext: UNAUTHENTICATED",
+        ],
+    );
+}

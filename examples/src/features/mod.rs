@@ -3,6 +3,7 @@
 //! server(s) on `127.0.0.1:0`, runs the client side against them over real HTTP/2, reports
 //! both sides in a [`crate::Transcript`], checks what came back and shuts down.
 
+pub mod authentication;
 pub mod authz;
 pub mod cancellation;
 pub mod compression;

@@ -27,6 +27,10 @@ pub(crate) enum ResponseState {
     Closed,
     /// Not a server call (client-side request).
     Detached,
+    /// A gRPC-Web call: headers, messages and the status go to the queue its gRPC-Web
+    /// response body reads (`server::web`), whether that is written to HTTP/1.1 or h2.
+    #[cfg(feature = "grpc-web")]
+    Web(crate::server::web::WebSink),
 }
 
 /// The method path of a call: the request's `:path`, shared with the request head.
@@ -108,6 +112,19 @@ impl ServerContext {
             Some(r) => ResponseState::Pending(r),
             None => ResponseState::Detached,
         };
+        Self::with_response(method, peer, deadline, response, encoding, client_accepts, server_accepts)
+    }
+
+    /// As [`ServerContext::new`], with the response going to `response`.
+    pub(crate) fn with_response(
+        method: MethodPath,
+        peer: Option<SocketAddr>,
+        deadline: Option<Deadline>,
+        response: ResponseState,
+        encoding: Option<CompressionEncoding>,
+        client_accepts: EncodingSet,
+        server_accepts: EncodingSet,
+    ) -> ServerContext {
         ServerContext {
             inner: Arc::new(CtxInner {
                 method,
@@ -254,6 +271,17 @@ impl ServerContext {
                     Err(e) => Err(Status::from_h2_error(&e)),
                 }
             }
+            #[cfg(feature = "grpc-web")]
+            ResponseState::Web(sink) => {
+                let result = if sink.head_sent() {
+                    Err(Status::internal("send_headers: response headers already sent"))
+                } else {
+                    let head = self.response_head(&metadata);
+                    check_response_head(&head).and_then(|()| sink.send_head(head))
+                };
+                *st = ResponseState::Web(sink);
+                result
+            }
             other => {
                 let detached = matches!(other, ResponseState::Detached);
                 *st = other;
@@ -268,7 +296,12 @@ impl ServerContext {
 
     /// True once response headers went out.
     pub fn headers_sent(&self) -> bool {
-        !matches!(*lock(&self.inner.response), ResponseState::Pending(_))
+        match &*lock(&self.inner.response) {
+            ResponseState::Pending(_) => false,
+            #[cfg(feature = "grpc-web")]
+            ResponseState::Web(sink) => sink.head_sent(),
+            _ => true,
+        }
     }
 
     /// Builds the response head (`:status 200`, content-type, encodings, metadata).

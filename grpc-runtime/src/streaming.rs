@@ -38,8 +38,15 @@ enum State {
     Done,
 }
 
+/// Request bytes that do not come from an h2 stream (gRPC-Web: an HTTP/1.1 body, or a
+/// base64-decoded one). In a `Mutex` only to be `Sync`: reached through `&mut self`
+/// (`get_mut`), never locked.
+pub(crate) type ChunkSource = std::sync::Mutex<Pin<Box<dyn Stream<Item = Result<Bytes, Status>> + Send>>>;
+
 struct Inner {
     body: Option<h2::RecvStream>,
+    /// Server side, gRPC-Web: the request's chunks (then `body` is `None`).
+    chunks: Option<ChunkSource>,
     decoder: FrameDecoder,
     role: Role,
     state: State,
@@ -86,6 +93,7 @@ impl Inner {
         self.state = State::Done;
         self.head = None;
         self.body = None;
+        self.chunks = None;
         self.deadline = None;
         self.cancel_wait = None;
         // Dropping the guard (client: the request half) lets h2 reset the stream.
@@ -168,6 +176,24 @@ impl Inner {
                         Ok(None) => {}
                     }
                     let Some(body) = self.body.as_mut() else {
+                        if let Some(chunks) = self.chunks.as_mut() {
+                            let chunks = chunks.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+                            match ready!(chunks.as_mut().poll_next(cx)) {
+                                Some(Ok(data)) => self.decoder.push(data),
+                                Some(Err(e)) => return self.finish(e),
+                                None => {
+                                    self.chunks = None;
+                                    if let Some(ctx) = &self.eos_flag {
+                                        ctx.inner.recv_done.store(true, Ordering::SeqCst);
+                                    }
+                                    if let Err(e) = self.decoder.finish() {
+                                        return self.finish(e);
+                                    }
+                                    self.state = State::Trailers;
+                                }
+                            }
+                            continue;
+                        }
                         self.state = State::Trailers;
                         continue;
                     };
@@ -243,6 +269,7 @@ impl<T> Streaming<T> {
         Streaming {
             inner: Inner {
                 body,
+                chunks: None,
                 decoder,
                 role,
                 state: State::Data,
@@ -265,8 +292,15 @@ impl<T> Streaming<T> {
     }
 
     /// Server side: the request messages of a call.
-    pub(crate) fn new_request(body: h2::RecvStream, decoder: FrameDecoder) -> Streaming<T> {
-        Streaming::build(Some(body), decoder, Role::Server)
+    pub(crate) fn new_request(body: crate::server::CallBody, decoder: FrameDecoder) -> Streaming<T> {
+        match body {
+            crate::server::CallBody::H2(body) => Streaming::build(Some(body), decoder, Role::Server),
+            crate::server::CallBody::Chunks(chunks) => {
+                let mut s = Streaming::build(None, decoder, Role::Server);
+                s.inner.chunks = Some(chunks);
+                s
+            }
+        }
     }
 
     /// Client side: the response messages of a call whose response headers

@@ -18,6 +18,15 @@ use crate::request::{BoxFuture, BoxStream, Request, Response};
 use crate::status::{Code, Status};
 use crate::streaming::Streaming;
 
+/// Where a call's request bytes come from.
+pub(crate) enum CallBody {
+    /// A native gRPC request: the h2 stream itself.
+    H2(h2::RecvStream),
+    /// A gRPC-Web request: the (decoded) body chunks.
+    #[cfg_attr(not(feature = "grpc-web"), allow(dead_code))]
+    Chunks(crate::streaming::ChunkSource),
+}
+
 /// Per-server settings the call adapters need.
 #[derive(Debug, Clone)]
 pub(crate) struct CallConfig {
@@ -29,7 +38,7 @@ pub(crate) struct CallConfig {
 pub struct ServerCall {
     pub(crate) metadata: MetadataMap,
     pub(crate) extensions: http::Extensions,
-    pub(crate) body: h2::RecvStream,
+    pub(crate) body: CallBody,
     pub(crate) ctx: ServerContext,
     pub(crate) config: Arc<CallConfig>,
     pub(crate) request_encoding: Option<CompressionEncoding>,
@@ -290,6 +299,20 @@ pub(crate) fn open_response(ctx: &ServerContext, metadata: MetadataMap) -> Resul
             *st = ResponseState::Detached;
             Err(Status::internal("not a server call"))
         }
+        #[cfg(feature = "grpc-web")]
+        ResponseState::Web(sink) => {
+            let result = if sink.head_sent() {
+                if !metadata.is_empty() {
+                    tracing::debug!("response metadata ignored: headers were already sent early");
+                }
+                Ok(())
+            } else {
+                let head = ctx.response_head(&metadata);
+                crate::context::check_response_head(&head).and_then(|()| sink.send_head(head))
+            };
+            *st = ResponseState::Web(sink);
+            result
+        }
     }
 }
 
@@ -312,7 +335,16 @@ async fn write_bytes(ctx: &ServerContext, mut data: Bytes) -> Result<(), Status>
         let want = data.len();
         let n = std::future::poll_fn(|cx| {
             let mut st = lock_state(ctx);
-            let ResponseState::Open(stream) = &mut *st else { return Poll::Ready(Err(closed())) };
+            let stream = match &mut *st {
+                ResponseState::Open(stream) => stream,
+                // gRPC-Web: the whole batch goes to the response queue at once, once the
+                // queue has room (its bound stands in for flow control).
+                #[cfg(feature = "grpc-web")]
+                ResponseState::Web(sink) => {
+                    return sink.poll_write(cx, &mut data).map(|r| r.map(|()| 0));
+                }
+                _ => return Poll::Ready(Err(closed())),
+            };
             stream.reserve_capacity(want);
             loop {
                 let cap = stream.capacity();
@@ -334,6 +366,10 @@ async fn write_bytes(ctx: &ServerContext, mut data: Bytes) -> Result<(), Status>
             }
         })
         .await?;
+        if n == 0 {
+            // gRPC-Web: written.
+            break;
+        }
         // Taking all of `data` keeps it one unshared buffer (split_to would share it).
         let chunk = if n >= data.len() { std::mem::take(&mut data) } else { data.split_to(n) };
         let mut st = lock_state(ctx);
@@ -404,6 +440,20 @@ pub(crate) fn finish_call(ctx: &ServerContext, status: Status) {
                 tracing::debug!("failed to send trailers: {e}");
             }
         }
+        #[cfg(feature = "grpc-web")]
+        ResponseState::Web(sink) => {
+            if sink.head_sent() {
+                let mut h = http::HeaderMap::new();
+                add_status_headers(&mut h, &status, &trailers);
+                sink.finish(h);
+            } else {
+                let mut resp = http::Response::new(());
+                let h = resp.headers_mut();
+                h.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/grpc"));
+                add_status_headers(h, &status, &trailers);
+                sink.finish_trailers_only(resp);
+            }
+        }
         ResponseState::Closed | ResponseState::Detached => return,
     }
     if !ctx.inner.recv_done.load(Ordering::SeqCst) {
@@ -418,6 +468,8 @@ pub(crate) fn reset_call(ctx: &ServerContext, reason: h2::Reason) {
     match std::mem::replace(&mut *st, ResponseState::Closed) {
         ResponseState::Pending(mut r) => r.send_reset(reason),
         ResponseState::Open(mut s) => s.send_reset(reason),
+        #[cfg(feature = "grpc-web")]
+        ResponseState::Web(sink) => sink.abort(),
         other => *st = other,
     }
 }
@@ -428,6 +480,8 @@ pub(crate) fn poll_client_reset(ctx: &ServerContext, cx: &mut std::task::Context
     let r = match &mut *st {
         ResponseState::Pending(r) => r.poll_reset(cx),
         ResponseState::Open(s) => s.poll_reset(cx),
+        #[cfg(feature = "grpc-web")]
+        ResponseState::Web(sink) => return sink.poll_gone(cx).map(|()| h2::Reason::CANCEL),
         _ => return Poll::Pending,
     };
     match r {

@@ -416,7 +416,7 @@ where
 }
 
 /// gRPC content types: `application/grpc` alone or followed by `+` or `;`.
-fn is_grpc_content_type(v: Option<&HeaderValue>) -> bool {
+pub(super) fn is_grpc_content_type(v: Option<&HeaderValue>) -> bool {
     let Some(v) = v else { return false };
     let b = v.as_bytes();
     let base = b"application/grpc";
@@ -454,7 +454,7 @@ fn send_trailers_only(mut respond: h2::server::SendResponse<Bytes>, status: Stat
     }
 }
 
-fn split_path(path: &str) -> Option<(&str, &str)> {
+pub(super) fn split_path(path: &str) -> Option<(&str, &str)> {
     let rest = path.strip_prefix('/')?;
     let (service, method) = rest.rsplit_once('/')?;
     if service.is_empty() || method.is_empty() {
@@ -470,13 +470,13 @@ fn already_reset(respond: &mut h2::server::SendResponse<Bytes>) -> bool {
 }
 
 /// A call that passed validation and routing: what driving it needs.
-struct AcceptedCall {
-    ctx: ServerContext,
-    metadata: MetadataMap,
-    body: h2::RecvStream,
-    service: Arc<dyn super::Service>,
-    request_encoding: Option<crate::compression::CompressionEncoding>,
-    deadline: Option<Deadline>,
+pub(super) struct AcceptedCall {
+    pub(super) ctx: ServerContext,
+    pub(super) metadata: MetadataMap,
+    pub(super) body: super::CallBody,
+    pub(super) service: Arc<dyn super::Service>,
+    pub(super) request_encoding: Option<crate::compression::CompressionEncoding>,
+    pub(super) deadline: Option<Deadline>,
 }
 
 /// Runs one stream in its own task: accept it ([`accept_call`]), then drive the call.
@@ -488,9 +488,19 @@ async fn handle_stream(
     shared: Arc<Shared>,
     force: Arc<Latch>,
 ) {
+    #[cfg(feature = "grpc-web")]
+    if shared.web.is_some() && super::web::is_web_request(&req) {
+        super::web::serve_h2_stream(req, respond, peer, peer_certs, shared, force).await;
+        return;
+    }
     // Synchronous, so the request head is gone before the first await and is not part of
     // this task's state.
     let Some(call) = accept_call(req, respond, peer, peer_certs, &shared) else { return };
+    run_call(call, peer, shared, force).await;
+}
+
+/// Drives an accepted call under its tracing span and logs how it ended.
+pub(super) async fn run_call(call: AcceptedCall, peer: Option<SocketAddr>, shared: Arc<Shared>, force: Arc<Latch>) {
     let ctx = call.ctx.clone();
     let span = tracing::debug_span!("grpc_call", method = %ctx.method(), peer = ?peer, code = tracing::field::Empty);
     let started = StdInstant::now();
@@ -498,6 +508,73 @@ async fn handle_stream(
     let code = ctx.final_status().map(|s| s.code()).unwrap_or(Code::Cancelled);
     span.record("code", tracing::field::display(code));
     tracing::debug!(parent: &span, code = %code, elapsed_ms = started.elapsed().as_millis() as u64, "call finished");
+}
+
+/// Why a request head was refused after its method and content-type were accepted: the
+/// status to answer with (Trailers-Only) and possibly one more header.
+pub(super) struct Rejected {
+    pub(super) status: Status,
+    pub(super) extra: Option<(&'static str, String)>,
+}
+
+impl From<Status> for Rejected {
+    fn from(status: Status) -> Self {
+        Rejected { status, extra: None }
+    }
+}
+
+/// A request head that passed [`route`]: what the call context is built from.
+pub(super) struct Routed {
+    pub(super) path_and_query: http::uri::PathAndQuery,
+    pub(super) service: Arc<dyn super::Service>,
+    pub(super) deadline: Option<Deadline>,
+    pub(super) request_encoding: Option<crate::compression::CompressionEncoding>,
+    pub(super) metadata: MetadataMap,
+    pub(super) client_accepts: EncodingSet,
+    pub(super) response_encoding: Option<crate::compression::CompressionEncoding>,
+}
+
+/// Routes a request head and checks what native gRPC and gRPC-Web requests share:
+/// path, service, method, grpc-timeout, grpc-encoding, metadata.
+pub(super) fn route(parts: &http::request::Parts, shared: &Shared) -> Result<Routed, Rejected> {
+    // The path is shared with the request head (no copy) and kept by the context.
+    let path_and_query = parts.uri.path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    let path = path_and_query.path();
+    let Some((service_name, method_name)) = split_path(path) else {
+        return Err(Status::unimplemented(format!("malformed method name: {path:?}")).into());
+    };
+    let Some(service) = shared.services.get(service_name).cloned() else {
+        return Err(Status::unimplemented(format!("unknown service {service_name}")).into());
+    };
+    if !service.methods().iter().any(|m| m.name == method_name) {
+        return Err(Status::unimplemented(format!("unknown method {method_name} for service {service_name}")).into());
+    }
+    let deadline = match parts.headers.get(&GRPC_TIMEOUT_NAME) {
+        None => None,
+        Some(v) => match decode_timeout(v.as_bytes()) {
+            Ok(d) => Some(Deadline::after(d)),
+            Err(e) => return Err(Status::internal(e.to_string()).into()),
+        },
+    };
+    let request_encoding = match encoding_from_headers(&parts.headers) {
+        HeaderEncoding::Identity => None,
+        HeaderEncoding::Known(e) if shared.accept_encodings.contains(e) => Some(e),
+        HeaderEncoding::Known(e) => return Err(reject_encoding(e.as_str(), shared.accept_encodings)),
+        HeaderEncoding::Unknown(name) => return Err(reject_encoding(&name, shared.accept_encodings)),
+    };
+    let metadata = match MetadataMap::from_headers(&parts.headers) {
+        Ok(m) => m,
+        Err(e) => return Err(Status::internal(format!("invalid request metadata: {e}")).into()),
+    };
+    let client_accepts = EncodingSet::from_headers(&parts.headers);
+    let response_encoding = negotiate_response_encoding(
+        None,
+        request_encoding,
+        shared.default_compression,
+        shared.send_encodings,
+        client_accepts,
+    );
+    Ok(Routed { path_and_query, service, deadline, request_encoding, metadata, client_accepts, response_encoding })
 }
 
 /// Validates a new stream (method, content-type, path, grpc-timeout, grpc-encoding,
@@ -540,64 +617,17 @@ fn accept_call(
         );
         return None;
     }
-    // The path is shared with the request head (no copy) and kept by the context.
-    let path_and_query = parts.uri.path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-    let path = path_and_query.path();
-    let Some((service_name, method_name)) = split_path(path) else {
-        send_trailers_only(respond, Status::unimplemented(format!("malformed method name: {path:?}")), None);
-        return None;
-    };
-    let Some(service) = shared.services.get(service_name).cloned() else {
-        send_trailers_only(respond, Status::unimplemented(format!("unknown service {service_name}")), None);
-        return None;
-    };
-    if !service.methods().iter().any(|m| m.name == method_name) {
-        send_trailers_only(
-            respond,
-            Status::unimplemented(format!("unknown method {method_name} for service {service_name}")),
-            None,
-        );
-        return None;
-    }
-    let deadline = match parts.headers.get(&GRPC_TIMEOUT_NAME) {
-        None => None,
-        Some(v) => match decode_timeout(v.as_bytes()) {
-            Ok(d) => Some(Deadline::after(d)),
-            Err(e) => {
-                send_trailers_only(respond, Status::internal(e.to_string()), None);
-                return None;
-            }
-        },
-    };
-    let request_encoding = match encoding_from_headers(&parts.headers) {
-        HeaderEncoding::Identity => None,
-        HeaderEncoding::Known(e) if shared.accept_encodings.contains(e) => Some(e),
-        HeaderEncoding::Known(e) => {
-            reject_encoding(respond, e.as_str(), shared.accept_encodings);
-            return None;
-        }
-        HeaderEncoding::Unknown(name) => {
-            reject_encoding(respond, &name, shared.accept_encodings);
+    let routed = match route(&parts, shared) {
+        Ok(r) => r,
+        Err(Rejected { status, extra }) => {
+            send_trailers_only(respond, status, extra.as_ref().map(|(k, v)| (*k, v.clone())));
             return None;
         }
     };
-    let metadata = match MetadataMap::from_headers(&parts.headers) {
-        Ok(m) => m,
-        Err(e) => {
-            send_trailers_only(respond, Status::internal(format!("invalid request metadata: {e}")), None);
-            return None;
-        }
-    };
-    let client_accepts = EncodingSet::from_headers(&parts.headers);
-    let response_encoding = negotiate_response_encoding(
-        None,
-        request_encoding,
-        shared.default_compression,
-        shared.send_encodings,
-        client_accepts,
-    );
+    let Routed { path_and_query, service, deadline, request_encoding, metadata, client_accepts, response_encoding } =
+        routed;
     let ctx = ServerContext::new(
-        MethodPath::Received(path_and_query.clone()),
+        MethodPath::Received(path_and_query),
         peer,
         deadline,
         Some(respond),
@@ -614,13 +644,13 @@ fn accept_call(
         super::call::finish_call(&ctx, Status::deadline_exceeded("deadline exceeded before the call started"));
         return None;
     }
-    Some(AcceptedCall { ctx, metadata, body, service, request_encoding, deadline })
+    Some(AcceptedCall { ctx, metadata, body: super::CallBody::H2(body), service, request_encoding, deadline })
 }
 
 /// What the service's handler needs besides the head (which interceptors may change).
 struct Handler {
     service: Arc<dyn super::Service>,
-    body: h2::RecvStream,
+    body: super::CallBody,
     config: Arc<super::call::CallConfig>,
     request_encoding: Option<crate::compression::CompressionEncoding>,
 }
@@ -645,15 +675,14 @@ impl Handler {
     }
 }
 
-fn reject_encoding(respond: h2::server::SendResponse<Bytes>, name: &str, accepted: EncodingSet) {
-    send_trailers_only(
-        respond,
-        Status::unimplemented(format!(
+fn reject_encoding(name: &str, accepted: EncodingSet) -> Rejected {
+    Rejected {
+        status: Status::unimplemented(format!(
             "grpc: request compressed with {name:?}, which this server does not support (supported: {})",
             accepted.to_header_value()
         )),
-        Some((GRPC_ACCEPT_ENCODING, accepted.to_header_value())),
-    );
+        extra: Some((GRPC_ACCEPT_ENCODING, accepted.to_header_value())),
+    }
 }
 
 async fn drive_call(call: AcceptedCall, shared: Arc<Shared>, force: Arc<Latch>) {

@@ -10,6 +10,8 @@ mod call;
 mod conn;
 mod interceptor;
 mod tls;
+#[cfg(feature = "grpc-web")]
+pub(crate) mod web;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -23,8 +25,11 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Notify;
 
 pub use call::ServerCall;
+pub(crate) use call::CallBody;
 pub use interceptor::{interceptor_fn, CallHead, Interceptor, InterceptorFn, Next};
 pub use tls::{ServerTlsConfig, TlsReloader, DEFAULT_TLS_HANDSHAKE_TIMEOUT};
+#[cfg(feature = "grpc-web")]
+pub use web::{AllowedOrigins, GrpcWebConfig, DEFAULT_CORS_MAX_AGE, DEFAULT_HTTP1_MAX_BUF_SIZE, DEFAULT_HTTP1_MAX_HEADERS};
 
 use crate::codec::{DEFAULT_MAX_RECV_MESSAGE_SIZE, DEFAULT_MAX_SEND_MESSAGE_SIZE};
 use crate::compression::{CompressionEncoding, EncodingSet};
@@ -117,6 +122,9 @@ pub(crate) struct Shared {
     /// SETTINGS_MAX_HEADER_LIST_SIZE: larger request heads end their call with
     /// RESOURCE_EXHAUSTED.
     pub(crate) max_header_list_size: u32,
+    /// gRPC-Web, when on: HTTP/1.1 is served too and gRPC-Web requests on either.
+    #[cfg(feature = "grpc-web")]
+    pub(crate) web: Option<Arc<web::GrpcWebConfig>>,
 }
 
 /// Server settings and services; finish with one of the `serve*` methods.
@@ -142,6 +150,8 @@ pub struct ServerBuilder {
     conn_mgmt: conn::ConnManagement,
     /// Serve reflection for every service added ([`ServerBuilder::add_reflection`]).
     reflection: bool,
+    #[cfg(feature = "grpc-web")]
+    web: Option<web::GrpcWebConfig>,
 }
 
 impl Default for ServerBuilder {
@@ -167,6 +177,8 @@ impl Default for ServerBuilder {
             shutdown_hooks: Vec::new(),
             conn_mgmt: conn::ConnManagement::default(),
             reflection: false,
+            #[cfg(feature = "grpc-web")]
+            web: None,
         }
     }
 }
@@ -467,9 +479,37 @@ impl ServerBuilder {
         self
     }
 
+    /// Serves gRPC-Web (gRPC's PROTOCOL-WEB.md: what browsers can speak) on the same port
+    /// and with the same services, interceptors and limits as native gRPC (default: off).
+    ///
+    /// With it on, a plaintext connection whose first bytes are not the HTTP/2 preface is
+    /// served as HTTP/1.1 (hyper's server), and TLS offers ALPN `http/1.1` after `h2`;
+    /// requests with content-type `application/grpc-web[+proto]` or
+    /// `application/grpc-web-text[+proto]` (base64) are answered in gRPC-Web over HTTP/1.1
+    /// and HTTP/2 alike, CORS preflights (`OPTIONS`) are answered per `config`. Unary and
+    /// server-streaming methods work; client-streaming and bidi methods answer
+    /// UNIMPLEMENTED (browsers cannot stream requests). Native gRPC is untouched. Needs the
+    /// `grpc-web` cargo feature (on by default). See docs/grpc-web.md.
+    ///
+    /// ```
+    /// use grpc_runtime::server::{GrpcWebConfig, Server};
+    ///
+    /// let builder = Server::builder().grpc_web(GrpcWebConfig::new().allow_origins(["https://app.example"]));
+    /// # drop(builder);
+    /// ```
+    #[cfg(feature = "grpc-web")]
+    pub fn grpc_web(mut self, config: GrpcWebConfig) -> Self {
+        self.web = Some(config);
+        self
+    }
+
     fn into_shared(self) -> std::io::Result<Arc<Shared>> {
+        #[cfg(feature = "grpc-web")]
+        let http1 = self.web.is_some();
+        #[cfg(not(feature = "grpc-web"))]
+        let http1 = false;
         let tls = match &self.tls {
-            Some(t) => Some(t.acceptor()?),
+            Some(t) => Some(t.acceptor(http1)?),
             None => None,
         };
         let mut h2 = h2::server::Builder::new();
@@ -512,6 +552,8 @@ impl ServerBuilder {
             tls,
             conn_mgmt,
             max_header_list_size: self.max_header_list_size,
+            #[cfg(feature = "grpc-web")]
+            web: self.web.map(Arc::new),
         }))
     }
 
@@ -725,6 +767,10 @@ where
                 Some(Ok((io, peer))) => {
                     let (shared, guard) = (shared.clone(), shutdown.track());
                     match shared.tls.clone() {
+                        #[cfg(feature = "grpc-web")]
+                        None if shared.web.is_some() => {
+                            tokio::spawn(web::serve_sniffed(io, peer, None, shared, guard));
+                        }
                         None => {
                             tokio::spawn(conn::serve_connection(io, peer, None, shared, guard));
                         }
@@ -737,7 +783,15 @@ where
                                     _ = guard.past(RUNNING) => Err("server shutting down".into()),
                                 };
                                 match accepted {
-                                    Ok((io, certs)) => conn::serve_connection(io, peer, certs, shared, guard).await,
+                                    #[cfg(feature = "grpc-web")]
+                                    Ok((io, certs, alpn)) if shared.web.is_some() && alpn != tls::Alpn::H2 => {
+                                        if alpn == tls::Alpn::Http1 {
+                                            web::serve_http1(io, peer, certs, shared, guard).await
+                                        } else {
+                                            web::serve_sniffed(io, peer, certs, shared, guard).await
+                                        }
+                                    }
+                                    Ok((io, certs, _)) => conn::serve_connection(io, peer, certs, shared, guard).await,
                                     Err(reason) => tracing::debug!(?peer, "closing connection: {reason}"),
                                 }
                             });

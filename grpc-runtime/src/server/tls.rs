@@ -18,6 +18,18 @@ use tokio_rustls::TlsAcceptor;
 
 /// ALPN protocol id of HTTP/2.
 const ALPN_H2: &[u8] = b"h2";
+const ALPN_HTTP1: &[u8] = b"http/1.1";
+
+/// The protocol a TLS connection negotiated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Alpn {
+    H2,
+    /// `http/1.1` (offered only with gRPC-Web on).
+    #[cfg_attr(not(feature = "grpc-web"), allow(dead_code))]
+    Http1,
+    /// None (allowed by `allow_missing_alpn`, or with gRPC-Web on: then sniffed).
+    None,
+}
 
 /// How long a TLS handshake may take before the connection is dropped.
 pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -177,12 +189,25 @@ impl ServerTlsConfig {
         Ok(Arc::new(config))
     }
 
-    /// The acceptor and the per-connection rules the server applies.
-    pub(crate) fn acceptor(&self) -> io::Result<TlsServerSide> {
-        let built = TlsAcceptor::from(self.build()?);
+    /// As [`ServerTlsConfig::build`], offering ALPN `http/1.1` after `h2` when `http1`.
+    fn build_alpn(&self, http1: bool) -> io::Result<Arc<rustls::ServerConfig>> {
+        let config = self.build()?;
+        if !http1 {
+            return Ok(config);
+        }
+        let mut config = (*config).clone();
+        config.alpn_protocols.push(ALPN_HTTP1.to_vec());
+        Ok(Arc::new(config))
+    }
+
+    /// The acceptor and the per-connection rules the server applies; `http1`: gRPC-Web is
+    /// on (ALPN `http/1.1` offered and accepted, no ALPN sniffed).
+    pub(crate) fn acceptor(&self, http1: bool) -> io::Result<TlsServerSide> {
+        let built = TlsAcceptor::from(self.build_alpn(http1)?);
         let acceptor = match &self.reloader {
             None => AcceptorSource::Fixed(built),
             Some(r) => {
+                r.offer_http1.store(http1, std::sync::atomic::Ordering::Release);
                 // A reload made before the server started wins over the initial config.
                 let mut slot = r.slot.write().unwrap_or_else(|e| e.into_inner());
                 slot.get_or_insert(built);
@@ -191,7 +216,8 @@ impl ServerTlsConfig {
         };
         Ok(TlsServerSide {
             acceptor,
-            allow_missing_alpn: self.allow_missing_alpn,
+            allow_missing_alpn: self.allow_missing_alpn || http1,
+            http1,
             handshake_timeout: self.handshake_timeout,
         })
     }
@@ -223,6 +249,8 @@ impl ServerTlsConfig {
 #[derive(Clone, Default)]
 pub struct TlsReloader {
     slot: Arc<RwLock<Option<TlsAcceptor>>>,
+    /// Set by a server with gRPC-Web on: reloaded configurations offer ALPN `http/1.1` too.
+    offer_http1: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for TlsReloader {
@@ -240,7 +268,8 @@ impl TlsReloader {
     /// Builds `config` (validating it) and makes it the one new connections get. On error
     /// nothing changes.
     pub fn reload(&self, config: &ServerTlsConfig) -> io::Result<()> {
-        let acceptor = TlsAcceptor::from(config.build()?);
+        let http1 = self.offer_http1.load(std::sync::atomic::Ordering::Acquire);
+        let acceptor = TlsAcceptor::from(config.build_alpn(http1)?);
         *self.slot.write().unwrap_or_else(|e| e.into_inner()) = Some(acceptor);
         tracing::info!("server TLS configuration reloaded");
         Ok(())
@@ -292,6 +321,7 @@ enum AcceptorSource {
 pub(crate) struct TlsServerSide {
     acceptor: AcceptorSource,
     allow_missing_alpn: bool,
+    http1: bool,
     handshake_timeout: Duration,
 }
 
@@ -304,7 +334,7 @@ impl TlsServerSide {
     /// Runs the handshake on `io` and checks ALPN. `Err` is a readable
     /// reason; the caller logs it and drops the connection.
     /// The certificates are always `Some` (empty without a client certificate).
-    pub(crate) async fn accept<IO>(&self, io: IO) -> Result<(TlsStream<IO>, Option<PeerCertificates>), String>
+    pub(crate) async fn accept<IO>(&self, io: IO) -> Result<(TlsStream<IO>, Option<PeerCertificates>, Alpn), String>
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
@@ -321,17 +351,18 @@ impl TlsServerSide {
             Err(_) => return Err("TLS handshake timed out".into()),
         };
         let conn = stream.get_ref().1;
-        match conn.alpn_protocol() {
-            Some(ALPN_H2) => {}
-            None if self.allow_missing_alpn => {}
+        let alpn = match conn.alpn_protocol() {
+            Some(ALPN_H2) => Alpn::H2,
+            Some(ALPN_HTTP1) if self.http1 => Alpn::Http1,
+            None if self.allow_missing_alpn => Alpn::None,
             other => {
                 return Err(format!(
                     "client did not negotiate ALPN h2 (got {:?})",
                     other.map(String::from_utf8_lossy)
                 ))
             }
-        }
+        };
         let certs = conn.peer_certificates().unwrap_or_default().iter().map(|c| c.clone().into_owned()).collect();
-        Ok((stream, Some(certs)))
+        Ok((stream, Some(certs), alpn))
     }
 }

@@ -30,9 +30,9 @@ use crate::pb::{
 
 /// Flags `interop_server` accepts.
 pub const SERVER_FLAGS: &[&str] =
-    &["port", "use_tls", "tls_cert_file", "tls_key_file", "address_type", "host", "client_ca_file", "authz_policy"];
+    &["port", "use_tls", "tls_cert_file", "tls_key_file", "address_type", "host", "client_ca_file", "authz_policy", "grpc_web"];
 /// Boolean flags of `interop_server`.
-pub const SERVER_BOOL_FLAGS: &[&str] = &["use_tls"];
+pub const SERVER_BOOL_FLAGS: &[&str] = &["use_tls", "grpc_web"];
 
 /// Largest request message the server accepts (very_large_request sends 10 MiB).
 pub const MAX_RECV_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
@@ -61,6 +61,9 @@ pub struct ServerConfig {
     /// `--authz_policy`: a gRFC A43 authorization policy file applied to every
     /// service, reread every [`AUTHZ_REFRESH`] (a broken new version keeps the old one).
     pub authz_policy: Option<PathBuf>,
+    /// `--grpc_web` (default true): also serve gRPC-Web (HTTP/1.1 and HTTP/2, any origin)
+    /// on the same port; `--grpc_web=false` serves native gRPC only.
+    pub grpc_web: bool,
 }
 
 /// How often `--authz_policy` is checked for changes.
@@ -77,6 +80,7 @@ impl ServerConfig {
             key_file: certs.join("server1.key"),
             client_ca_file: None,
             authz_policy: None,
+            grpc_web: true,
         }
     }
 
@@ -93,6 +97,7 @@ impl ServerConfig {
         let ip: std::net::IpAddr = host.parse().map_err(|_| format!("--host={host}: not an IP address"))?;
         let mut c = ServerConfig::new(SocketAddr::new(ip, port));
         c.use_tls = flags.bool("use_tls", false)?;
+        c.grpc_web = flags.bool("grpc_web", true)?;
         if let Some(p) = flags.get("tls_cert_file").filter(|s| !s.is_empty()) {
             c.cert_file = PathBuf::from(p);
         }
@@ -406,20 +411,22 @@ pub fn tls_config(cert_file: &Path, key_file: &Path) -> Result<ServerTlsConfig, 
 }
 
 /// Serves the interop service on `listener` until `shutdown` resolves, over TLS when `tls`
-/// is given.
+/// is given, with gRPC-Web on (as `interop_server` runs by default).
 pub async fn serve(
     listener: TcpListener,
     tls: Option<ServerTlsConfig>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> io::Result<()> {
-    serve_with_authz(listener, tls, None, shutdown).await
+    serve_with(listener, tls, None, true, shutdown).await
 }
 
-/// [`serve`], with an authorization policy enforced on every call when `authz` is given.
-pub async fn serve_with_authz(
+/// [`serve`], with an authorization policy enforced on every call when `authz` is given,
+/// and gRPC-Web (any origin) on or off.
+pub async fn serve_with(
     listener: TcpListener,
     tls: Option<ServerTlsConfig>,
     authz: Option<FileWatcherInterceptor>,
+    grpc_web: bool,
     shutdown: impl Future<Output = ()> + Send,
 ) -> io::Result<()> {
     // Health (everything SERVING) and reflection for every service, so tools such as
@@ -431,6 +438,9 @@ pub async fn serve_with_authz(
         .add_service(TestServiceServer::new(InteropService))
         .add_service(health.service())
         .add_reflection();
+    if grpc_web {
+        builder = builder.grpc_web(grpc_runtime::server::GrpcWebConfig::new());
+    }
     if let Some(tls) = tls {
         builder = builder.tls_config(tls);
     }
@@ -454,5 +464,5 @@ pub async fn run(cfg: &ServerConfig, shutdown: impl Future<Output = ()> + Send) 
         Some(p) => Some(FileWatcherInterceptor::new(p, AUTHZ_REFRESH).map_err(|e| format!("--authz_policy: {e}"))?),
     };
     let listener = TcpListener::bind(cfg.addr).await.map_err(|e| format!("binding {}: {e}", cfg.addr))?;
-    serve_with_authz(listener, tls, authz, shutdown).await.map_err(|e| format!("server failed: {e}"))
+    serve_with(listener, tls, authz, cfg.grpc_web, shutdown).await.map_err(|e| format!("server failed: {e}"))
 }

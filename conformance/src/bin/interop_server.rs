@@ -1,7 +1,7 @@
 //! `interop_server`: grpc's interop test server (`--port`, `--use_tls`, `--tls_cert_file`,
-//! `--tls_key_file`, `--address_type`; ours too: `--client_ca_file` for mutual TLS and
-//! `--authz_policy` for a gRFC A43 policy file). Runs until killed (SIGINT/SIGTERM end it
-//! cleanly).
+//! `--tls_key_file`, `--address_type`; ours too: `--client_ca_file` for mutual TLS,
+//! `--authz_policy` for a gRFC A43 policy file, `--grpc_web` for gRPC-Web on the same port,
+//! default true). Runs until killed (SIGINT/SIGTERM end it cleanly).
 
 use std::process::ExitCode;
 
@@ -26,9 +26,10 @@ fn main() -> ExitCode {
         }
     };
     eprintln!(
-        "interop_server: listening on {} ({})",
+        "interop_server: listening on {} ({}{})",
         cfg.addr,
-        if cfg.use_tls { format!("TLS, cert {}", cfg.cert_file.display()) } else { "plaintext".into() }
+        if cfg.use_tls { format!("TLS, cert {}", cfg.cert_file.display()) } else { "plaintext".into() },
+        if cfg.grpc_web { ", gRPC-Web on" } else { "" }
     );
     if let Some(ca) = &cfg.client_ca_file {
         eprintln!("interop_server: requiring client certificates from {}", ca.display());

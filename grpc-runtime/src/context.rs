@@ -74,7 +74,7 @@ pub(crate) struct CtxInner {
     final_status: Mutex<Option<Status>>,
     /// Set on TLS connections: the certificates the client presented (leaf
     /// first; empty when it presented none).
-    peer_certs: OnceLock<Arc<[rustls::pki_types::CertificateDer<'static>]>>,
+    peer_certs: OnceLock<Arc<crate::server::TlsInfo>>,
 }
 
 /// Handle to the server side of one call. Clones share state.
@@ -164,7 +164,22 @@ impl ServerContext {
     /// TLS with client authentication; `None` without TLS or without a
     /// client certificate.
     pub fn peer_certificates(&self) -> Option<&[rustls::pki_types::CertificateDer<'static>]> {
-        self.inner.peer_certs.get().map(|c| &c[..]).filter(|c| !c.is_empty())
+        self.inner.peer_certs.get().map(|c| c.peer_certificates()).filter(|c| !c.is_empty())
+    }
+
+    /// The TLS session the call arrived on (protocol version, cipher suite, ALPN, the
+    /// client's certificates); `None` without TLS.
+    pub fn tls_info(&self) -> Option<&crate::server::TlsInfo> {
+        self.inner.peer_certs.get().map(|c| &**c)
+    }
+
+    /// Who the client is, as the authorization policy sees it: plaintext, TLS without a
+    /// client certificate, or the names of its certificate (URI, DNS and IP SANs, the
+    /// subject); [`crate::server::authz::CertificateIdentity::principal`] is the
+    /// authenticated principal. Parses the leaf certificate on each call; `Err` if it is
+    /// malformed.
+    pub fn peer_identity(&self) -> Result<crate::server::authz::PeerIdentity, crate::server::authz::CertificateError> {
+        crate::server::authz::PeerIdentity::from_context(self)
     }
 
     /// True when the call arrived over the server's built-in TLS (with or
@@ -174,7 +189,7 @@ impl ServerContext {
         self.inner.peer_certs.get().is_some()
     }
 
-    pub(crate) fn set_peer_certificates(&self, certs: Arc<[rustls::pki_types::CertificateDer<'static>]>) {
+    pub(crate) fn set_peer_certificates(&self, certs: Arc<crate::server::TlsInfo>) {
         let _ = self.inner.peer_certs.set(certs);
     }
 

@@ -325,3 +325,41 @@ fn file_watcher_refuses_a_missing_or_invalid_file_at_start() {
     let e = FileWatcherInterceptor::new(&file.0, Duration::ZERO).unwrap_err();
     assert!(e.to_string().contains("refresh interval"), "{e}");
 }
+
+/// Peer identity for handlers and interceptors (issue 16): the TLS session (version,
+/// cipher, ALPN) and the client certificate's names (URI, DNS and IP SANs, subject,
+/// principal) through `ServerContext::tls_info` and `peer_identity`.
+#[tokio::test]
+async fn interceptors_see_the_tls_session_and_the_client_identity() {
+    use grpc_runtime::server::authz::PeerIdentity;
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let record = seen.clone();
+    let s = server_with(
+        interceptor_fn(move |head, next| {
+            let ctx = head.context();
+            let tls = ctx.tls_info().map(|t| {
+                format!("{} {} {}", t.protocol_version(), t.cipher_suite(), String::from_utf8_lossy(t.alpn_protocol().unwrap_or(b"")))
+            });
+            let who = match ctx.peer_identity() {
+                Ok(PeerIdentity::Certificate(c)) => format!("{} {:?} {:?} {}", c.principal(), c.dns_sans, c.ip_sans, c.subject),
+                other => format!("{other:?}"),
+            };
+            record.lock().unwrap().push(format!("{} | {who}", tls.unwrap_or_default()));
+            next.run(head)
+        }),
+        false,
+    )
+    .await;
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(vec!["client.example".to_string()]).unwrap();
+    p.subject_alt_names.push(SanType::IpAddress("10.9.8.7".parse().unwrap()));
+    p.subject_alt_names.push(SanType::URI("spiffe://example.org/ns/prod/sa/web".try_into().unwrap()));
+    p.distinguished_name.push(DnType::CommonName, "web");
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let id = Identity { cert: p.signed_by(&key, &s.ca.cert, &s.ca.key).unwrap().pem(), key: key.serialize_pem() };
+    let ch = channel(&s, Some(&id)).await;
+    unary(&ch, &[]).await.unwrap();
+    let line = seen.lock().unwrap()[0].clone();
+    assert!(line.starts_with("TLSv1_3 TLS13_"), "{line}");
+    assert!(line.contains(" h2 | spiffe://example.org/ns/prod/sa/web [\"client.example\"] [10.9.8.7] CN=web"), "{line}");
+}

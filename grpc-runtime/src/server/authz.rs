@@ -268,6 +268,8 @@ pub struct CertificateIdentity {
     pub uri_sans: Vec<String>,
     /// DNS subject alternative names.
     pub dns_sans: Vec<String>,
+    /// IP address subject alternative names (not used for principals, as in grpc-go).
+    pub ip_sans: Vec<std::net::IpAddr>,
     /// The subject distinguished name as Go's `pkix.Name.String()` prints it
     /// (RFC 2253 style, most specific first: `CN=client,OU=dev,O=Org,C=US`).
     pub subject: String,
@@ -282,8 +284,15 @@ impl CertificateIdentity {
         Ok(CertificateIdentity {
             uri_sans: cert.valid_uri_names().map(str::to_string).collect(),
             dns_sans: cert.valid_dns_names().map(str::to_string).collect(),
+            ip_sans: ip_sans(der.as_ref()),
             subject,
         })
+    }
+
+    /// The authenticated principal: the first name principals are matched against (the
+    /// first URI SAN, else the first DNS SAN, else the subject).
+    pub fn principal(&self) -> &str {
+        self.names().first().copied().unwrap_or("")
     }
 
     /// The identity principals are matched against, in grpc-go's order: the
@@ -711,6 +720,55 @@ fn der_tlv(input: &[u8]) -> Option<Tlv<'_>> {
     Some(Tlv { tag, content, whole: &input[..header_len + len], rest: after })
 }
 
+/// The iPAddress entries of a certificate's subjectAltName extension (RFC 5280 4.2.1.6);
+/// empty when there are none or the DER is not what it should be.
+fn ip_sans(cert: &[u8]) -> Vec<std::net::IpAddr> {
+    const SAN_OID: &[u8] = &[0x55, 0x1d, 0x11];
+    let walk = || -> Option<Vec<std::net::IpAddr>> {
+        let certificate = der_tlv(cert)?;
+        let tbs = der_tlv(certificate.content)?;
+        // The explicit [3] extensions wrapper, after the fixed fields.
+        let mut fields = tbs.content;
+        let extensions = loop {
+            let f = der_tlv(fields)?;
+            if f.tag == 0xa3 {
+                break der_tlv(f.content)?.content;
+            }
+            fields = f.rest;
+        };
+        let mut rest = extensions;
+        while !rest.is_empty() {
+            let ext = der_tlv(rest)?;
+            rest = ext.rest;
+            let oid = der_tlv(ext.content)?;
+            if oid.tag != 0x06 || oid.content != SAN_OID {
+                continue;
+            }
+            let mut value = der_tlv(oid.rest)?;
+            if value.tag == 0x01 {
+                value = der_tlv(value.rest)?; // the critical flag
+            }
+            let names = der_tlv(value.content)?;
+            let mut out = Vec::new();
+            let mut entries = names.content;
+            while !entries.is_empty() {
+                let name = der_tlv(entries)?;
+                entries = name.rest;
+                if name.tag == 0x87 {
+                    match name.content.len() {
+                        4 => out.push(std::net::IpAddr::from(<[u8; 4]>::try_from(name.content).ok()?)),
+                        16 => out.push(std::net::IpAddr::from(<[u8; 16]>::try_from(name.content).ok()?)),
+                        _ => {}
+                    }
+                }
+            }
+            return Some(out);
+        }
+        Some(Vec::new())
+    };
+    walk().unwrap_or_default()
+}
+
 /// Dotted form of an OID's content bytes.
 fn oid_string(content: &[u8]) -> Option<String> {
     let mut arcs: Vec<u64> = Vec::new();
@@ -1039,6 +1097,7 @@ mod tests {
         PeerIdentity::Certificate(CertificateIdentity {
             uri_sans: uris.iter().map(|s| s.to_string()).collect(),
             dns_sans: dns.iter().map(|s| s.to_string()).collect(),
+            ip_sans: Vec::new(),
             subject: subject.to_string(),
         })
     }
@@ -1344,13 +1403,21 @@ mod tests {
         let key = KeyPair::generate().unwrap();
         let mut p = CertificateParams::new(vec!["a.example.com".to_string()]).unwrap();
         p.subject_alt_names.push(SanType::URI("spiffe://foo.com/sa/client".try_into().unwrap()));
+        p.subject_alt_names.push(SanType::IpAddress("10.1.2.3".parse().unwrap()));
+        p.subject_alt_names.push(SanType::IpAddress("::1".parse().unwrap()));
         p.distinguished_name.push(DnType::OrganizationName, "Org");
         p.distinguished_name.push(DnType::CommonName, "client");
         let der = p.self_signed(&key).unwrap().der().to_vec();
         let id = CertificateIdentity::from_der(&der).unwrap();
         assert_eq!(id.uri_sans, ["spiffe://foo.com/sa/client"]);
         assert_eq!(id.dns_sans, ["a.example.com"]);
+        assert_eq!(id.ip_sans, ["10.1.2.3".parse::<std::net::IpAddr>().unwrap(), "::1".parse().unwrap()]);
         assert_eq!(id.subject, "CN=client,O=Org");
+        assert_eq!(id.principal(), "spiffe://foo.com/sa/client");
+        // Any prefix of the DER: no panic, no IP names.
+        for n in 0..der.len() {
+            let _ = ip_sans(&der[..n]);
+        }
         assert!(CertificateIdentity::from_der(&der[..der.len() - 1]).is_err());
         assert!(CertificateIdentity::from_der(b"not a certificate").is_err());
     }

@@ -27,7 +27,7 @@ use tokio::sync::Notify;
 pub use call::ServerCall;
 pub(crate) use call::CallBody;
 pub use interceptor::{interceptor_fn, CallHead, Interceptor, InterceptorFn, Next};
-pub use tls::{ServerTlsConfig, TlsReloader, DEFAULT_TLS_HANDSHAKE_TIMEOUT};
+pub use tls::{ServerTlsConfig, TlsInfo, TlsReloader, DEFAULT_TLS_HANDSHAKE_TIMEOUT};
 #[cfg(feature = "grpc-web")]
 pub use web::{AllowedOrigins, GrpcWebConfig, DEFAULT_CORS_MAX_AGE, DEFAULT_HTTP1_MAX_BUF_SIZE, DEFAULT_HTTP1_MAX_HEADERS};
 

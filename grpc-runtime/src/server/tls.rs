@@ -325,10 +325,51 @@ pub(crate) struct TlsServerSide {
     handshake_timeout: Duration,
 }
 
-/// Certificates a client presented (leaf first; empty when it presented
-/// none), shared by its calls. Present for every TLS connection, so calls can
-/// tell TLS from plaintext ([`crate::ServerContext::is_tls`]).
-pub(crate) type PeerCertificates = Arc<[CertificateDer<'static>]>;
+/// What a TLS connection's handshake established, shared by its calls; present for every
+/// TLS connection, so calls can tell TLS from plaintext ([`crate::ServerContext::is_tls`]).
+pub(crate) type PeerCertificates = Arc<TlsInfo>;
+
+/// The TLS session of the connection a server call arrived on
+/// ([`crate::ServerContext::tls_info`]): the client's certificate chain and the
+/// negotiated protocol version, cipher suite and ALPN protocol.
+///
+/// ```
+/// # fn handler(ctx: &grpc_runtime::ServerContext) {
+/// if let Some(tls) = ctx.tls_info() {
+///     tracing::info!(version = tls.protocol_version(), cipher = tls.cipher_suite(), "TLS call");
+/// }
+/// # }
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct TlsInfo {
+    certificates: Vec<CertificateDer<'static>>,
+    protocol_version: Option<&'static str>,
+    cipher_suite: Option<&'static str>,
+    alpn: Option<Vec<u8>>,
+}
+
+impl TlsInfo {
+    /// The certificate chain the client presented (DER, leaf first); empty when it
+    /// presented none.
+    pub fn peer_certificates(&self) -> &[CertificateDer<'static>] {
+        &self.certificates
+    }
+
+    /// The protocol version, e.g. `"TLSv1_3"` (rustls's names); `""` if unknown.
+    pub fn protocol_version(&self) -> &'static str {
+        self.protocol_version.unwrap_or("")
+    }
+
+    /// The cipher suite, e.g. `"TLS13_AES_256_GCM_SHA384"`; `""` if unknown.
+    pub fn cipher_suite(&self) -> &'static str {
+        self.cipher_suite.unwrap_or("")
+    }
+
+    /// The ALPN protocol negotiated (`h2`, or `http/1.1` for gRPC-Web), if any.
+    pub fn alpn_protocol(&self) -> Option<&[u8]> {
+        self.alpn.as_deref()
+    }
+}
 
 impl TlsServerSide {
     /// Runs the handshake on `io` and checks ALPN. `Err` is a readable
@@ -362,7 +403,12 @@ impl TlsServerSide {
                 ))
             }
         };
-        let certs = conn.peer_certificates().unwrap_or_default().iter().map(|c| c.clone().into_owned()).collect();
-        Ok((stream, Some(certs), alpn))
+        let info = TlsInfo {
+            certificates: conn.peer_certificates().unwrap_or_default().iter().map(|c| c.clone().into_owned()).collect(),
+            protocol_version: conn.protocol_version().and_then(|v| v.as_str()),
+            cipher_suite: conn.negotiated_cipher_suite().and_then(|s| s.suite().as_str()),
+            alpn: conn.alpn_protocol().map(<[u8]>::to_vec),
+        };
+        Ok((stream, Some(Arc::new(info)), alpn))
     }
 }

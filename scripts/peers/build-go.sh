@@ -4,7 +4,8 @@
 #   interop_server, interop_client, http2_negative_client,
 #   bench_worker, bench_client, bench_server
 # and soak_client (scripts/peers/go-soak: rpc_soak/channel_soak on grpc-go 1.33, whose
-# interop client lacks them).
+# interop client lacks them) and authz_client (scripts/peers/go-authz: client
+# certificates and per-call tokens against an A43 policy, for tests/peer_go.rs).
 # GOPATH mode (GO111MODULE=off) against Debian's Go packages. The package's own
 # Debian patches are applied: one swaps the SHA-1 test certificates that Go >= 1.18
 # rejects for SHA-256 ones. Idempotent: exits at once when all binaries exist
@@ -17,9 +18,11 @@ BINS="interop_server interop_client http2_negative_client bench_worker bench_cli
 have_all() { local b; for b in $BINS; do [ -x "$ROOT/bin/$b" ] || return 1; done; }
 go_env() { export GO111MODULE=off GOPATH=$ROOT/gopath:/usr/share/gocode GOFLAGS= GOCACHE=$ROOT/gocache; }
 build_soak() { log "go build soak_client"; (cd "$HERE/go-soak" && go_env && go build -o "$ROOT/bin/soak_client" .); }
+build_authz() { log "go build authz_client"; (cd "$HERE/go-authz" && go_env && go build -o "$ROOT/bin/authz_client" .); }
 if [ "${FORCE:-0}" != 1 ] && have_all; then
   # soak_client came later than the others: build it alone into an existing cache.
   [ -x "$ROOT/bin/soak_client" ] || build_soak
+  [ -x "$ROOT/bin/authz_client" ] || build_authz
   log "go peers: cached in $ROOT/bin"; exit 0
 fi
 
@@ -47,4 +50,5 @@ build bench_worker ./benchmark/worker
 build bench_client ./benchmark/client
 build bench_server ./benchmark/server
 build_soak
+build_authz
 log "go peers built in $ROOT/bin"

@@ -100,6 +100,16 @@ fn earliest(deadlines: &[Option<Instant>]) -> Option<Instant> {
     deadlines.iter().flatten().min().copied()
 }
 
+/// When the header block in progress must be complete, if the connection task armed its
+/// timer for one (`armed`) and a block is still in progress.
+fn header_deadline(armed: bool, activity: &Activity, shared: &Shared) -> Option<Instant> {
+    if !armed {
+        return None;
+    }
+    let limit = shared.conn_mgmt.header_read_timeout?;
+    activity.header_block_since().map(|since| crate::timeout::instant_after(since, limit))
+}
+
 /// When the next keepalive PING is due: `time` after the last byte read.
 fn keepalive_due(activity: &Activity, time: Duration) -> Instant {
     crate::timeout::instant_after(activity.last_read(), time)
@@ -183,7 +193,9 @@ where
         // again when the time comes), and by when a PING sent must be answered.
         // (`shared.conn_mgmt` is read where needed rather than kept in locals: this
         // future lives as long as the connection.)
-        let mut keepalive_deadline: Option<Instant> = None;
+        // `keepalive_at` is when the next PING is due, or while `awaiting_pong`, by when the
+        // PING sent must be answered (one slot for two instants that never coexist).
+        let mut awaiting_pong = false;
         // One timer for keepalive, max age, max idle, the age grace and the abrupt-close
         // limit: it is re-armed only when the earliest of them changes, not per stream.
         // `armed`: the timer's deadline is the earliest of them (not armed: none is set).
@@ -204,11 +216,16 @@ where
                 shared.conn_mgmt.max_connection_idle.map(|idle| crate::timeout::instant_after(started, idle)),
             )
         };
-        let mut grace_at: Option<Instant> = None;
+        // Once max age (or idle) drained the connection, `age_at` is when the grace period
+        // ends (`in_grace`): again one slot for two instants that never coexist. Every slot
+        // counts: this future lives as long as the connection (see the allocation-class
+        // test below).
+        let mut in_grace = false;
         let mut abrupt_at: Option<Instant> = None;
-        // When the header block in progress (if any) must be complete: armed on the
-        // first turn that sees one, checked (and moved to a later block) when it is due.
-        let mut header_at: Option<Instant> = None;
+        // A header block is in progress and the timer covers it (its deadline is computed
+        // from the block's start, kept by `activity`): armed on the first turn after a
+        // block began, checked (and moved to a later block) when it is due.
+        let mut header_armed = false;
         let mut going_away = false;
         // The server's shutdown stage this connection has acted on.
         let mut stage = RUNNING;
@@ -221,10 +238,12 @@ where
         let mut burst: u32 = 0;
         loop {
             {
+                let header_at = header_deadline(header_armed, &activity, &shared);
+                let grace_at = age_at.filter(|_| in_grace);
                 let next = if going_away {
-                    earliest(&[keepalive_at, keepalive_deadline, grace_at, abrupt_at, header_at])
+                    earliest(&[keepalive_at, grace_at, abrupt_at, header_at])
                 } else {
-                    earliest(&[keepalive_at, keepalive_deadline, age_at, idle_check, grace_at, abrupt_at, header_at])
+                    earliest(&[keepalive_at, age_at, idle_check, abrupt_at, header_at])
                 };
                 if next != armed.then(|| timer.deadline()) {
                     if let Some(at) = next {
@@ -233,9 +252,6 @@ where
                     armed = next.is_some();
                 }
             }
-            // A header block that h2 is still reading is noticed here, lock-free, when
-            // h2 has no stream ready (the block arrives inside `poll_accept`).
-            let watch_headers = header_at.is_none() && shared.conn_mgmt.header_read_timeout.is_some();
             tokio::select! {
                 turn = std::future::poll_fn(|cx| {
                     if burst >= ACCEPT_BURST {
@@ -249,7 +265,9 @@ where
                         Poll::Ready(Some(Ok(_))) => burst += 1,
                         Poll::Pending => {
                             burst = 0;
-                            if watch_headers && activity.header_block_since().is_some() {
+                            // A header block that h2 is still reading began in this poll
+                            // (it arrives inside `poll_accept`): noticed lock-free.
+                            if activity.take_header_block_start() {
                                 return Poll::Ready(Turn::HeaderBlock);
                             }
                         }
@@ -257,10 +275,7 @@ where
                     }
                     accepted.map(Turn::Accepted)
                 }) => match turn {
-                    Turn::HeaderBlock => {
-                        header_at = activity.header_block_since().zip(shared.conn_mgmt.header_read_timeout)
-                            .map(|(since, limit)| crate::timeout::instant_after(since, limit));
-                    }
+                    Turn::HeaderBlock => header_armed = shared.conn_mgmt.header_read_timeout.is_some(),
                     Turn::Accepted(Some(Ok((req, mut respond)))) => {
                         // A stream the client reset before we got to it (a cancelled call,
                         // or a rapid-reset attack) is dropped here: no task, no parsing.
@@ -315,7 +330,7 @@ where
                         ping = None;
                         bdp_est = None;
                         keepalive_at = None;
-                        keepalive_deadline = None;
+                        awaiting_pong = false;
                         continue;
                     }
                     if out.bdp {
@@ -330,7 +345,7 @@ where
                         }
                     }
                     if out.keepalive {
-                        keepalive_deadline = None;
+                        awaiting_pong = false;
                         keepalive_at = shared.conn_mgmt.keepalive_time.map(|time| keepalive_due(&activity, time));
                     }
                 }
@@ -340,9 +355,12 @@ where
                     if due(abrupt_at) {
                         break;
                     }
-                    if due(header_at) {
+                    if due(header_deadline(header_armed, &activity, &shared)) {
                         let limit = shared.conn_mgmt.header_read_timeout.unwrap_or(Duration::MAX);
-                        header_at = activity.header_block_since().map(|since| crate::timeout::instant_after(since, limit));
+                        // The block in progress now (the one the timer was armed for may
+                        // have ended and a later one begun).
+                        let header_at = activity.header_block_since().map(|since| crate::timeout::instant_after(since, limit));
+                        header_armed = header_at.is_some();
                         if header_at.is_some_and(|at| at <= now) && abrupt_at.is_none() {
                             // Only this connection goes: an abrupt GOAWAY, then h2 closes
                             // it once written, with any call still on it (a connection
@@ -352,45 +370,45 @@ where
                             conn.abrupt_shutdown(h2::Reason::NO_ERROR);
                             abrupt_at = Some(Instant::now() + ABRUPT_CLOSE_TIMEOUT);
                             going_away = true;
-                            header_at = None;
+                            header_armed = false;
                         }
                     }
-                    if due(grace_at) {
+                    if in_grace && due(age_at) {
                         tracing::debug!(?peer, "max connection age grace over; closing the connection");
                         force.set(1);
                         break;
                     }
-                    if due(keepalive_deadline) {
+                    if awaiting_pong && due(keepalive_at) {
                         tracing::debug!(?peer, "keepalive PING not answered in time; closing the connection");
                         break;
                     }
-                    if due(keepalive_at) {
+                    if !awaiting_pong && due(keepalive_at) {
                         if let Some(time) = shared.conn_mgmt.keepalive_time {
                             let at = keepalive_due(&activity, time);
                             if at > now {
                                 keepalive_at = Some(at);
                             } else {
                                 // No new PING is due while one is out; its answer re-arms it.
-                                keepalive_at = None;
-                                keepalive_deadline = Some(crate::timeout::instant_after(now, shared.conn_mgmt.keepalive_timeout));
+                                keepalive_at = Some(crate::timeout::instant_after(now, shared.conn_mgmt.keepalive_timeout));
+                                awaiting_pong = true;
                                 match (ping_out.as_mut(), ping.as_mut()) {
                                     // A BDP PING is out: its answer counts.
                                     (Some(out), _) => out.keepalive = true,
                                     (None, Some(pp)) => match pp.send_ping(h2::Ping::opaque()) {
                                         Ok(()) => ping_out = Some(PingOut { sent: now, bdp: false, keepalive: true }),
-                                        Err(_) => keepalive_deadline = None,
+                                        Err(_) => (keepalive_at, awaiting_pong) = (None, false),
                                     },
-                                    (None, None) => keepalive_deadline = None,
+                                    (None, None) => (keepalive_at, awaiting_pong) = (None, false),
                                 }
                             }
                         }
                     }
                     if !going_away && due(age_at) {
                         tracing::debug!(?peer, "max connection age reached; draining the connection");
-                        age_at = None;
                         going_away = true;
                         conn.graceful_shutdown();
-                        grace_at = shared.conn_mgmt.max_connection_age_grace.map(|g| crate::timeout::instant_after(now, g));
+                        age_at = shared.conn_mgmt.max_connection_age_grace.map(|g| crate::timeout::instant_after(now, g));
+                        in_grace = true;
                     } else if !going_away && due(idle_check) {
                         let idle = shared.conn_mgmt.max_connection_idle.unwrap_or(Duration::MAX);
                         match activity.idle_since() {
@@ -401,7 +419,8 @@ where
                                 conn.graceful_shutdown();
                                 // A client that never acks the GOAWAY's PING must not hold the
                                 // connection open forever.
-                                grace_at = Some(crate::timeout::instant_after(now, shared.conn_mgmt.max_connection_age_grace.unwrap_or(IDLE_CLOSE_TIMEOUT)));
+                                age_at = Some(crate::timeout::instant_after(now, shared.conn_mgmt.max_connection_age_grace.unwrap_or(IDLE_CLOSE_TIMEOUT)));
+                                in_grace = true;
                             }
                             Some(since) => idle_check = Some(crate::timeout::instant_after(since, idle)),
                             None => idle_check = Some(crate::timeout::instant_after(now, idle)),

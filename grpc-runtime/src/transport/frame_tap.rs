@@ -192,6 +192,9 @@ pub(crate) struct Activity {
     open_streams: AtomicU32,
     /// Whether `State::header_since` is set (read lock-free by the connection task).
     header_pending: AtomicBool,
+    /// A header block began since the connection task last looked
+    /// ([`Activity::take_header_block_start`]).
+    header_started: AtomicBool,
 }
 
 impl Drop for Activity {
@@ -228,6 +231,7 @@ impl Activity {
             goaway_armed: AtomicBool::new(false),
             open_streams: AtomicU32::new(0),
             header_pending: AtomicBool::new(false),
+            header_started: AtomicBool::new(false),
         })
     }
 
@@ -316,6 +320,15 @@ impl Activity {
     fn set_header_since(&self, since: Option<Instant>) {
         self.with(|s| s.header_since = since);
         self.header_pending.store(since.is_some(), Ordering::Release);
+        if since.is_some() {
+            self.header_started.store(true, Ordering::Release);
+        }
+    }
+
+    /// Whether a header block began since the last call (lock-free; one load when none
+    /// did), so that the connection task arms its header-read timer once per block.
+    pub(crate) fn take_header_block_start(&self) -> bool {
+        self.header_started.load(Ordering::Acquire) && self.header_started.swap(false, Ordering::AcqRel)
     }
 
     /// The last GOAWAY the peer sent: error code and debug data.
@@ -515,10 +528,10 @@ struct Scanner {
     block_open: bool,
     /// The frame whose payload is being read ends a header block.
     ends_block: bool,
+    /// A header block or an incomplete frame header is in progress (see the module doc);
+    /// since when is kept by the [`Activity`] (this scanner lives in every connection).
+    in_header: bool,
     header: [u8; 9],
-    /// Since when a header block or an incomplete frame header has been in progress
-    /// (see the module doc).
-    header_since: Option<Instant>,
 }
 
 /// How much of a received GOAWAY's payload is kept (stream id, code, debug data).
@@ -533,22 +546,25 @@ impl Scanner {
             have: 0,
             block_open: false,
             ends_block: false,
+            in_header: false,
             header: [0; 9],
-            header_since: None,
         }
     }
 
     /// Feeds bytes read at `now`; calls `on_header(type, flags, stream, len)` for each
-    /// complete header and `on_goaway(payload)` for each complete GOAWAY. Returns whether
-    /// `header_since` changed.
+    /// complete header and `on_goaway(payload)` for each complete GOAWAY. Returns the new
+    /// start of the header block in progress when it changed: `Some(Some(now))` when one
+    /// began in these bytes, `Some(None)` when the one in progress ended, `None` if
+    /// nothing changed.
     fn feed(
         &mut self,
         mut data: &[u8],
         now: Instant,
         mut on_header: impl FnMut(u8, u8, u32, usize),
         mut on_goaway: impl FnMut(&[u8]),
-    ) -> bool {
-        let before = self.header_since;
+    ) -> Option<Option<Instant>> {
+        let before = self.in_header;
+        let mut began = false;
         while !data.is_empty() {
             if self.preface > 0 {
                 let n = usize::from(self.preface).min(data.len());
@@ -567,12 +583,13 @@ impl Scanner {
                         on_goaway(&g);
                     }
                     if std::mem::take(&mut self.ends_block) {
-                        self.header_since = None;
+                        self.in_header = false;
                     }
                 }
             } else {
-                if self.have == 0 && self.header_since.is_none() {
-                    self.header_since = Some(now);
+                if self.have == 0 && !self.in_header {
+                    self.in_header = true;
+                    began = true;
                 }
                 let n = fill_header(&mut self.header, &mut self.have, data);
                 data = &data[n..];
@@ -593,18 +610,22 @@ impl Scanner {
                 }
             }
         }
-        self.header_since != before
+        match (before, self.in_header) {
+            (_, true) if began => Some(Some(now)),
+            (true, false) => Some(None),
+            _ => None,
+        }
     }
 
     /// Follows header blocks over a complete frame header: a HEADERS frame (or a
-    /// CONTINUATION of an open block) keeps `header_since` until the payload of the frame
+    /// CONTINUATION of an open block) keeps the block in progress until the payload of the frame
     /// with END_HEADERS is read; any other frame ends the wait its header began (its
     /// payload is not timed), unless a block is open (h2 rejects such a frame).
     fn header_frame(&mut self, kind: u8, flags: u8, len: usize) {
         let in_block = kind == HEADERS || kind == PUSH_PROMISE || (kind == CONTINUATION && self.block_open);
         if !in_block {
             if !self.block_open {
-                self.header_since = None;
+                self.in_header = false;
             }
             return;
         }
@@ -614,7 +635,7 @@ impl Scanner {
         }
         self.block_open = false;
         if len == 0 {
-            self.header_since = None;
+            self.in_header = false;
         } else {
             self.ends_block = true;
         }
@@ -828,8 +849,8 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FrameTap<IO> {
                 |kind, flags, stream, len| activity.inbound_frame(kind, flags, stream, len),
                 |payload| activity.on_peer_goaway(payload),
             );
-            if changed {
-                activity.set_header_since(this.inbound.header_since);
+            if let Some(since) = changed {
+                activity.set_header_since(since);
             }
         }
         Poll::Ready(Ok(()))
@@ -973,10 +994,14 @@ mod tests {
     fn header_since_after_each(chunks: &[Vec<u8>]) -> Vec<u32> {
         let t0 = Instant::now();
         let mut s = Scanner::new(false);
+        let mut since = None;
         let mut out = Vec::new();
         for (i, c) in chunks.iter().enumerate() {
-            s.feed(c, t0 + Duration::from_secs(i as u64 + 1), |_, _, _, _| {}, |_| {});
-            out.push(s.header_since.map_or(0, |t| (t - t0).as_secs() as u32));
+            if let Some(changed) = s.feed(c, t0 + Duration::from_secs(i as u64 + 1), |_, _, _, _| {}, |_| {}) {
+                since = changed;
+            }
+            assert_eq!(since.is_some(), s.in_header);
+            out.push(since.map_or(0, |t: Instant| (t - t0).as_secs() as u32));
         }
         out
     }

@@ -1,4 +1,4 @@
-//! Generates the helloworld, routeguide and echo messages, clients and servers with
+//! Generates the helloworld, routeguide, echo and browser-demo messages, clients and servers with
 //! protoc-gen-rust-grpc's build.rs API (pure Rust, no protoc needed).
 
 use std::path::PathBuf;
@@ -14,6 +14,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &[&shipped],
     )?;
     let own = here.join("proto");
-    protoc_gen_rust_grpc::configure().compile(&[own.join("echo/echo.proto")], &[&own])?;
+    protoc_gen_rust_grpc::configure().compile(&[own.join("echo/echo.proto"), own.join("browser/browser.proto")], &[&own])?;
     Ok(())
 }

@@ -19,8 +19,13 @@ pub mod pb {
     pub mod echo {
         include!(concat!(env!("OUT_DIR"), "/grpc.examples.echo.rs"));
     }
+    /// `grpc.examples.browser` package: the service the browser example's page calls.
+    pub mod browser {
+        include!(concat!(env!("OUT_DIR"), "/grpc.examples.browser.rs"));
+    }
 }
 
+pub mod browser;
 pub mod demo;
 pub mod features;
 pub mod helloworld;

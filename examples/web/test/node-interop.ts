@@ -36,7 +36,7 @@ async function expectError(call: () => Promise<unknown>): Promise<ConnectError |
 // fetch cannot stream a request body at all, and over HTTP/1.1 the server answers the
 // refusal at once and closes the connection (hyper, the body left unread) while
 // connect-node is still writing the body, which Node then reports as EPIPE instead of the
-// answer (docs/grpc-web.md, "Limits").
+// answer (docs/grpc-web.md, end of "Proven in a browser").
 const transports: [string, Transport, boolean][] = [
   ["connect-node http/1.1", nodeTransport({ baseUrl, httpVersion: "1.1" }), false],
   ["connect-node h2", nodeTransport({ baseUrl, httpVersion: "2" }), true],

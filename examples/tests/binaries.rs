@@ -90,6 +90,7 @@ fn feature_binaries() {
         (env!("CARGO_BIN_EXE_load-balancing"), "load_balancing", "round_robin: 30 calls -> backend-1: 10, backend-2: 10, backend-3: 10"),
         (env!("CARGO_BIN_EXE_authentication"), "authentication", "client over plaintext: UNAUTHENTICATED"),
         (env!("CARGO_BIN_EXE_authz"), "authz", "bob (user): ServerStreamingEcho: PERMISSION_DENIED (unauthorized RPC request rejected)"),
+        (env!("CARGO_BIN_EXE_metadata-interceptor"), "metadata_interceptor", "server UnaryEcho: key1 from metadata: [\"value1\"]"),
     ] {
         let stdout = run(exe, &[]);
         assert_contains(&stdout, &[key, &format!("{name} example: OK")]);

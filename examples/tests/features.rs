@@ -285,3 +285,22 @@ async fn authentication() {
         ],
     );
 }
+
+#[tokio::test]
+async fn metadata_interceptor() {
+    let out = Transcript::new();
+    features::metadata_interceptor::run(&out).await.unwrap();
+    assert_order(
+        &out,
+        &[
+            "server interceptor: /grpc.examples.echo.Echo/UnaryEcho from client-id metadata-interceptor-client",
+            "server UnaryEcho: key1 from metadata: [\"value1\"]",
+            "client UnaryEcho: header interceptor = Some(\"seen\"), trailers interceptor-trailer = Some(\"added\"), handler = Some(\"done\")",
+            "server BidirectionalStreamingEcho: key1 from metadata: [\"value1\"]",
+            "client BidirectionalStreamingEcho: [\"hello world\"]",
+            "client BidirectionalStreamingEcho: header interceptor = Some(\"seen\"), trailers interceptor-trailer = Some(\"added\"), handler = Some(\"done\")",
+            "server interceptor: /grpc.examples.echo.Echo/UnaryEcho without client-id: refused",
+            "client without the interceptor: INVALID_ARGUMENT (missing metadata)",
+        ],
+    );
+}

@@ -12,6 +12,7 @@ pub mod errors;
 pub mod interceptors;
 pub mod load_balancing;
 pub mod metadata;
+pub mod metadata_interceptor;
 pub mod multiplexing;
 pub mod name_resolving;
 

@@ -91,6 +91,7 @@ fn feature_binaries() {
         (env!("CARGO_BIN_EXE_authentication"), "authentication", "client over plaintext: UNAUTHENTICATED"),
         (env!("CARGO_BIN_EXE_authz"), "authz", "bob (user): ServerStreamingEcho: PERMISSION_DENIED (unauthorized RPC request rejected)"),
         (env!("CARGO_BIN_EXE_metadata-interceptor"), "metadata_interceptor", "server UnaryEcho: key1 from metadata: [\"value1\"]"),
+        (env!("CARGO_BIN_EXE_retry"), "retry", "client with maxAttempts 4: \"try hard (served on attempt 4)\""),
     ] {
         let stdout = run(exe, &[]);
         assert_contains(&stdout, &[key, &format!("{name} example: OK")]);

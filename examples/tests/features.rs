@@ -304,3 +304,25 @@ async fn metadata_interceptor() {
         ],
     );
 }
+
+#[tokio::test]
+async fn retry() {
+    let out = Transcript::new();
+    features::retry::run(&out).await.unwrap();
+    assert_order(
+        &out,
+        &[
+            "server: \"no policy\" attempt 1: UNAVAILABLE",
+            "client without a retry policy: UNAVAILABLE",
+            "server: \"try hard\" attempt 1: UNAVAILABLE",
+            "server: \"try hard\" attempt 3: UNAVAILABLE",
+            "server: \"try hard\" attempt 4: OK",
+            "client with maxAttempts 4: \"try hard (served on attempt 4)\"",
+            "server: \"give up\" attempt 3: UNAVAILABLE",
+            "client with maxAttempts 3: UNAVAILABLE (flaky server: attempt 3 of \"give up\" fails)",
+        ],
+    );
+    // Exactly one attempt without a policy; none beyond the limit with one.
+    assert!(!out.contains("\"no policy\" attempt 2"));
+    assert!(!out.contains("\"give up\" attempt 4"));
+}

@@ -15,6 +15,7 @@ pub mod metadata;
 pub mod metadata_interceptor;
 pub mod multiplexing;
 pub mod name_resolving;
+pub mod retry;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -92,6 +92,7 @@ fn feature_binaries() {
         (env!("CARGO_BIN_EXE_authz"), "authz", "bob (user): ServerStreamingEcho: PERMISSION_DENIED (unauthorized RPC request rejected)"),
         (env!("CARGO_BIN_EXE_metadata-interceptor"), "metadata_interceptor", "server UnaryEcho: key1 from metadata: [\"value1\"]"),
         (env!("CARGO_BIN_EXE_retry"), "retry", "client with maxAttempts 4: \"try hard (served on attempt 4)\""),
+        (env!("CARGO_BIN_EXE_wait-for-ready"), "wait_for_ready", "[2] wait-for-ready on, 10 s deadline: wanted = OK, got = OK"),
     ] {
         let stdout = run(exe, &[]);
         assert_contains(&stdout, &[key, &format!("{name} example: OK")]);

@@ -326,3 +326,19 @@ async fn retry() {
     assert!(!out.contains("\"no policy\" attempt 2"));
     assert!(!out.contains("\"give up\" attempt 4"));
 }
+
+#[tokio::test]
+async fn wait_for_ready() {
+    let out = Transcript::new();
+    features::wait_for_ready::run(&out).await.unwrap();
+    assert_order(
+        &out,
+        &[
+            "client: three calls to 127.0.0.1:",
+            "server listening on 127.0.0.1:",
+            "[1] wait-for-ready off, 10 s deadline: wanted = UNAVAILABLE, got = UNAVAILABLE after ",
+            "[2] wait-for-ready on, 10 s deadline: wanted = OK, got = OK after ",
+            "[3] wait-for-ready on, 500 ms deadline: wanted = DEADLINE_EXCEEDED, got = DEADLINE_EXCEEDED after ",
+        ],
+    );
+}

@@ -93,6 +93,8 @@ fn feature_binaries() {
         (env!("CARGO_BIN_EXE_metadata-interceptor"), "metadata_interceptor", "server UnaryEcho: key1 from metadata: [\"value1\"]"),
         (env!("CARGO_BIN_EXE_retry"), "retry", "client with maxAttempts 4: \"try hard (served on attempt 4)\""),
         (env!("CARGO_BIN_EXE_wait-for-ready"), "wait_for_ready", "[2] wait-for-ready on, 10 s deadline: wanted = OK, got = OK"),
+        #[cfg(target_os = "linux")]
+        (env!("CARGO_BIN_EXE_unix-abstract"), "unix_abstract", "client: \"hello 2 (over an abstract unix socket)\""),
     ] {
         let stdout = run(exe, &[]);
         assert_contains(&stdout, &[key, &format!("{name} example: OK")]);

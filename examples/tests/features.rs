@@ -342,3 +342,21 @@ async fn wait_for_ready() {
         ],
     );
 }
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn unix_abstract() {
+    let out = Transcript::new();
+    features::unix_abstract::run(&out).await.unwrap();
+    assert_order(
+        &out,
+        &[
+            "server listening on unix-abstract:grpc-rust-example-",
+            "client: connected to unix-abstract:grpc-rust-example-",
+            "server: \"hello 1\" from peer None",
+            "client: \"hello 1 (over an abstract unix socket)\"",
+            "client: \"hello 2 (over an abstract unix socket)\"",
+            " is free again",
+        ],
+    );
+}

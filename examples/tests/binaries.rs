@@ -95,6 +95,7 @@ fn feature_binaries() {
         (env!("CARGO_BIN_EXE_wait-for-ready"), "wait_for_ready", "[2] wait-for-ready on, 10 s deadline: wanted = OK, got = OK"),
         #[cfg(target_os = "linux")]
         (env!("CARGO_BIN_EXE_unix-abstract"), "unix_abstract", "client: \"hello 2 (over an abstract unix socket)\""),
+        (env!("CARGO_BIN_EXE_health"), "health", "client: 10 calls -> backend-1: 10"),
     ] {
         let stdout = run(exe, &[]);
         assert_contains(&stdout, &[key, &format!("{name} example: OK")]);

@@ -360,3 +360,26 @@ async fn unix_abstract() {
         ],
     );
 }
+
+#[tokio::test]
+async fn health() {
+    let out = Transcript::new();
+    features::health::run(&out).await.unwrap();
+    assert_order(
+        &out,
+        &[
+            "watcher: SERVING",
+            "backend-1: grpc.examples.echo.Echo -> NOT_SERVING",
+            "watcher: NOT_SERVING",
+            "backend-1: grpc.examples.echo.Echo -> SERVING",
+            "watcher: SERVING",
+            "client: 10 calls -> backend-1: 5, backend-2: 5",
+            "backend-2: grpc.examples.echo.Echo -> NOT_SERVING",
+            "client: 10 calls -> backend-1: 10",
+            "client: no backend serving: UNAVAILABLE",
+            "client: 10 calls -> backend-1: 5, backend-2: 5",
+            "backend-1: shutting down",
+            "watcher: NOT_SERVING",
+        ],
+    );
+}

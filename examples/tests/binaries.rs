@@ -96,6 +96,7 @@ fn feature_binaries() {
         #[cfg(target_os = "linux")]
         (env!("CARGO_BIN_EXE_unix-abstract"), "unix_abstract", "client: \"hello 2 (over an abstract unix socket)\""),
         (env!("CARGO_BIN_EXE_health"), "health", "client: 10 calls -> backend-1: 10"),
+        (env!("CARGO_BIN_EXE_reflection"), "reflection", "client: service grpc.examples.echo.Echo (in echo/echo.proto)"),
     ] {
         let stdout = run(exe, &[]);
         assert_contains(&stdout, &[key, &format!("{name} example: OK")]);

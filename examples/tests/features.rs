@@ -383,3 +383,21 @@ async fn health() {
         ],
     );
 }
+
+#[tokio::test]
+async fn reflection() {
+    let out = Transcript::new();
+    features::reflection::run(&out).await.unwrap();
+    assert_order(
+        &out,
+        &[
+            "client: services [\"grpc.examples.echo.Echo\", \"grpc.reflection.v1.ServerReflection\", \"grpc.reflection.v1alpha.ServerReflection\", \"helloworld.Greeter\"]",
+            "client: service grpc.examples.echo.Echo (in echo/echo.proto)",
+            "client:   rpc UnaryEcho(.grpc.examples.echo.EchoRequest) returns (.grpc.examples.echo.EchoResponse)",
+            "client:   rpc ServerStreamingEcho(.grpc.examples.echo.EchoRequest) returns (stream .grpc.examples.echo.EchoResponse)",
+            "client:   rpc ClientStreamingEcho(stream .grpc.examples.echo.EchoRequest) returns (.grpc.examples.echo.EchoResponse)",
+            "client:   rpc BidirectionalStreamingEcho(stream .grpc.examples.echo.EchoRequest) returns (stream .grpc.examples.echo.EchoResponse)",
+            "client: no.such.Service -> NOT_FOUND",
+        ],
+    );
+}

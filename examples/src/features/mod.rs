@@ -16,6 +16,7 @@ pub mod metadata;
 pub mod metadata_interceptor;
 pub mod multiplexing;
 pub mod name_resolving;
+pub mod reflection;
 pub mod retry;
 pub mod unix_abstract;
 pub mod wait_for_ready;

@@ -401,3 +401,27 @@ async fn reflection() {
         ],
     );
 }
+
+#[tokio::test]
+async fn graceful_stop() {
+    let out = Transcript::new();
+    features::graceful_stop::run(&out).await.unwrap();
+    assert_order(
+        &out,
+        &[
+            "client: a first call -> backend-1",
+            "backend-1: call of 500 ms started",
+            "backend-1: shutdown started (on_shutdown hook)",
+            "client: 3 new calls during the shutdown -> backend-2: 3",
+            "client: a new channel to backend-1 only: ",
+            "backend-1: call of 500 ms finished",
+            "client: the call in flight completed -> backend-1",
+            "backend-1: stopped ",
+            "backend-3: call of 5000 ms started",
+            "backend-3: shutdown started (on_shutdown hook)",
+            "backend-3: call of 5000 ms cancelled (CANCELLED)",
+            "backend-3: stopped ",
+        ],
+    );
+    assert_lines(&out, &["client: the call longer than the grace period -> "]);
+}

@@ -98,6 +98,7 @@ fn feature_binaries() {
         (env!("CARGO_BIN_EXE_health"), "health", "client: 10 calls -> backend-1: 10"),
         (env!("CARGO_BIN_EXE_reflection"), "reflection", "client: service grpc.examples.echo.Echo (in echo/echo.proto)"),
         (env!("CARGO_BIN_EXE_graceful-stop"), "graceful_stop", "client: the call in flight completed -> backend-1"),
+        (env!("CARGO_BIN_EXE_flow-control"), "flow_control", "server [64 KiB window]: sending blocked after "),
     ] {
         let stdout = run(exe, &[]);
         assert_contains(&stdout, &[key, &format!("{name} example: OK")]);

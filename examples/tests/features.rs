@@ -425,3 +425,21 @@ async fn graceful_stop() {
     );
     assert_lines(&out, &["client: the call longer than the grace period -> "]);
 }
+
+#[tokio::test]
+async fn flow_control() {
+    let out = Transcript::new();
+    features::flow_control::run(&out).await.unwrap();
+    for label in ["64 KiB window", "1 MiB window"] {
+        assert_order(
+            &out,
+            &[
+                &format!("server [{label}]: sending 128 messages of 16 KiB"),
+                &format!("server [{label}]: sending blocked after "),
+                &format!("server [{label}]: sent 128 messages"),
+                &format!("client [{label}]: read 128 messages"),
+            ],
+        );
+    }
+    assert_lines(&out, &["client [64 KiB window]: not reading for 600 ms", "buffered ahead of a reader that does not read: "]);
+}

@@ -9,6 +9,7 @@ pub mod cancellation;
 pub mod compression;
 pub mod deadlines;
 pub mod errors;
+pub mod flow_control;
 pub mod graceful_stop;
 pub mod health;
 pub mod interceptors;

@@ -99,6 +99,7 @@ fn feature_binaries() {
         (env!("CARGO_BIN_EXE_reflection"), "reflection", "client: service grpc.examples.echo.Echo (in echo/echo.proto)"),
         (env!("CARGO_BIN_EXE_graceful-stop"), "graceful_stop", "client: the call in flight completed -> backend-1"),
         (env!("CARGO_BIN_EXE_flow-control"), "flow_control", "server [64 KiB window]: sending blocked after "),
+        (env!("CARGO_BIN_EXE_keepalive"), "keepalive", "(GOAWAY too_many_pings); keepalive time now Some(400ms)"),
     ] {
         let stdout = run(exe, &[]);
         assert_contains(&stdout, &[key, &format!("{name} example: OK")]);

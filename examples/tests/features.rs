@@ -443,3 +443,36 @@ async fn flow_control() {
     }
     assert_lines(&out, &["client [64 KiB window]: not reading for 600 ms", "buffered ahead of a reader that does not read: "]);
 }
+
+#[tokio::test]
+async fn keepalive() {
+    let out = Transcript::new();
+    features::keepalive::run(&out).await.unwrap();
+    assert_order(
+        &out,
+        &[
+            "lenient server: connection #1 opened",
+            "client: one call, then idle for 1 s with keepalive every 200 ms",
+            "lenient server: read ",
+            "client: channel still READY: true",
+            "strict server: connection #1 opened",
+            "strict server: connection #1 closed after ",
+            "idle-limited server: connection #1 opened",
+            "idle-limited server: connection #1 closed after ",
+            "idle-limited server: connection #2 opened",
+            "age-limited server: connection #1 opened",
+            "age-limited server: connection #1 closed after ",
+            "age-limited server: connection #2 opened",
+        ],
+    );
+    assert_lines(
+        &out,
+        &[
+            "client: channel Idle after ",
+            " ms (GOAWAY too_many_pings); keepalive time now Some(400ms)",
+            " ms without calls",
+            "client: the next call reconnected (server connections opened: 2)",
+            " calls in 1.2 s, none failed, over ",
+        ],
+    );
+}

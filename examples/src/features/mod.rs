@@ -13,6 +13,7 @@ pub mod flow_control;
 pub mod graceful_stop;
 pub mod health;
 pub mod interceptors;
+pub mod keepalive;
 pub mod load_balancing;
 pub mod metadata;
 pub mod metadata_interceptor;

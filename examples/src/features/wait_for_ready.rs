@@ -1,10 +1,10 @@
 //! Wait-for-ready, in the shape of grpc-go's `features/wait_for_ready`: three calls start
 //! on a channel whose server is not up yet; the server starts a moment later.
-//! - [1] an ordinary call fails fast with UNAVAILABLE: the channel's first connection
+//! - \[1\] an ordinary call fails fast with UNAVAILABLE: the channel's first connection
 //!   attempt failed, and it does not wait for the next one;
-//! - [2] a wait-for-ready call ([`Request::set_wait_for_ready`]) waits while the channel
+//! - \[2\] a wait-for-ready call ([`Request::set_wait_for_ready`]) waits while the channel
 //!   keeps reconnecting (with backoff) and succeeds once the server is up;
-//! - [3] a wait-for-ready call whose deadline passes first fails with DEADLINE_EXCEEDED.
+//! - \[3\] a wait-for-ready call whose deadline passes first fails with DEADLINE_EXCEEDED.
 //!
 //! `"waitForReady": true` in a service config's `methodConfig` does the same per method.
 

@@ -160,6 +160,13 @@ pub async fn run(out: &Transcript) -> Result<(), BoxError> {
         next_status(&mut watch, out).await? == ServingStatus::Serving,
         "Watch after SERVING"
     );
+    // The channel learns of it through its own health streams a moment later; until then
+    // it is still TRANSIENT_FAILURE and calls fail fast.
+    let ready_by = Instant::now() + Duration::from_secs(5);
+    while client.channel().state() != grpc_runtime::ConnectivityState::Ready {
+        ensure!(Instant::now() < ready_by, "the channel never became READY again");
+        let _ = tokio::time::timeout(Duration::from_millis(100), client.channel().wait_for_state_change(client.channel().state())).await;
+    }
     until_all_answer(&client, &["backend-1", "backend-2"]).await?;
     let tally = call_n(&client, 10).await?;
     out.line(format!("client: 10 calls -> {tally}"));

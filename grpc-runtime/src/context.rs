@@ -75,6 +75,8 @@ pub(crate) struct CtxInner {
     /// Set on TLS connections: the certificates the client presented (leaf
     /// first; empty when it presented none).
     peer_certs: OnceLock<Arc<crate::server::TlsInfo>>,
+    /// Stats (OpenTelemetry) of this call, when the server has a plugin.
+    pub(crate) stats: OnceLock<crate::stats::ServerCallStats>,
 }
 
 /// Handle to the server side of one call. Clones share state.
@@ -140,6 +142,7 @@ impl ServerContext {
                 recv_done: AtomicBool::new(false),
                 final_status: Mutex::new(None),
                 peer_certs: OnceLock::new(),
+                stats: OnceLock::new(),
             }),
         }
     }
@@ -211,7 +214,7 @@ impl ServerContext {
         self.cancel_code().is_some()
     }
 
-    fn cancel_code(&self) -> Option<Code> {
+    pub(crate) fn cancel_code(&self) -> Option<Code> {
         self.inner.cancel.get().map(|c| Code::from_i32(i32::from(c)))
     }
 
@@ -372,6 +375,18 @@ impl ServerContext {
 
     pub(crate) fn message_compression(&self) -> bool {
         self.inner.message_compression.load(Ordering::SeqCst)
+    }
+
+    /// The call's stats, when the server has a stats plugin.
+    pub(crate) fn stats(&self) -> Option<&crate::stats::ServerCallStats> {
+        self.inner.stats.get()
+    }
+
+    /// Counts a response message of `n` bytes on the wire (prefix excluded) for stats.
+    pub(crate) fn add_sent_message_bytes(&self, n: usize) {
+        if let Some(s) = self.inner.stats.get() {
+            s.bytes.add_sent(n);
+        }
     }
 
     pub(crate) fn set_final_status(&self, status: Status) {

@@ -14,7 +14,10 @@ mod response_stream;
 pub mod server;
 pub mod services;
 pub mod status;
+mod stats;
 mod streaming;
+#[cfg(feature = "opentelemetry")]
+pub mod otel;
 pub mod timeout;
 pub mod transport;
 

@@ -25,6 +25,7 @@ use super::replay::{Commit, Mode, SenderArgs};
 use super::retry::{is_fatal, Pushback, RetryState, Throttle, PREVIOUS_ATTEMPTS_HEADER, PUSHBACK_HEADER};
 use super::service_config::MethodConfig;
 use super::subchannel::Subchannel;
+use crate::stats::{Attempt, ClientCallStats};
 use crate::codec::{encode_message, next_batch, BatchEnd, FrameDecoder};
 use crate::compression::{encoding_from_headers, CompressionEncoding, EncodingSet, HeaderEncoding, GRPC_ACCEPT_ENCODING_NAME, GRPC_ENCODING_NAME};
 use crate::metadata::MetadataMap;
@@ -56,6 +57,8 @@ pub(crate) struct CallState {
     _active: ActiveCall,
     /// The channel's retry throttle, for calls under a retry or hedging policy.
     throttle: Option<Arc<Throttle>>,
+    /// Stats (OpenTelemetry) of this call, when the channel has a plugin.
+    pub(crate) stats: Option<Arc<ClientCallStats>>,
 }
 
 /// Marks a call in flight on its channel (idleness) from creation to drop.
@@ -75,6 +78,13 @@ impl Drop for ActiveCall {
 }
 
 impl CallState {
+    /// Counts `n` message bytes encoded by a streaming call's request sender (stats).
+    pub(crate) fn add_stream_sent(&self, n: usize) {
+        if let Some(s) = &self.stats {
+            s.add_stream_sent(n);
+        }
+    }
+
     pub(crate) fn set_send_error(&self, status: Status) {
         if let Ok(mut slot) = self.send_error.lock() {
             slot.get_or_insert(status);
@@ -118,6 +128,10 @@ impl CallState {
                 t.success();
             }
             let elapsed = self.started.elapsed();
+            self.span.record("code", tracing::field::display(status.code()));
+            if let Some(s) = &self.stats {
+                s.finish(&status);
+            }
             self.span.in_scope(|| {
                 debug!(code = ?status.code(), message = status.message(), duration = ?elapsed, "call finished")
             });
@@ -215,6 +229,8 @@ struct Opened {
     send: SendStream<Bytes>,
     conn: Connection,
     encoding: Option<CompressionEncoding>,
+    /// The stats attempt, when the call has stats.
+    attempt: Option<Attempt>,
 }
 
 /// Maps a failed response head to a status, marking the connection dead on GOAWAY or I/O
@@ -288,6 +304,18 @@ fn attempt_failure(r: &Result<(Connection, http::Response<h2::RecvStream>), Stat
     }
 }
 
+/// Ends a stats attempt whose response head came (or failed): a committed response
+/// ends with the call; a Trailers-Only failure or a stream error ends it now.
+fn settle_attempt(attempt: Attempt, response: &Result<http::Response<h2::RecvStream>, h2::Error>, conn: &Connection) {
+    match response {
+        Ok(resp) => match uncommitted_failure(resp) {
+            None => attempt.commit(),
+            Some((status, _)) => attempt.end(&status),
+        },
+        Err(e) => attempt.end(&stream_status(conn, e)),
+    }
+}
+
 /// The TCP peer address of a connection (`None` for unix sockets).
 fn remote_addr(conn: &Connection) -> Option<std::net::SocketAddr> {
     match conn.address() {
@@ -319,6 +347,7 @@ impl Channel {
 
     async fn prepare_inner<T>(&self, path: &'static str, kind: CallKind, request: &mut Request<T>) -> Result<Prepared, Status> {
         let cfg = &self.inner.config;
+        let call_started = cfg.stats.as_ref().map(|_| std::time::Instant::now());
         // The call's own timeout, else the channel default; either may shorten, but never
         // extend, the inherited deadline of the server call being handled (as a grpc-go
         // context deadline cannot be extended by a child context).
@@ -345,7 +374,8 @@ impl Channel {
             "grpc_client_call",
             method = path,
             target = %self.inner.target,
-            peer = tracing::field::Empty
+            peer = tracing::field::Empty,
+            code = tracing::field::Empty
         );
         let mut metadata = std::mem::take(request.metadata_mut());
         let own_credentials = request.take_call_credentials();
@@ -371,6 +401,10 @@ impl Channel {
             }
             metadata = ctx.metadata;
         }
+        let stats = match (&cfg.stats, call_started) {
+            (Some(h), Some(t0)) => Some(ClientCallStats::new(h.call_started(path, &mut metadata), t0)),
+            _ => None,
+        };
         let state = Arc::new(CallState {
             info: Mutex::new(info),
             interceptors: cfg.interceptors.clone(),
@@ -383,8 +417,12 @@ impl Channel {
             on_done: Mutex::new(None),
             _active: ActiveCall::new(&self.inner.shared),
             throttle,
+            stats,
         });
         if let Some(status) = rejected {
+            if let Some(s) = &state.stats {
+                s.finish(&status);
+            }
             return Err(status);
         }
         Ok(Prepared {
@@ -567,6 +605,35 @@ impl Channel {
         previous_attempts: u32,
         fixed_encoding: Option<Option<CompressionEncoding>>,
     ) -> Result<Opened, Status> {
+        // One stats attempt per call of `open` (gRFC A66: retries, hedges and transparent
+        // retries are attempts); it ends here if the stream could not be opened.
+        let Some(stats) = &p.state.stats else {
+            return self.open_stream(path, p, single, previous_attempts, fixed_encoding, None).await;
+        };
+        let attempt = stats.start_attempt(single.is_none());
+        match self.open_stream(path, p, single, previous_attempts, fixed_encoding, Some(&attempt)).await {
+            Ok(mut opened) => {
+                opened.attempt = Some(attempt);
+                Ok(opened)
+            }
+            Err(status) => {
+                attempt.end(&status);
+                Err(status)
+            }
+        }
+    }
+
+    /// [`Channel::open`] without the stats attempt (`attempt` hears the peer and the
+    /// size of a single request message).
+    async fn open_stream<M: prost::Message>(
+        &self,
+        path: &'static str,
+        p: &Prepared,
+        single: Option<&M>,
+        previous_attempts: u32,
+        fixed_encoding: Option<Option<CompressionEncoding>>,
+        stats: Option<&Attempt>,
+    ) -> Result<Opened, Status> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -579,6 +646,9 @@ impl Channel {
             })?;
             p.state.span.record("peer", tracing::field::display(conn.address()));
             p.state.set_peer(remote_addr(&conn));
+            if let Some(a) = stats {
+                a.peer(remote_addr(&conn));
+            }
             let encoding = fixed_encoding.unwrap_or_else(|| p.compression.filter(|e| {
                 // Never compress in an encoding the server did not advertise on this
                 // connection; before it said anything, only in the assumed ones.
@@ -598,6 +668,9 @@ impl Channel {
                 Some(m) => Some(self.encode_one(m, encoding, p.max_send)?),
                 None => None,
             };
+            if let (Some(a), Some(f)) = (stats, &frame) {
+                a.add_sent(f.len().saturating_sub(crate::codec::HEADER_LEN));
+            }
             // Call credentials, per attempt: they see the connection picked for it.
             let credentials = if p.credentials.is_empty() {
                 None
@@ -635,7 +708,7 @@ impl Channel {
                             debug!(error = %e, "sending the request message failed");
                         }
                     }
-                    return Ok(Opened { sub, response, send, conn, encoding });
+                    return Ok(Opened { sub, response, send, conn, encoding, attempt: None });
                 }
                 Err(e) => {
                     // Nothing reached the server: a connection-level failure is retried
@@ -660,6 +733,7 @@ impl Channel {
         opened_conn: &Connection,
         resp: http::Response<h2::RecvStream>,
         max: usize,
+        state: &CallState,
     ) -> Result<(MetadataMap, Streaming<T>), Status> {
         let (parts, body) = resp.into_parts();
         if let Some(v) = parts.headers.get(&GRPC_ACCEPT_ENCODING_NAME) {
@@ -686,7 +760,7 @@ impl Channel {
         }
         let headers = MetadataMap::from_headers(&parts.headers)
             .map_err(|e| Status::internal(format!("invalid response metadata: {e}")))?;
-        let decoder = match encoding_from_headers(&parts.headers) {
+        let mut decoder = match encoding_from_headers(&parts.headers) {
             HeaderEncoding::Identity => FrameDecoder::new(max, None),
             HeaderEncoding::Known(e) => FrameDecoder::new(max, Some(e)),
             HeaderEncoding::Unknown(name) => {
@@ -695,6 +769,9 @@ impl Channel {
                 d
             }
         };
+        if let Some(bytes) = state.stats.as_ref().and_then(|s| s.committed_bytes()) {
+            decoder.set_counter(bytes);
+        }
         Ok((headers, Streaming::new_response(body, decoder)))
     }
 
@@ -799,9 +876,14 @@ impl Channel {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let Opened { sub, response, send, conn, .. } = self.open(path, p, Some(msg), previous_attempts, None).await?;
+            let Opened { sub, response, send, conn, attempt: stats, .. } =
+                self.open(path, p, Some(msg), previous_attempts, None).await?;
             drop(send);
-            match response.await {
+            let response = response.await;
+            if let Some(a) = stats {
+                settle_attempt(a, &response, &conn);
+            }
+            match response {
                 Ok(resp) => return Ok((conn, resp)),
                 Err(e) => {
                     // Refused (REFUSED_STREAM) or above a GOAWAY's last-stream-id: the
@@ -856,7 +938,10 @@ impl Channel {
                         // yielded it.
                         let compress = slot.as_ref().map_or(true, |s| s.swap(true, Ordering::SeqCst));
                         let enc = if compress { encoding } else { None };
-                        encode_message(&msg, enc, max_send, buf)
+                        let before = buf.len();
+                        encode_message(&msg, enc, max_send, buf)?;
+                        state.add_stream_sent(buf.len() - before - crate::codec::HEADER_LEN);
+                        Ok(())
                     })
                     .await;
                     let ended = match batch {
@@ -908,10 +993,14 @@ impl Channel {
             _ => None,
         };
         let Some(policy) = policy else {
-            let Opened { sub, response, send, conn, encoding } = self.open::<Req>(path, p, None, 0, None).await?;
+            let Opened { sub, response, send, conn, encoding, attempt } = self.open::<Req>(path, p, None, 0, None).await?;
             *sender = Some(self.spawn_sender(&p.state, send, encoding, request, p.max_send));
             fire_opened(opened, &conn);
-            let resp = response.await.map_err(|e| response_error(&sub, &conn, e))?;
+            let response = response.await;
+            if let Some(a) = attempt {
+                settle_attempt(a, &response, &conn);
+            }
+            let resp = response.map_err(|e| response_error(&sub, &conn, e))?;
             return Ok((conn, resp));
         };
         let slot = request.extensions().get::<MessageCompressionSlot>().map(|s| Arc::clone(&s.0));
@@ -927,7 +1016,7 @@ impl Channel {
             let n = retry.previous();
             let (failure, last) = match self.open::<Req>(path, p, None, n, encoding).await {
                 Err(status) => ((status, Pushback::None), None),
-                Ok(Opened { sub, response, send, conn, encoding: chosen }) => {
+                Ok(Opened { sub, response, send, conn, encoding: chosen, attempt }) => {
                     encoding.get_or_insert(chosen);
                     if let (Some((messages, compress_slot)), Some(rx)) = (messages.take(), streams_rx.take()) {
                         let args = SenderArgs {
@@ -942,7 +1031,11 @@ impl Channel {
                     }
                     let _ = streams_tx.send((n, send));
                     fire_opened(opened, &conn);
-                    match response.await {
+                    let response = response.await;
+                    if let Some(a) = attempt {
+                        settle_attempt(a, &response, &conn);
+                    }
+                    match response {
                         Ok(resp) => match uncommitted_failure(&resp) {
                             None => {
                                 commit.commit();
@@ -1011,10 +1104,15 @@ impl Channel {
             .hedge(p, policy, Some(commit.buffer_full()), |n| {
                 let streams_tx = streams_tx.clone();
                 async move {
-                    let Opened { sub, response, send, conn, .. } = self.open::<Req>(path, p, None, n, Some(encoding)).await?;
+                    let Opened { sub, response, send, conn, attempt, .. } =
+                        self.open::<Req>(path, p, None, n, Some(encoding)).await?;
                     let _ = streams_tx.send((n, send));
                     fire_opened(opened, &conn);
-                    let resp = response.await.map_err(|e| response_error(&sub, &conn, e))?;
+                    let response = response.await;
+                    if let Some(a) = attempt {
+                        settle_attempt(a, &response, &conn);
+                    }
+                    let resp = response.map_err(|e| response_error(&sub, &conn, e))?;
                     Ok((conn, resp))
                 }
             })
@@ -1030,11 +1128,12 @@ impl Channel {
         opened_conn: &Connection,
         resp: http::Response<h2::RecvStream>,
         max: usize,
+        state: &CallState,
     ) -> Result<Response<Resp>, Status>
     where
         Resp: prost::Message + Default + Send + 'static,
     {
-        let (headers, mut stream) = self.read_head::<Resp>(opened_conn, resp, max)?;
+        let (headers, mut stream) = self.read_head::<Resp>(opened_conn, resp, max, state)?;
         let encoding = stream.encoding();
         let first = stream.message().await?;
         let compressed = stream.last_message_compressed();
@@ -1076,7 +1175,7 @@ impl Channel {
         let span = state.span.clone();
         let fut = async {
             let (conn, resp) = self.send_single_request(path, &p, request.get_ref()).await?;
-            self.read_single(&conn, resp, p.max_recv).await
+            self.read_single(&conn, resp, p.max_recv, &p.state).await
         };
         let r = with_deadline(p.deadline, p.cancel.as_ref(), fut).instrument(span).await;
         match r {
@@ -1100,7 +1199,7 @@ impl Channel {
         let span = state.span.clone();
         let fut = async {
             let (conn, resp) = self.send_single_request(path, &p, request.get_ref()).await?;
-            let (headers, stream) = self.read_head::<Resp>(&conn, resp, p.max_recv)?;
+            let (headers, stream) = self.read_head::<Resp>(&conn, resp, p.max_recv, &p.state)?;
             Ok((headers, stream, remote_addr(&conn)))
         };
         let r = with_deadline(p.deadline, p.cancel.as_ref(), fut).instrument(span).await;
@@ -1124,7 +1223,7 @@ impl Channel {
         let mut sender = None;
         let fut = async {
             let (conn, resp) = self.open_streaming(path, &p, request, &mut sender, None).await?;
-            self.read_single(&conn, resp, p.max_recv).await
+            self.read_single(&conn, resp, p.max_recv, &p.state).await
         };
         let r = with_deadline(p.deadline, p.cancel.as_ref(), fut).instrument(span).await;
         match r {
@@ -1166,7 +1265,7 @@ impl Channel {
             let opened: OpenedSignal = Mutex::new(Some(opened_tx));
             let mut sender = None;
             let (conn, resp) = channel.open_streaming(path, &p, request, &mut sender, Some(&opened)).await?;
-            let (headers, mut stream) = channel.read_head::<()>(&conn, resp, p.max_recv)?;
+            let (headers, mut stream) = channel.read_head::<()>(&conn, resp, p.max_recv, &p.state)?;
             if let Some(s) = sender {
                 stream.set_guard(Box::new(s));
             }

@@ -40,6 +40,8 @@ pub(crate) struct CallConfig {
     /// Replay-buffer bounds of retryable streaming calls (gRFC A6).
     pub(crate) retry_buffer_per_call: usize,
     pub(crate) retry_buffer_per_channel: usize,
+    /// A stats plugin (OpenTelemetry): `None` costs each call one check.
+    pub(crate) stats: Option<Arc<dyn crate::stats::ClientStatsHandler>>,
 }
 
 /// Builder for a [`Channel`]; obtained from [`Channel::builder`].
@@ -68,6 +70,8 @@ pub struct Endpoint {
     resolver_options: ResolverOptions,
     retry_buffer: (usize, usize),
     ignore_resolver_config: bool,
+    #[cfg(feature = "opentelemetry")]
+    otel: Option<crate::otel::OpenTelemetry>,
 }
 
 /// Default channel idle timeout (grpc-go: 30 minutes).
@@ -118,6 +122,8 @@ impl Endpoint {
             resolver_options: ResolverOptions::default(),
             retry_buffer: (super::DEFAULT_PER_CALL_RETRY_BUFFER, super::DEFAULT_CHANNEL_RETRY_BUFFER),
             ignore_resolver_config: false,
+            #[cfg(feature = "opentelemetry")]
+            otel: None,
         }
     }
 
@@ -368,6 +374,22 @@ impl Endpoint {
         self
     }
 
+    /// Records OpenTelemetry metrics (gRFC A66) for every call on this channel and, when
+    /// the plugin has a tracer, makes a span per call and propagates its context in the
+    /// request metadata (grpc-go's `opentelemetry.DialOption`). See [`crate::otel`].
+    ///
+    /// ```
+    /// # fn f(provider: &impl opentelemetry::metrics::MeterProvider) -> Result<(), grpc_runtime::transport::TransportError> {
+    /// let otel = grpc_runtime::otel::OpenTelemetry::builder().meter_provider(provider).build();
+    /// let channel = grpc_runtime::Channel::builder("localhost:50051").opentelemetry(otel).connect_lazy()?;
+    /// # let _ = channel; Ok(()) }
+    /// ```
+    #[cfg(feature = "opentelemetry")]
+    pub fn opentelemetry(mut self, otel: crate::otel::OpenTelemetry) -> Self {
+        self.otel = Some(otel);
+        self
+    }
+
     /// Adds a client interceptor. Interceptors run in the order added: the first added
     /// is the outermost (its `start` runs first, its `finish` last).
     pub fn interceptor(mut self, interceptor: impl Interceptor) -> Self {
@@ -431,6 +453,36 @@ impl Endpoint {
         Ok((ResolverTarget::new("dns", "", self.target.clone()), dns()?, false))
     }
 
+    /// The stats plugin of this channel's calls, if any.
+    #[cfg(feature = "opentelemetry")]
+    fn stats_handler(&self) -> Option<Arc<dyn crate::stats::ClientStatsHandler>> {
+        let otel = self.otel.as_ref()?;
+        Some(otel.client_handler(&self.canonical_target()))
+    }
+
+    /// The target in canonical form for the `grpc.target` attribute (gRFC A66): as
+    /// written when it names a scheme we resolve (or is `http(s)://`), else with the
+    /// `dns:///` that [`Endpoint::resolve_target`] assumes.
+    #[cfg(feature = "opentelemetry")]
+    fn canonical_target(&self) -> String {
+        if self.target.starts_with("http://") || self.target.starts_with("https://") {
+            return self.target.clone();
+        }
+        let known = ResolverTarget::parse(&self.target).is_some_and(|t| {
+            self.resolvers.iter().any(|r| r.scheme().eq_ignore_ascii_case(t.scheme())) || resolver::lookup(t.scheme()).is_some()
+        });
+        if known {
+            self.target.clone()
+        } else {
+            format!("dns:///{}", self.target)
+        }
+    }
+
+    #[cfg(not(feature = "opentelemetry"))]
+    fn stats_handler(&self) -> Option<Arc<dyn crate::stats::ClientStatsHandler>> {
+        None
+    }
+
     fn build(mut self) -> Result<Channel, TransportError> {
         let cfg_err = |m: String| TransportError::new(TransportErrorKind::Config, m);
         let (rtarget, resolver, https) = self.resolve_target()?;
@@ -484,6 +536,7 @@ impl Endpoint {
         let scheme = if tls { http::uri::Scheme::HTTPS } else { http::uri::Scheme::HTTP };
         let subchannels =
             Arc::new(SubchannelConfig::new(transport, server_name, self.backoff, authority.clone(), scheme));
+        let stats = self.stats_handler();
         let config = CallConfig {
             user_agent,
             timeout: self.timeout,
@@ -500,6 +553,7 @@ impl Endpoint {
             call_credentials: self.call_credentials,
             retry_buffer_per_call: self.retry_buffer.0,
             retry_buffer_per_channel: self.retry_buffer.1,
+            stats,
         };
         let control = control::new(ControlConfig {
             target: rtarget,
@@ -558,3 +612,4 @@ fn server_name_of(authority: &str) -> String {
         _ => authority.to_string(),
     }
 }
+

@@ -175,7 +175,10 @@ where
                     // Cancel-safe: it only waits before taking the first message.
                     b = next_batch(&mut messages, &mut buf, |msg, buf| {
                         let compress = compress_slot.as_ref().map_or(true, |s| s.swap(true, Ordering::SeqCst));
-                        encode_message(&msg, if compress { encoding } else { None }, max_send, buf)
+                        let before = buf.len();
+                        encode_message(&msg, if compress { encoding } else { None }, max_send, buf)?;
+                        state.add_stream_sent(buf.len() - before - crate::codec::HEADER_LEN);
+                        Ok(())
                     }) => b,
                 };
                 match batch {

@@ -75,13 +75,15 @@ pub struct FrameDecoder {
     encoding: Option<CompressionEncoding>,
     /// `grpc-encoding` named something we cannot decode (its name).
     unsupported_encoding: Option<String>,
+    /// Stats: received message bytes (wire size, prefix excluded) are added here.
+    counter: Option<std::sync::Arc<crate::stats::MessageBytes>>,
 }
 
 impl FrameDecoder {
     /// A decoder with a receive limit and the stream's `grpc-encoding`
     /// (`None` for identity/absent).
     pub fn new(max_recv: usize, encoding: Option<CompressionEncoding>) -> FrameDecoder {
-        FrameDecoder { head: Bytes::new(), buf: BytesMut::new(), max_recv, encoding, unsupported_encoding: None }
+        FrameDecoder { head: Bytes::new(), buf: BytesMut::new(), max_recv, encoding, unsupported_encoding: None, counter: None }
     }
 
     /// Records that the peer announced an encoding we lack: compressed
@@ -89,6 +91,11 @@ impl FrameDecoder {
     /// spec says a response in an unknown encoding is INTERNAL).
     pub fn set_unsupported_encoding(&mut self, name: String) {
         self.unsupported_encoding = Some(name);
+    }
+
+    /// Counts the wire size of every message received into `counter` (stats).
+    pub(crate) fn set_counter(&mut self, counter: std::sync::Arc<crate::stats::MessageBytes>) {
+        self.counter = Some(counter);
     }
 
     /// The receive limit.
@@ -153,6 +160,9 @@ impl FrameDecoder {
 
     /// Decompresses a payload if its flag says so.
     fn payload(&self, compressed: bool, payload: Bytes) -> Result<Option<(bool, Bytes)>, Status> {
+        if let Some(c) = &self.counter {
+            c.add_rcvd(payload.len());
+        }
         if compressed {
             // check_prefix made sure there is an encoding
             let Some(enc) = self.encoding else { return Err(Status::internal("missing encoding")) };

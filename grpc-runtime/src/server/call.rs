@@ -71,7 +71,10 @@ impl ServerCall {
     }
 
     fn into_streaming<Req>(self) -> (Request<Streaming<Req>>, ServerContext, Arc<CallConfig>) {
-        let decoder = FrameDecoder::new(self.config.max_recv, self.request_encoding);
+        let mut decoder = FrameDecoder::new(self.config.max_recv, self.request_encoding);
+        if let Some(stats) = self.ctx.stats() {
+            decoder.set_counter(std::sync::Arc::clone(&stats.bytes));
+        }
         let mut stream = Streaming::new_request(self.body, decoder);
         stream.set_eos_flag(self.ctx.clone());
         let mut req = Request::from_parts(self.metadata, self.extensions, stream);
@@ -244,7 +247,10 @@ async fn send_stream<Resp: prost::Message>(
     let result = loop {
         let batch = next_batch(&mut stream, &mut buf, |item, buf| {
             let encoding = if ctx.message_compression() { ctx.compression() } else { None };
-            encode_message(&item?, encoding, config.max_send, buf)
+            let before = buf.len();
+            encode_message(&item?, encoding, config.max_send, buf)?;
+            ctx.add_sent_message_bytes(buf.len() - before - crate::codec::HEADER_LEN);
+            Ok(())
         })
         .await;
         if !buf.is_empty() {
@@ -326,6 +332,7 @@ pub(crate) async fn send_message<M: prost::Message>(
     let encoding = if ctx.message_compression() { ctx.compression() } else { None };
     let mut buf = BytesMut::new();
     encode_message(msg, encoding, config.max_send, &mut buf)?;
+    ctx.add_sent_message_bytes(buf.len() - crate::codec::HEADER_LEN);
     write_bytes(ctx, buf.freeze()).await
 }
 
@@ -459,11 +466,19 @@ pub(crate) fn finish_call(ctx: &ServerContext, status: Status) {
     if !ctx.inner.recv_done.load(Ordering::SeqCst) {
         tracing::trace!("call finished while the client was still sending");
     }
+    if let Some(stats) = ctx.stats() {
+        stats.end(&status);
+    }
     ctx.set_final_status(status);
 }
 
 /// Resets the stream (e.g. at forced shutdown) instead of sending a status.
 pub(crate) fn reset_call(ctx: &ServerContext, reason: h2::Reason) {
+    if let Some(stats) = ctx.stats() {
+        // Ends nothing if the call already ended with a status.
+        let code = ctx.cancel_code().unwrap_or(crate::status::Code::Cancelled);
+        stats.end(&Status::new(code, "call reset"));
+    }
     let mut st = lock_state(ctx);
     match std::mem::replace(&mut *st, ResponseState::Closed) {
         ResponseState::Pending(mut r) => r.send_reset(reason),

@@ -636,9 +636,19 @@ fn accept_call(
         );
         return None;
     }
+    // Stats from here on: the request is a gRPC call (gRFC A66 counts calls to methods
+    // the server lacks too, as method "other").
+    let stats = shared.stats.as_ref().map(|h| {
+        let path = parts.uri.path();
+        let tracer = h.call_started(path, is_registered(shared, path), &parts.headers, peer);
+        crate::stats::ServerCallStats::new(tracer, std::time::Instant::now())
+    });
     let routed = match route(&parts, shared) {
         Ok(r) => r,
         Err(Rejected { status, extra }) => {
+            if let Some(s) = &stats {
+                s.end(&status);
+            }
             send_trailers_only(respond, status, extra.as_ref().map(|(k, v)| (*k, v.clone())));
             return None;
         }
@@ -656,6 +666,9 @@ fn accept_call(
     );
     if let Some(certs) = peer_certs {
         ctx.set_peer_certificates(certs);
+    }
+    if let Some(s) = stats {
+        let _ = ctx.inner.stats.set(s);
     }
     if deadline.is_some_and(|d| d.is_expired()) {
         // Already over (`grpc-timeout: 0n`, `1n`, `1u`...): the handler never runs
@@ -694,6 +707,13 @@ impl Handler {
     }
 }
 
+/// Whether `path` names a method of one of the server's services.
+fn is_registered(shared: &Shared, path: &str) -> bool {
+    split_path(path).is_some_and(|(service, method)| {
+        shared.services.get(service).is_some_and(|s| s.methods().iter().any(|m| m.name == method))
+    })
+}
+
 fn reject_encoding(name: &str, accepted: EncodingSet) -> Rejected {
     Rejected {
         status: Status::unimplemented(format!(
@@ -714,6 +734,11 @@ async fn drive_call(call: AcceptedCall, shared: Arc<Shared>, force: Arc<Latch>) 
         let terminal_ctx = ctx.clone();
         let terminal = Box::new(move |head: CallHead| handler.start(terminal_ctx, head.metadata, head.extensions));
         Next::new(shared.interceptors.clone(), terminal).run(CallHead::new(metadata, ctx.clone()))
+    };
+    // A stats plugin may run the call's work in its trace context.
+    let work = match ctx.stats() {
+        Some(s) => crate::stats::ServerCallTracer::instrument(&*s.tracer, work),
+        None => work,
     };
     let work = scope_deadline(deadline, AssertUnwindSafe(work).catch_unwind());
     tokio::pin!(work);

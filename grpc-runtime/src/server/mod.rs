@@ -125,6 +125,8 @@ pub(crate) struct Shared {
     /// gRPC-Web, when on: HTTP/1.1 is served too and gRPC-Web requests on either.
     #[cfg(feature = "grpc-web")]
     pub(crate) web: Option<Arc<web::GrpcWebConfig>>,
+    /// A stats plugin (OpenTelemetry): `None` costs each call one check.
+    pub(crate) stats: Option<Arc<dyn crate::stats::ServerStatsHandler>>,
 }
 
 /// Server settings and services; finish with one of the `serve*` methods.
@@ -152,6 +154,8 @@ pub struct ServerBuilder {
     reflection: bool,
     #[cfg(feature = "grpc-web")]
     web: Option<web::GrpcWebConfig>,
+    #[cfg(feature = "opentelemetry")]
+    otel: Option<crate::otel::OpenTelemetry>,
 }
 
 impl Default for ServerBuilder {
@@ -179,6 +183,8 @@ impl Default for ServerBuilder {
             reflection: false,
             #[cfg(feature = "grpc-web")]
             web: None,
+            #[cfg(feature = "opentelemetry")]
+            otel: None,
         }
     }
 }
@@ -503,6 +509,24 @@ impl ServerBuilder {
         self
     }
 
+    /// Records OpenTelemetry metrics (gRFC A66) for every call and, when the plugin has a
+    /// tracer, makes a span per call whose parent is the trace context the client
+    /// propagated in the request metadata; the handler runs with that span's context
+    /// current, so calls it makes continue the trace (grpc-go's
+    /// `opentelemetry.ServerOption`). See [`crate::otel`].
+    ///
+    /// ```
+    /// # fn f(provider: &impl opentelemetry::metrics::MeterProvider) {
+    /// let otel = grpc_runtime::otel::OpenTelemetry::builder().meter_provider(provider).build();
+    /// let server = grpc_runtime::Server::builder().opentelemetry(otel);
+    /// # let _ = server; }
+    /// ```
+    #[cfg(feature = "opentelemetry")]
+    pub fn opentelemetry(mut self, otel: crate::otel::OpenTelemetry) -> Self {
+        self.otel = Some(otel);
+        self
+    }
+
     fn into_shared(self) -> std::io::Result<Arc<Shared>> {
         #[cfg(feature = "grpc-web")]
         let http1 = self.web.is_some();
@@ -554,6 +578,10 @@ impl ServerBuilder {
             max_header_list_size: self.max_header_list_size,
             #[cfg(feature = "grpc-web")]
             web: self.web.map(Arc::new),
+            #[cfg(feature = "opentelemetry")]
+            stats: self.otel.map(|o| o.server_handler()),
+            #[cfg(not(feature = "opentelemetry"))]
+            stats: None,
         }))
     }
 

@@ -84,9 +84,9 @@ use crate::status::{Code, Status};
 
 /// Latency buckets of gRFC A66, in seconds.
 pub const LATENCY_BUCKETS: [f64; 41] = [
-    0.0, 0.00001, 0.00005, 0.0001, 0.0003, 0.0006, 0.0008, 0.001, 0.002, 0.003, 0.004, 0.005, 0.006, 0.008, 0.01,
-    0.013, 0.016, 0.02, 0.025, 0.03, 0.04, 0.05, 0.065, 0.08, 0.1, 0.13, 0.16, 0.2, 0.25, 0.3, 0.4, 0.5, 0.65, 0.8,
-    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0,
+    0.0, 0.00001, 0.00005, 0.0001, 0.0003, 0.0006, 0.0008, 0.001, 0.002, 0.003, 0.004, 0.005,
+    0.006, 0.008, 0.01, 0.013, 0.016, 0.02, 0.025, 0.03, 0.04, 0.05, 0.065, 0.08, 0.1, 0.13, 0.16,
+    0.2, 0.25, 0.3, 0.4, 0.5, 0.65, 0.8, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0,
 ];
 
 /// Size buckets of gRFC A66, in bytes.
@@ -159,10 +159,20 @@ struct Instruments {
 impl Instruments {
     fn new(meter: &Meter) -> Instruments {
         let latency = |name: &'static str, description: &'static str| {
-            meter.f64_histogram(name).with_unit("s").with_description(description).with_boundaries(LATENCY_BUCKETS.to_vec()).build()
+            meter
+                .f64_histogram(name)
+                .with_unit("s")
+                .with_description(description)
+                .with_boundaries(LATENCY_BUCKETS.to_vec())
+                .build()
         };
         let size = |name: &'static str, description: &'static str| {
-            meter.u64_histogram(name).with_unit("By").with_description(description).with_boundaries(SIZE_BUCKETS.to_vec()).build()
+            meter
+                .u64_histogram(name)
+                .with_unit("By")
+                .with_description(description)
+                .with_boundaries(SIZE_BUCKETS.to_vec())
+                .build()
         };
         Instruments {
             attempt_started: meter
@@ -182,13 +192,19 @@ impl Instruments {
                 "grpc.client.attempt.rcvd_total_compressed_message_size",
                 "Compressed message bytes received per call attempt.",
             ),
-            call_duration: latency("grpc.client.call.duration", "Time taken by gRPC to complete an RPC from application's perspective."),
+            call_duration: latency(
+                "grpc.client.call.duration",
+                "Time taken by gRPC to complete an RPC from application's perspective.",
+            ),
             server_started: meter
                 .u64_counter("grpc.server.call.started")
                 .with_unit("{call}")
                 .with_description("Number of server calls started.")
                 .build(),
-            server_duration: latency("grpc.server.call.duration", "End-to-end time taken to complete a call from server transport's perspective."),
+            server_duration: latency(
+                "grpc.server.call.duration",
+                "End-to-end time taken to complete a call from server transport's perspective.",
+            ),
             server_sent: size(
                 "grpc.server.call.sent_total_compressed_message_size",
                 "Compressed message bytes sent per server call.",
@@ -202,7 +218,9 @@ impl Instruments {
 }
 
 fn scope() -> InstrumentationScope {
-    InstrumentationScope::builder(INSTRUMENTATION_NAME).with_version(env!("CARGO_PKG_VERSION")).build()
+    InstrumentationScope::builder(INSTRUMENTATION_NAME)
+        .with_version(env!("CARGO_PKG_VERSION"))
+        .build()
 }
 
 /// Builder of an [`OpenTelemetry`] plugin (grpc-go's `opentelemetry.Options`:
@@ -219,7 +237,8 @@ pub struct OpenTelemetryBuilder {
 
 impl std::fmt::Debug for OpenTelemetryBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OpenTelemetryBuilder").finish_non_exhaustive()
+        f.debug_struct("OpenTelemetryBuilder")
+            .finish_non_exhaustive()
     }
 }
 
@@ -230,9 +249,20 @@ impl OpenTelemetry {
     }
 
     pub(crate) fn client_handler(&self, canonical_target: &str) -> Arc<dyn ClientStatsHandler> {
-        let keep = self.inner.target_filter.as_ref().map_or(true, |f| f(canonical_target));
-        let target: Value = if keep { Value::from(Arc::<str>::from(canonical_target)) } else { Value::from(OTHER) };
-        Arc::new(ClientHandler(Arc::new(ClientShared { plugin: Arc::clone(&self.inner), target: KeyValue::new(TARGET, target) })))
+        let keep = self
+            .inner
+            .target_filter
+            .as_ref()
+            .map_or(true, |f| f(canonical_target));
+        let target: Value = if keep {
+            Value::from(Arc::<str>::from(canonical_target))
+        } else {
+            Value::from(OTHER)
+        };
+        Arc::new(ClientHandler(Arc::new(ClientShared {
+            plugin: Arc::clone(&self.inner),
+            target: KeyValue::new(TARGET, target),
+        })))
     }
 
     pub(crate) fn server_handler(&self) -> Arc<dyn ServerStatsHandler> {
@@ -253,7 +283,10 @@ impl OpenTelemetryBuilder {
     /// `filter(method)` returns true (grpc-go's `MetricsOptions.MethodAttributeFilter`,
     /// C++'s `SetGenericMethodAttributeFilter`). `method` is the path without its
     /// leading slash. Registered methods are always recorded by name.
-    pub fn method_attribute_filter(mut self, filter: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
+    pub fn method_attribute_filter(
+        mut self,
+        filter: impl Fn(&str) -> bool + Send + Sync + 'static,
+    ) -> Self {
         self.method_filter = Some(Arc::new(filter));
         self
     }
@@ -262,7 +295,10 @@ impl OpenTelemetryBuilder {
     /// `filter(target)` returns true, else as `other` (A66, C++'s
     /// `SetTargetAttributeFilter`, Java's `targetFilter`). Asked once per channel. By
     /// default every target is recorded as it is.
-    pub fn target_attribute_filter(mut self, filter: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
+    pub fn target_attribute_filter(
+        mut self,
+        filter: impl Fn(&str) -> bool + Send + Sync + 'static,
+    ) -> Self {
         self.target_filter = Some(Arc::new(filter));
         self
     }
@@ -282,7 +318,10 @@ impl OpenTelemetryBuilder {
     /// Propagates the call span's context in the request metadata with `propagator`
     /// (grpc-go's `TraceOptions.TextMapPropagator`), e.g. the SDK's
     /// `TraceContextPropagator` for W3C `traceparent` / `tracestate`.
-    pub fn text_map_propagator(mut self, propagator: impl TextMapPropagator + Send + Sync + 'static) -> Self {
+    pub fn text_map_propagator(
+        mut self,
+        propagator: impl TextMapPropagator + Send + Sync + 'static,
+    ) -> Self {
         self.propagator = Some(Box::new(propagator));
         self
     }
@@ -308,20 +347,27 @@ fn status_attr(status: &Status) -> KeyValue {
 /// Sets the span's status attributes and status, then ends it.
 fn end_span(cx: &Context, status: &Status) {
     let span = cx.span();
-    span.set_attribute(KeyValue::new("rpc.grpc.status_code", i64::from(status.code() as i32)));
+    span.set_attribute(KeyValue::new(
+        "rpc.grpc.status_code",
+        i64::from(status.code() as i32),
+    ));
     if status.code() != Code::Ok {
-        span.set_status(opentelemetry::trace::Status::error(status.message().to_string()));
+        span.set_status(opentelemetry::trace::Status::error(
+            status.message().to_string(),
+        ));
     }
     span.end();
 }
 
 fn span_builder(name: String, kind: SpanKind, method: &str) -> SpanBuilder {
     let (service, method_name) = method.rsplit_once('/').unwrap_or(("", method));
-    SpanBuilder::from_name(name).with_kind(kind).with_attributes([
-        KeyValue::new("rpc.system", "grpc"),
-        KeyValue::new("rpc.service", service.to_string()),
-        KeyValue::new("rpc.method", method_name.to_string()),
-    ])
+    SpanBuilder::from_name(name)
+        .with_kind(kind)
+        .with_attributes([
+            KeyValue::new("rpc.system", "grpc"),
+            KeyValue::new("rpc.service", service.to_string()),
+            KeyValue::new("rpc.method", method_name.to_string()),
+        ])
 }
 
 fn peer_attrs(cx: &Context, peer: Option<SocketAddr>, prefix: &'static str) {
@@ -354,19 +400,30 @@ impl Injector for MetadataInjector<'_> {
 }
 
 impl ClientStatsHandler for ClientHandler {
-    fn call_started(&self, method: &'static str, metadata: &mut MetadataMap) -> Box<dyn ClientCallTracer> {
+    fn call_started(
+        &self,
+        method: &'static str,
+        metadata: &mut MetadataMap,
+    ) -> Box<dyn ClientCallTracer> {
         let name = method.strip_prefix('/').unwrap_or(method);
         let plugin = &self.0.plugin;
         let cx = plugin.tracer.as_ref().map(|tracer| {
             let parent = Context::current();
-            let span = tracer.build_with_context(span_builder(format!("Sent.{name}"), SpanKind::Client, name), &parent);
+            let span = tracer.build_with_context(
+                span_builder(format!("Sent.{name}"), SpanKind::Client, name),
+                &parent,
+            );
             let cx = parent.with_span(span);
             if let Some(p) = &plugin.propagator {
                 p.inject_context(&cx, &mut MetadataInjector(metadata));
             }
             cx
         });
-        Box::new(ClientCall { shared: Arc::clone(&self.0), method: KeyValue::new(METHOD, name), cx })
+        Box::new(ClientCall {
+            shared: Arc::clone(&self.0),
+            method: KeyValue::new(METHOD, name),
+            cx,
+        })
     }
 }
 
@@ -379,7 +436,8 @@ struct ClientCall {
 impl ClientCallTracer for ClientCall {
     fn attempt_started(&self) {
         if let Some(m) = &self.shared.plugin.metrics {
-            m.attempt_started.add(1, &[self.method.clone(), self.shared.target.clone()]);
+            m.attempt_started
+                .add(1, &[self.method.clone(), self.shared.target.clone()]);
         }
     }
 
@@ -391,7 +449,11 @@ impl ClientCallTracer for ClientCall {
 
     fn attempt_ended(&self, status: &Status, duration: Duration, sent: u64, rcvd: u64) {
         if let Some(m) = &self.shared.plugin.metrics {
-            let attrs = [self.method.clone(), self.shared.target.clone(), status_attr(status)];
+            let attrs = [
+                self.method.clone(),
+                self.shared.target.clone(),
+                status_attr(status),
+            ];
             m.attempt_duration.record(duration.as_secs_f64(), &attrs);
             m.attempt_sent.record(sent, &attrs);
             m.attempt_rcvd.record(rcvd, &attrs);
@@ -400,7 +462,11 @@ impl ClientCallTracer for ClientCall {
 
     fn call_ended(&self, status: &Status, duration: Duration) {
         if let Some(m) = &self.shared.plugin.metrics {
-            let attrs = [self.method.clone(), self.shared.target.clone(), status_attr(status)];
+            let attrs = [
+                self.method.clone(),
+                self.shared.target.clone(),
+                status_attr(status),
+            ];
             m.call_duration.record(duration.as_secs_f64(), &attrs);
         }
         if let Some(cx) = &self.cx {
@@ -434,7 +500,11 @@ impl ServerStatsHandler for ServerHandler {
         let name = method.strip_prefix('/').unwrap_or(method);
         let plugin = &self.0;
         let recorded: Cow<'static, str> =
-            if registered || plugin.method_filter.as_ref().is_some_and(|f| f(name)) { Cow::Owned(name.to_string()) } else { Cow::Borrowed(OTHER) };
+            if registered || plugin.method_filter.as_ref().is_some_and(|f| f(name)) {
+                Cow::Owned(name.to_string())
+            } else {
+                Cow::Borrowed(OTHER)
+            };
         let method_attr = KeyValue::new(METHOD, recorded);
         if let Some(m) = &plugin.metrics {
             m.server_started.add(1, std::slice::from_ref(&method_attr));
@@ -446,12 +516,19 @@ impl ServerStatsHandler for ServerHandler {
             };
             // The span name follows the attribute rule: no arbitrary names.
             let span_method = if registered { name } else { OTHER };
-            let span = tracer.build_with_context(span_builder(format!("Recv.{span_method}"), SpanKind::Server, span_method), &parent);
+            let span = tracer.build_with_context(
+                span_builder(format!("Recv.{span_method}"), SpanKind::Server, span_method),
+                &parent,
+            );
             let cx = parent.with_span(span);
             peer_attrs(&cx, peer, "client");
             cx
         });
-        Box::new(ServerCall { plugin: Arc::clone(plugin), method: method_attr, cx })
+        Box::new(ServerCall {
+            plugin: Arc::clone(plugin),
+            method: method_attr,
+            cx,
+        })
     }
 }
 

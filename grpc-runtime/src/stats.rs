@@ -51,7 +51,11 @@ impl MessageBytes {
 pub(crate) trait ClientStatsHandler: Send + Sync + 'static {
     /// A call starts (after the interceptors); `metadata` is its outgoing metadata, where
     /// a tracing plugin puts its propagation headers.
-    fn call_started(&self, method: &'static str, metadata: &mut MetadataMap) -> Box<dyn ClientCallTracer>;
+    fn call_started(
+        &self,
+        method: &'static str,
+        metadata: &mut MetadataMap,
+    ) -> Box<dyn ClientCallTracer>;
 }
 
 /// One client call as a stats plugin sees it.
@@ -106,7 +110,12 @@ pub(crate) struct ClientCallStats {
 
 impl ClientCallStats {
     pub(crate) fn new(tracer: Box<dyn ClientCallTracer>, started: Instant) -> Arc<ClientCallStats> {
-        Arc::new(ClientCallStats { tracer, started, committed: Mutex::new(Vec::new()), stream_sent: AtomicU64::new(0) })
+        Arc::new(ClientCallStats {
+            tracer,
+            started,
+            committed: Mutex::new(Vec::new()),
+            stream_sent: AtomicU64::new(0),
+        })
     }
 
     /// A new attempt; `streaming`: its request is a stream (sent bytes counted by the
@@ -135,7 +144,11 @@ impl ClientCallStats {
     /// The call ended: the committed attempt ends with the call's status (others, hedges
     /// that lost, as CANCELLED), then the call.
     pub(crate) fn finish(&self, status: &Status) {
-        let committed = self.committed.lock().map(|mut c| std::mem::take(&mut *c)).unwrap_or_default();
+        let committed = self
+            .committed
+            .lock()
+            .map(|mut c| std::mem::take(&mut *c))
+            .unwrap_or_default();
         let mut it = committed.into_iter();
         if let Some(a) = it.next() {
             a.end(status);
@@ -184,8 +197,14 @@ impl Attempt {
         if std::mem::replace(&mut self.done, true) {
             return;
         }
-        let sent = if self.streaming { self.call.stream_sent.load(Ordering::Relaxed) } else { self.bytes.sent() };
-        self.call.tracer.attempt_ended(status, self.started.elapsed(), sent, self.bytes.rcvd());
+        let sent = if self.streaming {
+            self.call.stream_sent.load(Ordering::Relaxed)
+        } else {
+            self.bytes.sent()
+        };
+        self.call
+            .tracer
+            .attempt_ended(status, self.started.elapsed(), sent, self.bytes.rcvd());
     }
 }
 
@@ -207,13 +226,23 @@ pub(crate) struct ServerCallStats {
 
 impl ServerCallStats {
     pub(crate) fn new(tracer: Box<dyn ServerCallTracer>, started: Instant) -> ServerCallStats {
-        ServerCallStats { tracer, started, bytes: Arc::new(MessageBytes::default()), ended: AtomicBool::new(false) }
+        ServerCallStats {
+            tracer,
+            started,
+            bytes: Arc::new(MessageBytes::default()),
+            ended: AtomicBool::new(false),
+        }
     }
 
     /// The call ended with `status` (once; later calls do nothing).
     pub(crate) fn end(&self, status: &Status) {
         if !self.ended.swap(true, Ordering::AcqRel) {
-            self.tracer.call_ended(status, self.started.elapsed(), self.bytes.sent(), self.bytes.rcvd());
+            self.tracer.call_ended(
+                status,
+                self.started.elapsed(),
+                self.bytes.sent(),
+                self.bytes.rcvd(),
+            );
         }
     }
 }
@@ -232,10 +261,18 @@ mod tests {
             self.0 .0.lock().unwrap().push("start".into());
         }
         fn attempt_ended(&self, status: &Status, _: Duration, sent: u64, rcvd: u64) {
-            self.0 .0.lock().unwrap().push(format!("attempt {} {sent} {rcvd}", status.code().as_str()));
+            self.0
+                 .0
+                .lock()
+                .unwrap()
+                .push(format!("attempt {} {sent} {rcvd}", status.code().as_str()));
         }
         fn call_ended(&self, status: &Status, _: Duration) {
-            self.0 .0.lock().unwrap().push(format!("call {}", status.code().as_str()));
+            self.0
+                 .0
+                .lock()
+                .unwrap()
+                .push(format!("call {}", status.code().as_str()));
         }
     }
 
@@ -256,7 +293,15 @@ mod tests {
         let got = log.0.lock().unwrap().clone();
         assert_eq!(
             got,
-            ["start", "attempt UNAVAILABLE 7 0", "start", "attempt CANCELLED 0 0", "start", "attempt OK 7 3", "call OK"]
+            [
+                "start",
+                "attempt UNAVAILABLE 7 0",
+                "start",
+                "attempt CANCELLED 0 0",
+                "start",
+                "attempt OK 7 3",
+                "call OK"
+            ]
         );
     }
 }

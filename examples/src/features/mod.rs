@@ -23,6 +23,7 @@ pub mod reflection;
 pub mod retry;
 pub mod unix_abstract;
 pub mod wait_for_ready;
+pub mod stats_monitoring;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -389,7 +389,12 @@ impl<T> Streaming<T> {
     /// Keeps `guard` alive until the stream ends or is dropped (e.g. the
     /// request-sending half, so dropping the `Streaming` cancels the call).
     pub(crate) fn set_guard(&mut self, guard: Box<dyn Send + Sync>) {
-        self.inner.guard = Some(guard);
+        // A guard already set (the request sender a response head brought along) is
+        // kept too: replacing it would abort the sender mid-request.
+        self.inner.guard = Some(match self.inner.guard.take() {
+            Some(existing) => Box::new((existing, guard)),
+            None => guard,
+        });
     }
 
     /// Client side: `observer` receives the final status when the stream ends and

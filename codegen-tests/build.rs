@@ -33,10 +33,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .compile(&shipped, &[&protos])?;
 
     let edge_root = root.join("protoc-gen-rust-grpc/tests/protos");
-    let edge: Vec<PathBuf> = ["comments.proto", "common.proto", "edge.proto", "legacy.proto", "nopackage.proto"]
-        .iter()
-        .map(|p| edge_root.join("edge").join(p))
-        .collect();
+    let edge: Vec<PathBuf> = [
+        "comments.proto",
+        "common.proto",
+        "edge.proto",
+        "legacy.proto",
+        "nopackage.proto",
+    ]
+    .iter()
+    .map(|p| edge_root.join("edge").join(p))
+    .collect();
     protoc_gen_rust_grpc::configure()
         .include_file("mod.rs")
         .out_dir(out.join("edge"))
@@ -48,7 +54,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .messages(false)
         .extern_path(".helloworld", "crate::shipped::helloworld")
         .out_dir(out.join("server_only"))
-        .compile(&[protos.join("examples/helloworld/helloworld.proto")], &[&protos])?;
+        .compile(
+            &[protos.join("examples/helloworld/helloworld.proto")],
+            &[&protos],
+        )?;
 
     // Everything through a re-export of the runtime (`runtime_crate=crate::rt`).
     protoc_gen_rust_grpc::configure()
@@ -56,6 +65,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .runtime_crate("crate::rt")
         .extern_path(".routeguide", "crate::shipped::routeguide")
         .out_dir(out.join("custom_runtime"))
-        .compile(&[protos.join("examples/routeguide/route_guide.proto")], &[&protos])?;
+        .compile(
+            &[protos.join("examples/routeguide/route_guide.proto")],
+            &[&protos],
+        )?;
     Ok(())
 }

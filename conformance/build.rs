@@ -15,9 +15,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "stats.proto",
         "worker_service.proto",
     ]
-        .iter()
-        .map(|f| protos.join("grpc/testing").join(f))
-        .collect();
+    .iter()
+    .map(|f| protos.join("grpc/testing").join(f))
+    .collect();
     protoc_gen_rust_grpc::configure()
         .out_dir(PathBuf::from(std::env::var("OUT_DIR")?))
         .compile(&files, &[&protos])?;

@@ -14,6 +14,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &[&shipped],
     )?;
     let own = here.join("proto");
-    protoc_gen_rust_grpc::configure().compile(&[own.join("echo/echo.proto"), own.join("browser/browser.proto")], &[&own])?;
+    protoc_gen_rust_grpc::configure().compile(
+        &[
+            own.join("echo/echo.proto"),
+            own.join("browser/browser.proto"),
+        ],
+        &[&own],
+    )?;
     Ok(())
 }

@@ -4,6 +4,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
-        .compile_protos(&[protos.join("grpc/testing/benchmark_service.proto")], &[protos])?;
+        .compile_protos(
+            &[protos.join("grpc/testing/benchmark_service.proto")],
+            &[protos],
+        )?;
     Ok(())
 }

@@ -46,13 +46,24 @@ fn empty<T>() -> Empty<T> {
 
 #[test]
 fn messages_round_trip() {
-    let req = helloworld::HelloRequest { name: "world".into() };
+    let req = helloworld::HelloRequest {
+        name: "world".into(),
+    };
     let bytes = req.encode_to_vec();
     assert_eq!(bytes, b"\x0a\x05world");
-    assert_eq!(helloworld::HelloRequest::decode(bytes.as_slice()).unwrap(), req);
+    assert_eq!(
+        helloworld::HelloRequest::decode(bytes.as_slice()).unwrap(),
+        req
+    );
 
-    let p = grpc::testing::SimpleRequest { response_size: 7, ..Default::default() };
-    assert_eq!(grpc::testing::SimpleRequest::decode(p.encode_to_vec().as_slice()).unwrap(), p);
+    let p = grpc::testing::SimpleRequest {
+        response_size: 7,
+        ..Default::default()
+    };
+    assert_eq!(
+        grpc::testing::SimpleRequest::decode(p.encode_to_vec().as_slice()).unwrap(),
+        p
+    );
 }
 
 #[test]
@@ -89,15 +100,27 @@ fn service_names_and_paths() {
             ("/routeguide.RouteGuide/RouteChat", true, true),
         ]
     );
-    assert_eq!(grpc::testing::test_service_server::SERVICE_NAME, "grpc.testing.TestService");
-    assert_eq!(grpc::health::v1::health_server::SERVICE_NAME, "grpc.health.v1.Health");
+    assert_eq!(
+        grpc::testing::test_service_server::SERVICE_NAME,
+        "grpc.testing.TestService"
+    );
+    assert_eq!(
+        grpc::health::v1::health_server::SERVICE_NAME,
+        "grpc.health.v1.Health"
+    );
     assert_eq!(
         grpc::reflection::v1alpha::server_reflection_server::METHODS[0].full_path,
         "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
     );
     assert_eq!(crate::edge::floating_server::SERVICE_NAME, "Floating");
-    assert_eq!(crate::edge::floating_server::METHODS[0].full_path, "/Floating/Drift");
-    assert_eq!(edge::all_kinds_server::METHODS[7].full_path, "/grpc_rust.test.edge.AllKinds/lowerCamel");
+    assert_eq!(
+        crate::edge::floating_server::METHODS[0].full_path,
+        "/Floating/Drift"
+    );
+    assert_eq!(
+        edge::all_kinds_server::METHODS[7].full_path,
+        "/grpc_rust.test.edge.AllKinds/lowerCamel"
+    );
     assert!(edge::nothing_server::METHODS.is_empty());
 }
 
@@ -112,7 +135,10 @@ fn default_handlers_answer_unimplemented() {
     let debug = format!("{status:?}");
     assert!(debug.contains("method SayHello not implemented"), "{debug}");
     // The stand-in prints the numeric code, the real runtime the name.
-    assert!(debug.contains("12") || debug.contains("Unimplemented"), "{debug}");
+    assert!(
+        debug.contains("12") || debug.contains("Unimplemented"),
+        "{debug}"
+    );
 
     let server = GreeterServer::new(MyGreeter);
     assert_eq!(server.name(), "helloworld.Greeter");
@@ -145,7 +171,8 @@ fn edge_servers_and_handlers() {
     use edge::keyword_methods_server::KeywordMethods;
     let status = ready(Overriding.unary(edge::Request::default().into_request())).unwrap_err();
     assert!(format!("{status:?}").contains("overridden"));
-    let status = ready(Overriding.lower_camel(edge::Keywords::default().into_request())).unwrap_err();
+    let status =
+        ready(Overriding.lower_camel(edge::Keywords::default().into_request())).unwrap_err();
     assert!(format!("{status:?}").contains("method lowerCamel not implemented"));
     let status = ready(Keys.r#type(edge::Keywords::default().into_request())).unwrap_err();
     assert!(format!("{status:?}").contains("method Type not implemented"));
@@ -161,7 +188,10 @@ fn edge_servers_and_handlers() {
     struct Guide;
     impl crate::custom_runtime::route_guide_server::RouteGuide for Guide {}
     let guide = crate::custom_runtime::route_guide_server::RouteGuideServer::new(Guide);
-    assert_eq!(guide.methods()[3].full_path, "/routeguide.RouteGuide/RouteChat");
+    assert_eq!(
+        guide.methods()[3].full_path,
+        "/routeguide.RouteGuide/RouteChat"
+    );
     // Services only, messages from elsewhere.
     struct G;
     impl crate::server_only::greeter_server::Greeter for G {}
@@ -202,14 +232,24 @@ fn edge_messages() {
         r#fn: "f".into(),
         crate_: "c".into(),
     };
-    assert_eq!(edge::Keywords::decode(k.encode_to_vec().as_slice()).unwrap(), k);
-    let s = edge::Self_ { super_: "up".into() };
+    assert_eq!(
+        edge::Keywords::decode(k.encode_to_vec().as_slice()).unwrap(),
+        k
+    );
+    let s = edge::Self_ {
+        super_: "up".into(),
+    };
     assert_eq!(s.super_, "up");
     let r = edge::Request {
         maybe: Some(0),
         counters: [("a".to_string(), 1i64)].into_iter().collect(),
-        choice: Some(edge::request::Choice::Shared(common::Shared { id: "x".into() })),
-        at: Some(prost_types::Timestamp { seconds: 1, nanos: 2 }),
+        choice: Some(edge::request::Choice::Shared(common::Shared {
+            id: "x".into(),
+        })),
+        at: Some(prost_types::Timestamp {
+            seconds: 1,
+            nanos: 2,
+        }),
         ..Default::default()
     };
     let back = edge::Request::decode(r.encode_to_vec().as_slice()).unwrap();
@@ -222,11 +262,22 @@ fn edge_messages() {
     assert_eq!(old.label(), "none");
     assert_eq!(old.color(), common::Color::Red);
     assert_eq!(old.ratio(), 1.5);
-    let details = legacy::old::Details { url: Some("u".into()) };
-    let with_group = legacy::Old { id: "i".into(), details: Some(details), ..Default::default() };
-    assert_eq!(legacy::Old::decode(with_group.encode_to_vec().as_slice()).unwrap(), with_group);
+    let details = legacy::old::Details {
+        url: Some("u".into()),
+    };
+    let with_group = legacy::Old {
+        id: "i".into(),
+        details: Some(details),
+        ..Default::default()
+    };
+    assert_eq!(
+        legacy::Old::decode(with_group.encode_to_vec().as_slice()).unwrap(),
+        with_group
+    );
     assert_eq!(legacy::Level::Low as i32, -1);
-    let loose = crate::edge::Loose { shared: Some(common::Shared::default()) };
+    let loose = crate::edge::Loose {
+        shared: Some(common::Shared::default()),
+    };
     assert!(loose.shared.is_some());
 }
 
@@ -240,13 +291,20 @@ fn file_descriptor_sets() {
     let fds = prost_types::FileDescriptorSet::decode(grpc::testing::FILE_DESCRIPTOR_SET).unwrap();
     let names: Vec<&str> = fds.file.iter().map(|f| f.name()).collect();
     assert!(names.contains(&"grpc/testing/test.proto"));
-    assert!(names.contains(&"google/protobuf/timestamp.proto"), "{names:?}");
+    assert!(
+        names.contains(&"google/protobuf/timestamp.proto"),
+        "{names:?}"
+    );
     // Dependencies come before their dependents.
     let pos = |n: &str| names.iter().position(|x| *x == n).unwrap();
     assert!(pos("grpc/testing/empty.proto") < pos("grpc/testing/test.proto"));
 
     let fds = prost_types::FileDescriptorSet::decode(edge::FILE_DESCRIPTOR_SET).unwrap();
-    let edge_file = fds.file.iter().find(|f| f.name() == "edge/edge.proto").unwrap();
+    let edge_file = fds
+        .file
+        .iter()
+        .find(|f| f.name() == "edge/edge.proto")
+        .unwrap();
     assert_eq!(edge_file.service.len(), 4);
     assert!(fds.file.iter().any(|f| f.name() == "edge/common.proto"));
 }
@@ -272,10 +330,16 @@ fn deprecated_messages_and_enums() {
     };
     let decoded = edge::UsesOld::decode(uses.encode_to_vec().as_slice()).unwrap();
     assert_eq!(decoded, uses);
-    assert_eq!(edge::OldKind::from_str_name("OLD_KIND_GONE"), Some(edge::OldKind::Gone));
+    assert_eq!(
+        edge::OldKind::from_str_name("OLD_KIND_GONE"),
+        Some(edge::OldKind::Gone)
+    );
     // The deprecated types also work in service signatures.
     struct L;
     impl edge::legacy_server::Legacy for L {}
     let server = edge::legacy_server::LegacyServer::new(L);
-    assert_eq!(server.methods()[1].full_path, "/grpc_rust.test.edge.Legacy/Retire");
+    assert_eq!(
+        server.methods()[1].full_path,
+        "/grpc_rust.test.edge.Legacy/Retire"
+    );
 }

@@ -13,18 +13,24 @@ use std::time::{Duration, Instant};
 
 use futures_core::Stream;
 use futures_util::StreamExt;
-use grpc_runtime::client::{interceptor::InterceptFuture, CallInfo, ClientCallContext, Interceptor};
 use grpc_runtime::client::credentials::{allow_insecure, MetadataCredentials};
+use grpc_runtime::client::{
+    interceptor::InterceptFuture, CallInfo, ClientCallContext, Interceptor,
+};
 use grpc_runtime::transport::ClientTlsConfig;
-use grpc_runtime::{Channel, Code, CompressionEncoding, MetadataMap, OutboundMessage, OutboundStream, Request, Status, Streaming};
+use grpc_runtime::{
+    Channel, Code, CompressionEncoding, MetadataMap, OutboundMessage, OutboundStream, Request,
+    Status, Streaming,
+};
 use tokio::sync::mpsc;
 
 use crate::flags::Flags;
 use crate::pb::test_service_client::TestServiceClient;
 use crate::pb::unimplemented_service_client::UnimplementedServiceClient;
 use crate::pb::{
-    BoolValue, EchoStatus, Empty, Payload, PayloadType, ResponseParameters, SimpleRequest, SimpleResponse,
-    StreamingInputCallRequest, StreamingInputCallResponse, StreamingOutputCallRequest, StreamingOutputCallResponse,
+    BoolValue, EchoStatus, Empty, Payload, PayloadType, ResponseParameters, SimpleRequest,
+    SimpleResponse, StreamingInputCallRequest, StreamingInputCallResponse,
+    StreamingOutputCallRequest, StreamingOutputCallResponse,
 };
 
 /// Every case `interop_client` implements, in the order of the interop descriptions.
@@ -88,7 +94,12 @@ pub const CLIENT_FLAGS: &[&str] = &[
 ];
 
 /// Boolean flags of `interop_client` (may be given bare: `--use_tls`).
-pub const CLIENT_BOOL_FLAGS: &[&str] = &["use_tls", "use_test_ca", "use_alts", "allow_insecure_call_credentials"];
+pub const CLIENT_BOOL_FLAGS: &[&str] = &[
+    "use_tls",
+    "use_test_ca",
+    "use_alts",
+    "allow_insecure_call_credentials",
+];
 
 /// The directory holding our test certificates (`ca.pem`, `server1.pem`, `server1.key`):
 /// `$GRPC_RUST_CERTS_DIR` if set, else `conformance/certs` of this source tree.
@@ -195,7 +206,10 @@ impl fmt::Debug for ClientConfig {
             .field("ca_file", &self.ca_file)
             .field("client_identity", &self.client_identity)
             .field("bearer_token", &self.bearer_token.as_ref().map(|_| "(set)"))
-            .field("allow_insecure_call_credentials", &self.allow_insecure_call_credentials)
+            .field(
+                "allow_insecure_call_credentials",
+                &self.allow_insecure_call_credentials,
+            )
             .finish_non_exhaustive()
     }
 }
@@ -225,22 +239,46 @@ impl ClientConfig {
 
     /// Builds the configuration from parsed flags.
     pub fn from_flags(flags: &Flags) -> Result<ClientConfig, String> {
-        let mut c = ClientConfig::new(flags.string("server_host", "localhost"), flags.num("server_port", 10000u16)?);
+        let mut c = ClientConfig::new(
+            flags.string("server_host", "localhost"),
+            flags.num("server_port", 10000u16)?,
+        );
         // As grpc-go: an empty value is the same as no flag.
-        c.server_uri = flags.get("server_uri").filter(|s| !s.is_empty()).map(str::to_string);
-        c.service_config_json = flags.get("service_config_json").filter(|s| !s.trim().is_empty()).map(str::to_string);
-        c.server_host_override = flags.get("server_host_override").filter(|s| !s.is_empty()).map(str::to_string);
+        c.server_uri = flags
+            .get("server_uri")
+            .filter(|s| !s.is_empty())
+            .map(str::to_string);
+        c.service_config_json = flags
+            .get("service_config_json")
+            .filter(|s| !s.trim().is_empty())
+            .map(str::to_string);
+        c.server_host_override = flags
+            .get("server_host_override")
+            .filter(|s| !s.is_empty())
+            .map(str::to_string);
         c.use_tls = flags.bool("use_tls", false)?;
         c.use_test_ca = flags.bool("use_test_ca", false)?;
-        c.ca_file = flags.get("ca_file").filter(|s| !s.is_empty()).map(PathBuf::from);
-        let cert = flags.get("client_cert_file").filter(|s| !s.is_empty()).map(PathBuf::from);
-        let key = flags.get("client_key_file").filter(|s| !s.is_empty()).map(PathBuf::from);
+        c.ca_file = flags
+            .get("ca_file")
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from);
+        let cert = flags
+            .get("client_cert_file")
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from);
+        let key = flags
+            .get("client_key_file")
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from);
         c.client_identity = match (cert, key) {
             (Some(c), Some(k)) => Some((c, k)),
             (None, None) => None,
             _ => return Err("--client_cert_file and --client_key_file go together".into()),
         };
-        c.bearer_token = flags.get("bearer_token").filter(|s| !s.is_empty()).map(str::to_string);
+        c.bearer_token = flags
+            .get("bearer_token")
+            .filter(|s| !s.is_empty())
+            .map(str::to_string);
         c.allow_insecure_call_credentials = flags.bool("allow_insecure_call_credentials", false)?;
         if let Some(md) = flags.get("additional_metadata") {
             c.additional_metadata = parse_additional_metadata(md)?;
@@ -258,13 +296,17 @@ impl ClientConfig {
                 Duration::from_millis(max_latency_ms.saturating_mul(u64::from(iterations)))
             },
             // Capped at a year: Instant + a u64::MAX-ms duration would panic.
-            min_time_between_rpcs: Duration::from_millis(flags.num("soak_min_time_ms_between_rpcs", 0u64)?)
-                .min(Duration::from_secs(365 * 86_400)),
+            min_time_between_rpcs: Duration::from_millis(
+                flags.num("soak_min_time_ms_between_rpcs", 0u64)?,
+            )
+            .min(Duration::from_secs(365 * 86_400)),
             request_size: payload_size(flags, "soak_request_size", LARGE_REQUEST_SIZE)?,
             response_size: payload_size(flags, "soak_response_size", LARGE_RESPONSE_SIZE)?,
         };
         c.concurrent_calls = flags.num("concurrent_large_unary_calls", 1000usize)?;
-        c.concurrent_parallelism = flags.num("concurrent_large_unary_parallelism", 100usize)?.max(1);
+        c.concurrent_parallelism = flags
+            .num("concurrent_large_unary_parallelism", 100usize)?
+            .max(1);
         Ok(c)
     }
 
@@ -295,10 +337,13 @@ impl ClientConfig {
         }
         if let Some(json) = &self.service_config_json {
             // As grpc-go: a given config is the one in force, whatever a resolver says.
-            ep = ep.default_service_config(json.clone()).ignore_resolver_service_config(true);
+            ep = ep
+                .default_service_config(json.clone())
+                .ignore_resolver_service_config(true);
         }
         if let Some(token) = &self.bearer_token {
-            let creds = MetadataCredentials::bearer_token(token).map_err(|e| format!("--bearer_token: {}", e.message()))?;
+            let creds = MetadataCredentials::bearer_token(token)
+                .map_err(|e| format!("--bearer_token: {}", e.message()))?;
             // Refused on plaintext (the call fails UNAUTHENTICATED before it is sent)
             // unless explicitly allowed.
             ep = if self.allow_insecure_call_credentials {
@@ -319,13 +364,16 @@ impl ClientConfig {
             };
             let mut tls = match ca_path {
                 Some(path) => {
-                    let pem = std::fs::read(&path).map_err(|e| format!("reading CA file {}: {e}", path.display()))?;
+                    let pem = std::fs::read(&path)
+                        .map_err(|e| format!("reading CA file {}: {e}", path.display()))?;
                     ClientTlsConfig::new().ca_certificate_pem(pem)
                 }
                 None => ClientTlsConfig::new().with_native_roots(),
             };
             if let Some((cert, key)) = &self.client_identity {
-                let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("reading {}: {e}", p.display()));
+                let read = |p: &PathBuf| {
+                    std::fs::read(p).map_err(|e| format!("reading {}: {e}", p.display()))
+                };
                 tls = tls.identity_pem(read(cert)?, read(key)?);
             }
             // The name to verify: the override, else --server_host; with --server_uri and
@@ -340,7 +388,8 @@ impl ClientConfig {
             }
             ep = ep.tls_config(tls);
         }
-        ep.connect_lazy().map_err(|e| format!("building channel to {}: {e}", self.target()))
+        ep.connect_lazy()
+            .map_err(|e| format!("building channel to {}: {e}", self.target()))
     }
 
     /// Checks that a channel can be built from these settings (target form, service
@@ -397,7 +446,10 @@ pub struct FinishedCall {
 impl Recorder {
     /// A recorder adding `metadata` to every call.
     pub fn new(metadata: Vec<(String, String)>) -> Recorder {
-        Recorder { metadata: Arc::new(metadata), finished: Arc::default() }
+        Recorder {
+            metadata: Arc::new(metadata),
+            finished: Arc::default(),
+        }
     }
 
     /// The final statuses recorded for calls to `path`, oldest first.
@@ -420,7 +472,13 @@ impl Recorder {
 
     /// The first call to `path` among those that finished after the first `skip`.
     pub fn call_after(&self, skip: usize, path: &str) -> Option<FinishedCall> {
-        self.finished.lock().ok()?.iter().skip(skip).find(|c| c.path == path).cloned()
+        self.finished
+            .lock()
+            .ok()?
+            .iter()
+            .skip(skip)
+            .find(|c| c.path == path)
+            .cloned()
     }
 
     /// Waits (up to `timeout`) for a call to `path` to finish and returns its status.
@@ -443,12 +501,15 @@ impl Interceptor for Recorder {
         let mut r = Ok(());
         for (k, v) in self.metadata.iter() {
             let res = if k.ends_with("-bin") {
-                call.metadata_mut().append_bin(k, bytes::Bytes::from(v.clone().into_bytes()))
+                call.metadata_mut()
+                    .append_bin(k, bytes::Bytes::from(v.clone().into_bytes()))
             } else {
                 call.metadata_mut().append(k, v.clone())
             };
             if let Err(e) = res {
-                r = Err(Status::invalid_argument(format!("--additional_metadata {k:?}: {e}")));
+                r = Err(Status::invalid_argument(format!(
+                    "--additional_metadata {k:?}: {e}"
+                )));
                 break;
             }
         }
@@ -457,7 +518,11 @@ impl Interceptor for Recorder {
 
     fn finish_call(&self, call: &CallInfo, status: &Status) {
         if let Ok(mut g) = self.finished.lock() {
-            g.push(FinishedCall { path: call.path(), status: status.clone(), peer: call.peer() });
+            g.push(FinishedCall {
+                path: call.path(),
+                status: status.clone(),
+                peer: call.peer(),
+            });
         }
     }
 }
@@ -474,7 +539,11 @@ macro_rules! ensure {
 }
 
 fn st(context: &str, s: Status) -> String {
-    format!("{context}: call failed with {:?}: {:?}", s.code(), s.message())
+    format!(
+        "{context}: call failed with {:?}: {:?}",
+        s.code(),
+        s.message()
+    )
 }
 
 fn zeros(n: usize) -> Vec<u8> {
@@ -482,7 +551,10 @@ fn zeros(n: usize) -> Vec<u8> {
 }
 
 fn payload(n: usize) -> Option<Payload> {
-    Some(Payload { r#type: PayloadType::Compressable as i32, body: zeros(n) })
+    Some(Payload {
+        r#type: PayloadType::Compressable as i32,
+        body: zeros(n),
+    })
 }
 
 fn bool_value(v: bool) -> Option<BoolValue> {
@@ -506,8 +578,15 @@ fn soak_request(request_size: usize, response_size: usize) -> SimpleRequest {
 
 fn check_payload(what: &str, p: Option<&Payload>, size: usize) -> CaseResult {
     let body: &[u8] = p.map(|p| p.body.as_slice()).unwrap_or(&[]);
-    ensure!(body.len() == size, "{what}: response payload is {} bytes, expected {size}", body.len());
-    ensure!(body.iter().all(|b| *b == 0), "{what}: response payload is not all zeros");
+    ensure!(
+        body.len() == size,
+        "{what}: response payload is {} bytes, expected {size}",
+        body.len()
+    );
+    ensure!(
+        body.iter().all(|b| *b == 0),
+        "{what}: response payload is not all zeros"
+    );
     Ok(())
 }
 
@@ -527,9 +606,13 @@ fn expect_code<T>(what: &str, r: Result<T, Status>, code: Code) -> CaseResult {
 
 /// A request stream fed through a channel: the sender controls when messages go out and
 /// dropping it half-closes.
-fn feed<T: Send + 'static>() -> (mpsc::UnboundedSender<T>, impl Stream<Item = T> + Send + 'static) {
+fn feed<T: Send + 'static>() -> (
+    mpsc::UnboundedSender<T>,
+    impl Stream<Item = T> + Send + 'static,
+) {
     let (tx, rx) = mpsc::unbounded_channel::<T>();
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+    let stream =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
     (tx, stream)
 }
 
@@ -538,7 +621,9 @@ pub async fn run_case(cfg: &ClientConfig, case: &str) -> CaseResult {
     if case == "all" {
         for c in CASES {
             (cfg.log)(&format!("running {c}"));
-            Box::pin(run_case(cfg, c)).await.map_err(|e| format!("{c}: {e}"))?;
+            Box::pin(run_case(cfg, c))
+                .await
+                .map_err(|e| format!("{c}: {e}"))?;
         }
         return Ok(());
     }
@@ -568,20 +653,29 @@ pub async fn run_case(cfg: &ClientConfig, case: &str) -> CaseResult {
         "concurrent_large_unary" => concurrent_large_unary(cfg, &client).await,
         "rpc_soak" => soak(cfg, Some((&client, &recorder))).await,
         "channel_soak" => soak(cfg, None).await,
-        other => Err(format!("unknown test case {other:?}; known: all, {}", CASES.join(", "))),
+        other => Err(format!(
+            "unknown test case {other:?}; known: all, {}",
+            CASES.join(", ")
+        )),
     };
     channel.shutdown();
     r
 }
 
 async fn empty_unary(client: &TestServiceClient) -> CaseResult {
-    let r = client.empty_call(Empty {}).await.map_err(|s| st("EmptyCall", s))?;
+    let r = client
+        .empty_call(Empty {})
+        .await
+        .map_err(|s| st("EmptyCall", s))?;
     let _: &Empty = r.get_ref();
     Ok(())
 }
 
 async fn large_unary(client: &TestServiceClient) -> CaseResult {
-    let r = client.unary_call(large_request()).await.map_err(|s| st("UnaryCall", s))?;
+    let r = client
+        .unary_call(large_request())
+        .await
+        .map_err(|s| st("UnaryCall", s))?;
     check_simple("UnaryCall", r.get_ref(), 314159)
 }
 
@@ -593,18 +687,28 @@ async fn client_compressed_unary(client: &TestServiceClient) -> CaseResult {
     probe.expect_compressed = bool_value(true);
     let mut req = Request::new(probe.clone());
     req.set_compression(None);
-    expect_code("feature probe (uncompressed, expect_compressed=true)", client.unary_call(req).await, Code::InvalidArgument)?;
+    expect_code(
+        "feature probe (uncompressed, expect_compressed=true)",
+        client.unary_call(req).await,
+        Code::InvalidArgument,
+    )?;
 
     let mut req = Request::new(probe);
     req.set_compression(Some(CompressionEncoding::Gzip));
-    let r = client.unary_call(req).await.map_err(|s| st("compressed UnaryCall", s))?;
+    let r = client
+        .unary_call(req)
+        .await
+        .map_err(|s| st("compressed UnaryCall", s))?;
     check_simple("compressed UnaryCall", r.get_ref(), 314159)?;
 
     let mut plain = large_request();
     plain.expect_compressed = bool_value(false);
     let mut req = Request::new(plain);
     req.set_compression(None);
-    let r = client.unary_call(req).await.map_err(|s| st("uncompressed UnaryCall", s))?;
+    let r = client
+        .unary_call(req)
+        .await
+        .map_err(|s| st("uncompressed UnaryCall", s))?;
     check_simple("uncompressed UnaryCall", r.get_ref(), 314159)
 }
 
@@ -615,24 +719,36 @@ async fn server_compressed_unary(client: &TestServiceClient) -> CaseResult {
         let what = format!("UnaryCall response_compressed={compressed}");
         let r = client.unary_call(req).await.map_err(|s| st(&what, s))?;
         let flag = r.message_compressed();
-        ensure!(flag == Some(compressed), "{what}: the response's compressed flag is {flag:?}, expected {compressed}");
+        ensure!(
+            flag == Some(compressed),
+            "{what}: the response's compressed flag is {flag:?}, expected {compressed}"
+        );
         check_simple(&what, r.get_ref(), 314159)?;
     }
     Ok(())
 }
 
 fn input(size: usize, expect_compressed: Option<bool>) -> StreamingInputCallRequest {
-    StreamingInputCallRequest { payload: payload(size), expect_compressed: expect_compressed.and_then(bool_value) }
+    StreamingInputCallRequest {
+        payload: payload(size),
+        expect_compressed: expect_compressed.and_then(bool_value),
+    }
 }
 
 async fn client_streaming(client: &TestServiceClient) -> CaseResult {
-    let msgs: Vec<_> = [27182, 8, 1828, 45904].into_iter().map(|n| input(n, None)).collect();
+    let msgs: Vec<_> = [27182, 8, 1828, 45904]
+        .into_iter()
+        .map(|n| input(n, None))
+        .collect();
     let r = client
         .streaming_input_call(futures_util::stream::iter(msgs))
         .await
         .map_err(|s| st("StreamingInputCall", s))?;
     let got = r.get_ref().aggregated_payload_size;
-    ensure!(got == 74922, "aggregated_payload_size is {got}, expected 74922");
+    ensure!(
+        got == 74922,
+        "aggregated_payload_size is {got}, expected 74922"
+    );
     Ok(())
 }
 
@@ -651,21 +767,33 @@ async fn client_compressed_streaming(client: &TestServiceClient) -> CaseResult {
     ];
     let mut req = Request::new(OutboundStream::new(futures_util::stream::iter(msgs)));
     req.set_compression(Some(CompressionEncoding::Gzip));
-    let r = client
-        .streaming_input_call(req)
-        .await
-        .map_err(|s| st("StreamingInputCall (compressed, then uncompressed message)", s))?;
+    let r = client.streaming_input_call(req).await.map_err(|s| {
+        st(
+            "StreamingInputCall (compressed, then uncompressed message)",
+            s,
+        )
+    })?;
     let resp: &StreamingInputCallResponse = r.get_ref();
     let got = resp.aggregated_payload_size;
-    ensure!(got == 73086, "aggregated_payload_size is {got}, expected 73086");
+    ensure!(
+        got == 73086,
+        "aggregated_payload_size is {got}, expected 73086"
+    );
     Ok(())
 }
 
 fn params(size: i32, compressed: Option<bool>) -> ResponseParameters {
-    ResponseParameters { size, interval_us: 0, compressed: compressed.and_then(bool_value) }
+    ResponseParameters {
+        size,
+        interval_us: 0,
+        compressed: compressed.and_then(bool_value),
+    }
 }
 
-async fn collect(what: &str, mut s: Streaming<StreamingOutputCallResponse>) -> Result<Vec<StreamingOutputCallResponse>, String> {
+async fn collect(
+    what: &str,
+    mut s: Streaming<StreamingOutputCallResponse>,
+) -> Result<Vec<StreamingOutputCallResponse>, String> {
     let mut out = Vec::new();
     while let Some(m) = s.message().await.map_err(|e| st(what, e))? {
         out.push(m);
@@ -674,7 +802,12 @@ async fn collect(what: &str, mut s: Streaming<StreamingOutputCallResponse>) -> R
 }
 
 fn check_sizes(what: &str, got: &[StreamingOutputCallResponse], sizes: &[usize]) -> CaseResult {
-    ensure!(got.len() == sizes.len(), "{what}: got {} responses, expected exactly {}", got.len(), sizes.len());
+    ensure!(
+        got.len() == sizes.len(),
+        "{what}: got {} responses, expected exactly {}",
+        got.len(),
+        sizes.len()
+    );
     for (i, (m, n)) in got.iter().zip(sizes).enumerate() {
         check_payload(&format!("{what} response #{i}"), m.payload.as_ref(), *n)?;
     }
@@ -688,7 +821,10 @@ async fn server_streaming(client: &TestServiceClient) -> CaseResult {
         response_parameters: sizes.iter().map(|n| params(*n, None)).collect(),
         ..Default::default()
     };
-    let r = client.streaming_output_call(req).await.map_err(|s| st("StreamingOutputCall", s))?;
+    let r = client
+        .streaming_output_call(req)
+        .await
+        .map_err(|s| st("StreamingOutputCall", s))?;
     let got = collect("StreamingOutputCall", r.into_inner()).await?;
     check_sizes("StreamingOutputCall", &got, &[31415, 9, 2653, 58979])
 }
@@ -699,16 +835,26 @@ async fn server_compressed_streaming(client: &TestServiceClient) -> CaseResult {
         response_parameters: vec![params(31415, Some(true)), params(92653, Some(false))],
         ..Default::default()
     };
-    let r = client.streaming_output_call(req).await.map_err(|s| st("StreamingOutputCall", s))?;
+    let r = client
+        .streaming_output_call(req)
+        .await
+        .map_err(|s| st("StreamingOutputCall", s))?;
     let mut stream = r.into_inner();
     let mut got = Vec::new();
     let mut flags = Vec::new();
-    while let Some(m) = stream.message().await.map_err(|e| st("StreamingOutputCall", e))? {
+    while let Some(m) = stream
+        .message()
+        .await
+        .map_err(|e| st("StreamingOutputCall", e))?
+    {
         got.push(m);
         flags.push(stream.last_message_compressed().unwrap_or(false));
     }
     check_sizes("StreamingOutputCall", &got, &[31415, 92653])?;
-    ensure!(flags == [true, false], "StreamingOutputCall: response compressed flags are {flags:?}, expected [true, false]");
+    ensure!(
+        flags == [true, false],
+        "StreamingOutputCall: response compressed flags are {flags:?}, expected [true, false]"
+    );
     Ok(())
 }
 
@@ -724,22 +870,35 @@ fn duplex_req(size: i32, body: usize) -> StreamingOutputCallRequest {
 async fn ping_pong(client: &TestServiceClient) -> CaseResult {
     let steps = [(31415, 27182), (9, 8), (2653, 1828), (58979, 45904)];
     let (tx, stream) = feed();
-    tx.send(duplex_req(steps[0].0, steps[0].1)).map_err(|_| "request stream closed".to_string())?;
-    let r = client.full_duplex_call(stream).await.map_err(|s| st("FullDuplexCall", s))?;
+    tx.send(duplex_req(steps[0].0, steps[0].1))
+        .map_err(|_| "request stream closed".to_string())?;
+    let r = client
+        .full_duplex_call(stream)
+        .await
+        .map_err(|s| st("FullDuplexCall", s))?;
     let mut responses = r.into_inner();
     for (i, (size, _)) in steps.iter().enumerate() {
         if i > 0 {
-            tx.send(duplex_req(*size, steps[i].1)).map_err(|_| "request stream closed early".to_string())?;
+            tx.send(duplex_req(*size, steps[i].1))
+                .map_err(|_| "request stream closed early".to_string())?;
         }
         let m = responses
             .message()
             .await
             .map_err(|s| st(&format!("FullDuplexCall response #{i}"), s))?
             .ok_or_else(|| format!("FullDuplexCall ended after {i} responses, expected 4"))?;
-        check_payload(&format!("FullDuplexCall response #{i}"), m.payload.as_ref(), *size as usize)?;
+        check_payload(
+            &format!("FullDuplexCall response #{i}"),
+            m.payload.as_ref(),
+            *size as usize,
+        )?;
     }
     drop(tx);
-    match responses.message().await.map_err(|s| st("FullDuplexCall after half-close", s))? {
+    match responses
+        .message()
+        .await
+        .map_err(|s| st("FullDuplexCall after half-close", s))?
+    {
         None => Ok(()),
         Some(_) => Err("FullDuplexCall: more than 4 responses".into()),
     }
@@ -747,11 +906,17 @@ async fn ping_pong(client: &TestServiceClient) -> CaseResult {
 
 async fn empty_stream(client: &TestServiceClient) -> CaseResult {
     let r = client
-        .full_duplex_call(futures_util::stream::iter(Vec::<StreamingOutputCallRequest>::new()))
+        .full_duplex_call(futures_util::stream::iter(
+            Vec::<StreamingOutputCallRequest>::new(),
+        ))
         .await
         .map_err(|s| st("FullDuplexCall", s))?;
     let got = collect("FullDuplexCall", r.into_inner()).await?;
-    ensure!(got.is_empty(), "FullDuplexCall: got {} responses, expected none", got.len());
+    ensure!(
+        got.is_empty(),
+        "FullDuplexCall: got {} responses, expected none",
+        got.len()
+    );
     Ok(())
 }
 
@@ -764,14 +929,22 @@ fn echo_metadata() -> MetadataMap {
     let mut md = MetadataMap::new();
     // Both keys are valid constants; failure here would be a runtime bug.
     let _ = md.insert(ECHO_INITIAL, ECHO_INITIAL_VALUE);
-    let _ = md.insert_bin(ECHO_TRAILING, bytes::Bytes::from_static(ECHO_TRAILING_VALUE));
+    let _ = md.insert_bin(
+        ECHO_TRAILING,
+        bytes::Bytes::from_static(ECHO_TRAILING_VALUE),
+    );
     md
 }
 
 fn check_echo(what: &str, headers: &MetadataMap, trailers: Option<&MetadataMap>) -> CaseResult {
     let got = headers.get(ECHO_INITIAL);
-    ensure!(got == Some(ECHO_INITIAL_VALUE), "{what}: initial metadata {ECHO_INITIAL} is {got:?}, expected {ECHO_INITIAL_VALUE:?}");
-    let got = trailers.and_then(|t| t.get_bin(ECHO_TRAILING)).map(|b| b.to_vec());
+    ensure!(
+        got == Some(ECHO_INITIAL_VALUE),
+        "{what}: initial metadata {ECHO_INITIAL} is {got:?}, expected {ECHO_INITIAL_VALUE:?}"
+    );
+    let got = trailers
+        .and_then(|t| t.get_bin(ECHO_TRAILING))
+        .map(|b| b.to_vec());
     ensure!(
         got.as_deref() == Some(ECHO_TRAILING_VALUE),
         "{what}: trailing metadata {ECHO_TRAILING} is {got:02x?}, expected [ab, ab, ab]"
@@ -782,18 +955,32 @@ fn check_echo(what: &str, headers: &MetadataMap, trailers: Option<&MetadataMap>)
 async fn custom_metadata(client: &TestServiceClient) -> CaseResult {
     let mut req = Request::new(large_request());
     *req.metadata_mut() = echo_metadata();
-    let r = client.unary_call(req).await.map_err(|s| st("UnaryCall", s))?;
+    let r = client
+        .unary_call(req)
+        .await
+        .map_err(|s| st("UnaryCall", s))?;
     check_simple("UnaryCall", r.get_ref(), 314159)?;
     check_echo("UnaryCall", r.metadata(), r.trailers())?;
 
     let mut req = Request::new(futures_util::stream::iter(vec![duplex_req(314159, 271828)]));
     *req.metadata_mut() = echo_metadata();
-    let r = client.full_duplex_call(req).await.map_err(|s| st("FullDuplexCall", s))?;
+    let r = client
+        .full_duplex_call(req)
+        .await
+        .map_err(|s| st("FullDuplexCall", s))?;
     let (_, mut stream, _) = r.into_parts();
     // A bidi call returns before the response headers; they are read from the stream.
-    let headers = stream.headers().await.map_err(|s| st("FullDuplexCall", s))?.clone();
+    let headers = stream
+        .headers()
+        .await
+        .map_err(|s| st("FullDuplexCall", s))?
+        .clone();
     let mut got = Vec::new();
-    while let Some(m) = stream.message().await.map_err(|s| st("FullDuplexCall", s))? {
+    while let Some(m) = stream
+        .message()
+        .await
+        .map_err(|s| st("FullDuplexCall", s))?
+    {
         got.push(m);
     }
     check_sizes("FullDuplexCall", &got, &[314159])?;
@@ -803,12 +990,23 @@ async fn custom_metadata(client: &TestServiceClient) -> CaseResult {
 async fn expect_echo_status(client: &TestServiceClient, code: i32, message: &str) -> CaseResult {
     let want = Code::from_i32(code);
     let check = |what: &str, s: Status| -> CaseResult {
-        ensure!(s.code() == want, "{what}: status code {:?}, expected {want:?}", s.code());
-        ensure!(s.message() == message, "{what}: status message {:?}, expected {message:?}", s.message());
+        ensure!(
+            s.code() == want,
+            "{what}: status code {:?}, expected {want:?}",
+            s.code()
+        );
+        ensure!(
+            s.message() == message,
+            "{what}: status message {:?}, expected {message:?}",
+            s.message()
+        );
         Ok(())
     };
     let req = SimpleRequest {
-        response_status: Some(EchoStatus { code, message: message.to_string() }),
+        response_status: Some(EchoStatus {
+            code,
+            message: message.to_string(),
+        }),
         ..Default::default()
     };
     match client.unary_call(req).await {
@@ -822,10 +1020,15 @@ async fn status_code_and_message(client: &TestServiceClient) -> CaseResult {
     let message = "test status message";
     expect_echo_status(client, 2, message).await?;
     let req = StreamingOutputCallRequest {
-        response_status: Some(EchoStatus { code: 2, message: message.to_string() }),
+        response_status: Some(EchoStatus {
+            code: 2,
+            message: message.to_string(),
+        }),
         ..Default::default()
     };
-    let r = client.full_duplex_call(futures_util::stream::iter(vec![req])).await;
+    let r = client
+        .full_duplex_call(futures_util::stream::iter(vec![req]))
+        .await;
     let status = match r {
         Err(s) => s,
         Ok(resp) => {
@@ -833,33 +1036,59 @@ async fn status_code_and_message(client: &TestServiceClient) -> CaseResult {
             loop {
                 match s.message().await {
                     Ok(Some(_)) => continue,
-                    Ok(None) => return Err("FullDuplexCall ended OK, expected the echoed status".into()),
+                    Ok(None) => {
+                        return Err("FullDuplexCall ended OK, expected the echoed status".into())
+                    }
                     Err(e) => break e,
                 }
             }
         }
     };
-    ensure!(status.code() == Code::Unknown, "FullDuplexCall: status code {:?}, expected Unknown", status.code());
-    ensure!(status.message() == message, "FullDuplexCall: status message {:?}, expected {message:?}", status.message());
+    ensure!(
+        status.code() == Code::Unknown,
+        "FullDuplexCall: status code {:?}, expected Unknown",
+        status.code()
+    );
+    ensure!(
+        status.message() == message,
+        "FullDuplexCall: status message {:?}, expected {message:?}",
+        status.message()
+    );
     Ok(())
 }
 
 async fn special_status_message(client: &TestServiceClient) -> CaseResult {
-    expect_echo_status(client, 2, "\t\ntest with whitespace\r\nand Unicode BMP \u{263A} and non-BMP \u{1F608}\t\n").await
+    expect_echo_status(
+        client,
+        2,
+        "\t\ntest with whitespace\r\nand Unicode BMP \u{263A} and non-BMP \u{1F608}\t\n",
+    )
+    .await
 }
 
 async fn unimplemented_method(client: &TestServiceClient) -> CaseResult {
-    expect_code("TestService/UnimplementedCall", client.unimplemented_call(Empty {}).await, Code::Unimplemented)
+    expect_code(
+        "TestService/UnimplementedCall",
+        client.unimplemented_call(Empty {}).await,
+        Code::Unimplemented,
+    )
 }
 
 async fn unimplemented_service(channel: &Channel) -> CaseResult {
     let client = UnimplementedServiceClient::new(channel.clone());
-    expect_code("UnimplementedService/UnimplementedCall", client.unimplemented_call(Empty {}).await, Code::Unimplemented)
+    expect_code(
+        "UnimplementedService/UnimplementedCall",
+        client.unimplemented_call(Empty {}).await,
+        Code::Unimplemented,
+    )
 }
 
 async fn cancel_after_begin(client: &TestServiceClient) -> CaseResult {
     // Make sure the connection is up so the call's headers go out before we cancel.
-    client.empty_call(Empty {}).await.map_err(|s| st("EmptyCall (warm-up)", s))?;
+    client
+        .empty_call(Empty {})
+        .await
+        .map_err(|s| st("EmptyCall (warm-up)", s))?;
     let (tx, stream) = feed::<StreamingInputCallRequest>();
     let mut req = Request::new(stream);
     let cancel = req.cancel_handle();
@@ -868,7 +1097,10 @@ async fn cancel_after_begin(client: &TestServiceClient) -> CaseResult {
         tokio::spawn(async move { client.streaming_input_call(req).await })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    ensure!(!call.is_finished(), "StreamingInputCall completed before it was cancelled");
+    ensure!(
+        !call.is_finished(),
+        "StreamingInputCall completed before it was cancelled"
+    );
     cancel.cancel();
     let r = tokio::time::timeout(Duration::from_secs(5), call)
         .await
@@ -876,9 +1108,17 @@ async fn cancel_after_begin(client: &TestServiceClient) -> CaseResult {
         .map_err(|e| format!("StreamingInputCall task failed: {e}"))?;
     drop(tx);
     match r {
-        Ok(r) => Err(format!("cancelled StreamingInputCall succeeded: {:?}", r.into_inner())),
+        Ok(r) => Err(format!(
+            "cancelled StreamingInputCall succeeded: {:?}",
+            r.into_inner()
+        )),
         Err(s) => {
-            ensure!(s.code() == Code::Cancelled, "cancelled StreamingInputCall completed with {:?}: {:?}", s.code(), s.message());
+            ensure!(
+                s.code() == Code::Cancelled,
+                "cancelled StreamingInputCall completed with {:?}: {:?}",
+                s.code(),
+                s.message()
+            );
             Ok(())
         }
     }
@@ -886,8 +1126,12 @@ async fn cancel_after_begin(client: &TestServiceClient) -> CaseResult {
 
 async fn cancel_after_first_response(client: &TestServiceClient) -> CaseResult {
     let (tx, stream) = feed();
-    tx.send(duplex_req(31415, 27182)).map_err(|_| "request stream closed".to_string())?;
-    let r = client.full_duplex_call(stream).await.map_err(|s| st("FullDuplexCall", s))?;
+    tx.send(duplex_req(31415, 27182))
+        .map_err(|_| "request stream closed".to_string())?;
+    let r = client
+        .full_duplex_call(stream)
+        .await
+        .map_err(|s| st("FullDuplexCall", s))?;
     let mut responses = r.into_inner();
     let m = responses
         .message()
@@ -900,18 +1144,34 @@ async fn cancel_after_first_response(client: &TestServiceClient) -> CaseResult {
     drop(tx);
     let s = match responses.message().await {
         Err(s) => s,
-        Ok(m) => return Err(format!("FullDuplexCall after cancel: got {m:?}, expected CANCELLED")),
+        Ok(m) => {
+            return Err(format!(
+                "FullDuplexCall after cancel: got {m:?}, expected CANCELLED"
+            ))
+        }
     };
-    ensure!(s.code() == Code::Cancelled, "cancelled FullDuplexCall completed with {:?}: {:?}", s.code(), s.message());
+    ensure!(
+        s.code() == Code::Cancelled,
+        "cancelled FullDuplexCall completed with {:?}: {:?}",
+        s.code(),
+        s.message()
+    );
     let code = responses.status().map(|s| s.code());
-    ensure!(code == Some(Code::Cancelled), "cancelled FullDuplexCall: final status {code:?}, expected Cancelled");
+    ensure!(
+        code == Some(Code::Cancelled),
+        "cancelled FullDuplexCall: final status {code:?}, expected Cancelled"
+    );
     Ok(())
 }
 
 async fn timeout_on_sleeping_server(client: &TestServiceClient) -> CaseResult {
     let (tx, stream) = feed();
-    let first = StreamingOutputCallRequest { payload: payload(27182), ..Default::default() };
-    tx.send(first).map_err(|_| "request stream closed".to_string())?;
+    let first = StreamingOutputCallRequest {
+        payload: payload(27182),
+        ..Default::default()
+    };
+    tx.send(first)
+        .map_err(|_| "request stream closed".to_string())?;
     let mut req = Request::new(stream);
     req.set_timeout(Duration::from_millis(1));
     let status = match client.full_duplex_call(req).await {
@@ -921,7 +1181,9 @@ async fn timeout_on_sleeping_server(client: &TestServiceClient) -> CaseResult {
             loop {
                 match s.message().await {
                     Ok(Some(_)) => continue,
-                    Ok(None) => return Err("FullDuplexCall ended OK, expected DEADLINE_EXCEEDED".into()),
+                    Ok(None) => {
+                        return Err("FullDuplexCall ended OK, expected DEADLINE_EXCEEDED".into())
+                    }
                     Err(e) => break e,
                 }
             }
@@ -945,7 +1207,10 @@ async fn very_large_request(client: &TestServiceClient) -> CaseResult {
         payload: payload(10 * 1024 * 1024),
         ..Default::default()
     };
-    let r = client.unary_call(req).await.map_err(|s| st("UnaryCall with a 10 MiB request", s))?;
+    let r = client
+        .unary_call(req)
+        .await
+        .map_err(|s| st("UnaryCall with a 10 MiB request", s))?;
     check_simple("UnaryCall with a 10 MiB request", r.get_ref(), 10)
 }
 
@@ -954,13 +1219,24 @@ async fn concurrent_large_unary(cfg: &ClientConfig, client: &TestServiceClient) 
     let calls = futures_util::stream::iter(0..total).map(|i| {
         let client = client.clone();
         async move {
-            let r = client.unary_call(large_request()).await.map_err(|s| st(&format!("UnaryCall #{i}"), s))?;
+            let r = client
+                .unary_call(large_request())
+                .await
+                .map_err(|s| st(&format!("UnaryCall #{i}"), s))?;
             check_simple(&format!("UnaryCall #{i}"), r.get_ref(), 314159)
         }
     });
-    let results: Vec<CaseResult> = calls.buffer_unordered(cfg.concurrent_parallelism).collect().await;
+    let results: Vec<CaseResult> = calls
+        .buffer_unordered(cfg.concurrent_parallelism)
+        .collect()
+        .await;
     let failures: Vec<String> = results.into_iter().filter_map(Result::err).collect();
-    ensure!(failures.is_empty(), "{} of {total} concurrent large unary calls failed; first: {}", failures.len(), failures[0]);
+    ensure!(
+        failures.is_empty(),
+        "{} of {total} concurrent large unary calls failed; first: {}",
+        failures.len(),
+        failures[0]
+    );
     Ok(())
 }
 
@@ -996,8 +1272,14 @@ async fn soak_rpc(
         }
         Err(e) => {
             let elapsed = t0.elapsed();
-            let peer = recorder.call_after(before, UNARY_CALL_PATH).and_then(|c| c.peer);
-            (Err(st("UnaryCall", e)), elapsed, peer_label(peer, false, target))
+            let peer = recorder
+                .call_after(before, UNARY_CALL_PATH)
+                .and_then(|c| c.peer);
+            (
+                Err(st("UnaryCall", e)),
+                elapsed,
+                peer_label(peer, false, target),
+            )
         }
     }
 }
@@ -1033,17 +1315,31 @@ async fn soak(cfg: &ClientConfig, shared: Option<(&TestServiceClient, &Recorder)
                         Ok(ch) => ch,
                         Err(e) => return (Err(e), t0.elapsed(), "none".to_string()),
                     };
-                    let r = soak_rpc(&TestServiceClient::new(ch.clone()), &recorder, req, t0, &target).await;
+                    let r = soak_rpc(
+                        &TestServiceClient::new(ch.clone()),
+                        &recorder,
+                        req,
+                        t0,
+                        &target,
+                    )
+                    .await;
                     ch.shutdown();
                     r
                 }
             }
         };
         let line = |elapsed: Duration, peer: &str, what: &str| {
-            format!("soak iteration: {i} elapsed_ms: {} peer: {peer} server_uri: {target} {what}", elapsed.as_millis())
+            format!(
+                "soak iteration: {i} elapsed_ms: {} peer: {peer} server_uri: {target} {what}",
+                elapsed.as_millis()
+            )
         };
         let Ok((result, elapsed, peer)) = tokio::time::timeout(remaining, attempt).await else {
-            (cfg.log)(&line(t0.elapsed(), "none", "failed: still running at the overall timeout"));
+            (cfg.log)(&line(
+                t0.elapsed(),
+                "none",
+                "failed: still running at the overall timeout",
+            ));
             break;
         };
         latencies.push(elapsed);
@@ -1055,7 +1351,14 @@ async fn soak(cfg: &ClientConfig, shared: Option<(&TestServiceClient, &Recorder)
             }
             Ok(()) if elapsed > s.max_latency => {
                 failures += 1;
-                (cfg.log)(&line(elapsed, &peer, &format!("exceeds max acceptable latency: {}", s.max_latency.as_millis())));
+                (cfg.log)(&line(
+                    elapsed,
+                    &peer,
+                    &format!(
+                        "exceeds max acceptable latency: {}",
+                        s.max_latency.as_millis()
+                    ),
+                ));
             }
             Ok(()) => (cfg.log)(&line(elapsed, &peer, "succeeded")),
         }
@@ -1080,7 +1383,11 @@ async fn soak(cfg: &ClientConfig, shared: Option<(&TestServiceClient, &Recorder)
         s.iterations,
         s.overall_timeout.as_secs()
     );
-    ensure!(failures <= s.max_failures, "{failures} soak iterations failed, more than the {} allowed", s.max_failures);
+    ensure!(
+        failures <= s.max_failures,
+        "{failures} soak iterations failed, more than the {} allowed",
+        s.max_failures
+    );
     Ok(())
 }
 
@@ -1089,7 +1396,11 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Result<ClientConfig, String> {
-        ClientConfig::from_flags(&Flags::parse(args.iter().copied(), CLIENT_FLAGS, CLIENT_BOOL_FLAGS)?)
+        ClientConfig::from_flags(&Flags::parse(
+            args.iter().copied(),
+            CLIENT_FLAGS,
+            CLIENT_BOOL_FLAGS,
+        )?)
     }
 
     #[test]
@@ -1102,12 +1413,24 @@ mod tests {
         assert_eq!(s.iterations, 10);
         assert_eq!(s.max_failures, 0);
         assert_eq!(s.max_latency, Duration::from_millis(1000));
-        assert_eq!(s.overall_timeout, Duration::from_secs(10), "iterations x per-iteration latency");
+        assert_eq!(
+            s.overall_timeout,
+            Duration::from_secs(10),
+            "iterations x per-iteration latency"
+        );
         assert_eq!(s.min_time_between_rpcs, Duration::ZERO);
         assert_eq!(s.request_size, 271828);
         assert_eq!(s.response_size, 314159);
         let d = SoakConfig::default();
-        assert_eq!((d.iterations, d.overall_timeout, d.request_size, d.response_size), (10, s.overall_timeout, 271828, 314159));
+        assert_eq!(
+            (
+                d.iterations,
+                d.overall_timeout,
+                d.request_size,
+                d.response_size
+            ),
+            (10, s.overall_timeout, 271828, 314159)
+        );
     }
 
     #[test]
@@ -1126,27 +1449,53 @@ mod tests {
         let s = &c.soak;
         assert_eq!((s.iterations, s.max_failures), (7, 2));
         assert_eq!(s.max_latency, Duration::from_millis(300));
-        assert_eq!(s.overall_timeout, Duration::from_millis(2100), "default: 7 x 300 ms");
+        assert_eq!(
+            s.overall_timeout,
+            Duration::from_millis(2100),
+            "default: 7 x 300 ms"
+        );
         assert_eq!(s.min_time_between_rpcs, Duration::from_millis(5));
         assert_eq!((s.request_size, s.response_size), (0, 12));
         let req = soak_request(s.request_size, s.response_size);
-        assert_eq!((req.payload.unwrap().body.len(), req.response_size), (0, 12));
+        assert_eq!(
+            (req.payload.unwrap().body.len(), req.response_size),
+            (0, 12)
+        );
 
         let c = parse(&["--soak_iterations=7", "--soak_overall_timeout_seconds=3"]).unwrap();
         assert_eq!(c.soak.overall_timeout, Duration::from_secs(3));
 
-        for bad in ["--soak_request_size=-1", "--soak_response_size=2147483648", "--soak_request_size=big", "--soak_iterations=-3"] {
+        for bad in [
+            "--soak_request_size=-1",
+            "--soak_response_size=2147483648",
+            "--soak_request_size=big",
+            "--soak_iterations=-3",
+        ] {
             let err = parse(&[bad]).unwrap_err();
             let name = bad.trim_start_matches('-').split('=').next().unwrap();
             assert!(err.contains(name), "{bad}: {err}");
         }
-        assert_eq!(parse(&["--soak_response_size=2147483647"]).unwrap().soak.response_size, i32::MAX as usize);
+        assert_eq!(
+            parse(&["--soak_response_size=2147483647"])
+                .unwrap()
+                .soak
+                .response_size,
+            i32::MAX as usize
+        );
     }
 
     #[test]
     fn server_uri_replaces_host_and_port() {
-        let c = parse(&["--server_host=example.com", "--server_port=1", "--server_uri=ipv4:127.0.0.1:5,127.0.0.1:6"]).unwrap();
-        assert_eq!(c.server_uri.as_deref(), Some("ipv4:127.0.0.1:5,127.0.0.1:6"));
+        let c = parse(&[
+            "--server_host=example.com",
+            "--server_port=1",
+            "--server_uri=ipv4:127.0.0.1:5,127.0.0.1:6",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.server_uri.as_deref(),
+            Some("ipv4:127.0.0.1:5,127.0.0.1:6")
+        );
         assert_eq!(c.target(), "ipv4:127.0.0.1:5,127.0.0.1:6");
         c.validate().unwrap();
         for uri in [
@@ -1164,12 +1513,31 @@ mod tests {
             c.validate().unwrap_or_else(|e| panic!("{uri}: {e}"));
         }
         // Empty is the same as absent (grpc-go).
-        assert_eq!(parse(&["--server_uri="]).unwrap().target(), "http://localhost:10000");
-        assert_eq!(parse(&["--server_host=::1", "--server_port=9"]).unwrap().target(), "http://[::1]:9");
-        assert_eq!(parse(&["--server_host=h", "--use_tls"]).unwrap().target(), "https://h:10000");
+        assert_eq!(
+            parse(&["--server_uri="]).unwrap().target(),
+            "http://localhost:10000"
+        );
+        assert_eq!(
+            parse(&["--server_host=::1", "--server_port=9"])
+                .unwrap()
+                .target(),
+            "http://[::1]:9"
+        );
+        assert_eq!(
+            parse(&["--server_host=h", "--use_tls"]).unwrap().target(),
+            "https://h:10000"
+        );
         // Malformed targets are refused when the channel is built.
-        for bad in ["ipv4:nonsense", "ipv6:1.2.3.4:5", "ipv4:127.0.0.1:99999", "nosuchscheme://x/y"] {
-            let err = parse(&[&format!("--server_uri={bad}")]).unwrap().validate().unwrap_err();
+        for bad in [
+            "ipv4:nonsense",
+            "ipv6:1.2.3.4:5",
+            "ipv4:127.0.0.1:99999",
+            "nosuchscheme://x/y",
+        ] {
+            let err = parse(&[&format!("--server_uri={bad}")])
+                .unwrap()
+                .validate()
+                .unwrap_err();
             assert!(err.contains("invalid target"), "{bad}: {err}");
         }
     }
@@ -1184,10 +1552,18 @@ mod tests {
         ])
         .unwrap();
         c.validate().unwrap();
-        let c = parse(&["--server_uri=dns:///foo.test.google.fr:5", "--use_tls", "--use_test_ca"]).unwrap();
+        let c = parse(&[
+            "--server_uri=dns:///foo.test.google.fr:5",
+            "--use_tls",
+            "--use_test_ca",
+        ])
+        .unwrap();
         c.validate().unwrap();
         // No CA flag: the system's CA certificates, as grpc-go's interop client.
-        parse(&["--server_uri=ipv4:127.0.0.1:5", "--use_tls"]).unwrap().validate().unwrap();
+        parse(&["--server_uri=ipv4:127.0.0.1:5", "--use_tls"])
+            .unwrap()
+            .validate()
+            .unwrap();
         // Half a client identity is a flag error.
         let err = parse(&["--use_tls", "--client_cert_file=c.pem"]).unwrap_err();
         assert!(err.contains("--client_key_file"), "{err}");
@@ -1199,10 +1575,25 @@ mod tests {
         let c = parse(&[&format!("--service_config_json={json}")]).unwrap();
         assert_eq!(c.service_config_json.as_deref(), Some(json));
         c.validate().unwrap();
-        assert_eq!(parse(&["--service_config_json="]).unwrap().service_config_json, None);
-        for bad in [r#"{"loadBalancingConfig":"#, r#"{"loadBalancingConfig":[{"no_such_policy":{}}]}"#, "[1]"] {
-            let err = parse(&["--service_config_json", bad]).unwrap().validate().unwrap_err();
-            assert!(err.contains("invalid default service config"), "{bad}: {err}");
+        assert_eq!(
+            parse(&["--service_config_json="])
+                .unwrap()
+                .service_config_json,
+            None
+        );
+        for bad in [
+            r#"{"loadBalancingConfig":"#,
+            r#"{"loadBalancingConfig":[{"no_such_policy":{}}]}"#,
+            "[1]",
+        ] {
+            let err = parse(&["--service_config_json", bad])
+                .unwrap()
+                .validate()
+                .unwrap_err();
+            assert!(
+                err.contains("invalid default service config"),
+                "{bad}: {err}"
+            );
         }
     }
 
@@ -1210,7 +1601,10 @@ mod tests {
     fn peer_labels() {
         let a: SocketAddr = "127.0.0.1:5".parse().unwrap();
         assert_eq!(peer_label(Some(a), true, "ipv4:127.0.0.1:5"), "127.0.0.1:5");
-        assert_eq!(peer_label(Some(a), false, "ipv4:127.0.0.1:5"), "127.0.0.1:5");
+        assert_eq!(
+            peer_label(Some(a), false, "ipv4:127.0.0.1:5"),
+            "127.0.0.1:5"
+        );
         assert_eq!(peer_label(None, true, "dns:///x:1"), "unix");
         assert_eq!(peer_label(None, false, "unix:/tmp/s"), "unix");
         assert_eq!(peer_label(None, false, "dns:///x:1"), "none");

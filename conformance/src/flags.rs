@@ -28,7 +28,9 @@ impl Flags {
             let body = arg
                 .strip_prefix("--")
                 .or_else(|| arg.strip_prefix('-'))
-                .ok_or_else(|| format!("unexpected argument {arg:?} (flags look like --name=value)"))?;
+                .ok_or_else(|| {
+                    format!("unexpected argument {arg:?} (flags look like --name=value)")
+                })?;
             let (name, value) = match body.split_once('=') {
                 Some((n, v)) => (n.to_string(), v.to_string()),
                 None => {
@@ -42,7 +44,10 @@ impl Flags {
                             _ => (name, "true".to_string()),
                         }
                     } else {
-                        let v = args.get(i).ok_or_else(|| format!("flag --{name} needs a value"))?.clone();
+                        let v = args
+                            .get(i)
+                            .ok_or_else(|| format!("flag --{name} needs a value"))?
+                            .clone();
                         i += 1;
                         (name, v)
                     }
@@ -82,7 +87,10 @@ impl Flags {
     pub fn num<T: std::str::FromStr>(&self, name: &str, default: T) -> Result<T, String> {
         match self.get(name) {
             None => Ok(default),
-            Some(v) => v.trim().parse().map_err(|_| format!("flag --{name}: {v:?} is not a valid number")),
+            Some(v) => v
+                .trim()
+                .parse()
+                .map_err(|_| format!("flag --{name}: {v:?} is not a valid number")),
         }
     }
 
@@ -99,7 +107,17 @@ mod tests {
     #[test]
     fn forms() {
         let f = Flags::parse(
-            ["--port=1", "--use_tls", "-x", "v", "--use_test_ca", "false", "--y", "3", "--z"],
+            [
+                "--port=1",
+                "--use_tls",
+                "-x",
+                "v",
+                "--use_test_ca",
+                "false",
+                "--y",
+                "3",
+                "--z",
+            ],
             &["port", "use_tls", "x", "use_test_ca", "y", "z"],
             &["use_tls", "use_test_ca", "z"],
         )
@@ -112,6 +130,11 @@ mod tests {
         assert!(f.bool("z", false).unwrap());
         assert!(Flags::parse(["--nope=1"], &["port"], &[]).is_err());
         assert!(Flags::parse(["--port"], &["port"], &[]).is_err());
-        assert!(Flags::parse(["--use_tls=maybe"], &["use_tls"], &["use_tls"]).unwrap().bool("use_tls", false).is_err());
+        assert!(
+            Flags::parse(["--use_tls=maybe"], &["use_tls"], &["use_tls"])
+                .unwrap()
+                .bool("use_tls", false)
+                .is_err()
+        );
     }
 }

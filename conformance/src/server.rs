@@ -16,7 +16,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use grpc_runtime::server::authz::FileWatcherInterceptor;
 use grpc_runtime::server::{Server, ServerTlsConfig};
 use grpc_runtime::{
-    BoxStream, Code, CompressionEncoding, MetadataMap, Request, Response, ServerContext, Status, Streaming,
+    BoxStream, Code, CompressionEncoding, MetadataMap, Request, Response, ServerContext, Status,
+    Streaming,
 };
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -25,12 +26,22 @@ use crate::flags::Flags;
 use crate::pb::test_service_server::{TestService, TestServiceServer};
 use crate::pb::{
     EchoStatus, Empty, Payload, PayloadType, ResponseParameters, SimpleRequest, SimpleResponse,
-    StreamingInputCallRequest, StreamingInputCallResponse, StreamingOutputCallRequest, StreamingOutputCallResponse,
+    StreamingInputCallRequest, StreamingInputCallResponse, StreamingOutputCallRequest,
+    StreamingOutputCallResponse,
 };
 
 /// Flags `interop_server` accepts.
-pub const SERVER_FLAGS: &[&str] =
-    &["port", "use_tls", "tls_cert_file", "tls_key_file", "address_type", "host", "client_ca_file", "authz_policy", "grpc_web"];
+pub const SERVER_FLAGS: &[&str] = &[
+    "port",
+    "use_tls",
+    "tls_cert_file",
+    "tls_key_file",
+    "address_type",
+    "host",
+    "client_ca_file",
+    "authz_policy",
+    "grpc_web",
+];
 /// Boolean flags of `interop_server`.
 pub const SERVER_BOOL_FLAGS: &[&str] = &["use_tls", "grpc_web"];
 
@@ -91,10 +102,16 @@ impl ServerConfig {
             None => "0.0.0.0",
             Some(t) if t == "IPV4" || t == "IPV4_IPV6" => "0.0.0.0",
             Some(t) if t == "IPV6" => "::",
-            Some(t) => return Err(format!("--address_type={t}: expected IPV4, IPV6 or IPV4_IPV6")),
+            Some(t) => {
+                return Err(format!(
+                    "--address_type={t}: expected IPV4, IPV6 or IPV4_IPV6"
+                ))
+            }
         };
         let host = flags.string("host", default_host);
-        let ip: std::net::IpAddr = host.parse().map_err(|_| format!("--host={host}: not an IP address"))?;
+        let ip: std::net::IpAddr = host
+            .parse()
+            .map_err(|_| format!("--host={host}: not an IP address"))?;
         let mut c = ServerConfig::new(SocketAddr::new(ip, port));
         c.use_tls = flags.bool("use_tls", false)?;
         c.grpc_web = flags.bool("grpc_web", true)?;
@@ -110,7 +127,10 @@ impl ServerConfig {
             }
             c.client_ca_file = Some(PathBuf::from(p));
         }
-        c.authz_policy = flags.get("authz_policy").filter(|s| !s.is_empty()).map(PathBuf::from);
+        c.authz_policy = flags
+            .get("authz_policy")
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from);
         Ok(c)
     }
 }
@@ -139,29 +159,41 @@ fn echo_metadata(request_md: &MetadataMap, ctx: &ServerContext, headers: &mut Me
 }
 
 fn echo_status(s: Option<&EchoStatus>) -> Option<Status> {
-    s.filter(|s| s.code != 0).map(|s| Status::new(Code::from_i32(s.code), s.message.clone()))
+    s.filter(|s| s.code != 0)
+        .map(|s| Status::new(Code::from_i32(s.code), s.message.clone()))
 }
 
 fn make_payload(response_type: i32, size: i32) -> Result<Payload, Status> {
     if response_type != PayloadType::Compressable as i32 {
-        return Err(Status::invalid_argument(format!("unsupported response_type {response_type}")));
+        return Err(Status::invalid_argument(format!(
+            "unsupported response_type {response_type}"
+        )));
     }
     if size < 0 {
-        return Err(Status::invalid_argument(format!("negative response size {size}")));
+        return Err(Status::invalid_argument(format!(
+            "negative response size {size}"
+        )));
     }
     if size as usize > MAX_RESPONSE_PAYLOAD {
         return Err(Status::invalid_argument(format!(
             "response size {size} is larger than this server's limit of {MAX_RESPONSE_PAYLOAD} bytes"
         )));
     }
-    Ok(Payload { r#type: response_type, body: vec![0u8; size as usize] })
+    Ok(Payload {
+        r#type: response_type,
+        body: vec![0u8; size as usize],
+    })
 }
 
 /// The CompressedRequest feature, checked per message as the C++ interop server does:
 /// with `expect_compressed` true the message must have arrived compressed (call encoding
 /// set and compressed flag 1), with false (or absent) it must have arrived uncompressed;
 /// otherwise INVALID_ARGUMENT.
-fn check_expect_compressed(expect: bool, encoding: Option<CompressionEncoding>, compressed: Option<bool>) -> Result<(), Status> {
+fn check_expect_compressed(
+    expect: bool,
+    encoding: Option<CompressionEncoding>,
+    compressed: Option<bool>,
+) -> Result<(), Status> {
     let compressed = encoding.is_some() && compressed.unwrap_or(false);
     if expect && !compressed {
         return Err(Status::invalid_argument(
@@ -194,7 +226,11 @@ type Item = (Result<StreamingOutputCallResponse, Status>, bool);
 
 /// Sends the responses for `params` (sleeping `interval_us` before each); false when the
 /// client went away.
-async fn send_responses(tx: &mpsc::Sender<Item>, response_type: i32, params: &[ResponseParameters]) -> bool {
+async fn send_responses(
+    tx: &mpsc::Sender<Item>,
+    response_type: i32,
+    params: &[ResponseParameters],
+) -> bool {
     for p in params {
         if p.interval_us > 0 {
             // Stop waiting as soon as the client is gone.
@@ -204,7 +240,9 @@ async fn send_responses(tx: &mpsc::Sender<Item>, response_type: i32, params: &[R
             }
         }
         let item = match make_payload(response_type, p.size) {
-            Ok(payload) => Ok(StreamingOutputCallResponse { payload: Some(payload) }),
+            Ok(payload) => Ok(StreamingOutputCallResponse {
+                payload: Some(payload),
+            }),
             Err(e) => Err(e),
         };
         let failed = item.is_err();
@@ -218,12 +256,18 @@ async fn send_responses(tx: &mpsc::Sender<Item>, response_type: i32, params: &[R
 
 /// The response stream the runtime writes: applies each item's compression flag just
 /// before the runtime encodes it.
-fn response_stream(ctx: ServerContext, rx: mpsc::Receiver<Item>) -> BoxStream<StreamingOutputCallResponse> {
-    Box::pin(futures_util::stream::unfold((ctx, rx), |(ctx, mut rx)| async move {
-        let (item, compressed) = rx.recv().await?;
-        ctx.set_message_compression(compressed);
-        Some((item, (ctx, rx)))
-    }))
+fn response_stream(
+    ctx: ServerContext,
+    rx: mpsc::Receiver<Item>,
+) -> BoxStream<StreamingOutputCallResponse> {
+    Box::pin(futures_util::stream::unfold(
+        (ctx, rx),
+        |(ctx, mut rx)| async move {
+            let (item, compressed) = rx.recv().await?;
+            ctx.set_message_compression(compressed);
+            Some((item, (ctx, rx)))
+        },
+    ))
 }
 
 fn streaming_response(
@@ -248,7 +292,10 @@ impl TestService for InteropService {
         Ok(resp)
     }
 
-    async fn unary_call(&self, request: Request<SimpleRequest>) -> Result<Response<SimpleResponse>, Status> {
+    async fn unary_call(
+        &self,
+        request: Request<SimpleRequest>,
+    ) -> Result<Response<SimpleResponse>, Status> {
         let ctx = request.context().clone();
         let mut headers = MetadataMap::new();
         echo_metadata(request.metadata(), &ctx, &mut headers);
@@ -269,23 +316,40 @@ impl TestService for InteropService {
             ctx.set_compression(None);
         }
         let mut resp = Response::new(SimpleResponse {
-            payload: if req.response_size > 0 { Some(payload) } else { None },
-            server_id: if req.fill_server_id { "grpc-rust".to_string() } else { String::new() },
+            payload: if req.response_size > 0 {
+                Some(payload)
+            } else {
+                None
+            },
+            server_id: if req.fill_server_id {
+                "grpc-rust".to_string()
+            } else {
+                String::new()
+            },
             ..Default::default()
         });
         *resp.metadata_mut() = headers;
         Ok(resp)
     }
 
-    async fn cacheable_unary_call(&self, request: Request<SimpleRequest>) -> Result<Response<SimpleResponse>, Status> {
+    async fn cacheable_unary_call(
+        &self,
+        request: Request<SimpleRequest>,
+    ) -> Result<Response<SimpleResponse>, Status> {
         let mut headers = MetadataMap::new();
         echo_metadata(request.metadata(), request.context(), &mut headers);
         if let Err(e) = headers.insert("cache-control", "max-age=60, public") {
             tracing::debug!("cannot set cache-control: {e}");
         }
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
         let mut resp = Response::new(SimpleResponse {
-            payload: Some(Payload { r#type: PayloadType::Compressable as i32, body: nanos.to_string().into_bytes() }),
+            payload: Some(Payload {
+                r#type: PayloadType::Compressable as i32,
+                body: nanos.to_string().into_bytes(),
+            }),
             ..Default::default()
         });
         *resp.metadata_mut() = headers;
@@ -327,9 +391,11 @@ impl TestService for InteropService {
             )?;
             sum = sum.saturating_add(payload_len(m.payload.as_ref()));
         }
-        let aggregated_payload_size =
-            i32::try_from(sum).map_err(|_| Status::invalid_argument("aggregated payload size overflows int32"))?;
-        let mut resp = Response::new(StreamingInputCallResponse { aggregated_payload_size });
+        let aggregated_payload_size = i32::try_from(sum)
+            .map_err(|_| Status::invalid_argument("aggregated payload size overflows int32"))?;
+        let mut resp = Response::new(StreamingInputCallResponse {
+            aggregated_payload_size,
+        });
         *resp.metadata_mut() = headers;
         Ok(resp)
     }
@@ -402,11 +468,18 @@ impl TestService for InteropService {
 /// Loads our TLS configuration (certificate chain and key, PEM) for the runtime's server TLS
 /// (rustls, ALPN `h2` required), checking it now so a bad file is reported at startup.
 pub fn tls_config(cert_file: &Path, key_file: &Path) -> Result<ServerTlsConfig, String> {
-    let cert_pem = std::fs::read(cert_file).map_err(|e| format!("reading {}: {e}", cert_file.display()))?;
-    let key_pem = std::fs::read(key_file).map_err(|e| format!("reading {}: {e}", key_file.display()))?;
+    let cert_pem =
+        std::fs::read(cert_file).map_err(|e| format!("reading {}: {e}", cert_file.display()))?;
+    let key_pem =
+        std::fs::read(key_file).map_err(|e| format!("reading {}: {e}", key_file.display()))?;
     let tls = ServerTlsConfig::new(cert_pem, key_pem);
-    tls.build()
-        .map_err(|e| format!("TLS certificate {} / key {}: {e}", cert_file.display(), key_file.display()))?;
+    tls.build().map_err(|e| {
+        format!(
+            "TLS certificate {} / key {}: {e}",
+            cert_file.display(),
+            key_file.display()
+        )
+    })?;
     Ok(tls)
 }
 
@@ -447,22 +520,43 @@ pub async fn serve_with(
     if let Some(authz) = authz {
         builder = builder.add_interceptor(authz);
     }
-    builder.serve_with_incoming_shutdown(listener, shutdown).await
+    builder
+        .serve_with_incoming_shutdown(listener, shutdown)
+        .await
 }
 
 /// Binds `cfg.addr` and serves until `shutdown` resolves.
-pub async fn run(cfg: &ServerConfig, shutdown: impl Future<Output = ()> + Send) -> Result<(), String> {
-    let mut tls = if cfg.use_tls { Some(tls_config(&cfg.cert_file, &cfg.key_file)?) } else { None };
+pub async fn run(
+    cfg: &ServerConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), String> {
+    let mut tls = if cfg.use_tls {
+        Some(tls_config(&cfg.cert_file, &cfg.key_file)?)
+    } else {
+        None
+    };
     if let Some(ca_file) = &cfg.client_ca_file {
-        let ca = std::fs::read(ca_file).map_err(|e| format!("reading {}: {e}", ca_file.display()))?;
-        let t = tls.take().ok_or("--client_ca_file needs --use_tls")?.client_ca_pem(ca);
-        t.build().map_err(|e| format!("--client_ca_file {}: {e}", ca_file.display()))?;
+        let ca =
+            std::fs::read(ca_file).map_err(|e| format!("reading {}: {e}", ca_file.display()))?;
+        let t = tls
+            .take()
+            .ok_or("--client_ca_file needs --use_tls")?
+            .client_ca_pem(ca);
+        t.build()
+            .map_err(|e| format!("--client_ca_file {}: {e}", ca_file.display()))?;
         tls = Some(t);
     }
     let authz = match &cfg.authz_policy {
         None => None,
-        Some(p) => Some(FileWatcherInterceptor::new(p, AUTHZ_REFRESH).map_err(|e| format!("--authz_policy: {e}"))?),
+        Some(p) => Some(
+            FileWatcherInterceptor::new(p, AUTHZ_REFRESH)
+                .map_err(|e| format!("--authz_policy: {e}"))?,
+        ),
     };
-    let listener = TcpListener::bind(cfg.addr).await.map_err(|e| format!("binding {}: {e}", cfg.addr))?;
-    serve_with(listener, tls, authz, cfg.grpc_web, shutdown).await.map_err(|e| format!("server failed: {e}"))
+    let listener = TcpListener::bind(cfg.addr)
+        .await
+        .map_err(|e| format!("binding {}: {e}", cfg.addr))?;
+    serve_with(listener, tls, authz, cfg.grpc_web, shutdown)
+        .await
+        .map_err(|e| format!("server failed: {e}"))
 }

@@ -16,17 +16,26 @@ use conformance::server::{ServerConfig, SERVER_BOOL_FLAGS, SERVER_FLAGS};
 use grpc_runtime::{Channel, ClientTlsConfig, Code};
 
 fn config(args: &[&str]) -> Result<ServerConfig, String> {
-    Flags::parse(args.iter().copied(), SERVER_FLAGS, SERVER_BOOL_FLAGS).and_then(|f| ServerConfig::from_flags(&f))
+    Flags::parse(args.iter().copied(), SERVER_FLAGS, SERVER_BOOL_FLAGS)
+        .and_then(|f| ServerConfig::from_flags(&f))
 }
 
 #[test]
 fn flags_parse() {
-    let c = config(&["--use_tls", "--client_ca_file=/ca.pem", "--authz_policy", "/p.json"]).unwrap();
+    let c = config(&[
+        "--use_tls",
+        "--client_ca_file=/ca.pem",
+        "--authz_policy",
+        "/p.json",
+    ])
+    .unwrap();
     assert_eq!(c.client_ca_file, Some(PathBuf::from("/ca.pem")));
     assert_eq!(c.authz_policy, Some(PathBuf::from("/p.json")));
     let c = config(&[]).unwrap();
     assert_eq!((c.client_ca_file, c.authz_policy), (None, None));
-    assert!(config(&["--client_ca_file=/ca.pem"]).unwrap_err().contains("--client_ca_file needs --use_tls"));
+    assert!(config(&["--client_ca_file=/ca.pem"])
+        .unwrap_err()
+        .contains("--client_ca_file needs --use_tls"));
 }
 
 struct Child(std::process::Child);
@@ -49,7 +58,11 @@ async fn channel(port: u16, identity: bool) -> Result<Channel, String> {
             std::fs::read(certs.join("client.key")).unwrap(),
         );
     }
-    Channel::builder(format!("https://127.0.0.1:{port}")).tls_config(tls).connect().await.map_err(|e| e.to_string())
+    Channel::builder(format!("https://127.0.0.1:{port}"))
+        .tls_config(tls)
+        .connect()
+        .await
+        .map_err(|e| e.to_string())
 }
 
 #[tokio::test]
@@ -65,7 +78,11 @@ async fn mutual_tls_and_an_authorization_policy() {
                              "request": {"paths": ["/grpc.testing.TestService/EmptyCall"]}}]}"#,
     )
     .unwrap();
-    let port = StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let ca = certs_dir().join("ca.pem");
     let _server = Child(
         Command::new(env!("CARGO_BIN_EXE_interop_server"))
@@ -85,12 +102,21 @@ async fn mutual_tls_and_an_authorization_policy() {
 
     let client = TestServiceClient::new(channel(port, true).await.unwrap());
     client.empty_call(Empty {}).await.unwrap();
-    let e = client.unary_call(SimpleRequest::default()).await.unwrap_err();
-    assert_eq!((e.code(), e.message()), (Code::PermissionDenied, "unauthorized RPC request rejected"));
+    let e = client
+        .unary_call(SimpleRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), e.message()),
+        (Code::PermissionDenied, "unauthorized RPC request rejected")
+    );
 
     // Without a client certificate the handshake (or the first call) fails.
     if let Ok(ch) = channel(port, false).await {
-        let e = TestServiceClient::new(ch).empty_call(Empty {}).await.unwrap_err();
+        let e = TestServiceClient::new(ch)
+            .empty_call(Empty {})
+            .await
+            .unwrap_err();
         assert_eq!(e.code(), Code::Unavailable, "{e:?}");
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -102,7 +128,11 @@ fn a_bad_policy_file_stops_the_server_at_startup() {
     std::fs::create_dir_all(&dir).unwrap();
     let policy = dir.join("policy.json");
     std::fs::write(&policy, r#"{"name": "p", "allow_rules": [{"name": "a", "request": {"headers": [{"key": "grpc-x", "values": ["1"]}]}}]}"#).unwrap();
-    let port = StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let out = Command::new(env!("CARGO_BIN_EXE_interop_server"))
         .args(["--port", &port.to_string(), "--host=127.0.0.1"])
         .arg(format!("--authz_policy={}", policy.display()))
@@ -112,7 +142,9 @@ fn a_bad_policy_file_stops_the_server_at_startup() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("--authz_policy: invalid authorization policy: allow_rules[0].request.headers[0].key"),
+        err.contains(
+            "--authz_policy: invalid authorization policy: allow_rules[0].request.headers[0].key"
+        ),
         "{err}"
     );
 }

@@ -29,19 +29,31 @@ async fn start_server(tls: bool) -> (String, oneshot::Sender<()>) {
 /// Runs the interop_client binary with `args` (off the runtime's threads).
 async fn client(args: &[&str]) -> (Output, String) {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let out = tokio::task::spawn_blocking(move || Command::new(env!("CARGO_BIN_EXE_interop_client")).args(args).output().unwrap())
-        .await
-        .unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_interop_client"))
+            .args(args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     (out, stderr)
 }
 
 /// The `soak iteration:` lines of a run and how many named each peer.
 fn peers(log: &str) -> (Vec<&str>, HashMap<String, usize>) {
-    let lines: Vec<&str> = log.lines().filter(|l| l.starts_with("soak iteration: ")).collect();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.starts_with("soak iteration: "))
+        .collect();
     let mut count = HashMap::new();
     for l in &lines {
-        let peer = l.split(" peer: ").nth(1).and_then(|r| r.split(' ').next()).unwrap_or("?");
+        let peer = l
+            .split(" peer: ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .unwrap_or("?");
         *count.entry(peer.to_string()).or_insert(0) += 1;
     }
     (lines, count)
@@ -67,18 +79,50 @@ async fn rpc_soak_round_robin_over_two_servers() {
     let uri = format!("--server_uri={target}");
     let sc = format!("--service_config_json={ROUND_ROBIN}");
     // --server_host/--server_port point nowhere: --server_uri must win.
-    let common = [uri.as_str(), sc.as_str(), "--server_host=192.0.2.1", "--server_port=1"];
-    let soak = ["--soak_iterations=20", "--soak_request_size=100", "--soak_response_size=200"];
-    let pace = ["--soak_min_time_ms_between_rpcs=10", "--soak_per_iteration_max_acceptable_latency_ms=5000"];
-    let args: Vec<&str> = common.iter().chain(&soak).chain(&pace).copied().chain(["--test_case=rpc_soak"]).collect();
+    let common = [
+        uri.as_str(),
+        sc.as_str(),
+        "--server_host=192.0.2.1",
+        "--server_port=1",
+    ];
+    let soak = [
+        "--soak_iterations=20",
+        "--soak_request_size=100",
+        "--soak_response_size=200",
+    ];
+    let pace = [
+        "--soak_min_time_ms_between_rpcs=10",
+        "--soak_per_iteration_max_acceptable_latency_ms=5000",
+    ];
+    let args: Vec<&str> = common
+        .iter()
+        .chain(&soak)
+        .chain(&pace)
+        .copied()
+        .chain(["--test_case=rpc_soak"])
+        .collect();
     let (out, log) = client(&args).await;
     assert!(out.status.success(), "rpc_soak failed:\n{log}");
     let (lines, count) = peers(&log);
     assert_eq!(lines.len(), 20, "{log}");
-    assert!(lines.iter().all(|l| l.ends_with(&format!("server_uri: {target} succeeded"))), "{log}");
-    assert_eq!(count.keys().filter(|p| **p == a || **p == b).count(), 2, "both servers answer: {count:?}\n{log}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.ends_with(&format!("server_uri: {target} succeeded"))),
+        "{log}"
+    );
+    assert_eq!(
+        count.keys().filter(|p| **p == a || **p == b).count(),
+        2,
+        "both servers answer: {count:?}\n{log}"
+    );
     assert_eq!(count.values().sum::<usize>(), 20, "{count:?}");
-    assert!(log.contains(&format!("(server_uri: {target}) soak test ran: 20 / 20 iterations. Total failures: 0.")), "{log}");
+    assert!(
+        log.contains(&format!(
+            "(server_uri: {target}) soak test ran: 20 / 20 iterations. Total failures: 0."
+        )),
+        "{log}"
+    );
 
     // A negative size is a flag error.
     let mut wrong = args.clone();
@@ -105,17 +149,41 @@ async fn invalid_service_config_or_target_fails_cleanly() {
     let (a, _stop) = start_server(false).await;
     let uri = format!("--server_uri=ipv4:{a}");
     for (flag, want) in [
-        (r#"--service_config_json={"loadBalancingConfig":[{"round_robin":{}}]"#.to_string(), "invalid default service config"),
-        (r#"--service_config_json={"loadBalancingConfig":[{"no_such_policy":{}}]}"#.to_string(), "invalid default service config"),
-        (r#"--service_config_json={"methodConfig":[{"name":[{}],"timeout":"soon"}]}"#.to_string(), "invalid default service config"),
-        ("--server_uri=ipv4:not-an-address".to_string(), "invalid target"),
+        (
+            r#"--service_config_json={"loadBalancingConfig":[{"round_robin":{}}]"#.to_string(),
+            "invalid default service config",
+        ),
+        (
+            r#"--service_config_json={"loadBalancingConfig":[{"no_such_policy":{}}]}"#.to_string(),
+            "invalid default service config",
+        ),
+        (
+            r#"--service_config_json={"methodConfig":[{"name":[{}],"timeout":"soon"}]}"#
+                .to_string(),
+            "invalid default service config",
+        ),
+        (
+            "--server_uri=ipv4:not-an-address".to_string(),
+            "invalid target",
+        ),
     ] {
         let t0 = Instant::now();
-        let (out, log) = client(&[&uri, &flag, "--test_case=rpc_soak", "--soak_iterations=1"]).await;
+        let (out, log) =
+            client(&[&uri, &flag, "--test_case=rpc_soak", "--soak_iterations=1"]).await;
         assert_eq!(out.status.code(), Some(2), "{flag}: {log}");
-        assert!(log.starts_with("interop_client: building channel to ") && log.contains(want), "{flag}: {log}");
-        assert!(!log.contains("soak iteration") && !log.contains("panicked"), "{flag}: {log}");
-        assert!(t0.elapsed() < Duration::from_secs(10), "{flag}: took {:?}", t0.elapsed());
+        assert!(
+            log.starts_with("interop_client: building channel to ") && log.contains(want),
+            "{flag}: {log}"
+        );
+        assert!(
+            !log.contains("soak iteration") && !log.contains("panicked"),
+            "{flag}: {log}"
+        );
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "{flag}: took {:?}",
+            t0.elapsed()
+        );
     }
 }
 
@@ -134,7 +202,9 @@ async fn server_uri_with_tls_and_override() {
     cfg.soak.response_size = 2;
     let (cfg, lines) = collecting(cfg);
     for case in ["rpc_soak", "channel_soak", "large_unary", "custom_metadata"] {
-        run_case(&cfg, case).await.unwrap_or_else(|e| panic!("{case}: {e}"));
+        run_case(&cfg, case)
+            .await
+            .unwrap_or_else(|e| panic!("{case}: {e}"));
     }
     let log = lines.lock().unwrap().join("\n");
     let (iterations, count) = peers(&log);
@@ -166,9 +236,13 @@ async fn server_uri_unix_socket() {
         Some((r, l))
     });
     let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(Server::builder().add_service(TestServiceServer::new(InteropService)).serve_with_incoming_stream(incoming, async {
-        let _ = stopped.await;
-    }));
+    tokio::spawn(
+        Server::builder()
+            .add_service(TestServiceServer::new(InteropService))
+            .serve_with_incoming_stream(incoming, async {
+                let _ = stopped.await;
+            }),
+    );
 
     let mut cfg = ClientConfig::new("192.0.2.1", 1);
     cfg.server_uri = Some(format!("unix:{}", path.display()));
@@ -204,7 +278,12 @@ async fn failed_iterations_name_their_peer() {
     let log = lines.lock().unwrap().join("\n");
     let (iterations, count) = peers(&log);
     assert_eq!(iterations.len(), 2, "{log}");
-    assert!(iterations.iter().all(|l| l.contains(" failed: UnaryCall: call failed with ")), "{log}");
+    assert!(
+        iterations
+            .iter()
+            .all(|l| l.contains(" failed: UnaryCall: call failed with ")),
+        "{log}"
+    );
     assert_eq!(count.get(&a), Some(&2), "{log}");
 }
 
@@ -215,24 +294,57 @@ async fn failed_iterations_name_their_peer() {
 async fn bearer_token_and_client_certificate_flags() {
     let (plain, _stop) = start_server(false).await;
     let (host, port) = plain.rsplit_once(':').unwrap();
-    let (h, p) = (format!("--server_host={host}"), format!("--server_port={port}"));
+    let (h, p) = (
+        format!("--server_host={host}"),
+        format!("--server_port={port}"),
+    );
     let (out, log) = client(&[&h, &p, "--bearer_token=s3cr3t", "--test_case=empty_unary"]).await;
     assert!(!out.status.success(), "{log}");
-    assert!(log.contains("Unauthenticated") && log.contains("transport security"), "{log}");
-    let (out, log) =
-        client(&[&h, &p, "--bearer_token=s3cr3t", "--allow_insecure_call_credentials", "--test_case=empty_unary"]).await;
+    assert!(
+        log.contains("Unauthenticated") && log.contains("transport security"),
+        "{log}"
+    );
+    let (out, log) = client(&[
+        &h,
+        &p,
+        "--bearer_token=s3cr3t",
+        "--allow_insecure_call_credentials",
+        "--test_case=empty_unary",
+    ])
+    .await;
     assert!(out.status.success(), "{log}");
 
     let (tls, _stop) = start_server(true).await;
     let (host, port) = tls.rsplit_once(':').unwrap();
-    let (h, p) = (format!("--server_host={host}"), format!("--server_port={port}"));
+    let (h, p) = (
+        format!("--server_host={host}"),
+        format!("--server_port={port}"),
+    );
     let certs = conformance::client::certs_dir();
     let cert = format!("--client_cert_file={}", certs.join("client.pem").display());
     let key = format!("--client_key_file={}", certs.join("client.key").display());
-    let args = [&h, &p, "--use_tls", "--use_test_ca", "--server_host_override=foo.test.google.fr", "--bearer_token=s3cr3t"];
-    let (out, log) = client(&[&args[..], &[cert.as_str(), key.as_str(), "--test_case=large_unary"]].concat()).await;
+    let args = [
+        &h,
+        &p,
+        "--use_tls",
+        "--use_test_ca",
+        "--server_host_override=foo.test.google.fr",
+        "--bearer_token=s3cr3t",
+    ];
+    let (out, log) = client(
+        &[
+            &args[..],
+            &[cert.as_str(), key.as_str(), "--test_case=large_unary"],
+        ]
+        .concat(),
+    )
+    .await;
     assert!(out.status.success(), "{log}");
     // One of the pair alone is a flag error.
-    let (out, log) = client(&[&args[..], &[cert.as_str(), "--test_case=empty_unary"]].concat()).await;
-    assert!(!out.status.success() && log.contains("--client_key_file"), "{log}");
+    let (out, log) =
+        client(&[&args[..], &[cert.as_str(), "--test_case=empty_unary"]].concat()).await;
+    assert!(
+        !out.status.success() && log.contains("--client_key_file"),
+        "{log}"
+    );
 }

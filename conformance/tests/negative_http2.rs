@@ -48,7 +48,10 @@ const FAIL_FAST: Duration = Duration::from_secs(10);
 fn large_request() -> SimpleRequest {
     SimpleRequest {
         response_size: RESPONSE_SIZE as i32,
-        payload: Some(Payload { r#type: 0, body: vec![0; REQUEST_SIZE] }),
+        payload: Some(Payload {
+            r#type: 0,
+            body: vec![0; REQUEST_SIZE],
+        }),
         ..Default::default()
     }
 }
@@ -96,14 +99,24 @@ fn grpc_frame(msg: &impl Message) -> Bytes {
 /// Parses one uncompressed length-prefixed SimpleRequest that fills `buf` exactly.
 fn parse_request(buf: &[u8]) -> Result<SimpleRequest, String> {
     if buf.len() < 5 {
-        return Err(format!("request body of {} bytes is shorter than a message header", buf.len()));
+        return Err(format!(
+            "request body of {} bytes is shorter than a message header",
+            buf.len()
+        ));
     }
     if buf[0] != 0 {
-        return Err(format!("request message flag {} (expected 0, uncompressed)", buf[0]));
+        return Err(format!(
+            "request message flag {} (expected 0, uncompressed)",
+            buf[0]
+        ));
     }
     let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
     if buf.len() != 5 + len {
-        return Err(format!("request body {} bytes, message header says {}", buf.len(), 5 + len));
+        return Err(format!(
+            "request body {} bytes, message header says {}",
+            buf.len(),
+            5 + len
+        ));
     }
     SimpleRequest::decode(&buf[5..]).map_err(|e| format!("decoding SimpleRequest: {e}"))
 }
@@ -111,7 +124,13 @@ fn parse_request(buf: &[u8]) -> Result<SimpleRequest, String> {
 /// The response message for a request, framed.
 fn response_for(req: &SimpleRequest) -> Bytes {
     let size = req.response_size.max(0) as usize;
-    grpc_frame(&SimpleResponse { payload: Some(Payload { r#type: 0, body: vec![0; size] }), ..Default::default() })
+    grpc_frame(&SimpleResponse {
+        payload: Some(Payload {
+            r#type: 0,
+            body: vec![0; size],
+        }),
+        ..Default::default()
+    })
 }
 
 // =======================================================================================
@@ -203,7 +222,9 @@ async fn start_h2(mode: Mode, max_streams: Option<u32>, delay: Duration) -> H2Se
     let log2 = log.clone();
     let task = tokio::spawn(async move {
         loop {
-            let Ok((tcp, _)) = listener.accept().await else { return };
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
             let _ = tcp.set_nodelay(true);
             let wire = Arc::new(Mutex::new(Wire::default()));
             let conn_index = {
@@ -213,8 +234,13 @@ async fn start_h2(mode: Mode, max_streams: Option<u32>, delay: Duration) -> H2Se
             };
             let log = log2.clone();
             tokio::spawn(async move {
-                if let Err(e) = serve_conn(tcp, wire, conn_index, mode, max_streams, delay, log.clone()).await {
-                    log.errors.lock().unwrap().push(format!("connection {conn_index}: {e}"));
+                if let Err(e) =
+                    serve_conn(tcp, wire, conn_index, mode, max_streams, delay, log.clone()).await
+                {
+                    log.errors
+                        .lock()
+                        .unwrap()
+                        .push(format!("connection {conn_index}: {e}"));
                 }
             });
         }
@@ -223,7 +249,10 @@ async fn start_h2(mode: Mode, max_streams: Option<u32>, delay: Duration) -> H2Se
 }
 
 /// A request stream as `h2::server::Connection::accept` yields it.
-type Incoming = (http::Request<h2::RecvStream>, h2::server::SendResponse<Bytes>);
+type Incoming = (
+    http::Request<h2::RecvStream>,
+    h2::server::SendResponse<Bytes>,
+);
 
 enum ConnEvent {
     Accept(Option<Result<Box<Incoming>, h2::Error>>),
@@ -256,7 +285,8 @@ async fn serve_conn(
                     return Poll::Ready(ConnEvent::CallDone);
                 }
             }
-            conn.poll_accept(cx).map(|r| ConnEvent::Accept(r.map(|r| r.map(Box::new))))
+            conn.poll_accept(cx)
+                .map(|r| ConnEvent::Accept(r.map(|r| r.map(Box::new))))
         })
         .await;
         match ev {
@@ -284,7 +314,11 @@ async fn serve_conn(
                             let _ = done_tx.send(());
                         }
                         Ok(()) => {}
-                        Err(e) => log.errors.lock().unwrap().push(format!("connection {conn_index}: {e}")),
+                        Err(e) => log
+                            .errors
+                            .lock()
+                            .unwrap()
+                            .push(format!("connection {conn_index}: {e}")),
                     }
                 });
             }
@@ -324,9 +358,13 @@ async fn handle(
     }
     if mode == Mode::RstAfterHeader {
         // Headers as soon as the request arrives, then the reset; the request is not read.
-        let mut send = respond.send_response(head, false).map_err(|e| format!("send_response: {e}"))?;
+        let mut send = respond
+            .send_response(head, false)
+            .map_err(|e| format!("send_response: {e}"))?;
         frames::wait_for(wire, "response HEADERS on the wire", |w| {
-            w.streams.get(&stream).is_some_and(|s| s.server_headers >= 1)
+            w.streams
+                .get(&stream)
+                .is_some_and(|s| s.server_headers >= 1)
         })
         .await;
         send.send_reset(h2::Reason::from(log.rst_reason.load(Ordering::SeqCst)));
@@ -353,11 +391,18 @@ async fn handle(
         tokio::time::sleep(delay).await;
     }
     let message = response_for(&request);
-    let mut send = respond.send_response(head, false).map_err(|e| format!("send_response: {e}"))?;
+    let mut send = respond
+        .send_response(head, false)
+        .map_err(|e| format!("send_response: {e}"))?;
     match mode {
         Mode::RstDuringData | Mode::RstAfterData => {
-            let n = if mode == Mode::RstDuringData { message.len() / 2 } else { message.len() };
-            send.send_data(message.slice(..n), false).map_err(|e| format!("send_data: {e}"))?;
+            let n = if mode == Mode::RstDuringData {
+                message.len() / 2
+            } else {
+                message.len()
+            };
+            send.send_data(message.slice(..n), false)
+                .map_err(|e| format!("send_data: {e}"))?;
             // Only reset once those bytes are on the wire (h2 would drop queued DATA).
             frames::wait_for(wire, "response DATA on the wire", |w| {
                 w.streams.get(&stream).is_some_and(|s| s.server_data >= n)
@@ -366,10 +411,12 @@ async fn handle(
             send.send_reset(h2::Reason::from(log.rst_reason.load(Ordering::SeqCst)));
         }
         _ => {
-            send.send_data(message, false).map_err(|e| format!("send_data: {e}"))?;
+            send.send_data(message, false)
+                .map_err(|e| format!("send_data: {e}"))?;
             let mut trailers = http::HeaderMap::new();
             trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
-            send.send_trailers(trailers).map_err(|e| format!("send_trailers: {e}"))?;
+            send.send_trailers(trailers)
+                .map_err(|e| format!("send_trailers: {e}"))?;
             if mode == Mode::GoAwayAfterCall {
                 frames::wait_for(wire, "trailers on the wire", |w| {
                     w.streams.get(&stream).is_some_and(|s| s.server_ended)
@@ -390,28 +437,54 @@ async fn assert_reset_fails(mode: Mode, case: &str) -> String {
     let r = bounded(case, large_unary(&c)).await;
     let took = t0.elapsed();
     let status = match r {
-        Ok(n) => panic!("{case}: the call was reported OK ({n} payload bytes) although the stream was reset"),
+        Ok(n) => panic!(
+            "{case}: the call was reported OK ({n} payload bytes) although the stream was reset"
+        ),
         Err(s) => s,
     };
-    eprintln!("{case}: {:?} {:?} after {took:?}", status.code(), status.message());
+    eprintln!(
+        "{case}: {:?} {:?} after {took:?}",
+        status.code(),
+        status.message()
+    );
     assert!(took < FAIL_FAST, "{case}: took {took:?} to fail");
-    assert_eq!(status.code(), Code::Internal, "{case}: wrong code; message {:?}", status.message());
-    assert!(!status.message().is_empty(), "{case}: the status carries a message");
+    assert_eq!(
+        status.code(),
+        Code::Internal,
+        "{case}: wrong code; message {:?}",
+        status.message()
+    );
+    assert!(
+        !status.message().is_empty(),
+        "{case}: the status carries a message"
+    );
     let message = status.message().to_string();
 
     // What went over the wire is what the case describes. The tap parses what the server
     // wrote just after the write returns, which can be after our client saw it: wait for it.
     let wire = server.log.wire(0);
-    frames::wait_for(&wire, "the RST_STREAM in the tap", |w| w.streams.get(&1).is_some_and(|s| s.server_rst.is_some()))
-        .await;
+    frames::wait_for(&wire, "the RST_STREAM in the tap", |w| {
+        w.streams.get(&1).is_some_and(|s| s.server_rst.is_some())
+    })
+    .await;
     {
         let w = wire.lock().unwrap();
         let s = w.streams.get(&1).expect("stream 1 on the wire");
-        assert_eq!(s.server_rst, Some(0), "{case}: the server reset stream 1 with NO_ERROR");
+        assert_eq!(
+            s.server_rst,
+            Some(0),
+            "{case}: the server reset stream 1 with NO_ERROR"
+        );
         assert!(!s.server_ended, "{case}: no END_STREAM from the server");
-        assert_eq!(s.server_headers, 1, "{case}: one HEADERS frame (no trailers)");
+        assert_eq!(
+            s.server_headers, 1,
+            "{case}: one HEADERS frame (no trailers)"
+        );
         let message_len = 5 + SimpleResponse {
-            payload: Some(Payload { r#type: 0, body: vec![0; RESPONSE_SIZE] }),
+            payload: Some(Payload {
+                r#type: 0,
+                body: vec![0; RESPONSE_SIZE],
+            }),
             ..Default::default()
         }
         .encoded_len();
@@ -420,12 +493,23 @@ async fn assert_reset_fails(mode: Mode, case: &str) -> String {
             Mode::RstDuringData => message_len / 2,
             _ => message_len,
         };
-        assert_eq!(s.server_data, expect_data, "{case}: response DATA bytes before the reset");
+        assert_eq!(
+            s.server_data, expect_data,
+            "{case}: response DATA bytes before the reset"
+        );
     }
 
     // A stream error leaves the connection usable: the next call succeeds on it.
-    bounded(case, large_unary_ok(&c, &format!("{case}: call after the reset"))).await;
-    assert_eq!(server.log.conn_count(), 1, "{case}: the reset stream must not cost the connection");
+    bounded(
+        case,
+        large_unary_ok(&c, &format!("{case}: call after the reset")),
+    )
+    .await;
+    assert_eq!(
+        server.log.conn_count(),
+        1,
+        "{case}: the reset stream must not cost the connection"
+    );
     server.log.assert_no_errors();
     message
 }
@@ -480,7 +564,10 @@ async fn rst_reason_table(mode: Mode, refused: Option<Code>) {
     let mut wrong = Vec::new();
     for (reason, want) in table {
         let server = start_h2(mode, None, Duration::ZERO).await;
-        server.log.rst_reason.store(u32::from(reason), Ordering::SeqCst);
+        server
+            .log
+            .rst_reason
+            .store(u32::from(reason), Ordering::SeqCst);
         let c = client(server.addr);
         let got = bounded("rst_reason_mapping", large_unary(&c)).await;
         let ok = match (&got, want) {
@@ -489,10 +576,17 @@ async fn rst_reason_table(mode: Mode, refused: Option<Code>) {
             _ => false,
         };
         if !ok {
-            wrong.push(format!("{reason:?}: want {want:?} (None = OK after a retry), got {:?}", got.map_err(|s| (s.code(), s.message().to_string()))));
+            wrong.push(format!(
+                "{reason:?}: want {want:?} (None = OK after a retry), got {:?}",
+                got.map_err(|s| (s.code(), s.message().to_string()))
+            ));
         }
     }
-    assert!(wrong.is_empty(), "RST_STREAM mapping ({mode:?}):\n{}", wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "RST_STREAM mapping ({mode:?}):\n{}",
+        wrong.join("\n")
+    );
 }
 
 /// The status message of a reset call says what happened: the stream was reset, and with
@@ -508,7 +602,8 @@ async fn rst_status_message_names_the_reset() {
         let message = assert_reset_fails(mode, case).await;
         let lower = message.to_ascii_lowercase();
         assert!(
-            (lower.contains("reset") || lower.contains("rst_stream")) && message.contains("NO_ERROR"),
+            (lower.contains("reset") || lower.contains("rst_stream"))
+                && message.contains("NO_ERROR"),
             "{case}: the message should say the stream was reset with NO_ERROR: {message:?}"
         );
     }
@@ -522,7 +617,13 @@ async fn rst_status_message_names_the_reset() {
 /// never processed and it must be retried transparently on a new connection), a pause lets
 /// the client see the GOAWAY first.
 async fn goaway_case(pause: Duration, goaway: GoAway) {
-    let (addr, log, task) = start_raw(RawMode { pings: false, pad: None, chunk: 16_384, goaway }).await;
+    let (addr, log, task) = start_raw(RawMode {
+        pings: false,
+        pad: None,
+        chunk: 16_384,
+        goaway,
+    })
+    .await;
     let c = client(addr);
     bounded("goaway", async {
         large_unary_ok(&c, "goaway: first call").await;
@@ -531,16 +632,34 @@ async fn goaway_case(pause: Duration, goaway: GoAway) {
     })
     .await;
     let l = log.lock().unwrap();
-    eprintln!("goaway (pause {pause:?}): {:?}, {} stream(s) ignored after GOAWAY", l.answered, l.ignored_streams);
+    eprintln!(
+        "goaway (pause {pause:?}): {:?}, {} stream(s) ignored after GOAWAY",
+        l.answered, l.ignored_streams
+    );
     assert!(l.error.is_none(), "goaway: server error {:?}", l.error);
     assert_eq!(l.conns, 2, "goaway: TCP connections the server accepted");
-    assert_eq!(l.answered, vec![(0, 1), (1, 1)], "goaway: (connection, stream) of the calls answered");
+    assert_eq!(
+        l.answered,
+        vec![(0, 1), (1, 1)],
+        "goaway: (connection, stream) of the calls answered"
+    );
     if goaway == GoAway::AfterTrailers {
-        assert_eq!(l.goaways, vec![(0, 1), (1, 1)], "goaway: GOAWAY(last-stream-id 1) on each connection");
+        assert_eq!(
+            l.goaways,
+            vec![(0, 1), (1, 1)],
+            "goaway: GOAWAY(last-stream-id 1) on each connection"
+        );
     } else {
         // The second call first went out as stream 3 on the first connection.
-        assert_eq!(l.goaways, vec![(0, 1)], "goaway: GOAWAY(last-stream-id 1) when stream 3 opened");
-        assert_eq!(l.ignored_streams, 1, "goaway: stream 3 opened above last-stream-id");
+        assert_eq!(
+            l.goaways,
+            vec![(0, 1)],
+            "goaway: GOAWAY(last-stream-id 1) when stream 3 opened"
+        );
+        assert_eq!(
+            l.ignored_streams, 1,
+            "goaway: stream 3 opened above last-stream-id"
+        );
     }
     drop(l);
     task.abort();
@@ -578,10 +697,26 @@ async fn goaway_then_close() {
     })
     .await;
     let seen = server.log.seen();
-    assert_eq!(server.log.conn_count(), 2, "goaway_then_close: TCP connections the server accepted");
-    assert_eq!(seen.len(), 2, "goaway_then_close: requests the server answered: {seen:?}");
-    assert_eq!((seen[0].conn, seen[1].conn), (0, 1), "goaway_then_close: one call per connection: {seen:?}");
-    assert_eq!((seen[0].stream, seen[1].stream), (1, 1), "goaway_then_close: each the first stream of its connection");
+    assert_eq!(
+        server.log.conn_count(),
+        2,
+        "goaway_then_close: TCP connections the server accepted"
+    );
+    assert_eq!(
+        seen.len(),
+        2,
+        "goaway_then_close: requests the server answered: {seen:?}"
+    );
+    assert_eq!(
+        (seen[0].conn, seen[1].conn),
+        (0, 1),
+        "goaway_then_close: one call per connection: {seen:?}"
+    );
+    assert_eq!(
+        (seen[0].stream, seen[1].stream),
+        (1, 1),
+        "goaway_then_close: each the first stream of its connection"
+    );
     for s in &seen {
         assert_eq!(s.path, UNARY_PATH);
         assert_eq!(s.payload_len, REQUEST_SIZE);
@@ -589,7 +724,11 @@ async fn goaway_then_close() {
     }
     let first = server.log.wire(0);
     let w = first.lock().unwrap();
-    assert_eq!(w.server_goaways, vec![(1, 0)], "goaway_then_close: GOAWAY(last-stream-id 1, NO_ERROR) on the first connection");
+    assert_eq!(
+        w.server_goaways,
+        vec![(1, 0)],
+        "goaway_then_close: GOAWAY(last-stream-id 1, NO_ERROR) on the first connection"
+    );
     drop(w);
     server.log.assert_no_errors();
 }
@@ -601,9 +740,16 @@ async fn goaway_then_close() {
 async fn max_streams() {
     let server = start_h2(Mode::Normal, Some(1), Duration::from_millis(20)).await;
     let (max_open, refused) = ten_concurrent(&server, "max_streams").await;
-    assert_eq!(max_open, 1, "max_streams: most streams open at once on one connection");
+    assert_eq!(
+        max_open, 1,
+        "max_streams: most streams open at once on one connection"
+    );
     assert_eq!(refused, 0, "max_streams: streams the server refused");
-    assert_eq!(server.log.max_active.load(Ordering::SeqCst), 1, "max_streams: handlers running at once");
+    assert_eq!(
+        server.log.max_active.load(Ordering::SeqCst),
+        1,
+        "max_streams: handlers running at once"
+    );
 }
 
 /// Control for max_streams: without the limit the same 10 calls do overlap on the wire, so
@@ -612,7 +758,10 @@ async fn max_streams() {
 async fn max_streams_control_unlimited() {
     let server = start_h2(Mode::Normal, None, Duration::from_millis(20)).await;
     let (max_open, _) = ten_concurrent(&server, "max_streams (no limit)").await;
-    assert!(max_open > 1, "without a limit the calls overlap: at most {max_open} open at once");
+    assert!(
+        max_open > 1,
+        "without a limit the calls overlap: at most {max_open} open at once"
+    );
 }
 
 /// One large_unary, then 10 concurrent; all must succeed with the full payload. Returns the
@@ -635,7 +784,11 @@ async fn ten_concurrent(server: &H2Server, case: &str) -> (usize, usize) {
     .await;
     let seen = server.log.seen();
     assert_eq!(seen.len(), 11, "{case}: requests answered");
-    assert!(seen.iter().all(|s| s.path == UNARY_PATH && s.payload_len == REQUEST_SIZE), "{case}: requests {seen:?}");
+    assert!(
+        seen.iter()
+            .all(|s| s.path == UNARY_PATH && s.payload_len == REQUEST_SIZE),
+        "{case}: requests {seen:?}"
+    );
     server.log.assert_no_errors();
     let (mut max_open, mut refused) = (0, 0);
     for i in 0..server.log.conn_count() {
@@ -644,7 +797,10 @@ async fn ten_concurrent(server: &H2Server, case: &str) -> (usize, usize) {
         max_open = max_open.max(w.max_open);
         refused += w.refused;
     }
-    eprintln!("{case}: 11 calls over {} connection(s), at most {max_open} streams open at once", server.log.conn_count());
+    eprintln!(
+        "{case}: 11 calls over {} connection(s), at most {max_open} streams open at once",
+        server.log.conn_count()
+    );
     (max_open, refused)
 }
 
@@ -707,7 +863,9 @@ async fn start_raw(mode: RawMode) -> (SocketAddr, Arc<Mutex<RawLog>>, tokio::tas
     let log2 = log.clone();
     let task = tokio::spawn(async move {
         loop {
-            let Ok((tcp, _)) = listener.accept().await else { return };
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
             let _ = tcp.set_nodelay(true);
             let index = {
                 let mut l = log2.lock().unwrap();
@@ -741,10 +899,17 @@ struct RawStream {
     response: Option<(Bytes, usize)>,
 }
 
-async fn raw_conn(tcp: TcpStream, index: usize, mode: RawMode, log: Arc<Mutex<RawLog>>) -> Result<(), String> {
+async fn raw_conn(
+    tcp: TcpStream,
+    index: usize,
+    mode: RawMode,
+    log: Arc<Mutex<RawLog>>,
+) -> Result<(), String> {
     let (mut rd, mut wr) = tcp.into_split();
     let mut preface = [0u8; 24];
-    rd.read_exact(&mut preface).await.map_err(|e| format!("reading preface: {e}"))?;
+    rd.read_exact(&mut preface)
+        .await
+        .map_err(|e| format!("reading preface: {e}"))?;
     if preface != frames::PREFACE {
         return Err(format!("bad preface {preface:?}"));
     }
@@ -759,7 +924,15 @@ async fn raw_conn(tcp: TcpStream, index: usize, mode: RawMode, log: Arc<Mutex<Ra
                 break;
             }
             let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
-            if tx.send(Frame { kind: head[3], flags: head[4], stream, payload }).is_err() {
+            if tx
+                .send(Frame {
+                    kind: head[3],
+                    flags: head[4],
+                    stream,
+                    payload,
+                })
+                .is_err()
+            {
                 break;
             }
         }
@@ -786,7 +959,9 @@ async fn raw_conn(tcp: TcpStream, index: usize, mode: RawMode, log: Arc<Mutex<Ra
     loop {
         // Send what the windows allow.
         for (&id, st) in streams.iter_mut() {
-            let Some((msg, sent)) = st.response.as_mut() else { continue };
+            let Some((msg, sent)) = st.response.as_mut() else {
+                continue;
+            };
             if *sent == msg.len() {
                 continue;
             }
@@ -799,7 +974,8 @@ async fn raw_conn(tcp: TcpStream, index: usize, mode: RawMode, log: Arc<Mutex<Ra
                 if n + overhead > room || n + overhead > peer_max_frame {
                     break;
                 }
-                let flow = frames::put_data(&mut out, id, &msg[*sent..*sent + n], mode.pad, false) as i64;
+                let flow =
+                    frames::put_data(&mut out, id, &msg[*sent..*sent + n], mode.pad, false) as i64;
                 *sent += n;
                 conn_window -= flow;
                 st.window -= flow;
@@ -839,7 +1015,9 @@ async fn raw_conn(tcp: TcpStream, index: usize, mode: RawMode, log: Arc<Mutex<Ra
             out.clear();
         }
 
-        let Some(f) = rx.recv().await else { return Ok(()) };
+        let Some(f) = rx.recv().await else {
+            return Ok(());
+        };
         match f.kind {
             frames::SETTINGS if f.flags & frames::ACK == 0 => {
                 for kv in f.payload.chunks_exact(6) {
@@ -870,7 +1048,10 @@ async fn raw_conn(tcp: TcpStream, index: usize, mode: RawMode, log: Arc<Mutex<Ra
                 log.lock().unwrap().pings_acked.push(p);
             }
             frames::WINDOW_UPDATE => {
-                let inc = f.payload.get(0..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) & 0x7fff_ffff);
+                let inc = f
+                    .payload
+                    .get(0..4)
+                    .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) & 0x7fff_ffff);
                 let inc = inc.unwrap_or(0) as i64;
                 if f.stream == 0 {
                     conn_window += inc;
@@ -879,7 +1060,11 @@ async fn raw_conn(tcp: TcpStream, index: usize, mode: RawMode, log: Arc<Mutex<Ra
                     st.window += inc;
                 }
             }
-            frames::HEADERS if goaway_sent.or(goaway_pending).is_some_and(|last| f.stream > last) => {
+            frames::HEADERS
+                if goaway_sent
+                    .or(goaway_pending)
+                    .is_some_and(|last| f.stream > last) =>
+            {
                 let mut l = log.lock().unwrap();
                 l.ignored_streams += 1;
                 if let (None, Some(last)) = (goaway_sent, goaway_pending) {
@@ -889,7 +1074,13 @@ async fn raw_conn(tcp: TcpStream, index: usize, mode: RawMode, log: Arc<Mutex<Ra
                 }
             }
             frames::HEADERS if !streams.contains_key(&f.stream) => {
-                streams.insert(f.stream, RawStream { window: peer_initial_window, ..Default::default() });
+                streams.insert(
+                    f.stream,
+                    RawStream {
+                        window: peer_initial_window,
+                        ..Default::default()
+                    },
+                );
                 // Response headers at once, as grpc's base server does.
                 if mode.pings {
                     ping(&mut out, &log);
@@ -897,7 +1088,11 @@ async fn raw_conn(tcp: TcpStream, index: usize, mode: RawMode, log: Arc<Mutex<Ra
                 frames::put_headers(
                     &mut out,
                     f.stream,
-                    &[(":status", "200"), ("content-type", "application/grpc"), ("grpc-accept-encoding", "identity")],
+                    &[
+                        (":status", "200"),
+                        ("content-type", "application/grpc"),
+                        ("grpc-accept-encoding", "identity"),
+                    ],
                     false,
                 );
                 if mode.pings {
@@ -909,7 +1104,9 @@ async fn raw_conn(tcp: TcpStream, index: usize, mode: RawMode, log: Arc<Mutex<Ra
                 if flow > 0 {
                     frames::put_window_update(&mut out, 0, flow);
                 }
-                let Some(st) = streams.get_mut(&f.stream) else { continue };
+                let Some(st) = streams.get_mut(&f.stream) else {
+                    continue;
+                };
                 st.body.extend_from_slice(f.data_without_padding());
                 if f.flags & frames::END_STREAM == 0 {
                     if flow > 0 {
@@ -917,8 +1114,10 @@ async fn raw_conn(tcp: TcpStream, index: usize, mode: RawMode, log: Arc<Mutex<Ra
                     }
                 } else {
                     let req = parse_request(&st.body)?;
-                    log.lock().unwrap().request =
-                        Some((req.payload.as_ref().map(|p| p.body.len()).unwrap_or(0), req.response_size));
+                    log.lock().unwrap().request = Some((
+                        req.payload.as_ref().map(|p| p.body.len()).unwrap_or(0),
+                        req.response_size,
+                    ));
                     if mode.pings {
                         ping(&mut out, &log);
                     }
@@ -936,7 +1135,13 @@ async fn raw_conn(tcp: TcpStream, index: usize, mode: RawMode, log: Arc<Mutex<Ra
 /// full payload and the client acks every PING with its payload.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ping() {
-    let (addr, log, task) = start_raw(RawMode { pings: true, pad: None, chunk: 16_384, goaway: GoAway::Never }).await;
+    let (addr, log, task) = start_raw(RawMode {
+        pings: true,
+        pad: None,
+        chunk: 16_384,
+        goaway: GoAway::Never,
+    })
+    .await;
     let c = client(addr);
     bounded("ping", large_unary_ok(&c, "ping")).await;
     // The last PING follows the trailers: wait (bounded) for its ack on the live connection.
@@ -958,8 +1163,15 @@ async fn ping() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let l = log.lock().unwrap();
-    assert_eq!(l.pings_acked, l.pings_sent, "ping: every PING acked once, with its payload, in order");
-    assert_eq!(l.request, Some((REQUEST_SIZE, RESPONSE_SIZE as i32)), "ping: request seen by the server");
+    assert_eq!(
+        l.pings_acked, l.pings_sent,
+        "ping: every PING acked once, with its payload, in order"
+    );
+    assert_eq!(
+        l.request,
+        Some((REQUEST_SIZE, RESPONSE_SIZE as i32)),
+        "ping: request seen by the server"
+    );
     assert!(l.done && l.error.is_none(), "ping: server state {l:?}");
     assert_eq!(l.conns, 1);
     drop(l);
@@ -972,10 +1184,18 @@ async fn ping() {
 /// returns credit for the padding too (RFC 9113 6.1: padding is flow-controlled).
 /// `window` sets our client's stream and connection receive windows (None = defaults).
 async fn padding_case(pad: Option<u8>, chunk: usize, window: Option<u32>, case: &str) {
-    let (addr, log, task) = start_raw(RawMode { pings: false, pad, chunk, goaway: GoAway::Never }).await;
+    let (addr, log, task) = start_raw(RawMode {
+        pings: false,
+        pad,
+        chunk,
+        goaway: GoAway::Never,
+    })
+    .await;
     let mut ep = Channel::builder(format!("http://{addr}")).connect_timeout(Duration::from_secs(5));
     if let Some(w) = window {
-        ep = ep.initial_stream_window_size(w).initial_connection_window_size(w);
+        ep = ep
+            .initial_stream_window_size(w)
+            .initial_connection_window_size(w);
     }
     let c = TestServiceClient::new(ep.connect_lazy().unwrap());
     let t0 = Instant::now();
@@ -989,12 +1209,20 @@ async fn padding_case(pad: Option<u8>, chunk: usize, window: Option<u32>, case: 
         t0.elapsed()
     );
     assert!(l.done && l.error.is_none(), "{case}: server state {l:?}");
-    assert_eq!(l.request, Some((REQUEST_SIZE, RESPONSE_SIZE as i32)), "{case}: request seen by the server");
+    assert_eq!(
+        l.request,
+        Some((REQUEST_SIZE, RESPONSE_SIZE as i32)),
+        "{case}: request seen by the server"
+    );
     let message_len = response_for(&large_request()).len();
     let frames_expected = message_len.div_ceil(chunk);
     assert_eq!(l.data_frames, frames_expected, "{case}: DATA frames");
     let per_frame_overhead = pad.map(|p| 1 + p as u64).unwrap_or(0);
-    assert_eq!(l.flow_sent, message_len as u64 + frames_expected as u64 * per_frame_overhead, "{case}: bytes sent");
+    assert_eq!(
+        l.flow_sent,
+        message_len as u64 + frames_expected as u64 * per_frame_overhead,
+        "{case}: bytes sent"
+    );
     assert!(l.min_conn_window >= 0);
     // Everything beyond the initial 65535-byte connection window was granted by the client.
     assert!(
@@ -1033,13 +1261,25 @@ async fn no_df_padding_sanity_test() {
 /// and stall (the test would time out).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_frame_padding_counted_in_flow_control() {
-    padding_case(Some(255), 256, Some(65_535), "data_frame_padding (256-byte chunks, 64 KiB windows)").await;
+    padding_case(
+        Some(255),
+        256,
+        Some(65_535),
+        "data_frame_padding (256-byte chunks, 64 KiB windows)",
+    )
+    .await;
 }
 
 /// The same without padding, as a control.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_padding_control_small_windows() {
-    padding_case(None, 256, Some(65_535), "no padding (256-byte chunks, 64 KiB windows)").await;
+    padding_case(
+        None,
+        256,
+        Some(65_535),
+        "no padding (256-byte chunks, 64 KiB windows)",
+    )
+    .await;
 }
 
 // =======================================================================================
@@ -1054,9 +1294,17 @@ async fn no_padding_control_small_windows() {
 async fn grpc_go_negative_client_against_our_servers() {
     let peers = std::env::var_os("GRPC_RUST_PEERS")
         .map(std::path::PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache/grpc-rust/peers")));
-    let Some(bin) = peers.map(|p| p.join("go/bin/http2_negative_client")).filter(|b| b.exists()) else {
-        eprintln!("skipped: grpc-go's http2_negative_client is not built (scripts/peers/build-go.sh)");
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|h| std::path::PathBuf::from(h).join(".cache/grpc-rust/peers"))
+        });
+    let Some(bin) = peers
+        .map(|p| p.join("go/bin/http2_negative_client"))
+        .filter(|b| b.exists())
+    else {
+        eprintln!(
+            "skipped: grpc-go's http2_negative_client is not built (scripts/peers/build-go.sh)"
+        );
         return;
     };
     let run = |addr: SocketAddr, case: &'static str| {
@@ -1079,7 +1327,8 @@ async fn grpc_go_negative_client_against_our_servers() {
             // INTERNAL ("stream terminated by RST_STREAM with error code: NO_ERROR") against
             // this server; grpc's C++ http2_client.cc (the core reference) wants INTERNAL
             // for all three rst cases, as we do. Accept exactly that one disagreement.
-            let go_stale = case == "rst_during_data" && stderr.contains("UnaryCall() = _, Internal, want _, Unknown");
+            let go_stale = case == "rst_during_data"
+                && stderr.contains("UnaryCall() = _, Internal, want _, Unknown");
             assert!(
                 out.status.success() || go_stale,
                 "grpc-go http2_negative_client --test_case={case}: {}\n{stderr}",
@@ -1098,40 +1347,73 @@ async fn grpc_go_negative_client_against_our_servers() {
         // RST_STREAM it wrote: wait (bounded) for it.
         let wire = server.log.wire(0);
         let t0 = Instant::now();
-        frames::wait_for(&wire, &format!("{case}: RST_STREAM(NO_ERROR) on stream 1"), |w| {
-            w.streams.get(&1).and_then(|s| s.server_rst) == Some(0)
-        })
+        frames::wait_for(
+            &wire,
+            &format!("{case}: RST_STREAM(NO_ERROR) on stream 1"),
+            |w| w.streams.get(&1).and_then(|s| s.server_rst) == Some(0),
+        )
         .await;
-        eprintln!("{case}: RST_STREAM seen by the tap {:?} after the peer exited", t0.elapsed());
+        eprintln!(
+            "{case}: RST_STREAM seen by the tap {:?} after the peer exited",
+            t0.elapsed()
+        );
     }
     let server = start_h2(Mode::Normal, Some(1), Duration::from_millis(20)).await;
     run(server.addr, "max_streams").await;
-    assert_eq!(server.log.seen().len(), 16, "max_streams: grpc-go makes 1 + 15 calls");
+    assert_eq!(
+        server.log.seen().len(),
+        16,
+        "max_streams: grpc-go makes 1 + 15 calls"
+    );
     for i in 0..server.log.conn_count() {
         let (max_open, refused) = {
             let wire = server.log.wire(i);
             let w = wire.lock().unwrap();
             (w.max_open, w.refused)
         };
-        assert_eq!((max_open, refused), (1, 0), "max_streams: grpc-go on connection {i}");
+        assert_eq!(
+            (max_open, refused),
+            (1, 0),
+            "max_streams: grpc-go on connection {i}"
+        );
     }
     drop(server);
 
-    let (addr, log, task) = start_raw(RawMode { pings: false, pad: None, chunk: 16_384, goaway: GoAway::AfterTrailers }).await;
+    let (addr, log, task) = start_raw(RawMode {
+        pings: false,
+        pad: None,
+        chunk: 16_384,
+        goaway: GoAway::AfterTrailers,
+    })
+    .await;
     run(addr, "goaway").await;
     {
         let l = log.lock().unwrap();
         // grpc-go also reconnects eagerly after the second GOAWAY: 2 or more connections.
-        assert!(l.conns >= 2 && l.answered == [(0, 1), (1, 1)], "goaway: grpc-go {l:?}");
+        assert!(
+            l.conns >= 2 && l.answered == [(0, 1), (1, 1)],
+            "goaway: grpc-go {l:?}"
+        );
     }
     task.abort();
 
-    let (addr, log, task) = start_raw(RawMode { pings: true, pad: None, chunk: 16_384, goaway: GoAway::Never }).await;
+    let (addr, log, task) = start_raw(RawMode {
+        pings: true,
+        pad: None,
+        chunk: 16_384,
+        goaway: GoAway::Never,
+    })
+    .await;
     run(addr, "ping").await;
     {
         let l = log.lock().unwrap();
         assert!(l.done && l.pings_sent.len() == 4, "ping: grpc-go {l:?}");
-        assert!(l.pings_acked.len() >= 3, "ping: grpc-go acked {:?} of {:?}", l.pings_acked, l.pings_sent);
+        assert!(
+            l.pings_acked.len() >= 3,
+            "ping: grpc-go acked {:?} of {:?}",
+            l.pings_acked,
+            l.pings_sent
+        );
     }
     task.abort();
 }

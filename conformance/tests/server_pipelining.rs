@@ -28,11 +28,20 @@ use tokio::net::{TcpListener, TcpStream};
 const CALLS: u32 = 64;
 
 /// Reads frames from `tcp` until `done` holds for the frames read so far.
-async fn read_until(tcp: &mut TcpStream, split: &mut Splitter, seen: &mut Vec<Frame>, done: impl Fn(&[Frame]) -> bool) {
+async fn read_until(
+    tcp: &mut TcpStream,
+    split: &mut Splitter,
+    seen: &mut Vec<Frame>,
+    done: impl Fn(&[Frame]) -> bool,
+) {
     let mut buf = vec![0u8; 64 * 1024];
     while !done(seen) {
         let n = tcp.read(&mut buf).await.expect("read from the server");
-        assert!(n > 0, "the server closed the connection after {} frames", seen.len());
+        assert!(
+            n > 0,
+            "the server closed the connection after {} frames",
+            seen.len()
+        );
         seen.extend(split.feed(&buf[..n]));
     }
 }
@@ -64,7 +73,10 @@ async fn responses_go_out_while_later_calls_wait() {
         tcp.write_all(&out).await.unwrap();
         // The server's SETTINGS first, so it has nothing of its own left to write.
         let (mut split, mut seen) = (Splitter::server_to_client(), Vec::new());
-        read_until(&mut tcp, &mut split, &mut seen, |f| f.iter().any(|f| f.kind == SETTINGS && f.flags == 0)).await;
+        read_until(&mut tcp, &mut split, &mut seen, |f| {
+            f.iter().any(|f| f.kind == SETTINGS && f.flags == 0)
+        })
+        .await;
         tokio::time::sleep(Duration::from_millis(50)).await;
         wire.lock().unwrap().server_writes.clear();
 
@@ -90,22 +102,48 @@ async fn responses_go_out_while_later_calls_wait() {
         }
         tcp.write_all(&out).await.unwrap();
         read_until(&mut tcp, &mut split, &mut seen, |f| {
-            f.iter().filter(|f| f.kind == HEADERS && f.flags & END_STREAM != 0).count() == CALLS as usize
+            f.iter()
+                .filter(|f| f.kind == HEADERS && f.flags & END_STREAM != 0)
+                .count()
+                == CALLS as usize
         })
         .await;
-        let ok = seen.iter().filter(|f| f.kind == HEADERS && f.flags & END_STREAM != 0).count();
+        let ok = seen
+            .iter()
+            .filter(|f| f.kind == HEADERS && f.flags & END_STREAM != 0)
+            .count();
         assert_eq!(ok, CALLS as usize, "every call answered");
     };
-    tokio::time::timeout(Duration::from_secs(30), run).await.expect("the calls finish within 30 s");
+    tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("the calls finish within 30 s");
 
     let wire = wire.lock().unwrap();
-    let with_responses: Vec<&Vec<u32>> = wire.server_writes.iter().filter(|w| !w.is_empty()).collect();
+    let with_responses: Vec<&Vec<u32>> = wire
+        .server_writes
+        .iter()
+        .filter(|w| !w.is_empty())
+        .collect();
     let sizes: Vec<usize> = with_responses.iter().map(|w| w.len()).collect();
-    assert_eq!(sizes.iter().sum::<usize>(), CALLS as usize, "responses per write: {sizes:?}");
+    assert_eq!(
+        sizes.iter().sum::<usize>(),
+        CALLS as usize,
+        "responses per write: {sizes:?}"
+    );
     // Responses went out before the last calls were even accepted: several writes, the
     // first with one burst of 16 (64 in one write without the yield).
-    assert!(sizes.len() >= 2, "all {CALLS} responses in one write: {sizes:?}");
-    assert!(sizes[0] <= 16, "the first write held {} responses: {sizes:?}", sizes[0]);
+    assert!(
+        sizes.len() >= 2,
+        "all {CALLS} responses in one write: {sizes:?}"
+    );
+    assert!(
+        sizes[0] <= 16,
+        "the first write held {} responses: {sizes:?}",
+        sizes[0]
+    );
     // In call order: the first write answers the first streams.
-    assert_eq!(with_responses[0][0], 1, "responses per write: {with_responses:?}");
+    assert_eq!(
+        with_responses[0][0], 1,
+        "responses per write: {with_responses:?}"
+    );
 }

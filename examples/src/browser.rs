@@ -50,10 +50,15 @@ impl BrowserDemo for Demo {
     async fn echo(&self, request: Request<EchoRequest>) -> Result<Response<EchoReply>, Status> {
         let message = request.into_inner().message;
         tracing::info!(target: "examples::browser", "Echo({message:?})");
-        Ok(Response::new(EchoReply { message: format!("echo: {message}") }))
+        Ok(Response::new(EchoReply {
+            message: format!("echo: {message}"),
+        }))
     }
 
-    async fn count(&self, request: Request<CountRequest>) -> Result<Response<BoxStream<CountReply>>, Status> {
+    async fn count(
+        &self,
+        request: Request<CountRequest>,
+    ) -> Result<Response<BoxStream<CountReply>>, Status> {
         let req = request.into_inner();
         if req.count > MAX_COUNT || req.interval_ms > MAX_INTERVAL_MS {
             return Err(Status::invalid_argument(format!(
@@ -122,17 +127,24 @@ pub fn grpc_server(page: SocketAddr) -> ServerBuilder {
 /// at `grpc_port`), `GET /app.js`; anything else 404 (405 for other methods). One request
 /// per connection (`connection: close`), heads within 8 KiB and 10 s.
 pub async fn serve_page(listener: TcpListener, grpc_port: u16) {
-    let index: Arc<str> = INDEX_HTML.replace("{{GRPC_PORT}}", &grpc_port.to_string()).into();
+    let index: Arc<str> = INDEX_HTML
+        .replace("{{GRPC_PORT}}", &grpc_port.to_string())
+        .into();
     loop {
         match listener.accept().await {
             Ok((sock, peer)) => {
                 let index = Arc::clone(&index);
                 tokio::spawn(async move {
-                    let answer = tokio::time::timeout(Duration::from_secs(10), answer_page(sock, &index));
+                    let answer =
+                        tokio::time::timeout(Duration::from_secs(10), answer_page(sock, &index));
                     match answer.await {
                         Ok(Ok(())) => {}
-                        Ok(Err(e)) => tracing::debug!(target: "examples::browser", %peer, "page request failed: {e}"),
-                        Err(_) => tracing::debug!(target: "examples::browser", %peer, "page request timed out"),
+                        Ok(Err(e)) => {
+                            tracing::debug!(target: "examples::browser", %peer, "page request failed: {e}")
+                        }
+                        Err(_) => {
+                            tracing::debug!(target: "examples::browser", %peer, "page request timed out")
+                        }
                     }
                 });
             }
@@ -149,7 +161,13 @@ async fn answer_page(mut sock: TcpStream, index: &str) -> std::io::Result<()> {
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
         if head.len() > 8 * 1024 {
-            return respond(&mut sock, "431 Request Header Fields Too Large", "text/plain", b"").await;
+            return respond(
+                &mut sock,
+                "431 Request Header Fields Too Large",
+                "text/plain",
+                b"",
+            )
+            .await;
         }
         let n = sock.read(&mut buf).await?;
         if n == 0 {
@@ -160,20 +178,50 @@ async fn answer_page(mut sock: TcpStream, index: &str) -> std::io::Result<()> {
     let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
     let line = String::from_utf8_lossy(line);
     let mut parts = line.split(' ');
-    let (method, target) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+    let (method, target) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    );
     let path = target.split('?').next().unwrap_or_default();
     tracing::info!(target: "examples::browser", "{method} {path}");
     match (method, path) {
         ("GET", "/" | "/index.html") => {
-            respond(&mut sock, "200 OK", "text/html; charset=utf-8", index.as_bytes()).await
+            respond(
+                &mut sock,
+                "200 OK",
+                "text/html; charset=utf-8",
+                index.as_bytes(),
+            )
+            .await
         }
-        ("GET", "/app.js") => respond(&mut sock, "200 OK", "text/javascript; charset=utf-8", APP_JS.as_bytes()).await,
+        ("GET", "/app.js") => {
+            respond(
+                &mut sock,
+                "200 OK",
+                "text/javascript; charset=utf-8",
+                APP_JS.as_bytes(),
+            )
+            .await
+        }
         ("GET", _) => respond(&mut sock, "404 Not Found", "text/plain", b"not found\n").await,
-        _ => respond(&mut sock, "405 Method Not Allowed", "text/plain", b"GET only\n").await,
+        _ => {
+            respond(
+                &mut sock,
+                "405 Method Not Allowed",
+                "text/plain",
+                b"GET only\n",
+            )
+            .await
+        }
     }
 }
 
-async fn respond(sock: &mut TcpStream, status: &str, content_type: &str, body: &[u8]) -> std::io::Result<()> {
+async fn respond(
+    sock: &mut TcpStream,
+    status: &str,
+    content_type: &str,
+    body: &[u8],
+) -> std::io::Result<()> {
     let head = format!(
         "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n",
         body.len()

@@ -8,7 +8,9 @@ use std::time::Instant;
 use grpc_runtime::server::Server;
 
 use crate::ensure;
-use crate::routeguide::client::{self, chat_notes, fixed_route, list_rectangle, KNOWN_POINT, MISSING_POINT};
+use crate::routeguide::client::{
+    self, chat_notes, fixed_route, list_rectangle, KNOWN_POINT, MISSING_POINT,
+};
 use crate::routeguide::geo::{distance_m, in_range};
 use crate::routeguide::{load_features, RouteGuideService};
 use crate::{connect, BoxError, RunningServer, Transcript};
@@ -17,7 +19,11 @@ use crate::{connect, BoxError, RunningServer, Transcript};
 pub async fn run(db: &Path, out: &Transcript) -> Result<(), BoxError> {
     let started = Instant::now();
     let features = load_features(db)?;
-    out.line(format!("grpc-rust demo: RouteGuide with {} features from {}", features.len(), db.display()));
+    out.line(format!(
+        "grpc-rust demo: RouteGuide with {} features from {}",
+        features.len(),
+        db.display()
+    ));
     let service = RouteGuideService::new(features.clone());
     let server = RunningServer::start(Server::builder().add_service(service.into_server())).await?;
     out.line(format!("server listening on {}", server.addr()));
@@ -28,18 +34,37 @@ pub async fn run(db: &Path, out: &Transcript) -> Result<(), BoxError> {
 
     // Check every answer against the database.
     let known = features.iter().find(|f| f.location == Some(KNOWN_POINT));
-    ensure!(known.is_some_and(|k| k.name == got.found.name), "GetFeature: wrong feature {:?}", got.found);
+    ensure!(
+        known.is_some_and(|k| k.name == got.found.name),
+        "GetFeature: wrong feature {:?}",
+        got.found
+    );
     ensure!(
         got.missing.name.is_empty() && got.missing.location == Some(MISSING_POINT),
         "GetFeature: expected an unnamed feature at (0, 0), got {:?}",
         got.missing
     );
     let rect = list_rectangle();
-    let expected: Vec<_> =
-        features.iter().filter(|f| f.location.as_ref().is_some_and(|p| in_range(p, &rect))).cloned().collect();
-    ensure!(got.listed == expected, "ListFeatures: got {} features, expected {}", got.listed.len(), expected.len());
-    let hits: usize =
-        route.iter().map(|p| features.iter().filter(|f| f.location.as_ref() == Some(p)).count()).sum();
+    let expected: Vec<_> = features
+        .iter()
+        .filter(|f| f.location.as_ref().is_some_and(|p| in_range(p, &rect)))
+        .cloned()
+        .collect();
+    ensure!(
+        got.listed == expected,
+        "ListFeatures: got {} features, expected {}",
+        got.listed.len(),
+        expected.len()
+    );
+    let hits: usize = route
+        .iter()
+        .map(|p| {
+            features
+                .iter()
+                .filter(|f| f.location.as_ref() == Some(p))
+                .count()
+        })
+        .sum();
     let distance: i32 = route.windows(2).map(|w| distance_m(&w[0], &w[1])).sum();
     ensure!(
         got.summary.point_count as usize == route.len()
@@ -49,11 +74,21 @@ pub async fn run(db: &Path, out: &Transcript) -> Result<(), BoxError> {
         got.summary,
         route.len()
     );
-    let expected_chat: Vec<String> = chat_notes().into_iter().take(3).map(|n| n.message).collect();
+    let expected_chat: Vec<String> = chat_notes()
+        .into_iter()
+        .take(3)
+        .map(|n| n.message)
+        .collect();
     let chat: Vec<String> = got.chat.iter().map(|n| n.message.clone()).collect();
-    ensure!(chat == expected_chat, "RouteChat: got {chat:?}, expected {expected_chat:?}");
+    ensure!(
+        chat == expected_chat,
+        "RouteChat: got {chat:?}, expected {expected_chat:?}"
+    );
 
     server.shutdown().await?;
-    out.line(format!("all four call kinds OK in {} ms", started.elapsed().as_millis()));
+    out.line(format!(
+        "all four call kinds OK in {} ms",
+        started.elapsed().as_millis()
+    ));
     Ok(())
 }

@@ -27,7 +27,9 @@ pub struct Transcript {
 
 impl std::fmt::Debug for Transcript {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Transcript").field("lines", &self.lines()).finish()
+        f.debug_struct("Transcript")
+            .field("lines", &self.lines())
+            .finish()
     }
 }
 
@@ -40,7 +42,10 @@ impl Transcript {
     /// A transcript that also hands every line to `sink` as it is added (the binaries
     /// pass `|l| println!("{l}")`).
     pub fn with_sink(sink: impl Fn(&str) + Send + Sync + 'static) -> Transcript {
-        Transcript { lines: Arc::default(), sink: Some(Arc::new(sink)) }
+        Transcript {
+            lines: Arc::default(),
+            sink: Some(Arc::new(sink)),
+        }
     }
 
     /// Adds one line.
@@ -50,7 +55,10 @@ impl Transcript {
         if let Some(sink) = &self.sink {
             sink(&line);
         }
-        self.lines.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+        self.lines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(line);
     }
 
     /// All lines so far.
@@ -79,7 +87,10 @@ impl RunningServer {
     }
 
     /// Starts `builder` on `addr`.
-    pub async fn start_on(builder: ServerBuilder, addr: SocketAddr) -> std::io::Result<RunningServer> {
+    pub async fn start_on(
+        builder: ServerBuilder,
+        addr: SocketAddr,
+    ) -> std::io::Result<RunningServer> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (tx, rx) = oneshot::channel::<()>();
@@ -87,7 +98,11 @@ impl RunningServer {
             let _ = rx.await;
         };
         let task = tokio::spawn(builder.serve_with_incoming_shutdown(listener, signal));
-        Ok(RunningServer { addr, shutdown: Some(tx), task })
+        Ok(RunningServer {
+            addr,
+            shutdown: Some(tx),
+            task,
+        })
     }
 
     /// The bound address.

@@ -32,16 +32,26 @@ struct ServerProcess {
 
 impl ServerProcess {
     fn start(exe: &str, args: &[&str]) -> ServerProcess {
-        let mut child = Command::new(exe).args(args).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
+        let mut child = Command::new(exe)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
         let mut first = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
         let addr = first
             .split("listening on ")
             .nth(1)
             .and_then(|rest| rest.split_whitespace().next())
             .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
             .to_string();
-        ServerProcess { child, url: format!("http://{addr}") }
+        ServerProcess {
+            child,
+            url: format!("http://{addr}"),
+        }
     }
 }
 
@@ -71,9 +81,13 @@ fn demo_binary() {
 
 #[test]
 fn demo_binary_fails_on_a_bad_database() {
-    let out = Command::new(env!("CARGO_BIN_EXE_demo")).args(["--db", "/nonexistent/db.json"]).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_demo"))
+        .args(["--db", "/nonexistent/db.json"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("demo failed: cannot read /nonexistent/db.json"));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("demo failed: cannot read /nonexistent/db.json"));
 }
 
 #[test]
@@ -109,15 +123,27 @@ fn feature_binaries() {
 
 #[test]
 fn helloworld_server_and_client() {
-    let server = ServerProcess::start(env!("CARGO_BIN_EXE_helloworld-server"), &["--addr", "127.0.0.1:0"]);
-    let stdout = run(env!("CARGO_BIN_EXE_helloworld-client"), &["--addr", &server.url, "--name", "gRPC"]);
+    let server = ServerProcess::start(
+        env!("CARGO_BIN_EXE_helloworld-server"),
+        &["--addr", "127.0.0.1:0"],
+    );
+    let stdout = run(
+        env!("CARGO_BIN_EXE_helloworld-client"),
+        &["--addr", &server.url, "--name", "gRPC"],
+    );
     assert_eq!(stdout, "Greeting: Hello gRPC\nGreeting: Hello again gRPC\n");
 }
 
 #[test]
 fn routeguide_server_and_client() {
-    let server = ServerProcess::start(env!("CARGO_BIN_EXE_routeguide-server"), &["--addr", "127.0.0.1:0"]);
-    let stdout = run(env!("CARGO_BIN_EXE_routeguide-client"), &["--addr", &server.url]);
+    let server = ServerProcess::start(
+        env!("CARGO_BIN_EXE_routeguide-server"),
+        &["--addr", "127.0.0.1:0"],
+    );
+    let stdout = run(
+        env!("CARGO_BIN_EXE_routeguide-client"),
+        &["--addr", &server.url],
+    );
     assert_contains(
         &stdout,
         &[
@@ -135,11 +161,20 @@ fn routeguide_server_and_client() {
 
 #[test]
 fn client_binaries_fail_without_a_server() {
-    for exe in [env!("CARGO_BIN_EXE_helloworld-client"), env!("CARGO_BIN_EXE_routeguide-client")] {
+    for exe in [
+        env!("CARGO_BIN_EXE_helloworld-client"),
+        env!("CARGO_BIN_EXE_routeguide-client"),
+    ] {
         // Port 1 on localhost: nothing listens there.
-        let out = Command::new(exe).args(["--addr", "http://127.0.0.1:1"]).output().unwrap();
+        let out = Command::new(exe)
+            .args(["--addr", "http://127.0.0.1:1"])
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(1), "{exe}");
-        assert!(String::from_utf8_lossy(&out.stderr).contains("failed"), "{exe}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("failed"),
+            "{exe}"
+        );
     }
 }
 
@@ -151,9 +186,18 @@ fn server_binaries_reject_bad_arguments() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent/db.json"));
-    for exe in [env!("CARGO_BIN_EXE_helloworld-server"), env!("CARGO_BIN_EXE_routeguide-server")] {
-        let out = Command::new(exe).args(["--addr", "not an address"]).output().unwrap();
+    for exe in [
+        env!("CARGO_BIN_EXE_helloworld-server"),
+        env!("CARGO_BIN_EXE_routeguide-server"),
+    ] {
+        let out = Command::new(exe)
+            .args(["--addr", "not an address"])
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(2), "{exe}");
-        assert!(String::from_utf8_lossy(&out.stderr).contains("bad --addr"), "{exe}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("bad --addr"),
+            "{exe}"
+        );
     }
 }

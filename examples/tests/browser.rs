@@ -29,10 +29,21 @@ impl Example {
         let (mut first, mut second) = (String::new(), String::new());
         out.read_line(&mut first).unwrap();
         out.read_line(&mut second).unwrap();
-        let grpc = first.split("listening on ").nth(1).and_then(|r| r.split_whitespace().next());
-        let page = second.strip_prefix("page: http://").and_then(|r| r.split('/').next());
-        let (Some(grpc), Some(page)) = (grpc, page) else { panic!("unexpected output {first:?} {second:?}") };
-        Example { grpc: grpc.to_string(), page: page.to_string(), child }
+        let grpc = first
+            .split("listening on ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next());
+        let page = second
+            .strip_prefix("page: http://")
+            .and_then(|r| r.split('/').next());
+        let (Some(grpc), Some(page)) = (grpc, page) else {
+            panic!("unexpected output {first:?} {second:?}")
+        };
+        Example {
+            grpc: grpc.to_string(),
+            page: page.to_string(),
+            child,
+        }
     }
 }
 
@@ -49,8 +60,15 @@ fn http(addr: &str, request: &str) -> (String, Vec<u8>) {
     s.write_all(request.as_bytes()).unwrap();
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).unwrap();
-    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("no end of head") + 4;
-    (String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase(), raw[end..].to_vec())
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("no end of head")
+        + 4;
+    (
+        String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase(),
+        raw[end..].to_vec(),
+    )
 }
 
 #[test]
@@ -61,19 +79,29 @@ fn serves_the_page_and_its_script() {
     assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
     assert!(head.contains("content-type: text/html"), "{head}");
     let page = String::from_utf8(body).unwrap();
-    assert!(page.contains(&format!(r#"<meta name="grpc-port" content="{grpc_port}">"#)), "{page}");
+    assert!(
+        page.contains(&format!(r#"<meta name="grpc-port" content="{grpc_port}">"#)),
+        "{page}"
+    );
     assert!(page.contains(r#"<script type="module" src="/app.js">"#));
 
     let (head, body) = http(&ex.page, "GET /app.js HTTP/1.1\r\nhost: x\r\n\r\n");
-    assert!(head.starts_with("http/1.1 200 ok\r\n") && head.contains("content-type: text/javascript"), "{head}");
+    assert!(
+        head.starts_with("http/1.1 200 ok\r\n") && head.contains("content-type: text/javascript"),
+        "{head}"
+    );
     assert_eq!(body, examples::browser::APP_JS.as_bytes());
     assert!(
-        examples::browser::APP_JS.contains("createGrpcWebTransport") || examples::browser::APP_JS.contains("grpc-web")
+        examples::browser::APP_JS.contains("createGrpcWebTransport")
+            || examples::browser::APP_JS.contains("grpc-web")
     );
 
     let (head, _) = http(&ex.page, "GET /nothing HTTP/1.1\r\nhost: x\r\n\r\n");
     assert!(head.starts_with("http/1.1 404 "), "{head}");
-    let (head, _) = http(&ex.page, "POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n");
+    let (head, _) = http(
+        &ex.page,
+        "POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n",
+    );
     assert!(head.starts_with("http/1.1 405 "), "{head}");
 }
 
@@ -92,21 +120,40 @@ fn cors_lets_the_page_origin_in_only() {
         .0
     };
     let port = ex.page.rsplit(':').next().unwrap();
-    for origin in [format!("http://{}", ex.page), format!("http://localhost:{port}")] {
+    for origin in [
+        format!("http://{}", ex.page),
+        format!("http://localhost:{port}"),
+    ] {
         let head = preflight(&origin);
         assert!(head.starts_with("http/1.1 204 "), "{head}");
-        assert!(head.contains(&format!("access-control-allow-origin: {origin}\r\n")), "{head}");
+        assert!(
+            head.contains(&format!("access-control-allow-origin: {origin}\r\n")),
+            "{head}"
+        );
     }
     let head = preflight("http://elsewhere.example");
-    assert!(head.starts_with("http/1.1 403 ") && !head.contains("access-control-allow-origin"), "{head}");
+    assert!(
+        head.starts_with("http/1.1 403 ") && !head.contains("access-control-allow-origin"),
+        "{head}"
+    );
 }
 
 #[tokio::test]
 async fn the_service_over_native_grpc() {
     let ex = Example::start();
-    let client = BrowserDemoClient::new(examples::connect(&format!("http://{}", ex.grpc)).await.unwrap());
+    let client = BrowserDemoClient::new(
+        examples::connect(&format!("http://{}", ex.grpc))
+            .await
+            .unwrap(),
+    );
 
-    let reply = client.echo(EchoRequest { message: "hi ✓".into() }).await.unwrap().into_inner();
+    let reply = client
+        .echo(EchoRequest {
+            message: "hi ✓".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(reply.message, "echo: hi ✓");
 
     let count = |n, fail_code, fail_message: &str| CountRequest {
@@ -122,11 +169,18 @@ async fn the_service_over_native_grpc() {
     }
     assert_eq!(got, [1, 2, 3]);
 
-    let mut stream = client.count(count(2, 8, "enough")).await.unwrap().into_inner();
+    let mut stream = client
+        .count(count(2, 8, "enough"))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(stream.message().await.unwrap().map(|r| r.index), Some(1));
     assert_eq!(stream.message().await.unwrap().map(|r| r.index), Some(2));
     let status = stream.message().await.unwrap_err();
-    assert_eq!((status.code(), status.message()), (Code::ResourceExhausted, "enough"));
+    assert_eq!(
+        (status.code(), status.message()),
+        (Code::ResourceExhausted, "enough")
+    );
 
     // Refused before any reply (the status may surface at the call or at the first read).
     let status = match client.count(count(101, 0, "")).await {
@@ -135,8 +189,23 @@ async fn the_service_over_native_grpc() {
     };
     assert_eq!(status.code(), Code::InvalidArgument);
 
-    let status = client.fail(FailRequest { code: 9, message: "100% sûr".into() }).await.unwrap_err();
-    assert_eq!((status.code(), status.message()), (Code::FailedPrecondition, "100% sûr"));
-    let status = client.fail(FailRequest { code: 0, message: "ok?".into() }).await.unwrap_err();
+    let status = client
+        .fail(FailRequest {
+            code: 9,
+            message: "100% sûr".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (status.code(), status.message()),
+        (Code::FailedPrecondition, "100% sûr")
+    );
+    let status = client
+        .fail(FailRequest {
+            code: 0,
+            message: "ok?".into(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::Unknown);
 }

@@ -7,7 +7,11 @@ use examples::{features, Transcript};
 fn assert_lines(out: &Transcript, expected: &[&str]) {
     let lines = out.lines();
     for needle in expected {
-        assert!(lines.iter().any(|l| l.contains(needle)), "no line contains {needle:?} in:\n{}", lines.join("\n"));
+        assert!(
+            lines.iter().any(|l| l.contains(needle)),
+            "no line contains {needle:?} in:\n{}",
+            lines.join("\n")
+        );
     }
 }
 
@@ -18,7 +22,10 @@ fn assert_order(out: &Transcript, needles: &[&str]) {
     for needle in needles {
         match lines[at..].iter().position(|l| l.contains(needle)) {
             Some(i) => at += i + 1,
-            None => panic!("{needle:?} not found after line {at} in:\n{}", lines.join("\n")),
+            None => panic!(
+                "{needle:?} not found after line {at} in:\n{}",
+                lines.join("\n")
+            ),
         }
     }
 }
@@ -26,7 +33,9 @@ fn assert_order(out: &Transcript, needles: &[&str]) {
 #[tokio::test]
 async fn demo() {
     let out = Transcript::new();
-    examples::demo::run(&examples::routeguide::default_db_path(), &out).await.unwrap();
+    examples::demo::run(&examples::routeguide::default_db_path(), &out)
+        .await
+        .unwrap();
     assert_lines(
         &out,
         &[
@@ -38,29 +47,47 @@ async fn demo() {
             "all four call kinds OK",
         ],
     );
-    assert_order(&out, &["got note \"First message\"", "got note \"Second message\"", "got note \"Third message\""]);
+    assert_order(
+        &out,
+        &[
+            "got note \"First message\"",
+            "got note \"Second message\"",
+            "got note \"Third message\"",
+        ],
+    );
 }
 
 #[tokio::test]
 async fn demo_fails_on_a_missing_database() {
     let out = Transcript::new();
-    let err = examples::demo::run(std::path::Path::new("/nonexistent/db.json"), &out).await.unwrap_err();
-    assert!(err.to_string().contains("cannot read /nonexistent/db.json"), "{err}");
+    let err = examples::demo::run(std::path::Path::new("/nonexistent/db.json"), &out)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("cannot read /nonexistent/db.json"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
 async fn helloworld() {
     use examples::pb::helloworld::greeter_server::GreeterServer;
     let server = examples::RunningServer::start(
-        grpc_runtime::server::Server::builder().add_service(GreeterServer::new(examples::helloworld::MyGreeter)),
+        grpc_runtime::server::Server::builder()
+            .add_service(GreeterServer::new(examples::helloworld::MyGreeter)),
     )
     .await
     .unwrap();
     let out = Transcript::new();
-    let (a, b) = examples::helloworld::run_client(&server.url(), "world", &out).await.unwrap();
+    let (a, b) = examples::helloworld::run_client(&server.url(), "world", &out)
+        .await
+        .unwrap();
     assert_eq!(a, "Hello world");
     assert_eq!(b, "Hello again world");
-    assert_eq!(out.lines(), ["Greeting: Hello world", "Greeting: Hello again world"]);
+    assert_eq!(
+        out.lines(),
+        ["Greeting: Hello world", "Greeting: Hello again world"]
+    );
     server.shutdown().await.unwrap();
 }
 
@@ -187,14 +214,32 @@ async fn interceptors() {
     );
     // finish_call got each call's own number (set in start) and the server's address.
     let lines = out.lines();
-    let ends: Vec<&String> = lines.iter().filter(|l| l.starts_with("client: end")).collect();
+    let ends: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with("client: end"))
+        .collect();
     assert_eq!(ends.len(), 4, "{ends:?}");
     for (end, n) in ends.iter().zip([1, 2, 1, 2]) {
-        assert!(end.contains(&format!(" ms (call #{n}, server 127.0.0.1:")), "{end}");
+        assert!(
+            end.contains(&format!(" ms (call #{n}, server 127.0.0.1:")),
+            "{end}"
+        );
     }
     // Six calls reached the server; the handler ran only for the two with the token.
-    assert_eq!(lines.iter().filter(|l| l.starts_with("server: start")).count(), 6);
-    assert_eq!(lines.iter().filter(|l| l.starts_with("server: end") && l.contains(": OK in")).count(), 2);
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.starts_with("server: start"))
+            .count(),
+        6
+    );
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.starts_with("server: end") && l.contains(": OK in"))
+            .count(),
+        2
+    );
 }
 
 #[tokio::test]
@@ -231,7 +276,14 @@ async fn name_resolving() {
             "client: channel closed; the resolver's task stopped (registry watchers: 0)",
         ],
     );
-    assert_lines(&out, &["refused: ", "this registry has no authority part; use registry:///SERVICE", " calls during the change, 0 failed"]);
+    assert_lines(
+        &out,
+        &[
+            "refused: ",
+            "this registry has no authority part; use registry:///SERVICE",
+            " calls during the change, 0 failed",
+        ],
+    );
 }
 
 #[tokio::test]
@@ -249,7 +301,10 @@ async fn load_balancing() {
             "weighted_random: on_done saw 1000 OK, 0 failed (backend-1: ",
         ],
     );
-    assert_lines(&out, &["default_weight must be an integer from 1 to 4294967295, got 0"]);
+    assert_lines(
+        &out,
+        &["default_weight must be an integer from 1 to 4294967295, got 0"],
+    );
 }
 
 #[tokio::test]
@@ -441,7 +496,13 @@ async fn flow_control() {
             ],
         );
     }
-    assert_lines(&out, &["client [64 KiB window]: not reading for 600 ms", "buffered ahead of a reader that does not read: "]);
+    assert_lines(
+        &out,
+        &[
+            "client [64 KiB window]: not reading for 600 ms",
+            "buffered ahead of a reader that does not read: ",
+        ],
+    );
 }
 
 #[tokio::test]

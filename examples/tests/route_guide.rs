@@ -13,12 +13,19 @@ use grpc_runtime::server::Server;
 use tokio::sync::mpsc;
 
 fn pt(latitude: i32, longitude: i32) -> Point {
-    Point { latitude, longitude }
+    Point {
+        latitude,
+        longitude,
+    }
 }
 
 /// The JSON database as (lat, lon, name), parsed without the crate's loader.
 fn raw_db() -> Vec<(i64, i64, String)> {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/data/route_guide_db.json")).unwrap();
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/data/route_guide_db.json"
+    ))
+    .unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     v.as_array()
         .unwrap()
@@ -35,14 +42,22 @@ fn raw_db() -> Vec<(i64, i64, String)> {
 
 async fn start() -> (RunningServer, RouteGuideClient) {
     let service = RouteGuideService::new(load_features(&default_db_path()).unwrap());
-    let server = RunningServer::start(Server::builder().add_service(service.into_server())).await.unwrap();
+    let server = RunningServer::start(Server::builder().add_service(service.into_server()))
+        .await
+        .unwrap();
     let client = RouteGuideClient::new(examples::connect(&server.url()).await.unwrap());
     (server, client)
 }
 
-fn channel_stream<T: Send + 'static>() -> (mpsc::UnboundedSender<T>, impl futures_core::Stream<Item = T> + Send + 'static) {
+fn channel_stream<T: Send + 'static>() -> (
+    mpsc::UnboundedSender<T>,
+    impl futures_core::Stream<Item = T> + Send + 'static,
+) {
     let (tx, rx) = mpsc::unbounded_channel::<T>();
-    (tx, stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) }))
+    (
+        tx,
+        stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) }),
+    )
 }
 
 #[tokio::test]
@@ -53,11 +68,18 @@ async fn get_feature_found() {
     let p = pt(*lat as i32, *lon as i32);
     let feature = client.get_feature(p).await.unwrap().into_inner();
     assert_eq!(feature.name, *name);
-    assert_eq!(feature.name, "Old Mill Bridge, 72 Station Road, Bramblewood");
+    assert_eq!(
+        feature.name,
+        "Old Mill Bridge, 72 Station Road, Bramblewood"
+    );
     assert_eq!(feature.location, Some(p));
     // Every named feature is found by its exact location.
     for (lat, lon, name) in db.iter().filter(|f| !f.2.is_empty()) {
-        let got = client.get_feature(pt(*lat as i32, *lon as i32)).await.unwrap().into_inner();
+        let got = client
+            .get_feature(pt(*lat as i32, *lon as i32))
+            .await
+            .unwrap()
+            .into_inner();
         assert_eq!(&got.name, name);
     }
     server.shutdown().await.unwrap();
@@ -77,9 +99,17 @@ async fn get_feature_not_found_is_unnamed_feature_at_the_point() {
 #[tokio::test]
 async fn list_features_inside_rectangle() {
     let (server, client) = start().await;
-    let (lat_a, lon_a, lat_b, lon_b) = (407_500_000i64, -743_000_000i64, 405_000_000i64, -746_000_000i64);
+    let (lat_a, lon_a, lat_b, lon_b) = (
+        407_500_000i64,
+        -743_000_000i64,
+        405_000_000i64,
+        -746_000_000i64,
+    );
     // Corners given hi-then-lo: the server must normalise them.
-    let rect = Rectangle { lo: Some(pt(lat_a as i32, lon_a as i32)), hi: Some(pt(lat_b as i32, lon_b as i32)) };
+    let rect = Rectangle {
+        lo: Some(pt(lat_a as i32, lon_a as i32)),
+        hi: Some(pt(lat_b as i32, lon_b as i32)),
+    };
     let expected: Vec<String> = raw_db()
         .into_iter()
         .filter(|(lat, lon, _)| (lat_b..=lat_a).contains(lat) && (lon_b..=lon_a).contains(lon))
@@ -95,7 +125,10 @@ async fn list_features_inside_rectangle() {
     assert!(stream.status().unwrap().is_ok());
 
     // The whole data set, unnamed features included.
-    let all = Rectangle { lo: Some(pt(-900_000_000, -1_800_000_000)), hi: Some(pt(900_000_000, 1_800_000_000)) };
+    let all = Rectangle {
+        lo: Some(pt(-900_000_000, -1_800_000_000)),
+        hi: Some(pt(900_000_000, 1_800_000_000)),
+    };
     let mut stream = client.list_features(all).await.unwrap().into_inner();
     let mut n = 0;
     while stream.message().await.unwrap().is_some() {
@@ -104,7 +137,10 @@ async fn list_features_inside_rectangle() {
     assert_eq!(n, raw_db().len());
 
     // A rectangle with nothing inside: an empty stream that ends OK.
-    let empty = Rectangle { lo: Some(pt(0, 0)), hi: Some(pt(10, 10)) };
+    let empty = Rectangle {
+        lo: Some(pt(0, 0)),
+        hi: Some(pt(10, 10)),
+    };
     let mut stream = client.list_features(empty).await.unwrap().into_inner();
     assert!(stream.message().await.unwrap().is_none());
     server.shutdown().await.unwrap();
@@ -124,14 +160,25 @@ async fn record_route_summary_for_a_fixed_route() {
         pt(407_000_000, -745_000_000),
         pt(406_604_709, -744_109_231),
     ];
-    let summary = client.record_route(stream::iter(route)).await.unwrap().into_inner();
+    let summary = client
+        .record_route(stream::iter(route))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(summary.point_count, 6);
     assert_eq!(summary.feature_count, 5);
     assert_eq!(summary.distance, 105_321);
     assert_eq!(summary.elapsed_time, 0);
 
-    let empty = client.record_route(stream::iter(Vec::<Point>::new())).await.unwrap().into_inner();
-    assert_eq!((empty.point_count, empty.feature_count, empty.distance), (0, 0, 0));
+    let empty = client
+        .record_route(stream::iter(Vec::<Point>::new()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (empty.point_count, empty.feature_count, empty.distance),
+        (0, 0, 0)
+    );
     server.shutdown().await.unwrap();
 }
 
@@ -153,7 +200,10 @@ async fn record_route_elapsed_time_in_seconds() {
 }
 
 fn note(lat: i32, lon: i32, m: &str) -> RouteNote {
-    RouteNote { location: Some(pt(lat, lon)), message: m.to_string() }
+    RouteNote {
+        location: Some(pt(lat, lon)),
+        message: m.to_string(),
+    }
 }
 
 #[tokio::test]
@@ -178,7 +228,11 @@ async fn route_chat_sends_earlier_notes_at_the_same_location_first() {
     assert_eq!(rest, ["A1", "A2", "B1"]);
 
     // Notes are kept by the server across calls.
-    let mut replies = client.route_chat(stream::iter(vec![note(1, 1, "A4")])).await.unwrap().into_inner();
+    let mut replies = client
+        .route_chat(stream::iter(vec![note(1, 1, "A4")]))
+        .await
+        .unwrap()
+        .into_inner();
     let mut got = Vec::new();
     while let Some(n) = replies.message().await.unwrap() {
         got.push(n.message);

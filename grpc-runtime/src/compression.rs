@@ -16,8 +16,10 @@ pub const GRPC_ENCODING: &str = "grpc-encoding";
 pub const GRPC_ACCEPT_ENCODING: &str = "grpc-accept-encoding";
 
 // The same names as `HeaderName`s: inserting a `&str` key copies it every time.
-pub(crate) const GRPC_ENCODING_NAME: http::HeaderName = http::HeaderName::from_static(GRPC_ENCODING);
-pub(crate) const GRPC_ACCEPT_ENCODING_NAME: http::HeaderName = http::HeaderName::from_static(GRPC_ACCEPT_ENCODING);
+pub(crate) const GRPC_ENCODING_NAME: http::HeaderName =
+    http::HeaderName::from_static(GRPC_ENCODING);
+pub(crate) const GRPC_ACCEPT_ENCODING_NAME: http::HeaderName =
+    http::HeaderName::from_static(GRPC_ACCEPT_ENCODING);
 
 /// A compression algorithm other than identity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -32,8 +34,11 @@ pub enum CompressionEncoding {
 
 impl CompressionEncoding {
     /// All supported algorithms.
-    pub const ALL: [CompressionEncoding; 3] =
-        [CompressionEncoding::Gzip, CompressionEncoding::Deflate, CompressionEncoding::Zstd];
+    pub const ALL: [CompressionEncoding; 3] = [
+        CompressionEncoding::Gzip,
+        CompressionEncoding::Deflate,
+        CompressionEncoding::Zstd,
+    ];
 
     /// The name used in `grpc-encoding`.
     pub fn as_str(self) -> &'static str {
@@ -109,7 +114,9 @@ impl EncodingSet {
 
     /// The members, in a fixed order.
     pub fn iter(self) -> impl Iterator<Item = CompressionEncoding> {
-        CompressionEncoding::ALL.into_iter().filter(move |e| self.contains(*e))
+        CompressionEncoding::ALL
+            .into_iter()
+            .filter(move |e| self.contains(*e))
     }
 
     /// The `grpc-accept-encoding` value: `identity` followed by the members,
@@ -134,7 +141,10 @@ impl EncodingSet {
                 })
                 .collect()
         });
-        values.get(usize::from(self.0)).cloned().unwrap_or(http::HeaderValue::from_static("identity"))
+        values
+            .get(usize::from(self.0))
+            .cloned()
+            .unwrap_or(http::HeaderValue::from_static("identity"))
     }
 
     /// Parses a `grpc-accept-encoding` value (comma-separated; unknown names
@@ -253,8 +263,12 @@ pub fn decompress(enc: CompressionEncoding, input: &[u8], limit: usize) -> Resul
     let mut out = Vec::new();
     let cap = (limit as u64).saturating_add(1);
     let res = match enc {
-        CompressionEncoding::Gzip => flate2::read::GzDecoder::new(input).take(cap).read_to_end(&mut out),
-        CompressionEncoding::Deflate => flate2::read::ZlibDecoder::new(input).take(cap).read_to_end(&mut out),
+        CompressionEncoding::Gzip => flate2::read::GzDecoder::new(input)
+            .take(cap)
+            .read_to_end(&mut out),
+        CompressionEncoding::Deflate => flate2::read::ZlibDecoder::new(input)
+            .take(cap)
+            .read_to_end(&mut out),
         CompressionEncoding::Zstd => match zstd::stream::read::Decoder::new(input) {
             // The frame header names the window the decoder must allocate (up to
             // 128 MiB by default), whatever the output size: bound it, or a few
@@ -273,7 +287,9 @@ pub fn decompress(enc: CompressionEncoding, input: &[u8], limit: usize) -> Resul
                 zstd_window_log_max(limit)
             )));
         }
-        return Err(Status::internal(format!("failed to decompress message ({enc}): {e}")));
+        return Err(Status::internal(format!(
+            "failed to decompress message ({enc}): {e}"
+        )));
     }
     if out.len() > limit {
         return Err(Status::resource_exhausted(format!(
@@ -299,7 +315,10 @@ mod tests {
             assert_eq!(&back[..], &data[..]);
             let err = decompress(enc, &out, 1000).unwrap_err();
             assert_eq!(err.code(), Code::ResourceExhausted);
-            assert_eq!(decompress(enc, b"garbage!", 1000).unwrap_err().code(), Code::Internal);
+            assert_eq!(
+                decompress(enc, b"garbage!", 1000).unwrap_err().code(),
+                Code::Internal
+            );
         }
         // deflate is zlib-framed: 0x78 header
         let mut out = BytesMut::new();
@@ -312,7 +331,18 @@ mod tests {
 
     /// A zstd frame declaring a `2^log` window (no content size) holding one raw byte.
     fn zstd_frame_with_window(log: u8) -> Vec<u8> {
-        vec![0x28, 0xB5, 0x2F, 0xFD, 0x00, (log - 10) << 3, 0x09, 0x00, 0x00, b'a']
+        vec![
+            0x28,
+            0xB5,
+            0x2F,
+            0xFD,
+            0x00,
+            (log - 10) << 3,
+            0x09,
+            0x00,
+            0x00,
+            b'a',
+        ]
     }
 
     #[test]
@@ -322,21 +352,39 @@ mod tests {
         assert_eq!(zstd_window_log_max(64 << 20), 26);
         assert_eq!(zstd_window_log_max(usize::MAX), 27);
         // 8 MiB windows decode under the default 4 MiB limit...
-        let ok = decompress(CompressionEncoding::Zstd, &zstd_frame_with_window(23), 4 << 20).unwrap();
+        let ok = decompress(
+            CompressionEncoding::Zstd,
+            &zstd_frame_with_window(23),
+            4 << 20,
+        )
+        .unwrap();
         assert_eq!(&ok[..], b"a");
         // ... a 10-byte frame asking for 128 MiB (or 1 GiB) of window does not.
         for log in [24, 27, 30] {
-            let err = decompress(CompressionEncoding::Zstd, &zstd_frame_with_window(log), 4 << 20).unwrap_err();
+            let err = decompress(
+                CompressionEncoding::Zstd,
+                &zstd_frame_with_window(log),
+                4 << 20,
+            )
+            .unwrap_err();
             assert_eq!(err.code(), Code::ResourceExhausted, "2^{log}: {err:?}");
             assert!(err.message().contains("window"), "{err:?}");
         }
         // A receiver that allows 64 MiB messages accepts their windows.
-        assert!(decompress(CompressionEncoding::Zstd, &zstd_frame_with_window(26), 64 << 20).is_ok());
+        assert!(decompress(
+            CompressionEncoding::Zstd,
+            &zstd_frame_with_window(26),
+            64 << 20
+        )
+        .is_ok());
     }
 
     #[test]
     fn headers() {
-        assert_eq!(EncodingSet::all().to_header_value(), "identity,gzip,deflate,zstd");
+        assert_eq!(
+            EncodingSet::all().to_header_value(),
+            "identity,gzip,deflate,zstd"
+        );
         assert_eq!(EncodingSet::none().to_header_value(), "identity");
         for bits in 0..=7 {
             let set = EncodingSet(bits);
@@ -355,11 +403,29 @@ mod tests {
         use CompressionEncoding::*;
         let all = EncodingSet::all();
         let gz = EncodingSet::none().with(Gzip);
-        assert_eq!(negotiate_response_encoding(None, Some(Gzip), None, all, gz), Some(Gzip));
-        assert_eq!(negotiate_response_encoding(None, Some(Zstd), None, all, gz), None);
-        assert_eq!(negotiate_response_encoding(None, None, Some(Gzip), all, gz), Some(Gzip));
-        assert_eq!(negotiate_response_encoding(None, None, Some(Zstd), all, gz), None);
-        assert_eq!(negotiate_response_encoding(Some(Deflate), Some(Gzip), None, all, gz), None);
-        assert_eq!(negotiate_response_encoding(Some(Gzip), None, None, all, gz), Some(Gzip));
+        assert_eq!(
+            negotiate_response_encoding(None, Some(Gzip), None, all, gz),
+            Some(Gzip)
+        );
+        assert_eq!(
+            negotiate_response_encoding(None, Some(Zstd), None, all, gz),
+            None
+        );
+        assert_eq!(
+            negotiate_response_encoding(None, None, Some(Gzip), all, gz),
+            Some(Gzip)
+        );
+        assert_eq!(
+            negotiate_response_encoding(None, None, Some(Zstd), all, gz),
+            None
+        );
+        assert_eq!(
+            negotiate_response_encoding(Some(Deflate), Some(Gzip), None, all, gz),
+            None
+        );
+        assert_eq!(
+            negotiate_response_encoding(Some(Gzip), None, None, all, gz),
+            Some(Gzip)
+        );
     }
 }

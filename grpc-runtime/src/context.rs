@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use bytes::Bytes;
 use crate::latch::Latch;
+use bytes::Bytes;
 
 use crate::compression::{CompressionEncoding, EncodingSet};
 use crate::metadata::MetadataMap;
@@ -114,7 +114,15 @@ impl ServerContext {
             Some(r) => ResponseState::Pending(r),
             None => ResponseState::Detached,
         };
-        Self::with_response(method, peer, deadline, response, encoding, client_accepts, server_accepts)
+        Self::with_response(
+            method,
+            peer,
+            deadline,
+            response,
+            encoding,
+            client_accepts,
+            server_accepts,
+        )
     }
 
     /// As [`ServerContext::new`], with the response going to `response`.
@@ -150,7 +158,17 @@ impl ServerContext {
     /// The shared detached context of client-built requests.
     pub(crate) fn detached() -> &'static ServerContext {
         static DETACHED: OnceLock<ServerContext> = OnceLock::new();
-        DETACHED.get_or_init(|| ServerContext::new(MethodPath::Static(""), None, None, None, None, EncodingSet::none(), EncodingSet::none()))
+        DETACHED.get_or_init(|| {
+            ServerContext::new(
+                MethodPath::Static(""),
+                None,
+                None,
+                None,
+                None,
+                EncodingSet::none(),
+                EncodingSet::none(),
+            )
+        })
     }
 
     /// The full method path, e.g. `/helloworld.Greeter/SayHello`.
@@ -167,7 +185,11 @@ impl ServerContext {
     /// TLS with client authentication; `None` without TLS or without a
     /// client certificate.
     pub fn peer_certificates(&self) -> Option<&[rustls::pki_types::CertificateDer<'static>]> {
-        self.inner.peer_certs.get().map(|c| c.peer_certificates()).filter(|c| !c.is_empty())
+        self.inner
+            .peer_certs
+            .get()
+            .map(|c| c.peer_certificates())
+            .filter(|c| !c.is_empty())
     }
 
     /// The TLS session the call arrived on (protocol version, cipher suite, ALPN, the
@@ -181,7 +203,9 @@ impl ServerContext {
     /// subject); [`crate::server::authz::CertificateIdentity::principal`] is the
     /// authenticated principal. Parses the leaf certificate on each call; `Err` if it is
     /// malformed.
-    pub fn peer_identity(&self) -> Result<crate::server::authz::PeerIdentity, crate::server::authz::CertificateError> {
+    pub fn peer_identity(
+        &self,
+    ) -> Result<crate::server::authz::PeerIdentity, crate::server::authz::CertificateError> {
         crate::server::authz::PeerIdentity::from_context(self)
     }
 
@@ -215,7 +239,10 @@ impl ServerContext {
     }
 
     pub(crate) fn cancel_code(&self) -> Option<Code> {
-        self.inner.cancel.get().map(|c| Code::from_i32(i32::from(c)))
+        self.inner
+            .cancel
+            .get()
+            .map(|c| Code::from_i32(i32::from(c)))
     }
 
     /// Resolves once the handler should stop working on the call, with a
@@ -266,7 +293,9 @@ impl ServerContext {
     /// Marks the call cancelled (first reason wins).
     pub(crate) fn cancel(&self, code: Code) {
         // codes are 0..=16
-        self.inner.cancel.set(u8::try_from(code.as_i32()).unwrap_or(Code::Cancelled as u8));
+        self.inner
+            .cancel
+            .set(u8::try_from(code.as_i32()).unwrap_or(Code::Cancelled as u8));
     }
 
     /// Sends the response headers now, with `metadata`, before the first
@@ -292,7 +321,9 @@ impl ServerContext {
             #[cfg(feature = "grpc-web")]
             ResponseState::Web(sink) => {
                 let result = if sink.head_sent() {
-                    Err(Status::internal("send_headers: response headers already sent"))
+                    Err(Status::internal(
+                        "send_headers: response headers already sent",
+                    ))
                 } else {
                     let head = self.response_head(&metadata);
                     check_response_head(&head).and_then(|()| sink.send_head(head))
@@ -306,7 +337,9 @@ impl ServerContext {
                 if detached {
                     Err(Status::internal("send_headers: not a server call"))
                 } else {
-                    Err(Status::internal("send_headers: response headers already sent"))
+                    Err(Status::internal(
+                        "send_headers: response headers already sent",
+                    ))
                 }
             }
         }
@@ -326,11 +359,20 @@ impl ServerContext {
     pub(crate) fn response_head(&self, metadata: &MetadataMap) -> http::Response<()> {
         let mut resp = http::Response::new(());
         let h = resp.headers_mut();
-        h.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/grpc"));
+        h.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/grpc"),
+        );
         if let Some(enc) = *lock(&self.inner.encoding) {
-            h.insert(crate::compression::GRPC_ENCODING_NAME, http::HeaderValue::from_static(enc.as_str()));
+            h.insert(
+                crate::compression::GRPC_ENCODING_NAME,
+                http::HeaderValue::from_static(enc.as_str()),
+            );
         }
-        h.insert(crate::compression::GRPC_ACCEPT_ENCODING_NAME, self.inner.server_accepts.header_value());
+        h.insert(
+            crate::compression::GRPC_ACCEPT_ENCODING_NAME,
+            self.inner.server_accepts.header_value(),
+        );
         metadata.add_to_headers(h);
         resp
     }
@@ -370,7 +412,9 @@ impl ServerContext {
     /// Per-message switch: with `false`, the following response messages are
     /// sent uncompressed (flag 0) even though the call has an encoding.
     pub fn set_message_compression(&self, enabled: bool) {
-        self.inner.message_compression.store(enabled, Ordering::SeqCst);
+        self.inner
+            .message_compression
+            .store(enabled, Ordering::SeqCst);
     }
 
     pub(crate) fn message_compression(&self) -> bool {
@@ -422,8 +466,14 @@ pub(crate) fn request_header_list_size(head: &http::Request<()>) -> usize {
     let pseudo = [
         (":method".len(), head.method().as_str().len()),
         (":scheme".len(), uri.scheme_str().map_or(0, str::len)),
-        (":authority".len(), uri.authority().map_or(0, |a| a.as_str().len())),
-        (":path".len(), uri.path_and_query().map_or(1, |p| p.as_str().len())),
+        (
+            ":authority".len(),
+            uri.authority().map_or(0, |a| a.as_str().len()),
+        ),
+        (
+            ":path".len(),
+            uri.path_and_query().map_or(1, |p| p.as_str().len()),
+        ),
     ];
     pseudo.iter().map(|(n, v)| n + v + 32).sum::<usize>() + header_list_size(head.headers())
 }
@@ -441,7 +491,6 @@ pub(crate) fn check_response_head(head: &http::Response<()>) -> Result<(), Statu
     Ok(())
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -451,7 +500,15 @@ mod tests {
         let d = ServerContext::detached();
         assert!(!d.is_cancelled());
         assert!(d.send_headers(MetadataMap::new()).is_err());
-        let c = ServerContext::new(MethodPath::Static("/a.B/C"), None, None, None, None, EncodingSet::none(), EncodingSet::none());
+        let c = ServerContext::new(
+            MethodPath::Static("/a.B/C"),
+            None,
+            None,
+            None,
+            None,
+            EncodingSet::none(),
+            EncodingSet::none(),
+        );
         let c2 = c.clone();
         let w = tokio::spawn(async move { c2.cancelled().await });
         tokio::task::yield_now().await;
@@ -464,7 +521,15 @@ mod tests {
         c.mark_finished();
         assert!(!c.is_finished());
 
-        let f = ServerContext::new(MethodPath::Static("/a.B/C"), None, None, None, None, EncodingSet::none(), EncodingSet::none());
+        let f = ServerContext::new(
+            MethodPath::Static("/a.B/C"),
+            None,
+            None,
+            None,
+            None,
+            EncodingSet::none(),
+            EncodingSet::none(),
+        );
         assert!(f.cancellation().is_none() && !f.is_finished() && !f.is_cancelled());
         f.mark_finished();
         f.cancel(Code::Cancelled);

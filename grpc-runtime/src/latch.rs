@@ -27,7 +27,10 @@ pub(crate) struct Latch {
 
 impl Default for Latch {
     fn default() -> Self {
-        Latch { value: AtomicU8::new(UNSET), notify: Notify::new() }
+        Latch {
+            value: AtomicU8::new(UNSET),
+            notify: Notify::new(),
+        }
     }
 }
 
@@ -35,7 +38,10 @@ impl Latch {
     /// Sets the latch to `value` unless it was already set; returns whether this call set it.
     pub(crate) fn set(&self, value: u8) -> bool {
         debug_assert_ne!(value, UNSET);
-        let first = self.value.compare_exchange(UNSET, value, Ordering::AcqRel, Ordering::Acquire).is_ok();
+        let first = self
+            .value
+            .compare_exchange(UNSET, value, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
         if first {
             self.notify.notify_waiters();
         }
@@ -63,8 +69,15 @@ impl Latch {
 /// A hand-written future rather than an `async fn`: it sits in `select!`s of futures
 /// that live as long as a call or a connection, and an `async fn` around the `Notified`
 /// about doubles its size (152 instead of 88 bytes for the server's shutdown wait).
-pub(crate) fn wait_until<T, F: FnMut() -> Option<T>>(notify: &Notify, check: F) -> WaitUntil<'_, F> {
-    WaitUntil { notified: notify.notified(), notify, check }
+pub(crate) fn wait_until<T, F: FnMut() -> Option<T>>(
+    notify: &Notify,
+    check: F,
+) -> WaitUntil<'_, F> {
+    WaitUntil {
+        notified: notify.notified(),
+        notify,
+        check,
+    }
 }
 
 pin_project_lite::pin_project! {
@@ -109,14 +122,21 @@ pub(crate) struct Signals<const N: usize> {
 impl<const N: usize> Default for Signals<N> {
     fn default() -> Self {
         const { assert!(N <= 8, "one flag byte holds eight signals") };
-        Signals { raised: AtomicU8::new(0), wakers: std::array::from_fn(|_| AtomicWaker::new()) }
+        Signals {
+            raised: AtomicU8::new(0),
+            wakers: std::array::from_fn(|_| AtomicWaker::new()),
+        }
     }
 }
 
 impl<const N: usize> Signals<N> {
     /// Signal `i` (below `N`).
     pub(crate) fn get(&self, i: usize) -> Signal<'_> {
-        Signal { raised: &self.raised, bit: 1 << i, waker: &self.wakers[i] }
+        Signal {
+            raised: &self.raised,
+            bit: 1 << i,
+            waker: &self.wakers[i],
+        }
     }
 }
 
@@ -192,7 +212,10 @@ mod tests {
             .await
             .expect("the waiter was woken")
             .expect("the waiter did not panic");
-        assert!(signals.get(0).poll_take(&mut cx).is_ready(), "signal 0 was kept");
+        assert!(
+            signals.get(0).poll_take(&mut cx).is_ready(),
+            "signal 0 was kept"
+        );
     }
 
     #[tokio::test]

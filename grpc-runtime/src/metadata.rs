@@ -29,12 +29,21 @@ pub fn encode_bin(value: &[u8]) -> String {
 /// whitespace is ignored.
 pub fn decode_bin(value: &[u8]) -> Result<Bytes, MetadataError> {
     let trimmed = value.trim_ascii();
-    B64.decode(trimmed).map(Bytes::from).map_err(|e| MetadataError::InvalidBase64(e.to_string()))
+    B64.decode(trimmed)
+        .map(Bytes::from)
+        .map_err(|e| MetadataError::InvalidBase64(e.to_string()))
 }
 
 /// Headers the runtime manages itself; they never appear in a user's
 /// [`MetadataMap`].
-const RESERVED_HEADERS: &[&str] = &["content-type", "te", "connection", "host", "transfer-encoding", "keep-alive"];
+const RESERVED_HEADERS: &[&str] = &[
+    "content-type",
+    "te",
+    "connection",
+    "host",
+    "transfer-encoding",
+    "keep-alive",
+];
 
 /// Why a metadata key or value was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,7 +64,10 @@ pub enum MetadataError {
 impl fmt::Display for MetadataError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            MetadataError::InvalidKey(k) => write!(f, "invalid metadata key {k:?}: keys must match [0-9a-z_.-]+"),
+            MetadataError::InvalidKey(k) => write!(
+                f,
+                "invalid metadata key {k:?}: keys must match [0-9a-z_.-]+"
+            ),
             MetadataError::ReservedKey(k) => {
                 write!(f, "metadata key {k:?} is reserved: the grpc- prefix and transport headers are set by the runtime")
             }
@@ -123,7 +135,9 @@ pub fn is_bin_key(key: &str) -> bool {
 
 fn valid_key_chars(key: &str) -> bool {
     !key.is_empty()
-        && key.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase() || b == b'_' || b == b'.' || b == b'-')
+        && key.bytes().all(|b| {
+            b.is_ascii_digit() || b.is_ascii_lowercase() || b == b'_' || b == b'.' || b == b'-'
+        })
 }
 
 /// True for keys the runtime manages (`grpc-*`, `content-type`, `te`, ...).
@@ -146,7 +160,8 @@ fn ascii_value(key: &str, value: String) -> Result<HeaderValue, MetadataError> {
     if !printable(value.as_bytes()) {
         return Err(MetadataError::InvalidValue(key.to_string()));
     }
-    HeaderValue::from_maybe_shared(Bytes::from(value)).map_err(|_| MetadataError::InvalidValue(key.to_string()))
+    HeaderValue::from_maybe_shared(Bytes::from(value))
+        .map_err(|_| MetadataError::InvalidValue(key.to_string()))
 }
 
 fn header_name(key: &str) -> Result<HeaderName, MetadataError> {
@@ -165,7 +180,9 @@ pub struct MetadataMap {
 impl MetadataMap {
     /// An empty map.
     pub fn new() -> MetadataMap {
-        MetadataMap { entries: Vec::new() }
+        MetadataMap {
+            entries: Vec::new(),
+        }
     }
 
     /// Number of values (a key with two values counts twice).
@@ -226,12 +243,18 @@ impl MetadataMap {
     }
 
     fn values<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a MetadataValue> + 'a {
-        self.entries.iter().filter(move |(k, _)| k.as_str() == key).map(|(_, v)| v)
+        self.entries
+            .iter()
+            .filter(move |(k, _)| k.as_str() == key)
+            .map(|(_, v)| v)
     }
 
     /// First ASCII value of `key`.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.entries.iter().filter(|(k, _)| k.as_str() == key).find_map(|(_, v)| v.as_str())
+        self.entries
+            .iter()
+            .filter(|(k, _)| k.as_str() == key)
+            .find_map(|(_, v)| v.as_str())
     }
 
     /// All ASCII values of `key`, in order.
@@ -241,7 +264,10 @@ impl MetadataMap {
 
     /// First binary value of a `-bin` key.
     pub fn get_bin(&self, key: &str) -> Option<&Bytes> {
-        self.entries.iter().filter(|(k, _)| k.as_str() == key).find_map(|(_, v)| v.as_bin())
+        self.entries
+            .iter()
+            .filter(|(k, _)| k.as_str() == key)
+            .find_map(|(_, v)| v.as_bin())
     }
 
     /// All binary values of a `-bin` key, in order.
@@ -318,10 +344,12 @@ impl MetadataMap {
             }
             if is_bin_key(key) {
                 for part in value.as_bytes().split(|b| *b == b',') {
-                    md.entries.push((name.clone(), MetadataValue::Binary(decode_bin(part)?)));
+                    md.entries
+                        .push((name.clone(), MetadataValue::Binary(decode_bin(part)?)));
                 }
             } else if printable(value.as_bytes()) {
-                md.entries.push((name.clone(), MetadataValue::Ascii(value.clone())));
+                md.entries
+                    .push((name.clone(), MetadataValue::Ascii(value.clone())));
             } else {
                 tracing::debug!(key, "skipping metadata value with non-printable bytes");
             }
@@ -332,7 +360,9 @@ impl MetadataMap {
 
 impl fmt::Debug for MetadataMap {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map().entries(self.entries.iter().map(|(k, v)| (k, v))).finish()
+        f.debug_map()
+            .entries(self.entries.iter().map(|(k, v)| (k, v)))
+            .finish()
     }
 }
 
@@ -344,11 +374,23 @@ mod tests {
     fn keys_validated() {
         let mut m = MetadataMap::new();
         assert!(m.insert("x-user", "v").is_ok());
-        assert_eq!(m.insert("X-User", "v"), Err(MetadataError::InvalidKey("X-User".into())));
+        assert_eq!(
+            m.insert("X-User", "v"),
+            Err(MetadataError::InvalidKey("X-User".into()))
+        );
         assert_eq!(m.insert("", "v"), Err(MetadataError::InvalidKey("".into())));
-        assert_eq!(m.insert("a b", "v"), Err(MetadataError::InvalidKey("a b".into())));
-        assert_eq!(m.insert("grpc-timeout", "1S"), Err(MetadataError::ReservedKey("grpc-timeout".into())));
-        assert_eq!(m.insert("content-type", "x"), Err(MetadataError::ReservedKey("content-type".into())));
+        assert_eq!(
+            m.insert("a b", "v"),
+            Err(MetadataError::InvalidKey("a b".into()))
+        );
+        assert_eq!(
+            m.insert("grpc-timeout", "1S"),
+            Err(MetadataError::ReservedKey("grpc-timeout".into()))
+        );
+        assert_eq!(
+            m.insert("content-type", "x"),
+            Err(MetadataError::ReservedKey("content-type".into()))
+        );
         assert!(m.insert("x-bin", "v").is_err());
         assert!(m.insert_bin("x", vec![1]).is_err());
         assert!(m.insert("x", "tab\there").is_err());
@@ -392,13 +434,19 @@ mod tests {
         h.insert("user-agent", HeaderValue::from_static("x/1"));
         let m = MetadataMap::from_headers(&h).unwrap();
         let vals: Vec<_> = m.get_all_bin("x-bin").map(|b| b.to_vec()).collect();
-        assert_eq!(vals, vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec(), b"d".to_vec()]);
+        assert_eq!(
+            vals,
+            vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec(), b"d".to_vec()]
+        );
         assert!(!m.contains_key("grpc-timeout"));
         assert!(!m.contains_key("content-type"));
         assert!(!m.contains_key("te"));
         assert_eq!(m.get("user-agent"), Some("x/1"));
         let mut bad = HeaderMap::new();
         bad.insert("x-bin", HeaderValue::from_static("@@@"));
-        assert!(matches!(MetadataMap::from_headers(&bad), Err(MetadataError::InvalidBase64(_))));
+        assert!(matches!(
+            MetadataMap::from_headers(&bad),
+            Err(MetadataError::InvalidBase64(_))
+        ));
     }
 }

@@ -158,8 +158,12 @@ impl<T> Request<T> {
     /// let mut req = Request::new(());
     /// req.set_call_credentials(MetadataCredentials::bearer_token("user-token").unwrap());
     /// ```
-    pub fn set_call_credentials(&mut self, credentials: impl crate::client::credentials::CallCredentials) {
-        let c: std::sync::Arc<dyn crate::client::credentials::CallCredentials> = std::sync::Arc::new(credentials);
+    pub fn set_call_credentials(
+        &mut self,
+        credentials: impl crate::client::credentials::CallCredentials,
+    ) {
+        let c: std::sync::Arc<dyn crate::client::credentials::CallCredentials> =
+            std::sync::Arc::new(credentials);
         match self.extensions.get_mut::<CallCredentialsExt>() {
             Some(list) => list.0.push(c),
             None => {
@@ -169,8 +173,13 @@ impl<T> Request<T> {
     }
 
     /// Client side: the call's own credentials, taken out of the request.
-    pub(crate) fn take_call_credentials(&mut self) -> Vec<std::sync::Arc<dyn crate::client::credentials::CallCredentials>> {
-        self.extensions.remove::<CallCredentialsExt>().map(|c| c.0).unwrap_or_default()
+    pub(crate) fn take_call_credentials(
+        &mut self,
+    ) -> Vec<std::sync::Arc<dyn crate::client::credentials::CallCredentials>> {
+        self.extensions
+            .remove::<CallCredentialsExt>()
+            .map(|c| c.0)
+            .unwrap_or_default()
     }
 
     /// Server side: the call context (deadline, peer, cancellation, early
@@ -240,7 +249,11 @@ impl<T> Request<T> {
     }
 
     /// Builds a request from parts (used by the server and interceptors).
-    pub fn from_parts(metadata: MetadataMap, extensions: http::Extensions, message: T) -> Request<T> {
+    pub fn from_parts(
+        metadata: MetadataMap,
+        extensions: http::Extensions,
+        message: T,
+    ) -> Request<T> {
         let mut r = Request::new(message);
         r.metadata = metadata;
         r.extensions = extensions;
@@ -390,8 +403,18 @@ impl<T> Response<T> {
     }
 
     /// Builds a response from header metadata, message and trailers.
-    pub fn from_parts(metadata: MetadataMap, message: T, trailers: Option<MetadataMap>) -> Response<T> {
-        Response { message, metadata, trailers, message_compressed: None, extensions: http::Extensions::new() }
+    pub fn from_parts(
+        metadata: MetadataMap,
+        message: T,
+        trailers: Option<MetadataMap>,
+    ) -> Response<T> {
+        Response {
+            message,
+            metadata,
+            trailers,
+            message_compressed: None,
+            extensions: http::Extensions::new(),
+        }
     }
 
     /// Splits into header metadata, message and trailers.
@@ -478,7 +501,10 @@ pub struct OutboundMessage<T> {
 impl<T> OutboundMessage<T> {
     /// Wraps `message` with the default options (compressed when the call has an encoding).
     pub fn new(message: T) -> OutboundMessage<T> {
-        OutboundMessage { message, compress: true }
+        OutboundMessage {
+            message,
+            compress: true,
+        }
     }
 
     /// Whether this message may be compressed (`true`, the default: it is, when the
@@ -540,11 +566,15 @@ where
 {
     type Item = T;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<T>> {
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<T>> {
         match Pin::new(&mut self.inner).poll_next(cx) {
             std::task::Poll::Ready(Some(m)) => {
                 // Read by the sender right after it takes this item.
-                self.compress_next.store(m.compress, std::sync::atomic::Ordering::SeqCst);
+                self.compress_next
+                    .store(m.compress, std::sync::atomic::Ordering::SeqCst);
                 std::task::Poll::Ready(Some(m.message))
             }
             std::task::Poll::Ready(None) => std::task::Poll::Ready(None),
@@ -557,13 +587,21 @@ where
 #[derive(Clone, Debug)]
 pub(crate) struct MessageCompressionSlot(pub(crate) std::sync::Arc<std::sync::atomic::AtomicBool>);
 
-fn outbound_request<S, T>(stream: OutboundStream<S>, mut request: Request<()>) -> Request<OutboundMessages<Pin<Box<S>>>>
+fn outbound_request<S, T>(
+    stream: OutboundStream<S>,
+    mut request: Request<()>,
+) -> Request<OutboundMessages<Pin<Box<S>>>>
 where
     S: Stream<Item = OutboundMessage<T>>,
 {
     let slot = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    request.extensions_mut().insert(MessageCompressionSlot(slot.clone()));
-    request.map(|()| OutboundMessages { inner: Box::pin(stream.inner), compress_next: slot })
+    request
+        .extensions_mut()
+        .insert(MessageCompressionSlot(slot.clone()));
+    request.map(|()| OutboundMessages {
+        inner: Box::pin(stream.inner),
+        compress_next: slot,
+    })
 }
 
 impl<S, T> IntoStreamingRequest for OutboundStream<S>

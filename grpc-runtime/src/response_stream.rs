@@ -20,7 +20,9 @@ pub struct ResponseSender<T> {
 
 impl<T> Clone for ResponseSender<T> {
     fn clone(&self) -> Self {
-        ResponseSender { tx: self.tx.clone() }
+        ResponseSender {
+            tx: self.tx.clone(),
+        }
     }
 }
 
@@ -40,7 +42,10 @@ impl<T> ResponseSender<T> {
     /// Ends the call with `status` (after the messages sent before it). `Err` when the
     /// call is already over.
     pub async fn error(self, status: Status) -> Result<(), Status> {
-        self.tx.send(Err(status)).await.map_err(|e| e.0.err().unwrap_or_else(|| Status::cancelled("call over")))
+        self.tx
+            .send(Err(status))
+            .await
+            .map_err(|e| e.0.err().unwrap_or_else(|| Status::cancelled("call over")))
     }
 
     /// Whether the call is over (the response stream was dropped).
@@ -107,7 +112,10 @@ mod tests {
         drop(tx);
         assert_eq!(s.next().await.unwrap().unwrap(), 1);
         assert_eq!(s.next().await.unwrap().unwrap(), 2);
-        assert_eq!(s.next().await.unwrap().unwrap_err().code(), crate::Code::Aborted);
+        assert_eq!(
+            s.next().await.unwrap().unwrap_err().code(),
+            crate::Code::Aborted
+        );
         assert!(s.next().await.is_none());
     }
 

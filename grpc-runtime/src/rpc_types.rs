@@ -40,7 +40,10 @@ pub enum ErrorDetail {
 }
 
 fn pack<M: Message>(name: &str, m: &M) -> Any {
-    Any { type_url: format!("{TYPE_URL_PREFIX}google.rpc.{name}"), value: m.encode_to_vec() }
+    Any {
+        type_url: format!("{TYPE_URL_PREFIX}google.rpc.{name}"),
+        value: m.encode_to_vec(),
+    }
 }
 
 impl ErrorDetail {
@@ -71,7 +74,9 @@ impl ErrorDetail {
             "google.rpc.DebugInfo" => ErrorDetail::DebugInfo(Message::decode(v)?),
             "google.rpc.QuotaFailure" => ErrorDetail::QuotaFailure(Message::decode(v)?),
             "google.rpc.ErrorInfo" => ErrorDetail::ErrorInfo(Message::decode(v)?),
-            "google.rpc.PreconditionFailure" => ErrorDetail::PreconditionFailure(Message::decode(v)?),
+            "google.rpc.PreconditionFailure" => {
+                ErrorDetail::PreconditionFailure(Message::decode(v)?)
+            }
             "google.rpc.BadRequest" => ErrorDetail::BadRequest(Message::decode(v)?),
             "google.rpc.RequestInfo" => ErrorDetail::RequestInfo(Message::decode(v)?),
             "google.rpc.ResourceInfo" => ErrorDetail::ResourceInfo(Message::decode(v)?),
@@ -93,23 +98,41 @@ mod tests {
             field: "a".into(),
             description: "b".into(),
             reason: "R".into(),
-            localized_message: Some(LocalizedMessage { locale: "en".into(), message: "m".into() }),
+            localized_message: Some(LocalizedMessage {
+                locale: "en".into(),
+                message: "m".into(),
+            }),
         };
         let bytes = fv.encode_to_vec();
         assert_eq!(&bytes[..6], &[0x0a, 1, b'a', 0x12, 1, b'b']);
         assert_eq!(&bytes[6..9], &[0x1a, 1, b'R']);
         assert_eq!(bytes[9], 0x22);
-        let ri = ResourceInfo { description: "d".into(), ..Default::default() };
+        let ri = ResourceInfo {
+            description: "d".into(),
+            ..Default::default()
+        };
         assert_eq!(ri.encode_to_vec(), vec![0x22, 1, b'd']);
     }
 
     #[test]
     fn any_roundtrip_all_kinds() {
         let all = vec![
-            ErrorDetail::RetryInfo(RetryInfo { retry_delay: Some(prost_types::Duration { seconds: 1, nanos: 5 }) }),
-            ErrorDetail::DebugInfo(DebugInfo { stack_entries: vec!["f".into()], detail: "d".into() }),
+            ErrorDetail::RetryInfo(RetryInfo {
+                retry_delay: Some(prost_types::Duration {
+                    seconds: 1,
+                    nanos: 5,
+                }),
+            }),
+            ErrorDetail::DebugInfo(DebugInfo {
+                stack_entries: vec!["f".into()],
+                detail: "d".into(),
+            }),
             ErrorDetail::QuotaFailure(QuotaFailure {
-                violations: vec![quota_failure::Violation { subject: "s".into(), description: "d".into(), ..Default::default() }],
+                violations: vec![quota_failure::Violation {
+                    subject: "s".into(),
+                    description: "d".into(),
+                    ..Default::default()
+                }],
             }),
             ErrorDetail::ErrorInfo(ErrorInfo {
                 reason: "R".into(),
@@ -124,11 +147,28 @@ mod tests {
                 }],
             }),
             ErrorDetail::BadRequest(BadRequest::default()),
-            ErrorDetail::RequestInfo(RequestInfo { request_id: "1".into(), serving_data: "x".into() }),
-            ErrorDetail::ResourceInfo(ResourceInfo { resource_type: "t".into(), ..Default::default() }),
-            ErrorDetail::Help(Help { links: vec![help::Link { description: "d".into(), url: "u".into() }] }),
-            ErrorDetail::LocalizedMessage(LocalizedMessage { locale: "fr".into(), message: "m".into() }),
-            ErrorDetail::Other(Any { type_url: "type.googleapis.com/x.Y".into(), value: vec![1, 2] }),
+            ErrorDetail::RequestInfo(RequestInfo {
+                request_id: "1".into(),
+                serving_data: "x".into(),
+            }),
+            ErrorDetail::ResourceInfo(ResourceInfo {
+                resource_type: "t".into(),
+                ..Default::default()
+            }),
+            ErrorDetail::Help(Help {
+                links: vec![help::Link {
+                    description: "d".into(),
+                    url: "u".into(),
+                }],
+            }),
+            ErrorDetail::LocalizedMessage(LocalizedMessage {
+                locale: "fr".into(),
+                message: "m".into(),
+            }),
+            ErrorDetail::Other(Any {
+                type_url: "type.googleapis.com/x.Y".into(),
+                value: vec![1, 2],
+            }),
         ];
         for d in all {
             let any = d.to_any();

@@ -22,10 +22,13 @@ pub const GRPC_STATUS_DETAILS_BIN: &str = "grpc-status-details-bin";
 // The same names as `HeaderName`s: inserting a `&str` key copies it every time.
 pub(crate) const GRPC_STATUS_NAME: HeaderName = HeaderName::from_static(GRPC_STATUS);
 pub(crate) const GRPC_MESSAGE_NAME: HeaderName = HeaderName::from_static(GRPC_MESSAGE);
-pub(crate) const GRPC_STATUS_DETAILS_BIN_NAME: HeaderName = HeaderName::from_static(GRPC_STATUS_DETAILS_BIN);
+pub(crate) const GRPC_STATUS_DETAILS_BIN_NAME: HeaderName =
+    HeaderName::from_static(GRPC_STATUS_DETAILS_BIN);
 
 /// `grpc-status` values for the 17 codes, without formatting a number per call.
-const CODE_VALUES: [&str; 17] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16"];
+const CODE_VALUES: [&str; 17] = [
+    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
+];
 
 /// A gRPC status code (see the gRPC `statuscodes.md`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -135,7 +138,11 @@ impl Code {
         }
         let s = std::str::from_utf8(value).ok()?;
         let n: i64 = s.parse().ok()?;
-        Some(i32::try_from(n).map(Code::from_i32).unwrap_or(Code::Unknown))
+        Some(
+            i32::try_from(n)
+                .map(Code::from_i32)
+                .unwrap_or(Code::Unknown),
+        )
     }
 }
 
@@ -168,7 +175,6 @@ pub struct Status {
     metadata: MetadataMap,
 }
 
-
 macro_rules! ctors {
     ($($(#[$doc:meta])* $name:ident => $code:ident,)*) => {
         $(
@@ -183,7 +189,12 @@ macro_rules! ctors {
 impl Status {
     /// Creates a status with a code and message.
     pub fn new(code: Code, message: impl Into<String>) -> Status {
-        Status { code, message: message.into(), details: Bytes::new(), metadata: MetadataMap::new() }
+        Status {
+            code,
+            message: message.into(),
+            details: Bytes::new(),
+            metadata: MetadataMap::new(),
+        }
     }
 
     ctors! {
@@ -224,7 +235,11 @@ impl Status {
     }
 
     /// Creates a status with raw details bytes (a serialized `google.rpc.Status`).
-    pub fn with_details_bytes(code: Code, message: impl Into<String>, details: impl Into<Bytes>) -> Status {
+    pub fn with_details_bytes(
+        code: Code,
+        message: impl Into<String>,
+        details: impl Into<Bytes>,
+    ) -> Status {
         let mut s = Status::new(code, message);
         s.details = details.into();
         s
@@ -233,7 +248,11 @@ impl Status {
     /// Creates a status carrying typed error details; they are packed into a
     /// `google.rpc.Status` (code, message, `Any` details) and sent in
     /// `grpc-status-details-bin`.
-    pub fn with_details(code: Code, message: impl Into<String>, details: Vec<ErrorDetail>) -> Status {
+    pub fn with_details(
+        code: Code,
+        message: impl Into<String>,
+        details: Vec<ErrorDetail>,
+    ) -> Status {
         let message = message.into();
         let rpc = rpc_types::Status {
             code: code.as_i32(),
@@ -309,7 +328,10 @@ impl Status {
             431 => Code::Internal,
             _ => Code::Unknown,
         };
-        Status::new(code, format!("HTTP status {} without grpc-status", status.as_u16()))
+        Status::new(
+            code,
+            format!("HTTP status {} without grpc-status", status.as_u16()),
+        )
     }
 
     /// Maps an HTTP/2 RST_STREAM / GOAWAY error code to a gRPC code.
@@ -325,7 +347,10 @@ impl Status {
 
     /// Maps an RST_STREAM reason received from the peer to a status.
     pub fn from_reason(reason: h2::Reason) -> Status {
-        Status::new(Status::code_from_reason(reason), format!("stream reset by peer: {reason}"))
+        Status::new(
+            Status::code_from_reason(reason),
+            format!("stream reset by peer: {reason}"),
+        )
     }
 
     /// Maps an `h2::Error` to a status: stream resets use the RST_STREAM
@@ -341,7 +366,11 @@ impl Status {
                 r => Status::code_from_reason(r),
             };
             // A GOAWAY for a stream the server never processed is retryable.
-            let code = if code == Code::Internal { Code::Unavailable } else { code };
+            let code = if code == Code::Internal {
+                Code::Unavailable
+            } else {
+                code
+            };
             return Status::new(code, format!("connection closed (GOAWAY): {err}"));
         }
         match err.reason() {
@@ -351,7 +380,10 @@ impl Status {
                 Status::code_from_reason(reason),
                 format!("stream terminated by RST_STREAM with error code: {reason:?}"),
             ),
-            Some(reason) => Status::new(Status::code_from_reason(reason), format!("stream error: {err}")),
+            Some(reason) => Status::new(
+                Status::code_from_reason(reason),
+                format!("stream error: {err}"),
+            ),
             None => Status::internal(format!("HTTP/2 error: {err}")),
         }
     }
@@ -371,7 +403,10 @@ impl Status {
                 )))
             }
         };
-        let message = headers.get(&GRPC_MESSAGE_NAME).map(|v| decode_message(v.as_bytes())).unwrap_or_default();
+        let message = headers
+            .get(&GRPC_MESSAGE_NAME)
+            .map(|v| decode_message(v.as_bytes()))
+            .unwrap_or_default();
         let mut status = Status::new(code, message);
         if let Some(d) = headers.get(&GRPC_STATUS_DETAILS_BIN_NAME) {
             match crate::metadata::decode_bin(d.as_bytes()) {
@@ -420,7 +455,8 @@ impl Status {
 impl fmt::Debug for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("Status");
-        d.field("code", &self.code()).field("message", &self.message);
+        d.field("code", &self.code())
+            .field("message", &self.message);
         if !self.details.is_empty() {
             d.field("details", &format_args!("{} bytes", self.details.len()));
         }
@@ -523,7 +559,10 @@ mod tests {
         assert_eq!(encode_message("a\nb\tc"), "a%0Ab%09c");
         assert_eq!(encode_message("\u{7f}"), "%7F");
         assert_eq!(encode_message("日本"), "%E6%97%A5%E6%9C%AC");
-        assert_eq!(encode_message(" ~!\"#$&'()*+,-./:;<=>?@[\\]^_`{|}"), " ~!\"#$&'()*+,-./:;<=>?@[\\]^_`{|}");
+        assert_eq!(
+            encode_message(" ~!\"#$&'()*+,-./:;<=>?@[\\]^_`{|}"),
+            " ~!\"#$&'()*+,-./:;<=>?@[\\]^_`{|}"
+        );
         assert_eq!(decode_message(b"%E6%97%A5%E6%9C%AC"), "日本");
         assert_eq!(decode_message(b"100%25"), "100%");
         // Invalid sequences are kept, never an error.
@@ -551,10 +590,19 @@ mod tests {
     #[test]
     fn reason_mapping() {
         use h2::Reason;
-        assert_eq!(Status::code_from_reason(Reason::REFUSED_STREAM), Code::Unavailable);
+        assert_eq!(
+            Status::code_from_reason(Reason::REFUSED_STREAM),
+            Code::Unavailable
+        );
         assert_eq!(Status::code_from_reason(Reason::CANCEL), Code::Cancelled);
-        assert_eq!(Status::code_from_reason(Reason::ENHANCE_YOUR_CALM), Code::ResourceExhausted);
-        assert_eq!(Status::code_from_reason(Reason::INADEQUATE_SECURITY), Code::PermissionDenied);
+        assert_eq!(
+            Status::code_from_reason(Reason::ENHANCE_YOUR_CALM),
+            Code::ResourceExhausted
+        );
+        assert_eq!(
+            Status::code_from_reason(Reason::INADEQUATE_SECURITY),
+            Code::PermissionDenied
+        );
         for r in [
             Reason::NO_ERROR,
             Reason::PROTOCOL_ERROR,
@@ -584,7 +632,10 @@ mod tests {
                     }],
                 }),
                 ErrorDetail::RetryInfo(RetryInfo {
-                    retry_delay: Some(prost_types::Duration { seconds: 2, nanos: 0 }),
+                    retry_delay: Some(prost_types::Duration {
+                        seconds: 2,
+                        nanos: 0,
+                    }),
                 }),
             ],
         );
@@ -592,7 +643,11 @@ mod tests {
         let h = st.to_header_map();
         assert_eq!(h.get("grpc-status").unwrap(), "3");
         assert_eq!(h.get("grpc-message").unwrap(), "bad: 100%25 wrong%0A");
-        assert!(!h.get("grpc-status-details-bin").unwrap().as_bytes().ends_with(b"="));
+        assert!(!h
+            .get("grpc-status-details-bin")
+            .unwrap()
+            .as_bytes()
+            .ends_with(b"="));
         let back = Status::from_header_map(&h).unwrap();
         assert_eq!(back.code(), Code::InvalidArgument);
         assert_eq!(back.message(), "bad: 100% wrong\n");
@@ -604,11 +659,17 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let rpc = back.rpc_status().unwrap().unwrap();
-        assert_eq!(rpc.details[1].type_url, "type.googleapis.com/google.rpc.RetryInfo");
+        assert_eq!(
+            rpc.details[1].type_url,
+            "type.googleapis.com/google.rpc.RetryInfo"
+        );
         assert!(Status::from_header_map(&HeaderMap::new()).is_none());
         let mut bad = HeaderMap::new();
         bad.insert("grpc-status", HeaderValue::from_static("abc"));
-        assert_eq!(Status::from_header_map(&bad).unwrap().code(), Code::Internal);
+        assert_eq!(
+            Status::from_header_map(&bad).unwrap().code(),
+            Code::Internal
+        );
     }
 
     #[test]

@@ -41,7 +41,8 @@ enum State {
 /// Request bytes that do not come from an h2 stream (gRPC-Web: an HTTP/1.1 body, or a
 /// base64-decoded one). In a `Mutex` only to be `Sync`: reached through `&mut self`
 /// (`get_mut`), never locked.
-pub(crate) type ChunkSource = std::sync::Mutex<Pin<Box<dyn Stream<Item = Result<Bytes, Status>> + Send>>>;
+pub(crate) type ChunkSource =
+    std::sync::Mutex<Pin<Box<dyn Stream<Item = Result<Bytes, Status>> + Send>>>;
 
 struct Inner {
     body: Option<h2::RecvStream>,
@@ -79,7 +80,8 @@ struct Inner {
 
 /// The pending response head of a client call: the header metadata and the stream of the
 /// response (Trailers-Only: already ended), or the call's failure before any response.
-pub(crate) type HeadFuture = Pin<Box<dyn Future<Output = Result<(MetadataMap, Streaming<()>), Status>> + Send>>;
+pub(crate) type HeadFuture =
+    Pin<Box<dyn Future<Output = Result<(MetadataMap, Streaming<()>), Status>> + Send>>;
 
 /// Final-status hook of a client call (interceptors, tracing, local send errors).
 pub(crate) type Observer = Box<dyn FnOnce(Status) -> Status + Send + Sync>;
@@ -115,7 +117,9 @@ impl Inner {
         }
         if let Some(d) = self.deadline.as_mut() {
             if d.as_mut().poll(cx).is_ready() {
-                return Some(Status::deadline_exceeded("deadline exceeded while receiving messages"));
+                return Some(Status::deadline_exceeded(
+                    "deadline exceeded while receiving messages",
+                ));
             }
         }
         None
@@ -124,8 +128,12 @@ impl Inner {
     /// Waits for the pending response head (if any) and adopts it: its headers, body
     /// and decoder; a Trailers-Only answer or a failure becomes the status to end with.
     fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let Some(head) = self.head.as_mut() else { return Poll::Ready(()) };
-        let head = head.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(head) = self.head.as_mut() else {
+            return Poll::Ready(());
+        };
+        let head = head
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let r = ready!(head.as_mut().poll(cx));
         self.head = None;
         match r {
@@ -177,7 +185,9 @@ impl Inner {
                     }
                     let Some(body) = self.body.as_mut() else {
                         if let Some(chunks) = self.chunks.as_mut() {
-                            let chunks = chunks.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+                            let chunks = chunks
+                                .get_mut()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner);
                             match ready!(chunks.as_mut().poll_next(cx)) {
                                 Some(Ok(data)) => self.decoder.push(data),
                                 Some(Err(e)) => return self.finish(e),
@@ -233,7 +243,9 @@ impl Inner {
                             self.trailers = Some(st.metadata().clone());
                             st
                         }
-                        Ok(None) => Status::internal("server closed the stream without sending trailers"),
+                        Ok(None) => {
+                            Status::internal("server closed the stream without sending trailers")
+                        }
                         Err(e) => Status::from_h2_error(&e),
                     };
                     return self.finish(status);
@@ -292,9 +304,14 @@ impl<T> Streaming<T> {
     }
 
     /// Server side: the request messages of a call.
-    pub(crate) fn new_request(body: crate::server::CallBody, decoder: FrameDecoder) -> Streaming<T> {
+    pub(crate) fn new_request(
+        body: crate::server::CallBody,
+        decoder: FrameDecoder,
+    ) -> Streaming<T> {
         match body {
-            crate::server::CallBody::H2(body) => Streaming::build(Some(body), decoder, Role::Server),
+            crate::server::CallBody::H2(body) => {
+                Streaming::build(Some(body), decoder, Role::Server)
+            }
             crate::server::CallBody::Chunks(chunks) => {
                 let mut s = Streaming::build(None, decoder, Role::Server);
                 s.inner.chunks = Some(chunks);
@@ -335,7 +352,10 @@ impl<T> Streaming<T> {
 
     /// The same stream, read as messages of type `U` (the type is only a marker).
     pub(crate) fn retype<U>(self) -> Streaming<U> {
-        Streaming { inner: self.inner, _t: PhantomData }
+        Streaming {
+            inner: self.inner,
+            _t: PhantomData,
+        }
     }
 
     /// Client side: the metadata of the response headers, waiting for them if the call
@@ -461,7 +481,10 @@ impl<T> Streaming<T> {
     }
 
     /// Polls for the next raw (decompressed) payload.
-    pub(crate) fn poll_payload(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Status>>> {
+    pub(crate) fn poll_payload(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Status>>> {
         self.inner.poll_payload(cx)
     }
 }
@@ -470,7 +493,9 @@ impl<T: prost::Message + Default> Streaming<T> {
     /// The next message: `Ok(Some(m))`, `Ok(None)` at a clean end, or the
     /// error status that ended the stream.
     pub async fn message(&mut self) -> Result<Option<T>, Status> {
-        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await.transpose()
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx))
+            .await
+            .transpose()
     }
 }
 
@@ -511,7 +536,11 @@ mod tests {
 
     /// Raw h2 server answering one request with `chunks` and then `trailers`
     /// (None = END_STREAM on the last DATA frame, no trailers).
-    async fn serve_once(chunks: Vec<Bytes>, trailers: Option<http::HeaderMap>, hold: Duration) -> std::net::SocketAddr {
+    async fn serve_once(
+        chunks: Vec<Bytes>,
+        trailers: Option<http::HeaderMap>,
+        hold: Duration,
+    ) -> std::net::SocketAddr {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         tokio::spawn(async move {
@@ -519,7 +548,10 @@ mod tests {
             let mut conn = h2::server::handshake(io).await.unwrap();
             let (_req, mut respond) = conn.accept().await.unwrap().unwrap();
             tokio::spawn(async move {
-                let resp = http::Response::builder().header("content-type", "application/grpc").body(()).unwrap();
+                let resp = http::Response::builder()
+                    .header("content-type", "application/grpc")
+                    .body(())
+                    .unwrap();
                 let mut send = respond.send_response(resp, false).unwrap();
                 tokio::time::sleep(hold).await;
                 let n = chunks.len();
@@ -542,7 +574,11 @@ mod tests {
         let (c, conn) = h2::client::handshake(io).await.unwrap();
         tokio::spawn(conn);
         let mut c = c.ready().await.unwrap();
-        let req = http::Request::builder().method("POST").uri(format!("http://{addr}/a.B/C")).body(()).unwrap();
+        let req = http::Request::builder()
+            .method("POST")
+            .uri(format!("http://{addr}/a.B/C"))
+            .body(())
+            .unwrap();
         let (resp, send) = c.send_request(req, false).unwrap();
         (resp.await.unwrap().into_body(), send)
     }
@@ -584,7 +620,12 @@ mod tests {
 
     #[tokio::test]
     async fn client_role_error_status_after_messages() {
-        let addr = serve_once(vec![msgs(1)], Some(status_trailers("9", Some("no%20way"))), Duration::ZERO).await;
+        let addr = serve_once(
+            vec![msgs(1)],
+            Some(status_trailers("9", Some("no%20way"))),
+            Duration::ZERO,
+        )
+        .await;
         let (body, _send) = open(addr).await;
         let mut s: Streaming<M> = Streaming::new_response(body, FrameDecoder::new(1 << 20, None));
         assert_eq!(s.message().await.unwrap().unwrap().s, "m0");
@@ -605,17 +646,33 @@ mod tests {
 
     #[tokio::test]
     async fn client_role_limit_and_deadline() {
-        let addr = serve_once(vec![msgs(1)], Some(status_trailers("0", None)), Duration::ZERO).await;
+        let addr = serve_once(
+            vec![msgs(1)],
+            Some(status_trailers("0", None)),
+            Duration::ZERO,
+        )
+        .await;
         let (body, _send) = open(addr).await;
         let mut s: Streaming<M> = Streaming::new_response(body, FrameDecoder::new(2, None));
-        assert_eq!(s.message().await.unwrap_err().code(), Code::ResourceExhausted);
+        assert_eq!(
+            s.message().await.unwrap_err().code(),
+            Code::ResourceExhausted
+        );
 
-        let addr = serve_once(vec![msgs(1)], Some(status_trailers("0", None)), Duration::from_secs(5)).await;
+        let addr = serve_once(
+            vec![msgs(1)],
+            Some(status_trailers("0", None)),
+            Duration::from_secs(5),
+        )
+        .await;
         let (body, _send) = open(addr).await;
         let mut s: Streaming<M> = Streaming::new_response(body, FrameDecoder::new(1 << 20, None));
         s.set_deadline(Instant::now() + Duration::from_millis(100));
         let t = std::time::Instant::now();
-        assert_eq!(s.message().await.unwrap_err().code(), Code::DeadlineExceeded);
+        assert_eq!(
+            s.message().await.unwrap_err().code(),
+            Code::DeadlineExceeded
+        );
         assert!(t.elapsed() < Duration::from_secs(2));
     }
 

@@ -9,7 +9,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// The `grpc-timeout` header name (a `HeaderName`: inserting a `&str` key copies it).
-pub(crate) const GRPC_TIMEOUT_NAME: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
+pub(crate) const GRPC_TIMEOUT_NAME: http::HeaderName =
+    http::HeaderName::from_static("grpc-timeout");
 
 /// Largest value that fits in the 8 digits `grpc-timeout` allows.
 const MAX_DIGITS_VALUE: u64 = 99_999_999;
@@ -42,7 +43,11 @@ pub struct InvalidTimeout(pub String);
 
 impl fmt::Display for InvalidTimeout {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "malformed grpc-timeout {:?}: expected 1-8 digits followed by one of H M S m u n", self.0)
+        write!(
+            f,
+            "malformed grpc-timeout {:?}: expected 1-8 digits followed by one of H M S m u n",
+            self.0
+        )
     }
 }
 
@@ -55,7 +60,9 @@ pub fn decode_timeout(value: &[u8]) -> Result<Duration, InvalidTimeout> {
     if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
         return Err(err());
     }
-    let n: u64 = digits.iter().fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0'));
+    let n: u64 = digits
+        .iter()
+        .fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0'));
     Ok(match unit {
         b'H' => Duration::from_secs(n * 3600),
         b'M' => Duration::from_secs(n * 60),
@@ -154,14 +161,20 @@ mod tests {
     fn encode_vectors() {
         assert_eq!(encode_timeout(Duration::from_nanos(0)), "0n");
         assert_eq!(encode_timeout(Duration::from_nanos(1)), "1n");
-        assert_eq!(encode_timeout(Duration::from_nanos(99_999_999)), "99999999n");
+        assert_eq!(
+            encode_timeout(Duration::from_nanos(99_999_999)),
+            "99999999n"
+        );
         assert_eq!(encode_timeout(Duration::from_nanos(100_000_000)), "100000u");
         assert_eq!(encode_timeout(Duration::from_millis(100)), "100000u");
         assert_eq!(encode_timeout(Duration::from_secs(1)), "1000000u");
         assert_eq!(encode_timeout(Duration::from_secs(100)), "100000m");
         assert_eq!(encode_timeout(Duration::from_secs(100_000)), "100000S");
         assert_eq!(encode_timeout(Duration::from_secs(100_000_000)), "1666667M");
-        assert_eq!(encode_timeout(Duration::from_secs(99_999_999 * 60 + 1)), "1666667H");
+        assert_eq!(
+            encode_timeout(Duration::from_secs(99_999_999 * 60 + 1)),
+            "1666667H"
+        );
         assert_eq!(encode_timeout(Duration::MAX), "99999999H");
         // rounds up, never down
         assert_eq!(encode_timeout(Duration::from_nanos(100_000_001)), "100001u");
@@ -175,10 +188,32 @@ mod tests {
         assert_eq!(decode_timeout(b"4m").unwrap(), Duration::from_millis(4));
         assert_eq!(decode_timeout(b"5u").unwrap(), Duration::from_micros(5));
         assert_eq!(decode_timeout(b"6n").unwrap(), Duration::from_nanos(6));
-        assert_eq!(decode_timeout(b"99999999H").unwrap(), Duration::from_secs(99_999_999 * 3600));
-        assert_eq!(decode_timeout(b"00000001S").unwrap(), Duration::from_secs(1));
-        for bad in [&b""[..], b"S", b"1", b"123456789S", b"1s", b"1X", b"-1S", b" 1S", b"1.5S", b"1SS", b"\xff"] {
-            assert!(decode_timeout(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        assert_eq!(
+            decode_timeout(b"99999999H").unwrap(),
+            Duration::from_secs(99_999_999 * 3600)
+        );
+        assert_eq!(
+            decode_timeout(b"00000001S").unwrap(),
+            Duration::from_secs(1)
+        );
+        for bad in [
+            &b""[..],
+            b"S",
+            b"1",
+            b"123456789S",
+            b"1s",
+            b"1X",
+            b"-1S",
+            b" 1S",
+            b"1.5S",
+            b"1SS",
+            b"\xff",
+        ] {
+            assert!(
+                decode_timeout(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
         for d in [1u64, 999, 123_456_789, 5_000_000_000, 3_600_000_000_000] {
             let dur = Duration::from_nanos(d);

@@ -15,7 +15,8 @@ use grpc_runtime::server::authz::{AuthzInterceptor, FileWatcherInterceptor, DENI
 use grpc_runtime::server::{interceptor_fn, Interceptor, ServerTlsConfig};
 use grpc_runtime::{Channel, ClientTlsConfig, Code, Request, Status};
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose, SanType,
 };
 
 const UNARY: &str = "/test.Echo/Unary";
@@ -37,9 +38,17 @@ impl Ca {
         let key = KeyPair::generate().unwrap();
         let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
         p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.distinguished_name.push(DnType::CommonName, "authz test CA");
-        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-        Ca { cert: p.self_signed(&key).unwrap(), key }
+        p.distinguished_name
+            .push(DnType::CommonName, "authz test CA");
+        p.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        Ca {
+            cert: p.self_signed(&key).unwrap(),
+            key,
+        }
     }
 
     fn pem(&self) -> String {
@@ -50,19 +59,27 @@ impl Ca {
         let key = KeyPair::generate().unwrap();
         let mut p = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        Identity { cert: p.signed_by(&key, &self.cert, &self.key).unwrap().pem(), key: key.serialize_pem() }
+        Identity {
+            cert: p.signed_by(&key, &self.cert, &self.key).unwrap().pem(),
+            key: key.serialize_pem(),
+        }
     }
 
     /// A client certificate with these URI and DNS SANs and common name.
     fn client(&self, uris: &[&str], dns: &[&str], cn: &str) -> Identity {
         let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(dns.iter().map(|d| d.to_string()).collect::<Vec<_>>()).unwrap();
+        let mut p =
+            CertificateParams::new(dns.iter().map(|d| d.to_string()).collect::<Vec<_>>()).unwrap();
         for u in uris {
-            p.subject_alt_names.push(SanType::URI((*u).try_into().unwrap()));
+            p.subject_alt_names
+                .push(SanType::URI((*u).try_into().unwrap()));
         }
         p.distinguished_name.push(DnType::CommonName, cn);
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        Identity { cert: p.signed_by(&key, &self.cert, &self.key).unwrap().pem(), key: key.serialize_pem() }
+        Identity {
+            cert: p.signed_by(&key, &self.cert, &self.key).unwrap().pem(),
+            key: key.serialize_pem(),
+        }
     }
 }
 
@@ -76,15 +93,18 @@ struct Setup {
 async fn server_with(authz: impl Interceptor, client_auth_optional: bool) -> Setup {
     let ca = Ca::new();
     let id = ca.server();
-    let tls =
-        ServerTlsConfig::new(&id.cert, &id.key).client_ca_pem(ca.pem()).client_auth_optional(client_auth_optional);
+    let tls = ServerTlsConfig::new(&id.cert, &id.key)
+        .client_ca_pem(ca.pem())
+        .client_auth_optional(client_auth_optional);
     let reached = Arc::new(AtomicUsize::new(0));
     let counter = reached.clone();
     let srv = start(move |b| {
-        b.tls_config(tls).add_interceptor(authz).add_interceptor(interceptor_fn(move |head, next| {
-            counter.fetch_add(1, Ordering::SeqCst);
-            next.run(head)
-        }))
+        b.tls_config(tls)
+            .add_interceptor(authz)
+            .add_interceptor(interceptor_fn(move |head, next| {
+                counter.fetch_add(1, Ordering::SeqCst);
+                next.run(head)
+            }))
     })
     .await;
     Setup { ca, srv, reached }
@@ -95,15 +115,25 @@ async fn server(policy: &str) -> Setup {
 }
 
 async fn channel(s: &Setup, identity: Option<&Identity>) -> Channel {
-    let mut tls = ClientTlsConfig::new().ca_certificate_pem(s.ca.pem()).domain_name("localhost");
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate_pem(s.ca.pem())
+        .domain_name("localhost");
     if let Some(id) = identity {
         tls = tls.identity_pem(&id.cert, &id.key);
     }
-    Channel::builder(format!("https://{}", s.srv.addr)).tls_config(tls).connect().await.unwrap()
+    Channel::builder(format!("https://{}", s.srv.addr))
+        .tls_config(tls)
+        .connect()
+        .await
+        .unwrap()
 }
 
 fn echo_req(msg: &str, md: &[(&str, &str)]) -> Request<EchoRequest> {
-    let mut r = Request::new(EchoRequest { message: msg.into(), count: 0, sleep_ms: 0 });
+    let mut r = Request::new(EchoRequest {
+        message: msg.into(),
+        count: 0,
+        sleep_ms: 0,
+    });
     for (k, v) in md {
         r.metadata_mut().append(k, v.to_string()).unwrap();
     }
@@ -111,12 +141,21 @@ fn echo_req(msg: &str, md: &[(&str, &str)]) -> Request<EchoRequest> {
 }
 
 async fn unary(ch: &Channel, md: &[(&str, &str)]) -> Result<String, Status> {
-    ch.unary::<EchoRequest, EchoReply>(UNARY, echo_req("hi", md)).await.map(|r| r.into_inner().message)
+    ch.unary::<EchoRequest, EchoReply>(UNARY, echo_req("hi", md))
+        .await
+        .map(|r| r.into_inner().message)
 }
 
 async fn server_stream(ch: &Channel) -> Result<Vec<String>, Status> {
-    let req = Request::new(EchoRequest { message: "s".into(), count: 2, sleep_ms: 0 });
-    let mut s = ch.server_streaming::<EchoRequest, EchoReply>(STREAM, req).await?.into_inner();
+    let req = Request::new(EchoRequest {
+        message: "s".into(),
+        count: 2,
+        sleep_ms: 0,
+    });
+    let mut s = ch
+        .server_streaming::<EchoRequest, EchoReply>(STREAM, req)
+        .await?
+        .into_inner();
     let mut out = Vec::new();
     while let Some(m) = s.message().await? {
         out.push(m.message);
@@ -159,8 +198,7 @@ async fn allowed_principal_and_path_reach_the_handler() {
 
 #[tokio::test]
 async fn denied_by_path() {
-    let policy =
-        r#"{"name": "p", "allow_rules": [{"name": "unary-only", "request": {"paths": ["/test.Echo/Unary"]}}]}"#;
+    let policy = r#"{"name": "p", "allow_rules": [{"name": "unary-only", "request": {"paths": ["/test.Echo/Unary"]}}]}"#;
     let s = server(policy).await;
     let ch = channel(&s, Some(&s.ca.client(&[ADMIN], &[], "admin"))).await;
     assert_eq!(unary(&ch, &[]).await.unwrap(), "hi");
@@ -172,11 +210,18 @@ async fn denied_by_path() {
 #[tokio::test]
 async fn denied_by_header() {
     let s = server(POLICY).await;
-    let ch = channel(&s, Some(&s.ca.client(&[], &["alice.dev.example.com"], "alice"))).await;
+    let ch = channel(
+        &s,
+        Some(&s.ca.client(&[], &["alice.dev.example.com"], "alice")),
+    )
+    .await;
     assert_denied(unary(&ch, &[]).await);
     assert_denied(unary(&ch, &[("x-dev-path", "/prod/path")]).await);
     assert_eq!(s.reached.load(Ordering::SeqCst), 0);
-    assert_eq!(unary(&ch, &[("x-dev-path", "/dev/path/a")]).await.unwrap(), "hi");
+    assert_eq!(
+        unary(&ch, &[("x-dev-path", "/dev/path/a")]).await.unwrap(),
+        "hi"
+    );
     // The rule only covers Unary.
     assert_denied(server_stream(&ch).await);
     assert_eq!(s.reached.load(Ordering::SeqCst), 1);
@@ -186,7 +231,11 @@ async fn denied_by_header() {
 async fn denied_by_principal() {
     let s = server(POLICY).await;
     // Another SPIFFE ID; its DNS SAN would match the dev rule, but URI SANs come first.
-    let other = s.ca.client(&["spiffe://foo.com/sa/guest"], &["bob.dev.example.com"], "bob");
+    let other = s.ca.client(
+        &["spiffe://foo.com/sa/guest"],
+        &["bob.dev.example.com"],
+        "bob",
+    );
     let ch = channel(&s, Some(&other)).await;
     assert_denied(unary(&ch, &[("x-dev-path", "/dev/path/a")]).await);
     // The subject is only looked at without SANs, and then as "CN=...".
@@ -195,7 +244,8 @@ async fn denied_by_principal() {
     assert_denied(unary(&ch, &[]).await);
     assert_eq!(s.reached.load(Ordering::SeqCst), 0);
 
-    let by_subject = r#"{"name": "p", "allow_rules": [{"name": "cn", "source": {"principals": ["CN=svc-a"]}}]}"#;
+    let by_subject =
+        r#"{"name": "p", "allow_rules": [{"name": "cn", "source": {"principals": ["CN=svc-a"]}}]}"#;
     let s = server(by_subject).await;
     let ch = channel(&s, Some(&s.ca.client(&[], &[], "svc-a"))).await;
     assert_eq!(unary(&ch, &[]).await.unwrap(), "hi");
@@ -220,11 +270,17 @@ async fn principals_without_a_client_certificate_and_without_tls() {
 
     // Over plaintext no principal matches, not even "".
     let srv = start(|b| b.add_interceptor(AuthzInterceptor::from_json(policy).unwrap())).await;
-    let ch = Channel::builder(format!("http://{}", srv.addr)).connect().await.unwrap();
+    let ch = Channel::builder(format!("http://{}", srv.addr))
+        .connect()
+        .await
+        .unwrap();
     assert_denied(unary(&ch, &[]).await);
     let open = r#"{"name": "p", "allow_rules": [{"name": "any", "request": {"paths": ["/test.Echo/Unary"]}}]}"#;
     let srv = start(|b| b.add_interceptor(AuthzInterceptor::from_json(open).unwrap())).await;
-    let ch = Channel::builder(format!("http://{}", srv.addr)).connect().await.unwrap();
+    let ch = Channel::builder(format!("http://{}", srv.addr))
+        .connect()
+        .await
+        .unwrap();
     assert_eq!(unary(&ch, &[]).await.unwrap(), "hi");
 }
 
@@ -232,7 +288,11 @@ async fn principals_without_a_client_certificate_and_without_tls() {
 async fn deny_rules_win_over_allow_rules() {
     let s = server(POLICY).await;
     // "banned" is allowed by "banned-may-stream", but the deny rule comes first.
-    let ch = channel(&s, Some(&s.ca.client(&["spiffe://foo.com/sa/banned"], &[], "banned"))).await;
+    let ch = channel(
+        &s,
+        Some(&s.ca.client(&["spiffe://foo.com/sa/banned"], &[], "banned")),
+    )
+    .await;
     assert_denied(unary(&ch, &[]).await);
     assert_denied(server_stream(&ch).await);
     assert_eq!(s.reached.load(Ordering::SeqCst), 0);
@@ -265,7 +325,10 @@ fn replace(path: &std::path::Path, contents: &str) {
 }
 
 /// Calls until `want(result)` or 10 s.
-async fn until(ch: &Channel, want: impl Fn(&Result<String, Status>) -> bool) -> Result<String, Status> {
+async fn until(
+    ch: &Channel,
+    want: impl Fn(&Result<String, Status>) -> bool,
+) -> Result<String, Status> {
     let start = Instant::now();
     loop {
         let r = unary(ch, &[]).await;
@@ -278,7 +341,8 @@ async fn until(ch: &Channel, want: impl Fn(&Result<String, Status>) -> bool) -> 
 
 #[tokio::test]
 async fn file_watcher_reloads_the_policy_and_keeps_the_last_good_one() {
-    let file = TempFile(std::env::temp_dir().join(format!("grpc-authz-test-{}.json", std::process::id())));
+    let file =
+        TempFile(std::env::temp_dir().join(format!("grpc-authz-test-{}.json", std::process::id())));
     let allow = r#"{"name": "v1", "allow_rules": [{"name": "echo", "request": {"paths": ["/test.Echo/*"]}}]}"#;
     let deny = r#"{"name": "v2", "deny_rules": [{"name": "no-unary", "request": {"paths": ["*/Unary"]}}],
                    "allow_rules": [{"name": "echo", "request": {"paths": ["/test.Echo/*"]}}]}"#;
@@ -292,7 +356,11 @@ async fn file_watcher_reloads_the_policy_and_keeps_the_last_good_one() {
     replace(&file.0, deny);
     assert_denied(until(&ch, |r| r.is_err()).await);
     assert_eq!(handle.policy().name(), "v2");
-    assert_eq!(server_stream(&ch).await.unwrap().len(), 2, "v2 still allows streaming");
+    assert_eq!(
+        server_stream(&ch).await.unwrap().len(),
+        2,
+        "v2 still allows streaming"
+    );
 
     // A broken policy is refused and v2 stays in force.
     replace(
@@ -314,14 +382,20 @@ fn file_watcher_refuses_a_missing_or_invalid_file_at_start() {
     let missing = std::env::temp_dir().join("grpc-authz-test-does-not-exist.json");
     let e = FileWatcherInterceptor::new(&missing, Duration::from_secs(1)).unwrap_err();
     assert!(e.to_string().contains("cannot read policy file"), "{e}");
-    let file = TempFile(std::env::temp_dir().join(format!("grpc-authz-test-bad-{}.json", std::process::id())));
+    let file = TempFile(
+        std::env::temp_dir().join(format!("grpc-authz-test-bad-{}.json", std::process::id())),
+    );
     std::fs::write(
         &file.0,
         r#"{"name": "p", "allow_rules": [{"name": "a", "request": {"paths": ["/x"], "verbs": []}}]}"#,
     )
     .unwrap();
     let e = FileWatcherInterceptor::new(&file.0, Duration::from_secs(1)).unwrap_err();
-    assert!(e.to_string().contains("allow_rules[0].request.verbs: unknown field"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("allow_rules[0].request.verbs: unknown field"),
+        "{e}"
+    );
     let e = FileWatcherInterceptor::new(&file.0, Duration::ZERO).unwrap_err();
     assert!(e.to_string().contains("refresh interval"), "{e}");
 }
@@ -338,13 +412,27 @@ async fn interceptors_see_the_tls_session_and_the_client_identity() {
         interceptor_fn(move |head, next| {
             let ctx = head.context();
             let tls = ctx.tls_info().map(|t| {
-                format!("{} {} {}", t.protocol_version(), t.cipher_suite(), String::from_utf8_lossy(t.alpn_protocol().unwrap_or(b"")))
+                format!(
+                    "{} {} {}",
+                    t.protocol_version(),
+                    t.cipher_suite(),
+                    String::from_utf8_lossy(t.alpn_protocol().unwrap_or(b""))
+                )
             });
             let who = match ctx.peer_identity() {
-                Ok(PeerIdentity::Certificate(c)) => format!("{} {:?} {:?} {}", c.principal(), c.dns_sans, c.ip_sans, c.subject),
+                Ok(PeerIdentity::Certificate(c)) => format!(
+                    "{} {:?} {:?} {}",
+                    c.principal(),
+                    c.dns_sans,
+                    c.ip_sans,
+                    c.subject
+                ),
                 other => format!("{other:?}"),
             };
-            record.lock().unwrap().push(format!("{} | {who}", tls.unwrap_or_default()));
+            record
+                .lock()
+                .unwrap()
+                .push(format!("{} | {who}", tls.unwrap_or_default()));
             next.run(head)
         }),
         false,
@@ -352,14 +440,25 @@ async fn interceptors_see_the_tls_session_and_the_client_identity() {
     .await;
     let key = KeyPair::generate().unwrap();
     let mut p = CertificateParams::new(vec!["client.example".to_string()]).unwrap();
-    p.subject_alt_names.push(SanType::IpAddress("10.9.8.7".parse().unwrap()));
-    p.subject_alt_names.push(SanType::URI("spiffe://example.org/ns/prod/sa/web".try_into().unwrap()));
+    p.subject_alt_names
+        .push(SanType::IpAddress("10.9.8.7".parse().unwrap()));
+    p.subject_alt_names.push(SanType::URI(
+        "spiffe://example.org/ns/prod/sa/web".try_into().unwrap(),
+    ));
     p.distinguished_name.push(DnType::CommonName, "web");
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let id = Identity { cert: p.signed_by(&key, &s.ca.cert, &s.ca.key).unwrap().pem(), key: key.serialize_pem() };
+    let id = Identity {
+        cert: p.signed_by(&key, &s.ca.cert, &s.ca.key).unwrap().pem(),
+        key: key.serialize_pem(),
+    };
     let ch = channel(&s, Some(&id)).await;
     unary(&ch, &[]).await.unwrap();
     let line = seen.lock().unwrap()[0].clone();
     assert!(line.starts_with("TLSv1_3 TLS13_"), "{line}");
-    assert!(line.contains(" h2 | spiffe://example.org/ns/prod/sa/web [\"client.example\"] [10.9.8.7] CN=web"), "{line}");
+    assert!(
+        line.contains(
+            " h2 | spiffe://example.org/ns/prod/sa/web [\"client.example\"] [10.9.8.7] CN=web"
+        ),
+        "{line}"
+    );
 }

@@ -36,7 +36,9 @@ struct Seen {
 }
 
 /// A server answering attempt `i` (counted over the server's lifetime) with `script(i)`.
-async fn scripted(script: impl Fn(usize) -> Answer + Send + Sync + 'static) -> (RawServer, Arc<Mutex<Seen>>) {
+async fn scripted(
+    script: impl Fn(usize) -> Answer + Send + Sync + 'static,
+) -> (RawServer, Arc<Mutex<Seen>>) {
     let seen = Arc::new(Mutex::new(Seen::default()));
     let n = Arc::new(AtomicUsize::new(0));
     let script = Arc::new(script);
@@ -94,16 +96,29 @@ fn retry_config(max_attempts: u32, extra: &str) -> String {
 }
 
 async fn channel(addr: SocketAddr, config: &str) -> Channel {
-    Channel::builder(format!("http://{addr}")).default_service_config(config).connect().await.unwrap()
+    Channel::builder(format!("http://{addr}"))
+        .default_service_config(config)
+        .connect()
+        .await
+        .unwrap()
 }
 
 async fn call(ch: &Channel) -> Result<String, grpc_runtime::Status> {
-    ch.unary::<Echo, Echo>(PATH, Request::new(echo("x"))).await.map(|r| r.into_inner().text)
+    ch.unary::<Echo, Echo>(PATH, Request::new(echo("x")))
+        .await
+        .map(|r| r.into_inner().text)
 }
 
 #[tokio::test]
 async fn retryable_failures_are_retried_with_the_previous_attempts_header() {
-    let (srv, seen) = scripted(|i| if i < 2 { Answer::Fail(14, None) } else { Answer::Ok }).await;
+    let (srv, seen) = scripted(|i| {
+        if i < 2 {
+            Answer::Fail(14, None)
+        } else {
+            Answer::Ok
+        }
+    })
+    .await;
     let ch = channel(srv.addr, &retry_config(4, "")).await;
     assert_eq!(call(&ch).await.unwrap(), "attempt 2");
     let prev = seen.lock().unwrap().previous.clone();
@@ -115,31 +130,55 @@ async fn non_retryable_codes_and_the_attempt_cap() {
     let (srv, seen) = scripted(|_| Answer::Fail(13, None)).await;
     let ch = channel(srv.addr, &retry_config(4, "")).await;
     let s = call(&ch).await.unwrap_err();
-    assert_eq!((s.code(), s.message()), (Code::Internal, "attempt 0 failed"));
-    assert_eq!(seen.lock().unwrap().previous.len(), 1, "INTERNAL is not in retryableStatusCodes");
+    assert_eq!(
+        (s.code(), s.message()),
+        (Code::Internal, "attempt 0 failed")
+    );
+    assert_eq!(
+        seen.lock().unwrap().previous.len(),
+        1,
+        "INTERNAL is not in retryableStatusCodes"
+    );
 
     // maxAttempts 10 is capped at 5; the last attempt's status is the call's.
     let (srv, seen) = scripted(|_| Answer::Fail(14, None)).await;
     let ch = channel(srv.addr, &retry_config(10, "")).await;
     let s = call(&ch).await.unwrap_err();
-    assert_eq!((s.code(), s.message()), (Code::Unavailable, "attempt 4 failed"));
+    assert_eq!(
+        (s.code(), s.message()),
+        (Code::Unavailable, "attempt 4 failed")
+    );
     assert_eq!(seen.lock().unwrap().previous.len(), 5);
 }
 
 #[tokio::test]
 async fn server_pushback_sets_the_delay_or_stops_retries() {
-    let (srv, seen) = scripted(|i| if i == 0 { Answer::Fail(14, Some("300")) } else { Answer::Ok }).await;
+    let (srv, seen) = scripted(|i| {
+        if i == 0 {
+            Answer::Fail(14, Some("300"))
+        } else {
+            Answer::Ok
+        }
+    })
+    .await;
     let ch = channel(srv.addr, &retry_config(3, "")).await;
     assert_eq!(call(&ch).await.unwrap(), "attempt 1");
     let at = seen.lock().unwrap().at.clone();
     let gap = at[1] - at[0];
-    assert!(gap >= Duration::from_millis(290) && gap < Duration::from_millis(800), "{gap:?}");
+    assert!(
+        gap >= Duration::from_millis(290) && gap < Duration::from_millis(800),
+        "{gap:?}"
+    );
 
     for bad in ["-1", "soon"] {
         let (srv, seen) = scripted(move |_| Answer::Fail(14, Some(bad))).await;
         let ch = channel(srv.addr, &retry_config(3, "")).await;
         assert_eq!(call(&ch).await.unwrap_err().code(), Code::Unavailable);
-        assert_eq!(seen.lock().unwrap().previous.len(), 1, "pushback {bad:?} means do not retry");
+        assert_eq!(
+            seen.lock().unwrap().previous.len(),
+            1,
+            "pushback {bad:?} means do not retry"
+        );
     }
 }
 
@@ -147,8 +186,14 @@ async fn server_pushback_sets_the_delay_or_stops_retries() {
 async fn throttling_stops_retries_when_tokens_run_low_and_successes_restore_them() {
     let failing = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let f = Arc::clone(&failing);
-    let (srv, seen) =
-        scripted(move |_| if f.load(Ordering::SeqCst) { Answer::Fail(14, None) } else { Answer::Ok }).await;
+    let (srv, seen) = scripted(move |_| {
+        if f.load(Ordering::SeqCst) {
+            Answer::Fail(14, None)
+        } else {
+            Answer::Ok
+        }
+    })
+    .await;
     let throttling = r#", "retryThrottling": {"maxTokens": 10, "tokenRatio": 1}"#;
     let ch = channel(srv.addr, &retry_config(5, throttling)).await;
     let attempts = |seen: &Arc<Mutex<Seen>>| seen.lock().unwrap().previous.len();
@@ -178,32 +223,64 @@ fn hedging_config(max_attempts: u32, delay: &str) -> String {
 
 #[tokio::test]
 async fn hedging_sends_the_next_attempt_after_the_delay_and_cancels_the_loser() {
-    let (srv, seen) = scripted(|i| if i == 0 { Answer::SlowOk(3000) } else { Answer::Ok }).await;
+    let (srv, seen) = scripted(|i| {
+        if i == 0 {
+            Answer::SlowOk(3000)
+        } else {
+            Answer::Ok
+        }
+    })
+    .await;
     let ch = channel(srv.addr, &hedging_config(3, "0.1s")).await;
     let started = Instant::now();
     assert_eq!(call(&ch).await.unwrap(), "attempt 1");
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(95) && took < Duration::from_millis(1000), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(95) && took < Duration::from_millis(1000),
+        "{took:?}"
+    );
     tokio::time::sleep(Duration::from_millis(100)).await;
     let s = seen.lock().unwrap();
-    assert_eq!(s.previous, [None, Some("1".to_string())], "the third attempt was never needed");
+    assert_eq!(
+        s.previous,
+        [None, Some("1".to_string())],
+        "the third attempt was never needed"
+    );
     assert_eq!(s.cancelled, 1, "the slow first attempt was cancelled");
 }
 
 #[tokio::test]
 async fn hedging_non_fatal_failure_sends_the_next_at_once_fatal_ends_the_call() {
-    let (srv, seen) = scripted(|i| if i == 0 { Answer::Fail(14, None) } else { Answer::Ok }).await;
+    let (srv, seen) = scripted(|i| {
+        if i == 0 {
+            Answer::Fail(14, None)
+        } else {
+            Answer::Ok
+        }
+    })
+    .await;
     let ch = channel(srv.addr, &hedging_config(3, "5s")).await;
     let started = Instant::now();
     assert_eq!(call(&ch).await.unwrap(), "attempt 1");
-    assert!(started.elapsed() < Duration::from_millis(1000), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(seen.lock().unwrap().previous.len(), 2);
 
     let (srv, seen) = scripted(|_| Answer::Fail(9, None)).await;
     let ch = channel(srv.addr, &hedging_config(3, "0.05s")).await;
-    assert_eq!(call(&ch).await.unwrap_err().code(), Code::FailedPrecondition);
+    assert_eq!(
+        call(&ch).await.unwrap_err().code(),
+        Code::FailedPrecondition
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(seen.lock().unwrap().previous.len(), 1, "a fatal status commits at once");
+    assert_eq!(
+        seen.lock().unwrap().previous.len(),
+        1,
+        "a fatal status commits at once"
+    );
 }
 
 // ------------------------------------------------------------ a backend dies mid-run
@@ -249,7 +326,11 @@ async fn a_backend_killed_mid_run_loses_no_call_with_a_retry_policy() {
     let config = r#"{"loadBalancingConfig": [{"round_robin": {}}], "methodConfig": [{"name": [{"service": "test.Echo"}],
         "retryPolicy": {"maxAttempts": 5, "initialBackoff": "0.02s", "maxBackoff": "0.2s", "backoffMultiplier": 2,
         "retryableStatusCodes": ["UNAVAILABLE"]}}]}"#;
-    let ch = Channel::builder(format!("ipv4:{},{}", pa.addr, pb.addr)).default_service_config(config).connect().await.unwrap();
+    let ch = Channel::builder(format!("ipv4:{},{}", pa.addr, pb.addr))
+        .default_service_config(config)
+        .connect()
+        .await
+        .unwrap();
     let ok = Arc::new(AtomicUsize::new(0));
     let mut load = Vec::new();
     for _ in 0..4 {
@@ -258,7 +339,14 @@ async fn a_backend_killed_mid_run_loses_no_call_with_a_retry_policy() {
             let until = Instant::now() + Duration::from_millis(600);
             while Instant::now() < until {
                 let r = ch
-                    .unary::<_, common::EchoReply>(PATH, Request::new(common::EchoRequest { message: "m".into(), count: 0, sleep_ms: 20 }))
+                    .unary::<_, common::EchoReply>(
+                        PATH,
+                        Request::new(common::EchoRequest {
+                            message: "m".into(),
+                            count: 0,
+                            sleep_ms: 20,
+                        }),
+                    )
                     .await;
                 r.expect("no call is lost when a backend dies");
                 ok.fetch_add(1, Ordering::SeqCst);
@@ -270,7 +358,11 @@ async fn a_backend_killed_mid_run_loses_no_call_with_a_retry_policy() {
     for l in load {
         l.await.unwrap();
     }
-    assert!(ok.load(Ordering::SeqCst) > 20, "{}", ok.load(Ordering::SeqCst));
+    assert!(
+        ok.load(Ordering::SeqCst) > 20,
+        "{}",
+        ok.load(Ordering::SeqCst)
+    );
     pb.kill();
 }
 
@@ -293,7 +385,10 @@ async fn streaming_server(
     let g = Arc::clone(&got);
     let srv = raw_server(handler(move |req, mut send| {
         let i = n.fetch_add(1, Ordering::SeqCst);
-        let prev = req.headers().get("grpc-previous-rpc-attempts").map(|v| v.to_str().unwrap().to_string());
+        let prev = req
+            .headers()
+            .get("grpc-previous-rpc-attempts")
+            .map(|v| v.to_str().unwrap().to_string());
         // `x-single`: answer a client-streaming call with one message, the last one read.
         let single = req.headers().contains_key("x-single");
         g.lock().unwrap().push((prev, Vec::new()));
@@ -304,8 +399,12 @@ async fn streaming_server(
             if fail(i) {
                 let mut k = 0;
                 while limit.map_or(true, |l| k < l) {
-                    let Some((_, m)) = body.next().await else { break };
-                    g.lock().unwrap()[i].1.push(Echo::decode(&m[..]).unwrap().text);
+                    let Some((_, m)) = body.next().await else {
+                        break;
+                    };
+                    g.lock().unwrap()[i]
+                        .1
+                        .push(Echo::decode(&m[..]).unwrap().text);
                     k += 1;
                 }
                 let r = http::Response::builder()
@@ -317,7 +416,9 @@ async fn streaming_server(
                 let _ = send.send_response(r, true);
                 return;
             }
-            let Ok(mut out) = send.send_response(client_support::response_headers(), false) else { return };
+            let Ok(mut out) = send.send_response(client_support::response_headers(), false) else {
+                return;
+            };
             let mut last = String::new();
             while let Some((_, m)) = body.next().await {
                 last = Echo::decode(&m[..]).unwrap().text;
@@ -342,7 +443,10 @@ async fn client_streaming_is_replayed_on_retry() {
     let ch = channel(srv.addr, &retry_config(3, "")).await;
     let mut req = Request::new(futures_util::stream::iter(["a", "b", "c"].map(echo)));
     req.metadata_mut().insert("x-single", "1").unwrap();
-    let r = ch.client_streaming::<_, Echo, Echo>(PATH, req).await.unwrap();
+    let r = ch
+        .client_streaming::<_, Echo, Echo>(PATH, req)
+        .await
+        .unwrap();
     assert_eq!(r.into_inner().text, "c");
     let got = got.lock().unwrap().clone();
     let want: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
@@ -357,8 +461,13 @@ async fn bidi_replays_what_was_sent_then_goes_on_after_commit() {
     let ch = channel(srv.addr, &retry_config(3, "")).await;
     let (tx, rx) = tokio::sync::mpsc::channel::<Echo>(4);
     tx.send(echo("first")).await.unwrap();
-    let rx = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
-    let mut replies = ch.bidi_streaming::<_, Echo, Echo>(PATH, Request::new(rx)).await.unwrap().into_inner();
+    let rx =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+    let mut replies = ch
+        .bidi_streaming::<_, Echo, Echo>(PATH, Request::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(replies.message().await.unwrap().unwrap().text, "first");
     tx.send(echo("second")).await.unwrap();
     assert_eq!(replies.message().await.unwrap().unwrap().text, "second");
@@ -366,7 +475,13 @@ async fn bidi_replays_what_was_sent_then_goes_on_after_commit() {
     assert!(replies.message().await.unwrap().is_none());
     let got = got.lock().unwrap().clone();
     assert_eq!(got[0], (None, vec!["first".to_string()]));
-    assert_eq!(got[1], (Some("1".to_string()), vec!["first".to_string(), "second".to_string()]));
+    assert_eq!(
+        got[1],
+        (
+            Some("1".to_string()),
+            vec!["first".to_string(), "second".to_string()]
+        )
+    );
 }
 
 #[tokio::test]
@@ -383,14 +498,24 @@ async fn a_full_retry_buffer_commits_the_call() {
         tokio::time::sleep(Duration::from_millis(20)).await;
         m
     });
-    let s = ch.client_streaming::<_, Echo, Echo>(PATH, Request::new(msgs)).await.unwrap_err();
+    let s = ch
+        .client_streaming::<_, Echo, Echo>(PATH, Request::new(msgs))
+        .await
+        .unwrap_err();
     assert_eq!(s.code(), Code::Unavailable);
-    assert_eq!(got.lock().unwrap().len(), 1, "not retried once the buffer overflowed");
+    assert_eq!(
+        got.lock().unwrap().len(),
+        1,
+        "not retried once the buffer overflowed"
+    );
     // Within the bounds the same call is retried (and fails 3 times here).
     let (srv, got) = streaming_server(|_| None, |_| true).await;
     let ch = channel(srv.addr, &retry_config(3, "")).await;
     let msgs = futures_util::stream::iter(["a", "b"].map(echo));
-    assert!(ch.client_streaming::<_, Echo, Echo>(PATH, Request::new(msgs)).await.is_err());
+    assert!(ch
+        .client_streaming::<_, Echo, Echo>(PATH, Request::new(msgs))
+        .await
+        .is_err());
     assert_eq!(got.lock().unwrap().len(), 3);
 }
 
@@ -404,7 +529,10 @@ async fn hedged_client_streaming_gives_every_attempt_all_messages_and_cancels_th
     let (g, c) = (Arc::clone(&got), Arc::clone(&cancelled));
     let srv = raw_server(handler(move |req, mut send| {
         let i = n.fetch_add(1, Ordering::SeqCst);
-        let prev = req.headers().get("grpc-previous-rpc-attempts").map(|v| v.to_str().unwrap().to_string());
+        let prev = req
+            .headers()
+            .get("grpc-previous-rpc-attempts")
+            .map(|v| v.to_str().unwrap().to_string());
         g.lock().unwrap().push((prev, Vec::new()));
         let (g, c) = (Arc::clone(&g), Arc::clone(&c));
         async move {
@@ -415,7 +543,9 @@ async fn hedged_client_streaming_gives_every_attempt_all_messages_and_cancels_th
             }
             g.lock().unwrap()[i].1 = texts.clone();
             if i == 0 {
-                if std::future::poll_fn(|cx| send.poll_reset(cx)).await.ok() == Some(h2::Reason::CANCEL) {
+                if std::future::poll_fn(|cx| send.poll_reset(cx)).await.ok()
+                    == Some(h2::Reason::CANCEL)
+                {
                     c.fetch_add(1, Ordering::SeqCst);
                 }
                 return;
@@ -427,12 +557,23 @@ async fn hedged_client_streaming_gives_every_attempt_all_messages_and_cancels_th
     let ch = channel(srv.addr, &hedging_config(3, "0.1s")).await;
     let msgs = futures_util::stream::iter(["a", "b", "c"].map(echo));
     let started = Instant::now();
-    let r = ch.client_streaming::<_, Echo, Echo>(PATH, Request::new(msgs)).await.unwrap();
+    let r = ch
+        .client_streaming::<_, Echo, Echo>(PATH, Request::new(msgs))
+        .await
+        .unwrap();
     assert_eq!(r.into_inner().text, "a,b,c");
-    assert!(started.elapsed() < Duration::from_millis(1000), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "{:?}",
+        started.elapsed()
+    );
     tokio::time::sleep(Duration::from_millis(100)).await;
     let got = got.lock().unwrap().clone();
     let all: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
     assert_eq!(got, [(None, all.clone()), (Some("1".to_string()), all)]);
-    assert_eq!(cancelled.load(Ordering::SeqCst), 1, "the first attempt was cancelled");
+    assert_eq!(
+        cancelled.load(Ordering::SeqCst),
+        1,
+        "the first attempt was cancelled"
+    );
 }

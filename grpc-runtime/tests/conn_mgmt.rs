@@ -48,20 +48,32 @@ impl RawConn {
         let mut tcp = TcpStream::connect(addr).await.unwrap();
         tcp.write_all(PREFACE).await.unwrap();
         tcp.write_all(&raw_frame(0x4, 0, 0, &[])).await.unwrap();
-        RawConn { tcp, buf: Vec::new() }
+        RawConn {
+            tcp,
+            buf: Vec::new(),
+        }
     }
 
     async fn ping(&mut self, data: u8) {
-        self.tcp.write_all(&raw_frame(0x6, 0, 0, &[data; 8])).await.unwrap();
+        self.tcp
+            .write_all(&raw_frame(0x6, 0, 0, &[data; 8]))
+            .await
+            .unwrap();
     }
 
     /// Next frame, or `None` on EOF / connection reset.
     async fn next(&mut self) -> Option<Frame> {
         loop {
             if self.buf.len() >= 9 {
-                let len = (usize::from(self.buf[0]) << 16) | (usize::from(self.buf[1]) << 8) | usize::from(self.buf[2]);
+                let len = (usize::from(self.buf[0]) << 16)
+                    | (usize::from(self.buf[1]) << 8)
+                    | usize::from(self.buf[2]);
                 if self.buf.len() >= 9 + len {
-                    let f = Frame { kind: self.buf[3], flags: self.buf[4], payload: self.buf[9..9 + len].to_vec() };
+                    let f = Frame {
+                        kind: self.buf[3],
+                        flags: self.buf[4],
+                        payload: self.buf[9..9 + len].to_vec(),
+                    };
                     self.buf.drain(..9 + len);
                     return Some(f);
                 }
@@ -113,7 +125,10 @@ async fn start_counting(configure: impl FnOnce(ServerBuilder) -> ServerBuilder) 
     start_counting_at("127.0.0.1:0".parse().unwrap(), configure).await
 }
 
-async fn start_counting_at(at: SocketAddr, configure: impl FnOnce(ServerBuilder) -> ServerBuilder) -> CountingServer {
+async fn start_counting_at(
+    at: SocketAddr,
+    configure: impl FnOnce(ServerBuilder) -> ServerBuilder,
+) -> CountingServer {
     let (etx, _erx) = mpsc::unbounded_channel();
     std::mem::forget(_erx);
     let listener = TcpListener::bind(at).await.unwrap();
@@ -130,12 +145,23 @@ async fn start_counting_at(at: SocketAddr, configure: impl FnOnce(ServerBuilder)
             Some((item, l))
         }
     });
-    let builder = configure(Server::builder().add_service(echo_server::EchoServer::new(TestEcho { events: etx })));
+    let builder = configure(
+        Server::builder().add_service(echo_server::EchoServer::new(TestEcho { events: etx })),
+    );
     let (tx, rx) = oneshot::channel::<()>();
-    let done = tokio::spawn(builder.grace_period(Duration::from_millis(200)).serve_with_incoming_stream(incoming, async {
-        let _ = rx.await;
-    }));
-    CountingServer { addr, accepted, _shutdown: tx, done: Some(done) }
+    let done = tokio::spawn(
+        builder
+            .grace_period(Duration::from_millis(200))
+            .serve_with_incoming_stream(incoming, async {
+                let _ = rx.await;
+            }),
+    );
+    CountingServer {
+        addr,
+        accepted,
+        _shutdown: tx,
+        done: Some(done),
+    }
 }
 
 impl CountingServer {
@@ -149,7 +175,11 @@ impl CountingServer {
 }
 
 fn echo_req(message: &str, sleep_ms: i64) -> Request<EchoRequest> {
-    Request::new(EchoRequest { message: message.into(), count: 0, sleep_ms })
+    Request::new(EchoRequest {
+        message: message.into(),
+        count: 0,
+        sleep_ms,
+    })
 }
 
 // ------------------------------------------------------------ A8 enforcement
@@ -168,20 +198,30 @@ async fn ping_flood_earns_goaway_too_many_pings() {
     assert_eq!(debug, b"too_many_pings");
     // The first ping is free and two strikes are tolerated, so at least 3 were answered
     // (h2 may answer the rest of the same read batch before the GOAWAY goes out).
-    let acks = frames.iter().filter(|f| f.kind == 0x6 && f.flags & 1 == 1).count();
+    let acks = frames
+        .iter()
+        .filter(|f| f.kind == 0x6 && f.flags & 1 == 1)
+        .count();
     assert!(acks >= 3, "{frames:?}");
 }
 
 #[tokio::test]
 async fn pings_at_the_permitted_rate_are_answered() {
-    let srv = start(|b| b.permit_keepalive_time(Duration::from_millis(100)).permit_keepalive_without_calls(true)).await;
+    let srv = start(|b| {
+        b.permit_keepalive_time(Duration::from_millis(100))
+            .permit_keepalive_without_calls(true)
+    })
+    .await;
     let mut c = RawConn::open(srv.addr).await;
     let mut acks = 0;
     for i in 0..6 {
         c.ping(i).await;
         let deadline = Instant::now() + Duration::from_secs(2);
         loop {
-            let f = tokio::time::timeout_at(deadline.into(), c.next()).await.expect("an ack in time").expect("open");
+            let f = tokio::time::timeout_at(deadline.into(), c.next())
+                .await
+                .expect("an ack in time")
+                .expect("open");
             assert_ne!(f.kind, 0x7, "unexpected GOAWAY: {f:?}");
             if f.kind == 0x6 && f.flags & 1 == 1 {
                 assert_eq!(f.payload, vec![i; 8]);
@@ -213,23 +253,43 @@ async fn pings_without_calls_are_strikes_unless_permitted() {
 
 #[tokio::test]
 async fn server_keepalive_closes_a_silent_client() {
-    let srv = start(|b| b.keepalive_time(Duration::from_millis(200)).keepalive_timeout(Duration::from_millis(300))).await;
+    let srv = start(|b| {
+        b.keepalive_time(Duration::from_millis(200))
+            .keepalive_timeout(Duration::from_millis(300))
+    })
+    .await;
     let mut c = RawConn::open(srv.addr).await;
     let started = Instant::now();
     let (frames, closed) = c.until_closed(Duration::from_secs(5), false).await;
     assert!(closed, "a client that never acks must be dropped");
     let elapsed = started.elapsed();
-    assert!(frames.iter().any(|f| f.kind == 0x6 && f.flags & 1 == 0), "server sent a keepalive PING: {frames:?}");
-    assert!(elapsed >= Duration::from_millis(450) && elapsed < Duration::from_secs(3), "{elapsed:?}");
+    assert!(
+        frames.iter().any(|f| f.kind == 0x6 && f.flags & 1 == 0),
+        "server sent a keepalive PING: {frames:?}"
+    );
+    assert!(
+        elapsed >= Duration::from_millis(450) && elapsed < Duration::from_secs(3),
+        "{elapsed:?}"
+    );
 }
 
 #[tokio::test]
 async fn server_keepalive_keeps_an_answering_client() {
-    let srv = start(|b| b.keepalive_time(Duration::from_millis(100)).keepalive_timeout(Duration::from_millis(200))).await;
-    let ch = Channel::builder(format!("http://{}", srv.addr)).connect().await.unwrap();
+    let srv = start(|b| {
+        b.keepalive_time(Duration::from_millis(100))
+            .keepalive_timeout(Duration::from_millis(200))
+    })
+    .await;
+    let ch = Channel::builder(format!("http://{}", srv.addr))
+        .connect()
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(1000)).await;
     // h2 answers the server's pings, so the same connection still serves calls.
-    let r = ch.unary::<_, EchoReply>("/test.Echo/Unary", echo_req("still here", 0)).await.unwrap();
+    let r = ch
+        .unary::<_, EchoReply>("/test.Echo/Unary", echo_req("still here", 0))
+        .await
+        .unwrap();
     assert_eq!(r.into_inner().message, "still here");
 }
 
@@ -239,8 +299,14 @@ async fn server_keepalive_keeps_an_answering_client() {
 async fn max_connection_idle_closes_an_idle_connection_only() {
     let srv = start_counting(|b| b.max_connection_idle(Duration::from_millis(300))).await;
     // A call longer than the idle limit keeps the connection.
-    let ch = Channel::builder(format!("http://{}", srv.addr)).connect().await.unwrap();
-    let r = ch.unary::<_, EchoReply>("/test.Echo/Unary", echo_req("long", 700)).await.unwrap();
+    let ch = Channel::builder(format!("http://{}", srv.addr))
+        .connect()
+        .await
+        .unwrap();
+    let r = ch
+        .unary::<_, EchoReply>("/test.Echo/Unary", echo_req("long", 700))
+        .await
+        .unwrap();
     assert_eq!(r.into_inner().message, "long");
     assert_eq!(srv.accepted.load(Ordering::SeqCst), 1);
     // Then idle: the server sends GOAWAY(NO_ERROR) and closes.
@@ -251,9 +317,16 @@ async fn max_connection_idle_closes_an_idle_connection_only() {
     let (last, code, _) = goaway(&frames).expect("GOAWAY");
     assert_eq!(code, 0, "NO_ERROR");
     assert_eq!(last, 0x7fff_ffff, "first phase of the graceful GOAWAY");
-    assert!(started.elapsed() >= Duration::from_millis(250), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
     // The channel reconnects transparently after its idle connection was closed.
-    let r = ch.unary::<_, EchoReply>("/test.Echo/Unary", echo_req("again", 0)).await.unwrap();
+    let r = ch
+        .unary::<_, EchoReply>("/test.Echo/Unary", echo_req("again", 0))
+        .await
+        .unwrap();
     assert_eq!(r.into_inner().message, "again");
     assert_eq!(srv.accepted.load(Ordering::SeqCst), 3);
 }
@@ -261,10 +334,14 @@ async fn max_connection_idle_closes_an_idle_connection_only() {
 #[tokio::test]
 async fn max_connection_age_drains_with_no_failed_calls() {
     let srv = start_counting(|b| {
-        b.max_connection_age(Duration::from_millis(250)).max_connection_age_grace(Duration::from_secs(5))
+        b.max_connection_age(Duration::from_millis(250))
+            .max_connection_age_grace(Duration::from_secs(5))
     })
     .await;
-    let ch = Channel::builder(format!("http://{}", srv.addr)).connect().await.unwrap();
+    let ch = Channel::builder(format!("http://{}", srv.addr))
+        .connect()
+        .await
+        .unwrap();
     let ok = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for w in 0..4 {
@@ -274,7 +351,9 @@ async fn max_connection_age_drains_with_no_failed_calls() {
             let mut i = 0;
             while Instant::now() < end {
                 let text = format!("w{w}-{i}");
-                let r = ch.unary::<_, EchoReply>("/test.Echo/Unary", echo_req(&text, 20)).await;
+                let r = ch
+                    .unary::<_, EchoReply>("/test.Echo/Unary", echo_req(&text, 20))
+                    .await;
                 match r {
                     Ok(r) => assert_eq!(r.into_inner().message, text),
                     Err(s) => panic!("call {text} failed: {s:?}"),
@@ -288,22 +367,45 @@ async fn max_connection_age_drains_with_no_failed_calls() {
         t.await.unwrap();
     }
     let conns = srv.accepted.load(Ordering::SeqCst);
-    assert!(conns >= 4, "connections should have been cycled by max age, got {conns}");
-    assert!(ok.load(Ordering::SeqCst) > 100, "{}", ok.load(Ordering::SeqCst));
+    assert!(
+        conns >= 4,
+        "connections should have been cycled by max age, got {conns}"
+    );
+    assert!(
+        ok.load(Ordering::SeqCst) > 100,
+        "{}",
+        ok.load(Ordering::SeqCst)
+    );
 }
 
 #[tokio::test]
 async fn max_connection_age_grace_ends_long_calls() {
     let srv = start_counting(|b| {
-        b.max_connection_age(Duration::from_millis(200)).max_connection_age_grace(Duration::from_millis(300))
+        b.max_connection_age(Duration::from_millis(200))
+            .max_connection_age_grace(Duration::from_millis(300))
     })
     .await;
-    let ch = Channel::builder(format!("http://{}", srv.addr)).connect().await.unwrap();
+    let ch = Channel::builder(format!("http://{}", srv.addr))
+        .connect()
+        .await
+        .unwrap();
     let started = Instant::now();
-    let r = ch.unary::<_, EchoReply>("/test.Echo/Unary", echo_req("too long", 5000)).await;
+    let r = ch
+        .unary::<_, EchoReply>("/test.Echo/Unary", echo_req("too long", 5000))
+        .await;
     let s = r.expect_err("the call outlived age + grace");
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
-    assert!(matches!(s.code(), grpc_runtime::Code::Unavailable | grpc_runtime::Code::Cancelled), "{s:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        matches!(
+            s.code(),
+            grpc_runtime::Code::Unavailable | grpc_runtime::Code::Cancelled
+        ),
+        "{s:?}"
+    );
 }
 
 // ------------------------------------------------------------ a TCP proxy that can go silent
@@ -327,18 +429,25 @@ impl Proxy {
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let index = acc.fetch_add(1, Ordering::SeqCst);
-                let Ok(server) = TcpStream::connect(upstream).await else { continue };
+                let Ok(server) = TcpStream::connect(upstream).await else {
+                    continue;
+                };
                 let (cr, cw) = client.into_split();
                 let (sr, sw) = server.into_split();
                 tokio::spawn(pump(cr, sw, index, Arc::clone(&fro)));
                 tokio::spawn(pump(sr, cw, index, Arc::clone(&fro)));
             }
         });
-        Proxy { addr, accepted, frozen_below }
+        Proxy {
+            addr,
+            accepted,
+            frozen_below,
+        }
     }
 
     fn freeze(&self) {
-        self.frozen_below.store(self.accepted.load(Ordering::SeqCst), Ordering::SeqCst);
+        self.frozen_below
+            .store(self.accepted.load(Ordering::SeqCst), Ordering::SeqCst);
     }
 }
 
@@ -383,20 +492,32 @@ async fn client_keepalive_detects_a_silent_peer_and_reconnects() {
     // A slow call in flight, then the peer goes silent.
     let call = {
         let ch = ch.clone();
-        tokio::spawn(async move { ch.unary::<_, EchoReply>("/test.Echo/Unary", echo_req("slow", 10_000)).await })
+        tokio::spawn(async move {
+            ch.unary::<_, EchoReply>("/test.Echo/Unary", echo_req("slow", 10_000))
+                .await
+        })
     };
     tokio::time::sleep(Duration::from_millis(50)).await;
     proxy.freeze();
     let frozen_at = Instant::now();
-    let r = tokio::time::timeout(Duration::from_secs(5), call).await.expect("detected in time").unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(5), call)
+        .await
+        .expect("detected in time")
+        .unwrap();
     let elapsed = frozen_at.elapsed();
     let s = r.expect_err("the call cannot succeed through a silent peer");
     assert_eq!(s.code(), grpc_runtime::Code::Unavailable, "{s:?}");
     assert!(s.message().contains("keepalive timeout"), "{s:?}");
     // keepalive_time (200 ms from the last read) + timeout (300 ms), with slack.
-    assert!(elapsed >= Duration::from_millis(250) && elapsed < Duration::from_millis(1500), "{elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(250) && elapsed < Duration::from_millis(1500),
+        "{elapsed:?}"
+    );
     // The channel reconnects (a new proxied connection, not frozen).
-    let r = ch.unary::<_, EchoReply>("/test.Echo/Unary", echo_req("after", 0)).await.unwrap();
+    let r = ch
+        .unary::<_, EchoReply>("/test.Echo/Unary", echo_req("after", 0))
+        .await
+        .unwrap();
     assert_eq!(r.into_inner().message, "after");
     assert_eq!(proxy.accepted.load(Ordering::SeqCst), 2);
 }
@@ -411,10 +532,21 @@ async fn client_keepalive_without_calls_stays_quiet_by_default() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(ch.keepalive_time(), Some(Duration::from_millis(50)), "no too_many_pings expected");
-    let r = ch.unary::<_, EchoReply>("/test.Echo/Unary", echo_req("x", 0)).await.unwrap();
+    assert_eq!(
+        ch.keepalive_time(),
+        Some(Duration::from_millis(50)),
+        "no too_many_pings expected"
+    );
+    let r = ch
+        .unary::<_, EchoReply>("/test.Echo/Unary", echo_req("x", 0))
+        .await
+        .unwrap();
     assert_eq!(r.into_inner().message, "x");
-    assert_eq!(srv.accepted.load(Ordering::SeqCst), 1, "the connection survived");
+    assert_eq!(
+        srv.accepted.load(Ordering::SeqCst),
+        1,
+        "the connection survived"
+    );
 }
 
 #[tokio::test]
@@ -433,15 +565,23 @@ async fn client_doubles_keepalive_time_after_too_many_pings() {
     }
     assert_eq!(ch.keepalive_time(), Some(Duration::from_millis(100)));
     // Calls still work on a new connection.
-    let r = ch.unary::<_, EchoReply>("/test.Echo/Unary", echo_req("y", 0)).await.unwrap();
+    let r = ch
+        .unary::<_, EchoReply>("/test.Echo/Unary", echo_req("y", 0))
+        .await
+        .unwrap();
     assert_eq!(r.into_inner().message, "y");
 }
 
 #[test]
 fn keepalive_time_has_a_10s_floor() {
-    let ch = Channel::builder("http://127.0.0.1:1").keepalive_time(Duration::from_secs(1)).connect_lazy().unwrap();
+    let ch = Channel::builder("http://127.0.0.1:1")
+        .keepalive_time(Duration::from_secs(1))
+        .connect_lazy()
+        .unwrap();
     assert_eq!(ch.keepalive_time(), Some(Duration::from_secs(10)));
-    let ch = Channel::builder("http://127.0.0.1:1").connect_lazy().unwrap();
+    let ch = Channel::builder("http://127.0.0.1:1")
+        .connect_lazy()
+        .unwrap();
     assert_eq!(ch.keepalive_time(), None);
 }
 
@@ -460,27 +600,48 @@ fn fast_backoff() -> BackoffConfig {
 async fn fail_fast_call_fails_unavailable_while_server_is_down() {
     let srv = start_counting(|b| b).await;
     let addr = srv.addr;
-    let ch = Channel::builder(format!("http://{addr}")).backoff(fast_backoff()).connect().await.unwrap();
+    let ch = Channel::builder(format!("http://{addr}"))
+        .backoff(fast_backoff())
+        .connect()
+        .await
+        .unwrap();
     assert_eq!(ch.state(), ConnectivityState::Ready);
     srv.stop().await;
     // The first call after the server went away tries to reconnect and fails.
-    let s = ch.unary::<_, EchoReply>("/test.Echo/Unary", echo_req("x", 0)).await.unwrap_err();
+    let s = ch
+        .unary::<_, EchoReply>("/test.Echo/Unary", echo_req("x", 0))
+        .await
+        .unwrap_err();
     assert_eq!(s.code(), Code::Unavailable, "{s:?}");
     assert_eq!(ch.state(), ConnectivityState::TransientFailure);
     // While in TRANSIENT_FAILURE, calls fail at once (no waiting for the backoff).
     let started = Instant::now();
-    let s = ch.unary::<_, EchoReply>("/test.Echo/Unary", echo_req("y", 0)).await.unwrap_err();
+    let s = ch
+        .unary::<_, EchoReply>("/test.Echo/Unary", echo_req("y", 0))
+        .await
+        .unwrap_err();
     assert_eq!(s.code(), Code::Unavailable, "{s:?}");
-    assert!(started.elapsed() < Duration::from_millis(100), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
 async fn server_restart_reconnects_with_backoff_and_wait_for_ready_calls_succeed() {
     let srv = start_counting(|b| b).await;
     let addr = srv.addr;
-    let ch = Channel::builder(format!("http://{addr}")).backoff(fast_backoff()).connect().await.unwrap();
+    let ch = Channel::builder(format!("http://{addr}"))
+        .backoff(fast_backoff())
+        .connect()
+        .await
+        .unwrap();
     srv.stop().await;
-    let s = ch.unary::<_, EchoReply>("/test.Echo/Unary", echo_req("down", 0)).await.unwrap_err();
+    let s = ch
+        .unary::<_, EchoReply>("/test.Echo/Unary", echo_req("down", 0))
+        .await
+        .unwrap_err();
     assert_eq!(s.code(), Code::Unavailable);
     // Wait-for-ready calls queue while the server is down...
     let mut waiting = Vec::new();
@@ -498,16 +659,30 @@ async fn server_restart_reconnects_with_backoff_and_wait_for_ready_calls_succeed
     // ...and succeed once it is back (same port), within about one max backoff.
     let restarted_at = Instant::now();
     let srv2 = start_counting_at(addr, |b| b).await;
-    let state = tokio::time::timeout(Duration::from_secs(3), ch.wait_for_state_change(ConnectivityState::TransientFailure))
-        .await
-        .expect("reconnected");
+    let state = tokio::time::timeout(
+        Duration::from_secs(3),
+        ch.wait_for_state_change(ConnectivityState::TransientFailure),
+    )
+    .await
+    .expect("reconnected");
     assert_eq!(state, ConnectivityState::Ready);
-    assert!(restarted_at.elapsed() < Duration::from_millis(1000), "{:?}", restarted_at.elapsed());
+    assert!(
+        restarted_at.elapsed() < Duration::from_millis(1000),
+        "{:?}",
+        restarted_at.elapsed()
+    );
     for (i, w) in waiting.into_iter().enumerate() {
-        let r = w.await.unwrap().expect("wait-for-ready call succeeds after the restart");
+        let r = w
+            .await
+            .unwrap()
+            .expect("wait-for-ready call succeeds after the restart");
         assert_eq!(r.into_inner().message, format!("wfr{i}"));
     }
-    assert_eq!(srv2.accepted.load(Ordering::SeqCst), 1, "one connection shared by the queued calls");
+    assert_eq!(
+        srv2.accepted.load(Ordering::SeqCst),
+        1,
+        "one connection shared by the queued calls"
+    );
 }
 
 #[tokio::test]
@@ -515,15 +690,24 @@ async fn wait_for_ready_is_bounded_by_the_deadline() {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     drop(l); // nothing listens there
-    let ch = Channel::builder(format!("http://{addr}")).backoff(fast_backoff()).connect_lazy().unwrap();
+    let ch = Channel::builder(format!("http://{addr}"))
+        .backoff(fast_backoff())
+        .connect_lazy()
+        .unwrap();
     let mut r = echo_req("never", 0);
     r.set_wait_for_ready(true);
     r.set_timeout(Duration::from_millis(300));
     let started = Instant::now();
-    let s = ch.unary::<_, EchoReply>("/test.Echo/Unary", r).await.unwrap_err();
+    let s = ch
+        .unary::<_, EchoReply>("/test.Echo/Unary", r)
+        .await
+        .unwrap_err();
     assert_eq!(s.code(), Code::DeadlineExceeded, "{s:?}");
     let e = started.elapsed();
-    assert!(e >= Duration::from_millis(280) && e < Duration::from_millis(1000), "{e:?}");
+    assert!(
+        e >= Duration::from_millis(280) && e < Duration::from_millis(1000),
+        "{e:?}"
+    );
 }
 
 #[tokio::test]
@@ -545,7 +729,10 @@ async fn reconnect_attempts_back_off_exponentially() {
         jitter: 0.0,
         max_delay: Duration::from_secs(10),
     };
-    let ch = Channel::builder(format!("http://{addr}")).backoff(backoff).connect_lazy().unwrap();
+    let ch = Channel::builder(format!("http://{addr}"))
+        .backoff(backoff)
+        .connect_lazy()
+        .unwrap();
     let _ = ch.get_state(true);
     // Attempts at about 0, 0.1, 0.3, 0.7, 1.5 s (delays 100, 200, 400, 800 ms), then 1.6 s.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -555,10 +742,17 @@ async fn reconnect_attempts_back_off_exponentially() {
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(ch.state(), ConnectivityState::TransientFailure);
     let times = attempts.lock().unwrap().clone();
-    assert_eq!(times.len(), 5, "the 6th attempt is due 1.6 s after the 5th: {times:?}");
+    assert_eq!(
+        times.len(),
+        5,
+        "the 6th attempt is due 1.6 s after the 5th: {times:?}"
+    );
     for (i, w) in [0.1f64, 0.2, 0.4, 0.8].iter().enumerate() {
         let gap = (times[i + 1] - times[i]).as_secs_f64();
-        assert!(gap >= w - 0.01 && gap < w + 0.3, "gap {i}: {gap} vs {w} ({times:?})");
+        assert!(
+            gap >= w - 0.01 && gap < w + 0.3,
+            "gap {i}: {gap} vs {w} ({times:?})"
+        );
     }
 }
 
@@ -574,21 +768,37 @@ async fn channel_states_and_idle_timeout() {
     let mut s = ConnectivityState::Idle;
     let deadline = Instant::now() + Duration::from_secs(3);
     while s != ConnectivityState::Ready && Instant::now() < deadline {
-        s = tokio::time::timeout(Duration::from_secs(3), ch.wait_for_state_change(s)).await.unwrap();
+        s = tokio::time::timeout(Duration::from_secs(3), ch.wait_for_state_change(s))
+            .await
+            .unwrap();
     }
     assert_eq!(s, ConnectivityState::Ready);
-    let r = ch.unary::<_, EchoReply>("/test.Echo/Unary", echo_req("a", 0)).await.unwrap();
+    let r = ch
+        .unary::<_, EchoReply>("/test.Echo/Unary", echo_req("a", 0))
+        .await
+        .unwrap();
     assert_eq!(r.into_inner().message, "a");
     // No calls for the idle timeout: back to IDLE, connection released.
-    let s = tokio::time::timeout(Duration::from_secs(2), ch.wait_for_state_change(ConnectivityState::Ready)).await.unwrap();
+    let s = tokio::time::timeout(
+        Duration::from_secs(2),
+        ch.wait_for_state_change(ConnectivityState::Ready),
+    )
+    .await
+    .unwrap();
     assert_eq!(s, ConnectivityState::Idle);
     // A call longer than the idle timeout keeps the connection (streams are open).
-    let r = ch.unary::<_, EchoReply>("/test.Echo/Unary", echo_req("b", 700)).await.unwrap();
+    let r = ch
+        .unary::<_, EchoReply>("/test.Echo/Unary", echo_req("b", 700))
+        .await
+        .unwrap();
     assert_eq!(r.into_inner().message, "b");
     assert_eq!(srv.accepted.load(Ordering::SeqCst), 2);
     ch.shutdown();
     assert_eq!(ch.state(), ConnectivityState::Shutdown);
-    let s = ch.unary::<_, EchoReply>("/test.Echo/Unary", echo_req("c", 0)).await.unwrap_err();
+    let s = ch
+        .unary::<_, EchoReply>("/test.Echo/Unary", echo_req("c", 0))
+        .await
+        .unwrap_err();
     assert_eq!(s.code(), Code::Unavailable);
 }
 
@@ -600,10 +810,14 @@ async fn goaway_mid_load_loses_no_call_of_any_kind() {
     // and slow bidi calls run: calls under the last-stream-id finish on the old
     // connection, new ones go to a new connection, none fails.
     let srv = start_counting(|b| {
-        b.max_connection_age(Duration::from_millis(200)).max_connection_age_grace(Duration::from_secs(10))
+        b.max_connection_age(Duration::from_millis(200))
+            .max_connection_age_grace(Duration::from_secs(10))
     })
     .await;
-    let ch = Channel::builder(format!("http://{}", srv.addr)).connect().await.unwrap();
+    let ch = Channel::builder(format!("http://{}", srv.addr))
+        .connect()
+        .await
+        .unwrap();
     let end = Instant::now() + Duration::from_millis(1500);
     let done = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
@@ -613,8 +827,15 @@ async fn goaway_mid_load_loses_no_call_of_any_kind() {
             let mut i = 0;
             while Instant::now() < end {
                 let text = format!("u{w}-{i}");
-                let r = ch.unary::<_, EchoReply>("/test.Echo/Unary", echo_req(&text, 5)).await;
-                assert_eq!(r.unwrap_or_else(|s| panic!("unary {text}: {s:?}")).into_inner().message, text);
+                let r = ch
+                    .unary::<_, EchoReply>("/test.Echo/Unary", echo_req(&text, 5))
+                    .await;
+                assert_eq!(
+                    r.unwrap_or_else(|s| panic!("unary {text}: {s:?}"))
+                        .into_inner()
+                        .message,
+                    text
+                );
                 done.fetch_add(1, Ordering::SeqCst);
                 i += 1;
             }
@@ -626,14 +847,22 @@ async fn goaway_mid_load_loses_no_call_of_any_kind() {
             let mut i = 0;
             while Instant::now() < end {
                 let text = format!("s{w}-{i}");
-                let req = Request::new(EchoRequest { message: text.clone(), count: 20, sleep_ms: 0 });
+                let req = Request::new(EchoRequest {
+                    message: text.clone(),
+                    count: 20,
+                    sleep_ms: 0,
+                });
                 let mut stream = ch
                     .server_streaming::<_, EchoReply>("/test.Echo/ServerStream", req)
                     .await
                     .unwrap_or_else(|s| panic!("server stream {text}: {s:?}"))
                     .into_inner();
                 let mut n = 0;
-                while let Some(m) = stream.message().await.unwrap_or_else(|s| panic!("server stream {text}: {s:?}")) {
+                while let Some(m) = stream
+                    .message()
+                    .await
+                    .unwrap_or_else(|s| panic!("server stream {text}: {s:?}"))
+                {
                     assert!(m.message.contains(&text), "{} vs {text}", m.message);
                     n += 1;
                 }
@@ -658,7 +887,14 @@ async fn goaway_mid_load_loses_no_call_of_any_kind() {
                             return None;
                         }
                         tokio::time::sleep(Duration::from_millis(40)).await;
-                        Some((EchoRequest { message: format!("{t}/{k}"), count: 0, sleep_ms: 0 }, k + 1))
+                        Some((
+                            EchoRequest {
+                                message: format!("{t}/{k}"),
+                                count: 0,
+                                sleep_ms: 0,
+                            },
+                            k + 1,
+                        ))
                     }
                 });
                 let mut stream = ch
@@ -667,7 +903,11 @@ async fn goaway_mid_load_loses_no_call_of_any_kind() {
                     .unwrap_or_else(|s| panic!("bidi {tag}: {s:?}"))
                     .into_inner();
                 let mut got = Vec::new();
-                while let Some(m) = stream.message().await.unwrap_or_else(|s| panic!("bidi {tag}: {s:?}")) {
+                while let Some(m) = stream
+                    .message()
+                    .await
+                    .unwrap_or_else(|s| panic!("bidi {tag}: {s:?}"))
+                {
                     got.push(m.message);
                 }
                 let want: Vec<String> = (0..8).map(|k| format!("echo:{tag}/{k}")).collect();
@@ -682,7 +922,11 @@ async fn goaway_mid_load_loses_no_call_of_any_kind() {
     }
     let conns = srv.accepted.load(Ordering::SeqCst);
     assert!(conns >= 4, "connections were drained repeatedly: {conns}");
-    assert!(done.load(Ordering::SeqCst) > 50, "{}", done.load(Ordering::SeqCst));
+    assert!(
+        done.load(Ordering::SeqCst) > 50,
+        "{}",
+        done.load(Ordering::SeqCst)
+    );
 }
 
 #[tokio::test]
@@ -701,10 +945,16 @@ async fn a_call_after_long_silence_pings_first() {
     tokio::time::sleep(Duration::from_millis(1300)).await;
     proxy.freeze();
     let started = Instant::now();
-    let s = ch.unary::<_, EchoReply>("/test.Echo/Unary", echo_req("x", 0)).await.unwrap_err();
+    let s = ch
+        .unary::<_, EchoReply>("/test.Echo/Unary", echo_req("x", 0))
+        .await
+        .unwrap_err();
     let e = started.elapsed();
     assert_eq!(s.code(), Code::Unavailable, "{s:?}");
-    assert!(e >= Duration::from_millis(250) && e < Duration::from_millis(900), "{e:?}");
+    assert!(
+        e >= Duration::from_millis(250) && e < Duration::from_millis(900),
+        "{e:?}"
+    );
 }
 
 #[tokio::test]
@@ -720,7 +970,11 @@ async fn responses_reset_ping_strikes_h2_client() {
     for i in 0..6 {
         pp.ping(h2::Ping::opaque()).await.unwrap();
         let head = grpc_head(srv.addr, "/test.Echo/Unary", &[]);
-        let body = frame(&EchoRequest { message: format!("m{i}"), count: 0, sleep_ms: 0 });
+        let body = frame(&EchoRequest {
+            message: format!("m{i}"),
+            count: 0,
+            sleep_ms: 0,
+        });
         let r = call(&mut client, head, &[body]).await;
         assert_eq!(r.grpc_status().as_deref(), Some("0"), "call {i}");
     }
@@ -729,7 +983,11 @@ async fn responses_reset_ping_strikes_h2_client() {
             break;
         }
     }
-    let e = tokio::time::timeout(Duration::from_secs(5), driver).await.unwrap().unwrap().unwrap_err();
+    let e = tokio::time::timeout(Duration::from_secs(5), driver)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
     assert!(e.is_go_away() && e.is_remote(), "{e:?}");
     assert_eq!(e.reason(), Some(h2::Reason::ENHANCE_YOUR_CALM));
 }
@@ -739,11 +997,17 @@ async fn responses_reset_ping_strikes_h2_client() {
 #[tokio::test]
 async fn bursts_of_cancelled_calls_do_not_end_the_connection() {
     let srv = start_counting(|b| b).await;
-    let ch = Channel::builder(format!("http://{}", srv.addr)).connect().await.unwrap();
+    let ch = Channel::builder(format!("http://{}", srv.addr))
+        .connect()
+        .await
+        .unwrap();
     // A long call in flight on the connection.
     let long = {
         let ch = ch.clone();
-        tokio::spawn(async move { ch.unary::<_, EchoReply>("/test.Echo/Unary", echo_req("long", 800)).await })
+        tokio::spawn(async move {
+            ch.unary::<_, EchoReply>("/test.Echo/Unary", echo_req("long", 800))
+                .await
+        })
     };
     tokio::time::sleep(Duration::from_millis(50)).await;
     for n in [25, 100, 200, 200] {
@@ -752,7 +1016,10 @@ async fn bursts_of_cancelled_calls_do_not_end_the_connection() {
         let mut fanout = Vec::new();
         for _ in 0..n {
             let ch = ch.clone();
-            fanout.push(tokio::spawn(async move { ch.unary::<_, EchoReply>("/test.Echo/Unary", echo_req("fanout", 5000)).await }));
+            fanout.push(tokio::spawn(async move {
+                ch.unary::<_, EchoReply>("/test.Echo/Unary", echo_req("fanout", 5000))
+                    .await
+            }));
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
         for t in fanout {
@@ -760,11 +1027,21 @@ async fn bursts_of_cancelled_calls_do_not_end_the_connection() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let r = long.await.unwrap().expect("the call in flight survives the bursts");
+    let r = long
+        .await
+        .unwrap()
+        .expect("the call in flight survives the bursts");
     assert_eq!(r.into_inner().message, "long");
-    let r = ch.unary::<_, EchoReply>("/test.Echo/Unary", echo_req("after", 0)).await.unwrap();
+    let r = ch
+        .unary::<_, EchoReply>("/test.Echo/Unary", echo_req("after", 0))
+        .await
+        .unwrap();
     assert_eq!(r.into_inner().message, "after");
-    assert_eq!(srv.accepted.load(Ordering::SeqCst), 1, "one connection throughout");
+    assert_eq!(
+        srv.accepted.load(Ordering::SeqCst),
+        1,
+        "one connection throughout"
+    );
 }
 
 // ------------------------------------------------------------ header read timeout
@@ -808,7 +1085,12 @@ fn request_block(path: &str) -> Vec<u8> {
 
 /// A unary Echo request message, gRPC-framed.
 fn echo_message(message: &str) -> Vec<u8> {
-    frame(&EchoRequest { message: message.into(), count: 0, sleep_ms: 0 }).to_vec()
+    frame(&EchoRequest {
+        message: message.into(),
+        count: 0,
+        sleep_ms: 0,
+    })
+    .to_vec()
 }
 
 /// Writes `bytes` one chunk every `gap` until the server closes the connection; returns
@@ -842,16 +1124,27 @@ async fn trickle(
 async fn a_trickled_header_block_is_closed_while_other_connections_keep_working() {
     let limit = Duration::from_secs(1);
     let srv = start_counting(|b| b.header_read_timeout(limit)).await;
-    let ch = Channel::builder(format!("http://{}", srv.addr)).connect().await.unwrap();
+    let ch = Channel::builder(format!("http://{}", srv.addr))
+        .connect()
+        .await
+        .unwrap();
     // A normal client on its own connection, calling all along.
     let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
     let normal = tokio::spawn(async move {
         let mut ok = 0;
         loop {
-            let r = ch.unary::<_, EchoReply>("/test.Echo/Unary", echo_req("normal", 0)).await;
-            assert_eq!(r.expect("the normal client's call").into_inner().message, "normal");
+            let r = ch
+                .unary::<_, EchoReply>("/test.Echo/Unary", echo_req("normal", 0))
+                .await;
+            assert_eq!(
+                r.expect("the normal client's call").into_inner().message,
+                "normal"
+            );
             ok += 1;
-            if tokio::time::timeout(Duration::from_millis(50), &mut stop_rx).await.is_ok() {
+            if tokio::time::timeout(Duration::from_millis(50), &mut stop_rx)
+                .await
+                .is_ok()
+            {
                 return ok;
             }
         }
@@ -868,14 +1161,31 @@ async fn a_trickled_header_block_is_closed_while_other_connections_keep_working(
     //    one byte every 200 ms.
     let mut big = raw_frame(0x1, 0x4, 1, &[]);
     big[0..3].copy_from_slice(&[0, 0x40, 0]);
-    let big_chunks: Vec<Vec<u8>> = std::iter::once(big).chain((0..100).map(|_| vec![0u8])).collect();
+    let big_chunks: Vec<Vec<u8>> = std::iter::once(big)
+        .chain((0..100).map(|_| vec![0u8]))
+        .collect();
     for (name, chunks) in [("continuations", chunks), ("16 KiB frame", big_chunks)] {
         let mut c = RawConn::open(srv.addr).await;
-        let (frames, closed) = trickle(&mut c, chunks, Duration::from_millis(200), Duration::from_secs(6)).await;
-        let closed = closed.unwrap_or_else(|| panic!("{name}: the trickling connection was not closed"));
-        assert!(closed >= limit && closed < limit + Duration::from_millis(1500), "{name}: closed after {closed:?}");
-        let (_, code, debug) = goaway(&frames).unwrap_or_else(|| panic!("{name}: GOAWAY expected: {frames:?}"));
-        assert_eq!((code, debug.as_slice()), (0, &b"header_read_timeout"[..]), "{name}");
+        let (frames, closed) = trickle(
+            &mut c,
+            chunks,
+            Duration::from_millis(200),
+            Duration::from_secs(6),
+        )
+        .await;
+        let closed =
+            closed.unwrap_or_else(|| panic!("{name}: the trickling connection was not closed"));
+        assert!(
+            closed >= limit && closed < limit + Duration::from_millis(1500),
+            "{name}: closed after {closed:?}"
+        );
+        let (_, code, debug) =
+            goaway(&frames).unwrap_or_else(|| panic!("{name}: GOAWAY expected: {frames:?}"));
+        assert_eq!(
+            (code, debug.as_slice()),
+            (0, &b"header_read_timeout"[..]),
+            "{name}"
+        );
     }
     let _ = stop_tx.send(());
     let calls = normal.await.unwrap();
@@ -899,13 +1209,22 @@ async fn a_slow_but_complete_request_is_not_cut_off() {
         // ... then the body 1.3 s later (bodies are not timed), the message split in two.
         let body = echo_message(message);
         tokio::time::sleep(Duration::from_millis(1300)).await;
-        c.tcp.write_all(&raw_frame(0x0, 0, id, &body[..3])).await.unwrap();
+        c.tcp
+            .write_all(&raw_frame(0x0, 0, id, &body[..3]))
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
-        c.tcp.write_all(&raw_frame(0x0, 0x1, id, &body[3..])).await.unwrap();
+        c.tcp
+            .write_all(&raw_frame(0x0, 0x1, id, &body[3..]))
+            .await
+            .unwrap();
         // The answer: DATA carrying the echo, then trailers ending the stream.
         let mut data = Vec::new();
         loop {
-            let f = tokio::time::timeout(Duration::from_secs(5), c.next()).await.unwrap().expect("connection open");
+            let f = tokio::time::timeout(Duration::from_secs(5), c.next())
+                .await
+                .unwrap()
+                .expect("connection open");
             assert_ne!(f.kind, 0x7, "no GOAWAY: {f:?}");
             assert_ne!(f.kind, 0x3, "no RST_STREAM: {f:?}");
             if f.kind == 0x0 {
@@ -915,7 +1234,10 @@ async fn a_slow_but_complete_request_is_not_cut_off() {
                 break;
             }
         }
-        assert!(data.windows(message.len()).any(|w| w == message.as_bytes()), "{message}: {data:?}");
+        assert!(
+            data.windows(message.len()).any(|w| w == message.as_bytes()),
+            "{message}: {data:?}"
+        );
     }
     srv.stop().await;
 }
@@ -943,10 +1265,16 @@ async fn max_concurrent_streams_is_advertised_and_enforced() {
     // refused, and the connection goes on.
     let block = request_block("/test.Echo/Unary");
     for id in [1u32, 3, 5] {
-        c.tcp.write_all(&raw_frame(0x1, 0x4, id, &block)).await.unwrap();
+        c.tcp
+            .write_all(&raw_frame(0x1, 0x4, id, &block))
+            .await
+            .unwrap();
     }
     let refused = loop {
-        let f = tokio::time::timeout(Duration::from_secs(5), c.next()).await.unwrap().expect("connection open");
+        let f = tokio::time::timeout(Duration::from_secs(5), c.next())
+            .await
+            .unwrap()
+            .expect("connection open");
         assert_ne!(f.kind, 0x7, "no GOAWAY: {f:?}");
         if f.kind == 0x3 {
             break u32::from_be_bytes(f.payload[..4].try_into().unwrap());
@@ -955,13 +1283,25 @@ async fn max_concurrent_streams_is_advertised_and_enforced() {
     assert_eq!(refused, 0x7, "REFUSED_STREAM");
     // Once a slot frees (stream 1 completes), a new stream is served.
     let body = echo_message("freed");
-    c.tcp.write_all(&raw_frame(0x0, 0x1, 1, &body)).await.unwrap();
-    c.tcp.write_all(&raw_frame(0x1, 0x4, 7, &block)).await.unwrap();
-    c.tcp.write_all(&raw_frame(0x0, 0x1, 7, &echo_message("after"))).await.unwrap();
+    c.tcp
+        .write_all(&raw_frame(0x0, 0x1, 1, &body))
+        .await
+        .unwrap();
+    c.tcp
+        .write_all(&raw_frame(0x1, 0x4, 7, &block))
+        .await
+        .unwrap();
+    c.tcp
+        .write_all(&raw_frame(0x0, 0x1, 7, &echo_message("after")))
+        .await
+        .unwrap();
     let mut data = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while !data.windows(5).any(|w| w == b"after") {
-        let f = tokio::time::timeout_at(deadline, c.next()).await.expect("stream 7 answered").expect("connection open");
+        let f = tokio::time::timeout_at(deadline, c.next())
+            .await
+            .expect("stream 7 answered")
+            .expect("connection open");
         assert!(f.kind != 0x3 && f.kind != 0x7, "{f:?}");
         if f.kind == 0x0 {
             data.extend_from_slice(&f.payload);
@@ -970,15 +1310,25 @@ async fn max_concurrent_streams_is_advertised_and_enforced() {
     // Our client queues calls within the advertised limit instead of being refused:
     // three 300 ms calls on one connection limited to 2 all succeed, the third after
     // one of the first two.
-    let ch = Channel::builder(format!("http://{}", srv.addr)).connect().await.unwrap();
+    let ch = Channel::builder(format!("http://{}", srv.addr))
+        .connect()
+        .await
+        .unwrap();
     let started = Instant::now();
     let calls = (0..3).map(|i| {
         let ch = ch.clone();
-        async move { ch.unary::<_, EchoReply>("/test.Echo/Unary", echo_req(&format!("q{i}"), 300)).await }
+        async move {
+            ch.unary::<_, EchoReply>("/test.Echo/Unary", echo_req(&format!("q{i}"), 300))
+                .await
+        }
     });
     for r in futures_util::future::join_all(calls).await {
         r.expect("queued, not refused");
     }
-    assert!(started.elapsed() >= Duration::from_millis(550), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(550),
+        "{:?}",
+        started.elapsed()
+    );
     srv.stop().await;
 }

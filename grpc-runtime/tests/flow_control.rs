@@ -57,9 +57,12 @@ impl Scan {
             if self.buf.len() < 9 {
                 return;
             }
-            let len = (usize::from(self.buf[0]) << 16) | (usize::from(self.buf[1]) << 8) | usize::from(self.buf[2]);
+            let len = (usize::from(self.buf[0]) << 16)
+                | (usize::from(self.buf[1]) << 8)
+                | usize::from(self.buf[2]);
             let (kind, flags) = (self.buf[3], self.buf[4]);
-            let stream = u32::from_be_bytes([self.buf[5], self.buf[6], self.buf[7], self.buf[8]]) & 0x7fff_ffff;
+            let stream = u32::from_be_bytes([self.buf[5], self.buf[6], self.buf[7], self.buf[8]])
+                & 0x7fff_ffff;
             // Only control frames need their payload; DATA is skipped as it streams by.
             if kind == 0 {
                 let have = (self.buf.len() - 9).min(len);
@@ -67,7 +70,17 @@ impl Scan {
                     // Keep a synthetic header for the rest of the payload.
                     let rest = len - have;
                     self.buf.clear();
-                    self.buf.extend_from_slice(&[(rest >> 16) as u8, (rest >> 8) as u8, rest as u8, 0, 0, 0, 0, 0, 1]);
+                    self.buf.extend_from_slice(&[
+                        (rest >> 16) as u8,
+                        (rest >> 8) as u8,
+                        rest as u8,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        1,
+                    ]);
                     return;
                 }
                 self.buf.drain(..9 + len);
@@ -94,8 +107,10 @@ impl Scan {
                     st.goaways.fetch_add(1, Ordering::SeqCst);
                 }
                 0x8 if stream == 0 && payload.len() == 4 => {
-                    let inc = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]) & 0x7fff_ffff;
-                    st.conn_window_updates.fetch_add(u64::from(inc), Ordering::SeqCst);
+                    let inc = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]])
+                        & 0x7fff_ffff;
+                    st.conn_window_updates
+                        .fetch_add(u64::from(inc), Ordering::SeqCst);
                 }
                 _ => {}
             }
@@ -122,7 +137,9 @@ impl DelayProxy {
         let (u, d) = (Arc::clone(&up), Arc::clone(&down));
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let Ok(server) = TcpStream::connect(upstream).await else { continue };
+                let Ok(server) = TcpStream::connect(upstream).await else {
+                    continue;
+                };
                 let _ = client.set_nodelay(true);
                 let _ = server.set_nodelay(true);
                 let (cr, cw) = client.into_split();
@@ -135,12 +152,21 @@ impl DelayProxy {
     }
 }
 
-async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, delay: Duration, st: Arc<DirStats>, preface: usize) {
+async fn pump(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    delay: Duration,
+    st: Arc<DirStats>,
+    preface: usize,
+) {
     // Bounded: at most 1024 chunks of up to 64 KiB queued.
     let (tx, mut rx) = mpsc::channel::<(tokio::time::Instant, Bytes)>(1024);
     let stats = Arc::clone(&st);
     tokio::spawn(async move {
-        let mut scan = Scan { preface, buf: Vec::new() };
+        let mut scan = Scan {
+            preface,
+            buf: Vec::new(),
+        };
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let n = match from.read(&mut buf).await {
@@ -151,7 +177,14 @@ async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, delay: Duration, 
             stats.bytes.fetch_add(n as u64, Ordering::SeqCst);
             let now = stats.in_flight.fetch_add(n as u64, Ordering::SeqCst) + n as u64;
             stats.max_in_flight.fetch_max(now, Ordering::SeqCst);
-            if tx.send((tokio::time::Instant::now() + delay, Bytes::copy_from_slice(&buf[..n]))).await.is_err() {
+            if tx
+                .send((
+                    tokio::time::Instant::now() + delay,
+                    Bytes::copy_from_slice(&buf[..n]),
+                ))
+                .await
+                .is_err()
+            {
                 return;
             }
         }
@@ -175,12 +208,22 @@ const MIB: u64 = 1024 * 1024;
 /// Downloads `messages` replies of `size` bytes each over one server-streaming call;
 /// checks every reply arrived and returns the payload bytes received.
 async fn download(ch: &Channel, size: usize, messages: i32) -> u64 {
-    let req = Request::new(EchoRequest { message: "x".repeat(size), count: messages, sleep_ms: 0 });
-    let mut s = ch.server_streaming::<_, EchoReply>("/test.Echo/ServerStream", req).await.unwrap().into_inner();
+    let req = Request::new(EchoRequest {
+        message: "x".repeat(size),
+        count: messages,
+        sleep_ms: 0,
+    });
+    let mut s = ch
+        .server_streaming::<_, EchoReply>("/test.Echo/ServerStream", req)
+        .await
+        .unwrap()
+        .into_inner();
     let (mut total, mut count) = (0u64, 0);
     while let Some(m) = s.message().await.unwrap() {
         // "{text}-{i}-{200 x 'z'}"
-        assert!(m.message.starts_with(&format!("{}-{count}-", &"x".repeat(size))));
+        assert!(m
+            .message
+            .starts_with(&format!("{}-{count}-", &"x".repeat(size))));
         total += m.message.len() as u64;
         count += 1;
     }
@@ -191,9 +234,18 @@ async fn download(ch: &Channel, size: usize, messages: i32) -> u64 {
 /// Uploads `messages` requests of `size` bytes each over one client-streaming call.
 async fn upload(ch: &Channel, size: usize, messages: usize) {
     let body = "y".repeat(size);
-    let mut reqs: Vec<EchoRequest> =
-        (0..messages).map(|_| EchoRequest { message: body.clone(), count: 0, sleep_ms: 0 }).collect();
-    reqs.push(EchoRequest { message: "stop".into(), count: 0, sleep_ms: 0 });
+    let mut reqs: Vec<EchoRequest> = (0..messages)
+        .map(|_| EchoRequest {
+            message: body.clone(),
+            count: 0,
+            sleep_ms: 0,
+        })
+        .collect();
+    reqs.push(EchoRequest {
+        message: "stop".into(),
+        count: 0,
+        sleep_ms: 0,
+    });
     let r = ch
         .client_streaming::<_, EchoRequest, EchoReply>(
             "/test.Echo/ClientStream",
@@ -204,16 +256,25 @@ async fn upload(ch: &Channel, size: usize, messages: usize) {
     assert_eq!(r.into_inner().message, "stopped");
 }
 
-async fn channel(addr: SocketAddr, configure: impl FnOnce(grpc_runtime::Endpoint) -> grpc_runtime::Endpoint) -> Channel {
-    configure(Channel::builder(format!("http://{addr}"))).connect().await.unwrap()
+async fn channel(
+    addr: SocketAddr,
+    configure: impl FnOnce(grpc_runtime::Endpoint) -> grpc_runtime::Endpoint,
+) -> Channel {
+    configure(Channel::builder(format!("http://{addr}")))
+        .connect()
+        .await
+        .unwrap()
 }
 
 fn fixed_64k(e: grpc_runtime::Endpoint) -> grpc_runtime::Endpoint {
-    e.adaptive_window(false).initial_stream_window_size(64 * 1024).initial_connection_window_size(64 * 1024)
+    e.adaptive_window(false)
+        .initial_stream_window_size(64 * 1024)
+        .initial_connection_window_size(64 * 1024)
 }
 
 fn server_defaults(b: ServerBuilder) -> ServerBuilder {
-    b.max_send_message_size(8 * MIB as usize).max_receive_message_size(8 * MIB as usize)
+    b.max_send_message_size(8 * MIB as usize)
+        .max_receive_message_size(8 * MIB as usize)
 }
 
 #[tokio::test]
@@ -224,14 +285,22 @@ async fn fixed_windows_bound_bytes_in_flight() {
     assert!(download(&ch, 64 * 1024, 48).await > 48 * 64 * KIB);
     let d = &proxy.down;
     let u = &proxy.up;
-    assert_eq!(u.max_stream_window.load(Ordering::SeqCst), 64 * KIB, "only the initial SETTINGS");
+    assert_eq!(
+        u.max_stream_window.load(Ordering::SeqCst),
+        64 * KIB,
+        "only the initial SETTINGS"
+    );
     assert_eq!(u.window_settings.load(Ordering::SeqCst), 1);
     // The whole transfer moved, yet never more than a 64 KiB window (plus frame headers
     // and the response HEADERS) was on the way.
     assert!(d.bytes.load(Ordering::SeqCst) > 3 * MIB);
     let max = d.max_in_flight.load(Ordering::SeqCst);
     assert!(max <= 64 * KIB + 8 * KIB, "in flight {max}");
-    assert_eq!(u.pings.load(Ordering::SeqCst), 1, "only the connect PING: no BDP PINGs");
+    assert_eq!(
+        u.pings.load(Ordering::SeqCst),
+        1,
+        "only the connect PING: no BDP PINGs"
+    );
 }
 
 #[tokio::test]
@@ -239,7 +308,11 @@ async fn adaptive_windows_grow_on_a_delayed_link_and_stay_bounded() {
     let srv = start(server_defaults).await;
     let proxy = DelayProxy::start(srv.addr, DELAY).await;
     // Default client: adaptive windows on, starting at 64 KiB here so growth shows early.
-    let ch = channel(proxy.addr, |e| e.initial_stream_window_size(64 * 1024).initial_connection_window_size(64 * 1024)).await;
+    let ch = channel(proxy.addr, |e| {
+        e.initial_stream_window_size(64 * 1024)
+            .initial_connection_window_size(64 * 1024)
+    })
+    .await;
     let n = 512;
     assert!(download(&ch, 64 * 1024, n).await > n as u64 * 64 * KIB);
     let (d, u) = (&proxy.down, &proxy.up);
@@ -257,7 +330,10 @@ async fn adaptive_windows_grow_on_a_delayed_link_and_stay_bounded() {
     assert!(u.window_settings.load(Ordering::SeqCst) >= 2);
     assert!(in_flight >= 4 * 64 * KIB, "in flight {in_flight}");
     // Memory bounded: never more than the 16 MiB limit (plus frame overhead) in flight.
-    assert!(in_flight <= u64::from(BDP_LIMIT) + MIB, "in flight {in_flight}");
+    assert!(
+        in_flight <= u64::from(BDP_LIMIT) + MIB,
+        "in flight {in_flight}"
+    );
     // Many BDP PINGs went to a server enforcing the default ping policy (5 minutes),
     // each following DATA it sent: no strikes, no GOAWAY.
     assert!(u.pings.load(Ordering::SeqCst) >= 3);
@@ -282,7 +358,10 @@ async fn server_adaptive_windows_grow_for_uploads() {
             assert!(in_flight >= 3 * 64 * KIB, "in flight {in_flight}");
             assert!(d.pings.load(Ordering::SeqCst) >= 3, "server sent BDP PINGs");
         } else {
-            assert_eq!(window, 0, "no SETTINGS_INITIAL_WINDOW_SIZE: the default stays");
+            assert_eq!(
+                window, 0,
+                "no SETTINGS_INITIAL_WINDOW_SIZE: the default stays"
+            );
             assert!(in_flight <= 64 * KIB + 8 * KIB, "in flight {in_flight}");
         }
         assert_eq!(d.goaways.load(Ordering::SeqCst), 0);
@@ -310,15 +389,24 @@ async fn measure_throughput() {
         for (name, windows, adaptive) in configs {
             let ch = channel(proxy.addr, |mut e| {
                 if let Some((s, c)) = windows {
-                    e = e.initial_stream_window_size(s).initial_connection_window_size(c);
+                    e = e
+                        .initial_stream_window_size(s)
+                        .initial_connection_window_size(c);
                 }
                 e.adaptive_window(adaptive)
             })
             .await;
             // FLOW_MESSAGES (default 512 = 32 MiB) sets the transfer size; fixed 64 KiB
             // windows over the delayed link get 1/8 of it (they are that slow).
-            let big: i32 = std::env::var("FLOW_MESSAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(512);
-            let messages = if !delay.is_zero() && windows == Some((64 * 1024, 64 * 1024)) { big / 8 } else { big };
+            let big: i32 = std::env::var("FLOW_MESSAGES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(512);
+            let messages = if !delay.is_zero() && windows == Some((64 * 1024, 64 * 1024)) {
+                big / 8
+            } else {
+                big
+            };
             let t = Instant::now();
             let bytes = download(&ch, 64 * 1024, messages).await;
             let s = t.elapsed().as_secs_f64();

@@ -24,8 +24,12 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STA
 /// `test.Paced/Stream`: one message, then waits for `go` before a second and the end.
 struct Paced(Arc<Notify>);
 
-const PACED: &[MethodDescriptor] =
-    &[MethodDescriptor { name: "Stream", full_path: "/test.Paced/Stream", client_streaming: false, server_streaming: true }];
+const PACED: &[MethodDescriptor] = &[MethodDescriptor {
+    name: "Stream",
+    full_path: "/test.Paced/Stream",
+    client_streaming: false,
+    server_streaming: true,
+}];
 
 impl Service for Paced {
     fn name(&self) -> &'static str {
@@ -41,10 +45,20 @@ impl Service for Paced {
                 let go = Arc::clone(&go);
                 async move {
                     match i {
-                        0 => Some((Ok(EchoReply { message: "first".into() }), 1)),
+                        0 => Some((
+                            Ok(EchoReply {
+                                message: "first".into(),
+                            }),
+                            1,
+                        )),
                         1 => {
                             go.notified().await;
-                            Some((Ok(EchoReply { message: "second".into() }), 2))
+                            Some((
+                                Ok(EchoReply {
+                                    message: "second".into(),
+                                }),
+                                2,
+                            ))
                         }
                         _ => None,
                     }
@@ -79,13 +93,16 @@ impl Head {
         self.headers.get(name).map(|v| v.to_str().unwrap())
     }
     fn chunked(&self) -> bool {
-        self.get("transfer-encoding").is_some_and(|v| v.contains("chunked"))
+        self.get("transfer-encoding")
+            .is_some_and(|v| v.contains("chunked"))
     }
 }
 
 impl H1 {
     async fn connect(addr: std::net::SocketAddr) -> H1 {
-        H1 { io: BufReader::new(TcpStream::connect(addr).await.unwrap()) }
+        H1 {
+            io: BufReader::new(TcpStream::connect(addr).await.unwrap()),
+        }
     }
 
     async fn send(&mut self, bytes: &[u8]) {
@@ -106,7 +123,10 @@ impl H1 {
                 break;
             }
             let (k, v) = l.split_once(':').unwrap();
-            headers.append(http::HeaderName::from_bytes(k.trim().as_bytes()).unwrap(), v.trim().parse().unwrap());
+            headers.append(
+                http::HeaderName::from_bytes(k.trim().as_bytes()).unwrap(),
+                v.trim().parse().unwrap(),
+            );
         }
         Head { status, headers }
     }
@@ -115,7 +135,8 @@ impl H1 {
     async fn read_chunk(&mut self) -> Option<Vec<u8>> {
         let mut line = String::new();
         self.io.read_line(&mut line).await.unwrap();
-        let size = usize::from_str_radix(line.trim_end(), 16).unwrap_or_else(|_| panic!("chunk size {line:?}"));
+        let size = usize::from_str_radix(line.trim_end(), 16)
+            .unwrap_or_else(|_| panic!("chunk size {line:?}"));
         let mut data = vec![0; size + 2];
         self.io.read_exact(&mut data).await.unwrap();
         data.truncate(size);
@@ -130,7 +151,10 @@ impl H1 {
             }
             out
         } else {
-            let len: usize = head.get("content-length").map(|v| v.parse().unwrap()).unwrap_or(0);
+            let len: usize = head
+                .get("content-length")
+                .map(|v| v.parse().unwrap())
+                .unwrap_or(0);
             let mut out = vec![0; len];
             self.io.read_exact(&mut out).await.unwrap();
             out
@@ -161,7 +185,11 @@ fn post(path: &str, content_type: &str, extra: &[(&str, &str)], body: &[u8]) -> 
 }
 
 fn echo_frame(message: &str) -> Bytes {
-    frame(&EchoRequest { message: message.into(), count: 0, sleep_ms: 0 })
+    frame(&EchoRequest {
+        message: message.into(),
+        count: 0,
+        sleep_ms: 0,
+    })
 }
 
 /// A gRPC-Web body: the messages, then the trailers of the 0x80 frame (if any).
@@ -177,10 +205,17 @@ fn parse_web(body: &[u8]) -> (Vec<EchoReply>, Option<http::HeaderMap>) {
         let payload = &d[5..5 + len];
         if flag & 0x80 != 0 {
             let mut h = http::HeaderMap::new();
-            for line in std::str::from_utf8(payload).unwrap().split("\r\n").filter(|l| !l.is_empty()) {
+            for line in std::str::from_utf8(payload)
+                .unwrap()
+                .split("\r\n")
+                .filter(|l| !l.is_empty())
+            {
                 let (k, v) = line.split_once(':').unwrap();
                 assert_eq!(k, k.to_ascii_lowercase(), "trailer names are lower-case");
-                h.append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.trim().parse().unwrap());
+                h.append(
+                    http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    v.trim().parse().unwrap(),
+                );
             }
             trailers = Some(h);
         } else {
@@ -196,7 +231,12 @@ fn parse_web(body: &[u8]) -> (Vec<EchoReply>, Option<http::HeaderMap>) {
 fn decode_text_chunks(chunks: &[Vec<u8>]) -> Vec<u8> {
     let mut out = Vec::new();
     for c in chunks {
-        out.extend(B64.decode(c).unwrap_or_else(|e| panic!("chunk {:?} not decodable alone: {e}", String::from_utf8_lossy(c))));
+        out.extend(B64.decode(c).unwrap_or_else(|e| {
+            panic!(
+                "chunk {:?} not decodable alone: {e}",
+                String::from_utf8_lossy(c)
+            )
+        }));
     }
     out
 }
@@ -221,17 +261,39 @@ async fn unary_over_http1_with_metadata_and_trailers() {
     assert_eq!(head.get("x-echo-header"), Some("hello"));
     assert_eq!(head.get("grpc-status"), None, "not Trailers-Only");
     let (msgs, trailers) = parse_web(&body);
-    assert_eq!(msgs, vec![EchoReply { message: "hi".into() }]);
+    assert_eq!(
+        msgs,
+        vec![EchoReply {
+            message: "hi".into()
+        }]
+    );
     let t = trailers.expect("trailer frame");
     assert_eq!(t.get("grpc-status").unwrap(), "0");
     assert_eq!(t.get("x-trailer").unwrap(), "t1");
     let bin = t.get("x-data-bin").unwrap().to_str().unwrap();
-    assert_eq!(B64.decode(bin).or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(bin)).unwrap(), [0u8, 1, 2, 255]);
+    assert_eq!(
+        B64.decode(bin)
+            .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(bin))
+            .unwrap(),
+        [0u8, 1, 2, 255]
+    );
 
     // Keep-alive: a second call on the same connection.
-    let (head, body) = c.exchange(&post("/test.Echo/Unary", "application/grpc-web", &[], &echo_frame("again"))).await;
+    let (head, body) = c
+        .exchange(&post(
+            "/test.Echo/Unary",
+            "application/grpc-web",
+            &[],
+            &echo_frame("again"),
+        ))
+        .await;
     assert_eq!(head.status, 200);
-    assert_eq!(parse_web(&body).0, vec![EchoReply { message: "again".into() }]);
+    assert_eq!(
+        parse_web(&body).0,
+        vec![EchoReply {
+            message: "again".into()
+        }]
+    );
 }
 
 #[tokio::test]
@@ -240,28 +302,54 @@ async fn server_streaming_chunks_arrive_before_the_end() {
     for text in [false, true] {
         let mut c = H1::connect(server.addr).await;
         let (ct, body) = if text {
-            ("application/grpc-web-text", B64.encode(echo_frame("x")).into_bytes())
+            (
+                "application/grpc-web-text",
+                B64.encode(echo_frame("x")).into_bytes(),
+            )
         } else {
             ("application/grpc-web+proto", echo_frame("x").to_vec())
         };
         c.send(&post("/test.Paced/Stream", ct, &[], &body)).await;
-        let head = tokio::time::timeout(Duration::from_secs(5), c.read_head()).await.expect("head before the end");
+        let head = tokio::time::timeout(Duration::from_secs(5), c.read_head())
+            .await
+            .expect("head before the end");
         assert_eq!(head.status, 200);
         assert!(head.chunked());
         // The first message arrives while the handler still waits for `go`.
-        let first = tokio::time::timeout(Duration::from_secs(5), c.read_chunk()).await.expect("first chunk").unwrap();
-        let first = if text { decode_text_chunks(&[first]) } else { first };
+        let first = tokio::time::timeout(Duration::from_secs(5), c.read_chunk())
+            .await
+            .expect("first chunk")
+            .unwrap();
+        let first = if text {
+            decode_text_chunks(&[first])
+        } else {
+            first
+        };
         let (msgs, trailers) = parse_web(&first);
-        assert_eq!(msgs, vec![EchoReply { message: "first".into() }]);
+        assert_eq!(
+            msgs,
+            vec![EchoReply {
+                message: "first".into()
+            }]
+        );
         assert!(trailers.is_none(), "the stream is not over yet");
         go.notify_one();
         let mut rest = Vec::new();
         while let Some(chunk) = c.read_chunk().await {
             rest.push(chunk);
         }
-        let rest = if text { decode_text_chunks(&rest) } else { rest.concat() };
+        let rest = if text {
+            decode_text_chunks(&rest)
+        } else {
+            rest.concat()
+        };
         let (msgs, trailers) = parse_web(&rest);
-        assert_eq!(msgs, vec![EchoReply { message: "second".into() }]);
+        assert_eq!(
+            msgs,
+            vec![EchoReply {
+                message: "second".into()
+            }]
+        );
         assert_eq!(trailers.unwrap().get("grpc-status").unwrap(), "0");
     }
 }
@@ -286,13 +374,22 @@ async fn text_mode_request_split_at_odd_boundaries() {
         c.send(b"0\r\n\r\n").await;
         let head = c.read_head().await;
         assert_eq!(head.status, 200);
-        assert_eq!(head.get("content-type"), Some("application/grpc-web-text+proto"));
+        assert_eq!(
+            head.get("content-type"),
+            Some("application/grpc-web-text+proto")
+        );
         let mut chunks = Vec::new();
         while let Some(chunk) = c.read_chunk().await {
             chunks.push(chunk);
         }
         let (msgs, trailers) = parse_web(&decode_text_chunks(&chunks));
-        assert_eq!(msgs, vec![EchoReply { message: "split me anywhere, please".into() }], "cuts {cuts:?}");
+        assert_eq!(
+            msgs,
+            vec![EchoReply {
+                message: "split me anywhere, please".into()
+            }],
+            "cuts {cuts:?}"
+        );
         assert_eq!(trailers.unwrap().get("grpc-status").unwrap(), "0");
     }
 }
@@ -302,17 +399,41 @@ async fn errors_are_trailers_only_with_the_status_in_the_head() {
     let (server, _go) = start_web(GrpcWebConfig::new()).await;
     let mut c = H1::connect(server.addr).await;
     // A handler error before any message.
-    let (head, body) = c.exchange(&post("/test.Echo/Unary", "application/grpc-web", &[], &echo_frame("fail:5"))).await;
+    let (head, body) = c
+        .exchange(&post(
+            "/test.Echo/Unary",
+            "application/grpc-web",
+            &[],
+            &echo_frame("fail:5"),
+        ))
+        .await;
     assert_eq!(head.status, 200);
     assert_eq!(head.get("grpc-status"), Some("5"));
-    assert_eq!(head.get("grpc-message"), Some("failed as asked: 100%25 sure%0A"));
+    assert_eq!(
+        head.get("grpc-message"),
+        Some("failed as asked: 100%25 sure%0A")
+    );
     assert!(body.is_empty(), "Trailers-Only has no body: {body:?}");
     // An unknown method.
-    let (head, body) = c.exchange(&post("/test.Echo/Nope", "application/grpc-web", &[], &echo_frame("x"))).await;
+    let (head, body) = c
+        .exchange(&post(
+            "/test.Echo/Nope",
+            "application/grpc-web",
+            &[],
+            &echo_frame("x"),
+        ))
+        .await;
     assert_eq!(head.get("grpc-status"), Some("12"));
     assert!(body.is_empty());
     // Status details travel in the head too.
-    let (head, _) = c.exchange(&post("/test.Echo/Unary", "application/grpc-web", &[], &echo_frame("details"))).await;
+    let (head, _) = c
+        .exchange(&post(
+            "/test.Echo/Unary",
+            "application/grpc-web",
+            &[],
+            &echo_frame("details"),
+        ))
+        .await;
     assert_eq!(head.get("grpc-status"), Some("3"));
     assert!(head.get("grpc-status-details-bin").is_some());
 }
@@ -321,22 +442,50 @@ async fn errors_are_trailers_only_with_the_status_in_the_head() {
 async fn deadline_applies() {
     let (server, _go) = start_web(GrpcWebConfig::new()).await;
     let mut c = H1::connect(server.addr).await;
-    let slow = frame(&EchoRequest { message: "slow".into(), count: 0, sleep_ms: 3000 });
+    let slow = frame(&EchoRequest {
+        message: "slow".into(),
+        count: 0,
+        sleep_ms: 3000,
+    });
     let started = Instant::now();
-    let (head, _) = c.exchange(&post("/test.Echo/Unary", "application/grpc-web", &[("grpc-timeout", "200m")], &slow)).await;
+    let (head, _) = c
+        .exchange(&post(
+            "/test.Echo/Unary",
+            "application/grpc-web",
+            &[("grpc-timeout", "200m")],
+            &slow,
+        ))
+        .await;
     assert_eq!(head.get("grpc-status"), Some("4"), "{head:?}");
-    assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
     // The handler sees the deadline.
     let (_, body) = c
-        .exchange(&post("/test.Echo/Unary", "application/grpc-web", &[("grpc-timeout", "5S")], &echo_frame("deadline?")))
+        .exchange(&post(
+            "/test.Echo/Unary",
+            "application/grpc-web",
+            &[("grpc-timeout", "5S")],
+            &echo_frame("deadline?"),
+        ))
         .await;
-    let remaining: u64 = parse_web(&body).0[0].message.strip_prefix("remaining=").unwrap().parse().unwrap();
+    let remaining: u64 = parse_web(&body).0[0]
+        .message
+        .strip_prefix("remaining=")
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(remaining > 3000 && remaining <= 5000, "{remaining}");
 }
 
 #[tokio::test]
 async fn cors_preflight_and_expose_headers() {
-    let cfg = GrpcWebConfig::new().allow_origins(["https://app.example"]).allow_credentials(true).expose_headers(["x-proxy"]);
+    let cfg = GrpcWebConfig::new()
+        .allow_origins(["https://app.example"])
+        .allow_credentials(true)
+        .expose_headers(["x-proxy"]);
     let (server, _go) = start_web(cfg).await;
     let mut c = H1::connect(server.addr).await;
     let (head, _) = c
@@ -345,11 +494,29 @@ async fn cors_preflight_and_expose_headers() {
         )
         .await;
     assert_eq!(head.status, 204);
-    assert_eq!(head.get("access-control-allow-origin"), Some("https://app.example"));
+    assert_eq!(
+        head.get("access-control-allow-origin"),
+        Some("https://app.example")
+    );
     assert_eq!(head.get("access-control-allow-credentials"), Some("true"));
-    assert!(head.get("access-control-allow-methods").unwrap().contains("POST"));
-    let allowed: Vec<&str> = head.get("access-control-allow-headers").unwrap().split(", ").collect();
-    for h in ["x-grpc-web", "x-user-agent", "grpc-timeout", "content-type", "authorization", "x-echo", "x-data-bin"] {
+    assert!(head
+        .get("access-control-allow-methods")
+        .unwrap()
+        .contains("POST"));
+    let allowed: Vec<&str> = head
+        .get("access-control-allow-headers")
+        .unwrap()
+        .split(", ")
+        .collect();
+    for h in [
+        "x-grpc-web",
+        "x-user-agent",
+        "grpc-timeout",
+        "content-type",
+        "authorization",
+        "x-echo",
+        "x-data-bin",
+    ] {
         assert!(allowed.contains(&h), "{h} not allowed: {allowed:?}");
     }
     assert!(head.get("access-control-max-age").is_some());
@@ -363,10 +530,23 @@ async fn cors_preflight_and_expose_headers() {
             &echo_frame("hi"),
         ))
         .await;
-    assert_eq!(head.get("access-control-allow-origin"), Some("https://app.example"));
+    assert_eq!(
+        head.get("access-control-allow-origin"),
+        Some("https://app.example")
+    );
     assert_eq!(head.get("access-control-allow-credentials"), Some("true"));
-    let exposed: Vec<&str> = head.get("access-control-expose-headers").unwrap().split(", ").collect();
-    for h in ["grpc-status", "grpc-message", "grpc-status-details-bin", "x-echo-header", "x-proxy"] {
+    let exposed: Vec<&str> = head
+        .get("access-control-expose-headers")
+        .unwrap()
+        .split(", ")
+        .collect();
+    for h in [
+        "grpc-status",
+        "grpc-message",
+        "grpc-status-details-bin",
+        "x-echo-header",
+        "x-proxy",
+    ] {
         assert!(exposed.contains(&h), "{h} not exposed: {exposed:?}");
     }
 
@@ -377,7 +557,12 @@ async fn cors_preflight_and_expose_headers() {
     assert_eq!(head.status, 403);
     assert_eq!(head.get("access-control-allow-origin"), None);
     let (head, _) = c
-        .exchange(&post("/test.Echo/Unary", "application/grpc-web", &[("origin", "https://evil.example")], &echo_frame("hi")))
+        .exchange(&post(
+            "/test.Echo/Unary",
+            "application/grpc-web",
+            &[("origin", "https://evil.example")],
+            &echo_frame("hi"),
+        ))
         .await;
     assert_eq!(head.status, 403);
 
@@ -385,7 +570,12 @@ async fn cors_preflight_and_expose_headers() {
     let (server, _go) = start_web(GrpcWebConfig::new()).await;
     let mut c = H1::connect(server.addr).await;
     let (head, _) = c
-        .exchange(&post("/test.Echo/Unary", "application/grpc-web", &[("origin", "https://x.example")], &echo_frame("hi")))
+        .exchange(&post(
+            "/test.Echo/Unary",
+            "application/grpc-web",
+            &[("origin", "https://x.example")],
+            &echo_frame("hi"),
+        ))
         .await;
     assert_eq!(head.get("access-control-allow-origin"), Some("*"));
     assert_eq!(head.get("access-control-allow-credentials"), None);
@@ -395,8 +585,13 @@ async fn cors_preflight_and_expose_headers() {
 async fn client_and_bidi_streaming_are_refused_clearly() {
     let (server, _go) = start_web(GrpcWebConfig::new()).await;
     let mut c = H1::connect(server.addr).await;
-    for (path, kind) in [("/test.Echo/ClientStream", "client-streaming"), ("/test.Echo/Bidi", "bidi-streaming")] {
-        let (head, _) = c.exchange(&post(path, "application/grpc-web", &[], &echo_frame("a"))).await;
+    for (path, kind) in [
+        ("/test.Echo/ClientStream", "client-streaming"),
+        ("/test.Echo/Bidi", "bidi-streaming"),
+    ] {
+        let (head, _) = c
+            .exchange(&post(path, "application/grpc-web", &[], &echo_frame("a")))
+            .await;
         assert_eq!(head.get("grpc-status"), Some("12"), "{path}");
         let msg = head.get("grpc-message").unwrap();
         assert!(msg.contains(kind) && msg.contains("gRPC-Web"), "{msg}");
@@ -408,39 +603,87 @@ async fn bad_input_gets_a_clear_answer() {
     let (server, _go) = start_web(GrpcWebConfig::new().http1_max_buf_size(8 * 1024)).await;
     // Malformed base64.
     let mut c = H1::connect(server.addr).await;
-    let (head, _) = c.exchange(&post("/test.Echo/Unary", "application/grpc-web-text", &[], b"AAAA*AAA")).await;
+    let (head, _) = c
+        .exchange(&post(
+            "/test.Echo/Unary",
+            "application/grpc-web-text",
+            &[],
+            b"AAAA*AAA",
+        ))
+        .await;
     assert_eq!(head.get("grpc-status"), Some("13"), "{head:?}");
     assert!(head.get("grpc-message").unwrap().contains("base64"));
     // Base64 cut short.
     let mut c = H1::connect(server.addr).await;
-    let (head, _) = c.exchange(&post("/test.Echo/Unary", "application/grpc-web-text", &[], b"AAAAAAA")).await;
+    let (head, _) = c
+        .exchange(&post(
+            "/test.Echo/Unary",
+            "application/grpc-web-text",
+            &[],
+            b"AAAAAAA",
+        ))
+        .await;
     assert_eq!(head.get("grpc-status"), Some("13"), "{head:?}");
     // A content-type that is neither gRPC-Web nor gRPC.
     let mut c = H1::connect(server.addr).await;
-    let (head, _) = c.exchange(&post("/test.Echo/Unary", "application/json", &[], b"{}")).await;
+    let (head, _) = c
+        .exchange(&post("/test.Echo/Unary", "application/json", &[], b"{}"))
+        .await;
     assert_eq!(head.status, 415);
     // GET.
-    let (head, _) = c.exchange(b"GET /test.Echo/Unary HTTP/1.1\r\nhost: t\r\n\r\n").await;
+    let (head, _) = c
+        .exchange(b"GET /test.Echo/Unary HTTP/1.1\r\nhost: t\r\n\r\n")
+        .await;
     assert_eq!(head.status, 405);
     // A frame over the receive limit.
-    let server2 = start(|b| b.max_receive_message_size(1024).grpc_web(GrpcWebConfig::new())).await;
+    let server2 = start(|b| {
+        b.max_receive_message_size(1024)
+            .grpc_web(GrpcWebConfig::new())
+    })
+    .await;
     let mut c = H1::connect(server2.addr).await;
-    let big = frame(&EchoRequest { message: "z".repeat(4096), count: 0, sleep_ms: 0 });
-    let (head, _) = c.exchange(&post("/test.Echo/Unary", "application/grpc-web", &[], &big)).await;
+    let big = frame(&EchoRequest {
+        message: "z".repeat(4096),
+        count: 0,
+        sleep_ms: 0,
+    });
+    let (head, _) = c
+        .exchange(&post("/test.Echo/Unary", "application/grpc-web", &[], &big))
+        .await;
     assert_eq!(head.get("grpc-status"), Some("8"), "{head:?}");
     // A frame that claims more than it brings.
     let mut c = H1::connect(server.addr).await;
-    let (head, _) = c.exchange(&post("/test.Echo/Unary", "application/grpc-web", &[], &[0, 0, 0, 0, 9, 1, 2])).await;
+    let (head, _) = c
+        .exchange(&post(
+            "/test.Echo/Unary",
+            "application/grpc-web",
+            &[],
+            &[0, 0, 0, 0, 9, 1, 2],
+        ))
+        .await;
     assert!(matches!(head.get("grpc-status"), Some("13")), "{head:?}");
     // Request headers over the buffer bound: 431, and the connection closes.
     let mut c = H1::connect(server.addr).await;
     let huge = "v".repeat(9000);
-    c.send(&post("/test.Echo/Unary", "application/grpc-web", &[("x-huge", &huge)], &echo_frame("x"))).await;
+    c.send(&post(
+        "/test.Echo/Unary",
+        "application/grpc-web",
+        &[("x-huge", &huge)],
+        &echo_frame("x"),
+    ))
+    .await;
     let head = c.read_head().await;
     assert_eq!(head.status, 431);
     // None of it touched another connection.
     let mut c = H1::connect(server.addr).await;
-    let (head, body) = c.exchange(&post("/test.Echo/Unary", "application/grpc-web", &[], &echo_frame("fine"))).await;
+    let (head, body) = c
+        .exchange(&post(
+            "/test.Echo/Unary",
+            "application/grpc-web",
+            &[],
+            &echo_frame("fine"),
+        ))
+        .await;
     assert_eq!(head.status, 200);
     assert_eq!(parse_web(&body).0[0].message, "fine");
 }
@@ -451,7 +694,12 @@ async fn pipelined_requests_are_answered_in_order() {
     let mut c = H1::connect(server.addr).await;
     let mut burst = Vec::new();
     for i in 0..20 {
-        burst.extend(post("/test.Echo/Unary", "application/grpc-web", &[], &echo_frame(&format!("m{i}"))));
+        burst.extend(post(
+            "/test.Echo/Unary",
+            "application/grpc-web",
+            &[],
+            &echo_frame(&format!("m{i}")),
+        ));
     }
     c.send(&burst).await;
     for i in 0..20 {
@@ -463,13 +711,25 @@ async fn pipelined_requests_are_answered_in_order() {
 
 #[tokio::test]
 async fn slow_http1_headers_are_cut_off_without_touching_others() {
-    let server = start(|b| b.header_read_timeout(Duration::from_millis(300)).grpc_web(GrpcWebConfig::new())).await;
+    let server = start(|b| {
+        b.header_read_timeout(Duration::from_millis(300))
+            .grpc_web(GrpcWebConfig::new())
+    })
+    .await;
     let mut slow = H1::connect(server.addr).await;
-    slow.send(b"POST /test.Echo/Unary HTTP/1.1\r\nhost: t\r\n").await;
+    slow.send(b"POST /test.Echo/Unary HTTP/1.1\r\nhost: t\r\n")
+        .await;
     let started = Instant::now();
     // Meanwhile another connection is served.
     let mut c = H1::connect(server.addr).await;
-    let (head, _) = c.exchange(&post("/test.Echo/Unary", "application/grpc-web", &[], &echo_frame("ok"))).await;
+    let (head, _) = c
+        .exchange(&post(
+            "/test.Echo/Unary",
+            "application/grpc-web",
+            &[],
+            &echo_frame("ok"),
+        ))
+        .await;
     assert_eq!(head.status, 200);
     // The slow one keeps trickling and is closed anyway.
     let trickle = async {
@@ -483,7 +743,11 @@ async fn slow_http1_headers_are_cut_off_without_touching_others() {
     let _ = tokio::time::timeout(Duration::from_secs(3), trickle).await;
     let mut rest = Vec::new();
     let r = tokio::time::timeout(Duration::from_secs(3), slow.io.read_to_end(&mut rest)).await;
-    assert!(r.is_ok(), "slow connection still open after {:?}", started.elapsed());
+    assert!(
+        r.is_ok(),
+        "slow connection still open after {:?}",
+        started.elapsed()
+    );
     assert!(started.elapsed() < Duration::from_secs(3));
 }
 
@@ -500,7 +764,10 @@ async fn grpc_web_over_http2() {
         .unwrap();
     let r = call(&mut h2, head, &[echo_frame("over h2")]).await;
     assert_eq!(r.status, 200);
-    assert_eq!(r.headers.get("content-type").unwrap(), "application/grpc-web+proto");
+    assert_eq!(
+        r.headers.get("content-type").unwrap(),
+        "application/grpc-web+proto"
+    );
     assert_eq!(r.headers.get("x-echo-header").unwrap(), "h2");
     assert!(r.trailers.is_none(), "gRPC-Web carries no HTTP trailers");
     let (msgs, trailers) = parse_web(&r.data);
@@ -525,20 +792,48 @@ async fn native_grpc_still_works_on_the_same_port_concurrently() {
     let (server, go) = start_web(GrpcWebConfig::new()).await;
     // A gRPC-Web stream stays open over HTTP/1.1 ...
     let mut web = H1::connect(server.addr).await;
-    web.send(&post("/test.Paced/Stream", "application/grpc-web", &[], &echo_frame("x"))).await;
-    let head = tokio::time::timeout(Duration::from_secs(5), web.read_head()).await.expect("head");
+    web.send(&post(
+        "/test.Paced/Stream",
+        "application/grpc-web",
+        &[],
+        &echo_frame("x"),
+    ))
+    .await;
+    let head = tokio::time::timeout(Duration::from_secs(5), web.read_head())
+        .await
+        .expect("head");
     assert_eq!(head.status, 200);
-    assert!(tokio::time::timeout(Duration::from_secs(5), web.read_chunk()).await.expect("first chunk").is_some());
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), web.read_chunk())
+            .await
+            .expect("first chunk")
+            .is_some()
+    );
     // ... while native gRPC calls run on their own connections, raw and through a Channel.
     let mut h2 = connect(server.addr).await;
-    let r = call(&mut h2, grpc_head(server.addr, "/test.Echo/Unary", &[]), &[echo_frame("native")]).await;
+    let r = call(
+        &mut h2,
+        grpc_head(server.addr, "/test.Echo/Unary", &[]),
+        &[echo_frame("native")],
+    )
+    .await;
     assert_eq!(r.grpc_status().as_deref(), Some("0"));
     assert_eq!(r.headers.get("content-type").unwrap(), "application/grpc");
     let reply: EchoReply = decode(&r.messages()[0].1);
     assert_eq!(reply.message, "native");
-    let channel = grpc_runtime::Channel::builder(format!("http://{}", server.addr)).connect().await.unwrap();
+    let channel = grpc_runtime::Channel::builder(format!("http://{}", server.addr))
+        .connect()
+        .await
+        .unwrap();
     let resp: Response<EchoReply> = channel
-        .unary("/test.Echo/Unary", Request::new(EchoRequest { message: "channel".into(), count: 0, sleep_ms: 0 }))
+        .unary(
+            "/test.Echo/Unary",
+            Request::new(EchoRequest {
+                message: "channel".into(),
+                count: 0,
+                sleep_ms: 0,
+            }),
+        )
         .await
         .unwrap();
     assert_eq!(resp.into_inner().message, "channel");
@@ -554,10 +849,22 @@ async fn native_grpc_still_works_on_the_same_port_concurrently() {
 async fn without_grpc_web_http1_is_not_served() {
     let server = start(|b| b).await;
     let mut c = H1::connect(server.addr).await;
-    c.send(&post("/test.Echo/Unary", "application/grpc-web", &[], &echo_frame("x"))).await;
+    c.send(&post(
+        "/test.Echo/Unary",
+        "application/grpc-web",
+        &[],
+        &echo_frame("x"),
+    ))
+    .await;
     let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), c.io.read_to_end(&mut out)).await.expect("closed");
-    assert!(!out.starts_with(b"HTTP/1.1"), "answered HTTP/1.1 without gRPC-Web: {:?}", String::from_utf8_lossy(&out));
+    let _ = tokio::time::timeout(Duration::from_secs(5), c.io.read_to_end(&mut out))
+        .await
+        .expect("closed");
+    assert!(
+        !out.starts_with(b"HTTP/1.1"),
+        "answered HTTP/1.1 without gRPC-Web: {:?}",
+        String::from_utf8_lossy(&out)
+    );
     // And a gRPC-Web content-type over h2 gets the native 415.
     let mut h2 = connect(server.addr).await;
     let head = http::Request::builder()

@@ -120,12 +120,20 @@ impl RawConn {
     async fn open(addr: SocketAddr) -> RawConn {
         let mut tcp = TcpStream::connect(addr).await.unwrap();
         tcp.write_all(PREFACE).await.unwrap();
-        tcp.write_all(&raw_frame(SETTINGS, 0, 0, &[])).await.unwrap();
-        RawConn { tcp, buf: Vec::new() }
+        tcp.write_all(&raw_frame(SETTINGS, 0, 0, &[]))
+            .await
+            .unwrap();
+        RawConn {
+            tcp,
+            buf: Vec::new(),
+        }
     }
 
     async fn send(&mut self, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
-        self.tcp.write_all(&raw_frame(kind, flags, stream, payload)).await.unwrap();
+        self.tcp
+            .write_all(&raw_frame(kind, flags, stream, payload))
+            .await
+            .unwrap();
     }
 
     /// A unary Echo request on `stream` whose `:path` is dynamic-table entry `path_index`
@@ -138,17 +146,29 @@ impl RawConn {
         lit(&mut block, b":authority", b"localhost");
         grpc_fields(&mut block);
         self.send(HEADERS, END_HEADERS, stream, &block).await;
-        let body = frame(&EchoRequest { message: text.into(), count: 0, sleep_ms: 0 });
+        let body = frame(&EchoRequest {
+            message: text.into(),
+            count: 0,
+            sleep_ms: 0,
+        });
         self.send(DATA, END_STREAM, stream, &body).await;
     }
 
     async fn next(&mut self) -> Option<Frame> {
         loop {
             if self.buf.len() >= 9 {
-                let len = (usize::from(self.buf[0]) << 16) | (usize::from(self.buf[1]) << 8) | usize::from(self.buf[2]);
+                let len = (usize::from(self.buf[0]) << 16)
+                    | (usize::from(self.buf[1]) << 8)
+                    | usize::from(self.buf[2]);
                 if self.buf.len() >= 9 + len {
-                    let stream = u32::from_be_bytes(self.buf[5..9].try_into().unwrap()) & 0x7fff_ffff;
-                    let f = Frame { kind: self.buf[3], flags: self.buf[4], stream, payload: self.buf[9..9 + len].to_vec() };
+                    let stream =
+                        u32::from_be_bytes(self.buf[5..9].try_into().unwrap()) & 0x7fff_ffff;
+                    let f = Frame {
+                        kind: self.buf[3],
+                        flags: self.buf[4],
+                        stream,
+                        payload: self.buf[9..9 + len].to_vec(),
+                    };
                     self.buf.drain(..9 + len);
                     return Some(f);
                 }
@@ -179,17 +199,34 @@ impl RawConn {
 
     /// Reads the answer to an `echo_by_index` call on `stream` and returns the echoed text.
     async fn echo_reply(&mut self, stream: u32) -> String {
-        let frames = self.read_until(|f| f.stream == stream && f.flags & END_STREAM != 0).await;
-        assert!(frames.iter().all(|f| f.kind != GOAWAY), "connection closed: {frames:?}");
-        let data: Vec<u8> = frames.iter().filter(|f| f.kind == DATA && f.stream == stream).flat_map(|f| f.payload.clone()).collect();
-        assert!(data.len() >= 5, "no response message on stream {stream}: {frames:?}");
+        let frames = self
+            .read_until(|f| f.stream == stream && f.flags & END_STREAM != 0)
+            .await;
+        assert!(
+            frames.iter().all(|f| f.kind != GOAWAY),
+            "connection closed: {frames:?}"
+        );
+        let data: Vec<u8> = frames
+            .iter()
+            .filter(|f| f.kind == DATA && f.stream == stream)
+            .flat_map(|f| f.payload.clone())
+            .collect();
+        assert!(
+            data.len() >= 5,
+            "no response message on stream {stream}: {frames:?}"
+        );
         EchoReply::decode(&data[5..]).unwrap().message
     }
 }
 
 fn assert_reset_only(frames: &[Frame], stream: u32, code: u32) {
-    assert!(frames.iter().all(|f| f.kind != GOAWAY), "GOAWAY instead of a stream error: {frames:?}");
-    let rst = frames.iter().find(|f| f.kind == RST_STREAM && f.stream == stream);
+    assert!(
+        frames.iter().all(|f| f.kind != GOAWAY),
+        "GOAWAY instead of a stream error: {frames:?}"
+    );
+    let rst = frames
+        .iter()
+        .find(|f| f.kind == RST_STREAM && f.stream == stream);
     let rst = rst.unwrap_or_else(|| panic!("no RST_STREAM on stream {stream}: {frames:?}"));
     assert_eq!(rst.error_code(), code, "{frames:?}");
 }
@@ -208,7 +245,9 @@ async fn malformed_field_is_a_stream_error(case: &str, name: &[u8], value: &[u8]
     grpc_fields(&mut block);
     lit_indexed(&mut block, name, value);
     c.send(HEADERS, END_HEADERS | END_STREAM, 1, &block).await;
-    let frames = c.read_until(|f| f.kind == RST_STREAM || f.kind == GOAWAY).await;
+    let frames = c
+        .read_until(|f| f.kind == RST_STREAM || f.kind == GOAWAY)
+        .await;
     assert_reset_only(&frames, 1, PROTOCOL_ERROR);
     c.echo_by_index(3, 63, case).await;
     assert_eq!(c.echo_reply(3).await, case, "{case}");
@@ -246,7 +285,9 @@ async fn malformed_field_in_a_header_block_continued_in_continuation_frames() {
     lit_indexed(&mut rest, b"x-after", b"2");
     c.send(HEADERS, END_STREAM, 1, &first).await;
     c.send(0x9, END_HEADERS, 1, &rest).await;
-    let frames = c.read_until(|f| f.kind == RST_STREAM || f.kind == GOAWAY).await;
+    let frames = c
+        .read_until(|f| f.kind == RST_STREAM || f.kind == GOAWAY)
+        .await;
     assert_reset_only(&frames, 1, PROTOCOL_ERROR);
     // table: x-after (62), X-Upper (63), :path (64)
     c.echo_by_index(3, 64, "after-continuation").await;
@@ -262,7 +303,9 @@ async fn zero_window_update_on_a_stream_resets_only_that_stream() {
     grpc_fields(&mut block);
     c.send(HEADERS, END_HEADERS, 1, &block).await;
     c.send(WINDOW_UPDATE, 0, 1, &0u32.to_be_bytes()).await;
-    let frames = c.read_until(|f| f.kind == RST_STREAM || f.kind == GOAWAY).await;
+    let frames = c
+        .read_until(|f| f.kind == RST_STREAM || f.kind == GOAWAY)
+        .await;
     assert_reset_only(&frames, 1, PROTOCOL_ERROR);
     c.echo_by_index(3, 62, "after-window-update").await;
     assert_eq!(c.echo_reply(3).await, "after-window-update");
@@ -278,20 +321,32 @@ async fn initial_window_size_over_the_maximum_is_flow_control_error() {
     s.extend_from_slice(&0x8000_0000u32.to_be_bytes());
     c.send(SETTINGS, 0, 0, &s).await;
     let frames = c.read_until(|f| f.kind == GOAWAY).await;
-    let goaway = frames.iter().find(|f| f.kind == GOAWAY).unwrap_or_else(|| panic!("no GOAWAY: {frames:?}"));
+    let goaway = frames
+        .iter()
+        .find(|f| f.kind == GOAWAY)
+        .unwrap_or_else(|| panic!("no GOAWAY: {frames:?}"));
     assert_eq!(goaway.error_code(), FLOW_CONTROL_ERROR, "{frames:?}");
 }
 
 // ------------------------------------------------------------ over-size request metadata
 
 fn echo_req(text: &str, sleep_ms: i64) -> EchoRequest {
-    EchoRequest { message: text.into(), count: 0, sleep_ms }
+    EchoRequest {
+        message: text.into(),
+        count: 0,
+        sleep_ms,
+    }
 }
 
 /// Sends a unary call with `x-big` metadata of `size` bytes through h2's own client.
 async fn big_call(c: &mut H2, addr: SocketAddr, size: usize) -> RawResponse {
     let big = "b".repeat(size);
-    call(c, grpc_head(addr, "/test.Echo/Unary", &[("x-big", &big)]), &[frame(&echo_req("big", 0))]).await
+    call(
+        c,
+        grpc_head(addr, "/test.Echo/Unary", &[("x-big", &big)]),
+        &[frame(&echo_req("big", 0))],
+    )
+    .await
 }
 
 fn request_size(addr: SocketAddr, size: usize) -> usize {
@@ -312,7 +367,11 @@ fn request_size(addr: SocketAddr, size: usize) -> usize {
 fn assert_resource_exhausted(r: &RawResponse, size: usize, limit: usize) {
     assert_eq!(r.status, http::StatusCode::OK, "{r:?}");
     assert!(r.headers_end_stream, "not Trailers-Only: {r:?}");
-    assert_eq!(r.headers.get("content-type").map(|v| v.as_bytes()), Some(&b"application/grpc"[..]), "{r:?}");
+    assert_eq!(
+        r.headers.get("content-type").map(|v| v.as_bytes()),
+        Some(&b"application/grpc"[..]),
+        "{r:?}"
+    );
     assert_eq!(r.grpc_status().as_deref(), Some("8"), "{r:?}");
     assert_eq!(
         r.grpc_message().as_deref(),
@@ -329,7 +388,12 @@ async fn over_limit_request_metadata_is_resource_exhausted_for_that_call_only() 
     let mut c2 = c.clone();
     let addr = srv.addr;
     let survivor = tokio::spawn(async move {
-        call(&mut c2, grpc_head(addr, "/test.Echo/Unary", &[]), &[frame(&echo_req("survivor", 400))]).await
+        call(
+            &mut c2,
+            grpc_head(addr, "/test.Echo/Unary", &[]),
+            &[frame(&echo_req("survivor", 400))],
+        )
+        .await
     });
     tokio::time::sleep(Duration::from_millis(50)).await;
     // 12 KiB: over the 8 KiB limit; 30 KiB: under the hard cap (4 x the limit).
@@ -339,7 +403,12 @@ async fn over_limit_request_metadata_is_resource_exhausted_for_that_call_only() 
     }
     let r = survivor.await.unwrap();
     assert_eq!(r.grpc_status().as_deref(), Some("0"), "{r:?}");
-    let ok = call(&mut c, grpc_head(srv.addr, "/test.Echo/Unary", &[]), &[frame(&echo_req("after", 0))]).await;
+    let ok = call(
+        &mut c,
+        grpc_head(srv.addr, "/test.Echo/Unary", &[]),
+        &[frame(&echo_req("after", 0))],
+    )
+    .await;
     assert_eq!(ok.grpc_status().as_deref(), Some("0"), "{ok:?}");
     let m: EchoReply = decode(&ok.messages()[0].1);
     assert_eq!(m.message, "after");
@@ -365,7 +434,12 @@ async fn request_metadata_beyond_the_hard_cap_closes_the_connection() {
     let c = connect(srv.addr).await;
     let big = "b".repeat(40_000);
     let mut client = c.clone().ready().await.unwrap();
-    let (resp, _send) = client.send_request(grpc_head(srv.addr, "/test.Echo/Unary", &[("x-big", &big)]), true).unwrap();
+    let (resp, _send) = client
+        .send_request(
+            grpc_head(srv.addr, "/test.Echo/Unary", &[("x-big", &big)]),
+            true,
+        )
+        .unwrap();
     let e = resp.await.unwrap_err();
     assert!(e.is_go_away() || e.is_io(), "{e:?}");
 }
@@ -375,32 +449,71 @@ async fn request_metadata_beyond_the_hard_cap_closes_the_connection() {
 #[tokio::test]
 async fn client_fails_a_call_whose_metadata_exceeds_the_peers_limit_before_sending() {
     let srv = start(|b| b).await;
-    let ch = Channel::builder(format!("http://{}", srv.addr)).connect().await.unwrap();
+    let ch = Channel::builder(format!("http://{}", srv.addr))
+        .connect()
+        .await
+        .unwrap();
     // (Channel::connect waits for the server's PING ack, so its SETTINGS are known.)
-    let ok = ch.unary::<EchoRequest, EchoReply>("/test.Echo/Unary", Request::new(echo_req("first", 0))).await.unwrap();
+    let ok = ch
+        .unary::<EchoRequest, EchoReply>("/test.Echo/Unary", Request::new(echo_req("first", 0)))
+        .await
+        .unwrap();
     assert_eq!(ok.into_inner().message, "first");
     let ch2 = ch.clone();
-    let survivor = tokio::spawn(async move { ch2.unary::<EchoRequest, EchoReply>("/test.Echo/Unary", Request::new(echo_req("survivor", 300))).await });
+    let survivor = tokio::spawn(async move {
+        ch2.unary::<EchoRequest, EchoReply>(
+            "/test.Echo/Unary",
+            Request::new(echo_req("survivor", 300)),
+        )
+        .await
+    });
     tokio::time::sleep(Duration::from_millis(50)).await;
     let mut r = Request::new(echo_req("big", 0));
-    r.metadata_mut().insert("x-big", "b".repeat(12_000)).unwrap();
-    let e = ch.unary::<EchoRequest, EchoReply>("/test.Echo/Unary", r).await.unwrap_err();
+    r.metadata_mut()
+        .insert("x-big", "b".repeat(12_000))
+        .unwrap();
+    let e = ch
+        .unary::<EchoRequest, EchoReply>("/test.Echo/Unary", r)
+        .await
+        .unwrap_err();
     // grpc-go's checkForHeaderListSize: codes.Internal, same wording.
     assert_eq!(e.code(), Code::Internal, "{e:?}");
-    assert!(e.message().contains("header list size to send violates the maximum size (8192 bytes) set by server"), "{e:?}");
-    assert_eq!(survivor.await.unwrap().unwrap().into_inner().message, "survivor");
-    let ok = ch.unary::<EchoRequest, EchoReply>("/test.Echo/Unary", Request::new(echo_req("after", 0))).await.unwrap();
+    assert!(
+        e.message().contains(
+            "header list size to send violates the maximum size (8192 bytes) set by server"
+        ),
+        "{e:?}"
+    );
+    assert_eq!(
+        survivor.await.unwrap().unwrap().into_inner().message,
+        "survivor"
+    );
+    let ok = ch
+        .unary::<EchoRequest, EchoReply>("/test.Echo/Unary", Request::new(echo_req("after", 0)))
+        .await
+        .unwrap();
     assert_eq!(ok.into_inner().message, "after");
 }
 
 #[tokio::test]
 async fn client_sends_metadata_the_peer_accepts() {
     let srv = start(|b| b.max_header_list_size(64 * 1024)).await;
-    let ch = Channel::builder(format!("http://{}", srv.addr)).connect().await.unwrap();
-    let _ = ch.unary::<EchoRequest, EchoReply>("/test.Echo/Unary", Request::new(echo_req("first", 0))).await.unwrap();
+    let ch = Channel::builder(format!("http://{}", srv.addr))
+        .connect()
+        .await
+        .unwrap();
+    let _ = ch
+        .unary::<EchoRequest, EchoReply>("/test.Echo/Unary", Request::new(echo_req("first", 0)))
+        .await
+        .unwrap();
     let mut r = Request::new(echo_req("big", 0));
-    r.metadata_mut().insert("x-big", "b".repeat(40_000)).unwrap();
-    let ok = ch.unary::<EchoRequest, EchoReply>("/test.Echo/Unary", r).await.unwrap();
+    r.metadata_mut()
+        .insert("x-big", "b".repeat(40_000))
+        .unwrap();
+    let ok = ch
+        .unary::<EchoRequest, EchoReply>("/test.Echo/Unary", r)
+        .await
+        .unwrap();
     assert_eq!(ok.into_inner().message, "big");
 }
 
@@ -410,8 +523,13 @@ async fn uppercase_response_server() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
-        let Ok((tcp, _)) = listener.accept().await else { return };
-        let mut c = RawConn { tcp, buf: Vec::new() };
+        let Ok((tcp, _)) = listener.accept().await else {
+            return;
+        };
+        let mut c = RawConn {
+            tcp,
+            buf: Vec::new(),
+        };
         let mut preface = [0u8; 24];
         if c.tcp.read_exact(&mut preface).await.is_err() {
             return;
@@ -431,11 +549,14 @@ async fn uppercase_response_server() -> SocketAddr {
                     }
                     answered += 1;
                     c.send(HEADERS, END_HEADERS, f.stream, &head).await;
-                    let body = frame(&EchoReply { message: format!("reply-{answered}") });
+                    let body = frame(&EchoReply {
+                        message: format!("reply-{answered}"),
+                    });
                     c.send(DATA, 0, f.stream, &body).await;
                     let mut trailers = Vec::new();
                     lit(&mut trailers, b"grpc-status", b"0");
-                    c.send(HEADERS, END_HEADERS | END_STREAM, f.stream, &trailers).await;
+                    c.send(HEADERS, END_HEADERS | END_STREAM, f.stream, &trailers)
+                        .await;
                 }
                 _ => {}
             }
@@ -447,10 +568,19 @@ async fn uppercase_response_server() -> SocketAddr {
 #[tokio::test]
 async fn client_malformed_response_headers_fail_only_that_call() {
     let addr = uppercase_response_server().await;
-    let ch = Channel::builder(format!("http://{addr}")).connect().await.unwrap();
-    let e = ch.unary::<EchoRequest, EchoReply>("/test.Echo/Unary", Request::new(echo_req("a", 0))).await.unwrap_err();
+    let ch = Channel::builder(format!("http://{addr}"))
+        .connect()
+        .await
+        .unwrap();
+    let e = ch
+        .unary::<EchoRequest, EchoReply>("/test.Echo/Unary", Request::new(echo_req("a", 0)))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::Internal, "{e:?}");
     // Same connection (the raw server accepts only one).
-    let ok = ch.unary::<EchoRequest, EchoReply>("/test.Echo/Unary", Request::new(echo_req("b", 0))).await.unwrap();
+    let ok = ch
+        .unary::<EchoRequest, EchoReply>("/test.Echo/Unary", Request::new(echo_req("b", 0)))
+        .await
+        .unwrap();
     assert_eq!(ok.into_inner().message, "reply-2");
 }

@@ -9,7 +9,8 @@ use common::*;
 use grpc_runtime::server::Server;
 use grpc_runtime::services::health::health_client::HealthClient;
 use grpc_runtime::services::health::{
-    HealthCheckRequest, HealthCheckResponse, HealthListRequest, HealthReporter, ServingStatus, MAX_LIST_SERVICES,
+    HealthCheckRequest, HealthCheckResponse, HealthListRequest, HealthReporter, ServingStatus,
+    MAX_LIST_SERVICES,
 };
 use grpc_runtime::{Channel, Code, Streaming};
 use tokio::net::TcpListener;
@@ -35,26 +36,43 @@ async fn start_health(grace: Duration) -> HealthServer {
     let handle = tokio::spawn(builder.serve_with_incoming_shutdown(listener, async {
         let _ = rx.await;
     }));
-    HealthServer { addr, reporter, stop: Some(tx), handle }
+    HealthServer {
+        addr,
+        reporter,
+        stop: Some(tx),
+        handle,
+    }
 }
 
 async fn client(addr: std::net::SocketAddr) -> HealthClient {
-    HealthClient::new(Channel::builder(format!("http://{addr}")).connect().await.unwrap())
+    HealthClient::new(
+        Channel::builder(format!("http://{addr}"))
+            .connect()
+            .await
+            .unwrap(),
+    )
 }
 
 fn req(service: &str) -> HealthCheckRequest {
-    HealthCheckRequest { service: service.into() }
+    HealthCheckRequest {
+        service: service.into(),
+    }
 }
 
 async fn next_status(s: &mut Streaming<HealthCheckResponse>) -> ServingStatus {
-    let m = tokio::time::timeout(Duration::from_secs(5), s.message()).await.expect("update in time");
+    let m = tokio::time::timeout(Duration::from_secs(5), s.message())
+        .await
+        .expect("update in time");
     let m = m.expect("no error").expect("stream open");
     ServingStatus::try_from(m.status).unwrap()
 }
 
 async fn assert_quiet(s: &mut Streaming<HealthCheckResponse>) {
     let r = tokio::time::timeout(Duration::from_millis(200), s.message()).await;
-    assert!(r.is_err(), "expected no message and an open stream, got {r:?}");
+    assert!(
+        r.is_err(),
+        "expected no message and an open stream, got {r:?}"
+    );
 }
 
 #[tokio::test]
@@ -69,11 +87,20 @@ async fn check_known_unknown_and_changes() {
     assert!(err.message().contains("my.Service"), "{}", err.message());
 
     srv.reporter.set_not_serving("my.Service");
-    assert_eq!(c.check(req("my.Service")).await.unwrap().get_ref().status, ServingStatus::NotServing as i32);
+    assert_eq!(
+        c.check(req("my.Service")).await.unwrap().get_ref().status,
+        ServingStatus::NotServing as i32
+    );
     srv.reporter.set_serving("my.Service");
-    assert_eq!(c.check(req("my.Service")).await.unwrap().get_ref().status, ServingStatus::Serving as i32);
+    assert_eq!(
+        c.check(req("my.Service")).await.unwrap().get_ref().status,
+        ServingStatus::Serving as i32
+    );
     srv.reporter.clear_service_status("my.Service");
-    assert_eq!(c.check(req("my.Service")).await.unwrap_err().code(), Code::NotFound);
+    assert_eq!(
+        c.check(req("my.Service")).await.unwrap_err().code(),
+        Code::NotFound
+    );
 }
 
 #[tokio::test]
@@ -129,17 +156,33 @@ async fn watch_unknown_wire_shape() {
     send.send_data(frame(&req("nope")), true).unwrap();
     let resp = resp.await.unwrap();
     assert_eq!(resp.status(), 200);
-    assert!(resp.headers().get("grpc-status").is_none(), "not Trailers-Only: {:?}", resp.headers());
+    assert!(
+        resp.headers().get("grpc-status").is_none(),
+        "not Trailers-Only: {:?}",
+        resp.headers()
+    );
     let mut body = resp.into_body();
     assert!(!body.is_end_stream());
-    let chunk = tokio::time::timeout(Duration::from_secs(5), body.data()).await.unwrap().unwrap().unwrap();
+    let chunk = tokio::time::timeout(Duration::from_secs(5), body.data())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     // flag 0, length 2, field 1 varint 3 (SERVICE_UNKNOWN)
     assert_eq!(&chunk[..], &[0, 0, 0, 0, 2, 0x08, 0x03]);
     let _ = body.flow_control().release_capacity(chunk.len());
     // Still open: no more data, no trailers.
-    assert!(tokio::time::timeout(Duration::from_millis(300), body.data()).await.is_err());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), body.data())
+            .await
+            .is_err()
+    );
     srv.reporter.set_serving("nope");
-    let chunk = tokio::time::timeout(Duration::from_secs(5), body.data()).await.unwrap().unwrap().unwrap();
+    let chunk = tokio::time::timeout(Duration::from_secs(5), body.data())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(&chunk[..], &[0, 0, 0, 0, 2, 0x08, 0x01]);
     drop(c);
 }
@@ -186,11 +229,23 @@ async fn server_shutdown_sets_not_serving_before_goaway() {
     assert_eq!(next_status(&mut svc).await, ServingStatus::NotServing);
     // Updates after shutdown are ignored.
     srv.reporter.set_serving("svc");
-    assert_eq!(srv.reporter.serving_status("svc"), Some(ServingStatus::NotServing));
+    assert_eq!(
+        srv.reporter.serving_status("svc"),
+        Some(ServingStatus::NotServing)
+    );
     // After the grace period the watch calls are cancelled and the server ends.
-    let end = tokio::time::timeout(Duration::from_secs(5), svc.message()).await.unwrap();
-    assert!(end.is_err(), "watch ends with an error status at forced shutdown: {end:?}");
-    tokio::time::timeout(Duration::from_secs(5), &mut srv.handle).await.unwrap().unwrap().unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(5), svc.message())
+        .await
+        .unwrap();
+    assert!(
+        end.is_err(),
+        "watch ends with an error status at forced shutdown: {end:?}"
+    );
+    tokio::time::timeout(Duration::from_secs(5), &mut srv.handle)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test]
@@ -207,7 +262,11 @@ async fn health_next_to_other_services() {
     let r = call(
         &mut h2,
         grpc_head(srv.addr, "/test.Echo/Unary", &[]),
-        &[frame(&EchoRequest { message: "hi".into(), count: 0, sleep_ms: 0 })],
+        &[frame(&EchoRequest {
+            message: "hi".into(),
+            count: 0,
+            sleep_ms: 0,
+        })],
     )
     .await;
     assert_eq!(r.grpc_status().as_deref(), Some("0"));

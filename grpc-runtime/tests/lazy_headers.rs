@@ -12,12 +12,25 @@ use std::time::Duration;
 use client_support::{echo, Echo};
 use futures_util::StreamExt;
 use grpc_runtime::server::{Server, ServerCall, Service};
-use grpc_runtime::{BoxFuture, BoxStream, Channel, Code, MetadataMap, MethodDescriptor, Request, Response, Status, Streaming};
+use grpc_runtime::{
+    BoxFuture, BoxStream, Channel, Code, MetadataMap, MethodDescriptor, Request, Response, Status,
+    Streaming,
+};
 use tokio::sync::mpsc;
 
 const METHODS: &[MethodDescriptor] = &[
-    MethodDescriptor { name: "Stream", full_path: "/test.Lazy/Stream", client_streaming: false, server_streaming: true },
-    MethodDescriptor { name: "Bidi", full_path: "/test.Lazy/Bidi", client_streaming: true, server_streaming: true },
+    MethodDescriptor {
+        name: "Stream",
+        full_path: "/test.Lazy/Stream",
+        client_streaming: false,
+        server_streaming: true,
+    },
+    MethodDescriptor {
+        name: "Bidi",
+        full_path: "/test.Lazy/Bidi",
+        client_streaming: true,
+        server_streaming: true,
+    },
 ];
 
 /// `Stream`: server-streaming; the request text says what the response stream does.
@@ -25,7 +38,9 @@ const METHODS: &[MethodDescriptor] = &[
 struct Lazy;
 
 fn fails_at_once() -> BoxStream<Echo> {
-    Box::pin(futures_util::stream::iter(vec![Err(Status::invalid_argument("no messages for you"))]))
+    Box::pin(futures_util::stream::iter(vec![Err(
+        Status::invalid_argument("no messages for you"),
+    )]))
 }
 
 impl Service for Lazy {
@@ -44,7 +59,11 @@ impl Service for Lazy {
                     "empty-with-metadata" => {
                         let mut md = MetadataMap::new();
                         md.insert("x-lazy", "yes").unwrap();
-                        return Ok(Response::from_parts(md, Box::pin(futures_util::stream::empty()) as BoxStream<Echo>, None));
+                        return Ok(Response::from_parts(
+                            md,
+                            Box::pin(futures_util::stream::empty()) as BoxStream<Echo>,
+                            None,
+                        ));
                     }
                     // Fed from another task through response_channel.
                     "channel" => {
@@ -76,9 +95,15 @@ impl Service for Lazy {
             "Bidi" => call.bidi_streaming(|req: Request<Streaming<Echo>>| async move {
                 let mut requests = req.into_inner();
                 // Nothing is sent before the first request arrives.
-                let first = requests.message().await?.ok_or_else(|| Status::invalid_argument("no request"))?;
+                let first = requests
+                    .message()
+                    .await?
+                    .ok_or_else(|| Status::invalid_argument("no request"))?;
                 let rest = requests.map(|r| r.map(|m| echo(&format!("re:{}", m.text))));
-                let out: BoxStream<Echo> = Box::pin(futures_util::stream::iter(vec![Ok(echo(&format!("re:{}", first.text)))]).chain(rest));
+                let out: BoxStream<Echo> = Box::pin(
+                    futures_util::stream::iter(vec![Ok(echo(&format!("re:{}", first.text)))])
+                        .chain(rest),
+                );
                 let mut md = MetadataMap::new();
                 md.insert("x-bidi", "headers").unwrap();
                 Ok(Response::from_parts(md, out, None))
@@ -92,7 +117,11 @@ async fn server() -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = Server::builder().add_service(Lazy);
-    tokio::spawn(async move { server.serve_with_incoming_shutdown(listener, std::future::pending()).await });
+    tokio::spawn(async move {
+        server
+            .serve_with_incoming_shutdown(listener, std::future::pending())
+            .await
+    });
     addr
 }
 
@@ -104,7 +133,11 @@ async fn raw(addr: std::net::SocketAddr) -> h2::client::SendRequest<bytes::Bytes
 }
 
 /// Starts a server-streaming call with `text`; returns the pending response head.
-async fn start_stream(h2c: &h2::client::SendRequest<bytes::Bytes>, addr: std::net::SocketAddr, text: &str) -> h2::client::ResponseFuture {
+async fn start_stream(
+    h2c: &h2::client::SendRequest<bytes::Bytes>,
+    addr: std::net::SocketAddr,
+    text: &str,
+) -> h2::client::ResponseFuture {
     let mut h2c = h2c.clone().ready().await.unwrap();
     let head = http::Request::builder()
         .method("POST")
@@ -114,7 +147,8 @@ async fn start_stream(h2c: &h2::client::SendRequest<bytes::Bytes>, addr: std::ne
         .body(())
         .unwrap();
     let (resp, mut send) = h2c.send_request(head, false).unwrap();
-    send.send_data(client_support::frame_msg(&echo(text)), true).unwrap();
+    send.send_data(client_support::frame_msg(&echo(text)), true)
+        .unwrap();
     resp
 }
 
@@ -122,9 +156,19 @@ async fn start_stream(h2c: &h2::client::SendRequest<bytes::Bytes>, addr: std::ne
 async fn a_stream_failing_before_its_first_message_is_one_trailers_only_frame() {
     let addr = server().await;
     let h2c = raw(addr).await;
-    let resp = tokio::time::timeout(Duration::from_secs(5), start_stream(&h2c, addr, "fail").await).await.unwrap().unwrap();
+    let resp = tokio::time::timeout(
+        Duration::from_secs(5),
+        start_stream(&h2c, addr, "fail").await,
+    )
+    .await
+    .unwrap()
+    .unwrap();
     // Before: HEADERS went out when the handler returned its stream, then trailers.
-    assert!(resp.body().is_end_stream(), "expected Trailers-Only, got headers then a body: {:?}", resp.headers());
+    assert!(
+        resp.body().is_end_stream(),
+        "expected Trailers-Only, got headers then a body: {:?}",
+        resp.headers()
+    );
     assert_eq!(resp.headers()["grpc-status"], "3");
     assert_eq!(resp.headers()["grpc-message"], "no messages for you");
     assert_eq!(resp.headers()["content-type"], "application/grpc");
@@ -135,7 +179,10 @@ async fn a_stream_failing_before_its_first_message_is_one_trailers_only_frame() 
 
     // Metadata the handler set but no message: headers of their own, then trailers
     // (grpc-go does the same).
-    let resp = start_stream(&h2c, addr, "empty-with-metadata").await.await.unwrap();
+    let resp = start_stream(&h2c, addr, "empty-with-metadata")
+        .await
+        .await
+        .unwrap();
     assert!(!resp.body().is_end_stream());
     assert_eq!(resp.headers()["x-lazy"], "yes");
     let mut body = resp.into_body();
@@ -150,35 +197,64 @@ async fn headers_go_out_with_the_first_message_unless_sent_early() {
     let mut resp = start_stream(&h2c, addr, "late").await;
     // The handler returned its stream at once; its first message comes 400 ms later.
     let early = tokio::time::timeout(Duration::from_millis(200), &mut resp).await;
-    assert!(early.is_err(), "response headers arrived before the first message");
-    let resp = tokio::time::timeout(Duration::from_secs(5), resp).await.unwrap().unwrap();
+    assert!(
+        early.is_err(),
+        "response headers arrived before the first message"
+    );
+    let resp = tokio::time::timeout(Duration::from_secs(5), resp)
+        .await
+        .unwrap()
+        .unwrap();
     let mut body = resp.into_body();
     // The first DATA frame is right behind the headers.
-    let data = tokio::time::timeout(Duration::from_millis(100), body.data()).await.unwrap().unwrap().unwrap();
-    assert_eq!(client_support::unframe(&data)[0].1, <Echo as prost::Message>::encode_to_vec(&echo("late")));
+    let data = tokio::time::timeout(Duration::from_millis(100), body.data())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        client_support::unframe(&data)[0].1,
+        <Echo as prost::Message>::encode_to_vec(&echo("late"))
+    );
 
     // `ServerContext::send_headers` still sends them at once.
-    let resp = tokio::time::timeout(Duration::from_secs(2), start_stream(&h2c, addr, "early").await).await.unwrap().unwrap();
+    let resp = tokio::time::timeout(
+        Duration::from_secs(2),
+        start_stream(&h2c, addr, "early").await,
+    )
+    .await
+    .unwrap()
+    .unwrap();
     assert_eq!(resp.headers()["x-early"], "yes");
 }
 
 #[tokio::test]
 async fn bidi_call_returns_before_headers_so_sending_afterwards_cannot_deadlock() {
     let addr = server().await;
-    let ch = Channel::builder(format!("http://{addr}")).connect().await.unwrap();
+    let ch = Channel::builder(format!("http://{addr}"))
+        .connect()
+        .await
+        .unwrap();
     let (tx, rx) = mpsc::unbounded_channel::<Echo>();
-    let reqs = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+    let reqs =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
     // The server sends nothing before the first request; the caller sends only after the
     // call returned. Before, the call waited for the response headers: a deadlock.
-    let resp = tokio::time::timeout(Duration::from_secs(2), ch.bidi_streaming::<_, Echo, Echo>("/test.Lazy/Bidi", Request::new(reqs)))
-        .await
-        .expect("bidi call waited for response headers the server sends only after a request")
-        .unwrap();
+    let resp = tokio::time::timeout(
+        Duration::from_secs(2),
+        ch.bidi_streaming::<_, Echo, Echo>("/test.Lazy/Bidi", Request::new(reqs)),
+    )
+    .await
+    .expect("bidi call waited for response headers the server sends only after a request")
+    .unwrap();
     assert!(resp.metadata().is_empty());
     assert_eq!(resp.remote_addr(), Some(addr));
     let mut replies = resp.into_inner();
     tx.send(echo("one")).unwrap();
-    let headers = tokio::time::timeout(Duration::from_secs(5), replies.headers()).await.unwrap().unwrap();
+    let headers = tokio::time::timeout(Duration::from_secs(5), replies.headers())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(headers.get("x-bidi"), Some("headers"));
     assert_eq!(replies.message().await.unwrap().unwrap().text, "re:one");
     tx.send(echo("two")).unwrap();
@@ -189,34 +265,72 @@ async fn bidi_call_returns_before_headers_so_sending_afterwards_cannot_deadlock(
 
     // A call the server fails before any response: `headers()` and the stream say so.
     let reqs = futures_util::stream::empty::<Echo>();
-    let mut replies = ch.bidi_streaming::<_, Echo, Echo>("/test.Lazy/Bidi", Request::new(reqs)).await.unwrap().into_inner();
+    let mut replies = ch
+        .bidi_streaming::<_, Echo, Echo>("/test.Lazy/Bidi", Request::new(reqs))
+        .await
+        .unwrap()
+        .into_inner();
     let err = replies.headers().await.unwrap_err();
-    assert_eq!((err.code(), err.message()), (Code::InvalidArgument, "no request"));
-    assert_eq!(replies.message().await.unwrap_err().code(), Code::InvalidArgument);
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::InvalidArgument, "no request")
+    );
+    assert_eq!(
+        replies.message().await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
     assert!(replies.message().await.unwrap().is_none());
 
     // A server-streaming call's headers are there at once (it returned after them).
-    let mut s = ch.server_streaming::<Echo, Echo>("/test.Lazy/Stream", Request::new(echo("empty-with-metadata"))).await.unwrap();
+    let mut s = ch
+        .server_streaming::<Echo, Echo>(
+            "/test.Lazy/Stream",
+            Request::new(echo("empty-with-metadata")),
+        )
+        .await
+        .unwrap();
     assert_eq!(s.metadata().get("x-lazy"), Some("yes"));
-    assert_eq!(s.get_mut().headers().await.unwrap().get("x-lazy"), Some("yes"));
+    assert_eq!(
+        s.get_mut().headers().await.unwrap().get("x-lazy"),
+        Some("yes")
+    );
 }
 
 #[tokio::test]
 async fn bidi_headers_wait_is_bounded_by_the_deadline_and_cancellation() {
     let addr = server().await;
-    let ch = Channel::builder(format!("http://{addr}")).connect().await.unwrap();
+    let ch = Channel::builder(format!("http://{addr}"))
+        .connect()
+        .await
+        .unwrap();
     let (_tx, rx) = mpsc::unbounded_channel::<Echo>();
-    let reqs = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+    let reqs =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
     let mut req = Request::new(reqs);
     req.set_timeout(Duration::from_millis(200));
-    let mut replies = ch.bidi_streaming::<_, Echo, Echo>("/test.Lazy/Bidi", req).await.unwrap().into_inner();
-    let err = tokio::time::timeout(Duration::from_secs(5), replies.headers()).await.unwrap().unwrap_err();
+    let mut replies = ch
+        .bidi_streaming::<_, Echo, Echo>("/test.Lazy/Bidi", req)
+        .await
+        .unwrap()
+        .into_inner();
+    let err = tokio::time::timeout(Duration::from_secs(5), replies.headers())
+        .await
+        .unwrap()
+        .unwrap_err();
     assert_eq!(err.code(), Code::DeadlineExceeded);
-    assert_eq!(replies.message().await.unwrap_err().code(), Code::DeadlineExceeded);
+    assert_eq!(
+        replies.message().await.unwrap_err().code(),
+        Code::DeadlineExceeded
+    );
 
     let (_tx, rx) = mpsc::unbounded_channel::<Echo>();
-    let reqs = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
-    let mut replies = ch.bidi_streaming::<_, Echo, Echo>("/test.Lazy/Bidi", Request::new(reqs)).await.unwrap().into_inner();
+    let reqs =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+    let mut replies = ch
+        .bidi_streaming::<_, Echo, Echo>("/test.Lazy/Bidi", Request::new(reqs))
+        .await
+        .unwrap()
+        .into_inner();
     replies.cancel();
     assert_eq!(replies.message().await.unwrap_err().code(), Code::Cancelled);
     assert_eq!(replies.status().unwrap().code(), Code::Cancelled);
@@ -225,8 +339,15 @@ async fn bidi_headers_wait_is_bounded_by_the_deadline_and_cancellation() {
 #[tokio::test]
 async fn a_response_channel_feeds_a_stream_from_another_task() {
     let addr = server().await;
-    let ch = Channel::builder(format!("http://{addr}")).connect().await.unwrap();
-    let mut s = ch.server_streaming::<Echo, Echo>("/test.Lazy/Stream", Request::new(echo("channel"))).await.unwrap().into_inner();
+    let ch = Channel::builder(format!("http://{addr}"))
+        .connect()
+        .await
+        .unwrap();
+    let mut s = ch
+        .server_streaming::<Echo, Echo>("/test.Lazy/Stream", Request::new(echo("channel")))
+        .await
+        .unwrap()
+        .into_inner();
     for i in 0..3 {
         assert_eq!(s.message().await.unwrap().unwrap().text, format!("m{i}"));
     }

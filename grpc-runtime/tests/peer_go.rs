@@ -17,7 +17,10 @@ use tokio::net::TcpListener;
 fn authz_client() -> PathBuf {
     let peers = match std::env::var_os("GRPC_RUST_PEERS") {
         Some(p) => PathBuf::from(p),
-        None => std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default().join(".cache/grpc-rust/peers"),
+        None => std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_default()
+            .join(".cache/grpc-rust/peers"),
     };
     peers.join("go/bin/authz_client")
 }
@@ -28,16 +31,23 @@ async fn go_clients_against_our_authz_policy() {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(rcgen::DnType::CommonName, "go peer authz CA");
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "go peer authz CA");
     let ca = ca.self_signed(&ca_key).unwrap();
     let skey = rcgen::KeyPair::generate().unwrap();
-    let server = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap().signed_by(&skey, &ca, &ca_key).unwrap();
+    let server = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&skey, &ca, &ca_key)
+        .unwrap();
     let client = |cn: &str| {
         let key = rcgen::KeyPair::generate().unwrap();
         let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         p.distinguished_name = rcgen::DistinguishedName::new();
         p.distinguished_name.push(rcgen::DnType::CommonName, cn);
-        (p.signed_by(&key, &ca, &ca_key).unwrap().pem(), key.serialize_pem())
+        (
+            p.signed_by(&key, &ca, &ca_key).unwrap().pem(),
+            key.serialize_pem(),
+        )
     };
     let dir = std::env::temp_dir().join(format!("grpc-rust-peer-go-authz-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -58,7 +68,10 @@ async fn go_clients_against_our_authz_policy() {
     let addr = listener.local_addr().unwrap();
     let tls = ServerTlsConfig::new(server.pem(), skey.serialize_pem()).client_ca_pem(ca.pem());
     let reporter = HealthReporter::new();
-    let srv = Server::builder().tls_config(tls).add_interceptor(AuthzInterceptor::from_json(policy).unwrap()).add_service(reporter.service());
+    let srv = Server::builder()
+        .tls_config(tls)
+        .add_interceptor(AuthzInterceptor::from_json(policy).unwrap())
+        .add_service(reporter.service());
     tokio::spawn(srv.serve_with_incoming(listener));
 
     let mut cmd = tokio::process::Command::new(authz_client());
@@ -70,7 +83,10 @@ async fn go_clients_against_our_authz_policy() {
         .arg(format!("--other_key={}", write("o.key", &o_key)))
         .arg("--token=s3cr3t")
         .kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output()).await.expect("go client finished").expect("go client runs");
+    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .expect("go client finished")
+        .expect("go client runs");
     let _ = std::fs::remove_dir_all(&dir);
     let stdout = String::from_utf8_lossy(&out.stdout);
     println!("{stdout}");

@@ -17,7 +17,9 @@ fn python() -> PathBuf {
     if let Some(p) = std::env::var_os("GRPC_RUST_PYTHON") {
         return p.into();
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
     home.join(".cache/grpc-rust/peers/py/venv/bin/python")
 }
 
@@ -27,17 +29,27 @@ async fn python_health_reflection_tls() {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(rcgen::DnType::CommonName, "peer test CA");
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "peer test CA");
     let ca = ca.self_signed(&ca_key).unwrap();
     let key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap().signed_by(&key, &ca, &ca_key).unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
     let ckey = rcgen::KeyPair::generate().unwrap();
     let mut cparams = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    cparams.distinguished_name.push(rcgen::DnType::CommonName, "peer test client");
+    cparams
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "peer test client");
     let client = cparams.signed_by(&ckey, &ca, &ca_key).unwrap();
     let dir = std::env::temp_dir().join(format!("grpc-rust-peer-python-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let (ca_path, cert_path, key_path) = (dir.join("ca.pem"), dir.join("client.pem"), dir.join("client.key"));
+    let (ca_path, cert_path, key_path) = (
+        dir.join("ca.pem"),
+        dir.join("client.pem"),
+        dir.join("client.key"),
+    );
     std::fs::write(&ca_path, ca.pem()).unwrap();
     std::fs::write(&cert_path, client.pem()).unwrap();
     std::fs::write(&key_path, ckey.serialize_pem()).unwrap();
@@ -45,12 +57,23 @@ async fn python_health_reflection_tls() {
     let reporter = HealthReporter::new();
     reporter.set_serving("test.Echo");
     // Reflection in one line: it lists and describes every service added (health here).
-    let builder = || Server::builder().add_service(reporter.service()).add_reflection();
+    let builder = || {
+        Server::builder()
+            .add_service(reporter.service())
+            .add_reflection()
+    };
     let plain = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let tls = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (plain_port, tls_port) = (plain.local_addr().unwrap().port(), tls.local_addr().unwrap().port());
+    let (plain_port, tls_port) = (
+        plain.local_addr().unwrap().port(),
+        tls.local_addr().unwrap().port(),
+    );
     tokio::spawn(builder().serve_with_incoming(plain));
-    tokio::spawn(builder().tls_config(ServerTlsConfig::new(leaf.pem(), key.serialize_pem())).serve_with_incoming(tls));
+    tokio::spawn(
+        builder()
+            .tls_config(ServerTlsConfig::new(leaf.pem(), key.serialize_pem()))
+            .serve_with_incoming(tls),
+    );
     let mtls = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mtls_port = mtls.local_addr().unwrap().port();
     let mtls_config = ServerTlsConfig::new(leaf.pem(), key.serialize_pem()).client_ca_pem(ca.pem());
@@ -58,9 +81,18 @@ async fn python_health_reflection_tls() {
 
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/python_services.py");
     let mut cmd = tokio::process::Command::new(python());
-    cmd.arg(script).arg(plain_port.to_string()).arg(tls_port.to_string()).arg(&ca_path);
-    cmd.arg(mtls_port.to_string()).arg(&cert_path).arg(&key_path).kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output()).await.expect("python finished").expect("python runs");
+    cmd.arg(script)
+        .arg(plain_port.to_string())
+        .arg(tls_port.to_string())
+        .arg(&ca_path);
+    cmd.arg(mtls_port.to_string())
+        .arg(&cert_path)
+        .arg(&key_path)
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .expect("python finished")
+        .expect("python runs");
     let _ = std::fs::remove_dir_all(&dir);
     let stdout = String::from_utf8_lossy(&out.stdout);
     println!("{stdout}");
@@ -87,22 +119,34 @@ async fn our_client_mtls_and_call_credentials_against_python() {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(rcgen::DnType::CommonName, "peer auth CA");
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "peer auth CA");
     let ca = ca.self_signed(&ca_key).unwrap();
     let skey = rcgen::KeyPair::generate().unwrap();
-    let server = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap().signed_by(&skey, &ca, &ca_key).unwrap();
+    let server = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&skey, &ca, &ca_key)
+        .unwrap();
     let ckey = rcgen::KeyPair::generate().unwrap();
     let mut cparams = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    cparams.distinguished_name.push(rcgen::DnType::CommonName, "rust client");
+    cparams
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "rust client");
     let client = cparams.signed_by(&ckey, &ca, &ca_key).unwrap();
-    let dir = std::env::temp_dir().join(format!("grpc-rust-peer-python-auth-{}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("grpc-rust-peer-python-auth-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let (ca_path, cert_path, key_path) = (dir.join("ca.pem"), dir.join("server.pem"), dir.join("server.key"));
+    let (ca_path, cert_path, key_path) = (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    );
     std::fs::write(&ca_path, ca.pem()).unwrap();
     std::fs::write(&cert_path, server.pem()).unwrap();
     std::fs::write(&key_path, skey.serialize_pem()).unwrap();
 
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/python_auth_server.py");
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/python_auth_server.py");
     let mut child = tokio::process::Command::new(python())
         .arg(script)
         .args([&ca_path, &cert_path, &key_path])
@@ -113,11 +157,25 @@ async fn our_client_mtls_and_call_credentials_against_python() {
         .spawn()
         .expect("python runs");
     let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await.expect("python started").unwrap().unwrap();
-    let port: u16 = line.strip_prefix("PORT ").expect("PORT line").parse().unwrap();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("python started")
+        .unwrap()
+        .unwrap();
+    let port: u16 = line
+        .strip_prefix("PORT ")
+        .expect("PORT line")
+        .parse()
+        .unwrap();
 
-    let tls = ClientTlsConfig::new().ca_certificate_pem(ca.pem()).domain_name("localhost");
-    let check = || Request::new(HealthCheckRequest { service: String::new() });
+    let tls = ClientTlsConfig::new()
+        .ca_certificate_pem(ca.pem())
+        .domain_name("localhost");
+    let check = || {
+        Request::new(HealthCheckRequest {
+            service: String::new(),
+        })
+    };
     let path = "/grpc.health.v1.Health/Check";
     let ch = Channel::builder(format!("https://127.0.0.1:{port}"))
         .tls_config(tls.clone().identity_pem(client.pem(), ckey.serialize_pem()))
@@ -125,15 +183,27 @@ async fn our_client_mtls_and_call_credentials_against_python() {
         .connect()
         .await
         .unwrap();
-    let r = ch.unary::<HealthCheckRequest, HealthCheckResponse>(path, check()).await.unwrap();
+    let r = ch
+        .unary::<HealthCheckRequest, HealthCheckResponse>(path, check())
+        .await
+        .unwrap();
     assert_eq!(r.get_ref().status, 1, "SERVING");
     assert_eq!(r.metadata().get("x-peer-cn"), Some("rust client"));
     // A per-call token goes after the channel's; grpcio sees two and the check fails.
     let mut req = check();
     req.set_call_credentials(MetadataCredentials::bearer_token("wrong").unwrap());
-    assert_eq!(ch.unary::<HealthCheckRequest, HealthCheckResponse>(path, req).await.unwrap_err().code(), Code::Unauthenticated);
+    assert_eq!(
+        ch.unary::<HealthCheckRequest, HealthCheckResponse>(path, req)
+            .await
+            .unwrap_err()
+            .code(),
+        Code::Unauthenticated
+    );
     // Without a client certificate the TLS handshake is refused.
-    let no_cert = Channel::builder(format!("https://127.0.0.1:{port}")).tls_config(tls).connect().await;
+    let no_cert = Channel::builder(format!("https://127.0.0.1:{port}"))
+        .tls_config(tls)
+        .connect()
+        .await;
     assert!(no_cert.is_err(), "a client without a certificate connected");
     drop(child.stdin.take());
     let _ = std::fs::remove_dir_all(&dir);
@@ -151,18 +221,28 @@ async fn python_clients_against_our_authz_policy() {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(rcgen::DnType::CommonName, "peer authz CA");
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "peer authz CA");
     let ca = ca.self_signed(&ca_key).unwrap();
     let skey = rcgen::KeyPair::generate().unwrap();
-    let server = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap().signed_by(&skey, &ca, &ca_key).unwrap();
+    let server = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&skey, &ca, &ca_key)
+        .unwrap();
     let client = |cn: &str| {
         let key = rcgen::KeyPair::generate().unwrap();
         let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         p.distinguished_name = rcgen::DistinguishedName::new();
         p.distinguished_name.push(rcgen::DnType::CommonName, cn);
-        (p.signed_by(&key, &ca, &ca_key).unwrap().pem(), key.serialize_pem())
+        (
+            p.signed_by(&key, &ca, &ca_key).unwrap().pem(),
+            key.serialize_pem(),
+        )
     };
-    let dir = std::env::temp_dir().join(format!("grpc-rust-peer-python-authz-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "grpc-rust-peer-python-authz-{}",
+        std::process::id()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let write = |name: &str, text: &str| {
         let p = dir.join(name);
@@ -172,7 +252,12 @@ async fn python_clients_against_our_authz_policy() {
     let ca_path = write("ca.pem", &ca.pem());
     let (a_cert, a_key) = client("python-allowed");
     let (o_cert, o_key) = client("python-other");
-    let files = [write("a.pem", &a_cert), write("a.key", &a_key), write("o.pem", &o_cert), write("o.key", &o_key)];
+    let files = [
+        write("a.pem", &a_cert),
+        write("a.key", &a_key),
+        write("o.pem", &o_cert),
+        write("o.key", &o_key),
+    ];
 
     let policy = r#"{"name": "peer", "allow_rules": [{"name": "check",
         "source": {"principals": ["CN=python-allowed"]},
@@ -182,13 +267,25 @@ async fn python_clients_against_our_authz_policy() {
     let port = listener.local_addr().unwrap().port();
     let tls = ServerTlsConfig::new(server.pem(), skey.serialize_pem()).client_ca_pem(ca.pem());
     let reporter = HealthReporter::new();
-    let srv = Server::builder().tls_config(tls).add_interceptor(AuthzInterceptor::from_json(policy).unwrap()).add_service(reporter.service());
+    let srv = Server::builder()
+        .tls_config(tls)
+        .add_interceptor(AuthzInterceptor::from_json(policy).unwrap())
+        .add_service(reporter.service());
     tokio::spawn(srv.serve_with_incoming(listener));
 
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/python_authz_client.py");
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/python_authz_client.py");
     let mut cmd = tokio::process::Command::new(python());
-    cmd.arg(script).arg(port.to_string()).arg(&ca_path).args(&files).arg("s3cr3t").kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output()).await.expect("python finished").expect("python runs");
+    cmd.arg(script)
+        .arg(port.to_string())
+        .arg(&ca_path)
+        .args(&files)
+        .arg("s3cr3t")
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .expect("python finished")
+        .expect("python runs");
     let _ = std::fs::remove_dir_all(&dir);
     let stdout = String::from_utf8_lossy(&out.stdout);
     println!("{stdout}");

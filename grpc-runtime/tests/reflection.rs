@@ -29,7 +29,10 @@ fn extension_set() -> FileDescriptorSet {
         }],
         ..Default::default()
     };
-    let plain = DescriptorProto { name: Some("Plain".into()), ..Default::default() };
+    let plain = DescriptorProto {
+        name: Some("Plain".into()),
+        ..Default::default()
+    };
     let ext = |name: &str, number: i32| FieldDescriptorProto {
         name: Some(name.into()),
         number: Some(number),
@@ -77,7 +80,10 @@ async fn start_server() -> std::net::SocketAddr {
 }
 
 async fn channel(addr: std::net::SocketAddr) -> Channel {
-    Channel::builder(format!("http://{addr}")).connect().await.unwrap()
+    Channel::builder(format!("http://{addr}"))
+        .connect()
+        .await
+        .unwrap()
 }
 
 /// One reflection stream: ask, read the answer.
@@ -89,7 +95,10 @@ struct Session<Req, Resp> {
 impl<Req, Resp: Message + Default + 'static> Session<Req, Resp> {
     async fn ask(&mut self, req: Req) -> Result<Resp, Status> {
         assert!(self.tx.send(req).await.is_ok());
-        match tokio::time::timeout(Duration::from_secs(5), self.rx.message()).await.expect("answer in time") {
+        match tokio::time::timeout(Duration::from_secs(5), self.rx.message())
+            .await
+            .expect("answer in time")
+        {
             Ok(Some(m)) => Ok(m),
             Ok(None) => panic!("stream ended without an answer"),
             Err(e) => Err(e),
@@ -97,15 +106,24 @@ impl<Req, Resp: Message + Default + 'static> Session<Req, Resp> {
     }
 }
 
-async fn v1_session(addr: std::net::SocketAddr) -> Session<v1::ServerReflectionRequest, v1::ServerReflectionResponse> {
+async fn v1_session(
+    addr: std::net::SocketAddr,
+) -> Session<v1::ServerReflectionRequest, v1::ServerReflectionResponse> {
     let c = v1::server_reflection_client::ServerReflectionClient::new(channel(addr).await);
     let (tx, rx) = mpsc::channel(4);
-    let rx = c.server_reflection_info(ReceiverStream(rx)).await.unwrap().into_inner();
+    let rx = c
+        .server_reflection_info(ReceiverStream(rx))
+        .await
+        .unwrap()
+        .into_inner();
     Session { tx, rx }
 }
 
 fn q(m: Q) -> v1::ServerReflectionRequest {
-    v1::ServerReflectionRequest { host: "example.test".into(), message_request: Some(m) }
+    v1::ServerReflectionRequest {
+        host: "example.test".into(),
+        message_request: Some(m),
+    }
 }
 
 fn file_names(a: &v1::ServerReflectionResponse) -> Vec<String> {
@@ -113,7 +131,12 @@ fn file_names(a: &v1::ServerReflectionResponse) -> Vec<String> {
         A::FileDescriptorResponse(f) => f
             .file_descriptor_proto
             .iter()
-            .map(|b| FileDescriptorProto::decode(b.as_slice()).unwrap().name().to_string())
+            .map(|b| {
+                FileDescriptorProto::decode(b.as_slice())
+                    .unwrap()
+                    .name()
+                    .to_string()
+            })
             .collect(),
         other => panic!("expected files, got {other:?}"),
     }
@@ -137,7 +160,9 @@ async fn v1_list_services_echoes_request() {
     let a = s.ask(req.clone()).await.unwrap();
     assert_eq!(a.valid_host, "example.test");
     assert_eq!(a.original_request.as_ref(), Some(&req));
-    let A::ListServicesResponse(l) = a.message_response.unwrap() else { panic!("not a list") };
+    let A::ListServicesResponse(l) = a.message_response.unwrap() else {
+        panic!("not a list")
+    };
     let names: Vec<String> = l.service.into_iter().map(|s| s.name).collect();
     assert_eq!(
         names,
@@ -154,10 +179,15 @@ async fn v1_file_containing_symbol_for_every_kind_of_symbol() {
     let addr = start_server().await;
     let mut s = v1_session(addr).await;
     let health = "grpc/health/v1/health.proto".to_string();
-    let a = s.ask(q(Q::FileContainingSymbol("grpc.health.v1.Health".into()))).await.unwrap();
+    let a = s
+        .ask(q(Q::FileContainingSymbol("grpc.health.v1.Health".into())))
+        .await
+        .unwrap();
     assert_eq!(file_names(&a), vec![health.clone()]);
     // The descriptor is the real one: it has the service and its three methods.
-    let A::FileDescriptorResponse(f) = a.message_response.unwrap() else { unreachable!() };
+    let A::FileDescriptorResponse(f) = a.message_response.unwrap() else {
+        unreachable!()
+    };
     let fd = FileDescriptorProto::decode(f.file_descriptor_proto[0].as_slice()).unwrap();
     let methods: Vec<&str> = fd.service[0].method.iter().map(|m| m.name()).collect();
     assert_eq!(methods, ["Check", "List", "Watch"]);
@@ -169,60 +199,149 @@ async fn v1_file_containing_symbol_for_every_kind_of_symbol() {
         "grpc.health.v1.HealthCheckResponse.SERVICE_UNKNOWN",
         ".grpc.health.v1.HealthListResponse",
     ] {
-        let a = s.ask(q(Q::FileContainingSymbol(symbol.into()))).await.unwrap();
+        let a = s
+            .ask(q(Q::FileContainingSymbol(symbol.into())))
+            .await
+            .unwrap();
         assert_eq!(file_names(&a), vec![health.clone()], "{symbol}");
     }
     // Dependencies come along, once per stream.
-    let a = s.ask(q(Q::FileContainingSymbol("google.rpc.BadRequest.FieldViolation".into()))).await.unwrap();
+    let a = s
+        .ask(q(Q::FileContainingSymbol(
+            "google.rpc.BadRequest.FieldViolation".into(),
+        )))
+        .await
+        .unwrap();
     let mut names = file_names(&a);
     assert_eq!(names[0], "google/rpc/error_details.proto");
     names.sort();
-    assert_eq!(names, ["google/protobuf/duration.proto", "google/rpc/error_details.proto"]);
-    let a = s.ask(q(Q::FileContainingSymbol("google.rpc.Status".into()))).await.unwrap();
-    assert_eq!(file_names(&a), ["google/rpc/status.proto", "google/protobuf/any.proto"]);
-    let a = s.ask(q(Q::FileContainingSymbol("google.rpc.Status".into()))).await.unwrap();
-    assert_eq!(file_names(&a), ["google/rpc/status.proto"], "imports already sent on this stream are skipped");
+    assert_eq!(
+        names,
+        [
+            "google/protobuf/duration.proto",
+            "google/rpc/error_details.proto"
+        ]
+    );
+    let a = s
+        .ask(q(Q::FileContainingSymbol("google.rpc.Status".into())))
+        .await
+        .unwrap();
+    assert_eq!(
+        file_names(&a),
+        ["google/rpc/status.proto", "google/protobuf/any.proto"]
+    );
+    let a = s
+        .ask(q(Q::FileContainingSymbol("google.rpc.Status".into())))
+        .await
+        .unwrap();
+    assert_eq!(
+        file_names(&a),
+        ["google/rpc/status.proto"],
+        "imports already sent on this stream are skipped"
+    );
 }
 
 #[tokio::test]
 async fn v1_file_by_filename_and_not_found_keeps_the_stream() {
     let addr = start_server().await;
     let mut s = v1_session(addr).await;
-    let a = s.ask(q(Q::FileByFilename("google/rpc/status.proto".into()))).await.unwrap();
-    assert_eq!(file_names(&a), ["google/rpc/status.proto", "google/protobuf/any.proto"]);
+    let a = s
+        .ask(q(Q::FileByFilename("google/rpc/status.proto".into())))
+        .await
+        .unwrap();
+    assert_eq!(
+        file_names(&a),
+        ["google/rpc/status.proto", "google/protobuf/any.proto"]
+    );
     // An asked-for file is always sent, even if sent before as a dependency.
-    let a = s.ask(q(Q::FileByFilename("google/protobuf/any.proto".into()))).await.unwrap();
+    let a = s
+        .ask(q(Q::FileByFilename("google/protobuf/any.proto".into())))
+        .await
+        .unwrap();
     assert_eq!(file_names(&a), ["google/protobuf/any.proto"]);
 
     let nf = Code::NotFound as i32;
-    assert_eq!(error_code(&s.ask(q(Q::FileByFilename("nope.proto".into()))).await.unwrap()), nf);
-    assert_eq!(error_code(&s.ask(q(Q::FileContainingSymbol("no.Such".into()))).await.unwrap()), nf);
-    assert_eq!(error_code(&s.ask(q(Q::FileContainingSymbol("grpc.health.v1".into()))).await.unwrap()), nf);
-    let ext = v1::ExtensionRequest { containing_type: "test.ext.Base".into(), extension_number: 999 };
-    assert_eq!(error_code(&s.ask(q(Q::FileContainingExtension(ext))).await.unwrap()), nf);
-    assert_eq!(error_code(&s.ask(q(Q::AllExtensionNumbersOfType("no.Such".into()))).await.unwrap()), nf);
+    assert_eq!(
+        error_code(
+            &s.ask(q(Q::FileByFilename("nope.proto".into())))
+                .await
+                .unwrap()
+        ),
+        nf
+    );
+    assert_eq!(
+        error_code(
+            &s.ask(q(Q::FileContainingSymbol("no.Such".into())))
+                .await
+                .unwrap()
+        ),
+        nf
+    );
+    assert_eq!(
+        error_code(
+            &s.ask(q(Q::FileContainingSymbol("grpc.health.v1".into())))
+                .await
+                .unwrap()
+        ),
+        nf
+    );
+    let ext = v1::ExtensionRequest {
+        containing_type: "test.ext.Base".into(),
+        extension_number: 999,
+    };
+    assert_eq!(
+        error_code(&s.ask(q(Q::FileContainingExtension(ext))).await.unwrap()),
+        nf
+    );
+    assert_eq!(
+        error_code(
+            &s.ask(q(Q::AllExtensionNumbersOfType("no.Such".into())))
+                .await
+                .unwrap()
+        ),
+        nf
+    );
     // The stream still answers.
     let a = s.ask(q(Q::ListServices("*".into()))).await.unwrap();
-    assert!(matches!(a.message_response, Some(A::ListServicesResponse(_))));
+    assert!(matches!(
+        a.message_response,
+        Some(A::ListServicesResponse(_))
+    ));
 }
 
 #[tokio::test]
 async fn v1_extensions() {
     let addr = start_server().await;
     let mut s = v1_session(addr).await;
-    let a = s.ask(q(Q::AllExtensionNumbersOfType("test.ext.Base".into()))).await.unwrap();
-    let A::AllExtensionNumbersResponse(n) = a.message_response.unwrap() else { panic!("not numbers") };
+    let a = s
+        .ask(q(Q::AllExtensionNumbersOfType("test.ext.Base".into())))
+        .await
+        .unwrap();
+    let A::AllExtensionNumbersResponse(n) = a.message_response.unwrap() else {
+        panic!("not numbers")
+    };
     assert_eq!(n.base_type_name, "test.ext.Base");
     assert_eq!(n.extension_number, [100, 150]);
     // A known type without extensions: an empty list, not an error.
-    let a = s.ask(q(Q::AllExtensionNumbersOfType("test.ext.Plain".into()))).await.unwrap();
-    let A::AllExtensionNumbersResponse(n) = a.message_response.unwrap() else { panic!("not numbers") };
+    let a = s
+        .ask(q(Q::AllExtensionNumbersOfType("test.ext.Plain".into())))
+        .await
+        .unwrap();
+    let A::AllExtensionNumbersResponse(n) = a.message_response.unwrap() else {
+        panic!("not numbers")
+    };
     assert!(n.extension_number.is_empty());
-    let ext = v1::ExtensionRequest { containing_type: ".test.ext.Base".into(), extension_number: 150 };
+    let ext = v1::ExtensionRequest {
+        containing_type: ".test.ext.Base".into(),
+        extension_number: 150,
+    };
     let a = s.ask(q(Q::FileContainingExtension(ext))).await.unwrap();
     assert_eq!(file_names(&a), ["test/ext_more.proto", "test/ext.proto"]);
     // Extensions are symbols too.
-    let a = s.ask(q(Q::FileContainingSymbol("test.ext.a".into()))).await.unwrap();
+    let a = s
+        .ask(q(Q::FileContainingSymbol("test.ext.a".into())))
+        .await
+        .unwrap();
     assert_eq!(file_names(&a), ["test/ext_more.proto"]);
 }
 
@@ -232,7 +351,13 @@ async fn v1_request_without_question_is_invalid_argument() {
     let mut s = v1_session(addr).await;
     let a = s.ask(q(Q::ListServices(String::new()))).await.unwrap();
     assert!(a.message_response.is_some());
-    let err = s.ask(v1::ServerReflectionRequest { host: String::new(), message_request: None }).await.unwrap_err();
+    let err = s
+        .ask(v1::ServerReflectionRequest {
+            host: String::new(),
+            message_request: None,
+        })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
 }
 
@@ -243,21 +368,34 @@ async fn v1alpha_answers_the_same() {
     let addr = start_server().await;
     let c = v1alpha::server_reflection_client::ServerReflectionClient::new(channel(addr).await);
     let (tx, rx) = mpsc::channel(4);
-    let stream = c.server_reflection_info(ReceiverStream(rx)).await.unwrap().into_inner();
+    let stream = c
+        .server_reflection_info(ReceiverStream(rx))
+        .await
+        .unwrap()
+        .into_inner();
     let mut s = Session { tx, rx: stream };
-    let req = v1alpha::ServerReflectionRequest { host: "h".into(), message_request: Some(AQ::ListServices(String::new())) };
+    let req = v1alpha::ServerReflectionRequest {
+        host: "h".into(),
+        message_request: Some(AQ::ListServices(String::new())),
+    };
     let a = s.ask(req.clone()).await.unwrap();
     assert_eq!(a.original_request, Some(req));
-    let Some(AA::ListServicesResponse(l)) = a.message_response else { panic!("not a list") };
+    let Some(AA::ListServicesResponse(l)) = a.message_response else {
+        panic!("not a list")
+    };
     assert_eq!(l.service.len(), 3);
     let a = s
         .ask(v1alpha::ServerReflectionRequest {
             host: String::new(),
-            message_request: Some(AQ::FileContainingSymbol("grpc.reflection.v1alpha.ServerReflection".into())),
+            message_request: Some(AQ::FileContainingSymbol(
+                "grpc.reflection.v1alpha.ServerReflection".into(),
+            )),
         })
         .await
         .unwrap();
-    let Some(AA::FileDescriptorResponse(f)) = a.message_response else { panic!("not files") };
+    let Some(AA::FileDescriptorResponse(f)) = a.message_response else {
+        panic!("not files")
+    };
     let fd = FileDescriptorProto::decode(f.file_descriptor_proto[0].as_slice()).unwrap();
     assert_eq!(fd.name(), "grpc/reflection/v1alpha/reflection.proto");
     let a = s
@@ -267,7 +405,9 @@ async fn v1alpha_answers_the_same() {
         })
         .await
         .unwrap();
-    let Some(AA::ErrorResponse(e)) = a.message_response else { panic!("not an error") };
+    let Some(AA::ErrorResponse(e)) = a.message_response else {
+        panic!("not an error")
+    };
     assert_eq!(e.error_code, Code::NotFound as i32);
 }
 
@@ -277,7 +417,9 @@ async fn client_half_close_ends_the_stream_ok() {
     let mut s = v1_session(addr).await;
     s.ask(q(Q::ListServices(String::new()))).await.unwrap();
     drop(s.tx);
-    let end = tokio::time::timeout(Duration::from_secs(5), s.rx.message()).await.unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(5), s.rx.message())
+        .await
+        .unwrap();
     assert!(matches!(end, Ok(None)), "{end:?}");
 }
 
@@ -294,7 +436,11 @@ async fn add_reflection_lists_every_service_of_the_server() {
         fn methods(&self) -> &'static [grpc_runtime::MethodDescriptor] {
             &[]
         }
-        fn call(&self, _method: &str, call: grpc_runtime::server::ServerCall) -> grpc_runtime::BoxFuture<()> {
+        fn call(
+            &self,
+            _method: &str,
+            call: grpc_runtime::server::ServerCall,
+        ) -> grpc_runtime::BoxFuture<()> {
             call.unimplemented()
         }
     }
@@ -306,17 +452,34 @@ async fn add_reflection_lists_every_service_of_the_server() {
         .add_service(Bare);
     tokio::spawn(server.serve_with_incoming(listener));
     let mut s = v1_session(addr).await;
-    let A::ListServicesResponse(l) = s.ask(q(Q::ListServices(String::new()))).await.unwrap().message_response.unwrap() else {
+    let A::ListServicesResponse(l) = s
+        .ask(q(Q::ListServices(String::new())))
+        .await
+        .unwrap()
+        .message_response
+        .unwrap()
+    else {
         panic!("not a list")
     };
     let names: Vec<String> = l.service.into_iter().map(|s| s.name).collect();
     assert_eq!(
         names,
-        ["grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection", "test.Bare"]
+        [
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+            "test.Bare"
+        ]
     );
     // The generated health service described itself.
-    let a = s.ask(q(Q::FileContainingSymbol("grpc.health.v1.Health".into()))).await.unwrap();
+    let a = s
+        .ask(q(Q::FileContainingSymbol("grpc.health.v1.Health".into())))
+        .await
+        .unwrap();
     assert_eq!(file_names(&a), ["grpc/health/v1/health.proto"]);
-    let a = s.ask(q(Q::FileContainingSymbol("test.Bare".into()))).await.unwrap();
+    let a = s
+        .ask(q(Q::FileContainingSymbol("test.Bare".into())))
+        .await
+        .unwrap();
     assert_eq!(error_code(&a), 5);
 }

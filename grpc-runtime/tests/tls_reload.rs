@@ -17,13 +17,17 @@ fn pki(names: &[&str]) -> (String, Vec<(String, String)>) {
     let ca_key = KeyPair::generate().unwrap();
     let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.distinguished_name.push(DnType::CommonName, "rotation test CA");
+    p.distinguished_name
+        .push(DnType::CommonName, "rotation test CA");
     let ca = p.self_signed(&ca_key).unwrap();
     let leaves = names
         .iter()
         .map(|n| {
             let key = KeyPair::generate().unwrap();
-            let cert = CertificateParams::new(vec![n.to_string()]).unwrap().signed_by(&key, &ca, &ca_key).unwrap();
+            let cert = CertificateParams::new(vec![n.to_string()])
+                .unwrap()
+                .signed_by(&key, &ca, &ca_key)
+                .unwrap();
             (cert.pem(), key.serialize_pem())
         })
         .collect();
@@ -32,12 +36,26 @@ fn pki(names: &[&str]) -> (String, Vec<(String, String)>) {
 
 /// A channel that verifies the server as `name`, connected (or the connect error).
 async fn connect(addr: std::net::SocketAddr, ca: &str, name: &str) -> Result<Channel, String> {
-    let tls = ClientTlsConfig::new().ca_certificate_pem(ca).domain_name(name);
-    Channel::builder(format!("https://{addr}")).tls_config(tls).connect().await.map_err(|e| e.to_string())
+    let tls = ClientTlsConfig::new()
+        .ca_certificate_pem(ca)
+        .domain_name(name);
+    Channel::builder(format!("https://{addr}"))
+        .tls_config(tls)
+        .connect()
+        .await
+        .map_err(|e| e.to_string())
 }
 
 async fn echo_ok(ch: &Channel) {
-    let r = ch.unary::<EchoRequest, EchoReply>("/test.Echo/Unary", Request::new(EchoRequest { message: "hi".into(), ..Default::default() })).await;
+    let r = ch
+        .unary::<EchoRequest, EchoReply>(
+            "/test.Echo/Unary",
+            Request::new(EchoRequest {
+                message: "hi".into(),
+                ..Default::default()
+            }),
+        )
+        .await;
     assert_eq!(r.unwrap().get_ref().message, "hi");
 }
 
@@ -52,17 +70,24 @@ async fn reload_changes_the_certificate_of_new_connections_only() {
     echo_ok(&old).await;
     assert!(connect(srv.addr, &ca, "b.test").await.is_err());
 
-    reloader.reload(&ServerTlsConfig::new(&leaves[1].0, &leaves[1].1)).unwrap();
+    reloader
+        .reload(&ServerTlsConfig::new(&leaves[1].0, &leaves[1].1))
+        .unwrap();
     // New connections get b.test's certificate...
     let new = connect(srv.addr, &ca, "b.test").await.unwrap();
     echo_ok(&new).await;
     let err = connect(srv.addr, &ca, "a.test").await.unwrap_err();
-    assert!(err.contains("NotValidForName") || err.contains("certificate"), "{err}");
+    assert!(
+        err.contains("NotValidForName") || err.contains("certificate"),
+        "{err}"
+    );
     // ...while the connection made before goes on.
     echo_ok(&old).await;
 
     // A configuration that does not build is refused; the server keeps b.test.
-    assert!(reloader.reload(&ServerTlsConfig::new(&leaves[0].0, &leaves[1].1)).is_err());
+    assert!(reloader
+        .reload(&ServerTlsConfig::new(&leaves[0].0, &leaves[1].1))
+        .is_err());
     echo_ok(&connect(srv.addr, &ca, "b.test").await.unwrap()).await;
 }
 
@@ -76,10 +101,16 @@ async fn a_file_watcher_reloads_changed_files_and_keeps_the_old_on_bad_ones() {
     std::fs::write(&key, &leaves[0].1).unwrap();
 
     let reloader = TlsReloader::new();
-    let tls = ServerTlsConfig::from_pem_files(&cert, &key).unwrap().reloader(reloader.clone());
+    let tls = ServerTlsConfig::from_pem_files(&cert, &key)
+        .unwrap()
+        .reloader(reloader.clone());
     let srv = start(|b| b.tls_config(tls)).await;
     let (c, k) = (cert.clone(), key.clone());
-    let watch = reloader.watch_files(vec![cert.clone(), key.clone()], Duration::from_millis(20), move || ServerTlsConfig::from_pem_files(&c, &k));
+    let watch = reloader.watch_files(
+        vec![cert.clone(), key.clone()],
+        Duration::from_millis(20),
+        move || ServerTlsConfig::from_pem_files(&c, &k),
+    );
     echo_ok(&connect(srv.addr, &ca, "a.test").await.unwrap()).await;
 
     // A broken key (e.g. a half-written file): the watcher keeps a.test.

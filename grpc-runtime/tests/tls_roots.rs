@@ -16,8 +16,13 @@ const PATH: &str = "/test.Echo/Call";
 fn echo_handler() -> Handler {
     handler(|req: http::Request<h2::RecvStream>, send| async move {
         let mut body = req.into_body();
-        let Ok(data) = read_body(&mut body).await else { return };
-        let text = unframe(&data).iter().map(|(_, p)| <Echo as prost::Message>::decode(&p[..]).unwrap().text).collect::<String>();
+        let Ok(data) = read_body(&mut body).await else {
+            return;
+        };
+        let text = unframe(&data)
+            .iter()
+            .map(|(_, p)| <Echo as prost::Message>::decode(&p[..]).unwrap().text)
+            .collect::<String>();
         respond(send, vec![frame_msg(&echo(&text))], 0, "").await;
     })
 }
@@ -46,18 +51,30 @@ async fn https_targets_default_to_the_system_roots() {
     std::fs::write(&file, &ca).unwrap();
     std::env::set_var("SSL_CERT_FILE", &file);
     let ch = Channel::builder(&target).connect().await.unwrap();
-    let r = ch.unary::<Echo, Echo>(PATH, Request::new(echo("system roots"))).await.unwrap();
+    let r = ch
+        .unary::<Echo, Echo>(PATH, Request::new(echo("system roots")))
+        .await
+        .unwrap();
     assert_eq!(r.get_ref().text, "system roots");
     // Explicitly, mixed with a PEM root.
-    let tls = ClientTlsConfig::new().with_native_roots().ca_certificate_pem(&ca);
-    Channel::builder(&target).tls_config(tls).connect().await.unwrap();
+    let tls = ClientTlsConfig::new()
+        .with_native_roots()
+        .ca_certificate_pem(&ca);
+    Channel::builder(&target)
+        .tls_config(tls)
+        .connect()
+        .await
+        .unwrap();
     std::env::remove_var("SSL_CERT_FILE");
     let _ = std::fs::remove_dir_all(&dir);
 
     // Compiled-in roots need their feature (off in this build): a clear error at build.
     #[cfg(not(feature = "tls-webpki-roots"))]
     {
-        let err = Channel::builder(&target).tls_config(ClientTlsConfig::new().with_webpki_roots()).connect_lazy().unwrap_err();
+        let err = Channel::builder(&target)
+            .tls_config(ClientTlsConfig::new().with_webpki_roots())
+            .connect_lazy()
+            .unwrap_err();
         assert_eq!(err.kind(), TransportErrorKind::Config);
         assert!(err.to_string().contains("tls-webpki-roots"), "{err}");
     }
@@ -73,10 +90,21 @@ async fn certificate_errors_say_how_to_fix_them() {
     let mut p = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let ca_as_leaf = p.self_signed(&key).unwrap();
-    let srv = raw_tls_server(echo_handler(), tls_acceptor(&ca_as_leaf.pem(), &key.serialize_pem(), &[b"h2"])).await;
+    let srv = raw_tls_server(
+        echo_handler(),
+        tls_acceptor(&ca_as_leaf.pem(), &key.serialize_pem(), &[b"h2"]),
+    )
+    .await;
     let tls = ClientTlsConfig::new().ca_certificate_pem(ca_as_leaf.pem());
-    let err = Channel::builder(format!("https://{}", srv.addr)).tls_config(tls).connect().await.unwrap_err();
-    assert!(err.to_string().contains("presents a CA certificate"), "{err}");
+    let err = Channel::builder(format!("https://{}", srv.addr))
+        .tls_config(tls)
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("presents a CA certificate"),
+        "{err}"
+    );
 
     let (ca, cert, key) = test_pki(&["foo.test"]);
     let srv = raw_tls_server(echo_handler(), tls_acceptor(&cert, &key, &[b"h2"])).await;
@@ -86,11 +114,18 @@ async fn certificate_errors_say_how_to_fix_them() {
         .connect()
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("does not chain to a CA this client trusts"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("does not chain to a CA this client trusts"),
+        "{err}"
+    );
     let err = Channel::builder(format!("https://{}", srv.addr))
         .tls_config(ClientTlsConfig::new().ca_certificate_pem(&ca))
         .connect()
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("ClientTlsConfig::domain_name"), "{err}");
+    assert!(
+        err.to_string().contains("ClientTlsConfig::domain_name"),
+        "{err}"
+    );
 }

@@ -21,14 +21,18 @@ use grpc_runtime::client::interceptor::InterceptFuture;
 use grpc_runtime::client::{CallInfo, CallKind, ClientCallContext, Interceptor};
 use grpc_runtime::server::{Server, ServerCall, Service};
 use grpc_runtime::{
-    BoxFuture, BoxStream, Channel, Code, CompressionEncoding, MethodDescriptor, Request, Response, Status, Streaming,
+    BoxFuture, BoxStream, Channel, Code, CompressionEncoding, MethodDescriptor, Request, Response,
+    Status, Streaming,
 };
 use tokio::sync::mpsc;
 
 const PATH: &str = "/test.Echo/Call";
 
 async fn channel(addr: SocketAddr) -> Channel {
-    Channel::builder(format!("http://{addr}")).connect().await.unwrap()
+    Channel::builder(format!("http://{addr}"))
+        .connect()
+        .await
+        .unwrap()
 }
 
 fn decode(p: &[u8]) -> Echo {
@@ -45,7 +49,9 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 fn gunzip(data: &[u8]) -> Vec<u8> {
     use std::io::Read;
     let mut out = Vec::new();
-    flate2::read::GzDecoder::new(data).read_to_end(&mut out).unwrap();
+    flate2::read::GzDecoder::new(data)
+        .read_to_end(&mut out)
+        .unwrap();
     out
 }
 
@@ -97,7 +103,8 @@ impl Interceptor for Timer {
             elapsed: call.elapsed(),
             peer: call.peer(),
             code: status.code(),
-            same_start: call.extensions().get::<StartedAt>().map(|s| s.0) == Some(call.start_time()),
+            same_start: call.extensions().get::<StartedAt>().map(|s| s.0)
+                == Some(call.start_time()),
         });
     }
 }
@@ -111,7 +118,10 @@ impl Interceptor for Legacy {
         Box::pin(std::future::ready(Ok(())))
     }
     fn finish(&self, path: &'static str, status: &Status) {
-        self.0.lock().unwrap().push((path.to_string(), status.code()));
+        self.0
+            .lock()
+            .unwrap()
+            .push((path.to_string(), status.code()));
     }
 }
 
@@ -120,7 +130,11 @@ struct Rejecter;
 
 impl Interceptor for Rejecter {
     fn start<'a>(&'a self, call: &'a mut ClientCallContext) -> InterceptFuture<'a> {
-        let r = if call.metadata().get("x-reject").is_some() { Err(Status::permission_denied("rejected")) } else { Ok(()) };
+        let r = if call.metadata().get("x-reject").is_some() {
+            Err(Status::permission_denied("rejected"))
+        } else {
+            Ok(())
+        };
         Box::pin(std::future::ready(r))
     }
 }
@@ -133,7 +147,10 @@ fn sleepy_server() -> Handler {
         let mut body = req.into_body();
         let data = read_body(&mut body).await.unwrap();
         let text = decode(&unframe(&data)[0].1).text;
-        let ms = text.strip_prefix("sleep:").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let ms = text
+            .strip_prefix("sleep:")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         if streaming {
             let mut s = send.send_response(response_headers(), false).unwrap();
             s.send_data(frame_msg(&echo("first")), false).unwrap();
@@ -162,49 +179,93 @@ async fn interceptor_finish_call_gets_its_own_call_info() {
     // Two concurrent calls on the same path; the one started first finishes last. Each
     // finish_call must get back its own id and its own duration.
     let (c1, c2) = (ch.clone(), ch.clone());
-    let slow = tokio::spawn(async move { c1.unary::<Echo, Echo>(PATH, Request::new(echo("sleep:400"))).await });
+    let slow = tokio::spawn(async move {
+        c1.unary::<Echo, Echo>(PATH, Request::new(echo("sleep:400")))
+            .await
+    });
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let fast = tokio::spawn(async move { c2.unary::<Echo, Echo>(PATH, Request::new(echo("sleep:10"))).await });
+    let fast = tokio::spawn(async move {
+        c2.unary::<Echo, Echo>(PATH, Request::new(echo("sleep:10")))
+            .await
+    });
     assert_eq!(fast.await.unwrap().unwrap().get_ref().text, "sleep:10");
     assert_eq!(slow.await.unwrap().unwrap().get_ref().text, "sleep:400");
     {
         let seen = timer.seen.lock().unwrap().clone();
         assert_eq!(seen.len(), 2, "{seen:?}");
         let (f, s) = (&seen[0], &seen[1]);
-        assert_eq!((f.id, s.id), (Some(1), Some(0)), "the fast call (id 1) finished first: {seen:?}");
-        assert!(f.elapsed < Duration::from_millis(300), "fast call timed {:?}", f.elapsed);
-        assert!(s.elapsed >= Duration::from_millis(400), "slow call timed {:?}", s.elapsed);
+        assert_eq!(
+            (f.id, s.id),
+            (Some(1), Some(0)),
+            "the fast call (id 1) finished first: {seen:?}"
+        );
+        assert!(
+            f.elapsed < Duration::from_millis(300),
+            "fast call timed {:?}",
+            f.elapsed
+        );
+        assert!(
+            s.elapsed >= Duration::from_millis(400),
+            "slow call timed {:?}",
+            s.elapsed
+        );
         for x in [f, s] {
-            assert_eq!((x.path, x.kind, x.code, x.peer), (PATH, CallKind::Unary, Code::Ok, Some(srv.addr)));
+            assert_eq!(
+                (x.path, x.kind, x.code, x.peer),
+                (PATH, CallKind::Unary, Code::Ok, Some(srv.addr))
+            );
             assert!(x.same_start);
         }
         timer.seen.lock().unwrap().clear();
     }
-    assert_eq!(*legacy.0.lock().unwrap(), vec![(PATH.to_string(), Code::Ok), (PATH.to_string(), Code::Ok)]);
+    assert_eq!(
+        *legacy.0.lock().unwrap(),
+        vec![(PATH.to_string(), Code::Ok), (PATH.to_string(), Code::Ok)]
+    );
 
     // Server streaming: finish_call runs when the stream ends, timing the whole call.
     let path = "/test.Echo/ServerStream";
-    let mut s = ch.server_streaming::<Echo, Echo>(path, Request::new(echo("sleep:300"))).await.unwrap().into_inner();
+    let mut s = ch
+        .server_streaming::<Echo, Echo>(path, Request::new(echo("sleep:300")))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(s.message().await.unwrap().unwrap().text, "first");
-    assert!(timer.seen.lock().unwrap().is_empty(), "not finished while the stream runs");
+    assert!(
+        timer.seen.lock().unwrap().is_empty(),
+        "not finished while the stream runs"
+    );
     assert!(s.message().await.unwrap().is_none());
     {
         let seen = timer.seen.lock().unwrap().clone();
         assert_eq!(seen.len(), 1);
-        assert_eq!((seen[0].id, seen[0].path, seen[0].kind, seen[0].code), (Some(2), path, CallKind::ServerStreaming, Code::Ok));
+        assert_eq!(
+            (seen[0].id, seen[0].path, seen[0].kind, seen[0].code),
+            (Some(2), path, CallKind::ServerStreaming, Code::Ok)
+        );
         assert_eq!(seen[0].peer, Some(srv.addr));
-        assert!(seen[0].elapsed >= Duration::from_millis(300), "{:?}", seen[0].elapsed);
+        assert!(
+            seen[0].elapsed >= Duration::from_millis(300),
+            "{:?}",
+            seen[0].elapsed
+        );
         timer.seen.lock().unwrap().clear();
     }
 
     // Bidi with a stream that ends early on the client: kind and CANCELLED on drop.
     let reqs = futures_util::stream::iter(vec![echo("sleep:0")]);
-    let s = ch.bidi_streaming::<_, Echo, Echo>("/test.Echo/BidiStream", Request::new(reqs)).await.unwrap();
+    let s = ch
+        .bidi_streaming::<_, Echo, Echo>("/test.Echo/BidiStream", Request::new(reqs))
+        .await
+        .unwrap();
     drop(s);
     {
         let seen = timer.seen.lock().unwrap().clone();
         assert_eq!(seen.len(), 1);
-        assert_eq!((seen[0].id, seen[0].kind, seen[0].code), (Some(3), CallKind::BidiStreaming, Code::Cancelled));
+        assert_eq!(
+            (seen[0].id, seen[0].kind, seen[0].code),
+            (Some(3), CallKind::BidiStreaming, Code::Cancelled)
+        );
         timer.seen.lock().unwrap().clear();
     }
 
@@ -217,9 +278,15 @@ async fn interceptor_finish_call_gets_its_own_call_info() {
     assert_eq!(srv.requests.lock().unwrap().len(), before);
     let seen = timer.seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 1);
-    assert_eq!((seen[0].id, seen[0].code, seen[0].peer, seen[0].kind), (Some(4), Code::PermissionDenied, None, CallKind::Unary));
+    assert_eq!(
+        (seen[0].id, seen[0].code, seen[0].peer, seen[0].kind),
+        (Some(4), Code::PermissionDenied, None, CallKind::Unary)
+    );
     assert!(seen[0].same_start);
-    assert_eq!(legacy.0.lock().unwrap().last().unwrap().1, Code::PermissionDenied);
+    assert_eq!(
+        legacy.0.lock().unwrap().last().unwrap().1,
+        Code::PermissionDenied
+    );
 }
 
 #[tokio::test]
@@ -229,12 +296,21 @@ async fn interceptor_call_info_without_a_server() {
     let addr = l.local_addr().unwrap();
     drop(l);
     let timer = Timer::default();
-    let ch = Channel::builder(format!("http://{addr}")).interceptor(timer.clone()).connect_lazy().unwrap();
-    let err = ch.unary::<Echo, Echo>(PATH, Request::new(echo("x"))).await.unwrap_err();
+    let ch = Channel::builder(format!("http://{addr}"))
+        .interceptor(timer.clone())
+        .connect_lazy()
+        .unwrap();
+    let err = ch
+        .unary::<Echo, Echo>(PATH, Request::new(echo("x")))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::Unavailable);
     let seen = timer.seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 1);
-    assert_eq!((seen[0].id, seen[0].code, seen[0].peer), (Some(0), Code::Unavailable, None));
+    assert_eq!(
+        (seen[0].id, seen[0].code, seen[0].peer),
+        (Some(0), Code::Unavailable, None)
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -250,10 +326,30 @@ struct CancelService {
 }
 
 const CANCEL_METHODS: &[MethodDescriptor] = &[
-    MethodDescriptor { name: "Ok", full_path: "/test.Cancel/Ok", client_streaming: false, server_streaming: false },
-    MethodDescriptor { name: "Fail", full_path: "/test.Cancel/Fail", client_streaming: false, server_streaming: false },
-    MethodDescriptor { name: "Slow", full_path: "/test.Cancel/Slow", client_streaming: false, server_streaming: false },
-    MethodDescriptor { name: "Bidi", full_path: "/test.Cancel/Bidi", client_streaming: true, server_streaming: true },
+    MethodDescriptor {
+        name: "Ok",
+        full_path: "/test.Cancel/Ok",
+        client_streaming: false,
+        server_streaming: false,
+    },
+    MethodDescriptor {
+        name: "Fail",
+        full_path: "/test.Cancel/Fail",
+        client_streaming: false,
+        server_streaming: false,
+    },
+    MethodDescriptor {
+        name: "Slow",
+        full_path: "/test.Cancel/Slow",
+        client_streaming: false,
+        server_streaming: false,
+    },
+    MethodDescriptor {
+        name: "Bidi",
+        full_path: "/test.Cancel/Bidi",
+        client_streaming: true,
+        server_streaming: true,
+    },
 ];
 
 fn watch(ctx: grpc_runtime::ServerContext, name: &str, events: mpsc::UnboundedSender<Outcome>) {
@@ -262,7 +358,12 @@ fn watch(ctx: grpc_runtime::ServerContext, name: &str, events: mpsc::UnboundedSe
     let name = name.to_string();
     tokio::spawn(async move {
         let st = ctx.cancelled().await;
-        let _ = events.send((name, st.code(), ctx.cancellation().map(|s| s.code()), ctx.is_finished()));
+        let _ = events.send((
+            name,
+            st.code(),
+            ctx.cancellation().map(|s| s.code()),
+            ctx.is_finished(),
+        ));
     });
 }
 
@@ -307,12 +408,19 @@ async fn cancel_server() -> (SocketAddr, mpsc::UnboundedReceiver<Outcome>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = Server::builder().add_service(CancelService { events: tx });
-    tokio::spawn(async move { server.serve_with_incoming_shutdown(listener, std::future::pending()).await });
+    tokio::spawn(async move {
+        server
+            .serve_with_incoming_shutdown(listener, std::future::pending())
+            .await
+    });
     (addr, rx)
 }
 
 async fn next(rx: &mut mpsc::UnboundedReceiver<Outcome>) -> Outcome {
-    tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("no outcome within 5 s").unwrap()
+    tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("no outcome within 5 s")
+        .unwrap()
 }
 
 #[tokio::test]
@@ -322,34 +430,76 @@ async fn server_context_tells_cancellation_from_normal_completion() {
 
     // Finished normally (OK, or an error status the handler returned): cancelled() still
     // resolves (CANCELLED, so spawned tasks stop) but cancellation() is None.
-    let r = ch.unary::<Echo, Echo>("/test.Cancel/Ok", Request::new(echo("x"))).await.unwrap();
+    let r = ch
+        .unary::<Echo, Echo>("/test.Cancel/Ok", Request::new(echo("x")))
+        .await
+        .unwrap();
     assert_eq!(r.get_ref().text, "done");
-    assert_eq!(next(&mut rx).await, ("Ok".to_string(), Code::Cancelled, None, true));
-    let e = ch.unary::<Echo, Echo>("/test.Cancel/Fail", Request::new(echo("x"))).await.unwrap_err();
+    assert_eq!(
+        next(&mut rx).await,
+        ("Ok".to_string(), Code::Cancelled, None, true)
+    );
+    let e = ch
+        .unary::<Echo, Echo>("/test.Cancel/Fail", Request::new(echo("x")))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
-    assert_eq!(next(&mut rx).await, ("Fail".to_string(), Code::Cancelled, None, true));
+    assert_eq!(
+        next(&mut rx).await,
+        ("Fail".to_string(), Code::Cancelled, None, true)
+    );
 
     // A bidi call that ends normally.
     let reqs = futures_util::stream::iter(vec![echo("a"), echo("b")]);
-    let mut s = ch.bidi_streaming::<_, Echo, Echo>("/test.Cancel/Bidi", Request::new(reqs)).await.unwrap().into_inner();
+    let mut s = ch
+        .bidi_streaming::<_, Echo, Echo>("/test.Cancel/Bidi", Request::new(reqs))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(s.message().await.unwrap().unwrap().text, "a");
     assert_eq!(s.message().await.unwrap().unwrap().text, "b");
     assert!(s.message().await.unwrap().is_none());
-    assert_eq!(next(&mut rx).await, ("Bidi".to_string(), Code::Cancelled, None, true));
+    assert_eq!(
+        next(&mut rx).await,
+        ("Bidi".to_string(), Code::Cancelled, None, true)
+    );
 
     // The client drops a unary call the server is working on: a real cancellation.
     let call = ch.unary::<Echo, Echo>("/test.Cancel/Slow", Request::new(echo("x")));
-    assert!(tokio::time::timeout(Duration::from_millis(200), call).await.is_err());
-    assert_eq!(next(&mut rx).await, ("Slow".to_string(), Code::Cancelled, Some(Code::Cancelled), false));
+    assert!(tokio::time::timeout(Duration::from_millis(200), call)
+        .await
+        .is_err());
+    assert_eq!(
+        next(&mut rx).await,
+        (
+            "Slow".to_string(),
+            Code::Cancelled,
+            Some(Code::Cancelled),
+            false
+        )
+    );
 
     // A bidi call the client cancels mid-stream.
     let (tx, reqs) = mpsc::unbounded_channel::<Echo>();
-    let reqs = futures_util::stream::unfold(reqs, |mut r| async move { r.recv().await.map(|m| (m, r)) });
-    let mut s = ch.bidi_streaming::<_, Echo, Echo>("/test.Cancel/Bidi", Request::new(reqs)).await.unwrap().into_inner();
+    let reqs =
+        futures_util::stream::unfold(reqs, |mut r| async move { r.recv().await.map(|m| (m, r)) });
+    let mut s = ch
+        .bidi_streaming::<_, Echo, Echo>("/test.Cancel/Bidi", Request::new(reqs))
+        .await
+        .unwrap()
+        .into_inner();
     tx.send(echo("one")).unwrap();
     assert_eq!(s.message().await.unwrap().unwrap().text, "one");
     s.cancel();
-    assert_eq!(next(&mut rx).await, ("Bidi".to_string(), Code::Cancelled, Some(Code::Cancelled), false));
+    assert_eq!(
+        next(&mut rx).await,
+        (
+            "Bidi".to_string(),
+            Code::Cancelled,
+            Some(Code::Cancelled),
+            false
+        )
+    );
 
     // The deadline passes while the handler works. A raw h2 client sends the grpc-timeout
     // but, unlike our client, does not reset the stream at its own deadline (that reset
@@ -368,11 +518,25 @@ async fn server_context_tells_cancellation_from_normal_completion() {
         .unwrap();
     let (resp, mut body) = h2c.send_request(head, false).unwrap();
     body.send_data(frame_msg(&echo("x")), true).unwrap();
-    let resp = tokio::time::timeout(Duration::from_secs(5), resp).await.unwrap().unwrap();
-    assert_eq!(resp.headers().get("grpc-status").map(|v| v.to_str().unwrap()), Some("4"), "{resp:?}");
+    let resp = tokio::time::timeout(Duration::from_secs(5), resp)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        resp.headers()
+            .get("grpc-status")
+            .map(|v| v.to_str().unwrap()),
+        Some("4"),
+        "{resp:?}"
+    );
     assert_eq!(
         next(&mut rx).await,
-        ("Slow".to_string(), Code::DeadlineExceeded, Some(Code::DeadlineExceeded), false)
+        (
+            "Slow".to_string(),
+            Code::DeadlineExceeded,
+            Some(Code::DeadlineExceeded),
+            false
+        )
     );
 }
 
@@ -387,7 +551,10 @@ fn recording_server(seen: Recorded) -> Handler {
     handler(move |req: http::Request<h2::RecvStream>, send| {
         let seen = seen.clone();
         async move {
-            let enc = req.headers().get("grpc-encoding").map(|v| v.to_str().unwrap().to_string());
+            let enc = req
+                .headers()
+                .get("grpc-encoding")
+                .map(|v| v.to_str().unwrap().to_string());
             let mut body = req.into_body();
             let data = read_body(&mut body).await.unwrap();
             let frames = unframe(&data)
@@ -414,7 +581,9 @@ async fn disable_compression_overrides_the_channel_default_on_the_wire() {
         .unwrap();
 
     // 0: channel default applies
-    ch.unary::<Echo, Echo>(PATH, Request::new(echo("default"))).await.unwrap();
+    ch.unary::<Echo, Echo>(PATH, Request::new(echo("default")))
+        .await
+        .unwrap();
     // 1: explicit identity for this call
     let mut req = Request::new(echo("off"));
     assert!(!req.compression_disabled());
@@ -441,13 +610,21 @@ async fn disable_compression_overrides_the_channel_default_on_the_wire() {
     let req = Request::new(futures_util::stream::iter(vec![echo("b1")]));
     let mut req = req.map(|s| s.map(|m| echo(&format!("{}!", m.text))));
     req.disable_compression();
-    let mut s = ch.bidi_streaming::<_, Echo, Echo>(PATH, req).await.unwrap().into_inner();
+    let mut s = ch
+        .bidi_streaming::<_, Echo, Echo>(PATH, req)
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(s.message().await.unwrap().unwrap().text, "done");
     assert!(s.message().await.unwrap().is_none());
 
     let seen = seen.lock().unwrap().clone();
     let gz = Some("gzip".to_string());
-    let f = |v: &[(u8, &str)]| v.iter().map(|(flag, t)| (*flag, t.to_string())).collect::<Vec<_>>();
+    let f = |v: &[(u8, &str)]| {
+        v.iter()
+            .map(|(flag, t)| (*flag, t.to_string()))
+            .collect::<Vec<_>>()
+    };
     assert_eq!(seen.len(), 6);
     assert_eq!(seen[0], (gz.clone(), f(&[(1, "default")])));
     assert_eq!(seen[1], (None, f(&[(0, "off")])));
@@ -465,22 +642,34 @@ async fn disable_compression_overrides_the_channel_default_on_the_wire() {
 /// "identity", "snappy", "none" = no header, "trailers-only" = Trailers-Only OK).
 fn encoding_server() -> Handler {
     handler(|req: http::Request<h2::RecvStream>, mut send| async move {
-        let enc = req.uri().path().rsplit('/').next().unwrap_or("").to_string();
+        let enc = req
+            .uri()
+            .path()
+            .rsplit('/')
+            .next()
+            .unwrap_or("")
+            .to_string();
         let mut body = req.into_body();
         let _ = read_body(&mut body).await;
         if enc == "trailers-only" {
             let mut head = response_headers();
-            head.headers_mut().insert("grpc-status", "0".parse().unwrap());
+            head.headers_mut()
+                .insert("grpc-status", "0".parse().unwrap());
             let _ = send.send_response(head, true);
             return;
         }
         let mut head = response_headers();
         if enc != "none" {
-            head.headers_mut().insert("grpc-encoding", enc.parse().unwrap());
+            head.headers_mut()
+                .insert("grpc-encoding", enc.parse().unwrap());
         }
         let mut s = send.send_response(head, false).unwrap();
         let payload = prost::Message::encode_to_vec(&echo(&enc));
-        let first = if enc == "gzip" { frame(1, &gzip(&payload)) } else { frame(0, &payload) };
+        let first = if enc == "gzip" {
+            frame(1, &gzip(&payload))
+        } else {
+            frame(0, &payload)
+        };
         s.send_data(first, false).unwrap();
         s.send_trailers(trailers(0, "")).unwrap();
     })
@@ -500,13 +689,19 @@ async fn client_sees_the_response_encoding() {
     ];
     for (enc, want) in cases {
         let path: &'static str = Box::leak(format!("/test.Enc/{enc}").into_boxed_str());
-        let r = ch.unary::<Echo, Echo>(path, Request::new(echo("x"))).await.unwrap();
+        let r = ch
+            .unary::<Echo, Echo>(path, Request::new(echo("x")))
+            .await
+            .unwrap();
         assert_eq!(r.encoding(), want, "unary {enc}");
         assert_eq!(r.get_ref().text, enc);
         // grpc-encoding is not user metadata
         assert_eq!(r.metadata().get("grpc-encoding"), None);
 
-        let r = ch.server_streaming::<Echo, Echo>(path, Request::new(echo("x"))).await.unwrap();
+        let r = ch
+            .server_streaming::<Echo, Echo>(path, Request::new(echo("x")))
+            .await
+            .unwrap();
         assert_eq!(r.encoding(), want, "server streaming {enc}");
         let mut s = r.into_inner();
         assert_eq!(s.encoding(), want, "stream {enc}");
@@ -520,7 +715,10 @@ async fn client_sees_the_response_encoding() {
     }
 
     // Trailers-Only: no messages, no encoding.
-    let r = ch.server_streaming::<Echo, Echo>("/test.Enc/trailers-only", Request::new(echo("x"))).await.unwrap();
+    let r = ch
+        .server_streaming::<Echo, Echo>("/test.Enc/trailers-only", Request::new(echo("x")))
+        .await
+        .unwrap();
     assert_eq!(r.encoding(), None);
     let mut s = r.into_inner();
     assert!(s.message().await.unwrap().is_none());
@@ -534,8 +732,12 @@ async fn client_sees_the_response_encoding() {
 /// in the server's default choice (the request's encoding), which the client sees.
 struct EncService;
 
-const ENC_METHODS: &[MethodDescriptor] =
-    &[MethodDescriptor { name: "Stream", full_path: "/test.EncSrv/Stream", client_streaming: true, server_streaming: false }];
+const ENC_METHODS: &[MethodDescriptor] = &[MethodDescriptor {
+    name: "Stream",
+    full_path: "/test.EncSrv/Stream",
+    client_streaming: true,
+    server_streaming: false,
+}];
 
 impl Service for EncService {
     fn name(&self) -> &'static str {
@@ -548,7 +750,11 @@ impl Service for EncService {
         match method {
             "Stream" => call.client_streaming(|req: Request<Streaming<Echo>>| async move {
                 let mut s = req.into_inner();
-                let enc = s.encoding().map(|e| e.as_str()).unwrap_or("identity").to_string();
+                let enc = s
+                    .encoding()
+                    .map(|e| e.as_str())
+                    .unwrap_or("identity")
+                    .to_string();
                 while s.message().await?.is_some() {}
                 Ok(Response::new(echo(&enc)))
             }),
@@ -562,18 +768,36 @@ async fn encoding_on_both_sides_with_the_real_server() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = Server::builder().add_service(EncService);
-    tokio::spawn(async move { server.serve_with_incoming_shutdown(listener, std::future::pending()).await });
+    tokio::spawn(async move {
+        server
+            .serve_with_incoming_shutdown(listener, std::future::pending())
+            .await
+    });
     let ch = channel(addr).await;
 
     let mut req = Request::new(futures_util::stream::iter(vec![echo("a"), echo("b")]));
     req.set_compression(Some(CompressionEncoding::Gzip));
-    let r: Response<Echo> = ch.client_streaming("/test.EncSrv/Stream", req).await.unwrap();
-    assert_eq!(r.get_ref().text, "gzip", "server saw the request stream's encoding");
-    assert_eq!(r.encoding(), Some(CompressionEncoding::Gzip), "server answered in the request's encoding");
+    let r: Response<Echo> = ch
+        .client_streaming("/test.EncSrv/Stream", req)
+        .await
+        .unwrap();
+    assert_eq!(
+        r.get_ref().text,
+        "gzip",
+        "server saw the request stream's encoding"
+    );
+    assert_eq!(
+        r.encoding(),
+        Some(CompressionEncoding::Gzip),
+        "server answered in the request's encoding"
+    );
     assert_eq!(r.message_compressed(), Some(true));
 
     let req = Request::new(futures_util::stream::iter(vec![echo("a")]));
-    let r: Response<Echo> = ch.client_streaming("/test.EncSrv/Stream", req).await.unwrap();
+    let r: Response<Echo> = ch
+        .client_streaming("/test.EncSrv/Stream", req)
+        .await
+        .unwrap();
     assert_eq!(r.get_ref().text, "identity");
     assert_eq!(r.encoding(), None);
 }

@@ -21,7 +21,11 @@ use crate::{generate, Error, GeneratedFile, Options};
 /// }
 /// ```
 pub fn configure() -> Builder {
-    Builder { options: Options::default(), out_dir: None, emit_rerun_if_changed: true }
+    Builder {
+        options: Options::default(),
+        out_dir: None,
+        emit_rerun_if_changed: true,
+    }
 }
 
 /// Options for generating code from a build script; see [`configure`].
@@ -55,8 +59,14 @@ impl Builder {
 
     /// Use `rust_path` for the proto package or type `proto_path` (plugin option
     /// `extern_path=.pkg=::rust::path`).
-    pub fn extern_path(mut self, proto_path: impl Into<String>, rust_path: impl Into<String>) -> Self {
-        self.options.extern_paths.push((proto_path.into(), rust_path.into()));
+    pub fn extern_path(
+        mut self,
+        proto_path: impl Into<String>,
+        rust_path: impl Into<String>,
+    ) -> Self {
+        self.options
+            .extern_paths
+            .push((proto_path.into(), rust_path.into()));
         self
     }
 
@@ -101,7 +111,9 @@ impl Builder {
             Some(dir) => dir.clone(),
             None => std::env::var_os("OUT_DIR")
                 .map(PathBuf::from)
-                .ok_or_else(|| Error::new("OUT_DIR is not set; call .out_dir(..) outside build scripts"))?,
+                .ok_or_else(|| {
+                    Error::new("OUT_DIR is not set; call .out_dir(..) outside build scripts")
+                })?,
         };
         let (files, sources) = self.generate_with_sources(protos, includes)?;
         if self.emit_rerun_if_changed {
@@ -133,7 +145,8 @@ impl Builder {
         protos: &[impl AsRef<Path>],
         includes: &[impl AsRef<Path>],
     ) -> Result<Vec<GeneratedFile>, Error> {
-        self.generate_with_sources(protos, includes).map(|(files, _)| files)
+        self.generate_with_sources(protos, includes)
+            .map(|(files, _)| files)
     }
 
     fn generate_with_sources(
@@ -149,29 +162,42 @@ impl Builder {
 }
 
 /// Files to generate, all descriptors, and the proto files found on disk.
-type Parsed = (Vec<String>, Vec<prost_types::FileDescriptorProto>, Vec<PathBuf>);
+type Parsed = (
+    Vec<String>,
+    Vec<prost_types::FileDescriptorProto>,
+    Vec<PathBuf>,
+);
 
 /// Parses with the pure parser; returns (files to generate, all descriptors with rebuilt
 /// comments for the files to generate, source paths found on disk).
-fn parse(
-    protos: &[impl AsRef<Path>],
-    includes: &[impl AsRef<Path>],
-) -> Result<Parsed, Error> {
+fn parse(protos: &[impl AsRef<Path>], includes: &[impl AsRef<Path>]) -> Result<Parsed, Error> {
     let parsed = protobuf_parse::Parser::new()
         .pure()
         .includes(includes.iter().map(|p| p.as_ref()))
         .inputs(protos.iter().map(|p| p.as_ref()))
         .parse_and_typecheck()
         .map_err(|e| Error::new(parse_error_message(&e)))?;
-    let to_generate: Vec<String> = parsed.relative_paths.iter().map(|p| p.to_string()).collect();
+    let to_generate: Vec<String> = parsed
+        .relative_paths
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
     let mut descriptors = Vec::new();
     let mut sources = Vec::new();
     for file in &parsed.file_descriptors {
-        let bytes = protobuf::Message::write_to_bytes(file)
-            .map_err(|e| Error::new(format!("cannot serialize descriptor of {}: {e}", file.name())))?;
-        let mut fd = prost_types::FileDescriptorProto::decode(bytes.as_slice())
-            .map_err(|e| Error::new(format!("cannot convert descriptor of {}: {e}", file.name())))?;
-        let on_disk = includes.iter().map(|i| i.as_ref().join(fd.name())).find(|p| p.is_file());
+        let bytes = protobuf::Message::write_to_bytes(file).map_err(|e| {
+            Error::new(format!(
+                "cannot serialize descriptor of {}: {e}",
+                file.name()
+            ))
+        })?;
+        let mut fd = prost_types::FileDescriptorProto::decode(bytes.as_slice()).map_err(|e| {
+            Error::new(format!("cannot convert descriptor of {}: {e}", file.name()))
+        })?;
+        let on_disk = includes
+            .iter()
+            .map(|i| i.as_ref().join(fd.name()))
+            .find(|p| p.is_file());
         if let Some(path) = on_disk {
             if to_generate.iter().any(|n| n == fd.name()) {
                 let text = std::fs::read_to_string(&path)
@@ -202,7 +228,9 @@ fn parse_error_message(e: &anyhow::Error) -> String {
         parts.push(text);
     }
     let file = parts.iter().find_map(|p| {
-        p.strip_prefix("error in `").and_then(|rest| rest.split_once('`')).map(|(f, _)| f.to_string())
+        p.strip_prefix("error in `")
+            .and_then(|rest| rest.split_once('`'))
+            .map(|(f, _)| f.to_string())
     });
     let position = parts.iter().find_map(|p| {
         let start = p.find("`: at ")?;
@@ -218,4 +246,3 @@ fn parse_error_message(e: &anyhow::Error) -> String {
         _ => parts.join(": "),
     }
 }
-

@@ -48,8 +48,15 @@ pub fn generate(
 ) -> Result<Vec<GeneratedFile>, Error> {
     // Descriptors from a hand-made request can be odd in ways protoc never produces;
     // whatever slips past the checks must end as an error, not a crash.
-    catch_unwind(AssertUnwindSafe(|| generate_checked(files_to_generate, files, options)))
-        .unwrap_or_else(|panic| Err(Error::new(format!("internal error while generating code: {}", panic_text(&*panic)))))
+    catch_unwind(AssertUnwindSafe(|| {
+        generate_checked(files_to_generate, files, options)
+    }))
+    .unwrap_or_else(|panic| {
+        Err(Error::new(format!(
+            "internal error while generating code: {}",
+            panic_text(&*panic)
+        )))
+    })
 }
 
 fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
@@ -71,9 +78,18 @@ fn generate_checked(
         .filter(|p| p.segments.iter().all(|s| s.arguments.is_none()))
         .map(|p| {
             let segments: Vec<String> = p.segments.iter().map(|s| s.ident.to_string()).collect();
-            format!("{}{}", if p.leading_colon.is_some() { "::" } else { "" }, segments.join("::"))
+            format!(
+                "{}{}",
+                if p.leading_colon.is_some() { "::" } else { "" },
+                segments.join("::")
+            )
         })
-        .ok_or_else(|| Error::new(format!("malformed option `runtime_crate={}`", options.runtime_crate)))?;
+        .ok_or_else(|| {
+            Error::new(format!(
+                "malformed option `runtime_crate={}`",
+                options.runtime_crate
+            ))
+        })?;
 
     let files: Vec<FileDescriptorProto> = files.iter().cloned().map(normalize_file).collect();
     let by_name: HashMap<&str, &FileDescriptorProto> =
@@ -85,13 +101,18 @@ fn generate_checked(
     let known_types = known_types(&files);
     for name in files_to_generate {
         let Some(file) = by_name.get(name.as_str()) else {
-            return Err(Error::new(format!("file to generate `{name}` is missing from the descriptors")));
+            return Err(Error::new(format!(
+                "file to generate `{name}` is missing from the descriptors"
+            )));
         };
         if !seen.insert(name.as_str()) {
             continue;
         }
         check_types(file, &known_types)?;
-        packages.entry(file.package().to_string()).or_default().push(file);
+        packages
+            .entry(file.package().to_string())
+            .or_default()
+            .push(file);
     }
 
     for package_files in packages.values() {
@@ -104,7 +125,10 @@ fn generate_checked(
     let mut requests = Vec::new();
     for (index, file) in files.iter().enumerate() {
         if !seen.contains(file.name()) {
-            let module = prost_build::Module::from_parts(["__protoc_gen_rust_grpc_import".to_string(), index.to_string()]);
+            let module = prost_build::Module::from_parts([
+                "__protoc_gen_rust_grpc_import".to_string(),
+                index.to_string(),
+            ]);
             requests.push((module, file.clone()));
         }
     }
@@ -128,7 +152,11 @@ fn generate_checked(
     // real protos (e.g. grpc.testing). The allow goes on those enums only.
     for package_files in packages.values() {
         for file in package_files {
-            let prefix = if file.package().is_empty() { String::new() } else { format!(".{}", file.package()) };
+            let prefix = if file.package().is_empty() {
+                String::new()
+            } else {
+                format!(".{}", file.package())
+            };
             for message in &file.message_type {
                 allow_large_oneofs(&mut config, &prefix, message);
             }
@@ -142,7 +170,12 @@ fn generate_checked(
         deprecated_types: deprecated.clone(),
     }));
     let generated = catch_unwind(AssertUnwindSafe(|| config.generate(requests)))
-        .map_err(|panic| Error::new(format!("prost-build failed on these descriptors: {}", panic_text(&*panic))))?
+        .map_err(|panic| {
+            Error::new(format!(
+                "prost-build failed on these descriptors: {}",
+                panic_text(&*panic)
+            ))
+        })?
         .map_err(|e| Error::new(format!("prost-build: {e}")))?;
 
     let mut output = Vec::new();
@@ -157,8 +190,11 @@ fn generate_checked(
             pub const FILE_DESCRIPTOR_SET: &[u8] = #fds_lit;
         };
         let source = format!("{code}\n{fds_item}\n");
-        let mut parsed = syn::parse_file(&source)
-            .map_err(|e| Error::new(format!("internal error: generated code for package `{package}` does not parse: {e}")))?;
+        let mut parsed = syn::parse_file(&source).map_err(|e| {
+            Error::new(format!(
+                "internal error: generated code for package `{package}` does not parse: {e}"
+            ))
+        })?;
         if options.messages {
             deprecate_types(&mut parsed.items, package_files);
             if refers_to_deprecated(package_files, &deprecated) {
@@ -185,7 +221,10 @@ fn generate_checked(
                 "include_file `{include_file}` has the same name as a generated package file"
             )));
         }
-        output.push(GeneratedFile { name: include_file.clone(), content: include_file_content(&packages)? });
+        output.push(GeneratedFile {
+            name: include_file.clone(),
+            content: include_file_content(&packages)?,
+        });
     }
     Ok(output)
 }
@@ -194,7 +233,11 @@ fn generate_checked(
 /// `option deprecated = true` (prost-build only does it for fields and enum values).
 fn deprecate_types(items: &mut [syn::Item], files: &[&FileDescriptorProto]) {
     // Rust paths (module names, then the type name) of deprecated types.
-    fn message(out: &mut HashSet<Vec<String>>, module: &[String], m: &prost_types::DescriptorProto) {
+    fn message(
+        out: &mut HashSet<Vec<String>>,
+        module: &[String],
+        m: &prost_types::DescriptorProto,
+    ) {
         let mut path = module.to_vec();
         path.push(rust_type_name(m.name()));
         if m.options.as_ref().is_some_and(|o| o.deprecated()) {
@@ -209,7 +252,11 @@ fn deprecate_types(items: &mut [syn::Item], files: &[&FileDescriptorProto]) {
             message(out, &inner, n);
         }
     }
-    fn enumeration(out: &mut HashSet<Vec<String>>, module: &[String], e: &prost_types::EnumDescriptorProto) {
+    fn enumeration(
+        out: &mut HashSet<Vec<String>>,
+        module: &[String],
+        e: &prost_types::EnumDescriptorProto,
+    ) {
         if e.options.as_ref().is_some_and(|o| o.deprecated()) {
             let mut path = module.to_vec();
             path.push(rust_type_name(e.name()));
@@ -235,7 +282,10 @@ fn deprecate_types(items: &mut [syn::Item], files: &[&FileDescriptorProto]) {
             path.push(ident.to_string());
             if deprecated.contains(&path) {
                 // After the doc comment, before derives.
-                let at = attrs.iter().take_while(|a| a.path().is_ident("doc")).count();
+                let at = attrs
+                    .iter()
+                    .take_while(|a| a.path().is_ident("doc"))
+                    .count();
                 attrs.insert(at, syn::parse_quote!(#[deprecated]));
             }
         }
@@ -272,7 +322,11 @@ fn deprecated_types(files: &[FileDescriptorProto]) -> HashSet<String> {
     }
     let mut out = HashSet::new();
     for file in files {
-        let prefix = if file.package().is_empty() { String::new() } else { format!(".{}", file.package()) };
+        let prefix = if file.package().is_empty() {
+            String::new()
+        } else {
+            format!(".{}", file.package())
+        };
         for e in &file.enum_type {
             if e.options.as_ref().is_some_and(|o| o.deprecated()) {
                 out.insert(format!("{prefix}.{}", e.name()));
@@ -287,18 +341,37 @@ fn deprecated_types(files: &[FileDescriptorProto]) -> HashSet<String> {
 
 /// Whether the messages of `files` declare or use (as field types) a deprecated type.
 fn refers_to_deprecated(files: &[&FileDescriptorProto], deprecated: &HashSet<String>) -> bool {
-    fn message(m: &prost_types::DescriptorProto, prefix: &str, deprecated: &HashSet<String>) -> bool {
+    fn message(
+        m: &prost_types::DescriptorProto,
+        prefix: &str,
+        deprecated: &HashSet<String>,
+    ) -> bool {
         let name = format!("{prefix}.{}", m.name());
         deprecated.contains(&name)
-            || m.enum_type.iter().any(|e| deprecated.contains(&format!("{name}.{}", e.name())))
-            || m.field.iter().any(|f| f.type_name.as_deref().is_some_and(|t| deprecated.contains(t)))
+            || m.enum_type
+                .iter()
+                .any(|e| deprecated.contains(&format!("{name}.{}", e.name())))
+            || m.field.iter().any(|f| {
+                f.type_name
+                    .as_deref()
+                    .is_some_and(|t| deprecated.contains(t))
+            })
             || m.nested_type.iter().any(|n| message(n, &name, deprecated))
     }
     !deprecated.is_empty()
         && files.iter().any(|file| {
-            let prefix = if file.package().is_empty() { String::new() } else { format!(".{}", file.package()) };
-            file.enum_type.iter().any(|e| deprecated.contains(&format!("{prefix}.{}", e.name())))
-                || file.message_type.iter().any(|m| message(m, &prefix, deprecated))
+            let prefix = if file.package().is_empty() {
+                String::new()
+            } else {
+                format!(".{}", file.package())
+            };
+            file.enum_type
+                .iter()
+                .any(|e| deprecated.contains(&format!("{prefix}.{}", e.name())))
+                || file
+                    .message_type
+                    .iter()
+                    .any(|m| message(m, &prefix, deprecated))
         })
 }
 
@@ -310,11 +383,12 @@ const MESSAGES_SCOPE: &str = "__generated_messages";
 /// write for (or around) deprecated types must not warn, and lint attributes on a type do
 /// not reach the impls derived for it. Paths leaving the package get one more `super::`.
 fn scope_deprecated(items: Vec<syn::Item>) -> Vec<syn::Item> {
-    let (mut inside, outside): (Vec<syn::Item>, Vec<syn::Item>) = items.into_iter().partition(|item| match item {
-        syn::Item::Macro(m) => !m.mac.path.is_ident(crate::format::SERVICE_MARKER),
-        syn::Item::Const(c) => c.ident != "FILE_DESCRIPTOR_SET",
-        _ => true,
-    });
+    let (mut inside, outside): (Vec<syn::Item>, Vec<syn::Item>) =
+        items.into_iter().partition(|item| match item {
+            syn::Item::Macro(m) => !m.mac.path.is_ident(crate::format::SERVICE_MARKER),
+            syn::Item::Const(c) => c.ident != "FILE_DESCRIPTOR_SET",
+            _ => true,
+        });
     if inside.is_empty() {
         return outside;
     }
@@ -360,7 +434,11 @@ fn deepen_item(item: &mut syn::Item, depth: usize) {
             }
         }
         fn visit_path_mut(&mut self, path: &mut syn::Path) {
-            let supers = path.segments.iter().take_while(|s| s.ident == "super").count();
+            let supers = path
+                .segments
+                .iter()
+                .take_while(|s| s.ident == "super")
+                .count();
             if path.leading_colon.is_none() && supers > self.depth {
                 path.segments.insert(0, syn::parse_quote!(super));
             }
@@ -369,18 +447,23 @@ fn deepen_item(item: &mut syn::Item, depth: usize) {
         fn visit_attribute_mut(&mut self, attr: &mut syn::Attribute) {
             if attr.path().is_ident("prost") {
                 if let syn::Meta::List(list) = &mut attr.meta {
-                    let tokens: Vec<proc_macro2::TokenTree> = list.tokens.clone().into_iter().collect();
+                    let tokens: Vec<proc_macro2::TokenTree> =
+                        list.tokens.clone().into_iter().collect();
                     let depth = self.depth;
                     list.tokens = tokens
                         .into_iter()
                         .map(|tt| match &tt {
-                            proc_macro2::TokenTree::Literal(l) => match syn::parse_str::<syn::LitStr>(&l.to_string()) {
-                                Ok(s) => {
-                                    let deepened = deepen_string(&s.value(), depth);
-                                    proc_macro2::TokenTree::Literal(proc_macro2::Literal::string(&deepened))
+                            proc_macro2::TokenTree::Literal(l) => {
+                                match syn::parse_str::<syn::LitStr>(&l.to_string()) {
+                                    Ok(s) => {
+                                        let deepened = deepen_string(&s.value(), depth);
+                                        proc_macro2::TokenTree::Literal(
+                                            proc_macro2::Literal::string(&deepened),
+                                        )
+                                    }
+                                    Err(_) => tt,
                                 }
-                                Err(_) => tt,
-                            },
+                            }
                             _ => tt,
                         })
                         .collect();
@@ -430,7 +513,11 @@ fn rust_type_name(name: &str) -> String {
     }
 }
 
-fn allow_large_oneofs(config: &mut prost_build::Config, prefix: &str, message: &prost_types::DescriptorProto) {
+fn allow_large_oneofs(
+    config: &mut prost_build::Config,
+    prefix: &str,
+    message: &prost_types::DescriptorProto,
+) {
     let name = format!("{prefix}.{}", message.name());
     for (index, oneof) in message.oneof_decl.iter().enumerate() {
         let synthetic = message
@@ -438,7 +525,10 @@ fn allow_large_oneofs(config: &mut prost_build::Config, prefix: &str, message: &
             .iter()
             .any(|f| f.oneof_index == Some(index as i32) && f.proto3_optional());
         if !synthetic {
-            config.enum_attribute(format!("{name}.{}", oneof.name()), "#[allow(clippy::large_enum_variant)]");
+            config.enum_attribute(
+                format!("{name}.{}", oneof.name()),
+                "#[allow(clippy::large_enum_variant)]",
+            );
         }
     }
     for nested in &message.nested_type {
@@ -530,12 +620,17 @@ fn normalize_message(message: &mut prost_types::DescriptorProto) {
     // A oneof is synthetic when its only field is a proto3 optional field.
     let synthetic: Vec<bool> = (0..message.oneof_decl.len())
         .map(|i| {
-            let members: Vec<_> =
-                message.field.iter().filter(|f| f.oneof_index == Some(i as i32)).collect();
+            let members: Vec<_> = message
+                .field
+                .iter()
+                .filter(|f| f.oneof_index == Some(i as i32))
+                .collect();
             members.len() == 1 && members[0].proto3_optional()
         })
         .collect();
-    let mut order: Vec<usize> = (0..message.oneof_decl.len()).filter(|&i| !synthetic[i]).collect();
+    let mut order: Vec<usize> = (0..message.oneof_decl.len())
+        .filter(|&i| !synthetic[i])
+        .collect();
     // Synthetic oneofs in field order, as protoc adds them.
     for field in &message.field {
         if let Some(i) = field.oneof_index {
@@ -582,7 +677,11 @@ fn known_types(files: &[FileDescriptorProto]) -> HashSet<String> {
     }
     let mut out = HashSet::new();
     for file in files {
-        let prefix = if file.package().is_empty() { String::new() } else { format!(".{}", file.package()) };
+        let prefix = if file.package().is_empty() {
+            String::new()
+        } else {
+            format!(".{}", file.package())
+        };
         for e in &file.enum_type {
             out.insert(format!("{prefix}.{}", e.name()));
         }
@@ -597,9 +696,15 @@ fn known_types(files: &[FileDescriptorProto]) -> HashSet<String> {
 /// but a hand-made request might; prost-build would panic on them).
 fn check_types(file: &FileDescriptorProto, known: &HashSet<String>) -> Result<(), Error> {
     let unknown = |what: String, type_name: &str| {
-        Error::new(format!("{}: {what} refers to unknown type `{type_name}`", file.name()))
+        Error::new(format!(
+            "{}: {what} refers to unknown type `{type_name}`",
+            file.name()
+        ))
     };
-    fn fields<'a>(m: &'a prost_types::DescriptorProto, out: &mut Vec<(String, &'a prost_types::FieldDescriptorProto)>) {
+    fn fields<'a>(
+        m: &'a prost_types::DescriptorProto,
+        out: &mut Vec<(String, &'a prost_types::FieldDescriptorProto)>,
+    ) {
         for f in &m.field {
             out.push((format!("field `{}.{}`", m.name(), f.name()), f));
         }
@@ -622,7 +727,10 @@ fn check_types(file: &FileDescriptorProto, known: &HashSet<String>) -> Result<()
         for method in &service.method {
             for t in [method.input_type(), method.output_type()] {
                 if !known.contains(t) {
-                    return Err(unknown(format!("method `{}.{}`", service.name(), method.name()), t));
+                    return Err(unknown(
+                        format!("method `{}.{}`", service.name(), method.name()),
+                        t,
+                    ));
                 }
             }
         }
@@ -636,8 +744,14 @@ fn check_names(files: &[&FileDescriptorProto], options: &Options) -> Result<(), 
     let mut message_modules: HashMap<String, String> = HashMap::new();
     for file in files {
         for message in &file.message_type {
-            if !message.nested_type.is_empty() || !message.enum_type.is_empty() || !message.oneof_decl.is_empty() {
-                message_modules.insert(to_snake_case(message.name()), format!("{}: message `{}`", file.name(), message.name()));
+            if !message.nested_type.is_empty()
+                || !message.enum_type.is_empty()
+                || !message.oneof_decl.is_empty()
+            {
+                message_modules.insert(
+                    to_snake_case(message.name()),
+                    format!("{}: message `{}`", file.name(), message.name()),
+                );
             }
         }
     }
@@ -651,8 +765,12 @@ fn check_names(files: &[&FileDescriptorProto], options: &Options) -> Result<(), 
             };
             let module = to_snake_case(service.name());
             let this = format!("{}: service `{}`", file.name(), service.name());
-            if module.is_empty() || crate::service::heck_lite::to_upper_camel_case(service.name()).is_empty() {
-                return Err(Error::new(format!("{this}: the name has no letters or digits to build Rust names from")));
+            if module.is_empty()
+                || crate::service::heck_lite::to_upper_camel_case(service.name()).is_empty()
+            {
+                return Err(Error::new(format!(
+                    "{this}: the name has no letters or digits to build Rust names from"
+                )));
             }
             if let Some(other) = modules.insert(module.clone(), this.clone()) {
                 return Err(Error::new(format!(
@@ -713,7 +831,9 @@ fn descriptor_set(
             return Ok(());
         }
         let Some(file) = by_name.get(name) else {
-            return Err(Error::new(format!("import `{name}` is missing from the descriptors")));
+            return Err(Error::new(format!(
+                "import `{name}` is missing from the descriptors"
+            )));
         };
         for dep in &file.dependency {
             visit(dep, by_name, done, out)?;
@@ -753,7 +873,10 @@ fn include_file_content(packages: &[&str]) -> Result<String, Error> {
         let children = node.children.iter().map(|(name, child)| {
             let ident = crate::service::ident(name);
             let body = render(child);
-            let doc = format!(" Generated code for proto package path segment `{}`.", name.trim_start_matches("r#"));
+            let doc = format!(
+                " Generated code for proto package path segment `{}`.",
+                name.trim_start_matches("r#")
+            );
             quote! { #[doc = #doc] pub mod #ident { #body } }
         });
         quote! { #include #(#children)* }

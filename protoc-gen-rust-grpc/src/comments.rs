@@ -24,11 +24,19 @@ struct Tok {
 /// understand simply yields fewer comments (the real parse already validated the file).
 pub(crate) fn source_code_info(source: &str) -> SourceCodeInfo {
     let toks = tokenize(source);
-    let mut walker = Walker { src: source, toks, i: 0, upcoming: String::new(), locations: Vec::new() };
+    let mut walker = Walker {
+        src: source,
+        toks,
+        i: 0,
+        upcoming: String::new(),
+        locations: Vec::new(),
+    };
     let (_, _, leading) = gap_comments(source, None, walker.toks.first());
     walker.upcoming = leading;
     walker.file();
-    SourceCodeInfo { location: walker.locations }
+    SourceCodeInfo {
+        location: walker.locations,
+    }
 }
 
 /// Adds an empty location for every element prost-build looks up but the walker did not
@@ -51,7 +59,11 @@ pub(crate) fn complete(info: &mut SourceCodeInfo, file: &prost_types::FileDescri
         }
         paths.push(path);
     }
-    fn enumeration(paths: &mut Vec<Vec<i32>>, path: Vec<i32>, e: &prost_types::EnumDescriptorProto) {
+    fn enumeration(
+        paths: &mut Vec<Vec<i32>>,
+        path: Vec<i32>,
+        e: &prost_types::EnumDescriptorProto,
+    ) {
         for i in 0..e.value.len() {
             paths.push([&path[..], &[2, i as i32]].concat());
         }
@@ -76,7 +88,10 @@ pub(crate) fn complete(info: &mut SourceCodeInfo, file: &prost_types::FileDescri
     info.location.retain(|l| have.insert(l.path.clone()));
     for path in paths {
         if !have.contains(&path) {
-            info.location.push(Location { path, ..Default::default() });
+            info.location.push(Location {
+                path,
+                ..Default::default()
+            });
         }
     }
     info.location.sort_by(|a, b| a.path.cmp(&b.path));
@@ -124,7 +139,9 @@ fn tokenize(src: &str) -> Vec<Tok> {
                 i = (i + 1).min(bytes.len());
             } else if c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80 {
                 while i < bytes.len()
-                    && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_' || bytes[i] >= 0x80
+                    && (bytes[i].is_ascii_alphanumeric()
+                        || bytes[i] == b'_'
+                        || bytes[i] >= 0x80
                         || (bytes[i] == b'.' && bytes[start].is_ascii_digit()))
                 {
                     i += 1;
@@ -136,7 +153,12 @@ fn tokenize(src: &str) -> Vec<Tok> {
             while i < bytes.len() && !src.is_char_boundary(i) {
                 i += 1;
             }
-            toks.push(Tok { text: src[start..i].to_string(), start, end: i, line });
+            toks.push(Tok {
+                text: src[start..i].to_string(),
+                start,
+                end: i,
+                line,
+            });
         }
     }
     toks
@@ -206,7 +228,11 @@ impl Collector {
     }
 
     fn finish(self) -> (String, Vec<String>, String) {
-        let leading = if self.has_comment { self.buffer } else { String::new() };
+        let leading = if self.has_comment {
+            self.buffer
+        } else {
+            String::new()
+        };
         (self.trailing, self.detached, leading)
     }
 }
@@ -280,7 +306,10 @@ impl Gap<'_> {
     fn block_comment(&mut self, out: &mut String) {
         let mut start = self.pos;
         loop {
-            while self.peek().is_some_and(|c| c != b'*' && c != b'/' && c != b'\n') {
+            while self
+                .peek()
+                .is_some_and(|c| c != b'*' && c != b'/' && c != b'\n')
+            {
                 self.bump();
             }
             if self.try_consume(b'\n') {
@@ -308,7 +337,11 @@ impl Gap<'_> {
 
 /// protoc's `NextWithComments` over the gap after `prev` (None: start of file) up to `next`.
 /// Returns (trailing comments of prev, detached comments, leading comments of next).
-fn gap_comments(src: &str, prev: Option<&Tok>, next: Option<&Tok>) -> (String, Vec<String>, String) {
+fn gap_comments(
+    src: &str,
+    prev: Option<&Tok>,
+    next: Option<&Tok>,
+) -> (String, Vec<String>, String) {
     let bytes = src.as_bytes();
     let mut start = prev.map_or(0, |t| t.end);
     if prev.is_none() && bytes.starts_with(&[0xEF, 0xBB, 0xBF]) {
@@ -316,8 +349,16 @@ fn gap_comments(src: &str, prev: Option<&Tok>, next: Option<&Tok>) -> (String, V
     }
     let end = next.map_or(bytes.len(), |t| t.start);
     let prev_line = prev.map_or(0, |t| t.line);
-    let mut gap = Gap { bytes, pos: start, end, line: prev_line };
-    let mut c = Collector { can_attach_to_prev: true, ..Default::default() };
+    let mut gap = Gap {
+        bytes,
+        pos: start,
+        end,
+        line: prev_line,
+    };
+    let mut c = Collector {
+        can_attach_to_prev: true,
+        ..Default::default()
+    };
     let mut trailing_end_line = None;
 
     if prev.is_none() {
@@ -380,7 +421,9 @@ fn gap_comments(src: &str, prev: Option<&Tok>, next: Option<&Tok>) -> (String, V
                         c.flush();
                     }
                     if let Some(next) = next {
-                        if prev.is_some() && (prev_line == next.line || trailing_end_line == Some(next.line)) {
+                        if prev.is_some()
+                            && (prev_line == next.line || trailing_end_line == Some(next.line))
+                        {
                             c.maybe_detach_comment();
                         }
                     }
@@ -593,7 +636,9 @@ impl Walker<'_> {
         let label = matches!(self.cur(), Some("optional" | "required" | "repeated"));
         let at = usize::from(label);
         self.peek(at) == Some("group")
-            && self.peek(at + 1).is_some_and(|n| n.chars().next().is_some_and(|c| c.is_ascii_uppercase()))
+            && self
+                .peek(at + 1)
+                .is_some_and(|n| n.chars().next().is_some_and(|c| c.is_ascii_uppercase()))
             && self.peek(at + 2) == Some("=")
     }
 

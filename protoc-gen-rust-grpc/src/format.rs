@@ -25,7 +25,11 @@ pub(crate) enum Ty {
     /// Text that is never broken.
     Leaf(String),
     /// `head<arg, arg>tail`, e.g. head `Output = Result`, or tail ` + Send`.
-    Generic { head: String, args: Vec<Ty>, tail: String },
+    Generic {
+        head: String,
+        args: Vec<Ty>,
+        tail: String,
+    },
 }
 
 impl Ty {
@@ -36,14 +40,22 @@ impl Ty {
 
     /// `head<args>`.
     pub(crate) fn generic(head: impl Into<String>, args: Vec<Ty>) -> Ty {
-        Ty::Generic { head: head.into(), args, tail: String::new() }
+        Ty::Generic {
+            head: head.into(),
+            args,
+            tail: String::new(),
+        }
     }
 
     /// The same type with `prefix` in front (e.g. `Output = `).
     pub(crate) fn prefixed(self, prefix: &str) -> Ty {
         match self {
             Ty::Leaf(s) => Ty::Leaf(format!("{prefix}{s}")),
-            Ty::Generic { head, args, tail } => Ty::Generic { head: format!("{prefix}{head}"), args, tail },
+            Ty::Generic { head, args, tail } => Ty::Generic {
+                head: format!("{prefix}{head}"),
+                args,
+                tail,
+            },
         }
     }
 
@@ -51,7 +63,11 @@ impl Ty {
     pub(crate) fn suffixed(self, suffix: &str) -> Ty {
         match self {
             Ty::Leaf(s) => Ty::Leaf(format!("{s}{suffix}")),
-            Ty::Generic { head, args, tail } => Ty::Generic { head, args, tail: format!("{tail}{suffix}") },
+            Ty::Generic { head, args, tail } => Ty::Generic {
+                head,
+                args,
+                tail: format!("{tail}{suffix}"),
+            },
         }
     }
 
@@ -141,7 +157,11 @@ pub(crate) fn fn_signature(indent: usize, head: &str, params: &[(String, Ty)], r
     } else if let (true, Ty::Generic { tail, .. }) = (is_impl && width <= MAX_WIDTH + 10, ret) {
         // rustfmt moves the trailing bounds (` + Send`) to a line of their own here.
         let head = &one[..one.len() - tail.len()];
-        out.push_str(&format!("{close}{head}\n{}{} {{\n", spaces(close.len() + 2), tail.trim_start()));
+        out.push_str(&format!(
+            "{close}{head}\n{}{} {{\n",
+            spaces(close.len() + 2),
+            tail.trim_start()
+        ));
     } else {
         out.push_str(&close);
         out.push_str(&ret.layout_broken(indent, " {"));
@@ -179,9 +199,12 @@ fn format_item(out: &mut String, item: &Item, depth: usize) {
                 let mut body = String::new();
                 let mut ok = vis(&s.vis).is_some();
                 for field in &fields.named {
-                    let (Some(a), Some(v), Some(name), Some(ty)) =
-                        (attrs(&field.attrs, indent + 4), vis(&field.vis), field.ident.as_ref(), ty_of(&field.ty))
-                    else {
+                    let (Some(a), Some(v), Some(name), Some(ty)) = (
+                        attrs(&field.attrs, indent + 4),
+                        vis(&field.vis),
+                        field.ident.as_ref(),
+                        ty_of(&field.ty),
+                    ) else {
                         ok = false;
                         break;
                     };
@@ -194,7 +217,12 @@ fn format_item(out: &mut String, item: &Item, depth: usize) {
                     if fields.named.is_empty() {
                         out.push_str(&format!("{}{v}struct {} {{}}\n", spaces(indent), s.ident));
                     } else {
-                        out.push_str(&format!("{}{v}struct {} {{\n{body}{}}}\n", spaces(indent), s.ident, spaces(indent)));
+                        out.push_str(&format!(
+                            "{}{v}struct {} {{\n{body}{}}}\n",
+                            spaces(indent),
+                            s.ident,
+                            spaces(indent)
+                        ));
                     }
                     return;
                 }
@@ -213,15 +241,20 @@ fn format_item(out: &mut String, item: &Item, depth: usize) {
                     body.push_str(&a);
                     let name = variant.ident.to_string();
                     match (&variant.fields, &variant.discriminant) {
-                        (Fields::Unit, None) => body.push_str(&format!("{}{name},\n", spaces(inner))),
+                        (Fields::Unit, None) => {
+                            body.push_str(&format!("{}{name},\n", spaces(inner)))
+                        }
                         (Fields::Unit, Some((_, expr))) => match discriminant(expr) {
                             Some(d) => body.push_str(&format!("{}{name} = {d},\n", spaces(inner))),
                             None => ok = false,
                         },
-                        (Fields::Unnamed(f), None) if f.unnamed.len() == 1 && f.unnamed[0].attrs.is_empty() => {
+                        (Fields::Unnamed(f), None)
+                            if f.unnamed.len() == 1 && f.unnamed[0].attrs.is_empty() =>
+                        {
                             match ty_of(&f.unnamed[0].ty) {
                                 Some(ty) => {
-                                    let one = format!("{}{name}({}),", spaces(inner), ty.one_line());
+                                    let one =
+                                        format!("{}{name}({}),", spaces(inner), ty.one_line());
                                     if one.len() <= MAX_WIDTH {
                                         body.push_str(&one);
                                         body.push('\n');
@@ -249,14 +282,21 @@ fn format_item(out: &mut String, item: &Item, depth: usize) {
                     if e.variants.is_empty() {
                         out.push_str(&format!("{}{v}enum {} {{}}\n", spaces(indent), e.ident));
                     } else {
-                        out.push_str(&format!("{}{v}enum {} {{\n{body}{}}}\n", spaces(indent), e.ident, spaces(indent)));
+                        out.push_str(&format!(
+                            "{}{v}enum {} {{\n{body}{}}}\n",
+                            spaces(indent),
+                            e.ident,
+                            spaces(indent)
+                        ));
                     }
                     return;
                 }
             }
         }
         Item::Mod(m) if m.unsafety.is_none() => {
-            if let (Some(text), Some(v), Some((_, items))) = (attrs(&m.attrs, indent), vis(&m.vis), &m.content) {
+            if let (Some(text), Some(v), Some((_, items))) =
+                (attrs(&m.attrs, indent), vis(&m.vis), &m.content)
+            {
                 out.push_str(&text);
                 if items.is_empty() {
                     out.push_str(&format!("{}{v}mod {} {{}}\n", spaces(indent), m.ident));
@@ -282,9 +322,17 @@ fn prettyplease_at(item: Item, depth: usize) -> String {
     for _ in 0..depth {
         item = syn::parse_quote! { mod __nest { #item } };
     }
-    let text = prettyplease::unparse(&syn::File { shebang: None, attrs: Vec::new(), items: vec![item] });
+    let text = prettyplease::unparse(&syn::File {
+        shebang: None,
+        attrs: Vec::new(),
+        items: vec![item],
+    });
     let lines: Vec<&str> = text.lines().collect();
-    let inner = if lines.len() >= 2 * depth { &lines[depth..lines.len() - depth] } else { &lines[..] };
+    let inner = if lines.len() >= 2 * depth {
+        &lines[depth..lines.len() - depth]
+    } else {
+        &lines[..]
+    };
     const ALLOW: &str = "Some(#[allow(deprecated)] ";
     let mut out = String::new();
     let mut i = 0;
@@ -293,7 +341,9 @@ fn prettyplease_at(item: Item, depth: usize) -> String {
         i += 1;
         // prettyplease wraps a match arm body in a block from 90 columns on; rustfmt keeps
         // `pattern => body,` on one line while it fits in 100.
-        if let (Some(head), Some(body), Some(close)) = (line.strip_suffix(" => {"), inner.get(i), inner.get(i + 1)) {
+        if let (Some(head), Some(body), Some(close)) =
+            (line.strip_suffix(" => {"), inner.get(i), inner.get(i + 1))
+        {
             let indent = line.len() - line.trim_start().len();
             let body_text = body.trim_start();
             let joined = format!("{head} => {body_text},");
@@ -345,7 +395,10 @@ fn field_line(indent: usize, lead: &str, ty: &Ty) -> String {
     } else if next_line.len() <= MAX_WIDTH {
         format!("{pad}{lead}\n{}{one},\n", spaces(indent + 4))
     } else {
-        format!("{pad}{lead} {}\n", ty.layout(indent, indent + lead.len() + 1, ","))
+        format!(
+            "{pad}{lead} {}\n",
+            ty.layout(indent, indent + lead.len() + 1, ",")
+        )
     }
 }
 
@@ -353,7 +406,9 @@ fn vis(v: &Visibility) -> Option<String> {
     match v {
         Visibility::Public(_) => Some("pub ".to_string()),
         Visibility::Inherited => Some(String::new()),
-        Visibility::Restricted(r) if r.in_token.is_none() => Some(format!("pub({}) ", path_str(&r.path)?)),
+        Visibility::Restricted(r) if r.in_token.is_none() => {
+            Some(format!("pub({}) ", path_str(&r.path)?))
+        }
         Visibility::Restricted(_) => None,
     }
 }
@@ -364,7 +419,9 @@ fn discriminant(expr: &Expr) -> Option<String> {
             Lit::Int(i) => Some(i.to_string()),
             _ => None,
         },
-        Expr::Unary(u) if matches!(u.op, syn::UnOp::Neg(_)) => Some(format!("-{}", discriminant(&u.expr)?)),
+        Expr::Unary(u) if matches!(u.op, syn::UnOp::Neg(_)) => {
+            Some(format!("-{}", discriminant(&u.expr)?))
+        }
         _ => None,
     }
 }
@@ -404,7 +461,9 @@ fn ty_of(ty: &Type) -> Option<Ty> {
                 head.push_str(&seg.ident.to_string());
                 match &seg.arguments {
                     syn::PathArguments::None => {}
-                    syn::PathArguments::AngleBracketed(a) if i == last && a.colon2_token.is_none() => {
+                    syn::PathArguments::AngleBracketed(a)
+                        if i == last && a.colon2_token.is_none() =>
+                    {
                         let mut args = Vec::new();
                         for arg in &a.args {
                             match arg {
@@ -443,7 +502,12 @@ fn attrs(attrs: &[Attribute], indent: usize) -> Option<String> {
         }
         match &attr.meta {
             Meta::NameValue(nv) if nv.path.is_ident("doc") => {
-                let Expr::Lit(syn::ExprLit { lit: Lit::Str(s), .. }) = &nv.value else { return None };
+                let Expr::Lit(syn::ExprLit {
+                    lit: Lit::Str(s), ..
+                }) = &nv.value
+                else {
+                    return None;
+                };
                 let doc = s.value();
                 if doc.contains('\n') || doc.contains('\r') || doc.starts_with('/') {
                     return None;
@@ -451,7 +515,11 @@ fn attrs(attrs: &[Attribute], indent: usize) -> Option<String> {
                 out.push_str(&format!("{pad}///{}\n", doc.trim_end_matches(' ')));
             }
             Meta::Path(p) => out.push_str(&format!("{pad}#[{}]\n", path_str(p)?)),
-            Meta::NameValue(nv) => out.push_str(&format!("{pad}#[{} = {}]\n", path_str(&nv.path)?, expr_str(&nv.value)?)),
+            Meta::NameValue(nv) => out.push_str(&format!(
+                "{pad}#[{} = {}]\n",
+                path_str(&nv.path)?,
+                expr_str(&nv.value)?
+            )),
             Meta::List(list) => {
                 if !matches!(list.delimiter, syn::MacroDelimiter::Paren(_)) {
                     return None;
@@ -473,7 +541,9 @@ fn attrs(attrs: &[Attribute], indent: usize) -> Option<String> {
                         let mut line = String::new();
                         for item in &items {
                             let piece = format!("{item},");
-                            if !line.is_empty() && inner.len() + line.len() + 1 + piece.len() > MAX_WIDTH {
+                            if !line.is_empty()
+                                && inner.len() + line.len() + 1 + piece.len() > MAX_WIDTH
+                            {
                                 out.push_str(&format!("{inner}{line}\n"));
                                 line.clear();
                             }
@@ -514,9 +584,14 @@ fn attrs(attrs: &[Attribute], indent: usize) -> Option<String> {
 fn meta_str(meta: &Meta) -> Option<String> {
     match meta {
         Meta::Path(p) => path_str(p),
-        Meta::NameValue(nv) => Some(format!("{} = {}", path_str(&nv.path)?, expr_str(&nv.value)?)),
+        Meta::NameValue(nv) => Some(format!(
+            "{} = {}",
+            path_str(&nv.path)?,
+            expr_str(&nv.value)?
+        )),
         Meta::List(list) => {
-            let metas: Punctuated<Meta, Token![,]> = list.parse_args_with(Punctuated::parse_terminated).ok()?;
+            let metas: Punctuated<Meta, Token![,]> =
+                list.parse_args_with(Punctuated::parse_terminated).ok()?;
             let items: Vec<String> = metas.iter().map(meta_str).collect::<Option<_>>()?;
             Some(format!("{}({})", path_str(&list.path)?, items.join(", ")))
         }

@@ -106,7 +106,8 @@ impl Options {
             )));
         }
         validate_rust_path("extern_path", rust)?;
-        self.extern_paths.push((proto.to_string(), rust.to_string()));
+        self.extern_paths
+            .push((proto.to_string(), rust.to_string()));
         Ok(())
     }
 
@@ -170,7 +171,12 @@ fn validate_rust_path(key: &str, value: &str) -> Result<(), Error> {
 }
 
 fn validate_file_name(key: &str, value: &str) -> Result<(), Error> {
-    if value.is_empty() || value.contains('/') || value.contains('\\') || value == "." || value == ".." {
+    if value.is_empty()
+        || value.contains('/')
+        || value.contains('\\')
+        || value == "."
+        || value == ".."
+    {
         return Err(Error::new(format!(
             "malformed option `{key}={value}`: expected a plain file name such as `mod.rs`"
         )));

@@ -117,7 +117,10 @@ fn doc_lines(comments: &Comments, description: &str) -> Vec<String> {
     while lines.last().is_some_and(|l| l.trim().is_empty()) {
         lines.pop();
     }
-    let mut out: Vec<String> = lines.iter().map(|l| format!("///{}", sanitize_doc_line(l))).collect();
+    let mut out: Vec<String> = lines
+        .iter()
+        .map(|l| format!("///{}", sanitize_doc_line(l)))
+        .collect();
     if out.iter().any(|l| l.len() > 3) {
         out.push("///".to_string());
     } else {
@@ -202,7 +205,8 @@ impl GrpcServiceGenerator {
     /// Whether a method of `service` takes or returns a deprecated message type.
     fn uses_deprecated_types(&self, service: &Service) -> bool {
         service.methods.iter().any(|m| {
-            self.deprecated_types.contains(&m.input_proto_type) || self.deprecated_types.contains(&m.output_proto_type)
+            self.deprecated_types.contains(&m.input_proto_type)
+                || self.deprecated_types.contains(&m.output_proto_type)
         })
     }
 
@@ -213,7 +217,8 @@ impl GrpcServiceGenerator {
         let module = format!("{}_client", to_snake_case(&service.proto_name));
         let client = format!("{base}Client");
         let service_deprecated = service.options.deprecated();
-        let any_deprecated = service_deprecated || service.methods.iter().any(|m| m.options.deprecated());
+        let any_deprecated =
+            service_deprecated || service.methods.iter().any(|m| m.options.deprecated());
 
         let mut w = Writer::default();
         w.line(0, &format!("/// Client for the `{full_name}` service."));
@@ -227,7 +232,9 @@ impl GrpcServiceGenerator {
             4,
             &doc_lines(
                 &service.comments,
-                &format!("Typed client for `{full_name}`. Cloning is cheap; every call takes `&self`."),
+                &format!(
+                    "Typed client for `{full_name}`. Cloning is cheap; every call takes `&self`."
+                ),
             ),
         );
         if service_deprecated {
@@ -247,13 +254,31 @@ impl GrpcServiceGenerator {
         w.line(12, "Self { inner: channel }");
         w.line(8, "}");
         w.blank();
-        w.line(8, "/// Connects a new channel to `target` (e.g. `http://localhost:50051`; every target");
-        w.line(8, "/// form is listed at `Channel::builder`) and returns a client on it. For channel");
-        w.line(8, "/// options (TLS, timeouts, load balancing), build the channel and use `new`.");
+        w.line(
+            8,
+            "/// Connects a new channel to `target` (e.g. `http://localhost:50051`; every target",
+        );
+        w.line(
+            8,
+            "/// form is listed at `Channel::builder`) and returns a client on it. For channel",
+        );
+        w.line(
+            8,
+            "/// options (TLS, timeouts, load balancing), build the channel and use `new`.",
+        );
         w.line(8, "pub async fn connect(");
-        w.line(12, "target: impl ::std::convert::Into<::std::string::String>,");
-        w.line(8, ") -> ::std::result::Result<Self, rt::transport::TransportError> {");
-        w.line(12, "::std::result::Result::Ok(Self::new(rt::Channel::builder(target).connect().await?))");
+        w.line(
+            12,
+            "target: impl ::std::convert::Into<::std::string::String>,",
+        );
+        w.line(
+            8,
+            ") -> ::std::result::Result<Self, rt::transport::TransportError> {",
+        );
+        w.line(
+            12,
+            "::std::result::Result::Ok(Self::new(rt::Channel::builder(target).connect().await?))",
+        );
         w.line(8, "}");
         w.blank();
         w.line(8, "/// The channel this client sends its calls on.");
@@ -264,7 +289,8 @@ impl GrpcServiceGenerator {
             let path = method_path(service, method);
             let req = message_type(&method.input_type);
             let resp = message_type(&method.output_type);
-            let (param, into, call, out) = match (method.client_streaming, method.server_streaming) {
+            let (param, into, call, out) = match (method.client_streaming, method.server_streaming)
+            {
                 (false, false) => (
                     Ty::generic("impl rt::IntoRequest", vec![req]),
                     "rt::IntoRequest::into_request(request)",
@@ -278,26 +304,52 @@ impl GrpcServiceGenerator {
                     Ty::generic("rt::Streaming", vec![resp]),
                 ),
                 (true, false) => (
-                    Ty::generic("impl rt::IntoStreamingRequest", vec![req.prefixed("Message = ")]),
+                    Ty::generic(
+                        "impl rt::IntoStreamingRequest",
+                        vec![req.prefixed("Message = ")],
+                    ),
                     "rt::IntoStreamingRequest::into_streaming_request(request)",
                     "client_streaming",
                     resp,
                 ),
                 (true, true) => (
-                    Ty::generic("impl rt::IntoStreamingRequest", vec![req.prefixed("Message = ")]),
+                    Ty::generic(
+                        "impl rt::IntoStreamingRequest",
+                        vec![req.prefixed("Message = ")],
+                    ),
                     "rt::IntoStreamingRequest::into_streaming_request(request)",
                     "bidi_streaming",
                     Ty::generic("rt::Streaming", vec![resp]),
                 ),
             };
-            let ret = Ty::generic("Result", vec![Ty::generic("rt::Response", vec![out]), Ty::leaf("rt::Status")]);
+            let ret = Ty::generic(
+                "Result",
+                vec![
+                    Ty::generic("rt::Response", vec![out]),
+                    Ty::leaf("rt::Status"),
+                ],
+            );
             w.blank();
-            w.lines(8, &doc_lines(&method.comments, &format!("{} call to `{path}`.", kind_name(method))));
+            w.lines(
+                8,
+                &doc_lines(
+                    &method.comments,
+                    &format!("{} call to `{path}`.", kind_name(method)),
+                ),
+            );
             if method.options.deprecated() {
                 w.line(8, "#[deprecated]");
             }
             let head = format!("pub async fn {}", method.name);
-            w.raw(&fn_signature(8, &head, &[("&self".to_string(), Ty::leaf("")), ("request".to_string(), param)], &ret));
+            w.raw(&fn_signature(
+                8,
+                &head,
+                &[
+                    ("&self".to_string(), Ty::leaf("")),
+                    ("request".to_string(), param),
+                ],
+                &ret,
+            ));
             let_literal(&mut w, 12, "path", &path);
             w.line(12, &format!("let request = {into};"));
             w.line(12, &format!("self.inner.{call}(path, request).await"));
@@ -316,9 +368,14 @@ impl GrpcServiceGenerator {
         let trait_name = service.name.clone();
         let server = format!("{base}Server");
         let service_deprecated = service.options.deprecated();
-        let any_deprecated = service_deprecated || service.methods.iter().any(|m| m.options.deprecated());
+        let any_deprecated =
+            service_deprecated || service.methods.iter().any(|m| m.options.deprecated());
         // The trait may itself be called `Future`; then the import would clash.
-        let future = if trait_name == "Future" { "::core::future::Future" } else { "Future" };
+        let future = if trait_name == "Future" {
+            "::core::future::Future"
+        } else {
+            "Future"
+        };
 
         let mut w = Writer::default();
         w.line(0, &format!("/// Server side of the `{full_name}` service."));
@@ -345,9 +402,15 @@ impl GrpcServiceGenerator {
             w.line(4, "#[deprecated]");
         }
         if service.methods.is_empty() {
-            w.line(4, &format!("pub trait {trait_name}: Send + Sync + 'static {{}}"));
+            w.line(
+                4,
+                &format!("pub trait {trait_name}: Send + Sync + 'static {{}}"),
+            );
         } else {
-            w.line(4, &format!("pub trait {trait_name}: Send + Sync + 'static {{"));
+            w.line(
+                4,
+                &format!("pub trait {trait_name}: Send + Sync + 'static {{"),
+            );
             for (i, method) in service.methods.iter().enumerate() {
                 let path = method_path(service, method);
                 let req = message_type(&method.input_type);
@@ -358,27 +421,50 @@ impl GrpcServiceGenerator {
                     Ty::generic("rt::Request", vec![req])
                 };
                 let output = if method.server_streaming {
-                    Ty::generic("rt::Response", vec![Ty::generic("rt::BoxStream", vec![resp])])
+                    Ty::generic(
+                        "rt::Response",
+                        vec![Ty::generic("rt::BoxStream", vec![resp])],
+                    )
                 } else {
                     Ty::generic("rt::Response", vec![resp])
                 };
                 let ret = Ty::generic(
                     format!("impl {future}"),
-                    vec![Ty::generic("Result", vec![output, Ty::leaf("rt::Status")]).prefixed("Output = ")],
+                    vec![Ty::generic("Result", vec![output, Ty::leaf("rt::Status")])
+                        .prefixed("Output = ")],
                 )
                 .suffixed(" + Send");
                 if i > 0 {
                     w.blank();
                 }
-                w.lines(8, &doc_lines(&method.comments, &format!("{} handler for `{path}`.", kind_name(method))));
+                w.lines(
+                    8,
+                    &doc_lines(
+                        &method.comments,
+                        &format!("{} handler for `{path}`.", kind_name(method)),
+                    ),
+                );
                 if method.options.deprecated() {
                     w.line(8, "#[deprecated]");
                 }
                 let head = format!("fn {}", method.name);
-                w.raw(&fn_signature(8, &head, &[("&self".to_string(), Ty::leaf("")), ("request".to_string(), input)], &ret));
+                w.raw(&fn_signature(
+                    8,
+                    &head,
+                    &[
+                        ("&self".to_string(), Ty::leaf("")),
+                        ("request".to_string(), input),
+                    ],
+                    &ret,
+                ));
                 w.line(12, "let _ = request;");
                 w.line(12, "async {");
-                let_literal(&mut w, 16, "message", &format!("method {} not implemented", method.proto_name));
+                let_literal(
+                    &mut w,
+                    16,
+                    "message",
+                    &format!("method {} not implemented", method.proto_name),
+                );
                 w.line(16, "Err(rt::Status::unimplemented(message))");
                 w.line(12, "}");
                 w.line(8, "}");
@@ -395,18 +481,37 @@ impl GrpcServiceGenerator {
             w.line(8, &format!("{};", lit(&full_name)));
         }
         w.blank();
-        w.line(4, "/// Descriptors of the service's methods, in declaration order.");
-        let descriptor = |w: &mut Writer, indent: usize, method: &Method, open: &str, close: &str| {
-            w.line(indent, &format!("{open}rt::MethodDescriptor {{"));
-            field_literal(w, indent + 4, "name", &method.proto_name);
-            field_literal(w, indent + 4, "full_path", &method_path(service, method));
-            w.line(indent + 4, &format!("client_streaming: {},", method.client_streaming));
-            w.line(indent + 4, &format!("server_streaming: {},", method.server_streaming));
-            w.line(if open.is_empty() { indent } else { 0 }, &format!("{}}}{close}", if open.is_empty() { "" } else { "    " }));
-        };
+        w.line(
+            4,
+            "/// Descriptors of the service's methods, in declaration order.",
+        );
+        let descriptor =
+            |w: &mut Writer, indent: usize, method: &Method, open: &str, close: &str| {
+                w.line(indent, &format!("{open}rt::MethodDescriptor {{"));
+                field_literal(w, indent + 4, "name", &method.proto_name);
+                field_literal(w, indent + 4, "full_path", &method_path(service, method));
+                w.line(
+                    indent + 4,
+                    &format!("client_streaming: {},", method.client_streaming),
+                );
+                w.line(
+                    indent + 4,
+                    &format!("server_streaming: {},", method.server_streaming),
+                );
+                w.line(
+                    if open.is_empty() { indent } else { 0 },
+                    &format!("{}}}{close}", if open.is_empty() { "" } else { "    " }),
+                );
+            };
         match service.methods.as_slice() {
             [] => w.line(4, "pub const METHODS: &[rt::MethodDescriptor] = &[];"),
-            [method] => descriptor(&mut w, 4, method, "pub const METHODS: &[rt::MethodDescriptor] = &[", "];"),
+            [method] => descriptor(
+                &mut w,
+                4,
+                method,
+                "pub const METHODS: &[rt::MethodDescriptor] = &[",
+                "];",
+            ),
             methods => {
                 w.line(4, "pub const METHODS: &[rt::MethodDescriptor] = &[");
                 for method in methods {
@@ -431,13 +536,20 @@ impl GrpcServiceGenerator {
         if any_deprecated {
             w.line(4, "#[allow(deprecated)]");
         }
-        impl_header(&mut w, &format!("impl<T: {trait_name}>"), &format!("{server}<T>"));
+        impl_header(
+            &mut w,
+            &format!("impl<T: {trait_name}>"),
+            &format!("{server}<T>"),
+        );
         w.line(8, "/// Wraps a service implementation.");
         w.line(8, "pub fn new(inner: T) -> Self {");
         w.line(12, "Self::from_arc(::std::sync::Arc::new(inner))");
         w.line(8, "}");
         w.blank();
-        w.line(8, "/// Wraps a service implementation that is already shared.");
+        w.line(
+            8,
+            "/// Wraps a service implementation that is already shared.",
+        );
         w.line(8, "pub fn from_arc(inner: ::std::sync::Arc<T>) -> Self {");
         w.line(12, "Self { inner }");
         w.line(8, "}");
@@ -453,7 +565,11 @@ impl GrpcServiceGenerator {
         if any_deprecated {
             w.line(4, "#[allow(deprecated)]");
         }
-        impl_header(&mut w, &format!("impl<T: {trait_name}> rt::server::Service"), &format!("for {server}<T>"));
+        impl_header(
+            &mut w,
+            &format!("impl<T: {trait_name}> rt::server::Service"),
+            &format!("for {server}<T>"),
+        );
         w.line(8, "fn name(&self) -> &'static str {");
         w.line(12, "SERVICE_NAME");
         w.line(8, "}");
@@ -462,11 +578,20 @@ impl GrpcServiceGenerator {
         w.line(12, "METHODS");
         w.line(8, "}");
         w.blank();
-        w.line(8, "fn file_descriptor_set(&self) -> ::std::option::Option<&'static [u8]> {");
-        w.line(12, "::std::option::Option::Some(super::FILE_DESCRIPTOR_SET)");
+        w.line(
+            8,
+            "fn file_descriptor_set(&self) -> ::std::option::Option<&'static [u8]> {",
+        );
+        w.line(
+            12,
+            "::std::option::Option::Some(super::FILE_DESCRIPTOR_SET)",
+        );
         w.line(8, "}");
         w.blank();
-        w.line(8, "fn call(&self, method: &str, call: rt::server::ServerCall) -> rt::BoxFuture<()> {");
+        w.line(
+            8,
+            "fn call(&self, method: &str, call: rt::server::ServerCall) -> rt::BoxFuture<()> {",
+        );
         if service.methods.is_empty() {
             w.line(12, "let _ = method;");
             w.line(12, "call.unimplemented()");

@@ -17,19 +17,27 @@ fn plugin() -> &'static str {
 
 /// Runs protoc with our plugin; returns (success, stderr).
 fn protoc(proto: &str, opt: &str) -> (bool, String) {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("errors").join(opt.replace(|c: char| !c.is_ascii_alphanumeric(), "_"));
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("errors")
+        .join(opt.replace(|c: char| !c.is_ascii_alphanumeric(), "_"));
     std::fs::create_dir_all(&dir).unwrap();
     let mut cmd = Command::new(protoc_bin_vendored::protoc_bin_path().unwrap());
     cmd.arg(format!("--plugin=protoc-gen-rust-grpc={}", plugin()))
         .arg(format!("--rust-grpc_out={}", dir.display()))
         .arg(format!("-I{}", protos().display()))
-        .arg(format!("-I{}", protoc_bin_vendored::include_path().unwrap().display()));
+        .arg(format!(
+            "-I{}",
+            protoc_bin_vendored::include_path().unwrap().display()
+        ));
     if !opt.is_empty() {
         cmd.arg(format!("--rust-grpc_opt={opt}"));
     }
     cmd.arg(protos().join(proto));
     let out = cmd.output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn run_binary(stdin: &[u8], args: &[&str]) -> (Option<i32>, Vec<u8>, String) {
@@ -42,7 +50,11 @@ fn run_binary(stdin: &[u8], args: &[&str]) -> (Option<i32>, Vec<u8>, String) {
         .unwrap();
     child.stdin.take().unwrap().write_all(stdin).unwrap();
     let out = child.wait_with_output().unwrap();
-    (out.status.code(), out.stdout, String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code(),
+        out.stdout,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -59,7 +71,10 @@ fn malformed_options_are_reported_by_protoc() {
     assert!(stderr.contains("malformed option `client`"), "{stderr}");
     let (ok, stderr) = protoc("edge/common.proto", "server=maybe");
     assert!(!ok);
-    assert!(stderr.contains("malformed option `server=maybe`"), "{stderr}");
+    assert!(
+        stderr.contains("malformed option `server=maybe`"),
+        "{stderr}"
+    );
     let (ok, stderr) = protoc("edge/common.proto", "extern_path=nodot=::x");
     assert!(!ok);
     assert!(stderr.contains("extern_path=nodot=::x"), "{stderr}");
@@ -106,7 +121,10 @@ fn parse_error_names_file_line_column() {
     let msg = e.to_string();
     assert!(msg.contains("broken.proto"), "{msg}");
     // The missing `;` after `string name = 1` is noticed at line 7, column 3.
-    assert!(msg.ends_with("errors/broken.proto:7:3: While parsing field, expecting char `;`"), "{msg}");
+    assert!(
+        msg.ends_with("errors/broken.proto:7:3: While parsing field, expecting char `;`"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -132,7 +150,10 @@ fn malformed_stdin_exits_non_zero_without_panic() {
 fn version_flag() {
     let (code, stdout, _) = run_binary(b"", &["--version"]);
     assert_eq!(code, Some(0));
-    assert_eq!(String::from_utf8(stdout).unwrap(), format!("protoc-gen-rust-grpc {}\n", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        String::from_utf8(stdout).unwrap(),
+        format!("protoc-gen-rust-grpc {}\n", env!("CARGO_PKG_VERSION"))
+    );
 }
 
 #[test]
@@ -147,7 +168,11 @@ fn request_problems_go_into_response_error() {
     let (code, stdout, stderr) = run_binary(&request.encode_to_vec(), &[]);
     assert_eq!(code, Some(0), "{stderr}");
     let response = CodeGeneratorResponse::decode(stdout.as_slice()).unwrap();
-    assert!(response.error().contains("missing.proto"), "{:?}", response.error);
+    assert!(
+        response.error().contains("missing.proto"),
+        "{:?}",
+        response.error
+    );
     assert_eq!(response.supported_features, Some(1));
     assert!(response.file.is_empty());
 
@@ -176,7 +201,10 @@ fn request_problems_go_into_response_error() {
         ..Default::default()
     };
     let response = protoc_gen_rust_grpc::plugin::respond(&request);
-    assert_eq!(response.error(), "bad.proto: field `M.x` refers to unknown type `.bad.Nope`");
+    assert_eq!(
+        response.error(),
+        "bad.proto: field `M.x` refers to unknown type `.bad.Nope`"
+    );
 }
 
 #[test]
@@ -184,7 +212,11 @@ fn module_clash_with_message_module() {
     let e = protoc_gen_rust_grpc::configure()
         .generate(&[protos().join("errors/module_clash.proto")], &[protos()])
         .unwrap_err();
-    assert!(e.to_string().contains("needs the Rust module `greeter_client`"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("needs the Rust module `greeter_client`"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -192,7 +224,11 @@ fn method_named_new_clashes_with_client_constructor() {
     let e = protoc_gen_rust_grpc::configure()
         .generate(&[protos().join("errors/new_method.proto")], &[protos()])
         .unwrap_err();
-    assert!(e.to_string().contains("method `New` of service `grpc_rust.test.errors.Factory` maps to `new`"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("method `New` of service `grpc_rust.test.errors.Factory` maps to `new`"),
+        "{e}"
+    );
     // Without a client there is nothing to clash with.
     let files = protoc_gen_rust_grpc::configure()
         .client(false)
@@ -208,7 +244,10 @@ fn underscore_method_name_is_an_error_not_a_panic() {
         name: Some("u.proto".into()),
         package: Some("u".into()),
         syntax: Some("proto3".into()),
-        message_type: vec![prost_types::DescriptorProto { name: Some("M".into()), ..Default::default() }],
+        message_type: vec![prost_types::DescriptorProto {
+            name: Some("M".into()),
+            ..Default::default()
+        }],
         service: vec![ServiceDescriptorProto {
             name: Some("S".into()),
             method: vec![MethodDescriptorProto {
@@ -221,6 +260,7 @@ fn underscore_method_name_is_an_error_not_a_panic() {
         }],
         ..Default::default()
     };
-    let e = protoc_gen_rust_grpc::generate(&["u.proto".into()], &[file], &Default::default()).unwrap_err();
+    let e = protoc_gen_rust_grpc::generate(&["u.proto".into()], &[file], &Default::default())
+        .unwrap_err();
     assert!(e.to_string().contains("method `_` of service `u.S`"), "{e}");
 }

@@ -6,29 +6,45 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn out_dir(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("golden").join(name);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("golden")
+        .join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
 
 /// Runs protoc with our plugin; returns (file name, content) sorted by name.
-fn via_plugin(name: &str, protos: &[PathBuf], includes: &[PathBuf], opt: &str) -> Vec<(String, String)> {
+fn via_plugin(
+    name: &str,
+    protos: &[PathBuf],
+    includes: &[PathBuf],
+    opt: &str,
+) -> Vec<(String, String)> {
     let dir = out_dir(name);
     let mut cmd = Command::new(protoc_bin_vendored::protoc_bin_path().unwrap());
-    cmd.arg(format!("--plugin=protoc-gen-rust-grpc={}", env!("CARGO_BIN_EXE_protoc-gen-rust-grpc")))
-        .arg(format!("--rust-grpc_out={}", dir.display()));
+    cmd.arg(format!(
+        "--plugin=protoc-gen-rust-grpc={}",
+        env!("CARGO_BIN_EXE_protoc-gen-rust-grpc")
+    ))
+    .arg(format!("--rust-grpc_out={}", dir.display()));
     if !opt.is_empty() {
         cmd.arg(format!("--rust-grpc_opt={opt}"));
     }
     for include in includes {
         cmd.arg(format!("-I{}", include.display()));
     }
-    cmd.arg(format!("-I{}", protoc_bin_vendored::include_path().unwrap().display()));
+    cmd.arg(format!(
+        "-I{}",
+        protoc_bin_vendored::include_path().unwrap().display()
+    ));
     cmd.args(protos);
     let output = cmd.output().unwrap();
     assert!(
@@ -40,7 +56,10 @@ fn via_plugin(name: &str, protos: &[PathBuf], includes: &[PathBuf], opt: &str) -
         .unwrap()
         .map(|e| {
             let e = e.unwrap();
-            (e.file_name().to_string_lossy().into_owned(), std::fs::read_to_string(e.path()).unwrap())
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read_to_string(e.path()).unwrap(),
+            )
         })
         .collect();
     files.sort();
@@ -72,7 +91,10 @@ fn check(name: &str, protos: &[&str], includes: &[&str], opt: &str) -> Vec<(Stri
             let dir = out_dir(&format!("{name}-diff"));
             std::fs::write(dir.join(format!("{n}.plugin")), a).unwrap();
             std::fs::write(dir.join(format!("{n}.build")), b).unwrap();
-            panic!("{name}: {n} differs between plugin and build.rs path (see {})", dir.display());
+            panic!(
+                "{name}: {n} differs between plugin and build.rs path (see {})",
+                dir.display()
+            );
         }
     }
     plugin
@@ -80,7 +102,12 @@ fn check(name: &str, protos: &[&str], includes: &[&str], opt: &str) -> Vec<(Stri
 
 #[test]
 fn helloworld() {
-    let files = check("helloworld", &["protos/examples/helloworld/helloworld.proto"], &["protos"], "");
+    let files = check(
+        "helloworld",
+        &["protos/examples/helloworld/helloworld.proto"],
+        &["protos"],
+        "",
+    );
     assert_eq!(files.len(), 1);
     let (name, content) = &files[0];
     assert_eq!(name, "helloworld.rs");
@@ -93,7 +120,12 @@ fn helloworld() {
 
 #[test]
 fn route_guide() {
-    check("route_guide", &["protos/examples/routeguide/route_guide.proto"], &["protos"], "");
+    check(
+        "route_guide",
+        &["protos/examples/routeguide/route_guide.proto"],
+        &["protos"],
+        "",
+    );
 }
 
 #[test]
@@ -130,7 +162,13 @@ fn health_reflection_rpc() {
     let names: Vec<&str> = files.iter().map(|f| f.0.as_str()).collect();
     assert_eq!(
         names,
-        ["google.rpc.rs", "grpc.health.v1.rs", "grpc.reflection.v1.rs", "grpc.reflection.v1alpha.rs", "mod.rs"]
+        [
+            "google.rpc.rs",
+            "grpc.health.v1.rs",
+            "grpc.reflection.v1.rs",
+            "grpc.reflection.v1alpha.rs",
+            "mod.rs"
+        ]
     );
 }
 
@@ -144,11 +182,23 @@ const EDGE: &[&str] = &[
 
 #[test]
 fn edge_cases() {
-    let files = check("edge", EDGE, &["protoc-gen-rust-grpc/tests/protos"], "include_file=mod.rs");
+    let files = check(
+        "edge",
+        EDGE,
+        &["protoc-gen-rust-grpc/tests/protos"],
+        "include_file=mod.rs",
+    );
     let names: Vec<&str> = files.iter().map(|f| f.0.as_str()).collect();
     assert_eq!(
         names,
-        ["_.rs", "grpc_rust.test.comments.rs", "grpc_rust.test.common.rs", "grpc_rust.test.edge.rs", "grpc_rust.test.legacy.rs", "mod.rs"]
+        [
+            "_.rs",
+            "grpc_rust.test.comments.rs",
+            "grpc_rust.test.common.rs",
+            "grpc_rust.test.edge.rs",
+            "grpc_rust.test.legacy.rs",
+            "mod.rs"
+        ]
     );
     let edge = &files[3].1;
     assert!(edge.contains("\"/grpc_rust.test.edge.AllKinds/lowerCamel\""));
@@ -156,12 +206,19 @@ fn edge_cases() {
     assert!(edge.contains("pub async fn self_("));
     assert!(edge.contains("#[deprecated]"));
     // Message- and enum-level `deprecated`, with the messages scoped under `allow(deprecated)`.
-    assert!(edge.contains("/// A message nobody should use any more.\n    #[deprecated]\n    #[derive("));
+    assert!(edge
+        .contains("/// A message nobody should use any more.\n    #[deprecated]\n    #[derive("));
     assert!(edge.contains("/// A deprecated enum.\n    #[deprecated]\n    #[derive("));
     assert!(edge.contains("#[allow(deprecated)]\npub use self::__generated_messages::*;"));
-    assert!(!files[2].1.contains("__generated_messages"), "packages without deprecated types stay flat");
+    assert!(
+        !files[2].1.contains("__generated_messages"),
+        "packages without deprecated types stay flat"
+    );
     assert!(edge.contains("/// Trailing comment on count."));
-    assert!(!edge.contains("Trailing comment on Old."), "protoc drops comments after a closing brace");
+    assert!(
+        !edge.contains("Trailing comment on Old."),
+        "protoc drops comments after a closing brace"
+    );
     assert!(files[0].1.contains("\"/Floating/Drift\""));
 }
 
@@ -173,10 +230,17 @@ fn edge_cases_with_options() {
         &["protoc-gen-rust-grpc/tests/protos"],
         r"client=false,messages=false,runtime_crate=crate::rt,extern_path=.grpc_rust.test.common=::common_types,include_file=all\,mods.rs",
     );
-    let edge = &files.iter().find(|f| f.0 == "grpc_rust.test.edge.rs").unwrap().1;
+    let edge = &files
+        .iter()
+        .find(|f| f.0 == "grpc_rust.test.edge.rs")
+        .unwrap()
+        .1;
     assert!(!edge.contains("_client"));
     assert!(!edge.contains("pub struct Request"));
-    assert!(edge.contains("use crate::rt;") && edge.contains("impl<T: AllKinds> rt::server::Service for AllKindsServer<T>"));
+    assert!(
+        edge.contains("use crate::rt;")
+            && edge.contains("impl<T: AllKinds> rt::server::Service for AllKindsServer<T>")
+    );
     assert!(edge.contains("::common_types::Shared"));
     assert!(files.iter().any(|f| f.0 == "all,mods.rs"));
 }
@@ -184,10 +248,12 @@ fn edge_cases_with_options() {
 /// `protoc --rust-grpc_out` finds the plugin on PATH by its name, as users run it.
 #[test]
 fn plugin_found_on_path() {
-    let bin_dir = Path::new(env!("CARGO_BIN_EXE_protoc-gen-rust-grpc")).parent().unwrap();
-    let path = std::env::join_paths(
-        std::iter::once(bin_dir.to_path_buf()).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
-    )
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_protoc-gen-rust-grpc"))
+        .parent()
+        .unwrap();
+    let path = std::env::join_paths(std::iter::once(bin_dir.to_path_buf()).chain(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+    ))
     .unwrap();
     let dir = out_dir("on_path");
     let status = Command::new(protoc_bin_vendored::protoc_bin_path().unwrap())

@@ -17,7 +17,12 @@ fn request() -> CodeGeneratorRequest {
     let proto_file = parsed
         .file_descriptors
         .iter()
-        .map(|f| prost_types::FileDescriptorProto::decode(protobuf::Message::write_to_bytes(f).unwrap().as_slice()).unwrap())
+        .map(|f| {
+            prost_types::FileDescriptorProto::decode(
+                protobuf::Message::write_to_bytes(f).unwrap().as_slice(),
+            )
+            .unwrap()
+        })
         .collect();
     CodeGeneratorRequest {
         file_to_generate: vec!["edge/legacy.proto".into()],
@@ -58,5 +63,8 @@ fn corrupted_requests_never_panic() {
             Err(_) => panic!("a panic escaped for input {input:?}"),
         }
     }
-    assert!(decoded > 0 && rejected > 0, "decoded {decoded}, rejected {rejected}");
+    assert!(
+        decoded > 0 && rejected > 0,
+        "decoded {decoded}, rejected {rejected}"
+    );
 }

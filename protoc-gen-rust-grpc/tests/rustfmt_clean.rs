@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn rustfmt() -> Option<PathBuf> {
@@ -21,9 +24,12 @@ fn rustfmt() -> Option<PathBuf> {
     if let Some(home) = std::env::var_os("HOME") {
         candidates.push(Path::new(&home).join(".cargo").join("bin").join("rustfmt"));
     }
-    candidates
-        .into_iter()
-        .find(|c| Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success()))
+    candidates.into_iter().find(|c| {
+        Command::new(c)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
 }
 
 /// Writes `files` into a fresh directory and runs `rustfmt --check` on all of them; returns
@@ -33,7 +39,9 @@ fn rustfmt_diff(name: &str, files: &[protoc_gen_rust_grpc::GeneratedFile]) -> Op
         println!("note: no rustfmt binary found (PATH, $CARGO_HOME/bin); skipping the rustfmt check for {name}");
         return None;
     };
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("rustfmt_clean").join(name);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("rustfmt_clean")
+        .join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let mut paths = Vec::new();
@@ -48,12 +56,21 @@ fn rustfmt_diff(name: &str, files: &[protoc_gen_rust_grpc::GeneratedFile]) -> Op
         .args(&paths)
         .output()
         .unwrap();
-    let diff = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.success(), diff.trim().is_empty(), "{name}: {diff}");
+    let diff =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.success(),
+        diff.trim().is_empty(),
+        "{name}: {diff}"
+    );
     Some(diff)
 }
 
-fn generate(protos: &[&str], include: &str, options: &str) -> Vec<protoc_gen_rust_grpc::GeneratedFile> {
+fn generate(
+    protos: &[&str],
+    include: &str,
+    options: &str,
+) -> Vec<protoc_gen_rust_grpc::GeneratedFile> {
     let root = repo();
     let protos: Vec<PathBuf> = protos.iter().map(|p| root.join(p)).collect();
     protoc_gen_rust_grpc::configure()
@@ -64,7 +81,10 @@ fn generate(protos: &[&str], include: &str, options: &str) -> Vec<protoc_gen_rus
 
 fn assert_clean(name: &str, files: &[protoc_gen_rust_grpc::GeneratedFile]) {
     if let Some(diff) = rustfmt_diff(name, files) {
-        assert!(diff.trim().is_empty(), "{name}: generated code is not rustfmt-clean:\n{diff}");
+        assert!(
+            diff.trim().is_empty(),
+            "{name}: generated code is not rustfmt-clean:\n{diff}"
+        );
     }
 }
 
@@ -76,7 +96,12 @@ fn shipped() -> Vec<String> {
             if path.is_dir() {
                 walk(&path, root, out);
             } else if path.extension().is_some_and(|e| e == "proto") {
-                out.push(path.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/"));
+                out.push(
+                    path.strip_prefix(root)
+                        .unwrap()
+                        .to_string_lossy()
+                        .replace('\\', "/"),
+                );
             }
         }
     }
@@ -94,8 +119,14 @@ fn shipped_protos_are_rustfmt_clean() {
     let protos = shipped();
     assert!(protos.len() >= 16, "{protos:?}");
     let protos: Vec<&str> = protos.iter().map(String::as_str).collect();
-    assert_clean("shipped", &generate(&protos, "protos", "include_file=mod.rs"));
-    assert_clean("shipped_crate_runtime", &generate(&protos, "protos", "runtime_crate=crate,messages=false"));
+    assert_clean(
+        "shipped",
+        &generate(&protos, "protos", "include_file=mod.rs"),
+    );
+    assert_clean(
+        "shipped_crate_runtime",
+        &generate(&protos, "protos", "runtime_crate=crate,messages=false"),
+    );
 }
 
 const EDGE: &[&str] = &[
@@ -118,7 +149,14 @@ fn edge_protos_are_rustfmt_clean() {
             "client=false,messages=false,runtime_crate=crate::rt,extern_path=.grpc_rust.test.common=::common_types",
         ),
     );
-    assert_clean("edge_server_only", &generate(EDGE, include, "client=false,runtime_crate=::some::other::runtime"));
+    assert_clean(
+        "edge_server_only",
+        &generate(
+            EDGE,
+            include,
+            "client=false,runtime_crate=::some::other::runtime",
+        ),
+    );
 }
 
 /// Names of every length from 1 to 48 in every position whose width changes rustfmt's layout:
@@ -189,7 +227,9 @@ message M {{}}
         std::fs::write(&path, proto).unwrap();
         files.push(path);
     }
-    let generated = protoc_gen_rust_grpc::configure().generate(&files, std::slice::from_ref(&dir)).unwrap();
+    let generated = protoc_gen_rust_grpc::configure()
+        .generate(&files, std::slice::from_ref(&dir))
+        .unwrap();
     assert_eq!(generated.len(), SWEEP);
     assert_clean("sweep", &generated);
     let generated = protoc_gen_rust_grpc::configure()

@@ -78,7 +78,9 @@ async fn serve_conn(sock: TcpStream, body: Bytes) {
                 .header("content-type", "application/grpc")
                 .body(())
                 .unwrap_or_default();
-            let Ok(mut send) = respond.send_response(resp, false) else { return };
+            let Ok(mut send) = respond.send_response(resp, false) else {
+                return;
+            };
             if send.send_data(body, false).is_err() {
                 return;
             }
@@ -92,7 +94,10 @@ async fn serve_conn(sock: TcpStream, body: Bytes) {
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (port, resp_size) = match (parse_flag(&args, "port", 50055), parse_flag(&args, "resp_size", 0)) {
+    let (port, resp_size) = match (
+        parse_flag(&args, "port", 50055),
+        parse_flag(&args, "resp_size", 0),
+    ) {
         (Ok(p), Ok(r)) => (p, r),
         (Err(e), _) | (_, Err(e)) => {
             eprintln!("h2-echo: {e}");

@@ -29,7 +29,14 @@ const MAX_MSG: usize = 64 * 1024 * 1024;
 fn response(size: i32) -> SimpleResponse {
     let n = size.clamp(0, MAX_MSG as i32) as usize;
     SimpleResponse {
-        payload: if n > 0 { Some(Payload { r#type: 0, body: vec![0u8; n] }) } else { None },
+        payload: if n > 0 {
+            Some(Payload {
+                r#type: 0,
+                body: vec![0u8; n],
+            })
+        } else {
+            None
+        },
         ..Default::default()
     }
 }
@@ -41,7 +48,10 @@ struct Bench;
 
 #[tonic::async_trait]
 impl BenchmarkService for Bench {
-    async fn unary_call(&self, req: Request<SimpleRequest>) -> Result<Response<SimpleResponse>, Status> {
+    async fn unary_call(
+        &self,
+        req: Request<SimpleRequest>,
+    ) -> Result<Response<SimpleResponse>, Status> {
         Ok(Response::new(response(req.get_ref().response_size)))
     }
 
@@ -50,7 +60,9 @@ impl BenchmarkService for Bench {
         &self,
         req: Request<Streaming<SimpleRequest>>,
     ) -> Result<Response<Self::StreamingCallStream>, Status> {
-        let s = req.into_inner().map(|r| r.map(|r| response(r.response_size)));
+        let s = req
+            .into_inner()
+            .map(|r| r.map(|r| response(r.response_size)));
         Ok(Response::new(Box::pin(s)))
     }
 
@@ -72,7 +84,9 @@ impl BenchmarkService for Bench {
         req: Request<SimpleRequest>,
     ) -> Result<Response<Self::StreamingFromServerStream>, Status> {
         let resp = response(req.get_ref().response_size);
-        Ok(Response::new(Box::pin(futures_util::stream::repeat_with(move || Ok(resp.clone())))))
+        Ok(Response::new(Box::pin(futures_util::stream::repeat_with(
+            move || Ok(resp.clone()),
+        ))))
     }
 
     type StreamingBothWaysStream = BoxS;
@@ -84,10 +98,15 @@ impl BenchmarkService for Bench {
         let first = incoming.message().await?.unwrap_or_default();
         tokio::spawn(async move { while let Some(Ok(_)) = incoming.next().await {} });
         let resp = response(first.response_size);
-        Ok(Response::new(Box::pin(futures_util::stream::repeat_with(move || Ok(resp.clone())))))
+        Ok(Response::new(Box::pin(futures_util::stream::repeat_with(
+            move || Ok(resp.clone()),
+        ))))
     }
 
-    async fn get_before_snapshot(&self, _req: Request<SimpleRequest>) -> Result<Response<MemorySize>, Status> {
+    async fn get_before_snapshot(
+        &self,
+        _req: Request<SimpleRequest>,
+    ) -> Result<Response<MemorySize>, Status> {
         Ok(Response::new(MemorySize { rss: 0 }))
     }
 }
@@ -102,7 +121,9 @@ impl Flags {
     fn num<T: std::str::FromStr>(&self, name: &str, default: T) -> T {
         match self.get(name) {
             None => default,
-            Some(v) => v.parse().unwrap_or_else(|_| die(&format!("--{name}={v}: not a number"))),
+            Some(v) => v
+                .parse()
+                .unwrap_or_else(|_| die(&format!("--{name}={v}: not a number"))),
         }
     }
 }
@@ -123,11 +144,14 @@ async fn run_server(flags: &Flags) {
     // Server::tcp_nodelay only applies to listeners tonic binds itself; set it on every
     // accepted socket here, as grpc-go and grpc-rust do (without it Nagle + delayed ACKs
     // add ~40 ms to a lone call).
-    let incoming = tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |s| {
-        s.inspect(|s| {
-            let _ = s.set_nodelay(true);
-        })
-    });
+    let incoming = tokio_stream::StreamExt::map(
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        |s| {
+            s.inspect(|s| {
+                let _ = s.set_nodelay(true);
+            })
+        },
+    );
     let svc = BenchmarkServiceServer::new(Bench).max_decoding_message_size(MAX_MSG);
     let r = tonic::transport::Server::builder()
         .add_service(svc)
@@ -170,7 +194,11 @@ async fn worker(
                     match r {
                         Ok(resp) => {
                             t.calls += 1;
-                            t.bytes += resp.get_ref().payload.as_ref().map_or(0, |p| p.body.len() as u64);
+                            t.bytes += resp
+                                .get_ref()
+                                .payload
+                                .as_ref()
+                                .map_or(0, |p| p.body.len() as u64);
                             t.lat_us.push(dt.as_micros().min(u32::MAX as u128) as u32);
                         }
                         Err(_) => t.errors += 1,
@@ -188,7 +216,10 @@ async fn worker(
                 return t;
             }
             let mut t0 = Instant::now();
-            let mut resp = match c.streaming_call(tokio_stream::wrappers::ReceiverStream::new(rx)).await {
+            let mut resp = match c
+                .streaming_call(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await
+            {
                 Ok(r) => r.into_inner(),
                 Err(_) => {
                     t.errors += 1;
@@ -201,7 +232,8 @@ async fn worker(
                         if t0 >= start_measure {
                             t.calls += 1;
                             t.bytes += m.payload.as_ref().map_or(0, |p| p.body.len() as u64);
-                            t.lat_us.push(t0.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                            t.lat_us
+                                .push(t0.elapsed().as_micros().min(u32::MAX as u128) as u32);
                         }
                     }
                     _ => {
@@ -244,7 +276,9 @@ async fn worker(
                 }
             }
         }
-        m => die(&format!("unknown --mode={m} (unary, pingpong, server-stream)")),
+        m => die(&format!(
+            "unknown --mode={m} (unary, pingpong, server-stream)"
+        )),
     }
     t
 }
@@ -258,7 +292,10 @@ fn pct(sorted: &[u32], p: f64) -> f64 {
 }
 
 async fn run_client(flags: &Flags) {
-    let target = flags.get("target").unwrap_or("http://127.0.0.1:50051").to_string();
+    let target = flags
+        .get("target")
+        .unwrap_or("http://127.0.0.1:50051")
+        .to_string();
     let mode = flags.get("mode").unwrap_or("unary").to_string();
     let conns: usize = flags.num("conns", 1usize).max(1);
     let concurrency: usize = flags.num("concurrency", 1usize).max(1);
@@ -266,7 +303,10 @@ async fn run_client(flags: &Flags) {
     let warmup: f64 = flags.num("warmup", 1.0);
     let req = SimpleRequest {
         response_size: flags.num("resp_size", 0i32),
-        payload: Some(Payload { r#type: 0, body: vec![0u8; flags.num("req_size", 0usize)] }),
+        payload: Some(Payload {
+            r#type: 0,
+            body: vec![0u8; flags.num("req_size", 0usize)],
+        }),
         ..Default::default()
     };
     let mut clients = Vec::new();
@@ -275,7 +315,10 @@ async fn run_client(flags: &Flags) {
             .unwrap_or_else(|e| die(&format!("--target={target}: {e}")))
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(10));
-        let ch = ep.connect().await.unwrap_or_else(|e| die(&format!("connecting {target}: {e}")));
+        let ch = ep
+            .connect()
+            .await
+            .unwrap_or_else(|e| die(&format!("connecting {target}: {e}")));
         clients.push(BenchmarkServiceClient::new(ch).max_decoding_message_size(MAX_MSG));
     }
     let start = Instant::now();
@@ -284,7 +327,13 @@ async fn run_client(flags: &Flags) {
     let mut tasks = Vec::new();
     for i in 0..concurrency {
         let c = clients[i % conns].clone();
-        tasks.push(tokio::spawn(worker(c, mode.clone(), req.clone(), start_measure, end)));
+        tasks.push(tokio::spawn(worker(
+            c,
+            mode.clone(),
+            req.clone(),
+            start_measure,
+            end,
+        )));
     }
     let mut all = Tally::default();
     for t in tasks {
@@ -312,7 +361,9 @@ async fn run_client(flags: &Flags) {
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let Some(cmd) = args.first().cloned() else { die("usage: tonic-peer server|client [--flags]") };
+    let Some(cmd) = args.first().cloned() else {
+        die("usage: tonic-peer server|client [--flags]")
+    };
     let flags = Flags(args[1..].to_vec());
     match cmd.as_str() {
         "server" => run_server(&flags).await,

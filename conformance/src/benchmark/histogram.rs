@@ -27,9 +27,16 @@ impl Histogram {
     /// An empty histogram with the given resolution and largest value; non-positive or absurd
     /// parameters fall back to grpc's defaults.
     pub fn new(resolution: f64, max_possible: f64) -> Histogram {
-        let resolution = if resolution > 0.0 && resolution.is_finite() { resolution } else { DEFAULT_RESOLUTION };
-        let max_possible =
-            if max_possible >= 1.0 && max_possible.is_finite() { max_possible } else { DEFAULT_MAX_POSSIBLE };
+        let resolution = if resolution > 0.0 && resolution.is_finite() {
+            resolution
+        } else {
+            DEFAULT_RESOLUTION
+        };
+        let max_possible = if max_possible >= 1.0 && max_possible.is_finite() {
+            max_possible
+        } else {
+            DEFAULT_MAX_POSSIBLE
+        };
         let one_on_log_multiplier = 1.0 / (1.0 + resolution).ln();
         let n = (max_possible.ln() * one_on_log_multiplier) as usize + 1;
         // 1% resolution over 60 s is ~2,500 buckets; refuse to allocate absurd sizes.
@@ -85,7 +92,9 @@ impl Histogram {
     /// Adds `other`'s counts (same parameters) into `self`.
     pub fn merge(&mut self, other: &Histogram) {
         if other.buckets.len() != self.buckets.len() {
-            tracing::warn!("merging histograms with different bucket counts; ignoring the other one");
+            tracing::warn!(
+                "merging histograms with different bucket counts; ignoring the other one"
+            );
             return;
         }
         for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
@@ -145,7 +154,10 @@ mod tests {
     fn bucket_count_matches_gpr_defaults() {
         // gpr: num_buckets = (size_t)(log(60e9) / log(1.01)) + 1
         let h = Histogram::new(0.01, 60e9);
-        assert_eq!(h.buckets.len(), ((60e9f64).ln() / (1.01f64).ln()) as usize + 1);
+        assert_eq!(
+            h.buckets.len(),
+            ((60e9f64).ln() / (1.01f64).ln()) as usize + 1
+        );
     }
 
     #[test]

@@ -55,11 +55,19 @@ fn micros(d: Duration) -> u32 {
     d.as_micros().min(u32::MAX as u128) as u32
 }
 
-fn outgoing(rx: mpsc::Receiver<SimpleRequest>) -> impl futures_core::Stream<Item = SimpleRequest> + Send + 'static {
+fn outgoing(
+    rx: mpsc::Receiver<SimpleRequest>,
+) -> impl futures_core::Stream<Item = SimpleRequest> + Send + 'static {
     futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) })
 }
 
-async fn worker(client: BenchmarkServiceClient, mode: String, req: SimpleRequest, measure: Instant, end: Instant) -> Tally {
+async fn worker(
+    client: BenchmarkServiceClient,
+    mode: String,
+    req: SimpleRequest,
+    measure: Instant,
+    end: Instant,
+) -> Tally {
     let mut t = Tally::default();
     match mode.as_str() {
         "unary" => loop {
@@ -185,7 +193,9 @@ fn pct(sorted: &[u32], p: f64) -> f64 {
 fn seconds(name: &str, v: f64) -> Result<Duration, String> {
     match Duration::try_from_secs_f64(v) {
         Ok(d) if d <= Duration::from_secs(365 * 86_400) => Ok(d),
-        _ => Err(format!("--{name}={v}: expected a number of seconds between 0 and 31536000")),
+        _ => Err(format!(
+            "--{name}={v}: expected a number of seconds between 0 and 31536000"
+        )),
     }
 }
 
@@ -222,7 +232,10 @@ pub async fn run(flags: &Flags) -> Result<(), String> {
     let lb_policy = flags.string("lb_policy", "");
     let req = SimpleRequest {
         response_size: resp_size,
-        payload: Some(Payload { r#type: 0, body: vec![0u8; req_size] }),
+        payload: Some(Payload {
+            r#type: 0,
+            body: vec![0u8; req_size],
+        }),
         ..Default::default()
     };
     if mode == "rapid-reset" {
@@ -241,7 +254,13 @@ pub async fn run(flags: &Flags) -> Result<(), String> {
     let mut tasks = Vec::with_capacity(concurrency);
     for i in 0..concurrency {
         let c = BenchmarkServiceClient::new(channels[i % conns].clone());
-        tasks.push(tokio::spawn(worker(c, mode.clone(), req.clone(), measure, end)));
+        tasks.push(tokio::spawn(worker(
+            c,
+            mode.clone(),
+            req.clone(),
+            measure,
+            end,
+        )));
     }
     let mut all = Tally::default();
     for t in tasks {
@@ -277,7 +296,10 @@ pub async fn run(flags: &Flags) -> Result<(), String> {
 /// allows, for `duration`. A connection the server closes is counted and reopened.
 /// Prints `{"impl":"rapid-reset","streams":N,"per_sec":R,"goaways":G}`.
 async fn rapid_reset(target: &str, conns: usize, duration: Duration) -> Result<(), String> {
-    let addr = target.trim_start_matches("http://").trim_end_matches('/').to_string();
+    let addr = target
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
     let end = Instant::now() + duration;
     let mut tasks = Vec::new();
     for _ in 0..conns {
@@ -285,15 +307,21 @@ async fn rapid_reset(target: &str, conns: usize, duration: Duration) -> Result<(
         tasks.push(tokio::spawn(async move {
             let (mut streams, mut goaways) = (0u64, 0u64);
             while Instant::now() < end {
-                let Ok(tcp) = tokio::net::TcpStream::connect(&addr).await else { break };
+                let Ok(tcp) = tokio::net::TcpStream::connect(&addr).await else {
+                    break;
+                };
                 let _ = tcp.set_nodelay(true);
-                let Ok((mut send, conn)) = h2::client::handshake(tcp).await else { break };
+                let Ok((mut send, conn)) = h2::client::handshake(tcp).await else {
+                    break;
+                };
                 let driver = tokio::spawn(conn);
                 loop {
                     if Instant::now() >= end {
                         break;
                     }
-                    let Ok(ready) = send.clone().ready().await else { break };
+                    let Ok(ready) = send.clone().ready().await else {
+                        break;
+                    };
                     send = ready;
                     let uri = format!("http://{addr}/grpc.testing.BenchmarkService/UnaryCall");
                     let req = http::Request::post(uri)
@@ -333,7 +361,12 @@ async fn rapid_reset(target: &str, conns: usize, duration: Duration) -> Result<(
     Ok(())
 }
 
-async fn memory_probe(channels: &[Channel], mode: &str, streams: usize, hold: f64) -> Result<(), String> {
+async fn memory_probe(
+    channels: &[Channel],
+    mode: &str,
+    streams: usize,
+    hold: f64,
+) -> Result<(), String> {
     let mut ok_conns = 0;
     for ch in channels {
         let c = BenchmarkServiceClient::new(ch.clone());

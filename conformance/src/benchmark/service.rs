@@ -2,8 +2,8 @@
 //! benchmark (the worker's RunServer and `benchmark_worker server`). Each call answers with a
 //! payload of the requested `response_size`, like grpc's C++ and Go benchmark servers.
 
-use std::io;
 use std::future::Future;
+use std::io;
 
 use futures_util::StreamExt;
 use grpc_runtime::server::Server;
@@ -24,7 +24,10 @@ pub fn response(size: i32) -> Result<SimpleResponse, Status> {
         )));
     }
     Ok(SimpleResponse {
-        payload: (size > 0).then(|| Payload { r#type: 0, body: vec![0u8; size as usize] }),
+        payload: (size > 0).then(|| Payload {
+            r#type: 0,
+            body: vec![0u8; size as usize],
+        }),
         ..Default::default()
     })
 }
@@ -38,7 +41,10 @@ fn repeat(resp: SimpleResponse) -> BoxStream<SimpleResponse> {
 }
 
 impl BenchmarkService for BenchService {
-    async fn unary_call(&self, request: Request<SimpleRequest>) -> Result<Response<SimpleResponse>, Status> {
+    async fn unary_call(
+        &self,
+        request: Request<SimpleRequest>,
+    ) -> Result<Response<SimpleResponse>, Status> {
         Ok(Response::new(response(request.get_ref().response_size)?))
     }
 
@@ -46,7 +52,9 @@ impl BenchmarkService for BenchService {
         &self,
         request: Request<Streaming<SimpleRequest>>,
     ) -> Result<Response<BoxStream<SimpleResponse>>, Status> {
-        let s = request.into_inner().map(|r| r.and_then(|r| response(r.response_size)));
+        let s = request
+            .into_inner()
+            .map(|r| r.and_then(|r| response(r.response_size)));
         Ok(Response::new(Box::pin(s)))
     }
 
@@ -66,7 +74,9 @@ impl BenchmarkService for BenchService {
         &self,
         request: Request<SimpleRequest>,
     ) -> Result<Response<BoxStream<SimpleResponse>>, Status> {
-        Ok(Response::new(repeat(response(request.get_ref().response_size)?)))
+        Ok(Response::new(repeat(response(
+            request.get_ref().response_size,
+        )?)))
     }
 
     async fn streaming_both_ways(
@@ -81,13 +91,21 @@ impl BenchmarkService for BenchService {
         Ok(Response::new(repeat(resp)))
     }
 
-    async fn get_before_snapshot(&self, _request: Request<SimpleRequest>) -> Result<Response<MemorySize>, Status> {
-        Ok(Response::new(MemorySize { rss: super::stats::rss_bytes().unwrap_or(0) as i64 }))
+    async fn get_before_snapshot(
+        &self,
+        _request: Request<SimpleRequest>,
+    ) -> Result<Response<MemorySize>, Status> {
+        Ok(Response::new(MemorySize {
+            rss: super::stats::rss_bytes().unwrap_or(0) as i64,
+        }))
     }
 }
 
 /// Serves [`BenchService`] on `listener` until `shutdown` resolves.
-pub async fn serve(listener: TcpListener, shutdown: impl Future<Output = ()> + Send) -> io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> io::Result<()> {
     serve_with(listener, shutdown, |b| b).await
 }
 

@@ -10,19 +10,32 @@ const TICKS_PER_SEC: f64 = 100.0;
 
 /// This process's (user, system) CPU seconds.
 pub fn process_cpu() -> (f64, f64) {
-    let Ok(s) = std::fs::read_to_string("/proc/self/stat") else { return (0.0, 0.0) };
+    let Ok(s) = std::fs::read_to_string("/proc/self/stat") else {
+        return (0.0, 0.0);
+    };
     // Fields after the ")" that ends the command name: state is field 3, utime 14, stime 15.
-    let Some(rest) = s.rfind(')').map(|i| &s[i + 1..]) else { return (0.0, 0.0) };
+    let Some(rest) = s.rfind(')').map(|i| &s[i + 1..]) else {
+        return (0.0, 0.0);
+    };
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / TICKS_PER_SEC;
+    let tick =
+        |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / TICKS_PER_SEC;
     (tick(11), tick(12))
 }
 
 /// The machine's (total, idle) CPU ticks since boot.
 pub fn machine_cpu() -> (u64, u64) {
-    let Ok(s) = std::fs::read_to_string("/proc/stat") else { return (0, 0) };
-    let Some(line) = s.lines().next() else { return (0, 0) };
-    let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let Ok(s) = std::fs::read_to_string("/proc/stat") else {
+        return (0, 0);
+    };
+    let Some(line) = s.lines().next() else {
+        return (0, 0);
+    };
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
     let total = v.iter().sum();
     let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
     (total, idle)
@@ -56,6 +69,12 @@ impl Snapshot {
     pub fn now() -> Snapshot {
         let (user, system) = process_cpu();
         let (total_ticks, idle_ticks) = machine_cpu();
-        Snapshot { wall: Instant::now(), user, system, total_ticks, idle_ticks }
+        Snapshot {
+            wall: Instant::now(),
+            user,
+            system,
+            total_ticks,
+            idle_ticks,
+        }
     }
 }

@@ -27,9 +27,9 @@ use super::stats::Snapshot;
 use crate::pb::benchmark_service_client::BenchmarkServiceClient;
 use crate::pb::worker_service_server::WorkerService;
 use crate::pb::{
-    client_args, load_params, payload_config, server_args, ClientArgs, ClientConfig, ClientStats, ClientStatus,
-    CoreRequest, CoreResponse, Payload, PayloadConfig, RequestResultCount, RpcType, SecurityParams, ServerArgs,
-    ServerStats, ServerStatus, SimpleRequest, Void,
+    client_args, load_params, payload_config, server_args, ClientArgs, ClientConfig, ClientStats,
+    ClientStatus, CoreRequest, CoreResponse, Payload, PayloadConfig, RequestResultCount, RpcType,
+    SecurityParams, ServerArgs, ServerStats, ServerStatus, SimpleRequest, Void,
 };
 
 /// The worker service. `quit` is notified by `QuitWorker`; the binary shuts down on it.
@@ -43,14 +43,16 @@ pub struct Worker {
 
 /// Cores this process may use.
 pub fn core_count() -> i32 {
-    std::thread::available_parallelism().map(|n| n.get() as i32).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get() as i32)
+        .unwrap_or(1)
 }
 
 fn check_security(s: Option<&SecurityParams>) -> Result<(), Status> {
     match s {
-        Some(s) if s.use_test_ca || !s.cred_type.is_empty() && s.cred_type != "insecure" => {
-            Err(Status::unimplemented("benchmark_worker: secure benchmark channels are not supported"))
-        }
+        Some(s) if s.use_test_ca || !s.cred_type.is_empty() && s.cred_type != "insecure" => Err(
+            Status::unimplemented("benchmark_worker: secure benchmark channels are not supported"),
+        ),
         _ => Ok(()),
     }
 }
@@ -59,18 +61,22 @@ fn check_security(s: Option<&SecurityParams>) -> Result<(), Status> {
 fn payload_sizes(p: Option<&PayloadConfig>) -> Result<(i32, i32), Status> {
     match p.and_then(|p| p.payload.as_ref()) {
         None => Ok((0, 0)),
-        Some(payload_config::Payload::SimpleParams(s)) => Ok((s.req_size.max(0), s.resp_size.max(0))),
-        Some(payload_config::Payload::BytebufParams(_)) => {
-            Err(Status::unimplemented("benchmark_worker: byte-buffer (generic) payloads are not supported"))
+        Some(payload_config::Payload::SimpleParams(s)) => {
+            Ok((s.req_size.max(0), s.resp_size.max(0)))
         }
-        Some(payload_config::Payload::ComplexParams(_)) => {
-            Err(Status::unimplemented("benchmark_worker: complex proto payloads are not supported"))
-        }
+        Some(payload_config::Payload::BytebufParams(_)) => Err(Status::unimplemented(
+            "benchmark_worker: byte-buffer (generic) payloads are not supported",
+        )),
+        Some(payload_config::Payload::ComplexParams(_)) => Err(Status::unimplemented(
+            "benchmark_worker: complex proto payloads are not supported",
+        )),
     }
 }
 
 fn boxed<T: Send + 'static>(rx: mpsc::Receiver<Result<T, Status>>) -> BoxStream<T> {
-    Box::pin(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }))
+    Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }))
 }
 
 fn server_stats(since: &Snapshot, now: &Snapshot) -> ServerStats {
@@ -163,7 +169,9 @@ impl Rng {
         let u = self.next_f64().max(1e-12);
         // `rate` comes from the driver's config: a tiny offered load must not overflow
         // (from_secs_f64 panics); a day between calls is as good as never.
-        Duration::try_from_secs_f64(-u.ln() / rate).unwrap_or(Duration::MAX).min(Duration::from_secs(86_400))
+        Duration::try_from_secs_f64(-u.ln() / rate)
+            .unwrap_or(Duration::MAX)
+            .min(Duration::from_secs(86_400))
     }
 }
 
@@ -182,7 +190,11 @@ struct Pacer {
 
 impl Pacer {
     fn new(pace: Pace, seed: u64) -> Pacer {
-        Pacer { pace, next: Instant::now(), rng: Rng(seed | 1) }
+        Pacer {
+            pace,
+            next: Instant::now(),
+            rng: Rng(seed | 1),
+        }
     }
     /// Waits until the next call may start (at once in closed loop).
     async fn wait(&mut self) {
@@ -227,7 +239,9 @@ async fn slot_loop(
             // One stream; ping-pong on it (or, from-client / both-ways, send and time the
             // sends), restart after messages_per_stream messages.
             let (tx, rx) = mpsc::channel::<SimpleRequest>(1);
-            let outgoing = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+            let outgoing = futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|m| (m, rx))
+            });
             if rpc_type == RpcType::StreamingFromClient {
                 let call = tokio::spawn({
                     let client = client.clone();
@@ -277,7 +291,9 @@ async fn slot_loop(
             if rpc_type == RpcType::StreamingBothWays {
                 // Both ways: the server streams back on its own; time the receive intervals
                 // while a side task keeps sending.
-                let sender = tokio::spawn(async move { while tx.send(SimpleRequest::default()).await.is_ok() {} });
+                let sender = tokio::spawn(async move {
+                    while tx.send(SimpleRequest::default()).await.is_ok() {}
+                });
                 t0 = Instant::now();
                 loop {
                     match incoming.message().await {
@@ -352,7 +368,9 @@ async fn start_client(cfg: &ClientConfig) -> Result<RunningClient, Status> {
     let rpc_type = RpcType::try_from(cfg.rpc_type)
         .map_err(|_| Status::invalid_argument(format!("unknown rpc_type {}", cfg.rpc_type)))?;
     if cfg.server_targets.is_empty() {
-        return Err(Status::invalid_argument("ClientConfig has no server_targets"));
+        return Err(Status::invalid_argument(
+            "ClientConfig has no server_targets",
+        ));
     }
     let channels_n = cfg.client_channels.max(1) as usize;
     let outstanding = cfg.outstanding_rpcs_per_channel.max(1) as usize;
@@ -365,7 +383,10 @@ async fn start_client(cfg: &ClientConfig) -> Result<RunningClient, Status> {
     let template = Histogram::from_params(cfg.histogram_params.as_ref());
     let req = SimpleRequest {
         response_size: resp_size,
-        payload: Some(Payload { r#type: 0, body: vec![0u8; req_size as usize] }),
+        payload: Some(Payload {
+            r#type: 0,
+            body: vec![0u8; req_size as usize],
+        }),
         ..Default::default()
     };
     let mut channels = Vec::with_capacity(channels_n);
@@ -384,8 +405,13 @@ async fn start_client(cfg: &ClientConfig) -> Result<RunningClient, Status> {
     let mut seed = 0x9E37_79B9_7F4A_7C15u64;
     for ch in &channels {
         for _ in 0..outstanding {
-            let s = Arc::new(Mutex::new(SlotStats { hist: template.empty_like(), results: HashMap::new() }));
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let s = Arc::new(Mutex::new(SlotStats {
+                hist: template.empty_like(),
+                results: HashMap::new(),
+            }));
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             tasks.push(tokio::spawn(slot_loop(
                 BenchmarkServiceClient::new(ch.clone()),
                 rpc_type,
@@ -397,13 +423,20 @@ async fn start_client(cfg: &ClientConfig) -> Result<RunningClient, Status> {
             slots.push(s);
         }
     }
-    Ok(RunningClient { slots, tasks, channels, template })
+    Ok(RunningClient {
+        slots,
+        tasks,
+        channels,
+        template,
+    })
 }
 
 fn client_status(c: &RunningClient, since: &Snapshot, now: &Snapshot, reset: bool) -> ClientStatus {
     let (hist, results) = c.collect(reset);
-    let mut request_results: Vec<RequestResultCount> =
-        results.into_iter().map(|(status_code, count)| RequestResultCount { status_code, count }).collect();
+    let mut request_results: Vec<RequestResultCount> = results
+        .into_iter()
+        .map(|(status_code, count)| RequestResultCount { status_code, count })
+        .collect();
     request_results.sort_by_key(|r| r.status_code);
     ClientStatus {
         stats: Some(ClientStats {
@@ -425,14 +458,22 @@ impl WorkerService for Worker {
         let mut args = request.into_inner();
         let setup = match args.message().await?.and_then(|a| a.argtype) {
             Some(server_args::Argtype::Setup(c)) => c,
-            _ => return Err(Status::invalid_argument("RunServer: the first message must be a setup")),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "RunServer: the first message must be a setup",
+                ))
+            }
         };
         check_security(setup.security_params.as_ref())?;
         payload_sizes(setup.payload_config.as_ref())?;
-        let port = if setup.port > 0 { setup.port as u16 } else { self.server_port };
-        let listener = TcpListener::bind(("127.0.0.1", port))
-            .await
-            .map_err(|e| Status::unavailable(format!("binding benchmark server port {port}: {e}")))?;
+        let port = if setup.port > 0 {
+            setup.port as u16
+        } else {
+            self.server_port
+        };
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.map_err(|e| {
+            Status::unavailable(format!("binding benchmark server port {port}: {e}"))
+        })?;
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(port);
         tracing::info!(port, "benchmark server starting");
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -441,12 +482,18 @@ impl WorkerService for Worker {
         }));
         let (tx, rx) = mpsc::channel(4);
         let mut since = Snapshot::now();
-        let first = ServerStatus { stats: Some(server_stats(&since, &since)), port: port as i32, cores: core_count() };
+        let first = ServerStatus {
+            stats: Some(server_stats(&since, &since)),
+            port: port as i32,
+            cores: core_count(),
+        };
         let _ = tx.send(Ok(first)).await;
         tokio::spawn(async move {
             loop {
                 match args.message().await {
-                    Ok(Some(ServerArgs { argtype: Some(server_args::Argtype::Mark(m)) })) => {
+                    Ok(Some(ServerArgs {
+                        argtype: Some(server_args::Argtype::Mark(m)),
+                    })) => {
                         let now = Snapshot::now();
                         let st = ServerStatus {
                             stats: Some(server_stats(&since, &now)),
@@ -461,7 +508,9 @@ impl WorkerService for Worker {
                         }
                     }
                     Ok(Some(_)) => {
-                        let _ = tx.send(Err(Status::invalid_argument("RunServer: expected a mark"))).await;
+                        let _ = tx
+                            .send(Err(Status::invalid_argument("RunServer: expected a mark")))
+                            .await;
                         break;
                     }
                     Ok(None) | Err(_) => break,
@@ -481,17 +530,25 @@ impl WorkerService for Worker {
         let mut args = request.into_inner();
         let setup = match args.message().await?.and_then(|a| a.argtype) {
             Some(client_args::Argtype::Setup(c)) => c,
-            _ => return Err(Status::invalid_argument("RunClient: the first message must be a setup")),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "RunClient: the first message must be a setup",
+                ))
+            }
         };
         tracing::info!(targets = ?setup.server_targets, rpc_type = setup.rpc_type, "benchmark client starting");
         let client = start_client(&setup).await?;
         let (tx, rx) = mpsc::channel(4);
         let mut since = Snapshot::now();
-        let _ = tx.send(Ok(client_status(&client, &since, &since, false))).await;
+        let _ = tx
+            .send(Ok(client_status(&client, &since, &since, false)))
+            .await;
         tokio::spawn(async move {
             loop {
                 match args.message().await {
-                    Ok(Some(ClientArgs { argtype: Some(client_args::Argtype::Mark(m)) })) => {
+                    Ok(Some(ClientArgs {
+                        argtype: Some(client_args::Argtype::Mark(m)),
+                    })) => {
                         let now = Snapshot::now();
                         let st = client_status(&client, &since, &now, m.reset);
                         if m.reset {
@@ -502,7 +559,9 @@ impl WorkerService for Worker {
                         }
                     }
                     Ok(Some(_)) => {
-                        let _ = tx.send(Err(Status::invalid_argument("RunClient: expected a mark"))).await;
+                        let _ = tx
+                            .send(Err(Status::invalid_argument("RunClient: expected a mark")))
+                            .await;
                         break;
                     }
                     Ok(None) | Err(_) => break,
@@ -514,8 +573,13 @@ impl WorkerService for Worker {
         Ok(Response::new(boxed(rx)))
     }
 
-    async fn core_count(&self, _request: Request<CoreRequest>) -> Result<Response<CoreResponse>, Status> {
-        Ok(Response::new(CoreResponse { cores: core_count() }))
+    async fn core_count(
+        &self,
+        _request: Request<CoreRequest>,
+    ) -> Result<Response<CoreResponse>, Status> {
+        Ok(Response::new(CoreResponse {
+            cores: core_count(),
+        }))
     }
 
     async fn quit_worker(&self, _request: Request<Void>) -> Result<Response<Void>, Status> {

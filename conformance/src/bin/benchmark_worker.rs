@@ -27,7 +27,9 @@ const SERVER_FLAGS: &[&str] = &["port", "threads", "max_pending_accept_reset_str
 async fn signal() {
     #[cfg(unix)]
     {
-        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
@@ -42,11 +44,17 @@ async fn run_worker(flags: &Flags) -> Result<(), String> {
     let driver_port: u16 = flags.num("driver_port", 10000u16)?;
     let server_port: u16 = flags.num("server_port", 0u16)?;
     let quit = Arc::new(tokio::sync::Notify::new());
-    let w = worker::Worker { server_port, quit: Arc::clone(&quit) };
+    let w = worker::Worker {
+        server_port,
+        quit: Arc::clone(&quit),
+    };
     let listener = TcpListener::bind(("0.0.0.0", driver_port))
         .await
         .map_err(|e| format!("binding driver port {driver_port}: {e}"))?;
-    eprintln!("benchmark_worker: worker listening on {}", listener.local_addr().map_err(|e| e.to_string())?);
+    eprintln!(
+        "benchmark_worker: worker listening on {}",
+        listener.local_addr().map_err(|e| e.to_string())?
+    );
     Server::builder()
         .grace_period(std::time::Duration::from_secs(2))
         .add_service(WorkerServiceServer::new(w))
@@ -62,14 +70,22 @@ async fn run_worker(flags: &Flags) -> Result<(), String> {
 
 async fn run_server(flags: &Flags) -> Result<(), String> {
     let port: u16 = flags.num("port", 50051u16)?;
-    let resets: usize =
-        flags.num("max_pending_accept_reset_streams", grpc_runtime::server::DEFAULT_MAX_PENDING_ACCEPT_RESET_STREAMS)?;
-    let listener =
-        TcpListener::bind(("127.0.0.1", port)).await.map_err(|e| format!("binding 127.0.0.1:{port}: {e}"))?;
-    println!("listening on {}", listener.local_addr().map_err(|e| e.to_string())?);
-    service::serve_with(listener, signal(), |b| b.max_pending_accept_reset_streams(resets))
+    let resets: usize = flags.num(
+        "max_pending_accept_reset_streams",
+        grpc_runtime::server::DEFAULT_MAX_PENDING_ACCEPT_RESET_STREAMS,
+    )?;
+    let listener = TcpListener::bind(("127.0.0.1", port))
         .await
-        .map_err(|e| format!("server: {e}"))
+        .map_err(|e| format!("binding 127.0.0.1:{port}: {e}"))?;
+    println!(
+        "listening on {}",
+        listener.local_addr().map_err(|e| e.to_string())?
+    );
+    service::serve_with(listener, signal(), |b| {
+        b.max_pending_accept_reset_streams(resets)
+    })
+    .await
+    .map_err(|e| format!("server: {e}"))
 }
 
 fn main() -> ExitCode {
@@ -80,7 +96,14 @@ fn main() -> ExitCode {
     };
     let (known, bools): (Vec<&str>, &[&str]) = match cmd.as_str() {
         "server" => (SERVER_FLAGS.to_vec(), &[]),
-        "client" => (load::CLIENT_FLAGS.iter().copied().chain(["threads"]).collect(), &[]),
+        "client" => (
+            load::CLIENT_FLAGS
+                .iter()
+                .copied()
+                .chain(["threads"])
+                .collect(),
+            &[],
+        ),
         _ => (WORKER_FLAGS.to_vec(), &[]),
     };
     let flags = match Flags::parse(args, &known, bools) {

@@ -47,7 +47,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("interop_client: cannot start the runtime: {e}");
@@ -66,7 +69,10 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
         Err(_) => {
-            eprintln!("{case}: FAIL: did not finish within {} s", overall.as_secs());
+            eprintln!(
+                "{case}: FAIL: did not finish within {} s",
+                overall.as_secs()
+            );
             ExitCode::from(1)
         }
     }

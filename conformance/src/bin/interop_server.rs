@@ -18,7 +18,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("interop_server: cannot start the runtime: {e}");
@@ -28,14 +31,24 @@ fn main() -> ExitCode {
     eprintln!(
         "interop_server: listening on {} ({}{})",
         cfg.addr,
-        if cfg.use_tls { format!("TLS, cert {}", cfg.cert_file.display()) } else { "plaintext".into() },
+        if cfg.use_tls {
+            format!("TLS, cert {}", cfg.cert_file.display())
+        } else {
+            "plaintext".into()
+        },
         if cfg.grpc_web { ", gRPC-Web on" } else { "" }
     );
     if let Some(ca) = &cfg.client_ca_file {
-        eprintln!("interop_server: requiring client certificates from {}", ca.display());
+        eprintln!(
+            "interop_server: requiring client certificates from {}",
+            ca.display()
+        );
     }
     if let Some(p) = &cfg.authz_policy {
-        eprintln!("interop_server: enforcing the authorization policy in {}", p.display());
+        eprintln!(
+            "interop_server: enforcing the authorization policy in {}",
+            p.display()
+        );
     }
     let shutdown = async {
         #[cfg(unix)]

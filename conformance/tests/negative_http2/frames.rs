@@ -57,7 +57,9 @@ impl Frame {
             GOAWAY => 4,
             _ => return None,
         };
-        self.payload.get(at..at + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        self.payload
+            .get(at..at + 4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
 }
 
@@ -71,7 +73,10 @@ pub struct Splitter {
 impl Splitter {
     /// A splitter for the client-to-server direction (skips the 24-byte preface).
     pub fn client_to_server() -> Self {
-        Splitter { buf: Vec::new(), preface_left: PREFACE.len() }
+        Splitter {
+            buf: Vec::new(),
+            preface_left: PREFACE.len(),
+        }
     }
 
     /// A splitter for the server-to-client direction.
@@ -140,7 +145,13 @@ pub fn put_window_update(out: &mut Vec<u8>, stream: u32, increment: u32) {
 
 /// DATA on `stream`; with `pad = Some(n)` the frame is PADDED with n zero bytes, so it
 /// carries `data.len() + 1 + n` flow-controlled bytes. Returns that flow-controlled length.
-pub fn put_data(out: &mut Vec<u8>, stream: u32, data: &[u8], pad: Option<u8>, end_stream: bool) -> usize {
+pub fn put_data(
+    out: &mut Vec<u8>,
+    stream: u32,
+    data: &[u8],
+    pad: Option<u8>,
+    end_stream: bool,
+) -> usize {
     let end = if end_stream { END_STREAM } else { 0 };
     match pad {
         None => {
@@ -239,7 +250,10 @@ pub struct Wire {
 impl Wire {
     fn close_if_done(&mut self, id: u32) {
         if let Some(s) = self.streams.get(&id) {
-            if (s.client_ended && s.server_ended) || s.server_rst.is_some() || s.client_rst.is_some() {
+            if (s.client_ended && s.server_ended)
+                || s.server_rst.is_some()
+                || s.client_rst.is_some()
+            {
                 self.open.remove(&id);
             }
         }
@@ -289,8 +303,12 @@ impl Wire {
                 self.streams.entry(f.stream).or_default().server_rst = code;
             }
             GOAWAY => {
-                let last = f.payload.get(0..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) & 0x7fff_ffff);
-                self.server_goaways.push((last.unwrap_or(0), f.error_code().unwrap_or(0)));
+                let last = f
+                    .payload
+                    .get(0..4)
+                    .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) & 0x7fff_ffff);
+                self.server_goaways
+                    .push((last.unwrap_or(0), f.error_code().unwrap_or(0)));
                 return;
             }
             _ => return,
@@ -306,7 +324,10 @@ pub async fn wait_for(wire: &Mutex<Wire>, what: &str, cond: impl Fn(&Wire) -> bo
         if cond(&wire.lock().unwrap()) {
             return;
         }
-        assert!(t0.elapsed() < Duration::from_secs(10), "server side: timed out waiting for {what}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "server side: timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
@@ -322,14 +343,21 @@ pub struct Tapped<T> {
 impl<T> Tapped<T> {
     /// Wraps the server side of a connection.
     pub fn new(io: T, wire: Arc<Mutex<Wire>>) -> Self {
-        Tapped { io, wire, from_client: Splitter::client_to_server(), to_client: Splitter::server_to_client() }
+        Tapped {
+            io,
+            wire,
+            from_client: Splitter::client_to_server(),
+            to_client: Splitter::server_to_client(),
+        }
     }
 
     /// Records one write of the server: its frames, and the streams it ended.
     fn record_write(&mut self, bytes: &[u8]) {
         let frames = self.to_client.feed(bytes);
         let mut wire = self.wire.lock().unwrap();
-        let ended = frames.iter().filter(|f| matches!(f.kind, HEADERS | DATA) && f.flags & END_STREAM != 0);
+        let ended = frames
+            .iter()
+            .filter(|f| matches!(f.kind, HEADERS | DATA) && f.flags & END_STREAM != 0);
         let ended = ended.map(|f| f.stream).collect();
         wire.server_writes.push(ended);
         for f in &frames {
@@ -339,7 +367,11 @@ impl<T> Tapped<T> {
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Tapped<T> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let this = &mut *self;
         let r = Pin::new(&mut this.io).poll_read(cx, buf);
@@ -358,7 +390,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for Tapped<T> {
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for Tapped<T> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         let r = Pin::new(&mut this.io).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = &r {

@@ -12,7 +12,13 @@ use tokio::sync::oneshot;
 pub async fn start_server(tls: bool) -> (SocketAddr, oneshot::Sender<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let acceptor = tls.then(|| tls_config(&certs_dir().join("server1.pem"), &certs_dir().join("server1.key")).unwrap());
+    let acceptor = tls.then(|| {
+        tls_config(
+            &certs_dir().join("server1.pem"),
+            &certs_dir().join("server1.key"),
+        )
+        .unwrap()
+    });
     let (tx, rx) = oneshot::channel::<()>();
     tokio::spawn(async move {
         serve(listener, acceptor, async {

@@ -25,7 +25,10 @@ async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let grpc_addr = parse_addr(&args, "--addr", "127.0.0.1:50051");
     let page_addr = parse_addr(&args, "--page-addr", "127.0.0.1:8080");
-    let page = match TcpListener::bind(page_addr).await.and_then(|l| Ok((l.local_addr()?, l))) {
+    let page = match TcpListener::bind(page_addr)
+        .await
+        .and_then(|l| Ok((l.local_addr()?, l)))
+    {
         Ok(p) => p,
         Err(e) => {
             eprintln!("cannot listen on {page_addr}: {e}");
@@ -33,15 +36,22 @@ async fn main() {
         }
     };
     let (page_addr, page_listener) = page;
-    let server = match examples::RunningServer::start_on(browser::grpc_server(page_addr), grpc_addr).await {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("cannot listen on {grpc_addr}: {e}");
-            std::process::exit(1);
-        }
-    };
-    println!("grpc-web-browser listening on {} (gRPC and gRPC-Web)", server.addr());
-    println!("page: http://{page_addr}/ (CORS origins allowed: {})", browser::page_origins(page_addr).join(", "));
+    let server =
+        match examples::RunningServer::start_on(browser::grpc_server(page_addr), grpc_addr).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("cannot listen on {grpc_addr}: {e}");
+                std::process::exit(1);
+            }
+        };
+    println!(
+        "grpc-web-browser listening on {} (gRPC and gRPC-Web)",
+        server.addr()
+    );
+    println!(
+        "page: http://{page_addr}/ (CORS origins allowed: {})",
+        browser::page_origins(page_addr).join(", ")
+    );
     tokio::spawn(browser::serve_page(page_listener, server.addr().port()));
     if let Err(e) = server.wait().await {
         eprintln!("server failed: {e}");

@@ -8,7 +8,8 @@ use grpc_runtime::server::Server;
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let addr = examples::support::arg_value(&args, "--addr").unwrap_or_else(|| DEFAULT_ADDR.to_string());
+    let addr =
+        examples::support::arg_value(&args, "--addr").unwrap_or_else(|| DEFAULT_ADDR.to_string());
     let addr = match addr.parse() {
         Ok(a) => a,
         Err(e) => {

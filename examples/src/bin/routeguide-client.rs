@@ -8,8 +8,11 @@ use examples::routeguide::{default_db_path, load_features, DEFAULT_ADDR};
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let target = examples::support::arg_value(&args, "--addr").unwrap_or_else(|| format!("http://{DEFAULT_ADDR}"));
-    let db = examples::support::arg_value(&args, "--db").map(std::path::PathBuf::from).unwrap_or_else(default_db_path);
+    let target = examples::support::arg_value(&args, "--addr")
+        .unwrap_or_else(|| format!("http://{DEFAULT_ADDR}"));
+    let db = examples::support::arg_value(&args, "--db")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(default_db_path);
     let out = examples::Transcript::with_sink(|line| println!("{line}"));
     let result = async {
         let features = load_features(&db)?;

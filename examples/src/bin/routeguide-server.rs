@@ -7,8 +7,11 @@ use grpc_runtime::server::Server;
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let addr = examples::support::arg_value(&args, "--addr").unwrap_or_else(|| DEFAULT_ADDR.to_string());
-    let db = examples::support::arg_value(&args, "--db").map(std::path::PathBuf::from).unwrap_or_else(default_db_path);
+    let addr =
+        examples::support::arg_value(&args, "--addr").unwrap_or_else(|| DEFAULT_ADDR.to_string());
+    let db = examples::support::arg_value(&args, "--db")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(default_db_path);
     let features = match load_features(&db) {
         Ok(f) => f,
         Err(e) => {
@@ -27,7 +30,11 @@ async fn main() {
     let builder = Server::builder().add_service(RouteGuideService::new(features).into_server());
     match examples::RunningServer::start_on(builder, addr).await {
         Ok(server) => {
-            println!("route guide server listening on {} with {count} features from {}", server.addr(), db.display());
+            println!(
+                "route guide server listening on {} with {count} features from {}",
+                server.addr(),
+                db.display()
+            );
             if let Err(e) = server.wait().await {
                 eprintln!("server failed: {e}");
                 std::process::exit(1);

@@ -43,15 +43,23 @@ pub const TOKENS: &[(&str, &str)] = &[("alice-token", "admin"), ("bob-token", "u
 pub struct RoleEcho;
 
 impl Echo for RoleEcho {
-    async fn unary_echo(&self, request: Request<EchoRequest>) -> Result<Response<EchoResponse>, Status> {
-        Ok(Response::new(EchoResponse { message: request.into_inner().message }))
+    async fn unary_echo(
+        &self,
+        request: Request<EchoRequest>,
+    ) -> Result<Response<EchoResponse>, Status> {
+        Ok(Response::new(EchoResponse {
+            message: request.into_inner().message,
+        }))
     }
 
     async fn server_streaming_echo(
         &self,
         request: Request<EchoRequest>,
     ) -> Result<Response<BoxStream<EchoResponse>>, Status> {
-        Ok(Response::new(repeat_reply(&request.into_inner().message, 2)))
+        Ok(Response::new(repeat_reply(
+            &request.into_inner().message,
+            2,
+        )))
     }
 
     async fn bidirectional_streaming_echo(
@@ -67,11 +75,20 @@ impl Echo for RoleEcho {
 pub fn roles_from_tokens() -> impl server::Interceptor {
     server::interceptor_fn(|mut head: CallHead, next: Next| -> BoxFuture<Status> {
         head.metadata.remove("x-role");
-        let token = head.metadata.get("authorization").and_then(|v| v.strip_prefix("Bearer ")).map(str::to_string);
-        let role = TOKENS.iter().find(|(t, _)| Some(*t) == token.as_deref()).map(|(_, r)| *r);
+        let token = head
+            .metadata
+            .get("authorization")
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::to_string);
+        let role = TOKENS
+            .iter()
+            .find(|(t, _)| Some(*t) == token.as_deref())
+            .map(|(_, r)| *r);
         if let Some(role) = role {
             if let Err(e) = head.metadata.insert("x-role", role) {
-                return Box::pin(std::future::ready(Status::internal(format!("cannot set x-role: {e}"))));
+                return Box::pin(std::future::ready(Status::internal(format!(
+                    "cannot set x-role: {e}"
+                ))));
             }
         }
         next.run(head)
@@ -79,7 +96,12 @@ pub fn roles_from_tokens() -> impl server::Interceptor {
 }
 
 /// Makes a unary, a server-streaming and a bidi call; reports each outcome.
-async fn calls(client: &EchoClient, who: &str, extra: &[(&str, &str)], out: &Transcript) -> Vec<Code> {
+async fn calls(
+    client: &EchoClient,
+    who: &str,
+    extra: &[(&str, &str)],
+    out: &Transcript,
+) -> Vec<Code> {
     let req = |m: &str| {
         let mut r = Request::new(echo(m));
         for (k, v) in extra {
@@ -92,11 +114,21 @@ async fn calls(client: &EchoClient, who: &str, extra: &[(&str, &str)], out: &Tra
     let mut report = |what: &str, r: Result<String, Status>| {
         match &r {
             Ok(s) => out.line(format!("{who}: {what}: OK ({s})")),
-            Err(e) => out.line(format!("{who}: {what}: {} ({})", e.code().as_str(), e.message())),
+            Err(e) => out.line(format!(
+                "{who}: {what}: {} ({})",
+                e.code().as_str(),
+                e.message()
+            )),
         }
         codes.push(r.map(|_| Code::Ok).unwrap_or_else(|e| e.code()));
     };
-    report("UnaryEcho", client.unary_echo(req(who)).await.map(|r| r.into_inner().message));
+    report(
+        "UnaryEcho",
+        client
+            .unary_echo(req(who))
+            .await
+            .map(|r| r.into_inner().message),
+    );
     let streamed = async {
         let mut s = client.server_streaming_echo(req(who)).await?.into_inner();
         let mut n = 0;
@@ -133,19 +165,51 @@ pub async fn run(out: &Transcript) -> Result<(), BoxError> {
             .add_service(EchoServer::new(RoleEcho)),
     )
     .await?;
-    out.line(format!("server listening on {} with policy \"echo-roles\"", server.addr()));
+    out.line(format!(
+        "server listening on {} with policy \"echo-roles\"",
+        server.addr()
+    ));
     let client = EchoClient::new(Channel::builder(server.url()).connect().await?);
     let (ok, denied) = (Code::Ok, Code::PermissionDenied);
 
-    let alice = calls(&client, "alice (admin)", &[("authorization", "Bearer alice-token")], out).await;
-    ensure!(alice == [ok, ok, denied], "alice: expected OK, OK, PERMISSION_DENIED; got {alice:?}");
-    let bob = calls(&client, "bob (user)", &[("authorization", "Bearer bob-token")], out).await;
-    ensure!(bob == [ok, denied, denied], "bob: expected OK, PERMISSION_DENIED twice; got {bob:?}");
+    let alice = calls(
+        &client,
+        "alice (admin)",
+        &[("authorization", "Bearer alice-token")],
+        out,
+    )
+    .await;
+    ensure!(
+        alice == [ok, ok, denied],
+        "alice: expected OK, OK, PERMISSION_DENIED; got {alice:?}"
+    );
+    let bob = calls(
+        &client,
+        "bob (user)",
+        &[("authorization", "Bearer bob-token")],
+        out,
+    )
+    .await;
+    ensure!(
+        bob == [ok, denied, denied],
+        "bob: expected OK, PERMISSION_DENIED twice; got {bob:?}"
+    );
     let anonymous = calls(&client, "anonymous", &[], out).await;
-    ensure!(anonymous == [denied, denied, denied], "anonymous: expected PERMISSION_DENIED; got {anonymous:?}");
-    let forged =
-        calls(&client, "bob claiming admin", &[("authorization", "Bearer bob-token"), ("x-role", "admin")], out).await;
-    ensure!(forged == [ok, denied, denied], "bob claiming admin: expected OK, PERMISSION_DENIED twice; got {forged:?}");
+    ensure!(
+        anonymous == [denied, denied, denied],
+        "anonymous: expected PERMISSION_DENIED; got {anonymous:?}"
+    );
+    let forged = calls(
+        &client,
+        "bob claiming admin",
+        &[("authorization", "Bearer bob-token"), ("x-role", "admin")],
+        out,
+    )
+    .await;
+    ensure!(
+        forged == [ok, denied, denied],
+        "bob claiming admin: expected OK, PERMISSION_DENIED twice; got {forged:?}"
+    );
 
     server.shutdown().await?;
     Ok(())

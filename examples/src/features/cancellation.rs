@@ -41,7 +41,10 @@ impl CancelEcho {
             }
             match ctx.cancellation() {
                 Some(status) => {
-                    out.line(format!("server: {call} call cancelled ({})", status.code().as_str()));
+                    out.line(format!(
+                        "server: {call} call cancelled ({})",
+                        status.code().as_str()
+                    ));
                     let _ = tx.send((call, status.code()));
                 }
                 None => out.line(format!("server: {call} call finished normally")),
@@ -51,10 +54,16 @@ impl CancelEcho {
 }
 
 impl Echo for CancelEcho {
-    async fn unary_echo(&self, request: Request<EchoRequest>) -> Result<Response<EchoResponse>, Status> {
+    async fn unary_echo(
+        &self,
+        request: Request<EchoRequest>,
+    ) -> Result<Response<EchoResponse>, Status> {
         let ctx = request.context().clone();
         self.watch("unary", ctx.clone());
-        self.out.line(format!("server: unary {:?}, working slowly", request.get_ref().message));
+        self.out.line(format!(
+            "server: unary {:?}, working slowly",
+            request.get_ref().message
+        ));
         tokio::select! {
             status = ctx.cancelled() => Err(status),
             _ = tokio::time::sleep(Duration::from_secs(5)) => {
@@ -77,31 +86,50 @@ impl Echo for CancelEcho {
     }
 }
 
-async fn expect_cancel(rx: &mut mpsc::UnboundedReceiver<(String, Code)>, call: &str) -> Result<(), BoxError> {
+async fn expect_cancel(
+    rx: &mut mpsc::UnboundedReceiver<(String, Code)>,
+    call: &str,
+) -> Result<(), BoxError> {
     let (got, code) = tokio::time::timeout(Duration::from_secs(5), rx.recv())
         .await
         .map_err(|_| format!("server did not see the {call} call cancelled"))?
         .ok_or("server gone")?;
-    ensure!(got == call && code == Code::Cancelled, "expected {call} CANCELLED, server saw {got} {}", code.as_str());
+    ensure!(
+        got == call && code == Code::Cancelled,
+        "expected {call} CANCELLED, server saw {got} {}",
+        code.as_str()
+    );
     Ok(())
 }
 
 /// Runs the example: server and client in this process over a real socket.
 pub async fn run(out: &Transcript) -> Result<(), BoxError> {
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let service = CancelEcho { out: out.clone(), cancelled: tx };
-    let server = RunningServer::start(Server::builder().add_service(EchoServer::new(service))).await?;
+    let service = CancelEcho {
+        out: out.clone(),
+        cancelled: tx,
+    };
+    let server =
+        RunningServer::start(Server::builder().add_service(EchoServer::new(service))).await?;
     let client = EchoClient::new(connect(&server.url()).await?);
 
     // Bidi: two round trips, then the client drops both halves of the call.
     let (send, recv) = mpsc::unbounded_channel::<EchoRequest>();
-    let requests = stream::unfold(recv, |mut recv| async move { recv.recv().await.map(|m| (m, recv)) });
-    let mut replies = client.bidirectional_streaming_echo(requests).await?.into_inner();
+    let requests = stream::unfold(recv, |mut recv| async move {
+        recv.recv().await.map(|m| (m, recv))
+    });
+    let mut replies = client
+        .bidirectional_streaming_echo(requests)
+        .await?
+        .into_inner();
     for i in 1..=2 {
         send.send(echo(&format!("hello {i}")))?;
         let reply = replies.message().await?.ok_or("stream ended early")?;
         out.line(format!("client: got {:?}", reply.message));
-        ensure!(reply.message == format!("hello {i}"), "wrong echo {reply:?}");
+        ensure!(
+            reply.message == format!("hello {i}"),
+            "wrong echo {reply:?}"
+        );
     }
     out.line("client: cancelling the bidi call (dropping it)");
     drop(replies);
@@ -125,19 +153,37 @@ pub async fn run(out: &Transcript) -> Result<(), BoxError> {
     // The channel is still fine for new calls.
     let mut request = Request::new(stream::iter(vec![echo("after cancel")]));
     request.set_timeout(Duration::from_secs(5));
-    let mut replies = client.bidirectional_streaming_echo(request).await?.into_inner();
+    let mut replies = client
+        .bidirectional_streaming_echo(request)
+        .await?
+        .into_inner();
     let reply = replies.message().await?.ok_or("no reply after cancel")?;
-    out.line(format!("client: new call on the same channel -> {:?}", reply.message));
+    out.line(format!(
+        "client: new call on the same channel -> {:?}",
+        reply.message
+    ));
     ensure!(reply.message == "after cancel", "wrong echo {reply:?}");
-    ensure!(replies.message().await?.is_none(), "expected the end of the stream");
-    out.line(format!("client: that call ended with {}", replies.status().map(|s| s.code().as_str()).unwrap_or("?")));
+    ensure!(
+        replies.message().await?.is_none(),
+        "expected the end of the stream"
+    );
+    out.line(format!(
+        "client: that call ended with {}",
+        replies.status().map(|s| s.code().as_str()).unwrap_or("?")
+    ));
     // A call that ended normally is not reported as cancelled.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while !out.contains("server: bidi call finished normally") {
-        ensure!(tokio::time::Instant::now() < deadline, "server did not see the last call finish");
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "server did not see the last call finish"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    ensure!(rx.try_recv().is_err(), "server saw a cancellation of a call that ended normally");
+    ensure!(
+        rx.try_recv().is_err(),
+        "server saw a cancellation of a call that ended normally"
+    );
 
     server.shutdown().await?;
     Ok(())

@@ -26,7 +26,10 @@ fn name(e: Option<CompressionEncoding>) -> &'static str {
 }
 
 impl Echo for CompressionEcho {
-    async fn unary_echo(&self, request: Request<EchoRequest>) -> Result<Response<EchoResponse>, Status> {
+    async fn unary_echo(
+        &self,
+        request: Request<EchoRequest>,
+    ) -> Result<Response<EchoResponse>, Status> {
         let ctx = request.context().clone();
         let reply_gzip = ctx.set_compression(Some(CompressionEncoding::Gzip));
         let message = format!(
@@ -50,7 +53,12 @@ enum RequestCompression {
     Identity,
 }
 
-async fn call(client: &EchoClient, text: &str, send: RequestCompression, out: &Transcript) -> Result<String, BoxError> {
+async fn call(
+    client: &EchoClient,
+    text: &str,
+    send: RequestCompression,
+    out: &Transcript,
+) -> Result<String, BoxError> {
     let mut request = Request::new(echo(text));
     match send {
         RequestCompression::ChannelDefault => {}
@@ -60,35 +68,85 @@ async fn call(client: &EchoClient, text: &str, send: RequestCompression, out: &T
     let response = client.unary_echo(request).await?;
     let arrived = response.encoding();
     let reply = response.into_inner().message;
-    out.line(format!("client: {reply} (response arrived in {})", name(arrived)));
+    out.line(format!(
+        "client: {reply} (response arrived in {})",
+        name(arrived)
+    ));
     let said_gzip = reply.ends_with("reply gzip");
-    ensure!(said_gzip == (arrived == Some(CompressionEncoding::Gzip)), "server said {reply:?}, response arrived in {arrived:?}");
+    ensure!(
+        said_gzip == (arrived == Some(CompressionEncoding::Gzip)),
+        "server said {reply:?}, response arrived in {arrived:?}"
+    );
     Ok(reply)
 }
 
 /// Runs the example: server and client in this process over a real socket.
 pub async fn run(out: &Transcript) -> Result<(), BoxError> {
-    let server = RunningServer::start(Server::builder().add_service(EchoServer::new(CompressionEcho))).await?;
+    let server =
+        RunningServer::start(Server::builder().add_service(EchoServer::new(CompressionEcho)))
+            .await?;
 
     // Per call: only the calls that ask for gzip are compressed.
     let client = EchoClient::new(Channel::builder(server.url()).connect().await?);
-    let first = call(&client, "per-call gzip, first call on the channel", RequestCompression::Gzip, out).await?;
-    ensure!(first.ends_with("request gzip, reply gzip"), "first call: {first:?}");
+    let first = call(
+        &client,
+        "per-call gzip, first call on the channel",
+        RequestCompression::Gzip,
+        out,
+    )
+    .await?;
+    ensure!(
+        first.ends_with("request gzip, reply gzip"),
+        "first call: {first:?}"
+    );
     let reply = call(&client, "per-call gzip", RequestCompression::Gzip, out).await?;
-    ensure!(reply.ends_with("request gzip, reply gzip"), "per-call gzip: {reply:?}");
-    let reply = call(&client, "no compression", RequestCompression::ChannelDefault, out).await?;
-    ensure!(reply.ends_with("request identity, reply gzip"), "uncompressed call: {reply:?}");
+    ensure!(
+        reply.ends_with("request gzip, reply gzip"),
+        "per-call gzip: {reply:?}"
+    );
+    let reply = call(
+        &client,
+        "no compression",
+        RequestCompression::ChannelDefault,
+        out,
+    )
+    .await?;
+    ensure!(
+        reply.ends_with("request identity, reply gzip"),
+        "uncompressed call: {reply:?}"
+    );
 
     // Per channel: every call on this channel is compressed, the first one included.
-    let channel = Channel::builder(server.url()).send_compressed(CompressionEncoding::Gzip).connect().await?;
+    let channel = Channel::builder(server.url())
+        .send_compressed(CompressionEncoding::Gzip)
+        .connect()
+        .await?;
     let client = EchoClient::new(channel);
     for i in 1..=3 {
-        let reply = call(&client, &format!("per-channel gzip #{i}"), RequestCompression::ChannelDefault, out).await?;
-        ensure!(reply.ends_with("request gzip, reply gzip"), "per-channel gzip: {reply:?}");
+        let reply = call(
+            &client,
+            &format!("per-channel gzip #{i}"),
+            RequestCompression::ChannelDefault,
+            out,
+        )
+        .await?;
+        ensure!(
+            reply.ends_with("request gzip, reply gzip"),
+            "per-channel gzip: {reply:?}"
+        );
     }
     // One call opts out of the channel's gzip: sent uncompressed (no grpc-encoding).
-    let reply = call(&client, "opted out on the gzip channel", RequestCompression::Identity, out).await?;
-    ensure!(reply.ends_with("request identity, reply gzip"), "opted-out call: {reply:?}");
+    let reply = call(
+        &client,
+        "opted out on the gzip channel",
+        RequestCompression::Identity,
+        out,
+    )
+    .await?;
+    ensure!(
+        reply.ends_with("request identity, reply gzip"),
+        "opted-out call: {reply:?}"
+    );
     server.shutdown().await?;
     Ok(())
 }

@@ -23,7 +23,10 @@ pub struct BackEcho {
 }
 
 impl Echo for BackEcho {
-    async fn unary_echo(&self, request: Request<EchoRequest>) -> Result<Response<EchoResponse>, Status> {
+    async fn unary_echo(
+        &self,
+        request: Request<EchoRequest>,
+    ) -> Result<Response<EchoResponse>, Status> {
         let ctx = request.context().clone();
         let seen = match ctx.time_remaining() {
             Some(left) => format!("deadline in {} ms", left.as_millis()),
@@ -40,7 +43,9 @@ impl Echo for BackEcho {
                 _ = tokio::time::sleep(Duration::from_secs(5)) => {}
             }
         }
-        Ok(Response::new(EchoResponse { message: format!("{message} ({seen})") }))
+        Ok(Response::new(EchoResponse {
+            message: format!("{message} ({seen})"),
+        }))
     }
 }
 
@@ -53,18 +58,29 @@ pub struct MiddleEcho {
 }
 
 impl Echo for MiddleEcho {
-    async fn unary_echo(&self, request: Request<EchoRequest>) -> Result<Response<EchoResponse>, Status> {
+    async fn unary_echo(
+        &self,
+        request: Request<EchoRequest>,
+    ) -> Result<Response<EchoResponse>, Status> {
         let left = request.context().time_remaining();
-        self.out.line(format!("middle server: forwarding, deadline in {:?} ms", left.map(|d| d.as_millis())));
+        self.out.line(format!(
+            "middle server: forwarding, deadline in {:?} ms",
+            left.map(|d| d.as_millis())
+        ));
         let reply = self.back.unary_echo(request.into_inner()).await?;
-        Ok(Response::new(EchoResponse { message: format!("via middle: {}", reply.into_inner().message) }))
+        Ok(Response::new(EchoResponse {
+            message: format!("via middle: {}", reply.into_inner().message),
+        }))
     }
 }
 
 async fn call(client: &EchoClient, message: &str, timeout: Duration) -> Result<String, Status> {
     let mut request = Request::new(echo(message));
     request.set_timeout(timeout);
-    client.unary_echo(request).await.map(|r| r.into_inner().message)
+    client
+        .unary_echo(request)
+        .await
+        .map(|r| r.into_inner().message)
 }
 
 /// Parses "deadline in N ms" out of a reply.
@@ -75,37 +91,77 @@ fn deadline_ms(reply: &str) -> Option<u64> {
 
 /// Runs the example: back and middle servers and the client in this process.
 pub async fn run(out: &Transcript) -> Result<(), BoxError> {
-    let back = RunningServer::start(Server::builder().add_service(EchoServer::new(BackEcho { out: out.clone() }))).await?;
-    let back_client = EchoClient::new(connect(&back.url()).await?);
-    let middle = RunningServer::start(
-        Server::builder().add_service(EchoServer::new(MiddleEcho { back: back_client.clone(), out: out.clone() })),
+    let back = RunningServer::start(
+        Server::builder().add_service(EchoServer::new(BackEcho { out: out.clone() })),
     )
+    .await?;
+    let back_client = EchoClient::new(connect(&back.url()).await?);
+    let middle = RunningServer::start(Server::builder().add_service(EchoServer::new(MiddleEcho {
+        back: back_client.clone(),
+        out: out.clone(),
+    })))
     .await?;
     let middle_client = EchoClient::new(connect(&middle.url()).await?);
 
     let reply = call(&back_client, "hello", Duration::from_secs(2)).await?;
     out.line(format!("client: timeout 2 s -> {reply:?}"));
     let ms = deadline_ms(&reply).ok_or("back server saw no deadline")?;
-    ensure!(ms > 0 && ms <= 2000, "back server saw deadline in {ms} ms, sent 2000");
+    ensure!(
+        ms > 0 && ms <= 2000,
+        "back server saw deadline in {ms} ms, sent 2000"
+    );
 
     let started = std::time::Instant::now();
-    let status = call(&back_client, "delay", Duration::from_millis(300)).await.err().ok_or("delay: expected an error")?;
-    out.line(format!("client: timeout 300 ms on a slow call -> {} after {} ms", status.code().as_str(), started.elapsed().as_millis()));
-    ensure!(status.code() == Code::DeadlineExceeded, "delay: expected DEADLINE_EXCEEDED, got {status}");
+    let status = call(&back_client, "delay", Duration::from_millis(300))
+        .await
+        .err()
+        .ok_or("delay: expected an error")?;
+    out.line(format!(
+        "client: timeout 300 ms on a slow call -> {} after {} ms",
+        status.code().as_str(),
+        started.elapsed().as_millis()
+    ));
+    ensure!(
+        status.code() == Code::DeadlineExceeded,
+        "delay: expected DEADLINE_EXCEEDED, got {status}"
+    );
 
     let reply = call(&middle_client, "propagate me", Duration::from_millis(1500)).await?;
-    out.line(format!("client: timeout 1.5 s through the middle server -> {reply:?}"));
+    out.line(format!(
+        "client: timeout 1.5 s through the middle server -> {reply:?}"
+    ));
     let ms = deadline_ms(&reply).ok_or("back server saw no inherited deadline")?;
-    ensure!(ms > 0 && ms <= 1500, "back server saw deadline in {ms} ms, client sent 1500");
+    ensure!(
+        ms > 0 && ms <= 1500,
+        "back server saw deadline in {ms} ms, client sent 1500"
+    );
 
-    let status =
-        call(&middle_client, "delay via middle", Duration::from_millis(400)).await.err().ok_or("expected an error")?;
-    out.line(format!("client: timeout 400 ms, slow back server behind the middle -> {}", status.code().as_str()));
-    ensure!(status.code() == Code::DeadlineExceeded, "expected DEADLINE_EXCEEDED, got {status}");
+    let status = call(
+        &middle_client,
+        "delay via middle",
+        Duration::from_millis(400),
+    )
+    .await
+    .err()
+    .ok_or("expected an error")?;
+    out.line(format!(
+        "client: timeout 400 ms, slow back server behind the middle -> {}",
+        status.code().as_str()
+    ));
+    ensure!(
+        status.code() == Code::DeadlineExceeded,
+        "expected DEADLINE_EXCEEDED, got {status}"
+    );
 
     // Give the back server a moment to report its cancelled handler.
     for _ in 0..50 {
-        if out.lines().iter().filter(|l| l.contains("ended early")).count() >= 2 {
+        if out
+            .lines()
+            .iter()
+            .filter(|l| l.contains("ended early"))
+            .count()
+            >= 2
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -83,7 +83,10 @@ impl Echo for FastSender {
 
 /// One call: start it, do not read for [`CLIENT_PAUSE`], then read everything.
 async fn slow_reader(client: &EchoClient, label: &str, out: &Transcript) -> Result<(), BoxError> {
-    let mut replies = client.server_streaming_echo(super::echo(label)).await?.into_inner();
+    let mut replies = client
+        .server_streaming_echo(super::echo(label))
+        .await?
+        .into_inner();
     out.line(format!(
         "client [{label}]: not reading for {} ms",
         CLIENT_PAUSE.as_millis()
@@ -108,8 +111,10 @@ fn blocked_after_kib(out: &Transcript, label: &str) -> Option<usize> {
 
 /// Runs the example: server and client in this process over a real socket.
 pub async fn run(out: &Transcript) -> Result<(), BoxError> {
-    let server =
-        RunningServer::start(Server::builder().add_service(EchoServer::new(FastSender { out: out.clone() }))).await?;
+    let server = RunningServer::start(
+        Server::builder().add_service(EchoServer::new(FastSender { out: out.clone() })),
+    )
+    .await?;
     out.line(format!("server listening on {}", server.addr()));
 
     // A fixed 64 KiB stream window: the server gets about that far ahead of the reader.
@@ -128,8 +133,10 @@ pub async fn run(out: &Transcript) -> Result<(), BoxError> {
         .await?;
     slow_reader(&EchoClient::new(large), "1 MiB window", out).await?;
 
-    let small = blocked_after_kib(out, "64 KiB window").ok_or("the server never blocked with a 64 KiB window")?;
-    let large = blocked_after_kib(out, "1 MiB window").ok_or("the server never blocked with a 1 MiB window")?;
+    let small = blocked_after_kib(out, "64 KiB window")
+        .ok_or("the server never blocked with a 64 KiB window")?;
+    let large = blocked_after_kib(out, "1 MiB window")
+        .ok_or("the server never blocked with a 1 MiB window")?;
     out.line(format!(
         "buffered ahead of a reader that does not read: {small} KiB (64 KiB window), {large} KiB (1 MiB window)"
     ));

@@ -34,9 +34,13 @@ pub struct SlowEcho {
 }
 
 impl Echo for SlowEcho {
-    async fn unary_echo(&self, request: Request<EchoRequest>) -> Result<Response<EchoResponse>, Status> {
+    async fn unary_echo(
+        &self,
+        request: Request<EchoRequest>,
+    ) -> Result<Response<EchoResponse>, Status> {
         let ms: u64 = request.get_ref().message.parse().unwrap_or(0);
-        self.out.line(format!("{}: call of {ms} ms started", self.name));
+        self.out
+            .line(format!("{}: call of {ms} ms started", self.name));
         let _ = self.started.send(());
         tokio::select! {
             () = tokio::time::sleep(Duration::from_millis(ms)) => {
@@ -62,7 +66,9 @@ async fn start_slow(
     let server = RunningServer::start(
         Server::builder()
             .grace_period(grace)
-            .on_shutdown(move || hook_out.line(format!("{hook_name}: shutdown started (on_shutdown hook)")))
+            .on_shutdown(move || {
+                hook_out.line(format!("{hook_name}: shutdown started (on_shutdown hook)"))
+            })
             .add_service(EchoServer::new(SlowEcho {
                 name: name.to_string(),
                 started,
@@ -108,7 +114,9 @@ pub async fn run(out: &Transcript) -> Result<(), BoxError> {
     // New calls meanwhile go to the other server.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let tally = call_n(&client, 3).await?;
-    out.line(format!("client: 3 new calls during the shutdown -> {tally}"));
+    out.line(format!(
+        "client: 3 new calls during the shutdown -> {tally}"
+    ));
     ensure!(
         tally.get("backend-2") == 3,
         "new calls reached the stopping server: {tally}"
@@ -118,7 +126,9 @@ pub async fn run(out: &Transcript) -> Result<(), BoxError> {
         Ok(_) => return Err("a new connection to the stopping server was accepted".into()),
         Err(e) => e,
     };
-    out.line(format!("client: a new channel to backend-1 only: {refused}"));
+    out.line(format!(
+        "client: a new channel to backend-1 only: {refused}"
+    ));
 
     let reply = in_flight.await??.into_inner().message;
     out.line(format!("client: the call in flight completed -> {reply}"));
@@ -140,7 +150,10 @@ pub async fn run(out: &Transcript) -> Result<(), BoxError> {
         "backend-3: stopped {} ms after the shutdown started",
         shutdown_at.elapsed().as_millis()
     ));
-    let err = too_long.await?.err().ok_or("a call outlived the grace period")?;
+    let err = too_long
+        .await?
+        .err()
+        .ok_or("a call outlived the grace period")?;
     out.line(format!(
         "client: the call longer than the grace period -> {} ({})",
         err.code().as_str(),
@@ -148,7 +161,10 @@ pub async fn run(out: &Transcript) -> Result<(), BoxError> {
     ));
     // The server resets the call's stream (CANCELLED); had the connection gone first, the
     // client would see UNAVAILABLE.
-    ensure!(matches!(err.code(), Code::Cancelled | Code::Unavailable), "{err:?}");
+    ensure!(
+        matches!(err.code(), Code::Cancelled | Code::Unavailable),
+        "{err:?}"
+    );
 
     other.shutdown().await?;
     Ok(())

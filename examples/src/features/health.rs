@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use grpc_runtime::server::Server;
 use grpc_runtime::services::health::health_client::HealthClient;
-use grpc_runtime::services::health::{HealthCheckRequest, HealthCheckResponse, HealthReporter, ServingStatus};
+use grpc_runtime::services::health::{
+    HealthCheckRequest, HealthCheckResponse, HealthReporter, ServingStatus,
+};
 use grpc_runtime::{Channel, Code, Streaming};
 
 use super::{call_n, echo, until_all_answer, NamedEcho, Tally};
@@ -34,7 +36,9 @@ async fn start_backend(name: &str, out: &Transcript) -> Result<HealthBackend, Bo
     let on_shutdown = health.clone();
     let server = RunningServer::start(
         Server::builder()
-            .add_service(EchoServer::new(NamedEcho { name: name.to_string() }))
+            .add_service(EchoServer::new(NamedEcho {
+                name: name.to_string(),
+            }))
             .add_service(health.service())
             .on_shutdown(move || on_shutdown.shutdown()),
     )
@@ -52,12 +56,19 @@ async fn start_backend(name: &str, out: &Transcript) -> Result<HealthBackend, Bo
 
 impl HealthBackend {
     fn set(&self, status: ServingStatus, out: &Transcript) {
-        out.line(format!("{}: {SERVICE_NAME} -> {}", self.name, status.as_str_name()));
+        out.line(format!(
+            "{}: {SERVICE_NAME} -> {}",
+            self.name,
+            status.as_str_name()
+        ));
         self.health.set_serving_status(SERVICE_NAME, status);
     }
 }
 
-async fn next_status(watch: &mut Streaming<HealthCheckResponse>, out: &Transcript) -> Result<ServingStatus, BoxError> {
+async fn next_status(
+    watch: &mut Streaming<HealthCheckResponse>,
+    out: &Transcript,
+) -> Result<ServingStatus, BoxError> {
     let reply = tokio::time::timeout(Duration::from_secs(5), watch.message()).await?;
     let status = reply?.ok_or("the Watch stream ended")?.status();
     out.line(format!("watcher: {}", status.as_str_name()));
@@ -132,7 +143,10 @@ pub async fn run(out: &Transcript) -> Result<(), BoxError> {
     until_only(&client, "backend-1").await?;
     let tally = call_n(&client, 10).await?;
     out.line(format!("client: 10 calls -> {tally}"));
-    ensure!(tally.get("backend-1") == 10, "backend-2 not serving: {tally}");
+    ensure!(
+        tally.get("backend-1") == 10,
+        "backend-2 not serving: {tally}"
+    );
 
     b1.set(ServingStatus::NotServing, out);
     ensure!(
@@ -143,7 +157,10 @@ pub async fn run(out: &Transcript) -> Result<(), BoxError> {
     let err = loop {
         match client.unary_echo(echo("anyone?")).await {
             Err(status) => break status,
-            Ok(_) => ensure!(Instant::now() < deadline, "calls still succeed with no backend serving"),
+            Ok(_) => ensure!(
+                Instant::now() < deadline,
+                "calls still succeed with no backend serving"
+            ),
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
@@ -152,7 +169,10 @@ pub async fn run(out: &Transcript) -> Result<(), BoxError> {
         err.code().as_str(),
         err.message()
     ));
-    ensure!(err.code() == Code::Unavailable, "no backend serving: {err:?}");
+    ensure!(
+        err.code() == Code::Unavailable,
+        "no backend serving: {err:?}"
+    );
 
     b1.set(ServingStatus::Serving, out);
     b2.set(ServingStatus::Serving, out);
@@ -164,8 +184,17 @@ pub async fn run(out: &Transcript) -> Result<(), BoxError> {
     // it is still TRANSIENT_FAILURE and calls fail fast.
     let ready_by = Instant::now() + Duration::from_secs(5);
     while client.channel().state() != grpc_runtime::ConnectivityState::Ready {
-        ensure!(Instant::now() < ready_by, "the channel never became READY again");
-        let _ = tokio::time::timeout(Duration::from_millis(100), client.channel().wait_for_state_change(client.channel().state())).await;
+        ensure!(
+            Instant::now() < ready_by,
+            "the channel never became READY again"
+        );
+        let _ = tokio::time::timeout(
+            Duration::from_millis(100),
+            client
+                .channel()
+                .wait_for_state_change(client.channel().state()),
+        )
+        .await;
     }
     until_all_answer(&client, &["backend-1", "backend-2"]).await?;
     let tally = call_n(&client, 10).await?;

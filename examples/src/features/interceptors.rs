@@ -13,8 +13,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use grpc_runtime::client::{interceptor_fn, CallInfo, ClientCallContext, Interceptor};
 use grpc_runtime::client::interceptor::InterceptFuture;
+use grpc_runtime::client::{interceptor_fn, CallInfo, ClientCallContext, Interceptor};
 use grpc_runtime::server::{self, CallHead, Next, Server};
 use grpc_runtime::{BoxStream, Channel, Code, Request, Response, Status};
 
@@ -32,12 +32,23 @@ pub const TOKEN: &str = "some-secret-token";
 pub struct PlainEcho;
 
 impl Echo for PlainEcho {
-    async fn unary_echo(&self, request: Request<EchoRequest>) -> Result<Response<EchoResponse>, Status> {
-        Ok(Response::new(EchoResponse { message: request.into_inner().message }))
+    async fn unary_echo(
+        &self,
+        request: Request<EchoRequest>,
+    ) -> Result<Response<EchoResponse>, Status> {
+        Ok(Response::new(EchoResponse {
+            message: request.into_inner().message,
+        }))
     }
 
-    async fn server_streaming_echo(&self, request: Request<EchoRequest>) -> Result<Response<BoxStream<EchoResponse>>, Status> {
-        Ok(Response::new(repeat_reply(&request.into_inner().message, 3)))
+    async fn server_streaming_echo(
+        &self,
+        request: Request<EchoRequest>,
+    ) -> Result<Response<BoxStream<EchoResponse>>, Status> {
+        Ok(Response::new(repeat_reply(
+            &request.into_inner().message,
+            3,
+        )))
     }
 }
 
@@ -62,7 +73,10 @@ struct CallNumber(u64);
 impl ClientLogger {
     /// A logger writing to `out`.
     pub fn new(out: Transcript) -> ClientLogger {
-        ClientLogger { out, calls: AtomicU64::new(0) }
+        ClientLogger {
+            out,
+            calls: AtomicU64::new(0),
+        }
     }
 }
 
@@ -70,15 +84,36 @@ impl Interceptor for ClientLogger {
     fn start<'a>(&'a self, call: &'a mut ClientCallContext) -> InterceptFuture<'a> {
         let n = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
         call.extensions_mut().insert(CallNumber(n));
-        log(&self.out, format!("client: start {} ({:?}) call #{n}", call.path(), call.kind()));
+        log(
+            &self.out,
+            format!(
+                "client: start {} ({:?}) call #{n}",
+                call.path(),
+                call.kind()
+            ),
+        );
         Box::pin(std::future::ready(Ok(())))
     }
 
     fn finish_call(&self, call: &CallInfo, status: &Status) {
-        let n = call.extensions().get::<CallNumber>().map(|c| c.0).unwrap_or_default();
+        let n = call
+            .extensions()
+            .get::<CallNumber>()
+            .map(|c| c.0)
+            .unwrap_or_default();
         let ms = call.elapsed().as_secs_f64() * 1000.0;
-        let server = call.peer().map(|a| a.to_string()).unwrap_or_else(|| "not reached".into());
-        log(&self.out, format!("client: end {}: {} in {ms:.1} ms (call #{n}, server {server})", call.path(), status.code().as_str()));
+        let server = call
+            .peer()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "not reached".into());
+        log(
+            &self.out,
+            format!(
+                "client: end {}: {} in {ms:.1} ms (call #{n}, server {server})",
+                call.path(),
+                status.code().as_str()
+            ),
+        );
     }
 }
 
@@ -97,12 +132,22 @@ pub fn server_logger(out: Transcript) -> impl server::Interceptor {
         let out = out.clone();
         async move {
             let method = head.method().to_string();
-            let peer = head.context().peer_addr().map(|a| a.to_string()).unwrap_or_default();
+            let peer = head
+                .context()
+                .peer_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default();
             log(&out, format!("server: start {method} from {peer}"));
             let started = Instant::now();
             let status = next.run(head).await;
             let ms = started.elapsed().as_secs_f64() * 1000.0;
-            log(&out, format!("server: end {method}: {} in {ms:.1} ms", status.code().as_str()));
+            log(
+                &out,
+                format!(
+                    "server: end {method}: {} in {ms:.1} ms",
+                    status.code().as_str()
+                ),
+            );
             status
         }
     })
@@ -112,7 +157,11 @@ pub fn server_logger(out: Transcript) -> impl server::Interceptor {
 /// `Bearer <token>`; the handler is not called then.
 pub fn server_auth(token: &'static str) -> impl server::Interceptor {
     server::interceptor_fn(move |head: CallHead, next: Next| async move {
-        let ok = head.metadata.get("authorization").and_then(|v| v.strip_prefix("Bearer ")) == Some(token);
+        let ok = head
+            .metadata
+            .get("authorization")
+            .and_then(|v| v.strip_prefix("Bearer "))
+            == Some(token);
         if ok {
             next.run(head).await
         } else {
@@ -121,7 +170,11 @@ pub fn server_auth(token: &'static str) -> impl server::Interceptor {
     })
 }
 
-async fn client_calls(client: &EchoClient, label: &str, out: &Transcript) -> Result<Vec<Code>, BoxError> {
+async fn client_calls(
+    client: &EchoClient,
+    label: &str,
+    out: &Transcript,
+) -> Result<Vec<Code>, BoxError> {
     let mut codes = Vec::new();
     match client.unary_echo(echo(label)).await {
         Ok(r) => {
@@ -129,12 +182,19 @@ async fn client_calls(client: &EchoClient, label: &str, out: &Transcript) -> Res
             codes.push(Code::Ok);
         }
         Err(status) => {
-            out.line(format!("{label}: unary failed: {} ({})", status.code().as_str(), status.message()));
+            out.line(format!(
+                "{label}: unary failed: {} ({})",
+                status.code().as_str(),
+                status.message()
+            ));
             codes.push(status.code());
         }
     }
     let result = async {
-        let mut replies = client.server_streaming_echo(echo(label)).await?.into_inner();
+        let mut replies = client
+            .server_streaming_echo(echo(label))
+            .await?
+            .into_inner();
         let mut n = 0;
         while replies.message().await?.is_some() {
             n += 1;
@@ -148,7 +208,11 @@ async fn client_calls(client: &EchoClient, label: &str, out: &Transcript) -> Res
             codes.push(Code::Ok);
         }
         Err(status) => {
-            out.line(format!("{label}: streaming call failed: {} ({})", status.code().as_str(), status.message()));
+            out.line(format!(
+                "{label}: streaming call failed: {} ({})",
+                status.code().as_str(),
+                status.message()
+            ));
             codes.push(status.code());
         }
     }
@@ -172,18 +236,30 @@ pub async fn run(out: &Transcript) -> Result<(), BoxError> {
         .connect()
         .await?;
     let codes = client_calls(&EchoClient::new(with_token), "with token", out).await?;
-    ensure!(codes == [Code::Ok, Code::Ok], "with token: expected OK, OK; got {codes:?}");
+    ensure!(
+        codes == [Code::Ok, Code::Ok],
+        "with token: expected OK, OK; got {codes:?}"
+    );
 
-    let without = Channel::builder(server.url()).interceptor(ClientLogger::new(out.clone())).connect().await?;
+    let without = Channel::builder(server.url())
+        .interceptor(ClientLogger::new(out.clone()))
+        .connect()
+        .await?;
     let codes = client_calls(&EchoClient::new(without), "without token", out).await?;
     ensure!(
         codes == [Code::Unauthenticated, Code::Unauthenticated],
         "without token: expected UNAUTHENTICATED twice; got {codes:?}"
     );
 
-    let wrong = Channel::builder(server.url()).interceptor(token_interceptor("not-the-token")).connect().await?;
+    let wrong = Channel::builder(server.url())
+        .interceptor(token_interceptor("not-the-token"))
+        .connect()
+        .await?;
     let codes = client_calls(&EchoClient::new(wrong), "wrong token", out).await?;
-    ensure!(codes == [Code::Unauthenticated, Code::Unauthenticated], "wrong token: got {codes:?}");
+    ensure!(
+        codes == [Code::Unauthenticated, Code::Unauthenticated],
+        "wrong token: got {codes:?}"
+    );
 
     server.shutdown().await?;
     Ok(())

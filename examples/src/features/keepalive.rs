@@ -60,13 +60,19 @@ struct Logged {
 impl Drop for Logged {
     fn drop(&mut self) {
         let (id, ms) = (self.id, self.opened.elapsed().as_millis());
-        self.out
-            .line(format!("{}: connection #{id} closed after {ms} ms", self.name));
+        self.out.line(format!(
+            "{}: connection #{id} closed after {ms} ms",
+            self.name
+        ));
     }
 }
 
 impl AsyncRead for Logged {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.io).poll_read(cx, buf);
         self.read
@@ -76,7 +82,11 @@ impl AsyncRead for Logged {
 }
 
 impl AsyncWrite for Logged {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.io).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -97,7 +107,11 @@ struct LoggedServer {
 }
 
 impl LoggedServer {
-    async fn start(name: &'static str, builder: ServerBuilder, out: &Transcript) -> Result<LoggedServer, BoxError> {
+    async fn start(
+        name: &'static str,
+        builder: ServerBuilder,
+        out: &Transcript,
+    ) -> Result<LoggedServer, BoxError> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (read, opened) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicUsize::new(0)));
@@ -124,7 +138,9 @@ impl LoggedServer {
             }
         });
         let (stop, stopped) = oneshot::channel::<()>();
-        let builder = builder.add_service(EchoServer::new(NamedEcho { name: name.to_string() }));
+        let builder = builder.add_service(EchoServer::new(NamedEcho {
+            name: name.to_string(),
+        }));
         let task = tokio::spawn(builder.serve_with_incoming_stream(incoming, async move {
             let _ = stopped.await;
         }));
@@ -151,9 +167,12 @@ impl LoggedServer {
 
 /// Waits (at most `limit`) for the channel to leave READY; returns the new state.
 async fn left_ready(channel: &Channel, limit: Duration) -> Option<ConnectivityState> {
-    tokio::time::timeout(limit, channel.wait_for_state_change(ConnectivityState::Ready))
-        .await
-        .ok()
+    tokio::time::timeout(
+        limit,
+        channel.wait_for_state_change(ConnectivityState::Ready),
+    )
+    .await
+    .ok()
 }
 
 fn client_with_keepalive(url: String) -> Result<Channel, BoxError> {
@@ -172,7 +191,9 @@ pub async fn run(out: &Transcript) -> Result<(), BoxError> {
         .permit_keepalive_without_calls(true);
     let server = LoggedServer::start("lenient server", permissive, out).await?;
     let channel = client_with_keepalive(server.url())?;
-    EchoClient::new(channel.clone()).unary_echo(echo("hi")).await?;
+    EchoClient::new(channel.clone())
+        .unary_echo(echo("hi"))
+        .await?;
     let before = server.read.load(Ordering::Relaxed);
     out.line(format!(
         "client: one call, then idle for 1 s with keepalive every {} ms",
@@ -193,7 +214,9 @@ pub async fn run(out: &Transcript) -> Result<(), BoxError> {
     // 2. A server with the default policy: the same client's PINGs are abuse.
     let server = LoggedServer::start("strict server", Server::builder(), out).await?;
     let channel = client_with_keepalive(server.url())?;
-    EchoClient::new(channel.clone()).unary_echo(echo("hi")).await?;
+    EchoClient::new(channel.clone())
+        .unary_echo(echo("hi"))
+        .await?;
     let started = Instant::now();
     let state = left_ready(&channel, Duration::from_secs(5))
         .await

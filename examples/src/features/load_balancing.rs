@@ -23,8 +23,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use grpc_runtime::client::lb::{
-    ChannelController, FailPicker, LbConfig, LbPolicy, LbPolicyBuilder, LbUpdate, Pick, PickInfo, PickResult, Picker,
-    QueuePicker,
+    ChannelController, FailPicker, LbConfig, LbPolicy, LbPolicyBuilder, LbUpdate, Pick, PickInfo,
+    PickResult, Picker, QueuePicker,
 };
 use grpc_runtime::client::resolver::{ManualResolver, ResolvedAddress, ResolverUpdate};
 use grpc_runtime::client::{Subchannel, SubchannelState};
@@ -120,20 +120,31 @@ impl LbPolicyBuilder for WeightedRandomBuilder {
     /// that service config invalid, so bad values are refused, not guessed at. Unknown
     /// fields are ignored, as gRPC does for forward compatibility.
     fn parse_config(&self, config: &serde_json::Value) -> Result<LbConfig, String> {
-        let obj = config.as_object().ok_or_else(|| format!("the config must be a JSON object, got {config}"))?;
+        let obj = config
+            .as_object()
+            .ok_or_else(|| format!("the config must be a JSON object, got {config}"))?;
         let mut parsed = WeightedRandomConfig::default();
         if let Some(v) = obj.get("default_weight") {
             parsed.default_weight = v
                 .as_u64()
                 .filter(|w| *w >= 1)
                 .and_then(|w| u32::try_from(w).ok())
-                .ok_or_else(|| format!("default_weight must be an integer from 1 to {}, got {v}", u32::MAX))?;
+                .ok_or_else(|| {
+                    format!(
+                        "default_weight must be an integer from 1 to {}, got {v}",
+                        u32::MAX
+                    )
+                })?;
         }
         Ok(LbConfig::new(parsed))
     }
 
     fn build(&self) -> Box<dyn LbPolicy> {
-        Box::new(WeightedRandom { config: WeightedRandomConfig::default(), backends: Vec::new(), stats: self.stats.clone() })
+        Box::new(WeightedRandom {
+            config: WeightedRandomConfig::default(),
+            backends: Vec::new(),
+            stats: self.stats.clone(),
+        })
     }
 }
 
@@ -158,13 +169,18 @@ impl WeightedRandom {
             .cloned()
             .collect();
         if !ready.is_empty() {
-            cx.update_picker(ConnectivityState::Ready, Arc::new(WeightedRandomPicker::new(ready, self.stats.clone())));
+            cx.update_picker(
+                ConnectivityState::Ready,
+                Arc::new(WeightedRandomPicker::new(ready, self.stats.clone())),
+            );
             return;
         }
-        let trying = self
-            .backends
-            .iter()
-            .any(|(sc, _)| matches!(sc.state(), ConnectivityState::Idle | ConnectivityState::Connecting));
+        let trying = self.backends.iter().any(|(sc, _)| {
+            matches!(
+                sc.state(),
+                ConnectivityState::Idle | ConnectivityState::Connecting
+            )
+        });
         if trying {
             // Calls wait (up to their deadline) for the next picker.
             cx.update_picker(ConnectivityState::Connecting, Arc::new(QueuePicker));
@@ -174,21 +190,34 @@ impl WeightedRandom {
                 true => "weighted_random: the resolver returned no addresses",
                 false => "weighted_random: no READY backend with a positive weight",
             });
-            cx.update_picker(ConnectivityState::TransientFailure, Arc::new(FailPicker(status)));
+            cx.update_picker(
+                ConnectivityState::TransientFailure,
+                Arc::new(FailPicker(status)),
+            );
         }
     }
 }
 
 impl LbPolicy for WeightedRandom {
-    fn resolver_update(&mut self, update: LbUpdate, cx: &mut dyn ChannelController) -> Result<(), String> {
+    fn resolver_update(
+        &mut self,
+        update: LbUpdate,
+        cx: &mut dyn ChannelController,
+    ) -> Result<(), String> {
         // Our config, as `parse_config` returned it.
-        self.config = update.config.get::<WeightedRandomConfig>().copied().unwrap_or_default();
+        self.config = update
+            .config
+            .get::<WeightedRandomConfig>()
+            .copied()
+            .unwrap_or_default();
         let old = std::mem::take(&mut self.backends);
         for address in &update.addresses {
             if self.backends.iter().any(|(sc, _)| sc.address() == address) {
                 continue; // listed twice: one subchannel is enough
             }
-            let weight = address.attribute::<Weight>().map_or(self.config.default_weight, |w| w.0);
+            let weight = address
+                .attribute::<Weight>()
+                .map_or(self.config.default_weight, |w| w.0);
             // Keep the subchannel (and its connection) of an address we already have.
             // Its weight comes from this update: a subchannel keeps the attributes it was
             // created with, so a changed weight is read here, not from the subchannel.
@@ -219,12 +248,21 @@ impl LbPolicy for WeightedRandom {
     fn resolver_error(&mut self, error: String, cx: &mut dyn ChannelController) {
         // With backends, keep using them. Without, fail calls with the resolver's error.
         if self.backends.is_empty() {
-            let status = Status::unavailable(format!("weighted_random: name resolution failed: {error}"));
-            cx.update_picker(ConnectivityState::TransientFailure, Arc::new(FailPicker(status)));
+            let status =
+                Status::unavailable(format!("weighted_random: name resolution failed: {error}"));
+            cx.update_picker(
+                ConnectivityState::TransientFailure,
+                Arc::new(FailPicker(status)),
+            );
         }
     }
 
-    fn subchannel_update(&mut self, subchannel: &Subchannel, state: &SubchannelState, cx: &mut dyn ChannelController) {
+    fn subchannel_update(
+        &mut self,
+        subchannel: &Subchannel,
+        state: &SubchannelState,
+        cx: &mut dyn ChannelController,
+    ) {
         if !self.backends.iter().any(|(sc, _)| sc == subchannel) {
             return; // one we already shut down
         }
@@ -269,7 +307,12 @@ impl WeightedRandomPicker {
                 (sc, total)
             })
             .collect();
-        WeightedRandomPicker { cumulative, total, rng: SplitMix64::from_entropy(), stats }
+        WeightedRandomPicker {
+            cumulative,
+            total,
+            rng: SplitMix64::from_entropy(),
+            stats,
+        }
     }
 }
 
@@ -284,7 +327,9 @@ impl Picker for WeightedRandomPicker {
         };
         // `on_done` hears the call's final status (it runs once the call has ended).
         let (stats, address) = (self.stats.clone(), sc.address().address().to_string());
-        PickResult::Pick(Pick::new(sc.clone()).on_done(move |status| stats.record(&address, status)))
+        PickResult::Pick(
+            Pick::new(sc.clone()).on_done(move |status| stats.record(&address, status)),
+        )
     }
 }
 
@@ -296,12 +341,19 @@ struct SplitMix64(AtomicU64);
 impl SplitMix64 {
     /// Seeded from std's per-process random hash keys.
     fn from_entropy() -> Self {
-        SplitMix64(AtomicU64::new(std::collections::hash_map::RandomState::new().build_hasher().finish()))
+        SplitMix64(AtomicU64::new(
+            std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish(),
+        ))
     }
 
     fn next(&self) -> u64 {
         const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
-        let mut z = self.0.fetch_add(GAMMA, Ordering::Relaxed).wrapping_add(GAMMA);
+        let mut z = self
+            .0
+            .fetch_add(GAMMA, Ordering::Relaxed)
+            .wrapping_add(GAMMA);
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
@@ -326,7 +378,10 @@ pub async fn run(out: &Transcript) -> Result<(), BoxError> {
     let channel = Channel::builder(&target).connect().await?;
     let tally = call_n(&EchoClient::new(channel), 10).await?;
     out.line(format!("pick_first: 10 calls -> {tally}"));
-    ensure!(tally.get("backend-1") == 10, "pick_first should send every call to backend-1: {tally}");
+    ensure!(
+        tally.get("backend-1") == 10,
+        "pick_first should send every call to backend-1: {tally}"
+    );
 
     // round_robin, chosen by the channel's default service config (a resolver may send
     // one too, see the name_resolving example). `.load_balancing_policy("round_robin")`
@@ -339,7 +394,10 @@ pub async fn run(out: &Transcript) -> Result<(), BoxError> {
     until_all_answer(&client, &names).await?;
     let tally = call_n(&client, 30).await?;
     out.line(format!("round_robin: 30 calls -> {tally}"));
-    ensure!(names.iter().all(|n| tally.get(n) == 10), "round_robin should give each backend 10 of 30 calls: {tally}");
+    ensure!(
+        names.iter().all(|n| tally.get(n) == 10),
+        "round_robin should give each backend 10 of 30 calls: {tally}"
+    );
 
     weighted_random(&backends, out).await?;
     stop_backends(backends).await
@@ -363,7 +421,9 @@ async fn weighted_random(backends: &[Backend], out: &Transcript) -> Result<(), B
         let refused = Channel::builder("weighted:///echo")
             .resolver(resolver.clone())
             .lb_policy(WeightedRandomBuilder::default())
-            .default_service_config(format!(r#"{{"loadBalancingConfig": [{{"{WEIGHTED_RANDOM}": {bad}}}]}}"#))
+            .default_service_config(format!(
+                r#"{{"loadBalancingConfig": [{{"{WEIGHTED_RANDOM}": {bad}}}]}}"#
+            ))
             .connect_lazy();
         match refused {
             Ok(_) => return Err(format!("config {bad} was accepted").into()),
@@ -377,7 +437,9 @@ async fn weighted_random(backends: &[Backend], out: &Transcript) -> Result<(), B
         // Known to this channel only; `grpc_runtime::client::lb::register(...)` would make
         // it selectable by every channel in the process.
         .lb_policy(WeightedRandomBuilder::new(stats.clone()))
-        .default_service_config(format!(r#"{{"loadBalancingConfig": [{{"{WEIGHTED_RANDOM}": {{"default_weight": 1}}}}]}}"#))
+        .default_service_config(format!(
+            r#"{{"loadBalancingConfig": [{{"{WEIGHTED_RANDOM}": {{"default_weight": 1}}}}]}}"#
+        ))
         .connect()
         .await?;
     let client = EchoClient::new(channel);
@@ -400,16 +462,33 @@ async fn weighted_random(backends: &[Backend], out: &Transcript) -> Result<(), B
         let n = CALLS as f64;
         let (expected, sigma) = (n * p, (n * p * (1.0 - p)).sqrt());
         let got = tally.get(name);
-        parts.push(format!("{name}: {got} ({:.1}%, expected {:.0}%)", 100.0 * got as f64 / n, 100.0 * p));
+        parts.push(format!(
+            "{name}: {got} ({:.1}%, expected {:.0}%)",
+            100.0 * got as f64 / n,
+            100.0 * p
+        ));
         if (got as f64 - expected).abs() > 6.0 * sigma {
-            off.push(format!("{name} got {got}, expected {expected:.0} +- {:.0}", 6.0 * sigma));
+            off.push(format!(
+                "{name} got {got}, expected {expected:.0} +- {:.0}",
+                6.0 * sigma
+            ));
         }
     }
-    out.line(format!("weighted_random: {CALLS} calls -> {}", parts.join(", ")));
-    ensure!(off.is_empty(), "weighted_random strayed from the weights: {}", off.join("; "));
+    out.line(format!(
+        "weighted_random: {CALLS} calls -> {}",
+        parts.join(", ")
+    ));
+    ensure!(
+        off.is_empty(),
+        "weighted_random strayed from the weights: {}",
+        off.join("; ")
+    );
 
     // What the picks' on_done callbacks counted agrees with who answered.
-    let by_addr: HashMap<String, &str> = backends.iter().map(|b| (b.addr().to_string(), b.name.as_str())).collect();
+    let by_addr: HashMap<String, &str> = backends
+        .iter()
+        .map(|b| (b.addr().to_string(), b.name.as_str()))
+        .collect();
     let mut done = Tally::default();
     let mut failed = 0;
     for (addr, outcomes) in stats.snapshot() {
@@ -417,7 +496,13 @@ async fn weighted_random(backends: &[Backend], out: &Transcript) -> Result<(), B
         done.add_n(name, usize::try_from(outcomes.ok)?);
         failed += outcomes.failed;
     }
-    out.line(format!("weighted_random: on_done saw {} OK, {failed} failed ({done})", done.total()));
-    ensure!(done == tally && failed == 0, "on_done counted {done} ({failed} failed), the replies say {tally}");
+    out.line(format!(
+        "weighted_random: on_done saw {} OK, {failed} failed ({done})",
+        done.total()
+    ));
+    ensure!(
+        done == tally && failed == 0,
+        "on_done counted {done} ({failed} failed), the replies say {tally}"
+    );
     Ok(())
 }

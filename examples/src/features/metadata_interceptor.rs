@@ -15,7 +15,9 @@
 use futures_util::stream;
 use grpc_runtime::client::interceptor_fn;
 use grpc_runtime::server::{self, CallHead, Next, Server};
-use grpc_runtime::{BoxFuture, BoxStream, Channel, Code, MetadataMap, Request, Response, Status, Streaming};
+use grpc_runtime::{
+    BoxFuture, BoxStream, Channel, Code, MetadataMap, Request, Response, Status, Streaming,
+};
 
 use super::{echo, echo_each};
 use crate::pb::echo::echo_client::EchoClient;
@@ -36,9 +38,12 @@ pub struct Key1Echo {
 impl Key1Echo {
     fn report(&self, call: &str, md: &MetadataMap) -> Result<(), Status> {
         let key1: Vec<&str> = md.get_all("key1").collect();
-        self.out.line(format!("server {call}: key1 from metadata: {key1:?}"));
+        self.out
+            .line(format!("server {call}: key1 from metadata: {key1:?}"));
         if key1.is_empty() {
-            return Err(Status::internal("key1 missing: the interceptor did not run"));
+            return Err(Status::internal(
+                "key1 missing: the interceptor did not run",
+            ));
         }
         Ok(())
     }
@@ -51,7 +56,10 @@ impl Key1Echo {
 }
 
 impl Echo for Key1Echo {
-    async fn unary_echo(&self, request: Request<EchoRequest>) -> Result<Response<EchoResponse>, Status> {
+    async fn unary_echo(
+        &self,
+        request: Request<EchoRequest>,
+    ) -> Result<Response<EchoResponse>, Status> {
         self.report("UnaryEcho", request.metadata())?;
         let mut response = Response::new(EchoResponse {
             message: request.into_inner().message,
@@ -122,7 +130,10 @@ fn check_metadata(
     out.line(format!(
         "client {call}: header interceptor = {header:?}, trailers interceptor-trailer = {t1:?}, handler = {t2:?}"
     ));
-    ensure!(header == Some("seen"), "{call}: header missing: {headers:?}");
+    ensure!(
+        header == Some("seen"),
+        "{call}: header missing: {headers:?}"
+    );
     ensure!(
         t1 == Some("added") && t2 == Some("done"),
         "{call}: trailers wrong: {trailers:?}"
@@ -151,7 +162,10 @@ pub async fn run(out: &Transcript) -> Result<(), BoxError> {
     let client = EchoClient::new(channel);
 
     let response = client.unary_echo(echo("hello world")).await?;
-    out.line(format!("client UnaryEcho: {:?}", response.get_ref().message));
+    out.line(format!(
+        "client UnaryEcho: {:?}",
+        response.get_ref().message
+    ));
     ensure!(
         response.get_ref().message == "hello world",
         "unary: wrong reply {:?}",
@@ -170,7 +184,12 @@ pub async fn run(out: &Transcript) -> Result<(), BoxError> {
     }
     out.line(format!("client BidirectionalStreamingEcho: {got:?}"));
     ensure!(got == ["hello world"], "bidi: wrong replies {got:?}");
-    check_metadata("BidirectionalStreamingEcho", &headers, replies.trailers(), out)?;
+    check_metadata(
+        "BidirectionalStreamingEcho",
+        &headers,
+        replies.trailers(),
+        out,
+    )?;
 
     // A channel without the client interceptor: the server interceptor refuses the call.
     let bare = EchoClient::new(crate::connect(&server.url()).await?);
@@ -184,7 +203,10 @@ pub async fn run(out: &Transcript) -> Result<(), BoxError> {
         err.code().as_str(),
         err.message()
     ));
-    ensure!(err.code() == Code::InvalidArgument, "without client-id: {err:?}");
+    ensure!(
+        err.code() == Code::InvalidArgument,
+        "without client-id: {err:?}"
+    );
 
     server.shutdown().await?;
     Ok(())

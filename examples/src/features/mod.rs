@@ -21,9 +21,9 @@ pub mod multiplexing;
 pub mod name_resolving;
 pub mod reflection;
 pub mod retry;
+pub mod stats_monitoring;
 pub mod unix_abstract;
 pub mod wait_for_ready;
-pub mod stats_monitoring;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -50,7 +50,12 @@ pub fn echo_each(
         async move {
             let mut incoming = state?;
             match incoming.message().await {
-                Ok(Some(req)) => Some((Ok(EchoResponse { message: reply(req.message) }), Some(incoming))),
+                Ok(Some(req)) => Some((
+                    Ok(EchoResponse {
+                        message: reply(req.message),
+                    }),
+                    Some(incoming),
+                )),
                 Ok(None) => None,
                 Err(status) => Some((Err(status), None)),
             }
@@ -60,14 +65,21 @@ pub fn echo_each(
 
 /// A stream of `n` replies `"<message> #i"`.
 pub fn repeat_reply(message: &str, n: usize) -> BoxStream<EchoResponse> {
-    let items: Vec<Result<EchoResponse, Status>> =
-        (1..=n).map(|i| Ok(EchoResponse { message: format!("{message} #{i}") })).collect();
+    let items: Vec<Result<EchoResponse, Status>> = (1..=n)
+        .map(|i| {
+            Ok(EchoResponse {
+                message: format!("{message} #{i}"),
+            })
+        })
+        .collect();
     Box::pin(stream::iter(items))
 }
 
 /// Builds an `EchoRequest`.
 pub fn echo(message: &str) -> EchoRequest {
-    EchoRequest { message: message.to_string() }
+    EchoRequest {
+        message: message.to_string(),
+    }
 }
 
 /// An Echo server that answers every UnaryEcho with its own name, so the client can tell
@@ -79,8 +91,13 @@ pub struct NamedEcho {
 }
 
 impl Echo for NamedEcho {
-    async fn unary_echo(&self, _request: Request<EchoRequest>) -> Result<Response<EchoResponse>, Status> {
-        Ok(Response::new(EchoResponse { message: self.name.clone() }))
+    async fn unary_echo(
+        &self,
+        _request: Request<EchoRequest>,
+    ) -> Result<Response<EchoResponse>, Status> {
+        Ok(Response::new(EchoResponse {
+            message: self.name.clone(),
+        }))
     }
 }
 
@@ -105,7 +122,10 @@ pub async fn start_backends(n: usize, out: &Transcript) -> Result<Vec<Backend>, 
     let mut backends = Vec::with_capacity(n);
     for i in 1..=n {
         let name = format!("backend-{i}");
-        let server = RunningServer::start(Server::builder().add_service(EchoServer::new(NamedEcho { name: name.clone() }))).await?;
+        let server = RunningServer::start(
+            Server::builder().add_service(EchoServer::new(NamedEcho { name: name.clone() })),
+        )
+        .await?;
         out.line(format!("{name} listening on {}", server.addr()));
         backends.push(Backend { name, server });
     }
@@ -157,7 +177,11 @@ impl Tally {
 impl std::fmt::Display for Tally {
     /// `backend-1: 5, backend-2: 5`
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let parts: Vec<String> = self.0.iter().map(|(name, n)| format!("{name}: {n}")).collect();
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .map(|(name, n)| format!("{name}: {n}"))
+            .collect();
         f.write_str(&parts.join(", "))
     }
 }
@@ -167,7 +191,10 @@ impl std::fmt::Display for Tally {
 pub async fn call_n(client: &EchoClient, n: usize) -> Result<Tally, BoxError> {
     let mut tally = Tally::default();
     for i in 0..n {
-        let reply = client.unary_echo(echo("who are you?")).await.map_err(|s| format!("call {i} failed: {s}"))?;
+        let reply = client
+            .unary_echo(echo("who are you?"))
+            .await
+            .map_err(|s| format!("call {i} failed: {s}"))?;
         tally.add(&reply.into_inner().message);
     }
     Ok(tally)
@@ -187,7 +214,10 @@ pub async fn until_all_answer(client: &EchoClient, names: &[&str]) -> Result<(),
         if names.iter().all(|n| seen.get(n) > 0) {
             return Ok(());
         }
-        ensure!(Instant::now() < deadline, "backends {names:?} never all answered: {seen}");
+        ensure!(
+            Instant::now() < deadline,
+            "backends {names:?} never all answered: {seen}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

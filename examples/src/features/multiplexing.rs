@@ -19,42 +19,75 @@ use crate::{connect, ensure, BoxError, RunningServer, Transcript};
 pub struct SimpleEcho;
 
 impl Echo for SimpleEcho {
-    async fn unary_echo(&self, request: Request<EchoRequest>) -> Result<Response<EchoResponse>, Status> {
-        Ok(Response::new(EchoResponse { message: request.into_inner().message }))
+    async fn unary_echo(
+        &self,
+        request: Request<EchoRequest>,
+    ) -> Result<Response<EchoResponse>, Status> {
+        Ok(Response::new(EchoResponse {
+            message: request.into_inner().message,
+        }))
     }
 }
 
 /// Runs the example: one server with both services, one channel with both clients.
 pub async fn run(out: &Transcript) -> Result<(), BoxError> {
     let server = RunningServer::start(
-        Server::builder().add_service(GreeterServer::new(MyGreeter)).add_service(EchoServer::new(SimpleEcho)),
+        Server::builder()
+            .add_service(GreeterServer::new(MyGreeter))
+            .add_service(EchoServer::new(SimpleEcho)),
     )
     .await?;
-    out.line(format!("server on {} with helloworld.Greeter and grpc.examples.echo.Echo", server.addr()));
+    out.line(format!(
+        "server on {} with helloworld.Greeter and grpc.examples.echo.Echo",
+        server.addr()
+    ));
 
     let channel = connect(&server.url()).await?;
     let greeter = GreeterClient::new(channel.clone());
     let echoer = EchoClient::new(channel);
 
-    let greeting = greeter.say_hello(HelloRequest { name: "multiplexer".into() }).await?.into_inner().message;
+    let greeting = greeter
+        .say_hello(HelloRequest {
+            name: "multiplexer".into(),
+        })
+        .await?
+        .into_inner()
+        .message;
     out.line(format!("Greeter client: {greeting:?}"));
-    ensure!(greeting == "Hello multiplexer", "wrong greeting {greeting:?}");
-    let echoed = echoer.unary_echo(echo("this is examples/multiplexing")).await?.into_inner().message;
+    ensure!(
+        greeting == "Hello multiplexer",
+        "wrong greeting {greeting:?}"
+    );
+    let echoed = echoer
+        .unary_echo(echo("this is examples/multiplexing"))
+        .await?
+        .into_inner()
+        .message;
     out.line(format!("Echo client: {echoed:?}"));
-    ensure!(echoed == "this is examples/multiplexing", "wrong echo {echoed:?}");
+    ensure!(
+        echoed == "this is examples/multiplexing",
+        "wrong echo {echoed:?}"
+    );
 
     // Both clients at once, interleaved on the same connection.
     let mut greetings = Vec::new();
     let mut echoes = Vec::new();
     for i in 0..5 {
-        greetings.push(greeter.say_hello(HelloRequest { name: format!("client {i}") }));
+        greetings.push(greeter.say_hello(HelloRequest {
+            name: format!("client {i}"),
+        }));
         echoes.push(echoer.unary_echo(echo(&format!("echo {i}"))));
     }
-    let (greetings, echoes) =
-        tokio::join!(futures_util::future::join_all(greetings), futures_util::future::join_all(echoes));
+    let (greetings, echoes) = tokio::join!(
+        futures_util::future::join_all(greetings),
+        futures_util::future::join_all(echoes)
+    );
     for (i, (g, e)) in greetings.into_iter().zip(echoes).enumerate() {
         let (g, e) = (g?.into_inner().message, e?.into_inner().message);
-        ensure!(g == format!("Hello client {i}") && e == format!("echo {i}"), "concurrent call {i}: {g:?} {e:?}");
+        ensure!(
+            g == format!("Hello client {i}") && e == format!("echo {i}"),
+            "concurrent call {i}: {g:?} {e:?}"
+        );
     }
     out.line("10 concurrent calls (5 per client) on one channel: all OK");
     server.shutdown().await?;

@@ -23,7 +23,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use grpc_runtime::client::resolver::{
-    ResolvedAddress, Resolver, ResolverBuilder, ResolverOptions, ResolverSink, ResolverTarget, ResolverUpdate,
+    ResolvedAddress, Resolver, ResolverBuilder, ResolverOptions, ResolverSink, ResolverTarget,
+    ResolverUpdate,
 };
 use grpc_runtime::Channel;
 use tokio::sync::{oneshot, watch, Notify};
@@ -78,19 +79,34 @@ impl Registry {
     /// An empty registry.
     pub fn new() -> Registry {
         let (version, _) = watch::channel(0);
-        Registry { inner: Arc::new(RegistryInner { services: Mutex::default(), version }) }
+        Registry {
+            inner: Arc::new(RegistryInner {
+                services: Mutex::default(),
+                version,
+            }),
+        }
     }
 
     /// Replaces the instances of `service` and tells the watchers.
     pub fn set(&self, service: &str, instances: Vec<Instance>) {
-        self.inner.services.lock().unwrap_or_else(|e| e.into_inner()).insert(service.to_string(), instances);
+        self.inner
+            .services
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(service.to_string(), instances);
         // `send_modify` updates the value even while nobody watches (`send` would not).
         self.inner.version.send_modify(|v| *v += 1);
     }
 
     /// The current instances of `service` (none if it is unknown).
     pub fn lookup(&self, service: &str) -> Vec<Instance> {
-        self.inner.services.lock().unwrap_or_else(|e| e.into_inner()).get(service).cloned().unwrap_or_default()
+        self.inner
+            .services
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(service)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// A receiver that wakes up after every change.
@@ -127,7 +143,9 @@ impl ResolverBuilder for RegistryResolverBuilder {
     /// instead of every call later.
     fn validate(&self, target: &ResolverTarget) -> Result<(), String> {
         if !target.authority().is_empty() {
-            return Err(format!("this registry has no authority part; use {SCHEME}:///SERVICE"));
+            return Err(format!(
+                "this registry has no authority part; use {SCHEME}:///SERVICE"
+            ));
         }
         if target.endpoint().is_empty() || target.endpoint().contains('/') {
             return Err(format!("expected {SCHEME}:///SERVICE"));
@@ -137,8 +155,14 @@ impl ResolverBuilder for RegistryResolverBuilder {
 
     /// Called by the channel when it leaves IDLE (first call or `connect`), on its
     /// control task, so inside the tokio runtime: the resolver may spawn its task here.
-    fn build(&self, target: &ResolverTarget, sink: ResolverSink, _: &ResolverOptions) -> Result<Box<dyn Resolver>, String> {
-        let runtime = tokio::runtime::Handle::try_current().map_err(|e| format!("{SCHEME} resolver needs a tokio runtime: {e}"))?;
+    fn build(
+        &self,
+        target: &ResolverTarget,
+        sink: ResolverSink,
+        _: &ResolverOptions,
+    ) -> Result<Box<dyn Resolver>, String> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|e| format!("{SCHEME} resolver needs a tokio runtime: {e}"))?;
         let (stop, stopped) = oneshot::channel();
         let resolve_now = Arc::new(Notify::new());
         let task = WatchTask {
@@ -149,7 +173,10 @@ impl ResolverBuilder for RegistryResolverBuilder {
             out: self.out.clone(),
         };
         runtime.spawn(task.run(stopped));
-        Ok(Box::new(RegistryResolver { resolve_now, _stop: stop }))
+        Ok(Box::new(RegistryResolver {
+            resolve_now,
+            _stop: stop,
+        }))
     }
 }
 
@@ -194,8 +221,15 @@ impl WatchTask {
                 if last.as_ref() != Some(&instances) {
                     let ids: Vec<&str> = instances.iter().map(|i| i.id.as_str()).collect();
                     self.out.line(match ids.is_empty() {
-                        false => format!("resolver: {:?} -> [{}], pushed to the channel", self.service, ids.join(", ")),
-                        true => format!("resolver: {:?} has no instances, pushed an error to the channel", self.service),
+                        false => format!(
+                            "resolver: {:?} -> [{}], pushed to the channel",
+                            self.service,
+                            ids.join(", ")
+                        ),
+                        true => format!(
+                            "resolver: {:?} has no instances, pushed an error to the channel",
+                            self.service
+                        ),
                     });
                 }
                 if !self.sink.update(self.update_for(&instances)) {
@@ -230,13 +264,19 @@ impl WatchTask {
             // of every update, errors included, and one without a config means "use the
             // channel's default" (pick_first here), whose new policy instance would start
             // with no addresses and fail every call instead of keeping the backends.
-            return ResolverUpdate::error(format!("no instance of {:?} is registered", self.service))
-                .with_service_config(SERVICE_CONFIG);
+            return ResolverUpdate::error(format!(
+                "no instance of {:?} is registered",
+                self.service
+            ))
+            .with_service_config(SERVICE_CONFIG);
         }
         // Per-address metadata (zone, weight, ...) would go in attributes here:
         // `ResolvedAddress::new(addr).with_attribute(Zone(..))`, read by the LB policy
         // (the load_balancing example does it with weights).
-        let addresses = instances.iter().map(|i| ResolvedAddress::new(i.addr)).collect();
+        let addresses = instances
+            .iter()
+            .map(|i| ResolvedAddress::new(i.addr))
+            .collect();
         ResolverUpdate::new(addresses).with_service_config(SERVICE_CONFIG)
     }
 }
@@ -244,7 +284,10 @@ impl WatchTask {
 /// Runs the example.
 pub async fn run(out: &Transcript) -> Result<(), BoxError> {
     let backends = start_backends(3, out).await?;
-    let instance = |i: usize| Instance { id: backends[i].name.clone(), addr: backends[i].addr() };
+    let instance = |i: usize| Instance {
+        id: backends[i].name.clone(),
+        addr: backends[i].addr(),
+    };
     let registry = Registry::new();
     out.line("registry: echo = [backend-1, backend-2]");
     registry.set("echo", vec![instance(0), instance(1)]);
@@ -259,8 +302,13 @@ pub async fn run(out: &Transcript) -> Result<(), BoxError> {
     // and a registration would outlive this run (it replaces any earlier one of the
     // scheme, built-ins included).
     let target = format!("{SCHEME}:///echo");
-    let channel = Channel::builder(&target).resolver(RegistryResolverBuilder::new(registry.clone(), out.clone())).connect().await?;
-    out.line(format!("client: connected to {target} (round_robin, from the resolver's service config)"));
+    let channel = Channel::builder(&target)
+        .resolver(RegistryResolverBuilder::new(registry.clone(), out.clone()))
+        .connect()
+        .await?;
+    out.line(format!(
+        "client: connected to {target} (round_robin, from the resolver's service config)"
+    ));
     let client = EchoClient::new(channel.clone());
 
     // A malformed target is refused when the channel is built (our `validate`).
@@ -276,7 +324,10 @@ pub async fn run(out: &Transcript) -> Result<(), BoxError> {
     until_all_answer(&client, &["backend-1", "backend-2"]).await?;
     let before = call_n(&client, 10).await?;
     out.line(format!("client: 10 calls -> {before}"));
-    ensure!(before.get("backend-1") == 5 && before.get("backend-2") == 5, "expected 5 calls each on backends 1 and 2: {before}");
+    ensure!(
+        before.get("backend-1") == 5 && before.get("backend-2") == 5,
+        "expected 5 calls each on backends 1 and 2: {before}"
+    );
 
     // The registry changes while four clients keep calling. round_robin drops backend-1
     // from its picker as soon as the update arrives (calls already on it finish there),
@@ -303,7 +354,10 @@ pub async fn run(out: &Transcript) -> Result<(), BoxError> {
     // Let the load run until backend-3 has answered some of it, then a bit more.
     let deadline = Instant::now() + Duration::from_secs(5);
     while !seen_backend_3(&client).await? {
-        ensure!(Instant::now() < deadline, "backend-3 never answered after the registry change");
+        ensure!(
+            Instant::now() < deadline,
+            "backend-3 never answered after the registry change"
+        );
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     running.store(false, Ordering::Relaxed);
@@ -313,9 +367,19 @@ pub async fn run(out: &Transcript) -> Result<(), BoxError> {
         during.merge(&tally);
         failed.extend(errors);
     }
-    out.line(format!("client: {} calls during the change, {} failed ({during})", during.total() + failed.len(), failed.len()));
-    ensure!(failed.is_empty(), "calls failed during the registry change: {failed:?}");
-    ensure!(during.get("backend-3") > 0, "backend-3 got none of the load: {during}");
+    out.line(format!(
+        "client: {} calls during the change, {} failed ({during})",
+        during.total() + failed.len(),
+        failed.len()
+    ));
+    ensure!(
+        failed.is_empty(),
+        "calls failed during the registry change: {failed:?}"
+    );
+    ensure!(
+        during.get("backend-3") > 0,
+        "backend-3 got none of the load: {during}"
+    );
 
     let after = call_n(&client, 10).await?;
     out.line(format!("client: 10 calls -> {after}"));
@@ -331,17 +395,29 @@ pub async fn run(out: &Transcript) -> Result<(), BoxError> {
     // (Give the update time to reach the policy; nothing tells us when it did.)
     tokio::time::sleep(Duration::from_millis(50)).await;
     let still = call_n(&client, 4).await?;
-    out.line(format!("client: 4 calls -> {still} (the channel keeps its last addresses)"));
-    ensure!(still.get("backend-2") == 2 && still.get("backend-3") == 2, "expected the last addresses to be kept: {still}");
+    out.line(format!(
+        "client: 4 calls -> {still} (the channel keeps its last addresses)"
+    ));
+    ensure!(
+        still.get("backend-2") == 2 && still.get("backend-3") == 2,
+        "expected the last addresses to be kept: {still}"
+    );
 
     // Closing the channel drops its resolver, which stops the watch task (it held the
     // registry's only watcher).
-    ensure!(registry.watchers() == 1, "expected one watcher (our resolver), found {}", registry.watchers());
+    ensure!(
+        registry.watchers() == 1,
+        "expected one watcher (our resolver), found {}",
+        registry.watchers()
+    );
     channel.shutdown();
     drop((client, channel));
     let deadline = Instant::now() + Duration::from_secs(2);
     while registry.watchers() > 0 {
-        ensure!(Instant::now() < deadline, "the resolver's task kept running after the channel closed");
+        ensure!(
+            Instant::now() < deadline,
+            "the resolver's task kept running after the channel closed"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     out.line("client: channel closed; the resolver's task stopped (registry watchers: 0)");

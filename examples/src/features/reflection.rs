@@ -68,7 +68,9 @@ pub async fn run(out: &Transcript) -> Result<(), BoxError> {
     let server = RunningServer::start(
         Server::builder()
             .add_service(GreeterServer::new(MyGreeter))
-            .add_service(EchoServer::new(NamedEcho { name: "echo".into() }))
+            .add_service(EchoServer::new(NamedEcho {
+                name: "echo".into(),
+            }))
             .add_reflection(),
     )
     .await?;
@@ -80,8 +82,12 @@ pub async fn run(out: &Transcript) -> Result<(), BoxError> {
     let client = ServerReflectionClient::new(connect(&server.url()).await?);
     let requests = vec![
         ask(MessageRequest::ListServices(String::new())),
-        ask(MessageRequest::FileContainingSymbol("grpc.examples.echo.Echo".into())),
-        ask(MessageRequest::FileContainingSymbol("no.such.Service".into())),
+        ask(MessageRequest::FileContainingSymbol(
+            "grpc.examples.echo.Echo".into(),
+        )),
+        ask(MessageRequest::FileContainingSymbol(
+            "no.such.Service".into(),
+        )),
     ];
     let mut answers = client
         .server_reflection_info(stream::iter(requests))
@@ -89,7 +95,8 @@ pub async fn run(out: &Transcript) -> Result<(), BoxError> {
         .into_inner();
 
     // 1. The services.
-    let Some(MessageResponse::ListServicesResponse(list)) = answers.message().await?.and_then(|r| r.message_response)
+    let Some(MessageResponse::ListServicesResponse(list)) =
+        answers.message().await?.and_then(|r| r.message_response)
     else {
         return Err("no answer to ListServices".into());
     };
@@ -100,7 +107,10 @@ pub async fn run(out: &Transcript) -> Result<(), BoxError> {
         "helloworld.Greeter",
         "grpc.reflection.v1.ServerReflection",
     ] {
-        ensure!(names.iter().any(|n| n == expected), "{expected} not listed: {names:?}");
+        ensure!(
+            names.iter().any(|n| n == expected),
+            "{expected} not listed: {names:?}"
+        );
     }
 
     // 2. The file defining the Echo service (and, if it had any, the files it imports).
@@ -123,7 +133,9 @@ pub async fn run(out: &Transcript) -> Result<(), BoxError> {
     );
 
     // 3. An unknown symbol: an error answer in the stream, not the end of the call.
-    let Some(MessageResponse::ErrorResponse(error)) = answers.message().await?.and_then(|r| r.message_response) else {
+    let Some(MessageResponse::ErrorResponse(error)) =
+        answers.message().await?.and_then(|r| r.message_response)
+    else {
         return Err("no error for an unknown symbol".into());
     };
     let code = Code::from_i32(error.error_code);
@@ -133,7 +145,10 @@ pub async fn run(out: &Transcript) -> Result<(), BoxError> {
         error.error_message
     ));
     ensure!(code == Code::NotFound, "unknown symbol: {error:?}");
-    ensure!(answers.message().await?.is_none(), "more answers than questions");
+    ensure!(
+        answers.message().await?.is_none(),
+        "more answers than questions"
+    );
 
     server.shutdown().await?;
     Ok(())

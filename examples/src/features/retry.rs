@@ -49,7 +49,10 @@ pub struct FlakyEcho {
 }
 
 impl Echo for FlakyEcho {
-    async fn unary_echo(&self, request: Request<EchoRequest>) -> Result<Response<EchoResponse>, Status> {
+    async fn unary_echo(
+        &self,
+        request: Request<EchoRequest>,
+    ) -> Result<Response<EchoResponse>, Status> {
         let message = request.into_inner().message;
         let attempt = {
             let mut attempts = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
@@ -58,13 +61,15 @@ impl Echo for FlakyEcho {
             *n
         };
         if attempt <= FAILURES {
-            self.out
-                .line(format!("server: {message:?} attempt {attempt}: UNAVAILABLE"));
+            self.out.line(format!(
+                "server: {message:?} attempt {attempt}: UNAVAILABLE"
+            ));
             return Err(Status::unavailable(format!(
                 "flaky server: attempt {attempt} of {message:?} fails"
             )));
         }
-        self.out.line(format!("server: {message:?} attempt {attempt}: OK"));
+        self.out
+            .line(format!("server: {message:?} attempt {attempt}: OK"));
         Ok(Response::new(EchoResponse {
             message: format!("{message} (served on attempt {attempt})"),
         }))
@@ -74,7 +79,8 @@ impl Echo for FlakyEcho {
 async fn client(target: &str, max_attempts: Option<u32>) -> Result<EchoClient, BoxError> {
     let mut endpoint = Channel::builder(target);
     if let Some(n) = max_attempts {
-        endpoint = endpoint.default_service_config(SERVICE_CONFIG.replace("MAX_ATTEMPTS", &n.to_string()));
+        endpoint =
+            endpoint.default_service_config(SERVICE_CONFIG.replace("MAX_ATTEMPTS", &n.to_string()));
     }
     Ok(EchoClient::new(endpoint.connect().await?))
 }
@@ -85,7 +91,8 @@ pub async fn run(out: &Transcript) -> Result<(), BoxError> {
         attempts: Arc::default(),
         out: out.clone(),
     };
-    let server = RunningServer::start(Server::builder().add_service(EchoServer::new(service))).await?;
+    let server =
+        RunningServer::start(Server::builder().add_service(EchoServer::new(service))).await?;
     out.line(format!(
         "server listening on {} (fails the first {FAILURES} attempts of every request)",
         server.addr()
@@ -107,9 +114,16 @@ pub async fn run(out: &Transcript) -> Result<(), BoxError> {
 
     // maxAttempts 4: three failures are retried, the fourth attempt answers.
     let retrying = client(&server.url(), Some(4)).await?;
-    let reply = retrying.unary_echo(echo("try hard")).await?.into_inner().message;
+    let reply = retrying
+        .unary_echo(echo("try hard"))
+        .await?
+        .into_inner()
+        .message;
     out.line(format!("client with maxAttempts 4: {reply:?}"));
-    ensure!(reply == "try hard (served on attempt 4)", "with retries: {reply:?}");
+    ensure!(
+        reply == "try hard (served on attempt 4)",
+        "with retries: {reply:?}"
+    );
 
     // maxAttempts 3: the third failure ends the call.
     let short = client(&server.url(), Some(3)).await?;

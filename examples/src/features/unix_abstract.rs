@@ -22,14 +22,20 @@ pub struct PeerEcho {
 }
 
 impl Echo for PeerEcho {
-    async fn unary_echo(&self, request: Request<EchoRequest>) -> Result<Response<EchoResponse>, Status> {
+    async fn unary_echo(
+        &self,
+        request: Request<EchoRequest>,
+    ) -> Result<Response<EchoResponse>, Status> {
         self.out.line(format!(
             "server: {:?} from peer {:?}",
             request.get_ref().message,
             request.remote_addr()
         ));
         Ok(Response::new(EchoResponse {
-            message: format!("{} (over an abstract unix socket)", request.into_inner().message),
+            message: format!(
+                "{} (over an abstract unix socket)",
+                request.into_inner().message
+            ),
         }))
     }
 }
@@ -66,7 +72,9 @@ pub async fn run(out: &Transcript) -> Result<(), BoxError> {
             }),
     );
 
-    let channel = Channel::builder(format!("unix-abstract:{name}")).connect().await?;
+    let channel = Channel::builder(format!("unix-abstract:{name}"))
+        .connect()
+        .await?;
     out.line(format!(
         "client: connected to {} (authority {:?})",
         channel.target(),
@@ -90,7 +98,9 @@ pub async fn run(out: &Transcript) -> Result<(), BoxError> {
     server.await??;
     // The name is free again as soon as the listener is closed: no file was left behind.
     UnixListener::bind_addr(&SocketAddr::from_abstract_name(&name)?)?;
-    out.line(format!("server stopped; unix-abstract:{name} is free again"));
+    out.line(format!(
+        "server stopped; unix-abstract:{name} is free again"
+    ));
     Ok(())
 }
 

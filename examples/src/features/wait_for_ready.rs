@@ -23,12 +23,19 @@ use crate::{ensure, BoxError, RunningServer, Transcript};
 /// How long after the calls start the server comes up.
 pub const SERVER_DELAY: Duration = Duration::from_millis(1000);
 
-async fn call(client: EchoClient, wait_for_ready: bool, timeout: Duration) -> (Result<String, Status>, Duration) {
+async fn call(
+    client: EchoClient,
+    wait_for_ready: bool,
+    timeout: Duration,
+) -> (Result<String, Status>, Duration) {
     let started = Instant::now();
     let mut request = Request::new(echo("hi"));
     request.set_wait_for_ready(wait_for_ready);
     request.set_timeout(timeout);
-    let result = client.unary_echo(request).await.map(|r| r.into_inner().message);
+    let result = client
+        .unary_echo(request)
+        .await
+        .map(|r| r.into_inner().message);
     (result, started.elapsed())
 }
 
@@ -53,7 +60,9 @@ pub async fn run(out: &Transcript) -> Result<(), BoxError> {
         })
         .connect_lazy()?;
     let client = EchoClient::new(channel);
-    out.line(format!("client: three calls to {addr}, where no server listens yet"));
+    out.line(format!(
+        "client: three calls to {addr}, where no server listens yet"
+    ));
 
     let first = tokio::spawn(call(client.clone(), false, Duration::from_secs(10)));
     let second = tokio::spawn(call(client.clone(), true, Duration::from_secs(10)));
@@ -61,7 +70,9 @@ pub async fn run(out: &Transcript) -> Result<(), BoxError> {
 
     tokio::time::sleep(SERVER_DELAY).await;
     let server = RunningServer::start_on(
-        Server::builder().add_service(EchoServer::new(NamedEcho { name: "echo".into() })),
+        Server::builder().add_service(EchoServer::new(NamedEcho {
+            name: "echo".into(),
+        })),
         addr,
     )
     .await?;
@@ -92,8 +103,14 @@ pub async fn run(out: &Transcript) -> Result<(), BoxError> {
         "[1]: {r1:?}"
     );
     ensure!(t1 < SERVER_DELAY, "[1] did not fail fast: {t1:?}");
-    ensure!(r2.as_ref().ok().map(String::as_str) == Some("echo"), "[2]: {r2:?}");
-    ensure!(t2 >= SERVER_DELAY, "[2] answered before the server was up: {t2:?}");
+    ensure!(
+        r2.as_ref().ok().map(String::as_str) == Some("echo"),
+        "[2]: {r2:?}"
+    );
+    ensure!(
+        t2 >= SERVER_DELAY,
+        "[2] answered before the server was up: {t2:?}"
+    );
     ensure!(
         r3.as_ref().err().map(Status::code) == Some(Code::DeadlineExceeded),
         "[3]: {r3:?}"

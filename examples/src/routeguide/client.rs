@@ -12,16 +12,28 @@ use crate::pb::routeguide::{Feature, Point, Rectangle, RouteNote, RouteSummary};
 use crate::{BoxError, Transcript};
 
 /// The point the reference client looks up first (a feature in the database).
-pub const KNOWN_POINT: Point = Point { latitude: 409_146_138, longitude: -746_188_906 };
+pub const KNOWN_POINT: Point = Point {
+    latitude: 409_146_138,
+    longitude: -746_188_906,
+};
 
 /// A point with no feature.
-pub const MISSING_POINT: Point = Point { latitude: 0, longitude: 0 };
+pub const MISSING_POINT: Point = Point {
+    latitude: 0,
+    longitude: 0,
+};
 
 /// The reference client's ListFeatures rectangle.
 pub fn list_rectangle() -> Rectangle {
     Rectangle {
-        lo: Some(Point { latitude: 400_000_000, longitude: -750_000_000 }),
-        hi: Some(Point { latitude: 420_000_000, longitude: -730_000_000 }),
+        lo: Some(Point {
+            latitude: 400_000_000,
+            longitude: -750_000_000,
+        }),
+        hi: Some(Point {
+            latitude: 420_000_000,
+            longitude: -730_000_000,
+        }),
     }
 }
 
@@ -31,15 +43,30 @@ pub fn fixed_route(features: &[Feature], len: usize) -> Vec<Point> {
     if features.is_empty() {
         return Vec::new();
     }
-    (0..len).filter_map(|i| features[(i * 7 + 3) % features.len()].location).collect()
+    (0..len)
+        .filter_map(|i| features[(i * 7 + 3) % features.len()].location)
+        .collect()
 }
 
 /// The notes the reference client sends on RouteChat.
 pub fn chat_notes() -> Vec<RouteNote> {
-    [(0, 1, "First message"), (0, 2, "Second message"), (0, 3, "Third message"), (0, 1, "Fourth message"), (0, 2, "Fifth message"), (0, 3, "Sixth message")]
-        .into_iter()
-        .map(|(latitude, longitude, m)| RouteNote { location: Some(Point { latitude, longitude }), message: m.to_string() })
-        .collect()
+    [
+        (0, 1, "First message"),
+        (0, 2, "Second message"),
+        (0, 3, "Third message"),
+        (0, 1, "Fourth message"),
+        (0, 2, "Fifth message"),
+        (0, 3, "Sixth message"),
+    ]
+    .into_iter()
+    .map(|(latitude, longitude, m)| RouteNote {
+        location: Some(Point {
+            latitude,
+            longitude,
+        }),
+        message: m.to_string(),
+    })
+    .collect()
 }
 
 /// What the client run received.
@@ -61,16 +88,34 @@ pub struct RunResult {
 
 /// Runs the four calls over `channel`. `route` is sent to RecordRoute. With `verbose`,
 /// every listed feature is reported; otherwise only the first three.
-pub async fn run(channel: Channel, route: Vec<Point>, verbose: bool, out: &Transcript) -> Result<RunResult, BoxError> {
+pub async fn run(
+    channel: Channel,
+    route: Vec<Point>,
+    verbose: bool,
+    out: &Transcript,
+) -> Result<RunResult, BoxError> {
     let client = RouteGuideClient::new(channel);
-    let mut result = RunResult { route: route.clone(), ..RunResult::default() };
+    let mut result = RunResult {
+        route: route.clone(),
+        ..RunResult::default()
+    };
 
-    for (point, slot) in [(KNOWN_POINT, &mut result.found), (MISSING_POINT, &mut result.missing)] {
+    for (point, slot) in [
+        (KNOWN_POINT, &mut result.found),
+        (MISSING_POINT, &mut result.missing),
+    ] {
         let feature = client.get_feature(point).await?.into_inner();
         if feature.name.is_empty() {
-            out.line(format!("GetFeature {}: no feature there", format_point(&point)));
+            out.line(format!(
+                "GetFeature {}: no feature there",
+                format_point(&point)
+            ));
         } else {
-            out.line(format!("GetFeature {}: {:?}", format_point(&point), feature.name));
+            out.line(format!(
+                "GetFeature {}: {:?}",
+                format_point(&point),
+                feature.name
+            ));
         }
         *slot = feature;
     }
@@ -84,8 +129,16 @@ pub async fn run(channel: Channel, route: Vec<Point>, verbose: bool, out: &Trans
     let mut features = client.list_features(rect).await?.into_inner();
     while let Some(feature) = features.message().await? {
         if verbose || result.listed.len() < 3 {
-            let name = if feature.name.is_empty() { "(unnamed)" } else { feature.name.as_str() };
-            out.line(format!("  {} {}", format_point(&feature.location.unwrap_or_default()), name));
+            let name = if feature.name.is_empty() {
+                "(unnamed)"
+            } else {
+                feature.name.as_str()
+            };
+            out.line(format!(
+                "  {} {}",
+                format_point(&feature.location.unwrap_or_default()),
+                name
+            ));
         }
         result.listed.push(feature);
     }
@@ -106,7 +159,11 @@ pub async fn run(channel: Channel, route: Vec<Point>, verbose: bool, out: &Trans
     let mut replies = client.route_chat(stream::iter(notes)).await?.into_inner();
     while let Some(reply) = replies.next().await {
         let note = reply?;
-        out.line(format!("  got note {:?} at {}", note.message, format_point(&note.location.unwrap_or_default())));
+        out.line(format!(
+            "  got note {:?} at {}",
+            note.message,
+            format_point(&note.location.unwrap_or_default())
+        ));
         result.chat.push(note);
     }
     out.line(format!("RouteChat: {} notes back", result.chat.len()));

@@ -46,12 +46,18 @@ mod tests {
     use super::*;
 
     fn pt(latitude: i32, longitude: i32) -> Point {
-        Point { latitude, longitude }
+        Point {
+            latitude,
+            longitude,
+        }
     }
 
     #[test]
     fn rectangle_is_normalised_and_inclusive() {
-        let r = Rectangle { lo: Some(pt(10, 20)), hi: Some(pt(0, 0)) };
+        let r = Rectangle {
+            lo: Some(pt(10, 20)),
+            hi: Some(pt(0, 0)),
+        };
         assert!(in_range(&pt(0, 0), &r));
         assert!(in_range(&pt(10, 20), &r));
         assert!(in_range(&pt(5, 5), &r));

@@ -16,5 +16,9 @@ pub const DEFAULT_ADDR: &str = "127.0.0.1:10000";
 
 /// Formats a point as `(lat, lon)` in degrees, e.g. `(40.9146138, -74.6188906)`.
 pub fn format_point(p: &crate::pb::routeguide::Point) -> String {
-    format!("({}, {})", geo::degrees(p.latitude), geo::degrees(p.longitude))
+    format!(
+        "({}, {})",
+        geo::degrees(p.latitude),
+        geo::degrees(p.longitude)
+    )
 }

@@ -29,7 +29,10 @@ pub struct RouteGuideService {
 impl RouteGuideService {
     /// A service answering from `features`.
     pub fn new(features: Vec<Feature>) -> RouteGuideService {
-        RouteGuideService { features: Arc::new(features), notes: Arc::default() }
+        RouteGuideService {
+            features: Arc::new(features),
+            notes: Arc::default(),
+        }
     }
 
     /// The generated server wrapper, ready for `Server::builder().add_service(..)`.
@@ -44,7 +47,9 @@ impl RouteGuideService {
 
     /// The feature at exactly `p`, if any.
     pub fn feature_at(&self, p: &Point) -> Option<&Feature> {
-        self.features.iter().find(|f| f.location.as_ref() == Some(p))
+        self.features
+            .iter()
+            .find(|f| f.location.as_ref() == Some(p))
     }
 
     /// Notes stored at `key` so far (a copy), then `note` is appended.
@@ -61,14 +66,17 @@ impl RouteGuideService {
 impl RouteGuide for RouteGuideService {
     async fn get_feature(&self, request: Request<Point>) -> Result<Response<Feature>, Status> {
         let point = request.into_inner();
-        let feature = self
-            .feature_at(&point)
-            .cloned()
-            .unwrap_or(Feature { name: String::new(), location: Some(point) });
+        let feature = self.feature_at(&point).cloned().unwrap_or(Feature {
+            name: String::new(),
+            location: Some(point),
+        });
         Ok(Response::new(feature))
     }
 
-    async fn list_features(&self, request: Request<Rectangle>) -> Result<Response<BoxStream<Feature>>, Status> {
+    async fn list_features(
+        &self,
+        request: Request<Rectangle>,
+    ) -> Result<Response<BoxStream<Feature>>, Status> {
         let rect = request.into_inner();
         let inside: Vec<Result<Feature, Status>> = self
             .features
@@ -81,15 +89,24 @@ impl RouteGuide for RouteGuideService {
         Ok(Response::new(Box::pin(stream::iter(inside))))
     }
 
-    async fn record_route(&self, request: Request<Streaming<Point>>) -> Result<Response<RouteSummary>, Status> {
+    async fn record_route(
+        &self,
+        request: Request<Streaming<Point>>,
+    ) -> Result<Response<RouteSummary>, Status> {
         let start = Instant::now();
         let mut points = request.into_inner();
         let mut summary = RouteSummary::default();
         let mut last: Option<Point> = None;
         while let Some(point) = points.message().await? {
             summary.point_count = summary.point_count.saturating_add(1);
-            let hits = self.features.iter().filter(|f| f.location.as_ref() == Some(&point)).count();
-            summary.feature_count = summary.feature_count.saturating_add(i32::try_from(hits).unwrap_or(i32::MAX));
+            let hits = self
+                .features
+                .iter()
+                .filter(|f| f.location.as_ref() == Some(&point))
+                .count();
+            summary.feature_count = summary
+                .feature_count
+                .saturating_add(i32::try_from(hits).unwrap_or(i32::MAX));
             if let Some(prev) = &last {
                 summary.distance = summary.distance.saturating_add(distance_m(prev, &point));
             }
@@ -99,12 +116,19 @@ impl RouteGuide for RouteGuideService {
         Ok(Response::new(summary))
     }
 
-    async fn route_chat(&self, request: Request<Streaming<RouteNote>>) -> Result<Response<BoxStream<RouteNote>>, Status> {
+    async fn route_chat(
+        &self,
+        request: Request<Streaming<RouteNote>>,
+    ) -> Result<Response<BoxStream<RouteNote>>, Status> {
         // Replies are produced as the response stream is polled: read one note, queue the
         // earlier notes at its location, send them, read the next note.
         let incoming = request.into_inner();
         let service = self.clone();
-        let state = (incoming, std::collections::VecDeque::<RouteNote>::new(), false);
+        let state = (
+            incoming,
+            std::collections::VecDeque::<RouteNote>::new(),
+            false,
+        );
         let replies = stream::unfold(state, move |(mut incoming, mut queue, done)| {
             let service = service.clone();
             async move {

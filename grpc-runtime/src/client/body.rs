@@ -8,7 +8,11 @@ use h2::SendStream;
 /// Writes `data` on `stream`, waiting for send capacity (so a slow peer stalls us with
 /// bounded memory), and ends the stream when `end_of_stream` is set (with an empty DATA
 /// frame if `data` is empty).
-pub(crate) async fn send_data(stream: &mut SendStream<Bytes>, mut data: Bytes, end_of_stream: bool) -> Result<(), h2::Error> {
+pub(crate) async fn send_data(
+    stream: &mut SendStream<Bytes>,
+    mut data: Bytes,
+    end_of_stream: bool,
+) -> Result<(), h2::Error> {
     if data.is_empty() {
         if end_of_stream {
             stream.send_data(Bytes::new(), true)?;
@@ -32,7 +36,11 @@ pub(crate) async fn send_data(stream: &mut SendStream<Bytes>, mut data: Bytes, e
             continue;
         }
         // Taking all of `data` keeps it one unshared buffer (split_to would share it).
-        let chunk = if granted >= data.len() { std::mem::take(&mut data) } else { data.split_to(granted) };
+        let chunk = if granted >= data.len() {
+            std::mem::take(&mut data)
+        } else {
+            data.split_to(granted)
+        };
         stream.send_data(chunk, end_of_stream && data.is_empty())?;
     }
     Ok(())

@@ -22,19 +22,24 @@ use super::credentials::{self, CallCredentials, RequestInfo, SecurityLevel};
 use super::interceptor::{CallInfo, CallKind, ClientCallContext, Interceptors};
 use super::lb::{OnDone, PickInfo, PickResult};
 use super::replay::{Commit, Mode, SenderArgs};
-use super::retry::{is_fatal, Pushback, RetryState, Throttle, PREVIOUS_ATTEMPTS_HEADER, PUSHBACK_HEADER};
+use super::retry::{
+    is_fatal, Pushback, RetryState, Throttle, PREVIOUS_ATTEMPTS_HEADER, PUSHBACK_HEADER,
+};
 use super::service_config::MethodConfig;
 use super::subchannel::Subchannel;
-use crate::stats::{Attempt, ClientCallStats};
 use crate::codec::{encode_message, next_batch, BatchEnd, FrameDecoder};
-use crate::compression::{encoding_from_headers, CompressionEncoding, EncodingSet, HeaderEncoding, GRPC_ACCEPT_ENCODING_NAME, GRPC_ENCODING_NAME};
+use crate::compression::{
+    encoding_from_headers, CompressionEncoding, EncodingSet, HeaderEncoding,
+    GRPC_ACCEPT_ENCODING_NAME, GRPC_ENCODING_NAME,
+};
 use crate::metadata::MetadataMap;
+use crate::request::{CancelHandle, MessageCompressionSlot, RemoteAddr, ResponseEncoding};
+use crate::stats::{Attempt, ClientCallStats};
 use crate::status::{Code, Status};
 use crate::streaming::Streaming;
 use crate::timeout::{current_deadline, encode_timeout, Deadline, GRPC_TIMEOUT_NAME};
-use crate::transport::Connection;
-use crate::request::{CancelHandle, MessageCompressionSlot, RemoteAddr, ResponseEncoding};
 use crate::transport::Address;
+use crate::transport::Connection;
 use crate::{Request, Response};
 
 /// Per-call bookkeeping shared by the call future, the request sender task and the
@@ -119,7 +124,9 @@ impl CallState {
         if !status.is_ok() {
             if let Some(e) = self.send_error.lock().ok().and_then(|s| s.clone()) {
                 status = e;
-            } else if status.code() == Code::Cancelled && self.deadline.is_some_and(|d| d.is_expired()) {
+            } else if status.code() == Code::Cancelled
+                && self.deadline.is_some_and(|d| d.is_expired())
+            {
                 status = Status::deadline_exceeded("deadline exceeded");
             }
         }
@@ -128,7 +135,8 @@ impl CallState {
                 t.success();
             }
             let elapsed = self.started.elapsed();
-            self.span.record("code", tracing::field::display(status.code()));
+            self.span
+                .record("code", tracing::field::display(status.code()));
             if let Some(s) = &self.stats {
                 s.finish(&status);
             }
@@ -149,7 +157,9 @@ impl CallState {
 impl Drop for CallState {
     fn drop(&mut self) {
         if !self.finished.load(Ordering::SeqCst) {
-            self.finish(Status::cancelled("call dropped by the client before it finished"));
+            self.finish(Status::cancelled(
+                "call dropped by the client before it finished",
+            ));
         }
     }
 }
@@ -176,7 +186,9 @@ impl Drop for StreamGuard {
     /// last task holding the call state (e.g. an aborted sender) is gone.
     fn drop(&mut self) {
         if !self.state.finished.load(Ordering::SeqCst) {
-            self.state.finish(Status::cancelled("call dropped by the client before it finished"));
+            self.state.finish(Status::cancelled(
+                "call dropped by the client before it finished",
+            ));
         }
     }
 }
@@ -246,8 +258,13 @@ fn response_error(sub: &Subchannel, conn: &Connection, e: h2::Error) -> Status {
 /// so (grpc-go: "keepalive ping failed to receive ACK within timeout") rather than
 /// "broken pipe".
 fn stream_status(conn: &Connection, e: &h2::Error) -> Status {
-    if matches!(conn.closed_reason(), Some(crate::transport::ConnectionClosed::KeepaliveTimeout)) {
-        return Status::unavailable("keepalive timeout: the server did not answer a keepalive PING in time");
+    if matches!(
+        conn.closed_reason(),
+        Some(crate::transport::ConnectionClosed::KeepaliveTimeout)
+    ) {
+        return Status::unavailable(
+            "keepalive timeout: the server did not answer a keepalive PING in time",
+        );
     }
     Status::from_h2_error(e)
 }
@@ -288,7 +305,8 @@ fn uncommitted_failure(resp: &http::Response<h2::RecvStream>) -> Option<(Status,
     if !resp.body().is_end_stream() && resp.status() == http::StatusCode::OK {
         return None;
     }
-    let status = Status::from_header_map(resp.headers()).unwrap_or_else(|| Status::from_http_status(resp.status()));
+    let status = Status::from_header_map(resp.headers())
+        .unwrap_or_else(|| Status::from_http_status(resp.status()));
     if status.is_ok() {
         return None;
     }
@@ -297,7 +315,9 @@ fn uncommitted_failure(resp: &http::Response<h2::RecvStream>) -> Option<(Status,
 
 /// How a single-request attempt failed without committing (`None`: it committed, its
 /// result is the call's).
-fn attempt_failure(r: &Result<(Connection, http::Response<h2::RecvStream>), Status>) -> Option<(Status, Pushback)> {
+fn attempt_failure(
+    r: &Result<(Connection, http::Response<h2::RecvStream>), Status>,
+) -> Option<(Status, Pushback)> {
     match r {
         Ok((_, resp)) => uncommitted_failure(resp),
         Err(s) => Some((s.clone(), Pushback::None)),
@@ -306,7 +326,11 @@ fn attempt_failure(r: &Result<(Connection, http::Response<h2::RecvStream>), Stat
 
 /// Ends a stats attempt whose response head came (or failed): a committed response
 /// ends with the call; a Trailers-Only failure or a stream error ends it now.
-fn settle_attempt(attempt: Attempt, response: &Result<http::Response<h2::RecvStream>, h2::Error>, conn: &Connection) {
+fn settle_attempt(
+    attempt: Attempt,
+    response: &Result<http::Response<h2::RecvStream>, h2::Error>,
+    conn: &Connection,
+) {
     match response {
         Ok(resp) => match uncommitted_failure(resp) {
             None => attempt.commit(),
@@ -327,7 +351,12 @@ fn remote_addr(conn: &Connection) -> Option<std::net::SocketAddr> {
 
 impl Channel {
     /// Interceptors, deadline and call options: everything before touching the network.
-    async fn prepare<T>(&self, path: &'static str, kind: CallKind, request: &mut Request<T>) -> Result<Prepared, Status> {
+    async fn prepare<T>(
+        &self,
+        path: &'static str,
+        kind: CallKind,
+        request: &mut Request<T>,
+    ) -> Result<Prepared, Status> {
         // A call can complete without touching any tokio resource (fail-fast UNAVAILABLE
         // while the channel is in TRANSIENT_FAILURE, an expired deadline, an interceptor's
         // rejection), so a caller retrying in a loop would never yield: it would starve
@@ -340,12 +369,19 @@ impl Channel {
             p.compression = None;
         }
         if p.deadline.is_some_and(|d| d.is_expired()) {
-            return Err(p.state.finish(Status::deadline_exceeded("deadline exceeded before the call started")));
+            return Err(p.state.finish(Status::deadline_exceeded(
+                "deadline exceeded before the call started",
+            )));
         }
         Ok(p)
     }
 
-    async fn prepare_inner<T>(&self, path: &'static str, kind: CallKind, request: &mut Request<T>) -> Result<Prepared, Status> {
+    async fn prepare_inner<T>(
+        &self,
+        path: &'static str,
+        kind: CallKind,
+        request: &mut Request<T>,
+    ) -> Result<Prepared, Status> {
         let cfg = &self.inner.config;
         let call_started = cfg.stats.as_ref().map(|_| std::time::Instant::now());
         // The call's own timeout, else the channel default; either may shorten, but never
@@ -357,10 +393,24 @@ impl Channel {
         let snapshot = self.resolved_snapshot(inherited, cancel.as_ref()).await?;
         let method = snapshot.service_config.method_config(path);
         // The method config's timeout applies when shorter (gRFC A2).
-        let deadline = Deadline::earliest(inherited, method.and_then(|m| m.timeout).map(Deadline::after));
-        let wait_for_ready = request.wait_for_ready().or(method.and_then(|m| m.wait_for_ready)).unwrap_or(false);
-        let max_send = method.and_then(|m| m.max_request_message_bytes).map_or(cfg.max_send_message_size, |m| m.min(cfg.max_send_message_size));
-        let max_recv = method.and_then(|m| m.max_response_message_bytes).map_or(cfg.max_recv_message_size, |m| m.min(cfg.max_recv_message_size));
+        let deadline = Deadline::earliest(
+            inherited,
+            method.and_then(|m| m.timeout).map(Deadline::after),
+        );
+        let wait_for_ready = request
+            .wait_for_ready()
+            .or(method.and_then(|m| m.wait_for_ready))
+            .unwrap_or(false);
+        let max_send = method
+            .and_then(|m| m.max_request_message_bytes)
+            .map_or(cfg.max_send_message_size, |m| {
+                m.min(cfg.max_send_message_size)
+            });
+        let max_recv = method
+            .and_then(|m| m.max_response_message_bytes)
+            .map_or(cfg.max_recv_message_size, |m| {
+                m.min(cfg.max_recv_message_size)
+            });
         let policy = match method {
             Some(m) if m.retry_policy.is_some() => CallPolicy::Retry(Arc::clone(m)),
             Some(m) if m.hedging_policy.is_some() => CallPolicy::Hedge(Arc::clone(m)),
@@ -382,7 +432,12 @@ impl Channel {
         let credentials = match (cfg.call_credentials.is_empty(), own_credentials.is_empty()) {
             (true, _) => own_credentials,
             (false, true) => cfg.call_credentials.clone(),
-            (false, false) => cfg.call_credentials.iter().cloned().chain(own_credentials).collect(),
+            (false, false) => cfg
+                .call_credentials
+                .iter()
+                .cloned()
+                .chain(own_credentials)
+                .collect(),
         };
         let mut deadline = deadline;
         let mut rejected = None;
@@ -390,7 +445,12 @@ impl Channel {
         if !cfg.interceptors.is_empty() {
             let timeout = deadline.map(|d| d.remaining());
             let mut ctx = ClientCallContext::new(path, kind, metadata, timeout);
-            if let Err(status) = cfg.interceptors.start(&mut ctx).instrument(span.clone()).await {
+            if let Err(status) = cfg
+                .interceptors
+                .start(&mut ctx)
+                .instrument(span.clone())
+                .await
+            {
                 rejected = Some(status);
             }
             if ctx.timeout != timeout {
@@ -402,7 +462,10 @@ impl Channel {
             metadata = ctx.metadata;
         }
         let stats = match (&cfg.stats, call_started) {
-            (Some(h), Some(t0)) => Some(ClientCallStats::new(h.call_started(path, &mut metadata), t0)),
+            (Some(h), Some(t0)) => Some(ClientCallStats::new(
+                h.call_started(path, &mut metadata),
+                t0,
+            )),
             _ => None,
         };
         let state = Arc::new(CallState {
@@ -458,7 +521,11 @@ impl Channel {
     /// The channel snapshot once the resolver has answered since the channel left IDLE,
     /// so the call sees the resolver's service config (grpc-go waits the same way). Asks
     /// an IDLE channel to connect; bounded by the call's deadline and cancellation.
-    async fn resolved_snapshot(&self, deadline: Option<Deadline>, cancel: Option<&CancelHandle>) -> Result<Arc<Snapshot>, Status> {
+    async fn resolved_snapshot(
+        &self,
+        deadline: Option<Deadline>,
+        cancel: Option<&CancelHandle>,
+    ) -> Result<Arc<Snapshot>, Status> {
         let shared = &self.inner.shared;
         let snap = shared.current();
         if snap.resolved {
@@ -496,11 +563,18 @@ impl Channel {
     /// Picks the subchannel and connection for one attempt: reads the latest picker
     /// (never blocking), and waits for the next one when it says to queue, when it fails
     /// a wait-for-ready call, or when the picked subchannel lost its connection since.
-    async fn pick(&self, path: &'static str, p: &Prepared) -> Result<(Subchannel, Connection), Status> {
+    async fn pick(
+        &self,
+        path: &'static str,
+        p: &Prepared,
+    ) -> Result<(Subchannel, Connection), Status> {
         let mut snap = Arc::clone(&p.snapshot);
         let mut rx = None;
         loop {
-            let info = PickInfo { method: path, metadata: &p.metadata };
+            let info = PickInfo {
+                method: path,
+                metadata: &p.metadata,
+            };
             match snap.picker.pick(&info) {
                 PickResult::Pick(pick) => {
                     if let Some(conn) = pick.subchannel.connection() {
@@ -511,7 +585,9 @@ impl Channel {
                     // pick is discarded (its callback hears so) and the call waits for
                     // the picker that follows.
                     if let Some(f) = pick.on_done {
-                        f(&Status::unavailable("pick discarded: the subchannel is no longer connected"));
+                        f(&Status::unavailable(
+                            "pick discarded: the subchannel is no longer connected",
+                        ));
                     }
                 }
                 PickResult::Queue => {}
@@ -558,7 +634,10 @@ impl Channel {
             .map_err(|e| Status::internal(format!("building request: {e}")))?;
         let h = req.headers_mut();
         h.insert(http::header::TE, HeaderValue::from_static("trailers"));
-        h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
         if let Some(d) = deadline {
             if let Ok(v) = HeaderValue::from_str(&encode_timeout(d.remaining())) {
                 h.insert(GRPC_TIMEOUT_NAME, v);
@@ -571,13 +650,20 @@ impl Channel {
             h.insert(GRPC_ACCEPT_ENCODING_NAME, v.clone());
         }
         if previous_attempts > 0 {
-            h.insert(PREVIOUS_ATTEMPTS_HEADER, HeaderValue::from(previous_attempts));
+            h.insert(
+                PREVIOUS_ATTEMPTS_HEADER,
+                HeaderValue::from(previous_attempts),
+            );
         }
         match metadata.get("user-agent") {
             // A user-agent given as metadata goes in front of ours, in one header.
             Some(ua) => {
-                let combined = format!("{ua} {}", String::from_utf8_lossy(inner.config.user_agent.as_bytes()));
-                let v = HeaderValue::try_from(combined).unwrap_or_else(|_| inner.config.user_agent.clone());
+                let combined = format!(
+                    "{ua} {}",
+                    String::from_utf8_lossy(inner.config.user_agent.as_bytes())
+                );
+                let v = HeaderValue::try_from(combined)
+                    .unwrap_or_else(|_| inner.config.user_agent.clone());
                 h.insert(http::header::USER_AGENT, v);
                 let mut md = metadata.clone();
                 md.remove("user-agent");
@@ -608,10 +694,22 @@ impl Channel {
         // One stats attempt per call of `open` (gRFC A66: retries, hedges and transparent
         // retries are attempts); it ends here if the stream could not be opened.
         let Some(stats) = &p.state.stats else {
-            return self.open_stream(path, p, single, previous_attempts, fixed_encoding, None).await;
+            return self
+                .open_stream(path, p, single, previous_attempts, fixed_encoding, None)
+                .await;
         };
         let attempt = stats.start_attempt(single.is_none());
-        match self.open_stream(path, p, single, previous_attempts, fixed_encoding, Some(&attempt)).await {
+        match self
+            .open_stream(
+                path,
+                p,
+                single,
+                previous_attempts,
+                fixed_encoding,
+                Some(&attempt),
+            )
+            .await
+        {
             Ok(mut opened) => {
                 opened.attempt = Some(attempt);
                 Ok(opened)
@@ -639,12 +737,18 @@ impl Channel {
             attempt += 1;
             let (sub, conn) = self.pick(path, p).await.map_err(|s| {
                 if s.code() == Code::Unavailable && !s.message().starts_with("connection to ") {
-                    Status::unavailable(format!("connection to {} failed: {}", self.inner.target, s.message()))
+                    Status::unavailable(format!(
+                        "connection to {} failed: {}",
+                        self.inner.target,
+                        s.message()
+                    ))
                 } else {
                     s
                 }
             })?;
-            p.state.span.record("peer", tracing::field::display(conn.address()));
+            p.state
+                .span
+                .record("peer", tracing::field::display(conn.address()));
             p.state.set_peer(remote_addr(&conn));
             if let Some(a) = stats {
                 a.peer(remote_addr(&conn));
@@ -675,15 +779,26 @@ impl Channel {
             let credentials = if p.credentials.is_empty() {
                 None
             } else {
-                let info = RequestInfo::new(path, &self.inner.authority, self.security_level(&conn));
+                let info =
+                    RequestInfo::new(path, &self.inner.authority, self.security_level(&conn));
                 Some(credentials::request_metadata(&p.credentials, &info).await?)
             };
-            let head = self.request_head(path, &p.metadata, credentials.as_ref(), p.deadline, encoding, previous_attempts)?;
+            let head = self.request_head(
+                path,
+                &p.metadata,
+                credentials.as_ref(),
+                p.deadline,
+                encoding,
+                previous_attempts,
+            )?;
             let mut ready = match conn.send_request().ready().await {
                 Ok(r) => r,
                 Err(e) => {
                     // ready() only fails when the connection can open no more streams.
-                    sub.drop_connection_if(conn.id(), "connection failed before the stream was opened");
+                    sub.drop_connection_if(
+                        conn.id(),
+                        "connection failed before the stream was opened",
+                    );
                     if attempt < 2 {
                         continue;
                     }
@@ -708,7 +823,14 @@ impl Channel {
                             debug!(error = %e, "sending the request message failed");
                         }
                     }
-                    return Ok(Opened { sub, response, send, conn, encoding, attempt: None });
+                    return Ok(Opened {
+                        sub,
+                        response,
+                        send,
+                        conn,
+                        encoding,
+                        attempt: None,
+                    });
                 }
                 Err(e) => {
                     // Nothing reached the server: a connection-level failure is retried
@@ -755,8 +877,13 @@ impl Channel {
             .map(|v| v.as_bytes().starts_with(b"application/grpc"))
             .unwrap_or(false);
         if !grpc_ct {
-            let ct = parts.headers.get(http::header::CONTENT_TYPE).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-            return Err(Status::unknown(format!("response has content-type {ct:?}, not application/grpc")));
+            let ct = parts
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+            return Err(Status::unknown(format!(
+                "response has content-type {ct:?}, not application/grpc"
+            )));
         }
         let headers = MetadataMap::from_headers(&parts.headers)
             .map_err(|e| Status::internal(format!("invalid response metadata: {e}")))?;
@@ -788,11 +915,15 @@ impl Channel {
         match &p.policy {
             CallPolicy::Once => self.single_attempt(path, p, msg, 0).await,
             CallPolicy::Retry(mc) => {
-                let Some(policy) = &mc.retry_policy else { return self.single_attempt(path, p, msg, 0).await };
+                let Some(policy) = &mc.retry_policy else {
+                    return self.single_attempt(path, p, msg, 0).await;
+                };
                 let mut retry = RetryState::new(policy);
                 loop {
                     let r = self.single_attempt(path, p, msg, retry.previous()).await;
-                    let Some((status, pushback)) = attempt_failure(&r) else { return r };
+                    let Some((status, pushback)) = attempt_failure(&r) else {
+                        return r;
+                    };
                     match retry.on_failure(&status, pushback, p.state.throttle.as_deref()) {
                         None => return r,
                         Some(delay) => {
@@ -803,7 +934,11 @@ impl Channel {
                 }
             }
             CallPolicy::Hedge(mc) => match &mc.hedging_policy {
-                Some(h) => self.hedge(p, h, None, |n| self.single_attempt(path, p, msg, n)).await.1,
+                Some(h) => {
+                    self.hedge(p, h, None, |n| self.single_attempt(path, p, msg, n))
+                        .await
+                        .1
+                }
                 None => self.single_attempt(path, p, msg, 0).await,
             },
         }
@@ -821,7 +956,10 @@ impl Channel {
         policy: &super::service_config::HedgingPolicy,
         stop: Option<&AtomicBool>,
         mut attempt: F,
-    ) -> (u32, Result<(Connection, http::Response<h2::RecvStream>), Status>)
+    ) -> (
+        u32,
+        Result<(Connection, http::Response<h2::RecvStream>), Status>,
+    )
     where
         F: FnMut(u32) -> Fut,
         Fut: Future<Output = Result<(Connection, http::Response<h2::RecvStream>), Status>>,
@@ -833,7 +971,9 @@ impl Channel {
         let next = tokio::time::sleep(std::time::Duration::ZERO);
         tokio::pin!(next);
         loop {
-            let may_start = more && started < policy.max_attempts && !stop.is_some_and(|s| s.load(Ordering::Acquire));
+            let may_start = more
+                && started < policy.max_attempts
+                && !stop.is_some_and(|s| s.load(Ordering::Acquire));
             tokio::select! {
                 _ = &mut next, if may_start => {
                     let n = started;
@@ -876,8 +1016,16 @@ impl Channel {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let Opened { sub, response, send, conn, attempt: stats, .. } =
-                self.open(path, p, Some(msg), previous_attempts, None).await?;
+            let Opened {
+                sub,
+                response,
+                send,
+                conn,
+                attempt: stats,
+                ..
+            } = self
+                .open(path, p, Some(msg), previous_attempts, None)
+                .await?;
             drop(send);
             let response = response.await;
             if let Some(a) = stats {
@@ -888,7 +1036,8 @@ impl Channel {
                 Err(e) => {
                     // Refused (REFUSED_STREAM) or above a GOAWAY's last-stream-id: the
                     // server ran no application logic, so one transparent retry is safe.
-                    let unprocessed = e.is_remote() && (e.is_go_away() || e.reason() == Some(h2::Reason::REFUSED_STREAM));
+                    let unprocessed = e.is_remote()
+                        && (e.is_go_away() || e.reason() == Some(h2::Reason::REFUSED_STREAM));
                     if e.is_go_away() || e.is_io() {
                         sub.drop_connection_if(conn.id(), "GOAWAY or I/O error on a call");
                     }
@@ -901,7 +1050,12 @@ impl Channel {
         }
     }
 
-    fn encode_one<M: prost::Message>(&self, msg: &M, encoding: Option<CompressionEncoding>, max_send: usize) -> Result<Bytes, Status> {
+    fn encode_one<M: prost::Message>(
+        &self,
+        msg: &M,
+        encoding: Option<CompressionEncoding>,
+        max_send: usize,
+    ) -> Result<Bytes, Status> {
         let mut buf = BytesMut::new();
         encode_message(msg, encoding, max_send, &mut buf)?;
         Ok(buf.freeze())
@@ -922,7 +1076,10 @@ impl Channel {
         S: Stream<Item = Req> + Send + 'static,
         Req: prost::Message + Send + 'static,
     {
-        let slot = request.extensions().get::<MessageCompressionSlot>().map(|s| Arc::clone(&s.0));
+        let slot = request
+            .extensions()
+            .get::<MessageCompressionSlot>()
+            .map(|s| Arc::clone(&s.0));
         let messages = request.into_inner();
         let state = Arc::clone(state);
         let span = state.span.clone();
@@ -936,7 +1093,9 @@ impl Channel {
                     let batch = next_batch(&mut messages, &mut buf, |msg, buf| {
                         // The OutboundMessages stream published this message's choice as it
                         // yielded it.
-                        let compress = slot.as_ref().map_or(true, |s| s.swap(true, Ordering::SeqCst));
+                        let compress = slot
+                            .as_ref()
+                            .map_or(true, |s| s.swap(true, Ordering::SeqCst));
                         let enc = if compress { encoding } else { None };
                         let before = buf.len();
                         encode_message(&msg, enc, max_send, buf)?;
@@ -985,7 +1144,9 @@ impl Channel {
     {
         if let CallPolicy::Hedge(mc) = &p.policy {
             if let Some(h) = &mc.hedging_policy {
-                return self.hedge_streaming(path, p, h, request, sender, opened).await;
+                return self
+                    .hedge_streaming(path, p, h, request, sender, opened)
+                    .await;
             }
         }
         let policy = match &p.policy {
@@ -993,7 +1154,14 @@ impl Channel {
             _ => None,
         };
         let Some(policy) = policy else {
-            let Opened { sub, response, send, conn, encoding, attempt } = self.open::<Req>(path, p, None, 0, None).await?;
+            let Opened {
+                sub,
+                response,
+                send,
+                conn,
+                encoding,
+                attempt,
+            } = self.open::<Req>(path, p, None, 0, None).await?;
             *sender = Some(self.spawn_sender(&p.state, send, encoding, request, p.max_send));
             fire_opened(opened, &conn);
             let response = response.await;
@@ -1003,7 +1171,10 @@ impl Channel {
             let resp = response.map_err(|e| response_error(&sub, &conn, e))?;
             return Ok((conn, resp));
         };
-        let slot = request.extensions().get::<MessageCompressionSlot>().map(|s| Arc::clone(&s.0));
+        let slot = request
+            .extensions()
+            .get::<MessageCompressionSlot>()
+            .map(|s| Arc::clone(&s.0));
         let mut messages = Some((request.into_inner(), slot));
         let (streams_tx, streams_rx) = tokio::sync::mpsc::unbounded_channel();
         let mut streams_rx = Some(streams_rx);
@@ -1016,9 +1187,18 @@ impl Channel {
             let n = retry.previous();
             let (failure, last) = match self.open::<Req>(path, p, None, n, encoding).await {
                 Err(status) => ((status, Pushback::None), None),
-                Ok(Opened { sub, response, send, conn, encoding: chosen, attempt }) => {
+                Ok(Opened {
+                    sub,
+                    response,
+                    send,
+                    conn,
+                    encoding: chosen,
+                    attempt,
+                }) => {
                     encoding.get_or_insert(chosen);
-                    if let (Some((messages, compress_slot)), Some(rx)) = (messages.take(), streams_rx.take()) {
+                    if let (Some((messages, compress_slot)), Some(rx)) =
+                        (messages.take(), streams_rx.take())
+                    {
                         let args = SenderArgs {
                             mode: Mode::Retry,
                             encoding: chosen,
@@ -1027,7 +1207,9 @@ impl Channel {
                             limits: self.inner.retry_buffer_limits(),
                             commit: Arc::clone(&commit),
                         };
-                        *sender = Some(AbortOnDrop(super::replay::spawn(&p.state, rx, messages, args)));
+                        *sender = Some(AbortOnDrop(super::replay::spawn(
+                            &p.state, rx, messages, args,
+                        )));
                     }
                     let _ = streams_tx.send((n, send));
                     fire_opened(opened, &conn);
@@ -1087,8 +1269,13 @@ impl Channel {
         S: Stream<Item = Req> + Send + 'static,
         Req: prost::Message + Send + 'static,
     {
-        let slot = request.extensions().get::<MessageCompressionSlot>().map(|s| Arc::clone(&s.0));
-        let encoding = p.compression.filter(|e| self.inner.config.assumed_server_accept.contains(*e));
+        let slot = request
+            .extensions()
+            .get::<MessageCompressionSlot>()
+            .map(|s| Arc::clone(&s.0));
+        let encoding = p
+            .compression
+            .filter(|e| self.inner.config.assumed_server_accept.contains(*e));
         let (streams_tx, streams_rx) = tokio::sync::mpsc::unbounded_channel();
         let commit = Arc::new(Commit::default());
         let args = SenderArgs {
@@ -1099,13 +1286,24 @@ impl Channel {
             limits: self.inner.retry_buffer_limits(),
             commit: Arc::clone(&commit),
         };
-        *sender = Some(AbortOnDrop(super::replay::spawn(&p.state, streams_rx, request.into_inner(), args)));
+        *sender = Some(AbortOnDrop(super::replay::spawn(
+            &p.state,
+            streams_rx,
+            request.into_inner(),
+            args,
+        )));
         let (n, r) = self
             .hedge(p, policy, Some(commit.buffer_full()), |n| {
                 let streams_tx = streams_tx.clone();
                 async move {
-                    let Opened { sub, response, send, conn, attempt, .. } =
-                        self.open::<Req>(path, p, None, n, Some(encoding)).await?;
+                    let Opened {
+                        sub,
+                        response,
+                        send,
+                        conn,
+                        attempt,
+                        ..
+                    } = self.open::<Req>(path, p, None, n, Some(encoding)).await?;
                     let _ = streams_tx.send((n, send));
                     fire_opened(opened, &conn);
                     let response = response.await;
@@ -1139,7 +1337,9 @@ impl Channel {
         let compressed = stream.last_message_compressed();
         // Response cardinality violations are UNIMPLEMENTED (gRPC statuscodes.md).
         let Some(msg) = first else {
-            return Err(Status::unimplemented("cardinality violation: server ended a single-response call without a message"));
+            return Err(Status::unimplemented(
+                "cardinality violation: server ended a single-response call without a message",
+            ));
         };
         match stream.message().await? {
             None => {}
@@ -1164,7 +1364,11 @@ impl Channel {
     }
 
     /// A unary call: one request, one response.
-    pub async fn unary<Req, Resp>(&self, path: &'static str, request: Request<Req>) -> Result<Response<Resp>, Status>
+    pub async fn unary<Req, Resp>(
+        &self,
+        path: &'static str,
+        request: Request<Req>,
+    ) -> Result<Response<Resp>, Status>
     where
         Req: prost::Message + Send + 'static,
         Resp: prost::Message + Default + Send + 'static,
@@ -1174,10 +1378,14 @@ impl Channel {
         let state = Arc::clone(&p.state);
         let span = state.span.clone();
         let fut = async {
-            let (conn, resp) = self.send_single_request(path, &p, request.get_ref()).await?;
+            let (conn, resp) = self
+                .send_single_request(path, &p, request.get_ref())
+                .await?;
             self.read_single(&conn, resp, p.max_recv, &p.state).await
         };
-        let r = with_deadline(p.deadline, p.cancel.as_ref(), fut).instrument(span).await;
+        let r = with_deadline(p.deadline, p.cancel.as_ref(), fut)
+            .instrument(span)
+            .await;
         match r {
             Ok(resp) => {
                 state.finish(Status::new(Code::Ok, ""));
@@ -1188,21 +1396,31 @@ impl Channel {
     }
 
     /// A server-streaming call: one request, a stream of responses.
-    pub async fn server_streaming<Req, Resp>(&self, path: &'static str, request: Request<Req>) -> Result<Response<Streaming<Resp>>, Status>
+    pub async fn server_streaming<Req, Resp>(
+        &self,
+        path: &'static str,
+        request: Request<Req>,
+    ) -> Result<Response<Streaming<Resp>>, Status>
     where
         Req: prost::Message + Send + 'static,
         Resp: prost::Message + Default + Send + 'static,
     {
         let mut request = request;
-        let p = self.prepare(path, CallKind::ServerStreaming, &mut request).await?;
+        let p = self
+            .prepare(path, CallKind::ServerStreaming, &mut request)
+            .await?;
         let state = Arc::clone(&p.state);
         let span = state.span.clone();
         let fut = async {
-            let (conn, resp) = self.send_single_request(path, &p, request.get_ref()).await?;
+            let (conn, resp) = self
+                .send_single_request(path, &p, request.get_ref())
+                .await?;
             let (headers, stream) = self.read_head::<Resp>(&conn, resp, p.max_recv, &p.state)?;
             Ok((headers, stream, remote_addr(&conn)))
         };
-        let r = with_deadline(p.deadline, p.cancel.as_ref(), fut).instrument(span).await;
+        let r = with_deadline(p.deadline, p.cancel.as_ref(), fut)
+            .instrument(span)
+            .await;
         self.streaming_response(r, state, p.deadline, p.cancel.clone(), None)
     }
 
@@ -1210,22 +1428,32 @@ impl Channel {
     ///
     /// Per-message options (e.g. `compress(false)`): pass a request made from an
     /// [`crate::OutboundStream`] (`IntoStreamingRequest::into_streaming_request`).
-    pub async fn client_streaming<S, Req, Resp>(&self, path: &'static str, request: Request<S>) -> Result<Response<Resp>, Status>
+    pub async fn client_streaming<S, Req, Resp>(
+        &self,
+        path: &'static str,
+        request: Request<S>,
+    ) -> Result<Response<Resp>, Status>
     where
         S: Stream<Item = Req> + Send + 'static,
         Req: prost::Message + Send + 'static,
         Resp: prost::Message + Default + Send + 'static,
     {
         let mut request = request;
-        let p = self.prepare(path, CallKind::ClientStreaming, &mut request).await?;
+        let p = self
+            .prepare(path, CallKind::ClientStreaming, &mut request)
+            .await?;
         let state = Arc::clone(&p.state);
         let span = state.span.clone();
         let mut sender = None;
         let fut = async {
-            let (conn, resp) = self.open_streaming(path, &p, request, &mut sender, None).await?;
+            let (conn, resp) = self
+                .open_streaming(path, &p, request, &mut sender, None)
+                .await?;
             self.read_single(&conn, resp, p.max_recv, &p.state).await
         };
-        let r = with_deadline(p.deadline, p.cancel.as_ref(), fut).instrument(span).await;
+        let r = with_deadline(p.deadline, p.cancel.as_ref(), fut)
+            .instrument(span)
+            .await;
         match r {
             Ok(resp) => {
                 state.finish(Status::new(Code::Ok, ""));
@@ -1248,14 +1476,20 @@ impl Channel {
     ///
     /// Per-message options (e.g. `compress(false)`): pass a request made from an
     /// [`crate::OutboundStream`] (`IntoStreamingRequest::into_streaming_request`).
-    pub async fn bidi_streaming<S, Req, Resp>(&self, path: &'static str, request: Request<S>) -> Result<Response<Streaming<Resp>>, Status>
+    pub async fn bidi_streaming<S, Req, Resp>(
+        &self,
+        path: &'static str,
+        request: Request<S>,
+    ) -> Result<Response<Streaming<Resp>>, Status>
     where
         S: Stream<Item = Req> + Send + 'static,
         Req: prost::Message + Send + 'static,
         Resp: prost::Message + Default + Send + 'static,
     {
         let mut request = request;
-        let p = self.prepare(path, CallKind::BidiStreaming, &mut request).await?;
+        let p = self
+            .prepare(path, CallKind::BidiStreaming, &mut request)
+            .await?;
         let state = Arc::clone(&p.state);
         let span = state.span.clone();
         let (deadline, cancel) = (p.deadline, p.cancel.clone());
@@ -1264,8 +1498,11 @@ impl Channel {
         let head = async move {
             let opened: OpenedSignal = Mutex::new(Some(opened_tx));
             let mut sender = None;
-            let (conn, resp) = channel.open_streaming(path, &p, request, &mut sender, Some(&opened)).await?;
-            let (headers, mut stream) = channel.read_head::<()>(&conn, resp, p.max_recv, &p.state)?;
+            let (conn, resp) = channel
+                .open_streaming(path, &p, request, &mut sender, Some(&opened))
+                .await?;
+            let (headers, mut stream) =
+                channel.read_head::<()>(&conn, resp, p.max_recv, &p.state)?;
             if let Some(s) = sender {
                 stream.set_guard(Box::new(s));
             }
@@ -1282,7 +1519,9 @@ impl Channel {
                 addr = opened_rx => Ok(Ok(addr.ok().flatten())),
             }
         };
-        let started = with_deadline(deadline, cancel.as_ref(), started).instrument(span).await;
+        let started = with_deadline(deadline, cancel.as_ref(), started)
+            .instrument(span)
+            .await;
         let remote = match started {
             Err(e) => return Err(state.finish(e)),
             Ok(Err(Err(e))) => return Err(state.finish(e)),
@@ -1323,7 +1562,10 @@ impl Channel {
                 let encoding = stream.encoding();
                 let observer = Arc::clone(&state);
                 stream.set_observer(Box::new(move |status| observer.finish(status)));
-                stream.set_guard(Box::new(StreamGuard { state, _sender: sender }));
+                stream.set_guard(Box::new(StreamGuard {
+                    state,
+                    _sender: sender,
+                }));
                 let mut response = Response::from_parts(headers, stream, None);
                 if let Some(e) = encoding {
                     response.extensions_mut().insert(ResponseEncoding(e));
@@ -1336,4 +1578,3 @@ impl Channel {
         }
     }
 }
-

@@ -52,7 +52,10 @@ pub struct Channel {
 
 impl std::fmt::Debug for Channel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Channel").field("target", &self.inner.target).field("state", &self.state()).finish()
+        f.debug_struct("Channel")
+            .field("target", &self.inner.target)
+            .field("state", &self.state())
+            .finish()
     }
 }
 
@@ -95,21 +98,31 @@ impl Channel {
         control: Handles,
         subchannels: Arc<SubchannelConfig>,
     ) -> Channel {
-        let scheme = if tls { http::uri::Scheme::HTTPS } else { http::uri::Scheme::HTTP };
-        let Handles { events, shared, pending } = control;
-        let pending = std::sync::Mutex::new(Some(pending));
-        Channel { inner: Arc::new(ChannelInner {
-            target,
-            scheme,
-            authority,
-            config,
-            shared,
+        let scheme = if tls {
+            http::uri::Scheme::HTTPS
+        } else {
+            http::uri::Scheme::HTTP
+        };
+        let Handles {
             events,
+            shared,
             pending,
-            subchannels,
-            throttle: std::sync::Mutex::new(None),
-            retry_buffer_used: Arc::default(),
-        }) }
+        } = control;
+        let pending = std::sync::Mutex::new(Some(pending));
+        Channel {
+            inner: Arc::new(ChannelInner {
+                target,
+                scheme,
+                authority,
+                config,
+                shared,
+                events,
+                pending,
+                subchannels,
+                throttle: std::sync::Mutex::new(None),
+                retry_buffer_used: Arc::default(),
+            }),
+        }
     }
 
     /// The channel's connectivity state, as its LB policy aggregates it (IDLE before the
@@ -152,14 +165,27 @@ impl Channel {
             match snap.state {
                 ConnectivityState::Ready => return Ok(()),
                 ConnectivityState::Shutdown => {
-                    return Err(TransportError::new(TransportErrorKind::Connect, "channel is shut down"))
+                    return Err(TransportError::new(
+                        TransportErrorKind::Connect,
+                        "channel is shut down",
+                    ))
                 }
                 ConnectivityState::TransientFailure => {
-                    if let Some(e) = self.inner.subchannels.last_error.lock().ok().and_then(|e| e.clone()) {
+                    if let Some(e) = self
+                        .inner
+                        .subchannels
+                        .last_error
+                        .lock()
+                        .ok()
+                        .and_then(|e| e.clone())
+                    {
                         return Err(e);
                     }
                     let md = MetadataMap::new();
-                    let why = match snap.picker.pick(&PickInfo { method: "", metadata: &md }) {
+                    let why = match snap.picker.pick(&PickInfo {
+                        method: "",
+                        metadata: &md,
+                    }) {
                         PickResult::Fail(s) | PickResult::Drop(s) => s.message().to_string(),
                         _ => "connection failed".to_string(),
                     };
@@ -169,7 +195,10 @@ impl Channel {
                 _ => {}
             }
             if rx.changed().await.is_err() {
-                return Err(TransportError::new(TransportErrorKind::Connect, "channel is shut down"));
+                return Err(TransportError::new(
+                    TransportErrorKind::Connect,
+                    "channel is shut down",
+                ));
             }
         }
     }

@@ -22,8 +22,13 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::connectivity::ConnectivityState;
-use super::lb::{ChannelController, FailPicker, LbPolicy, LbUpdate, PickInfo, PickResult, Picker, PolicySet, QueuePicker};
-use super::resolver::{Resolver, ResolverBuilder, ResolverOptions, ResolverSink, ResolverTarget, ResolverUpdate};
+use super::lb::{
+    ChannelController, FailPicker, LbPolicy, LbUpdate, PickInfo, PickResult, Picker, PolicySet,
+    QueuePicker,
+};
+use super::resolver::{
+    Resolver, ResolverBuilder, ResolverOptions, ResolverSink, ResolverTarget, ResolverUpdate,
+};
 use super::service_config::ServiceConfig;
 use super::subchannel::{self, Subchannel, SubchannelConfig, SubchannelState};
 use crate::status::Status;
@@ -31,9 +36,15 @@ use crate::status::Status;
 /// What the control side is told.
 pub(crate) enum ControlEvent {
     /// A resolver of generation `generation` pushed an update.
-    Resolved { generation: u64, update: ResolverUpdate },
+    Resolved {
+        generation: u64,
+        update: ResolverUpdate,
+    },
     /// A subchannel changed state.
-    Subchannel { subchannel: Weak<subchannel::Inner>, state: SubchannelState },
+    Subchannel {
+        subchannel: Weak<subchannel::Inner>,
+        state: SubchannelState,
+    },
     /// A call (or `connect`) needs the channel out of IDLE.
     ExitIdle,
     /// `Channel::shutdown`.
@@ -51,7 +62,10 @@ pub(crate) struct ControlSender {
 impl ControlSender {
     #[cfg(test)]
     pub(crate) fn for_test(tx: mpsc::WeakUnboundedSender<ControlEvent>) -> Self {
-        ControlSender { tx, generation: Arc::new(AtomicU64::new(0)) }
+        ControlSender {
+            tx,
+            generation: Arc::new(AtomicU64::new(0)),
+        }
     }
 
     /// Sends `ev`; `false` when the channel is gone.
@@ -191,10 +205,17 @@ pub(crate) struct Handles {
 /// Creates the control side of a new channel.
 pub(crate) fn new(config: ControlConfig) -> Handles {
     let (tx, rx) = mpsc::unbounded_channel();
-    let events = ControlSender { tx: tx.downgrade(), generation: Arc::new(AtomicU64::new(0)) };
+    let events = ControlSender {
+        tx: tx.downgrade(),
+        generation: Arc::new(AtomicU64::new(0)),
+    };
     let idle = Snapshot {
         state: ConnectivityState::Idle,
-        picker: Arc::new(IdlePicker { inner: Arc::new(QueuePicker), events: events.clone(), asked: AtomicBool::new(false) }),
+        picker: Arc::new(IdlePicker {
+            inner: Arc::new(QueuePicker),
+            events: events.clone(),
+            asked: AtomicBool::new(false),
+        }),
         service_config: config.default_service_config.clone(),
         resolved: false,
     };
@@ -211,7 +232,11 @@ pub(crate) fn new(config: ControlConfig) -> Handles {
         active: None,
         idle_check: None,
     };
-    Handles { events: tx, shared, pending: Pending { control, rx } }
+    Handles {
+        events: tx,
+        shared,
+        pending: Pending { control, rx },
+    }
 }
 
 struct Active {
@@ -246,12 +271,25 @@ struct Cx<'a> {
 
 impl ChannelController for Cx<'_> {
     fn new_subchannel(&mut self, address: &super::resolver::ResolvedAddress) -> Subchannel {
-        Subchannel::new(address.clone(), Arc::clone(self.subchannel), self.events.clone(), None)
+        Subchannel::new(
+            address.clone(),
+            Arc::clone(self.subchannel),
+            self.events.clone(),
+            None,
+        )
     }
 
-    fn new_health_checked_subchannel(&mut self, address: &super::resolver::ResolvedAddress) -> Subchannel {
+    fn new_health_checked_subchannel(
+        &mut self,
+        address: &super::resolver::ResolvedAddress,
+    ) -> Subchannel {
         let health = self.health.map(str::to_string);
-        Subchannel::new(address.clone(), Arc::clone(self.subchannel), self.events.clone(), health)
+        Subchannel::new(
+            address.clone(),
+            Arc::clone(self.subchannel),
+            self.events.clone(),
+            health,
+        )
     }
 
     fn update_picker(&mut self, state: ConnectivityState, picker: Arc<dyn Picker>) {
@@ -305,7 +343,9 @@ impl Control {
     /// call is in flight and none started since the last look. So it goes IDLE between
     /// one and two idle timeouts after its last call, with no clock read on the call path.
     fn check_idle(&mut self) {
-        let Some(idle) = self.config.idle_timeout else { return };
+        let Some(idle) = self.config.idle_timeout else {
+            return;
+        };
         if self.active.is_none() {
             return;
         }
@@ -332,18 +372,40 @@ impl Control {
             return;
         }
         let generation = self.events.generation.fetch_add(1, Ordering::AcqRel) + 1;
-        let sink = ResolverSink { events: self.events.clone(), generation };
+        let sink = ResolverSink {
+            events: self.events.clone(),
+            generation,
+        };
         debug!(target = %self.config.target, "channel leaves IDLE");
-        match self.config.resolver.build(&self.config.target, sink, &self.config.resolver_options) {
+        match self
+            .config
+            .resolver
+            .build(&self.config.target, sink, &self.config.resolver_options)
+        {
             Ok(resolver) => {
-                self.active = Some(Active { resolver, policy: None, state: ConnectivityState::Connecting, resolved: false });
-                self.idle_check = self.config.idle_timeout.and_then(|idle| Instant::now().checked_add(idle));
+                self.active = Some(Active {
+                    resolver,
+                    policy: None,
+                    state: ConnectivityState::Connecting,
+                    resolved: false,
+                });
+                self.idle_check = self
+                    .config
+                    .idle_timeout
+                    .and_then(|idle| Instant::now().checked_add(idle));
                 self.publish(ConnectivityState::Connecting, Arc::new(QueuePicker), false);
             }
             Err(e) => {
                 warn!(target = %self.config.target, error = %e, "building the resolver failed");
-                let st = Status::unavailable(format!("name resolution for {} failed: {e}", self.config.target));
-                self.publish(ConnectivityState::TransientFailure, Arc::new(FailPicker(st)), true);
+                let st = Status::unavailable(format!(
+                    "name resolution for {} failed: {e}",
+                    self.config.target
+                ));
+                self.publish(
+                    ConnectivityState::TransientFailure,
+                    Arc::new(FailPicker(st)),
+                    true,
+                );
             }
         }
     }
@@ -351,7 +413,9 @@ impl Control {
     /// A resolver update: settle the service config, pick (or switch) the policy, hand
     /// it the addresses.
     fn resolved(&mut self, update: ResolverUpdate) {
-        let Some(active) = self.active.as_mut() else { return };
+        let Some(active) = self.active.as_mut() else {
+            return;
+        };
         active.resolved = true;
         if let Err(e) = update.addresses {
             // A resolution error changes neither the config nor the policy (grpc-go): a
@@ -359,20 +423,31 @@ impl Control {
             if active.policy.is_some() {
                 self.with_policy(|p, cx| p.resolver_error(e, cx));
             } else {
-                let st = Status::unavailable(format!("name resolution for {} failed: {e}", self.config.target));
-                self.publish(ConnectivityState::TransientFailure, Arc::new(FailPicker(st)), true);
+                let st = Status::unavailable(format!(
+                    "name resolution for {} failed: {e}",
+                    self.config.target
+                ));
+                self.publish(
+                    ConnectivityState::TransientFailure,
+                    Arc::new(FailPicker(st)),
+                    true,
+                );
             }
             return;
         }
         // The service config: the resolver's (if valid), else the previous valid one, else
         // the default.
         let mut config = self.service_config.clone();
-        let from_resolver = update.service_config.as_ref().filter(|_| !self.config.ignore_resolver_config);
+        let from_resolver = update
+            .service_config
+            .as_ref()
+            .filter(|_| !self.config.ignore_resolver_config);
         match from_resolver {
             None => config = self.config.default_service_config.clone(),
-            Some(json) => match ServiceConfig::parse(json).map_err(|e| e.to_string()).and_then(|sc| {
-                self.config.policies.select(&sc).map(|_| sc)
-            }) {
+            Some(json) => match ServiceConfig::parse(json)
+                .map_err(|e| e.to_string())
+                .and_then(|sc| self.config.policies.select(&sc).map(|_| sc))
+            {
                 Ok(sc) => config = sc,
                 Err(e) => {
                     warn!(target = %self.config.target, error = %e, "invalid service config from the resolver; keeping the previous one")
@@ -384,19 +459,30 @@ impl Control {
             Err(e) => {
                 warn!(error = %e, "no usable LB policy");
                 let st = Status::unavailable(format!("invalid service config: {e}"));
-                self.publish(ConnectivityState::TransientFailure, Arc::new(FailPicker(st)), true);
+                self.publish(
+                    ConnectivityState::TransientFailure,
+                    Arc::new(FailPicker(st)),
+                    true,
+                );
                 return;
             }
         };
         self.service_config = config.clone();
-        let switch = active.policy.as_ref().map_or(true, |(name, _)| *name != builder.name());
+        let switch = active
+            .policy
+            .as_ref()
+            .map_or(true, |(name, _)| *name != builder.name());
         if switch {
             debug!(policy = builder.name(), "LB policy");
             active.policy = Some((builder.name(), builder.build()));
             active.state = ConnectivityState::Connecting;
         }
         let addresses = update.addresses.unwrap_or_default();
-        let lb = LbUpdate { addresses, config: lb_config, service_config: config };
+        let lb = LbUpdate {
+            addresses,
+            config: lb_config,
+            service_config: config,
+        };
         let mut failed = None;
         self.with_policy(|p, cx| {
             if let Err(e) = p.resolver_update(lb, cx) {
@@ -418,8 +504,12 @@ impl Control {
 
     /// Runs `f` on the policy (if any) and applies what it asked for.
     fn with_policy(&mut self, f: impl FnOnce(&mut dyn LbPolicy, &mut dyn ChannelController)) {
-        let Some(active) = self.active.as_mut() else { return };
-        let Some((_, policy)) = active.policy.as_mut() else { return };
+        let Some(active) = self.active.as_mut() else {
+            return;
+        };
+        let Some((_, policy)) = active.policy.as_mut() else {
+            return;
+        };
         let mut cx = Cx {
             subchannel: &self.config.subchannel,
             health: self.service_config.health_check_service_name(),
@@ -428,7 +518,9 @@ impl Control {
             resolve: false,
         };
         f(policy.as_mut(), &mut cx);
-        let Cx { picker, resolve, .. } = cx;
+        let Cx {
+            picker, resolve, ..
+        } = cx;
         if resolve {
             active.resolver.resolve_now();
         }
@@ -441,11 +533,20 @@ impl Control {
 
     fn publish(&self, state: ConnectivityState, picker: Arc<dyn Picker>, resolved: bool) {
         let picker: Arc<dyn Picker> = if state == ConnectivityState::Idle {
-            Arc::new(IdlePicker { inner: picker, events: self.events.clone(), asked: AtomicBool::new(false) })
+            Arc::new(IdlePicker {
+                inner: picker,
+                events: self.events.clone(),
+                asked: AtomicBool::new(false),
+            })
         } else {
             picker
         };
-        self.shared.publish(Snapshot { state, picker, service_config: self.service_config.clone(), resolved });
+        self.shared.publish(Snapshot {
+            state,
+            picker,
+            service_config: self.service_config.clone(),
+            resolved,
+        });
     }
 }
 
@@ -462,10 +563,16 @@ async fn sleep_until(at: Option<Instant>) {
 
 /// A sink whose updates arrive on the returned receiver (resolver unit tests).
 #[cfg(test)]
-pub(crate) fn test_sink() -> (ResolverSink, tokio::sync::mpsc::UnboundedReceiver<ResolverUpdate>) {
+pub(crate) fn test_sink() -> (
+    ResolverSink,
+    tokio::sync::mpsc::UnboundedReceiver<ResolverUpdate>,
+) {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (out_tx, out_rx) = mpsc::unbounded_channel();
-    let sender = ControlSender { tx: tx.downgrade(), generation: Arc::new(AtomicU64::new(1)) };
+    let sender = ControlSender {
+        tx: tx.downgrade(),
+        generation: Arc::new(AtomicU64::new(1)),
+    };
     tokio::spawn(async move {
         let _keep = tx;
         while let Some(ev) = rx.recv().await {
@@ -476,5 +583,11 @@ pub(crate) fn test_sink() -> (ResolverSink, tokio::sync::mpsc::UnboundedReceiver
             }
         }
     });
-    (ResolverSink { events: sender, generation: 1 }, out_rx)
+    (
+        ResolverSink {
+            events: sender,
+            generation: 1,
+        },
+        out_rx,
+    )
 }

@@ -58,7 +58,10 @@ pub struct RequestInfo {
 
 impl RequestInfo {
     pub(crate) fn new(path: &str, authority: &str, security_level: SecurityLevel) -> RequestInfo {
-        let (service, method) = path.trim_start_matches('/').rsplit_once('/').unwrap_or((path, ""));
+        let (service, method) = path
+            .trim_start_matches('/')
+            .rsplit_once('/')
+            .unwrap_or((path, ""));
         // grpc-go's audience: https://<authority without :443>/<package.Service>.
         let host = authority.strip_suffix(":443").unwrap_or(authority);
         RequestInfo {
@@ -92,7 +95,8 @@ impl RequestInfo {
 }
 
 /// The future [`CallCredentials::request_metadata`] returns.
-pub type CredentialsFuture<'a> = Pin<Box<dyn Future<Output = Result<MetadataMap, Status>> + Send + 'a>>;
+pub type CredentialsFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<MetadataMap, Status>> + Send + 'a>>;
 
 /// Authentication metadata for each attempt of a call (grpc-go's `PerRPCCredentials`).
 ///
@@ -162,7 +166,9 @@ impl MetadataCredentials {
     /// One ASCII metadata entry.
     pub fn single(key: &str, value: &str) -> Result<MetadataCredentials, Status> {
         let mut md = MetadataMap::new();
-        md.insert(key, value).map_err(|e| Status::invalid_argument(format!("invalid credential metadata {key:?}: {e}")))?;
+        md.insert(key, value).map_err(|e| {
+            Status::invalid_argument(format!("invalid credential metadata {key:?}: {e}"))
+        })?;
         Ok(MetadataCredentials { metadata: md })
     }
 }
@@ -210,7 +216,9 @@ pub struct TokenSource {
 
 impl std::fmt::Debug for TokenSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenSource").field("margin", &self.margin).finish_non_exhaustive()
+        f.debug_struct("TokenSource")
+            .field("margin", &self.margin)
+            .finish_non_exhaustive()
     }
 }
 
@@ -245,7 +253,9 @@ impl TokenSource {
         let token = (self.fetch)().await?;
         let mut md = MetadataMap::new();
         md.insert("authorization", &format!("Bearer {}", token.value))
-            .map_err(|e| Status::unauthenticated(format!("token source returned an invalid token: {e}")))?;
+            .map_err(|e| {
+                Status::unauthenticated(format!("token source returned an invalid token: {e}"))
+            })?;
         let expiry = token.expires_in.map(|d| Instant::now() + d);
         *cached = Some((md.clone(), expiry));
         Ok(md)
@@ -286,7 +296,10 @@ impl<C: CallCredentials> CallCredentials for InsecureAllowed<C> {
 }
 
 /// Runs `creds` in order for one attempt; their metadata, appended in order.
-pub(crate) async fn request_metadata(creds: &[Arc<dyn CallCredentials>], info: &RequestInfo) -> Result<MetadataMap, Status> {
+pub(crate) async fn request_metadata(
+    creds: &[Arc<dyn CallCredentials>],
+    info: &RequestInfo,
+) -> Result<MetadataMap, Status> {
     let mut out = MetadataMap::new();
     for c in creds {
         let need = c.min_security_level();
@@ -336,27 +349,48 @@ mod tests {
         let i = info(SecurityLevel::PrivacyAndIntegrity);
         assert_eq!(i.service_url(), "https://example.com/pkg.Greeter");
         assert_eq!(i.method(), "SayHello");
-        let i = RequestInfo::new("/pkg.Greeter/SayHello", "localhost:50051", SecurityLevel::NoSecurity);
+        let i = RequestInfo::new(
+            "/pkg.Greeter/SayHello",
+            "localhost:50051",
+            SecurityLevel::NoSecurity,
+        );
         assert_eq!(i.service_url(), "https://localhost:50051/pkg.Greeter");
     }
 
     #[tokio::test]
     async fn plaintext_refuses_private_credentials_unless_allowed() {
-        let token: Arc<dyn CallCredentials> = Arc::new(MetadataCredentials::bearer_token("t").unwrap());
-        let err = request_metadata(&[token.clone()], &info(SecurityLevel::NoSecurity)).await.unwrap_err();
+        let token: Arc<dyn CallCredentials> =
+            Arc::new(MetadataCredentials::bearer_token("t").unwrap());
+        let err = request_metadata(&[token.clone()], &info(SecurityLevel::NoSecurity))
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), Code::Unauthenticated);
-        assert!(err.message().contains("allow_insecure"), "{}", err.message());
-        let md = request_metadata(&[token], &info(SecurityLevel::PrivacyAndIntegrity)).await.unwrap();
+        assert!(
+            err.message().contains("allow_insecure"),
+            "{}",
+            err.message()
+        );
+        let md = request_metadata(&[token], &info(SecurityLevel::PrivacyAndIntegrity))
+            .await
+            .unwrap();
         assert_eq!(md.get("authorization"), Some("Bearer t"));
-        let open: Arc<dyn CallCredentials> = Arc::new(allow_insecure(MetadataCredentials::bearer_token("t").unwrap()));
-        assert!(request_metadata(&[open], &info(SecurityLevel::NoSecurity)).await.is_ok());
+        let open: Arc<dyn CallCredentials> = Arc::new(allow_insecure(
+            MetadataCredentials::bearer_token("t").unwrap(),
+        ));
+        assert!(request_metadata(&[open], &info(SecurityLevel::NoSecurity))
+            .await
+            .is_ok());
     }
 
     #[tokio::test]
     async fn composed_in_order_and_illegal_codes_become_internal() {
-        let a: Arc<dyn CallCredentials> = Arc::new(MetadataCredentials::single("x-order", "a").unwrap());
-        let b: Arc<dyn CallCredentials> = Arc::new(MetadataCredentials::single("x-order", "b").unwrap());
-        let md = request_metadata(&[a, b], &info(SecurityLevel::PrivacyAndIntegrity)).await.unwrap();
+        let a: Arc<dyn CallCredentials> =
+            Arc::new(MetadataCredentials::single("x-order", "a").unwrap());
+        let b: Arc<dyn CallCredentials> =
+            Arc::new(MetadataCredentials::single("x-order", "b").unwrap());
+        let md = request_metadata(&[a, b], &info(SecurityLevel::PrivacyAndIntegrity))
+            .await
+            .unwrap();
         assert_eq!(md.get_all("x-order").collect::<Vec<_>>(), ["a", "b"]);
 
         struct Fails(Status);
@@ -367,10 +401,14 @@ mod tests {
             }
         }
         let f: Arc<dyn CallCredentials> = Arc::new(Fails(Status::unavailable("idp down")));
-        let e = request_metadata(&[f], &info(SecurityLevel::PrivacyAndIntegrity)).await.unwrap_err();
+        let e = request_metadata(&[f], &info(SecurityLevel::PrivacyAndIntegrity))
+            .await
+            .unwrap_err();
         assert_eq!((e.code(), e.message()), (Code::Unavailable, "idp down"));
         let f: Arc<dyn CallCredentials> = Arc::new(Fails(Status::not_found("no such key")));
-        let e = request_metadata(&[f], &info(SecurityLevel::PrivacyAndIntegrity)).await.unwrap_err();
+        let e = request_metadata(&[f], &info(SecurityLevel::PrivacyAndIntegrity))
+            .await
+            .unwrap_err();
         assert_eq!(e.code(), Code::Internal);
         assert!(e.message().contains("no such key"));
     }
@@ -383,14 +421,23 @@ mod tests {
             let k = n.fetch_add(1, Ordering::SeqCst);
             async move {
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                Ok(Token { value: format!("t{k}"), expires_in: Some(Duration::from_secs(60)) })
+                Ok(Token {
+                    value: format!("t{k}"),
+                    expires_in: Some(Duration::from_secs(60)),
+                })
             }
         }));
         let i = info(SecurityLevel::PrivacyAndIntegrity);
         let calls: Vec<_> = (0..100)
             .map(|_| {
                 let (s, i) = (Arc::clone(&source), i.clone());
-                tokio::spawn(async move { s.request_metadata(&i).await.unwrap().get("authorization").map(str::to_string) })
+                tokio::spawn(async move {
+                    s.request_metadata(&i)
+                        .await
+                        .unwrap()
+                        .get("authorization")
+                        .map(str::to_string)
+                })
             })
             .collect();
         for c in calls {
@@ -399,9 +446,23 @@ mod tests {
         assert_eq!(fetches.load(Ordering::SeqCst), 1);
         // Still valid 45 s later; within the 10 s margin at 51 s: one new fetch.
         tokio::time::advance(Duration::from_secs(45)).await;
-        assert_eq!(source.request_metadata(&i).await.unwrap().get("authorization"), Some("Bearer t0"));
+        assert_eq!(
+            source
+                .request_metadata(&i)
+                .await
+                .unwrap()
+                .get("authorization"),
+            Some("Bearer t0")
+        );
         tokio::time::advance(Duration::from_secs(6)).await;
-        assert_eq!(source.request_metadata(&i).await.unwrap().get("authorization"), Some("Bearer t1"));
+        assert_eq!(
+            source
+                .request_metadata(&i)
+                .await
+                .unwrap()
+                .get("authorization"),
+            Some("Bearer t1")
+        );
         assert_eq!(fetches.load(Ordering::SeqCst), 2);
     }
 
@@ -415,14 +476,34 @@ mod tests {
                 if k == 0 {
                     Err(Status::unavailable("identity provider unreachable"))
                 } else {
-                    Ok(Token { value: "ok".into(), expires_in: None })
+                    Ok(Token {
+                        value: "ok".into(),
+                        expires_in: None,
+                    })
                 }
             }
         });
         let i = info(SecurityLevel::PrivacyAndIntegrity);
-        assert_eq!(source.request_metadata(&i).await.unwrap_err().code(), Code::Unavailable);
-        assert_eq!(source.request_metadata(&i).await.unwrap().get("authorization"), Some("Bearer ok"));
-        assert_eq!(source.request_metadata(&i).await.unwrap().get("authorization"), Some("Bearer ok"));
+        assert_eq!(
+            source.request_metadata(&i).await.unwrap_err().code(),
+            Code::Unavailable
+        );
+        assert_eq!(
+            source
+                .request_metadata(&i)
+                .await
+                .unwrap()
+                .get("authorization"),
+            Some("Bearer ok")
+        );
+        assert_eq!(
+            source
+                .request_metadata(&i)
+                .await
+                .unwrap()
+                .get("authorization"),
+            Some("Bearer ok")
+        );
         assert_eq!(fetches.load(Ordering::SeqCst), 2);
     }
 }

@@ -16,8 +16,8 @@ use super::service_config::ServiceConfig;
 use super::subchannel::SubchannelConfig;
 use crate::compression::{CompressionEncoding, EncodingSet};
 use crate::transport::{
-    BackoffConfig, ClientTlsConfig, KeepaliveConfig, TransportConfig, TransportError, TransportErrorKind, DEFAULT_KEEPALIVE_TIMEOUT,
-    MIN_KEEPALIVE_TIME,
+    BackoffConfig, ClientTlsConfig, KeepaliveConfig, TransportConfig, TransportError,
+    TransportErrorKind, DEFAULT_KEEPALIVE_TIMEOUT, MIN_KEEPALIVE_TIME,
 };
 
 use crate::codec::{DEFAULT_MAX_RECV_MESSAGE_SIZE, DEFAULT_MAX_SEND_MESSAGE_SIZE};
@@ -79,7 +79,9 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 impl std::fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Endpoint").field("target", &self.target).finish_non_exhaustive()
+        f.debug_struct("Endpoint")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
     }
 }
 
@@ -120,7 +122,10 @@ impl Endpoint {
             policies: PolicySet::default(),
             default_service_config: None,
             resolver_options: ResolverOptions::default(),
-            retry_buffer: (super::DEFAULT_PER_CALL_RETRY_BUFFER, super::DEFAULT_CHANNEL_RETRY_BUFFER),
+            retry_buffer: (
+                super::DEFAULT_PER_CALL_RETRY_BUFFER,
+                super::DEFAULT_CHANNEL_RETRY_BUFFER,
+            ),
             ignore_resolver_config: false,
             #[cfg(feature = "opentelemetry")]
             otel: None,
@@ -421,10 +426,22 @@ impl Endpoint {
 
     /// The resolver target and its builder: a registered scheme (channel-local first),
     /// `http(s)://host:port` as DNS, anything else as `dns:///target`.
-    fn resolve_target(&self) -> Result<(ResolverTarget, Arc<dyn ResolverBuilder>, bool), TransportError> {
-        let bad = |why: String| TransportError::new(TransportErrorKind::Config, format!("invalid target {:?}: {why}", self.target));
+    fn resolve_target(
+        &self,
+    ) -> Result<(ResolverTarget, Arc<dyn ResolverBuilder>, bool), TransportError> {
+        let bad = |why: String| {
+            TransportError::new(
+                TransportErrorKind::Config,
+                format!("invalid target {:?}: {why}", self.target),
+            )
+        };
         let find = |scheme: &str| {
-            self.resolvers.iter().rev().find(|r| r.scheme().eq_ignore_ascii_case(scheme)).cloned().or_else(|| resolver::lookup(scheme))
+            self.resolvers
+                .iter()
+                .rev()
+                .find(|r| r.scheme().eq_ignore_ascii_case(scheme))
+                .cloned()
+                .or_else(|| resolver::lookup(scheme))
         };
         let dns = || find("dns").ok_or_else(|| bad("no dns resolver registered".into()));
         for (prefix, tls) in [("http://", false), ("https://", true)] {
@@ -447,10 +464,17 @@ impl Endpoint {
                 return Ok((t, b, false));
             }
             if self.target.contains("://") {
-                return Err(bad(format!("no resolver is registered for the scheme {:?}", t.scheme())));
+                return Err(bad(format!(
+                    "no resolver is registered for the scheme {:?}",
+                    t.scheme()
+                )));
             }
         }
-        Ok((ResolverTarget::new("dns", "", self.target.clone()), dns()?, false))
+        Ok((
+            ResolverTarget::new("dns", "", self.target.clone()),
+            dns()?,
+            false,
+        ))
     }
 
     /// The stats plugin of this channel's calls, if any.
@@ -469,7 +493,10 @@ impl Endpoint {
             return self.target.clone();
         }
         let known = ResolverTarget::parse(&self.target).is_some_and(|t| {
-            self.resolvers.iter().any(|r| r.scheme().eq_ignore_ascii_case(t.scheme())) || resolver::lookup(t.scheme()).is_some()
+            self.resolvers
+                .iter()
+                .any(|r| r.scheme().eq_ignore_ascii_case(t.scheme()))
+                || resolver::lookup(t.scheme()).is_some()
         });
         if known {
             self.target.clone()
@@ -486,7 +513,9 @@ impl Endpoint {
     fn build(mut self) -> Result<Channel, TransportError> {
         let cfg_err = |m: String| TransportError::new(TransportErrorKind::Config, m);
         let (rtarget, resolver, https) = self.resolve_target()?;
-        resolver.validate(&rtarget).map_err(|e| cfg_err(format!("invalid target {:?}: {e}", self.target)))?;
+        resolver
+            .validate(&rtarget)
+            .map_err(|e| cfg_err(format!("invalid target {:?}: {e}", self.target)))?;
         if https && self.transport.tls.is_none() {
             // `https://` without a configuration: the system's CA certificates.
             if cfg!(feature = "tls-native-roots") {
@@ -508,21 +537,29 @@ impl Endpoint {
             Some(p) => format!("{p} grpc-rust/{}", env!("CARGO_PKG_VERSION")),
             None => format!("grpc-rust/{}", env!("CARGO_PKG_VERSION")),
         };
-        let user_agent = HeaderValue::try_from(ua).map_err(|_| cfg_err("user agent is not a valid header value".into()))?;
+        let user_agent = HeaderValue::try_from(ua)
+            .map_err(|_| cfg_err("user agent is not a valid header value".into()))?;
         // The http(s) forms send the authority as written (with the port only if given).
         let written = ["http://", "https://"]
             .iter()
             .find_map(|p| self.target.strip_prefix(p))
             .map(|r| r.strip_suffix('/').unwrap_or(r).to_string());
-        let authority = self.authority.clone().or(written).unwrap_or_else(|| resolver.default_authority(&rtarget));
+        let authority = self
+            .authority
+            .clone()
+            .or(written)
+            .unwrap_or_else(|| resolver.default_authority(&rtarget));
         http::uri::Authority::try_from(authority.as_str())
             .map_err(|_| cfg_err(format!("invalid authority {authority:?}")))?;
         let default_service_config = match &self.default_service_config {
             None => ServiceConfig::empty(),
             Some(json) => {
-                let sc = ServiceConfig::parse(json)
-                    .map_err(|e| cfg_err(format!("invalid default service config: {}", e.message())))?;
-                self.policies.select(&sc).map_err(|e| cfg_err(format!("invalid default service config: {e}")))?;
+                let sc = ServiceConfig::parse(json).map_err(|e| {
+                    cfg_err(format!("invalid default service config: {}", e.message()))
+                })?;
+                self.policies
+                    .select(&sc)
+                    .map_err(|e| cfg_err(format!("invalid default service config: {e}")))?;
                 sc
             }
         };
@@ -533,9 +570,18 @@ impl Endpoint {
             without_calls: self.keepalive_without_calls,
         });
         let server_name = server_name_of(&authority);
-        let scheme = if tls { http::uri::Scheme::HTTPS } else { http::uri::Scheme::HTTP };
-        let subchannels =
-            Arc::new(SubchannelConfig::new(transport, server_name, self.backoff, authority.clone(), scheme));
+        let scheme = if tls {
+            http::uri::Scheme::HTTPS
+        } else {
+            http::uri::Scheme::HTTP
+        };
+        let subchannels = Arc::new(SubchannelConfig::new(
+            transport,
+            server_name,
+            self.backoff,
+            authority.clone(),
+            scheme,
+        ));
         let stats = self.stats_handler();
         let config = CallConfig {
             user_agent,
@@ -565,7 +611,14 @@ impl Endpoint {
             subchannel: Arc::clone(&subchannels),
             idle_timeout: self.idle_timeout,
         });
-        Ok(Channel::from_parts(self.target, tls, authority, config, control, subchannels))
+        Ok(Channel::from_parts(
+            self.target,
+            tls,
+            authority,
+            config,
+            control,
+            subchannels,
+        ))
     }
 
     /// Builds the channel and connects before returning (fails if the first connection
@@ -612,4 +665,3 @@ fn server_name_of(authority: &str) -> String {
         _ => authority.to_string(),
     }
 }
-

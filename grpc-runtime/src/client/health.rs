@@ -11,7 +11,9 @@ use http::{HeaderValue, Method};
 use tracing::debug;
 
 use crate::codec::{encode_message, FrameDecoder};
-use crate::generated::grpc_health_v1::{health_check_response::ServingStatus, HealthCheckRequest, HealthCheckResponse};
+use crate::generated::grpc_health_v1::{
+    health_check_response::ServingStatus, HealthCheckRequest, HealthCheckResponse,
+};
 use crate::status::{Code, Status};
 use crate::streaming::Streaming;
 use crate::transport::{Backoff, BackoffConfig, Connection};
@@ -47,7 +49,11 @@ enum StreamEnd {
 
 /// Watches the backend's health on `conn` until the connection ends or `report` returns
 /// `false`. `report` is called on every change of what is known.
-pub(crate) async fn watch(conn: Connection, target: HealthTarget, mut report: impl FnMut(Health) -> bool) {
+pub(crate) async fn watch(
+    conn: Connection,
+    target: HealthTarget,
+    mut report: impl FnMut(Health) -> bool,
+) {
     let mut backoff = Backoff::new(target.backoff);
     loop {
         match one_stream(&conn, &target, &mut report).await {
@@ -58,7 +64,11 @@ pub(crate) async fn watch(conn: Connection, target: HealthTarget, mut report: im
                 return;
             }
             StreamEnd::Failed(why, got_response) => {
-                if conn.is_closed() || !report(Health::NotServing(format!("health check stream failed: {why}"))) {
+                if conn.is_closed()
+                    || !report(Health::NotServing(format!(
+                        "health check stream failed: {why}"
+                    )))
+                {
                     return;
                 }
                 if got_response {
@@ -73,7 +83,11 @@ pub(crate) async fn watch(conn: Connection, target: HealthTarget, mut report: im
     }
 }
 
-async fn one_stream(conn: &Connection, target: &HealthTarget, report: &mut impl FnMut(Health) -> bool) -> StreamEnd {
+async fn one_stream(
+    conn: &Connection,
+    target: &HealthTarget,
+    report: &mut impl FnMut(Health) -> bool,
+) -> StreamEnd {
     let failed = |why: String| StreamEnd::Failed(why, false);
     let uri = match http::Uri::builder()
         .scheme(target.scheme.clone())
@@ -90,8 +104,14 @@ async fn one_stream(conn: &Connection, target: &HealthTarget, report: &mut impl 
     *head.version_mut() = http::Version::HTTP_2;
     let h = head.headers_mut();
     h.insert(http::header::TE, HeaderValue::from_static("trailers"));
-    h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-    h.insert(http::header::USER_AGENT, HeaderValue::from_static(crate::USER_AGENT));
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    h.insert(
+        http::header::USER_AGENT,
+        HeaderValue::from_static(crate::USER_AGENT),
+    );
     let mut ready = match conn.send_request().ready().await {
         Ok(r) => r,
         Err(e) => return failed(e.to_string()),
@@ -101,7 +121,14 @@ async fn one_stream(conn: &Connection, target: &HealthTarget, report: &mut impl 
         Err(e) => return failed(e.to_string()),
     };
     let mut buf = BytesMut::new();
-    if let Err(s) = encode_message(&HealthCheckRequest { service: target.service.clone() }, None, usize::MAX, &mut buf) {
+    if let Err(s) = encode_message(
+        &HealthCheckRequest {
+            service: target.service.clone(),
+        },
+        None,
+        usize::MAX,
+        &mut buf,
+    ) {
         return failed(s.message().to_string());
     }
     if let Err(e) = super::body::send_data(&mut send, buf.freeze(), true).await {
@@ -112,12 +139,14 @@ async fn one_stream(conn: &Connection, target: &HealthTarget, report: &mut impl 
         Err(e) => return failed(Status::from_h2_error(&e).message().to_string()),
     };
     let (parts, body) = resp.into_parts();
-    let mut stream: Streaming<HealthCheckResponse> = if body.is_end_stream() || parts.status != http::StatusCode::OK {
-        let status = Status::from_header_map(&parts.headers).unwrap_or_else(|| Status::from_http_status(parts.status));
-        Streaming::from_status(status)
-    } else {
-        Streaming::new_response(body, FrameDecoder::new(64 * 1024, None))
-    };
+    let mut stream: Streaming<HealthCheckResponse> =
+        if body.is_end_stream() || parts.status != http::StatusCode::OK {
+            let status = Status::from_header_map(&parts.headers)
+                .unwrap_or_else(|| Status::from_http_status(parts.status));
+            Streaming::from_status(status)
+        } else {
+            Streaming::new_response(body, FrameDecoder::new(64 * 1024, None))
+        };
     let mut got = false;
     loop {
         match stream.message().await {
@@ -125,8 +154,12 @@ async fn one_stream(conn: &Connection, target: &HealthTarget, report: &mut impl 
                 got = true;
                 let health = match ServingStatus::try_from(m.status) {
                     Ok(ServingStatus::Serving) => Health::Serving,
-                    Ok(other) => Health::NotServing(format!("health check: {}", other.as_str_name())),
-                    Err(_) => Health::NotServing(format!("health check: unknown status {}", m.status)),
+                    Ok(other) => {
+                        Health::NotServing(format!("health check: {}", other.as_str_name()))
+                    }
+                    Err(_) => {
+                        Health::NotServing(format!("health check: unknown status {}", m.status))
+                    }
                 };
                 if !report(health) {
                     return StreamEnd::Stop;

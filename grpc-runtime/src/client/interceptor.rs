@@ -48,8 +48,20 @@ pub struct ClientCallContext {
 }
 
 impl ClientCallContext {
-    pub(crate) fn new(path: &'static str, kind: CallKind, metadata: MetadataMap, timeout: Option<Duration>) -> Self {
-        ClientCallContext { path, kind, metadata, timeout, started: Instant::now(), extensions: http::Extensions::new() }
+    pub(crate) fn new(
+        path: &'static str,
+        kind: CallKind,
+        metadata: MetadataMap,
+        timeout: Option<Duration>,
+    ) -> Self {
+        ClientCallContext {
+            path,
+            kind,
+            metadata,
+            timeout,
+            started: Instant::now(),
+            extensions: http::Extensions::new(),
+        }
     }
 
     /// The method path, e.g. `/helloworld.Greeter/SayHello`.

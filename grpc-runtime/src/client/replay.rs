@@ -59,7 +59,9 @@ impl ReplayBuffer {
 
 impl Drop for ReplayBuffer {
     fn drop(&mut self) {
-        self.limits.channel_used.fetch_sub(self.size, Ordering::AcqRel);
+        self.limits
+            .channel_used
+            .fetch_sub(self.size, Ordering::AcqRel);
     }
 }
 
@@ -87,12 +89,15 @@ const ANY: u32 = u32::MAX;
 impl Commit {
     /// The call keeps the attempt it has (retries): buffering stops.
     pub(crate) fn commit(&self) {
-        let _ = self.choice.compare_exchange(0, ANY, Ordering::AcqRel, Ordering::Acquire);
+        let _ = self
+            .choice
+            .compare_exchange(0, ANY, Ordering::AcqRel, Ordering::Acquire);
     }
 
     /// Attempt `n` won (hedging): the other attempts' streams are dropped.
     pub(crate) fn commit_to(&self, n: u32) {
-        self.choice.store(n.saturating_add(1).min(ANY - 1), Ordering::Release);
+        self.choice
+            .store(n.saturating_add(1).min(ANY - 1), Ordering::Release);
     }
 
     /// Whether a further attempt may still start (no commit, buffer kept).
@@ -133,7 +138,14 @@ where
 {
     let state = Arc::clone(state);
     let span = state.span.clone();
-    let SenderArgs { mode, encoding, compress_slot, max_send, limits, commit } = args;
+    let SenderArgs {
+        mode,
+        encoding,
+        compress_slot,
+        max_send,
+        limits,
+        commit,
+    } = args;
     tokio::spawn(
         async move {
             let mut messages = std::pin::pin!(messages);
@@ -250,7 +262,11 @@ async fn add_attempt(
 /// Replays the buffer (and END_STREAM if the caller's stream ended) on a new attempt's
 /// stream. `None` when that fails (the attempt's response says why), or when the buffer
 /// was already given up: the attempt could not get all messages, so it is reset.
-async fn start_attempt(mut next: SendStream<Bytes>, replay: &Option<ReplayBuffer>, ended: bool) -> Option<SendStream<Bytes>> {
+async fn start_attempt(
+    mut next: SendStream<Bytes>,
+    replay: &Option<ReplayBuffer>,
+    ended: bool,
+) -> Option<SendStream<Bytes>> {
     let Some(replay) = replay else {
         next.send_reset(h2::Reason::CANCEL);
         return None;

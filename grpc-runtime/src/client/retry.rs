@@ -28,7 +28,10 @@ pub(crate) struct Throttle {
 
 impl Throttle {
     pub(crate) fn new(config: RetryThrottling) -> Self {
-        Throttle { config, tokens: Mutex::new(config.max_tokens) }
+        Throttle {
+            config,
+            tokens: Mutex::new(config.max_tokens),
+        }
     }
 
     pub(crate) fn config(&self) -> RetryThrottling {
@@ -72,7 +75,9 @@ pub(crate) enum Pushback {
 
 impl Pushback {
     pub(crate) fn parse(value: Option<&HeaderValue>) -> Pushback {
-        let Some(v) = value else { return Pushback::None };
+        let Some(v) = value else {
+            return Pushback::None;
+        };
         let text = v.to_str().unwrap_or("");
         if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
             return Pushback::Stop;
@@ -96,7 +101,11 @@ pub(crate) struct RetryState<'a> {
 
 impl<'a> RetryState<'a> {
     pub(crate) fn new(policy: &'a RetryPolicy) -> Self {
-        RetryState { policy, attempts: 1, backoff: policy.initial_backoff }
+        RetryState {
+            policy,
+            attempts: 1,
+            backoff: policy.initial_backoff,
+        }
     }
 
     /// Attempts made before the next one (the `grpc-previous-rpc-attempts` value).
@@ -108,7 +117,12 @@ impl<'a> RetryState<'a> {
     /// return this attempt's status. Order as grpc-go: pushback validity, retryable code,
     /// throttle, attempt limit; then the delay (pushback exactly, else a random delay
     /// up to the current backoff, which then grows).
-    pub(crate) fn on_failure(&mut self, status: &Status, pushback: Pushback, throttle: Option<&Throttle>) -> Option<Duration> {
+    pub(crate) fn on_failure(
+        &mut self,
+        status: &Status,
+        pushback: Pushback,
+        throttle: Option<&Throttle>,
+    ) -> Option<Duration> {
         if pushback == Pushback::Stop {
             if let Some(t) = throttle {
                 t.failure();
@@ -131,7 +145,8 @@ impl<'a> RetryState<'a> {
             }
             _ => {
                 let d = crate::transport::backoff_scale(self.backoff, random_unit());
-                let next = crate::transport::backoff_scale(self.backoff, self.policy.backoff_multiplier);
+                let next =
+                    crate::transport::backoff_scale(self.backoff, self.policy.backoff_multiplier);
                 self.backoff = next.min(self.policy.max_backoff);
                 d
             }
@@ -180,21 +195,40 @@ mod tests {
     fn non_retryable_codes_and_pushback() {
         let p = policy();
         let mut s = RetryState::new(&p);
-        assert_eq!(s.on_failure(&Status::internal("x"), Pushback::None, None), None);
+        assert_eq!(
+            s.on_failure(&Status::internal("x"), Pushback::None, None),
+            None
+        );
         let un = Status::unavailable("x");
-        assert_eq!(s.on_failure(&un, Pushback::After(Duration::from_millis(700)), None), Some(Duration::from_millis(700)));
+        assert_eq!(
+            s.on_failure(&un, Pushback::After(Duration::from_millis(700)), None),
+            Some(Duration::from_millis(700))
+        );
         assert_eq!(s.on_failure(&un, Pushback::Stop, None), None);
         assert_eq!(Pushback::parse(None), Pushback::None);
-        assert_eq!(Pushback::parse(Some(&HeaderValue::from_static("25"))), Pushback::After(Duration::from_millis(25)));
+        assert_eq!(
+            Pushback::parse(Some(&HeaderValue::from_static("25"))),
+            Pushback::After(Duration::from_millis(25))
+        );
         for bad in ["-1", "", "1.5", "abc", "99999999999999999999999"] {
-            assert_eq!(Pushback::parse(Some(&HeaderValue::from_str(bad).unwrap())), Pushback::Stop, "{bad:?}");
+            assert_eq!(
+                Pushback::parse(Some(&HeaderValue::from_str(bad).unwrap())),
+                Pushback::Stop,
+                "{bad:?}"
+            );
         }
     }
 
     #[test]
     fn throttle_stops_retries_at_half_the_tokens_and_recovers() {
-        let t = Throttle::new(RetryThrottling { max_tokens: 10.0, token_ratio: 0.5 });
-        let p = RetryPolicy { max_attempts: 5, ..policy() };
+        let t = Throttle::new(RetryThrottling {
+            max_tokens: 10.0,
+            token_ratio: 0.5,
+        });
+        let p = RetryPolicy {
+            max_attempts: 5,
+            ..policy()
+        };
         let un = Status::unavailable("x");
         let mut s = RetryState::new(&p);
         let mut retries = 0;
@@ -204,17 +238,26 @@ mod tests {
         // 10 -> 9, 8, 7, 6 (retried), 5 (throttled: at most half left).
         assert_eq!(retries, 4);
         assert_eq!(t.tokens(), 5.0);
-        assert!(RetryState::new(&p).on_failure(&un, Pushback::None, Some(&t)).is_none());
+        assert!(RetryState::new(&p)
+            .on_failure(&un, Pushback::None, Some(&t))
+            .is_none());
         assert_eq!(t.tokens(), 4.0);
         for _ in 0..3 {
             t.success();
         }
         assert_eq!(t.tokens(), 5.5);
-        assert!(RetryState::new(&p).on_failure(&un, Pushback::None, Some(&t)).is_none(), "5.5 - 1 = 4.5");
+        assert!(
+            RetryState::new(&p)
+                .on_failure(&un, Pushback::None, Some(&t))
+                .is_none(),
+            "5.5 - 1 = 4.5"
+        );
         for _ in 0..20 {
             t.success();
         }
         assert_eq!(t.tokens(), 10.0, "capped at max_tokens");
-        assert!(RetryState::new(&p).on_failure(&un, Pushback::None, Some(&t)).is_some());
+        assert!(RetryState::new(&p)
+            .on_failure(&un, Pushback::None, Some(&t))
+            .is_some());
     }
 }

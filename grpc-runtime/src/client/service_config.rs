@@ -111,12 +111,21 @@ impl ServiceConfig {
     /// # Ok::<(), grpc_runtime::client::service_config::ServiceConfigError>(())
     /// ```
     pub fn parse(json: &str) -> Result<ServiceConfig, ServiceConfigError> {
-        let value: Value =
-            serde_json::from_str(json).map_err(|e| error("", format_args!("service config is not valid JSON: {e}")))?;
+        let value: Value = serde_json::from_str(json)
+            .map_err(|e| error("", format_args!("service config is not valid JSON: {e}")))?;
         let Value::Object(top) = &value else {
-            return Err(error("", format_args!("service config must be a JSON object, got {}", shown(&value))));
+            return Err(error(
+                "",
+                format_args!(
+                    "service config must be a JSON object, got {}",
+                    shown(&value)
+                ),
+            ));
         };
-        let mut inner = Inner { lb_configs: parse_lb_configs(top)?, ..Inner::default() };
+        let mut inner = Inner {
+            lb_configs: parse_lb_configs(top)?,
+            ..Inner::default()
+        };
         if let Some(v) = get(top, "methodConfig") {
             parse_method_configs(v, &mut inner)?;
         }
@@ -127,17 +136,24 @@ impl ServiceConfig {
             let path = "healthCheckConfig";
             let health = as_object(v, path)?;
             if let Some(name) = get(health, "serviceName") {
-                inner.health_check_service_name = Some(as_str(name, &sub(path, "serviceName"))?.to_owned());
+                inner.health_check_service_name =
+                    Some(as_str(name, &sub(path, "serviceName"))?.to_owned());
             }
         }
-        Ok(ServiceConfig { inner: Arc::new(inner) })
+        Ok(ServiceConfig {
+            inner: Arc::new(inner),
+        })
     }
 
     /// The empty config: no method configs, no LB config, no throttling, no health check.
     /// Shared, so this does not allocate after the first call.
     pub fn empty() -> ServiceConfig {
         static EMPTY: OnceLock<ServiceConfig> = OnceLock::new();
-        EMPTY.get_or_init(|| ServiceConfig { inner: Arc::new(Inner::default()) }).clone()
+        EMPTY
+            .get_or_init(|| ServiceConfig {
+                inner: Arc::new(Inner::default()),
+            })
+            .clone()
     }
 
     /// Whether both are the same parsed config (not just equal).
@@ -153,7 +169,8 @@ impl ServiceConfig {
     pub fn method_config(&self, path: &str) -> Option<&Arc<MethodConfig>> {
         let inner = &*self.inner;
         if !inner.services.is_empty() {
-            if let Some((service, method)) = path.strip_prefix('/').and_then(|p| p.split_once('/')) {
+            if let Some((service, method)) = path.strip_prefix('/').and_then(|p| p.split_once('/'))
+            {
                 if let Some(entry) = inner.services.get(service) {
                     if let Some(config) = entry.methods.get(method) {
                         return Some(config);
@@ -181,7 +198,11 @@ impl ServiceConfig {
     /// accepts, as (name, config): gRFC A24's rule, the first supported policy wins.
     /// `None` when no entry is supported (or there are none).
     pub fn select_lb(&self, supported: impl Fn(&str) -> bool) -> Option<(&str, &Value)> {
-        self.inner.lb_configs.iter().find(|(name, _)| supported(name)).map(|(name, config)| (name.as_str(), config))
+        self.inner
+            .lb_configs
+            .iter()
+            .find(|(name, _)| supported(name))
+            .map(|(name, config)| (name.as_str(), config))
     }
 
     /// The `retryThrottling` policy (gRFC A6), if the config has one.
@@ -293,7 +314,11 @@ impl std::error::Error for ServiceConfigError {}
 // ---- parsing ----
 
 fn error(path: &str, why: impl fmt::Display) -> ServiceConfigError {
-    let message = if path.is_empty() { why.to_string() } else { format!("{path}: {why}") };
+    let message = if path.is_empty() {
+        why.to_string()
+    } else {
+        format!("{path}: {why}")
+    };
     ServiceConfigError { message }
 }
 
@@ -307,7 +332,11 @@ fn get<'a>(object: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
     object.get(key).filter(|v| !v.is_null())
 }
 
-fn required<'a>(object: &'a Map<String, Value>, path: &str, key: &str) -> Result<&'a Value, ServiceConfigError> {
+fn required<'a>(
+    object: &'a Map<String, Value>,
+    path: &str,
+    key: &str,
+) -> Result<&'a Value, ServiceConfigError> {
     get(object, key).ok_or_else(|| error(&sub(path, key), "required"))
 }
 
@@ -323,23 +352,41 @@ fn shown(value: &Value) -> String {
     short
 }
 
-fn as_object<'a>(value: &'a Value, path: &str) -> Result<&'a Map<String, Value>, ServiceConfigError> {
-    value.as_object().ok_or_else(|| error(path, format_args!("must be an object, got {}", shown(value))))
+fn as_object<'a>(
+    value: &'a Value,
+    path: &str,
+) -> Result<&'a Map<String, Value>, ServiceConfigError> {
+    value.as_object().ok_or_else(|| {
+        error(
+            path,
+            format_args!("must be an object, got {}", shown(value)),
+        )
+    })
 }
 
 fn as_array<'a>(value: &'a Value, path: &str) -> Result<&'a [Value], ServiceConfigError> {
     match value {
         Value::Array(items) => Ok(items),
-        _ => Err(error(path, format_args!("must be an array, got {}", shown(value)))),
+        _ => Err(error(
+            path,
+            format_args!("must be an array, got {}", shown(value)),
+        )),
     }
 }
 
 fn as_str<'a>(value: &'a Value, path: &str) -> Result<&'a str, ServiceConfigError> {
-    value.as_str().ok_or_else(|| error(path, format_args!("must be a string, got {}", shown(value))))
+    value
+        .as_str()
+        .ok_or_else(|| error(path, format_args!("must be a string, got {}", shown(value))))
 }
 
 fn as_bool(value: &Value, path: &str) -> Result<bool, ServiceConfigError> {
-    value.as_bool().ok_or_else(|| error(path, format_args!("must be true or false, got {}", shown(value))))
+    value.as_bool().ok_or_else(|| {
+        error(
+            path,
+            format_args!("must be true or false, got {}", shown(value)),
+        )
+    })
 }
 
 /// A non-negative integer: a JSON number with an integral value or a string of decimal
@@ -349,7 +396,10 @@ fn as_uint(value: &Value, path: &str) -> Result<u64, ServiceConfigError> {
         Value::Number(n) => match n.as_u64() {
             Some(u) => Some(u),
             // An integral float (`2.0`, `1e3`); `as` saturates beyond u64.
-            None => n.as_f64().filter(|f| *f >= 0.0 && f.fract() == 0.0).map(|f| f as u64),
+            None => n
+                .as_f64()
+                .filter(|f| *f >= 0.0 && f.fract() == 0.0)
+                .map(|f| f as u64),
         },
         Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
             // Only digits, so the only failure is overflow.
@@ -357,7 +407,12 @@ fn as_uint(value: &Value, path: &str) -> Result<u64, ServiceConfigError> {
         }
         _ => None,
     };
-    parsed.ok_or_else(|| error(path, format_args!("must be a non-negative integer, got {}", shown(value))))
+    parsed.ok_or_else(|| {
+        error(
+            path,
+            format_args!("must be a non-negative integer, got {}", shown(value)),
+        )
+    })
 }
 
 /// A finite number: a JSON number or a string holding one.
@@ -367,13 +422,21 @@ fn as_number(value: &Value, path: &str) -> Result<f64, ServiceConfigError> {
         Value::String(s) => s.parse::<f64>().ok(),
         _ => None,
     };
-    parsed.filter(|f| f.is_finite()).ok_or_else(|| error(path, format_args!("must be a number, got {}", shown(value))))
+    parsed
+        .filter(|f| f.is_finite())
+        .ok_or_else(|| error(path, format_args!("must be a number, got {}", shown(value))))
 }
 
 /// A non-negative proto JSON duration string.
 fn as_duration(value: &Value, path: &str) -> Result<Duration, ServiceConfigError> {
     let Value::String(text) = value else {
-        return Err(error(path, format_args!("must be a duration string such as \"1.5s\", got {}", shown(value))));
+        return Err(error(
+            path,
+            format_args!(
+                "must be a duration string such as \"1.5s\", got {}",
+                shown(value)
+            ),
+        ));
     };
     parse_duration(text).map_err(|why| error(path, format_args!("{text:?} {why}")))
 }
@@ -382,7 +445,9 @@ fn as_duration(value: &Value, path: &str) -> Result<Duration, ServiceConfigError
 /// seconds (whole part, fraction or both; at most 9 fractional digits) and the suffix `s`.
 /// Negative values (other than `-0s`) and values beyond the proto range are errors.
 fn parse_duration(text: &str) -> Result<Duration, &'static str> {
-    let body = text.strip_suffix('s').ok_or("is not a duration: missing the \"s\" suffix")?;
+    let body = text
+        .strip_suffix('s')
+        .ok_or("is not a duration: missing the \"s\" suffix")?;
     let (negative, body) = match body.as_bytes().first() {
         Some(b'-') => (true, &body[1..]),
         Some(b'+') => (false, &body[1..]),
@@ -401,8 +466,14 @@ fn parse_duration(text: &str) -> Result<Duration, &'static str> {
     if negative && whole.bytes().chain(fraction.bytes()).any(|b| b != b'0') {
         return Err("is negative");
     }
-    let seconds = if whole.is_empty() { Some(0) } else { whole.parse::<u64>().ok() };
-    let seconds = seconds.filter(|s| *s <= MAX_DURATION_SECONDS).ok_or("is out of range (at most 315576000000s)")?;
+    let seconds = if whole.is_empty() {
+        Some(0)
+    } else {
+        whole.parse::<u64>().ok()
+    };
+    let seconds = seconds
+        .filter(|s| *s <= MAX_DURATION_SECONDS)
+        .ok_or("is out of range (at most 315576000000s)")?;
     let mut nanos = 0u32;
     for digit in fraction.bytes() {
         nanos = nanos * 10 + u32::from(digit - b'0');
@@ -417,11 +488,20 @@ fn parse_duration(text: &str) -> Result<Duration, &'static str> {
 fn as_code(value: &Value, path: &str) -> Result<Code, ServiceConfigError> {
     let code = match value {
         Value::String(name) => Code::ALL.iter().copied().find(|c| c.as_str() == name),
-        Value::Number(n) => n.as_u64().filter(|n| *n <= 16).map(|n| Code::ALL[n as usize]),
+        Value::Number(n) => n
+            .as_u64()
+            .filter(|n| *n <= 16)
+            .map(|n| Code::ALL[n as usize]),
         _ => None,
     };
     code.ok_or_else(|| {
-        error(path, format_args!("must be a status code name such as \"UNAVAILABLE\" or 0..=16, got {}", shown(value)))
+        error(
+            path,
+            format_args!(
+                "must be a status code name such as \"UNAVAILABLE\" or 0..=16, got {}",
+                shown(value)
+            ),
+        )
     })
 }
 
@@ -446,7 +526,10 @@ fn max_attempts(policy: &Map<String, Value>, path: &str) -> Result<u32, ServiceC
     let field_path = sub(path, "maxAttempts");
     let attempts = as_uint(required(policy, path, "maxAttempts")?, &field_path)?;
     if attempts < 2 {
-        return Err(error(&field_path, format_args!("must be at least 2, got {attempts}")));
+        return Err(error(
+            &field_path,
+            format_args!("must be at least 2, got {attempts}"),
+        ));
     }
     Ok(attempts.min(u64::from(MAX_ATTEMPTS_CAP)) as u32)
 }
@@ -463,7 +546,10 @@ fn parse_lb_configs(top: &Map<String, Value>) -> Result<Vec<(String, Value)>, Se
         }
     };
     let Some(list) = get(top, "loadBalancingConfig") else {
-        return Ok(legacy.into_iter().map(|name| (name, Value::Object(Map::new()))).collect());
+        return Ok(legacy
+            .into_iter()
+            .map(|name| (name, Value::Object(Map::new())))
+            .collect());
     };
     let mut configs = Vec::new();
     for (i, item) in as_array(list, "loadBalancingConfig")?.iter().enumerate() {
@@ -471,7 +557,10 @@ fn parse_lb_configs(top: &Map<String, Value>) -> Result<Vec<(String, Value)>, Se
         let entry = as_object(item, &path)?;
         let mut fields = entry.iter();
         let (Some((name, config)), None) = (fields.next(), fields.next()) else {
-            let why = format!("must have exactly one field (the policy name), has {}", entry.len());
+            let why = format!(
+                "must have exactly one field (the policy name), has {}",
+                entry.len()
+            );
             return Err(error(&path, why));
         };
         if name.is_empty() {
@@ -494,7 +583,9 @@ fn parse_method_configs(value: &Value, inner: &mut Inner) -> Result<(), ServiceC
         for (j, (service, method)) in names.into_iter().enumerate() {
             let name_path = format!("{path}.name[{j}]");
             if let Some(first) = seen.get(&(service.clone(), method.clone())) {
-                let why = format!("duplicate name (service {service:?}, method {method:?}), first at {first}");
+                let why = format!(
+                    "duplicate name (service {service:?}, method {method:?}), first at {first}"
+                );
                 return Err(error(&name_path, why));
             }
             seen.insert((service.clone(), method.clone()), name_path);
@@ -514,7 +605,10 @@ fn parse_method_configs(value: &Value, inner: &mut Inner) -> Result<(), ServiceC
 }
 
 /// The (service, method) names of a method config; `""` for an absent or null field.
-fn parse_names(object: &Map<String, Value>, path: &str) -> Result<Vec<(String, String)>, ServiceConfigError> {
+fn parse_names(
+    object: &Map<String, Value>,
+    path: &str,
+) -> Result<Vec<(String, String)>, ServiceConfigError> {
     let Some(value) = get(object, "name") else {
         return Ok(Vec::new());
     };
@@ -529,14 +623,20 @@ fn parse_names(object: &Map<String, Value>, path: &str) -> Result<Vec<(String, S
         let service = field("service")?;
         let method = field("method")?;
         if service.is_empty() && !method.is_empty() {
-            return Err(error(&name_path, format_args!("method {method:?} is given without a service")));
+            return Err(error(
+                &name_path,
+                format_args!("method {method:?} is given without a service"),
+            ));
         }
         names.push((service.to_owned(), method.to_owned()));
     }
     Ok(names)
 }
 
-fn parse_method_config(object: &Map<String, Value>, path: &str) -> Result<MethodConfig, ServiceConfigError> {
+fn parse_method_config(
+    object: &Map<String, Value>,
+    path: &str,
+) -> Result<MethodConfig, ServiceConfigError> {
     let mut config = MethodConfig::default();
     if let Some(v) = get(object, "waitForReady") {
         config.wait_for_ready = Some(as_bool(v, &sub(path, "waitForReady"))?);
@@ -545,8 +645,14 @@ fn parse_method_config(object: &Map<String, Value>, path: &str) -> Result<Method
         config.timeout = Some(as_duration(v, &sub(path, "timeout"))?);
     }
     for (key, slot) in [
-        ("maxRequestMessageBytes", &mut config.max_request_message_bytes),
-        ("maxResponseMessageBytes", &mut config.max_response_message_bytes),
+        (
+            "maxRequestMessageBytes",
+            &mut config.max_request_message_bytes,
+        ),
+        (
+            "maxResponseMessageBytes",
+            &mut config.max_response_message_bytes,
+        ),
     ] {
         if let Some(v) = get(object, key) {
             let bytes = as_uint(v, &sub(path, key))?;
@@ -556,7 +662,10 @@ fn parse_method_config(object: &Map<String, Value>, path: &str) -> Result<Method
     let retry = get(object, "retryPolicy");
     let hedging = get(object, "hedgingPolicy");
     if retry.is_some() && hedging.is_some() {
-        return Err(error(path, "retryPolicy and hedgingPolicy are mutually exclusive"));
+        return Err(error(
+            path,
+            "retryPolicy and hedgingPolicy are mutually exclusive",
+        ));
     }
     if let Some(v) = retry {
         config.retry_policy = Some(parse_retry_policy(v, &sub(path, "retryPolicy"))?);
@@ -581,16 +690,29 @@ fn parse_retry_policy(value: &Value, path: &str) -> Result<RetryPolicy, ServiceC
     let initial_backoff = positive_duration("initialBackoff")?;
     let max_backoff = positive_duration("maxBackoff")?;
     let multiplier_path = sub(path, "backoffMultiplier");
-    let backoff_multiplier = as_number(required(policy, path, "backoffMultiplier")?, &multiplier_path)?;
+    let backoff_multiplier = as_number(
+        required(policy, path, "backoffMultiplier")?,
+        &multiplier_path,
+    )?;
     if backoff_multiplier <= 0.0 {
-        return Err(error(&multiplier_path, format_args!("must be greater than 0, got {backoff_multiplier}")));
+        return Err(error(
+            &multiplier_path,
+            format_args!("must be greater than 0, got {backoff_multiplier}"),
+        ));
     }
     let codes_path = sub(path, "retryableStatusCodes");
-    let retryable_status_codes = as_codes(required(policy, path, "retryableStatusCodes")?, &codes_path)?;
+    let retryable_status_codes =
+        as_codes(required(policy, path, "retryableStatusCodes")?, &codes_path)?;
     if retryable_status_codes.is_empty() {
         return Err(error(&codes_path, "must not be empty"));
     }
-    Ok(RetryPolicy { max_attempts, initial_backoff, max_backoff, backoff_multiplier, retryable_status_codes })
+    Ok(RetryPolicy {
+        max_attempts,
+        initial_backoff,
+        max_backoff,
+        backoff_multiplier,
+        retryable_status_codes,
+    })
 }
 
 fn parse_hedging_policy(value: &Value, path: &str) -> Result<HedgingPolicy, ServiceConfigError> {
@@ -604,7 +726,11 @@ fn parse_hedging_policy(value: &Value, path: &str) -> Result<HedgingPolicy, Serv
         Some(v) => as_codes(v, &sub(path, "nonFatalStatusCodes"))?,
         None => Vec::new(),
     };
-    Ok(HedgingPolicy { max_attempts, hedging_delay, non_fatal_status_codes })
+    Ok(HedgingPolicy {
+        max_attempts,
+        hedging_delay,
+        non_fatal_status_codes,
+    })
 }
 
 fn parse_retry_throttling(value: &Value) -> Result<RetryThrottling, ServiceConfigError> {
@@ -613,18 +739,30 @@ fn parse_retry_throttling(value: &Value) -> Result<RetryThrottling, ServiceConfi
     let tokens_path = sub(path, "maxTokens");
     let max_tokens = as_number(required(policy, path, "maxTokens")?, &tokens_path)?;
     if !(max_tokens > 0.0 && max_tokens <= MAX_TOKENS_LIMIT) {
-        return Err(error(&tokens_path, format_args!("must be in (0, 1000], got {max_tokens}")));
+        return Err(error(
+            &tokens_path,
+            format_args!("must be in (0, 1000], got {max_tokens}"),
+        ));
     }
     let ratio_path = sub(path, "tokenRatio");
     let ratio = as_number(required(policy, path, "tokenRatio")?, &ratio_path)?;
     if ratio <= 0.0 {
-        return Err(error(&ratio_path, format_args!("must be greater than 0, got {ratio}")));
+        return Err(error(
+            &ratio_path,
+            format_args!("must be greater than 0, got {ratio}"),
+        ));
     }
     let token_ratio = truncate_to_3_decimals(ratio);
     if token_ratio == 0.0 {
-        return Err(error(&ratio_path, format_args!("{ratio} is 0 when truncated to 3 decimal places")));
+        return Err(error(
+            &ratio_path,
+            format_args!("{ratio} is 0 when truncated to 3 decimal places"),
+        ));
     }
-    Ok(RetryThrottling { max_tokens, token_ratio })
+    Ok(RetryThrottling {
+        max_tokens,
+        token_ratio,
+    })
 }
 
 /// Drops decimal places beyond the third of a positive finite number, on its shortest
@@ -657,7 +795,10 @@ mod tests {
             Ok(config) => panic!("{json} should be rejected, parsed as {config:?}"),
             Err(e) => {
                 let message = e.message();
-                assert!(message.starts_with(prefix), "{json}: message {message:?} should start with {prefix:?}");
+                assert!(
+                    message.starts_with(prefix),
+                    "{json}: message {message:?} should start with {prefix:?}"
+                );
                 e.message().to_owned()
             }
         }
@@ -682,11 +823,15 @@ mod tests {
         "retryableStatusCodes": ["UNAVAILABLE"]"#;
 
     fn retry_of(fields: &str) -> RetryPolicy {
-        method_of(&format!(r#""retryPolicy": {{{fields}}}"#)).retry_policy.expect("a retry policy")
+        method_of(&format!(r#""retryPolicy": {{{fields}}}"#))
+            .retry_policy
+            .expect("a retry policy")
     }
 
     fn hedging_of(fields: &str) -> HedgingPolicy {
-        method_of(&format!(r#""hedgingPolicy": {{{fields}}}"#)).hedging_policy.expect("a hedging policy")
+        method_of(&format!(r#""hedgingPolicy": {{{fields}}}"#))
+            .hedging_policy
+            .expect("a hedging policy")
     }
 
     fn throttling(fields: &str) -> String {
@@ -694,7 +839,9 @@ mod tests {
     }
 
     fn throttling_of(fields: &str) -> RetryThrottling {
-        parse(&throttling(fields)).retry_throttling().expect("retry throttling")
+        parse(&throttling(fields))
+            .retry_throttling()
+            .expect("retry throttling")
     }
 
     fn duration(text: &str) -> Result<Duration, &'static str> {
@@ -717,8 +864,14 @@ mod tests {
 
     #[test]
     fn empty_is_shared() {
-        assert!(Arc::ptr_eq(&ServiceConfig::empty().inner, &ServiceConfig::empty().inner));
-        assert!(Arc::ptr_eq(&ServiceConfig::default().inner, &ServiceConfig::empty().inner));
+        assert!(Arc::ptr_eq(
+            &ServiceConfig::empty().inner,
+            &ServiceConfig::empty().inner
+        ));
+        assert!(Arc::ptr_eq(
+            &ServiceConfig::default().inner,
+            &ServiceConfig::empty().inner
+        ));
     }
 
     #[test]
@@ -740,7 +893,10 @@ mod tests {
                 "unknown": true}}], "retryThrottling": {"maxTokens": 1, "tokenRatio": 1, "x": "y"},
                 "healthCheckConfig": {"serviceName": "h", "other": 1}}"#,
         );
-        assert_eq!(config.method_config("/s/m").and_then(|m| m.timeout), Some(Duration::from_secs(1)));
+        assert_eq!(
+            config.method_config("/s/m").and_then(|m| m.timeout),
+            Some(Duration::from_secs(1))
+        );
         assert_eq!(config.health_check_service_name(), Some("h"));
     }
 
@@ -765,18 +921,39 @@ mod tests {
     #[test]
     fn wrong_types_of_top_level_fields_are_errors() {
         rejects(r#"{"methodConfig": {}}"#, "methodConfig: must be an array");
-        rejects(r#"{"methodConfig": [1]}"#, "methodConfig[0]: must be an object");
-        rejects(r#"{"loadBalancingConfig": {}}"#, "loadBalancingConfig: must be an array");
-        rejects(r#"{"loadBalancingPolicy": 1}"#, "loadBalancingPolicy: must be a string");
-        rejects(r#"{"retryThrottling": []}"#, "retryThrottling: must be an object");
-        rejects(r#"{"healthCheckConfig": "x"}"#, "healthCheckConfig: must be an object");
+        rejects(
+            r#"{"methodConfig": [1]}"#,
+            "methodConfig[0]: must be an object",
+        );
+        rejects(
+            r#"{"loadBalancingConfig": {}}"#,
+            "loadBalancingConfig: must be an array",
+        );
+        rejects(
+            r#"{"loadBalancingPolicy": 1}"#,
+            "loadBalancingPolicy: must be a string",
+        );
+        rejects(
+            r#"{"retryThrottling": []}"#,
+            "retryThrottling: must be an object",
+        );
+        rejects(
+            r#"{"healthCheckConfig": "x"}"#,
+            "healthCheckConfig: must be an object",
+        );
     }
 
     #[test]
     fn error_display_and_message() {
         let err = ServiceConfig::parse(r#"{"healthCheckConfig": {"serviceName": 1}}"#).unwrap_err();
-        assert_eq!(err.message(), "healthCheckConfig.serviceName: must be a string, got 1");
-        assert_eq!(err.to_string(), "invalid service config: healthCheckConfig.serviceName: must be a string, got 1");
+        assert_eq!(
+            err.message(),
+            "healthCheckConfig.serviceName: must be a string, got 1"
+        );
+        assert_eq!(
+            err.to_string(),
+            "invalid service config: healthCheckConfig.serviceName: must be a string, got 1"
+        );
         let boxed: Box<dyn std::error::Error + Send + Sync> = Box::new(err.clone());
         assert_eq!(boxed.to_string(), err.to_string());
     }
@@ -784,7 +961,10 @@ mod tests {
     #[test]
     fn long_values_are_shortened_in_messages() {
         let long = "x".repeat(100);
-        let message = rejects(&format!(r#"{{"loadBalancingPolicy": ["{long}"]}}"#), "loadBalancingPolicy");
+        let message = rejects(
+            &format!(r#"{{"loadBalancingPolicy": ["{long}"]}}"#),
+            "loadBalancingPolicy",
+        );
         assert!(message.ends_with("...") && message.len() < 100, "{message}");
     }
 
@@ -796,7 +976,10 @@ mod tests {
             RETRY_OK.replace(r#""maxAttempts": 3"#, r#""maxAttempts": 1"#)
         );
         let message = rejects(&json, "methodConfig[1].retryPolicy.maxAttempts: ");
-        assert_eq!(message, "methodConfig[1].retryPolicy.maxAttempts: must be at least 2, got 1");
+        assert_eq!(
+            message,
+            "methodConfig[1].retryPolicy.maxAttempts: must be at least 2, got 1"
+        );
     }
 
     // ---- names and lookup ----
@@ -808,7 +991,10 @@ mod tests {
     ]}"#;
 
     fn timeout_for(config: &ServiceConfig, path: &str) -> Option<u64> {
-        config.method_config(path).and_then(|m| m.timeout).map(|t| t.as_secs())
+        config
+            .method_config(path)
+            .and_then(|m| m.timeout)
+            .map(|t| t.as_secs())
     }
 
     #[test]
@@ -831,7 +1017,8 @@ mod tests {
         for path in ["", "/", "pkg.S/Exact", "/pkg.S", "pkg.S", "//Exact"] {
             assert_eq!(timeout_for(&config, path), Some(1), "{path:?}");
         }
-        let no_default = parse(r#"{"methodConfig": [{"name": [{"service": "pkg.S"}], "timeout": "2s"}]}"#);
+        let no_default =
+            parse(r#"{"methodConfig": [{"name": [{"service": "pkg.S"}], "timeout": "2s"}]}"#);
         for path in ["pkg.S/Exact", "/pkg.S", "pkg.S"] {
             assert!(no_default.method_config(path).is_none(), "{path:?}");
         }
@@ -839,7 +1026,9 @@ mod tests {
 
     #[test]
     fn nothing_matches_without_a_default() {
-        let config = parse(r#"{"methodConfig": [{"name": [{"service": "a.A", "method": "M"}], "timeout": "1s"}]}"#);
+        let config = parse(
+            r#"{"methodConfig": [{"name": [{"service": "a.A", "method": "M"}], "timeout": "1s"}]}"#,
+        );
         assert!(config.method_config("/a.A/M").is_some());
         assert!(config.method_config("/a.A/N").is_none());
         assert!(config.method_config("/b.B/M").is_none());
@@ -847,10 +1036,17 @@ mod tests {
 
     #[test]
     fn default_entry_forms() {
-        for name in [r#"{}"#, r#"{"service": ""}"#, r#"{"service": "", "method": ""}"#, r#"{"service": null}"#,
-            r#"{"method": null}"#, r#"{"method": ""}"#]
-        {
-            let config = parse(&format!(r#"{{"methodConfig": [{{"name": [{name}], "waitForReady": true}}]}}"#));
+        for name in [
+            r#"{}"#,
+            r#"{"service": ""}"#,
+            r#"{"service": "", "method": ""}"#,
+            r#"{"service": null}"#,
+            r#"{"method": null}"#,
+            r#"{"method": ""}"#,
+        ] {
+            let config = parse(&format!(
+                r#"{{"methodConfig": [{{"name": [{name}], "waitForReady": true}}]}}"#
+            ));
             let found = config.method_config("/any.Service/Any").expect(name);
             assert_eq!(found.wait_for_ready, Some(true), "{name}");
         }
@@ -858,9 +1054,15 @@ mod tests {
 
     #[test]
     fn service_entry_forms() {
-        let names = [r#"{"service": "s"}"#, r#"{"service": "s", "method": ""}"#, r#"{"service": "s", "method": null}"#];
+        let names = [
+            r#"{"service": "s"}"#,
+            r#"{"service": "s", "method": ""}"#,
+            r#"{"service": "s", "method": null}"#,
+        ];
         for name in names {
-            let config = parse(&format!(r#"{{"methodConfig": [{{"name": [{name}], "waitForReady": true}}]}}"#));
+            let config = parse(&format!(
+                r#"{{"methodConfig": [{{"name": [{name}], "waitForReady": true}}]}}"#
+            ));
             assert!(config.method_config("/s/Any").is_some(), "{name}");
             assert!(config.method_config("/t/Any").is_none(), "{name}");
         }
@@ -873,59 +1075,110 @@ mod tests {
         let b = config.method_config("/other.T/M").unwrap();
         assert!(Arc::ptr_eq(a, b));
         let cloned = config.clone();
-        assert!(Arc::ptr_eq(a, cloned.method_config("/pkg.S/Exact").unwrap()));
+        assert!(Arc::ptr_eq(
+            a,
+            cloned.method_config("/pkg.S/Exact").unwrap()
+        ));
     }
 
     #[test]
     fn method_without_service_is_an_error() {
-        let message = rejects(r#"{"methodConfig": [{"name": [{"method": "M"}]}]}"#, "methodConfig[0].name[0]: ");
+        let message = rejects(
+            r#"{"methodConfig": [{"name": [{"method": "M"}]}]}"#,
+            "methodConfig[0].name[0]: ",
+        );
         assert!(message.contains("without a service"), "{message}");
-        rejects(r#"{"methodConfig": [{"name": [{"service": "", "method": "M"}]}]}"#, "methodConfig[0].name[0]: ");
-        rejects(r#"{"methodConfig": [{"name": [{"service": null, "method": "M"}]}]}"#, "methodConfig[0].name[0]: ");
+        rejects(
+            r#"{"methodConfig": [{"name": [{"service": "", "method": "M"}]}]}"#,
+            "methodConfig[0].name[0]: ",
+        );
+        rejects(
+            r#"{"methodConfig": [{"name": [{"service": null, "method": "M"}]}]}"#,
+            "methodConfig[0].name[0]: ",
+        );
     }
 
     #[test]
     fn name_field_types() {
-        rejects(r#"{"methodConfig": [{"name": {"service": "s"}}]}"#, "methodConfig[0].name: must be an array");
-        rejects(r#"{"methodConfig": [{"name": ["s"]}]}"#, "methodConfig[0].name[0]: must be an object");
+        rejects(
+            r#"{"methodConfig": [{"name": {"service": "s"}}]}"#,
+            "methodConfig[0].name: must be an array",
+        );
+        rejects(
+            r#"{"methodConfig": [{"name": ["s"]}]}"#,
+            "methodConfig[0].name[0]: must be an object",
+        );
         let name = |entry: &str| format!(r#"{{"methodConfig": [{{"name": [{entry}]}}]}}"#);
-        rejects(&name(r#"{"service": 1}"#), "methodConfig[0].name[0].service: must be a string");
-        rejects(&name(r#"{"service": "s", "method": []}"#), "methodConfig[0].name[0].method: must be a string");
+        rejects(
+            &name(r#"{"service": 1}"#),
+            "methodConfig[0].name[0].service: must be a string",
+        );
+        rejects(
+            &name(r#"{"service": "s", "method": []}"#),
+            "methodConfig[0].name[0].method: must be a string",
+        );
     }
 
     #[test]
     fn duplicate_names_are_errors() {
         let cases = [
             // Same exact name in two entries.
-            (r#"[{"name": [{"service": "s", "method": "m"}]}, {"name": [{"service": "s", "method": "m"}]}]"#,
-             "methodConfig[1].name[0]: ", "methodConfig[0].name[0]"),
+            (
+                r#"[{"name": [{"service": "s", "method": "m"}]}, {"name": [{"service": "s", "method": "m"}]}]"#,
+                "methodConfig[1].name[0]: ",
+                "methodConfig[0].name[0]",
+            ),
             // Twice in one entry.
-            (r#"[{"name": [{"service": "s"}, {"service": "t"}, {"service": "s"}]}]"#,
-             "methodConfig[0].name[2]: ", "methodConfig[0].name[0]"),
+            (
+                r#"[{"name": [{"service": "s"}, {"service": "t"}, {"service": "s"}]}]"#,
+                "methodConfig[0].name[2]: ",
+                "methodConfig[0].name[0]",
+            ),
             // The two spellings of a service's entry.
-            (r#"[{"name": [{"service": "s"}]}, {"name": [{"service": "s", "method": ""}]}]"#,
-             "methodConfig[1].name[0]: ", "methodConfig[0].name[0]"),
+            (
+                r#"[{"name": [{"service": "s"}]}, {"name": [{"service": "s", "method": ""}]}]"#,
+                "methodConfig[1].name[0]: ",
+                "methodConfig[0].name[0]",
+            ),
             // The spellings of the default entry.
-            (r#"[{"name": [{}]}, {"name": [{"service": ""}]}]"#,
-             "methodConfig[1].name[0]: ", "methodConfig[0].name[0]"),
-            (r#"[{"name": [{"service": "a"}]}, {"name": [{}]}, {"name": [{"method": null}]}]"#,
-             "methodConfig[2].name[0]: ", "methodConfig[1].name[0]"),
+            (
+                r#"[{"name": [{}]}, {"name": [{"service": ""}]}]"#,
+                "methodConfig[1].name[0]: ",
+                "methodConfig[0].name[0]",
+            ),
+            (
+                r#"[{"name": [{"service": "a"}]}, {"name": [{}]}, {"name": [{"method": null}]}]"#,
+                "methodConfig[2].name[0]: ",
+                "methodConfig[1].name[0]",
+            ),
         ];
         for (list, prefix, first) in cases {
             let message = rejects(&format!(r#"{{"methodConfig": {list}}}"#), prefix);
-            assert!(message.contains("duplicate name") && message.ends_with(first), "{message}");
+            assert!(
+                message.contains("duplicate name") && message.ends_with(first),
+                "{message}"
+            );
         }
         // The same method name under different services is fine.
-        parse(r#"{"methodConfig": [{"name": [{"service": "a", "method": "m"}, {"service": "b", "method": "m"}]}]}"#);
+        parse(
+            r#"{"methodConfig": [{"name": [{"service": "a", "method": "m"}, {"service": "b", "method": "m"}]}]}"#,
+        );
     }
 
     #[test]
     fn entries_without_names_apply_to_nothing_but_are_validated() {
-        let config = parse(r#"{"methodConfig": [{"timeout": "1s"}, {"name": [], "timeout": "2s"}]}"#);
+        let config =
+            parse(r#"{"methodConfig": [{"timeout": "1s"}, {"name": [], "timeout": "2s"}]}"#);
         assert!(config.method_config("/s/m").is_none());
         assert!(config.method_config("").is_none());
-        rejects(r#"{"methodConfig": [{"timeout": "1"}]}"#, "methodConfig[0].timeout: ");
-        rejects(r#"{"methodConfig": [{"name": [], "retryPolicy": {}}]}"#, "methodConfig[0].retryPolicy.maxAttempts: ");
+        rejects(
+            r#"{"methodConfig": [{"timeout": "1"}]}"#,
+            "methodConfig[0].timeout: ",
+        );
+        rejects(
+            r#"{"methodConfig": [{"name": [], "retryPolicy": {}}]}"#,
+            "methodConfig[0].retryPolicy.maxAttempts: ",
+        );
     }
 
     #[test]
@@ -938,24 +1191,57 @@ mod tests {
 
     #[test]
     fn wait_for_ready() {
-        assert_eq!(method_of(r#""waitForReady": true"#).wait_for_ready, Some(true));
-        assert_eq!(method_of(r#""waitForReady": false"#).wait_for_ready, Some(false));
+        assert_eq!(
+            method_of(r#""waitForReady": true"#).wait_for_ready,
+            Some(true)
+        );
+        assert_eq!(
+            method_of(r#""waitForReady": false"#).wait_for_ready,
+            Some(false)
+        );
         assert_eq!(method_of(r#""timeout": "1s""#).wait_for_ready, None);
-        rejects(&method(r#""waitForReady": "true""#), "methodConfig[0].waitForReady: must be true or false");
-        rejects(&method(r#""waitForReady": 1"#), "methodConfig[0].waitForReady: ");
+        rejects(
+            &method(r#""waitForReady": "true""#),
+            "methodConfig[0].waitForReady: must be true or false",
+        );
+        rejects(
+            &method(r#""waitForReady": 1"#),
+            "methodConfig[0].waitForReady: ",
+        );
     }
 
     #[test]
     fn timeout() {
-        assert_eq!(method_of(r#""timeout": "1.5s""#).timeout, Some(Duration::from_millis(1500)));
-        assert_eq!(method_of(r#""timeout": "0s""#).timeout, Some(Duration::ZERO));
-        assert_eq!(method_of(r#""timeout": "315576000000s""#).timeout, Some(Duration::from_secs(315_576_000_000)));
+        assert_eq!(
+            method_of(r#""timeout": "1.5s""#).timeout,
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            method_of(r#""timeout": "0s""#).timeout,
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            method_of(r#""timeout": "315576000000s""#).timeout,
+            Some(Duration::from_secs(315_576_000_000))
+        );
         assert_eq!(method_of(r#""waitForReady": true"#).timeout, None);
-        rejects(&method(r#""timeout": "-1s""#), "methodConfig[0].timeout: \"-1s\" is negative");
+        rejects(
+            &method(r#""timeout": "-1s""#),
+            "methodConfig[0].timeout: \"-1s\" is negative",
+        );
         rejects(&method(r#""timeout": "1""#), "methodConfig[0].timeout: ");
-        rejects(&method(r#""timeout": 1"#), "methodConfig[0].timeout: must be a duration string");
-        rejects(&method(r#""timeout": "315576000001s""#), "methodConfig[0].timeout: ");
-        rejects(&method(r#""timeout": "99999999999999999999999s""#), "methodConfig[0].timeout: ");
+        rejects(
+            &method(r#""timeout": 1"#),
+            "methodConfig[0].timeout: must be a duration string",
+        );
+        rejects(
+            &method(r#""timeout": "315576000001s""#),
+            "methodConfig[0].timeout: ",
+        );
+        rejects(
+            &method(r#""timeout": "99999999999999999999999s""#),
+            "methodConfig[0].timeout: ",
+        );
     }
 
     #[test]
@@ -964,16 +1250,32 @@ mod tests {
         assert_eq!(m.max_request_message_bytes, Some(1024));
         assert_eq!(m.max_response_message_bytes, Some(2048));
         let m = method_of(r#""maxRequestMessageBytes": 0, "maxResponseMessageBytes": "0""#);
-        assert_eq!((m.max_request_message_bytes, m.max_response_message_bytes), (Some(0), Some(0)));
+        assert_eq!(
+            (m.max_request_message_bytes, m.max_response_message_bytes),
+            (Some(0), Some(0))
+        );
         // Integral floats, exponents and huge values (saturating).
-        assert_eq!(method_of(r#""maxRequestMessageBytes": 1e3"#).max_request_message_bytes, Some(1000));
-        assert_eq!(method_of(r#""maxRequestMessageBytes": 4.0"#).max_request_message_bytes, Some(4));
-        let huge = [r#""99999999999999999999999""#, "99999999999999999999999", "18446744073709551615"];
+        assert_eq!(
+            method_of(r#""maxRequestMessageBytes": 1e3"#).max_request_message_bytes,
+            Some(1000)
+        );
+        assert_eq!(
+            method_of(r#""maxRequestMessageBytes": 4.0"#).max_request_message_bytes,
+            Some(4)
+        );
+        let huge = [
+            r#""99999999999999999999999""#,
+            "99999999999999999999999",
+            "18446744073709551615",
+        ];
         for value in huge {
             let m = method_of(&format!(r#""maxResponseMessageBytes": {value}"#));
             assert_eq!(m.max_response_message_bytes, Some(usize::MAX), "{value}");
         }
-        for bad in ["-1", "1.5", r#""-1""#, r#""""#, r#""1e3""#, r#"" 1""#, r#""+1""#, r#""abc""#, "true", "[]"] {
+        for bad in [
+            "-1", "1.5", r#""-1""#, r#""""#, r#""1e3""#, r#"" 1""#, r#""+1""#, r#""abc""#, "true",
+            "[]",
+        ] {
             rejects(
                 &method(&format!(r#""maxRequestMessageBytes": {bad}"#)),
                 "methodConfig[0].maxRequestMessageBytes: must be a non-negative integer",
@@ -1000,15 +1302,26 @@ mod tests {
                 initial_backoff: Duration::from_millis(100),
                 max_backoff: Duration::from_secs(10),
                 backoff_multiplier: 1.5,
-                retryable_status_codes: vec![Code::Unavailable, Code::DeadlineExceeded, Code::ResourceExhausted],
+                retryable_status_codes: vec![
+                    Code::Unavailable,
+                    Code::DeadlineExceeded,
+                    Code::ResourceExhausted
+                ],
             }
         );
-        assert!(method_of(&format!(r#""retryPolicy": {{{RETRY_OK}}}"#)).hedging_policy.is_none());
+        assert!(method_of(&format!(r#""retryPolicy": {{{RETRY_OK}}}"#))
+            .hedging_policy
+            .is_none());
     }
 
     #[test]
     fn retry_max_attempts_is_validated_then_capped() {
-        let with = |attempts: &str| RETRY_OK.replace(r#""maxAttempts": 3"#, &format!(r#""maxAttempts": {attempts}"#));
+        let with = |attempts: &str| {
+            RETRY_OK.replace(
+                r#""maxAttempts": 3"#,
+                &format!(r#""maxAttempts": {attempts}"#),
+            )
+        };
         assert_eq!(retry_of(&with("2")).max_attempts, 2);
         assert_eq!(retry_of(&with("5")).max_attempts, 5);
         assert_eq!(retry_of(&with("6")).max_attempts, MAX_ATTEMPTS_CAP);
@@ -1016,23 +1329,38 @@ mod tests {
         assert_eq!(retry_of(&with("1e30")).max_attempts, MAX_ATTEMPTS_CAP);
         assert_eq!(retry_of(&with(r#""4""#)).max_attempts, 4);
         for bad in ["1", "0", r#""1""#] {
-            rejects(&retry(&with(bad)), "methodConfig[0].retryPolicy.maxAttempts: must be at least 2");
+            rejects(
+                &retry(&with(bad)),
+                "methodConfig[0].retryPolicy.maxAttempts: must be at least 2",
+            );
         }
         for bad in ["-3", "2.5", r#""two""#, "true"] {
-            rejects(&retry(&with(bad)), "methodConfig[0].retryPolicy.maxAttempts: must be a non-negative integer");
+            rejects(
+                &retry(&with(bad)),
+                "methodConfig[0].retryPolicy.maxAttempts: must be a non-negative integer",
+            );
         }
         let missing = RETRY_OK.replace(r#""maxAttempts": 3,"#, "");
-        assert_eq!(rejects(&retry(&missing), ""), "methodConfig[0].retryPolicy.maxAttempts: required");
+        assert_eq!(
+            rejects(&retry(&missing), ""),
+            "methodConfig[0].retryPolicy.maxAttempts: required"
+        );
     }
 
     #[test]
     fn retry_backoffs_must_be_positive_durations() {
         for key in ["initialBackoff", "maxBackoff"] {
-            let original =
-                if key == "initialBackoff" { r#""initialBackoff": "0.1s""# } else { r#""maxBackoff": "1s""# };
+            let original = if key == "initialBackoff" {
+                r#""initialBackoff": "0.1s""#
+            } else {
+                r#""maxBackoff": "1s""#
+            };
             let with = |value: &str| RETRY_OK.replace(original, &format!(r#""{key}": {value}"#));
             let prefix = format!("methodConfig[0].retryPolicy.{key}: ");
-            assert_eq!(rejects(&retry(&with(r#""0s""#)), &prefix), format!("{prefix}must be greater than 0"));
+            assert_eq!(
+                rejects(&retry(&with(r#""0s""#)), &prefix),
+                format!("{prefix}must be greater than 0")
+            );
             rejects(&retry(&with(r#""0.000000000s""#)), &prefix);
             rejects(&retry(&with(r#""-1s""#)), &prefix);
             rejects(&retry(&with(r#""1""#)), &prefix);
@@ -1044,17 +1372,30 @@ mod tests {
 
     #[test]
     fn retry_backoff_multiplier() {
-        let with =
-            |value: &str| RETRY_OK.replace(r#""backoffMultiplier": 2"#, &format!(r#""backoffMultiplier": {value}"#));
+        let with = |value: &str| {
+            RETRY_OK.replace(
+                r#""backoffMultiplier": 2"#,
+                &format!(r#""backoffMultiplier": {value}"#),
+            )
+        };
         assert_eq!(retry_of(&with("0.5")).backoff_multiplier, 0.5);
         assert_eq!(retry_of(&with(r#""1.5""#)).backoff_multiplier, 1.5);
         let prefix = "methodConfig[0].retryPolicy.backoffMultiplier: ";
-        rejects(&retry(&with("0")), &format!("{prefix}must be greater than 0"));
-        rejects(&retry(&with("-1")), &format!("{prefix}must be greater than 0"));
+        rejects(
+            &retry(&with("0")),
+            &format!("{prefix}must be greater than 0"),
+        );
+        rejects(
+            &retry(&with("-1")),
+            &format!("{prefix}must be greater than 0"),
+        );
         for bad in [r#""x""#, r#""NaN""#, r#""inf""#, "[]", "true"] {
             rejects(&retry(&with(bad)), &format!("{prefix}must be a number"));
         }
-        rejects(&retry(&RETRY_OK.replace(r#""backoffMultiplier": 2,"#, "")), &format!("{prefix}required"));
+        rejects(
+            &retry(&RETRY_OK.replace(r#""backoffMultiplier": 2,"#, "")),
+            &format!("{prefix}required"),
+        );
     }
 
     #[test]
@@ -1063,16 +1404,28 @@ mod tests {
             let field = format!(r#""retryableStatusCodes": {value}"#);
             RETRY_OK.replace(r#""retryableStatusCodes": ["UNAVAILABLE"]"#, &field)
         };
-        let all_names: Vec<String> = Code::ALL[1..].iter().map(|c| format!("{:?}", c.as_str())).collect();
+        let all_names: Vec<String> = Code::ALL[1..]
+            .iter()
+            .map(|c| format!("{:?}", c.as_str()))
+            .collect();
         let policy = retry_of(&with(&format!("[{}]", all_names.join(", "))));
         assert_eq!(policy.retryable_status_codes, Code::ALL[1..].to_vec());
         let numbers: Vec<String> = (1..=16).rev().map(|n| n.to_string()).collect();
         let policy = retry_of(&with(&format!("[{}]", numbers.join(", "))));
-        assert_eq!(policy.retryable_status_codes, Code::ALL[1..].iter().rev().copied().collect::<Vec<_>>());
+        assert_eq!(
+            policy.retryable_status_codes,
+            Code::ALL[1..].iter().rev().copied().collect::<Vec<_>>()
+        );
         let prefix = "methodConfig[0].retryPolicy.retryableStatusCodes";
-        assert_eq!(rejects(&retry(&with("[]")), prefix), format!("{prefix}: must not be empty"));
+        assert_eq!(
+            rejects(&retry(&with("[]")), prefix),
+            format!("{prefix}: must not be empty")
+        );
         rejects(&retry(&with("null")), &format!("{prefix}: required"));
-        rejects(&retry(&with(r#""UNAVAILABLE""#)), &format!("{prefix}: must be an array"));
+        rejects(
+            &retry(&with(r#""UNAVAILABLE""#)),
+            &format!("{prefix}: must be an array"),
+        );
         for (bad, index) in [
             (r#"["UNAVAILABLE", "unavailable"]"#, 1),
             (r#"["Unavailable"]"#, 0),
@@ -1084,24 +1437,40 @@ mod tests {
             (r#"[null]"#, 0),
             (r#"[[14]]"#, 0),
         ] {
-            rejects(&retry(&with(bad)), &format!("{prefix}[{index}]: must be a status code"));
+            rejects(
+                &retry(&with(bad)),
+                &format!("{prefix}[{index}]: must be a status code"),
+            );
         }
-        rejects(&retry(&with(r#"["OK"]"#)), &format!("{prefix}[0]: OK is not allowed"));
-        rejects(&retry(&with("[14, 0]")), &format!("{prefix}[1]: OK is not allowed"));
+        rejects(
+            &retry(&with(r#"["OK"]"#)),
+            &format!("{prefix}[0]: OK is not allowed"),
+        );
+        rejects(
+            &retry(&with("[14, 0]")),
+            &format!("{prefix}[1]: OK is not allowed"),
+        );
     }
 
     #[test]
     fn retry_policy_must_be_an_object() {
-        rejects(&method(r#""retryPolicy": true"#), "methodConfig[0].retryPolicy: must be an object");
-        rejects(&method(r#""retryPolicy": {}"#), "methodConfig[0].retryPolicy.maxAttempts: required");
+        rejects(
+            &method(r#""retryPolicy": true"#),
+            "methodConfig[0].retryPolicy: must be an object",
+        );
+        rejects(
+            &method(r#""retryPolicy": {}"#),
+            "methodConfig[0].retryPolicy.maxAttempts: required",
+        );
     }
 
     // ---- hedging policy ----
 
     #[test]
     fn hedging_policy_accepted() {
-        let policy =
-            hedging_of(r#""maxAttempts": 3, "hedgingDelay": "0.5s", "nonFatalStatusCodes": ["UNAVAILABLE", 14, 13]"#);
+        let policy = hedging_of(
+            r#""maxAttempts": 3, "hedgingDelay": "0.5s", "nonFatalStatusCodes": ["UNAVAILABLE", 14, 13]"#,
+        );
         assert_eq!(
             policy,
             HedgingPolicy {
@@ -1113,27 +1482,49 @@ mod tests {
         let defaults = hedging_of(r#""maxAttempts": 2"#);
         assert_eq!(defaults.hedging_delay, Duration::ZERO);
         assert!(defaults.non_fatal_status_codes.is_empty());
-        assert!(hedging_of(r#""maxAttempts": 2, "nonFatalStatusCodes": []"#).non_fatal_status_codes.is_empty());
-        assert_eq!(hedging_of(r#""maxAttempts": 2, "hedgingDelay": "0s""#).hedging_delay, Duration::ZERO);
-        assert!(method_of(r#""hedgingPolicy": {"maxAttempts": 2}"#).retry_policy.is_none());
+        assert!(hedging_of(r#""maxAttempts": 2, "nonFatalStatusCodes": []"#)
+            .non_fatal_status_codes
+            .is_empty());
+        assert_eq!(
+            hedging_of(r#""maxAttempts": 2, "hedgingDelay": "0s""#).hedging_delay,
+            Duration::ZERO
+        );
+        assert!(method_of(r#""hedgingPolicy": {"maxAttempts": 2}"#)
+            .retry_policy
+            .is_none());
     }
 
     #[test]
     fn hedging_max_attempts() {
-        assert_eq!(hedging_of(r#""maxAttempts": 7"#).max_attempts, MAX_ATTEMPTS_CAP);
+        assert_eq!(
+            hedging_of(r#""maxAttempts": 7"#).max_attempts,
+            MAX_ATTEMPTS_CAP
+        );
         assert_eq!(hedging_of(r#""maxAttempts": 5"#).max_attempts, 5);
         let prefix = "methodConfig[0].hedgingPolicy.maxAttempts: ";
-        rejects(&method(r#""hedgingPolicy": {"maxAttempts": 1}"#), &format!("{prefix}must be at least 2"));
+        rejects(
+            &method(r#""hedgingPolicy": {"maxAttempts": 1}"#),
+            &format!("{prefix}must be at least 2"),
+        );
         rejects(&method(r#""hedgingPolicy": {"maxAttempts": -2}"#), prefix);
-        rejects(&method(r#""hedgingPolicy": {}"#), &format!("{prefix}required"));
+        rejects(
+            &method(r#""hedgingPolicy": {}"#),
+            &format!("{prefix}required"),
+        );
     }
 
     #[test]
     fn hedging_delay_and_codes_are_validated() {
         let prefix = "methodConfig[0].hedgingPolicy.";
         let delay_path = format!("{prefix}hedgingDelay: ");
-        rejects(&method(r#""hedgingPolicy": {"maxAttempts": 2, "hedgingDelay": "-0.5s"}"#), &delay_path);
-        rejects(&method(r#""hedgingPolicy": {"maxAttempts": 2, "hedgingDelay": "5"}"#), &delay_path);
+        rejects(
+            &method(r#""hedgingPolicy": {"maxAttempts": 2, "hedgingDelay": "-0.5s"}"#),
+            &delay_path,
+        );
+        rejects(
+            &method(r#""hedgingPolicy": {"maxAttempts": 2, "hedgingDelay": "5"}"#),
+            &delay_path,
+        );
         rejects(
             &method(r#""hedgingPolicy": {"maxAttempts": 2, "nonFatalStatusCodes": ["NOPE"]}"#),
             &format!("{prefix}nonFatalStatusCodes[0]: "),
@@ -1142,12 +1533,17 @@ mod tests {
             &method(r#""hedgingPolicy": {"maxAttempts": 2, "nonFatalStatusCodes": [0]}"#),
             &format!("{prefix}nonFatalStatusCodes[0]: OK is not allowed"),
         );
-        rejects(&method(r#""hedgingPolicy": []"#), "methodConfig[0].hedgingPolicy: must be an object");
+        rejects(
+            &method(r#""hedgingPolicy": []"#),
+            "methodConfig[0].hedgingPolicy: must be an object",
+        );
     }
 
     #[test]
     fn retry_and_hedging_together_is_an_error() {
-        let json = method(&format!(r#""retryPolicy": {{{RETRY_OK}}}, "hedgingPolicy": {{"maxAttempts": 2}}"#));
+        let json = method(&format!(
+            r#""retryPolicy": {{{RETRY_OK}}}, "hedgingPolicy": {{"maxAttempts": 2}}"#
+        ));
         let message = rejects(&json, "methodConfig[0]: ");
         assert!(message.contains("mutually exclusive"), "{message}");
     }
@@ -1157,18 +1553,34 @@ mod tests {
     #[test]
     fn retry_throttling_accepted() {
         let t = throttling_of(r#""maxTokens": 10, "tokenRatio": 0.1"#);
-        assert_eq!(t, RetryThrottling { max_tokens: 10.0, token_ratio: 0.1 });
-        assert_eq!(throttling_of(r#""maxTokens": 1000, "tokenRatio": 5"#).max_tokens, 1000.0);
-        assert_eq!(throttling_of(r#""maxTokens": 0.5, "tokenRatio": 1"#).max_tokens, 0.5);
-        assert_eq!(throttling_of(r#""maxTokens": "7", "tokenRatio": "0.25""#), RetryThrottling {
-            max_tokens: 7.0,
-            token_ratio: 0.25
-        });
+        assert_eq!(
+            t,
+            RetryThrottling {
+                max_tokens: 10.0,
+                token_ratio: 0.1
+            }
+        );
+        assert_eq!(
+            throttling_of(r#""maxTokens": 1000, "tokenRatio": 5"#).max_tokens,
+            1000.0
+        );
+        assert_eq!(
+            throttling_of(r#""maxTokens": 0.5, "tokenRatio": 1"#).max_tokens,
+            0.5
+        );
+        assert_eq!(
+            throttling_of(r#""maxTokens": "7", "tokenRatio": "0.25""#),
+            RetryThrottling {
+                max_tokens: 7.0,
+                token_ratio: 0.25
+            }
+        );
     }
 
     #[test]
     fn retry_throttling_truncates_token_ratio_to_3_places() {
-        let ratio = |r: &str| throttling_of(&format!(r#""maxTokens": 10, "tokenRatio": {r}"#)).token_ratio;
+        let ratio =
+            |r: &str| throttling_of(&format!(r#""maxTokens": 10, "tokenRatio": {r}"#)).token_ratio;
         assert_eq!(ratio("0.1234"), 0.123);
         assert_eq!(ratio("0.5466"), 0.546);
         assert_eq!(ratio("0.9999"), 0.999);
@@ -1190,7 +1602,10 @@ mod tests {
             let json = with(&format!(r#""maxTokens": {bad}, "tokenRatio": 0.1"#));
             rejects(&json, &format!("{tokens}must be in (0, 1000]"));
         }
-        rejects(&with(r#""maxTokens": "many", "tokenRatio": 0.1"#), &format!("{tokens}must be a number"));
+        rejects(
+            &with(r#""maxTokens": "many", "tokenRatio": 0.1"#),
+            &format!("{tokens}must be a number"),
+        );
         rejects(&with(r#""tokenRatio": 0.1"#), &format!("{tokens}required"));
         for bad in ["0", "-0.5"] {
             let json = with(&format!(r#""maxTokens": 10, "tokenRatio": {bad}"#));
@@ -1199,7 +1614,10 @@ mod tests {
         let message = rejects(&with(r#""maxTokens": 10, "tokenRatio": 0.0009"#), ratio);
         assert!(message.contains("truncated"), "{message}");
         rejects(&with(r#""maxTokens": 10"#), &format!("{ratio}required"));
-        rejects(&with(r#""maxTokens": 10, "tokenRatio": [0.1]"#), &format!("{ratio}must be a number"));
+        rejects(
+            &with(r#""maxTokens": 10, "tokenRatio": [0.1]"#),
+            &format!("{ratio}must be a number"),
+        );
     }
 
     #[test]
@@ -1217,11 +1635,20 @@ mod tests {
         let name = |json: &str| parse(json).health_check_service_name().map(str::to_owned);
         let health = name(r#"{"healthCheckConfig": {"serviceName": "grpc.health.v1.Health"}}"#);
         assert_eq!(health.as_deref(), Some("grpc.health.v1.Health"));
-        assert_eq!(name(r#"{"healthCheckConfig": {"serviceName": ""}}"#).as_deref(), Some(""));
+        assert_eq!(
+            name(r#"{"healthCheckConfig": {"serviceName": ""}}"#).as_deref(),
+            Some("")
+        );
         assert_eq!(name(r#"{"healthCheckConfig": {}}"#), None);
-        assert_eq!(name(r#"{"healthCheckConfig": {"serviceName": null}}"#), None);
+        assert_eq!(
+            name(r#"{"healthCheckConfig": {"serviceName": null}}"#),
+            None
+        );
         assert_eq!(name("{}"), None);
-        rejects(r#"{"healthCheckConfig": {"serviceName": ["x"]}}"#, "healthCheckConfig.serviceName: must be a string");
+        rejects(
+            r#"{"healthCheckConfig": {"serviceName": ["x"]}}"#,
+            "healthCheckConfig.serviceName: must be a string",
+        );
     }
 
     // ---- load balancing ----
@@ -1232,10 +1659,20 @@ mod tests {
             r#"{"loadBalancingConfig": [{"grpclb": {"childPolicy": [{"pick_first": {}}]}}, {"round_robin": {}},
                 {"pick_first": {"shuffleAddressList": true}}]}"#,
         );
-        let names: Vec<&str> = config.lb_configs().iter().map(|(n, _)| n.as_str()).collect();
+        let names: Vec<&str> = config
+            .lb_configs()
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect();
         assert_eq!(names, ["grpclb", "round_robin", "pick_first"]);
-        assert_eq!(config.lb_configs()[0].1, json!({"childPolicy": [{"pick_first": {}}]}));
-        assert_eq!(config.lb_configs()[2].1, json!({"shuffleAddressList": true}));
+        assert_eq!(
+            config.lb_configs()[0].1,
+            json!({"childPolicy": [{"pick_first": {}}]})
+        );
+        assert_eq!(
+            config.lb_configs()[2].1,
+            json!({"shuffleAddressList": true})
+        );
     }
 
     #[test]
@@ -1243,16 +1680,27 @@ mod tests {
         let config = parse(r#"{"loadBalancingPolicy": "ROUND_ROBIN"}"#);
         assert_eq!(config.lb_configs(), [("round_robin".to_owned(), json!({}))]);
         let config = parse(r#"{"loadBalancingPolicy": "Pick_First"}"#);
-        assert_eq!(config.select_lb(|n| n == "pick_first"), Some(("pick_first", &json!({}))));
-        let config = parse(r#"{"loadBalancingPolicy": "ROUND_ROBIN", "loadBalancingConfig": [{"pick_first": {}}]}"#);
+        assert_eq!(
+            config.select_lb(|n| n == "pick_first"),
+            Some(("pick_first", &json!({})))
+        );
+        let config = parse(
+            r#"{"loadBalancingPolicy": "ROUND_ROBIN", "loadBalancingConfig": [{"pick_first": {}}]}"#,
+        );
         assert_eq!(config.lb_configs(), [("pick_first".to_owned(), json!({}))]);
         assert_eq!(config.select_lb(|n| n == "round_robin"), None);
         // An empty loadBalancingConfig is present: the legacy field is still ignored.
         let config = parse(r#"{"loadBalancingPolicy": "ROUND_ROBIN", "loadBalancingConfig": []}"#);
         assert!(config.lb_configs().is_empty());
         // The legacy field is type-checked even when ignored.
-        rejects(r#"{"loadBalancingPolicy": 5, "loadBalancingConfig": []}"#, "loadBalancingPolicy: must be a string");
-        rejects(r#"{"loadBalancingPolicy": ""}"#, "loadBalancingPolicy: must not be empty");
+        rejects(
+            r#"{"loadBalancingPolicy": 5, "loadBalancingConfig": []}"#,
+            "loadBalancingPolicy: must be a string",
+        );
+        rejects(
+            r#"{"loadBalancingPolicy": ""}"#,
+            "loadBalancingPolicy: must not be empty",
+        );
     }
 
     #[test]
@@ -1262,22 +1710,52 @@ mod tests {
                 {"pick_first": {}}, {"round_robin": {"c": 3}}]}"#,
         );
         let supported = |name: &str| name == "round_robin" || name == "pick_first";
-        assert_eq!(config.select_lb(supported), Some(("round_robin", &json!({"b": 2}))));
-        assert_eq!(config.select_lb(|n| n == "pick_first"), Some(("pick_first", &json!({}))));
-        assert_eq!(config.select_lb(|_| true).map(|(n, _)| n), Some("unknown_policy"));
+        assert_eq!(
+            config.select_lb(supported),
+            Some(("round_robin", &json!({"b": 2})))
+        );
+        assert_eq!(
+            config.select_lb(|n| n == "pick_first"),
+            Some(("pick_first", &json!({})))
+        );
+        assert_eq!(
+            config.select_lb(|_| true).map(|(n, _)| n),
+            Some("unknown_policy")
+        );
         assert_eq!(config.select_lb(|_| false), None);
     }
 
     #[test]
     fn lb_config_entries_are_validated() {
         let lb = |list: &str| format!(r#"{{"loadBalancingConfig": {list}}}"#);
-        let message = rejects(&lb(r#"[{"round_robin": {}, "pick_first": {}}]"#), "loadBalancingConfig[0]: ");
-        assert!(message.contains("exactly one field") && message.ends_with("has 2"), "{message}");
-        rejects(&lb(r#"[{"round_robin": {}}, {}]"#), "loadBalancingConfig[1]: must have exactly one field");
-        rejects(&lb(r#"["round_robin"]"#), "loadBalancingConfig[0]: must be an object");
-        rejects(&lb(r#"[{"round_robin": []}]"#), "loadBalancingConfig[0].round_robin: must be an object");
-        rejects(&lb(r#"[{"round_robin": null}]"#), "loadBalancingConfig[0].round_robin: must be an object");
-        rejects(&lb(r#"[{"": {}}]"#), "loadBalancingConfig[0]: the policy name must not be empty");
+        let message = rejects(
+            &lb(r#"[{"round_robin": {}, "pick_first": {}}]"#),
+            "loadBalancingConfig[0]: ",
+        );
+        assert!(
+            message.contains("exactly one field") && message.ends_with("has 2"),
+            "{message}"
+        );
+        rejects(
+            &lb(r#"[{"round_robin": {}}, {}]"#),
+            "loadBalancingConfig[1]: must have exactly one field",
+        );
+        rejects(
+            &lb(r#"["round_robin"]"#),
+            "loadBalancingConfig[0]: must be an object",
+        );
+        rejects(
+            &lb(r#"[{"round_robin": []}]"#),
+            "loadBalancingConfig[0].round_robin: must be an object",
+        );
+        rejects(
+            &lb(r#"[{"round_robin": null}]"#),
+            "loadBalancingConfig[0].round_robin: must be an object",
+        );
+        rejects(
+            &lb(r#"[{"": {}}]"#),
+            "loadBalancingConfig[0]: the policy name must not be empty",
+        );
     }
 
     // ---- durations ----

@@ -18,10 +18,11 @@ use tracing::{debug, warn};
 
 use super::connectivity::ConnectivityState;
 use super::control::{ControlEvent, ControlSender};
-use super::resolver::ResolvedAddress;
 use super::health::{Health, HealthTarget};
+use super::resolver::ResolvedAddress;
 use crate::transport::{
-    self, Address, Backoff, BackoffConfig, Connection, TransportConfig, TransportError, TransportErrorKind,
+    self, Address, Backoff, BackoffConfig, Connection, TransportConfig, TransportError,
+    TransportErrorKind,
 };
 
 /// What every subchannel of a channel shares: how to open connections.
@@ -53,7 +54,15 @@ impl SubchannelConfig {
         scheme: http::uri::Scheme,
     ) -> Self {
         let keepalive_time = Mutex::new(transport.keepalive.map(|k| k.time));
-        SubchannelConfig { transport, server_name, backoff, keepalive_time, last_error: Mutex::new(None), authority, scheme }
+        SubchannelConfig {
+            transport,
+            server_name,
+            backoff,
+            keepalive_time,
+            last_error: Mutex::new(None),
+            authority,
+            scheme,
+        }
     }
 
     /// The keepalive time new connections use (`None`: keepalive off).
@@ -212,7 +221,11 @@ impl Subchannel {
 
     /// The current connectivity state.
     pub fn state(&self) -> ConnectivityState {
-        self.0.state.lock().map(|s| *s).unwrap_or(ConnectivityState::Shutdown)
+        self.0
+            .state
+            .lock()
+            .map(|s| *s)
+            .unwrap_or(ConnectivityState::Shutdown)
     }
 
     /// The live connection, if READY.
@@ -225,7 +238,10 @@ impl Subchannel {
     /// returns to IDLE only after its backoff).
     pub fn connect(&self) {
         self.0.connect_calls.fetch_add(1, Ordering::Relaxed);
-        if self.0.inert || self.0.shut.load(Ordering::Acquire) || self.state() != ConnectivityState::Idle {
+        if self.0.inert
+            || self.0.shut.load(Ordering::Acquire)
+            || self.state() != ConnectivityState::Idle
+        {
             return;
         }
         if self.0.connecting.swap(true, Ordering::AcqRel) {
@@ -324,7 +340,11 @@ async fn connect_once(me: Weak<Inner>) {
                 *last = Some(e.clone());
             }
             set_state(&sc, ConnectivityState::TransientFailure, Some(e));
-            let delay = sc.backoff.lock().map(|mut b| b.next_delay()).unwrap_or(Duration::from_secs(1));
+            let delay = sc
+                .backoff
+                .lock()
+                .map(|mut b| b.next_delay())
+                .unwrap_or(Duration::from_secs(1));
             drop(sc);
             tokio::time::sleep(delay).await;
             let Some(sc) = me.upgrade() else { return };
@@ -352,9 +372,11 @@ fn start_health_check(sc: &Arc<Inner>, conn: &Connection, service: String) {
         }
         match h {
             Health::Serving => set_state(&sc, ConnectivityState::Ready, None),
-            Health::NotServing(why) => {
-                set_state(&sc, ConnectivityState::TransientFailure, Some(TransportError::new(TransportErrorKind::Connect, why)))
-            }
+            Health::NotServing(why) => set_state(
+                &sc,
+                ConnectivityState::TransientFailure,
+                Some(TransportError::new(TransportErrorKind::Connect, why)),
+            ),
         }
         true
     };
@@ -376,8 +398,10 @@ fn watch_connection(sc: &Arc<Inner>, conn: &Connection) {
     tokio::spawn(async move {
         let why = closed.await;
         let Some(sc) = me.upgrade() else { return };
-        let too_many_pings =
-            why.is_enhance_your_calm() && probe.peer_goaway_debug_data().is_some_and(|d| &d[..] == b"too_many_pings");
+        let too_many_pings = why.is_enhance_your_calm()
+            && probe
+                .peer_goaway_debug_data()
+                .is_some_and(|d| &d[..] == b"too_many_pings");
         if too_many_pings {
             if let Ok(mut t) = sc.config.keepalive_time.lock() {
                 if let Some(time) = t.as_mut() {

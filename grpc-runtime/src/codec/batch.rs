@@ -44,7 +44,9 @@ pub async fn next_batch<S, E>(
 where
     S: Stream + Unpin,
 {
-    let Some(first) = stream.next().await else { return Ok(BatchEnd::StreamEnded) };
+    let Some(first) = stream.next().await else {
+        return Ok(BatchEnd::StreamEnded);
+    };
     encode(first, buf)?;
     while buf.len() < BATCH_BYTES {
         match poll_fn(|cx| Poll::Ready(stream.poll_next_unpin(cx))).await {
@@ -110,7 +112,10 @@ mod tests {
         assert_eq!(&buf[..], &[3u8; 1000][..]);
         buf.clear();
         drop(tx);
-        assert_eq!(next_batch(&mut s, &mut buf, put).await, Ok(BatchEnd::StreamEnded));
+        assert_eq!(
+            next_batch(&mut s, &mut buf, put).await,
+            Ok(BatchEnd::StreamEnded)
+        );
         assert!(buf.is_empty());
     }
 }

@@ -37,7 +37,9 @@ pub fn encode_message<M: Message>(
             let plain = msg.encode_to_vec();
             if let Err(e) = compression::compress(enc, &plain, buf) {
                 buf.truncate(start);
-                return Err(Status::internal(format!("failed to compress message ({enc}): {e}")));
+                return Err(Status::internal(format!(
+                    "failed to compress message ({enc}): {e}"
+                )));
             }
             1u8
         }
@@ -56,7 +58,8 @@ pub fn encode_message<M: Message>(
 
 /// Decodes a protobuf payload, mapping failures to INTERNAL.
 pub fn decode_message<M: Message + Default>(payload: Bytes) -> Result<M, Status> {
-    M::decode(payload).map_err(|e| Status::internal(format!("failed to decode protobuf message: {e}")))
+    M::decode(payload)
+        .map_err(|e| Status::internal(format!("failed to decode protobuf message: {e}")))
 }
 
 /// Incremental decoder of framed messages.
@@ -83,7 +86,14 @@ impl FrameDecoder {
     /// A decoder with a receive limit and the stream's `grpc-encoding`
     /// (`None` for identity/absent).
     pub fn new(max_recv: usize, encoding: Option<CompressionEncoding>) -> FrameDecoder {
-        FrameDecoder { head: Bytes::new(), buf: BytesMut::new(), max_recv, encoding, unsupported_encoding: None, counter: None }
+        FrameDecoder {
+            head: Bytes::new(),
+            buf: BytesMut::new(),
+            max_recv,
+            encoding,
+            unsupported_encoding: None,
+            counter: None,
+        }
     }
 
     /// Records that the peer announced an encoding we lack: compressed
@@ -140,7 +150,9 @@ impl FrameDecoder {
             0 => false,
             1 => true,
             other => {
-                return Err(Status::internal(format!("invalid message flag byte {other:#04x} (expected 0 or 1)")))
+                return Err(Status::internal(format!(
+                    "invalid message flag byte {other:#04x} (expected 0 or 1)"
+                )))
             }
         };
         if len > self.max_recv {
@@ -151,8 +163,12 @@ impl FrameDecoder {
         }
         if compressed && self.encoding.is_none() {
             return Err(match &self.unsupported_encoding {
-                Some(name) => Status::internal(format!("received a message compressed with unsupported encoding {name:?}")),
-                None => Status::internal("compressed flag set on a message but no grpc-encoding was sent"),
+                Some(name) => Status::internal(format!(
+                    "received a message compressed with unsupported encoding {name:?}"
+                )),
+                None => Status::internal(
+                    "compressed flag set on a message but no grpc-encoding was sent",
+                ),
             });
         }
         Ok((compressed, len))
@@ -165,7 +181,9 @@ impl FrameDecoder {
         }
         if compressed {
             // check_prefix made sure there is an encoding
-            let Some(enc) = self.encoding else { return Err(Status::internal("missing encoding")) };
+            let Some(enc) = self.encoding else {
+                return Err(Status::internal("missing encoding"));
+            };
             return compression::decompress(enc, &payload, self.max_recv).map(|p| Some((true, p)));
         }
         Ok(Some((false, payload)))
@@ -202,7 +220,8 @@ impl FrameDecoder {
             // length prefix is the peer's claim, and 5 bytes must not make us allocate
             // the whole receive limit (times every open stream). Larger messages grow
             // the buffer as their bytes actually arrive.
-            self.buf.reserve((HEADER_LEN + len - self.buf.len()).min(MAX_RESERVE));
+            self.buf
+                .reserve((HEADER_LEN + len - self.buf.len()).min(MAX_RESERVE));
             return Ok(None);
         }
         self.buf.advance(HEADER_LEN);
@@ -215,7 +234,9 @@ impl FrameDecoder {
     pub fn finish(&self) -> Result<(), Status> {
         match self.buffered() {
             0 => Ok(()),
-            n => Err(Status::internal(format!("stream ended in the middle of a message ({n} bytes left over)"))),
+            n => Err(Status::internal(format!(
+                "stream ended in the middle of a message ({n} bytes left over)"
+            ))),
         }
     }
 }
@@ -252,8 +273,16 @@ mod tests {
 
     #[test]
     fn arbitrary_splits() {
-        let msgs: Vec<M> = (0..20).map(|i| M { s: "x".repeat(i * 37) }).collect();
-        for enc in [None, Some(CompressionEncoding::Gzip), Some(CompressionEncoding::Zstd)] {
+        let msgs: Vec<M> = (0..20)
+            .map(|i| M {
+                s: "x".repeat(i * 37),
+            })
+            .collect();
+        for enc in [
+            None,
+            Some(CompressionEncoding::Gzip),
+            Some(CompressionEncoding::Zstd),
+        ] {
             let all = frames(&msgs, enc);
             for chunk in [1usize, 2, 3, 5, 7, 64, 1000, all.len()] {
                 let mut d = FrameDecoder::new(1 << 20, enc);
@@ -277,7 +306,10 @@ mod tests {
         d.push(chunk.clone());
         for want in ["a", "bb"] {
             let p = d.next_message().unwrap().unwrap();
-            assert!(chunk.as_ptr_range().contains(&p.as_ptr()), "payload was copied");
+            assert!(
+                chunk.as_ptr_range().contains(&p.as_ptr()),
+                "payload was copied"
+            );
             assert_eq!(decode_message::<M>(p).unwrap().s, want);
         }
         assert_eq!(d.next_message().unwrap(), None);
@@ -294,15 +326,26 @@ mod tests {
         // receive limit triggers on the prefix alone
         let mut d = FrameDecoder::new(50, None);
         d.push(Bytes::from_static(&[0, 0, 0, 0, 200]));
-        assert_eq!(d.next_message().unwrap_err().code(), Code::ResourceExhausted);
+        assert_eq!(
+            d.next_message().unwrap_err().code(),
+            Code::ResourceExhausted
+        );
         // exactly at the limit is fine
         let mut d = FrameDecoder::new(102, None);
         d.push(frames(std::slice::from_ref(&big), None));
         assert!(d.next_message().unwrap().is_some());
         // compressed small but decompressed too large
         let mut d = FrameDecoder::new(50, Some(CompressionEncoding::Gzip));
-        d.push(frames(&[M { s: "z".repeat(1000) }], Some(CompressionEncoding::Gzip)));
-        assert_eq!(d.next_message().unwrap_err().code(), Code::ResourceExhausted);
+        d.push(frames(
+            &[M {
+                s: "z".repeat(1000),
+            }],
+            Some(CompressionEncoding::Gzip),
+        ));
+        assert_eq!(
+            d.next_message().unwrap_err().code(),
+            Code::ResourceExhausted
+        );
     }
 
     #[test]
@@ -312,13 +355,21 @@ mod tests {
         let mut d = FrameDecoder::new(usize::MAX, None);
         d.push(Bytes::from_static(&[0, 0xFF, 0xFF, 0xFF, 0xFF]));
         assert_eq!(d.next_message().unwrap(), None);
-        assert!(d.buf.capacity() <= HEADER_LEN + MAX_RESERVE, "{}", d.buf.capacity());
+        assert!(
+            d.buf.capacity() <= HEADER_LEN + MAX_RESERVE,
+            "{}",
+            d.buf.capacity()
+        );
         assert_eq!(d.finish().unwrap_err().code(), Code::Internal);
         // Under the default-sized limit, the same: reserve is bounded, not 4 MiB.
         let mut d = FrameDecoder::new(4 << 20, None);
         d.push(Bytes::from_static(&[0, 0, 0x40, 0, 0]));
         assert_eq!(d.next_message().unwrap(), None);
-        assert!(d.buf.capacity() <= HEADER_LEN + MAX_RESERVE, "{}", d.buf.capacity());
+        assert!(
+            d.buf.capacity() <= HEADER_LEN + MAX_RESERVE,
+            "{}",
+            d.buf.capacity()
+        );
         // ... and the message still decodes once its bytes arrive in pieces.
         for _ in 0..64 {
             d.push(Bytes::from(vec![0u8; 64 * 1024]));
@@ -327,7 +378,10 @@ mod tests {
         // 0xFFFFFFFF under the default limit fails on the prefix alone.
         let mut d = FrameDecoder::new(4 << 20, None);
         d.push(Bytes::from_static(&[0, 0xFF, 0xFF, 0xFF, 0xFF]));
-        assert_eq!(d.next_message().unwrap_err().code(), Code::ResourceExhausted);
+        assert_eq!(
+            d.next_message().unwrap_err().code(),
+            Code::ResourceExhausted
+        );
     }
 
     #[test]
@@ -347,8 +401,18 @@ mod tests {
         // uncompressed message on a stream with an encoding is fine
         let mut d = FrameDecoder::new(100, Some(CompressionEncoding::Gzip));
         d.push(frames(&[M { s: "a".into() }], None));
-        assert_eq!(decode_message::<M>(d.next_message().unwrap().unwrap()).unwrap().s, "a");
+        assert_eq!(
+            decode_message::<M>(d.next_message().unwrap().unwrap())
+                .unwrap()
+                .s,
+            "a"
+        );
         // garbage protobuf -> INTERNAL
-        assert_eq!(decode_message::<M>(Bytes::from_static(&[0x0a, 10, 1])).unwrap_err().code(), Code::Internal);
+        assert_eq!(
+            decode_message::<M>(Bytes::from_static(&[0x0a, 10, 1]))
+                .unwrap_err()
+                .code(),
+            Code::Internal
+        );
     }
 }

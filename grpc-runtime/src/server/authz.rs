@@ -86,7 +86,9 @@ pub struct PolicyError {
 
 impl PolicyError {
     fn new(message: impl Into<String>) -> PolicyError {
-        PolicyError { message: message.into() }
+        PolicyError {
+            message: message.into(),
+        }
     }
 
     fn at(field: &str, message: impl fmt::Display) -> PolicyError {
@@ -279,8 +281,10 @@ impl CertificateIdentity {
     /// Reads the names of a DER-encoded X.509 certificate.
     pub fn from_der(der: &[u8]) -> Result<CertificateIdentity, CertificateError> {
         let der = rustls::pki_types::CertificateDer::from(der);
-        let cert = webpki::EndEntityCert::try_from(&der).map_err(|e| CertificateError(e.to_string()))?;
-        let subject = go_subject_string(cert.subject()).ok_or_else(|| CertificateError("malformed subject".into()))?;
+        let cert =
+            webpki::EndEntityCert::try_from(&der).map_err(|e| CertificateError(e.to_string()))?;
+        let subject = go_subject_string(cert.subject())
+            .ok_or_else(|| CertificateError("malformed subject".into()))?;
         Ok(CertificateIdentity {
             uri_sans: cert.valid_uri_names().map(str::to_string).collect(),
             dns_sans: cert.valid_dns_names().map(str::to_string).collect(),
@@ -328,7 +332,9 @@ impl PeerIdentity {
             PeerIdentity::TlsWithoutCertificate => principals.iter().any(|p| p.matches(b"")),
             PeerIdentity::Certificate(c) => {
                 let names = c.names();
-                principals.iter().any(|p| names.iter().any(|n| p.matches(n.as_bytes())))
+                principals
+                    .iter()
+                    .any(|p| names.iter().any(|n| p.matches(n.as_bytes())))
             }
         }
     }
@@ -336,9 +342,12 @@ impl PeerIdentity {
     /// The SPIFFE ID (first `spiffe://` URI SAN) for audit events, or "".
     fn audit_principal(&self) -> &str {
         match self {
-            PeerIdentity::Certificate(c) => {
-                c.uri_sans.iter().find(|u| u.starts_with("spiffe://")).map(String::as_str).unwrap_or("")
-            }
+            PeerIdentity::Certificate(c) => c
+                .uri_sans
+                .iter()
+                .find(|u| u.starts_with("spiffe://"))
+                .map(String::as_str)
+                .unwrap_or(""),
             _ => "",
         }
     }
@@ -385,9 +394,14 @@ impl AuthorizationPolicy {
     /// matched (`:`-pseudo headers, `grpc-*`, `host`, hop-by-hop headers,
     /// `content-type`) are errors naming the field.
     pub fn from_json(json: &str) -> Result<AuthorizationPolicy, PolicyError> {
-        let value: Value = serde_json::from_str(json).map_err(|e| PolicyError::new(format!("not valid JSON: {e}")))?;
+        let value: Value = serde_json::from_str(json)
+            .map_err(|e| PolicyError::new(format!("not valid JSON: {e}")))?;
         let top = object(&value, "policy")?;
-        check_fields(top, "", &["name", "deny_rules", "allow_rules", "audit_logging_options"])?;
+        check_fields(
+            top,
+            "",
+            &["name", "deny_rules", "allow_rules", "audit_logging_options"],
+        )?;
         let name = match opt_string(top, "name", "name")? {
             Some(n) if !n.is_empty() => n.to_string(),
             _ => return Err(PolicyError::at("name", "is required")),
@@ -395,12 +409,25 @@ impl AuthorizationPolicy {
         let deny_rules = parse_rules(top.get("deny_rules"), "deny_rules")?;
         let allow_rules = parse_rules(top.get("allow_rules"), "allow_rules")?;
         if allow_rules.is_empty() {
-            return Err(PolicyError::at("allow_rules", "is required and must not be empty"));
+            return Err(PolicyError::at(
+                "allow_rules",
+                "is required and must not be empty",
+            ));
         }
         let (audit_condition, audit_to_log) = parse_audit(top.get("audit_logging_options"))?;
         let needs_identity = (audit_to_log && audit_condition != AuditCondition::None)
-            || deny_rules.iter().chain(&allow_rules).any(|r| !r.principals.is_empty());
-        Ok(AuthorizationPolicy { name, deny_rules, allow_rules, audit_condition, audit_to_log, needs_identity })
+            || deny_rules
+                .iter()
+                .chain(&allow_rules)
+                .any(|r| !r.principals.is_empty());
+        Ok(AuthorizationPolicy {
+            name,
+            deny_rules,
+            allow_rules,
+            audit_condition,
+            audit_to_log,
+            needs_identity,
+        })
     }
 
     /// The policy's `name`.
@@ -415,12 +442,29 @@ impl AuthorizationPolicy {
 
     /// Decides one call: deny rules first, then allow rules, else deny.
     pub fn evaluate(&self, path: &str, metadata: &MetadataMap, peer: &PeerIdentity) -> Decision {
-        if let Some(r) = self.deny_rules.iter().find(|r| r.matches(path, metadata, peer)) {
-            return Decision { allowed: false, rule: Some(Arc::clone(&r.name)) };
+        if let Some(r) = self
+            .deny_rules
+            .iter()
+            .find(|r| r.matches(path, metadata, peer))
+        {
+            return Decision {
+                allowed: false,
+                rule: Some(Arc::clone(&r.name)),
+            };
         }
-        match self.allow_rules.iter().find(|r| r.matches(path, metadata, peer)) {
-            Some(r) => Decision { allowed: true, rule: Some(Arc::clone(&r.name)) },
-            None => Decision { allowed: false, rule: None },
+        match self
+            .allow_rules
+            .iter()
+            .find(|r| r.matches(path, metadata, peer))
+        {
+            Some(r) => Decision {
+                allowed: true,
+                rule: Some(Arc::clone(&r.name)),
+            },
+            None => Decision {
+                allowed: false,
+                rule: None,
+            },
         }
     }
 
@@ -489,7 +533,8 @@ fn join(base: &str, field: &str) -> String {
 }
 
 fn object<'a>(v: &'a Value, field: &str) -> Result<&'a Map<String, Value>, PolicyError> {
-    v.as_object().ok_or_else(|| PolicyError::at(field, format!("must be an object, not {}", type_name(v))))
+    v.as_object()
+        .ok_or_else(|| PolicyError::at(field, format!("must be an object, not {}", type_name(v))))
 }
 
 /// Unknown fields are errors: a policy written for a newer gRPC must not be
@@ -497,9 +542,10 @@ fn object<'a>(v: &'a Value, field: &str) -> Result<&'a Map<String, Value>, Polic
 fn check_fields(obj: &Map<String, Value>, base: &str, known: &[&str]) -> Result<(), PolicyError> {
     match obj.keys().find(|k| !known.contains(&k.as_str())) {
         None => Ok(()),
-        Some(k) => {
-            Err(PolicyError::at(&join(base, k), format!("unknown field (expected one of: {})", known.join(", "))))
-        }
+        Some(k) => Err(PolicyError::at(
+            &join(base, k),
+            format!("unknown field (expected one of: {})", known.join(", ")),
+        )),
     }
 }
 
@@ -508,19 +554,33 @@ fn field<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
     obj.get(key).filter(|v| !v.is_null())
 }
 
-fn opt_string<'a>(obj: &'a Map<String, Value>, key: &str, path: &str) -> Result<Option<&'a str>, PolicyError> {
+fn opt_string<'a>(
+    obj: &'a Map<String, Value>,
+    key: &str,
+    path: &str,
+) -> Result<Option<&'a str>, PolicyError> {
     match field(obj, key) {
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
-        Some(v) => Err(PolicyError::at(path, format!("must be a string, not {}", type_name(v)))),
+        Some(v) => Err(PolicyError::at(
+            path,
+            format!("must be a string, not {}", type_name(v)),
+        )),
     }
 }
 
-fn opt_array<'a>(obj: &'a Map<String, Value>, key: &str, path: &str) -> Result<&'a [Value], PolicyError> {
+fn opt_array<'a>(
+    obj: &'a Map<String, Value>,
+    key: &str,
+    path: &str,
+) -> Result<&'a [Value], PolicyError> {
     match field(obj, key) {
         None => Ok(&[]),
         Some(Value::Array(a)) => Ok(a),
-        Some(v) => Err(PolicyError::at(path, format!("must be an array, not {}", type_name(v)))),
+        Some(v) => Err(PolicyError::at(
+            path,
+            format!("must be an array, not {}", type_name(v)),
+        )),
     }
 }
 
@@ -530,9 +590,10 @@ fn patterns(obj: &Map<String, Value>, key: &str, path: &str) -> Result<Vec<Patte
         .enumerate()
         .map(|(i, v)| match v {
             Value::String(s) => Ok(Pattern::parse(s)),
-            other => {
-                Err(PolicyError::at(&format!("{path}[{i}]"), format!("must be a string, not {}", type_name(other))))
-            }
+            other => Err(PolicyError::at(
+                &format!("{path}[{i}]"),
+                format!("must be a string, not {}", type_name(other)),
+            )),
         })
         .collect()
 }
@@ -541,7 +602,12 @@ fn parse_rules(v: Option<&Value>, list: &str) -> Result<Vec<Rule>, PolicyError> 
     let items = match v.filter(|v| !v.is_null()) {
         None => return Ok(Vec::new()),
         Some(Value::Array(a)) => a,
-        Some(other) => return Err(PolicyError::at(list, format!("must be an array, not {}", type_name(other)))),
+        Some(other) => {
+            return Err(PolicyError::at(
+                list,
+                format!("must be an array, not {}", type_name(other)),
+            ))
+        }
     };
     let mut names = HashSet::new();
     let mut rules = Vec::with_capacity(items.len());
@@ -549,7 +615,10 @@ fn parse_rules(v: Option<&Value>, list: &str) -> Result<Vec<Rule>, PolicyError> 
         let at = format!("{list}[{i}]");
         let rule = parse_rule(item, &at)?;
         if !names.insert(rule.name.clone()) {
-            return Err(PolicyError::at(&join(&at, "name"), format!("duplicate rule name {:?} in {list}", rule.name)));
+            return Err(PolicyError::at(
+                &join(&at, "name"),
+                format!("duplicate rule name {:?} in {list}", rule.name),
+            ));
         }
         rules.push(rule);
     }
@@ -576,11 +645,19 @@ fn parse_rule(v: &Value, at: &str) -> Result<Rule, PolicyError> {
         let request = object(request, &rat)?;
         check_fields(request, &rat, &["paths", "headers"])?;
         paths = patterns(request, "paths", &join(&rat, "paths"))?;
-        for (i, h) in opt_array(request, "headers", &join(&rat, "headers"))?.iter().enumerate() {
+        for (i, h) in opt_array(request, "headers", &join(&rat, "headers"))?
+            .iter()
+            .enumerate()
+        {
             headers.push(parse_header(h, &format!("{rat}.headers[{i}]"))?);
         }
     }
-    Ok(Rule { name, principals, paths, headers })
+    Ok(Rule {
+        name,
+        principals,
+        paths,
+        headers,
+    })
 }
 
 fn parse_header(v: &Value, at: &str) -> Result<HeaderRule, PolicyError> {
@@ -592,10 +669,16 @@ fn parse_header(v: &Value, at: &str) -> Result<HeaderRule, PolicyError> {
         _ => return Err(PolicyError::at(&kat, "is required")),
     };
     if key.starts_with(':') {
-        return Err(PolicyError::at(&kat, format!("unsupported header {key:?}: pseudo headers cannot be matched")));
+        return Err(PolicyError::at(
+            &kat,
+            format!("unsupported header {key:?}: pseudo headers cannot be matched"),
+        ));
     }
     if key.starts_with("grpc-") {
-        return Err(PolicyError::at(&kat, format!("unsupported header {key:?}: grpc-* headers cannot be matched")));
+        return Err(PolicyError::at(
+            &kat,
+            format!("unsupported header {key:?}: grpc-* headers cannot be matched"),
+        ));
     }
     if UNSUPPORTED_HEADERS.contains(&key.as_str()) {
         return Err(PolicyError::at(
@@ -625,7 +708,9 @@ const AUDIT_LOGGERS: &[&str] = &["stdout_logger"];
 
 fn parse_audit(v: Option<&Value>) -> Result<(AuditCondition, bool), PolicyError> {
     const AT: &str = "audit_logging_options";
-    let Some(v) = v.filter(|v| !v.is_null()) else { return Ok((AuditCondition::None, false)) };
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return Ok((AuditCondition::None, false));
+    };
     let obj = object(v, AT)?;
     check_fields(obj, AT, &["audit_condition", "audit_loggers"])?;
     let cat = join(AT, "audit_condition");
@@ -637,12 +722,17 @@ fn parse_audit(v: Option<&Value>) -> Result<(AuditCondition, bool), PolicyError>
         Some(other) => {
             return Err(PolicyError::at(
                 &cat,
-                format!("unknown value {other:?} (expected NONE, ON_DENY, ON_ALLOW or ON_DENY_AND_ALLOW)"),
+                format!(
+                "unknown value {other:?} (expected NONE, ON_DENY, ON_ALLOW or ON_DENY_AND_ALLOW)"
+            ),
             ))
         }
     };
     let mut to_log = false;
-    for (i, l) in opt_array(obj, "audit_loggers", &join(AT, "audit_loggers"))?.iter().enumerate() {
+    for (i, l) in opt_array(obj, "audit_loggers", &join(AT, "audit_loggers"))?
+        .iter()
+        .enumerate()
+    {
         let lat = format!("{AT}.audit_loggers[{i}]");
         let lobj = object(l, &lat)?;
         check_fields(lobj, &lat, &["name", "config", "is_optional"])?;
@@ -710,14 +800,21 @@ fn der_tlv(input: &[u8]) -> Option<Tlv<'_>> {
         }
         let (bytes, r) = rest.split_at(n);
         rest = r;
-        bytes.iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b))
+        bytes
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b))
     };
     if rest.len() < len {
         return None;
     }
     let header_len = input.len() - rest.len();
     let (content, after) = rest.split_at(len);
-    Some(Tlv { tag, content, whole: &input[..header_len + len], rest: after })
+    Some(Tlv {
+        tag,
+        content,
+        whole: &input[..header_len + len],
+        rest: after,
+    })
 }
 
 /// The iPAddress entries of a certificate's subjectAltName extension (RFC 5280 4.2.1.6);
@@ -756,8 +853,12 @@ fn ip_sans(cert: &[u8]) -> Vec<std::net::IpAddr> {
                 entries = name.rest;
                 if name.tag == 0x87 {
                     match name.content.len() {
-                        4 => out.push(std::net::IpAddr::from(<[u8; 4]>::try_from(name.content).ok()?)),
-                        16 => out.push(std::net::IpAddr::from(<[u8; 16]>::try_from(name.content).ok()?)),
+                        4 => out.push(std::net::IpAddr::from(
+                            <[u8; 4]>::try_from(name.content).ok()?,
+                        )),
+                        16 => out.push(std::net::IpAddr::from(
+                            <[u8; 16]>::try_from(name.content).ok()?,
+                        )),
                         _ => {}
                     }
                 }
@@ -791,7 +892,12 @@ fn oid_string(content: &[u8]) -> Option<String> {
     if arcs.is_empty() {
         return None;
     }
-    Some(arcs.iter().map(u64::to_string).collect::<Vec<_>>().join("."))
+    Some(
+        arcs.iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join("."),
+    )
 }
 
 /// The value of a string-typed attribute as Go's `encoding/asn1` reads it
@@ -807,7 +913,10 @@ fn der_string(tag: u8, content: &[u8]) -> Option<String> {
             if content.len() % 2 != 0 {
                 return None;
             }
-            let mut units: Vec<u16> = content.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
+            let mut units: Vec<u16> = content
+                .chunks_exact(2)
+                .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                .collect();
             if units.last() == Some(&0) {
                 units.pop();
             }
@@ -820,7 +929,9 @@ fn der_string(tag: u8, content: &[u8]) -> Option<String> {
 /// Go's `asn1.Marshal` of a string: PrintableString when every character
 /// allows it, else UTF8String.
 fn go_marshal_string(s: &str) -> Vec<u8> {
-    let printable = s.bytes().all(|b| b.is_ascii_alphanumeric() || b" '()+,-./:=?".contains(&b));
+    let printable = s
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b" '()+,-./:=?".contains(&b));
     let mut out = vec![if printable { 0x13 } else { 0x0c }];
     let len = s.len();
     if len < 0x80 {
@@ -876,23 +987,43 @@ fn go_subject_string(name: &[u8]) -> Option<String> {
     let mut others: Vec<String> = Vec::new();
     let mut rest = name;
     while !rest.is_empty() {
-        let Tlv { tag, content: set, rest: after, .. } = der_tlv(rest)?;
+        let Tlv {
+            tag,
+            content: set,
+            rest: after,
+            ..
+        } = der_tlv(rest)?;
         rest = after;
         if tag != 0x31 {
             return None;
         }
         let mut atvs = set;
         while !atvs.is_empty() {
-            let Tlv { tag, content: atv, rest: after, .. } = der_tlv(atvs)?;
+            let Tlv {
+                tag,
+                content: atv,
+                rest: after,
+                ..
+            } = der_tlv(atvs)?;
             atvs = after;
             if tag != 0x30 {
                 return None;
             }
-            let Tlv { tag: otag, content: oid, rest: value, .. } = der_tlv(atv)?;
+            let Tlv {
+                tag: otag,
+                content: oid,
+                rest: value,
+                ..
+            } = der_tlv(atv)?;
             if otag != 0x06 {
                 return None;
             }
-            let Tlv { tag: vtag, content: vcontent, whole: vwhole, .. } = der_tlv(value)?;
+            let Tlv {
+                tag: vtag,
+                content: vcontent,
+                whole: vwhole,
+                ..
+            } = der_tlv(value)?;
             let text = der_string(vtag, vcontent);
             let attr = match oid {
                 [0x55, 0x04, n] => NAMED.iter().position(|(id, _)| *id == u64::from(*n)),
@@ -925,7 +1056,13 @@ fn go_subject_string(name: &[u8]) -> Option<String> {
             continue;
         }
         let (_, short) = NAMED[i];
-        parts.push(values.iter().map(|v| format!("{short}={}", go_escape(v))).collect::<Vec<_>>().join("+"));
+        parts.push(
+            values
+                .iter()
+                .map(|v| format!("{short}={}", go_escape(v)))
+                .collect::<Vec<_>>()
+                .join("+"),
+        );
     }
     parts.extend(others.into_iter().rev());
     Some(parts.join(","))
@@ -953,7 +1090,9 @@ pub struct AuthzInterceptor {
 impl AuthzInterceptor {
     /// Enforces `policy`.
     pub fn new(policy: AuthorizationPolicy) -> AuthzInterceptor {
-        AuthzInterceptor { policy: Arc::new(policy) }
+        AuthzInterceptor {
+            policy: Arc::new(policy),
+        }
     }
 
     /// Parses `json` ([`AuthorizationPolicy::from_json`]) and enforces it.
@@ -1014,12 +1153,18 @@ struct WatcherHandle {
     _stop: mpsc::Sender<()>,
 }
 
-fn read_policy_file(path: &Path) -> Result<(Vec<u8>, Result<AuthorizationPolicy, PolicyError>), PolicyError> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| PolicyError::new(format!("cannot read policy file {}: {e}", path.display())))?;
+fn read_policy_file(
+    path: &Path,
+) -> Result<(Vec<u8>, Result<AuthorizationPolicy, PolicyError>), PolicyError> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        PolicyError::new(format!("cannot read policy file {}: {e}", path.display()))
+    })?;
     let policy = match std::str::from_utf8(&bytes) {
         Ok(s) => AuthorizationPolicy::from_json(s),
-        Err(_) => Err(PolicyError::new(format!("policy file {} is not UTF-8", path.display()))),
+        Err(_) => Err(PolicyError::new(format!(
+            "policy file {} is not UTF-8",
+            path.display()
+        ))),
     };
     Ok((bytes, policy))
 }
@@ -1029,13 +1174,19 @@ impl FileWatcherInterceptor {
     /// is an error, so a server does not start without its policy) and
     /// checks the file for changes every `refresh_interval` (must be
     /// non-zero).
-    pub fn new(path: impl AsRef<Path>, refresh_interval: Duration) -> Result<FileWatcherInterceptor, PolicyError> {
+    pub fn new(
+        path: impl AsRef<Path>,
+        refresh_interval: Duration,
+    ) -> Result<FileWatcherInterceptor, PolicyError> {
         let path = path.as_ref().to_path_buf();
         if refresh_interval.is_zero() {
-            return Err(PolicyError::new("the policy refresh interval must be greater than zero"));
+            return Err(PolicyError::new(
+                "the policy refresh interval must be greater than zero",
+            ));
         }
         let (mut last, policy) = read_policy_file(&path)?;
-        let policy = policy.map_err(|e| PolicyError::new(format!("{} (in {})", e.message, path.display())))?;
+        let policy = policy
+            .map_err(|e| PolicyError::new(format!("{} (in {})", e.message, path.display())))?;
         let current = Arc::new(RwLock::new(Arc::new(policy)));
         let (stop, stopped) = mpsc::channel::<()>();
         let (slot, file) = (Arc::clone(&current), path.clone());
@@ -1060,7 +1211,13 @@ impl FileWatcherInterceptor {
                 }
             })
             .map_err(|e| PolicyError::new(format!("cannot start the policy file watcher: {e}")))?;
-        Ok(FileWatcherInterceptor { inner: Arc::new(WatcherHandle { current, path, _stop: stop }) })
+        Ok(FileWatcherInterceptor {
+            inner: Arc::new(WatcherHandle {
+                current,
+                path,
+                _stop: stop,
+            }),
+        })
     }
 
     /// The policy in force now.
@@ -1090,7 +1247,9 @@ mod tests {
     }
 
     fn err(json: &str) -> String {
-        AuthorizationPolicy::from_json(json).expect_err("policy must be refused").to_string()
+        AuthorizationPolicy::from_json(json)
+            .expect_err("policy must be refused")
+            .to_string()
     }
 
     fn cert(uris: &[&str], dns: &[&str], subject: &str) -> PeerIdentity {
@@ -1139,14 +1298,20 @@ mod tests {
             ]}"#,
         );
         let m = MetadataMap::new();
-        let rule = |path: &str| p.evaluate(path, &m, &PLAIN).matched_rule().map(str::to_string);
+        let rule = |path: &str| {
+            p.evaluate(path, &m, &PLAIN)
+                .matched_rule()
+                .map(str::to_string)
+        };
         assert_eq!(rule("/pkg.A/Get").as_deref(), Some("exact"));
         assert_eq!(rule("/pkg.A/GetMore"), None);
         assert_eq!(rule("/pkg.B/Anything").as_deref(), Some("prefix"));
         assert_eq!(rule("/pkg.C/Health").as_deref(), Some("suffix"));
         assert_eq!(rule("/pkg.C/Other"), None);
         assert!(!p.evaluate("/pkg.C/Other", &m, &PLAIN).is_allowed());
-        let any = policy(r#"{"name": "p", "allow_rules": [{"name": "any", "request": {"paths": ["*"]}}]}"#);
+        let any = policy(
+            r#"{"name": "p", "allow_rules": [{"name": "any", "request": {"paths": ["*"]}}]}"#,
+        );
         assert!(any.evaluate("/x.Y/Z", &m, &PLAIN).is_allowed());
     }
 
@@ -1164,9 +1329,16 @@ mod tests {
         assert!(ok(&[("x-role", "ops-lead"), ("x-env", "prod")]));
         assert!(!ok(&[("x-role", "admin")]), "both headers are required");
         assert!(!ok(&[("x-role", "user"), ("x-env", "prod")]));
-        assert!(!ok(&[("x-role", "admin"), ("x-env", "")]), "\"*\" needs a non-empty value");
+        assert!(
+            !ok(&[("x-role", "admin"), ("x-env", "")]),
+            "\"*\" needs a non-empty value"
+        );
         // Several values are one value joined with ",": "user,admin" is not exactly "admin".
-        assert!(!ok(&[("x-role", "user"), ("x-role", "admin"), ("x-env", "p")]));
+        assert!(!ok(&[
+            ("x-role", "user"),
+            ("x-role", "admin"),
+            ("x-env", "p")
+        ]));
         assert!(ok(&[("x-role", "ops"), ("x-role", "user"), ("x-env", "p")]));
         // Binary metadata is matched on its decoded bytes.
         let b = policy(
@@ -1184,26 +1356,48 @@ mod tests {
         );
         let m = MetadataMap::new();
         let ok = |peer: &PeerIdentity| p.evaluate("/a.B/C", &m, peer).is_allowed();
-        assert!(!ok(&PeerIdentity::Plaintext), "no principal matches without TLS, not even \"\"");
-        assert!(ok(&PeerIdentity::TlsWithoutCertificate), "\"\" matches TLS without a client certificate");
+        assert!(
+            !ok(&PeerIdentity::Plaintext),
+            "no principal matches without TLS, not even \"\""
+        );
+        assert!(
+            ok(&PeerIdentity::TlsWithoutCertificate),
+            "\"\" matches TLS without a client certificate"
+        );
         assert!(ok(&cert(&["spiffe://foo.com/sa/x"], &[], "")));
-        assert!(ok(&cert(&["urn:x", "spiffe://foo.com/sa/x"], &[], "")), "any URI SAN may match");
+        assert!(
+            ok(&cert(&["urn:x", "spiffe://foo.com/sa/x"], &[], "")),
+            "any URI SAN may match"
+        );
         // URI SANs present: DNS SANs and the subject are not looked at.
-        assert!(!ok(&cert(&["spiffe://bar.com/sa/x"], &["a.example.com"], "CN=client,O=Org")));
+        assert!(!ok(&cert(
+            &["spiffe://bar.com/sa/x"],
+            &["a.example.com"],
+            "CN=client,O=Org"
+        )));
         assert!(ok(&cert(&[], &["a.example.com"], "")));
         // DNS SANs present: the subject is not looked at.
         assert!(!ok(&cert(&[], &["a.other.com"], "CN=client,O=Org")));
         assert!(ok(&cert(&[], &[], "CN=client,O=Org")));
         assert!(!ok(&cert(&[], &[], "CN=client")));
 
-        let star = policy(r#"{"name": "p", "allow_rules": [{"name": "r", "source": {"principals": ["*"]}}]}"#);
+        let star = policy(
+            r#"{"name": "p", "allow_rules": [{"name": "r", "source": {"principals": ["*"]}}]}"#,
+        );
         let ok = |peer: &PeerIdentity| star.evaluate("/a.B/C", &m, peer).is_allowed();
         assert!(ok(&cert(&[], &[], "CN=x")));
-        assert!(!ok(&PeerIdentity::TlsWithoutCertificate), "\"*\" needs a non-empty identity");
+        assert!(
+            !ok(&PeerIdentity::TlsWithoutCertificate),
+            "\"*\" needs a non-empty identity"
+        );
         assert!(!ok(&PeerIdentity::Plaintext));
         // An empty principals list (or no source) is any peer.
-        let any = policy(r#"{"name": "p", "allow_rules": [{"name": "r", "source": {"principals": []}}]}"#);
-        assert!(any.evaluate("/a.B/C", &m, &PeerIdentity::Plaintext).is_allowed());
+        let any = policy(
+            r#"{"name": "p", "allow_rules": [{"name": "r", "source": {"principals": []}}]}"#,
+        );
+        assert!(any
+            .evaluate("/a.B/C", &m, &PeerIdentity::Plaintext)
+            .is_allowed());
     }
 
     #[test]
@@ -1220,7 +1414,9 @@ mod tests {
         let d = p.evaluate("/a.B/Open", &m, &PLAIN);
         assert!(d.is_allowed());
         assert_eq!(d.matched_rule(), Some("all"));
-        let narrow = policy(r#"{"name": "p", "allow_rules": [{"name": "one", "request": {"paths": ["/a.B/One"]}}]}"#);
+        let narrow = policy(
+            r#"{"name": "p", "allow_rules": [{"name": "one", "request": {"paths": ["/a.B/One"]}}]}"#,
+        );
         let d = narrow.evaluate("/a.B/Two", &m, &PLAIN);
         assert_eq!((d.is_allowed(), d.matched_rule()), (false, None));
         // Source and request are ANDed within a rule.
@@ -1228,8 +1424,12 @@ mod tests {
             r#"{"name": "p", "allow_rules": [{"name": "r", "source": {"principals": ["*"]}, "request": {"paths": ["/a.B/One"]}}]}"#,
         );
         assert!(!both.evaluate("/a.B/One", &m, &PLAIN).is_allowed());
-        assert!(both.evaluate("/a.B/One", &m, &cert(&[], &[], "CN=x")).is_allowed());
-        assert!(!both.evaluate("/a.B/Two", &m, &cert(&[], &[], "CN=x")).is_allowed());
+        assert!(both
+            .evaluate("/a.B/One", &m, &cert(&[], &[], "CN=x"))
+            .is_allowed());
+        assert!(!both
+            .evaluate("/a.B/Two", &m, &cert(&[], &[], "CN=x"))
+            .is_allowed());
     }
 
     #[test]
@@ -1238,14 +1438,35 @@ mod tests {
             ("nope", "not valid JSON"),
             ("[]", "policy: must be an object"),
             (r#"{"allow_rules": [{"name": "a"}]}"#, "name: is required"),
-            (r#"{"name": "", "allow_rules": [{"name": "a"}]}"#, "name: is required"),
+            (
+                r#"{"name": "", "allow_rules": [{"name": "a"}]}"#,
+                "name: is required",
+            ),
             (r#"{"name": "p"}"#, "allow_rules: is required"),
-            (r#"{"name": "p", "allow_rules": []}"#, "allow_rules: is required"),
-            (r#"{"name": "p", "allow_rules": {}}"#, "allow_rules: must be an array, not an object"),
-            (r#"{"name": 5, "allow_rules": [{"name": "a"}]}"#, "name: must be a string, not a number"),
-            (r#"{"name": "p", "allow_rules": [{"name": "a"}], "extra": 1}"#, "extra: unknown field"),
-            (r#"{"name": "p", "Allow_Rules": [{"name": "a"}]}"#, "Allow_Rules: unknown field"),
-            (r#"{"name": "p", "allow_rules": [{}]}"#, "allow_rules[0].name: is required"),
+            (
+                r#"{"name": "p", "allow_rules": []}"#,
+                "allow_rules: is required",
+            ),
+            (
+                r#"{"name": "p", "allow_rules": {}}"#,
+                "allow_rules: must be an array, not an object",
+            ),
+            (
+                r#"{"name": 5, "allow_rules": [{"name": "a"}]}"#,
+                "name: must be a string, not a number",
+            ),
+            (
+                r#"{"name": "p", "allow_rules": [{"name": "a"}], "extra": 1}"#,
+                "extra: unknown field",
+            ),
+            (
+                r#"{"name": "p", "Allow_Rules": [{"name": "a"}]}"#,
+                "Allow_Rules: unknown field",
+            ),
+            (
+                r#"{"name": "p", "allow_rules": [{}]}"#,
+                "allow_rules[0].name: is required",
+            ),
             (
                 r#"{"name": "p", "allow_rules": [{"name": "a"}, {"name": "a"}]}"#,
                 "allow_rules[1].name: duplicate rule name",
@@ -1333,8 +1554,14 @@ mod tests {
                 r#"{{"name": "p", "allow_rules": [{{"name": "a", "request": {{"headers": [{{"key": "{key}", "values": ["*"]}}]}}}}]}}"#
             );
             let e = err(&json);
-            assert!(e.contains("allow_rules[0].request.headers[0].key: unsupported header"), "{key}: {e}");
-            assert!(e.contains(&format!("{:?}", key.to_ascii_lowercase())), "{key}: {e}");
+            assert!(
+                e.contains("allow_rules[0].request.headers[0].key: unsupported header"),
+                "{key}: {e}"
+            );
+            assert!(
+                e.contains(&format!("{:?}", key.to_ascii_lowercase())),
+                "{key}: {e}"
+            );
         }
     }
 
@@ -1349,7 +1576,9 @@ mod tests {
         assert_eq!(p.name(), "p");
         assert_eq!(p.audit_condition(), AuditCondition::OnDenyAndAllow);
         assert!(p.audit_to_log);
-        assert!(p.evaluate("/a.B/C", &MetadataMap::new(), &PLAIN).is_allowed());
+        assert!(p
+            .evaluate("/a.B/C", &MetadataMap::new(), &PLAIN)
+            .is_allowed());
         assert!(AuditCondition::OnDeny.applies(false) && !AuditCondition::OnDeny.applies(true));
         assert!(AuditCondition::OnAllow.applies(true) && !AuditCondition::None.applies(false));
     }
@@ -1380,10 +1609,18 @@ mod tests {
         // Expected strings checked against Go 1.19's pkix.Name.String().
         let s = |atvs: &[(&[u8], u8, &[u8])]| go_subject_string(&name_der(atvs)).unwrap();
         assert_eq!(s(&[(CN, 0x0c, b"client")]), "CN=client");
-        assert_eq!(s(&[(C, 0x13, b"US"), (O, 0x0c, b"Org"), (CN, 0x0c, b"client")]), "CN=client,O=Org,C=US");
+        assert_eq!(
+            s(&[(C, 0x13, b"US"), (O, 0x0c, b"Org"), (CN, 0x0c, b"client")]),
+            "CN=client,O=Org,C=US"
+        );
         // Go's fixed order, not the certificate's; values of one type joined with '+'.
         assert_eq!(
-            s(&[(CN, 0x0c, b"client"), (OU, 0x0c, b"a"), (O, 0x13, b"Org"), (OU, 0x0c, b"b")]),
+            s(&[
+                (CN, 0x0c, b"client"),
+                (OU, 0x0c, b"a"),
+                (O, 0x13, b"Org"),
+                (OU, 0x0c, b"b")
+            ]),
             "CN=client,OU=a+OU=b,O=Org"
         );
         // Escaping, and unknown attributes as oid=#hex of Go's re-encoding (last).
@@ -1402,16 +1639,26 @@ mod tests {
         use rcgen::{CertificateParams, DnType, KeyPair, SanType};
         let key = KeyPair::generate().unwrap();
         let mut p = CertificateParams::new(vec!["a.example.com".to_string()]).unwrap();
-        p.subject_alt_names.push(SanType::URI("spiffe://foo.com/sa/client".try_into().unwrap()));
-        p.subject_alt_names.push(SanType::IpAddress("10.1.2.3".parse().unwrap()));
-        p.subject_alt_names.push(SanType::IpAddress("::1".parse().unwrap()));
+        p.subject_alt_names.push(SanType::URI(
+            "spiffe://foo.com/sa/client".try_into().unwrap(),
+        ));
+        p.subject_alt_names
+            .push(SanType::IpAddress("10.1.2.3".parse().unwrap()));
+        p.subject_alt_names
+            .push(SanType::IpAddress("::1".parse().unwrap()));
         p.distinguished_name.push(DnType::OrganizationName, "Org");
         p.distinguished_name.push(DnType::CommonName, "client");
         let der = p.self_signed(&key).unwrap().der().to_vec();
         let id = CertificateIdentity::from_der(&der).unwrap();
         assert_eq!(id.uri_sans, ["spiffe://foo.com/sa/client"]);
         assert_eq!(id.dns_sans, ["a.example.com"]);
-        assert_eq!(id.ip_sans, ["10.1.2.3".parse::<std::net::IpAddr>().unwrap(), "::1".parse().unwrap()]);
+        assert_eq!(
+            id.ip_sans,
+            [
+                "10.1.2.3".parse::<std::net::IpAddr>().unwrap(),
+                "::1".parse().unwrap()
+            ]
+        );
         assert_eq!(id.subject, "CN=client,O=Org");
         assert_eq!(id.principal(), "spiffe://foo.com/sa/client");
         // Any prefix of the DER: no panic, no IP names.
@@ -1424,19 +1671,28 @@ mod tests {
 
     #[test]
     fn oids_and_der_lengths() {
-        assert_eq!(oid_string(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d]).as_deref(), Some("1.2.840.113549"));
+        assert_eq!(
+            oid_string(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d]).as_deref(),
+            Some("1.2.840.113549")
+        );
         assert_eq!(oid_string(&[0x55, 0x04, 0x03]).as_deref(), Some("2.5.4.3"));
         assert_eq!(oid_string(&[0x88, 0x37]).as_deref(), Some("2.999"));
         assert_eq!(oid_string(&[0x86]), None, "truncated arc");
         assert_eq!(oid_string(&[]), None);
         let long: Vec<u8> = [&[0x04, 0x81, 0x80][..], &[7u8; 128][..]].concat();
         let t = der_tlv(&long).unwrap();
-        assert_eq!((t.tag, t.content.len(), t.whole.len(), t.rest.len()), (0x04, 128, 131, 0));
+        assert_eq!(
+            (t.tag, t.content.len(), t.whole.len(), t.rest.len()),
+            (0x04, 128, 131, 0)
+        );
         assert_eq!(der_tlv(&[0x04, 0x81]), None);
         assert_eq!(der_tlv(&[0x04, 0x80]), None, "indefinite length");
         assert_eq!(der_tlv(&[0x04, 0x05, 1]), None, "truncated");
         assert_eq!(go_marshal_string("abc"), vec![0x13, 3, b'a', b'b', b'c']);
         assert_eq!(go_marshal_string("a@b")[0], 0x0c);
-        assert_eq!(der_string(0x1e, &[0, b'h', 0, b'i', 0, 0]).as_deref(), Some("hi"));
+        assert_eq!(
+            der_string(0x1e, &[0, b'h', 0, b'i', 0, 0]).as_deref(),
+            Some("hi")
+        );
     }
 }

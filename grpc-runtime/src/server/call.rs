@@ -46,7 +46,10 @@ pub struct ServerCall {
 
 impl std::fmt::Debug for ServerCall {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerCall").field("method", &self.ctx.method()).field("metadata", &self.metadata).finish()
+        f.debug_struct("ServerCall")
+            .field("method", &self.ctx.method())
+            .field("metadata", &self.metadata)
+            .finish()
     }
 }
 
@@ -173,7 +176,10 @@ impl ServerCall {
         let method = ctx.method().rsplit('/').next().unwrap_or("").to_string();
         drop(self.body);
         Box::pin(async move {
-            finish_call(&ctx, Status::unimplemented(format!("method {method} not implemented")));
+            finish_call(
+                &ctx,
+                Status::unimplemented(format!("method {method} not implemented")),
+            );
         })
     }
 }
@@ -189,7 +195,9 @@ fn ok_status() -> Status {
 /// same; grpc-go answers INTERNAL).
 /// Reads the one request message of a unary or server-streaming call (and checks that no
 /// second one follows); returns it with its compressed flag.
-async fn read_single<Req: prost::Message + Default>(stream: &mut Streaming<Req>) -> Result<(Req, Option<bool>), Status> {
+async fn read_single<Req: prost::Message + Default>(
+    stream: &mut Streaming<Req>,
+) -> Result<(Req, Option<bool>), Status> {
     let Some(first) = stream.message().await? else {
         return Err(Status::unimplemented(
             "cardinality violation: expected exactly one request message for a unary request, got none",
@@ -205,7 +213,10 @@ async fn read_single<Req: prost::Message + Default>(stream: &mut Streaming<Req>)
 }
 
 /// The request the handler gets: the head of `req` with the message [`read_single`] read.
-fn with_message<Req>(req: Request<Streaming<Req>>, (message, compressed): (Req, Option<bool>)) -> Request<Req> {
+fn with_message<Req>(
+    req: Request<Streaming<Req>>,
+    (message, compressed): (Req, Option<bool>),
+) -> Request<Req> {
     let mut out = req.map(|_| message);
     if let Some(c) = compressed {
         out.set_message_compressed(c);
@@ -246,7 +257,11 @@ async fn send_stream<Resp: prost::Message>(
     let mut buf = BytesMut::new();
     let result = loop {
         let batch = next_batch(&mut stream, &mut buf, |item, buf| {
-            let encoding = if ctx.message_compression() { ctx.compression() } else { None };
+            let encoding = if ctx.message_compression() {
+                ctx.compression()
+            } else {
+                None
+            };
             let before = buf.len();
             encode_message(&item?, encoding, config.max_send, buf)?;
             ctx.add_sent_message_bytes(buf.len() - before - crate::codec::HEADER_LEN);
@@ -329,7 +344,11 @@ pub(crate) async fn send_message<M: prost::Message>(
     config: &CallConfig,
     msg: &M,
 ) -> Result<(), Status> {
-    let encoding = if ctx.message_compression() { ctx.compression() } else { None };
+    let encoding = if ctx.message_compression() {
+        ctx.compression()
+    } else {
+        None
+    };
     let mut buf = BytesMut::new();
     encode_message(msg, encoding, config.max_send, &mut buf)?;
     ctx.add_sent_message_bytes(buf.len() - crate::codec::HEADER_LEN);
@@ -361,7 +380,9 @@ async fn write_bytes(ctx: &ServerContext, mut data: Bytes) -> Result<(), Status>
                 match stream.poll_capacity(cx) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(None) => return Poll::Ready(Err(closed())),
-                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(Status::from_h2_error(&e))),
+                    Poll::Ready(Some(Err(e))) => {
+                        return Poll::Ready(Err(Status::from_h2_error(&e)))
+                    }
                     Poll::Ready(Some(Ok(0))) => {
                         // capacity is re-read; if still zero, poll again
                         if stream.capacity() == 0 {
@@ -378,10 +399,18 @@ async fn write_bytes(ctx: &ServerContext, mut data: Bytes) -> Result<(), Status>
             break;
         }
         // Taking all of `data` keeps it one unshared buffer (split_to would share it).
-        let chunk = if n >= data.len() { std::mem::take(&mut data) } else { data.split_to(n) };
+        let chunk = if n >= data.len() {
+            std::mem::take(&mut data)
+        } else {
+            data.split_to(n)
+        };
         let mut st = lock_state(ctx);
-        let ResponseState::Open(stream) = &mut *st else { return Err(closed()) };
-        stream.send_data(chunk, false).map_err(|e| Status::from_h2_error(&e))?;
+        let ResponseState::Open(stream) = &mut *st else {
+            return Err(closed());
+        };
+        stream
+            .send_data(chunk, false)
+            .map_err(|e| Status::from_h2_error(&e))?;
     }
     Ok(())
 }
@@ -393,7 +422,11 @@ const TRUNCATED_MESSAGE_BYTES: usize = 512;
 /// [`MAX_TRAILERS_SIZE`], only the code and the start of the message go out (details
 /// and trailing metadata are dropped, with a warning in the log).
 fn add_status_headers(h: &mut http::HeaderMap, status: &Status, trailers: &MetadataMap) {
-    if trailers.is_empty() && status.message().is_empty() && status.details().is_empty() && status.metadata().is_empty() {
+    if trailers.is_empty()
+        && status.message().is_empty()
+        && status.details().is_empty()
+        && status.metadata().is_empty()
+    {
         // The common case, a bare code: nothing to measure or truncate.
         status.add_to_headers(h);
         return;
@@ -414,7 +447,10 @@ fn add_status_headers(h: &mut http::HeaderMap, status: &Status, trailers: &Metad
         while !msg.is_char_boundary(end) {
             end -= 1;
         }
-        let cut = format!("{} [truncated: status and trailers exceeded {MAX_TRAILERS_SIZE} bytes]", &msg[..end]);
+        let cut = format!(
+            "{} [truncated: status and trailers exceeded {MAX_TRAILERS_SIZE} bytes]",
+            &msg[..end]
+        );
         t = Status::new(status.code(), cut).to_header_map();
     }
     h.extend(t);
@@ -434,7 +470,10 @@ pub(crate) fn finish_call(ctx: &ServerContext, status: Status) {
         ResponseState::Pending(mut respond) => {
             let mut resp = http::Response::new(());
             let h = resp.headers_mut();
-            h.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/grpc"));
+            h.insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/grpc"),
+            );
             add_status_headers(h, &status, &trailers);
             if let Err(e) = respond.send_response(resp, true) {
                 tracing::debug!("failed to send Trailers-Only response: {e}");
@@ -456,7 +495,10 @@ pub(crate) fn finish_call(ctx: &ServerContext, status: Status) {
             } else {
                 let mut resp = http::Response::new(());
                 let h = resp.headers_mut();
-                h.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/grpc"));
+                h.insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/grpc"),
+                );
                 add_status_headers(h, &status, &trailers);
                 sink.finish_trailers_only(resp);
             }
@@ -490,7 +532,10 @@ pub(crate) fn reset_call(ctx: &ServerContext, reason: h2::Reason) {
 }
 
 /// Polls for a RST_STREAM from the client; pending once the call is over.
-pub(crate) fn poll_client_reset(ctx: &ServerContext, cx: &mut std::task::Context<'_>) -> Poll<h2::Reason> {
+pub(crate) fn poll_client_reset(
+    ctx: &ServerContext,
+    cx: &mut std::task::Context<'_>,
+) -> Poll<h2::Reason> {
     let mut st = lock_state(ctx);
     let r = match &mut *st {
         ResponseState::Pending(r) => r.poll_reset(cx),

@@ -22,15 +22,16 @@ use super::interceptor::{CallHead, Next};
 use super::tls::PeerCertificates;
 use super::{ConnGuard, Shared, ABORT, FORCE, GRACEFUL, RUNNING};
 use crate::compression::{
-    encoding_from_headers, negotiate_response_encoding, EncodingSet, HeaderEncoding, GRPC_ACCEPT_ENCODING,
+    encoding_from_headers, negotiate_response_encoding, EncodingSet, HeaderEncoding,
+    GRPC_ACCEPT_ENCODING,
 };
 use crate::context::{MethodPath, ServerContext};
 use crate::latch::Latch;
 use crate::metadata::MetadataMap;
 use crate::status::{Code, Status};
 use crate::timeout::{decode_timeout, scope_deadline, Deadline, GRPC_TIMEOUT_NAME};
-use crate::transport::frame_tap::{Activity, FrameTap, PingPolicy};
 use crate::transport::bdp;
+use crate::transport::frame_tap::{Activity, FrameTap, PingPolicy};
 use crate::transport::jitter;
 
 /// A peer that connects but never sends the HTTP/2 preface is dropped after this (the
@@ -107,7 +108,9 @@ fn header_deadline(armed: bool, activity: &Activity, shared: &Shared) -> Option<
         return None;
     }
     let limit = shared.conn_mgmt.header_read_timeout?;
-    activity.header_block_since().map(|since| crate::timeout::instant_after(since, limit))
+    activity
+        .header_block_since()
+        .map(|since| crate::timeout::instant_after(since, limit))
 }
 
 /// When the next keepalive PING is due: `time` after the last byte read.
@@ -161,7 +164,8 @@ where
         // Not boxed: a box freed after the handshake leaves a hole of touched memory beside
         // this connection's buffers (measured: 0.5 KiB more RSS per idle connection), while
         // inline its state shares the task's allocation with the connection's later state.
-        let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, shared.h2.handshake::<_, Bytes>(io));
+        let handshake =
+            tokio::time::timeout(HANDSHAKE_TIMEOUT, shared.h2.handshake::<_, Bytes>(io));
         let mut conn = match handshake.await {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
@@ -212,8 +216,14 @@ where
                     .keepalive_time
                     .filter(|_| ping.is_some())
                     .map(|time| crate::timeout::instant_after(started, time)),
-                shared.conn_mgmt.max_connection_age.map(|age| crate::timeout::instant_after(started, jitter(age, 0.1))),
-                shared.conn_mgmt.max_connection_idle.map(|idle| crate::timeout::instant_after(started, idle)),
+                shared
+                    .conn_mgmt
+                    .max_connection_age
+                    .map(|age| crate::timeout::instant_after(started, jitter(age, 0.1))),
+                shared
+                    .conn_mgmt
+                    .max_connection_idle
+                    .map(|idle| crate::timeout::instant_after(started, idle)),
             )
         };
         // Once max age (or idle) drained the connection, `age_at` is when the grace period
@@ -449,7 +459,10 @@ fn send_http_error(mut respond: h2::server::SendResponse<Bytes>, code: StatusCod
     let mut resp = http::Response::new(());
     *resp.status_mut() = code;
     let h = resp.headers_mut();
-    h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
     status.add_to_headers(h);
     if let Err(e) = respond.send_response(resp, true) {
         tracing::debug!("failed to send HTTP error response: {e}");
@@ -457,13 +470,23 @@ fn send_http_error(mut respond: h2::server::SendResponse<Bytes>, code: StatusCod
 }
 
 /// Sends a Trailers-Only response before any call state exists.
-fn send_trailers_only(mut respond: h2::server::SendResponse<Bytes>, status: Status, extra: Option<(&str, String)>) {
+fn send_trailers_only(
+    mut respond: h2::server::SendResponse<Bytes>,
+    status: Status,
+    extra: Option<(&str, String)>,
+) {
     let mut resp = http::Response::new(());
     let h = resp.headers_mut();
-    h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
     status.add_to_headers(h);
     if let Some((k, v)) = extra {
-        if let (Ok(name), Ok(value)) = (http::HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(&v)) {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(&v),
+        ) {
             h.insert(name, value);
         }
     }
@@ -514,17 +537,29 @@ async fn handle_stream(
     }
     // Synchronous, so the request head is gone before the first await and is not part of
     // this task's state.
-    let Some(call) = accept_call(req, respond, peer, peer_certs, &shared) else { return };
+    let Some(call) = accept_call(req, respond, peer, peer_certs, &shared) else {
+        return;
+    };
     run_call(call, peer, shared, force).await;
 }
 
 /// Drives an accepted call under its tracing span and logs how it ended.
-pub(super) async fn run_call(call: AcceptedCall, peer: Option<SocketAddr>, shared: Arc<Shared>, force: Arc<Latch>) {
+pub(super) async fn run_call(
+    call: AcceptedCall,
+    peer: Option<SocketAddr>,
+    shared: Arc<Shared>,
+    force: Arc<Latch>,
+) {
     let ctx = call.ctx.clone();
     let span = tracing::debug_span!("grpc_call", method = %ctx.method(), peer = ?peer, code = tracing::field::Empty);
     let started = StdInstant::now();
-    drive_call(call, shared, force).instrument(span.clone()).await;
-    let code = ctx.final_status().map(|s| s.code()).unwrap_or(Code::Cancelled);
+    drive_call(call, shared, force)
+        .instrument(span.clone())
+        .await;
+    let code = ctx
+        .final_status()
+        .map(|s| s.code())
+        .unwrap_or(Code::Cancelled);
     span.record("code", tracing::field::display(code));
     tracing::debug!(parent: &span, code = %code, elapsed_ms = started.elapsed().as_millis() as u64, "call finished");
 }
@@ -538,7 +573,10 @@ pub(super) struct Rejected {
 
 impl From<Status> for Rejected {
     fn from(status: Status) -> Self {
-        Rejected { status, extra: None }
+        Rejected {
+            status,
+            extra: None,
+        }
     }
 }
 
@@ -557,7 +595,11 @@ pub(super) struct Routed {
 /// path, service, method, grpc-timeout, grpc-encoding, metadata.
 pub(super) fn route(parts: &http::request::Parts, shared: &Shared) -> Result<Routed, Rejected> {
     // The path is shared with the request head (no copy) and kept by the context.
-    let path_and_query = parts.uri.path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
     let path = path_and_query.path();
     let Some((service_name, method_name)) = split_path(path) else {
         return Err(Status::unimplemented(format!("malformed method name: {path:?}")).into());
@@ -566,7 +608,10 @@ pub(super) fn route(parts: &http::request::Parts, shared: &Shared) -> Result<Rou
         return Err(Status::unimplemented(format!("unknown service {service_name}")).into());
     };
     if !service.methods().iter().any(|m| m.name == method_name) {
-        return Err(Status::unimplemented(format!("unknown method {method_name} for service {service_name}")).into());
+        return Err(Status::unimplemented(format!(
+            "unknown method {method_name} for service {service_name}"
+        ))
+        .into());
     }
     let deadline = match parts.headers.get(&GRPC_TIMEOUT_NAME) {
         None => None,
@@ -578,8 +623,12 @@ pub(super) fn route(parts: &http::request::Parts, shared: &Shared) -> Result<Rou
     let request_encoding = match encoding_from_headers(&parts.headers) {
         HeaderEncoding::Identity => None,
         HeaderEncoding::Known(e) if shared.accept_encodings.contains(e) => Some(e),
-        HeaderEncoding::Known(e) => return Err(reject_encoding(e.as_str(), shared.accept_encodings)),
-        HeaderEncoding::Unknown(name) => return Err(reject_encoding(&name, shared.accept_encodings)),
+        HeaderEncoding::Known(e) => {
+            return Err(reject_encoding(e.as_str(), shared.accept_encodings))
+        }
+        HeaderEncoding::Unknown(name) => {
+            return Err(reject_encoding(&name, shared.accept_encodings))
+        }
     };
     let metadata = match MetadataMap::from_headers(&parts.headers) {
         Ok(m) => m,
@@ -593,7 +642,15 @@ pub(super) fn route(parts: &http::request::Parts, shared: &Shared) -> Result<Rou
         shared.send_encodings,
         client_accepts,
     );
-    Ok(Routed { path_and_query, service, deadline, request_encoding, metadata, client_accepts, response_encoding })
+    Ok(Routed {
+        path_and_query,
+        service,
+        deadline,
+        request_encoding,
+        metadata,
+        client_accepts,
+        response_encoding,
+    })
 }
 
 /// Validates a new stream (method, content-type, path, grpc-timeout, grpc-encoding,
@@ -613,7 +670,9 @@ fn accept_call(
         let size = over.size();
         send_trailers_only(
             respond,
-            Status::resource_exhausted(format!("request metadata size {size} exceeds the limit of {limit} bytes")),
+            Status::resource_exhausted(format!(
+                "request metadata size {size} exceeds the limit of {limit} bytes"
+            )),
             None,
         );
         return None;
@@ -628,7 +687,9 @@ fn accept_call(
     }
     let ct = parts.headers.get(http::header::CONTENT_TYPE);
     if !is_grpc_content_type(ct) {
-        let shown = ct.map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).unwrap_or_default();
+        let shown = ct
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_default();
         send_http_error(
             respond,
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -649,12 +710,23 @@ fn accept_call(
             if let Some(s) = &stats {
                 s.end(&status);
             }
-            send_trailers_only(respond, status, extra.as_ref().map(|(k, v)| (*k, v.clone())));
+            send_trailers_only(
+                respond,
+                status,
+                extra.as_ref().map(|(k, v)| (*k, v.clone())),
+            );
             return None;
         }
     };
-    let Routed { path_and_query, service, deadline, request_encoding, metadata, client_accepts, response_encoding } =
-        routed;
+    let Routed {
+        path_and_query,
+        service,
+        deadline,
+        request_encoding,
+        metadata,
+        client_accepts,
+        response_encoding,
+    } = routed;
     let ctx = ServerContext::new(
         MethodPath::Received(path_and_query),
         peer,
@@ -673,10 +745,20 @@ fn accept_call(
     if deadline.is_some_and(|d| d.is_expired()) {
         // Already over (`grpc-timeout: 0n`, `1n`, `1u`...): the handler never runs
         // (grpc-go does the same).
-        super::call::finish_call(&ctx, Status::deadline_exceeded("deadline exceeded before the call started"));
+        super::call::finish_call(
+            &ctx,
+            Status::deadline_exceeded("deadline exceeded before the call started"),
+        );
         return None;
     }
-    Some(AcceptedCall { ctx, metadata, body: super::CallBody::H2(body), service, request_encoding, deadline })
+    Some(AcceptedCall {
+        ctx,
+        metadata,
+        body: super::CallBody::H2(body),
+        service,
+        request_encoding,
+        deadline,
+    })
 }
 
 /// What the service's handler needs besides the head (which interceptors may change).
@@ -689,7 +771,12 @@ struct Handler {
 
 impl Handler {
     /// Starts the handler; the future resolves with the status it left on the call.
-    fn start(self, ctx: ServerContext, metadata: MetadataMap, extensions: http::Extensions) -> crate::BoxFuture<Status> {
+    fn start(
+        self,
+        ctx: ServerContext,
+        metadata: MetadataMap,
+        extensions: http::Extensions,
+    ) -> crate::BoxFuture<Status> {
         let call = ServerCall {
             metadata,
             extensions,
@@ -699,10 +786,13 @@ impl Handler {
             request_encoding: self.request_encoding,
         };
         // accept_call checked the path's shape: /service/method
-        let fut = self.service.call(ctx.method().rsplit('/').next().unwrap_or_default(), call);
+        let fut = self
+            .service
+            .call(ctx.method().rsplit('/').next().unwrap_or_default(), call);
         Box::pin(async move {
             fut.await;
-            ctx.final_status().unwrap_or_else(|| Status::internal("handler returned without finishing the call"))
+            ctx.final_status()
+                .unwrap_or_else(|| Status::internal("handler returned without finishing the call"))
         })
     }
 }
@@ -710,7 +800,10 @@ impl Handler {
 /// Whether `path` names a method of one of the server's services.
 fn is_registered(shared: &Shared, path: &str) -> bool {
     split_path(path).is_some_and(|(service, method)| {
-        shared.services.get(service).is_some_and(|s| s.methods().iter().any(|m| m.name == method))
+        shared
+            .services
+            .get(service)
+            .is_some_and(|s| s.methods().iter().any(|m| m.name == method))
     })
 }
 
@@ -725,14 +818,28 @@ fn reject_encoding(name: &str, accepted: EncodingSet) -> Rejected {
 }
 
 async fn drive_call(call: AcceptedCall, shared: Arc<Shared>, force: Arc<Latch>) {
-    let AcceptedCall { ctx, metadata, body, service, request_encoding, deadline } = call;
-    let handler = Handler { service, body, config: shared.call_config.clone(), request_encoding };
+    let AcceptedCall {
+        ctx,
+        metadata,
+        body,
+        service,
+        request_encoding,
+        deadline,
+    } = call;
+    let handler = Handler {
+        service,
+        body,
+        config: shared.call_config.clone(),
+        request_encoding,
+    };
     let work = if shared.interceptors.is_empty() {
         // No interceptors: the handler's future is the call's work (no terminal closure).
         handler.start(ctx.clone(), metadata, http::Extensions::new())
     } else {
         let terminal_ctx = ctx.clone();
-        let terminal = Box::new(move |head: CallHead| handler.start(terminal_ctx, head.metadata, head.extensions));
+        let terminal = Box::new(move |head: CallHead| {
+            handler.start(terminal_ctx, head.metadata, head.extensions)
+        });
         Next::new(shared.interceptors.clone(), terminal).run(CallHead::new(metadata, ctx.clone()))
     };
     // A stats plugin may run the call's work in its trace context.
@@ -787,7 +894,10 @@ async fn drive_call(call: AcceptedCall, shared: Arc<Shared>, force: Arc<Latch>) 
         }
     }
     // Let the handler observe the cancellation for a short while, then drop it.
-    if tokio::time::timeout(shared.cancel_grace, &mut work).await.is_err() {
+    if tokio::time::timeout(shared.cancel_grace, &mut work)
+        .await
+        .is_err()
+    {
         tracing::debug!("handler did not finish after cancellation; dropping it");
     }
     // A cancelled call that never sent a status: make sure the stream is gone.
@@ -816,7 +926,10 @@ mod tests {
     }
 
     #[test]
-    #[cfg_attr(debug_assertions, ignore = "release builds lay the future out tighter; run with --release")]
+    #[cfg_attr(
+        debug_assertions,
+        ignore = "release builds lay the future out tighter; run with --release"
+    )]
     fn the_connection_task_stays_in_its_allocation_class() {
         // tokio's task cell is the future plus 104 bytes, aligned to 128: up to 1,944
         // bytes of future it is 2,048 bytes per connection, one byte more makes it 2,176.

@@ -28,7 +28,11 @@ pub struct CallHead {
 
 impl CallHead {
     pub(crate) fn new(metadata: MetadataMap, context: ServerContext) -> CallHead {
-        CallHead { metadata, extensions: http::Extensions::new(), context }
+        CallHead {
+            metadata,
+            extensions: http::Extensions::new(),
+            context,
+        }
     }
 
     /// The full method path, e.g. `/helloworld.Greeter/SayHello`.
@@ -59,20 +63,30 @@ pub struct Next {
 
 impl std::fmt::Debug for Next {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Next").field("remaining", &(self.chain.len() - self.index)).finish()
+        f.debug_struct("Next")
+            .field("remaining", &(self.chain.len() - self.index))
+            .finish()
     }
 }
 
 impl Next {
     pub(crate) fn new(chain: Arc<[Arc<dyn Interceptor>]>, terminal: Terminal) -> Next {
-        Next { chain, index: 0, terminal }
+        Next {
+            chain,
+            index: 0,
+            terminal,
+        }
     }
 
     /// Runs the rest of the chain and returns the call's final status.
     pub fn run(self, head: CallHead) -> BoxFuture<Status> {
         match self.chain.get(self.index).cloned() {
             Some(icpt) => {
-                let next = Next { chain: self.chain, index: self.index + 1, terminal: self.terminal };
+                let next = Next {
+                    chain: self.chain,
+                    index: self.index + 1,
+                    terminal: self.terminal,
+                };
                 icpt.intercept(head, next)
             }
             None => (self.terminal)(head),

@@ -24,12 +24,15 @@ use std::time::Duration;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Notify;
 
-pub use call::ServerCall;
 pub(crate) use call::CallBody;
+pub use call::ServerCall;
 pub use interceptor::{interceptor_fn, CallHead, Interceptor, InterceptorFn, Next};
 pub use tls::{ServerTlsConfig, TlsInfo, TlsReloader, DEFAULT_TLS_HANDSHAKE_TIMEOUT};
 #[cfg(feature = "grpc-web")]
-pub use web::{AllowedOrigins, GrpcWebConfig, DEFAULT_CORS_MAX_AGE, DEFAULT_HTTP1_MAX_BUF_SIZE, DEFAULT_HTTP1_MAX_HEADERS};
+pub use web::{
+    AllowedOrigins, GrpcWebConfig, DEFAULT_CORS_MAX_AGE, DEFAULT_HTTP1_MAX_BUF_SIZE,
+    DEFAULT_HTTP1_MAX_HEADERS,
+};
 
 use crate::codec::{DEFAULT_MAX_RECV_MESSAGE_SIZE, DEFAULT_MAX_SEND_MESSAGE_SIZE};
 use crate::compression::{CompressionEncoding, EncodingSet};
@@ -93,10 +96,12 @@ fn add_reflection(services: &mut HashMap<&'static str, Arc<dyn Service>>) -> std
             builder = builder.register_encoded_file_descriptor_set(set);
         }
     }
-    let reflection = builder
-        .list_only(listed)
-        .build()
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("server reflection: {e}")))?;
+    let reflection = builder.list_only(listed).build().map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("server reflection: {e}"),
+        )
+    })?;
     let (v1, v1alpha) = (reflection.v1(), reflection.v1alpha());
     services.insert(v1.name(), Arc::new(v1));
     services.insert(v1alpha.name(), Arc::new(v1alpha));
@@ -209,7 +214,10 @@ impl ServerBuilder {
     pub fn add_service(mut self, service: impl Service) -> Self {
         let name = service.name();
         if self.services.insert(name, Arc::new(service)).is_some() {
-            tracing::warn!(service = name, "service registered twice; the last one wins");
+            tracing::warn!(
+                service = name,
+                "service registered twice; the last one wins"
+            );
         }
         self
     }
@@ -556,7 +564,9 @@ impl ServerBuilder {
         }
         let mut conn_mgmt = self.conn_mgmt;
         conn_mgmt.stream_window = self.initial_stream_window.unwrap_or(conn::DEFAULT_WINDOW);
-        conn_mgmt.connection_window = self.initial_connection_window.unwrap_or(conn::DEFAULT_WINDOW);
+        conn_mgmt.connection_window = self
+            .initial_connection_window
+            .unwrap_or(conn::DEFAULT_WINDOW);
         if let Some(n) = self.max_frame_size {
             h2.max_frame_size(n);
         }
@@ -567,7 +577,10 @@ impl ServerBuilder {
         Ok(Arc::new(Shared {
             services,
             interceptors: self.interceptors.into(),
-            call_config: Arc::new(CallConfig { max_recv: self.max_recv, max_send: self.max_send }),
+            call_config: Arc::new(CallConfig {
+                max_recv: self.max_recv,
+                max_send: self.max_send,
+            }),
             accept_encodings: self.accept_encodings,
             send_encodings: self.send_encodings,
             default_compression: self.default_compression,
@@ -598,7 +611,8 @@ impl ServerBuilder {
     pub async fn serve(self, addr: SocketAddr) -> std::io::Result<()> {
         self.check_tls()?;
         let listener = TcpListener::bind(addr).await?;
-        self.serve_with_incoming_shutdown(listener, std::future::pending()).await
+        self.serve_with_incoming_shutdown(listener, std::future::pending())
+            .await
     }
 
     /// Binds `addr` and serves until `signal` completes, then shuts down
@@ -615,7 +629,8 @@ impl ServerBuilder {
 
     /// Serves connections accepted on an existing listener.
     pub async fn serve_with_incoming(self, listener: TcpListener) -> std::io::Result<()> {
-        self.serve_with_incoming_shutdown(listener, std::future::pending()).await
+        self.serve_with_incoming_shutdown(listener, std::future::pending())
+            .await
     }
 
     /// Serves an existing listener until `signal` completes. Then: stop
@@ -721,7 +736,9 @@ impl Shutdown {
 
     /// Resolves with the stage once it is above `seen`.
     pub(crate) fn past(&self, seen: u8) -> impl Future<Output = u8> + '_ {
-        wait_until(&self.changed, move || Some(self.stage()).filter(|&stage| stage > seen))
+        wait_until(&self.changed, move || {
+            Some(self.stage()).filter(|&stage| stage > seen)
+        })
     }
 
     /// Counts a new connection until the returned guard is dropped.
@@ -841,17 +858,31 @@ where
     for hook in shutdown_hooks {
         hook();
     }
-    tracing::debug!(connections = shutdown.open(), "shutting down: sending GOAWAY");
+    tracing::debug!(
+        connections = shutdown.open(),
+        "shutting down: sending GOAWAY"
+    );
     shutdown.raise(GRACEFUL);
-    if tokio::time::timeout(grace, shutdown.closed()).await.is_err() {
-        tracing::debug!(connections = shutdown.open(), "grace period over: cancelling in-flight calls");
+    if tokio::time::timeout(grace, shutdown.closed())
+        .await
+        .is_err()
+    {
+        tracing::debug!(
+            connections = shutdown.open(),
+            "grace period over: cancelling in-flight calls"
+        );
         shutdown.raise(FORCE);
         let limit = shared.cancel_grace.saturating_add(Duration::from_secs(1));
-        if tokio::time::timeout(limit, shutdown.closed()).await.is_err() {
-            tracing::debug!(connections = shutdown.open(), "connections still open; dropping them");
+        if tokio::time::timeout(limit, shutdown.closed())
+            .await
+            .is_err()
+        {
+            tracing::debug!(
+                connections = shutdown.open(),
+                "connections still open; dropping them"
+            );
         }
     }
     // `_abort` drops every connection left.
     Ok(())
 }
-

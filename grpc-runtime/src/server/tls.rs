@@ -85,11 +85,18 @@ impl ServerTlsConfig {
     /// Reads the certificate chain and key PEM files (e.g. the interop
     /// server's `--tls_cert_file` / `--tls_key_file`). The error names the
     /// file that could not be read.
-    pub fn from_pem_files(cert_chain: impl AsRef<std::path::Path>, key: impl AsRef<std::path::Path>) -> io::Result<Self> {
+    pub fn from_pem_files(
+        cert_chain: impl AsRef<std::path::Path>,
+        key: impl AsRef<std::path::Path>,
+    ) -> io::Result<Self> {
         let read = |p: &std::path::Path| {
-            std::fs::read(p).map_err(|e| io::Error::new(e.kind(), format!("cannot read {}: {e}", p.display())))
+            std::fs::read(p)
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot read {}: {e}", p.display())))
         };
-        Ok(ServerTlsConfig::new(read(cert_chain.as_ref())?, read(key.as_ref())?))
+        Ok(ServerTlsConfig::new(
+            read(cert_chain.as_ref())?,
+            read(key.as_ref())?,
+        ))
     }
 
     /// Uses a complete rustls server configuration instead of the PEM inputs
@@ -146,15 +153,17 @@ impl ServerTlsConfig {
         let mut config = if let Some(custom) = &self.custom {
             (**custom).clone()
         } else {
-            let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut io::Cursor::new(&self.cert_chain_pem))
-                .collect::<Result<_, _>>()
-                .map_err(|e| err(format!("invalid server certificate PEM: {e}")))?;
+            let chain: Vec<CertificateDer<'static>> =
+                rustls_pemfile::certs(&mut io::Cursor::new(&self.cert_chain_pem))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| err(format!("invalid server certificate PEM: {e}")))?;
             if chain.is_empty() {
                 return Err(err("server certificate PEM holds no certificate".into()));
             }
-            let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut io::Cursor::new(&self.key_pem))
-                .map_err(|e| err(format!("invalid server key PEM: {e}")))?
-                .ok_or_else(|| err("server key PEM holds no private key".into()))?;
+            let key: PrivateKeyDer<'static> =
+                rustls_pemfile::private_key(&mut io::Cursor::new(&self.key_pem))
+                    .map_err(|e| err(format!("invalid server key PEM: {e}")))?
+                    .ok_or_else(|| err("server key PEM holds no private key".into()))?;
             let provider = Arc::new(rustls::crypto::ring::default_provider());
             let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
                 .with_safe_default_protocol_versions()
@@ -167,18 +176,25 @@ impl ServerTlsConfig {
                     let mut found = false;
                     for cert in rustls_pemfile::certs(&mut io::Cursor::new(pem)) {
                         let cert = cert.map_err(|e| err(format!("invalid client CA PEM: {e}")))?;
-                        roots.add(cert).map_err(|e| err(format!("invalid client CA certificate: {e}")))?;
+                        roots
+                            .add(cert)
+                            .map_err(|e| err(format!("invalid client CA certificate: {e}")))?;
                         found = true;
                     }
                     if !found {
                         return Err(err("client CA PEM holds no certificate".into()));
                     }
                 }
-                let mut verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+                let mut verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                );
                 if self.client_auth_optional {
                     verifier = verifier.allow_unauthenticated();
                 }
-                let verifier = verifier.build().map_err(|e| err(format!("client certificate verifier: {e}")))?;
+                let verifier = verifier
+                    .build()
+                    .map_err(|e| err(format!("client certificate verifier: {e}")))?;
                 builder.with_client_cert_verifier(verifier)
             };
             builder
@@ -207,7 +223,8 @@ impl ServerTlsConfig {
         let acceptor = match &self.reloader {
             None => AcceptorSource::Fixed(built),
             Some(r) => {
-                r.offer_http1.store(http1, std::sync::atomic::Ordering::Release);
+                r.offer_http1
+                    .store(http1, std::sync::atomic::Ordering::Release);
                 // A reload made before the server started wins over the initial config.
                 let mut slot = r.slot.write().unwrap_or_else(|e| e.into_inner());
                 slot.get_or_insert(built);
@@ -280,13 +297,25 @@ impl TlsReloader {
     /// written, a key that does not match) is logged and the current configuration kept;
     /// the next change is tried again. Runs on the current tokio runtime until the
     /// returned task is aborted.
-    pub fn watch_files<F>(&self, paths: Vec<PathBuf>, interval: Duration, load: F) -> tokio::task::JoinHandle<()>
+    pub fn watch_files<F>(
+        &self,
+        paths: Vec<PathBuf>,
+        interval: Duration,
+        load: F,
+    ) -> tokio::task::JoinHandle<()>
     where
         F: Fn() -> io::Result<ServerTlsConfig> + Send + 'static,
     {
         let this = self.clone();
         let stamp = move |paths: &[PathBuf]| -> Vec<Option<(SystemTime, u64)>> {
-            paths.iter().map(|p| std::fs::metadata(p).ok().and_then(|m| Some((m.modified().ok()?, m.len())))).collect()
+            paths
+                .iter()
+                .map(|p| {
+                    std::fs::metadata(p)
+                        .ok()
+                        .and_then(|m| Some((m.modified().ok()?, m.len())))
+                })
+                .collect()
         };
         tokio::spawn(async move {
             let mut seen = stamp(&paths);
@@ -302,7 +331,9 @@ impl TlsReloader {
                 seen = now;
                 match load().and_then(|cfg| this.reload(&cfg)) {
                     Ok(()) => {}
-                    Err(e) => tracing::warn!(error = %e, "TLS files changed but cannot be loaded; keeping the current configuration"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "TLS files changed but cannot be loaded; keeping the current configuration")
+                    }
                 }
             }
         })
@@ -375,16 +406,21 @@ impl TlsServerSide {
     /// Runs the handshake on `io` and checks ALPN. `Err` is a readable
     /// reason; the caller logs it and drops the connection.
     /// The certificates are always `Some` (empty without a client certificate).
-    pub(crate) async fn accept<IO>(&self, io: IO) -> Result<(TlsStream<IO>, Option<PeerCertificates>, Alpn), String>
+    pub(crate) async fn accept<IO>(
+        &self,
+        io: IO,
+    ) -> Result<(TlsStream<IO>, Option<PeerCertificates>, Alpn), String>
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
         let acceptor = match &self.acceptor {
             AcceptorSource::Fixed(a) => a.clone(),
-            AcceptorSource::Reloadable(slot) => match slot.read().unwrap_or_else(|e| e.into_inner()).clone() {
-                Some(a) => a,
-                None => return Err("no TLS configuration installed".into()),
-            },
+            AcceptorSource::Reloadable(slot) => {
+                match slot.read().unwrap_or_else(|e| e.into_inner()).clone() {
+                    Some(a) => a,
+                    None => return Err("no TLS configuration installed".into()),
+                }
+            }
         };
         let stream = match tokio::time::timeout(self.handshake_timeout, acceptor.accept(io)).await {
             Ok(Ok(s)) => s,
@@ -404,9 +440,16 @@ impl TlsServerSide {
             }
         };
         let info = TlsInfo {
-            certificates: conn.peer_certificates().unwrap_or_default().iter().map(|c| c.clone().into_owned()).collect(),
+            certificates: conn
+                .peer_certificates()
+                .unwrap_or_default()
+                .iter()
+                .map(|c| c.clone().into_owned())
+                .collect(),
             protocol_version: conn.protocol_version().and_then(|v| v.as_str()),
-            cipher_suite: conn.negotiated_cipher_suite().and_then(|s| s.suite().as_str()),
+            cipher_suite: conn
+                .negotiated_cipher_suite()
+                .and_then(|s| s.suite().as_str()),
             alpn: conn.alpn_protocol().map(<[u8]>::to_vec),
         };
         Ok((stream, Some(Arc::new(info)), alpn))

@@ -58,8 +58,13 @@ const DEFAULT_ALLOW_HEADERS: &str =
     "content-type, x-grpc-web, x-user-agent, grpc-timeout, grpc-encoding, grpc-accept-encoding, authorization";
 
 /// Response headers browsers may always read.
-const DEFAULT_EXPOSE_HEADERS: [&str; 5] =
-    ["grpc-status", "grpc-message", "grpc-status-details-bin", "grpc-encoding", "grpc-accept-encoding"];
+const DEFAULT_EXPOSE_HEADERS: [&str; 5] = [
+    "grpc-status",
+    "grpc-message",
+    "grpc-status-details-bin",
+    "grpc-encoding",
+    "grpc-accept-encoding",
+];
 
 /// Which origins may call the server from a browser (CORS).
 #[derive(Debug, Clone)]
@@ -132,13 +137,15 @@ impl GrpcWebConfig {
     {
         let list = origins
             .into_iter()
-            .filter_map(|o| match HeaderValue::from_str(o.as_ref().trim_end_matches('/')) {
-                Ok(v) => Some(v),
-                Err(_) => {
-                    tracing::warn!(origin = o.as_ref(), "invalid CORS origin skipped");
-                    None
-                }
-            })
+            .filter_map(
+                |o| match HeaderValue::from_str(o.as_ref().trim_end_matches('/')) {
+                    Ok(v) => Some(v),
+                    Err(_) => {
+                        tracing::warn!(origin = o.as_ref(), "invalid CORS origin skipped");
+                        None
+                    }
+                },
+            )
             .collect();
         self.origins = AllowedOrigins::List(list);
         self
@@ -202,12 +209,19 @@ impl GrpcWebConfig {
     /// The `access-control-allow-origin` value for a request from `origin`: `Ok(None)`
     /// without an `Origin` (no CORS), `Err` for an origin not allowed.
     fn allow_origin(&self, origin: Option<&HeaderValue>) -> Result<Option<HeaderValue>, ()> {
-        let Some(origin) = origin else { return Ok(None) };
+        let Some(origin) = origin else {
+            return Ok(None);
+        };
         match &self.origins {
-            AllowedOrigins::Any if !self.allow_credentials => Ok(Some(HeaderValue::from_static("*"))),
+            AllowedOrigins::Any if !self.allow_credentials => {
+                Ok(Some(HeaderValue::from_static("*")))
+            }
             AllowedOrigins::Any => Ok(Some(origin.clone())),
             AllowedOrigins::List(list) => {
-                if list.iter().any(|o| o.as_bytes().eq_ignore_ascii_case(origin.as_bytes())) {
+                if list
+                    .iter()
+                    .any(|o| o.as_bytes().eq_ignore_ascii_case(origin.as_bytes()))
+                {
                     Ok(Some(origin.clone()))
                 } else {
                     Err(())
@@ -238,7 +252,12 @@ impl Mode {
 /// other than proto: the server's messages are protobuf).
 fn web_mode(ct: Option<&HeaderValue>) -> Option<Mode> {
     let ct = ct?.to_str().ok()?;
-    let base = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let base = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     match base.as_str() {
         "application/grpc-web" | "application/grpc-web+proto" => Some(Mode::Binary),
         "application/grpc-web-text" | "application/grpc-web-text+proto" => Some(Mode::Text),
@@ -250,10 +269,10 @@ fn web_mode(ct: Option<&HeaderValue>) -> Option<Mode> {
 /// or a CORS preflight (`OPTIONS`).
 pub(crate) fn is_web_request<B>(req: &http::Request<B>) -> bool {
     req.method() == Method::OPTIONS
-        || req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().len() >= 20 && v.as_bytes()[..20].eq_ignore_ascii_case(b"application/grpc-web"))
+        || req.headers().get(header::CONTENT_TYPE).is_some_and(|v| {
+            v.as_bytes().len() >= 20
+                && v.as_bytes()[..20].eq_ignore_ascii_case(b"application/grpc-web")
+        })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -298,11 +317,15 @@ impl Base64Decoder {
     fn decode_groups(&mut self, mut groups: &[u8], out: &mut BytesMut) -> Result<(), Status> {
         while !groups.is_empty() {
             // Up to and including the first group that ends in padding.
-            let end = groups.chunks(4).position(|g| g[3] == b'=').map_or(groups.len(), |i| (i + 1) * 4);
+            let end = groups
+                .chunks(4)
+                .position(|g| g[3] == b'=')
+                .map_or(groups.len(), |i| (i + 1) * 4);
             let (segment, rest) = groups.split_at(end);
             let start = out.len();
             out.resize(start + segment.len() / 4 * 3, 0);
-            match base64::engine::general_purpose::STANDARD.decode_slice(segment, &mut out[start..]) {
+            match base64::engine::general_purpose::STANDARD.decode_slice(segment, &mut out[start..])
+            {
                 Ok(n) => out.truncate(start + n),
                 Err(e) => {
                     return Err(Status::internal(format!(
@@ -366,7 +389,9 @@ where
 
 /// The body chunks of a request stream of the h2 connection (releasing flow-control
 /// capacity as they are taken).
-fn h2_chunks(body: h2::RecvStream) -> impl futures_core::Stream<Item = Result<Bytes, Status>> + Send {
+fn h2_chunks(
+    body: h2::RecvStream,
+) -> impl futures_core::Stream<Item = Result<Bytes, Status>> + Send {
     futures_util::stream::unfold(body, |mut body| async move {
         match std::future::poll_fn(|cx| body.poll_data(cx)).await? {
             Ok(data) => {
@@ -381,7 +406,9 @@ fn h2_chunks(body: h2::RecvStream) -> impl futures_core::Stream<Item = Result<By
 }
 
 /// The body chunks of an HTTP/1.1 request (trailers, if any, are ignored).
-fn http1_chunks(body: hyper::body::Incoming) -> impl futures_core::Stream<Item = Result<Bytes, Status>> + Send {
+fn http1_chunks(
+    body: hyper::body::Incoming,
+) -> impl futures_core::Stream<Item = Result<Bytes, Status>> + Send {
     use http_body::Body as _;
     futures_util::stream::unfold(Box::pin(body), |mut body| async move {
         loop {
@@ -390,7 +417,14 @@ fn http1_chunks(body: hyper::body::Incoming) -> impl futures_core::Stream<Item =
                     Ok(data) => return Some((Ok(data), body)),
                     Err(_trailers) => continue,
                 },
-                Err(e) => return Some((Err(Status::unavailable(format!("reading the request body failed: {e}"))), body)),
+                Err(e) => {
+                    return Some((
+                        Err(Status::unavailable(format!(
+                            "reading the request body failed: {e}"
+                        ))),
+                        body,
+                    ))
+                }
             }
         }
     })
@@ -465,10 +499,16 @@ impl WebSink {
     }
 
     /// Queues `data` (all of it) once the queue has room; fails once the client is gone.
-    pub(crate) fn poll_write(&self, cx: &mut Context<'_>, data: &mut Bytes) -> Poll<Result<(), Status>> {
+    pub(crate) fn poll_write(
+        &self,
+        cx: &mut Context<'_>,
+        data: &mut Bytes,
+    ) -> Poll<Result<(), Status>> {
         let mut q = self.0.lock();
         if q.reader_gone {
-            return Poll::Ready(Err(Status::cancelled("stream closed before the response was written")));
+            return Poll::Ready(Err(Status::cancelled(
+                "stream closed before the response was written",
+            )));
         }
         if q.queued >= WEB_QUEUE_LIMIT {
             q.writer = Some(cx.waker().clone());
@@ -540,7 +580,13 @@ pub(crate) struct WebBody {
 
 impl WebBody {
     fn empty() -> WebBody {
-        WebBody { queue: None, mode: Mode::Binary, allow_origin: None, shared: None, done: true }
+        WebBody {
+            queue: None,
+            mode: Mode::Binary,
+            allow_origin: None,
+            shared: None,
+            done: true,
+        }
     }
 
     /// Waits for the response head and returns it ready to send (content-type, CORS).
@@ -555,7 +601,8 @@ impl WebBody {
                 // The call went away without any answer (a panic past the adapters,
                 // a forced shutdown): say so rather than leave the client hanging.
                 let mut head = http::Response::new(());
-                Status::unavailable("call ended without a response").add_to_headers(head.headers_mut());
+                Status::unavailable("call ended without a response")
+                    .add_to_headers(head.headers_mut());
                 (head, true)
             }
             other => {
@@ -580,7 +627,9 @@ impl WebBody {
         if self.done {
             return Poll::Ready(None);
         }
-        let Some(queue) = self.queue.as_ref() else { return Poll::Ready(None) };
+        let Some(queue) = self.queue.as_ref() else {
+            return Poll::Ready(None);
+        };
         let mut q = queue.lock();
         let mut out = if q.chunks.len() == 1 {
             q.chunks.pop_front().unwrap_or_default()
@@ -601,7 +650,9 @@ impl WebBody {
             out = trailer_frame(&trailers);
         } else if q.aborted {
             self.done = true;
-            return Poll::Ready(Some(Err(std::io::Error::other("gRPC-Web call ended without a status"))));
+            return Poll::Ready(Some(Err(std::io::Error::other(
+                "gRPC-Web call ended without a status",
+            ))));
         } else if q.trailers_only {
             self.done = true;
             return Poll::Ready(None);
@@ -616,7 +667,6 @@ impl WebBody {
             Mode::Text => Bytes::from(base64::engine::general_purpose::STANDARD.encode(&out)),
         })))
     }
-
 }
 
 impl Drop for WebBody {
@@ -638,7 +688,9 @@ impl http_body::Body for WebBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
-        self.get_mut().poll_chunk(cx).map(|c| c.map(|r| r.map(http_body::Frame::data)))
+        self.get_mut()
+            .poll_chunk(cx)
+            .map(|c| c.map(|r| r.map(http_body::Frame::data)))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -649,7 +701,10 @@ impl http_body::Body for WebBody {
 /// The status and trailers as gRPC-Web's last frame: flag `0x80`, length, then
 /// `name: value\r\n` lines (names are lower-case already).
 fn trailer_frame(trailers: &HeaderMap) -> Bytes {
-    let len: usize = trailers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+    let len: usize = trailers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
     let mut buf = BytesMut::with_capacity(5 + len);
     buf.put_u8(0x80);
     buf.put_u32(len as u32);
@@ -663,11 +718,18 @@ fn trailer_frame(trailers: &HeaderMap) -> Bytes {
 }
 
 /// Finishes a gRPC-Web response head: the gRPC-Web content-type and CORS headers.
-fn decorate(head: &mut http::Response<()>, shared: &Shared, mode: Mode, allow_origin: Option<&HeaderValue>) {
+fn decorate(
+    head: &mut http::Response<()>,
+    shared: &Shared,
+    mode: Mode,
+    allow_origin: Option<&HeaderValue>,
+) {
     let h = head.headers_mut();
     h.insert(header::CONTENT_TYPE, mode.content_type());
     let Some(origin) = allow_origin else { return };
-    let Some(cfg) = shared.web.as_deref() else { return };
+    let Some(cfg) = shared.web.as_deref() else {
+        return;
+    };
     // Everything the head carries besides the content-type (metadata, and the status of a
     // Trailers-Only answer) and the gRPC status headers.
     let mut expose: Vec<&str> = DEFAULT_EXPOSE_HEADERS.to_vec();
@@ -691,7 +753,10 @@ fn decorate(head: &mut http::Response<()>, shared: &Shared, mode: Mode, allow_or
 fn add_cors(h: &mut HeaderMap, cfg: &GrpcWebConfig, origin: &HeaderValue) {
     h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
     if cfg.allow_credentials {
-        h.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
     }
     if origin != "*" {
         h.append(header::VARY, HeaderValue::from_static("origin"));
@@ -724,7 +789,8 @@ impl Answer {
 fn http_error(code: StatusCode, status: Status) -> http::Response<()> {
     let mut resp = http::Response::new(());
     *resp.status_mut() = code;
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     status.add_to_headers(resp.headers_mut());
     resp
 }
@@ -749,7 +815,10 @@ fn start(
     force: &Arc<Latch>,
 ) -> Answer {
     let Some(cfg) = shared.web.as_deref() else {
-        return Answer::Now(http_error(StatusCode::NOT_FOUND, Status::unimplemented("gRPC-Web is not enabled")));
+        return Answer::Now(http_error(
+            StatusCode::NOT_FOUND,
+            Status::unimplemented("gRPC-Web is not enabled"),
+        ));
     };
     let allow_origin = match cfg.allow_origin(parts.headers.get(header::ORIGIN)) {
         Ok(a) => a,
@@ -768,7 +837,8 @@ fn start(
         if let Some(origin) = &allow_origin {
             decorate(&mut resp, shared, mode, Some(origin));
         } else {
-            resp.headers_mut().insert(header::CONTENT_TYPE, mode.content_type());
+            resp.headers_mut()
+                .insert(header::CONTENT_TYPE, mode.content_type());
         }
         Answer::Now(resp)
     };
@@ -777,12 +847,15 @@ fn start(
             StatusCode::METHOD_NOT_ALLOWED,
             Status::internal(format!("gRPC-Web requires POST, got {}", parts.method)),
         );
-        resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST, OPTIONS"));
+        resp.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST, OPTIONS"));
         return Answer::Now(resp);
     }
     let ct = parts.headers.get(header::CONTENT_TYPE);
     let Some(mode) = web_mode(ct) else {
-        let shown = ct.map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).unwrap_or_default();
+        let shown = ct
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_default();
         return Answer::Now(http_error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Status::internal(format!("invalid gRPC-Web request content-type {shown:?}")),
@@ -793,7 +866,10 @@ fn start(
         let mut resp = http::Response::new(());
         status.add_to_headers(resp.headers_mut());
         if let Some((k, v)) = extra {
-            if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(&v)) {
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(k.as_bytes()),
+                HeaderValue::from_str(&v),
+            ) {
                 resp.headers_mut().insert(name, value);
             }
         }
@@ -814,12 +890,23 @@ fn start(
         Ok(r) => r,
         Err(Rejected { status, extra }) => return finish_now(trailers_only(status, extra), mode),
     };
-    let Routed { path_and_query, service, deadline, request_encoding, metadata, client_accepts, response_encoding } =
-        routed;
+    let Routed {
+        path_and_query,
+        service,
+        deadline,
+        request_encoding,
+        metadata,
+        client_accepts,
+        response_encoding,
+    } = routed;
     let method = path_and_query.path().rsplit('/').next().unwrap_or_default();
     if let Some(m) = service.methods().iter().find(|m| m.name == method) {
         if m.client_streaming {
-            let kind = if m.server_streaming { "bidi-streaming" } else { "client-streaming" };
+            let kind = if m.server_streaming {
+                "bidi-streaming"
+            } else {
+                "client-streaming"
+            };
             let status = Status::unimplemented(format!(
                 "{} is a {kind} method, which gRPC-Web cannot carry (a browser sends the whole request before it reads the response); call it with native gRPC",
                 path_and_query.path()
@@ -851,27 +938,63 @@ fn start(
     if let Some(certs) = peer_certs {
         ctx.set_peer_certificates(certs);
     }
-    let web_body = WebBody { queue: Some(queue), mode, allow_origin, shared: Some(Arc::clone(shared)), done: false };
+    let web_body = WebBody {
+        queue: Some(queue),
+        mode,
+        allow_origin,
+        shared: Some(Arc::clone(shared)),
+        done: false,
+    };
     if deadline.is_some_and(|d| d.is_expired()) {
-        super::call::finish_call(&ctx, Status::deadline_exceeded("deadline exceeded before the call started"));
+        super::call::finish_call(
+            &ctx,
+            Status::deadline_exceeded("deadline exceeded before the call started"),
+        );
         return Answer::Call(web_body);
     }
-    let call = AcceptedCall { ctx, metadata, body: CallBody::Chunks(body(mode)), service, request_encoding, deadline };
-    tokio::spawn(conn::run_call(call, peer, Arc::clone(shared), Arc::clone(force)));
+    let call = AcceptedCall {
+        ctx,
+        metadata,
+        body: CallBody::Chunks(body(mode)),
+        service,
+        request_encoding,
+        deadline,
+    };
+    tokio::spawn(conn::run_call(
+        call,
+        peer,
+        Arc::clone(shared),
+        Arc::clone(force),
+    ));
     Answer::Call(web_body)
 }
 
 /// Answers a CORS preflight.
-fn preflight(cfg: &GrpcWebConfig, req: &HeaderMap, allow_origin: Option<&HeaderValue>) -> http::Response<()> {
+fn preflight(
+    cfg: &GrpcWebConfig,
+    req: &HeaderMap,
+    allow_origin: Option<&HeaderValue>,
+) -> http::Response<()> {
     let mut resp = http::Response::new(());
     *resp.status_mut() = StatusCode::NO_CONTENT;
     let h = resp.headers_mut();
     h.insert(header::ALLOW, HeaderValue::from_static("POST, OPTIONS"));
-    let Some(origin) = allow_origin else { return resp };
+    let Some(origin) = allow_origin else {
+        return resp;
+    };
     add_cors(h, cfg, origin);
-    h.append(header::VARY, HeaderValue::from_static("access-control-request-method"));
-    h.append(header::VARY, HeaderValue::from_static("access-control-request-headers"));
-    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("POST"));
+    h.append(
+        header::VARY,
+        HeaderValue::from_static("access-control-request-method"),
+    );
+    h.append(
+        header::VARY,
+        HeaderValue::from_static("access-control-request-headers"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("POST"),
+    );
     // The default set, and every (valid) name the browser asks for: user metadata.
     let mut allow = String::from(DEFAULT_ALLOW_HEADERS);
     for v in req.get_all(header::ACCESS_CONTROL_REQUEST_HEADERS) {
@@ -889,7 +1012,10 @@ fn preflight(cfg: &GrpcWebConfig, req: &HeaderMap, allow_origin: Option<&HeaderV
         h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, v);
     }
     if let Some(age) = cfg.max_age {
-        h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from(age.as_secs()));
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from(age.as_secs()),
+        );
     }
     resp
 }
@@ -907,7 +1033,14 @@ pub(crate) async fn serve_h2_stream(
     force: Arc<Latch>,
 ) {
     let (parts, body) = req.into_parts();
-    let answer = start(parts, |mode| chunk_source(h2_chunks(body), mode), peer, peer_certs, &shared, &force);
+    let answer = start(
+        parts,
+        |mode| chunk_source(h2_chunks(body), mode),
+        peer,
+        peer_certs,
+        &shared,
+        &force,
+    );
     let (head, mut body) = tokio::select! {
         r = answer.resolve() => r,
         _ = std::future::poll_fn(|cx| respond.poll_reset(cx)) => return,
@@ -966,7 +1099,11 @@ async fn write_h2(stream: &mut h2::SendStream<Bytes>, mut data: Bytes) -> Result
             }
         })
         .await?;
-        let chunk = if n >= data.len() { std::mem::take(&mut data) } else { data.split_to(n) };
+        let chunk = if n >= data.len() {
+            std::mem::take(&mut data)
+        } else {
+            data.split_to(n)
+        };
         stream.send_data(chunk, false)?;
     }
     Ok(())
@@ -991,7 +1128,10 @@ pub(crate) async fn serve_sniffed<IO>(
 {
     let mut buf = [0u8; 24];
     let mut n = 0;
-    let limit = shared.conn_mgmt.header_read_timeout.unwrap_or(super::DEFAULT_HEADER_READ_TIMEOUT);
+    let limit = shared
+        .conn_mgmt
+        .header_read_timeout
+        .unwrap_or(super::DEFAULT_HEADER_READ_TIMEOUT);
     let sniff = async {
         while n < PREFACE.len() && buf[..n] == PREFACE[..n] {
             match io.read(&mut buf[n..]).await {
@@ -1011,7 +1151,12 @@ pub(crate) async fn serve_sniffed<IO>(
         return;
     }
     let http2 = n == PREFACE.len() && buf == *PREFACE;
-    let io = Rewind { prefix: buf, start: 0, end: n, io };
+    let io = Rewind {
+        prefix: buf,
+        start: 0,
+        end: n,
+        io,
+    };
     if http2 {
         conn::serve_connection(io, peer, peer_certs, shared, guard).await;
     } else {
@@ -1029,7 +1174,9 @@ pub(crate) async fn serve_http1<IO>(
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Some(cfg) = shared.web.as_deref() else { return };
+    let Some(cfg) = shared.web.as_deref() else {
+        return;
+    };
     let force = Arc::new(Latch::default());
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -1042,7 +1189,14 @@ pub(crate) async fn serve_http1<IO>(
         let (shared, force) = (Arc::clone(&shared), Arc::clone(&force));
         hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
             let (parts, body) = req.into_parts();
-            let answer = start(parts, |mode| chunk_source(http1_chunks(body), mode), peer, peer_certs.clone(), &shared, &force);
+            let answer = start(
+                parts,
+                |mode| chunk_source(http1_chunks(body), mode),
+                peer,
+                peer_certs.clone(),
+                &shared,
+                &force,
+            );
             async move {
                 let (head, body) = answer.resolve().await;
                 Ok::<_, Infallible>(head.map(|()| body))
@@ -1087,7 +1241,11 @@ struct Rewind<IO> {
 }
 
 impl<IO: AsyncRead + Unpin> AsyncRead for Rewind<IO> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         if self.start < self.end {
             let n = (self.end - self.start).min(buf.remaining());
             let start = self.start;
@@ -1100,7 +1258,11 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Rewind<IO> {
 }
 
 impl<IO: AsyncWrite + Unpin> AsyncWrite for Rewind<IO> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.io).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -1157,8 +1319,14 @@ mod tests {
 
     #[test]
     fn base64_malformed() {
-        assert!(decode_split("QQ*=", &[]).unwrap_err().message().contains("invalid base64"));
-        assert!(decode_split("QQ=", &[]).unwrap_err().message().contains("incomplete group"));
+        assert!(decode_split("QQ*=", &[])
+            .unwrap_err()
+            .message()
+            .contains("invalid base64"));
+        assert!(decode_split("QQ=", &[])
+            .unwrap_err()
+            .message()
+            .contains("incomplete group"));
     }
 
     #[test]
@@ -1167,7 +1335,10 @@ mod tests {
         assert_eq!(m("application/grpc-web"), Some(Mode::Binary));
         assert_eq!(m("application/grpc-web+proto"), Some(Mode::Binary));
         assert_eq!(m("application/grpc-web-text"), Some(Mode::Text));
-        assert_eq!(m("application/grpc-web-text+proto; charset=utf-8"), Some(Mode::Text));
+        assert_eq!(
+            m("application/grpc-web-text+proto; charset=utf-8"),
+            Some(Mode::Text)
+        );
         assert_eq!(m("application/grpc-web+json"), None);
         assert_eq!(m("application/grpc"), None);
     }

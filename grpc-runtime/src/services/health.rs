@@ -37,8 +37,8 @@ use tokio::sync::watch;
 
 pub use crate::generated::grpc_health_v1::health_check_response::ServingStatus;
 pub use crate::generated::grpc_health_v1::{
-    health_client, health_server, HealthCheckRequest, HealthCheckResponse, HealthListRequest, HealthListResponse,
-    FILE_DESCRIPTOR_SET,
+    health_client, health_server, HealthCheckRequest, HealthCheckResponse, HealthListRequest,
+    HealthListResponse, FILE_DESCRIPTOR_SET,
 };
 
 use crate::{BoxStream, Request, Response, Status};
@@ -91,7 +91,10 @@ impl std::fmt::Debug for HealthReporter {
             .map(|(k, e)| (k.as_str(), *e.tx.borrow()))
             .collect();
         known.sort();
-        f.debug_struct("HealthReporter").field("services", &known).field("shut_down", &state.shut_down).finish()
+        f.debug_struct("HealthReporter")
+            .field("services", &known)
+            .field("shut_down", &state.shut_down)
+            .finish()
     }
 }
 
@@ -112,14 +115,18 @@ pub fn health_reporter() -> (HealthReporter, HealthServer<HealthService>) {
 impl HealthReporter {
     /// A reporter where `""` (the whole server) is SERVING.
     pub fn new() -> Self {
-        let reporter = HealthReporter { shared: Arc::new(Shared::default()) };
+        let reporter = HealthReporter {
+            shared: Arc::new(Shared::default()),
+        };
         reporter.set_serving_status("", ServingStatus::Serving);
         reporter
     }
 
     /// The `grpc.health.v1.Health` service answering from this reporter.
     pub fn service(&self) -> HealthServer<HealthService> {
-        HealthServer::new(HealthService { shared: self.shared.clone() })
+        HealthServer::new(HealthService {
+            shared: self.shared.clone(),
+        })
     }
 
     /// Sets the status of `service` (`""` = the whole server) and tells its
@@ -163,7 +170,11 @@ impl HealthReporter {
     /// The status of `service`, or `None` if it was never set (or cleared).
     pub fn serving_status(&self, service: &str) -> Option<ServingStatus> {
         let state = self.shared.lock();
-        state.services.get(service).filter(|e| e.known).map(|e| *e.tx.borrow())
+        state
+            .services
+            .get(service)
+            .filter(|e| e.known)
+            .map(|e| *e.tx.borrow())
     }
 
     /// Sets every known service NOT_SERVING and ignores later updates until
@@ -203,7 +214,9 @@ fn set(state: &mut State, service: &str, status: ServingStatus) {
         }
         None => {
             let (tx, _) = watch::channel(status);
-            state.services.insert(service.to_string(), Entry { tx, known: true });
+            state
+                .services
+                .insert(service.to_string(), Entry { tx, known: true });
         }
     }
 }
@@ -233,7 +246,10 @@ impl Drop for WatchGuard {
     fn drop(&mut self) {
         let mut state = self.shared.lock();
         // `self.rx` is still alive here: 1 receiver left means only ours.
-        let remove = state.services.get(&self.service).is_some_and(|e| !e.known && e.tx.receiver_count() <= 1);
+        let remove = state
+            .services
+            .get(&self.service)
+            .is_some_and(|e| !e.known && e.tx.receiver_count() <= 1);
         if remove {
             state.services.remove(&self.service);
         }
@@ -241,16 +257,24 @@ impl Drop for WatchGuard {
 }
 
 impl Health for HealthService {
-    async fn check(&self, request: Request<HealthCheckRequest>) -> Result<Response<HealthCheckResponse>, Status> {
+    async fn check(
+        &self,
+        request: Request<HealthCheckRequest>,
+    ) -> Result<Response<HealthCheckResponse>, Status> {
         let service = request.into_inner().service;
         let state = self.shared.lock();
         match state.services.get(&service).filter(|e| e.known) {
-            Some(e) => Ok(Response::new(HealthCheckResponse { status: *e.tx.borrow() as i32 })),
+            Some(e) => Ok(Response::new(HealthCheckResponse {
+                status: *e.tx.borrow() as i32,
+            })),
             None => Err(Status::not_found(format!("unknown service {service:?}"))),
         }
     }
 
-    async fn list(&self, _request: Request<HealthListRequest>) -> Result<Response<HealthListResponse>, Status> {
+    async fn list(
+        &self,
+        _request: Request<HealthListRequest>,
+    ) -> Result<Response<HealthListResponse>, Status> {
         let state = self.shared.lock();
         let known = state.services.iter().filter(|(_, e)| e.known);
         let count = known.clone().count();
@@ -260,7 +284,14 @@ impl Health for HealthService {
             )));
         }
         let statuses = known
-            .map(|(k, e)| (k.clone(), HealthCheckResponse { status: *e.tx.borrow() as i32 }))
+            .map(|(k, e)| {
+                (
+                    k.clone(),
+                    HealthCheckResponse {
+                        status: *e.tx.borrow() as i32,
+                    },
+                )
+            })
             .collect();
         Ok(Response::new(HealthListResponse { statuses }))
     }
@@ -272,13 +303,21 @@ impl Health for HealthService {
         let service = request.into_inner().service;
         let rx = {
             let mut state = self.shared.lock();
-            let entry = state.services.entry(service.clone()).or_insert_with(|| Entry {
-                tx: watch::channel(ServingStatus::ServiceUnknown).0,
-                known: false,
-            });
+            let entry = state
+                .services
+                .entry(service.clone())
+                .or_insert_with(|| Entry {
+                    tx: watch::channel(ServingStatus::ServiceUnknown).0,
+                    known: false,
+                });
             entry.tx.subscribe()
         };
-        let guard = WatchGuard { rx, shared: self.shared.clone(), service, first: true };
+        let guard = WatchGuard {
+            rx,
+            shared: self.shared.clone(),
+            service,
+            first: true,
+        };
         let stream = futures_util::stream::unfold(guard, |mut g| async move {
             if !g.first {
                 // Only the latest status matters: a watcher that falls behind
@@ -287,7 +326,12 @@ impl Health for HealthService {
             }
             g.first = false;
             let status = *g.rx.borrow_and_update();
-            Some((Ok(HealthCheckResponse { status: status as i32 }), g))
+            Some((
+                Ok(HealthCheckResponse {
+                    status: status as i32,
+                }),
+                g,
+            ))
         });
         Ok(Response::new(Box::pin(stream)))
     }
@@ -307,28 +351,53 @@ mod tests {
         r.shutdown();
         assert_eq!(r.serving_status(""), Some(ServingStatus::NotServing));
         r.set_serving("a");
-        assert_eq!(r.serving_status("a"), Some(ServingStatus::NotServing), "ignored after shutdown");
+        assert_eq!(
+            r.serving_status("a"),
+            Some(ServingStatus::NotServing),
+            "ignored after shutdown"
+        );
         r.resume();
         assert_eq!(r.serving_status("a"), Some(ServingStatus::Serving));
         r.clear_service_status("a");
         assert_eq!(r.serving_status("a"), None);
-        assert!(!r.shared.lock().services.contains_key("a"), "no watcher: entry removed");
+        assert!(
+            !r.shared.lock().services.contains_key("a"),
+            "no watcher: entry removed"
+        );
     }
 
     #[tokio::test]
     async fn watchers_of_unknown_names_do_not_leak() {
         use futures_util::StreamExt;
         let r = HealthReporter::new();
-        let svc = HealthService { shared: r.shared.clone() };
-        let watch = |name: &str| svc.watch(Request::new(HealthCheckRequest { service: name.into() }));
+        let svc = HealthService {
+            shared: r.shared.clone(),
+        };
+        let watch = |name: &str| {
+            svc.watch(Request::new(HealthCheckRequest {
+                service: name.into(),
+            }))
+        };
         let mut s1 = watch("x").await.unwrap().into_inner();
         let mut s2 = watch("x").await.unwrap().into_inner();
-        assert_eq!(s1.next().await.unwrap().unwrap().status, ServingStatus::ServiceUnknown as i32);
-        assert_eq!(s2.next().await.unwrap().unwrap().status, ServingStatus::ServiceUnknown as i32);
+        assert_eq!(
+            s1.next().await.unwrap().unwrap().status,
+            ServingStatus::ServiceUnknown as i32
+        );
+        assert_eq!(
+            s2.next().await.unwrap().unwrap().status,
+            ServingStatus::ServiceUnknown as i32
+        );
         drop(s1);
-        assert!(r.shared.lock().services.contains_key("x"), "one watcher left");
+        assert!(
+            r.shared.lock().services.contains_key("x"),
+            "one watcher left"
+        );
         drop(s2);
-        assert!(!r.shared.lock().services.contains_key("x"), "last watcher gone: entry removed");
+        assert!(
+            !r.shared.lock().services.contains_key("x"),
+            "last watcher gone: entry removed"
+        );
         // A known service keeps its entry when its watchers go away.
         r.set_serving("k");
         let s = watch("k").await.unwrap().into_inner();

@@ -113,7 +113,11 @@ impl ReflectionBuilder {
     pub fn build(self) -> Result<Reflection, ReflectionError> {
         let mut index = Index::default();
         let builtin = [v1::FILE_DESCRIPTOR_SET, v1alpha::FILE_DESCRIPTOR_SET];
-        for bytes in builtin.iter().copied().chain(self.encoded.iter().map(|b| b.as_slice())) {
+        for bytes in builtin
+            .iter()
+            .copied()
+            .chain(self.encoded.iter().map(|b| b.as_slice()))
+        {
             let set = FileDescriptorSet::decode(bytes)
                 .map_err(|e| ReflectionError(format!("invalid FileDescriptorSet: {e}")))?;
             index.add_set(set)?;
@@ -125,7 +129,9 @@ impl ReflectionBuilder {
             index.services.retain(|s| s.starts_with("grpc.reflection."));
             index.services.extend(only);
         }
-        Ok(Reflection { index: Arc::new(index) })
+        Ok(Reflection {
+            index: Arc::new(index),
+        })
     }
 }
 
@@ -139,12 +145,18 @@ pub struct Reflection {
 impl Reflection {
     /// The `grpc.reflection.v1.ServerReflection` service.
     pub fn v1(&self) -> v1::server_reflection_server::ServerReflectionServer<ReflectionV1> {
-        v1::server_reflection_server::ServerReflectionServer::new(ReflectionV1 { index: self.index.clone() })
+        v1::server_reflection_server::ServerReflectionServer::new(ReflectionV1 {
+            index: self.index.clone(),
+        })
     }
 
     /// The `grpc.reflection.v1alpha.ServerReflection` service.
-    pub fn v1alpha(&self) -> v1alpha::server_reflection_server::ServerReflectionServer<ReflectionV1Alpha> {
-        v1alpha::server_reflection_server::ServerReflectionServer::new(ReflectionV1Alpha { index: self.index.clone() })
+    pub fn v1alpha(
+        &self,
+    ) -> v1alpha::server_reflection_server::ServerReflectionServer<ReflectionV1Alpha> {
+        v1alpha::server_reflection_server::ServerReflectionServer::new(ReflectionV1Alpha {
+            index: self.index.clone(),
+        })
     }
 
     /// Names of the services `list_services` answers, sorted.
@@ -228,7 +240,13 @@ impl Index {
             self.services.insert(sname);
         }
         let encoded = file.encode_to_vec();
-        self.files.insert(name, FileEntry { proto: file, encoded });
+        self.files.insert(
+            name,
+            FileEntry {
+                proto: file,
+                encoded,
+            },
+        );
         Ok(())
     }
 
@@ -262,10 +280,15 @@ impl Index {
     }
 
     fn add_extension(&mut self, file: &str, scope: &str, ext: &prost_types::FieldDescriptorProto) {
-        self.symbols.insert(join(scope, ext.name()), file.to_string());
+        self.symbols
+            .insert(join(scope, ext.name()), file.to_string());
         let extendee = ext.extendee().trim_start_matches('.').to_string();
-        self.extension_numbers.entry(extendee.clone()).or_default().insert(ext.number());
-        self.extensions.insert((extendee, ext.number()), file.to_string());
+        self.extension_numbers
+            .entry(extendee.clone())
+            .or_default()
+            .insert(ext.number());
+        self.extensions
+            .insert((extendee, ext.number()), file.to_string());
     }
 
     /// `file` and its imports (breadth first); imports already sent on this
@@ -279,7 +302,9 @@ impl Index {
                 continue;
             }
             // Imports we were not given are left out (the client sees them missing).
-            let Some(entry) = self.files.get(&name) else { continue };
+            let Some(entry) = self.files.get(&name) else {
+                continue;
+            };
             if out.is_empty() || !sent.contains(&name) {
                 out.push(entry.encoded.clone());
                 sent.insert(name);
@@ -291,7 +316,10 @@ impl Index {
 
     fn answer(&self, question: &MessageRequest, sent: &mut HashSet<String>) -> MessageResponse {
         let not_found = |what: String| {
-            MessageResponse::ErrorResponse(v1::ErrorResponse { error_code: Code::NotFound as i32, error_message: what })
+            MessageResponse::ErrorResponse(v1::ErrorResponse {
+                error_code: Code::NotFound as i32,
+                error_message: what,
+            })
         };
         let files = |file: &str, sent: &mut HashSet<String>| {
             MessageResponse::FileDescriptorResponse(v1::FileDescriptorResponse {
@@ -310,7 +338,10 @@ impl Index {
                 }
             }
             MessageRequest::FileContainingExtension(ext) => {
-                let key = (ext.containing_type.trim_start_matches('.').to_string(), ext.extension_number);
+                let key = (
+                    ext.containing_type.trim_start_matches('.').to_string(),
+                    ext.extension_number,
+                );
                 match self.extensions.get(&key) {
                     Some(file) => files(file, sent),
                     None => not_found(format!(
@@ -326,18 +357,34 @@ impl Index {
                 }
                 MessageResponse::AllExtensionNumbersResponse(v1::ExtensionNumberResponse {
                     base_type_name: ty.to_string(),
-                    extension_number: self.extension_numbers.get(ty).map(|s| s.iter().copied().collect()).unwrap_or_default(),
+                    extension_number: self
+                        .extension_numbers
+                        .get(ty)
+                        .map(|s| s.iter().copied().collect())
+                        .unwrap_or_default(),
                 })
             }
-            MessageRequest::ListServices(_) => MessageResponse::ListServicesResponse(v1::ListServiceResponse {
-                service: self.services.iter().map(|name| v1::ServiceResponse { name: name.clone() }).collect(),
-            }),
+            MessageRequest::ListServices(_) => {
+                MessageResponse::ListServicesResponse(v1::ListServiceResponse {
+                    service: self
+                        .services
+                        .iter()
+                        .map(|name| v1::ServiceResponse { name: name.clone() })
+                        .collect(),
+                })
+            }
         }
     }
 
-    fn respond(&self, request: v1::ServerReflectionRequest, sent: &mut HashSet<String>) -> Result<v1::ServerReflectionResponse, Status> {
+    fn respond(
+        &self,
+        request: v1::ServerReflectionRequest,
+        sent: &mut HashSet<String>,
+    ) -> Result<v1::ServerReflectionResponse, Status> {
         let Some(question) = &request.message_request else {
-            return Err(Status::invalid_argument("invalid reflection request: no question (message_request) set"));
+            return Err(Status::invalid_argument(
+                "invalid reflection request: no question (message_request) set",
+            ));
         };
         let answer = self.answer(question, sent);
         Ok(v1::ServerReflectionResponse {
@@ -367,24 +414,35 @@ where
         sent: HashSet<String>,
         done: bool,
     }
-    let state = State { index, requests, sent: HashSet::new(), done: false };
-    Box::pin(futures_util::stream::unfold(state, move |mut st| async move {
-        if st.done {
-            return None;
-        }
-        let result = match st.requests.message().await {
-            Ok(None) => return None,
-            Ok(Some(req)) => to_v1(req).and_then(|req| st.index.respond(req, &mut st.sent)).and_then(from_v1),
-            Err(e) => Err(e),
-        };
-        st.done = result.is_err();
-        Some((result, st))
-    }))
+    let state = State {
+        index,
+        requests,
+        sent: HashSet::new(),
+        done: false,
+    };
+    Box::pin(futures_util::stream::unfold(
+        state,
+        move |mut st| async move {
+            if st.done {
+                return None;
+            }
+            let result = match st.requests.message().await {
+                Ok(None) => return None,
+                Ok(Some(req)) => to_v1(req)
+                    .and_then(|req| st.index.respond(req, &mut st.sent))
+                    .and_then(from_v1),
+                Err(e) => Err(e),
+            };
+            st.done = result.is_err();
+            Some((result, st))
+        },
+    ))
 }
 
 /// Re-encodes between the two reflection packages (same wire format).
 fn convert<A: Message, B: Message + Default>(a: A) -> Result<B, Status> {
-    B::decode(a.encode_to_vec().as_slice()).map_err(|e| Status::internal(format!("reflection message conversion: {e}")))
+    B::decode(a.encode_to_vec().as_slice())
+        .map_err(|e| Status::internal(format!("reflection message conversion: {e}")))
 }
 
 /// `grpc.reflection.v1.ServerReflection`, made by [`Reflection::v1`].
@@ -398,7 +456,12 @@ impl v1::server_reflection_server::ServerReflection for ReflectionV1 {
         &self,
         request: Request<Streaming<v1::ServerReflectionRequest>>,
     ) -> Result<Response<BoxStream<v1::ServerReflectionResponse>>, Status> {
-        Ok(Response::new(serve(self.index.clone(), request.into_inner(), Ok, Ok)))
+        Ok(Response::new(serve(
+            self.index.clone(),
+            request.into_inner(),
+            Ok,
+            Ok,
+        )))
     }
 }
 
@@ -413,7 +476,12 @@ impl v1alpha::server_reflection_server::ServerReflection for ReflectionV1Alpha {
         &self,
         request: Request<Streaming<v1alpha::ServerReflectionRequest>>,
     ) -> Result<Response<BoxStream<v1alpha::ServerReflectionResponse>>, Status> {
-        Ok(Response::new(serve(self.index.clone(), request.into_inner(), convert, convert)))
+        Ok(Response::new(serve(
+            self.index.clone(),
+            request.into_inner(),
+            convert,
+            convert,
+        )))
     }
 }
 
@@ -426,12 +494,27 @@ mod tests {
         let r = ReflectionBuilder::new().build().unwrap();
         assert_eq!(
             r.service_names(),
-            vec!["grpc.reflection.v1.ServerReflection".to_string(), "grpc.reflection.v1alpha.ServerReflection".to_string()]
+            vec![
+                "grpc.reflection.v1.ServerReflection".to_string(),
+                "grpc.reflection.v1alpha.ServerReflection".to_string()
+            ]
         );
         let idx = &r.index;
-        assert_eq!(idx.symbols["grpc.reflection.v1.ServerReflection.ServerReflectionInfo"], "grpc/reflection/v1/reflection.proto");
-        assert_eq!(idx.symbols["grpc.reflection.v1.ServerReflectionRequest.file_by_filename"], "grpc/reflection/v1/reflection.proto");
-        assert_eq!(idx.symbols["grpc.reflection.v1.ServerReflectionRequest.message_request"], "grpc/reflection/v1/reflection.proto");
-        assert!(ReflectionBuilder::new().register_encoded_file_descriptor_set(&[0xff, 0xff]).build().is_err());
+        assert_eq!(
+            idx.symbols["grpc.reflection.v1.ServerReflection.ServerReflectionInfo"],
+            "grpc/reflection/v1/reflection.proto"
+        );
+        assert_eq!(
+            idx.symbols["grpc.reflection.v1.ServerReflectionRequest.file_by_filename"],
+            "grpc/reflection/v1/reflection.proto"
+        );
+        assert_eq!(
+            idx.symbols["grpc.reflection.v1.ServerReflectionRequest.message_request"],
+            "grpc/reflection/v1/reflection.proto"
+        );
+        assert!(ReflectionBuilder::new()
+            .register_encoded_file_descriptor_set(&[0xff, 0xff])
+            .build()
+            .is_err());
     }
 }

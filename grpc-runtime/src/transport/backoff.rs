@@ -62,7 +62,10 @@ pub(crate) struct Backoff {
 
 impl Backoff {
     pub(crate) fn new(config: BackoffConfig) -> Self {
-        Backoff { config, current: config.base_delay }
+        Backoff {
+            config,
+            current: config.base_delay,
+        }
     }
 
     /// Back to the initial delay (after a successful connection).
@@ -93,7 +96,10 @@ mod tests {
         let mut expected = 1.0f64;
         for _ in 0..20 {
             let d = b.next_delay().as_secs_f64();
-            assert!(d >= expected * 0.8 - 1e-9 && d <= expected * 1.2 + 1e-9, "{d} vs {expected}");
+            assert!(
+                d >= expected * 0.8 - 1e-9 && d <= expected * 1.2 + 1e-9,
+                "{d} vs {expected}"
+            );
             expected = (expected * 1.6).min(120.0);
         }
         assert_eq!(b.current(), Duration::from_secs(120));
@@ -110,7 +116,12 @@ mod tests {
             (Duration::from_secs(1), -3.0, -7.0),
             (Duration::MAX, 1e300, 1e300),
         ] {
-            let mut b = Backoff::new(BackoffConfig { base_delay: base, multiplier, jitter, max_delay: Duration::MAX });
+            let mut b = Backoff::new(BackoffConfig {
+                base_delay: base,
+                multiplier,
+                jitter,
+                max_delay: Duration::MAX,
+            });
             for _ in 0..5 {
                 let _ = b.next_delay();
             }

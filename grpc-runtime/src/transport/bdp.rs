@@ -45,7 +45,12 @@ pub(crate) struct Estimator {
 impl Estimator {
     /// An estimator whose window starts at `initial` (it never goes below it).
     pub(crate) fn new(initial: u32) -> Self {
-        Estimator { bdp: NonZeroU32::new(initial).unwrap_or(NonZeroU32::MIN), rtt: 0.0, samples: 0, bw_max: 0.0 }
+        Estimator {
+            bdp: NonZeroU32::new(initial).unwrap_or(NonZeroU32::MIN),
+            rtt: 0.0,
+            samples: 0,
+            bw_max: 0.0,
+        }
     }
 
     /// Feeds one sample (`bytes` received during one PING round trip of `rtt`); returns
@@ -104,12 +109,21 @@ pub(crate) const QUIET_AFTER_SMALL_SAMPLE: Duration = Duration::from_millis(50);
 
 /// Feeds a sample to the estimator; returns the new window when it grew (and logs it).
 /// A small sample quiets the sampling of `activity` for [`QUIET_AFTER_SMALL_SAMPLE`].
-pub(crate) fn grow(est: &mut Estimator, activity: &Activity, (bytes, rtt): (u64, Duration)) -> Option<u32> {
+pub(crate) fn grow(
+    est: &mut Estimator,
+    activity: &Activity,
+    (bytes, rtt): (u64, Duration),
+) -> Option<u32> {
     if bytes < u64::from(est.bdp.get() / 4) {
         activity.quiet_bdp_until(Instant::now() + QUIET_AFTER_SMALL_SAMPLE);
     }
     let window = est.on_sample(bytes, rtt)?;
-    debug!(window, sample = bytes, rtt_us = rtt.as_micros() as u64, "BDP estimate grew; raising flow-control windows");
+    debug!(
+        window,
+        sample = bytes,
+        rtt_us = rtt.as_micros() as u64,
+        "BDP estimate grew; raising flow-control windows"
+    );
     Some(window)
 }
 
@@ -117,7 +131,12 @@ pub(crate) fn grow(est: &mut Estimator, activity: &Activity, (bytes, rtt): (u64,
 /// fails) or the driver stops listening; new windows are sent on `windows`. (The server
 /// runs the same steps inside its connection task: it sends the PING itself and feeds the
 /// sample to [`grow`].)
-pub(crate) async fn run(ping: SharedPing, activity: Arc<Activity>, initial: u32, windows: watch::Sender<u32>) {
+pub(crate) async fn run(
+    ping: SharedPing,
+    activity: Arc<Activity>,
+    initial: u32,
+    windows: watch::Sender<u32>,
+) {
     activity.enable_bdp();
     let mut est = Estimator::new(initial);
     loop {

@@ -212,7 +212,9 @@ impl Connection {
     /// A view of this connection's activity that, unlike a `Connection` clone, does not
     /// keep the connection open.
     pub(crate) fn probe(&self) -> ConnectionProbe {
-        ConnectionProbe { shared: Arc::clone(&self.shared) }
+        ConnectionProbe {
+            shared: Arc::clone(&self.shared),
+        }
     }
 
     /// Number of streams open on this connection (as seen on the wire).
@@ -314,7 +316,10 @@ pub async fn connect(
         Ok(r) => r,
         Err(_) => Err(TransportError::new(
             TransportErrorKind::Timeout,
-            format!("connecting to {address} timed out after {:?}", config.connect_timeout),
+            format!(
+                "connecting to {address} timed out after {:?}",
+                config.connect_timeout
+            ),
         )),
     }
 }
@@ -324,8 +329,12 @@ async fn connect_inner(
     server_name: &str,
     config: &TransportConfig,
 ) -> Result<Connection, TransportError> {
-    let connect_err =
-        |e: std::io::Error| TransportError::new(TransportErrorKind::Connect, format!("connect to {address}: {e}"));
+    let connect_err = |e: std::io::Error| {
+        TransportError::new(
+            TransportErrorKind::Connect,
+            format!("connect to {address}: {e}"),
+        )
+    };
     match address {
         Address::Tcp(sa) => {
             let tcp = TcpStream::connect(sa).await.map_err(connect_err)?;
@@ -350,7 +359,9 @@ async fn connect_inner(
                     "TLS over unix sockets is not supported",
                 ));
             }
-            let stream = tokio::net::UnixStream::connect(path).await.map_err(connect_err)?;
+            let stream = tokio::net::UnixStream::connect(path)
+                .await
+                .map_err(connect_err)?;
             handshake(stream, address, config).await
         }
         #[cfg(target_os = "linux")]
@@ -362,9 +373,11 @@ async fn connect_inner(
                     "TLS over unix sockets is not supported",
                 ));
             }
-            let sa = std::os::unix::net::SocketAddr::from_abstract_name(name).map_err(connect_err)?;
+            let sa =
+                std::os::unix::net::SocketAddr::from_abstract_name(name).map_err(connect_err)?;
             // A unix-socket connect completes (or is refused) at once.
-            let std_stream = std::os::unix::net::UnixStream::connect_addr(&sa).map_err(connect_err)?;
+            let std_stream =
+                std::os::unix::net::UnixStream::connect_addr(&sa).map_err(connect_err)?;
             std_stream.set_nonblocking(true).map_err(connect_err)?;
             let stream = tokio::net::UnixStream::from_std(std_stream).map_err(connect_err)?;
             handshake(stream, address, config).await
@@ -372,7 +385,11 @@ async fn connect_inner(
     }
 }
 
-async fn handshake<T>(io: T, address: &Address, config: &TransportConfig) -> Result<Connection, TransportError>
+async fn handshake<T>(
+    io: T,
+    address: &Address,
+    config: &TransportConfig,
+) -> Result<Connection, TransportError>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -393,7 +410,12 @@ where
         .data_frame_budget(crate::transport::DATA_FRAME_BUDGET)
         .handshake::<FrameTap<T>, Bytes>(io)
         .await
-        .map_err(|e| TransportError::new(TransportErrorKind::Http2, format!("HTTP/2 handshake with {address}: {e}")))?;
+        .map_err(|e| {
+            TransportError::new(
+                TransportErrorKind::Http2,
+                format!("HTTP/2 handshake with {address}: {e}"),
+            )
+        })?;
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let (closed, _) = watch::channel(None);
     let mut ping_pong = conn.ping_pong();
@@ -478,7 +500,15 @@ where
     let ping_pong: Option<SharedPing> = ping_pong.map(|pp| Arc::new(tokio::sync::Mutex::new(pp)));
     if let (true, Some(pp)) = (s.adaptive_window, &ping_pong) {
         let span = tracing::debug_span!("h2_client_bdp", connection = id);
-        tokio::spawn(bdp::run(Arc::clone(pp), Arc::clone(&activity), s.initial_stream_window_size, win_tx).instrument(span));
+        tokio::spawn(
+            bdp::run(
+                Arc::clone(pp),
+                Arc::clone(&activity),
+                s.initial_stream_window_size,
+                win_tx,
+            )
+            .instrument(span),
+        );
     }
     match (keepalive, ping_pong) {
         (Some(ka), Some(pp)) => {
@@ -488,7 +518,10 @@ where
             tokio::spawn(
                 async move {
                     if keepalive_loop(pp, activity, ka, closed).await {
-                        debug!("keepalive PING not answered within {:?}; closing the connection", ka.timeout);
+                        debug!(
+                            "keepalive PING not answered within {:?}; closing the connection",
+                            ka.timeout
+                        );
                         let _ = ka_tx.send(());
                     }
                 }

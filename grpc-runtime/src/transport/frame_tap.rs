@@ -140,7 +140,11 @@ impl BuildHasher for StreamIdHash {
 
     fn build_hasher(&self) -> StreamIdHasher {
         static KEY: OnceLock<u64> = OnceLock::new();
-        StreamIdHasher(*KEY.get_or_init(|| std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64)))
+        StreamIdHasher(
+            *KEY.get_or_init(|| {
+                std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64)
+            }),
+        )
     }
 }
 
@@ -264,7 +268,9 @@ impl Activity {
     /// Publishes the open-stream count after a change (under the state lock), keeping
     /// [`BUSY_CONNECTIONS`] up to date.
     fn set_open_streams(&self, n: usize) {
-        let before = self.open_streams.swap(u32::try_from(n).unwrap_or(u32::MAX), Ordering::Relaxed);
+        let before = self
+            .open_streams
+            .swap(u32::try_from(n).unwrap_or(u32::MAX), Ordering::Relaxed);
         match (before, n) {
             (0, 1..) => {
                 BUSY_CONNECTIONS.fetch_add(1, Ordering::Relaxed);
@@ -278,7 +284,11 @@ impl Activity {
 
     /// Whether batching writes on this connection pays off (see the module doc).
     fn batching_pays(&self, workers: usize) -> bool {
-        batching_pays(self.open_streams.load(Ordering::Relaxed) as usize, BUSY_CONNECTIONS.load(Ordering::Relaxed), workers)
+        batching_pays(
+            self.open_streams.load(Ordering::Relaxed) as usize,
+            BUSY_CONNECTIONS.load(Ordering::Relaxed),
+            workers,
+        )
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> Option<R> {
@@ -297,7 +307,14 @@ impl Activity {
 
     /// `Some(since)` when no stream is open (and since when), `None` otherwise.
     pub(crate) fn idle_since(&self) -> Option<Instant> {
-        self.with(|s| if s.streams.is_empty() { Some(s.idle_since) } else { None }).flatten()
+        self.with(|s| {
+            if s.streams.is_empty() {
+                Some(s.idle_since)
+            } else {
+                None
+            }
+        })
+        .flatten()
     }
 
     /// Whether the ping policy was violated.
@@ -319,7 +336,8 @@ impl Activity {
     /// Publishes the scanner's header-block start after a read that changed it.
     fn set_header_since(&self, since: Option<Instant>) {
         self.with(|s| s.header_since = since);
-        self.header_pending.store(since.is_some(), Ordering::Release);
+        self.header_pending
+            .store(since.is_some(), Ordering::Release);
         if since.is_some() {
             self.header_started.store(true, Ordering::Release);
         }
@@ -328,7 +346,8 @@ impl Activity {
     /// Whether a header block began since the last call (lock-free; one load when none
     /// did), so that the connection task arms its header-read timer once per block.
     pub(crate) fn take_header_block_start(&self) -> bool {
-        self.header_started.load(Ordering::Acquire) && self.header_started.swap(false, Ordering::AcqRel)
+        self.header_started.load(Ordering::Acquire)
+            && self.header_started.swap(false, Ordering::AcqRel)
     }
 
     /// The last GOAWAY the peer sent: error code and debug data.
@@ -427,7 +446,9 @@ impl Activity {
                     Self::became_idle(s);
                 }
             }
-            RST_STREAM if s.streams.remove(&stream).is_some() && s.streams.is_empty() => Self::became_idle(s),
+            RST_STREAM if s.streams.remove(&stream).is_some() && s.streams.is_empty() => {
+                Self::became_idle(s)
+            }
             _ => {}
         }
         opened
@@ -449,7 +470,9 @@ impl Activity {
                 if kind != PING || flags & FLAG_ACK != 0 {
                     return (false, bdp);
                 }
-                let Some(policy) = s.policy else { return (false, bdp) };
+                let Some(policy) = s.policy else {
+                    return (false, bdp);
+                };
                 let now = Instant::now();
                 if s.reset_strikes {
                     s.strikes = 0;
@@ -622,7 +645,8 @@ impl Scanner {
     /// with END_HEADERS is read; any other frame ends the wait its header began (its
     /// payload is not timed), unless a block is open (h2 rejects such a frame).
     fn header_frame(&mut self, kind: u8, flags: u8, len: usize) {
-        let in_block = kind == HEADERS || kind == PUSH_PROMISE || (kind == CONTINUATION && self.block_open);
+        let in_block =
+            kind == HEADERS || kind == PUSH_PROMISE || (kind == CONTINUATION && self.block_open);
         if !in_block {
             if !self.block_open {
                 self.in_header = false;
@@ -683,7 +707,11 @@ struct GoAwayRewrite {
 
 impl Out {
     fn header() -> Out {
-        Out::Header { buf: [0; 9], have: 0, held: false }
+        Out::Header {
+            buf: [0; 9],
+            have: 0,
+            held: false,
+        }
     }
 }
 
@@ -712,12 +740,17 @@ impl<IO> FrameTap<IO> {
             io,
             activity,
             inbound: Scanner::new(!client),
-            out: if client { Out::Pass(PREFACE_LEN) } else { Out::header() },
+            out: if client {
+                Out::Pass(PREFACE_LEN)
+            } else {
+                Out::header()
+            },
             pending: BytesMut::new(),
             yielded: false,
             gathered: false,
-            workers: tokio::runtime::Handle::try_current()
-                .map_or(1, |h| u32::try_from(h.metrics().num_workers()).unwrap_or(u32::MAX)),
+            workers: tokio::runtime::Handle::try_current().map_or(1, |h| {
+                u32::try_from(h.metrics().num_workers()).unwrap_or(u32::MAX)
+            }),
         }
     }
 
@@ -750,7 +783,11 @@ impl<IO> FrameTap<IO> {
                     if *have == 9 {
                         let (kind, flags, stream, len) = parse_header(buf);
                         self.activity.outbound_frame(kind, flags, stream);
-                        self.out = if len > 0 { Out::Pass(len) } else { Out::header() };
+                        self.out = if len > 0 {
+                            Out::Pass(len)
+                        } else {
+                            Out::header()
+                        };
                     }
                 }
                 // Only the holding path (poll_write_held) is in this state.
@@ -778,7 +815,11 @@ impl<IO> FrameTap<IO> {
                     let header = *h;
                     let (kind, flags, stream, len) = parse_header(&header);
                     self.activity.outbound_frame(kind, flags, stream);
-                    let debug = if kind == GOAWAY && len == 8 { self.activity.take_goaway_debug() } else { None };
+                    let debug = if kind == GOAWAY && len == 8 {
+                        self.activity.take_goaway_debug()
+                    } else {
+                        None
+                    };
                     match debug {
                         Some(debug) => {
                             self.out = Out::GoAway(Box::new(GoAwayRewrite {
@@ -789,14 +830,22 @@ impl<IO> FrameTap<IO> {
                         }
                         None => {
                             self.pending.extend_from_slice(&header);
-                            self.out = if len > 0 { Out::Pass(len) } else { Out::header() };
+                            self.out = if len > 0 {
+                                Out::Pass(len)
+                            } else {
+                                Out::header()
+                            };
                         }
                     }
                 }
                 n
             }
             Out::GoAway(rewrite) => {
-                let GoAwayRewrite { header: h, payload, debug } = &mut **rewrite;
+                let GoAwayRewrite {
+                    header: h,
+                    payload,
+                    debug,
+                } = &mut **rewrite;
                 let n = (8 - payload.len()).min(buf.len());
                 payload.extend_from_slice(&buf[..n]);
                 if payload.len() == 8 {
@@ -834,7 +883,11 @@ impl<IO: AsyncWrite + Unpin> FrameTap<IO> {
 }
 
 impl<IO: AsyncRead + Unpin> AsyncRead for FrameTap<IO> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
         ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
@@ -858,7 +911,11 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FrameTap<IO> {
 }
 
 impl<IO: AsyncWrite + Unpin> AsyncWrite for FrameTap<IO> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         ready!(this.poll_pending(cx))?;
         if buf.is_empty() {
@@ -888,7 +945,11 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for FrameTap<IO> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         if this.activity.goaway_armed() || this.must_hold() {
-            let first = bufs.iter().find(|b| !b.is_empty()).map(|b| &**b).unwrap_or(&[]);
+            let first = bufs
+                .iter()
+                .find(|b| !b.is_empty())
+                .map(|b| &**b)
+                .unwrap_or(&[]);
             return Pin::new(this).poll_write(cx, first);
         }
         let total: usize = bufs.iter().map(|b| b.len()).sum();
@@ -978,14 +1039,28 @@ mod tests {
             let mut seen = Vec::new();
             let mut goaways = Vec::new();
             for chunk in bytes.chunks(split) {
-                s.feed(chunk, Instant::now(), |k, f, id, len| seen.push((k, f, id, len)), |g| goaways.push(g.to_vec()));
+                s.feed(
+                    chunk,
+                    Instant::now(),
+                    |k, f, id, len| seen.push((k, f, id, len)),
+                    |g| goaways.push(g.to_vec()),
+                );
             }
             assert_eq!(
                 seen,
-                vec![(HEADERS, 4, 1, 3), (PING, 0, 0, 8), (DATA, 1, 1, 0), (GOAWAY, 0, 0, 10)],
+                vec![
+                    (HEADERS, 4, 1, 3),
+                    (PING, 0, 0, 8),
+                    (DATA, 1, 1, 0),
+                    (GOAWAY, 0, 0, 10)
+                ],
                 "split {split}"
             );
-            assert_eq!(goaways, vec![vec![0, 0, 0, 1, 0, 0, 0, 0xb, b'h', b'i']], "split {split}");
+            assert_eq!(
+                goaways,
+                vec![vec![0, 0, 0, 1, 0, 0, 0, 0xb, b'h', b'i']],
+                "split {split}"
+            );
         }
     }
 
@@ -997,7 +1072,12 @@ mod tests {
         let mut since = None;
         let mut out = Vec::new();
         for (i, c) in chunks.iter().enumerate() {
-            if let Some(changed) = s.feed(c, t0 + Duration::from_secs(i as u64 + 1), |_, _, _, _| {}, |_| {}) {
+            if let Some(changed) = s.feed(
+                c,
+                t0 + Duration::from_secs(i as u64 + 1),
+                |_, _, _, _| {},
+                |_| {},
+            ) {
                 since = changed;
             }
             assert_eq!(since.is_some(), s.in_header);
@@ -1016,7 +1096,13 @@ mod tests {
         data.extend([0; 2]);
         let settings = header(0, 0x4, 0, 0);
         assert_eq!(
-            header_since_after_each(&[complete.clone(), data, vec![0; 2], settings[..5].to_vec(), settings[5..].to_vec()]),
+            header_since_after_each(&[
+                complete.clone(),
+                data,
+                vec![0; 2],
+                settings[..5].to_vec(),
+                settings[5..].to_vec()
+            ]),
             vec![0, 0, 0, 4, 0]
         );
         // HEADERS without END_HEADERS, then CONTINUATIONs one per read, the last one with
@@ -1027,13 +1113,24 @@ mod tests {
         cont.push(3);
         let last = header(2, CONTINUATION, 0x4, 3);
         assert_eq!(
-            header_since_after_each(&[first[..1].to_vec(), first[1..].to_vec(), cont, last, vec![4], vec![5], complete]),
+            header_since_after_each(&[
+                first[..1].to_vec(),
+                first[1..].to_vec(),
+                cont,
+                last,
+                vec![4],
+                vec![5],
+                complete
+            ]),
             vec![1, 1, 1, 1, 1, 0, 0]
         );
         // A frame header announcing 16 KiB of HEADERS payload, then the payload trickling.
         let mut big = header(16 * 1024, HEADERS, 0x4, 5);
         big.push(0);
-        assert_eq!(header_since_after_each(&[big, vec![0], vec![0]]), vec![1, 1, 1]);
+        assert_eq!(
+            header_since_after_each(&[big, vec![0], vec![0]]),
+            vec![1, 1, 1]
+        );
     }
 
     /// A sink accepting at most `max` bytes per write; counts the writes.
@@ -1044,7 +1141,11 @@ mod tests {
     }
 
     impl AsyncWrite for Sink {
-        fn poll_write(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
             let n = buf.len().min(self.max);
             self.out.extend_from_slice(&buf[..n]);
             self.writes += 1;
@@ -1085,13 +1186,29 @@ mod tests {
             for max in [1, 3, 64] {
                 // unarmed: byte-identical
                 let a = Activity::new(None);
-                let mut tap = FrameTap::new(Sink { out: Vec::new(), max, writes: 0 }, Arc::clone(&a), false);
+                let mut tap = FrameTap::new(
+                    Sink {
+                        out: Vec::new(),
+                        max,
+                        writes: 0,
+                    },
+                    Arc::clone(&a),
+                    false,
+                );
                 write_all(&mut tap, &frames, chunk);
                 assert_eq!(tap.io.out, frames, "chunk {chunk} max {max}");
                 // armed: the GOAWAY carries the debug data, the rest is unchanged
                 let a = Activity::new(None);
                 a.set_goaway_debug_data(Bytes::from_static(b"too_many_pings"));
-                let mut tap = FrameTap::new(Sink { out: Vec::new(), max, writes: 0 }, Arc::clone(&a), false);
+                let mut tap = FrameTap::new(
+                    Sink {
+                        out: Vec::new(),
+                        max,
+                        writes: 0,
+                    },
+                    Arc::clone(&a),
+                    false,
+                );
                 write_all(&mut tap, &frames, chunk);
                 let mut want = header(4, DATA, 0, 1);
                 want.extend([9, 9, 9, 9]);
@@ -1134,26 +1251,50 @@ mod tests {
         for id in 0..BATCH_STREAMS as u32 {
             activity.inbound_frame(HEADERS, 0x4, 2 * id + 1, 0);
         }
-        let mut tap = FrameTap::new(Sink { out: Vec::new(), max: usize::MAX, writes: 0 }, activity, false);
-        let small = header(4, DATA, 0, 1).into_iter().chain([1, 2, 3, 4]).collect::<Vec<u8>>();
+        let mut tap = FrameTap::new(
+            Sink {
+                out: Vec::new(),
+                max: usize::MAX,
+                writes: 0,
+            },
+            activity,
+            false,
+        );
+        let small = header(4, DATA, 0, 1)
+            .into_iter()
+            .chain([1, 2, 3, 4])
+            .collect::<Vec<u8>>();
         // first small write of a cycle: Pending, and the task is woken to come back
         assert!(Pin::new(&mut tap).poll_write(&mut cx, &small).is_pending());
         assert_eq!(wakes(), 1);
         assert!(tap.io.out.is_empty());
         // the retry (and any further write before the flush) goes through
-        assert!(matches!(Pin::new(&mut tap).poll_write(&mut cx, &small), Poll::Ready(Ok(13))));
-        assert!(matches!(Pin::new(&mut tap).poll_write(&mut cx, &small), Poll::Ready(Ok(13))));
+        assert!(matches!(
+            Pin::new(&mut tap).poll_write(&mut cx, &small),
+            Poll::Ready(Ok(13))
+        ));
+        assert!(matches!(
+            Pin::new(&mut tap).poll_write(&mut cx, &small),
+            Poll::Ready(Ok(13))
+        ));
         assert!(Pin::new(&mut tap).poll_flush(&mut cx).is_ready());
         // a new cycle yields again; vectored writes too
         let slices = [io::IoSlice::new(&small)];
-        assert!(Pin::new(&mut tap).poll_write_vectored(&mut cx, &slices).is_pending());
+        assert!(Pin::new(&mut tap)
+            .poll_write_vectored(&mut cx, &slices)
+            .is_pending());
         assert_eq!(wakes(), 2);
-        assert!(matches!(Pin::new(&mut tap).poll_write_vectored(&mut cx, &slices), Poll::Ready(Ok(13))));
+        assert!(matches!(
+            Pin::new(&mut tap).poll_write_vectored(&mut cx, &slices),
+            Poll::Ready(Ok(13))
+        ));
         assert!(Pin::new(&mut tap).poll_flush(&mut cx).is_ready());
         // a batch of MIN_BATCH bytes or more goes out at once
         let mut big = header(MIN_BATCH, DATA, 0, 1);
         big.resize(9 + MIN_BATCH, 7);
-        assert!(matches!(Pin::new(&mut tap).poll_write(&mut cx, &big), Poll::Ready(Ok(n)) if n == big.len()));
+        assert!(
+            matches!(Pin::new(&mut tap).poll_write(&mut cx, &big), Poll::Ready(Ok(n)) if n == big.len())
+        );
         assert_eq!(wakes(), 2);
         assert_eq!(tap.io.out.len(), 13 * 3 + big.len());
     }
@@ -1163,7 +1304,15 @@ mod tests {
         let (counter, waker) = counting_waker();
         let mut cx = Context::from_waker(&waker);
         let wakes = || counter.0.load(Ordering::SeqCst);
-        let mut tap = FrameTap::new(Sink { out: Vec::new(), max: 5000, writes: 0 }, Activity::new(None), false);
+        let mut tap = FrameTap::new(
+            Sink {
+                out: Vec::new(),
+                max: 5000,
+                writes: 0,
+            },
+            Activity::new(None),
+            false,
+        );
         let mut want: Vec<u8> = Vec::new();
         // h2 writes a large DATA frame as its header and payload side by side, then flushes.
         for i in 0..3u8 {
@@ -1171,7 +1320,9 @@ mod tests {
             let payload = vec![i; 16 * 1024];
             let slices = [io::IoSlice::new(&head), io::IoSlice::new(&payload)];
             let n = 9 + 16 * 1024;
-            assert!(matches!(Pin::new(&mut tap).poll_write_vectored(&mut cx, &slices), Poll::Ready(Ok(k)) if k == n));
+            assert!(
+                matches!(Pin::new(&mut tap).poll_write_vectored(&mut cx, &slices), Poll::Ready(Ok(k)) if k == n)
+            );
             want.extend(&head);
             want.extend(&payload);
             // the flush waits for more, and wakes the task so a later flush comes
@@ -1190,11 +1341,20 @@ mod tests {
         let payload = vec![9u8; 40 * 1024];
         for _ in 0..2 {
             let slices = [io::IoSlice::new(&head), io::IoSlice::new(&payload)];
-            assert!(Pin::new(&mut tap).poll_write_vectored(&mut cx, &slices).is_ready());
+            assert!(Pin::new(&mut tap)
+                .poll_write_vectored(&mut cx, &slices)
+                .is_ready());
         }
-        assert_eq!(tap.io.out.len(), 9 + 40 * 1024, "the first frame went out when the second did not fit");
+        assert_eq!(
+            tap.io.out.len(),
+            9 + 40 * 1024,
+            "the first frame went out when the second did not fit"
+        );
         let small = header(0, HEADERS, 5, 1);
-        assert!(matches!(Pin::new(&mut tap).poll_write(&mut cx, &small), Poll::Ready(Ok(9))));
+        assert!(matches!(
+            Pin::new(&mut tap).poll_write(&mut cx, &small),
+            Poll::Ready(Ok(9))
+        ));
         let mut want: Vec<u8> = Vec::new();
         for _ in 0..2 {
             want.extend(&head);
@@ -1204,7 +1364,9 @@ mod tests {
         assert_eq!(tap.io.out, want);
         // nothing is left behind at shutdown either
         let slices = [io::IoSlice::new(&head), io::IoSlice::new(&payload)];
-        assert!(Pin::new(&mut tap).poll_write_vectored(&mut cx, &slices).is_ready());
+        assert!(Pin::new(&mut tap)
+            .poll_write_vectored(&mut cx, &slices)
+            .is_ready());
         assert!(Pin::new(&mut tap).poll_shutdown(&mut cx).is_ready());
         assert_eq!(tap.io.out.len(), want.len() + 9 + 40 * 1024);
     }
@@ -1234,7 +1396,10 @@ mod tests {
 
     #[test]
     fn strikes_and_reset() {
-        let a = Activity::new(Some(PingPolicy { min_time: Duration::from_secs(60), permit_without_calls: true }));
+        let a = Activity::new(Some(PingPolicy {
+            min_time: Duration::from_secs(60),
+            permit_without_calls: true,
+        }));
         for _ in 0..3 {
             a.inbound_frame(PING, 0, 0, 8);
         }
@@ -1247,7 +1412,10 @@ mod tests {
         a.inbound_frame(PING, 0, 0, 8);
         assert!(a.too_many_pings());
         // acks never count
-        let b = Activity::new(Some(PingPolicy { min_time: Duration::from_secs(60), permit_without_calls: true }));
+        let b = Activity::new(Some(PingPolicy {
+            min_time: Duration::from_secs(60),
+            permit_without_calls: true,
+        }));
         for _ in 0..10 {
             b.inbound_frame(PING, FLAG_ACK, 0, 8);
         }
@@ -1258,7 +1426,10 @@ mod tests {
     fn bdp_pings_after_our_data_are_never_strikes() {
         // A grpc-go client sends a BDP PING whenever our DATA reaches it: each such PING
         // follows DATA we sent, so strikes reset every time (as grpc-go's server does).
-        let a = Activity::new(Some(PingPolicy { min_time: Duration::from_secs(300), permit_without_calls: false }));
+        let a = Activity::new(Some(PingPolicy {
+            min_time: Duration::from_secs(300),
+            permit_without_calls: false,
+        }));
         a.inbound_frame(HEADERS, 0x4, 1, 10);
         for _ in 0..100 {
             a.outbound_frame(DATA, 0, 1);
@@ -1280,19 +1451,31 @@ mod tests {
         // One signal for the sample start (kept until taken).
         let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
         assert!(a.bdp_wanted().poll_take(&mut cx).is_ready());
-        assert!(a.bdp_wanted().poll_take(&mut cx).is_pending(), "no second signal while sampling");
+        assert!(
+            a.bdp_wanted().poll_take(&mut cx).is_pending(),
+            "no second signal while sampling"
+        );
         assert_eq!(a.take_bdp_sample(), 1500);
         a.inbound_frame(DATA, 0, 1, 7);
-        assert!(a.bdp_wanted().poll_take(&mut cx).is_ready(), "the next DATA starts a new sample");
+        assert!(
+            a.bdp_wanted().poll_take(&mut cx).is_ready(),
+            "the next DATA starts a new sample"
+        );
         assert_eq!(a.take_bdp_sample(), 7);
         // While quiet, DATA neither starts a sample nor counts towards one.
         a.quiet_bdp_until(Instant::now() + Duration::from_secs(60));
         a.inbound_frame(DATA, 0, 1, 9);
-        assert!(a.bdp_wanted().poll_take(&mut cx).is_pending(), "no sample while quiet");
+        assert!(
+            a.bdp_wanted().poll_take(&mut cx).is_pending(),
+            "no sample while quiet"
+        );
         assert_eq!(a.take_bdp_sample(), 0);
         a.quiet_bdp_until(Instant::now());
         a.inbound_frame(DATA, 0, 1, 11);
-        assert!(a.bdp_wanted().poll_take(&mut cx).is_ready(), "sampling resumes after the quiet time");
+        assert!(
+            a.bdp_wanted().poll_take(&mut cx).is_ready(),
+            "sampling resumes after the quiet time"
+        );
         assert_eq!(a.take_bdp_sample(), 11);
     }
 
@@ -1323,7 +1506,11 @@ mod tests {
             let max = per_bucket.iter().max().copied().unwrap_or(0);
             assert!(used >= 550, "key {key:#x}: {used} of 1024 buckets used");
             assert!(max <= 16, "key {key:#x}: {max} ids in one bucket");
-            assert!(tags.len() >= 120, "key {key:#x}: {} of 128 tags used", tags.len());
+            assert!(
+                tags.len() >= 120,
+                "key {key:#x}: {} of 128 tags used",
+                tags.len()
+            );
         }
         // Many open streams still tracked one by one.
         let a = Activity::new(None);

@@ -17,12 +17,12 @@ pub(crate) mod frame_tap;
 mod tls;
 
 pub use address::Address;
-pub use bdp::BDP_LIMIT;
 pub use backoff::BackoffConfig;
 pub(crate) use backoff::{jitter, random_unit, scale as backoff_scale, Backoff};
+pub use bdp::BDP_LIMIT;
 pub use connect::{
-    connect, Connection, ConnectionClosed, Http2Settings, KeepaliveConfig, TransportConfig, DEFAULT_KEEPALIVE_TIMEOUT,
-    MIN_KEEPALIVE_TIME,
+    connect, Connection, ConnectionClosed, Http2Settings, KeepaliveConfig, TransportConfig,
+    DEFAULT_KEEPALIVE_TIMEOUT, MIN_KEEPALIVE_TIME,
 };
 pub use tls::ClientTlsConfig;
 
@@ -64,7 +64,10 @@ pub enum TransportErrorKind {
 impl TransportError {
     /// Creates an error of `kind` with a readable message.
     pub fn new(kind: TransportErrorKind, message: impl Into<String>) -> Self {
-        TransportError { kind, message: message.into() }
+        TransportError {
+            kind,
+            message: message.into(),
+        }
     }
 
     /// The error's category.

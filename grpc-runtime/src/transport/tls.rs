@@ -85,7 +85,11 @@ impl ClientTlsConfig {
     }
 
     /// Presents a client certificate chain and private key (both PEM) for mutual TLS.
-    pub fn identity_pem(mut self, cert_chain_pem: impl AsRef<[u8]>, key_pem: impl AsRef<[u8]>) -> Self {
+    pub fn identity_pem(
+        mut self,
+        cert_chain_pem: impl AsRef<[u8]>,
+        key_pem: impl AsRef<[u8]>,
+    ) -> Self {
         self.identity = Some((cert_chain_pem.as_ref().to_vec(), key_pem.as_ref().to_vec()));
         self
     }
@@ -191,7 +195,10 @@ fn add_native_roots(roots: &mut rustls::RootCertStore) -> Result<(), TransportEr
     if added == 0 {
         return Err(TransportError::new(
             TransportErrorKind::Config,
-            format!("no usable CA certificate in the system store ({} errors reading it)", found.errors.len()),
+            format!(
+                "no usable CA certificate in the system store ({} errors reading it)",
+                found.errors.len()
+            ),
         ));
     }
     Ok(())
@@ -222,7 +229,9 @@ fn add_webpki_roots(_roots: &mut rustls::RootCertStore) -> Result<(), TransportE
 /// What to do about a certificate the handshake refused, in words a person acts on.
 fn handshake_hint(e: &io::Error) -> &'static str {
     use rustls::CertificateError as C;
-    let Some(rustls::Error::InvalidCertificate(cert)) = e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) else {
+    let Some(rustls::Error::InvalidCertificate(cert)) =
+        e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>())
+    else {
         return "";
     };
     match cert {
@@ -252,12 +261,18 @@ pub(crate) async fn handshake(
     tcp: TcpStream,
 ) -> Result<TlsStream<TcpStream>, TransportError> {
     let tls_err = |m: String| TransportError::new(TransportErrorKind::Tls, m);
-    let name = ServerName::try_from(server_name.to_string())
-        .map_err(|e| TransportError::new(TransportErrorKind::Config, format!("invalid TLS server name {server_name:?}: {e}")))?;
-    let stream = connector
-        .connect(name, tcp)
-        .await
-        .map_err(|e| tls_err(format!("TLS handshake with {server_name}: {e}{}", handshake_hint(&e))))?;
+    let name = ServerName::try_from(server_name.to_string()).map_err(|e| {
+        TransportError::new(
+            TransportErrorKind::Config,
+            format!("invalid TLS server name {server_name:?}: {e}"),
+        )
+    })?;
+    let stream = connector.connect(name, tcp).await.map_err(|e| {
+        tls_err(format!(
+            "TLS handshake with {server_name}: {e}{}",
+            handshake_hint(&e)
+        ))
+    })?;
     let alpn = stream.get_ref().1.alpn_protocol();
     if alpn != Some(b"h2".as_slice()) {
         return Err(tls_err(format!(

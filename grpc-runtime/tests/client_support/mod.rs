@@ -24,11 +24,18 @@ pub struct Echo {
 }
 
 pub fn echo(text: &str) -> Echo {
-    Echo { text: text.to_string(), blob: Vec::new() }
+    Echo {
+        text: text.to_string(),
+        blob: Vec::new(),
+    }
 }
 
 /// What one accepted stream looks like to a handler.
-pub type Handler = Arc<dyn Fn(Request<RecvStream>, SendResponse<Bytes>) -> futures_util::future::BoxFuture<'static, ()> + Send + Sync>;
+pub type Handler = Arc<
+    dyn Fn(Request<RecvStream>, SendResponse<Bytes>) -> futures_util::future::BoxFuture<'static, ()>
+        + Send
+        + Sync,
+>;
 
 pub fn handler<F, Fut>(f: F) -> Handler
 where
@@ -55,19 +62,27 @@ pub async fn raw_server(h: Handler) -> RawServer {
     let (c, r) = (connections.clone(), requests.clone());
     tokio::spawn(async move {
         loop {
-            let Ok((tcp, _)) = listener.accept().await else { return };
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
             c.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(serve_conn(tcp, h.clone(), r.clone()));
         }
     });
-    RawServer { addr, connections, requests }
+    RawServer {
+        addr,
+        connections,
+        requests,
+    }
 }
 
 pub async fn serve_conn<T>(io: T, h: Handler, requests: Arc<Mutex<Vec<http::request::Parts>>>)
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Ok(mut conn) = h2::server::handshake(io).await else { return };
+    let Ok(mut conn) = h2::server::handshake(io).await else {
+        return;
+    };
     while let Some(Ok((req, send))) = conn.accept().await {
         let (parts, body) = req.into_parts();
         requests.lock().unwrap().push(parts.clone());
@@ -122,12 +137,16 @@ pub struct FrameReader {
 
 impl FrameReader {
     pub fn new(body: RecvStream) -> Self {
-        FrameReader { body, buf: BytesMut::new() }
+        FrameReader {
+            body,
+            buf: BytesMut::new(),
+        }
     }
     pub async fn next(&mut self) -> Option<(u8, Vec<u8>)> {
         loop {
             if self.buf.len() >= 5 {
-                let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
+                let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]])
+                    as usize;
                 if self.buf.len() >= 5 + len {
                     let flag = self.buf[0];
                     self.buf.advance(5);
@@ -152,7 +171,10 @@ pub fn response_headers() -> http::Response<()> {
 
 pub fn trailers(code: u32, msg: &str) -> HeaderMap {
     let mut t = HeaderMap::new();
-    t.insert("grpc-status", HeaderValue::from_str(&code.to_string()).unwrap());
+    t.insert(
+        "grpc-status",
+        HeaderValue::from_str(&code.to_string()).unwrap(),
+    );
     if !msg.is_empty() {
         t.insert("grpc-message", HeaderValue::from_str(msg).unwrap());
     }
@@ -161,7 +183,9 @@ pub fn trailers(code: u32, msg: &str) -> HeaderMap {
 
 /// Sends headers, the given messages (already framed) and OK trailers.
 pub async fn respond(mut send: SendResponse<Bytes>, frames: Vec<Bytes>, code: u32, msg: &str) {
-    let Ok(mut s) = send.send_response(response_headers(), false) else { return };
+    let Ok(mut s) = send.send_response(response_headers(), false) else {
+        return;
+    };
     for f in frames {
         if s.send_data(f, false).is_err() {
             return;
@@ -176,24 +200,33 @@ pub fn test_pki(names: &[&str]) -> (String, String, String) {
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "grpc-rust test CA");
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "grpc-rust test CA");
     let ca = ca_params.self_signed(&ca_key).unwrap();
     let leaf_key = KeyPair::generate().unwrap();
-    let leaf_params = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+    let leaf_params =
+        CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
     let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).unwrap();
     (ca.pem(), leaf.pem(), leaf_key.serialize_pem())
 }
 
 /// A TLS acceptor for the leaf certificate, advertising `alpn`.
 pub fn tls_acceptor(cert_pem: &str, key_pem: &str, alpn: &[&[u8]]) -> tokio_rustls::TlsAcceptor {
-    let certs = rustls_pemfile::certs(&mut cert_pem.as_bytes()).collect::<Result<Vec<_>, _>>().unwrap();
-    let key = rustls_pemfile::private_key(&mut key_pem.as_bytes()).unwrap().unwrap();
-    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
+    let certs = rustls_pemfile::certs(&mut cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
         .unwrap();
+    let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
+        .unwrap()
+        .unwrap();
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
     cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
     tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
 }
@@ -207,7 +240,9 @@ pub async fn raw_tls_server(h: Handler, acceptor: tokio_rustls::TlsAcceptor) -> 
     let (c, r) = (connections.clone(), requests.clone());
     tokio::spawn(async move {
         loop {
-            let Ok((tcp, _)) = listener.accept().await else { return };
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
             c.fetch_add(1, Ordering::SeqCst);
             let (acceptor, h, r) = (acceptor.clone(), h.clone(), r.clone());
             tokio::spawn(async move {
@@ -217,7 +252,11 @@ pub async fn raw_tls_server(h: Handler, acceptor: tokio_rustls::TlsAcceptor) -> 
             });
         }
     });
-    RawServer { addr, connections, requests }
+    RawServer {
+        addr,
+        connections,
+        requests,
+    }
 }
 
 /// A raw h2 server on a unix socket at `path`.
@@ -229,7 +268,9 @@ pub async fn raw_unix_server(h: Handler, path: &std::path::Path) -> Arc<AtomicUs
     let c = connections.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((s, _)) = listener.accept().await else { return };
+            let Ok((s, _)) = listener.accept().await else {
+                return;
+            };
             c.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(serve_conn(s, h.clone(), Arc::new(Mutex::new(Vec::new()))));
         }

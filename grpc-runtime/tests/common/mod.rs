@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use grpc_runtime::server::{Server, ServerBuilder, ServerCall, Service};
-use grpc_runtime::{BoxFuture, BoxStream, MethodDescriptor, MetadataMap, Request, Response, Status, Streaming};
+use grpc_runtime::{
+    BoxFuture, BoxStream, MetadataMap, MethodDescriptor, Request, Response, Status, Streaming,
+};
 use prost::Message;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
@@ -36,22 +38,75 @@ pub mod echo_server {
 
     pub const SERVICE_NAME: &str = "test.Echo";
     pub const METHODS: &[MethodDescriptor] = &[
-        MethodDescriptor { name: "Unary", full_path: "/test.Echo/Unary", client_streaming: false, server_streaming: false },
-        MethodDescriptor { name: "ServerStream", full_path: "/test.Echo/ServerStream", client_streaming: false, server_streaming: true },
-        MethodDescriptor { name: "ClientStream", full_path: "/test.Echo/ClientStream", client_streaming: true, server_streaming: false },
-        MethodDescriptor { name: "Bidi", full_path: "/test.Echo/Bidi", client_streaming: true, server_streaming: true },
-        MethodDescriptor { name: "WaitCancel", full_path: "/test.Echo/WaitCancel", client_streaming: false, server_streaming: false },
-        MethodDescriptor { name: "Panic", full_path: "/test.Echo/Panic", client_streaming: false, server_streaming: false },
-        MethodDescriptor { name: "NotInTrait", full_path: "/test.Echo/NotInTrait", client_streaming: false, server_streaming: false },
+        MethodDescriptor {
+            name: "Unary",
+            full_path: "/test.Echo/Unary",
+            client_streaming: false,
+            server_streaming: false,
+        },
+        MethodDescriptor {
+            name: "ServerStream",
+            full_path: "/test.Echo/ServerStream",
+            client_streaming: false,
+            server_streaming: true,
+        },
+        MethodDescriptor {
+            name: "ClientStream",
+            full_path: "/test.Echo/ClientStream",
+            client_streaming: true,
+            server_streaming: false,
+        },
+        MethodDescriptor {
+            name: "Bidi",
+            full_path: "/test.Echo/Bidi",
+            client_streaming: true,
+            server_streaming: true,
+        },
+        MethodDescriptor {
+            name: "WaitCancel",
+            full_path: "/test.Echo/WaitCancel",
+            client_streaming: false,
+            server_streaming: false,
+        },
+        MethodDescriptor {
+            name: "Panic",
+            full_path: "/test.Echo/Panic",
+            client_streaming: false,
+            server_streaming: false,
+        },
+        MethodDescriptor {
+            name: "NotInTrait",
+            full_path: "/test.Echo/NotInTrait",
+            client_streaming: false,
+            server_streaming: false,
+        },
     ];
 
     pub trait Echo: Send + Sync + 'static {
-        fn unary(&self, request: Request<EchoRequest>) -> impl std::future::Future<Output = Result<Response<EchoReply>, Status>> + Send;
-        fn server_stream(&self, request: Request<EchoRequest>) -> impl std::future::Future<Output = Result<Response<BoxStream<EchoReply>>, Status>> + Send;
-        fn client_stream(&self, request: Request<Streaming<EchoRequest>>) -> impl std::future::Future<Output = Result<Response<EchoReply>, Status>> + Send;
-        fn bidi(&self, request: Request<Streaming<EchoRequest>>) -> impl std::future::Future<Output = Result<Response<BoxStream<EchoReply>>, Status>> + Send;
-        fn wait_cancel(&self, request: Request<EchoRequest>) -> impl std::future::Future<Output = Result<Response<EchoReply>, Status>> + Send;
-        fn panic(&self, request: Request<EchoRequest>) -> impl std::future::Future<Output = Result<Response<EchoReply>, Status>> + Send;
+        fn unary(
+            &self,
+            request: Request<EchoRequest>,
+        ) -> impl std::future::Future<Output = Result<Response<EchoReply>, Status>> + Send;
+        fn server_stream(
+            &self,
+            request: Request<EchoRequest>,
+        ) -> impl std::future::Future<Output = Result<Response<BoxStream<EchoReply>>, Status>> + Send;
+        fn client_stream(
+            &self,
+            request: Request<Streaming<EchoRequest>>,
+        ) -> impl std::future::Future<Output = Result<Response<EchoReply>, Status>> + Send;
+        fn bidi(
+            &self,
+            request: Request<Streaming<EchoRequest>>,
+        ) -> impl std::future::Future<Output = Result<Response<BoxStream<EchoReply>>, Status>> + Send;
+        fn wait_cancel(
+            &self,
+            request: Request<EchoRequest>,
+        ) -> impl std::future::Future<Output = Result<Response<EchoReply>, Status>> + Send;
+        fn panic(
+            &self,
+            request: Request<EchoRequest>,
+        ) -> impl std::future::Future<Output = Result<Response<EchoReply>, Status>> + Send;
     }
 
     pub struct EchoServer<T> {
@@ -60,7 +115,9 @@ pub mod echo_server {
 
     impl<T: Echo> EchoServer<T> {
         pub fn new(inner: T) -> Self {
-            EchoServer { inner: Arc::new(inner) }
+            EchoServer {
+                inner: Arc::new(inner),
+            }
         }
     }
 
@@ -75,8 +132,12 @@ pub mod echo_server {
             let inner = Arc::clone(&self.inner);
             match method {
                 "Unary" => call.unary(move |r| async move { inner.unary(r).await }),
-                "ServerStream" => call.server_streaming(move |r| async move { inner.server_stream(r).await }),
-                "ClientStream" => call.client_streaming(move |r| async move { inner.client_stream(r).await }),
+                "ServerStream" => {
+                    call.server_streaming(move |r| async move { inner.server_stream(r).await })
+                }
+                "ClientStream" => {
+                    call.client_streaming(move |r| async move { inner.client_stream(r).await })
+                }
                 "Bidi" => call.bidi_streaming(move |r| async move { inner.bidi(r).await }),
                 "WaitCancel" => call.unary(move |r| async move { inner.wait_cancel(r).await }),
                 "Panic" => call.unary(move |r| async move { inner.panic(r).await }),
@@ -123,11 +184,17 @@ impl echo_server::Echo for TestEcho {
         }
         if req.message == "peer-certs?" {
             let n = ctx.peer_certificates().map(|c| c.len()).unwrap_or(0);
-            return Ok(Response::new(EchoReply { message: format!("certs={n}") }));
+            return Ok(Response::new(EchoReply {
+                message: format!("certs={n}"),
+            }));
         }
         if req.message == "deadline?" {
-            let d = grpc_runtime::current_deadline().map(|d| d.remaining().as_millis()).unwrap_or(0);
-            return Ok(Response::new(EchoReply { message: format!("remaining={d}") }));
+            let d = grpc_runtime::current_deadline()
+                .map(|d| d.remaining().as_millis())
+                .unwrap_or(0);
+            return Ok(Response::new(EchoReply {
+                message: format!("remaining={d}"),
+            }));
         }
         if req.message == "early-headers" {
             let mut h = MetadataMap::new();
@@ -135,7 +202,9 @@ impl echo_server::Echo for TestEcho {
             ctx.send_headers(h).unwrap();
         }
         // Echo selected metadata back as header and trailer.
-        let mut resp = Response::new(EchoReply { message: req.message });
+        let mut resp = Response::new(EchoReply {
+            message: req.message,
+        });
         if let Some(v) = md.get("x-echo") {
             resp.metadata_mut().insert("x-echo-header", v).unwrap();
         }
@@ -148,7 +217,10 @@ impl echo_server::Echo for TestEcho {
         Ok(resp)
     }
 
-    async fn server_stream(&self, request: Request<EchoRequest>) -> Result<Response<BoxStream<EchoReply>>, Status> {
+    async fn server_stream(
+        &self,
+        request: Request<EchoRequest>,
+    ) -> Result<Response<BoxStream<EchoReply>>, Status> {
         let ctx = request.context().clone();
         let req = request.into_inner();
         let n = req.count;
@@ -157,26 +229,47 @@ impl echo_server::Echo for TestEcho {
         let flow = (req.message == "flow").then(|| self.events.clone());
         if req.message == "ready" {
             // every message ready at once (no task, no channel)
-            let msgs = (0..n).map(|i| Ok(EchoReply { message: format!("ready-{i}-{}", "z".repeat(200)) }));
+            let msgs = (0..n).map(|i| {
+                Ok(EchoReply {
+                    message: format!("ready-{i}-{}", "z".repeat(200)),
+                })
+            });
             return Ok(Response::new(Box::pin(futures_util::stream::iter(msgs))));
         }
-        let s = async_stream(n, ctx, no_compress_odd, req.message.clone(), fail_at_end, flow);
+        let s = async_stream(
+            n,
+            ctx,
+            no_compress_odd,
+            req.message.clone(),
+            fail_at_end,
+            flow,
+        );
         Ok(Response::new(s))
     }
 
-    async fn client_stream(&self, request: Request<Streaming<EchoRequest>>) -> Result<Response<EchoReply>, Status> {
+    async fn client_stream(
+        &self,
+        request: Request<Streaming<EchoRequest>>,
+    ) -> Result<Response<EchoReply>, Status> {
         let mut s = request.into_inner();
         let mut parts = Vec::new();
         while let Some(m) = s.message().await? {
             if m.message == "stop" {
-                return Ok(Response::new(EchoReply { message: "stopped".into() }));
+                return Ok(Response::new(EchoReply {
+                    message: "stopped".into(),
+                }));
             }
             parts.push(m.message);
         }
-        Ok(Response::new(EchoReply { message: parts.join(",") }))
+        Ok(Response::new(EchoReply {
+            message: parts.join(","),
+        }))
     }
 
-    async fn bidi(&self, request: Request<Streaming<EchoRequest>>) -> Result<Response<BoxStream<EchoReply>>, Status> {
+    async fn bidi(
+        &self,
+        request: Request<Streaming<EchoRequest>>,
+    ) -> Result<Response<BoxStream<EchoReply>>, Status> {
         let mut s = request.into_inner();
         let (tx, rx) = mpsc::channel::<Result<EchoReply, Status>>(4);
         let events = self.events.clone();
@@ -184,7 +277,13 @@ impl echo_server::Echo for TestEcho {
             loop {
                 match s.message().await {
                     Ok(Some(m)) => {
-                        if tx.send(Ok(EchoReply { message: format!("echo:{}", m.message) })).await.is_err() {
+                        if tx
+                            .send(Ok(EchoReply {
+                                message: format!("echo:{}", m.message),
+                            }))
+                            .await
+                            .is_err()
+                        {
                             break;
                         }
                     }
@@ -196,10 +295,15 @@ impl echo_server::Echo for TestEcho {
                 }
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream(rx)) as BoxStream<EchoReply>))
+        Ok(Response::new(
+            Box::pin(ReceiverStream(rx)) as BoxStream<EchoReply>
+        ))
     }
 
-    async fn wait_cancel(&self, request: Request<EchoRequest>) -> Result<Response<EchoReply>, Status> {
+    async fn wait_cancel(
+        &self,
+        request: Request<EchoRequest>,
+    ) -> Result<Response<EchoReply>, Status> {
         let ctx = request.context().clone();
         let _ = self.events.send("started".into());
         let guard = DropGuard(self.events.clone());
@@ -228,7 +332,10 @@ impl Drop for DropGuard {
 pub struct ReceiverStream<T>(pub mpsc::Receiver<T>);
 impl<T> futures_core::Stream for ReceiverStream<T> {
     type Item = T;
-    fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<T>> {
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<T>> {
         self.0.poll_recv(cx)
     }
 }
@@ -245,7 +352,9 @@ fn async_stream(
     let _ = &ctx;
     tokio::spawn(async move {
         for i in 0..n {
-            let m = EchoReply { message: format!("{text}-{i}-{}", "z".repeat(200)) };
+            let m = EchoReply {
+                message: format!("{text}-{i}-{}", "z".repeat(200)),
+            };
             if tx.send(Ok(m)).await.is_err() {
                 return;
             }
@@ -275,7 +384,10 @@ struct ToggleStream {
 }
 impl futures_core::Stream for ToggleStream {
     type Item = Result<EchoReply, Status>;
-    fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
         let r = self.rx.poll_recv(cx);
         if let std::task::Poll::Ready(Some(_)) = &r {
             let i = self.i;
@@ -301,7 +413,10 @@ impl TestServer {
     }
 
     pub async fn next_event(&mut self, within: Duration) -> Option<String> {
-        tokio::time::timeout(within, self.events.recv()).await.ok().flatten()
+        tokio::time::timeout(within, self.events.recv())
+            .await
+            .ok()
+            .flatten()
     }
 }
 
@@ -309,12 +424,19 @@ pub async fn start(configure: impl FnOnce(ServerBuilder) -> ServerBuilder) -> Te
     let (etx, erx) = mpsc::unbounded_channel();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let builder = configure(Server::builder().add_service(echo_server::EchoServer::new(TestEcho { events: etx })));
+    let builder = configure(
+        Server::builder().add_service(echo_server::EchoServer::new(TestEcho { events: etx })),
+    );
     let (tx, rx) = oneshot::channel::<()>();
     let handle = tokio::spawn(builder.serve_with_incoming_shutdown(listener, async {
         let _ = rx.await;
     }));
-    TestServer { addr, events: erx, shutdown: Some(tx), handle }
+    TestServer {
+        addr,
+        events: erx,
+        shutdown: Some(tx),
+        handle,
+    }
 }
 
 // ---------------------------------------------------------------- raw h2 client
@@ -367,7 +489,9 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
 pub fn gunzip(data: &[u8]) -> Vec<u8> {
     use std::io::Read;
     let mut out = Vec::new();
-    flate2::read::GzDecoder::new(data).read_to_end(&mut out).unwrap();
+    flate2::read::GzDecoder::new(data)
+        .read_to_end(&mut out)
+        .unwrap();
     out
 }
 
@@ -388,11 +512,19 @@ pub struct RawResponse {
 impl RawResponse {
     /// grpc-status from trailers, or from the headers for Trailers-Only.
     pub fn grpc_status(&self) -> Option<String> {
-        let from = self.trailers.as_ref().and_then(|t| t.get("grpc-status")).or_else(|| self.headers.get("grpc-status"));
+        let from = self
+            .trailers
+            .as_ref()
+            .and_then(|t| t.get("grpc-status"))
+            .or_else(|| self.headers.get("grpc-status"));
         from.map(|v| v.to_str().unwrap().to_string())
     }
     pub fn grpc_message(&self) -> Option<String> {
-        let from = self.trailers.as_ref().and_then(|t| t.get("grpc-message")).or_else(|| self.headers.get("grpc-message"));
+        let from = self
+            .trailers
+            .as_ref()
+            .and_then(|t| t.get("grpc-message"))
+            .or_else(|| self.headers.get("grpc-message"));
         from.map(|v| v.to_str().unwrap().to_string())
     }
     /// Splits `data` into (flag, payload) messages.
@@ -447,8 +579,20 @@ pub async fn read_response_from(resp: http::Response<h2::RecvStream>) -> RawResp
             }
         }
     }
-    let trailers = if error.is_none() { body.trailers().await.unwrap_or(None) } else { None };
-    RawResponse { status: parts.status, headers: parts.headers, headers_end_stream, data: data.freeze(), data_frames, trailers, error }
+    let trailers = if error.is_none() {
+        body.trailers().await.unwrap_or(None)
+    } else {
+        None
+    };
+    RawResponse {
+        status: parts.status,
+        headers: parts.headers,
+        headers_end_stream,
+        data: data.freeze(),
+        data_frames,
+        trailers,
+        error,
+    }
 }
 
 pub fn decode<M: Message + Default>(payload: &Bytes) -> M {

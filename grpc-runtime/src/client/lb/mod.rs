@@ -111,7 +111,10 @@ pub struct Pick {
 impl Pick {
     /// A pick without a callback.
     pub fn new(subchannel: Subchannel) -> Self {
-        Pick { subchannel, on_done: None }
+        Pick {
+            subchannel,
+            on_done: None,
+        }
     }
 
     /// Adds the callback that sees the call's final status.
@@ -123,7 +126,10 @@ impl Pick {
 
 impl fmt::Debug for Pick {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Pick").field("subchannel", &self.subchannel).field("on_done", &self.on_done.is_some()).finish()
+        f.debug_struct("Pick")
+            .field("subchannel", &self.subchannel)
+            .field("on_done", &self.on_done.is_some())
+            .finish()
     }
 }
 
@@ -187,7 +193,11 @@ impl LbConfig {
 
 impl fmt::Debug for LbConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_some() { "LbConfig(..)" } else { "LbConfig(none)" })
+        f.write_str(if self.0.is_some() {
+            "LbConfig(..)"
+        } else {
+            "LbConfig(none)"
+        })
     }
 }
 
@@ -227,12 +237,21 @@ pub trait ChannelController {
 pub trait LbPolicy: Send + 'static {
     /// New addresses (and config) from the resolver. An `Err` (e.g. an empty address
     /// list the policy cannot use) makes the channel ask for re-resolution.
-    fn resolver_update(&mut self, update: LbUpdate, cx: &mut dyn ChannelController) -> Result<(), String>;
+    fn resolver_update(
+        &mut self,
+        update: LbUpdate,
+        cx: &mut dyn ChannelController,
+    ) -> Result<(), String>;
     /// The resolver failed. A policy with working backends usually keeps them; one
     /// without should publish a failing picker with the error.
     fn resolver_error(&mut self, error: String, cx: &mut dyn ChannelController);
     /// A subchannel this policy created changed state.
-    fn subchannel_update(&mut self, subchannel: &Subchannel, state: &SubchannelState, cx: &mut dyn ChannelController);
+    fn subchannel_update(
+        &mut self,
+        subchannel: &Subchannel,
+        state: &SubchannelState,
+        cx: &mut dyn ChannelController,
+    );
     /// A call arrived while the policy reported IDLE: start connecting.
     fn exit_idle(&mut self, cx: &mut dyn ChannelController);
 }
@@ -313,8 +332,13 @@ pub(crate) mod testing {
         /// code, or "queue".
         pub(crate) fn pick(&self) -> String {
             let md = MetadataMap::new();
-            let Some((_, p)) = self.pickers.last() else { return "none".into() };
-            match p.pick(&PickInfo { method: "/s/m", metadata: &md }) {
+            let Some((_, p)) = self.pickers.last() else {
+                return "none".into();
+            };
+            match p.pick(&PickInfo {
+                method: "/s/m",
+                metadata: &md,
+            }) {
                 PickResult::Pick(p) => match p.subchannel.address().address() {
                     crate::transport::Address::Tcp(a) => a.port().to_string(),
                     #[allow(unreachable_patterns)]
@@ -341,12 +365,20 @@ pub(crate) mod testing {
     }
 
     pub(crate) fn update(ports: &[u16], config: LbConfig) -> LbUpdate {
-        LbUpdate { addresses: ports.iter().map(|p| addr(*p)).collect(), config, service_config: ServiceConfig::empty() }
+        LbUpdate {
+            addresses: ports.iter().map(|p| addr(*p)).collect(),
+            config,
+            service_config: ServiceConfig::empty(),
+        }
     }
 
     pub(crate) fn st(state: ConnectivityState) -> SubchannelState {
-        let error = (state == ConnectivityState::TransientFailure)
-            .then(|| crate::transport::TransportError::new(crate::transport::TransportErrorKind::Connect, "refused"));
+        let error = (state == ConnectivityState::TransientFailure).then(|| {
+            crate::transport::TransportError::new(
+                crate::transport::TransportErrorKind::Connect,
+                "refused",
+            )
+        });
         SubchannelState { state, error }
     }
 }
@@ -364,24 +396,41 @@ impl PolicySet {
     }
 
     pub(crate) fn get(&self, name: &str) -> Option<Arc<dyn LbPolicyBuilder>> {
-        self.local.iter().find(|b| b.name() == name).cloned().or_else(|| lookup(name))
+        self.local
+            .iter()
+            .find(|b| b.name() == name)
+            .cloned()
+            .or_else(|| lookup(name))
     }
 
     /// The policy the service config selects (first registered name wins) with its
     /// parsed config; `pick_first` with its default config when none is selected.
-    pub(crate) fn select(&self, sc: &ServiceConfig) -> Result<(Arc<dyn LbPolicyBuilder>, LbConfig), String> {
+    pub(crate) fn select(
+        &self,
+        sc: &ServiceConfig,
+    ) -> Result<(Arc<dyn LbPolicyBuilder>, LbConfig), String> {
         match sc.select_lb(|name| self.get(name).is_some()) {
             Some((name, json)) => {
-                let b = self.get(name).ok_or_else(|| format!("LB policy {name:?} is not registered"))?;
-                let cfg = b.parse_config(json).map_err(|e| format!("loadBalancingConfig {name}: {e}"))?;
+                let b = self
+                    .get(name)
+                    .ok_or_else(|| format!("LB policy {name:?} is not registered"))?;
+                let cfg = b
+                    .parse_config(json)
+                    .map_err(|e| format!("loadBalancingConfig {name}: {e}"))?;
                 Ok((b, cfg))
             }
             None if !sc.lb_configs().is_empty() => Err(format!(
                 "no supported policy in loadBalancingConfig ({})",
-                sc.lb_configs().iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+                sc.lb_configs()
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )),
             None => {
-                let b = self.get("pick_first").ok_or("pick_first is not registered")?;
+                let b = self
+                    .get("pick_first")
+                    .ok_or("pick_first is not registered")?;
                 let cfg = b.parse_config(&serde_json::Value::Object(Default::default()))?;
                 Ok((b, cfg))
             }

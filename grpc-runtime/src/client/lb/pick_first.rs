@@ -10,7 +10,10 @@ use std::sync::Arc;
 
 use tracing::debug;
 
-use super::{ChannelController, FailPicker, LbConfig, LbPolicy, LbPolicyBuilder, LbUpdate, Pick, PickInfo, PickResult, Picker, QueuePicker};
+use super::{
+    ChannelController, FailPicker, LbConfig, LbPolicy, LbPolicyBuilder, LbUpdate, Pick, PickInfo,
+    PickResult, Picker, QueuePicker,
+};
 use crate::client::connectivity::ConnectivityState;
 use crate::client::resolver::ResolvedAddress;
 use crate::client::subchannel::{Subchannel, SubchannelState};
@@ -34,13 +37,17 @@ impl LbPolicyBuilder for PickFirstBuilder {
     }
 
     fn parse_config(&self, config: &serde_json::Value) -> Result<LbConfig, String> {
-        let obj = config.as_object().ok_or("pick_first config must be an object")?;
+        let obj = config
+            .as_object()
+            .ok_or("pick_first config must be an object")?;
         let shuffle = match obj.get("shuffleAddressList") {
             None | Some(serde_json::Value::Null) => false,
             Some(serde_json::Value::Bool(b)) => *b,
             Some(_) => return Err("shuffleAddressList must be a boolean".to_string()),
         };
-        Ok(LbConfig::new(PickFirstConfig { shuffle_address_list: shuffle }))
+        Ok(LbConfig::new(PickFirstConfig {
+            shuffle_address_list: shuffle,
+        }))
     }
 
     fn build(&self) -> Box<dyn LbPolicy> {
@@ -80,14 +87,21 @@ pub(crate) fn shuffle<T>(v: &mut [T]) {
 }
 
 impl PickFirst {
-    fn set(&mut self, state: ConnectivityState, picker: Arc<dyn Picker>, cx: &mut dyn ChannelController) {
+    fn set(
+        &mut self,
+        state: ConnectivityState,
+        picker: Arc<dyn Picker>,
+        cx: &mut dyn ChannelController,
+    ) {
         self.state = Some(state);
         cx.update_picker(state, picker);
     }
 
     fn fail_picker(&self) -> Arc<dyn Picker> {
         let why = self.last_error.as_deref().unwrap_or("all addresses failed");
-        Arc::new(FailPicker(Status::unavailable(format!("connection failed: {why}"))))
+        Arc::new(FailPicker(Status::unavailable(format!(
+            "connection failed: {why}"
+        ))))
     }
 
     /// Subchannels for the current address list, reusing those we have.
@@ -96,9 +110,15 @@ impl PickFirst {
         self.subchannels = self
             .addresses
             .iter()
-            .map(|a| old.iter().find(|s| s.address() == a).cloned().unwrap_or_else(|| cx.new_subchannel(a)))
+            .map(|a| {
+                old.iter()
+                    .find(|s| s.address() == a)
+                    .cloned()
+                    .unwrap_or_else(|| cx.new_subchannel(a))
+            })
             .collect();
-        let keep: std::collections::HashSet<u64> = self.subchannels.iter().map(|s| s.id()).collect();
+        let keep: std::collections::HashSet<u64> =
+            self.subchannels.iter().map(|s| s.id()).collect();
         self.states.retain(|id, _| keep.contains(id));
     }
 
@@ -116,7 +136,12 @@ impl PickFirst {
     /// pass failed.
     fn try_from(&mut self, mut i: usize, cx: &mut dyn ChannelController) {
         while let Some(sc) = self.subchannels.get(i) {
-            match self.states.get(&sc.id()).copied().unwrap_or(ConnectivityState::Idle) {
+            match self
+                .states
+                .get(&sc.id())
+                .copied()
+                .unwrap_or(ConnectivityState::Idle)
+            {
                 ConnectivityState::Ready => {
                     let sc = sc.clone();
                     self.select(sc, cx);
@@ -160,8 +185,16 @@ impl PickFirst {
 }
 
 impl LbPolicy for PickFirst {
-    fn resolver_update(&mut self, update: LbUpdate, cx: &mut dyn ChannelController) -> Result<(), String> {
-        let cfg = update.config.get::<PickFirstConfig>().copied().unwrap_or_default();
+    fn resolver_update(
+        &mut self,
+        update: LbUpdate,
+        cx: &mut dyn ChannelController,
+    ) -> Result<(), String> {
+        let cfg = update
+            .config
+            .get::<PickFirstConfig>()
+            .copied()
+            .unwrap_or_default();
         let mut addrs: Vec<ResolvedAddress> = Vec::with_capacity(update.addresses.len());
         for a in update.addresses {
             if !addrs.contains(&a) {
@@ -205,8 +238,15 @@ impl LbPolicy for PickFirst {
         }
     }
 
-    fn subchannel_update(&mut self, sc: &Subchannel, state: &SubchannelState, cx: &mut dyn ChannelController) {
-        let Some(index) = self.subchannels.iter().position(|s| s == sc) else { return };
+    fn subchannel_update(
+        &mut self,
+        sc: &Subchannel,
+        state: &SubchannelState,
+        cx: &mut dyn ChannelController,
+    ) {
+        let Some(index) = self.subchannels.iter().position(|s| s == sc) else {
+            return;
+        };
         self.states.insert(sc.id(), state.state);
         if self.selected.as_ref() == Some(sc) {
             if state.state != ConnectivityState::Ready {
@@ -233,7 +273,8 @@ impl LbPolicy for PickFirst {
             }
             // Backoff over: in sticky TRANSIENT_FAILURE try it again.
             ConnectivityState::Idle
-                if self.state == Some(ConnectivityState::TransientFailure) || self.trying == Some(index) =>
+                if self.state == Some(ConnectivityState::TransientFailure)
+                    || self.trying == Some(index) =>
             {
                 sc.connect()
             }
@@ -261,20 +302,37 @@ mod tests {
     #[test]
     fn walks_the_addresses_in_order_then_sticks_to_the_first_ready() {
         let (mut p, mut cx) = (policy(), TestCx::default());
-        p.resolver_update(update(&[1, 2, 3], LbConfig::default()), &mut cx).unwrap();
+        p.resolver_update(update(&[1, 2, 3], LbConfig::default()), &mut cx)
+            .unwrap();
         assert_eq!((cx.state(), cx.pick()), (Some(Connecting), "queue".into()));
-        assert_eq!([cx.sc(1).connect_calls(), cx.sc(2).connect_calls()], [1, 0], "one address at a time");
+        assert_eq!(
+            [cx.sc(1).connect_calls(), cx.sc(2).connect_calls()],
+            [1, 0],
+            "one address at a time"
+        );
         p.subchannel_update(&cx.sc(1), &st(Connecting), &mut cx);
         p.subchannel_update(&cx.sc(1), &st(TransientFailure), &mut cx);
-        assert_eq!(cx.sc(2).connect_calls(), 1, "the next address after a failure");
-        assert_eq!(cx.state(), Some(Connecting), "not TRANSIENT_FAILURE before the pass ends");
+        assert_eq!(
+            cx.sc(2).connect_calls(),
+            1,
+            "the next address after a failure"
+        );
+        assert_eq!(
+            cx.state(),
+            Some(Connecting),
+            "not TRANSIENT_FAILURE before the pass ends"
+        );
         p.subchannel_update(&cx.sc(2), &st(Ready), &mut cx);
         assert_eq!((cx.state(), cx.pick()), (Some(Ready), "2".into()));
-        assert!(cx.sc(1).is_shut_down() && cx.sc(3).is_shut_down(), "the others are dropped");
+        assert!(
+            cx.sc(1).is_shut_down() && cx.sc(3).is_shut_down(),
+            "the others are dropped"
+        );
         assert!(!cx.sc(2).is_shut_down());
         // An update that keeps the selected address keeps the connection.
         let pickers = cx.pickers.len();
-        p.resolver_update(update(&[4, 2], LbConfig::default()), &mut cx).unwrap();
+        p.resolver_update(update(&[4, 2], LbConfig::default()), &mut cx)
+            .unwrap();
         assert_eq!(cx.pickers.len(), pickers, "no new picker");
         assert_eq!(cx.pick(), "2");
     }
@@ -282,10 +340,14 @@ mod tests {
     #[test]
     fn a_failed_pass_is_sticky_transient_failure_retried_as_backoffs_end() {
         let (mut p, mut cx) = (policy(), TestCx::default());
-        p.resolver_update(update(&[1, 2], LbConfig::default()), &mut cx).unwrap();
+        p.resolver_update(update(&[1, 2], LbConfig::default()), &mut cx)
+            .unwrap();
         p.subchannel_update(&cx.sc(1), &st(TransientFailure), &mut cx);
         p.subchannel_update(&cx.sc(2), &st(TransientFailure), &mut cx);
-        assert_eq!((cx.state(), cx.pick()), (Some(TransientFailure), "fail Unavailable".into()));
+        assert_eq!(
+            (cx.state(), cx.pick()),
+            (Some(TransientFailure), "fail Unavailable".into())
+        );
         assert_eq!(cx.resolutions, 1, "re-resolution after a failed pass");
         // Backoff over: IDLE -> connect again; CONNECTING does not leave TRANSIENT_FAILURE.
         p.subchannel_update(&cx.sc(1), &st(Idle), &mut cx);
@@ -299,7 +361,8 @@ mod tests {
     #[test]
     fn losing_the_connection_goes_idle_and_the_next_call_starts_a_new_pass() {
         let (mut p, mut cx) = (policy(), TestCx::default());
-        p.resolver_update(update(&[1, 2], LbConfig::default()), &mut cx).unwrap();
+        p.resolver_update(update(&[1, 2], LbConfig::default()), &mut cx)
+            .unwrap();
         p.subchannel_update(&cx.sc(1), &st(Ready), &mut cx);
         p.subchannel_update(&cx.sc(1), &st(Idle), &mut cx);
         assert_eq!((cx.state(), cx.pick()), (Some(Idle), "queue".into()));
@@ -307,24 +370,51 @@ mod tests {
         let created = cx.created.len();
         p.exit_idle(&mut cx);
         assert_eq!(cx.state(), Some(Connecting));
-        assert_eq!(cx.sc(1).connect_calls(), 2, "the pass starts again at the first address");
-        assert_eq!(cx.created.len(), created + 1, "a new subchannel for the dropped address 2");
+        assert_eq!(
+            cx.sc(1).connect_calls(),
+            2,
+            "the pass starts again at the first address"
+        );
+        assert_eq!(
+            cx.created.len(),
+            created + 1,
+            "a new subchannel for the dropped address 2"
+        );
     }
 
     #[test]
     fn empty_updates_fail_and_config_shuffles() {
         let (mut p, mut cx) = (policy(), TestCx::default());
-        assert!(p.resolver_update(update(&[], LbConfig::default()), &mut cx).is_err());
-        assert_eq!((cx.state(), cx.pick()), (Some(TransientFailure), "fail Unavailable".into()));
-        let cfg = PickFirstBuilder.parse_config(&serde_json::json!({"shuffleAddressList": true})).unwrap();
-        assert_eq!(cfg.get::<PickFirstConfig>(), Some(&PickFirstConfig { shuffle_address_list: true }));
-        assert!(PickFirstBuilder.parse_config(&serde_json::json!({"shuffleAddressList": 1})).is_err());
+        assert!(p
+            .resolver_update(update(&[], LbConfig::default()), &mut cx)
+            .is_err());
+        assert_eq!(
+            (cx.state(), cx.pick()),
+            (Some(TransientFailure), "fail Unavailable".into())
+        );
+        let cfg = PickFirstBuilder
+            .parse_config(&serde_json::json!({"shuffleAddressList": true}))
+            .unwrap();
+        assert_eq!(
+            cfg.get::<PickFirstConfig>(),
+            Some(&PickFirstConfig {
+                shuffle_address_list: true
+            })
+        );
+        assert!(PickFirstBuilder
+            .parse_config(&serde_json::json!({"shuffleAddressList": 1}))
+            .is_err());
         // Shuffled: over 40 updates of 8 addresses, the first one tried is not always 1.
         let mut firsts = std::collections::HashSet::new();
         for _ in 0..40 {
             let (mut p, mut cx) = (policy(), TestCx::default());
-            p.resolver_update(update(&[1, 2, 3, 4, 5, 6, 7, 8], cfg.clone()), &mut cx).unwrap();
-            let first = cx.created.iter().find(|s| s.connect_calls() == 1).map(|s| s.address().address().to_string());
+            p.resolver_update(update(&[1, 2, 3, 4, 5, 6, 7, 8], cfg.clone()), &mut cx)
+                .unwrap();
+            let first = cx
+                .created
+                .iter()
+                .find(|s| s.connect_calls() == 1)
+                .map(|s| s.address().address().to_string());
             firsts.insert(first);
         }
         assert!(firsts.len() > 1, "{firsts:?}");

@@ -9,7 +9,10 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use super::{ChannelController, FailPicker, LbPolicy, LbPolicyBuilder, LbUpdate, Pick, PickInfo, PickResult, Picker, QueuePicker};
+use super::{
+    ChannelController, FailPicker, LbPolicy, LbPolicyBuilder, LbUpdate, Pick, PickInfo, PickResult,
+    Picker, QueuePicker,
+};
 use crate::client::connectivity::ConnectivityState;
 use crate::client::resolver::ResolvedAddress;
 use crate::client::subchannel::{Subchannel, SubchannelState};
@@ -56,14 +59,21 @@ impl Picker for RoundRobinPicker {
 
 impl RoundRobin {
     fn state_of(&self, sc: &Subchannel) -> ConnectivityState {
-        self.states.get(&sc.id()).copied().unwrap_or(ConnectivityState::Idle)
+        self.states
+            .get(&sc.id())
+            .copied()
+            .unwrap_or(ConnectivityState::Idle)
     }
 
     /// Recomputes the aggregate state and publishes a picker when it (or the READY set)
     /// changed.
     fn update(&mut self, cx: &mut dyn ChannelController) {
-        let ready: Vec<Subchannel> =
-            self.subchannels.iter().filter(|s| self.state_of(s) == ConnectivityState::Ready).cloned().collect();
+        let ready: Vec<Subchannel> = self
+            .subchannels
+            .iter()
+            .filter(|s| self.state_of(s) == ConnectivityState::Ready)
+            .cloned()
+            .collect();
         let ids: Vec<u64> = ready.iter().map(|s| s.id()).collect();
         if !ready.is_empty() {
             if self.state == Some(ConnectivityState::Ready) && ids == self.published {
@@ -72,14 +82,22 @@ impl RoundRobin {
             let start = (random_unit() * ready.len() as f64) as usize;
             self.state = Some(ConnectivityState::Ready);
             self.published = ids;
-            cx.update_picker(ConnectivityState::Ready, Arc::new(RoundRobinPicker { ready, next: AtomicUsize::new(start) }));
+            cx.update_picker(
+                ConnectivityState::Ready,
+                Arc::new(RoundRobinPicker {
+                    ready,
+                    next: AtomicUsize::new(start),
+                }),
+            );
             return;
         }
         self.published.clear();
-        let trying = self
-            .subchannels
-            .iter()
-            .any(|s| matches!(self.state_of(s), ConnectivityState::Connecting | ConnectivityState::Idle));
+        let trying = self.subchannels.iter().any(|s| {
+            matches!(
+                self.state_of(s),
+                ConnectivityState::Connecting | ConnectivityState::Idle
+            )
+        });
         let sticky = self.state == Some(ConnectivityState::TransientFailure);
         if trying && !sticky {
             if self.state != Some(ConnectivityState::Connecting) {
@@ -92,13 +110,19 @@ impl RoundRobin {
         let why = self.last_error.as_deref().unwrap_or("all addresses failed");
         cx.update_picker(
             ConnectivityState::TransientFailure,
-            Arc::new(FailPicker(Status::unavailable(format!("connection failed: {why}")))),
+            Arc::new(FailPicker(Status::unavailable(format!(
+                "connection failed: {why}"
+            )))),
         );
     }
 }
 
 impl LbPolicy for RoundRobin {
-    fn resolver_update(&mut self, update: LbUpdate, cx: &mut dyn ChannelController) -> Result<(), String> {
+    fn resolver_update(
+        &mut self,
+        update: LbUpdate,
+        cx: &mut dyn ChannelController,
+    ) -> Result<(), String> {
         let mut addrs: Vec<ResolvedAddress> = Vec::with_capacity(update.addresses.len());
         for a in update.addresses {
             if !addrs.contains(&a) {
@@ -146,7 +170,12 @@ impl LbPolicy for RoundRobin {
         }
     }
 
-    fn subchannel_update(&mut self, sc: &Subchannel, state: &SubchannelState, cx: &mut dyn ChannelController) {
+    fn subchannel_update(
+        &mut self,
+        sc: &Subchannel,
+        state: &SubchannelState,
+        cx: &mut dyn ChannelController,
+    ) {
         if !self.subchannels.contains(sc) {
             return;
         }
@@ -193,8 +222,14 @@ mod tests {
     #[test]
     fn connects_to_all_and_rotates_over_the_ready_ones() {
         let (mut p, mut cx) = (RoundRobin::default(), TestCx::default());
-        p.resolver_update(update(&[1, 2, 3], LbConfig::default()), &mut cx).unwrap();
-        assert!([1, 2, 3].iter().all(|port| cx.sc(*port).connect_calls() == 1), "all at once");
+        p.resolver_update(update(&[1, 2, 3], LbConfig::default()), &mut cx)
+            .unwrap();
+        assert!(
+            [1, 2, 3]
+                .iter()
+                .all(|port| cx.sc(*port).connect_calls() == 1),
+            "all at once"
+        );
         assert_eq!((cx.state(), cx.pick()), (Some(Connecting), "queue".into()));
         p.subchannel_update(&cx.sc(1), &st(Ready), &mut cx);
         assert_eq!((cx.state(), cx.pick()), (Some(Ready), "1".into()));
@@ -210,11 +245,15 @@ mod tests {
     #[test]
     fn all_failed_is_sticky_transient_failure_until_one_is_ready() {
         let (mut p, mut cx) = (RoundRobin::default(), TestCx::default());
-        p.resolver_update(update(&[1, 2], LbConfig::default()), &mut cx).unwrap();
+        p.resolver_update(update(&[1, 2], LbConfig::default()), &mut cx)
+            .unwrap();
         p.subchannel_update(&cx.sc(1), &st(TransientFailure), &mut cx);
         assert_eq!(cx.state(), Some(Connecting), "2 is still trying");
         p.subchannel_update(&cx.sc(2), &st(TransientFailure), &mut cx);
-        assert_eq!((cx.state(), cx.pick()), (Some(TransientFailure), "fail Unavailable".into()));
+        assert_eq!(
+            (cx.state(), cx.pick()),
+            (Some(TransientFailure), "fail Unavailable".into())
+        );
         p.subchannel_update(&cx.sc(2), &st(Idle), &mut cx);
         p.subchannel_update(&cx.sc(2), &st(Connecting), &mut cx);
         assert_eq!(cx.state(), Some(TransientFailure), "sticky");
@@ -225,16 +264,27 @@ mod tests {
     #[test]
     fn updates_keep_shared_addresses_and_drop_removed_ones() {
         let (mut p, mut cx) = (RoundRobin::default(), TestCx::default());
-        p.resolver_update(update(&[1, 2], LbConfig::default()), &mut cx).unwrap();
+        p.resolver_update(update(&[1, 2], LbConfig::default()), &mut cx)
+            .unwrap();
         let (one, two) = (cx.sc(1), cx.sc(2));
         p.subchannel_update(&one, &st(Ready), &mut cx);
         p.subchannel_update(&two, &st(Ready), &mut cx);
-        p.resolver_update(update(&[2, 3, 2], LbConfig::default()), &mut cx).unwrap();
+        p.resolver_update(update(&[2, 3, 2], LbConfig::default()), &mut cx)
+            .unwrap();
         assert!(one.is_shut_down(), "removed");
-        assert!(cx.sc(2) == two && !two.is_shut_down(), "kept, same subchannel");
-        assert_eq!(cx.created.len(), 3, "one new subchannel (duplicates ignored)");
+        assert!(
+            cx.sc(2) == two && !two.is_shut_down(),
+            "kept, same subchannel"
+        );
+        assert_eq!(
+            cx.created.len(),
+            3,
+            "one new subchannel (duplicates ignored)"
+        );
         assert_eq!(picks(&cx, 2), ["2", "2"]);
-        assert!(p.resolver_update(update(&[], LbConfig::default()), &mut cx).is_err());
+        assert!(p
+            .resolver_update(update(&[], LbConfig::default()), &mut cx)
+            .is_err());
         assert_eq!(cx.pick(), "fail Unavailable");
     }
 }

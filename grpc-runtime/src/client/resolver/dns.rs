@@ -17,7 +17,10 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use super::static_addrs::DEFAULT_PORT;
-use super::{Resolver, ResolverBuilder, ResolverOptions, ResolverSink, ResolverTarget, ResolverUpdate, ResolvedAddress};
+use super::{
+    ResolvedAddress, Resolver, ResolverBuilder, ResolverOptions, ResolverSink, ResolverTarget,
+    ResolverUpdate,
+};
 use crate::transport::Backoff;
 
 /// grpc-go's minimum time between two DNS resolutions.
@@ -51,14 +54,20 @@ impl DnsResolverBuilder {
         DnsResolverBuilder {
             lookup: Arc::new(|host, port| {
                 let host = host.to_string();
-                Box::pin(async move { tokio::net::lookup_host((host.as_str(), port)).await.map(|it| it.collect()) })
+                Box::pin(async move {
+                    tokio::net::lookup_host((host.as_str(), port))
+                        .await
+                        .map(|it| it.collect())
+                })
             }),
         }
     }
 
     /// Lookups through `lookup(host, port)` instead (another DNS client, or a test).
     pub fn with_lookup(lookup: impl Fn(&str, u16) -> LookupFuture + Send + Sync + 'static) -> Self {
-        DnsResolverBuilder { lookup: Arc::new(lookup) }
+        DnsResolverBuilder {
+            lookup: Arc::new(lookup),
+        }
     }
 }
 
@@ -73,12 +82,17 @@ pub(crate) fn split_host_port(s: &str) -> Result<(String, u16), String> {
         host.parse::<std::net::Ipv6Addr>().map_err(|_| bad())?;
         let port = match after {
             "" => DEFAULT_PORT,
-            p => p.strip_prefix(':').and_then(|p| p.parse().ok()).ok_or_else(bad)?,
+            p => p
+                .strip_prefix(':')
+                .and_then(|p| p.parse().ok())
+                .ok_or_else(bad)?,
         };
         return Ok((host.to_string(), port));
     }
     match s.rsplit_once(':') {
-        Some((h, p)) if !h.contains(':') && !h.is_empty() => Ok((h.to_string(), p.parse().map_err(|_| bad())?)),
+        Some((h, p)) if !h.contains(':') && !h.is_empty() => {
+            Ok((h.to_string(), p.parse().map_err(|_| bad())?))
+        }
         Some(_) if s.parse::<std::net::Ipv6Addr>().is_ok() => Ok((s.to_string(), DEFAULT_PORT)),
         Some(_) => Err(bad()),
         None if s.contains('/') => Err(bad()),
@@ -106,7 +120,9 @@ impl Drop for DnsResolver {
 
 impl Resolver for DnsResolver {
     fn resolve_now(&mut self) {
-        self.wake.requested.store(true, std::sync::atomic::Ordering::Release);
+        self.wake
+            .requested
+            .store(true, std::sync::atomic::Ordering::Release);
         self.wake.notify.notify_one();
     }
 }
@@ -116,7 +132,12 @@ impl ResolverBuilder for DnsResolverBuilder {
         "dns"
     }
 
-    fn build(&self, target: &ResolverTarget, sink: ResolverSink, options: &ResolverOptions) -> Result<Box<dyn Resolver>, String> {
+    fn build(
+        &self,
+        target: &ResolverTarget,
+        sink: ResolverSink,
+        options: &ResolverOptions,
+    ) -> Result<Box<dyn Resolver>, String> {
         self.validate(target)?;
         let (host, port) = split_host_port(target.endpoint())?;
         let wake = Arc::new(Wake::default());
@@ -190,7 +211,8 @@ async fn run(
             wake.notify.notified().await;
         }
         tokio::time::sleep_until(started + min_interval).await;
-        wake.requested.store(false, std::sync::atomic::Ordering::Release);
+        wake.requested
+            .store(false, std::sync::atomic::Ordering::Release);
     }
 }
 
@@ -216,9 +238,13 @@ mod tests {
     #[test]
     fn authority_is_rejected_clearly() {
         let b = DnsResolverBuilder::new();
-        let e = b.validate(&ResolverTarget::parse("dns://8.8.8.8/foo:1").unwrap()).unwrap_err();
+        let e = b
+            .validate(&ResolverTarget::parse("dns://8.8.8.8/foo:1").unwrap())
+            .unwrap_err();
         assert!(e.contains("not supported"), "{e}");
-        assert!(b.validate(&ResolverTarget::parse("dns:///foo:1").unwrap()).is_ok());
+        assert!(b
+            .validate(&ResolverTarget::parse("dns:///foo:1").unwrap())
+            .is_ok());
     }
 
     /// A lookup that counts calls and fails the first `fail_first` of them.
@@ -231,7 +257,10 @@ mod tests {
                 if i < fail_first {
                     Err(io::Error::other("no such host"))
                 } else {
-                    Ok(vec![SocketAddr::from(([127, 0, 0, 1], port)), SocketAddr::from(([127, 0, 0, 1], port))])
+                    Ok(vec![
+                        SocketAddr::from(([127, 0, 0, 1], port)),
+                        SocketAddr::from(([127, 0, 0, 1], port)),
+                    ])
                 }
             })
         });
@@ -242,9 +271,19 @@ mod tests {
     async fn resolve_now_is_rate_limited() {
         let (b, n) = counting(0);
         let (sink, mut rx) = test_sink();
-        let mut r = b.build(&ResolverTarget::parse("dns:///h:7").unwrap(), sink, &ResolverOptions::default()).unwrap();
+        let mut r = b
+            .build(
+                &ResolverTarget::parse("dns:///h:7").unwrap(),
+                sink,
+                &ResolverOptions::default(),
+            )
+            .unwrap();
         let first = rx.recv().await.unwrap();
-        assert_eq!(first.addresses.as_ref().unwrap().len(), 1, "duplicates dropped");
+        assert_eq!(
+            first.addresses.as_ref().unwrap().len(),
+            1,
+            "duplicates dropped"
+        );
         assert_eq!(n.load(Ordering::SeqCst), 1);
         // Asked again 1 s later: the next lookup waits until 30 s after the first.
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -266,7 +305,9 @@ mod tests {
         let (b, n) = counting(3);
         let (sink, mut rx) = test_sink();
         let opts = ResolverOptions::default();
-        let _r = b.build(&ResolverTarget::parse("dns:///h:7").unwrap(), sink, &opts).unwrap();
+        let _r = b
+            .build(&ResolverTarget::parse("dns:///h:7").unwrap(), sink, &opts)
+            .unwrap();
         let started = Instant::now();
         for _ in 0..3 {
             assert!(rx.recv().await.unwrap().addresses.is_err());

@@ -4,7 +4,9 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::{Resolver, ResolverBuilder, ResolverOptions, ResolverSink, ResolverTarget, ResolverUpdate};
+use super::{
+    Resolver, ResolverBuilder, ResolverOptions, ResolverSink, ResolverTarget, ResolverUpdate,
+};
 
 /// A resolver builder and handle in one: give a clone to the channel builder
 /// ([`crate::Endpoint::resolver`]) and call [`ManualResolver::update`] whenever the
@@ -34,14 +36,19 @@ struct Shared {
 
 impl std::fmt::Debug for ManualResolver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ManualResolver").field("scheme", &self.scheme).finish()
+        f.debug_struct("ManualResolver")
+            .field("scheme", &self.scheme)
+            .finish()
     }
 }
 
 impl ManualResolver {
     /// A manual resolver serving targets of `scheme`.
     pub fn new(scheme: impl Into<String>) -> Self {
-        ManualResolver { scheme: scheme.into().to_ascii_lowercase(), inner: Arc::default() }
+        ManualResolver {
+            scheme: scheme.into().to_ascii_lowercase(),
+            inner: Arc::default(),
+        }
     }
 
     /// Pushes `update` to every channel using this resolver and remembers it for channels
@@ -79,13 +86,23 @@ impl ResolverBuilder for ManualResolver {
         &self.scheme
     }
 
-    fn build(&self, _: &ResolverTarget, sink: ResolverSink, _: &ResolverOptions) -> Result<Box<dyn Resolver>, String> {
-        let mut s = self.inner.lock().map_err(|_| "manual resolver poisoned".to_string())?;
+    fn build(
+        &self,
+        _: &ResolverTarget,
+        sink: ResolverSink,
+        _: &ResolverOptions,
+    ) -> Result<Box<dyn Resolver>, String> {
+        let mut s = self
+            .inner
+            .lock()
+            .map_err(|_| "manual resolver poisoned".to_string())?;
         if let Some(last) = &s.last {
             sink.update(last.clone());
         }
         s.sinks.retain(|sink| sink.is_live());
         s.sinks.push(sink);
-        Ok(Box::new(Handle { inner: Arc::clone(&self.inner) }))
+        Ok(Box::new(Handle {
+            inner: Arc::clone(&self.inner),
+        }))
     }
 }

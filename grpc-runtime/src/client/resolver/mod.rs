@@ -95,14 +95,28 @@ impl ResolverTarget {
             },
             None => (String::new(), rest.to_string()),
         };
-        Some(ResolverTarget { scheme: scheme.to_ascii_lowercase(), authority, endpoint, original: text.to_string() })
+        Some(ResolverTarget {
+            scheme: scheme.to_ascii_lowercase(),
+            authority,
+            endpoint,
+            original: text.to_string(),
+        })
     }
 
     /// A target with the given parts (`original` is rebuilt from them).
-    pub fn new(scheme: impl Into<String>, authority: impl Into<String>, endpoint: impl Into<String>) -> Self {
+    pub fn new(
+        scheme: impl Into<String>,
+        authority: impl Into<String>,
+        endpoint: impl Into<String>,
+    ) -> Self {
         let (scheme, authority, endpoint) = (scheme.into(), authority.into(), endpoint.into());
         let original = format!("{scheme}://{authority}/{endpoint}");
-        ResolverTarget { scheme, authority, endpoint, original }
+        ResolverTarget {
+            scheme,
+            authority,
+            endpoint,
+            original,
+        }
     }
 
     /// The URI scheme, lowercased (`dns`, `ipv4`, `unix`, ...).
@@ -154,7 +168,10 @@ impl Attributes {
 
     /// The attribute of type `T`, if set.
     pub fn get<T: Any + Send + Sync>(&self) -> Option<&T> {
-        self.map.as_ref()?.get(&std::any::TypeId::of::<T>())?.downcast_ref()
+        self.map
+            .as_ref()?
+            .get(&std::any::TypeId::of::<T>())?
+            .downcast_ref()
     }
 
     /// Whether no attribute is set.
@@ -165,7 +182,11 @@ impl Attributes {
 
 impl fmt::Debug for Attributes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Attributes({})", self.map.as_ref().map_or(0, |m| m.len()))
+        write!(
+            f,
+            "Attributes({})",
+            self.map.as_ref().map_or(0, |m| m.len())
+        )
     }
 }
 
@@ -179,7 +200,10 @@ pub struct ResolvedAddress {
 impl ResolvedAddress {
     /// An address without attributes.
     pub fn new(address: impl Into<Address>) -> Self {
-        ResolvedAddress { address: address.into(), attributes: Attributes::new() }
+        ResolvedAddress {
+            address: address.into(),
+            attributes: Attributes::new(),
+        }
     }
 
     /// Adds the attribute of type `T` (builder style). A subchannel keeps the attributes
@@ -224,13 +248,19 @@ pub struct ResolverUpdate {
 impl ResolverUpdate {
     /// The backends are `addresses` (in the resolver's order of preference).
     pub fn new(addresses: Vec<ResolvedAddress>) -> Self {
-        ResolverUpdate { addresses: Ok(addresses), service_config: None }
+        ResolverUpdate {
+            addresses: Ok(addresses),
+            service_config: None,
+        }
     }
 
     /// Resolution failed: the channel keeps using the addresses it has (if any) and the
     /// LB policy decides (a channel with none fails calls with UNAVAILABLE and `error`).
     pub fn error(error: impl Into<String>) -> Self {
-        ResolverUpdate { addresses: Err(error.into()), service_config: None }
+        ResolverUpdate {
+            addresses: Err(error.into()),
+            service_config: None,
+        }
     }
 
     /// Attaches a service config (gRFC A2 JSON). An invalid one is logged and the
@@ -260,14 +290,19 @@ pub struct ResolverSink {
 
 impl fmt::Debug for ResolverSink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResolverSink").field("generation", &self.generation).finish()
+        f.debug_struct("ResolverSink")
+            .field("generation", &self.generation)
+            .finish()
     }
 }
 
 impl ResolverSink {
     /// Pushes an update; `false` when the channel no longer listens.
     pub fn update(&self, update: ResolverUpdate) -> bool {
-        self.events.send(ControlEvent::Resolved { generation: self.generation, update })
+        self.events.send(ControlEvent::Resolved {
+            generation: self.generation,
+            update,
+        })
     }
 
     /// Pushes a resolution error (same as `update(ResolverUpdate::error(e))`).
@@ -372,7 +407,11 @@ pub fn register(builder: impl ResolverBuilder) {
 
 /// The builder registered for `scheme`, if any.
 pub fn lookup(scheme: &str) -> Option<Arc<dyn ResolverBuilder>> {
-    registry().read().ok()?.get(&scheme.to_ascii_lowercase()).cloned()
+    registry()
+        .read()
+        .ok()?
+        .get(&scheme.to_ascii_lowercase())
+        .cloned()
 }
 
 #[cfg(test)]
@@ -382,11 +421,20 @@ mod tests {
     #[test]
     fn splits_targets_per_the_naming_doc() {
         let t = ResolverTarget::parse("dns:///foo.googleapis.com:8080").unwrap();
-        assert_eq!((t.scheme(), t.authority(), t.endpoint()), ("dns", "", "foo.googleapis.com:8080"));
+        assert_eq!(
+            (t.scheme(), t.authority(), t.endpoint()),
+            ("dns", "", "foo.googleapis.com:8080")
+        );
         let t = ResolverTarget::parse("dns://8.8.8.8/foo:1").unwrap();
-        assert_eq!((t.scheme(), t.authority(), t.endpoint()), ("dns", "8.8.8.8", "foo:1"));
+        assert_eq!(
+            (t.scheme(), t.authority(), t.endpoint()),
+            ("dns", "8.8.8.8", "foo:1")
+        );
         let t = ResolverTarget::parse("unix:relative/sock").unwrap();
-        assert_eq!((t.scheme(), t.authority(), t.endpoint()), ("unix", "", "relative/sock"));
+        assert_eq!(
+            (t.scheme(), t.authority(), t.endpoint()),
+            ("unix", "", "relative/sock")
+        );
         let t = ResolverTarget::parse("unix:///abs/sock").unwrap();
         assert_eq!(t.endpoint(), "abs/sock");
         let t = ResolverTarget::parse("ipv4:1.2.3.4:5,6.7.8.9:10").unwrap();
@@ -395,18 +443,26 @@ mod tests {
         assert!(ResolverTarget::parse("1host:80").is_none());
         // `localhost:50051` splits as scheme "localhost"; the channel only treats it as a
         // scheme when a resolver is registered for it.
-        assert_eq!(ResolverTarget::parse("localhost:50051").unwrap().scheme(), "localhost");
+        assert_eq!(
+            ResolverTarget::parse("localhost:50051").unwrap().scheme(),
+            "localhost"
+        );
     }
 
     #[test]
     fn attributes_by_type() {
         #[derive(Debug, PartialEq)]
         struct Weight(u32);
-        let a = ResolvedAddress::new("127.0.0.1:1".parse::<std::net::SocketAddr>().unwrap()).with_attribute(Weight(3));
+        let a = ResolvedAddress::new("127.0.0.1:1".parse::<std::net::SocketAddr>().unwrap())
+            .with_attribute(Weight(3));
         assert_eq!(a.attribute::<Weight>(), Some(&Weight(3)));
         assert_eq!(a.attribute::<u8>(), None);
         let b = a.clone().with_attribute(Weight(4));
-        assert_eq!(a.attribute::<Weight>(), Some(&Weight(3)), "clones do not share writes");
+        assert_eq!(
+            a.attribute::<Weight>(),
+            Some(&Weight(3)),
+            "clones do not share writes"
+        );
         assert_eq!(b.attribute::<Weight>(), Some(&Weight(4)));
     }
 }

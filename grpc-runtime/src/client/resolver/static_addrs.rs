@@ -4,7 +4,10 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use super::{Resolver, ResolverBuilder, ResolverOptions, ResolverSink, ResolverTarget, ResolverUpdate, ResolvedAddress};
+use super::{
+    ResolvedAddress, Resolver, ResolverBuilder, ResolverOptions, ResolverSink, ResolverTarget,
+    ResolverUpdate,
+};
 use crate::transport::Address;
 
 /// Port used when an `ipv4:`/`ipv6:`/`dns:` address has none (the naming doc's 443).
@@ -39,19 +42,26 @@ impl StaticResolverBuilder {
     }
     /// `unix-abstract:name` (Linux abstract socket namespace).
     pub fn unix_abstract() -> Self {
-        StaticResolverBuilder { kind: Kind::UnixAbstract }
+        StaticResolverBuilder {
+            kind: Kind::UnixAbstract,
+        }
     }
 
     fn addresses(&self, target: &ResolverTarget) -> Result<Vec<Address>, String> {
         match self.kind {
             Kind::Ipv4 | Kind::Ipv6 => {
                 if !target.authority().is_empty() {
-                    return Err(format!("{}: an authority is not supported for {} targets", target, target.scheme()));
+                    return Err(format!(
+                        "{}: an authority is not supported for {} targets",
+                        target,
+                        target.scheme()
+                    ));
                 }
                 let mut out = Vec::new();
                 for part in target.endpoint().split(',') {
-                    let sa = parse_ip_port(part, self.kind == Kind::Ipv6)
-                        .ok_or_else(|| format!("{target}: {part:?} is not an {} address", target.scheme()))?;
+                    let sa = parse_ip_port(part, self.kind == Kind::Ipv6).ok_or_else(|| {
+                        format!("{target}: {part:?} is not an {} address", target.scheme())
+                    })?;
                     out.push(Address::Tcp(sa));
                 }
                 Ok(out)
@@ -60,19 +70,28 @@ impl StaticResolverBuilder {
                 let rest = target.original().split_once(':').map_or("", |(_, r)| r);
                 let path = match rest.strip_prefix("//") {
                     Some(p) if p.starts_with('/') => p,
-                    Some(_) => return Err(format!("{target}: unix://ABSOLUTE_PATH needs an absolute path (three slashes)")),
+                    Some(_) => {
+                        return Err(format!(
+                            "{target}: unix://ABSOLUTE_PATH needs an absolute path (three slashes)"
+                        ))
+                    }
                     None => rest,
                 };
                 if path.is_empty() {
                     return Err(format!("{target}: empty unix socket path"));
                 }
-                unix_address(path).ok_or_else(|| format!("{target}: unix sockets are not supported on this platform"))
+                unix_address(path)
+                    .ok_or_else(|| {
+                        format!("{target}: unix sockets are not supported on this platform")
+                    })
                     .map(|a| vec![a])
             }
             Kind::UnixAbstract => {
                 let name = target.original().split_once(':').map_or("", |(_, r)| r);
                 abstract_address(name)
-                    .ok_or_else(|| format!("{target}: abstract unix sockets are only supported on Linux"))
+                    .ok_or_else(|| {
+                        format!("{target}: abstract unix sockets are only supported on Linux")
+                    })
                     .map(|a| vec![a])
             }
         }
@@ -114,7 +133,10 @@ fn parse_ip_port(s: &str, v6: bool) -> Option<SocketAddr> {
         Some((ip, p)) => (ip, p.parse().ok()?),
         None => (s, DEFAULT_PORT),
     };
-    Some(SocketAddr::new(IpAddr::V4(ip.parse::<Ipv4Addr>().ok()?), port))
+    Some(SocketAddr::new(
+        IpAddr::V4(ip.parse::<Ipv4Addr>().ok()?),
+        port,
+    ))
 }
 
 struct Fixed;
@@ -133,9 +155,16 @@ impl ResolverBuilder for StaticResolverBuilder {
         }
     }
 
-    fn build(&self, target: &ResolverTarget, sink: ResolverSink, _: &ResolverOptions) -> Result<Box<dyn Resolver>, String> {
+    fn build(
+        &self,
+        target: &ResolverTarget,
+        sink: ResolverSink,
+        _: &ResolverOptions,
+    ) -> Result<Box<dyn Resolver>, String> {
         let addrs = self.addresses(target)?;
-        sink.update(ResolverUpdate::new(addrs.into_iter().map(ResolvedAddress::new).collect()));
+        sink.update(ResolverUpdate::new(
+            addrs.into_iter().map(ResolvedAddress::new).collect(),
+        ));
         Ok(Box::new(Fixed))
     }
 
@@ -143,7 +172,11 @@ impl ResolverBuilder for StaticResolverBuilder {
         match self.kind {
             Kind::Unix | Kind::UnixAbstract => "localhost".to_string(),
             // The first address (a comma-separated list is no valid authority).
-            Kind::Ipv4 | Kind::Ipv6 => match self.addresses(target).ok().and_then(|a| a.into_iter().next()) {
+            Kind::Ipv4 | Kind::Ipv6 => match self
+                .addresses(target)
+                .ok()
+                .and_then(|a| a.into_iter().next())
+            {
                 Some(a) => a.to_string(),
                 None => "localhost".to_string(),
             },
@@ -195,10 +228,17 @@ impl ResolverBuilder for PassthroughResolverBuilder {
         "passthrough"
     }
 
-    fn build(&self, target: &ResolverTarget, sink: ResolverSink, _: &ResolverOptions) -> Result<Box<dyn Resolver>, String> {
+    fn build(
+        &self,
+        target: &ResolverTarget,
+        sink: ResolverSink,
+        _: &ResolverOptions,
+    ) -> Result<Box<dyn Resolver>, String> {
         let (host, port) = super::dns::split_host_port(target.endpoint())?;
         if let Ok(ip) = host.parse::<IpAddr>() {
-            sink.update(ResolverUpdate::new(vec![ResolvedAddress::new(SocketAddr::new(ip, port))]));
+            sink.update(ResolverUpdate::new(vec![ResolvedAddress::new(
+                SocketAddr::new(ip, port),
+            )]));
             return Ok(Box::new(Fixed));
         }
         let r = Passthrough { host, port, sink };
@@ -223,25 +263,44 @@ mod tests {
             _ => StaticResolverBuilder::unix_abstract(),
         };
         let t = ResolverTarget::parse(text).ok_or("no scheme")?;
-        b.addresses(&t).map(|v| v.iter().map(|a| a.to_string()).collect())
+        b.addresses(&t)
+            .map(|v| v.iter().map(|a| a.to_string()).collect())
     }
 
     #[test]
     fn address_lists() {
-        assert_eq!(addrs("ipv4", "ipv4:127.0.0.1:1,10.0.0.2:2").unwrap(), ["127.0.0.1:1", "10.0.0.2:2"]);
+        assert_eq!(
+            addrs("ipv4", "ipv4:127.0.0.1:1,10.0.0.2:2").unwrap(),
+            ["127.0.0.1:1", "10.0.0.2:2"]
+        );
         assert_eq!(addrs("ipv4", "ipv4:127.0.0.1").unwrap(), ["127.0.0.1:443"]);
         assert!(addrs("ipv4", "ipv4:::1").is_err());
         assert!(addrs("ipv4", "ipv4:1.2.3.4:x").is_err());
         assert!(addrs("ipv4", "ipv4://auth/1.2.3.4:1").is_err());
-        assert_eq!(addrs("ipv6", "ipv6:[::1]:50051,::2").unwrap(), ["[::1]:50051", "[::2]:443"]);
+        assert_eq!(
+            addrs("ipv6", "ipv6:[::1]:50051,::2").unwrap(),
+            ["[::1]:50051", "[::2]:443"]
+        );
         assert!(addrs("ipv6", "ipv6:::1:50051x").is_err());
         assert!(addrs("ipv6", "ipv6:127.0.0.1").is_err());
-        assert_eq!(addrs("unix", "unix:rel/s.sock").unwrap(), ["unix:rel/s.sock"]);
-        assert_eq!(addrs("unix", "unix:/abs/s.sock").unwrap(), ["unix:/abs/s.sock"]);
-        assert_eq!(addrs("unix", "unix:///abs/s.sock").unwrap(), ["unix:/abs/s.sock"]);
+        assert_eq!(
+            addrs("unix", "unix:rel/s.sock").unwrap(),
+            ["unix:rel/s.sock"]
+        );
+        assert_eq!(
+            addrs("unix", "unix:/abs/s.sock").unwrap(),
+            ["unix:/abs/s.sock"]
+        );
+        assert_eq!(
+            addrs("unix", "unix:///abs/s.sock").unwrap(),
+            ["unix:/abs/s.sock"]
+        );
         assert!(addrs("unix", "unix://host/s.sock").is_err());
         assert!(addrs("unix", "unix:").is_err());
         #[cfg(target_os = "linux")]
-        assert_eq!(addrs("unix-abstract", "unix-abstract:grpc-test").unwrap(), ["unix-abstract:grpc-test"]);
+        assert_eq!(
+            addrs("unix-abstract", "unix-abstract:grpc-test").unwrap(),
+            ["unix-abstract:grpc-test"]
+        );
     }
 }

@@ -1,5 +1,5 @@
 #![doc = include_str!("guide.md")]
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 pub mod client;
 pub mod codec;

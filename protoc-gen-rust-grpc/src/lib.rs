@@ -14,6 +14,7 @@
 //! enums, a `<service>_client` and `<service>_server` module per service, and
 //! `FILE_DESCRIPTOR_SET`. The optional include file (`include_file=mod.rs`) nests the
 //! packages into a module tree.
+#![deny(missing_docs)]
 
 mod build;
 mod codegen;

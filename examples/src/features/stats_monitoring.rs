@@ -165,10 +165,10 @@ pub fn render(metrics: &ResourceMetrics) -> String {
     out
 }
 
-fn histogram<'a>(
+fn histogram(
     out: &mut String,
     name: &str,
-    attrs: &[&'a KeyValue],
+    attrs: &[&KeyValue],
     bounds: impl Iterator<Item = f64>,
     counts: impl Iterator<Item = u64>,
     count: u64,

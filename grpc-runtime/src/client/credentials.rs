@@ -246,13 +246,13 @@ impl TokenSource {
         // Held across the fetch: one fetch in flight, the other calls wait for its token.
         let mut cached = self.cached.lock().await;
         if let Some((md, expiry)) = cached.as_ref() {
-            if expiry.is_none_or(|e| Instant::now() + self.margin < e) {
+            if expiry.map_or(true, |e| Instant::now() + self.margin < e) {
                 return Ok(md.clone());
             }
         }
         let token = (self.fetch)().await?;
         let mut md = MetadataMap::new();
-        md.insert("authorization", &format!("Bearer {}", token.value))
+        md.insert("authorization", format!("Bearer {}", token.value))
             .map_err(|e| {
                 Status::unauthenticated(format!("token source returned an invalid token: {e}"))
             })?;
@@ -361,9 +361,12 @@ mod tests {
     async fn plaintext_refuses_private_credentials_unless_allowed() {
         let token: Arc<dyn CallCredentials> =
             Arc::new(MetadataCredentials::bearer_token("t").unwrap());
-        let err = request_metadata(&[token.clone()], &info(SecurityLevel::NoSecurity))
-            .await
-            .unwrap_err();
+        let err = request_metadata(
+            std::slice::from_ref(&token),
+            &info(SecurityLevel::NoSecurity),
+        )
+        .await
+        .unwrap_err();
         assert_eq!(err.code(), Code::Unauthenticated);
         assert!(
             err.message().contains("allow_insecure"),

@@ -684,4 +684,43 @@ mod tests {
         let mut s: Streaming<M> = Streaming::from_status(Status::new(Code::Ok, ""));
         assert_eq!(s.message().await.unwrap(), None);
     }
+
+    /// A guard set while another is already there (a response head that brought the
+    /// request sender along, then the call's own guard) keeps both alive until the stream
+    /// is dropped: replacing the first aborted a request mid-body (38ab81d).
+    #[tokio::test]
+    async fn a_second_guard_keeps_the_first() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        struct Flag(Arc<AtomicUsize>);
+        impl Drop for Flag {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let addr = serve_once(
+            vec![msgs(1)],
+            Some(status_trailers("0", None)),
+            Duration::ZERO,
+        )
+        .await;
+        let (body, _send) = open(addr).await;
+        let mut s: Streaming<M> = Streaming::new_response(body, FrameDecoder::new(1 << 20, None));
+        s.set_guard(Box::new(Flag(dropped.clone())));
+        s.set_guard(Box::new(Flag(dropped.clone())));
+        assert_eq!(
+            dropped.load(Ordering::SeqCst),
+            0,
+            "setting a guard dropped another"
+        );
+        assert_eq!(s.message().await.unwrap().unwrap().s, "m0");
+        assert_eq!(dropped.load(Ordering::SeqCst), 0);
+        drop(s);
+        assert_eq!(
+            dropped.load(Ordering::SeqCst),
+            2,
+            "both guards end with the stream"
+        );
+    }
 }

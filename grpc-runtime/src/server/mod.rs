@@ -8,6 +8,7 @@
 pub mod authz;
 mod call;
 mod conn;
+mod dispatch;
 mod interceptor;
 mod tls;
 #[cfg(feature = "grpc-web")]

@@ -3,8 +3,8 @@
 //! (a stream of the native h2 connection whose content-type is `application/grpc-web*`).
 //!
 //! This module owns the translation only. A gRPC-Web request is validated and routed by
-//! the same code as a native one (`conn::route`), runs through the same interceptors,
-//! deadline, cancellation and call adapters (`conn::run_call`), and reads its request
+//! the same code as a native one (`dispatch::route`), runs through the same interceptors,
+//! deadline, cancellation and call adapters (`dispatch::run_call`), and reads its request
 //! from a [`ChunkSource`] (base64-decoded in text mode). The call writes its response
 //! to a [`WebSink`] (the `ResponseState::Web` of its context) instead of an h2 stream;
 //! the [`WebBody`] at the other end of that queue turns it into gRPC-Web: the same
@@ -27,7 +27,7 @@ use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
-use super::conn::{self, AcceptedCall, Rejected, Routed};
+use super::dispatch::{self, AcceptedCall, Rejected, Routed};
 use super::tls::PeerCertificates;
 use super::{CallBody, ConnGuard, Shared, ABORT, FORCE, GRACEFUL, RUNNING};
 use crate::context::{MethodPath, ResponseState, ServerContext};
@@ -886,7 +886,7 @@ fn start(
     for name in HOP_BY_HOP {
         parts.headers.remove(name);
     }
-    let routed = match conn::route(&parts, shared) {
+    let routed = match dispatch::route(&parts, shared) {
         Ok(r) => r,
         Err(Rejected { status, extra }) => return finish_now(trailers_only(status, extra), mode),
     };
@@ -960,7 +960,7 @@ fn start(
         request_encoding,
         deadline,
     };
-    tokio::spawn(conn::run_call(
+    tokio::spawn(dispatch::run_call(
         call,
         peer,
         Arc::clone(shared),
@@ -1158,7 +1158,7 @@ pub(crate) async fn serve_sniffed<IO>(
         io,
     };
     if http2 {
-        conn::serve_connection(io, peer, peer_certs, shared, guard).await;
+        super::conn::serve_connection(io, peer, peer_certs, shared, guard).await;
     } else {
         serve_http1(io, peer, peer_certs, shared, guard).await;
     }

@@ -10,28 +10,14 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use crate::latch::Latch;
-use bytes::Bytes;
 
 use crate::compression::{CompressionEncoding, EncodingSet};
 use crate::metadata::MetadataMap;
+use crate::request::Request;
+use crate::server::wire::ResponseState;
 use crate::status::{Code, Status};
+use crate::streaming::EndOfStream;
 use crate::timeout::Deadline;
-
-/// Where the response of a call stands.
-pub(crate) enum ResponseState {
-    /// Headers not sent yet.
-    Pending(h2::server::SendResponse<Bytes>),
-    /// Headers sent; messages may follow.
-    Open(h2::SendStream<Bytes>),
-    /// Trailers (or Trailers-Only) sent, or the stream is gone.
-    Closed,
-    /// Not a server call (client-side request).
-    Detached,
-    /// A gRPC-Web call: headers, messages and the status go to the queue its gRPC-Web
-    /// response body reads (`server::web`), whether that is written to HTTP/1.1 or h2.
-    #[cfg(feature = "grpc-web")]
-    Web(crate::server::web::WebSink),
-}
 
 /// The method path of a call: the request's `:path`, shared with the request head.
 pub(crate) enum MethodPath {
@@ -66,7 +52,7 @@ pub(crate) struct CtxInner {
     pub(crate) encoding: Mutex<Option<CompressionEncoding>>,
     pub(crate) client_accepts: EncodingSet,
     /// Encodings the server decodes (advertised in `grpc-accept-encoding`).
-    server_accepts: EncodingSet,
+    pub(crate) server_accepts: EncodingSet,
     pub(crate) message_compression: AtomicBool,
     /// The client finished sending (END_STREAM seen).
     pub(crate) recv_done: AtomicBool,
@@ -101,32 +87,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl ServerContext {
+    /// A call context whose response goes to `response` (`ResponseState::Detached`
+    /// for a context that is not a server call).
     pub(crate) fn new(
-        method: MethodPath,
-        peer: Option<SocketAddr>,
-        deadline: Option<Deadline>,
-        respond: Option<h2::server::SendResponse<Bytes>>,
-        encoding: Option<CompressionEncoding>,
-        client_accepts: EncodingSet,
-        server_accepts: EncodingSet,
-    ) -> ServerContext {
-        let response = match respond {
-            Some(r) => ResponseState::Pending(r),
-            None => ResponseState::Detached,
-        };
-        Self::with_response(
-            method,
-            peer,
-            deadline,
-            response,
-            encoding,
-            client_accepts,
-            server_accepts,
-        )
-    }
-
-    /// As [`ServerContext::new`], with the response going to `response`.
-    pub(crate) fn with_response(
         method: MethodPath,
         peer: Option<SocketAddr>,
         deadline: Option<Deadline>,
@@ -163,7 +126,7 @@ impl ServerContext {
                 MethodPath::Static(""),
                 None,
                 None,
-                None,
+                ResponseState::Detached,
                 None,
                 EncodingSet::none(),
                 EncodingSet::none(),
@@ -302,79 +265,12 @@ impl ServerContext {
     /// message. Fails if headers were already sent, the call ended, or this
     /// is not a server call.
     pub fn send_headers(&self, metadata: MetadataMap) -> Result<(), Status> {
-        let mut st = lock(&self.inner.response);
-        match std::mem::replace(&mut *st, ResponseState::Closed) {
-            ResponseState::Pending(mut respond) => {
-                let head = self.response_head(&metadata);
-                if let Err(e) = check_response_head(&head) {
-                    *st = ResponseState::Pending(respond);
-                    return Err(e);
-                }
-                match respond.send_response(head, false) {
-                    Ok(stream) => {
-                        *st = ResponseState::Open(stream);
-                        Ok(())
-                    }
-                    Err(e) => Err(Status::from_h2_error(&e)),
-                }
-            }
-            #[cfg(feature = "grpc-web")]
-            ResponseState::Web(sink) => {
-                let result = if sink.head_sent() {
-                    Err(Status::internal(
-                        "send_headers: response headers already sent",
-                    ))
-                } else {
-                    let head = self.response_head(&metadata);
-                    check_response_head(&head).and_then(|()| sink.send_head(head))
-                };
-                *st = ResponseState::Web(sink);
-                result
-            }
-            other => {
-                let detached = matches!(other, ResponseState::Detached);
-                *st = other;
-                if detached {
-                    Err(Status::internal("send_headers: not a server call"))
-                } else {
-                    Err(Status::internal(
-                        "send_headers: response headers already sent",
-                    ))
-                }
-            }
-        }
+        crate::server::wire::send_headers(self, metadata)
     }
 
     /// True once response headers went out.
     pub fn headers_sent(&self) -> bool {
-        match &*lock(&self.inner.response) {
-            ResponseState::Pending(_) => false,
-            #[cfg(feature = "grpc-web")]
-            ResponseState::Web(sink) => sink.head_sent(),
-            _ => true,
-        }
-    }
-
-    /// Builds the response head (`:status 200`, content-type, encodings, metadata).
-    pub(crate) fn response_head(&self, metadata: &MetadataMap) -> http::Response<()> {
-        let mut resp = http::Response::new(());
-        let h = resp.headers_mut();
-        h.insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("application/grpc"),
-        );
-        if let Some(enc) = *lock(&self.inner.encoding) {
-            h.insert(
-                crate::compression::GRPC_ENCODING_NAME,
-                http::HeaderValue::from_static(enc.as_str()),
-            );
-        }
-        h.insert(
-            crate::compression::GRPC_ACCEPT_ENCODING_NAME,
-            self.inner.server_accepts.header_value(),
-        );
-        metadata.add_to_headers(h);
-        resp
+        crate::server::wire::headers_sent(self)
     }
 
     /// Replaces the trailing metadata sent with the final status.
@@ -448,47 +344,44 @@ impl ServerContext {
     }
 }
 
-/// The largest status + trailers we send (as HTTP/2 counts a header list: name +
-/// value + 32 per field), matching the 8 KiB header-list limit of our client and of
-/// grpc-java. A peer that gets more fails the call, and h2 peers fail the whole
-/// connection (GOAWAY ENHANCE_YOUR_CALM) when it is far more.
-pub(crate) const MAX_TRAILERS_SIZE: usize = 8 * 1024;
+/// The server call a [`Request`] belongs to, carried by the request envelope without
+/// its knowing what is inside: empty on client-built requests.
+#[derive(Default)]
+pub(crate) struct ContextSlot(Option<ServerContext>);
 
-/// A header list's size as HTTP/2 counts it (RFC 9113 6.5.2): name + value + 32 each.
-pub(crate) fn header_list_size(h: &http::HeaderMap) -> usize {
-    h.iter().map(|(k, v)| k.as_str().len() + v.len() + 32).sum()
-}
-
-/// A request head's size as HTTP/2 counts it, pseudo-headers (`:method`, `:scheme`,
-/// `:authority`, `:path`) included, as grpc-go's `checkForHeaderListSize` counts it.
-pub(crate) fn request_header_list_size(head: &http::Request<()>) -> usize {
-    let uri = head.uri();
-    let pseudo = [
-        (":method".len(), head.method().as_str().len()),
-        (":scheme".len(), uri.scheme_str().map_or(0, str::len)),
-        (
-            ":authority".len(),
-            uri.authority().map_or(0, |a| a.as_str().len()),
-        ),
-        (
-            ":path".len(),
-            uri.path_and_query().map_or(1, |p| p.as_str().len()),
-        ),
-    ];
-    pseudo.iter().map(|(n, v)| n + v + 32).sum::<usize>() + header_list_size(head.headers())
-}
-
-/// Response headers over [`MAX_TRAILERS_SIZE`] are refused (the call ends with
-/// INTERNAL, Trailers-Only) rather than sent to a peer that would reject them, and
-/// with them, if far over, the whole connection.
-pub(crate) fn check_response_head(head: &http::Response<()>) -> Result<(), Status> {
-    let size = header_list_size(head.headers());
-    if size > MAX_TRAILERS_SIZE {
-        return Err(Status::internal(format!(
-            "response headers too large to send: {size} bytes (limit {MAX_TRAILERS_SIZE})"
-        )));
+impl std::fmt::Debug for ContextSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
     }
-    Ok(())
+}
+
+impl<T> Request<T> {
+    /// Server side: the call context (deadline, peer, cancellation, early
+    /// headers, trailers). On a client-built request this is a detached
+    /// context: no deadline, no peer, never cancelled, headers/trailers refused.
+    pub fn context(&self) -> &ServerContext {
+        match &self.context_slot().0 {
+            Some(c) => c,
+            None => ServerContext::detached(),
+        }
+    }
+
+    /// Server side shortcut for `context().peer_addr()`.
+    pub fn remote_addr(&self) -> Option<SocketAddr> {
+        self.context().peer_addr()
+    }
+
+    /// Server side: attaches the request to its call.
+    pub(crate) fn set_context(&mut self, ctx: ServerContext) {
+        self.set_context_slot(ContextSlot(Some(ctx)));
+    }
+}
+
+/// Server side: the request stream tells its call when END_STREAM arrives.
+impl EndOfStream for CtxInner {
+    fn end_of_stream(&self) {
+        self.recv_done.store(true, Ordering::SeqCst);
+    }
 }
 
 #[cfg(test)]
@@ -504,7 +397,7 @@ mod tests {
             MethodPath::Static("/a.B/C"),
             None,
             None,
-            None,
+            ResponseState::Detached,
             None,
             EncodingSet::none(),
             EncodingSet::none(),
@@ -525,7 +418,7 @@ mod tests {
             MethodPath::Static("/a.B/C"),
             None,
             None,
-            None,
+            ResponseState::Detached,
             None,
             EncodingSet::none(),
             EncodingSet::none(),

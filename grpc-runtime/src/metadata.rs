@@ -366,6 +366,30 @@ impl fmt::Debug for MetadataMap {
     }
 }
 
+/// A header list's size as HTTP/2 counts it (RFC 9113 6.5.2): name + value + 32 each.
+pub(crate) fn header_list_size(h: &http::HeaderMap) -> usize {
+    h.iter().map(|(k, v)| k.as_str().len() + v.len() + 32).sum()
+}
+
+/// A request head's size as HTTP/2 counts it, pseudo-headers (`:method`, `:scheme`,
+/// `:authority`, `:path`) included, as grpc-go's `checkForHeaderListSize` counts it.
+pub(crate) fn request_header_list_size(head: &http::Request<()>) -> usize {
+    let uri = head.uri();
+    let pseudo = [
+        (":method".len(), head.method().as_str().len()),
+        (":scheme".len(), uri.scheme_str().map_or(0, str::len)),
+        (
+            ":authority".len(),
+            uri.authority().map_or(0, |a| a.as_str().len()),
+        ),
+        (
+            ":path".len(),
+            uri.path_and_query().map_or(1, |p| p.as_str().len()),
+        ),
+    ];
+    pseudo.iter().map(|(n, v)| n + v + 32).sum::<usize>() + header_list_size(head.headers())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

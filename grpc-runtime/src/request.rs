@@ -12,7 +12,7 @@ use std::time::Duration;
 use futures_core::Stream;
 
 use crate::compression::CompressionEncoding;
-use crate::context::ServerContext;
+use crate::context::ContextSlot;
 use crate::metadata::MetadataMap;
 use crate::status::Status;
 
@@ -47,7 +47,8 @@ pub struct Request<T> {
     /// Client side: [`Request::disable_compression`] was called (explicit identity).
     compression_disabled: bool,
     wait_for_ready: Option<bool>,
-    context: Option<ServerContext>,
+    /// Server side: the call this request belongs to (opaque here; see `context.rs`).
+    context: ContextSlot,
     /// Server side: whether the single request message had the compressed flag.
     message_compressed: Option<bool>,
     extensions: http::Extensions,
@@ -63,7 +64,7 @@ impl<T> Request<T> {
             compression: None,
             compression_disabled: false,
             wait_for_ready: None,
-            context: None,
+            context: ContextSlot::default(),
             message_compressed: None,
             extensions: http::Extensions::new(),
         }
@@ -182,19 +183,9 @@ impl<T> Request<T> {
             .unwrap_or_default()
     }
 
-    /// Server side: the call context (deadline, peer, cancellation, early
-    /// headers, trailers). On a client-built request this is a detached
-    /// context: no deadline, no peer, never cancelled, headers/trailers refused.
-    pub fn context(&self) -> &ServerContext {
-        match &self.context {
-            Some(c) => c,
-            None => ServerContext::detached(),
-        }
-    }
-
-    /// Server side shortcut for `context().peer_addr()`.
-    pub fn remote_addr(&self) -> Option<SocketAddr> {
-        self.context().peer_addr()
+    /// The server call this request belongs to (empty on client-built requests).
+    pub(crate) fn context_slot(&self) -> &ContextSlot {
+        &self.context
     }
 
     /// Server side, single-message requests (unary and server-streaming methods):
@@ -281,8 +272,9 @@ impl<T> Request<T> {
         (self.message, rest)
     }
 
-    pub(crate) fn set_context(&mut self, ctx: ServerContext) {
-        self.context = Some(ctx);
+    /// Attaches the request to its server call.
+    pub(crate) fn set_context_slot(&mut self, slot: ContextSlot) {
+        self.context = slot;
     }
 }
 

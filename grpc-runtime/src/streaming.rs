@@ -7,7 +7,7 @@
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
@@ -18,6 +18,13 @@ use crate::codec::{decode_message, FrameDecoder};
 use crate::metadata::MetadataMap;
 use crate::request::CancelHandle;
 use crate::status::Status;
+
+/// Server side: told when the request stream's END_STREAM arrives (the call's context
+/// implements it; this module does not know the server).
+pub(crate) trait EndOfStream: Send + Sync {
+    /// The client finished sending.
+    fn end_of_stream(&self);
+}
 
 /// Which side of the call reads the stream.
 #[allow(dead_code)] // Client is constructed by client/
@@ -55,8 +62,8 @@ struct Inner {
     pending_error: Option<Status>,
     final_status: Option<Status>,
     trailers: Option<MetadataMap>,
-    /// Server side: the call whose `recv_done` is set when END_STREAM arrives.
-    eos_flag: Option<crate::context::ServerContext>,
+    /// Server side: told when END_STREAM arrives (the call's context).
+    eos_flag: Option<Arc<dyn EndOfStream>>,
     deadline: Option<Pin<Box<Sleep>>>,
     guard: Option<Box<dyn Send + Sync>>,
     /// Client side: sees (and may settle) the final status once; see `set_observer`.
@@ -194,7 +201,7 @@ impl Inner {
                                 None => {
                                     self.chunks = None;
                                     if let Some(ctx) = &self.eos_flag {
-                                        ctx.inner.recv_done.store(true, Ordering::SeqCst);
+                                        ctx.end_of_stream();
                                     }
                                     if let Err(e) = self.decoder.finish() {
                                         return self.finish(e);
@@ -218,7 +225,7 @@ impl Inner {
                         Some(Err(e)) => return self.finish(Status::from_h2_error(&e)),
                         None => {
                             if let Some(ctx) = &self.eos_flag {
-                                ctx.inner.recv_done.store(true, Ordering::SeqCst);
+                                ctx.end_of_stream();
                             }
                             if let Err(e) = self.decoder.finish() {
                                 return self.finish(e);
@@ -429,9 +436,9 @@ impl<T> Streaming<T> {
         self.inner.cancel_wait = Some(Box::pin(async move { handle.cancelled().await }));
     }
 
-    /// Server side: marks `ctx`'s request side done when END_STREAM is received.
-    pub(crate) fn set_eos_flag(&mut self, ctx: crate::context::ServerContext) {
-        self.inner.eos_flag = Some(ctx);
+    /// Server side: `flag` is told when END_STREAM is received.
+    pub(crate) fn set_eos_flag(&mut self, flag: Arc<dyn EndOfStream>) {
+        self.inner.eos_flag = Some(flag);
     }
 
     /// Trailing metadata, available once the stream has ended (client side).

@@ -808,7 +808,7 @@ impl Channel {
             // As grpc-go's checkForHeaderListSize: a head the server said it would refuse
             // fails this call (INTERNAL, grpc-go's code and words) and is never sent.
             if let Some(max) = ready.peer_max_header_list_size() {
-                if crate::context::request_header_list_size(&head) > max as usize {
+                if crate::metadata::request_header_list_size(&head) > max as usize {
                     return Err(Status::internal(format!(
                         "header list size to send violates the maximum size ({max} bytes) set by server"
                     )));

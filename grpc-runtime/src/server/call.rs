@@ -5,14 +5,17 @@
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, MutexGuard};
+use std::sync::Arc;
 use std::task::Poll;
 
 use bytes::{Bytes, BytesMut};
 
+use super::wire::{
+    check_response_head, lock_state, response_head, ResponseState, MAX_TRAILERS_SIZE,
+};
 use crate::codec::{encode_message, next_batch, BatchEnd, FrameDecoder};
 use crate::compression::CompressionEncoding;
-use crate::context::{ResponseState, ServerContext, MAX_TRAILERS_SIZE};
+use crate::context::ServerContext;
 use crate::metadata::MetadataMap;
 use crate::request::{BoxFuture, BoxStream, Request, Response};
 use crate::status::{Code, Status};
@@ -53,10 +56,6 @@ impl std::fmt::Debug for ServerCall {
     }
 }
 
-fn lock_state(ctx: &ServerContext) -> MutexGuard<'_, ResponseState> {
-    ctx.inner.response.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl ServerCall {
     /// The full method path, e.g. `/helloworld.Greeter/SayHello`.
     pub fn method(&self) -> &str {
@@ -79,7 +78,7 @@ impl ServerCall {
             decoder.set_counter(std::sync::Arc::clone(&stats.bytes));
         }
         let mut stream = Streaming::new_request(self.body, decoder);
-        stream.set_eos_flag(self.ctx.clone());
+        stream.set_eos_flag(self.ctx.inner.clone());
         let mut req = Request::from_parts(self.metadata, self.extensions, stream);
         req.set_context(self.ctx.clone());
         if let Some(t) = self.ctx.time_remaining() {
@@ -295,8 +294,8 @@ pub(crate) fn open_response(ctx: &ServerContext, metadata: MetadataMap) -> Resul
     let mut st = lock_state(ctx);
     match std::mem::replace(&mut *st, ResponseState::Closed) {
         ResponseState::Pending(mut respond) => {
-            let head = ctx.response_head(&metadata);
-            if let Err(e) = crate::context::check_response_head(&head) {
+            let head = response_head(ctx, &metadata);
+            if let Err(e) = check_response_head(&head) {
                 *st = ResponseState::Pending(respond);
                 return Err(e);
             }
@@ -328,8 +327,8 @@ pub(crate) fn open_response(ctx: &ServerContext, metadata: MetadataMap) -> Resul
                 }
                 Ok(())
             } else {
-                let head = ctx.response_head(&metadata);
-                crate::context::check_response_head(&head).and_then(|()| sink.send_head(head))
+                let head = response_head(ctx, &metadata);
+                check_response_head(&head).and_then(|()| sink.send_head(head))
             };
             *st = ResponseState::Web(sink);
             result
@@ -434,7 +433,7 @@ fn add_status_headers(h: &mut http::HeaderMap, status: &Status, trailers: &Metad
     let mut t = http::HeaderMap::new();
     status.add_to_headers(&mut t);
     trailers.add_to_headers(&mut t);
-    let size = crate::context::header_list_size(&t);
+    let size = crate::metadata::header_list_size(&t);
     if size > MAX_TRAILERS_SIZE {
         tracing::warn!(
             size,

@@ -17,6 +17,7 @@ use tracing::Instrument;
 use super::call::{finish_call, poll_client_reset, reset_call, ServerCall};
 use super::interceptor::{CallHead, Next};
 use super::tls::PeerCertificates;
+use super::wire::ResponseState;
 use super::Shared;
 use crate::compression::{
     encoding_from_headers, negotiate_response_encoding, EncodingSet, HeaderEncoding,
@@ -312,7 +313,7 @@ fn accept_call(
         MethodPath::Received(path_and_query),
         peer,
         deadline,
-        Some(respond),
+        ResponseState::Pending(respond),
         response_encoding,
         client_accepts,
         shared.accept_encodings,

@@ -13,6 +13,7 @@ mod interceptor;
 mod tls;
 #[cfg(feature = "grpc-web")]
 pub(crate) mod web;
+pub(crate) mod wire;
 
 use std::collections::HashMap;
 use std::future::Future;

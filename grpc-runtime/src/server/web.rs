@@ -29,8 +29,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
 use super::dispatch::{self, AcceptedCall, Rejected, Routed};
 use super::tls::PeerCertificates;
+use super::wire::ResponseState;
 use super::{CallBody, ConnGuard, Shared, ABORT, FORCE, GRACEFUL, RUNNING};
-use crate::context::{MethodPath, ResponseState, ServerContext};
+use crate::context::{MethodPath, ServerContext};
 use crate::latch::Latch;
 use crate::status::Status;
 use crate::streaming::ChunkSource;
@@ -484,7 +485,7 @@ impl WebSink {
         !matches!(self.0.lock().head, Head::NotSent)
     }
 
-    /// Sends the response headers (`ctx.response_head`: the body fixes the content-type
+    /// Sends the response headers (`wire::response_head`: the body fixes the content-type
     /// and adds CORS).
     pub(crate) fn send_head(&self, head: http::Response<()>) -> Result<(), Status> {
         let mut q = self.0.lock();
@@ -926,7 +927,7 @@ fn start(
         writer: None,
         gone: None,
     })));
-    let ctx = ServerContext::with_response(
+    let ctx = ServerContext::new(
         MethodPath::Received(path_and_query),
         peer,
         deadline,

@@ -98,6 +98,36 @@ async fn unknown_service_and_method_are_trailers_only_unimplemented() {
     );
 }
 
+/// A refusal before routing goes through the same trailer-size cut as a handler's
+/// status: an unknown service whose name percent-encodes past 8 KiB still gets a
+/// Trailers-Only UNIMPLEMENTED a client with the default 8 KiB header-list limit reads.
+#[tokio::test]
+async fn an_oversized_rejection_message_is_truncated() {
+    let srv = start(|b| b).await;
+    let mut c = connect(srv.addr).await;
+    // Each "%25" becomes "%2525" in grpc-message: 1,700 of them are 8,500 bytes.
+    let path = format!("/{}/Unary", "%25".repeat(1700));
+    let r = call(&mut c, grpc_head(srv.addr, &path, &[]), &[frame(&req("x"))]).await;
+    assert!(r.headers_end_stream, "not Trailers-Only");
+    assert_eq!(r.grpc_status().unwrap(), "12");
+    let size: usize = r
+        .headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 32)
+        .sum();
+    assert!(
+        size <= 8 * 1024,
+        "the rejection's header block is {size} bytes"
+    );
+    let message = r.grpc_message().unwrap();
+    // (the raw header: "%25" percent-encoded)
+    assert!(
+        message.starts_with("unknown service %2525%2525"),
+        "{message}"
+    );
+    assert!(message.contains("[truncated"), "{message}");
+}
+
 #[tokio::test]
 async fn bad_content_type_is_415() {
     let srv = start(|b| b).await;

@@ -11,7 +11,8 @@ use std::task::Poll;
 use bytes::{Bytes, BytesMut};
 
 use super::wire::{
-    check_response_head, lock_state, response_head, ResponseState, MAX_TRAILERS_SIZE,
+    add_status_headers, check_response_head, lock_state, response_head, trailers_only,
+    ResponseState,
 };
 use crate::codec::{encode_message, next_batch, BatchEnd, FrameDecoder};
 use crate::compression::CompressionEncoding;
@@ -414,47 +415,6 @@ async fn write_bytes(ctx: &ServerContext, mut data: Bytes) -> Result<(), Status>
     Ok(())
 }
 
-/// How much of the message survives when the trailers had to be cut down.
-const TRUNCATED_MESSAGE_BYTES: usize = 512;
-
-/// `status` and `trailers` as header fields appended to `h`; if together they exceed
-/// [`MAX_TRAILERS_SIZE`], only the code and the start of the message go out (details
-/// and trailing metadata are dropped, with a warning in the log).
-fn add_status_headers(h: &mut http::HeaderMap, status: &Status, trailers: &MetadataMap) {
-    if trailers.is_empty()
-        && status.message().is_empty()
-        && status.details().is_empty()
-        && status.metadata().is_empty()
-    {
-        // The common case, a bare code: nothing to measure or truncate.
-        status.add_to_headers(h);
-        return;
-    }
-    let mut t = http::HeaderMap::new();
-    status.add_to_headers(&mut t);
-    trailers.add_to_headers(&mut t);
-    let size = crate::metadata::header_list_size(&t);
-    if size > MAX_TRAILERS_SIZE {
-        tracing::warn!(
-            size,
-            limit = MAX_TRAILERS_SIZE,
-            code = %status.code(),
-            "status and trailers too large to send; sending the code and a truncated message only"
-        );
-        let msg = status.message();
-        let mut end = msg.len().min(TRUNCATED_MESSAGE_BYTES);
-        while !msg.is_char_boundary(end) {
-            end -= 1;
-        }
-        let cut = format!(
-            "{} [truncated: status and trailers exceeded {MAX_TRAILERS_SIZE} bytes]",
-            &msg[..end]
-        );
-        t = Status::new(status.code(), cut).to_header_map();
-    }
-    h.extend(t);
-}
-
 /// Ends the call with `status`: trailers after headers, or Trailers-Only
 /// if no headers went out. User trailers (from the context and the
 /// status) ride along. Does nothing if the call already ended. Dropping the
@@ -467,14 +427,7 @@ pub(crate) fn finish_call(ctx: &ServerContext, status: Status) {
     drop(st);
     match prev {
         ResponseState::Pending(mut respond) => {
-            let mut resp = http::Response::new(());
-            let h = resp.headers_mut();
-            h.insert(
-                http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static("application/grpc"),
-            );
-            add_status_headers(h, &status, &trailers);
-            if let Err(e) = respond.send_response(resp, true) {
+            if let Err(e) = respond.send_response(trailers_only(&status, &trailers), true) {
                 tracing::debug!("failed to send Trailers-Only response: {e}");
             }
         }
@@ -492,14 +445,7 @@ pub(crate) fn finish_call(ctx: &ServerContext, status: Status) {
                 add_status_headers(&mut h, &status, &trailers);
                 sink.finish(h);
             } else {
-                let mut resp = http::Response::new(());
-                let h = resp.headers_mut();
-                h.insert(
-                    http::header::CONTENT_TYPE,
-                    http::HeaderValue::from_static("application/grpc"),
-                );
-                add_status_headers(h, &status, &trailers);
-                sink.finish_trailers_only(resp);
+                sink.finish_trailers_only(trailers_only(&status, &trailers));
             }
         }
         ResponseState::Closed | ResponseState::Detached => return,

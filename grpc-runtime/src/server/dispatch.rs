@@ -17,7 +17,7 @@ use tracing::Instrument;
 use super::call::{finish_call, poll_client_reset, reset_call, ServerCall};
 use super::interceptor::{CallHead, Next};
 use super::tls::PeerCertificates;
-use super::wire::ResponseState;
+use super::wire::{rejected, ResponseState};
 use super::Shared;
 use crate::compression::{
     encoding_from_headers, negotiate_response_encoding, EncodingSet, HeaderEncoding,
@@ -41,14 +41,8 @@ pub(super) fn is_grpc_content_type(v: Option<&HeaderValue>) -> bool {
 
 /// Sends a non-200 HTTP response carrying a gRPC status too (as grpc-go does).
 fn send_http_error(mut respond: h2::server::SendResponse<Bytes>, code: StatusCode, status: Status) {
-    let mut resp = http::Response::new(());
+    let mut resp = rejected(&status, None);
     *resp.status_mut() = code;
-    let h = resp.headers_mut();
-    h.insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/grpc"),
-    );
-    status.add_to_headers(h);
     if let Err(e) = respond.send_response(resp, true) {
         tracing::debug!("failed to send HTTP error response: {e}");
     }
@@ -60,21 +54,7 @@ fn send_trailers_only(
     status: Status,
     extra: Option<(&str, String)>,
 ) {
-    let mut resp = http::Response::new(());
-    let h = resp.headers_mut();
-    h.insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/grpc"),
-    );
-    status.add_to_headers(h);
-    if let Some((k, v)) = extra {
-        if let (Ok(name), Ok(value)) = (
-            http::HeaderName::from_bytes(k.as_bytes()),
-            HeaderValue::from_str(&v),
-        ) {
-            h.insert(name, value);
-        }
-    }
+    let resp = rejected(&status, extra);
     tracing::debug!(code = %status.code(), message = status.message(), "call rejected before routing");
     if let Err(e) = respond.send_response(resp, true) {
         tracing::debug!("failed to send Trailers-Only response: {e}");

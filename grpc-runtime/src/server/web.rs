@@ -29,7 +29,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
 use super::dispatch::{self, AcceptedCall, Rejected, Routed};
 use super::tls::PeerCertificates;
-use super::wire::ResponseState;
+use super::wire::{self, ResponseState};
 use super::{CallBody, ConnGuard, Shared, ABORT, FORCE, GRACEFUL, RUNNING};
 use crate::context::{MethodPath, ServerContext};
 use crate::latch::Latch;
@@ -601,10 +601,8 @@ impl WebBody {
             Head::NotSent if q.aborted => {
                 // The call went away without any answer (a panic past the adapters,
                 // a forced shutdown): say so rather than leave the client hanging.
-                let mut head = http::Response::new(());
-                Status::unavailable("call ended without a response")
-                    .add_to_headers(head.headers_mut());
-                (head, true)
+                let status = Status::unavailable("call ended without a response");
+                (wire::rejected(&status, None), true)
             }
             other => {
                 q.head = other;
@@ -788,11 +786,10 @@ impl Answer {
 
 /// A plain HTTP error answer (with the gRPC status too, as native errors carry it).
 fn http_error(code: StatusCode, status: Status) -> http::Response<()> {
-    let mut resp = http::Response::new(());
+    let mut resp = wire::rejected(&status, None);
     *resp.status_mut() = code;
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-    status.add_to_headers(resp.headers_mut());
     resp
 }
 
@@ -864,17 +861,7 @@ fn start(
     };
     let trailers_only = |status: Status, extra: Option<(&'static str, String)>| {
         tracing::debug!(code = %status.code(), message = status.message(), "gRPC-Web call rejected before routing");
-        let mut resp = http::Response::new(());
-        status.add_to_headers(resp.headers_mut());
-        if let Some((k, v)) = extra {
-            if let (Ok(name), Ok(value)) = (
-                HeaderName::from_bytes(k.as_bytes()),
-                HeaderValue::from_str(&v),
-            ) {
-                resp.headers_mut().insert(name, value);
-            }
-        }
-        resp
+        wire::rejected(&status, extra)
     };
     if let Some(over) = parts.extensions.get::<h2::ext::OversizedHeaderList>() {
         let status = Status::resource_exhausted(format!(

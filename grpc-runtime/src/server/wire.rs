@@ -75,6 +75,78 @@ pub(crate) fn check_response_head(head: &http::Response<()>) -> Result<(), Statu
     Ok(())
 }
 
+/// How much of the message survives when the trailers had to be cut down.
+const TRUNCATED_MESSAGE_BYTES: usize = 512;
+
+/// `status` and `trailers` as header fields appended to `h`; if together they exceed
+/// [`MAX_TRAILERS_SIZE`], only the code and the start of the message go out (details
+/// and trailing metadata are dropped, with a warning in the log).
+pub(crate) fn add_status_headers(h: &mut http::HeaderMap, status: &Status, trailers: &MetadataMap) {
+    if trailers.is_empty()
+        && status.message().is_empty()
+        && status.details().is_empty()
+        && status.metadata().is_empty()
+    {
+        // The common case, a bare code: nothing to measure or truncate.
+        status.add_to_headers(h);
+        return;
+    }
+    let mut t = http::HeaderMap::new();
+    status.add_to_headers(&mut t);
+    trailers.add_to_headers(&mut t);
+    let size = header_list_size(&t);
+    if size > MAX_TRAILERS_SIZE {
+        tracing::warn!(
+            size,
+            limit = MAX_TRAILERS_SIZE,
+            code = %status.code(),
+            "status and trailers too large to send; sending the code and a truncated message only"
+        );
+        let msg = status.message();
+        let mut end = msg.len().min(TRUNCATED_MESSAGE_BYTES);
+        while !msg.is_char_boundary(end) {
+            end -= 1;
+        }
+        let cut = format!(
+            "{} [truncated: status and trailers exceeded {MAX_TRAILERS_SIZE} bytes]",
+            &msg[..end]
+        );
+        t = Status::new(status.code(), cut).to_header_map();
+    }
+    h.extend(t);
+}
+
+/// A Trailers-Only response: `:status 200`, `content-type: application/grpc` and
+/// `status` with `trailers` in the one header block, cut down as
+/// [`add_status_headers`] does. Every Trailers-Only answer is built here (calls that end
+/// before their headers, requests refused before routing, gRPC-Web, whose body sets its
+/// own content-type).
+pub(crate) fn trailers_only(status: &Status, trailers: &MetadataMap) -> http::Response<()> {
+    let mut resp = http::Response::new(());
+    let h = resp.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    add_status_headers(h, status, trailers);
+    resp
+}
+
+/// A request refused before its call existed: Trailers-Only with `status` and possibly
+/// one more header (`grpc-accept-encoding` for an unsupported encoding).
+pub(crate) fn rejected(status: &Status, extra: Option<(&str, String)>) -> http::Response<()> {
+    let mut resp = trailers_only(status, &MetadataMap::new());
+    if let Some((k, v)) = extra {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(k.as_bytes()),
+            http::HeaderValue::from_str(&v),
+        ) {
+            resp.headers_mut().insert(name, value);
+        }
+    }
+    resp
+}
+
 /// [`ServerContext::send_headers`]: the response headers now, with `metadata`; an error
 /// if they already went out, the call ended, or this is not a server call.
 pub(crate) fn send_headers(ctx: &ServerContext, metadata: MetadataMap) -> Result<(), Status> {

@@ -2,11 +2,21 @@
 //! "deflate" is), zstd; parsing and emitting `grpc-encoding` and
 //! `grpc-accept-encoding`; negotiation helpers. Each message is compressed
 //! on its own (no context across messages).
+//!
+//! gzip and deflate need the `gzip` cargo feature (on by default; flate2 with its
+//! pure-Rust backend), zstd the `zstd` feature (off by default; it builds the zstd C
+//! library). An encoding that is not compiled in does not exist here: its
+//! [`CompressionEncoding`] variant is absent, it is never advertised in
+//! `grpc-accept-encoding`, and a peer's message in it is rejected as an encoding we do
+//! not implement (UNIMPLEMENTED, listing what we accept).
 
 use std::fmt;
+#[cfg(any(feature = "gzip", feature = "zstd"))]
 use std::io::{Read, Write};
 
-use bytes::{BufMut, Bytes, BytesMut};
+#[cfg(any(feature = "gzip", feature = "zstd"))]
+use bytes::BufMut;
+use bytes::{Bytes, BytesMut};
 
 use crate::status::Status;
 
@@ -21,41 +31,61 @@ pub(crate) const GRPC_ENCODING_NAME: http::HeaderName =
 pub(crate) const GRPC_ACCEPT_ENCODING_NAME: http::HeaderName =
     http::HeaderName::from_static(GRPC_ACCEPT_ENCODING);
 
-/// A compression algorithm other than identity.
+/// A compression algorithm other than identity. Only the algorithms compiled in (the
+/// `gzip` and `zstd` cargo features) have a variant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum CompressionEncoding {
-    /// `gzip` (RFC 1952).
+    /// `gzip` (RFC 1952). Needs the `gzip` feature (on by default).
+    #[cfg(feature = "gzip")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "gzip")))]
     Gzip,
     /// `deflate`: the zlib format (RFC 1950), as the gRPC implementations use it.
+    /// Needs the `gzip` feature (on by default).
+    #[cfg(feature = "gzip")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "gzip")))]
     Deflate,
-    /// `zstd` (RFC 8878).
+    /// `zstd` (RFC 8878). Needs the `zstd` feature (off by default).
+    #[cfg(feature = "zstd")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "zstd")))]
     Zstd,
 }
 
+/// How many algorithms are compiled in.
+const COMPILED_IN: usize = 2 * cfg!(feature = "gzip") as usize + cfg!(feature = "zstd") as usize;
+
 impl CompressionEncoding {
-    /// All supported algorithms.
-    pub const ALL: [CompressionEncoding; 3] = [
+    /// All algorithms compiled into this build (see the `gzip` and `zstd` features).
+    pub const ALL: [CompressionEncoding; COMPILED_IN] = [
+        #[cfg(feature = "gzip")]
         CompressionEncoding::Gzip,
+        #[cfg(feature = "gzip")]
         CompressionEncoding::Deflate,
+        #[cfg(feature = "zstd")]
         CompressionEncoding::Zstd,
     ];
 
     /// The name used in `grpc-encoding`.
     pub fn as_str(self) -> &'static str {
         match self {
+            #[cfg(feature = "gzip")]
             CompressionEncoding::Gzip => "gzip",
+            #[cfg(feature = "gzip")]
             CompressionEncoding::Deflate => "deflate",
+            #[cfg(feature = "zstd")]
             CompressionEncoding::Zstd => "zstd",
         }
     }
 
     /// Parses an encoding name. `Ok(None)` for `identity`, `Err(name)` for
-    /// names we do not support.
+    /// names we do not support (including those whose feature is off).
     pub fn parse(name: &str) -> Result<Option<CompressionEncoding>, String> {
         match name.trim() {
             "identity" => Ok(None),
+            #[cfg(feature = "gzip")]
             "gzip" => Ok(Some(CompressionEncoding::Gzip)),
+            #[cfg(feature = "gzip")]
             "deflate" => Ok(Some(CompressionEncoding::Deflate)),
+            #[cfg(feature = "zstd")]
             "zstd" => Ok(Some(CompressionEncoding::Zstd)),
             other => Err(other.to_string()),
         }
@@ -63,8 +93,11 @@ impl CompressionEncoding {
 
     fn bit(self) -> u8 {
         match self {
+            #[cfg(feature = "gzip")]
             CompressionEncoding::Gzip => 1,
+            #[cfg(feature = "gzip")]
             CompressionEncoding::Deflate => 2,
+            #[cfg(feature = "zstd")]
             CompressionEncoding::Zstd => 4,
         }
     }
@@ -86,9 +119,12 @@ impl EncodingSet {
         EncodingSet(0)
     }
 
-    /// Every algorithm this crate implements.
+    /// Every algorithm compiled into this build (see [`CompressionEncoding::ALL`]).
     pub const fn all() -> EncodingSet {
-        EncodingSet(7)
+        EncodingSet(
+            if cfg!(feature = "gzip") { 1 | 2 } else { 0 }
+                | if cfg!(feature = "zstd") { 4 } else { 0 },
+        )
     }
 
     /// True if `enc` is in the set.
@@ -120,7 +156,7 @@ impl EncodingSet {
     }
 
     /// The `grpc-accept-encoding` value: `identity` followed by the members,
-    /// e.g. `identity,gzip,deflate,zstd`.
+    /// e.g. `identity,gzip,deflate,zstd` (with every encoding compiled in).
     pub fn to_header_value(self) -> String {
         let mut s = String::from("identity");
         for e in self.iter() {
@@ -228,30 +264,42 @@ pub fn negotiate_response_encoding(
 
 /// Compresses `input` with `enc`, appending to `out`.
 pub fn compress(enc: CompressionEncoding, input: &[u8], out: &mut BytesMut) -> std::io::Result<()> {
-    let writer = out.writer();
-    match enc {
-        CompressionEncoding::Gzip => {
-            let mut e = flate2::write::GzEncoder::new(writer, flate2::Compression::fast());
-            e.write_all(input)?;
-            e.finish()?;
-        }
-        CompressionEncoding::Deflate => {
-            let mut e = flate2::write::ZlibEncoder::new(writer, flate2::Compression::fast());
-            e.write_all(input)?;
-            e.finish()?;
-        }
-        CompressionEncoding::Zstd => {
-            let mut e = zstd::stream::write::Encoder::new(writer, 1)?;
-            e.write_all(input)?;
-            e.finish()?;
-        }
+    #[cfg(not(any(feature = "gzip", feature = "zstd")))]
+    {
+        let _ = (input, out);
+        match enc {}
     }
-    Ok(())
+    #[cfg(any(feature = "gzip", feature = "zstd"))]
+    {
+        let writer = out.writer();
+        match enc {
+            #[cfg(feature = "gzip")]
+            CompressionEncoding::Gzip => {
+                let mut e = flate2::write::GzEncoder::new(writer, flate2::Compression::fast());
+                e.write_all(input)?;
+                e.finish()?;
+            }
+            #[cfg(feature = "gzip")]
+            CompressionEncoding::Deflate => {
+                let mut e = flate2::write::ZlibEncoder::new(writer, flate2::Compression::fast());
+                e.write_all(input)?;
+                e.finish()?;
+            }
+            #[cfg(feature = "zstd")]
+            CompressionEncoding::Zstd => {
+                let mut e = zstd::stream::write::Encoder::new(writer, 1)?;
+                e.write_all(input)?;
+                e.finish()?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The largest zstd window (as a power of two) accepted when at most `limit` bytes
 /// may come out: enough for the limit, at least 8 MiB (RFC 8878's recommendation
 /// for HTTP, so any reasonable encoder works), at most zstd's own default of 128 MiB.
+#[cfg(feature = "zstd")]
 fn zstd_window_log_max(limit: usize) -> u32 {
     let needed = usize::BITS - limit.saturating_sub(1).leading_zeros();
     needed.clamp(23, 27)
@@ -260,43 +308,55 @@ fn zstd_window_log_max(limit: usize) -> u32 {
 /// Decompresses `input`, failing with RESOURCE_EXHAUSTED if the output
 /// exceeds `limit` bytes and INTERNAL if the data is corrupt.
 pub fn decompress(enc: CompressionEncoding, input: &[u8], limit: usize) -> Result<Bytes, Status> {
-    let mut out = Vec::new();
-    let cap = (limit as u64).saturating_add(1);
-    let res = match enc {
-        CompressionEncoding::Gzip => flate2::read::GzDecoder::new(input)
-            .take(cap)
-            .read_to_end(&mut out),
-        CompressionEncoding::Deflate => flate2::read::ZlibDecoder::new(input)
-            .take(cap)
-            .read_to_end(&mut out),
-        CompressionEncoding::Zstd => match zstd::stream::read::Decoder::new(input) {
-            // The frame header names the window the decoder must allocate (up to
-            // 128 MiB by default), whatever the output size: bound it, or a few
-            // bytes per message can make us allocate far beyond the receive limit.
-            Ok(mut d) => match d.window_log_max(zstd_window_log_max(limit)) {
-                Ok(()) => d.take(cap).read_to_end(&mut out),
+    #[cfg(not(any(feature = "gzip", feature = "zstd")))]
+    {
+        let _ = (input, limit);
+        match enc {}
+    }
+    #[cfg(any(feature = "gzip", feature = "zstd"))]
+    {
+        let mut out = Vec::new();
+        let cap = (limit as u64).saturating_add(1);
+        let res = match enc {
+            #[cfg(feature = "gzip")]
+            CompressionEncoding::Gzip => flate2::read::GzDecoder::new(input)
+                .take(cap)
+                .read_to_end(&mut out),
+            #[cfg(feature = "gzip")]
+            CompressionEncoding::Deflate => flate2::read::ZlibDecoder::new(input)
+                .take(cap)
+                .read_to_end(&mut out),
+            #[cfg(feature = "zstd")]
+            CompressionEncoding::Zstd => match zstd::stream::read::Decoder::new(input) {
+                // The frame header names the window the decoder must allocate (up to
+                // 128 MiB by default), whatever the output size: bound it, or a few
+                // bytes per message can make us allocate far beyond the receive limit.
+                Ok(mut d) => match d.window_log_max(zstd_window_log_max(limit)) {
+                    Ok(()) => d.take(cap).read_to_end(&mut out),
+                    Err(e) => Err(e),
+                },
                 Err(e) => Err(e),
             },
-            Err(e) => Err(e),
-        },
-    };
-    if let Err(e) = res {
-        if enc == CompressionEncoding::Zstd && e.to_string().contains("too much memory") {
-            return Err(Status::resource_exhausted(format!(
+        };
+        if let Err(e) = res {
+            #[cfg(feature = "zstd")]
+            if enc == CompressionEncoding::Zstd && e.to_string().contains("too much memory") {
+                return Err(Status::resource_exhausted(format!(
                 "zstd message needs a window larger than this receiver allows (2^{} bytes): {e}",
                 zstd_window_log_max(limit)
             )));
+            }
+            return Err(Status::internal(format!(
+                "failed to decompress message ({enc}): {e}"
+            )));
         }
-        return Err(Status::internal(format!(
-            "failed to decompress message ({enc}): {e}"
-        )));
+        if out.len() > limit {
+            return Err(Status::resource_exhausted(format!(
+                "decompressed message larger than the limit ({limit} bytes)"
+            )));
+        }
+        Ok(Bytes::from(out))
     }
-    if out.len() > limit {
-        return Err(Status::resource_exhausted(format!(
-            "decompressed message larger than the limit ({limit} bytes)"
-        )));
-    }
-    Ok(Bytes::from(out))
 }
 
 #[cfg(test)]
@@ -320,6 +380,11 @@ mod tests {
                 Code::Internal
             );
         }
+    }
+
+    #[cfg(feature = "gzip")]
+    #[test]
+    fn gzip_and_deflate_framing() {
         // deflate is zlib-framed: 0x78 header
         let mut out = BytesMut::new();
         compress(CompressionEncoding::Deflate, b"x", &mut out).unwrap();
@@ -329,6 +394,25 @@ mod tests {
         assert_eq!(&out[..2], &[0x1f, 0x8b]);
     }
 
+    /// Only what is compiled in parses, and all of it does: a peer's `zstd` without
+    /// the feature is an unknown encoding (UNIMPLEMENTED listing what we accept).
+    #[test]
+    fn parse_matches_compiled_in() {
+        for name in ["gzip", "deflate", "zstd"] {
+            let parsed = CompressionEncoding::parse(name).ok().flatten();
+            let compiled = CompressionEncoding::ALL
+                .into_iter()
+                .find(|e| e.as_str() == name);
+            assert_eq!(parsed, compiled, "{name}");
+            assert_eq!(
+                EncodingSet::all().to_header_value().contains(name),
+                compiled.is_some(),
+                "{name}"
+            );
+        }
+    }
+
+    #[cfg(feature = "zstd")]
     /// A zstd frame declaring a `2^log` window (no content size) holding one raw byte.
     fn zstd_frame_with_window(log: u8) -> Vec<u8> {
         vec![
@@ -345,6 +429,7 @@ mod tests {
         ]
     }
 
+    #[cfg(feature = "zstd")]
     #[test]
     fn zstd_window_is_bounded() {
         assert_eq!(zstd_window_log_max(4 << 20), 23);
@@ -379,6 +464,7 @@ mod tests {
         .is_ok());
     }
 
+    #[cfg(all(feature = "gzip", feature = "zstd"))]
     #[test]
     fn headers() {
         assert_eq!(
@@ -398,6 +484,7 @@ mod tests {
         assert_eq!(CompressionEncoding::parse("snappy"), Err("snappy".into()));
     }
 
+    #[cfg(all(feature = "gzip", feature = "zstd"))]
     #[test]
     fn negotiation() {
         use CompressionEncoding::*;

@@ -146,7 +146,9 @@ impl ServerContext {
 
     /// The certificate chain (DER, leaf first) the client presented over
     /// TLS with client authentication; `None` without TLS or without a
-    /// client certificate.
+    /// client certificate. Needs the `tls` feature.
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub fn peer_certificates(&self) -> Option<&[rustls::pki_types::CertificateDer<'static>]> {
         self.inner
             .peer_certs
@@ -156,7 +158,9 @@ impl ServerContext {
     }
 
     /// The TLS session the call arrived on (protocol version, cipher suite, ALPN, the
-    /// client's certificates); `None` without TLS.
+    /// client's certificates); `None` without TLS. Needs the `tls` feature.
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub fn tls_info(&self) -> Option<&crate::server::TlsInfo> {
         self.inner.peer_certs.get().map(|c| &**c)
     }

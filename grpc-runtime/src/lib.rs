@@ -1,5 +1,6 @@
 #![doc = include_str!("guide.md")]
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod client;
 pub mod codec;
@@ -31,10 +32,15 @@ pub use request::{
 };
 pub use response_stream::{response_channel, ResponseSender};
 pub use rpc_types::ErrorDetail;
-pub use server::{Server, ServerTlsConfig};
+pub use server::Server;
+#[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+pub use server::ServerTlsConfig;
 pub use status::{Code, Status};
 pub use streaming::Streaming;
 pub use timeout::{current_deadline, scope_deadline, Deadline};
+#[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub use transport::ClientTlsConfig;
 
 /// The `user-agent` this runtime sends: `grpc-rust/<version>`.

@@ -15,9 +15,11 @@ use super::resolver::{self, ResolverBuilder, ResolverOptions, ResolverTarget};
 use super::service_config::ServiceConfig;
 use super::subchannel::SubchannelConfig;
 use crate::compression::{CompressionEncoding, EncodingSet};
+#[cfg(feature = "tls")]
+use crate::transport::ClientTlsConfig;
 use crate::transport::{
-    BackoffConfig, ClientTlsConfig, KeepaliveConfig, TransportConfig, TransportError,
-    TransportErrorKind, DEFAULT_KEEPALIVE_TIMEOUT, MIN_KEEPALIVE_TIME,
+    BackoffConfig, KeepaliveConfig, TransportConfig, TransportError, TransportErrorKind,
+    DEFAULT_KEEPALIVE_TIMEOUT, MIN_KEEPALIVE_TIME,
 };
 
 use crate::codec::{DEFAULT_MAX_RECV_MESSAGE_SIZE, DEFAULT_MAX_SEND_MESSAGE_SIZE};
@@ -262,7 +264,11 @@ impl Endpoint {
         self
     }
 
-    /// Uses TLS with this configuration (implied `https`; required for `https` targets).
+    /// Uses TLS with this configuration (implied `https`; required for `https` targets
+    /// unless the `tls-native-roots` feature supplies the system's roots). Needs the `tls`
+    /// feature (on by default).
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub fn tls_config(mut self, tls: ClientTlsConfig) -> Self {
         self.transport.tls = Some(tls);
         self
@@ -510,12 +516,25 @@ impl Endpoint {
         None
     }
 
+    #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
     fn build(mut self) -> Result<Channel, TransportError> {
         let cfg_err = |m: String| TransportError::new(TransportErrorKind::Config, m);
         let (rtarget, resolver, https) = self.resolve_target()?;
         resolver
             .validate(&rtarget)
             .map_err(|e| cfg_err(format!("invalid target {:?}: {e}", self.target)))?;
+        #[cfg(not(feature = "tls"))]
+        if https {
+            return Err(TransportError::new(
+                TransportErrorKind::Config,
+                format!(
+                    "target {}: {}",
+                    self.target,
+                    crate::transport::TLS_NOT_COMPILED_IN
+                ),
+            ));
+        }
+        #[cfg(feature = "tls")]
         if https && self.transport.tls.is_none() {
             // `https://` without a configuration: the system's CA certificates.
             if cfg!(feature = "tls-native-roots") {
@@ -528,8 +547,12 @@ impl Endpoint {
                 )));
             }
         }
+        #[cfg(feature = "tls")]
         let tls = https || self.transport.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        let tls = false;
         // Built (PEM validated, system roots read) now rather than on every connection.
+        #[cfg(feature = "tls")]
         if let Some(cfg) = self.transport.tls.take() {
             self.transport.tls = Some(cfg.prepared()?);
         }

@@ -278,7 +278,10 @@ pub struct CertificateIdentity {
 }
 
 impl CertificateIdentity {
-    /// Reads the names of a DER-encoded X.509 certificate.
+    /// Reads the names of a DER-encoded X.509 certificate. Needs the `tls` feature
+    /// (webpki parses the certificate).
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub fn from_der(der: &[u8]) -> Result<CertificateIdentity, CertificateError> {
         let der = rustls::pki_types::CertificateDer::from(der);
         let cert =
@@ -320,10 +323,14 @@ impl PeerIdentity {
         if !ctx.is_tls() {
             return Ok(PeerIdentity::Plaintext);
         }
+        #[cfg(feature = "tls")]
         match ctx.peer_certificates().and_then(|c| c.first()) {
             None => Ok(PeerIdentity::TlsWithoutCertificate),
             Some(leaf) => CertificateIdentity::from_der(leaf).map(PeerIdentity::Certificate),
         }
+        // Without the feature no call arrives over TLS.
+        #[cfg(not(feature = "tls"))]
+        Ok(PeerIdentity::TlsWithoutCertificate)
     }
 
     fn matches_any(&self, principals: &[Pattern]) -> bool {
@@ -772,6 +779,7 @@ fn parse_audit(v: Option<&Value>) -> Result<(AuditCondition, bool), PolicyError>
 
 // ------------------------------------------------------------------ subject names
 
+#[cfg(feature = "tls")]
 /// One DER TLV read off the front of some input.
 #[derive(Debug, PartialEq, Eq)]
 struct Tlv<'a> {
@@ -783,6 +791,7 @@ struct Tlv<'a> {
     rest: &'a [u8],
 }
 
+#[cfg(feature = "tls")]
 /// Reads one TLV. Single-byte tags and definite lengths only; `None` on
 /// anything malformed or truncated.
 fn der_tlv(input: &[u8]) -> Option<Tlv<'_>> {
@@ -817,6 +826,7 @@ fn der_tlv(input: &[u8]) -> Option<Tlv<'_>> {
     })
 }
 
+#[cfg(feature = "tls")]
 /// The iPAddress entries of a certificate's subjectAltName extension (RFC 5280 4.2.1.6);
 /// empty when there are none or the DER is not what it should be.
 fn ip_sans(cert: &[u8]) -> Vec<std::net::IpAddr> {
@@ -870,6 +880,7 @@ fn ip_sans(cert: &[u8]) -> Vec<std::net::IpAddr> {
     walk().unwrap_or_default()
 }
 
+#[cfg(feature = "tls")]
 /// Dotted form of an OID's content bytes.
 fn oid_string(content: &[u8]) -> Option<String> {
     let mut arcs: Vec<u64> = Vec::new();
@@ -900,6 +911,7 @@ fn oid_string(content: &[u8]) -> Option<String> {
     )
 }
 
+#[cfg(feature = "tls")]
 /// The value of a string-typed attribute as Go's `encoding/asn1` reads it
 /// into an `interface{}`; `None` for other types.
 fn der_string(tag: u8, content: &[u8]) -> Option<String> {
@@ -926,6 +938,7 @@ fn der_string(tag: u8, content: &[u8]) -> Option<String> {
     }
 }
 
+#[cfg(feature = "tls")]
 /// Go's `asn1.Marshal` of a string: PrintableString when every character
 /// allows it, else UTF8String.
 fn go_marshal_string(s: &str) -> Vec<u8> {
@@ -946,6 +959,7 @@ fn go_marshal_string(s: &str) -> Vec<u8> {
     out
 }
 
+#[cfg(feature = "tls")]
 fn go_escape(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     let last = value.len().saturating_sub(1);
@@ -964,6 +978,7 @@ fn go_escape(value: &str) -> String {
     out
 }
 
+#[cfg(feature = "tls")]
 /// Prints a certificate subject (the content of its Name SEQUENCE) the way
 /// Go's `pkix.Name.String()` does, so principals written for grpc-go match
 /// here too: the named attributes in Go's fixed order, most specific first

@@ -10,6 +10,12 @@ mod call;
 mod conn;
 mod dispatch;
 mod interceptor;
+#[cfg(feature = "tls")]
+mod tls;
+// Without TLS no connection carries a TLS session: uninhabited stand-ins keep the
+// connection code free of feature gates.
+#[cfg(not(feature = "tls"))]
+#[path = "no_tls.rs"]
 mod tls;
 #[cfg(feature = "grpc-web")]
 pub(crate) mod web;
@@ -29,6 +35,9 @@ use tokio::sync::Notify;
 pub(crate) use call::CallBody;
 pub use call::ServerCall;
 pub use interceptor::{interceptor_fn, CallHead, Interceptor, InterceptorFn, Next};
+#[cfg(not(feature = "tls"))]
+pub(crate) use tls::TlsInfo;
+#[cfg(feature = "tls")]
 pub use tls::{ServerTlsConfig, TlsInfo, TlsReloader, DEFAULT_TLS_HANDSHAKE_TIMEOUT};
 #[cfg(feature = "grpc-web")]
 pub use web::{
@@ -123,6 +132,7 @@ pub(crate) struct Shared {
     pub(crate) cancel_grace: Duration,
     pub(crate) h2: h2::server::Builder,
     /// TLS, when set: every accepted transport is handshaken first.
+    #[cfg(feature = "tls")]
     pub(crate) tls: Option<tls::TlsServerSide>,
     /// Keepalive, ping enforcement and connection age/idle limits.
     pub(crate) conn_mgmt: conn::ConnManagement,
@@ -154,6 +164,7 @@ pub struct ServerBuilder {
     grace_period: Duration,
     cancel_grace: Duration,
     tcp_nodelay: bool,
+    #[cfg(feature = "tls")]
     tls: Option<ServerTlsConfig>,
     shutdown_hooks: Vec<Box<dyn FnOnce() + Send>>,
     conn_mgmt: conn::ConnManagement,
@@ -184,6 +195,7 @@ impl Default for ServerBuilder {
             grace_period: Duration::from_secs(30),
             cancel_grace: Duration::from_secs(1),
             tcp_nodelay: true,
+            #[cfg(feature = "tls")]
             tls: None,
             shutdown_hooks: Vec::new(),
             conn_mgmt: conn::ConnManagement::default(),
@@ -198,14 +210,15 @@ impl Default for ServerBuilder {
 
 impl std::fmt::Debug for ServerBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerBuilder")
-            .field("services", &self.services.keys().collect::<Vec<_>>())
+        let mut f = f.debug_struct("ServerBuilder");
+        f.field("services", &self.services.keys().collect::<Vec<_>>())
             .field("interceptors", &self.interceptors.len())
             .field("max_concurrent_streams", &self.max_concurrent_streams)
             .field("max_recv", &self.max_recv)
-            .field("max_send", &self.max_send)
-            .field("tls", &self.tls)
-            .field("shutdown_hooks", &self.shutdown_hooks.len())
+            .field("max_send", &self.max_send);
+        #[cfg(feature = "tls")]
+        f.field("tls", &self.tls);
+        f.field("shutdown_hooks", &self.shutdown_hooks.len())
             .finish_non_exhaustive()
     }
 }
@@ -401,6 +414,9 @@ impl ServerBuilder {
     /// HTTP/2. A failed handshake or a client that did not negotiate `h2`
     /// closes that connection only (logged at debug level). An invalid
     /// certificate or key makes the `serve*` method return `InvalidInput`.
+    /// Needs the `tls` feature (on by default).
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub fn tls_config(mut self, tls: ServerTlsConfig) -> Self {
         self.tls = Some(tls);
         self
@@ -542,10 +558,13 @@ impl ServerBuilder {
         let http1 = self.web.is_some();
         #[cfg(not(feature = "grpc-web"))]
         let http1 = false;
+        #[cfg(feature = "tls")]
         let tls = match &self.tls {
             Some(t) => Some(t.acceptor(http1)?),
             None => None,
         };
+        #[cfg(not(feature = "tls"))]
+        let _ = http1;
         let mut h2 = h2::server::Builder::new();
         h2.max_header_list_size(self.max_header_list_size);
         // Over-size request heads reach us (fields removed) so that we answer them with a
@@ -588,6 +607,7 @@ impl ServerBuilder {
             default_compression: self.default_compression,
             cancel_grace: self.cancel_grace,
             h2,
+            #[cfg(feature = "tls")]
             tls,
             conn_mgmt,
             max_header_list_size: self.max_header_list_size,
@@ -602,10 +622,11 @@ impl ServerBuilder {
 
     /// Fails early (before binding) on an invalid TLS configuration.
     fn check_tls(&self) -> std::io::Result<()> {
-        match &self.tls {
-            Some(t) => t.build().map(|_| ()),
-            None => Ok(()),
+        #[cfg(feature = "tls")]
+        if let Some(t) = &self.tls {
+            t.build()?;
         }
+        Ok(())
     }
 
     /// Binds `addr` and serves until the process ends or an I/O error on
@@ -813,7 +834,11 @@ where
             accepted = incoming.next() => match accepted {
                 Some(Ok((io, peer))) => {
                     let (shared, guard) = (shared.clone(), shutdown.track());
-                    match shared.tls.clone() {
+                    #[cfg(feature = "tls")]
+                    let tls = shared.tls.clone();
+                    #[cfg(not(feature = "tls"))]
+                    let tls: Option<std::convert::Infallible> = None;
+                    match tls {
                         #[cfg(feature = "grpc-web")]
                         None if shared.web.is_some() => {
                             tokio::spawn(web::serve_sniffed(io, peer, None, shared, guard));
@@ -821,6 +846,9 @@ where
                         None => {
                             tokio::spawn(conn::serve_connection(io, peer, None, shared, guard));
                         }
+                        #[cfg(not(feature = "tls"))]
+                        Some(never) => match never {},
+                        #[cfg(feature = "tls")]
                         Some(tls) => {
                             // The handshake runs in the connection's task so a
                             // slow or hostile client never stalls accepting.

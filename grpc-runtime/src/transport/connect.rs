@@ -15,6 +15,7 @@ use tracing::{debug, warn, Instrument};
 
 use super::bdp::{self, SharedPing};
 use super::frame_tap::{Activity, FrameTap};
+#[cfg(feature = "tls")]
 use super::tls::{self, ClientTlsConfig};
 use super::{Address, TransportError, TransportErrorKind};
 
@@ -62,7 +63,9 @@ pub struct TransportConfig {
     pub tcp_nodelay: bool,
     /// HTTP/2 settings.
     pub http2: Http2Settings,
-    /// TLS, when the target is `https`.
+    /// TLS, when the target is `https`. Needs the `tls` feature.
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub tls: Option<ClientTlsConfig>,
     /// Client keepalive (gRFC A8); `None` (the default) sends no keepalive PINGs.
     pub keepalive: Option<KeepaliveConfig>,
@@ -91,6 +94,7 @@ impl Default for TransportConfig {
             connect_timeout: Duration::from_secs(20),
             tcp_nodelay: true,
             http2: Http2Settings::default(),
+            #[cfg(feature = "tls")]
             tls: None,
             keepalive: None,
         }
@@ -335,24 +339,26 @@ async fn connect_inner(
             format!("connect to {address}: {e}"),
         )
     };
+    #[cfg(not(feature = "tls"))]
+    let _ = server_name;
     match address {
         Address::Tcp(sa) => {
             let tcp = TcpStream::connect(sa).await.map_err(connect_err)?;
             if config.tcp_nodelay {
                 tcp.set_nodelay(true).map_err(connect_err)?;
             }
-            match &config.tls {
-                None => handshake(tcp, address, config).await,
-                Some(tls_cfg) => {
-                    let connector = tls_cfg.connector()?;
-                    let name = tls_cfg.domain().unwrap_or(server_name);
-                    let stream = tls::handshake(&connector, name, tcp).await?;
-                    handshake(stream, address, config).await
-                }
+            #[cfg(feature = "tls")]
+            if let Some(tls_cfg) = &config.tls {
+                let connector = tls_cfg.connector()?;
+                let name = tls_cfg.domain().unwrap_or(server_name);
+                let stream = tls::handshake(&connector, name, tcp).await?;
+                return handshake(stream, address, config).await;
             }
+            handshake(tcp, address, config).await
         }
         #[cfg(unix)]
         Address::Unix(path) => {
+            #[cfg(feature = "tls")]
             if config.tls.is_some() {
                 return Err(TransportError::new(
                     TransportErrorKind::Config,
@@ -367,6 +373,7 @@ async fn connect_inner(
         #[cfg(target_os = "linux")]
         Address::UnixAbstract(name) => {
             use std::os::linux::net::SocketAddrExt;
+            #[cfg(feature = "tls")]
             if config.tls.is_some() {
                 return Err(TransportError::new(
                     TransportErrorKind::Config,

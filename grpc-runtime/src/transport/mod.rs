@@ -14,6 +14,7 @@ mod backoff;
 pub(crate) mod bdp;
 mod connect;
 pub(crate) mod frame_tap;
+#[cfg(feature = "tls")]
 mod tls;
 
 pub use address::Address;
@@ -24,7 +25,14 @@ pub use connect::{
     connect, Connection, ConnectionClosed, Http2Settings, KeepaliveConfig, TransportConfig,
     DEFAULT_KEEPALIVE_TIMEOUT, MIN_KEEPALIVE_TIME,
 };
+#[cfg(feature = "tls")]
 pub use tls::ClientTlsConfig;
+
+/// The message of the [`TransportError`] an `https://` target (or another use of TLS)
+/// gets when this build has no TLS.
+#[cfg(not(feature = "tls"))]
+pub(crate) const TLS_NOT_COMPILED_IN: &str =
+    "TLS support is not compiled in: enable grpc-runtime's `tls` feature";
 
 /// Budget (bytes of per-frame overhead) for small DATA frames buffered unread on one
 /// connection, given to h2's `data_frame_budget` on both client and server. h2's default

@@ -8,7 +8,10 @@
 #     origin not allowed is refused; screenshot in $TARGET/browser-test.png;
 #  2. Connect-ES's gRPC-Web transports from Node (connect-node over HTTP/1.1 and h2,
 #     connect-web on fetch) against interop_server: unary, server streaming, an error
-#     status, client streaming refused (h2).
+#     status, client streaming refused (h2);
+#  3. `buf curl --list-services` (reflection) against interop_server: exactly its test
+#     service, health and both reflection versions, and a call with the schema from
+#     reflection.
 # Also regenerates the page's code (buf generate + protoc-gen-es) and bundles it (esbuild):
 # the result must equal the committed examples/web/dist/app.js (--update rewrites it).
 #
@@ -111,8 +114,32 @@ rc=0
 timeout -k 5 60 node "$OUT/node-interop.mjs" "http://127.0.0.1:$PORT" | tee "$LOG/node.txt" || rc=$?
 [ $rc = 0 ] || { echo "FAIL node part (exit $rc)"; FAIL=1; }
 
-passed=$(cat "$LOG/browser.txt" "$LOG/node.txt" | grep -c '^PASS' || true)
-failed=$(cat "$LOG/browser.txt" "$LOG/node.txt" | grep -c '^FAIL' || true)
+step "buf curl: reflection lists every service of interop_server"
+# The interop server adds reflection in one line (ServerBuilder::add_reflection) next to
+# the test service and health: buf's reflection client (v1, falling back to v1alpha)
+# must list exactly these, and describe a method through reflection alone.
+WANT="grpc.health.v1.Health
+grpc.reflection.v1.ServerReflection
+grpc.reflection.v1alpha.ServerReflection
+grpc.testing.TestService"
+BUF=$WEB/node_modules/.bin/buf
+GOT=$(timeout -k 5 30 "$BUF" curl --list-services --protocol grpc --http2-prior-knowledge \
+  "http://127.0.0.1:$PORT" 2>&1 | sort) || true
+if [ "$GOT" = "$WANT" ]; then
+  echo "PASS buf curl --list-services: $(tr '\n' ' ' <<<"$GOT")" | tee "$LOG/buf.txt"
+else
+  echo "FAIL buf curl --list-services: got [$GOT], want [$WANT]" | tee "$LOG/buf.txt"
+fi
+GOT=$(timeout -k 5 30 "$BUF" curl --protocol grpc --http2-prior-knowledge --data '{"response_size": 3}' \
+  "http://127.0.0.1:$PORT/grpc.testing.TestService/UnaryCall" 2>&1) || true
+if grep -q '"body": "AAAA"' <<<"$GOT"; then
+  echo "PASS buf curl UnaryCall with the schema from reflection" | tee -a "$LOG/buf.txt"
+else
+  echo "FAIL buf curl UnaryCall with the schema from reflection: $GOT" | tee -a "$LOG/buf.txt"
+fi
+
+passed=$(cat "$LOG/browser.txt" "$LOG/node.txt" "$LOG/buf.txt" | grep -c '^PASS' || true)
+failed=$(cat "$LOG/browser.txt" "$LOG/node.txt" "$LOG/buf.txt" | grep -c '^FAIL' || true)
 [ $FAIL = 0 ] || failed=$((failed > 0 ? failed : 1))
 step "done"
 echo "browser-test: $passed passed, $failed failed"

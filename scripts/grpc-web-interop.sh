@@ -2,8 +2,8 @@
 # gRPC-Web interop with clients we did not write: `buf curl --protocol grpcweb` (npm
 # @bufbuild/buf, Connect-Go's gRPC-Web client) against our interop_server, over HTTP/1.1
 # (plaintext), HTTP/2 (prior knowledge, plaintext) and HTTP/2 over TLS (ALPN), plus curl
-# for gRPC-Web over HTTP/1.1 on TLS (ALPN http/1.1) and a CORS preflight. The interop
-# server has no reflection: the schema comes from protos/ (grpc/testing/test.proto).
+# for gRPC-Web over HTTP/1.1 on TLS (ALPN http/1.1) and a CORS preflight. The schema
+# comes from protos/ (grpc/testing/test.proto): buf has no reflection over gRPC-Web.
 #
 #   scripts/grpc-web-interop.sh [--no-build]
 #

@@ -103,6 +103,78 @@ async fn python_health_reflection_tls() {
     );
 }
 
+/// Reflection as the interop server serves it (`add_reflection` next to the test service
+/// and health), checked with grpcio's reflection client: the list is exactly every
+/// service added (health and both reflection versions included) and each resolves by
+/// symbol to its file. Runs the `interop_server` binary next to this test's (built by
+/// `cargo build -p conformance --bin interop_server`, or CI's `--workspace --bins`), or
+/// `GRPC_RUST_INTEROP_SERVER`.
+#[tokio::test]
+#[ignore = "needs Python grpcio (GRPC_RUST_PYTHON or the peers venv) and interop_server"]
+async fn python_reflection_lists_interop_server() {
+    let server = match std::env::var_os("GRPC_RUST_INTEROP_SERVER") {
+        Some(p) => PathBuf::from(p),
+        None => {
+            // target/<profile>/deps/peer_python-<hash> -> target/<profile>/interop_server
+            let exe = std::env::current_exe().unwrap();
+            let dir = exe.parent().and_then(|d| d.parent()).unwrap();
+            dir.join("interop_server")
+        }
+    };
+    assert!(
+        server.exists(),
+        "{} is missing: cargo build -p conformance --bin interop_server (or set GRPC_RUST_INTEROP_SERVER)",
+        server.display()
+    );
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let _child = tokio::process::Command::new(&server)
+        .arg(format!("--port={port}"))
+        .arg("--host=127.0.0.1")
+        .kill_on_drop(true)
+        .spawn()
+        .expect("interop_server starts");
+    let mut up = false;
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up, "interop_server did not listen on {port}");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/python_reflection.py");
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(python())
+            .arg(script)
+            .arg(port.to_string())
+            .args([
+                "grpc.testing.TestService",
+                "grpc.health.v1.Health",
+                "grpc.reflection.v1.ServerReflection",
+                "grpc.reflection.v1alpha.ServerReflection",
+            ])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("python finished")
+    .expect("python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(
+        out.status.success() && stdout.trim_end().ends_with("OK"),
+        "python reflection client failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Our client against a Python grpcio TLS server that requires a client certificate and a
 /// bearer token (issue 16): mutual TLS with `ClientTlsConfig::identity_pem` and the token
 /// as channel call credentials; the server reports the certificate's CN it saw. A call

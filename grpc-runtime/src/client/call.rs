@@ -67,10 +67,10 @@ pub(crate) struct CallState {
 }
 
 /// Marks a call in flight on its channel (idleness) from creation to drop.
-struct ActiveCall(Arc<Shared>);
+pub(crate) struct ActiveCall(Arc<Shared>);
 
 impl ActiveCall {
-    fn new(shared: &Arc<Shared>) -> Self {
+    pub(crate) fn new(shared: &Arc<Shared>) -> Self {
         shared.call_started();
         ActiveCall(Arc::clone(shared))
     }
@@ -166,7 +166,7 @@ impl Drop for CallState {
 
 /// Aborts the request sender task when the call (or its response stream) is dropped, so
 /// that h2 resets the stream with CANCEL.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -247,7 +247,7 @@ struct Opened {
 
 /// Maps a failed response head to a status, marking the connection dead on GOAWAY or I/O
 /// errors so that new calls reconnect.
-fn response_error(sub: &Subchannel, conn: &Connection, e: h2::Error) -> Status {
+pub(crate) fn response_error(sub: &Subchannel, conn: &Connection, e: h2::Error) -> Status {
     if e.is_go_away() || e.is_io() {
         sub.drop_connection_if(conn.id(), "GOAWAY or I/O error on a call");
     }
@@ -277,7 +277,7 @@ fn map_elapsed<T>(r: Result<Result<T, Status>, tokio::time::error::Elapsed>) -> 
 }
 
 /// Runs `fut` bounded by `deadline` and by the call's cancel handle (CANCELLED).
-async fn with_deadline<T>(
+pub(crate) async fn with_deadline<T>(
     deadline: Option<Deadline>,
     cancel: Option<&CancelHandle>,
     fut: impl Future<Output = Result<T, Status>>,
@@ -338,6 +338,92 @@ fn settle_attempt(
         },
         Err(e) => attempt.end(&stream_status(conn, e)),
     }
+}
+
+/// A response head, classified: the call's status when it is over already (Trailers-Only
+/// or an HTTP error), or the header metadata and the decoder for its messages.
+pub(crate) enum Head {
+    Done(Status),
+    Messages(MetadataMap, FrameDecoder),
+}
+
+/// Classifies the response head `parts` (`end_stream`: the head ended the stream); `max`
+/// is the receive limit for the messages. A non-gRPC content-type is UNKNOWN.
+pub(crate) fn classify_head(
+    parts: &http::response::Parts,
+    end_stream: bool,
+    max: usize,
+) -> Result<Head, Status> {
+    if end_stream || parts.status != http::StatusCode::OK {
+        // Trailers-Only (or an HTTP error): the status is in these headers, or mapped
+        // from the HTTP status when grpc-status is missing.
+        let status = match Status::from_header_map(&parts.headers) {
+            Some(s) => s,
+            None => Status::from_http_status(parts.status),
+        };
+        return Ok(Head::Done(status));
+    }
+    let grpc_ct = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .map(|v| v.as_bytes().starts_with(b"application/grpc"))
+        .unwrap_or(false);
+    if !grpc_ct {
+        let ct = parts
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        return Err(Status::unknown(format!(
+            "response has content-type {ct:?}, not application/grpc"
+        )));
+    }
+    let headers = MetadataMap::from_headers(&parts.headers)
+        .map_err(|e| Status::internal(format!("invalid response metadata: {e}")))?;
+    let decoder = match encoding_from_headers(&parts.headers) {
+        HeaderEncoding::Identity => FrameDecoder::new(max, None),
+        HeaderEncoding::Known(e) => FrameDecoder::new(max, Some(e)),
+        HeaderEncoding::Unknown(name) => {
+            let mut d = FrameDecoder::new(max, None);
+            d.set_unsupported_encoding(name);
+            d
+        }
+    };
+    Ok(Head::Messages(headers, decoder))
+}
+
+/// Reads exactly one message and the final status from `stream` (the response of a
+/// unary or client-streaming call whose head carried `headers`).
+pub(crate) async fn single_response<Resp>(
+    headers: MetadataMap,
+    mut stream: Streaming<Resp>,
+) -> Result<Response<Resp>, Status>
+where
+    Resp: prost::Message + Default + Send + 'static,
+{
+    let encoding = stream.encoding();
+    let first = stream.message().await?;
+    let compressed = stream.last_message_compressed();
+    // Response cardinality violations are UNIMPLEMENTED (gRPC statuscodes.md).
+    let Some(msg) = first else {
+        return Err(Status::unimplemented(
+            "cardinality violation: server ended a single-response call without a message",
+        ));
+    };
+    match stream.message().await? {
+        None => {}
+        Some(_) => return Err(Status::unimplemented(
+            "cardinality violation: server sent more than one message on a single-response call",
+        )),
+    }
+    let trailers = stream.trailers().cloned().unwrap_or_default();
+    let mut response = Response::from_parts(headers, msg, Some(trailers));
+    if let Some(c) = compressed {
+        response.set_message_compressed(c);
+    }
+    if let Some(e) = encoding {
+        response.extensions_mut().insert(ResponseEncoding(e));
+    }
+    Ok(response)
 }
 
 /// The TCP peer address of a connection (`None` for unix sockets).
@@ -521,7 +607,7 @@ impl Channel {
     /// The channel snapshot once the resolver has answered since the channel left IDLE,
     /// so the call sees the resolver's service config (grpc-go waits the same way). Asks
     /// an IDLE channel to connect; bounded by the call's deadline and cancellation.
-    async fn resolved_snapshot(
+    pub(crate) async fn resolved_snapshot(
         &self,
         deadline: Option<Deadline>,
         cancel: Option<&CancelHandle>,
@@ -568,18 +654,33 @@ impl Channel {
         path: &'static str,
         p: &Prepared,
     ) -> Result<(Subchannel, Connection), Status> {
-        let mut snap = Arc::clone(&p.snapshot);
+        let (sub, conn, on_done) = self
+            .pick_from(&p.snapshot, path, &p.metadata, p.wait_for_ready)
+            .await?;
+        p.state.set_on_done(on_done);
+        Ok((sub, conn))
+    }
+
+    /// [`Channel::pick`] from `snapshot` on: the picked subchannel, its connection and
+    /// the LB policy's callback for the call's final status.
+    pub(crate) async fn pick_from(
+        &self,
+        snapshot: &Arc<Snapshot>,
+        path: &str,
+        metadata: &MetadataMap,
+        wait_for_ready: bool,
+    ) -> Result<(Subchannel, Connection, Option<OnDone>), Status> {
+        let mut snap = Arc::clone(snapshot);
         let mut rx = None;
         loop {
             let info = PickInfo {
                 method: path,
-                metadata: &p.metadata,
+                metadata,
             };
             match snap.picker.pick(&info) {
                 PickResult::Pick(pick) => {
                     if let Some(conn) = pick.subchannel.connection() {
-                        p.state.set_on_done(pick.on_done);
-                        return Ok((pick.subchannel, conn));
+                        return Ok((pick.subchannel, conn, pick.on_done));
                     }
                     // The subchannel lost its connection since the picker was made: the
                     // pick is discarded (its callback hears so) and the call waits for
@@ -591,7 +692,7 @@ impl Channel {
                     }
                 }
                 PickResult::Queue => {}
-                PickResult::Fail(status) if !p.wait_for_ready => return Err(status),
+                PickResult::Fail(status) if !wait_for_ready => return Err(status),
                 PickResult::Fail(_) => {}
                 PickResult::Drop(status) => return Err(status),
             }
@@ -861,40 +962,9 @@ impl Channel {
         if let Some(v) = parts.headers.get(&GRPC_ACCEPT_ENCODING_NAME) {
             opened_conn.set_peer_accept_encoding(v.clone());
         }
-        if body.is_end_stream() || parts.status != http::StatusCode::OK {
-            // Trailers-Only (or an HTTP error): the status is in these headers, or mapped
-            // from the HTTP status when grpc-status is missing.
-            let status = match Status::from_header_map(&parts.headers) {
-                Some(s) => s,
-                None => Status::from_http_status(parts.status),
-            };
-            let headers = MetadataMap::new();
-            return Ok((headers, Streaming::from_status(status)));
-        }
-        let grpc_ct = parts
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .map(|v| v.as_bytes().starts_with(b"application/grpc"))
-            .unwrap_or(false);
-        if !grpc_ct {
-            let ct = parts
-                .headers
-                .get(http::header::CONTENT_TYPE)
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-            return Err(Status::unknown(format!(
-                "response has content-type {ct:?}, not application/grpc"
-            )));
-        }
-        let headers = MetadataMap::from_headers(&parts.headers)
-            .map_err(|e| Status::internal(format!("invalid response metadata: {e}")))?;
-        let mut decoder = match encoding_from_headers(&parts.headers) {
-            HeaderEncoding::Identity => FrameDecoder::new(max, None),
-            HeaderEncoding::Known(e) => FrameDecoder::new(max, Some(e)),
-            HeaderEncoding::Unknown(name) => {
-                let mut d = FrameDecoder::new(max, None);
-                d.set_unsupported_encoding(name);
-                d
-            }
+        let (headers, mut decoder) = match classify_head(&parts, body.is_end_stream(), max)? {
+            Head::Done(status) => return Ok((MetadataMap::new(), Streaming::from_status(status))),
+            Head::Messages(headers, decoder) => (headers, decoder),
         };
         if let Some(bytes) = state.stats.as_ref().and_then(|s| s.committed_bytes()) {
             decoder.set_counter(bytes);
@@ -1331,32 +1401,8 @@ impl Channel {
     where
         Resp: prost::Message + Default + Send + 'static,
     {
-        let (headers, mut stream) = self.read_head::<Resp>(opened_conn, resp, max, state)?;
-        let encoding = stream.encoding();
-        let first = stream.message().await?;
-        let compressed = stream.last_message_compressed();
-        // Response cardinality violations are UNIMPLEMENTED (gRPC statuscodes.md).
-        let Some(msg) = first else {
-            return Err(Status::unimplemented(
-                "cardinality violation: server ended a single-response call without a message",
-            ));
-        };
-        match stream.message().await? {
-            None => {}
-            Some(_) => {
-                return Err(Status::unimplemented(
-                    "cardinality violation: server sent more than one message on a single-response call",
-                ))
-            }
-        }
-        let trailers = stream.trailers().cloned().unwrap_or_default();
-        let mut response = Response::from_parts(headers, msg, Some(trailers));
-        if let Some(c) = compressed {
-            response.set_message_compressed(c);
-        }
-        if let Some(e) = encoding {
-            response.extensions_mut().insert(ResponseEncoding(e));
-        }
+        let (headers, stream) = self.read_head::<Resp>(opened_conn, resp, max, state)?;
+        let mut response = single_response(headers, stream).await?;
         if let Some(a) = remote_addr(opened_conn) {
             response.extensions_mut().insert(RemoteAddr(a));
         }

@@ -76,6 +76,8 @@ pub mod resolver;
 mod retry;
 pub mod service_config;
 mod subchannel;
+#[cfg(feature = "tower")]
+pub mod tower;
 
 pub use channel::Channel;
 pub use connectivity::ConnectivityState;

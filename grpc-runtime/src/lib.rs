@@ -22,7 +22,7 @@ mod streaming;
 pub mod timeout;
 pub mod transport;
 
-pub use client::{Channel, ConnectivityState, Endpoint};
+pub use client::{Channel, ConnectivityState, Endpoint, GrpcService};
 pub use compression::{CompressionEncoding, EncodingSet};
 pub use context::ServerContext;
 pub use metadata::{MetadataError, MetadataMap, MetadataValue};

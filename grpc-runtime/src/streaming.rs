@@ -153,6 +153,7 @@ impl Inner {
                 self.headers = headers;
                 self.head_status = r.head_status.take();
                 self.body = r.body.take();
+                self.chunks = r.chunks.take();
                 self.decoder = std::mem::replace(&mut r.decoder, FrameDecoder::new(0, None));
                 self.trailers = r.trailers.take();
                 // Trailers-Only: the stream ends with that status (OK included).
@@ -197,6 +198,17 @@ impl Inner {
                                 .unwrap_or_else(std::sync::PoisonError::into_inner);
                             match ready!(chunks.as_mut().poll_next(cx)) {
                                 Some(Ok(data)) => self.decoder.push(data),
+                                Some(Err(e)) if self.role == Role::Client => {
+                                    // A client's chunk source ends with the trailers'
+                                    // status (see `Streaming::from_chunks`).
+                                    if e.is_ok() {
+                                        if let Err(e) = self.decoder.finish() {
+                                            return self.finish(e);
+                                        }
+                                    }
+                                    self.trailers = Some(e.metadata().clone());
+                                    return self.finish(e);
+                                }
                                 Some(Err(e)) => return self.finish(e),
                                 None => {
                                     self.chunks = None;
@@ -332,6 +344,16 @@ impl<T> Streaming<T> {
     /// the trailers.
     pub(crate) fn new_response(body: h2::RecvStream, decoder: FrameDecoder) -> Streaming<T> {
         Streaming::build(Some(body), decoder, Role::Client)
+    }
+
+    /// Client side: the response messages of a call whose body is not an h2 stream (a
+    /// tower service's response body): `chunks` yields the body's data, then the
+    /// trailers' status as an `Err` (OK included; its metadata are the trailers).
+    #[cfg(feature = "tower")]
+    pub(crate) fn from_chunks(chunks: ChunkSource, decoder: FrameDecoder) -> Streaming<T> {
+        let mut s = Streaming::build(None, decoder, Role::Client);
+        s.inner.chunks = Some(chunks);
+        s
     }
 
     /// Client side: a response that was Trailers-Only (or failed before any

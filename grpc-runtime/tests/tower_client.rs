@@ -1,17 +1,28 @@
-//! The client `Channel` as a tower `Service` (feature `tower`) against our own server on
-//! 127.0.0.1 over real HTTP/2: raw `http::Request`s through the channel (unary,
-//! server-streaming, trailers, errors).
+//! The client `Channel` as a tower `Service` (feature `tower`), and generated clients
+//! over tower middleware stacks, against our own server on 127.0.0.1 over real HTTP/2:
+//! raw `http::Request`s through the channel (unary, server-streaming, trailers), the
+//! generated health client under tower's timeout, concurrency limit and a header-adding
+//! layer, the gRPC framing of the tower path for every call kind, and round_robin still
+//! balancing when the channel sits under middleware.
 
 mod common;
 
 use std::future::poll_fn;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
-use common::{decode, frame, start, EchoReply, EchoRequest};
-use grpc_runtime::{Channel, Code};
+use common::{decode, frame, start, EchoReply, EchoRequest, TestServer};
+use grpc_runtime::server::{interceptor_fn, CallHead, Next};
+use grpc_runtime::services::health::{
+    health_client::HealthClient, health_reporter, HealthCheckRequest, HealthReporter, ServingStatus,
+};
+use grpc_runtime::{Channel, Code, GrpcService, Request, Status};
 use http_body_util::{BodyExt, Full};
 use tower::Service;
+use tower::ServiceBuilder;
 
 fn echo(message: &str, count: i32, sleep_ms: i64) -> EchoRequest {
     EchoRequest {
@@ -47,6 +58,58 @@ async fn channel_to(addr: SocketAddr) -> Channel {
         .connect()
         .await
         .unwrap()
+}
+
+/// What the health servers of these tests saw: calls in flight now and at most.
+#[derive(Default)]
+struct Load {
+    now: AtomicUsize,
+    max: AtomicUsize,
+}
+
+/// A server with the echo service and the health service ("" SERVING, "svc" as given);
+/// an interceptor counts concurrent calls, sleeps `x-sleep-ms` before a call, and with
+/// `require_key` rejects health calls without `x-api-key: secret` (UNAUTHENTICATED).
+async fn server(require_key: bool, svc: ServingStatus) -> (TestServer, HealthReporter, Arc<Load>) {
+    let (reporter, health) = health_reporter();
+    reporter.set_serving("");
+    reporter.set_serving_status("svc", svc);
+    let load = Arc::new(Load::default());
+    let l = Arc::clone(&load);
+    let icpt = interceptor_fn(move |head: CallHead, next: Next| {
+        let load = Arc::clone(&l);
+        async move {
+            if require_key
+                && head.method().starts_with("/grpc.health")
+                && head.metadata.get("x-api-key") != Some("secret")
+            {
+                return Status::unauthenticated("x-api-key missing");
+            }
+            let n = load.now.fetch_add(1, Ordering::SeqCst) + 1;
+            load.max.fetch_max(n, Ordering::SeqCst);
+            if let Some(ms) = head.metadata.get("x-sleep-ms") {
+                let ms: u64 = ms.parse().unwrap_or(0);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            let st = next.run(head).await;
+            load.now.fetch_sub(1, Ordering::SeqCst);
+            st
+        }
+    });
+    let srv = start(move |b| b.add_service(health).add_interceptor(icpt)).await;
+    (srv, reporter, load)
+}
+
+fn check(service: &str, sleep_ms: u64) -> Request<HealthCheckRequest> {
+    let mut r = Request::new(HealthCheckRequest {
+        service: service.into(),
+    });
+    if sleep_ms > 0 {
+        r.metadata_mut()
+            .insert("x-sleep-ms", sleep_ms.to_string())
+            .unwrap();
+    }
+    r
 }
 
 #[tokio::test]
@@ -124,4 +187,194 @@ async fn raw_request_errors_are_statuses() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unavailable);
+}
+
+#[tokio::test]
+async fn generated_client_under_a_timeout_layer() {
+    let (srv, _reporter, _load) = server(false, ServingStatus::Serving).await;
+    let channel = channel_to(srv.addr).await;
+    let svc = ServiceBuilder::new()
+        .timeout(Duration::from_millis(300))
+        .service(channel);
+    let client = HealthClient::new(svc);
+    let ok = client.check(check("svc", 0)).await.unwrap();
+    assert_eq!(ok.get_ref().status, ServingStatus::Serving as i32);
+    let err = client.check(check("svc", 2000)).await.unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    // A status from the server passes through the stack unchanged.
+    let err = client.check(check("unknown-svc", 0)).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    // The call's own timeout travels as grpc-timeout and is enforced too.
+    let mut r = check("svc", 2000);
+    r.set_timeout(Duration::from_millis(100));
+    let err = client.check(r).await.unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+}
+
+#[tokio::test]
+async fn generated_client_under_a_header_adding_layer() {
+    let (srv, _reporter, _load) = server(true, ServingStatus::NotServing).await;
+    let channel = channel_to(srv.addr).await;
+    // Without the layer the server rejects the call.
+    let bare = HealthClient::new(channel.clone());
+    let err = bare.check(check("svc", 0)).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    let svc = ServiceBuilder::new()
+        .map_request(
+            |mut req: http::Request<grpc_runtime::client::tower::RequestBody>| {
+                req.headers_mut()
+                    .insert("x-api-key", http::HeaderValue::from_static("secret"));
+                req
+            },
+        )
+        .service(channel);
+    let client = HealthClient::new(svc);
+    let ok = client.check(check("svc", 0)).await.unwrap();
+    assert_eq!(ok.get_ref().status, ServingStatus::NotServing as i32);
+    // Server-streaming through the stack: Watch's first answer.
+    let mut watch = client.watch(check("svc", 0)).await.unwrap().into_inner();
+    let first = watch.message().await.unwrap().unwrap();
+    assert_eq!(first.status, ServingStatus::NotServing as i32);
+}
+
+#[tokio::test]
+async fn generated_client_under_a_concurrency_limit() {
+    let (srv, _reporter, load) = server(false, ServingStatus::Serving).await;
+    let channel = channel_to(srv.addr).await;
+    let client = HealthClient::new(
+        ServiceBuilder::new()
+            .concurrency_limit(1)
+            .service(channel.clone()),
+    );
+    let calls = (0..3)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.check(check("svc", 150)).await })
+        })
+        .collect::<Vec<_>>();
+    for c in calls {
+        let r = c.await.unwrap().unwrap();
+        assert_eq!(r.get_ref().status, ServingStatus::Serving as i32);
+    }
+    assert_eq!(load.max.load(Ordering::SeqCst), 1, "the limit held");
+    // Without the limit the same calls overlap (so the assertion above can fail).
+    let bare = HealthClient::new(channel);
+    let calls = (0..3)
+        .map(|_| {
+            let client = bare.clone();
+            tokio::spawn(async move { client.check(check("svc", 150)).await })
+        })
+        .collect::<Vec<_>>();
+    for c in calls {
+        c.await.unwrap().unwrap();
+    }
+    assert!(load.max.load(Ordering::SeqCst) > 1);
+}
+
+/// Every call kind over the tower path (a stack that is not a bare `Channel`), framed by
+/// the runtime: messages, statuses, metadata, trailers.
+#[tokio::test]
+async fn every_call_kind_over_a_tower_stack() {
+    let srv = start(|b| b).await;
+    let channel = channel_to(srv.addr).await;
+    let svc = ServiceBuilder::new()
+        .timeout(Duration::from_secs(10))
+        .service(channel);
+
+    let mut r = Request::new(echo("one", 0, 0));
+    r.metadata_mut().insert("x-echo", "md").unwrap();
+    let resp = svc
+        .unary::<_, EchoReply>("/test.Echo/Unary", r)
+        .await
+        .unwrap();
+    assert_eq!(resp.metadata().get("x-echo-header"), Some("md"));
+    assert_eq!(resp.trailers().unwrap().get("x-trailer"), Some("t1"));
+    assert_eq!(resp.get_ref().message, "one");
+
+    let err = svc
+        .unary::<_, EchoReply>("/test.Echo/Unary", Request::new(echo("fail:7", 0, 0)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert_eq!(err.message(), "failed as asked: 100% sure\n");
+
+    let mut r = Request::new(echo("s", 4, 0));
+    r.set_compression(Some(grpc_runtime::CompressionEncoding::Gzip));
+    let mut stream = svc
+        .server_streaming::<_, EchoReply>("/test.Echo/ServerStream", r)
+        .await
+        .unwrap()
+        .into_inner();
+    let mut n = 0;
+    while stream.message().await.unwrap().is_some() {
+        n += 1;
+    }
+    assert_eq!(n, 4);
+    assert!(stream.status().unwrap().is_ok());
+
+    let reqs = futures_util::stream::iter(vec![echo("a", 0, 0), echo("b", 0, 0)]);
+    let resp = svc
+        .client_streaming::<_, _, EchoReply>("/test.Echo/ClientStream", Request::new(reqs))
+        .await
+        .unwrap();
+    assert_eq!(resp.get_ref().message, "a,b");
+
+    // Bidi returns before the response head; the server answers each message.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut replies = svc
+        .bidi_streaming::<_, _, EchoReply>(
+            "/test.Echo/Bidi",
+            Request::new(common::ReceiverStream(rx)),
+        )
+        .await
+        .unwrap()
+        .into_inner();
+    tx.send(echo("x", 0, 0)).await.unwrap();
+    assert_eq!(replies.message().await.unwrap().unwrap().message, "echo:x");
+    tx.send(echo("y", 0, 0)).await.unwrap();
+    assert_eq!(replies.message().await.unwrap().unwrap().message, "echo:y");
+    drop(tx);
+    assert!(replies.message().await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn round_robin_still_balances_under_middleware() {
+    let (a, _ra, _) = server(false, ServingStatus::Serving).await;
+    let (b, _rb, _) = server(false, ServingStatus::NotServing).await;
+    let channel = Channel::builder(format!("ipv4:{},{}", a.addr, b.addr))
+        .load_balancing_policy("round_robin")
+        .connect()
+        .await
+        .unwrap();
+    let client = HealthClient::new(
+        ServiceBuilder::new()
+            .timeout(Duration::from_secs(5))
+            .service(channel),
+    );
+    // round_robin is READY with its first subchannel; wait until both take calls.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let (mut serving, mut not_serving) = (0, 0);
+    while tokio::time::Instant::now() < deadline && (serving < 3 || not_serving < 3) {
+        let r = client.check(check("svc", 0)).await.unwrap();
+        if r.get_ref().status == ServingStatus::Serving as i32 {
+            serving += 1;
+        } else {
+            not_serving += 1;
+        }
+    }
+    assert!(
+        serving >= 3 && not_serving >= 3,
+        "{serving} / {not_serving}"
+    );
+    // Once both are up the split is even.
+    let (mut s, mut ns) = (0, 0);
+    for _ in 0..10 {
+        let r = client.check(check("svc", 0)).await.unwrap();
+        if r.get_ref().status == ServingStatus::Serving as i32 {
+            s += 1;
+        } else {
+            ns += 1;
+        }
+    }
+    assert_eq!((s, ns), (5, 5));
 }

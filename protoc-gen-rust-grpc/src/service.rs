@@ -241,19 +241,14 @@ impl GrpcServiceGenerator {
             w.line(4, "#[deprecated]");
         }
         w.line(4, "#[derive(Clone, Debug)]");
-        w.line(4, &format!("pub struct {client} {{"));
-        w.line(8, "inner: rt::Channel,");
+        w.line(4, &format!("pub struct {client}<T = rt::Channel> {{"));
+        w.line(8, "inner: T,");
         w.line(4, "}");
         w.blank();
         if any_deprecated {
             w.line(4, "#[allow(deprecated)]");
         }
-        w.line(4, &format!("impl {client} {{"));
-        w.line(8, "/// Creates a client that sends its calls on `channel`.");
-        w.line(8, "pub fn new(channel: rt::Channel) -> Self {");
-        w.line(12, "Self { inner: channel }");
-        w.line(8, "}");
-        w.blank();
+        w.line(4, &format!("impl {client}<rt::Channel> {{"));
         w.line(
             8,
             "/// Connects a new channel to `target` (e.g. `http://localhost:50051`; every target",
@@ -283,6 +278,31 @@ impl GrpcServiceGenerator {
         w.blank();
         w.line(8, "/// The channel this client sends its calls on.");
         w.line(8, "pub fn channel(&self) -> &rt::Channel {");
+        w.line(12, "&self.inner");
+        w.line(8, "}");
+        w.line(4, "}");
+        w.blank();
+        if any_deprecated {
+            w.line(4, "#[allow(deprecated)]");
+        }
+        w.line(4, &format!("impl<T: rt::GrpcService> {client}<T> {{"));
+        w.line(
+            8,
+            "/// Creates a client that sends its calls on `inner`: a `Channel`, or (with the",
+        );
+        w.line(
+            8,
+            "/// runtime's `tower` feature) a tower service stack around one.",
+        );
+        w.line(8, "pub fn new(inner: T) -> Self {");
+        w.line(12, "Self { inner }");
+        w.line(8, "}");
+        w.blank();
+        w.line(
+            8,
+            "/// The channel or service this client sends its calls on.",
+        );
+        w.line(8, "pub fn get_ref(&self) -> &T {");
         w.line(12, "&self.inner");
         w.line(8, "}");
         for method in &service.methods {
@@ -352,7 +372,10 @@ impl GrpcServiceGenerator {
             ));
             let_literal(&mut w, 12, "path", &path);
             w.line(12, &format!("let request = {into};"));
-            w.line(12, &format!("self.inner.{call}(path, request).await"));
+            w.line(
+                12,
+                &format!("rt::GrpcService::{call}(&self.inner, path, request).await"),
+            );
             w.line(8, "}");
         }
         w.line(4, "}");

@@ -1,5 +1,7 @@
 //! The client side of the `tower` feature: [`Channel`] as a `tower_service::Service` of
-//! raw `http::Request`s (answering with a [`ResponseBody`]).
+//! raw `http::Request`s (answering with a [`ResponseBody`]), and generated clients over
+//! any such service ([`GrpcService`] for tower services: gRPC framing, `grpc-timeout`,
+//! compression and `grpc-status` trailers done here, around the service).
 //!
 //! A `Channel` used as a service:
 //! - sends each request through the channel's name resolution and load balancing: one
@@ -21,22 +23,35 @@
 //! connection failed, DEADLINE_EXCEEDED when `grpc-timeout` passed while picking,
 //! the RST_STREAM mapping of the gRPC spec for a reset stream).
 
+use std::any::Any;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use futures_core::Stream;
+use futures_util::future::Either;
+use http::HeaderValue;
 use http_body::{Body, Frame};
 use tracing::debug;
 
-use super::call::{response_error, with_deadline, AbortOnDrop, ActiveCall};
+use super::call::{
+    classify_head, response_error, single_response, with_deadline, AbortOnDrop, ActiveCall, Head,
+};
 use super::channel::Channel;
 use super::connectivity::ConnectivityState;
+use super::grpc_service::GrpcService;
 use super::lb::OnDone;
+use crate::codec::{encode_message, DEFAULT_MAX_RECV_MESSAGE_SIZE};
+use crate::compression::{EncodingSet, GRPC_ACCEPT_ENCODING_NAME, GRPC_ENCODING_NAME};
 use crate::metadata::MetadataMap;
+use crate::request::{CancelHandle, MessageCompressionSlot};
 use crate::status::Status;
+use crate::streaming::Streaming;
 use crate::timeout::GRPC_TIMEOUT_NAME;
-use crate::timeout::{decode_timeout, Deadline};
+use crate::timeout::{current_deadline, decode_timeout, encode_timeout, Deadline};
+use crate::{Request, Response};
 
 /// The error type tower middleware passes around: anything that is an error.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -380,6 +395,472 @@ where
                     }
                 }
             },
+        }
+    }
+}
+
+/// The request body of a gRPC call made through a tower service ([`GrpcService`] for
+/// tower services): framed messages (length-prefixed, compressed as the call asked).
+pub struct RequestBody {
+    kind: RequestKind,
+}
+
+enum RequestKind {
+    Once(Option<Bytes>),
+    Stream(Pin<Box<dyn Stream<Item = Result<Bytes, Status>> + Send>>),
+}
+
+impl std::fmt::Debug for RequestBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.kind {
+            RequestKind::Once(_) => "once",
+            RequestKind::Stream(_) => "stream",
+        };
+        f.debug_struct("RequestBody").field("kind", &kind).finish()
+    }
+}
+
+impl RequestBody {
+    /// A body of one framed message (or of any bytes).
+    pub fn once(data: Bytes) -> RequestBody {
+        RequestBody {
+            kind: RequestKind::Once(Some(data)),
+        }
+    }
+
+    /// A body of the chunks `stream` yields; an `Err` ends it (the stream is reset).
+    pub fn stream(
+        stream: impl Stream<Item = Result<Bytes, Status>> + Send + 'static,
+    ) -> RequestBody {
+        RequestBody {
+            kind: RequestKind::Stream(Box::pin(stream)),
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        match &mut self.get_mut().kind {
+            RequestKind::Once(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            RequestKind::Stream(s) => match ready!(s.as_mut().poll_next(cx)) {
+                Some(Ok(d)) => Poll::Ready(Some(Ok(Frame::data(d)))),
+                Some(Err(e)) => Poll::Ready(Some(Err(e))),
+                None => Poll::Ready(None),
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.kind, RequestKind::Once(None))
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match &self.kind {
+            RequestKind::Once(d) => {
+                http_body::SizeHint::with_exact(d.as_ref().map_or(0, |d| d.len() as u64))
+            }
+            RequestKind::Stream(_) => http_body::SizeHint::default(),
+        }
+    }
+}
+
+/// The status for an error a tower service returned: a [`Status`] (or one in its
+/// `source` chain) as it is; an h2 error by the gRPC spec's mapping; an I/O error
+/// UNAVAILABLE; tower's `timeout` middleware firing DEADLINE_EXCEEDED; anything else
+/// UNKNOWN with the error's text.
+pub fn status_from_error(error: BoxError) -> Status {
+    let error = match error.downcast::<Status>() {
+        Ok(status) => return *status,
+        Err(e) => e,
+    };
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&*error);
+    while let Some(e) = source {
+        if let Some(s) = e.downcast_ref::<Status>() {
+            return s.clone();
+        }
+        if let Some(e) = e.downcast_ref::<h2::Error>() {
+            return Status::from_h2_error(e);
+        }
+        if let Some(e) = e.downcast_ref::<std::io::Error>() {
+            return Status::unavailable(format!("connection error: {e}"));
+        }
+        source = e.source();
+    }
+    // tower::timeout::error::Elapsed (tower is not a dependency of the runtime): its
+    // Debug is the type name, its Display this text.
+    if format!("{error:?}").starts_with("Elapsed") && error.to_string() == "request timed out" {
+        return Status::deadline_exceeded("request timed out (tower timeout)");
+    }
+    Status::unknown(error.to_string())
+}
+
+/// The parts of a call made through a tower service decided before it is sent.
+struct HttpCall {
+    head: http::Request<()>,
+    deadline: Option<Deadline>,
+    cancel: Option<CancelHandle>,
+    encoding: Option<crate::CompressionEncoding>,
+}
+
+impl HttpCall {
+    /// The request head of a call on `path`: the gRPC headers, `grpc-timeout` for the
+    /// call's deadline (its own timeout, else the deadline of the server call being
+    /// handled), `grpc-encoding` for its compression, and its metadata.
+    fn new<T>(path: &'static str, request: &Request<T>) -> Result<HttpCall, Status> {
+        let deadline =
+            Deadline::earliest(request.timeout().map(Deadline::after), current_deadline());
+        let encoding = if request.compression_disabled() {
+            None
+        } else {
+            request.compression()
+        };
+        let mut head = http::Request::post(path)
+            .version(http::Version::HTTP_2)
+            .body(())
+            .map_err(|e| Status::internal(format!("invalid method path {path:?}: {e}")))?;
+        let h = head.headers_mut();
+        h.insert(http::header::TE, HeaderValue::from_static("trailers"));
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        h.insert(
+            http::header::USER_AGENT,
+            HeaderValue::from_static(crate::USER_AGENT),
+        );
+        if let Some(d) = deadline {
+            if let Ok(v) = HeaderValue::from_str(&encode_timeout(d.remaining())) {
+                h.insert(GRPC_TIMEOUT_NAME, v);
+            }
+        }
+        if let Some(e) = encoding {
+            h.insert(GRPC_ENCODING_NAME, HeaderValue::from_static(e.as_str()));
+        }
+        if let Ok(v) = HeaderValue::try_from(EncodingSet::all().to_header_value()) {
+            h.insert(GRPC_ACCEPT_ENCODING_NAME, v);
+        }
+        request.metadata().add_to_headers(h);
+        Ok(HttpCall {
+            head,
+            deadline,
+            cancel: request.extensions().get::<CancelHandle>().cloned(),
+            encoding,
+        })
+    }
+
+    fn request(&self, body: RequestBody) -> http::Request<RequestBody> {
+        let mut req = http::Request::new(body);
+        *req.method_mut() = self.head.method().clone();
+        *req.uri_mut() = self.head.uri().clone();
+        *req.version_mut() = self.head.version();
+        *req.headers_mut() = self.head.headers().clone();
+        req
+    }
+
+    /// The single framed message of a unary or server-streaming request.
+    fn once<M: prost::Message>(&self, message: &M) -> Result<RequestBody, Status> {
+        let mut buf = BytesMut::new();
+        encode_message(message, self.encoding, usize::MAX, &mut buf)?;
+        Ok(RequestBody::once(buf.freeze()))
+    }
+
+    /// The framed messages of a streaming request (per message `compress(false)` of an
+    /// [`crate::OutboundStream`] honoured).
+    fn stream<S, M>(&self, request: Request<S>) -> RequestBody
+    where
+        S: Stream<Item = M> + Send + 'static,
+        M: prost::Message + Send + 'static,
+    {
+        let slot = request
+            .extensions()
+            .get::<MessageCompressionSlot>()
+            .map(|s| Arc::clone(&s.0));
+        let encoding = self.encoding;
+        let messages = request.into_inner();
+        RequestBody::stream(futures_util::StreamExt::map(messages, move |m| {
+            let compress = slot
+                .as_ref()
+                .map_or(true, |s| s.swap(true, std::sync::atomic::Ordering::SeqCst));
+            let mut buf = BytesMut::new();
+            encode_message(&m, encoding.filter(|_| compress), usize::MAX, &mut buf)?;
+            Ok(buf.freeze())
+        }))
+    }
+}
+
+/// Sends `request` on `service` once it is ready; the response head classified.
+async fn send<S, B, T>(
+    mut service: S,
+    request: http::Request<RequestBody>,
+) -> Result<(MetadataMap, Streaming<T>), Status>
+where
+    S: tower_service::Service<http::Request<RequestBody>, Response = http::Response<B>>,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    poll_fn(|cx| service.poll_ready(cx))
+        .await
+        .map_err(|e| status_from_error(e.into()))?;
+    let response = service
+        .call(request)
+        .await
+        .map_err(|e| status_from_error(e.into()))?;
+    let (parts, body) = response.into_parts();
+    // Trailers-Only: the head ended the stream, or (a body that cannot tell) it carries
+    // the status.
+    let end_stream = body.is_end_stream() || parts.headers.contains_key("grpc-status");
+    match classify_head(&parts, end_stream, DEFAULT_MAX_RECV_MESSAGE_SIZE)? {
+        Head::Done(status) => Ok((MetadataMap::new(), Streaming::from_status(status))),
+        Head::Messages(headers, decoder) => {
+            let chunks: Pin<Box<dyn Stream<Item = Result<Bytes, Status>> + Send>> =
+                Box::pin(BodyChunks { body: Some(body) });
+            Ok((
+                headers,
+                Streaming::from_chunks(std::sync::Mutex::new(chunks), decoder),
+            ))
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body as the chunks `Streaming` reads: the data, then the trailers'
+    /// status as an `Err` (OK included).
+    struct BodyChunks<B> {
+        #[pin]
+        body: Option<B>,
+    }
+}
+
+impl<B> Stream for BodyChunks<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Item = Result<Bytes, Status>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut this = self.project();
+        loop {
+            let Some(body) = this.body.as_mut().as_pin_mut() else {
+                return Poll::Ready(None);
+            };
+            let status = match ready!(body.poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => return Poll::Ready(Some(Ok(data))),
+                    Err(frame) => match frame.into_trailers() {
+                        Ok(trailers) => Status::from_header_map(&trailers)
+                            .unwrap_or_else(|| Status::unknown("trailers without grpc-status")),
+                        Err(_) => continue,
+                    },
+                },
+                Some(Err(e)) => status_from_error(e.into()),
+                None => Status::internal("server closed the stream without sending trailers"),
+            };
+            this.body.set(None);
+            return Poll::Ready(Some(Err(status)));
+        }
+    }
+}
+
+/// Applies the call's deadline and cancel handle to a response stream.
+fn streaming_response<T>(
+    call: &HttpCall,
+    headers: MetadataMap,
+    mut stream: Streaming<T>,
+) -> Response<Streaming<T>> {
+    if !headers.is_empty() {
+        stream.set_headers(headers.clone());
+    }
+    if let Some(d) = call.deadline {
+        stream.set_deadline(d.instant());
+    }
+    if let Some(c) = &call.cancel {
+        stream.set_cancel_handle(c.clone());
+    }
+    Response::from_parts(headers, stream, None)
+}
+
+async fn http_unary<S, B, Req, Resp>(
+    service: S,
+    path: &'static str,
+    request: Request<Req>,
+) -> Result<Response<Resp>, Status>
+where
+    S: tower_service::Service<http::Request<RequestBody>, Response = http::Response<B>>,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+    Req: prost::Message + Send + 'static,
+    Resp: prost::Message + Default + Send + 'static,
+{
+    let call = HttpCall::new(path, &request)?;
+    let body = call.once(request.get_ref())?;
+    let fut = async {
+        let (headers, stream) = send(service, call.request(body)).await?;
+        single_response(headers, stream).await
+    };
+    with_deadline(call.deadline, call.cancel.as_ref(), fut).await
+}
+
+async fn http_server_streaming<S, B, Req, Resp>(
+    service: S,
+    path: &'static str,
+    request: Request<Req>,
+) -> Result<Response<Streaming<Resp>>, Status>
+where
+    S: tower_service::Service<http::Request<RequestBody>, Response = http::Response<B>>,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+    Req: prost::Message + Send + 'static,
+    Resp: prost::Message + Default + Send + 'static,
+{
+    let call = HttpCall::new(path, &request)?;
+    let body = call.once(request.get_ref())?;
+    let fut = send(service, call.request(body));
+    let (headers, stream) = with_deadline(call.deadline, call.cancel.as_ref(), fut).await?;
+    Ok(streaming_response(&call, headers, stream))
+}
+
+async fn http_client_streaming<S, B, St, Req, Resp>(
+    service: S,
+    path: &'static str,
+    request: Request<St>,
+) -> Result<Response<Resp>, Status>
+where
+    S: tower_service::Service<http::Request<RequestBody>, Response = http::Response<B>>,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+    St: Stream<Item = Req> + Send + 'static,
+    Req: prost::Message + Send + 'static,
+    Resp: prost::Message + Default + Send + 'static,
+{
+    let call = HttpCall::new(path, &request)?;
+    let body = call.stream(request);
+    let fut = async {
+        let (headers, stream) = send(service, call.request(body)).await?;
+        single_response(headers, stream).await
+    };
+    with_deadline(call.deadline, call.cancel.as_ref(), fut).await
+}
+
+/// A bidi call returns before its response head (a server may wait for a request
+/// first): the service is driven by a task the response stream owns.
+async fn http_bidi_streaming<S, B, St, Req, Resp>(
+    service: S,
+    path: &'static str,
+    request: Request<St>,
+) -> Result<Response<Streaming<Resp>>, Status>
+where
+    S: tower_service::Service<http::Request<RequestBody>, Response = http::Response<B>>
+        + Send
+        + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+    St: Stream<Item = Req> + Send + 'static,
+    Req: prost::Message + Send + 'static,
+    Resp: prost::Message + Default + Send + 'static,
+{
+    let call = HttpCall::new(path, &request)?;
+    let body = call.stream(request);
+    let http_request = call.request(body);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let sender = AbortOnDrop(tokio::spawn(async move {
+        let _ = tx.send(send::<S, B, ()>(service, http_request).await);
+    }));
+    let head: crate::streaming::HeadFuture = Box::pin(async move {
+        let _sender = sender;
+        match rx.await {
+            Ok(r) => r,
+            Err(_) => Err(Status::cancelled("call dropped before its response head")),
+        }
+    });
+    let stream = Streaming::<Resp>::pending_head(head);
+    Ok(streaming_response(&call, MetadataMap::new(), stream))
+}
+
+/// Every tower service of gRPC-framed HTTP requests is a [`GrpcService`]; a bare
+/// [`Channel`] (a tower service itself) keeps its own typed call path.
+impl<S, B> GrpcService for S
+where
+    S: tower_service::Service<http::Request<RequestBody>, Response = http::Response<B>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    fn unary<Req, Resp>(
+        &self,
+        path: &'static str,
+        request: Request<Req>,
+    ) -> impl Future<Output = Result<Response<Resp>, Status>> + Send
+    where
+        Req: prost::Message + Send + 'static,
+        Resp: prost::Message + Default + Send + 'static,
+    {
+        match (self as &dyn Any).downcast_ref::<Channel>() {
+            Some(channel) => Either::Left(channel.unary(path, request)),
+            None => Either::Right(http_unary(self.clone(), path, request)),
+        }
+    }
+
+    fn server_streaming<Req, Resp>(
+        &self,
+        path: &'static str,
+        request: Request<Req>,
+    ) -> impl Future<Output = Result<Response<Streaming<Resp>>, Status>> + Send
+    where
+        Req: prost::Message + Send + 'static,
+        Resp: prost::Message + Default + Send + 'static,
+    {
+        match (self as &dyn Any).downcast_ref::<Channel>() {
+            Some(channel) => Either::Left(channel.server_streaming(path, request)),
+            None => Either::Right(http_server_streaming(self.clone(), path, request)),
+        }
+    }
+
+    fn client_streaming<St, Req, Resp>(
+        &self,
+        path: &'static str,
+        request: Request<St>,
+    ) -> impl Future<Output = Result<Response<Resp>, Status>> + Send
+    where
+        St: Stream<Item = Req> + Send + 'static,
+        Req: prost::Message + Send + 'static,
+        Resp: prost::Message + Default + Send + 'static,
+    {
+        match (self as &dyn Any).downcast_ref::<Channel>() {
+            Some(channel) => Either::Left(channel.client_streaming(path, request)),
+            None => Either::Right(http_client_streaming(self.clone(), path, request)),
+        }
+    }
+
+    fn bidi_streaming<St, Req, Resp>(
+        &self,
+        path: &'static str,
+        request: Request<St>,
+    ) -> impl Future<Output = Result<Response<Streaming<Resp>>, Status>> + Send
+    where
+        St: Stream<Item = Req> + Send + 'static,
+        Req: prost::Message + Send + 'static,
+        Resp: prost::Message + Default + Send + 'static,
+    {
+        match (self as &dyn Any).downcast_ref::<Channel>() {
+            Some(channel) => Either::Left(channel.bidi_streaming(path, request)),
+            None => Either::Right(http_bidi_streaming(self.clone(), path, request)),
         }
     }
 }

@@ -79,16 +79,11 @@ pub mod health_client {
     ///
     /// Typed client for `grpc.health.v1.Health`. Cloning is cheap; every call takes `&self`.
     #[derive(Clone, Debug)]
-    pub struct HealthClient {
-        inner: rt::Channel,
+    pub struct HealthClient<T = rt::Channel> {
+        inner: T,
     }
 
-    impl HealthClient {
-        /// Creates a client that sends its calls on `channel`.
-        pub fn new(channel: rt::Channel) -> Self {
-            Self { inner: channel }
-        }
-
+    impl HealthClient<rt::Channel> {
         /// Connects a new channel to `target` (e.g. `http://localhost:50051`; every target
         /// form is listed at `Channel::builder`) and returns a client on it. For channel
         /// options (TLS, timeouts, load balancing), build the channel and use `new`.
@@ -102,6 +97,19 @@ pub mod health_client {
         pub fn channel(&self) -> &rt::Channel {
             &self.inner
         }
+    }
+
+    impl<T: rt::GrpcService> HealthClient<T> {
+        /// Creates a client that sends its calls on `inner`: a `Channel`, or (with the
+        /// runtime's `tower` feature) a tower service stack around one.
+        pub fn new(inner: T) -> Self {
+            Self { inner }
+        }
+
+        /// The channel or service this client sends its calls on.
+        pub fn get_ref(&self) -> &T {
+            &self.inner
+        }
 
         /// Current health of a service; NOT_FOUND if the server does not know it.
         ///
@@ -112,7 +120,7 @@ pub mod health_client {
         ) -> Result<rt::Response<super::HealthCheckResponse>, rt::Status> {
             let path = "/grpc.health.v1.Health/Check";
             let request = rt::IntoRequest::into_request(request);
-            self.inner.unary(path, request).await
+            rt::GrpcService::unary(&self.inner, path, request).await
         }
 
         /// A snapshot of the health of every known service (not atomic across
@@ -125,7 +133,7 @@ pub mod health_client {
         ) -> Result<rt::Response<super::HealthListResponse>, rt::Status> {
             let path = "/grpc.health.v1.Health/List";
             let request = rt::IntoRequest::into_request(request);
-            self.inner.unary(path, request).await
+            rt::GrpcService::unary(&self.inner, path, request).await
         }
 
         /// Streams the health of a service: the current state at once, then every
@@ -138,7 +146,7 @@ pub mod health_client {
         ) -> Result<rt::Response<rt::Streaming<super::HealthCheckResponse>>, rt::Status> {
             let path = "/grpc.health.v1.Health/Watch";
             let request = rt::IntoRequest::into_request(request);
-            self.inner.server_streaming(path, request).await
+            rt::GrpcService::server_streaming(&self.inner, path, request).await
         }
     }
 }

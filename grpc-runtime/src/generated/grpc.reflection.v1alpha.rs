@@ -141,16 +141,11 @@ pub mod server_reflection_client {
     ///
     /// Typed client for `grpc.reflection.v1alpha.ServerReflection`. Cloning is cheap; every call takes `&self`.
     #[derive(Clone, Debug)]
-    pub struct ServerReflectionClient {
-        inner: rt::Channel,
+    pub struct ServerReflectionClient<T = rt::Channel> {
+        inner: T,
     }
 
-    impl ServerReflectionClient {
-        /// Creates a client that sends its calls on `channel`.
-        pub fn new(channel: rt::Channel) -> Self {
-            Self { inner: channel }
-        }
-
+    impl ServerReflectionClient<rt::Channel> {
         /// Connects a new channel to `target` (e.g. `http://localhost:50051`; every target
         /// form is listed at `Channel::builder`) and returns a client on it. For channel
         /// options (TLS, timeouts, load balancing), build the channel and use `new`.
@@ -162,6 +157,19 @@ pub mod server_reflection_client {
 
         /// The channel this client sends its calls on.
         pub fn channel(&self) -> &rt::Channel {
+            &self.inner
+        }
+    }
+
+    impl<T: rt::GrpcService> ServerReflectionClient<T> {
+        /// Creates a client that sends its calls on `inner`: a `Channel`, or (with the
+        /// runtime's `tower` feature) a tower service stack around one.
+        pub fn new(inner: T) -> Self {
+            Self { inner }
+        }
+
+        /// The channel or service this client sends its calls on.
+        pub fn get_ref(&self) -> &T {
             &self.inner
         }
 
@@ -176,7 +184,7 @@ pub mod server_reflection_client {
         {
             let path = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo";
             let request = rt::IntoStreamingRequest::into_streaming_request(request);
-            self.inner.bidi_streaming(path, request).await
+            rt::GrpcService::bidi_streaming(&self.inner, path, request).await
         }
     }
 }

@@ -283,7 +283,7 @@ impl Channel {
                             "connection failed before the stream was opened",
                         );
                         if attempt < 2 {
-                            end.on_done.take();
+                            end.finish(&Status::unavailable("connection lost before the stream"));
                             continue;
                         }
                         let status = Status::unavailable(format!("connection unusable: {e}"));
@@ -296,7 +296,7 @@ impl Channel {
                     Ok((response, send)) => return Ok((sub, conn, end, response, send)),
                     Err(e) if (e.is_go_away() || e.is_io()) && attempt < 2 => {
                         sub.drop_connection_if(conn.id(), "send_request failed");
-                        end.on_done.take();
+                        end.finish(&Status::unavailable("connection lost before the stream"));
                     }
                     Err(e) => {
                         let status = Status::from_h2_error(&e);

@@ -366,6 +366,17 @@ impl fmt::Debug for MetadataMap {
     }
 }
 
+/// gRPC content types: `application/grpc` alone or followed by `+` or `;`. The one
+/// check of both sides: the server refuses a request, the client a response, without it.
+pub(crate) fn is_grpc_content_type(v: Option<&HeaderValue>) -> bool {
+    let Some(v) = v else { return false };
+    let b = v.as_bytes();
+    let base = b"application/grpc";
+    b.len() >= base.len()
+        && b[..base.len()].eq_ignore_ascii_case(base)
+        && (b.len() == base.len() || b[base.len()] == b'+' || b[base.len()] == b';')
+}
+
 /// A header list's size as HTTP/2 counts it (RFC 9113 6.5.2): name + value + 32 each.
 pub(crate) fn header_list_size(h: &http::HeaderMap) -> usize {
     h.iter().map(|(k, v)| k.as_str().len() + v.len() + 32).sum()
@@ -393,6 +404,18 @@ pub(crate) fn request_header_list_size(head: &http::Request<()>) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn content_types() {
+        let ok = |s: &'static str| is_grpc_content_type(Some(&HeaderValue::from_static(s)));
+        assert!(ok("application/grpc"));
+        assert!(ok("application/grpc+proto"));
+        assert!(ok("application/grpc;charset=utf-8"));
+        assert!(!ok("application/grpcx"));
+        assert!(!ok("application/json"));
+        assert!(!ok("text/plain"));
+        assert!(!is_grpc_content_type(None));
+    }
 
     #[test]
     fn keys_validated() {

@@ -1418,6 +1418,14 @@ async fn malformed_responses_end_only_that_call() {
                     resp.headers_mut()
                         .insert("content-type", "text/html".parse().unwrap());
                 }
+                // Refused by our server as a request content-type, so by our client too.
+                "grpcx-content-type" => {
+                    resp.headers_mut()
+                        .insert("content-type", "application/grpcx".parse().unwrap());
+                }
+                "no-content-type" => {
+                    resp.headers_mut().remove("content-type");
+                }
                 _ => {}
             }
             let mut s = send.send_response(resp, false).unwrap();
@@ -1443,6 +1451,8 @@ async fn malformed_responses_end_only_that_call() {
         ("bad-status", Code::Internal),
         ("bad-percent", Code::InvalidArgument),
         ("wrong-content-type", Code::Unknown),
+        ("grpcx-content-type", Code::Unknown),
+        ("no-content-type", Code::Unknown),
     ];
     for (case, code) in cases {
         let mut req = Request::new(echo("x"));

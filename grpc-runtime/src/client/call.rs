@@ -299,6 +299,22 @@ pub(crate) async fn with_deadline<T>(
     }
 }
 
+/// A `:status 200` response whose content-type is not gRPC's (the check the server
+/// applies to requests): the status synthesized from the HTTP status, as gRPC's
+/// http-grpc-status-mapping.md asks (UNKNOWN for 200), naming the content-type.
+pub(crate) fn non_grpc_response(parts: &http::response::Parts) -> Option<Status> {
+    let ct = parts.headers.get(http::header::CONTENT_TYPE);
+    if crate::metadata::is_grpc_content_type(ct) {
+        return None;
+    }
+    let shown = ct.map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let code = Status::from_http_status(parts.status).code();
+    Some(Status::new(
+        code,
+        format!("response has content-type {shown:?}, not application/grpc"),
+    ))
+}
+
 /// An attempt that ended without committing: a Trailers-Only (or non-200) response with
 /// a non-OK status, and the server's retry pushback.
 fn uncommitted_failure(resp: &http::Response<h2::RecvStream>) -> Option<(Status, Pushback)> {
@@ -363,19 +379,8 @@ pub(crate) fn classify_head(
         };
         return Ok(Head::Done(status));
     }
-    let grpc_ct = parts
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .map(|v| v.as_bytes().starts_with(b"application/grpc"))
-        .unwrap_or(false);
-    if !grpc_ct {
-        let ct = parts
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-        return Err(Status::unknown(format!(
-            "response has content-type {ct:?}, not application/grpc"
-        )));
+    if let Some(status) = non_grpc_response(parts) {
+        return Err(status);
     }
     let headers = MetadataMap::from_headers(&parts.headers)
         .map_err(|e| Status::internal(format!("invalid response metadata: {e}")))?;

@@ -144,6 +144,8 @@ async fn one_stream(
             let status = Status::from_header_map(&parts.headers)
                 .unwrap_or_else(|| Status::from_http_status(parts.status));
             Streaming::from_status(status)
+        } else if let Some(status) = super::call::non_grpc_response(&parts) {
+            Streaming::from_status(status)
         } else {
             Streaming::new_response(body, FrameDecoder::new(64 * 1024, None))
         };

@@ -11,7 +11,7 @@ use std::time::Instant as StdInstant;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
-use http::{HeaderValue, Method, StatusCode};
+use http::{Method, StatusCode};
 use tracing::Instrument;
 
 use super::call::{finish_call, poll_client_reset, reset_call, ServerCall};
@@ -25,19 +25,9 @@ use crate::compression::{
 };
 use crate::context::{MethodPath, ServerContext};
 use crate::latch::Latch;
-use crate::metadata::MetadataMap;
+use crate::metadata::{is_grpc_content_type, MetadataMap};
 use crate::status::{Code, Status};
 use crate::timeout::{decode_timeout, scope_deadline, Deadline, GRPC_TIMEOUT_NAME};
-
-/// gRPC content types: `application/grpc` alone or followed by `+` or `;`.
-pub(super) fn is_grpc_content_type(v: Option<&HeaderValue>) -> bool {
-    let Some(v) = v else { return false };
-    let b = v.as_bytes();
-    let base = b"application/grpc";
-    b.len() >= base.len()
-        && b[..base.len()].eq_ignore_ascii_case(base)
-        && (b.len() == base.len() || b[base.len()] == b'+' || b[base.len()] == b';')
-}
 
 /// Sends a non-200 HTTP response carrying a gRPC status too (as grpc-go does).
 fn send_http_error(mut respond: h2::server::SendResponse<Bytes>, code: StatusCode, status: Status) {
@@ -469,18 +459,6 @@ async fn drive_call(call: AcceptedCall, shared: Arc<Shared>, force: Arc<Latch>) 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn content_types() {
-        let ok = |s: &'static str| is_grpc_content_type(Some(&HeaderValue::from_static(s)));
-        assert!(ok("application/grpc"));
-        assert!(ok("application/grpc+proto"));
-        assert!(ok("application/grpc;charset=utf-8"));
-        assert!(!ok("application/grpcx"));
-        assert!(!ok("application/json"));
-        assert!(!ok("text/plain"));
-        assert!(!is_grpc_content_type(None));
-    }
 
     #[test]
     fn paths() {

@@ -335,7 +335,7 @@ impl Status {
     }
 
     /// Maps an HTTP/2 RST_STREAM / GOAWAY error code to a gRPC code.
-    pub fn code_from_reason(reason: h2::Reason) -> Code {
+    pub(crate) fn code_from_reason(reason: h2::Reason) -> Code {
         match reason {
             h2::Reason::REFUSED_STREAM => Code::Unavailable,
             h2::Reason::CANCEL => Code::Cancelled,
@@ -345,17 +345,9 @@ impl Status {
         }
     }
 
-    /// Maps an RST_STREAM reason received from the peer to a status.
-    pub fn from_reason(reason: h2::Reason) -> Status {
-        Status::new(
-            Status::code_from_reason(reason),
-            format!("stream reset by peer: {reason}"),
-        )
-    }
-
     /// Maps an `h2::Error` to a status: stream resets use the RST_STREAM
     /// mapping, GOAWAY and I/O errors are `UNAVAILABLE`.
-    pub fn from_h2_error(err: &h2::Error) -> Status {
+    pub(crate) fn from_h2_error(err: &h2::Error) -> Status {
         if err.is_io() {
             return Status::unavailable(format!("connection error: {err}"));
         }
@@ -478,12 +470,6 @@ impl fmt::Display for Status {
 }
 
 impl std::error::Error for Status {}
-
-impl From<h2::Error> for Status {
-    fn from(err: h2::Error) -> Self {
-        Status::from_h2_error(&err)
-    }
-}
 
 /// Metadata a handler or interceptor failed to build is the program's own error:
 /// INTERNAL, with the reason. So `?` works on [`crate::MetadataMap::insert`] in handlers.

@@ -271,7 +271,7 @@ impl Channel {
                 attempt += 1;
                 let (sub, conn, on_done) =
                     self.pick_from(&snapshot, &method, &metadata, true).await?;
-                let mut end = CallEnd {
+                let end = CallEnd {
                     on_done,
                     _active: ActiveCall::new(&self.inner.shared),
                 };

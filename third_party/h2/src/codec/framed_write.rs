@@ -106,11 +106,13 @@ where
     /// Returns `Ready` when `send` is able to accept a frame
     ///
     /// Calling this function may result in the current contents of the buffer
-    /// to be flushed to `T`.
+    /// to be written to `T` (without flushing `T`: making room needs the bytes
+    /// written, not pushed out, and a `T` that buffers can then gather several
+    /// frames; the caller flushes when it has nothing more to write).
     pub fn poll_ready(&mut self, cx: &mut Context) -> Poll<io::Result<()>> {
         if !self.encoder.has_capacity() {
-            // Try flushing
-            ready!(self.flush(cx))?;
+            // Try writing
+            ready!(self.poll_write_buffered(cx))?;
 
             if !self.encoder.has_capacity() {
                 return Poll::Pending;
@@ -139,6 +141,17 @@ where
         let span = tracing::trace_span!("FramedWrite::flush");
         let _e = span.enter();
 
+        ready!(self.poll_write_buffered(cx))?;
+
+        tracing::trace!("flushing buffer");
+        // Flush the upstream
+        ready!(Pin::new(&mut self.inner).poll_flush(cx))?;
+
+        Poll::Ready(Ok(()))
+    }
+
+    /// Writes the buffered frames to `T` without flushing it.
+    fn poll_write_buffered(&mut self, cx: &mut Context) -> Poll<io::Result<()>> {
         loop {
             while !self.encoder.is_empty() {
                 let n = match self.encoder.next {
@@ -168,10 +181,6 @@ where
                 ControlFlow::Break => break,
             }
         }
-
-        tracing::trace!("flushing buffer");
-        // Flush the upstream
-        ready!(Pin::new(&mut self.inner).poll_flush(cx))?;
 
         Poll::Ready(Ok(()))
     }

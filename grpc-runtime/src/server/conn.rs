@@ -18,6 +18,7 @@ use crate::latch::Latch;
 use crate::transport::bdp;
 use crate::transport::frame_tap::{Activity, FrameTap, PingPolicy};
 use crate::transport::jitter;
+use crate::transport::write_batch::WriteBatch;
 
 /// A peer that connects but never sends the HTTP/2 preface is dropped after this (the
 /// default header-read timeout, `super::DEFAULT_HEADER_READ_TIMEOUT`, is the same).
@@ -145,7 +146,11 @@ where
             min_time: shared.conn_mgmt.permit_keepalive_time,
             permit_without_calls: shared.conn_mgmt.permit_keepalive_without_calls,
         }));
-        let io = FrameTap::new(io, Arc::clone(&activity), false);
+        let io = FrameTap::new(
+            WriteBatch::new(io, Arc::clone(&activity)),
+            Arc::clone(&activity),
+            false,
+        );
         // Not boxed: a box freed after the handshake leaves a hole of touched memory beside
         // this connection's buffers (measured: 0.5 KiB more RSS per idle connection), while
         // inline its state shares the task's allocation with the connection's later state.

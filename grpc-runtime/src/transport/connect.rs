@@ -17,6 +17,7 @@ use super::bdp::{self, SharedPing};
 use super::frame_tap::{Activity, FrameTap};
 #[cfg(feature = "tls")]
 use super::tls::{self, ClientTlsConfig};
+use super::write_batch::WriteBatch;
 use super::{Address, TransportError, TransportErrorKind};
 
 /// Our HTTP/2 SETTINGS and send-side buffering for a client connection.
@@ -402,7 +403,11 @@ where
 {
     let s = &config.http2;
     let activity = Activity::new(None);
-    let io = FrameTap::new(io, Arc::clone(&activity), true);
+    let io = FrameTap::new(
+        WriteBatch::new(io, Arc::clone(&activity)),
+        Arc::clone(&activity),
+        true,
+    );
     let (send, mut conn) = h2::client::Builder::new()
         .enable_push(false)
         .initial_window_size(s.initial_stream_window_size)
@@ -415,7 +420,7 @@ where
         // send many small or padded frames (grpc's data_frame_padding case), so allow far
         // more. Memory stays bounded by flow control plus this per-frame overhead budget.
         .data_frame_budget(crate::transport::DATA_FRAME_BUDGET)
-        .handshake::<FrameTap<T>, Bytes>(io)
+        .handshake::<FrameTap<WriteBatch<T>>, Bytes>(io)
         .await
         .map_err(|e| {
             TransportError::new(

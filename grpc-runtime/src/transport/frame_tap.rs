@@ -9,23 +9,8 @@
 //! debug data of the GOAWAY we send (h2 cannot set it, so the adapter rewrites the next
 //! outbound GOAWAY that carries none, e.g. to add `too_many_pings`).
 //!
-//! It also batches writes the way grpc-go's loopy writer does: when h2 starts writing
-//! less than [`MIN_BATCH`] bytes, the adapter yields once first (wakes its own task and
-//! returns `Pending`), so that the call tasks that are ready to run queue their frames
-//! too and one `writev` carries them all. Under load this turns one syscall per response
-//! into one per batch. It yields only when other calls on the connection could join the
-//! batch and batching cannot leave the runtime idle: when more connections have calls in
-//! flight than the runtime has workers, or when this connection has [`BATCH_STREAMS`] or
-//! more. With one busy connection and a few calls,
-//! holding back the first response until the others are ready makes the peer wait and
-//! then answer in a burst (the two sides take turns instead of working in parallel), so
-//! each response goes out at once.
-//!
-//! Large frames are gathered: h2 writes each DATA frame above a few hundred bytes on its
-//! own (`writev` of its header and payload), which for bulk data means one syscall, one
-//! TCP segment and one wakeup of the reader per 16 KiB frame. The adapter copies such
-//! writes into a buffer of up to [`GATHER_LIMIT`] bytes and writes it at h2's next flush
-//! (h2 flushes whenever it has nothing more to write), as grpc-go's buffered writer does.
+//! How the bytes are written (batching, gathering) is not its business: that is
+//! [`super::write_batch::WriteBatch`], the adapter below it.
 //!
 //! It also notices a request header block that is slow to arrive (the server's header-read
 //! timeout): from the first byte of a HEADERS frame's 9-byte header (or of any frame header
@@ -62,23 +47,6 @@ const CONTINUATION: u8 = 0x9;
 const FLAG_END_HEADERS: u8 = 0x4;
 const FLAG_END_STREAM: u8 = 0x1;
 const FLAG_ACK: u8 = 0x1;
-
-/// Below this many bytes, a write yields once before it goes out (see the module doc);
-/// grpc-go's loopy writer uses the same threshold (`minBatchSize`).
-const MIN_BATCH: usize = 1000;
-
-/// Large writes (DATA frames of at least [`MIN_BATCH`] bytes, which h2 hands over one
-/// frame at a time) are gathered up to this many bytes and written together at the next
-/// flush: one `writev` per 64 KiB instead of one per 16 KiB frame (see the module doc).
-const GATHER_LIMIT: usize = 64 * 1024;
-
-/// A gathering buffer larger than this is released once written (it is not kept for the
-/// connection's whole life).
-const KEEP_PENDING: usize = 4 * 1024;
-
-/// A connection with this many open streams batches its writes even when it is the
-/// only busy one (see the module doc).
-const BATCH_STREAMS: usize = 32;
 
 /// Connections in this process that have at least one open stream.
 static BUSY_CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
@@ -282,9 +250,10 @@ impl Activity {
         }
     }
 
-    /// Whether batching writes on this connection pays off (see the module doc).
-    fn batching_pays(&self, workers: usize) -> bool {
-        batching_pays(
+    /// Whether batching writes on this connection pays off (see
+    /// [`super::write_batch`]).
+    pub(crate) fn batching_pays(&self, workers: usize) -> bool {
+        super::write_batch::batching_pays(
             self.open_streams.load(Ordering::Relaxed) as usize,
             BUSY_CONNECTIONS.load(Ordering::Relaxed),
             workers,
@@ -519,17 +488,19 @@ impl Activity {
         }
     }
 
+    /// Feeds one inbound frame header (9 bytes) as if read from the peer.
+    #[cfg(test)]
+    pub(crate) fn inbound_frame_for_test(&self, header: &[u8]) {
+        let mut h = [0u8; 9];
+        h.copy_from_slice(&header[..9]);
+        let (kind, flags, stream, len) = parse_header(&h);
+        self.inbound_frame(kind, flags, stream, len);
+    }
+
     fn take_goaway_debug(&self) -> Option<Bytes> {
         self.goaway_armed.store(false, Ordering::Release);
         self.with(|s| s.goaway_debug.take().map(|b| *b)).flatten()
     }
-}
-
-/// Whether a connection with `open_streams` should batch its writes while
-/// `busy_connections` connections have calls in flight on `workers` worker threads.
-fn batching_pays(open_streams: usize, busy_connections: usize, workers: usize) -> bool {
-    // The stream being written counts as open: with no other, nothing can join the batch.
-    open_streams >= 2 && (open_streams >= BATCH_STREAMS || busy_connections > workers)
 }
 
 /// Incremental frame-header scanner (one per connection: compact, it lives as long as the
@@ -721,15 +692,10 @@ pub(crate) struct FrameTap<IO> {
     activity: Arc<Activity>,
     inbound: Scanner,
     out: Out,
-    /// Bytes accepted from h2 but not yet written (gathered large frames, a held header, a
-    /// rewritten GOAWAY).
-    pending: BytesMut,
-    /// This write cycle (up to the next flush) already yielded once.
-    yielded: bool,
-    /// Bytes were gathered into `pending` since the last flush.
-    gathered: bool,
-    /// Worker threads of the runtime the connection was made on.
-    workers: u32,
+    /// Bytes accepted from h2 but not yet written (a held header, a rewritten GOAWAY).
+    /// Boxed: needed only around a GOAWAY that gets debug data, and this adapter lives
+    /// in every connection's future (8 bytes instead of 32).
+    held: Option<Box<BytesMut>>,
 }
 
 impl<IO> FrameTap<IO> {
@@ -745,24 +711,8 @@ impl<IO> FrameTap<IO> {
             } else {
                 Out::header()
             },
-            pending: BytesMut::new(),
-            yielded: false,
-            gathered: false,
-            workers: tokio::runtime::Handle::try_current().map_or(1, |h| {
-                u32::try_from(h.metrics().num_workers()).unwrap_or(u32::MAX)
-            }),
+            held: None,
         }
-    }
-
-    /// Whether a write of `len` bytes should first yield once, letting other tasks add
-    /// their frames to the batch; if so, the task is already woken.
-    fn yield_for_batch(&mut self, len: usize, cx: &mut Context<'_>) -> bool {
-        if self.yielded || len >= MIN_BATCH || !self.activity.batching_pays(self.workers as usize) {
-            return false;
-        }
-        self.yielded = true;
-        cx.waker().wake_by_ref();
-        true
     }
 
     /// Advances the outbound state over bytes already written.
@@ -794,6 +744,11 @@ impl<IO> FrameTap<IO> {
                 Out::GoAway(..) => return,
             }
         }
+    }
+
+    /// The buffer of held bytes (made when first needed).
+    fn held_mut(&mut self) -> &mut BytesMut {
+        self.held.get_or_insert_with(Box::default)
     }
 
     /// Whether the next bytes must go through the holding path.
@@ -829,7 +784,7 @@ impl<IO> FrameTap<IO> {
                             }))
                         }
                         None => {
-                            self.pending.extend_from_slice(&header);
+                            self.held_mut().extend_from_slice(&header);
                             self.out = if len > 0 {
                                 Out::Pass(len)
                             } else {
@@ -850,13 +805,14 @@ impl<IO> FrameTap<IO> {
                 payload.extend_from_slice(&buf[..n]);
                 if payload.len() == 8 {
                     let total = 8 + debug.len();
-                    self.pending.reserve(9 + total);
-                    self.pending.put_u8((total >> 16) as u8);
-                    self.pending.put_u8((total >> 8) as u8);
-                    self.pending.put_u8(total as u8);
-                    self.pending.extend_from_slice(&h[3..9]);
-                    self.pending.extend_from_slice(payload);
-                    self.pending.extend_from_slice(debug);
+                    let held = self.held.get_or_insert_with(Box::default);
+                    held.reserve(9 + total);
+                    held.put_u8((total >> 16) as u8);
+                    held.put_u8((total >> 8) as u8);
+                    held.put_u8(total as u8);
+                    held.extend_from_slice(&h[3..9]);
+                    held.extend_from_slice(payload);
+                    held.extend_from_slice(debug);
                     self.out = Out::header();
                 }
                 n
@@ -868,16 +824,17 @@ impl<IO> FrameTap<IO> {
 
 impl<IO: AsyncWrite + Unpin> FrameTap<IO> {
     fn poll_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while !self.pending.is_empty() {
-            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.pending))?;
+        let Some(held) = self.held.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        while !held.is_empty() {
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, held))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-            self.pending.advance(n);
+            held.advance(n);
         }
-        if self.pending.capacity() > KEEP_PENDING {
-            self.pending = BytesMut::new();
-        }
+        self.held = None;
         Poll::Ready(Ok(()))
     }
 }
@@ -924,9 +881,6 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for FrameTap<IO> {
         if this.must_hold() {
             return Poll::Ready(Ok(this.take_held(buf)));
         }
-        if this.yield_for_batch(buf.len(), cx) {
-            return Poll::Pending;
-        }
         // While a rewrite is armed, stop at the next frame boundary so the GOAWAY's
         // header can be held.
         let len = match (&this.out, this.activity.goaway_armed()) {
@@ -952,29 +906,8 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for FrameTap<IO> {
                 .unwrap_or(&[]);
             return Pin::new(this).poll_write(cx, first);
         }
-        let total: usize = bufs.iter().map(|b| b.len()).sum();
-        // A frame header and a payload beside it: h2 writing one large DATA frame on its
-        // own. (Its buffer of small frames, one slice, goes out as before.)
-        let chained = bufs.iter().filter(|b| !b.is_empty()).count() >= 2;
-        if chained && (MIN_BATCH..=GATHER_LIMIT).contains(&total) {
-            if this.pending.len() + total > GATHER_LIMIT {
-                ready!(this.poll_pending(cx))?;
-            }
-            this.pending.reserve(total);
-            for b in bufs {
-                this.pending.extend_from_slice(b);
-                this.advance_written(b);
-            }
-            this.gathered = true;
-            return Poll::Ready(Ok(total));
-        }
-        if !this.pending.is_empty() {
-            // Gathered bytes go first.
-            ready!(this.poll_pending(cx))?;
-        }
-        if this.yield_for_batch(total, cx) {
-            return Poll::Pending;
-        }
+        // Held bytes go first.
+        ready!(this.poll_pending(cx))?;
         let n = ready!(Pin::new(&mut this.io).poll_write_vectored(cx, bufs))?;
         let mut left = n;
         for b in bufs {
@@ -994,17 +927,8 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for FrameTap<IO> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        // h2 flushes after every large DATA frame. While frames keep being gathered, the
-        // write waits (up to GATHER_LIMIT) for the flush that finds nothing new: h2 flushes
-        // on every poll of the connection, and the wake makes sure there is one.
-        if std::mem::take(&mut this.gathered) && this.pending.len() < GATHER_LIMIT {
-            cx.waker().wake_by_ref();
-            return Poll::Ready(Ok(()));
-        }
         ready!(this.poll_pending(cx))?;
-        ready!(Pin::new(&mut this.io).poll_flush(cx))?;
-        this.yielded = false;
-        Poll::Ready(Ok(()))
+        Pin::new(&mut this.io).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -1017,6 +941,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for FrameTap<IO> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::write_batch::tests::Sink;
 
     fn header(len: usize, kind: u8, flags: u8, stream: u32) -> Vec<u8> {
         let mut v = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
@@ -1133,32 +1058,6 @@ mod tests {
         );
     }
 
-    /// A sink accepting at most `max` bytes per write; counts the writes.
-    struct Sink {
-        out: Vec<u8>,
-        max: usize,
-        writes: usize,
-    }
-
-    impl AsyncWrite for Sink {
-        fn poll_write(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            buf: &[u8],
-        ) -> Poll<io::Result<usize>> {
-            let n = buf.len().min(self.max);
-            self.out.extend_from_slice(&buf[..n]);
-            self.writes += 1;
-            Poll::Ready(Ok(n))
-        }
-        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-    }
-
     fn write_all(tap: &mut FrameTap<Sink>, data: &[u8], chunk: usize) {
         let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
         for c in data.chunks(chunk) {
@@ -1166,8 +1065,6 @@ mod tests {
             while !c.is_empty() {
                 match Pin::new(&mut *tap).poll_write(&mut cx, c) {
                     Poll::Ready(Ok(n)) => c = &c[n..],
-                    // the batching yield (once per flush cycle)
-                    Poll::Pending => assert!(tap.yielded),
                     other => panic!("{other:?}"),
                 }
             }
@@ -1220,178 +1117,6 @@ mod tests {
                 assert!(!a.goaway_armed());
             }
         }
-    }
-
-    /// A waker that counts its wakes.
-    struct CountWaker(std::sync::atomic::AtomicUsize);
-
-    /// A [`CountWaker`] and the waker that counts into it.
-    fn counting_waker() -> (Arc<CountWaker>, std::task::Waker) {
-        let counter = Arc::new(CountWaker(Default::default()));
-        let waker = std::task::Waker::from(Arc::clone(&counter));
-        (counter, waker)
-    }
-
-    impl std::task::Wake for CountWaker {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-        fn wake_by_ref(self: &Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    #[test]
-    fn small_writes_yield_once_per_flush_and_large_ones_never() {
-        let (counter, waker) = counting_waker();
-        let mut cx = Context::from_waker(&waker);
-        let wakes = || counter.0.load(Ordering::SeqCst);
-        let activity = Activity::new(None);
-        // enough open streams that batching pays on its own
-        for id in 0..BATCH_STREAMS as u32 {
-            activity.inbound_frame(HEADERS, 0x4, 2 * id + 1, 0);
-        }
-        let mut tap = FrameTap::new(
-            Sink {
-                out: Vec::new(),
-                max: usize::MAX,
-                writes: 0,
-            },
-            activity,
-            false,
-        );
-        let small = header(4, DATA, 0, 1)
-            .into_iter()
-            .chain([1, 2, 3, 4])
-            .collect::<Vec<u8>>();
-        // first small write of a cycle: Pending, and the task is woken to come back
-        assert!(Pin::new(&mut tap).poll_write(&mut cx, &small).is_pending());
-        assert_eq!(wakes(), 1);
-        assert!(tap.io.out.is_empty());
-        // the retry (and any further write before the flush) goes through
-        assert!(matches!(
-            Pin::new(&mut tap).poll_write(&mut cx, &small),
-            Poll::Ready(Ok(13))
-        ));
-        assert!(matches!(
-            Pin::new(&mut tap).poll_write(&mut cx, &small),
-            Poll::Ready(Ok(13))
-        ));
-        assert!(Pin::new(&mut tap).poll_flush(&mut cx).is_ready());
-        // a new cycle yields again; vectored writes too
-        let slices = [io::IoSlice::new(&small)];
-        assert!(Pin::new(&mut tap)
-            .poll_write_vectored(&mut cx, &slices)
-            .is_pending());
-        assert_eq!(wakes(), 2);
-        assert!(matches!(
-            Pin::new(&mut tap).poll_write_vectored(&mut cx, &slices),
-            Poll::Ready(Ok(13))
-        ));
-        assert!(Pin::new(&mut tap).poll_flush(&mut cx).is_ready());
-        // a batch of MIN_BATCH bytes or more goes out at once
-        let mut big = header(MIN_BATCH, DATA, 0, 1);
-        big.resize(9 + MIN_BATCH, 7);
-        assert!(
-            matches!(Pin::new(&mut tap).poll_write(&mut cx, &big), Poll::Ready(Ok(n)) if n == big.len())
-        );
-        assert_eq!(wakes(), 2);
-        assert_eq!(tap.io.out.len(), 13 * 3 + big.len());
-    }
-
-    #[test]
-    fn large_frames_are_gathered_until_a_flush_finds_nothing_new() {
-        let (counter, waker) = counting_waker();
-        let mut cx = Context::from_waker(&waker);
-        let wakes = || counter.0.load(Ordering::SeqCst);
-        let mut tap = FrameTap::new(
-            Sink {
-                out: Vec::new(),
-                max: 5000,
-                writes: 0,
-            },
-            Activity::new(None),
-            false,
-        );
-        let mut want: Vec<u8> = Vec::new();
-        // h2 writes a large DATA frame as its header and payload side by side, then flushes.
-        for i in 0..3u8 {
-            let head = header(16 * 1024, DATA, 0, 1);
-            let payload = vec![i; 16 * 1024];
-            let slices = [io::IoSlice::new(&head), io::IoSlice::new(&payload)];
-            let n = 9 + 16 * 1024;
-            assert!(
-                matches!(Pin::new(&mut tap).poll_write_vectored(&mut cx, &slices), Poll::Ready(Ok(k)) if k == n)
-            );
-            want.extend(&head);
-            want.extend(&payload);
-            // the flush waits for more, and wakes the task so a later flush comes
-            assert!(Pin::new(&mut tap).poll_flush(&mut cx).is_ready());
-            assert_eq!(tap.io.writes, 0, "frame {i} written before the batch ended");
-            assert_eq!(wakes(), usize::from(i) + 1);
-        }
-        // the flush that finds nothing new writes the batch, in order
-        assert!(Pin::new(&mut tap).poll_flush(&mut cx).is_ready());
-        assert_eq!(tap.io.out, want);
-        assert_eq!(tap.io.writes, want.len().div_ceil(5000));
-        // a frame that would overflow the batch pushes the gathered bytes out first, and a
-        // small write after gathered bytes goes after them
-        tap.io.out.clear();
-        let head = header(40 * 1024, DATA, 0, 1);
-        let payload = vec![9u8; 40 * 1024];
-        for _ in 0..2 {
-            let slices = [io::IoSlice::new(&head), io::IoSlice::new(&payload)];
-            assert!(Pin::new(&mut tap)
-                .poll_write_vectored(&mut cx, &slices)
-                .is_ready());
-        }
-        assert_eq!(
-            tap.io.out.len(),
-            9 + 40 * 1024,
-            "the first frame went out when the second did not fit"
-        );
-        let small = header(0, HEADERS, 5, 1);
-        assert!(matches!(
-            Pin::new(&mut tap).poll_write(&mut cx, &small),
-            Poll::Ready(Ok(9))
-        ));
-        let mut want: Vec<u8> = Vec::new();
-        for _ in 0..2 {
-            want.extend(&head);
-            want.extend(&payload);
-        }
-        want.extend(&small);
-        assert_eq!(tap.io.out, want);
-        // nothing is left behind at shutdown either
-        let slices = [io::IoSlice::new(&head), io::IoSlice::new(&payload)];
-        assert!(Pin::new(&mut tap)
-            .poll_write_vectored(&mut cx, &slices)
-            .is_ready());
-        assert!(Pin::new(&mut tap).poll_shutdown(&mut cx).is_ready());
-        assert_eq!(tap.io.out.len(), want.len() + 9 + 40 * 1024);
-    }
-
-    #[test]
-    fn batching_only_when_it_cannot_idle_the_runtime() {
-        // one busy connection with a few calls: each response goes out at once
-        assert!(!batching_pays(10, 1, 1));
-        assert!(!batching_pays(0, 0, 1));
-        // many calls on this connection, or more busy connections than workers
-        assert!(batching_pays(BATCH_STREAMS, 1, 1));
-        assert!(batching_pays(2, 2, 1));
-        assert!(!batching_pays(2, 2, 2));
-        // a lone call on this connection has nothing to batch with
-        assert!(!batching_pays(1, 5, 1));
-        // the busy-connection count follows streams opening and closing, and drops
-        let a = Activity::new(None);
-        a.inbound_frame(HEADERS, 0x4, 1, 0);
-        a.inbound_frame(HEADERS, 0x4, 3, 0);
-        assert_eq!(a.open_streams.load(Ordering::Relaxed), 2);
-        a.outbound_frame(HEADERS, 0x5, 1);
-        a.inbound_frame(DATA, 0x1, 1, 0);
-        assert_eq!(a.open_streams.load(Ordering::Relaxed), 1);
-        a.outbound_frame(RST_STREAM, 0, 3);
-        assert_eq!(a.open_streams.load(Ordering::Relaxed), 0);
     }
 
     #[test]

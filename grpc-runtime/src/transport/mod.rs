@@ -16,6 +16,7 @@ mod connect;
 pub(crate) mod frame_tap;
 #[cfg(feature = "tls")]
 mod tls;
+pub(crate) mod write_batch;
 
 pub use address::Address;
 pub use backoff::BackoffConfig;

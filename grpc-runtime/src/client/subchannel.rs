@@ -20,6 +20,7 @@ use super::connectivity::ConnectivityState;
 use super::control::{ControlEvent, ControlSender};
 use super::health::{Health, HealthTarget};
 use super::resolver::ResolvedAddress;
+use crate::transport::write_batch::BusyConnections;
 use crate::transport::{
     self, Address, Backoff, BackoffConfig, Connection, TransportConfig, TransportError,
     TransportErrorKind,
@@ -43,6 +44,8 @@ pub(crate) struct SubchannelConfig {
     /// `:authority` and scheme of the channel's calls (for health-check streams).
     pub(crate) authority: String,
     pub(crate) scheme: http::uri::Scheme,
+    /// The channel's connections with calls in flight (the write batching rule).
+    busy_connections: Arc<BusyConnections>,
 }
 
 impl SubchannelConfig {
@@ -62,6 +65,7 @@ impl SubchannelConfig {
             last_error: Mutex::new(None),
             authority,
             scheme,
+            busy_connections: Arc::default(),
         }
     }
 
@@ -312,7 +316,8 @@ async fn connect_once(me: Weak<Inner>) {
     transport.connect_timeout = transport.connect_timeout.max(backoff);
     let config = Arc::clone(&sc.config);
     drop(sc);
-    let result = transport::connect(&address, &config.server_name, &transport).await;
+    let busy = Arc::clone(&config.busy_connections);
+    let result = transport::connect_counted(&address, &config.server_name, &transport, busy).await;
     let Some(sc) = me.upgrade() else { return };
     match result {
         Ok(conn) => {

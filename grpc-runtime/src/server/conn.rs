@@ -142,10 +142,13 @@ where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     async move {
-        let activity = Activity::new(Some(PingPolicy {
-            min_time: shared.conn_mgmt.permit_keepalive_time,
-            permit_without_calls: shared.conn_mgmt.permit_keepalive_without_calls,
-        }));
+        let activity = Activity::new(
+            Some(PingPolicy {
+                min_time: shared.conn_mgmt.permit_keepalive_time,
+                permit_without_calls: shared.conn_mgmt.permit_keepalive_without_calls,
+            }),
+            Arc::clone(&shared.busy_connections),
+        );
         let io = FrameTap::new(
             WriteBatch::new(io, Arc::clone(&activity)),
             Arc::clone(&activity),

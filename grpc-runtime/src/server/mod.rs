@@ -144,6 +144,8 @@ pub(crate) struct Shared {
     pub(crate) web: Option<Arc<web::GrpcWebConfig>>,
     /// A stats plugin (OpenTelemetry): `None` costs each call one check.
     pub(crate) stats: Option<Arc<dyn crate::stats::ServerStatsHandler>>,
+    /// This server's connections with calls in flight (the write batching rule).
+    pub(crate) busy_connections: Arc<crate::transport::write_batch::BusyConnections>,
 }
 
 /// Server settings and services; finish with one of the `serve*` methods.
@@ -596,6 +598,7 @@ impl ServerBuilder {
             add_reflection(&mut services)?;
         }
         Ok(Arc::new(Shared {
+            busy_connections: Arc::default(),
             services,
             interceptors: self.interceptors.into(),
             call_config: Arc::new(CallConfig {

@@ -17,7 +17,7 @@ use super::bdp::{self, SharedPing};
 use super::frame_tap::{Activity, FrameTap};
 #[cfg(feature = "tls")]
 use super::tls::{self, ClientTlsConfig};
-use super::write_batch::WriteBatch;
+use super::write_batch::{BusyConnections, WriteBatch};
 use super::{Address, TransportError, TransportErrorKind};
 
 /// Our HTTP/2 SETTINGS and send-side buffering for a client connection.
@@ -316,7 +316,18 @@ pub async fn connect(
     server_name: &str,
     config: &TransportConfig,
 ) -> Result<Connection, TransportError> {
-    let fut = connect_inner(address, server_name, config);
+    connect_counted(address, server_name, config, Arc::default()).await
+}
+
+/// [`connect`] for a connection of a client channel: `busy` counts the channel's
+/// connections with calls in flight (the write batching rule, `super::write_batch`).
+pub(crate) async fn connect_counted(
+    address: &Address,
+    server_name: &str,
+    config: &TransportConfig,
+    busy: Arc<BusyConnections>,
+) -> Result<Connection, TransportError> {
+    let fut = connect_inner(address, server_name, config, busy);
     match tokio::time::timeout(config.connect_timeout, fut).await {
         Ok(r) => r,
         Err(_) => Err(TransportError::new(
@@ -333,6 +344,7 @@ async fn connect_inner(
     address: &Address,
     server_name: &str,
     config: &TransportConfig,
+    busy: Arc<BusyConnections>,
 ) -> Result<Connection, TransportError> {
     let connect_err = |e: std::io::Error| {
         TransportError::new(
@@ -353,9 +365,9 @@ async fn connect_inner(
                 let connector = tls_cfg.connector()?;
                 let name = tls_cfg.domain().unwrap_or(server_name);
                 let stream = tls::handshake(&connector, name, tcp).await?;
-                return handshake(stream, address, config).await;
+                return handshake(stream, address, config, busy).await;
             }
-            handshake(tcp, address, config).await
+            handshake(tcp, address, config, busy).await
         }
         #[cfg(unix)]
         Address::Unix(path) => {
@@ -369,7 +381,7 @@ async fn connect_inner(
             let stream = tokio::net::UnixStream::connect(path)
                 .await
                 .map_err(connect_err)?;
-            handshake(stream, address, config).await
+            handshake(stream, address, config, busy).await
         }
         #[cfg(target_os = "linux")]
         Address::UnixAbstract(name) => {
@@ -388,7 +400,7 @@ async fn connect_inner(
                 std::os::unix::net::UnixStream::connect_addr(&sa).map_err(connect_err)?;
             std_stream.set_nonblocking(true).map_err(connect_err)?;
             let stream = tokio::net::UnixStream::from_std(std_stream).map_err(connect_err)?;
-            handshake(stream, address, config).await
+            handshake(stream, address, config, busy).await
         }
     }
 }
@@ -397,12 +409,13 @@ async fn handshake<T>(
     io: T,
     address: &Address,
     config: &TransportConfig,
+    busy: Arc<BusyConnections>,
 ) -> Result<Connection, TransportError>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let s = &config.http2;
-    let activity = Activity::new(None);
+    let activity = Activity::new(None, busy);
     let io = FrameTap::new(
         WriteBatch::new(io, Arc::clone(&activity)),
         Arc::clone(&activity),

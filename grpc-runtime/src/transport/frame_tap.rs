@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -35,6 +35,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
+use super::write_batch::BusyConnections;
 use crate::latch::{Signal, Signals};
 
 const DATA: u8 = 0x0;
@@ -47,9 +48,6 @@ const CONTINUATION: u8 = 0x9;
 const FLAG_END_HEADERS: u8 = 0x4;
 const FLAG_END_STREAM: u8 = 0x1;
 const FLAG_ACK: u8 = 0x1;
-
-/// Connections in this process that have at least one open stream.
-static BUSY_CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
 
 /// The client connection preface (RFC 9113 section 3.4), sent before the first frame.
 const PREFACE_LEN: usize = 24;
@@ -167,19 +165,23 @@ pub(crate) struct Activity {
     /// A header block began since the connection task last looked
     /// ([`Activity::take_header_block_start`]).
     header_started: AtomicBool,
+    /// The busy connections of this connection's server or client channel.
+    busy: Arc<BusyConnections>,
 }
 
 impl Drop for Activity {
     fn drop(&mut self) {
         if self.open_streams.load(Ordering::Relaxed) > 0 {
-            BUSY_CONNECTIONS.fetch_sub(1, Ordering::Relaxed);
+            self.busy.leave();
         }
     }
 }
 
 impl Activity {
     /// Fresh bookkeeping; `policy` enables server-side ping enforcement.
-    pub(crate) fn new(policy: Option<PingPolicy>) -> Arc<Self> {
+    /// `busy` counts the busy connections of the server or client channel this
+    /// connection belongs to.
+    pub(crate) fn new(policy: Option<PingPolicy>, busy: Arc<BusyConnections>) -> Arc<Self> {
         let now = Instant::now();
         Arc::new(Activity {
             state: Mutex::new(State {
@@ -204,6 +206,7 @@ impl Activity {
             open_streams: AtomicU32::new(0),
             header_pending: AtomicBool::new(false),
             header_started: AtomicBool::new(false),
+            busy,
         })
     }
 
@@ -234,18 +237,14 @@ impl Activity {
     }
 
     /// Publishes the open-stream count after a change (under the state lock), keeping
-    /// [`BUSY_CONNECTIONS`] up to date.
+    /// the owner's [`BusyConnections`] up to date.
     fn set_open_streams(&self, n: usize) {
         let before = self
             .open_streams
             .swap(u32::try_from(n).unwrap_or(u32::MAX), Ordering::Relaxed);
         match (before, n) {
-            (0, 1..) => {
-                BUSY_CONNECTIONS.fetch_add(1, Ordering::Relaxed);
-            }
-            (1.., 0) => {
-                BUSY_CONNECTIONS.fetch_sub(1, Ordering::Relaxed);
-            }
+            (0, 1..) => self.busy.enter(),
+            (1.., 0) => self.busy.leave(),
             _ => {}
         }
     }
@@ -255,7 +254,7 @@ impl Activity {
     pub(crate) fn batching_pays(&self, workers: usize) -> bool {
         super::write_batch::batching_pays(
             self.open_streams.load(Ordering::Relaxed) as usize,
-            BUSY_CONNECTIONS.load(Ordering::Relaxed),
+            self.busy.get(),
             workers,
         )
     }
@@ -1082,7 +1081,7 @@ mod tests {
         for chunk in 1..frames.len() + 1 {
             for max in [1, 3, 64] {
                 // unarmed: byte-identical
-                let a = Activity::new(None);
+                let a = Activity::new(None, Default::default());
                 let mut tap = FrameTap::new(
                     Sink {
                         out: Vec::new(),
@@ -1095,7 +1094,7 @@ mod tests {
                 write_all(&mut tap, &frames, chunk);
                 assert_eq!(tap.io.out, frames, "chunk {chunk} max {max}");
                 // armed: the GOAWAY carries the debug data, the rest is unchanged
-                let a = Activity::new(None);
+                let a = Activity::new(None, Default::default());
                 a.set_goaway_debug_data(Bytes::from_static(b"too_many_pings"));
                 let mut tap = FrameTap::new(
                     Sink {
@@ -1120,11 +1119,48 @@ mod tests {
     }
 
     #[test]
+    fn busy_connections_are_counted_per_owner() {
+        // Two servers (or channels) in one process: each counts its own connections with
+        // open streams, and only those decide whether its connections batch.
+        let server_a = Arc::new(BusyConnections::default());
+        let server_b = Arc::new(BusyConnections::default());
+        let a1 = Activity::new(None, Arc::clone(&server_a));
+        let a2 = Activity::new(None, Arc::clone(&server_a));
+        let b1 = Activity::new(None, Arc::clone(&server_b));
+        a1.inbound_frame(HEADERS, 0x4, 1, 0);
+        a1.inbound_frame(HEADERS, 0x4, 3, 0);
+        assert_eq!(server_a.get(), 1);
+        a2.inbound_frame(HEADERS, 0x4, 1, 0);
+        assert_eq!((server_a.get(), server_b.get()), (2, 0));
+        // two busy connections on one worker: a1 batches
+        assert!(a1.batching_pays(1));
+        b1.inbound_frame(HEADERS, 0x4, 1, 0);
+        b1.inbound_frame(HEADERS, 0x4, 3, 0);
+        assert!(
+            !b1.batching_pays(1),
+            "the other server's busy connections do not count"
+        );
+        // the count follows streams closing, and a connection dropped with streams open
+        a1.outbound_frame(HEADERS, 0x5, 1);
+        a1.inbound_frame(DATA, 0x1, 1, 0);
+        assert_eq!(server_a.get(), 2);
+        a1.outbound_frame(RST_STREAM, 0, 3);
+        assert_eq!(server_a.get(), 1);
+        drop(a2);
+        assert_eq!(server_a.get(), 0);
+        drop(b1);
+        assert_eq!(server_b.get(), 0);
+    }
+
+    #[test]
     fn strikes_and_reset() {
-        let a = Activity::new(Some(PingPolicy {
-            min_time: Duration::from_secs(60),
-            permit_without_calls: true,
-        }));
+        let a = Activity::new(
+            Some(PingPolicy {
+                min_time: Duration::from_secs(60),
+                permit_without_calls: true,
+            }),
+            Default::default(),
+        );
         for _ in 0..3 {
             a.inbound_frame(PING, 0, 0, 8);
         }
@@ -1137,10 +1173,13 @@ mod tests {
         a.inbound_frame(PING, 0, 0, 8);
         assert!(a.too_many_pings());
         // acks never count
-        let b = Activity::new(Some(PingPolicy {
-            min_time: Duration::from_secs(60),
-            permit_without_calls: true,
-        }));
+        let b = Activity::new(
+            Some(PingPolicy {
+                min_time: Duration::from_secs(60),
+                permit_without_calls: true,
+            }),
+            Default::default(),
+        );
         for _ in 0..10 {
             b.inbound_frame(PING, FLAG_ACK, 0, 8);
         }
@@ -1151,10 +1190,13 @@ mod tests {
     fn bdp_pings_after_our_data_are_never_strikes() {
         // A grpc-go client sends a BDP PING whenever our DATA reaches it: each such PING
         // follows DATA we sent, so strikes reset every time (as grpc-go's server does).
-        let a = Activity::new(Some(PingPolicy {
-            min_time: Duration::from_secs(300),
-            permit_without_calls: false,
-        }));
+        let a = Activity::new(
+            Some(PingPolicy {
+                min_time: Duration::from_secs(300),
+                permit_without_calls: false,
+            }),
+            Default::default(),
+        );
         a.inbound_frame(HEADERS, 0x4, 1, 10);
         for _ in 0..100 {
             a.outbound_frame(DATA, 0, 1);
@@ -1165,7 +1207,7 @@ mod tests {
 
     #[test]
     fn bdp_sampling_counts_data_between_pings() {
-        let a = Activity::new(None);
+        let a = Activity::new(None, Default::default());
         a.inbound_frame(HEADERS, 0x4, 1, 10);
         a.inbound_frame(DATA, 0, 1, 1000);
         assert_eq!(a.take_bdp_sample(), 0, "off until enabled");
@@ -1238,7 +1280,7 @@ mod tests {
             );
         }
         // Many open streams still tracked one by one.
-        let a = Activity::new(None);
+        let a = Activity::new(None, Default::default());
         for id in (1..20_000u32).step_by(2) {
             a.inbound_frame(HEADERS, 0x4, id, 10);
         }
@@ -1251,7 +1293,7 @@ mod tests {
 
     #[test]
     fn stream_tracking() {
-        let a = Activity::new(None);
+        let a = Activity::new(None, Default::default());
         assert!(a.idle_since().is_some());
         a.inbound_frame(HEADERS, 0x4, 1, 0);
         a.inbound_frame(HEADERS, 0x4, 3, 0);

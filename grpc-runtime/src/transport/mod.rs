@@ -22,6 +22,7 @@ pub use address::Address;
 pub use backoff::BackoffConfig;
 pub(crate) use backoff::{jitter, random_unit, scale as backoff_scale, Backoff};
 pub use bdp::BDP_LIMIT;
+pub(crate) use connect::connect_counted;
 pub use connect::{
     connect, Connection, ConnectionClosed, Http2Settings, KeepaliveConfig, TransportConfig,
     DEFAULT_KEEPALIVE_TIMEOUT, MIN_KEEPALIVE_TIME,

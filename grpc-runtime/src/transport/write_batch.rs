@@ -26,6 +26,7 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
@@ -50,6 +51,30 @@ const KEEP_PENDING: usize = 4 * 1024;
 /// A connection with this many open streams batches its writes even when it is the only
 /// busy one (see the module doc).
 pub(crate) const BATCH_STREAMS: usize = 32;
+
+/// Connections with calls in flight, counted per server and per client channel: the
+/// batching rule compares their number with the runtime's workers (a server and a
+/// channel each run on one runtime as a rule; connections of other servers or
+/// channels in the process do not keep this one's workers busy).
+#[derive(Debug, Default)]
+pub(crate) struct BusyConnections(AtomicUsize);
+
+impl BusyConnections {
+    /// A connection went from no open stream to one.
+    pub(crate) fn enter(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A connection's last open stream closed (or the connection ended with some open).
+    pub(crate) fn leave(&self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// How many connections have open streams.
+    pub(crate) fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
 
 /// Whether a connection with `open_streams` should batch its writes while
 /// `busy_connections` connections have calls in flight on `workers` worker threads.
@@ -192,7 +217,6 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for WriteBatch<IO> {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -270,7 +294,7 @@ pub(super) mod tests {
         // reached the inner IO. (The gathering frame tap answered Ready while it waited
         // for "the flush that finds nothing new", holding a whole frame back.)
         let (near, mut far) = tokio::io::duplex(1 << 20);
-        let mut w = WriteBatch::new(near, Activity::new(None));
+        let mut w = WriteBatch::new(near, Activity::new(None, Default::default()));
         let mut want: Vec<u8> = Vec::new();
         for i in 0..3u8 {
             let head = data_header(16 * 1024);
@@ -308,7 +332,7 @@ pub(super) mod tests {
                 max: 5000,
                 writes: 0,
             },
-            Activity::new(None),
+            Activity::new(None, Default::default()),
         );
         let mut want: Vec<u8> = Vec::new();
         // h2 writes a large DATA frame as its header and payload side by side, and the
@@ -364,7 +388,7 @@ pub(super) mod tests {
         let (counter, waker) = counting_waker();
         let mut cx = Context::from_waker(&waker);
         let wakes = || counter.0.load(Ordering::SeqCst);
-        let activity = Activity::new(None);
+        let activity = Activity::new(None, Default::default());
         // enough open streams that batching pays on its own
         for id in 0..BATCH_STREAMS as u32 {
             open_stream(&activity, 2 * id + 1);

@@ -9,6 +9,8 @@ pub mod authz;
 mod call;
 mod conn;
 mod dispatch;
+#[cfg(feature = "grpc-web")]
+mod http_conn;
 mod interceptor;
 #[cfg(feature = "tls")]
 mod tls;
@@ -844,7 +846,7 @@ where
                     match tls {
                         #[cfg(feature = "grpc-web")]
                         None if shared.web.is_some() => {
-                            tokio::spawn(web::serve_sniffed(io, peer, None, shared, guard));
+                            tokio::spawn(http_conn::serve_sniffed(io, peer, None, shared, guard));
                         }
                         None => {
                             tokio::spawn(conn::serve_connection(io, peer, None, shared, guard));
@@ -864,9 +866,9 @@ where
                                     #[cfg(feature = "grpc-web")]
                                     Ok((io, certs, alpn)) if shared.web.is_some() && alpn != tls::Alpn::H2 => {
                                         if alpn == tls::Alpn::Http1 {
-                                            web::serve_http1(io, peer, certs, shared, guard).await
+                                            http_conn::serve_http1(io, peer, certs, shared, guard).await
                                         } else {
-                                            web::serve_sniffed(io, peer, certs, shared, guard).await
+                                            http_conn::serve_sniffed(io, peer, certs, shared, guard).await
                                         }
                                     }
                                     Ok((io, certs, _)) => conn::serve_connection(io, peer, certs, shared, guard).await,

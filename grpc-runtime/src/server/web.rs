@@ -14,7 +14,6 @@
 //! here too. Nothing here runs for native gRPC requests.
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -25,12 +24,11 @@ use base64::Engine as _;
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
 use super::dispatch::{self, AcceptedCall, Rejected, Routed};
 use super::tls::PeerCertificates;
 use super::wire::{self, ResponseState};
-use super::{CallBody, ConnGuard, Shared, ABORT, FORCE, GRACEFUL, RUNNING};
+use super::{CallBody, Shared};
 use crate::context::{MethodPath, ServerContext};
 use crate::latch::Latch;
 use crate::status::Status;
@@ -99,8 +97,8 @@ pub struct GrpcWebConfig {
     allow_credentials: bool,
     max_age: Option<Duration>,
     expose_headers: Vec<HeaderName>,
-    http1_max_buf_size: usize,
-    http1_max_headers: usize,
+    pub(crate) http1_max_buf_size: usize,
+    pub(crate) http1_max_headers: usize,
 }
 
 impl Default for GrpcWebConfig {
@@ -1008,6 +1006,30 @@ fn preflight(
     resp
 }
 
+/// Answers one request of an HTTP/1.1 connection (hyper's server): a gRPC-Web call, a
+/// preflight, or an error.
+pub(crate) fn serve_http1_request(
+    req: http::Request<hyper::body::Incoming>,
+    peer: Option<SocketAddr>,
+    peer_certs: Option<PeerCertificates>,
+    shared: &Arc<Shared>,
+    force: &Arc<Latch>,
+) -> impl std::future::Future<Output = http::Response<WebBody>> {
+    let (parts, body) = req.into_parts();
+    let answer = start(
+        parts,
+        |mode| chunk_source(http1_chunks(body), mode),
+        peer,
+        peer_certs,
+        shared,
+        force,
+    );
+    async move {
+        let (head, body) = answer.resolve().await;
+        head.map(|()| body)
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // gRPC-Web over the HTTP/2 connection
 
@@ -1050,7 +1072,7 @@ pub(crate) async fn serve_h2_stream(
         };
         match chunk {
             Some(Ok(data)) => {
-                if let Err(e) = write_h2(&mut stream, data).await {
+                if let Err(e) = super::http_conn::write_h2(&mut stream, data).await {
                     tracing::debug!("gRPC-Web response write failed: {e}");
                     return;
                 }
@@ -1067,207 +1089,6 @@ pub(crate) async fn serve_h2_stream(
                 return;
             }
         }
-    }
-}
-
-/// Writes `data` within HTTP/2 flow control.
-async fn write_h2(stream: &mut h2::SendStream<Bytes>, mut data: Bytes) -> Result<(), h2::Error> {
-    while !data.is_empty() {
-        stream.reserve_capacity(data.len());
-        let n = std::future::poll_fn(|cx| loop {
-            let cap = stream.capacity();
-            if cap > 0 {
-                return Poll::Ready(Ok(cap));
-            }
-            match stream.poll_capacity(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(None) => return Poll::Ready(Err(h2::Error::from(h2::Reason::CANCEL))),
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
-                Poll::Ready(Some(Ok(_))) => {}
-            }
-        })
-        .await?;
-        let chunk = if n >= data.len() {
-            std::mem::take(&mut data)
-        } else {
-            data.split_to(n)
-        };
-        stream.send_data(chunk, false)?;
-    }
-    Ok(())
-}
-
-// ---------------------------------------------------------------------------------------
-// HTTP/1.1 and the HTTP/2 preface
-
-/// The client preface of HTTP/2 (RFC 9113 3.4).
-const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// Reads the first bytes of a plaintext connection (or a TLS one that negotiated no
-/// ALPN) and serves it as HTTP/2 when they are the HTTP/2 preface, as HTTP/1.1 otherwise.
-pub(crate) async fn serve_sniffed<IO>(
-    mut io: IO,
-    peer: Option<SocketAddr>,
-    peer_certs: Option<PeerCertificates>,
-    shared: Arc<Shared>,
-    guard: ConnGuard,
-) where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let mut buf = [0u8; 24];
-    let mut n = 0;
-    let limit = shared
-        .conn_mgmt
-        .header_read_timeout
-        .unwrap_or(super::DEFAULT_HEADER_READ_TIMEOUT);
-    let sniff = async {
-        while n < PREFACE.len() && buf[..n] == PREFACE[..n] {
-            match io.read(&mut buf[n..]).await {
-                Ok(0) => return Err("connection closed before its first request".to_string()),
-                Ok(k) => n += k,
-                Err(e) => return Err(format!("read failed: {e}")),
-            }
-        }
-        Ok(())
-    };
-    let sniffed = tokio::select! {
-        r = tokio::time::timeout(limit, sniff) => r.unwrap_or_else(|_| Err("no request within the header read timeout".into())),
-        _ = guard.past(RUNNING) => Err("server shutting down".into()),
-    };
-    if let Err(reason) = sniffed {
-        tracing::debug!(?peer, "closing connection: {reason}");
-        return;
-    }
-    let http2 = n == PREFACE.len() && buf == *PREFACE;
-    let io = Rewind {
-        prefix: buf,
-        start: 0,
-        end: n,
-        io,
-    };
-    if http2 {
-        super::conn::serve_connection(io, peer, peer_certs, shared, guard).await;
-    } else {
-        serve_http1(io, peer, peer_certs, shared, guard).await;
-    }
-}
-
-/// Serves an HTTP/1.1 connection (gRPC-Web only) with hyper's server.
-pub(crate) async fn serve_http1<IO>(
-    io: IO,
-    peer: Option<SocketAddr>,
-    peer_certs: Option<PeerCertificates>,
-    shared: Arc<Shared>,
-    guard: ConnGuard,
-) where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let Some(cfg) = shared.web.as_deref() else {
-        return;
-    };
-    let force = Arc::new(Latch::default());
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(shared.conn_mgmt.header_read_timeout)
-        .max_buf_size(cfg.http1_max_buf_size)
-        .max_headers(cfg.http1_max_headers)
-        .keep_alive(true);
-    let service = {
-        let (shared, force) = (Arc::clone(&shared), Arc::clone(&force));
-        hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-            let (parts, body) = req.into_parts();
-            let answer = start(
-                parts,
-                |mode| chunk_source(http1_chunks(body), mode),
-                peer,
-                peer_certs.clone(),
-                &shared,
-                &force,
-            );
-            async move {
-                let (head, body) = answer.resolve().await;
-                Ok::<_, Infallible>(head.map(|()| body))
-            }
-        })
-    };
-    let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(io), service);
-    tokio::pin!(conn);
-    let mut stage = RUNNING;
-    loop {
-        tokio::select! {
-            r = conn.as_mut() => {
-                if let Err(e) = r {
-                    tracing::debug!(?peer, "HTTP/1.1 connection ended: {e}");
-                }
-                break;
-            }
-            now = guard.past(stage), if stage < ABORT => {
-                stage = now;
-                if stage >= GRACEFUL {
-                    // Closes the connection after the request in progress.
-                    conn.as_mut().graceful_shutdown();
-                }
-                if stage >= FORCE {
-                    force.set(1);
-                }
-                if stage >= ABORT {
-                    break;
-                }
-            }
-        }
-    }
-}
-
-/// A transport whose first bytes were read already (to sniff the protocol) and are
-/// replayed before the rest.
-struct Rewind<IO> {
-    prefix: [u8; 24],
-    start: usize,
-    end: usize,
-    io: IO,
-}
-
-impl<IO: AsyncRead + Unpin> AsyncRead for Rewind<IO> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        if self.start < self.end {
-            let n = (self.end - self.start).min(buf.remaining());
-            let start = self.start;
-            buf.put_slice(&self.prefix[start..start + n]);
-            self.start += n;
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl<IO: AsyncWrite + Unpin> AsyncWrite for Rewind<IO> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
     }
 }
 

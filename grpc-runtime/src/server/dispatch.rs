@@ -79,6 +79,14 @@ pub(super) async fn handle_stream(
     shared: Arc<Shared>,
     force: Arc<Latch>,
 ) {
+    #[cfg(feature = "tower")]
+    if let Some(fallback) = &shared.fallback {
+        if super::fallback::wants(&req, &shared) {
+            let fallback = Arc::clone(fallback);
+            super::fallback::serve_h2_stream(fallback, req, respond, peer, force).await;
+            return;
+        }
+    }
     #[cfg(feature = "grpc-web")]
     if shared.web.is_some() && super::web::is_web_request(&req) {
         super::web::serve_h2_stream(req, respond, peer, peer_certs, shared, force).await;

@@ -13,9 +13,97 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
 use super::tls::PeerCertificates;
+#[cfg(feature = "grpc-web")]
 use super::web;
 use super::{ConnGuard, Shared, ABORT, FORCE, GRACEFUL, RUNNING};
 use crate::latch::Latch;
+
+/// Default bound on what an HTTP/1.1 connection buffers (see
+/// `GrpcWebConfig::http1_max_buf_size`).
+pub(crate) const HTTP1_MAX_BUF_SIZE: usize = 16 * 1024;
+
+/// Default bound on the header fields of an HTTP/1.1 request.
+pub(crate) const HTTP1_MAX_HEADERS: usize = 100;
+
+/// An error of a body or service answering HTTP.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A response body of any type (a gRPC-Web body, the fallback service's).
+pub(crate) type BoxBody = Pin<Box<dyn http_body::Body<Data = Bytes, Error = BoxError> + Send>>;
+
+/// Boxes a body, its error type erased.
+pub(crate) fn box_body<B>(body: B) -> BoxBody
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    Box::pin(MapErr { body })
+}
+
+pin_project_lite::pin_project! {
+    /// A body whose errors are boxed.
+    struct MapErr<B> {
+        #[pin]
+        body: B,
+    }
+}
+
+impl<B> http_body::Body for MapErr<B>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        self.project()
+            .body
+            .poll_frame(cx)
+            .map(|f| f.map(|r| r.map_err(Into::into)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Answers one request of an HTTP/1.1 connection: the fallback service takes what is
+/// not gRPC(-Web); gRPC-Web answers the rest (its errors included: a native gRPC
+/// content-type over HTTP/1.1 gets HTTP 415).
+fn answer_http1(
+    req: http::Request<hyper::body::Incoming>,
+    peer: Option<SocketAddr>,
+    peer_certs: Option<PeerCertificates>,
+    shared: &Arc<Shared>,
+    force: &Arc<Latch>,
+) -> Pin<Box<dyn std::future::Future<Output = http::Response<BoxBody>> + Send>> {
+    #[cfg(feature = "tower")]
+    if let Some(fallback) = &shared.fallback {
+        if super::fallback::wants(&req, shared) {
+            return Box::pin(super::fallback::serve_http1(fallback, req));
+        }
+    }
+    #[cfg(feature = "grpc-web")]
+    {
+        let answer = web::serve_http1_request(req, peer, peer_certs, shared, force);
+        Box::pin(async move { answer.await.map(box_body) })
+    }
+    #[cfg(not(feature = "grpc-web"))]
+    {
+        let _ = (req, peer, peer_certs, force);
+        let mut resp = http::Response::new(box_body(super::fallback::RequestBody::empty()));
+        *resp.status_mut() = http::StatusCode::UNSUPPORTED_MEDIA_TYPE;
+        Box::pin(std::future::ready(resp))
+    }
+}
 
 /// Writes `data` within HTTP/2 flow control.
 pub(crate) async fn write_h2(
@@ -99,7 +187,8 @@ pub(crate) async fn serve_sniffed<IO>(
     }
 }
 
-/// Serves an HTTP/1.1 connection (gRPC-Web only) with hyper's server.
+/// Serves an HTTP/1.1 connection (gRPC-Web and the fallback service) with hyper's
+/// server.
 pub(crate) async fn serve_http1<IO>(
     io: IO,
     peer: Option<SocketAddr>,
@@ -109,21 +198,27 @@ pub(crate) async fn serve_http1<IO>(
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Some(cfg) = shared.web.as_deref() else {
-        return;
-    };
+    #[cfg(feature = "grpc-web")]
+    let (max_buf_size, max_headers) = shared
+        .web
+        .as_deref()
+        .map_or((HTTP1_MAX_BUF_SIZE, HTTP1_MAX_HEADERS), |cfg| {
+            (cfg.http1_max_buf_size, cfg.http1_max_headers)
+        });
+    #[cfg(not(feature = "grpc-web"))]
+    let (max_buf_size, max_headers) = (HTTP1_MAX_BUF_SIZE, HTTP1_MAX_HEADERS);
     let force = Arc::new(Latch::default());
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(shared.conn_mgmt.header_read_timeout)
-        .max_buf_size(cfg.http1_max_buf_size)
-        .max_headers(cfg.http1_max_headers)
+        .max_buf_size(max_buf_size)
+        .max_headers(max_headers)
         .keep_alive(true);
     let service = {
         let (shared, force) = (Arc::clone(&shared), Arc::clone(&force));
         hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-            let answer = web::serve_http1_request(req, peer, peer_certs.clone(), &shared, &force);
+            let answer = answer_http1(req, peer, peer_certs.clone(), &shared, &force);
             async move { Ok::<_, Infallible>(answer.await) }
         })
     };

@@ -9,7 +9,9 @@ pub mod authz;
 mod call;
 mod conn;
 mod dispatch;
-#[cfg(feature = "grpc-web")]
+#[cfg(feature = "tower")]
+mod fallback;
+#[cfg(any(feature = "grpc-web", feature = "tower"))]
 mod http_conn;
 mod interceptor;
 #[cfg(feature = "tls")]
@@ -36,6 +38,8 @@ use tokio::sync::Notify;
 
 pub(crate) use call::CallBody;
 pub use call::ServerCall;
+#[cfg(feature = "tower")]
+pub use fallback::RequestBody;
 pub use interceptor::{interceptor_fn, CallHead, Interceptor, InterceptorFn, Next};
 #[cfg(not(feature = "tls"))]
 pub(crate) use tls::TlsInfo;
@@ -148,6 +152,28 @@ pub(crate) struct Shared {
     pub(crate) stats: Option<Arc<dyn crate::stats::ServerStatsHandler>>,
     /// This server's connections with calls in flight (the write batching rule).
     pub(crate) busy_connections: Arc<crate::transport::write_batch::BusyConnections>,
+    /// The service answering requests that are not gRPC (nor gRPC-Web), when set: HTTP/1.1
+    /// is served too.
+    #[cfg(feature = "tower")]
+    pub(crate) fallback: Option<fallback::Fallback>,
+}
+
+impl Shared {
+    /// Whether HTTP/1.1 connections are served (gRPC-Web or a fallback service is on):
+    /// plaintext connections are sniffed for the HTTP/2 preface and TLS offers
+    /// `http/1.1` in ALPN.
+    #[cfg(any(feature = "grpc-web", feature = "tower"))]
+    fn serves_http1(&self) -> bool {
+        #[cfg(feature = "grpc-web")]
+        if self.web.is_some() {
+            return true;
+        }
+        #[cfg(feature = "tower")]
+        if self.fallback.is_some() {
+            return true;
+        }
+        false
+    }
 }
 
 /// Server settings and services; finish with one of the `serve*` methods.
@@ -178,6 +204,8 @@ pub struct ServerBuilder {
     web: Option<web::GrpcWebConfig>,
     #[cfg(feature = "opentelemetry")]
     otel: Option<crate::otel::OpenTelemetry>,
+    #[cfg(feature = "tower")]
+    fallback: Option<fallback::Fallback>,
 }
 
 impl Default for ServerBuilder {
@@ -208,6 +236,8 @@ impl Default for ServerBuilder {
             web: None,
             #[cfg(feature = "opentelemetry")]
             otel: None,
+            #[cfg(feature = "tower")]
+            fallback: None,
         }
     }
 }
@@ -557,11 +587,60 @@ impl ServerBuilder {
         self
     }
 
+    /// Answers every request of the server's port that is not gRPC with `service`: any
+    /// tower `Service` taking an `http::Request<`[`RequestBody`]`>`, an axum `Router`
+    /// for one, over HTTP/2 and over HTTP/1.1 (which this turns on, served by hyper as
+    /// for gRPC-Web). A request goes to it when its content-type is not
+    /// `application/grpc*` (and, with [`ServerBuilder::grpc_web`] on, neither
+    /// `application/grpc-web*` nor a gRPC-Web CORS preflight, one asking for
+    /// `x-grpc-web`, `x-user-agent` or a `grpc-` header); gRPC calls are routed as
+    /// without it. Needs the `tower` cargo feature.
+    ///
+    /// The name is axum's (`Router::fallback_service`): the service that answers what
+    /// nothing else does. Its response body is streamed within HTTP/2 flow control and
+    /// its trailers are forwarded; a service error answers HTTP 500 for that request
+    /// alone. Calling this again replaces the service. See docs/tower.md.
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use grpc_runtime::server::{RequestBody, Server};
+    ///
+    /// // Any tower service fits; an axum `Router` is the usual one.
+    /// let rest = tower::service_fn(|req: http::Request<RequestBody>| async move {
+    ///     let text = format!("no gRPC here: {}", req.uri().path());
+    ///     Ok::<_, Infallible>(http::Response::new(http_body_util::Full::new(bytes::Bytes::from(text))))
+    /// });
+    /// let builder = Server::builder().fallback_service(rest);
+    /// # drop(builder);
+    /// ```
+    #[cfg(feature = "tower")]
+    pub fn fallback_service<S, B>(mut self, service: S) -> Self
+    where
+        S: tower_service::Service<http::Request<RequestBody>, Response = http::Response<B>>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        self.fallback = Some(Arc::new(fallback::Erase(service)));
+        self
+    }
+
     fn into_shared(self) -> std::io::Result<Arc<Shared>> {
+        #[allow(unused_mut)]
+        let mut http1 = false;
         #[cfg(feature = "grpc-web")]
-        let http1 = self.web.is_some();
-        #[cfg(not(feature = "grpc-web"))]
-        let http1 = false;
+        {
+            http1 |= self.web.is_some();
+        }
+        #[cfg(feature = "tower")]
+        {
+            http1 |= self.fallback.is_some();
+        }
         #[cfg(feature = "tls")]
         let tls = match &self.tls {
             Some(t) => Some(t.acceptor(http1)?),
@@ -622,6 +701,8 @@ impl ServerBuilder {
             stats: self.otel.map(|o| o.server_handler()),
             #[cfg(not(feature = "opentelemetry"))]
             stats: None,
+            #[cfg(feature = "tower")]
+            fallback: self.fallback,
         }))
     }
 
@@ -844,8 +925,8 @@ where
                     #[cfg(not(feature = "tls"))]
                     let tls: Option<std::convert::Infallible> = None;
                     match tls {
-                        #[cfg(feature = "grpc-web")]
-                        None if shared.web.is_some() => {
+                        #[cfg(any(feature = "grpc-web", feature = "tower"))]
+                        None if shared.serves_http1() => {
                             tokio::spawn(http_conn::serve_sniffed(io, peer, None, shared, guard));
                         }
                         None => {
@@ -863,8 +944,8 @@ where
                                     _ = guard.past(RUNNING) => Err("server shutting down".into()),
                                 };
                                 match accepted {
-                                    #[cfg(feature = "grpc-web")]
-                                    Ok((io, certs, alpn)) if shared.web.is_some() && alpn != tls::Alpn::H2 => {
+                                    #[cfg(any(feature = "grpc-web", feature = "tower"))]
+                                    Ok((io, certs, alpn)) if shared.serves_http1() && alpn != tls::Alpn::H2 => {
                                         if alpn == tls::Alpn::Http1 {
                                             http_conn::serve_http1(io, peer, certs, shared, guard).await
                                         } else {

@@ -41,10 +41,10 @@ pub const DEFAULT_CORS_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
 /// Default bound on what an HTTP/1.1 connection buffers: the request line and headers
 /// (a larger head is answered with HTTP 431) plus body bytes read ahead. hyper's
 /// minimum is 8 KiB.
-pub const DEFAULT_HTTP1_MAX_BUF_SIZE: usize = 16 * 1024;
+pub const DEFAULT_HTTP1_MAX_BUF_SIZE: usize = super::http_conn::HTTP1_MAX_BUF_SIZE;
 
 /// Default bound on the number of header fields of an HTTP/1.1 request (more: HTTP 431).
-pub const DEFAULT_HTTP1_MAX_HEADERS: usize = 100;
+pub const DEFAULT_HTTP1_MAX_HEADERS: usize = super::http_conn::HTTP1_MAX_HEADERS;
 
 /// Response bytes a gRPC-Web call may queue before its handler waits for the client to
 /// read (the gRPC-Web counterpart of HTTP/2 flow control: a slow reader makes the

@@ -1,0 +1,350 @@
+//! tower and axum on the gRPC port (cargo feature `tower`): an axum `Router` as the
+//! fallback service next to gRPC, over HTTP/2 and HTTP/1.1, on real sockets.
+
+mod common;
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::{get, post};
+use bytes::Bytes;
+use common::*;
+use futures_util::StreamExt;
+use grpc_runtime::server::RequestBody;
+use http_body_util::BodyExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Size of each chunk of the large streamed response.
+const CHUNK: usize = 16 * 1024;
+/// Chunks of the large streamed response (8 MiB).
+const CHUNKS: usize = 512;
+
+/// The REST side of the tests: `GET /hello`, `POST /echo` (the body back), `POST /len`
+/// (the body's length), `GET /big` (a streamed 8 MiB body whose chunks are counted as
+/// they are produced).
+fn router(produced: Arc<AtomicUsize>) -> axum::Router {
+    axum::Router::new()
+        .route("/hello", get(|| async { "hello from axum" }))
+        .route("/echo", post(|body: String| async move { body }))
+        .route(
+            "/len",
+            post(|body: Bytes| async move { body.len().to_string() }),
+        )
+        .route(
+            "/big",
+            get(move || {
+                let produced = Arc::clone(&produced);
+                async move {
+                    let chunks = futures_util::stream::iter(0..CHUNKS).map(move |i| {
+                        produced.fetch_add(1, Ordering::SeqCst);
+                        Ok::<_, Infallible>(Bytes::from(vec![(i % 251) as u8; CHUNK]))
+                    });
+                    axum::body::Body::from_stream(chunks)
+                }
+            }),
+        )
+}
+
+fn rest_head(addr: std::net::SocketAddr, method: &str, path: &str) -> http::Request<()> {
+    http::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
+        .header("content-type", "text/plain")
+        .body(())
+        .unwrap()
+}
+
+fn echo_request(message: &str) -> Bytes {
+    frame(&EchoRequest {
+        message: message.into(),
+        count: 0,
+        sleep_ms: 0,
+    })
+}
+
+/// One HTTP/1.1 exchange on a new connection (`connection: close`): the raw answer.
+async fn http1(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> String {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: test\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut out))
+        .await
+        .expect("HTTP/1.1 answer in time")
+        .unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn axum_and_grpc_share_an_http2_connection() {
+    let server = start(|b| b.fallback_service(router(Arc::default()))).await;
+    let mut h2 = connect(server.addr).await;
+
+    let r = call(&mut h2, rest_head(server.addr, "GET", "/hello"), &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(&r.data[..], b"hello from axum");
+
+    // A request body in several DATA frames reaches the handler whole.
+    let parts = [
+        Bytes::from_static(b"one "),
+        Bytes::from_static(b"two "),
+        Bytes::from_static(b"three"),
+    ];
+    let r = call(&mut h2, rest_head(server.addr, "POST", "/echo"), &parts).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(&r.data[..], b"one two three");
+
+    // An unknown REST path is the router's 404, not a gRPC error.
+    let r = call(&mut h2, rest_head(server.addr, "GET", "/nope"), &[]).await;
+    assert_eq!(r.status, 404);
+    assert!(r.headers.get("grpc-status").is_none());
+
+    // gRPC on the same connection is routed as before.
+    let r = call(
+        &mut h2,
+        grpc_head(server.addr, "/test.Echo/Unary", &[]),
+        &[echo_request("hi")],
+    )
+    .await;
+    assert_eq!(r.grpc_status().as_deref(), Some("0"));
+    let reply: EchoReply = decode(&r.messages()[0].1);
+    assert_eq!(reply.message, "hi");
+    // And a gRPC call to a method the server lacks is still gRPC's UNIMPLEMENTED.
+    let r = call(
+        &mut h2,
+        grpc_head(server.addr, "/test.Echo/Nope", &[]),
+        &[echo_request("hi")],
+    )
+    .await;
+    assert_eq!(r.grpc_status().as_deref(), Some("12"));
+}
+
+#[tokio::test]
+async fn axum_over_http1_next_to_grpc_over_http2() {
+    let server = start(|b| b.fallback_service(router(Arc::default()))).await;
+
+    let out = http1(server.addr, "GET", "/hello", "").await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.ends_with("hello from axum"), "{out}");
+    let out = http1(server.addr, "POST", "/echo", "over http/1.1").await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.ends_with("over http/1.1"), "{out}");
+
+    let mut h2 = connect(server.addr).await;
+    let r = call(
+        &mut h2,
+        grpc_head(server.addr, "/test.Echo/Unary", &[]),
+        &[echo_request("still gRPC")],
+    )
+    .await;
+    assert_eq!(r.grpc_status().as_deref(), Some("0"));
+}
+
+#[tokio::test]
+async fn large_upload_releases_flow_control_capacity() {
+    // 1 MiB in, far over the 64 KiB initial windows: it only gets through if the body
+    // hands capacity back as the handler reads.
+    let server = start(|b| b.fallback_service(router(Arc::default()))).await;
+    let h2 = connect(server.addr).await;
+    let body: Vec<Bytes> = (0..64).map(|_| Bytes::from(vec![7u8; 16 * 1024])).collect();
+    let mut client = h2.clone().ready().await.unwrap();
+    let (resp, mut send) = client
+        .send_request(rest_head(server.addr, "POST", "/len"), false)
+        .unwrap();
+    let sender = tokio::spawn(async move {
+        for (i, chunk) in body.into_iter().enumerate() {
+            let mut chunk = chunk;
+            while !chunk.is_empty() {
+                send.reserve_capacity(chunk.len());
+                let n = std::future::poll_fn(|cx| send.poll_capacity(cx))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                let piece = chunk.split_to(n.min(chunk.len()));
+                send.send_data(piece, false).unwrap();
+            }
+            if i == 63 {
+                send.send_data(Bytes::new(), true).unwrap();
+            }
+        }
+    });
+    let r = tokio::time::timeout(Duration::from_secs(10), read_response(resp))
+        .await
+        .expect("the upload went through");
+    sender.await.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(&r.data[..], (64 * 16 * 1024).to_string().as_bytes());
+}
+
+#[tokio::test]
+async fn large_response_is_streamed_within_flow_control() {
+    let produced = Arc::new(AtomicUsize::new(0));
+    let server = start(|b| b.fallback_service(router(Arc::clone(&produced)))).await;
+    let h2 = connect(server.addr).await;
+    let mut client = h2.clone().ready().await.unwrap();
+    let (resp, _send) = client
+        .send_request(rest_head(server.addr, "GET", "/big"), true)
+        .unwrap();
+    let resp = resp.await.unwrap();
+    assert_eq!(resp.status(), 200);
+    // The client reads nothing yet: the server may only produce what the 64 KiB
+    // windows let it send (plus the chunk it waits to write and h2's buffer of one).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let early = produced.load(Ordering::SeqCst);
+    assert!(
+        early <= 8,
+        "{early} chunks of 16 KiB produced against a 64 KiB window: the body is not flow-controlled"
+    );
+    let mut body = resp.into_body();
+    let mut total = 0usize;
+    let mut chunk_index_bytes = Vec::new();
+    while let Some(data) = body.data().await {
+        let data = data.unwrap();
+        let _ = body.flow_control().release_capacity(data.len());
+        total += data.len();
+        if chunk_index_bytes.len() < 3 {
+            chunk_index_bytes.push(data[0]);
+        }
+    }
+    assert_eq!(total, CHUNK * CHUNKS);
+    assert_eq!(produced.load(Ordering::SeqCst), CHUNKS);
+    assert_eq!(chunk_index_bytes[0], 0);
+}
+
+#[tokio::test]
+async fn trailers_are_forwarded_and_errors_answer_500_for_that_request_only() {
+    // A plain tower service: `/trailers` answers a body with trailers, anything else fails.
+    let service = tower::service_fn(|req: http::Request<RequestBody>| async move {
+        if req.uri().path() != "/trailers" {
+            return Err(std::io::Error::other("the service failed"));
+        }
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("x-checksum", http::HeaderValue::from_static("abc"));
+        let frames = futures_util::stream::iter([
+            Ok::<_, Infallible>(http_body::Frame::data(Bytes::from_static(b"payload"))),
+            Ok(http_body::Frame::trailers(trailers)),
+        ]);
+        Ok(http::Response::new(http_body_util::StreamBody::new(frames)))
+    });
+    let server = start(|b| b.fallback_service(service)).await;
+    let mut h2 = connect(server.addr).await;
+
+    let r = call(&mut h2, rest_head(server.addr, "GET", "/trailers"), &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(&r.data[..], b"payload");
+    assert_eq!(r.trailers.unwrap().get("x-checksum").unwrap(), "abc");
+
+    let r = call(&mut h2, rest_head(server.addr, "GET", "/fails"), &[]).await;
+    assert_eq!(r.status, 500);
+    assert!(r.error.is_none(), "{:?}", r.error);
+    let out = http1(server.addr, "GET", "/fails", "").await;
+    assert!(out.starts_with("HTTP/1.1 500"), "{out}");
+
+    // The connection and its other requests go on.
+    let r = call(&mut h2, rest_head(server.addr, "GET", "/trailers"), &[]).await;
+    assert_eq!(r.status, 200);
+    let r = call(
+        &mut h2,
+        grpc_head(server.addr, "/test.Echo/Unary", &[]),
+        &[echo_request("after")],
+    )
+    .await;
+    assert_eq!(r.grpc_status().as_deref(), Some("0"));
+}
+
+#[tokio::test]
+async fn request_body_reads_h2_data_and_trailers() {
+    // The handler sees the DATA, then the trailers, through `http_body::Body`.
+    let service = tower::service_fn(|req: http::Request<RequestBody>| async move {
+        let collected = req.into_body().collect().await?;
+        let trailer = collected
+            .trailers()
+            .and_then(|t| t.get("x-sum"))
+            .map(|v| v.to_str().unwrap_or("").to_string())
+            .unwrap_or_default();
+        let text = format!(
+            "{}|{trailer}",
+            String::from_utf8_lossy(&collected.to_bytes())
+        );
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(http::Response::new(
+            http_body_util::Full::new(Bytes::from(text)),
+        ))
+    });
+    let server = start(|b| b.fallback_service(service)).await;
+    let h2 = connect(server.addr).await;
+    let mut client = h2.ready().await.unwrap();
+    let (resp, mut send) = client
+        .send_request(rest_head(server.addr, "POST", "/x"), false)
+        .unwrap();
+    send.send_data(Bytes::from_static(b"abc"), false).unwrap();
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("x-sum", http::HeaderValue::from_static("42"));
+    send.send_trailers(trailers).unwrap();
+    let r = read_response(resp).await;
+    assert_eq!(&r.data[..], b"abc|42");
+}
+
+#[tokio::test]
+async fn grpc_web_and_a_fallback_split_by_content_type() {
+    let server = start(|b| {
+        b.grpc_web(grpc_runtime::server::GrpcWebConfig::new())
+            .fallback_service(router(Arc::default()))
+    })
+    .await;
+    // REST over HTTP/1.1 goes to axum.
+    let out = http1(server.addr, "GET", "/hello", "").await;
+    assert!(out.ends_with("hello from axum"), "{out}");
+    // A REST preflight goes to axum (its 405: the router has no OPTIONS route) ...
+    let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+    tcp.write_all(b"OPTIONS /hello HTTP/1.1\r\nhost: test\r\norigin: https://a.example\r\naccess-control-request-method: GET\r\naccess-control-request-headers: authorization\r\nconnection: close\r\n\r\n").await.unwrap();
+    let mut out = Vec::new();
+    tcp.read_to_end(&mut out).await.unwrap();
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 405"), "{out}");
+    // ... a gRPC-Web one to gRPC-Web (204 with CORS).
+    let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+    tcp.write_all(b"OPTIONS /test.Echo/Unary HTTP/1.1\r\nhost: test\r\norigin: https://a.example\r\naccess-control-request-method: POST\r\naccess-control-request-headers: content-type,x-grpc-web\r\nconnection: close\r\n\r\n").await.unwrap();
+    let mut out = Vec::new();
+    tcp.read_to_end(&mut out).await.unwrap();
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 204"), "{out}");
+    assert!(out.contains("access-control-allow-origin"), "{out}");
+    // A gRPC-Web call over HTTP/1.1 is served by gRPC-Web.
+    let body = echo_request("web");
+    let mut req = format!(
+        "POST /test.Echo/Unary HTTP/1.1\r\nhost: test\r\ncontent-type: application/grpc-web+proto\r\nx-grpc-web: 1\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(&body);
+    let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+    tcp.write_all(&req).await.unwrap();
+    let mut out = Vec::new();
+    tcp.read_to_end(&mut out).await.unwrap();
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("application/grpc-web+proto"), "{out}");
+    assert!(out.contains("grpc-status: 0"), "{out}");
+}
+
+#[tokio::test]
+async fn without_a_fallback_non_grpc_requests_are_refused_as_before() {
+    let server = start(|b| b).await;
+    let mut h2 = connect(server.addr).await;
+    let mut head = rest_head(server.addr, "POST", "/hello");
+    head.headers_mut().insert(
+        "content-type",
+        http::HeaderValue::from_static("application/json"),
+    );
+    let r = call(&mut h2, head, &[Bytes::from_static(b"{}")]).await;
+    assert_eq!(r.status, 415);
+    assert_eq!(r.grpc_status().as_deref(), Some("13"));
+    let r = call(&mut h2, rest_head(server.addr, "GET", "/hello"), &[]).await;
+    assert_eq!(r.status, 405);
+}

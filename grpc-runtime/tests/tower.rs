@@ -348,3 +348,189 @@ async fn without_a_fallback_non_grpc_requests_are_refused_as_before() {
     let r = call(&mut h2, rest_head(server.addr, "GET", "/hello"), &[]).await;
     assert_eq!(r.status, 405);
 }
+
+// ------------------------------------------------------------------ tower layers
+
+fn echo_with_sleep(message: &str, sleep_ms: i64) -> Bytes {
+    frame(&EchoRequest {
+        message: message.into(),
+        count: 0,
+        sleep_ms,
+    })
+}
+
+#[tokio::test]
+async fn load_shed_over_a_concurrency_limit_answers_unavailable_for_the_shed_call_only() {
+    let layers = tower::ServiceBuilder::new()
+        .load_shed()
+        .concurrency_limit(1);
+    let server = start(|b| b.layer(layers)).await;
+    let h2 = connect(server.addr).await;
+    // The first call holds the only slot for 600 ms (until its reply).
+    let slow = {
+        let mut h2 = h2.clone();
+        let head = grpc_head(server.addr, "/test.Echo/Unary", &[]);
+        tokio::spawn(async move { call(&mut h2, head, &[echo_with_sleep("slow", 600)]).await })
+    };
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let mut h2b = h2.clone();
+    let shed = call(
+        &mut h2b,
+        grpc_head(server.addr, "/test.Echo/Unary", &[]),
+        &[echo_request("shed")],
+    )
+    .await;
+    assert_eq!(shed.status, 200);
+    assert!(shed.headers_end_stream, "Trailers-Only");
+    assert_eq!(shed.grpc_status().as_deref(), Some("14"), "{shed:?}");
+    let slow = slow.await.unwrap();
+    assert_eq!(slow.grpc_status().as_deref(), Some("0"));
+    let reply: EchoReply = decode(&slow.messages()[0].1);
+    assert_eq!(reply.message, "slow");
+    // The slot is free again.
+    let r = call(
+        &mut h2b,
+        grpc_head(server.addr, "/test.Echo/Unary", &[]),
+        &[echo_request("after")],
+    )
+    .await;
+    assert_eq!(r.grpc_status().as_deref(), Some("0"));
+}
+
+#[tokio::test]
+async fn trace_layer_sees_grpc_calls_and_streams_pass_through() {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let trace = {
+        let seen = Arc::clone(&seen);
+        tower_http::trace::TraceLayer::new_for_http().on_request(
+            move |req: &http::Request<RequestBody>, _: &tracing::Span| {
+                seen.lock().unwrap().push(req.uri().path().to_string());
+            },
+        )
+    };
+    let server = start(|b| b.layer(trace)).await;
+    let mut h2 = connect(server.addr).await;
+    let r = call(
+        &mut h2,
+        grpc_head(server.addr, "/test.Echo/Unary", &[("x-meta", "m")]),
+        &[echo_request("traced")],
+    )
+    .await;
+    assert_eq!(r.grpc_status().as_deref(), Some("0"));
+    assert_eq!(decode::<EchoReply>(&r.messages()[0].1).message, "traced");
+    // A server-streaming call streams its messages and trailers through the layer.
+    let r = call(
+        &mut h2,
+        grpc_head(server.addr, "/test.Echo/ServerStream", &[]),
+        &[frame(&EchoRequest {
+            message: "s".into(),
+            count: 3,
+            sleep_ms: 0,
+        })],
+    )
+    .await;
+    assert_eq!(r.grpc_status().as_deref(), Some("0"));
+    assert_eq!(r.messages().len(), 3);
+    assert!(r.trailers.is_some());
+    // Errors of the router are still gRPC's, through the layer.
+    let r = call(
+        &mut h2,
+        grpc_head(server.addr, "/test.Echo/Nope", &[]),
+        &[echo_request("x")],
+    )
+    .await;
+    assert_eq!(r.grpc_status().as_deref(), Some("12"));
+    assert!(r.headers_end_stream);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            "/test.Echo/Unary",
+            "/test.Echo/ServerStream",
+            "/test.Echo/Nope"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn timeouts_of_layers_are_deadline_exceeded() {
+    // tower's timeout fails the call (`Elapsed`); tower-http's answers HTTP 408.
+    for tower_http_layer in [false, true] {
+        let server = if tower_http_layer {
+            start(|b| {
+                b.layer(tower_http::timeout::TimeoutLayer::with_status_code(
+                    http::StatusCode::REQUEST_TIMEOUT,
+                    Duration::from_millis(100),
+                ))
+            })
+            .await
+        } else {
+            start(|b| {
+                b.layer(tower::timeout::TimeoutLayer::new(Duration::from_millis(
+                    100,
+                )))
+            })
+            .await
+        };
+        let mut h2 = connect(server.addr).await;
+        let r = call(
+            &mut h2,
+            grpc_head(server.addr, "/test.Echo/Unary", &[]),
+            &[echo_with_sleep("late", 2000)],
+        )
+        .await;
+        assert_eq!(r.grpc_status().as_deref(), Some("4"), "{r:?}");
+        assert!(r.headers_end_stream);
+        let r = call(
+            &mut h2,
+            grpc_head(server.addr, "/test.Echo/Unary", &[]),
+            &[echo_request("quick")],
+        )
+        .await;
+        assert_eq!(r.grpc_status().as_deref(), Some("0"));
+    }
+}
+
+#[tokio::test]
+async fn a_layer_and_a_fallback_together() {
+    let count = Arc::new(AtomicUsize::new(0));
+    let counting = {
+        let count = Arc::clone(&count);
+        tower::layer::layer_fn(move |inner: grpc_runtime::server::GrpcRoutes| {
+            let count = Arc::clone(&count);
+            tower::service_fn(move |req: http::Request<RequestBody>| {
+                count.fetch_add(1, Ordering::SeqCst);
+                let mut inner = inner;
+                tower::Service::call(&mut inner, req)
+            })
+        })
+    };
+    let server = start(|b| b.layer(counting).fallback_service(router(Arc::default()))).await;
+    let mut h2 = connect(server.addr).await;
+    let r = call(&mut h2, rest_head(server.addr, "GET", "/hello"), &[]).await;
+    assert_eq!(&r.data[..], b"hello from axum");
+    let r = call(
+        &mut h2,
+        grpc_head(server.addr, "/test.Echo/Unary", &[]),
+        &[echo_request("x")],
+    )
+    .await;
+    assert_eq!(r.grpc_status().as_deref(), Some("0"));
+    // Only the gRPC call went through the layer.
+    assert_eq!(count.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn without_a_fallback_the_layered_router_refuses_other_requests_as_before() {
+    let server = start(|b| b.layer(tower::layer::util::Identity::new())).await;
+    let mut h2 = connect(server.addr).await;
+    let mut head = rest_head(server.addr, "POST", "/hello");
+    head.headers_mut().insert(
+        "content-type",
+        http::HeaderValue::from_static("application/json"),
+    );
+    let r = call(&mut h2, head, &[Bytes::from_static(b"{}")]).await;
+    assert_eq!(r.status, 415);
+    assert_eq!(r.grpc_status().as_deref(), Some("13"));
+    let r = call(&mut h2, rest_head(server.addr, "GET", "/hello"), &[]).await;
+    assert_eq!(r.status, 405);
+}

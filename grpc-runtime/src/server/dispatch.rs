@@ -92,6 +92,12 @@ pub(super) async fn handle_stream(
         super::web::serve_h2_stream(req, respond, peer, peer_certs, shared, force).await;
         return;
     }
+    #[cfg(feature = "tower")]
+    if let Some(layered) = &shared.layered {
+        let layered = Arc::clone(layered);
+        super::layer::serve_h2_stream(layered, req, respond, peer, peer_certs, shared, force).await;
+        return;
+    }
     // Synchronous, so the request head is gone before the first await and is not part of
     // this task's state.
     let Some(call) = accept_call(req, respond, peer, peer_certs, &shared) else {
@@ -358,7 +364,7 @@ impl Handler {
 }
 
 /// Whether `path` names a method of one of the server's services.
-fn is_registered(shared: &Shared, path: &str) -> bool {
+pub(super) fn is_registered(shared: &Shared, path: &str) -> bool {
     split_path(path).is_some_and(|(service, method)| {
         shared
             .services

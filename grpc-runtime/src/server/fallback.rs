@@ -226,7 +226,7 @@ fn is_grpc_web_preflight(headers: &HeaderMap) -> bool {
 /// response): HTTP 500 for that request alone.
 pub(crate) fn internal_error(error: &BoxError) -> http::Response<BoxBody> {
     tracing::warn!("fallback service failed: {error}");
-    let mut resp = http::Response::new(box_body(RequestBody::empty()));
+    let mut resp = http::Response::new(BoxBody::default());
     *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
     resp
 }
@@ -249,19 +249,30 @@ const CONNECTION_SPECIFIC: [HeaderName; 5] = [
     HeaderName::from_static("proxy-connection"),
 ];
 
-/// Serves one request of the native h2 connection with the fallback service: the
-/// response head, then its body within flow control, then its trailers. The stream is
-/// reset if the client resets it, the body fails, or the server's grace period ends.
+/// Serves one request of the native h2 connection with the fallback service.
 pub(crate) async fn serve_h2_stream(
     fallback: Fallback,
     req: http::Request<h2::RecvStream>,
-    mut respond: h2::server::SendResponse<Bytes>,
+    respond: h2::server::SendResponse<Bytes>,
     peer: Option<SocketAddr>,
     force: Arc<Latch>,
 ) {
     let response = fallback.call(req.map(RequestBody::h2));
+    let response = async move { response.await.unwrap_or_else(|e| internal_error(&e)) };
+    write_response(response, respond, peer, force).await;
+}
+
+/// Writes the response `response` resolves with to an h2 stream: the head, then the
+/// body within flow control, then its trailers. The stream is reset if the client
+/// resets it, the body fails, or the server's grace period ends (`force`).
+pub(crate) async fn write_response(
+    response: impl Future<Output = http::Response<BoxBody>>,
+    mut respond: h2::server::SendResponse<Bytes>,
+    peer: Option<SocketAddr>,
+    force: Arc<Latch>,
+) {
     let response = tokio::select! {
-        r = response => r.unwrap_or_else(|e| internal_error(&e)),
+        r = response => r,
         _ = std::future::poll_fn(|cx| respond.poll_reset(cx)) => return,
         _ = force.wait() => {
             respond.send_reset(h2::Reason::CANCEL);
@@ -295,7 +306,7 @@ pub(crate) async fn serve_h2_stream(
     }
     loop {
         let frame = tokio::select! {
-            f = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)) => f,
+            f = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)) => f,
             _ = std::future::poll_fn(|cx| stream.poll_reset(cx)) => return,
             _ = force.wait() => {
                 stream.send_reset(h2::Reason::CANCEL);
@@ -305,12 +316,12 @@ pub(crate) async fn serve_h2_stream(
         let frame = match frame {
             None => {
                 if let Err(e) = stream.send_data(Bytes::new(), true) {
-                    tracing::debug!(?peer, "fallback response end failed: {e}");
+                    tracing::debug!(?peer, "response end failed: {e}");
                 }
                 return;
             }
             Some(Err(e)) => {
-                tracing::debug!(?peer, "fallback response body failed: {e}");
+                tracing::debug!(?peer, "response body failed: {e}");
                 stream.send_reset(h2::Reason::INTERNAL_ERROR);
                 return;
             }
@@ -321,7 +332,7 @@ pub(crate) async fn serve_h2_stream(
             Err(frame) => match frame.into_trailers() {
                 Ok(trailers) => {
                     if let Err(e) = stream.send_trailers(trailers) {
-                        tracing::debug!(?peer, "fallback response trailers failed: {e}");
+                        tracing::debug!(?peer, "response trailers failed: {e}");
                     }
                     return;
                 }
@@ -330,7 +341,7 @@ pub(crate) async fn serve_h2_stream(
             },
         };
         if let Err(e) = sent {
-            tracing::debug!(?peer, "fallback response write failed: {e}");
+            tracing::debug!(?peer, "response write failed: {e}");
             return;
         }
     }

@@ -25,11 +25,94 @@ pub(crate) const HTTP1_MAX_BUF_SIZE: usize = 16 * 1024;
 /// Default bound on the header fields of an HTTP/1.1 request.
 pub(crate) const HTTP1_MAX_HEADERS: usize = 100;
 
-/// An error of a body or service answering HTTP.
-pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// An error of any type, as tower services and `http_body` bodies report them.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// A response body of any type (a gRPC-Web body, the fallback service's).
-pub(crate) type BoxBody = Pin<Box<dyn http_body::Body<Data = Bytes, Error = BoxError> + Send>>;
+/// A response body of any type: what [`GrpcRoutes`](super::GrpcRoutes) answers with (and,
+/// inside the server, a gRPC-Web body or the fallback service's). The default is an
+/// empty body (tower-http's `TimeoutLayer` builds its 408 answer with it).
+///
+/// ```
+/// use http_body::Body as _;
+///
+/// let body = grpc_runtime::server::BoxBody::new(http_body_util::Full::new(bytes::Bytes::from("hi")));
+/// assert_eq!(body.size_hint().exact(), Some(2));
+/// assert!(grpc_runtime::server::BoxBody::default().is_end_stream());
+/// ```
+pub struct BoxBody(Pin<Box<dyn http_body::Body<Data = Bytes, Error = BoxError> + Send>>);
+
+impl BoxBody {
+    /// Boxes `body`, its error type erased.
+    pub fn new<B>(body: B) -> BoxBody
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        BoxBody(Box::pin(MapErr { body }))
+    }
+}
+
+impl Default for BoxBody {
+    fn default() -> Self {
+        BoxBody::new(http_body_util_empty::Empty)
+    }
+}
+
+impl std::fmt::Debug for BoxBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BoxBody").finish_non_exhaustive()
+    }
+}
+
+impl http_body::Body for BoxBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        self.0.as_mut().poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.0.size_hint()
+    }
+}
+
+/// An empty body, without a dependency for it.
+mod http_body_util_empty {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use bytes::Bytes;
+
+    pub(super) struct Empty;
+
+    impl http_body::Body for Empty {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+            Poll::Ready(None)
+        }
+
+        fn is_end_stream(&self) -> bool {
+            true
+        }
+
+        fn size_hint(&self) -> http_body::SizeHint {
+            http_body::SizeHint::with_exact(0)
+        }
+    }
+}
 
 /// Boxes a body, its error type erased.
 pub(crate) fn box_body<B>(body: B) -> BoxBody
@@ -37,7 +120,7 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    Box::pin(MapErr { body })
+    BoxBody::new(body)
 }
 
 pin_project_lite::pin_project! {

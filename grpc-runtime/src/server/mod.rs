@@ -14,6 +14,8 @@ mod fallback;
 #[cfg(any(feature = "grpc-web", feature = "tower"))]
 mod http_conn;
 mod interceptor;
+#[cfg(feature = "tower")]
+mod layer;
 #[cfg(feature = "tls")]
 mod tls;
 // Without TLS no connection carries a TLS session: uninhabited stand-ins keep the
@@ -40,7 +42,11 @@ pub(crate) use call::CallBody;
 pub use call::ServerCall;
 #[cfg(feature = "tower")]
 pub use fallback::RequestBody;
+#[cfg(feature = "tower")]
+pub use http_conn::{BoxBody, BoxError};
 pub use interceptor::{interceptor_fn, CallHead, Interceptor, InterceptorFn, Next};
+#[cfg(feature = "tower")]
+pub use layer::GrpcRoutes;
 #[cfg(not(feature = "tls"))]
 pub(crate) use tls::TlsInfo;
 #[cfg(feature = "tls")]
@@ -156,6 +162,10 @@ pub(crate) struct Shared {
     /// is served too.
     #[cfg(feature = "tower")]
     pub(crate) fallback: Option<fallback::Fallback>,
+    /// The gRPC router inside the tower layers of [`ServerBuilder::layer`], when set:
+    /// every gRPC call (and, without a fallback, every other request) goes through it.
+    #[cfg(feature = "tower")]
+    pub(crate) layered: Option<fallback::Fallback>,
 }
 
 impl Shared {
@@ -206,6 +216,8 @@ pub struct ServerBuilder {
     otel: Option<crate::otel::OpenTelemetry>,
     #[cfg(feature = "tower")]
     fallback: Option<fallback::Fallback>,
+    #[cfg(feature = "tower")]
+    layered: Option<fallback::Fallback>,
 }
 
 impl Default for ServerBuilder {
@@ -238,6 +250,8 @@ impl Default for ServerBuilder {
             otel: None,
             #[cfg(feature = "tower")]
             fallback: None,
+            #[cfg(feature = "tower")]
+            layered: None,
         }
     }
 }
@@ -630,6 +644,56 @@ impl ServerBuilder {
         self
     }
 
+    /// Wraps the server's gRPC router ([`GrpcRoutes`]) in a tower [`Layer`](tower_layer::Layer):
+    /// tower-http's `TraceLayer`, tower's `ConcurrencyLimitLayer` and `LoadShedLayer`,
+    /// `TimeoutLayer`s, or a `tower::ServiceBuilder` stacking several (call this once;
+    /// a second call replaces the first). Every gRPC call goes through the layers (and,
+    /// without a [`fallback_service`](ServerBuilder::fallback_service), every other
+    /// request of the port, which the router answers as without layers: HTTP 415/405).
+    /// gRPC-Web requests and the fallback service's do not. Needs the `tower` cargo
+    /// feature.
+    ///
+    /// What the layers return becomes that call's gRPC answer, sent Trailers-Only: tower's
+    /// load-shed `Overloaded` is `UNAVAILABLE`, tower's timeout `Elapsed` and an HTTP 408
+    /// (tower-http's `TimeoutLayer`) are `DEADLINE_EXCEEDED`, a [`crate::Status`] error is
+    /// itself, other errors `UNKNOWN`, other HTTP answers as clients map HTTP statuses.
+    /// A layer holds a call from the request until the response head (the first message
+    /// or, for a unary call, the reply), as tower's middleware holds any response future.
+    /// The body's messages and trailers stream through.
+    ///
+    /// Without a layer the native call path is untouched (one `Option` check per
+    /// stream). With one, each call costs the layers' own work plus a request extension,
+    /// two boxed futures, a boxed body and a task of its own. See docs/tower.md.
+    ///
+    /// ```
+    /// use grpc_runtime::server::Server;
+    ///
+    /// let layers = tower::ServiceBuilder::new()
+    ///     .load_shed()
+    ///     .concurrency_limit(64);
+    /// let builder = Server::builder().layer(layers);
+    /// # drop(builder);
+    /// ```
+    #[cfg(feature = "tower")]
+    pub fn layer<L, B>(mut self, layer: L) -> Self
+    where
+        L: tower_layer::Layer<GrpcRoutes>,
+        L::Service: tower_service::Service<http::Request<RequestBody>, Response = http::Response<B>>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        <L::Service as tower_service::Service<http::Request<RequestBody>>>::Future: Send + 'static,
+        <L::Service as tower_service::Service<http::Request<RequestBody>>>::Error:
+            Into<Box<dyn std::error::Error + Send + Sync>>,
+        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let service = layer.layer(GrpcRoutes::default());
+        self.layered = Some(Arc::new(fallback::Erase(service)));
+        self
+    }
+
     fn into_shared(self) -> std::io::Result<Arc<Shared>> {
         #[allow(unused_mut)]
         let mut http1 = false;
@@ -703,6 +767,8 @@ impl ServerBuilder {
             stats: None,
             #[cfg(feature = "tower")]
             fallback: self.fallback,
+            #[cfg(feature = "tower")]
+            layered: self.layered,
         }))
     }
 

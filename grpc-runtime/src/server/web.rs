@@ -236,6 +236,10 @@ impl GrpcWebConfig {
 enum Mode {
     Binary,
     Text,
+    /// Native gRPC through tower layers (`super::layer`): the queue carries an ordinary
+    /// gRPC response, its status as HTTP/2 trailers.
+    #[cfg(feature = "tower")]
+    Native,
 }
 
 impl Mode {
@@ -243,6 +247,8 @@ impl Mode {
         match self {
             Mode::Binary => HeaderValue::from_static("application/grpc-web+proto"),
             Mode::Text => HeaderValue::from_static("application/grpc-web-text+proto"),
+            #[cfg(feature = "tower")]
+            Mode::Native => HeaderValue::from_static("application/grpc"),
         }
     }
 }
@@ -359,6 +365,8 @@ where
 {
     use futures_util::StreamExt;
     match mode {
+        #[cfg(feature = "tower")]
+        Mode::Native => Mutex::new(Box::pin(raw)),
         Mode::Binary => Mutex::new(Box::pin(raw)),
         Mode::Text => {
             let mut dec = Base64Decoder::default();
@@ -621,6 +629,16 @@ impl WebBody {
     /// The next chunk of the body: queued messages (base64 in text mode), then the
     /// trailer frame; an error if the call ended without a status.
     fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, std::io::Error>>> {
+        self.poll_next_frame(cx)
+            .map(|f| f.map(|r| r.map(|f| f.into_data().unwrap_or_default())))
+    }
+
+    /// The next frame of the body: as [`WebBody::poll_chunk`], but in native mode the
+    /// status ends the body as a trailers frame.
+    fn poll_next_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
         if self.done {
             return Poll::Ready(None);
         }
@@ -644,6 +662,10 @@ impl WebBody {
             wake(&mut q.writer);
         } else if let Some(trailers) = q.trailers.take() {
             self.done = true;
+            #[cfg(feature = "tower")]
+            if self.mode == Mode::Native {
+                return Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers))));
+            }
             out = trailer_frame(&trailers);
         } else if q.aborted {
             self.done = true;
@@ -658,11 +680,13 @@ impl WebBody {
             return Poll::Pending;
         }
         drop(q);
-        Poll::Ready(Some(Ok(match self.mode {
+        Poll::Ready(Some(Ok(http_body::Frame::data(match self.mode {
             Mode::Binary => out,
+            #[cfg(feature = "tower")]
+            Mode::Native => out,
             // Each chunk on its own, padded: a browser decodes what it has so far.
             Mode::Text => Bytes::from(base64::engine::general_purpose::STANDARD.encode(&out)),
-        })))
+        }))))
     }
 }
 
@@ -685,9 +709,7 @@ impl http_body::Body for WebBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
-        self.get_mut()
-            .poll_chunk(cx)
-            .map(|c| c.map(|r| r.map(http_body::Frame::data)))
+        self.get_mut().poll_next_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -900,18 +922,7 @@ fn start(
             return finish_now(trailers_only(status, None), mode);
         }
     }
-    let queue = Arc::new(Queue(Mutex::new(QueueState {
-        head: Head::NotSent,
-        chunks: VecDeque::new(),
-        queued: 0,
-        trailers: None,
-        trailers_only: false,
-        aborted: false,
-        reader_gone: false,
-        reader: None,
-        writer: None,
-        gone: None,
-    })));
+    let queue = new_queue();
     let ctx = ServerContext::new(
         MethodPath::Received(path_and_query),
         peer,
@@ -953,6 +964,189 @@ fn start(
         Arc::clone(force),
     ));
     Answer::Call(web_body)
+}
+
+/// An empty response queue.
+fn new_queue() -> Arc<Queue> {
+    Arc::new(Queue(Mutex::new(QueueState {
+        head: Head::NotSent,
+        chunks: VecDeque::new(),
+        queued: 0,
+        trailers: None,
+        trailers_only: false,
+        aborted: false,
+        reader_gone: false,
+        reader: None,
+        writer: None,
+        gone: None,
+    })))
+}
+
+/// Validates, routes and starts a native gRPC call that came through tower layers
+/// (`super::layer`): the checks of `dispatch::accept_call`, answered as an
+/// `http::Response` rather than on the h2 stream; the call's response goes through the
+/// same queue as gRPC-Web's, in native mode (its status as HTTP/2 trailers).
+#[cfg(feature = "tower")]
+pub(crate) async fn start_native(
+    parts: http::request::Parts,
+    body: ChunkSource,
+    peer: Option<SocketAddr>,
+    peer_certs: Option<PeerCertificates>,
+    shared: &Arc<Shared>,
+    force: &Arc<Latch>,
+) -> http::Response<WebBody> {
+    let answer = start_native_call(parts, body, peer, peer_certs, shared, force);
+    let (head, body) = answer.resolve().await;
+    head.map(|()| body)
+}
+
+#[cfg(feature = "tower")]
+fn start_native_call(
+    parts: http::request::Parts,
+    body: ChunkSource,
+    peer: Option<SocketAddr>,
+    peer_certs: Option<PeerCertificates>,
+    shared: &Arc<Shared>,
+    force: &Arc<Latch>,
+) -> Answer {
+    let trailers_only = |status: Status, extra: Option<(&'static str, String)>| {
+        tracing::debug!(code = %status.code(), message = status.message(), "call rejected before routing");
+        Answer::Now(wire::rejected(&status, extra))
+    };
+    let http_error = |code: StatusCode, status: Status| {
+        let mut resp = http_error(code, status);
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, Mode::Native.content_type());
+        Answer::Now(resp)
+    };
+    if let Some(over) = parts.extensions.get::<h2::ext::OversizedHeaderList>() {
+        return trailers_only(
+            Status::resource_exhausted(format!(
+                "request metadata size {} exceeds the limit of {} bytes",
+                over.size(),
+                shared.max_header_list_size
+            )),
+            None,
+        );
+    }
+    if parts.method != Method::POST {
+        return http_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            Status::internal(format!("gRPC requires POST, got {}", parts.method)),
+        );
+    }
+    let ct = parts.headers.get(header::CONTENT_TYPE);
+    if !crate::metadata::is_grpc_content_type(ct) {
+        let shown = ct
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_default();
+        return http_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Status::internal(format!("invalid gRPC request content-type {shown:?}")),
+        );
+    }
+    let stats = shared.stats.as_ref().map(|h| {
+        let path = parts.uri.path();
+        let tracer = h.call_started(
+            path,
+            dispatch::is_registered(shared, path),
+            &parts.headers,
+            peer,
+        );
+        crate::stats::ServerCallStats::new(tracer, std::time::Instant::now())
+    });
+    let routed = match dispatch::route(&parts, shared) {
+        Ok(r) => r,
+        Err(Rejected { status, extra }) => {
+            if let Some(s) = &stats {
+                s.end(&status);
+            }
+            return trailers_only(status, extra);
+        }
+    };
+    let Routed {
+        path_and_query,
+        service,
+        deadline,
+        request_encoding,
+        metadata,
+        client_accepts,
+        response_encoding,
+    } = routed;
+    let queue = new_queue();
+    let ctx = ServerContext::new(
+        MethodPath::Received(path_and_query),
+        peer,
+        deadline,
+        ResponseState::Web(WebSink(Arc::clone(&queue))),
+        response_encoding,
+        client_accepts,
+        shared.accept_encodings,
+    );
+    if let Some(certs) = peer_certs {
+        ctx.set_peer_certificates(certs);
+    }
+    if let Some(s) = stats {
+        let _ = ctx.inner.stats.set(s);
+    }
+    let body_out = WebBody {
+        queue: Some(queue),
+        mode: Mode::Native,
+        allow_origin: None,
+        shared: None,
+        done: false,
+    };
+    if deadline.is_some_and(|d| d.is_expired()) {
+        super::call::finish_call(
+            &ctx,
+            Status::deadline_exceeded("deadline exceeded before the call started"),
+        );
+        return Answer::Call(body_out);
+    }
+    let call = AcceptedCall {
+        ctx,
+        metadata,
+        body: CallBody::Chunks(body),
+        service,
+        request_encoding,
+        deadline,
+    };
+    tokio::spawn(dispatch::run_call(
+        call,
+        peer,
+        Arc::clone(shared),
+        Arc::clone(force),
+    ));
+    Answer::Call(body_out)
+}
+
+/// The request bytes of a native call that came through tower layers: the DATA of any
+/// `http_body::Body` (trailers, which gRPC requests do not carry, are skipped).
+#[cfg(feature = "tower")]
+pub(crate) fn native_source<B>(body: B) -> ChunkSource
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<super::http_conn::BoxError>,
+{
+    let chunks = futures_util::stream::unfold(Box::pin(body), |mut body| async move {
+        loop {
+            match std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await? {
+                Ok(frame) => match frame.into_data() {
+                    Ok(data) => return Some((Ok(data), body)),
+                    Err(_trailers) => continue,
+                },
+                Err(e) => {
+                    let e: super::http_conn::BoxError = e.into();
+                    let status = match e.downcast_ref::<h2::Error>() {
+                        Some(e) => Status::from_h2_error(e),
+                        None => Status::unavailable(format!("reading the request failed: {e}")),
+                    };
+                    return Some((Err(status), body));
+                }
+            }
+        }
+    });
+    chunk_source(chunks, Mode::Native)
 }
 
 /// Answers a CORS preflight.

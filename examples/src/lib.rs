@@ -29,6 +29,7 @@ pub mod browser;
 pub mod demo;
 pub mod features;
 pub mod helloworld;
+pub mod rest_grpc;
 pub mod routeguide;
 pub mod support;
 

@@ -103,6 +103,7 @@ fn feature_binaries() {
         (env!("CARGO_BIN_EXE_name-resolving"), "name_resolving", "client: 10 calls -> backend-2: 5, backend-3: 5"),
         (env!("CARGO_BIN_EXE_load-balancing"), "load_balancing", "round_robin: 30 calls -> backend-1: 10, backend-2: 10, backend-3: 10"),
         (env!("CARGO_BIN_EXE_authentication"), "authentication", "client over plaintext: UNAUTHENTICATED"),
+        (env!("CARGO_BIN_EXE_rest-grpc"), "rest_grpc", "/metrics (same port): grpc_server_call_started_total{grpc_method=\"grpc.examples.echo.Echo/UnaryEcho\"} 1"),
         (env!("CARGO_BIN_EXE_stats-monitoring"), "stats_monitoring", "scrape: client and server metrics present (method \"other\" for the missing method)"),
         (env!("CARGO_BIN_EXE_authz"), "authz", "bob (user): ServerStreamingEcho: PERMISSION_DENIED (unauthorized RPC request rejected)"),
         (env!("CARGO_BIN_EXE_metadata-interceptor"), "metadata_interceptor", "server UnaryEcho: key1 from metadata: [\"value1\"]"),

@@ -537,3 +537,20 @@ async fn keepalive() {
         ],
     );
 }
+
+#[tokio::test]
+async fn rest_grpc() {
+    // REST over HTTP/1.1 and HTTP/2, gRPC, health and /metrics on one port.
+    let out = Transcript::new();
+    examples::rest_grpc::run(&out).await.unwrap();
+    assert_order(
+        &out,
+        &[
+            "REST over HTTP/1.1: GET /hello -> hello from axum",
+            "REST over HTTP/2: GET /hello -> hello from axum",
+            "gRPC: UnaryEcho -> \"one port\"",
+            "gRPC health: grpc.examples.echo.Echo SERVING",
+            "/metrics (same port): grpc_server_call_started_total",
+        ],
+    );
+}

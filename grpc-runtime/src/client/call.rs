@@ -365,6 +365,7 @@ pub(crate) enum Head {
 
 /// Classifies the response head `parts` (`end_stream`: the head ended the stream); `max`
 /// is the receive limit for the messages. A non-gRPC content-type is UNKNOWN.
+#[inline]
 pub(crate) fn classify_head(
     parts: &http::response::Parts,
     end_stream: bool,
@@ -396,16 +397,19 @@ pub(crate) fn classify_head(
     Ok(Head::Messages(headers, decoder))
 }
 
-/// Reads exactly one message and the final status from `stream` (the response of a
-/// unary or client-streaming call whose head carried `headers`).
-pub(crate) async fn single_response<Resp>(
-    headers: MetadataMap,
-    mut stream: Streaming<Resp>,
-) -> Result<Response<Resp>, Status>
+/// Reads the one message of a single-response call (unary or client-streaming) and the
+/// final status from `stream`: the message and whether it came compressed. Build the
+/// response with [`single_response`].
+///
+/// The stream is borrowed and the head's metadata stays with the caller: this future is
+/// nested in every unary call's, and moving either into it copied them on each call
+/// (docs/benchmarks.md).
+pub(crate) async fn single_message<Resp>(
+    stream: &mut Streaming<Resp>,
+) -> Result<(Resp, Option<bool>), Status>
 where
     Resp: prost::Message + Default + Send + 'static,
 {
-    let encoding = stream.encoding();
     let first = stream.message().await?;
     let compressed = stream.last_message_compressed();
     // Response cardinality violations are UNIMPLEMENTED (gRPC statuscodes.md).
@@ -415,20 +419,30 @@ where
         ));
     };
     match stream.message().await? {
-        None => {}
-        Some(_) => return Err(Status::unimplemented(
+        None => Ok((msg, compressed)),
+        Some(_) => Err(Status::unimplemented(
             "cardinality violation: server sent more than one message on a single-response call",
         )),
     }
+}
+
+/// The response of a single-response call whose head carried `headers`, from
+/// [`single_message`]'s result and the ended `stream` (its trailers and encoding).
+#[inline]
+pub(crate) fn single_response<Resp>(
+    headers: MetadataMap,
+    (msg, compressed): (Resp, Option<bool>),
+    stream: &Streaming<Resp>,
+) -> Response<Resp> {
     let trailers = stream.trailers().cloned().unwrap_or_default();
     let mut response = Response::from_parts(headers, msg, Some(trailers));
     if let Some(c) = compressed {
         response.set_message_compressed(c);
     }
-    if let Some(e) = encoding {
+    if let Some(e) = stream.encoding() {
         response.extensions_mut().insert(ResponseEncoding(e));
     }
-    Ok(response)
+    response
 }
 
 /// The TCP peer address of a connection (`None` for unix sockets).
@@ -1406,8 +1420,9 @@ impl Channel {
     where
         Resp: prost::Message + Default + Send + 'static,
     {
-        let (headers, stream) = self.read_head::<Resp>(opened_conn, resp, max, state)?;
-        let mut response = single_response(headers, stream).await?;
+        let (headers, mut stream) = self.read_head::<Resp>(opened_conn, resp, max, state)?;
+        let msg = single_message(&mut stream).await?;
+        let mut response = single_response(headers, msg, &stream);
         if let Some(a) = remote_addr(opened_conn) {
             response.extensions_mut().insert(RemoteAddr(a));
         }

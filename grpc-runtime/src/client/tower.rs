@@ -37,7 +37,8 @@ use http_body::{Body, Frame};
 use tracing::debug;
 
 use super::call::{
-    classify_head, response_error, single_response, with_deadline, AbortOnDrop, ActiveCall, Head,
+    classify_head, response_error, single_message, single_response, with_deadline, AbortOnDrop,
+    ActiveCall, Head,
 };
 use super::channel::Channel;
 use super::connectivity::ConnectivityState;
@@ -703,8 +704,9 @@ where
     let call = HttpCall::new(path, &request)?;
     let body = call.once(request.get_ref())?;
     let fut = async {
-        let (headers, stream) = send(service, call.request(body)).await?;
-        single_response(headers, stream).await
+        let (headers, mut stream) = send(service, call.request(body)).await?;
+        let msg = single_message(&mut stream).await?;
+        Ok(single_response(headers, msg, &stream))
     };
     with_deadline(call.deadline, call.cancel.as_ref(), fut).await
 }
@@ -746,8 +748,9 @@ where
     let call = HttpCall::new(path, &request)?;
     let body = call.stream(request);
     let fut = async {
-        let (headers, stream) = send(service, call.request(body)).await?;
-        single_response(headers, stream).await
+        let (headers, mut stream) = send(service, call.request(body)).await?;
+        let msg = single_message(&mut stream).await?;
+        Ok(single_response(headers, msg, &stream))
     };
     with_deadline(call.deadline, call.cancel.as_ref(), fut).await
 }

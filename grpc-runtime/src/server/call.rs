@@ -21,6 +21,7 @@ use crate::metadata::MetadataMap;
 use crate::request::{BoxFuture, BoxStream, Request, Response};
 use crate::status::{Code, Status};
 use crate::streaming::Streaming;
+use crate::transport::send::{Outgoing, SendError};
 
 /// Where a call's request bytes come from.
 pub(crate) enum CallBody {
@@ -355,64 +356,27 @@ pub(crate) async fn send_message<M: prost::Message>(
     write_bytes(ctx, buf.freeze()).await
 }
 
-async fn write_bytes(ctx: &ServerContext, mut data: Bytes) -> Result<(), Status> {
-    let closed = || Status::cancelled("stream closed before the response was written");
-    while !data.is_empty() {
-        let want = data.len();
-        let n = std::future::poll_fn(|cx| {
-            let mut st = lock_state(ctx);
-            let stream = match &mut *st {
-                ResponseState::Open(stream) => stream,
-                // gRPC-Web: the whole batch goes to the response queue at once, once the
-                // queue has room (its bound stands in for flow control).
-                #[cfg(feature = "grpc-web")]
-                ResponseState::Web(sink) => {
-                    return sink.poll_write(cx, &mut data).map(|r| r.map(|()| 0));
-                }
-                _ => return Poll::Ready(Err(closed())),
-            };
-            stream.reserve_capacity(want);
-            loop {
-                let cap = stream.capacity();
-                if cap > 0 {
-                    return Poll::Ready(Ok(cap));
-                }
-                match stream.poll_capacity(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(None) => return Poll::Ready(Err(closed())),
-                    Poll::Ready(Some(Err(e))) => {
-                        return Poll::Ready(Err(Status::from_h2_error(&e)))
-                    }
-                    Poll::Ready(Some(Ok(0))) => {
-                        // capacity is re-read; if still zero, poll again
-                        if stream.capacity() == 0 {
-                            continue;
-                        }
-                    }
-                    Poll::Ready(Some(Ok(_))) => {}
-                }
-            }
-        })
-        .await?;
-        if n == 0 {
-            // gRPC-Web: written.
-            break;
-        }
-        // Taking all of `data` keeps it one unshared buffer (split_to would share it).
-        let chunk = if n >= data.len() {
-            std::mem::take(&mut data)
-        } else {
-            data.split_to(n)
-        };
+/// Writes `data` (one message or a batch) within flow control (`transport::send`), or to
+/// the gRPC-Web response queue; a stream that cannot send any more is CANCELLED for the
+/// handler, an h2 error becomes its status.
+async fn write_bytes(ctx: &ServerContext, data: Bytes) -> Result<(), Status> {
+    const CLOSED: &str = "stream closed before the response was written";
+    let mut out = Outgoing::new(data, false);
+    std::future::poll_fn(|cx| {
         let mut st = lock_state(ctx);
-        let ResponseState::Open(stream) = &mut *st else {
-            return Err(closed());
-        };
-        stream
-            .send_data(chunk, false)
-            .map_err(|e| Status::from_h2_error(&e))?;
-    }
-    Ok(())
+        match &mut *st {
+            ResponseState::Open(stream) => out.poll_send(stream, cx).map_err(|e| match e {
+                SendError::Closed => Status::cancelled(CLOSED),
+                SendError::H2(e) => Status::from_h2_error(&e),
+            }),
+            // gRPC-Web: the whole batch goes to the response queue at once, once the
+            // queue has room (its bound stands in for flow control).
+            #[cfg(feature = "grpc-web")]
+            ResponseState::Web(sink) => sink.poll_write(cx, out.data_mut()),
+            _ => Poll::Ready(Err(Status::cancelled(CLOSED))),
+        }
+    })
+    .await
 }
 
 /// Ends the call with `status`: trailers after headers, or Trailers-Only

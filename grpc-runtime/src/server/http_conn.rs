@@ -17,6 +17,7 @@ use super::tls::PeerCertificates;
 use super::web;
 use super::{ConnGuard, Shared, ABORT, FORCE, GRACEFUL, RUNNING};
 use crate::latch::Latch;
+use crate::transport::send::{Outgoing, SendError};
 
 /// Default bound on what an HTTP/1.1 connection buffers (see
 /// `GrpcWebConfig::http1_max_buf_size`).
@@ -188,34 +189,19 @@ fn answer_http1(
     }
 }
 
-/// Writes `data` within HTTP/2 flow control.
+/// Writes `data` within HTTP/2 flow control (the loop of `transport::send`); a stream that
+/// can no longer send is reported as CANCEL.
 pub(crate) async fn write_h2(
     stream: &mut h2::SendStream<Bytes>,
-    mut data: Bytes,
+    data: Bytes,
 ) -> Result<(), h2::Error> {
-    while !data.is_empty() {
-        stream.reserve_capacity(data.len());
-        let n = std::future::poll_fn(|cx| loop {
-            let cap = stream.capacity();
-            if cap > 0 {
-                return Poll::Ready(Ok(cap));
-            }
-            match stream.poll_capacity(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(None) => return Poll::Ready(Err(h2::Error::from(h2::Reason::CANCEL))),
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
-                Poll::Ready(Some(Ok(_))) => {}
-            }
+    let mut out = Outgoing::new(data, false);
+    std::future::poll_fn(|cx| out.poll_send(stream, cx))
+        .await
+        .map_err(|e| match e {
+            SendError::Closed => h2::Error::from(h2::Reason::CANCEL),
+            SendError::H2(e) => e,
         })
-        .await?;
-        let chunk = if n >= data.len() {
-            std::mem::take(&mut data)
-        } else {
-            data.split_to(n)
-        };
-        stream.send_data(chunk, false)?;
-    }
-    Ok(())
 }
 
 /// The client preface of HTTP/2 (RFC 9113 3.4).

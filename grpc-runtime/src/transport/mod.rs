@@ -14,6 +14,7 @@ mod backoff;
 pub(crate) mod bdp;
 mod connect;
 pub(crate) mod frame_tap;
+pub(crate) mod send;
 #[cfg(feature = "tls")]
 mod tls;
 pub(crate) mod write_batch;

@@ -1260,12 +1260,21 @@ async fn calls_during_goaway_move_to_a_new_connection() {
     assert_eq!(conns.load(Ordering::SeqCst), 2);
 }
 
-#[tokio::test]
-async fn slow_reader_stalls_the_server_with_bounded_buffering() {
-    // The server writes 48 x 1 MiB messages as fast as HTTP/2 flow control lets it; the
-    // client reads slowly. The server can never be more than the client's windows (plus
-    // one message being decoded) ahead of what the client consumed.
-    const MSG: usize = 1024 * 1024;
+/// A slow reader's memory bound, as `slow_reader_ahead` measures it: the server can be at
+/// most the client's stream receive window ahead of what the client has released (h2
+/// flow control), plus what the client has released but not yet handed out: the message
+/// being assembled (one message of `SLOW_MSG` bytes, its 5-byte frame header and the
+/// field's 4 bytes of protobuf overhead) and the start of the next one (at most one
+/// 16 KiB DATA frame, `max_frame_size`'s default).
+const SLOW_MSG: usize = 1024 * 1024;
+const SLOW_ASSEMBLY: usize = SLOW_MSG + 9 + 16 * 1024;
+
+/// A server writes 48 x 1 MiB messages as fast as HTTP/2 flow control lets it while the
+/// client reads one message every 10 ms; returns how far (bytes) the server ever got
+/// ahead of what the client had consumed.
+async fn slow_reader_ahead(
+    endpoint: impl FnOnce(grpc_runtime::Endpoint) -> grpc_runtime::Endpoint,
+) -> usize {
     const N: usize = 48;
     let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let s2 = sent.clone();
@@ -1275,7 +1284,7 @@ async fn slow_reader_stalls_the_server_with_bounded_buffering() {
             let mut s = send.send_response(response_headers(), false).unwrap();
             let payload = prost::Message::encode_to_vec(&Echo {
                 text: String::new(),
-                blob: vec![9; MSG],
+                blob: vec![9; SLOW_MSG],
             });
             for _ in 0..N {
                 let mut data = frame(0, &payload);
@@ -1296,8 +1305,8 @@ async fn slow_reader_stalls_the_server_with_bounded_buffering() {
         }
     }))
     .await;
-    let ch = Channel::builder(format!("http://{}", srv.addr))
-        .max_decoding_message_size(2 * MSG)
+    let ch = endpoint(Channel::builder(format!("http://{}", srv.addr)))
+        .max_decoding_message_size(2 * SLOW_MSG)
         .connect()
         .await
         .unwrap();
@@ -1309,16 +1318,46 @@ async fn slow_reader_stalls_the_server_with_bounded_buffering() {
     let mut consumed = 0usize;
     let mut max_ahead = 0usize;
     while let Some(m) = s.message().await.unwrap() {
-        consumed += m.blob.len() + 5 + 5; // payload + frame header + field overhead (approx.)
+        consumed += m.blob.len() + 5 + 4; // payload + frame header + field tag and length
         tokio::time::sleep(Duration::from_millis(10)).await;
         let ahead = sent.load(Ordering::SeqCst).saturating_sub(consumed);
         max_ahead = max_ahead.max(ahead);
     }
-    assert!(consumed >= N * MSG);
-    // connection window 2 MiB + a message being assembled: well under 8 MiB
+    assert!(consumed >= N * SLOW_MSG);
+    max_ahead
+}
+
+#[tokio::test]
+async fn slow_reader_stalls_the_server_with_bounded_buffering() {
+    // Default (adaptive) windows: the BDP estimator may grow the client's windows while
+    // the reader keeps up (10 ms per MiB is 100 MiB/s, and on a loaded machine the PING's
+    // RTT stretches, so samples of several MiB are common: 2 to 12 MiB windows were seen),
+    // but never beyond BDP_LIMIT (docs/flow-control.md: "a slow reader makes the peer
+    // buffer at most 16 MiB per connection"). 48 MiB are sent, so a server that did not
+    // wait for the window would run far beyond it.
+    let max_ahead = slow_reader_ahead(|e| e).await;
+    let bound = grpc_runtime::transport::BDP_LIMIT as usize + SLOW_ASSEMBLY;
     assert!(
-        max_ahead < 6 * MSG,
-        "server ran {max_ahead} bytes ahead of the reader"
+        max_ahead <= bound,
+        "server ran {max_ahead} bytes ahead of the reader (bound {bound})"
+    );
+}
+
+#[tokio::test]
+async fn slow_reader_with_fixed_windows_stalls_the_server_within_one_window() {
+    // Adaptive windows off: the 1 MiB stream window the client advertises bounds what the
+    // server can send beyond what the client released, however loaded the machine is.
+    const WINDOW: u32 = 1024 * 1024;
+    let max_ahead = slow_reader_ahead(|e| {
+        e.adaptive_window(false)
+            .initial_stream_window_size(WINDOW)
+            .initial_connection_window_size(2 * WINDOW)
+    })
+    .await;
+    let bound = WINDOW as usize + SLOW_ASSEMBLY;
+    assert!(
+        max_ahead <= bound,
+        "server ran {max_ahead} bytes ahead of the reader (bound {bound})"
     );
 }
 

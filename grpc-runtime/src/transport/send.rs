@@ -78,6 +78,7 @@ impl Outgoing {
     /// `Ready(Ok(()))` means everything went to h2, `Pending` that the rest waits for the
     /// peer's window. The last chunk is the remaining `Bytes` itself (not a split of it),
     /// so a message that fits the window reaches h2 as the caller's one unshared buffer.
+    #[inline]
     pub(crate) fn poll_send(
         &mut self,
         stream: &mut SendStream<Bytes>,

@@ -399,15 +399,10 @@ fn watch_connection(sc: &Arc<Inner>, conn: &Connection) {
     let me = Arc::downgrade(sc);
     let closed = conn.closed();
     let id = conn.id();
-    let probe = conn.probe();
     tokio::spawn(async move {
         let why = closed.await;
         let Some(sc) = me.upgrade() else { return };
-        let too_many_pings = why.is_enhance_your_calm()
-            && probe
-                .peer_goaway_debug_data()
-                .is_some_and(|d| &d[..] == b"too_many_pings");
-        if too_many_pings {
+        if why.is_too_many_pings() {
             if let Ok(mut t) = sc.config.keepalive_time.lock() {
                 if let Some(time) = t.as_mut() {
                     *time = time.saturating_mul(2);

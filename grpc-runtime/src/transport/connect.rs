@@ -107,8 +107,14 @@ impl Default for TransportConfig {
 pub enum ConnectionClosed {
     /// The connection ended cleanly (all handles dropped, or the peer closed after GOAWAY).
     Eof,
-    /// The peer sent GOAWAY with this error code.
-    GoAway(h2::Reason),
+    /// The peer sent GOAWAY and then closed the connection.
+    GoAway {
+        /// The HTTP/2 error code of the GOAWAY (RFC 9113 section 7: 0 is NO_ERROR,
+        /// 0xb is ENHANCE_YOUR_CALM).
+        code: u32,
+        /// The GOAWAY's opaque debug data (e.g. `too_many_pings`); empty if none.
+        debug_data: Bytes,
+    },
     /// An I/O or protocol error ended the connection.
     Error(String),
     /// The owner marked the connection dead (for example after a failed `send_request`).
@@ -117,12 +123,20 @@ pub enum ConnectionClosed {
     KeepaliveTimeout,
 }
 
+/// The HTTP/2 error code ENHANCE_YOUR_CALM (RFC 9113 section 7).
+const ENHANCE_YOUR_CALM: u32 = 0xb;
+
 impl ConnectionClosed {
-    /// Whether the peer closed with GOAWAY(ENHANCE_YOUR_CALM): with debug data
-    /// `too_many_pings`, our keepalive was too frequent for it (see
-    /// [`Connection::peer_goaway_debug_data`]).
+    /// Whether the peer closed with GOAWAY(ENHANCE_YOUR_CALM).
     pub fn is_enhance_your_calm(&self) -> bool {
-        matches!(self, ConnectionClosed::GoAway(r) if *r == h2::Reason::ENHANCE_YOUR_CALM)
+        matches!(self, ConnectionClosed::GoAway { code, .. } if *code == ENHANCE_YOUR_CALM)
+    }
+
+    /// Whether the peer closed with GOAWAY(ENHANCE_YOUR_CALM, `too_many_pings`): our
+    /// keepalive was too frequent for it (gRFC A8).
+    pub fn is_too_many_pings(&self) -> bool {
+        matches!(self, ConnectionClosed::GoAway { code, debug_data }
+            if *code == ENHANCE_YOUR_CALM && &debug_data[..] == b"too_many_pings")
     }
 }
 
@@ -155,7 +169,7 @@ impl std::fmt::Debug for Connection {
 impl Connection {
     /// A handle for starting one stream; clone per call. Await `ready()` on it before
     /// `send_request` so MAX_CONCURRENT_STREAMS is respected.
-    pub fn send_request(&self) -> SendRequest<Bytes> {
+    pub(crate) fn send_request(&self) -> SendRequest<Bytes> {
         self.send.clone()
     }
 
@@ -203,23 +217,17 @@ impl Connection {
     /// Sends a PING and waits for its ACK (`None` when the connection has no PING
     /// handle, e.g. keepalive owns it). Shares h2's single user-PING slot with the BDP
     /// estimator, so it may wait for a BDP PING in flight first.
-    pub async fn ping(&self) -> Option<Result<(), h2::Error>> {
+    pub async fn ping(&self) -> Option<Result<(), TransportError>> {
         let pp = self.shared.ping_pong.lock().ok()?.clone()?;
         let mut pp = pp.lock().await;
-        Some(pp.ping(h2::Ping::opaque()).await.map(|_| ()))
+        Some(pp.ping(h2::Ping::opaque()).await.map(|_| ()).map_err(|e| {
+            TransportError::new(TransportErrorKind::Http2, format!("PING failed: {e}"))
+        }))
     }
 
     /// The debug data of the last GOAWAY the peer sent, if any (e.g. `too_many_pings`).
     pub fn peer_goaway_debug_data(&self) -> Option<Bytes> {
         self.shared.activity.peer_goaway().map(|(_, debug)| debug)
-    }
-
-    /// A view of this connection's activity that, unlike a `Connection` clone, does not
-    /// keep the connection open.
-    pub(crate) fn probe(&self) -> ConnectionProbe {
-        ConnectionProbe {
-            shared: Arc::clone(&self.shared),
-        }
     }
 
     /// Number of streams open on this connection (as seen on the wire).
@@ -239,18 +247,6 @@ impl Connection {
                 *slot = Some(value);
             }
         }
-    }
-}
-
-/// See [`Connection::probe`].
-pub(crate) struct ConnectionProbe {
-    shared: Arc<Shared>,
-}
-
-impl ConnectionProbe {
-    /// The debug data of the last GOAWAY the peer sent.
-    pub(crate) fn peer_goaway_debug_data(&self) -> Option<Bytes> {
-        self.shared.activity.peer_goaway().map(|(_, debug)| debug)
     }
 }
 
@@ -476,9 +472,14 @@ where
                 tokio::select! {
                     r = &mut conn => break match r {
                         Ok(()) => ConnectionClosed::Eof,
-                        Err(e) if e.is_go_away() && e.is_remote() => {
-                            ConnectionClosed::GoAway(e.reason().unwrap_or(h2::Reason::NO_ERROR))
-                        }
+                        Err(e) if e.is_go_away() && e.is_remote() => ConnectionClosed::GoAway {
+                            code: e.reason().unwrap_or(h2::Reason::NO_ERROR).into(),
+                            debug_data: driver_shared
+                                .activity
+                                .peer_goaway()
+                                .map(|(_, debug)| debug)
+                                .unwrap_or_default(),
+                        },
                         Err(e) => ConnectionClosed::Error(e.to_string()),
                     },
                     // Dropping the h2 connection fails its streams (UNAVAILABLE for the calls).
@@ -495,16 +496,12 @@ where
                     },
                 }
             };
-            if why.is_enhance_your_calm() {
-                if let Some((_, debug)) = driver_shared.activity.peer_goaway() {
-                    if &debug[..] == b"too_many_pings" {
-                        warn!(
-                            connection = driver_shared.id,
-                            address = %driver_shared.address,
-                            "server sent GOAWAY(ENHANCE_YOUR_CALM, too_many_pings): keepalive is too frequent for it"
-                        );
-                    }
-                }
+            if why.is_too_many_pings() {
+                warn!(
+                    connection = driver_shared.id,
+                    address = %driver_shared.address,
+                    "server sent GOAWAY(ENHANCE_YOUR_CALM, too_many_pings): keepalive is too frequent for it"
+                );
             }
             mark(&driver_shared, why);
         }

@@ -215,7 +215,7 @@ impl fmt::Debug for EncodingSet {
 
 /// What a `grpc-encoding` header said.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum HeaderEncoding {
+pub(crate) enum HeaderEncoding {
     /// Absent or `identity`.
     Identity,
     /// An algorithm we implement.
@@ -225,7 +225,7 @@ pub enum HeaderEncoding {
 }
 
 /// Reads the `grpc-encoding` header of a map.
-pub fn encoding_from_headers(headers: &http::HeaderMap) -> HeaderEncoding {
+pub(crate) fn encoding_from_headers(headers: &http::HeaderMap) -> HeaderEncoding {
     match headers.get(&GRPC_ENCODING_NAME) {
         None => HeaderEncoding::Identity,
         Some(v) => match v.to_str() {
@@ -244,7 +244,7 @@ pub fn encoding_from_headers(headers: &http::HeaderMap) -> HeaderEncoding {
 /// server may send it and the client accepts it, else the server default if
 /// the client accepts it, else identity. Never picks an encoding the client
 /// did not advertise.
-pub fn negotiate_response_encoding(
+pub(crate) fn negotiate_response_encoding(
     explicit: Option<CompressionEncoding>,
     request_encoding: Option<CompressionEncoding>,
     server_default: Option<CompressionEncoding>,

@@ -127,11 +127,6 @@ pub enum ConnectionClosed {
 const ENHANCE_YOUR_CALM: u32 = 0xb;
 
 impl ConnectionClosed {
-    /// Whether the peer closed with GOAWAY(ENHANCE_YOUR_CALM).
-    pub fn is_enhance_your_calm(&self) -> bool {
-        matches!(self, ConnectionClosed::GoAway { code, .. } if *code == ENHANCE_YOUR_CALM)
-    }
-
     /// Whether the peer closed with GOAWAY(ENHANCE_YOUR_CALM, `too_many_pings`): our
     /// keepalive was too frequent for it (gRFC A8).
     pub fn is_too_many_pings(&self) -> bool {
@@ -144,7 +139,6 @@ struct Shared {
     id: u64,
     address: Address,
     closed: watch::Sender<Option<ConnectionClosed>>,
-    ping_pong: Mutex<Option<SharedPing>>,
     peer_accept_encoding: Mutex<Option<http::HeaderValue>>,
     activity: Arc<Activity>,
 }
@@ -212,27 +206,6 @@ impl Connection {
     /// open on it continue until they finish.
     pub fn mark_closed(&self, why: impl Into<String>) {
         mark(&self.shared, ConnectionClosed::Abandoned(why.into()));
-    }
-
-    /// Sends a PING and waits for its ACK (`None` when the connection has no PING
-    /// handle, e.g. keepalive owns it). Shares h2's single user-PING slot with the BDP
-    /// estimator, so it may wait for a BDP PING in flight first.
-    pub async fn ping(&self) -> Option<Result<(), TransportError>> {
-        let pp = self.shared.ping_pong.lock().ok()?.clone()?;
-        let mut pp = pp.lock().await;
-        Some(pp.ping(h2::Ping::opaque()).await.map(|_| ()).map_err(|e| {
-            TransportError::new(TransportErrorKind::Http2, format!("PING failed: {e}"))
-        }))
-    }
-
-    /// The debug data of the last GOAWAY the peer sent, if any (e.g. `too_many_pings`).
-    pub fn peer_goaway_debug_data(&self) -> Option<Bytes> {
-        self.shared.activity.peer_goaway().map(|(_, debug)| debug)
-    }
-
-    /// Number of streams open on this connection (as seen on the wire).
-    pub fn active_streams(&self) -> usize {
-        self.shared.activity.active_streams()
     }
 
     /// The last `grpc-accept-encoding` the server sent on this connection, if any.
@@ -304,19 +277,11 @@ async fn keepalive_loop(
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-/// Opens a connection to `address`: socket, optional TLS (verifying `server_name`),
-/// HTTP/2 handshake with our settings, then spawns the connection driver on the current
-/// tokio runtime. The whole sequence is bounded by `config.connect_timeout`.
-pub async fn connect(
-    address: &Address,
-    server_name: &str,
-    config: &TransportConfig,
-) -> Result<Connection, TransportError> {
-    connect_counted(address, server_name, config, Arc::default()).await
-}
-
-/// [`connect`] for a connection of a client channel: `busy` counts the channel's
-/// connections with calls in flight (the write batching rule, `super::write_batch`).
+/// Opens a connection to `address` for a client channel: socket, optional TLS (verifying
+/// `server_name`), HTTP/2 handshake with our settings, then spawns the connection driver
+/// on the current tokio runtime. The whole sequence is bounded by
+/// `config.connect_timeout`. `busy` counts the channel's connections with calls in flight
+/// (the write batching rule, `super::write_batch`).
 pub(crate) async fn connect_counted(
     address: &Address,
     server_name: &str,
@@ -444,7 +409,6 @@ where
         id,
         address: address.clone(),
         closed,
-        ping_pong: Mutex::new(None),
         peer_accept_encoding: Mutex::new(None),
         activity: Arc::clone(&activity),
     });
@@ -532,29 +496,22 @@ where
             .instrument(span),
         );
     }
-    match (keepalive, ping_pong) {
-        (Some(ka), Some(pp)) => {
-            let activity = Arc::clone(&activity);
-            let closed = shared.closed.subscribe();
-            let span = tracing::debug_span!("h2_client_keepalive", connection = id);
-            tokio::spawn(
-                async move {
-                    if keepalive_loop(pp, activity, ka, closed).await {
-                        debug!(
-                            "keepalive PING not answered within {:?}; closing the connection",
-                            ka.timeout
-                        );
-                        let _ = ka_tx.send(());
-                    }
+    if let (Some(ka), Some(pp)) = (keepalive, ping_pong) {
+        let activity = Arc::clone(&activity);
+        let closed = shared.closed.subscribe();
+        let span = tracing::debug_span!("h2_client_keepalive", connection = id);
+        tokio::spawn(
+            async move {
+                if keepalive_loop(pp, activity, ka, closed).await {
+                    debug!(
+                        "keepalive PING not answered within {:?}; closing the connection",
+                        ka.timeout
+                    );
+                    let _ = ka_tx.send(());
                 }
-                .instrument(span),
-            );
-        }
-        (_, pp) => {
-            if let Ok(mut slot) = shared.ping_pong.lock() {
-                *slot = pp;
             }
-        }
+            .instrument(span),
+        );
     }
     debug!(connection = id, address = %address, "connection established");
     Ok(Connection { send, shared })

@@ -3,9 +3,10 @@
 //! This module owns establishing one HTTP/2 client connection: the socket (TCP with
 //! `TCP_NODELAY`, or a unix socket), optional TLS (rustls with ALPN `h2` required), the
 //! HTTP/2 handshake with our SETTINGS, and the background task that drives the h2
-//! connection. The resulting [`Connection`] is a cheap handle: callers clone its
-//! [`h2::client::SendRequest`] per call, and can watch [`Connection::closed`] to learn when
-//! the connection ended (EOF, GOAWAY or an error) so the owner can mark it dead.
+//! connection. The connection handle itself is crate-private (the channel's subchannels
+//! own connections; h2 stays out of the public API). What users name lives here:
+//! [`TransportError`] (what connecting returns), [`Address`], [`BackoffConfig`],
+//! [`BDP_LIMIT`], the keepalive bounds and, with the `tls` feature, `ClientTlsConfig`.
 //!
 //! Nothing here knows about protobuf, gRPC status codes or metadata.
 
@@ -23,11 +24,10 @@ pub use address::Address;
 pub use backoff::BackoffConfig;
 pub(crate) use backoff::{jitter, random_unit, scale as backoff_scale, Backoff};
 pub use bdp::BDP_LIMIT;
-pub(crate) use connect::connect_counted;
-pub use connect::{
-    connect, Connection, ConnectionClosed, Http2Settings, KeepaliveConfig, TransportConfig,
-    DEFAULT_KEEPALIVE_TIMEOUT, MIN_KEEPALIVE_TIME,
+pub(crate) use connect::{
+    connect_counted, Connection, ConnectionClosed, KeepaliveConfig, TransportConfig,
 };
+pub use connect::{DEFAULT_KEEPALIVE_TIMEOUT, MIN_KEEPALIVE_TIME};
 #[cfg(feature = "tls")]
 pub use tls::ClientTlsConfig;
 
@@ -43,7 +43,7 @@ pub(crate) const TLS_NOT_COMPILED_IN: &str =
 /// frames with ENHANCE_YOUR_CALM, which grpc's negative HTTP/2 `data_frame_padding` case
 /// and ordinary small-message streams can trigger; payload memory stays bounded by flow
 /// control either way.
-pub const DATA_FRAME_BUDGET: usize = 64 * 1024 * 1024;
+pub(crate) const DATA_FRAME_BUDGET: usize = 64 * 1024 * 1024;
 
 use std::fmt;
 

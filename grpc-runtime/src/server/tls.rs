@@ -11,10 +11,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
+
+use crate::transport::pem;
 
 /// ALPN protocol id of HTTP/2.
 const ALPN_H2: &[u8] = b"h2";
@@ -153,17 +155,9 @@ impl ServerTlsConfig {
         let mut config = if let Some(custom) = &self.custom {
             (**custom).clone()
         } else {
-            let chain: Vec<CertificateDer<'static>> =
-                rustls_pemfile::certs(&mut io::Cursor::new(&self.cert_chain_pem))
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| err(format!("invalid server certificate PEM: {e}")))?;
-            if chain.is_empty() {
-                return Err(err("server certificate PEM holds no certificate".into()));
-            }
-            let key: PrivateKeyDer<'static> =
-                rustls_pemfile::private_key(&mut io::Cursor::new(&self.key_pem))
-                    .map_err(|e| err(format!("invalid server key PEM: {e}")))?
-                    .ok_or_else(|| err("server key PEM holds no private key".into()))?;
+            let chain =
+                pem::certificates(&self.cert_chain_pem, "server certificate").map_err(err)?;
+            let key = pem::private_key(&self.key_pem, "server key").map_err(err)?;
             let provider = Arc::new(rustls::crypto::ring::default_provider());
             let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
                 .with_safe_default_protocol_versions()
@@ -171,20 +165,7 @@ impl ServerTlsConfig {
             let builder = if self.client_ca_pem.is_empty() {
                 builder.with_no_client_auth()
             } else {
-                let mut roots = rustls::RootCertStore::empty();
-                for pem in &self.client_ca_pem {
-                    let mut found = false;
-                    for cert in rustls_pemfile::certs(&mut io::Cursor::new(pem)) {
-                        let cert = cert.map_err(|e| err(format!("invalid client CA PEM: {e}")))?;
-                        roots
-                            .add(cert)
-                            .map_err(|e| err(format!("invalid client CA certificate: {e}")))?;
-                        found = true;
-                    }
-                    if !found {
-                        return Err(err("client CA PEM holds no certificate".into()));
-                    }
-                }
+                let roots = pem::root_store(&self.client_ca_pem, "client CA").map_err(err)?;
                 let mut verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
                     Arc::new(roots),
                     provider,

@@ -15,6 +15,8 @@ mod backoff;
 pub(crate) mod bdp;
 mod connect;
 pub(crate) mod frame_tap;
+#[cfg(feature = "tls")]
+pub(crate) mod pem;
 pub(crate) mod send;
 #[cfg(feature = "tls")]
 mod tls;

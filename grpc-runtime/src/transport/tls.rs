@@ -5,12 +5,12 @@
 use std::io;
 use std::sync::Arc;
 
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use super::{TransportError, TransportErrorKind};
+use super::{pem, TransportError, TransportErrorKind};
 
 /// TLS settings of a client channel.
 ///
@@ -129,20 +129,7 @@ impl ClientTlsConfig {
         let mut config = if let Some(custom) = &self.custom {
             (**custom).clone()
         } else {
-            let mut roots = rustls::RootCertStore::empty();
-            for pem in &self.ca_pem {
-                let mut found = false;
-                for cert in rustls_pemfile::certs(&mut io::Cursor::new(pem)) {
-                    let cert = cert.map_err(|e| cfg_err(format!("invalid CA PEM: {e}")))?;
-                    roots
-                        .add(cert)
-                        .map_err(|e| cfg_err(format!("invalid CA certificate: {e}")))?;
-                    found = true;
-                }
-                if !found {
-                    return Err(cfg_err("CA PEM holds no certificate".into()));
-                }
-            }
+            let mut roots = pem::root_store(&self.ca_pem, "CA").map_err(cfg_err)?;
             if self.native_roots {
                 add_native_roots(&mut roots)?;
             }
@@ -165,14 +152,9 @@ impl ClientTlsConfig {
             match &self.identity {
                 None => builder.with_no_client_auth(),
                 Some((chain_pem, key_pem)) => {
-                    let chain: Vec<CertificateDer<'static>> =
-                        rustls_pemfile::certs(&mut io::Cursor::new(chain_pem))
-                            .collect::<Result<_, _>>()
-                            .map_err(|e| cfg_err(format!("invalid client certificate PEM: {e}")))?;
-                    let key: PrivateKeyDer<'static> =
-                        rustls_pemfile::private_key(&mut io::Cursor::new(key_pem))
-                            .map_err(|e| cfg_err(format!("invalid client key PEM: {e}")))?
-                            .ok_or_else(|| cfg_err("client key PEM holds no private key".into()))?;
+                    let chain =
+                        pem::certificates(chain_pem, "client certificate").map_err(cfg_err)?;
+                    let key = pem::private_key(key_pem, "client key").map_err(cfg_err)?;
                     builder
                         .with_client_auth_cert(chain, key)
                         .map_err(|e| cfg_err(format!("invalid client identity: {e}")))?

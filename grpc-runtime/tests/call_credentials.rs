@@ -4,13 +4,13 @@
 //! for 100 concurrent calls, and credentials run once per attempt. A raw h2 server records
 //! the request headers each stream arrived with.
 
-mod client_support;
+mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use client_support::*;
+use common::raw_h2::*;
 use grpc_runtime::client::credentials::{
     allow_insecure, CallCredentials, CredentialsFuture, MetadataCredentials, RequestInfo, Token,
     TokenSource,

@@ -4,13 +4,13 @@
 //! explicit cancellation (`Streaming::cancel`, `CancelHandle`) and the peer address of a
 //! call (`Response::remote_addr`). Wire-level checks use a raw h2 peer.
 
-mod client_support;
+mod common;
 
 use std::future::poll_fn;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use client_support::*;
+use common::raw_h2::*;
 use grpc_runtime::client::interceptor::InterceptFuture;
 use grpc_runtime::client::{ClientCallContext, Interceptor};
 use grpc_runtime::server::{ServerCall, Service};

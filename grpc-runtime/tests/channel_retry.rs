@@ -2,7 +2,6 @@
 //! 127.0.0.1: a raw h2 server that answers each attempt as the test scripts it (and
 //! records `grpc-previous-rpc-attempts`), and our own servers behind a killable proxy.
 
-mod client_support;
 mod common;
 
 use std::net::SocketAddr;
@@ -10,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use client_support::{echo, frame_msg, handler, raw_server, respond, Echo, RawServer};
+use common::raw_h2::{echo, frame_msg, handler, raw_server, respond, Echo, RawServer};
 use futures_util::StreamExt;
 use grpc_runtime::{Channel, Code, Request};
 
@@ -394,7 +393,7 @@ async fn streaming_server(
         g.lock().unwrap().push((prev, Vec::new()));
         let (g, read, fail) = (Arc::clone(&g), Arc::clone(&read), Arc::clone(&fail));
         async move {
-            let mut body = client_support::FrameReader::new(req.into_body());
+            let mut body = common::raw_h2::FrameReader::new(req.into_body());
             let limit = read(i);
             if fail(i) {
                 let mut k = 0;
@@ -416,7 +415,7 @@ async fn streaming_server(
                 let _ = send.send_response(r, true);
                 return;
             }
-            let Ok(mut out) = send.send_response(client_support::response_headers(), false) else {
+            let Ok(mut out) = send.send_response(common::raw_h2::response_headers(), false) else {
                 return;
             };
             let mut last = String::new();
@@ -430,7 +429,7 @@ async fn streaming_server(
             if single {
                 let _ = out.send_data(frame_msg(&echo(&last)), false);
             }
-            let _ = out.send_trailers(client_support::trailers(0, ""));
+            let _ = out.send_trailers(common::raw_h2::trailers(0, ""));
         }
     }))
     .await;
@@ -536,7 +535,7 @@ async fn hedged_client_streaming_gives_every_attempt_all_messages_and_cancels_th
         g.lock().unwrap().push((prev, Vec::new()));
         let (g, c) = (Arc::clone(&g), Arc::clone(&c));
         async move {
-            let mut body = client_support::FrameReader::new(req.into_body());
+            let mut body = common::raw_h2::FrameReader::new(req.into_body());
             let mut texts = Vec::new();
             while let Some((_, m)) = body.next().await {
                 texts.push(Echo::decode(&m[..]).unwrap().text);

@@ -1,12 +1,12 @@
 //! Client features against a raw h2 server: TLS, unix sockets, interceptors, deadline
 //! propagation.
 
-mod client_support;
+mod common;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use client_support::*;
+use common::raw_h2::*;
 use grpc_runtime::client::interceptor::InterceptFuture;
 use grpc_runtime::client::{interceptor_fn, ClientCallContext, Interceptor};
 use grpc_runtime::transport::ClientTlsConfig;

@@ -1,6 +1,6 @@
 //! The client against a RAW h2 server: the wire is the subject.
 
-mod client_support;
+mod common;
 
 use std::future::poll_fn;
 use std::sync::atomic::Ordering;
@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use client_support::*;
+use common::raw_h2::*;
 use grpc_runtime::{Channel, Code, Request, Status};
 use http::HeaderMap;
 use tokio::sync::mpsc;

@@ -1,7 +1,6 @@
 //! End to end: our client <-> our server, all four call kinds, through a hand-written
 //! stand-in of a generated client (following docs/api-contract.md).
 
-mod client_support;
 mod common;
 
 use std::time::{Duration, Instant};
@@ -494,8 +493,8 @@ async fn client_compression_by_default_and_per_call() {
 
 #[tokio::test]
 async fn tls_end_to_end_with_test_ca() {
-    let (ca, cert, key) = client_support::test_pki(&["foo.test.google.fr"]);
-    let acceptor = client_support::tls_acceptor(&cert, &key, &[b"h2"]);
+    let (ca, cert, key) = common::raw_h2::test_pki(&["foo.test.google.fr"]);
+    let acceptor = common::raw_h2::tls_acceptor(&cert, &key, &[b"h2"]);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let incoming = futures_util::stream::unfold((listener, acceptor), |(l, acc)| async move {

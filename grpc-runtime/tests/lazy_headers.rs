@@ -5,11 +5,11 @@
 //! so a caller that sends only after the call returned cannot deadlock against a server
 //! that waits for a request first. Raw h2 peers check the wire; real sockets throughout.
 
-mod client_support;
+mod common;
 
 use std::time::Duration;
 
-use client_support::{echo, Echo};
+use common::raw_h2::{echo, Echo};
 use futures_util::StreamExt;
 use grpc_runtime::server::{Server, ServerCall, Service};
 use grpc_runtime::{
@@ -147,7 +147,7 @@ async fn start_stream(
         .body(())
         .unwrap();
     let (resp, mut send) = h2c.send_request(head, false).unwrap();
-    send.send_data(client_support::frame_msg(&echo(text)), true)
+    send.send_data(common::raw_h2::frame_msg(&echo(text)), true)
         .unwrap();
     resp
 }
@@ -213,7 +213,7 @@ async fn headers_go_out_with_the_first_message_unless_sent_early() {
         .unwrap()
         .unwrap();
     assert_eq!(
-        client_support::unframe(&data)[0].1,
+        common::raw_h2::unframe(&data)[0].1,
         <Echo as prost::Message>::encode_to_vec(&echo("late"))
     );
 

@@ -3,7 +3,6 @@
 //! malformed paths, metadata and status trailers. Each must end only the call it
 //! belongs to with the right status (or be accepted), and never panic a task.
 
-mod client_support;
 mod common;
 
 use std::time::Duration;
@@ -326,7 +325,7 @@ async fn odd_request_metadata_is_handled_per_call() {
 // ------------------------------------------------------------------ client side
 
 mod raw {
-    pub use super::client_support::*;
+    pub use super::common::raw_h2::*;
 }
 
 const PATH: &str = "/test.Echo/Unary";

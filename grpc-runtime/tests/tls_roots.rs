@@ -4,9 +4,9 @@
 //! error. Real TLS handshakes against a raw h2 server with a test CA. One test function:
 //! it sets `SSL_CERT_FILE` for this process.
 
-mod client_support;
+mod common;
 
-use client_support::*;
+use common::raw_h2::*;
 use grpc_runtime::transport::TransportErrorKind;
 use grpc_runtime::{Channel, ClientTlsConfig, Request};
 

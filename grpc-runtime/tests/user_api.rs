@@ -8,14 +8,14 @@
 //! - `Response::encoding()` / `Streaming::encoding()` report the response's `grpc-encoding`
 //!   (and, on the server, the request stream's).
 
-mod client_support;
+mod common;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use client_support::*;
+use common::raw_h2::*;
 use futures_util::StreamExt;
 use grpc_runtime::client::interceptor::InterceptFuture;
 use grpc_runtime::client::{CallInfo, CallKind, ClientCallContext, Interceptor};

@@ -1,7 +1,10 @@
 //! Shared helpers for the integration tests: a hand-written stand-in of a
 //! generated service (`test.Echo`), a server launcher on an ephemeral port,
-//! and a raw h2 client that speaks gRPC bytes directly.
+//! and a raw h2 client that speaks gRPC bytes directly; [`raw_h2`]: a raw h2
+//! server for client tests.
 #![allow(dead_code)]
+
+pub mod raw_h2;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,6 +1,5 @@
-//! Test harness: a RAW h2 server (h2::server directly, no gRPC layer) so tests can
-//! control and observe the exact wire, plus helpers for framing and test certificates.
-#![allow(dead_code)]
+//! A RAW h2 server (h2::server directly, no gRPC layer) so client tests can control and
+//! observe the exact wire, plus helpers for framing and test certificates.
 
 use std::future::Future;
 use std::net::SocketAddr;

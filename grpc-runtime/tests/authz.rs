@@ -10,89 +10,39 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::pki::{Identity, TestCa};
 use common::*;
 use grpc_runtime::server::authz::{AuthzInterceptor, FileWatcherInterceptor, DENIED_MESSAGE};
 use grpc_runtime::server::{interceptor_fn, Interceptor, ServerTlsConfig};
 use grpc_runtime::{Channel, ClientTlsConfig, Code, Request, Status};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose, SanType,
-};
+use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, SanType};
 
 const UNARY: &str = "/test.Echo/Unary";
 const STREAM: &str = "/test.Echo/ServerStream";
 
-struct Ca {
-    cert: rcgen::Certificate,
-    key: KeyPair,
-}
-
-/// A client or server certificate and key (PEM).
-struct Identity {
-    cert: String,
-    key: String,
-}
-
-impl Ca {
-    fn new() -> Ca {
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.distinguished_name
-            .push(DnType::CommonName, "authz test CA");
-        p.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        Ca {
-            cert: p.self_signed(&key).unwrap(),
-            key,
-        }
+/// A client certificate from `ca` with these URI and DNS SANs and common name.
+fn client(ca: &TestCa, uris: &[&str], dns: &[&str], cn: &str) -> Identity {
+    let mut p =
+        CertificateParams::new(dns.iter().map(|d| d.to_string()).collect::<Vec<_>>()).unwrap();
+    for u in uris {
+        p.subject_alt_names
+            .push(SanType::URI((*u).try_into().unwrap()));
     }
-
-    fn pem(&self) -> String {
-        self.cert.pem()
-    }
-
-    fn server(&self) -> Identity {
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        Identity {
-            cert: p.signed_by(&key, &self.cert, &self.key).unwrap().pem(),
-            key: key.serialize_pem(),
-        }
-    }
-
-    /// A client certificate with these URI and DNS SANs and common name.
-    fn client(&self, uris: &[&str], dns: &[&str], cn: &str) -> Identity {
-        let key = KeyPair::generate().unwrap();
-        let mut p =
-            CertificateParams::new(dns.iter().map(|d| d.to_string()).collect::<Vec<_>>()).unwrap();
-        for u in uris {
-            p.subject_alt_names
-                .push(SanType::URI((*u).try_into().unwrap()));
-        }
-        p.distinguished_name.push(DnType::CommonName, cn);
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        Identity {
-            cert: p.signed_by(&key, &self.cert, &self.key).unwrap().pem(),
-            key: key.serialize_pem(),
-        }
-    }
+    p.distinguished_name.push(DnType::CommonName, cn);
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    ca.sign(p)
 }
 
 /// A TLS server requiring client certificates from `ca`, with `authz` then a counter.
 struct Setup {
-    ca: Ca,
+    ca: TestCa,
     srv: TestServer,
     reached: Arc<AtomicUsize>,
 }
 
 async fn server_with(authz: impl Interceptor, client_auth_optional: bool) -> Setup {
-    let ca = Ca::new();
-    let id = ca.server();
+    let ca = TestCa::new("authz test CA");
+    let id = ca.server(&["localhost"]);
     let tls = ServerTlsConfig::new(&id.cert, &id.key)
         .client_ca_pem(ca.pem())
         .client_auth_optional(client_auth_optional);
@@ -190,7 +140,7 @@ const POLICY: &str = r#"{
 #[tokio::test]
 async fn allowed_principal_and_path_reach_the_handler() {
     let s = server(POLICY).await;
-    let ch = channel(&s, Some(&s.ca.client(&[ADMIN], &[], "admin"))).await;
+    let ch = channel(&s, Some(&client(&s.ca, &[ADMIN], &[], "admin"))).await;
     assert_eq!(unary(&ch, &[]).await.unwrap(), "hi");
     assert_eq!(server_stream(&ch).await.unwrap().len(), 2);
     assert_eq!(s.reached.load(Ordering::SeqCst), 2);
@@ -200,7 +150,7 @@ async fn allowed_principal_and_path_reach_the_handler() {
 async fn denied_by_path() {
     let policy = r#"{"name": "p", "allow_rules": [{"name": "unary-only", "request": {"paths": ["/test.Echo/Unary"]}}]}"#;
     let s = server(policy).await;
-    let ch = channel(&s, Some(&s.ca.client(&[ADMIN], &[], "admin"))).await;
+    let ch = channel(&s, Some(&client(&s.ca, &[ADMIN], &[], "admin"))).await;
     assert_eq!(unary(&ch, &[]).await.unwrap(), "hi");
     assert_denied(server_stream(&ch).await);
     // The streaming call never got past the policy.
@@ -212,7 +162,7 @@ async fn denied_by_header() {
     let s = server(POLICY).await;
     let ch = channel(
         &s,
-        Some(&s.ca.client(&[], &["alice.dev.example.com"], "alice")),
+        Some(&client(&s.ca, &[], &["alice.dev.example.com"], "alice")),
     )
     .await;
     assert_denied(unary(&ch, &[]).await);
@@ -231,7 +181,8 @@ async fn denied_by_header() {
 async fn denied_by_principal() {
     let s = server(POLICY).await;
     // Another SPIFFE ID; its DNS SAN would match the dev rule, but URI SANs come first.
-    let other = s.ca.client(
+    let other = client(
+        &s.ca,
         &["spiffe://foo.com/sa/guest"],
         &["bob.dev.example.com"],
         "bob",
@@ -239,7 +190,7 @@ async fn denied_by_principal() {
     let ch = channel(&s, Some(&other)).await;
     assert_denied(unary(&ch, &[("x-dev-path", "/dev/path/a")]).await);
     // The subject is only looked at without SANs, and then as "CN=...".
-    let cn_only = s.ca.client(&[], &[], "spiffe://foo.com/sa/admin");
+    let cn_only = client(&s.ca, &[], &[], "spiffe://foo.com/sa/admin");
     let ch = channel(&s, Some(&cn_only)).await;
     assert_denied(unary(&ch, &[]).await);
     assert_eq!(s.reached.load(Ordering::SeqCst), 0);
@@ -247,9 +198,9 @@ async fn denied_by_principal() {
     let by_subject =
         r#"{"name": "p", "allow_rules": [{"name": "cn", "source": {"principals": ["CN=svc-a"]}}]}"#;
     let s = server(by_subject).await;
-    let ch = channel(&s, Some(&s.ca.client(&[], &[], "svc-a"))).await;
+    let ch = channel(&s, Some(&client(&s.ca, &[], &[], "svc-a"))).await;
     assert_eq!(unary(&ch, &[]).await.unwrap(), "hi");
-    let ch = channel(&s, Some(&s.ca.client(&[], &[], "svc-b"))).await;
+    let ch = channel(&s, Some(&client(&s.ca, &[], &[], "svc-b"))).await;
     assert_denied(unary(&ch, &[]).await);
 }
 
@@ -264,7 +215,7 @@ async fn principals_without_a_client_certificate_and_without_tls() {
     let anon = channel(&s, None).await;
     assert_eq!(unary(&anon, &[]).await.unwrap(), "hi");
     assert_denied(server_stream(&anon).await);
-    let with_cert = channel(&s, Some(&s.ca.client(&[ADMIN], &[], "admin"))).await;
+    let with_cert = channel(&s, Some(&client(&s.ca, &[ADMIN], &[], "admin"))).await;
     assert_eq!(server_stream(&with_cert).await.unwrap().len(), 2);
     assert_denied(unary(&with_cert, &[]).await);
 
@@ -290,7 +241,12 @@ async fn deny_rules_win_over_allow_rules() {
     // "banned" is allowed by "banned-may-stream", but the deny rule comes first.
     let ch = channel(
         &s,
-        Some(&s.ca.client(&["spiffe://foo.com/sa/banned"], &[], "banned")),
+        Some(&client(
+            &s.ca,
+            &["spiffe://foo.com/sa/banned"],
+            &[],
+            "banned",
+        )),
     )
     .await;
     assert_denied(unary(&ch, &[]).await);
@@ -302,7 +258,7 @@ async fn deny_rules_win_over_allow_rules() {
 async fn default_deny_when_no_allow_rule_matches() {
     let policy = r#"{"name": "p", "allow_rules": [{"name": "other", "request": {"paths": ["/other.Service/*"]}}]}"#;
     let s = server(policy).await;
-    let ch = channel(&s, Some(&s.ca.client(&[ADMIN], &[], "admin"))).await;
+    let ch = channel(&s, Some(&client(&s.ca, &[ADMIN], &[], "admin"))).await;
     assert_denied(unary(&ch, &[]).await);
     assert_denied(server_stream(&ch).await);
     assert_eq!(s.reached.load(Ordering::SeqCst), 0);
@@ -350,7 +306,7 @@ async fn file_watcher_reloads_the_policy_and_keeps_the_last_good_one() {
     let watcher = FileWatcherInterceptor::new(&file.0, Duration::from_millis(25)).unwrap();
     let handle = watcher.clone();
     let s = server_with(watcher, false).await;
-    let ch = channel(&s, Some(&s.ca.client(&[ADMIN], &[], "admin"))).await;
+    let ch = channel(&s, Some(&client(&s.ca, &[ADMIN], &[], "admin"))).await;
     assert_eq!(unary(&ch, &[]).await.unwrap(), "hi");
 
     replace(&file.0, deny);
@@ -438,7 +394,6 @@ async fn interceptors_see_the_tls_session_and_the_client_identity() {
         false,
     )
     .await;
-    let key = KeyPair::generate().unwrap();
     let mut p = CertificateParams::new(vec!["client.example".to_string()]).unwrap();
     p.subject_alt_names
         .push(SanType::IpAddress("10.9.8.7".parse().unwrap()));
@@ -447,10 +402,7 @@ async fn interceptors_see_the_tls_session_and_the_client_identity() {
     ));
     p.distinguished_name.push(DnType::CommonName, "web");
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let id = Identity {
-        cert: p.signed_by(&key, &s.ca.cert, &s.ca.key).unwrap().pem(),
-        key: key.serialize_pem(),
-    };
+    let id = s.ca.sign(p);
     let ch = channel(&s, Some(&id)).await;
     unary(&ch, &[]).await.unwrap();
     let line = seen.lock().unwrap()[0].clone();

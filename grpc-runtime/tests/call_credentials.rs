@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::pki::test_pki;
 use common::raw_h2::*;
 use grpc_runtime::client::credentials::{
     allow_insecure, CallCredentials, CredentialsFuture, MetadataCredentials, RequestInfo, Token,

@@ -6,6 +6,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::pki::test_pki;
 use common::raw_h2::*;
 use grpc_runtime::client::interceptor::InterceptFuture;
 use grpc_runtime::client::{interceptor_fn, ClientCallContext, Interceptor};

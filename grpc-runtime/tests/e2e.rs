@@ -493,7 +493,7 @@ async fn client_compression_by_default_and_per_call() {
 
 #[tokio::test]
 async fn tls_end_to_end_with_test_ca() {
-    let (ca, cert, key) = common::raw_h2::test_pki(&["foo.test.google.fr"]);
+    let (ca, cert, key) = common::pki::test_pki(&["foo.test.google.fr"]);
     let acceptor = common::raw_h2::tls_acceptor(&cert, &key, &[b"h2"]);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -6,9 +6,12 @@
 //! `$GRPC_RUST_PEERS/go/bin` (default `~/.cache/grpc-rust/peers`). Ignored by default
 //! because of that: `cargo test -p grpc-runtime --test peer_go -- --ignored`.
 
+mod common;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
+use common::pki::TestCa;
 use grpc_runtime::server::authz::AuthzInterceptor;
 use grpc_runtime::server::{Server, ServerTlsConfig};
 use grpc_runtime::services::health::HealthReporter;
@@ -28,26 +31,11 @@ fn authz_client() -> PathBuf {
 #[tokio::test]
 #[ignore = "needs the grpc-go peer driver (scripts/peers/build-go.sh)"]
 async fn go_clients_against_our_authz_policy() {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(rcgen::DnType::CommonName, "go peer authz CA");
-    let ca = ca.self_signed(&ca_key).unwrap();
-    let skey = rcgen::KeyPair::generate().unwrap();
-    let server = rcgen::CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&skey, &ca, &ca_key)
-        .unwrap();
+    let ca = TestCa::new("go peer authz CA");
+    let server = ca.server(&["localhost"]);
     let client = |cn: &str| {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.distinguished_name = rcgen::DistinguishedName::new();
-        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
-        (
-            p.signed_by(&key, &ca, &ca_key).unwrap().pem(),
-            key.serialize_pem(),
-        )
+        let id = ca.client(cn);
+        (id.cert, id.key)
     };
     let dir = std::env::temp_dir().join(format!("grpc-rust-peer-go-authz-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -66,7 +54,7 @@ async fn go_clients_against_our_authz_policy() {
                     "headers": [{"key": "authorization", "values": ["Bearer s3cr3t"]}]}}]}"#;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let tls = ServerTlsConfig::new(server.pem(), skey.serialize_pem()).client_ca_pem(ca.pem());
+    let tls = ServerTlsConfig::new(&server.cert, &server.key).client_ca_pem(ca.pem());
     let reporter = HealthReporter::new();
     let srv = Server::builder()
         .tls_config(tls)

@@ -6,9 +6,12 @@
 //! used. Ignored by default because of that external dependency:
 //! `cargo test -p grpc-runtime --test peer_python -- --ignored`.
 
+mod common;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
+use common::pki::TestCa;
 use grpc_runtime::server::{Server, ServerTlsConfig};
 use grpc_runtime::services::health::HealthReporter;
 use tokio::net::TcpListener;
@@ -26,23 +29,9 @@ fn python() -> PathBuf {
 #[tokio::test]
 #[ignore = "needs Python grpcio (GRPC_RUST_PYTHON or the peers venv)"]
 async fn python_health_reflection_tls() {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(rcgen::DnType::CommonName, "peer test CA");
-    let ca = ca.self_signed(&ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&key, &ca, &ca_key)
-        .unwrap();
-    let ckey = rcgen::KeyPair::generate().unwrap();
-    let mut cparams = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    cparams
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "peer test client");
-    let client = cparams.signed_by(&ckey, &ca, &ca_key).unwrap();
+    let ca = TestCa::new("peer test CA");
+    let leaf = ca.server(&["localhost"]);
+    let client = ca.client("peer test client");
     let dir = std::env::temp_dir().join(format!("grpc-rust-peer-python-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (ca_path, cert_path, key_path) = (
@@ -51,8 +40,8 @@ async fn python_health_reflection_tls() {
         dir.join("client.key"),
     );
     std::fs::write(&ca_path, ca.pem()).unwrap();
-    std::fs::write(&cert_path, client.pem()).unwrap();
-    std::fs::write(&key_path, ckey.serialize_pem()).unwrap();
+    std::fs::write(&cert_path, &client.cert).unwrap();
+    std::fs::write(&key_path, &client.key).unwrap();
 
     let reporter = HealthReporter::new();
     reporter.set_serving("test.Echo");
@@ -71,12 +60,12 @@ async fn python_health_reflection_tls() {
     tokio::spawn(builder().serve_with_incoming(plain));
     tokio::spawn(
         builder()
-            .tls_config(ServerTlsConfig::new(leaf.pem(), key.serialize_pem()))
+            .tls_config(ServerTlsConfig::new(&leaf.cert, &leaf.key))
             .serve_with_incoming(tls),
     );
     let mtls = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mtls_port = mtls.local_addr().unwrap().port();
-    let mtls_config = ServerTlsConfig::new(leaf.pem(), key.serialize_pem()).client_ca_pem(ca.pem());
+    let mtls_config = ServerTlsConfig::new(&leaf.cert, &leaf.key).client_ca_pem(ca.pem());
     tokio::spawn(builder().tls_config(mtls_config).serve_with_incoming(mtls));
 
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/python_services.py");
@@ -188,23 +177,9 @@ async fn our_client_mtls_and_call_credentials_against_python() {
     use grpc_runtime::{Channel, ClientTlsConfig, Code, Request};
     use tokio::io::AsyncBufReadExt;
 
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(rcgen::DnType::CommonName, "peer auth CA");
-    let ca = ca.self_signed(&ca_key).unwrap();
-    let skey = rcgen::KeyPair::generate().unwrap();
-    let server = rcgen::CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&skey, &ca, &ca_key)
-        .unwrap();
-    let ckey = rcgen::KeyPair::generate().unwrap();
-    let mut cparams = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    cparams
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "rust client");
-    let client = cparams.signed_by(&ckey, &ca, &ca_key).unwrap();
+    let ca = TestCa::new("peer auth CA");
+    let server = ca.server(&["localhost"]);
+    let client = ca.client("rust client");
     let dir =
         std::env::temp_dir().join(format!("grpc-rust-peer-python-auth-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -214,8 +189,8 @@ async fn our_client_mtls_and_call_credentials_against_python() {
         dir.join("server.key"),
     );
     std::fs::write(&ca_path, ca.pem()).unwrap();
-    std::fs::write(&cert_path, server.pem()).unwrap();
-    std::fs::write(&key_path, skey.serialize_pem()).unwrap();
+    std::fs::write(&cert_path, &server.cert).unwrap();
+    std::fs::write(&key_path, &server.key).unwrap();
 
     let script =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/python_auth_server.py");
@@ -250,7 +225,7 @@ async fn our_client_mtls_and_call_credentials_against_python() {
     };
     let path = "/grpc.health.v1.Health/Check";
     let ch = Channel::builder(format!("https://127.0.0.1:{port}"))
-        .tls_config(tls.clone().identity_pem(client.pem(), ckey.serialize_pem()))
+        .tls_config(tls.clone().identity_pem(&client.cert, &client.key))
         .call_credentials(MetadataCredentials::bearer_token("s3cr3t").unwrap())
         .connect()
         .await
@@ -290,26 +265,11 @@ async fn our_client_mtls_and_call_credentials_against_python() {
 async fn python_clients_against_our_authz_policy() {
     use grpc_runtime::server::authz::AuthzInterceptor;
 
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(rcgen::DnType::CommonName, "peer authz CA");
-    let ca = ca.self_signed(&ca_key).unwrap();
-    let skey = rcgen::KeyPair::generate().unwrap();
-    let server = rcgen::CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&skey, &ca, &ca_key)
-        .unwrap();
+    let ca = TestCa::new("peer authz CA");
+    let server = ca.server(&["localhost"]);
     let client = |cn: &str| {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.distinguished_name = rcgen::DistinguishedName::new();
-        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
-        (
-            p.signed_by(&key, &ca, &ca_key).unwrap().pem(),
-            key.serialize_pem(),
-        )
+        let id = ca.client(cn);
+        (id.cert, id.key)
     };
     let dir = std::env::temp_dir().join(format!(
         "grpc-rust-peer-python-authz-{}",
@@ -337,7 +297,7 @@ async fn python_clients_against_our_authz_policy() {
                     "headers": [{"key": "authorization", "values": ["Bearer s3cr3t"]}]}}]}"#;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let tls = ServerTlsConfig::new(server.pem(), skey.serialize_pem()).client_ca_pem(ca.pem());
+    let tls = ServerTlsConfig::new(&server.cert, &server.key).client_ca_pem(ca.pem());
     let reporter = HealthReporter::new();
     let srv = Server::builder()
         .tls_config(tls)

@@ -7,12 +7,9 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::pki::TestCa;
 use common::*;
 use grpc_runtime::server::{Server, ServerTlsConfig};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
-};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -25,39 +22,16 @@ struct Pki {
     client_key: String,
 }
 
-fn ca() -> (rcgen::Certificate, KeyPair) {
-    let key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.distinguished_name
-        .push(DnType::CommonName, "grpc-rust test CA");
-    p.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    (p.self_signed(&key).unwrap(), key)
-}
-
 fn pki() -> Pki {
-    let (ca, ca_key) = ca();
-    let skey = KeyPair::generate().unwrap();
-    let mut sp =
-        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
-    sp.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let server = sp.signed_by(&skey, &ca, &ca_key).unwrap();
-    let ckey = KeyPair::generate().unwrap();
-    let mut cp = CertificateParams::new(Vec::<String>::new()).unwrap();
-    cp.distinguished_name
-        .push(DnType::CommonName, "test client");
-    cp.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let client = cp.signed_by(&ckey, &ca, &ca_key).unwrap();
+    let ca = TestCa::new("grpc-rust test CA");
+    let server = ca.server(&["localhost", "127.0.0.1"]);
+    let client = ca.client("test client");
     Pki {
         ca_pem: ca.pem(),
-        server_cert: server.pem(),
-        server_key: skey.serialize_pem(),
-        client_cert: client.pem(),
-        client_key: ckey.serialize_pem(),
+        server_cert: server.cert,
+        server_key: server.key,
+        client_cert: client.cert,
+        client_key: client.key,
     }
 }
 

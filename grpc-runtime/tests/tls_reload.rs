@@ -7,28 +7,19 @@ mod common;
 
 use std::time::Duration;
 
+use common::pki::TestCa;
 use common::*;
 use grpc_runtime::server::{ServerTlsConfig, TlsReloader};
 use grpc_runtime::{Channel, ClientTlsConfig, Request};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 
 /// A CA and leaf certificates it signs, by DNS name: (ca_pem, [(cert_pem, key_pem)]).
 fn pki(names: &[&str]) -> (String, Vec<(String, String)>) {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.distinguished_name
-        .push(DnType::CommonName, "rotation test CA");
-    let ca = p.self_signed(&ca_key).unwrap();
+    let ca = TestCa::new("rotation test CA");
     let leaves = names
         .iter()
         .map(|n| {
-            let key = KeyPair::generate().unwrap();
-            let cert = CertificateParams::new(vec![n.to_string()])
-                .unwrap()
-                .signed_by(&key, &ca, &ca_key)
-                .unwrap();
-            (cert.pem(), key.serialize_pem())
+            let id = ca.server(&[n]);
+            (id.cert, id.key)
         })
         .collect();
     (ca.pem(), leaves)

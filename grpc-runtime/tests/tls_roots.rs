@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::pki::test_pki;
 use common::raw_h2::*;
 use grpc_runtime::transport::TransportErrorKind;
 use grpc_runtime::{Channel, ClientTlsConfig, Request};

@@ -1,9 +1,10 @@
 //! Shared helpers for the integration tests: a hand-written stand-in of a
 //! generated service (`test.Echo`), a server launcher on an ephemeral port,
 //! and a raw h2 client that speaks gRPC bytes directly; [`raw_h2`]: a raw h2
-//! server for client tests.
+//! server for client tests; [`pki`]: test certificates.
 #![allow(dead_code)]
 
+pub mod pki;
 pub mod raw_h2;
 
 use std::net::SocketAddr;

@@ -193,23 +193,6 @@ pub async fn respond(mut send: SendResponse<Bytes>, frames: Vec<Bytes>, code: u3
     let _ = s.send_trailers(trailers(code, msg));
 }
 
-/// A CA and a leaf certificate for `names`, as PEM: (ca_pem, leaf_cert_pem, leaf_key_pem).
-pub fn test_pki(names: &[&str]) -> (String, String, String) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "grpc-rust test CA");
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf_params =
-        CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
-    let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).unwrap();
-    (ca.pem(), leaf.pem(), leaf_key.serialize_pem())
-}
-
 /// A TLS acceptor for the leaf certificate, advertising `alpn`.
 pub fn tls_acceptor(cert_pem: &str, key_pem: &str, alpn: &[&[u8]]) -> tokio_rustls::TlsAcceptor {
     let certs = rustls_pemfile::certs(&mut cert_pem.as_bytes())

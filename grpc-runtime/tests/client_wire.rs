@@ -841,21 +841,17 @@ async fn many_concurrent_calls_share_one_connection() {
 #[tokio::test]
 async fn respects_max_concurrent_streams() {
     // a server allowing 2 concurrent streams; 20 calls each holding 50ms all succeed
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let (a, p) = (active.clone(), peak.clone());
-    tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        let mut conn = h2::server::Builder::new()
-            .max_concurrent_streams(2)
-            .handshake::<_, Bytes>(tcp)
-            .await
-            .unwrap();
-        while let Some(Ok((req, send))) = conn.accept().await {
+    let mut h2 = h2::server::Builder::new();
+    h2.max_concurrent_streams(2);
+    let options = RawServerOptions { h2, tls: None };
+    let srv = raw_server_with(
+        options,
+        handler(move |req: http::Request<h2::RecvStream>, send| {
             let (a, p) = (a.clone(), p.clone());
-            tokio::spawn(async move {
+            async move {
                 let now = a.fetch_add(1, Ordering::SeqCst) + 1;
                 p.fetch_max(now, Ordering::SeqCst);
                 let mut body = req.into_body();
@@ -863,10 +859,11 @@ async fn respects_max_concurrent_streams() {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 a.fetch_sub(1, Ordering::SeqCst);
                 respond(send, vec![frame_msg(&echo("ok"))], 0, "").await;
-            });
-        }
-    });
-    let ch = channel(addr).await;
+            }
+        }),
+    )
+    .await;
+    let ch = channel(srv.addr).await;
     let calls = (0..20).map(|_| {
         let ch = ch.clone();
         tokio::spawn(async move { ch.unary::<Echo, Echo>(PATH, Request::new(echo("x"))).await })
@@ -980,29 +977,22 @@ async fn compression_follows_what_the_server_advertised() {
 #[tokio::test]
 async fn reconnects_after_goaway_and_connection_loss() {
     // each connection serves one call then sends GOAWAY and closes
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let conns = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let c = conns.clone();
-    tokio::spawn(async move {
-        loop {
-            let (tcp, _) = listener.accept().await.unwrap();
-            c.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut conn = h2::server::handshake(tcp).await.unwrap();
-                if let Some(Ok((req, send))) = conn.accept().await {
-                    tokio::spawn(async move {
-                        let mut body = req.into_body();
-                        let _ = read_body(&mut body).await;
-                        respond(send, vec![frame_msg(&echo("ok"))], 0, "").await;
-                    });
-                    conn.graceful_shutdown();
-                    while let Some(Ok(_)) = conn.accept().await {}
-                }
-            });
-        }
-    });
-    let ch = channel(addr).await;
+    let srv = raw_conn_server(
+        RawServerOptions::default(),
+        conn_handler(|_, mut conn| async move {
+            if let Some(Ok((req, send))) = conn.accept().await {
+                tokio::spawn(async move {
+                    let mut body = req.into_body();
+                    let _ = read_body(&mut body).await;
+                    respond(send, vec![frame_msg(&echo("ok"))], 0, "").await;
+                });
+                conn.graceful_shutdown();
+                while let Some(Ok(_)) = conn.accept().await {}
+            }
+        }),
+    )
+    .await;
+    let ch = channel(srv.addr).await;
     assert_eq!(ch.state(), grpc_runtime::ConnectivityState::Ready);
     for _ in 0..3 {
         let r = ch
@@ -1012,7 +1002,7 @@ async fn reconnects_after_goaway_and_connection_loss() {
         assert_eq!(r.get_ref().text, "ok");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(conns.load(Ordering::SeqCst), 3);
+    assert_eq!(srv.connections.load(Ordering::SeqCst), 3);
 }
 
 #[tokio::test]
@@ -1204,34 +1194,27 @@ fn call_futures_and_responses_are_send() {
 async fn calls_during_goaway_move_to_a_new_connection() {
     // connection 1: holds its first call 300 ms, sends GOAWAY right after accepting it;
     // later connections answer at once
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let conns = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let c = conns.clone();
-    tokio::spawn(async move {
-        loop {
-            let (tcp, _) = listener.accept().await.unwrap();
-            let n = c.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut conn = h2::server::handshake(tcp).await.unwrap();
-                let mut first = true;
-                while let Some(Ok((req, send))) = conn.accept().await {
-                    let delay = if n == 0 && first { 300 } else { 0 };
-                    tokio::spawn(async move {
-                        let mut body = req.into_body();
-                        let _ = read_body(&mut body).await;
-                        tokio::time::sleep(Duration::from_millis(delay)).await;
-                        respond(send, vec![frame_msg(&echo(&format!("conn{n}")))], 0, "").await;
-                    });
-                    if n == 0 && first {
-                        conn.graceful_shutdown();
-                    }
-                    first = false;
+    let srv = raw_conn_server(
+        RawServerOptions::default(),
+        conn_handler(|n, mut conn| async move {
+            let mut first = true;
+            while let Some(Ok((req, send))) = conn.accept().await {
+                let delay = if n == 0 && first { 300 } else { 0 };
+                tokio::spawn(async move {
+                    let mut body = req.into_body();
+                    let _ = read_body(&mut body).await;
+                    tokio::time::sleep(Duration::from_millis(delay)).await;
+                    respond(send, vec![frame_msg(&echo(&format!("conn{n}")))], 0, "").await;
+                });
+                if n == 0 && first {
+                    conn.graceful_shutdown();
                 }
-            });
-        }
-    });
-    let ch = channel(addr).await;
+                first = false;
+            }
+        }),
+    )
+    .await;
+    let ch = channel(srv.addr).await;
     let slow = tokio::spawn({
         let ch = ch.clone();
         async move { ch.unary::<Echo, Echo>(PATH, Request::new(echo("x"))).await }
@@ -1257,7 +1240,7 @@ async fn calls_during_goaway_move_to_a_new_connection() {
         "conn0",
         "the in-flight call completes"
     );
-    assert_eq!(conns.load(Ordering::SeqCst), 2);
+    assert_eq!(srv.connections.load(Ordering::SeqCst), 2);
 }
 
 /// A slow reader's memory bound, as `slow_reader_ahead` measures it: the server can be at

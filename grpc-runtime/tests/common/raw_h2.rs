@@ -47,46 +47,152 @@ where
 /// A running raw h2 server.
 pub struct RawServer {
     pub addr: SocketAddr,
-    /// Number of TCP connections accepted.
+    /// Number of connections accepted.
     pub connections: Arc<AtomicUsize>,
-    /// Request headers of every stream, in arrival order.
+    /// Request headers of every stream, in arrival order (servers built with a
+    /// [`Handler`]; a [`ConnHandler`] records what it wants itself).
     pub requests: Arc<Mutex<Vec<http::request::Parts>>>,
 }
 
+/// Any connection a raw server serves: TCP, TLS over TCP, or a unix socket.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+/// One accepted HTTP/2 connection, as h2 hands it out.
+pub type H2Connection = h2::server::Connection<Box<dyn Io>, Bytes>;
+
+/// What a raw server does with each HTTP/2 connection, given its index (0 for the
+/// first connection accepted): for tests that control connections (GOAWAY after the
+/// first call, ...). Most tests give a per-stream [`Handler`] instead.
+pub type ConnHandler =
+    Arc<dyn Fn(usize, H2Connection) -> futures_util::future::BoxFuture<'static, ()> + Send + Sync>;
+
+pub fn conn_handler<F, Fut>(f: F) -> ConnHandler
+where
+    F: Fn(usize, H2Connection) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    Arc::new(move |n, c| Box::pin(f(n, c)))
+}
+
+/// How a raw server listens and handshakes.
+#[derive(Default)]
+pub struct RawServerOptions {
+    /// h2's server settings (default: h2's defaults).
+    pub h2: h2::server::Builder,
+    /// TLS before HTTP/2 on every connection.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+/// A raw h2 server on 127.0.0.1 (ephemeral port) passing every stream to `h`.
 pub async fn raw_server(h: Handler) -> RawServer {
+    raw_server_with(RawServerOptions::default(), h).await
+}
+
+/// A raw h2 server over TLS.
+pub async fn raw_tls_server(h: Handler, acceptor: tokio_rustls::TlsAcceptor) -> RawServer {
+    let options = RawServerOptions {
+        tls: Some(acceptor),
+        ..Default::default()
+    };
+    raw_server_with(options, h).await
+}
+
+/// [`raw_server`] with h2 settings or TLS.
+pub async fn raw_server_with(options: RawServerOptions, h: Handler) -> RawServer {
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let mut srv = raw_conn_server(options, streams(h, requests.clone())).await;
+    srv.requests = requests;
+    srv
+}
+
+/// A raw h2 server on 127.0.0.1 (ephemeral port) that hands each connection to `conn`.
+pub async fn raw_conn_server(options: RawServerOptions, conn: ConnHandler) -> RawServer {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let connections = Arc::new(AtomicUsize::new(0));
-    let requests = Arc::new(Mutex::new(Vec::new()));
-    let (c, r) = (connections.clone(), requests.clone());
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                return;
-            };
-            c.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(serve_conn(tcp, h.clone(), r.clone()));
-        }
-    });
+    let connections = spawn_accept_loop(Listener::Tcp(listener), options, conn);
     RawServer {
         addr,
         connections,
-        requests,
+        requests: Arc::default(),
     }
 }
 
-pub async fn serve_conn<T>(io: T, h: Handler, requests: Arc<Mutex<Vec<http::request::Parts>>>)
-where
-    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let Ok(mut conn) = h2::server::handshake(io).await else {
-        return;
-    };
-    while let Some(Ok((req, send))) = conn.accept().await {
-        let (parts, body) = req.into_parts();
-        requests.lock().unwrap().push(parts.clone());
-        let req = Request::from_parts(parts, body);
-        tokio::spawn((h)(req, send));
+/// A raw h2 server on a unix socket at `path`; returns its connection count.
+#[cfg(unix)]
+pub async fn raw_unix_server(h: Handler, path: &std::path::Path) -> Arc<AtomicUsize> {
+    let _ = std::fs::remove_file(path);
+    let listener = tokio::net::UnixListener::bind(path).unwrap();
+    let conn = streams(h, Arc::default());
+    spawn_accept_loop(Listener::Unix(listener), RawServerOptions::default(), conn)
+}
+
+enum Listener {
+    Tcp(TcpListener),
+    #[cfg(unix)]
+    Unix(tokio::net::UnixListener),
+}
+
+impl Listener {
+    async fn accept(&self) -> Option<Box<dyn Io>> {
+        match self {
+            Listener::Tcp(l) => Some(Box::new(l.accept().await.ok()?.0)),
+            #[cfg(unix)]
+            Listener::Unix(l) => Some(Box::new(l.accept().await.ok()?.0)),
+        }
+    }
+}
+
+/// The one accept loop: counts connections, runs TLS (when set) and the h2 handshake
+/// in each connection's own task, then `conn`.
+fn spawn_accept_loop(
+    listener: Listener,
+    options: RawServerOptions,
+    conn: ConnHandler,
+) -> Arc<AtomicUsize> {
+    let connections = Arc::new(AtomicUsize::new(0));
+    let c = connections.clone();
+    tokio::spawn(async move {
+        while let Some(io) = listener.accept().await {
+            let n = c.fetch_add(1, Ordering::SeqCst);
+            let (tls, h2, conn) = (options.tls.clone(), options.h2.clone(), conn.clone());
+            tokio::spawn(async move {
+                let io: Box<dyn Io> = match tls {
+                    None => io,
+                    Some(acceptor) => match acceptor.accept(io).await {
+                        Ok(tls) => Box::new(tls),
+                        Err(_) => return,
+                    },
+                };
+                if let Ok(h2) = h2.handshake(io).await {
+                    conn(n, h2).await;
+                }
+            });
+        }
+    });
+    connections
+}
+
+/// A connection handler that passes every stream to `h`, recording its headers.
+pub fn streams(h: Handler, requests: Arc<Mutex<Vec<http::request::Parts>>>) -> ConnHandler {
+    conn_handler(move |_, mut conn| {
+        let (h, requests) = (h.clone(), requests.clone());
+        async move {
+            while let Some(Ok((req, send))) = conn.accept().await {
+                let (parts, body) = req.into_parts();
+                requests.lock().unwrap().push(parts.clone());
+                tokio::spawn((h)(Request::from_parts(parts, body), send));
+            }
+        }
+    })
+}
+
+/// Serves one connection already accepted (h2's default settings): every stream goes
+/// to `h`.
+pub async fn serve_conn<T: Io>(io: T, h: Handler, requests: Arc<Mutex<Vec<http::request::Parts>>>) {
+    let io: Box<dyn Io> = Box::new(io);
+    if let Ok(h2) = h2::server::handshake(io).await {
+        streams(h, requests)(0, h2).await;
     }
 }
 
@@ -211,51 +317,4 @@ pub fn tls_acceptor(cert_pem: &str, key_pem: &str, alpn: &[&[u8]]) -> tokio_rust
     .unwrap();
     cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
     tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
-}
-
-/// A raw h2 server over TLS.
-pub async fn raw_tls_server(h: Handler, acceptor: tokio_rustls::TlsAcceptor) -> RawServer {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let connections = Arc::new(AtomicUsize::new(0));
-    let requests = Arc::new(Mutex::new(Vec::new()));
-    let (c, r) = (connections.clone(), requests.clone());
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                return;
-            };
-            c.fetch_add(1, Ordering::SeqCst);
-            let (acceptor, h, r) = (acceptor.clone(), h.clone(), r.clone());
-            tokio::spawn(async move {
-                if let Ok(tls) = acceptor.accept(tcp).await {
-                    serve_conn(tls, h, r).await;
-                }
-            });
-        }
-    });
-    RawServer {
-        addr,
-        connections,
-        requests,
-    }
-}
-
-/// A raw h2 server on a unix socket at `path`.
-#[cfg(unix)]
-pub async fn raw_unix_server(h: Handler, path: &std::path::Path) -> Arc<AtomicUsize> {
-    let _ = std::fs::remove_file(path);
-    let listener = tokio::net::UnixListener::bind(path).unwrap();
-    let connections = Arc::new(AtomicUsize::new(0));
-    let c = connections.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = listener.accept().await else {
-                return;
-            };
-            c.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(serve_conn(s, h.clone(), Arc::new(Mutex::new(Vec::new()))));
-        }
-    });
-    connections
 }

@@ -5,6 +5,8 @@
 //! client -> A -> B with one trace id and parent/child links (in-memory span exporter).
 #![cfg(feature = "opentelemetry")]
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -20,7 +22,6 @@ use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMete
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
 use prost::Message;
-use tokio::net::TcpListener;
 
 #[derive(Clone, PartialEq, prost::Message)]
 struct Msg {
@@ -110,16 +111,15 @@ impl Service for TestService {
 }
 
 async fn serve(otel: OpenTelemetry, next: Option<Channel>) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = Server::builder()
-        .opentelemetry(otel)
-        .add_service(TestService {
-            flaky: Arc::new(AtomicUsize::new(0)),
-            next,
-        });
-    tokio::spawn(server.serve_with_incoming(listener));
-    addr
+    common::serve(
+        Server::builder()
+            .opentelemetry(otel)
+            .add_service(TestService {
+                flaky: Arc::new(AtomicUsize::new(0)),
+                next,
+            }),
+    )
+    .await
 }
 
 /// The provider's metrics on demand: an in-memory exporter behind a periodic reader,

@@ -15,7 +15,6 @@ use common::pki::TestCa;
 use grpc_runtime::server::authz::AuthzInterceptor;
 use grpc_runtime::server::{Server, ServerTlsConfig};
 use grpc_runtime::services::health::HealthReporter;
-use tokio::net::TcpListener;
 
 fn authz_client() -> PathBuf {
     let peers = match std::env::var_os("GRPC_RUST_PEERS") {
@@ -52,15 +51,15 @@ async fn go_clients_against_our_authz_policy() {
         "source": {"principals": ["CN=go-allowed"]},
         "request": {"paths": ["/grpc.health.v1.Health/Check"],
                     "headers": [{"key": "authorization", "values": ["Bearer s3cr3t"]}]}}]}"#;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let tls = ServerTlsConfig::new(&server.cert, &server.key).client_ca_pem(ca.pem());
     let reporter = HealthReporter::new();
-    let srv = Server::builder()
-        .tls_config(tls)
-        .add_interceptor(AuthzInterceptor::from_json(policy).unwrap())
-        .add_service(reporter.service());
-    tokio::spawn(srv.serve_with_incoming(listener));
+    let addr = common::serve(
+        Server::builder()
+            .tls_config(tls)
+            .add_interceptor(AuthzInterceptor::from_json(policy).unwrap())
+            .add_service(reporter.service()),
+    )
+    .await;
 
     let mut cmd = tokio::process::Command::new(authz_client());
     cmd.arg(format!("--server_addr={addr}"))

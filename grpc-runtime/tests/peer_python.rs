@@ -14,7 +14,6 @@ use std::time::Duration;
 use common::pki::TestCa;
 use grpc_runtime::server::{Server, ServerTlsConfig};
 use grpc_runtime::services::health::HealthReporter;
-use tokio::net::TcpListener;
 
 fn python() -> PathBuf {
     if let Some(p) = std::env::var_os("GRPC_RUST_PYTHON") {
@@ -51,22 +50,14 @@ async fn python_health_reflection_tls() {
             .add_service(reporter.service())
             .add_reflection()
     };
-    let plain = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let tls = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (plain_port, tls_port) = (
-        plain.local_addr().unwrap().port(),
-        tls.local_addr().unwrap().port(),
-    );
-    tokio::spawn(builder().serve_with_incoming(plain));
-    tokio::spawn(
-        builder()
-            .tls_config(ServerTlsConfig::new(&leaf.cert, &leaf.key))
-            .serve_with_incoming(tls),
-    );
-    let mtls = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mtls_port = mtls.local_addr().unwrap().port();
+    let plain_port = common::serve(builder()).await.port();
+    let tls_port = common::serve(builder().tls_config(ServerTlsConfig::new(&leaf.cert, &leaf.key)))
+        .await
+        .port();
     let mtls_config = ServerTlsConfig::new(&leaf.cert, &leaf.key).client_ca_pem(ca.pem());
-    tokio::spawn(builder().tls_config(mtls_config).serve_with_incoming(mtls));
+    let mtls_port = common::serve(builder().tls_config(mtls_config))
+        .await
+        .port();
 
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/python_services.py");
     let mut cmd = tokio::process::Command::new(python());
@@ -295,15 +286,16 @@ async fn python_clients_against_our_authz_policy() {
         "source": {"principals": ["CN=python-allowed"]},
         "request": {"paths": ["/grpc.health.v1.Health/Check"],
                     "headers": [{"key": "authorization", "values": ["Bearer s3cr3t"]}]}}]}"#;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
     let tls = ServerTlsConfig::new(&server.cert, &server.key).client_ca_pem(ca.pem());
     let reporter = HealthReporter::new();
-    let srv = Server::builder()
-        .tls_config(tls)
-        .add_interceptor(AuthzInterceptor::from_json(policy).unwrap())
-        .add_service(reporter.service());
-    tokio::spawn(srv.serve_with_incoming(listener));
+    let port = common::serve(
+        Server::builder()
+            .tls_config(tls)
+            .add_interceptor(AuthzInterceptor::from_json(policy).unwrap())
+            .add_service(reporter.service()),
+    )
+    .await
+    .port();
 
     let script =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/python_authz_client.py");

@@ -11,7 +11,6 @@ use grpc_runtime::services::reflection::{v1, v1alpha, ReflectionBuilder};
 use grpc_runtime::{Channel, Code, Status, Streaming};
 use prost::Message;
 use prost_types::{DescriptorProto, FieldDescriptorProto, FileDescriptorProto, FileDescriptorSet};
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use v1::server_reflection_request::MessageRequest as Q;
@@ -69,14 +68,13 @@ async fn start_server() -> std::net::SocketAddr {
         .register_file_descriptor_set(extension_set())
         .build()
         .unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let builder = Server::builder()
-        .add_service(grpc_runtime::services::health::HealthReporter::new().service())
-        .add_service(reflection.v1())
-        .add_service(reflection.v1alpha());
-    tokio::spawn(builder.serve_with_incoming(listener));
-    addr
+    common::serve(
+        Server::builder()
+            .add_service(grpc_runtime::services::health::HealthReporter::new().service())
+            .add_service(reflection.v1())
+            .add_service(reflection.v1alpha()),
+    )
+    .await
 }
 
 async fn channel(addr: std::net::SocketAddr) -> Channel {
@@ -444,13 +442,13 @@ async fn add_reflection_lists_every_service_of_the_server() {
             call.unimplemented()
         }
     }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = grpc_runtime::server::Server::builder()
-        .add_reflection()
-        .add_service(grpc_runtime::services::health::HealthReporter::new().service())
-        .add_service(Bare);
-    tokio::spawn(server.serve_with_incoming(listener));
+    let addr = common::serve(
+        grpc_runtime::server::Server::builder()
+            .add_reflection()
+            .add_service(grpc_runtime::services::health::HealthReporter::new().service())
+            .add_service(Bare),
+    )
+    .await;
     let mut s = v1_session(addr).await;
     let A::ListServicesResponse(l) = s
         .ask(q(Q::ListServices(String::new())))

@@ -443,6 +443,15 @@ pub async fn start(configure: impl FnOnce(ServerBuilder) -> ServerBuilder) -> Te
     }
 }
 
+/// Serves `builder` on 127.0.0.1 (an ephemeral port) until the test's runtime ends: for
+/// servers of other services than Echo ([`start`] adds Echo and stops when dropped).
+pub async fn serve(builder: ServerBuilder) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(builder.serve_with_incoming(listener));
+    addr
+}
+
 // ---------------------------------------------------------------- raw h2 client
 
 pub type H2 = h2::client::SendRequest<Bytes>;

@@ -10,13 +10,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::pki::test_pki;
 use common::raw_h2::*;
 use grpc_runtime::client::credentials::{
     allow_insecure, CallCredentials, CredentialsFuture, MetadataCredentials, RequestInfo, Token,
     TokenSource,
 };
-use grpc_runtime::{Channel, ClientTlsConfig, Code, MetadataMap, Request, Status};
+use grpc_runtime::{Channel, Code, MetadataMap, Request, Status};
 
 const PATH: &str = "/test.Echo/Call";
 
@@ -100,11 +99,7 @@ async fn a_token_never_leaves_over_plaintext_unless_allowed() {
 
 #[tokio::test]
 async fn channel_then_call_credentials_in_order_over_tls() {
-    let (ca, cert, key) = test_pki(&["foo.test.google.fr"]);
-    let srv = raw_tls_server(reflect_auth(), tls_acceptor(&cert, &key, &[b"h2"])).await;
-    let tls = ClientTlsConfig::new()
-        .ca_certificate_pem(&ca)
-        .domain_name("foo.test.google.fr");
+    let (srv, tls) = raw_tls_test_server(reflect_auth(), &[b"h2"]).await;
     let ch = Channel::builder(format!("https://{}", srv.addr))
         .tls_config(tls)
         .call_credentials(MetadataCredentials::bearer_token("channel-token").unwrap())
@@ -175,11 +170,7 @@ impl CallCredentials for Recording {
 
 #[tokio::test]
 async fn a_failing_credential_fails_only_its_call_with_its_status() {
-    let (ca, cert, key) = test_pki(&["foo.test.google.fr"]);
-    let srv = raw_tls_server(reflect_auth(), tls_acceptor(&cert, &key, &[b"h2"])).await;
-    let tls = ClientTlsConfig::new()
-        .ca_certificate_pem(&ca)
-        .domain_name("foo.test.google.fr");
+    let (srv, tls) = raw_tls_test_server(reflect_auth(), &[b"h2"]).await;
     let ch = Channel::builder(format!("https://{}", srv.addr))
         .tls_config(tls)
         .connect()
@@ -234,11 +225,7 @@ async fn a_failing_credential_fails_only_its_call_with_its_status() {
 
 #[tokio::test]
 async fn a_refreshing_token_is_fetched_once_for_100_concurrent_calls() {
-    let (ca, cert, key) = test_pki(&["foo.test.google.fr"]);
-    let srv = raw_tls_server(reflect_auth(), tls_acceptor(&cert, &key, &[b"h2"])).await;
-    let tls = ClientTlsConfig::new()
-        .ca_certificate_pem(&ca)
-        .domain_name("foo.test.google.fr");
+    let (srv, tls) = raw_tls_test_server(reflect_auth(), &[b"h2"]).await;
     let fetches = Arc::new(AtomicUsize::new(0));
     let n = fetches.clone();
     let source = TokenSource::new(move || {

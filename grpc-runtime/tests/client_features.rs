@@ -46,13 +46,9 @@ fn echo_handler() -> Handler {
 
 #[tokio::test]
 async fn tls_with_test_ca_and_server_name_override() {
-    let (ca, cert, key) = test_pki(&["foo.test.google.fr"]);
-    let srv = raw_tls_server(echo_handler(), tls_acceptor(&cert, &key, &[b"h2"])).await;
-    let tls = ClientTlsConfig::new()
-        .ca_certificate_pem(&ca)
-        .domain_name("foo.test.google.fr");
+    let (srv, tls) = raw_tls_test_server(echo_handler(), &[b"h2"]).await;
     let ch = Channel::builder(format!("https://{}", srv.addr))
-        .tls_config(tls)
+        .tls_config(tls.clone())
         .connect()
         .await
         .unwrap();
@@ -67,11 +63,8 @@ async fn tls_with_test_ca_and_server_name_override() {
     );
 
     // wrong expected name -> connection fails -> UNAVAILABLE
-    let tls = ClientTlsConfig::new()
-        .ca_certificate_pem(&ca)
-        .domain_name("other.example.com");
     let ch = Channel::builder(format!("https://{}", srv.addr))
-        .tls_config(tls)
+        .tls_config(tls.domain_name("other.example.com"))
         .connect_lazy()
         .unwrap();
     let err = ch
@@ -101,11 +94,7 @@ async fn tls_with_test_ca_and_server_name_override() {
 
 #[tokio::test]
 async fn tls_requires_alpn_h2() {
-    let (ca, cert, key) = test_pki(&["foo.test.google.fr"]);
-    let srv = raw_tls_server(echo_handler(), tls_acceptor(&cert, &key, &[b"http/1.1"])).await;
-    let tls = ClientTlsConfig::new()
-        .ca_certificate_pem(&ca)
-        .domain_name("foo.test.google.fr");
+    let (srv, tls) = raw_tls_test_server(echo_handler(), &[b"http/1.1"]).await;
     let err = Channel::builder(format!("https://{}", srv.addr))
         .tls_config(tls)
         .connect()
@@ -122,10 +111,7 @@ async fn tls_requires_alpn_h2() {
         "{err}"
     );
     // a server without ALPN at all: our client refuses
-    let srv = raw_tls_server(echo_handler(), tls_acceptor(&cert, &key, &[])).await;
-    let tls = ClientTlsConfig::new()
-        .ca_certificate_pem(&ca)
-        .domain_name("foo.test.google.fr");
+    let (srv, tls) = raw_tls_test_server(echo_handler(), &[]).await;
     let err = Channel::builder(format!("https://{}", srv.addr))
         .tls_config(tls)
         .connect()

@@ -299,6 +299,25 @@ pub async fn respond(mut send: SendResponse<Bytes>, frames: Vec<Bytes>, code: u3
     let _ = s.send_trailers(trailers(code, msg));
 }
 
+/// The name the servers of [`raw_tls_test_server`] are certified for (the interop
+/// tests' `--server_host_override`).
+pub const TEST_SERVER_NAME: &str = "foo.test.google.fr";
+
+/// A raw h2 server over TLS with a certificate for [`TEST_SERVER_NAME`] from a new test
+/// CA, offering `alpn`, and a client TLS configuration that trusts that CA and verifies
+/// that name.
+pub async fn raw_tls_test_server(
+    h: Handler,
+    alpn: &[&[u8]],
+) -> (RawServer, grpc_runtime::ClientTlsConfig) {
+    let (ca, cert, key) = super::pki::test_pki(&[TEST_SERVER_NAME]);
+    let srv = raw_tls_server(h, tls_acceptor(&cert, &key, alpn)).await;
+    let tls = grpc_runtime::ClientTlsConfig::new()
+        .ca_certificate_pem(ca)
+        .domain_name(TEST_SERVER_NAME);
+    (srv, tls)
+}
+
 /// A TLS acceptor for the leaf certificate, advertising `alpn`.
 pub fn tls_acceptor(cert_pem: &str, key_pem: &str, alpn: &[&[u8]]) -> tokio_rustls::TlsAcceptor {
     let certs = rustls_pemfile::certs(&mut cert_pem.as_bytes())

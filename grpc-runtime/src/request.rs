@@ -149,40 +149,6 @@ impl<T> Request<T> {
         self.wait_for_ready
     }
 
-    /// Client side: call credentials for this call only (grpc-go's `grpc.PerRPCCredentials`
-    /// call option), run after the channel's; calling it again adds more, in order.
-    ///
-    /// ```
-    /// use grpc_runtime::client::credentials::MetadataCredentials;
-    /// use grpc_runtime::Request;
-    ///
-    /// let mut req = Request::new(());
-    /// req.set_call_credentials(MetadataCredentials::bearer_token("user-token").unwrap());
-    /// ```
-    pub fn set_call_credentials(
-        &mut self,
-        credentials: impl crate::client::credentials::CallCredentials,
-    ) {
-        let c: std::sync::Arc<dyn crate::client::credentials::CallCredentials> =
-            std::sync::Arc::new(credentials);
-        match self.extensions.get_mut::<CallCredentialsExt>() {
-            Some(list) => list.0.push(c),
-            None => {
-                self.extensions.insert(CallCredentialsExt(vec![c]));
-            }
-        }
-    }
-
-    /// Client side: the call's own credentials, taken out of the request.
-    pub(crate) fn take_call_credentials(
-        &mut self,
-    ) -> Vec<std::sync::Arc<dyn crate::client::credentials::CallCredentials>> {
-        self.extensions
-            .remove::<CallCredentialsExt>()
-            .map(|c| c.0)
-            .unwrap_or_default()
-    }
-
     /// The server call this request belongs to (empty on client-built requests).
     pub(crate) fn context_slot(&self) -> &ContextSlot {
         &self.context
@@ -663,7 +629,3 @@ mod sealed {
     pub trait Sealed {}
     impl<T> Sealed for T {}
 }
-
-/// A request's own call credentials (in its extensions, so `Request` stays one size).
-#[derive(Clone)]
-struct CallCredentialsExt(Vec<std::sync::Arc<dyn crate::client::credentials::CallCredentials>>);

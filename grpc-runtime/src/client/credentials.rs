@@ -33,6 +33,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::metadata::MetadataMap;
+use crate::request::Request;
 use crate::status::{Code, Status};
 
 /// The security a connection provides, ordered from none to full (gRPC's
@@ -332,6 +333,42 @@ fn restrict_code(status: Status) -> Status {
             status.message()
         )),
         _ => status,
+    }
+}
+
+/// A request's own call credentials (in its extensions, so `Request` stays one size).
+#[derive(Clone)]
+struct CallCredentialsExt(Vec<Arc<dyn CallCredentials>>);
+
+/// Per-call credentials ride in the request's extensions; the methods live here so the
+/// shared request envelope (`request.rs`) does not know the client's credentials.
+impl<T> Request<T> {
+    /// Client side: call credentials for this call only (grpc-go's `grpc.PerRPCCredentials`
+    /// call option), run after the channel's; calling it again adds more, in order.
+    ///
+    /// ```
+    /// use grpc_runtime::client::credentials::MetadataCredentials;
+    /// use grpc_runtime::Request;
+    ///
+    /// let mut req = Request::new(());
+    /// req.set_call_credentials(MetadataCredentials::bearer_token("user-token").unwrap());
+    /// ```
+    pub fn set_call_credentials(&mut self, credentials: impl CallCredentials) {
+        let c: Arc<dyn CallCredentials> = Arc::new(credentials);
+        match self.extensions_mut().get_mut::<CallCredentialsExt>() {
+            Some(list) => list.0.push(c),
+            None => {
+                self.extensions_mut().insert(CallCredentialsExt(vec![c]));
+            }
+        }
+    }
+
+    /// Client side: the call's own credentials, taken out of the request.
+    pub(crate) fn take_call_credentials(&mut self) -> Vec<Arc<dyn CallCredentials>> {
+        self.extensions_mut()
+            .remove::<CallCredentialsExt>()
+            .map(|c| c.0)
+            .unwrap_or_default()
     }
 }
 

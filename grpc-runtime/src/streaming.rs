@@ -51,6 +51,17 @@ enum State {
 pub(crate) type ChunkSource =
     std::sync::Mutex<Pin<Box<dyn Stream<Item = Result<Bytes, Status>> + Send>>>;
 
+/// Where a stream of incoming messages reads its bytes: an h2 stream, or the chunks of a
+/// body that is not one (gRPC-Web's decoded request body). The server's request body is
+/// one of these (`server::CallBody`), so this module need not know the server.
+pub(crate) enum RecvBody {
+    /// The h2 stream itself (native gRPC).
+    H2(h2::RecvStream),
+    /// The (decoded) body chunks.
+    #[cfg_attr(not(feature = "grpc-web"), allow(dead_code))]
+    Chunks(ChunkSource),
+}
+
 struct Inner {
     body: Option<h2::RecvStream>,
     /// Server side, gRPC-Web: the request's chunks (then `body` is `None`).
@@ -323,15 +334,10 @@ impl<T> Streaming<T> {
     }
 
     /// Server side: the request messages of a call.
-    pub(crate) fn new_request(
-        body: crate::server::CallBody,
-        decoder: FrameDecoder,
-    ) -> Streaming<T> {
+    pub(crate) fn new_request(body: RecvBody, decoder: FrameDecoder) -> Streaming<T> {
         match body {
-            crate::server::CallBody::H2(body) => {
-                Streaming::build(Some(body), decoder, Role::Server)
-            }
-            crate::server::CallBody::Chunks(chunks) => {
+            RecvBody::H2(body) => Streaming::build(Some(body), decoder, Role::Server),
+            RecvBody::Chunks(chunks) => {
                 let mut s = Streaming::build(None, decoder, Role::Server);
                 s.inner.chunks = Some(chunks);
                 s

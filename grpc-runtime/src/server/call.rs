@@ -14,6 +14,7 @@ use super::wire::{
     add_status_headers, check_response_head, lock_state, response_head, trailers_only,
     ResponseState,
 };
+use super::CallBody;
 use crate::codec::{encode_message, next_batch, BatchEnd, FrameDecoder};
 use crate::compression::CompressionEncoding;
 use crate::context::ServerContext;
@@ -22,15 +23,6 @@ use crate::request::{BoxFuture, BoxStream, Request, Response};
 use crate::status::{Code, Status};
 use crate::streaming::Streaming;
 use crate::transport::send::{Outgoing, SendError};
-
-/// Where a call's request bytes come from.
-pub(crate) enum CallBody {
-    /// A native gRPC request: the h2 stream itself.
-    H2(h2::RecvStream),
-    /// A gRPC-Web request: the (decoded) body chunks.
-    #[cfg_attr(not(feature = "grpc-web"), allow(dead_code))]
-    Chunks(crate::streaming::ChunkSource),
-}
 
 /// Per-server settings the call adapters need.
 #[derive(Debug, Clone)]

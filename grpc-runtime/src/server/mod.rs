@@ -38,7 +38,8 @@ use std::time::Duration;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Notify;
 
-pub(crate) use call::CallBody;
+/// A call's request body: the h2 stream, or gRPC-Web's decoded chunks.
+pub(crate) use crate::streaming::RecvBody as CallBody;
 pub use call::ServerCall;
 #[cfg(feature = "tower")]
 pub use fallback::RequestBody;

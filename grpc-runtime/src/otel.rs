@@ -50,7 +50,7 @@
 //!
 //! Tracing: with [`OpenTelemetryBuilder::tracer_provider`] every client call gets a
 //! span `Sent.<method>` (kind client) whose parent is the current OpenTelemetry
-//! [`Context`](opentelemetry::Context) when the call starts, and every server call a
+//! [`Context`] when the call starts, and every server call a
 //! span `Recv.<method>` (kind server). With
 //! [`OpenTelemetryBuilder::text_map_propagator`] (e.g. the SDK's
 //! `TraceContextPropagator` for W3C `traceparent` / `tracestate`), the client injects

@@ -15,11 +15,11 @@ use crate::{Request, Response};
 /// The four gRPC call kinds on some transport: what a generated client (`XClient<T>`)
 /// needs from its `T`.
 ///
-/// Implemented by [`Channel`] (its typed call path: name resolution, load balancing,
+/// Implemented by [`Channel`](crate::Channel) (its typed call path: name resolution, load balancing,
 /// retries, interceptors, service config) and, with the `tower` feature, by every
 /// `tower_service::Service<http::Request<RequestBody>>` whose responses are
 /// `http::Response<B>` with `B: http_body::Body<Data = Bytes>`; the calls are then framed
-/// as gRPC over HTTP/2 requests and responses (see [`crate::client::tower`]).
+/// as gRPC over HTTP/2 requests and responses (see `client::tower`, feature `tower`).
 ///
 /// Generated clients take any `T: GrpcService`; the default `T = Channel` keeps
 /// `XClient::new(channel)` as it was:

@@ -534,3 +534,59 @@ async fn without_a_fallback_the_layered_router_refuses_other_requests_as_before(
     let r = call(&mut h2, rest_head(server.addr, "GET", "/hello"), &[]).await;
     assert_eq!(r.status, 405);
 }
+
+/// An axum router that answers with the peer address it finds in the request: as an
+/// `Extension<SocketAddr>` (what the server puts in every fallback request) and as axum's
+/// `ConnectInfo<SocketAddr>` (copied there by one `map_request` middleware, as
+/// docs/tower.md shows).
+fn peer_router() -> axum::Router {
+    use axum::extract::{ConnectInfo, Extension, Request};
+    use std::net::SocketAddr;
+    axum::Router::new()
+        .route(
+            "/peer",
+            get(
+                |Extension(peer): Extension<SocketAddr>,
+                 ConnectInfo(info): ConnectInfo<SocketAddr>| async move {
+                    format!("{peer}|{info}")
+                },
+            ),
+        )
+        .layer(axum::middleware::map_request(
+            |mut req: Request| async move {
+                if let Some(peer) = req.extensions().get::<SocketAddr>().copied() {
+                    req.extensions_mut().insert(ConnectInfo(peer));
+                }
+                req
+            },
+        ))
+}
+
+#[tokio::test]
+async fn the_fallback_sees_the_peer_address_over_http2_and_http1() {
+    let server = start(|b| b.fallback_service(peer_router())).await;
+
+    // HTTP/2: the address of the client's end of the connection.
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    let local = tcp.local_addr().unwrap();
+    let (mut h2, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let r = call(&mut h2, rest_head(server.addr, "GET", "/peer"), &[]).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(String::from_utf8_lossy(&r.data), format!("{local}|{local}"));
+
+    // HTTP/1.1.
+    let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+    let local = tcp.local_addr().unwrap();
+    tcp.write_all(b"GET /peer HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut out))
+        .await
+        .expect("HTTP/1.1 answer in time")
+        .unwrap();
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.ends_with(&format!("{local}|{local}")), "{out}");
+}

@@ -83,7 +83,7 @@ pub(super) async fn handle_stream(
     if let Some(fallback) = &shared.fallback {
         if super::fallback::wants(&req, &shared) {
             let fallback = Arc::clone(fallback);
-            super::fallback::serve_h2_stream(fallback, req, respond, peer, force).await;
+            super::fallback::serve_h2_stream(fallback, req, respond, peer, peer_certs, force).await;
             return;
         }
     }

@@ -17,6 +17,7 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 
 use super::http_conn::{box_body, write_h2, BoxBody, BoxError};
+use super::tls::PeerCertificates;
 use super::Shared;
 use crate::latch::Latch;
 use crate::request::BoxFuture;
@@ -231,11 +232,36 @@ pub(crate) fn internal_error(error: &BoxError) -> http::Response<BoxBody> {
     resp
 }
 
+/// Puts what the server knows about the connection into a request's extensions, for the
+/// fallback service and tower layers: the peer's [`SocketAddr`] (what
+/// [`ServerContext::peer_addr`](crate::ServerContext::peer_addr) tells a gRPC handler; not
+/// for unix sockets) and, over TLS, the session as an `Arc<`[`TlsInfo`](super::TlsInfo)`>`
+/// (what [`ServerContext::tls_info`](crate::ServerContext::tls_info) gives, the client's
+/// certificates included).
+pub(crate) fn add_connection_info(
+    extensions: &mut http::Extensions,
+    peer: Option<SocketAddr>,
+    peer_certs: Option<&PeerCertificates>,
+) {
+    if let Some(peer) = peer {
+        extensions.insert(peer);
+    }
+    #[cfg(feature = "tls")]
+    if let Some(tls) = peer_certs {
+        extensions.insert(Arc::clone(tls));
+    }
+    #[cfg(not(feature = "tls"))]
+    let _ = peer_certs;
+}
+
 /// Answers one request of an HTTP/1.1 connection with the fallback service.
 pub(crate) fn serve_http1(
     fallback: &Fallback,
-    req: http::Request<hyper::body::Incoming>,
+    mut req: http::Request<hyper::body::Incoming>,
+    peer: Option<SocketAddr>,
+    peer_certs: Option<&PeerCertificates>,
 ) -> impl Future<Output = http::Response<BoxBody>> + Send + 'static {
+    add_connection_info(req.extensions_mut(), peer, peer_certs);
     let response = fallback.call(req.map(RequestBody::http1));
     async move { response.await.unwrap_or_else(|e| internal_error(&e)) }
 }
@@ -252,11 +278,14 @@ const CONNECTION_SPECIFIC: [HeaderName; 5] = [
 /// Serves one request of the native h2 connection with the fallback service.
 pub(crate) async fn serve_h2_stream(
     fallback: Fallback,
-    req: http::Request<h2::RecvStream>,
+    mut req: http::Request<h2::RecvStream>,
     respond: h2::server::SendResponse<Bytes>,
     peer: Option<SocketAddr>,
+    peer_certs: Option<PeerCertificates>,
     force: Arc<Latch>,
 ) {
+    add_connection_info(req.extensions_mut(), peer, peer_certs.as_ref());
+    drop(peer_certs);
     let response = fallback.call(req.map(RequestBody::h2));
     let response = async move { response.await.unwrap_or_else(|e| internal_error(&e)) };
     write_response(response, respond, peer, force).await;

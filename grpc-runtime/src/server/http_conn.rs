@@ -172,7 +172,12 @@ fn answer_http1(
     #[cfg(feature = "tower")]
     if let Some(fallback) = &shared.fallback {
         if super::fallback::wants(&req, shared) {
-            return Box::pin(super::fallback::serve_http1(fallback, req));
+            return Box::pin(super::fallback::serve_http1(
+                fallback,
+                req,
+                peer,
+                peer_certs.as_ref(),
+            ));
         }
     }
     #[cfg(feature = "grpc-web")]

@@ -96,6 +96,7 @@ pub(crate) async fn serve_h2_stream(
     force: Arc<Latch>,
 ) {
     let mut req = req.map(RequestBody::h2);
+    super::fallback::add_connection_info(req.extensions_mut(), peer, peer_certs.as_ref());
     req.extensions_mut().insert(Origin {
         shared,
         peer,

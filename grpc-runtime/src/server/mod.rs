@@ -616,13 +616,20 @@ impl ServerBuilder {
     /// its trailers are forwarded; a service error answers HTTP 500 for that request
     /// alone. Calling this again replaces the service. See docs/tower.md.
     ///
+    /// Each request carries the connection's details in its extensions, as a gRPC
+    /// handler finds them in its [`ServerContext`](crate::ServerContext): the peer's
+    /// `std::net::SocketAddr` (not over unix sockets; axum: `Extension<SocketAddr>`, or
+    /// copy it into `ConnectInfo` with a `map_request` middleware, docs/tower.md) and,
+    /// over TLS, an `Arc<`[`TlsInfo`]`>` (the client's certificates among them).
+    ///
     /// ```
     /// use std::convert::Infallible;
     /// use grpc_runtime::server::{RequestBody, Server};
     ///
     /// // Any tower service fits; an axum `Router` is the usual one.
     /// let rest = tower::service_fn(|req: http::Request<RequestBody>| async move {
-    ///     let text = format!("no gRPC here: {}", req.uri().path());
+    ///     let peer = req.extensions().get::<std::net::SocketAddr>();
+    ///     let text = format!("no gRPC here: {} (from {peer:?})", req.uri().path());
     ///     Ok::<_, Infallible>(http::Response::new(http_body_util::Full::new(bytes::Bytes::from(text))))
     /// });
     /// let builder = Server::builder().fallback_service(rest);

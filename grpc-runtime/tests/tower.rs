@@ -590,3 +590,142 @@ async fn the_fallback_sees_the_peer_address_over_http2_and_http1() {
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     assert!(out.ends_with(&format!("{local}|{local}")), "{out}");
 }
+
+/// One gRPC-Web unary call over HTTP/1.1 (`connection: close`) with `extra` header lines:
+/// the raw answer.
+async fn grpc_web_http1(addr: std::net::SocketAddr, extra: &str, message: &str) -> String {
+    let body = echo_request(message);
+    let mut req = format!(
+        "POST /test.Echo/Unary HTTP/1.1\r\nhost: test\r\ncontent-type: application/grpc-web+proto\r\nx-grpc-web: 1\r\n{extra}content-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(&body);
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(&req).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut out))
+        .await
+        .expect("HTTP/1.1 answer in time")
+        .unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A layer recording the content-type (or method, without one) of every request it sees.
+fn recording_layer(
+    seen: Arc<std::sync::Mutex<Vec<String>>>,
+) -> impl tower::Layer<
+    grpc_runtime::server::GrpcRoutes,
+    Service = impl tower::Service<
+        http::Request<RequestBody>,
+        Response = http::Response<grpc_runtime::server::BoxBody>,
+        Error = Infallible,
+        Future = impl Send,
+    > + Clone
+                  + Send
+                  + Sync
+                  + 'static,
+> + Clone {
+    tower::layer::layer_fn(move |inner: grpc_runtime::server::GrpcRoutes| {
+        let seen = Arc::clone(&seen);
+        tower::service_fn(move |req: http::Request<RequestBody>| {
+            let what = match req.headers().get("content-type") {
+                Some(ct) => ct.to_str().unwrap_or("?").to_string(),
+                None => req.method().to_string(),
+            };
+            seen.lock().unwrap().push(what);
+            let mut inner = inner;
+            tower::Service::call(&mut inner, req)
+        })
+    })
+}
+
+#[tokio::test]
+async fn grpc_web_calls_go_through_the_layers() {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let server = start(|b| {
+        b.grpc_web(grpc_runtime::server::GrpcWebConfig::new())
+            .layer(recording_layer(Arc::clone(&seen)))
+    })
+    .await;
+
+    // gRPC-Web over HTTP/1.1: the layer sees it as it arrived, the call is answered in
+    // gRPC-Web (the status in the body's trailer frame).
+    let out = grpc_web_http1(server.addr, "", "web").await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("application/grpc-web+proto"), "{out}");
+    assert!(out.contains("grpc-status: 0"), "{out}");
+    assert!(out.contains("web"), "{out}");
+    // Its CORS preflight too.
+    let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+    tcp.write_all(b"OPTIONS /test.Echo/Unary HTTP/1.1\r\nhost: test\r\norigin: https://a.example\r\naccess-control-request-method: POST\r\naccess-control-request-headers: content-type,x-grpc-web\r\nconnection: close\r\n\r\n").await.unwrap();
+    let mut out = Vec::new();
+    tcp.read_to_end(&mut out).await.unwrap();
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 204"), "{out}");
+    assert!(out.contains("access-control-allow-origin"), "{out}");
+
+    // gRPC-Web over HTTP/2, and native gRPC next to it.
+    let mut h2 = connect(server.addr).await;
+    let mut head = grpc_head(server.addr, "/test.Echo/Unary", &[]);
+    head.headers_mut().insert(
+        "content-type",
+        http::HeaderValue::from_static("application/grpc-web+proto"),
+    );
+    let r = call(&mut h2, head, &[echo_request("web over h2")]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.headers.get("content-type").unwrap(),
+        "application/grpc-web+proto"
+    );
+    assert!(r.trailers.is_none(), "gRPC-Web has no HTTP trailers");
+    let trailer = b"grpc-status: 0";
+    assert!(r.data.windows(trailer.len()).any(|w| w == trailer), "{r:?}");
+    let r = call(
+        &mut h2,
+        grpc_head(server.addr, "/test.Echo/Unary", &[]),
+        &[echo_request("native")],
+    )
+    .await;
+    assert_eq!(r.grpc_status().as_deref(), Some("0"));
+
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            "application/grpc-web+proto",
+            "OPTIONS",
+            "application/grpc-web+proto",
+            "application/grpc"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_layer_error_answers_a_grpc_web_call_in_grpc_web() {
+    // A layer that refuses every call (as an auth or rate-limit layer would).
+    let refuse = tower::layer::layer_fn(|_inner: grpc_runtime::server::GrpcRoutes| {
+        tower::service_fn(|_req: http::Request<RequestBody>| async {
+            Err::<http::Response<grpc_runtime::server::BoxBody>, _>(
+                grpc_runtime::Status::resource_exhausted("quota"),
+            )
+        })
+    });
+    let server = start(|b| {
+        b.grpc_web(grpc_runtime::server::GrpcWebConfig::new())
+            .layer(refuse)
+    })
+    .await;
+    let out = grpc_web_http1(server.addr, "origin: https://a.example\r\n", "x").await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(
+        out.contains("content-type: application/grpc-web+proto"),
+        "{out}"
+    );
+    assert!(out.contains("grpc-status: 8"), "{out}");
+    assert!(out.contains("grpc-message: quota"), "{out}");
+    assert!(out.contains("access-control-allow-origin: *"), "{out}");
+    assert!(
+        out.contains("access-control-expose-headers"),
+        "the browser may read the status: {out}"
+    );
+}

@@ -180,6 +180,19 @@ fn answer_http1(
             ));
         }
     }
+    #[cfg(feature = "tower")]
+    if let Some(layered) = &shared.layered {
+        if shared.web.is_some() && web::is_web_request(&req) {
+            return Box::pin(super::layer::call(
+                layered,
+                req.map(super::fallback::RequestBody::http1),
+                peer,
+                peer_certs,
+                Arc::clone(shared),
+                Arc::clone(force),
+            ));
+        }
+    }
     #[cfg(feature = "grpc-web")]
     {
         let answer = web::serve_http1_request(req, peer, peer_certs, shared, force);

@@ -64,20 +64,29 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let web = super::web::is_web_request(&req);
         let (mut parts, body) = req.into_parts();
         let Some(origin) = parts.extensions.remove::<Origin>() else {
             return Box::pin(std::future::ready(Ok(trailers_only(&Status::internal(
                 "GrpcRoutes called outside the server that owns it",
             )))));
         };
+        let Origin {
+            shared,
+            peer,
+            peer_certs,
+            force,
+        } = origin;
+        if web && shared.web.is_some() {
+            // gRPC-Web (or its CORS preflight): translated here, inside the layers.
+            return Box::pin(async move {
+                let resp =
+                    super::web::start_layered(parts, body, peer, peer_certs, &shared, &force).await;
+                Ok(resp.map(box_body))
+            });
+        }
         let source = super::web::native_source(body);
         Box::pin(async move {
-            let Origin {
-                shared,
-                peer,
-                peer_certs,
-                force,
-            } = origin;
             let resp =
                 super::web::start_native(parts, source, peer, peer_certs, &shared, &force).await;
             Ok(resp.map(box_body))
@@ -85,7 +94,8 @@ where
     }
 }
 
-/// Serves one stream of the native h2 connection through the layered gRPC router.
+/// Serves one stream of the native h2 connection (a gRPC call, or a gRPC-Web one) through
+/// the layered gRPC router.
 pub(crate) async fn serve_h2_stream(
     layered: fallback::Fallback,
     req: http::Request<h2::RecvStream>,
@@ -95,22 +105,57 @@ pub(crate) async fn serve_h2_stream(
     shared: Arc<Shared>,
     force: Arc<Latch>,
 ) {
-    let mut req = req.map(RequestBody::h2);
+    let response = call(
+        &layered,
+        req.map(RequestBody::h2),
+        peer,
+        peer_certs,
+        shared,
+        Arc::clone(&force),
+    );
+    fallback::write_response(response, respond, peer, force).await;
+}
+
+/// Hands a request of the server's port (native gRPC over HTTP/2, gRPC-Web over either
+/// HTTP version) to the layered gRPC router; what the layers end it with (an error, an
+/// HTTP answer of their own) becomes a gRPC status in the request's protocol.
+pub(crate) fn call(
+    layered: &fallback::Fallback,
+    mut req: http::Request<RequestBody>,
+    peer: Option<SocketAddr>,
+    peer_certs: Option<PeerCertificates>,
+    shared: Arc<Shared>,
+    force: Arc<Latch>,
+) -> impl std::future::Future<Output = http::Response<BoxBody>> + Send + 'static {
+    let web = super::web::LayerErrorReply::of(&req, &shared).map(|r| (r, Arc::clone(&shared)));
     super::fallback::add_connection_info(req.extensions_mut(), peer, peer_certs.as_ref());
     req.extensions_mut().insert(Origin {
         shared,
         peer,
         peer_certs,
-        force: Arc::clone(&force),
+        force,
     });
     let response = layered.call(req);
-    let response = async move {
-        match response.await {
+    async move {
+        let result = response.await;
+        if let Some((reply, shared)) = web {
+            let status = match result {
+                Ok(resp) => match layer_answer(&resp) {
+                    None => return resp,
+                    Some(status) => status,
+                },
+                Err(e) => status_of_error(&e),
+            };
+            tracing::debug!(code = %status.code(), message = status.message(), "gRPC-Web call ended by a layer");
+            return reply
+                .trailers_only(&status, &shared)
+                .map(|()| BoxBody::default());
+        }
+        match result {
             Ok(resp) => resp_as_grpc(resp),
             Err(e) => trailers_only(&status_of_error(&e)),
         }
-    };
-    fallback::write_response(response, respond, peer, force).await;
+    }
 }
 
 /// A layer's error as the call's status, as grpc-go reports the same conditions:
@@ -152,7 +197,22 @@ fn resp_as_grpc(resp: http::Response<BoxBody>) -> http::Response<BoxBody> {
     if resp.status() == StatusCode::OK || resp.headers().contains_key("grpc-status") {
         return resp;
     }
-    let code = match resp.status() {
+    trailers_only(&status_of_http(resp.status()))
+}
+
+/// The status of an answer a layer made itself to a gRPC-Web request: `None` for what
+/// the router answers (a success, such as a preflight's 204, or anything carrying
+/// `grpc-status`), else as [`resp_as_grpc`] maps it.
+fn layer_answer(resp: &http::Response<BoxBody>) -> Option<Status> {
+    if resp.status().is_success() || resp.headers().contains_key("grpc-status") {
+        return None;
+    }
+    Some(status_of_http(resp.status()))
+}
+
+/// An HTTP status without `grpc-status`, as a gRPC status (see [`resp_as_grpc`]).
+fn status_of_http(http: StatusCode) -> Status {
+    let code = match http {
         StatusCode::REQUEST_TIMEOUT => Code::DeadlineExceeded,
         StatusCode::BAD_REQUEST | StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => Code::Internal,
         StatusCode::UNAUTHORIZED => Code::Unauthenticated,
@@ -164,10 +224,7 @@ fn resp_as_grpc(resp: http::Response<BoxBody>) -> http::Response<BoxBody> {
         | StatusCode::GATEWAY_TIMEOUT => Code::Unavailable,
         _ => Code::Unknown,
     };
-    trailers_only(&Status::new(
-        code,
-        format!("answered HTTP {} by a layer", resp.status()),
-    ))
+    Status::new(code, format!("answered HTTP {http} by a layer"))
 }
 
 #[cfg(test)]

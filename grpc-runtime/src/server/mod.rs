@@ -658,8 +658,9 @@ impl ServerBuilder {
     /// a second call replaces the first). Every gRPC call goes through the layers (and,
     /// without a [`fallback_service`](ServerBuilder::fallback_service), every other
     /// request of the port, which the router answers as without layers: HTTP 415/405).
-    /// gRPC-Web requests and the fallback service's do not. Needs the `tower` cargo
-    /// feature.
+    /// gRPC-Web calls (and their CORS preflights) go through them too, as they arrived
+    /// (`application/grpc-web*`, over HTTP/1.1 or HTTP/2), answered in gRPC-Web; the
+    /// fallback service's requests do not. Needs the `tower` cargo feature.
     ///
     /// What the layers return becomes that call's gRPC answer, sent Trailers-Only: tower's
     /// load-shed `Overloaded` is `UNAVAILABLE`, tower's timeout `Elapsed` and an HTTP 408

@@ -11,7 +11,9 @@
 //! length-prefixed messages, the status and trailers as a last frame with flag `0x80`
 //! (or, for a Trailers-Only answer, in the HTTP headers), every chunk base64-encoded on
 //! its own in text mode so a browser can decode what it has so far. CORS is answered
-//! here too. Nothing here runs for native gRPC requests.
+//! here too. With tower layers (`ServerBuilder::layer`), gRPC-Web requests reach this
+//! translation through them, inside `GrpcRoutes` (`start_layered`). Nothing here runs
+//! for native gRPC requests, except the response queue that layered native calls share.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -1128,7 +1130,81 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<super::http_conn::BoxError>,
 {
-    let chunks = futures_util::stream::unfold(Box::pin(body), |mut body| async move {
+    chunk_source(body_chunks(body), Mode::Native)
+}
+
+/// Serves a gRPC-Web request (or CORS preflight) that came through tower layers
+/// (`super::layer`): as [`serve_http1_request`] and [`serve_h2_stream`] do without
+/// layers, reading the request from any `http_body::Body`.
+#[cfg(feature = "tower")]
+pub(crate) async fn start_layered<B>(
+    parts: http::request::Parts,
+    body: B,
+    peer: Option<SocketAddr>,
+    peer_certs: Option<PeerCertificates>,
+    shared: &Arc<Shared>,
+    force: &Arc<Latch>,
+) -> http::Response<WebBody>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<super::http_conn::BoxError>,
+{
+    let answer = start(
+        parts,
+        |mode| chunk_source(body_chunks(body), mode),
+        peer,
+        peer_certs,
+        shared,
+        force,
+    );
+    let (head, body) = answer.resolve().await;
+    head.map(|()| body)
+}
+
+/// How a gRPC-Web request that went through tower layers is answered when a layer ends
+/// it (an error, or an HTTP answer of its own): a gRPC-Web Trailers-Only response in the
+/// request's mode, with CORS headers for an allowed origin, as the router's own errors.
+#[cfg(feature = "tower")]
+pub(crate) struct LayerErrorReply {
+    mode: Mode,
+    allow_origin: Option<HeaderValue>,
+}
+
+#[cfg(feature = "tower")]
+impl LayerErrorReply {
+    /// For a gRPC-Web request (or preflight) of a server with gRPC-Web on; `None`
+    /// otherwise.
+    pub(crate) fn of<B>(req: &http::Request<B>, shared: &Shared) -> Option<LayerErrorReply> {
+        let cfg = shared.web.as_deref()?;
+        if !is_web_request(req) {
+            return None;
+        }
+        Some(LayerErrorReply {
+            mode: web_mode(req.headers().get(header::CONTENT_TYPE)).unwrap_or(Mode::Binary),
+            allow_origin: cfg
+                .allow_origin(req.headers().get(header::ORIGIN))
+                .ok()
+                .flatten(),
+        })
+    }
+
+    /// The Trailers-Only gRPC-Web response carrying `status`.
+    pub(crate) fn trailers_only(&self, status: &Status, shared: &Shared) -> http::Response<()> {
+        let mut head = wire::rejected(status, None);
+        decorate(&mut head, shared, self.mode, self.allow_origin.as_ref());
+        head
+    }
+}
+
+/// The DATA of any `http_body::Body` as request chunks (trailers skipped; a body error
+/// is the call's status: h2's by the spec's mapping, anything else UNAVAILABLE).
+#[cfg(feature = "tower")]
+fn body_chunks<B>(body: B) -> impl futures_core::Stream<Item = Result<Bytes, Status>> + Send
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<super::http_conn::BoxError>,
+{
+    futures_util::stream::unfold(Box::pin(body), |mut body| async move {
         loop {
             match std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await? {
                 Ok(frame) => match frame.into_data() {
@@ -1145,8 +1221,7 @@ where
                 }
             }
         }
-    });
-    chunk_source(chunks, Mode::Native)
+    })
 }
 
 /// Answers a CORS preflight.
@@ -1236,6 +1311,12 @@ pub(crate) async fn serve_h2_stream(
     shared: Arc<Shared>,
     force: Arc<Latch>,
 ) {
+    #[cfg(feature = "tower")]
+    if let Some(layered) = &shared.layered {
+        let layered = Arc::clone(layered);
+        super::layer::serve_h2_stream(layered, req, respond, peer, peer_certs, shared, force).await;
+        return;
+    }
     let (parts, body) = req.into_parts();
     let answer = start(
         parts,

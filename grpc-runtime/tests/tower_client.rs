@@ -378,3 +378,202 @@ async fn round_robin_still_balances_under_middleware() {
     }
     assert_eq!((s, ns), (5, 5));
 }
+
+/// A server whose tower layer records, per call, the request headers the channel's
+/// interceptors, call credentials and compression set.
+async fn recording_server() -> (TestServer, Arc<std::sync::Mutex<Vec<[Option<String>; 4]>>>) {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = {
+        let seen = Arc::clone(&seen);
+        tower::layer::layer_fn(move |inner: grpc_runtime::server::GrpcRoutes| {
+            let seen = Arc::clone(&seen);
+            tower::service_fn(
+                move |req: http::Request<grpc_runtime::server::RequestBody>| {
+                    let h = |name: &str| {
+                        req.headers()
+                            .get(name)
+                            .map(|v| v.to_str().unwrap_or("?").to_string())
+                    };
+                    seen.lock().unwrap().push([
+                        h("x-icpt"),
+                        h("authorization"),
+                        h("grpc-encoding"),
+                        h("grpc-timeout").map(|_| "set".to_string()),
+                    ]);
+                    let mut inner = inner;
+                    tower::Service::call(&mut inner, req)
+                },
+            )
+        })
+    };
+    (start(move |b| b.layer(record)).await, seen)
+}
+
+/// What the client interceptor of these tests saw: starts (kind) and finishes (code,
+/// peer). It adds `x-icpt: yes` and a 30 s timeout to every call.
+#[derive(Default)]
+struct Seen {
+    started: std::sync::Mutex<Vec<grpc_runtime::client::interceptor::CallKind>>,
+    finished: std::sync::Mutex<Vec<(Code, Option<SocketAddr>)>>,
+}
+
+struct Recorder {
+    seen: Arc<Seen>,
+    reject: bool,
+}
+
+impl grpc_runtime::client::interceptor::Interceptor for Recorder {
+    fn start<'a>(
+        &'a self,
+        call: &'a mut grpc_runtime::client::interceptor::ClientCallContext,
+    ) -> grpc_runtime::client::interceptor::InterceptFuture<'a> {
+        self.seen.started.lock().unwrap().push(call.kind());
+        call.metadata_mut().insert("x-icpt", "yes").unwrap();
+        // The calls have no timeout of their own: this one goes out as grpc-timeout.
+        call.set_timeout(Some(Duration::from_secs(30)));
+        let reject = self.reject;
+        Box::pin(async move {
+            if reject {
+                return Err(Status::permission_denied("interceptor says no"));
+            }
+            Ok(())
+        })
+    }
+
+    fn finish_call(&self, call: &grpc_runtime::client::interceptor::CallInfo, status: &Status) {
+        self.seen
+            .finished
+            .lock()
+            .unwrap()
+            .push((status.code(), call.peer()));
+    }
+}
+
+#[tokio::test]
+async fn channel_interceptors_credentials_and_default_compression_apply_under_a_stack() {
+    use grpc_runtime::client::credentials::{allow_insecure, MetadataCredentials};
+    use grpc_runtime::client::interceptor::CallKind;
+    let (srv, headers) = recording_server().await;
+    let seen = Arc::new(Seen::default());
+    let channel = Channel::builder(format!("http://{}", srv.addr))
+        .interceptor(Recorder {
+            seen: Arc::clone(&seen),
+            reject: false,
+        })
+        .call_credentials(allow_insecure(
+            MetadataCredentials::bearer_token("token").unwrap(),
+        ))
+        .send_compressed(grpc_runtime::CompressionEncoding::Gzip)
+        .connect()
+        .await
+        .unwrap();
+    let svc = ServiceBuilder::new()
+        .timeout(Duration::from_secs(10))
+        .service(channel);
+
+    // Unary: the interceptor's metadata, the credentials' token, the channel's gzip.
+    let resp = svc
+        .unary::<_, EchoReply>("/test.Echo/Unary", Request::new(echo("one", 0, 0)))
+        .await
+        .unwrap();
+    assert_eq!(resp.get_ref().message, "one");
+    // Server-streaming, with compression turned off for this call.
+    let mut r = Request::new(echo("s", 3, 0));
+    r.disable_compression();
+    let mut stream = svc
+        .server_streaming::<_, EchoReply>("/test.Echo/ServerStream", r)
+        .await
+        .unwrap()
+        .into_inner();
+    let mut n = 0;
+    while stream.message().await.unwrap().is_some() {
+        n += 1;
+    }
+    assert_eq!(n, 3);
+    // Client-streaming: every message compressed with the channel's default.
+    let reqs = futures_util::stream::iter(vec![echo("a", 0, 0), echo("b", 0, 0)]);
+    let resp = svc
+        .client_streaming::<_, _, EchoReply>("/test.Echo/ClientStream", Request::new(reqs))
+        .await
+        .unwrap();
+    assert_eq!(resp.get_ref().message, "a,b");
+
+    let yes = |s: &str| Some(s.to_string());
+    assert_eq!(
+        *headers.lock().unwrap(),
+        [
+            [yes("yes"), yes("Bearer token"), yes("gzip"), yes("set")],
+            [yes("yes"), yes("Bearer token"), None, yes("set")],
+            [yes("yes"), yes("Bearer token"), yes("gzip"), yes("set")],
+        ]
+    );
+    assert_eq!(
+        *seen.started.lock().unwrap(),
+        [
+            CallKind::Unary,
+            CallKind::ServerStreaming,
+            CallKind::ClientStreaming
+        ]
+    );
+    // finish_call ran once per call, with the status and the server's address.
+    assert_eq!(
+        *seen.finished.lock().unwrap(),
+        [(Code::Ok, Some(srv.addr)); 3]
+    );
+}
+
+#[tokio::test]
+async fn a_channel_interceptor_rejects_a_call_under_a_stack_before_the_network() {
+    let (srv, headers) = recording_server().await;
+    let seen = Arc::new(Seen::default());
+    let channel = Channel::builder(format!("http://{}", srv.addr))
+        .interceptor(Recorder {
+            seen: Arc::clone(&seen),
+            reject: true,
+        })
+        .connect()
+        .await
+        .unwrap();
+    let svc = ServiceBuilder::new().concurrency_limit(4).service(channel);
+    let err = svc
+        .unary::<_, EchoReply>("/test.Echo/Unary", Request::new(echo("no", 0, 0)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert_eq!(err.message(), "interceptor says no");
+    assert!(
+        headers.lock().unwrap().is_empty(),
+        "nothing reached the server"
+    );
+    assert_eq!(seen.started.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn raw_requests_get_the_channel_call_credentials() {
+    use grpc_runtime::client::credentials::{allow_insecure, MetadataCredentials};
+    let (srv, headers) = recording_server().await;
+    let mut channel = Channel::builder(format!("http://{}", srv.addr))
+        .call_credentials(allow_insecure(
+            MetadataCredentials::bearer_token("raw").unwrap(),
+        ))
+        .connect()
+        .await
+        .unwrap();
+    poll_fn(|cx| Service::<http::Request<Full<Bytes>>>::poll_ready(&mut channel, cx))
+        .await
+        .unwrap();
+    let resp = channel
+        .call(raw_request("/test.Echo/Unary", frame(&echo("raw", 0, 0))))
+        .await
+        .unwrap();
+    let body = resp.into_body().collect().await.unwrap();
+    assert_eq!(
+        body.trailers().unwrap().get("grpc-status").unwrap(),
+        "0",
+        "{body:?}"
+    );
+    assert_eq!(
+        *headers.lock().unwrap(),
+        [[None, Some("Bearer raw".to_string()), None, None]]
+    );
+}

@@ -446,7 +446,7 @@ pub(crate) fn single_response<Resp>(
 }
 
 /// The TCP peer address of a connection (`None` for unix sockets).
-fn remote_addr(conn: &Connection) -> Option<std::net::SocketAddr> {
+pub(super) fn remote_addr(conn: &Connection) -> Option<std::net::SocketAddr> {
     match conn.address() {
         Address::Tcp(a) => Some(*a),
         #[allow(unreachable_patterns)]
@@ -654,7 +654,7 @@ impl Channel {
 
     /// The transport security of `conn`: TLS channels and Unix domain sockets (local to
     /// the host) are private; plaintext TCP is not.
-    fn security_level(&self, conn: &Connection) -> SecurityLevel {
+    pub(super) fn security_level(&self, conn: &Connection) -> SecurityLevel {
         if self.inner.scheme == http::uri::Scheme::HTTPS {
             return SecurityLevel::PrivacyAndIntegrity;
         }

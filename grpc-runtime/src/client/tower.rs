@@ -12,8 +12,18 @@
 //!   URI with the channel's scheme and `:authority`; the body is streamed with HTTP/2 flow
 //!   control (the peer's window bounds what is buffered), and the response body releases
 //!   flow-control capacity as it is read;
-//! - does not apply the channel's interceptors, call credentials, retry policy or default
-//!   compression (those belong to the typed path; with tower, layers do that job);
+//! - applies the channel's call credentials (then a call's own) to every request, per
+//!   attempt once the connection is picked, as the typed path does (so their security
+//!   level is checked against the connection);
+//! - for the calls of generated clients (a [`GrpcService`] over a stack that ends in the
+//!   channel) also runs the channel's interceptors when the request reaches the channel
+//!   (inside the stack's layers: a layer sees the request before they change its
+//!   metadata or timeout; `finish_call` sees the status the response's trailers carry),
+//!   and compresses with the channel's default compression when the call chose none and
+//!   the server accepts it. A request written by hand gets neither: it carries no call
+//!   kind for the interceptors, and its body is framed already;
+//! - does not apply the channel's retry policy (a stack may retry with its own layers;
+//!   tonic's channel has none either);
 //! - `poll_ready` is ready at once while the channel is not shut down (an IDLE channel
 //!   starts connecting), and fails with UNAVAILABLE after [`Channel::shutdown`]: the
 //!   channel queues calls itself until a subchannel is READY, so readiness is not
@@ -37,15 +47,19 @@ use http_body::{Body, Frame};
 use tracing::debug;
 
 use super::call::{
-    classify_head, response_error, single_message, single_response, with_deadline, AbortOnDrop,
-    ActiveCall, Head,
+    classify_head, remote_addr, response_error, single_message, single_response, with_deadline,
+    AbortOnDrop, ActiveCall, Head,
 };
 use super::channel::Channel;
 use super::connectivity::ConnectivityState;
+use super::credentials::{self, CallCredentials, RequestInfo};
 use super::grpc_service::GrpcService;
+use super::interceptor::{CallInfo, CallKind, ClientCallContext, Interceptors};
 use super::lb::OnDone;
 use crate::codec::{encode_message, DEFAULT_MAX_RECV_MESSAGE_SIZE};
-use crate::compression::{EncodingSet, GRPC_ACCEPT_ENCODING_NAME, GRPC_ENCODING_NAME};
+use crate::compression::{
+    CompressionEncoding, EncodingSet, GRPC_ACCEPT_ENCODING_NAME, GRPC_ENCODING_NAME,
+};
 use crate::metadata::MetadataMap;
 use crate::request::{CancelHandle, MessageCompressionSlot};
 use crate::status::Status;
@@ -87,6 +101,8 @@ pub struct ResponseBody {
     data_done: bool,
     /// The LB policy's callback for the final status, and the idleness count.
     done: Option<CallEnd>,
+    /// The channel's interceptors, told how the call ended (generated clients' calls).
+    intercepted: Option<Intercepted>,
     /// The task sending the request body; aborted (the stream reset) when this is dropped.
     _sender: Option<AbortOnDrop>,
 }
@@ -128,6 +144,61 @@ impl ResponseBody {
         if let Some(d) = self.done.take() {
             d.finish(status);
         }
+        if let Some(i) = self.intercepted.take() {
+            i.finish(status);
+        }
+    }
+}
+
+/// A call the channel's interceptors started: their `finish_call` runs once, with the
+/// call's status (CANCELLED if its response is dropped before it ended).
+struct Intercepted {
+    interceptors: Interceptors,
+    info: Option<CallInfo>,
+}
+
+impl Intercepted {
+    fn finish(mut self, status: &Status) {
+        if let Some(info) = self.info.take() {
+            self.interceptors.finish(&info, status);
+        }
+    }
+}
+
+impl Drop for Intercepted {
+    fn drop(&mut self) {
+        if let Some(info) = self.info.take() {
+            self.interceptors.finish(
+                &info,
+                &Status::cancelled("response dropped before it ended"),
+            );
+        }
+    }
+}
+
+/// What a call made through [`GrpcService`] for tower services tells the channel at the
+/// bottom of the stack (a request extension): its method and kind for the channel's
+/// interceptors, its own call credentials, and, when it chose no compression, the
+/// choice the channel makes for it.
+#[derive(Clone)]
+struct GrpcCall {
+    path: &'static str,
+    kind: CallKind,
+    credentials: Arc<[Arc<dyn CallCredentials>]>,
+    encoding: Option<Arc<EncodingChoice>>,
+}
+
+/// The encoding of a call whose request did not choose one: decided once, by the
+/// channel (its default compression, if the server accepts it) or, if the body is read
+/// before that (by a layer, or a service that is not a channel), identity.
+#[derive(Debug, Default)]
+struct EncodingChoice(std::sync::Mutex<Option<Option<CompressionEncoding>>>);
+
+impl EncodingChoice {
+    /// The encoding: `offer` if nothing was decided yet, else what was.
+    fn decide(&self, offer: Option<CompressionEncoding>) -> Option<CompressionEncoding> {
+        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        *slot.get_or_insert(offer)
     }
 }
 
@@ -245,11 +316,87 @@ impl Channel {
         tokio::task::coop::consume_budget().await;
         let active = ActiveCall::new(&self.inner.shared);
         let (mut parts, body) = request.into_parts();
-        let deadline = parts
+        let mut deadline = parts
             .headers
             .get(&GRPC_TIMEOUT_NAME)
             .and_then(|v| decode_timeout(v.as_bytes()).ok())
             .map(Deadline::after);
+        let grpc_call = parts.extensions.remove::<GrpcCall>();
+        let cfg = &self.inner.config;
+        let mut intercepted = match &grpc_call {
+            Some(call) if !cfg.interceptors.is_empty() => Some(
+                self.intercept(call, &mut parts.headers, &mut deadline)
+                    .await?,
+            ),
+            _ => None,
+        };
+        let result = self
+            .http_send(parts, body, deadline, grpc_call, &mut intercepted, active)
+            .await;
+        if let (Err(status), Some(i)) = (&result, intercepted) {
+            i.finish(status);
+        }
+        result
+    }
+
+    /// Runs the channel's interceptors on a generated client's call: they see its
+    /// metadata and timeout, and what they change goes into the request head.
+    async fn intercept(
+        &self,
+        call: &GrpcCall,
+        headers: &mut http::HeaderMap,
+        deadline: &mut Option<Deadline>,
+    ) -> Result<Intercepted, Status> {
+        let interceptors = &self.inner.config.interceptors;
+        let metadata = MetadataMap::from_headers(headers).unwrap_or_default();
+        let timeout = deadline.map(|d| d.remaining());
+        let mut ctx = ClientCallContext::new(call.path, call.kind, metadata.clone(), timeout);
+        // A rejection was reported to the interceptors that ran.
+        interceptors.start(&mut ctx).await?;
+        if ctx.timeout != timeout {
+            *deadline = ctx.timeout.map(Deadline::after);
+            headers.remove(&GRPC_TIMEOUT_NAME);
+            if let Some(t) = ctx.timeout {
+                if let Ok(v) = HeaderValue::from_str(&encode_timeout(t)) {
+                    headers.insert(GRPC_TIMEOUT_NAME, v);
+                }
+            }
+        }
+        for key in metadata.keys() {
+            headers.remove(key);
+        }
+        ctx.metadata.add_to_headers(headers);
+        Ok(Intercepted {
+            interceptors: interceptors.clone(),
+            info: Some(ctx.take_info()),
+        })
+    }
+
+    /// [`Channel::http_call`] once the interceptors ran: pick, open the stream (with the
+    /// call credentials' metadata and the encoding decided for the connection), stream
+    /// the body, await the response head.
+    async fn http_send<B>(
+        &self,
+        mut parts: http::request::Parts,
+        body: B,
+        deadline: Option<Deadline>,
+        grpc_call: Option<GrpcCall>,
+        intercepted: &mut Option<Intercepted>,
+        active: ActiveCall,
+    ) -> Result<http::Response<ResponseBody>, Status>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let cfg = &self.inner.config;
+        let own_credentials = grpc_call.as_ref().map_or(&[][..], |c| &c.credentials[..]);
+        let credentials: Vec<Arc<dyn CallCredentials>> = cfg
+            .call_credentials
+            .iter()
+            .chain(own_credentials)
+            .cloned()
+            .collect();
+        let encoding = grpc_call.and_then(|c| c.encoding);
         let path = parts
             .uri
             .path_and_query()
@@ -292,7 +439,34 @@ impl Channel {
                         return Err(status);
                     }
                 };
-                let head = http::Request::from_parts(parts.clone(), ());
+                let mut head = http::Request::from_parts(parts.clone(), ());
+                if !credentials.is_empty() {
+                    let info = RequestInfo::new(
+                        &method,
+                        &self.inner.authority,
+                        self.security_level(&conn),
+                    );
+                    match credentials::request_metadata(&credentials, &info).await {
+                        Ok(md) => md.add_to_headers(head.headers_mut()),
+                        Err(status) => {
+                            end.finish(&status);
+                            return Err(status);
+                        }
+                    }
+                }
+                if let Some(choice) = &encoding {
+                    // The channel's default, if the server accepts it on this connection
+                    // (before it said, if assumed to), as on the typed path.
+                    let accepted = conn
+                        .peer_accept_encoding()
+                        .map(|v| EncodingSet::parse_header(v.as_bytes()))
+                        .unwrap_or(cfg.assumed_server_accept);
+                    let offer = cfg.send_compression.filter(|e| accepted.contains(*e));
+                    if let Some(e) = choice.decide(offer) {
+                        head.headers_mut()
+                            .insert(GRPC_ENCODING_NAME, HeaderValue::from_static(e.as_str()));
+                    }
+                }
                 match ready.send_request(head, end_of_stream) {
                     Ok((response, send)) => return Ok((sub, conn, end, response, send)),
                     Err(e) if (e.is_go_away() || e.is_io()) && attempt < 2 => {
@@ -309,6 +483,12 @@ impl Channel {
         };
         let (sub, conn, end, response, send) = with_deadline(deadline, None, open).await?;
         drop(active);
+        if let Some(Intercepted {
+            info: Some(info), ..
+        }) = intercepted.as_mut()
+        {
+            info.peer = remote_addr(&conn);
+        }
         let sender = if end_of_stream {
             None
         } else {
@@ -330,6 +510,7 @@ impl Channel {
             recv: Some(recv),
             data_done: false,
             done: Some(end),
+            intercepted: intercepted.take(),
             _sender: sender,
         };
         if body.recv.as_ref().is_some_and(|r| r.is_end_stream()) {
@@ -408,13 +589,15 @@ pub struct RequestBody {
 
 enum RequestKind {
     Once(Option<Bytes>),
+    /// One message, framed when first read (its encoding decided then).
+    Lazy(Option<Box<dyn FnOnce() -> Result<Bytes, Status> + Send>>),
     Stream(Pin<Box<dyn Stream<Item = Result<Bytes, Status>> + Send>>),
 }
 
 impl std::fmt::Debug for RequestBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match self.kind {
-            RequestKind::Once(_) => "once",
+            RequestKind::Once(_) | RequestKind::Lazy(_) => "once",
             RequestKind::Stream(_) => "stream",
         };
         f.debug_struct("RequestBody").field("kind", &kind).finish()
@@ -449,6 +632,7 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
         match &mut self.get_mut().kind {
             RequestKind::Once(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            RequestKind::Lazy(encode) => Poll::Ready(encode.take().map(|f| f().map(Frame::data))),
             RequestKind::Stream(s) => match ready!(s.as_mut().poll_next(cx)) {
                 Some(Ok(d)) => Poll::Ready(Some(Ok(Frame::data(d)))),
                 Some(Err(e)) => Poll::Ready(Some(Err(e))),
@@ -458,7 +642,7 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self.kind, RequestKind::Once(None))
+        matches!(self.kind, RequestKind::Once(None) | RequestKind::Lazy(None))
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
@@ -466,7 +650,7 @@ impl Body for RequestBody {
             RequestKind::Once(d) => {
                 http_body::SizeHint::with_exact(d.as_ref().map_or(0, |d| d.len() as u64))
             }
-            RequestKind::Stream(_) => http_body::SizeHint::default(),
+            RequestKind::Lazy(_) | RequestKind::Stream(_) => http_body::SizeHint::default(),
         }
     }
 }
@@ -506,20 +690,47 @@ struct HttpCall {
     head: http::Request<()>,
     deadline: Option<Deadline>,
     cancel: Option<CancelHandle>,
-    encoding: Option<crate::CompressionEncoding>,
+    encoding: CallEncoding,
+    /// For a channel at the bottom of the stack (a request extension).
+    grpc_call: GrpcCall,
+}
+
+/// The encoding of a call's messages.
+#[derive(Clone)]
+enum CallEncoding {
+    /// Chosen by the call (`None`: compression disabled for it).
+    Fixed(Option<CompressionEncoding>),
+    /// Left to the channel's default (identity if nothing decides before the body is read).
+    Deferred(Arc<EncodingChoice>),
+}
+
+impl CallEncoding {
+    fn get(&self) -> Option<CompressionEncoding> {
+        match self {
+            CallEncoding::Fixed(e) => *e,
+            CallEncoding::Deferred(choice) => choice.decide(None),
+        }
+    }
 }
 
 impl HttpCall {
     /// The request head of a call on `path`: the gRPC headers, `grpc-timeout` for the
     /// call's deadline (its own timeout, else the deadline of the server call being
-    /// handled), `grpc-encoding` for its compression, and its metadata.
-    fn new<T>(path: &'static str, request: &Request<T>) -> Result<HttpCall, Status> {
+    /// handled), `grpc-encoding` for its compression, and its metadata; takes the
+    /// request's own call credentials for the channel.
+    fn new<T>(
+        path: &'static str,
+        kind: CallKind,
+        request: &mut Request<T>,
+    ) -> Result<HttpCall, Status> {
         let deadline =
             Deadline::earliest(request.timeout().map(Deadline::after), current_deadline());
         let encoding = if request.compression_disabled() {
-            None
+            CallEncoding::Fixed(None)
+        } else if let Some(e) = request.compression() {
+            CallEncoding::Fixed(Some(e))
         } else {
-            request.compression()
+            CallEncoding::Deferred(Arc::default())
         };
         let mut head = http::Request::post(path)
             .version(http::Version::HTTP_2)
@@ -540,18 +751,28 @@ impl HttpCall {
                 h.insert(GRPC_TIMEOUT_NAME, v);
             }
         }
-        if let Some(e) = encoding {
+        if let CallEncoding::Fixed(Some(e)) = encoding {
             h.insert(GRPC_ENCODING_NAME, HeaderValue::from_static(e.as_str()));
         }
         if let Ok(v) = HeaderValue::try_from(EncodingSet::all().to_header_value()) {
             h.insert(GRPC_ACCEPT_ENCODING_NAME, v);
         }
         request.metadata().add_to_headers(h);
+        let grpc_call = GrpcCall {
+            path,
+            kind,
+            credentials: request.take_call_credentials().into(),
+            encoding: match &encoding {
+                CallEncoding::Deferred(choice) => Some(Arc::clone(choice)),
+                CallEncoding::Fixed(_) => None,
+            },
+        };
         Ok(HttpCall {
             head,
             deadline,
             cancel: request.extensions().get::<CancelHandle>().cloned(),
             encoding,
+            grpc_call,
         })
     }
 
@@ -561,14 +782,27 @@ impl HttpCall {
         *req.uri_mut() = self.head.uri().clone();
         *req.version_mut() = self.head.version();
         *req.headers_mut() = self.head.headers().clone();
+        req.extensions_mut().insert(self.grpc_call.clone());
         req
     }
 
-    /// The single framed message of a unary or server-streaming request.
-    fn once<M: prost::Message>(&self, message: &M) -> Result<RequestBody, Status> {
-        let mut buf = BytesMut::new();
-        encode_message(message, self.encoding, usize::MAX, &mut buf)?;
-        Ok(RequestBody::once(buf.freeze()))
+    /// The single framed message of a unary or server-streaming request (framed when
+    /// the body is first read if the channel may still choose its encoding).
+    fn once<M: prost::Message + Send + 'static>(&self, message: M) -> Result<RequestBody, Status> {
+        let encode = move |encoding| {
+            let mut buf = BytesMut::new();
+            encode_message(&message, encoding, usize::MAX, &mut buf)?;
+            Ok(buf.freeze())
+        };
+        match &self.encoding {
+            CallEncoding::Fixed(e) => Ok(RequestBody::once(encode(*e)?)),
+            CallEncoding::Deferred(choice) => {
+                let choice = Arc::clone(choice);
+                Ok(RequestBody {
+                    kind: RequestKind::Lazy(Some(Box::new(move || encode(choice.decide(None))))),
+                })
+            }
+        }
     }
 
     /// The framed messages of a streaming request (per message `compress(false)` of an
@@ -582,14 +816,15 @@ impl HttpCall {
             .extensions()
             .get::<MessageCompressionSlot>()
             .map(|s| Arc::clone(&s.0));
-        let encoding = self.encoding;
+        let encoding = self.encoding.clone();
         let messages = request.into_inner();
         RequestBody::stream(futures_util::StreamExt::map(messages, move |m| {
             let compress = slot
                 .as_ref()
                 .map_or(true, |s| s.swap(true, std::sync::atomic::Ordering::SeqCst));
             let mut buf = BytesMut::new();
-            encode_message(&m, encoding.filter(|_| compress), usize::MAX, &mut buf)?;
+            let encoding = encoding.get().filter(|_| compress);
+            encode_message(&m, encoding, usize::MAX, &mut buf)?;
             Ok(buf.freeze())
         }))
     }
@@ -701,8 +936,9 @@ where
     Req: prost::Message + Send + 'static,
     Resp: prost::Message + Default + Send + 'static,
 {
-    let call = HttpCall::new(path, &request)?;
-    let body = call.once(request.get_ref())?;
+    let mut request = request;
+    let call = HttpCall::new(path, CallKind::Unary, &mut request)?;
+    let body = call.once(request.into_inner())?;
     let fut = async {
         let (headers, mut stream) = send(service, call.request(body)).await?;
         let msg = single_message(&mut stream).await?;
@@ -724,8 +960,9 @@ where
     Req: prost::Message + Send + 'static,
     Resp: prost::Message + Default + Send + 'static,
 {
-    let call = HttpCall::new(path, &request)?;
-    let body = call.once(request.get_ref())?;
+    let mut request = request;
+    let call = HttpCall::new(path, CallKind::ServerStreaming, &mut request)?;
+    let body = call.once(request.into_inner())?;
     let fut = send(service, call.request(body));
     let (headers, stream) = with_deadline(call.deadline, call.cancel.as_ref(), fut).await?;
     Ok(streaming_response(&call, headers, stream))
@@ -745,7 +982,8 @@ where
     Req: prost::Message + Send + 'static,
     Resp: prost::Message + Default + Send + 'static,
 {
-    let call = HttpCall::new(path, &request)?;
+    let mut request = request;
+    let call = HttpCall::new(path, CallKind::ClientStreaming, &mut request)?;
     let body = call.stream(request);
     let fut = async {
         let (headers, mut stream) = send(service, call.request(body)).await?;
@@ -774,7 +1012,8 @@ where
     Req: prost::Message + Send + 'static,
     Resp: prost::Message + Default + Send + 'static,
 {
-    let call = HttpCall::new(path, &request)?;
+    let mut request = request;
+    let call = HttpCall::new(path, CallKind::BidiStreaming, &mut request)?;
     let body = call.stream(request);
     let http_request = call.request(body);
     let (tx, rx) = tokio::sync::oneshot::channel();

@@ -729,3 +729,70 @@ async fn a_layer_error_answers_a_grpc_web_call_in_grpc_web() {
         "the browser may read the status: {out}"
     );
 }
+
+#[tokio::test]
+async fn the_fallback_sees_the_tls_session_and_client_certificate() {
+    use axum::extract::Extension;
+    use grpc_runtime::server::{ServerTlsConfig, TlsInfo};
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+
+    // A CA, a server certificate for localhost and a client certificate it signed.
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let server_key = KeyPair::generate().unwrap();
+    let server_cert = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&server_key, &ca, &ca_key)
+        .unwrap();
+    let client_key = KeyPair::generate().unwrap();
+    let mut client = CertificateParams::new(Vec::<String>::new()).unwrap();
+    client
+        .distinguished_name
+        .push(DnType::CommonName, "fallback client");
+    let client_cert = client.signed_by(&client_key, &ca, &ca_key).unwrap();
+
+    let rest = axum::Router::new().route(
+        "/tls",
+        get(|Extension(tls): Extension<Arc<TlsInfo>>| async move {
+            format!(
+                "{} cert(s), alpn {}",
+                tls.peer_certificates().len(),
+                String::from_utf8_lossy(tls.alpn_protocol().unwrap_or(b"-"))
+            )
+        }),
+    );
+    let tls =
+        ServerTlsConfig::new(server_cert.pem(), server_key.serialize_pem()).client_ca_pem(ca.pem());
+    let server = start(|b| b.tls_config(tls).fallback_service(rest)).await;
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.der().clone()).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::try_from(client_key.serialize_der()).unwrap();
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(vec![client_cert.der().clone()], key)
+    .unwrap();
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    let stream = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    let (mut h2, conn) = h2::client::handshake(stream).await.unwrap();
+    tokio::spawn(conn);
+    let head = http::Request::get(format!("https://localhost:{}/tls", server.addr.port()))
+        .body(())
+        .unwrap();
+    let r = call(&mut h2, head, &[]).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(String::from_utf8_lossy(&r.data), "1 cert(s), alpn h2");
+}

@@ -38,6 +38,7 @@ use crate::stats::{Attempt, ClientCallStats};
 use crate::status::{Code, Status};
 use crate::streaming::Streaming;
 use crate::timeout::{current_deadline, encode_timeout, Deadline, GRPC_TIMEOUT_NAME};
+use crate::transport::frame_tap::CallGuard;
 use crate::transport::Address;
 use crate::transport::Connection;
 use crate::{Request, Response};
@@ -60,6 +61,9 @@ pub(crate) struct CallState {
     on_done: Mutex<Option<OnDone>>,
     /// Counts the call as in flight for the channel's idle timeout.
     _active: ActiveCall,
+    /// Counts the call open on the connection of its latest attempt, from the stream's
+    /// opening until the call finishes (a new attempt moves it to its connection).
+    conn_call: Mutex<Option<CallGuard>>,
     /// The channel's retry throttle, for calls under a retry or hedging policy.
     throttle: Option<Arc<Throttle>>,
     /// Stats (OpenTelemetry) of this call, when the channel has a plugin.
@@ -105,6 +109,15 @@ impl CallState {
         }
     }
 
+    /// The call's latest attempt opened its stream on the connection of `guard`.
+    fn set_connection(&self, guard: CallGuard) {
+        let old = match self.conn_call.lock() {
+            Ok(mut slot) => slot.replace(guard),
+            Err(_) => None,
+        };
+        drop(old);
+    }
+
     /// Sets the pick's callback; one left from an earlier (transparently retried) pick
     /// hears that its attempt ended with `UNAVAILABLE`.
     fn set_on_done(&self, on_done: Option<OnDone>) {
@@ -131,6 +144,9 @@ impl CallState {
             }
         }
         if !self.finished.swap(true, Ordering::SeqCst) {
+            // The call no longer counts on its connection.
+            let conn_call = self.conn_call.lock().ok().and_then(|mut c| c.take());
+            drop(conn_call);
             if let (true, Some(t)) = (status.is_ok(), &self.throttle) {
                 t.success();
             }
@@ -584,6 +600,7 @@ impl Channel {
             deadline,
             on_done: Mutex::new(None),
             _active: ActiveCall::new(&self.inner.shared),
+            conn_call: Mutex::new(None),
             throttle,
             stats,
         });
@@ -936,6 +953,7 @@ impl Channel {
             }
             match ready.send_request(head, false) {
                 Ok((response, mut send)) => {
+                    p.state.set_connection(conn.call_started());
                     if let Some(frame) = frame {
                         if let Err(e) = body::send_data(&mut send, frame, true).await {
                             // The server may have answered (and reset) already: its status
@@ -1642,5 +1660,130 @@ impl Channel {
                 Ok(response)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+
+    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let len = payload.len();
+        let mut v = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+        v.extend_from_slice(&stream.to_be_bytes());
+        v.extend_from_slice(payload);
+        v
+    }
+
+    /// Reads frames from a raw HTTP/2 client, answering its PINGs, until it has opened
+    /// `n` streams (HEADERS).
+    async fn until_streams(tcp: &mut TcpStream, n: usize) {
+        let mut buf = Vec::new();
+        let mut seen = 0;
+        let mut at = 24; // the client preface
+        loop {
+            while buf.len() >= at + 9 {
+                let len = (usize::from(buf[at]) << 16)
+                    | (usize::from(buf[at + 1]) << 8)
+                    | usize::from(buf[at + 2]);
+                if buf.len() < at + 9 + len {
+                    break;
+                }
+                match (buf[at + 3], buf[at + 4]) {
+                    (0x1, _) => seen += 1,
+                    (0x6, 0) => {
+                        let ack = frame(0x6, 1, 0, &buf[at + 9..at + 9 + len]);
+                        tcp.write_all(&ack).await.unwrap();
+                    }
+                    _ => {}
+                }
+                at += 9 + len;
+            }
+            if seen >= n {
+                return;
+            }
+            let mut chunk = [0u8; 4096];
+            let k = tcp.read(&mut chunk).await.unwrap();
+            assert!(k > 0, "client closed the connection");
+            buf.extend_from_slice(&chunk[..k]);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stream_refused_by_goaway_ends_its_count_with_its_call() {
+        tokio::time::timeout(Duration::from_secs(20), refused_by_goaway())
+            .await
+            .expect("test timed out");
+    }
+
+    async fn refused_by_goaway() {
+        // A peer that takes two calls (streams 1 and 3), then sends GOAWAY with
+        // last-stream-id 1: stream 3 ends without a frame of its own (no RST_STREAM, no
+        // END_STREAM), its call fails, and only stream 1's call stays counted on the
+        // connection. Further connections (the transparent retry) are closed at once.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (goaway_tx, goaway_rx) = tokio::sync::oneshot::channel::<()>();
+        let peer = tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            // SETTINGS (empty) and an ACK of the client's.
+            tcp.write_all(&frame(0x4, 0, 0, &[])).await.unwrap();
+            tcp.write_all(&frame(0x4, 1, 0, &[])).await.unwrap();
+            until_streams(&mut tcp, 2).await;
+            tcp.write_all(&frame(0x7, 0, 0, &[0, 0, 0, 1, 0, 0, 0, 0]))
+                .await
+                .unwrap();
+            let _ = goaway_tx.send(());
+            // Later connections are refused; this one stays open (stream 1 too).
+            loop {
+                let (other, _) = listener.accept().await.unwrap();
+                drop(other);
+            }
+            #[allow(unreachable_code)]
+            tcp
+        });
+        let ch = crate::Endpoint::new(format!("http://{addr}"))
+            .connect_lazy()
+            .unwrap();
+        let first = {
+            let ch = ch.clone();
+            tokio::spawn(async move {
+                ch.unary::<(), ()>("/test.Svc/First", Request::new(()))
+                    .await
+            })
+        };
+        // The connection the calls use (picked while it is the channel's only one).
+        let snapshot = ch.resolved_snapshot(None, None).await.unwrap();
+        let (_, conn, _) = ch
+            .pick_from(&snapshot, "/test.Svc/First", &MetadataMap::new(), true)
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while conn.active_calls() < 1 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let second = ch.unary::<(), ()>("/test.Svc/Second", Request::new(()));
+        let second = tokio::time::timeout(Duration::from_secs(5), second)
+            .await
+            .expect("the call above the GOAWAY's last-stream-id ends");
+        assert_eq!(second.unwrap_err().code(), Code::Unavailable);
+        assert!(goaway_rx.await.is_ok());
+        assert_eq!(
+            conn.active_calls(),
+            1,
+            "only the call on stream 1 is still open on the connection"
+        );
+        first.abort();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while conn.active_calls() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(conn.active_calls(), 0);
+        peer.abort();
     }
 }

@@ -120,6 +120,8 @@ async fn one_stream(
         Ok(x) => x,
         Err(e) => return failed(e.to_string()),
     };
+    // The watch is a call on the connection for as long as it runs.
+    let _call = conn.call_started();
     let mut buf = BytesMut::new();
     if let Err(s) = encode_message(
         &HealthCheckRequest {

@@ -66,6 +66,7 @@ use crate::status::Status;
 use crate::streaming::Streaming;
 use crate::timeout::GRPC_TIMEOUT_NAME;
 use crate::timeout::{current_deadline, decode_timeout, encode_timeout, Deadline};
+use crate::transport::frame_tap::CallGuard;
 use crate::{Request, Response};
 
 /// The error type tower middleware passes around: anything that is an error.
@@ -120,6 +121,8 @@ impl std::fmt::Debug for ResponseBody {
 struct CallEnd {
     on_done: Option<OnDone>,
     _active: ActiveCall,
+    /// Counts the call open on its connection once its stream is opened.
+    conn_call: Option<CallGuard>,
 }
 
 impl CallEnd {
@@ -419,9 +422,10 @@ impl Channel {
                 attempt += 1;
                 let (sub, conn, on_done) =
                     self.pick_from(&snapshot, &method, &metadata, true).await?;
-                let end = CallEnd {
+                let mut end = CallEnd {
                     on_done,
                     _active: ActiveCall::new(&self.inner.shared),
+                    conn_call: None,
                 };
                 let mut ready = match conn.send_request().ready().await {
                     Ok(r) => r,
@@ -468,7 +472,10 @@ impl Channel {
                     }
                 }
                 match ready.send_request(head, end_of_stream) {
-                    Ok((response, send)) => return Ok((sub, conn, end, response, send)),
+                    Ok((response, send)) => {
+                        end.conn_call = Some(conn.call_started());
+                        return Ok((sub, conn, end, response, send));
+                    }
                     Err(e) if (e.is_go_away() || e.is_io()) && attempt < 2 => {
                         sub.drop_connection_if(conn.id(), "send_request failed");
                         end.finish(&Status::unavailable("connection lost before the stream"));

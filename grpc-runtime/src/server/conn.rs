@@ -149,6 +149,9 @@ where
             }),
             Arc::clone(&shared.busy_connections),
         );
+        if shared.conn_mgmt.max_connection_idle.is_some() {
+            activity.track_idle();
+        }
         let io = FrameTap::new(
             WriteBatch::new(io, Arc::clone(&activity)),
             Arc::clone(&activity),
@@ -283,7 +286,8 @@ where
                         // A stream the client reset before we got to it (a cancelled call,
                         // or a rapid-reset attack) is dropped here: no task, no parsing.
                         if !already_reset(&mut respond) {
-                            tokio::spawn(handle_stream(req, respond, peer, peer_certs.clone(), shared.clone(), Arc::clone(&force)));
+                            let call = activity.call_started();
+                            tokio::spawn(handle_stream(req, respond, peer, peer_certs.clone(), shared.clone(), Arc::clone(&force), call));
                         }
                     }
                     Turn::Accepted(Some(Err(e))) => {

@@ -28,6 +28,7 @@ use crate::latch::Latch;
 use crate::metadata::{is_grpc_content_type, MetadataMap};
 use crate::status::{Code, Status};
 use crate::timeout::{decode_timeout, scope_deadline, Deadline, GRPC_TIMEOUT_NAME};
+use crate::transport::frame_tap::CallGuard;
 
 /// Sends a non-200 HTTP response carrying a gRPC status too (as grpc-go does).
 fn send_http_error(mut respond: h2::server::SendResponse<Bytes>, code: StatusCode, status: Status) {
@@ -71,6 +72,7 @@ pub(super) struct AcceptedCall {
 }
 
 /// Runs one stream in its own task: accept it ([`accept_call`]), then drive the call.
+/// `_call` counts the call open on its connection until this task ends.
 pub(super) async fn handle_stream(
     req: http::Request<h2::RecvStream>,
     respond: h2::server::SendResponse<Bytes>,
@@ -78,6 +80,7 @@ pub(super) async fn handle_stream(
     peer_certs: Option<PeerCertificates>,
     shared: Arc<Shared>,
     force: Arc<Latch>,
+    _call: CallGuard,
 ) {
     #[cfg(feature = "tower")]
     if let Some(fallback) = &shared.fallback {

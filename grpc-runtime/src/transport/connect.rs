@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn, Instrument};
 
 use super::bdp::{self, SharedPing};
-use super::frame_tap::{Activity, FrameTap};
+use super::frame_tap::{Activity, CallGuard, FrameTap};
 #[cfg(feature = "tls")]
 use super::tls::{self, ClientTlsConfig};
 use super::write_batch::{BusyConnections, WriteBatch};
@@ -208,6 +208,18 @@ impl Connection {
         mark(&self.shared, ConnectionClosed::Abandoned(why.into()));
     }
 
+    /// Counts a call open on this connection until the guard is dropped (keepalive
+    /// without calls, write batching; see [`Activity::call_started`]).
+    pub(crate) fn call_started(&self) -> CallGuard {
+        self.shared.activity.call_started()
+    }
+
+    /// Number of calls open on this connection ([`Connection::call_started`]).
+    #[cfg(test)]
+    pub(crate) fn active_calls(&self) -> usize {
+        self.shared.activity.active_calls()
+    }
+
     /// The last `grpc-accept-encoding` the server sent on this connection, if any.
     pub fn peer_accept_encoding(&self) -> Option<http::HeaderValue> {
         self.shared.peer_accept_encoding.lock().ok()?.clone()
@@ -247,11 +259,11 @@ async fn keepalive_loop(
         if closed.borrow().is_some() {
             return false;
         }
-        if !ka.without_calls && activity.active_streams() == 0 {
+        if !ka.without_calls && activity.active_calls() == 0 {
             // Dormant until a call starts; then ping at once if the connection has been
             // silent for longer than `time`.
             tokio::select! {
-                _ = activity.stream_opened().wait() => {}
+                _ = activity.call_opened().wait() => {}
                 _ = closed.changed() => {}
             }
             continue;

@@ -1,10 +1,9 @@
 //! A transparent IO adapter that watches the HTTP/2 frame headers going in and out of a
 //! connection, for the connection management h2's API does not expose.
 //!
-//! It owns: the time of the last byte read (keepalive is measured from it), the set of
-//! open streams and when the connection last became idle (seen from HEADERS, DATA
-//! END_STREAM and RST_STREAM in both directions), the server's ping-strike accounting of
-//! gRFC A8 (PINGs received without ACK; our HEADERS or DATA reset the strikes), and the
+//! It owns: the time of the last byte read (keepalive is measured from it), the server's
+//! ping-strike accounting of gRFC A8 (PINGs received without ACK; our HEADERS or DATA
+//! reset the strikes), and the
 //! DATA bytes received for the BDP estimator (adaptive flow-control windows), the
 //! debug data of the GOAWAY we send (h2 cannot set it, so the adapter rewrites the next
 //! outbound GOAWAY that carries none, e.g. to add `too_many_pings`).
@@ -18,16 +17,21 @@
 //! HEADERS frame itself or its last CONTINUATION) has been read completely, the block is
 //! "in progress", and [`Activity::header_block_since`] says since when.
 //!
+//! The connection's open calls are not seen here: the gRPC layer counts them
+//! ([`Activity::call_started`], a guard per call held by the server's call task and by
+//! the client call's state), so that a stream that ends without a frame of its own (one
+//! above the last-stream-id of a GOAWAY) ends its count with its call. The [`Activity`]
+//! shares the count with the connection's owner (keepalive, idleness, ping enforcement)
+//! and with [`super::write_batch`].
+//!
 //! Only the 9-byte frame headers are parsed; payload bytes pass through unchanged (apart
 //! from the one GOAWAY being rewritten). A peer's malformed bytes never panic here: h2
 //! itself rejects them and closes the connection.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -40,13 +44,11 @@ use crate::latch::{Signal, Signals};
 
 const DATA: u8 = 0x0;
 const HEADERS: u8 = 0x1;
-const RST_STREAM: u8 = 0x3;
 const PING: u8 = 0x6;
 const GOAWAY: u8 = 0x7;
 const PUSH_PROMISE: u8 = 0x5;
 const CONTINUATION: u8 = 0x9;
 const FLAG_END_HEADERS: u8 = 0x4;
-const FLAG_END_STREAM: u8 = 0x1;
 const FLAG_ACK: u8 = 0x1;
 
 /// The client connection preface (RFC 9113 section 3.4), sent before the first frame.
@@ -68,13 +70,11 @@ pub(crate) struct PingPolicy {
 #[derive(Debug)]
 struct State {
     last_read: Instant,
-    /// Open streams: bit 0 = we sent END_STREAM, bit 1 = the peer did.
-    streams: HashMap<u32, u8, StreamIdHash>,
+    /// When the last open call ended (or the connection started).
     idle_since: Instant,
     policy: Option<PingPolicy>,
     strikes: u32,
     last_ping_at: Option<Instant>,
-    reset_strikes: bool,
     too_many_pings: bool,
     /// Debug data for our next GOAWAY (boxed: rare, and this state lives per connection).
     goaway_debug: Option<Box<Bytes>>,
@@ -93,73 +93,26 @@ struct State {
     bdp_quiet_until: Option<Instant>,
 }
 
-/// The hash of the open-stream map, looked up for every HEADERS, DATA and RST_STREAM
-/// frame: MurmurHash3's 64-bit finalizer over the id xor a random key per process. About
-/// ten instructions instead of SipHash's hundred-odd per frame, no per-map keys
-/// (`RandomState` adds 16 bytes to every connection), and a peer that does not know the
-/// key cannot choose ids that collide.
-#[derive(Debug, Clone, Copy, Default)]
-struct StreamIdHash;
-
-impl BuildHasher for StreamIdHash {
-    type Hasher = StreamIdHasher;
-
-    fn build_hasher(&self) -> StreamIdHasher {
-        static KEY: OnceLock<u64> = OnceLock::new();
-        StreamIdHasher(
-            *KEY.get_or_init(|| {
-                std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64)
-            }),
-        )
-    }
-}
-
-/// See [`StreamIdHash`]; holds the key, then the ids written so far mixed into it.
-#[derive(Debug)]
-struct StreamIdHasher(u64);
-
-impl Hasher for StreamIdHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        // Not used by `u32` keys (they call `write_u32`); folds any other input in.
-        for &b in bytes {
-            self.write_u32(u32::from(b));
-        }
-    }
-
-    fn write_u32(&mut self, id: u32) {
-        self.0 = fmix64(self.0 ^ u64::from(id));
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-/// MurmurHash3's 64-bit finalizer: every input bit affects every output bit (hashbrown
-/// takes buckets from the low bits and its control tags from the top seven).
-fn fmix64(mut h: u64) -> u64 {
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^ (h >> 33)
-}
-
 /// Activity's signals (indices into its [`Signals`]).
 const SIGNAL_VIOLATION: usize = 0;
-const SIGNAL_STREAM_OPENED: usize = 1;
+const SIGNAL_CALL_OPENED: usize = 1;
 const SIGNAL_BDP_WANTED: usize = 2;
 
 /// What the adapter has seen on one connection; shared with the connection's owner.
 #[derive(Debug)]
 pub(crate) struct Activity {
     state: Mutex<State>,
-    /// [`Activity::violation`], [`Activity::stream_opened`], [`Activity::bdp_wanted`].
+    /// [`Activity::violation`], [`Activity::call_opened`], [`Activity::bdp_wanted`].
     signals: Signals<3>,
     /// Set while GOAWAY debug data waits to be written (checked per write, lock-free).
     goaway_armed: AtomicBool,
-    /// The number of open streams (a lock-free copy of `State::streams.len()`).
-    open_streams: AtomicU32,
+    /// The number of open calls (counted by [`CallGuard`]s).
+    open_calls: AtomicU32,
+    /// Whether `State::idle_since` is kept ([`Activity::track_idle`]).
+    track_idle: AtomicBool,
+    /// We sent HEADERS or DATA since the last inbound PING: its strikes start afresh
+    /// (grpc-go resets `pingStrikes` when it writes either).
+    reset_strikes: AtomicBool,
     /// Whether `State::header_since` is set (read lock-free by the connection task).
     header_pending: AtomicBool,
     /// A header block began since the connection task last looked
@@ -169,11 +122,16 @@ pub(crate) struct Activity {
     busy: Arc<BusyConnections>,
 }
 
-impl Drop for Activity {
+/// One open call on a connection, from its start until it ends (dropped): the server's
+/// call task and the client call's state hold one. While any is alive the connection
+/// has active calls (keepalive without calls, max connection idle, ping enforcement) and
+/// counts as busy for its server or channel ([`BusyConnections`]).
+#[derive(Debug)]
+pub(crate) struct CallGuard(Arc<Activity>);
+
+impl Drop for CallGuard {
     fn drop(&mut self) {
-        if self.open_streams.load(Ordering::Relaxed) > 0 {
-            self.busy.leave();
-        }
+        self.0.call_ended();
     }
 }
 
@@ -186,12 +144,10 @@ impl Activity {
         Arc::new(Activity {
             state: Mutex::new(State {
                 last_read: now,
-                streams: HashMap::default(),
                 idle_since: now,
                 policy,
                 strikes: 0,
                 last_ping_at: None,
-                reset_strikes: false,
                 too_many_pings: false,
                 goaway_debug: None,
                 peer_goaway: None,
@@ -203,7 +159,9 @@ impl Activity {
             }),
             signals: Signals::default(),
             goaway_armed: AtomicBool::new(false),
-            open_streams: AtomicU32::new(0),
+            open_calls: AtomicU32::new(0),
+            reset_strikes: AtomicBool::new(false),
+            track_idle: AtomicBool::new(false),
             header_pending: AtomicBool::new(false),
             header_started: AtomicBool::new(false),
             busy,
@@ -215,9 +173,10 @@ impl Activity {
         self.signals.get(SIGNAL_VIOLATION)
     }
 
-    /// Raised when a stream opens (client keepalive wakes up from dormancy).
-    pub(crate) fn stream_opened(&self) -> Signal<'_> {
-        self.signals.get(SIGNAL_STREAM_OPENED)
+    /// Raised when a call opens on a connection that had none (client keepalive wakes
+    /// up from dormancy).
+    pub(crate) fn call_opened(&self) -> Signal<'_> {
+        self.signals.get(SIGNAL_CALL_OPENED)
     }
 
     /// Raised when DATA arrives while no BDP sample is running (send a BDP PING).
@@ -225,35 +184,39 @@ impl Activity {
         self.signals.get(SIGNAL_BDP_WANTED)
     }
 
-    /// Applies a frame to the open streams ([`Activity::stream_event`]) and, when their
-    /// number changed, publishes it; returns whether a stream was opened.
-    fn track(&self, s: &mut State, stream: u32, kind: u8, flags: u8, outbound: bool) -> bool {
-        let before = s.streams.len();
-        let opened = Self::stream_event(s, stream, kind, flags, outbound);
-        if s.streams.len() != before {
-            self.set_open_streams(s.streams.len());
+    /// Counts a call open on this connection until the returned guard is dropped.
+    pub(crate) fn call_started(self: &Arc<Self>) -> CallGuard {
+        if self.open_calls.fetch_add(1, Ordering::AcqRel) == 0 {
+            // The first call: the connection becomes busy. (A concurrent last call's
+            // `leave` may run first; the busy count is only off for that instant.)
+            self.busy.enter();
+            self.call_opened().raise();
         }
-        opened
+        CallGuard(Arc::clone(self))
     }
 
-    /// Publishes the open-stream count after a change (under the state lock), keeping
-    /// the owner's [`BusyConnections`] up to date.
-    fn set_open_streams(&self, n: usize) {
-        let before = self
-            .open_streams
-            .swap(u32::try_from(n).unwrap_or(u32::MAX), Ordering::Relaxed);
-        match (before, n) {
-            (0, 1..) => self.busy.enter(),
-            (1.., 0) => self.busy.leave(),
-            _ => {}
+    /// A call ended ([`CallGuard`] dropped).
+    fn call_ended(&self) {
+        if self.open_calls.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.busy.leave();
+            if self.track_idle.load(Ordering::Relaxed) {
+                self.with(|s| s.idle_since = Instant::now());
+            }
         }
+    }
+
+    /// Keeps since when the connection has had no call ([`Activity::idle_since`]): a
+    /// clock read and a lock each time its last call ends, so only a server with a max
+    /// connection idle asks for it (before its first call).
+    pub(crate) fn track_idle(&self) {
+        self.track_idle.store(true, Ordering::Relaxed);
     }
 
     /// Whether batching writes on this connection pays off (see
     /// [`super::write_batch`]).
     pub(crate) fn batching_pays(&self, workers: usize) -> bool {
         super::write_batch::batching_pays(
-            self.open_streams.load(Ordering::Relaxed) as usize,
+            self.open_calls.load(Ordering::Relaxed) as usize,
             self.busy.get(),
             workers,
         )
@@ -268,21 +231,18 @@ impl Activity {
         self.with(|s| s.last_read).unwrap_or_else(Instant::now)
     }
 
-    /// Number of open streams.
-    pub(crate) fn active_streams(&self) -> usize {
-        self.with(|s| s.streams.len()).unwrap_or(0)
+    /// Number of open calls.
+    pub(crate) fn active_calls(&self) -> usize {
+        self.open_calls.load(Ordering::Acquire) as usize
     }
 
-    /// `Some(since)` when no stream is open (and since when), `None` otherwise.
+    /// `Some(since)` when no call is open (and since when, if [`Activity::track_idle`]
+    /// was asked for; else since the connection started), `None` otherwise.
     pub(crate) fn idle_since(&self) -> Option<Instant> {
-        self.with(|s| {
-            if s.streams.is_empty() {
-                Some(s.idle_since)
-            } else {
-                None
-            }
-        })
-        .flatten()
+        if self.active_calls() > 0 {
+            return None;
+        }
+        self.with(|s| s.idle_since)
     }
 
     /// Whether the ping policy was violated.
@@ -385,55 +345,12 @@ impl Activity {
         self.with(|s| s.last_read = now);
     }
 
-    /// Updates the open streams; returns whether a stream was opened.
-    fn stream_event(s: &mut State, stream: u32, kind: u8, flags: u8, outbound: bool) -> bool {
-        if stream == 0 {
-            return false;
+    fn inbound_frame(&self, kind: u8, flags: u8, len: usize) {
+        if kind != DATA && kind != PING {
+            return;
         }
-        let mut opened = false;
-        let bit = if outbound { 1 } else { 2 };
-        match kind {
-            HEADERS | DATA => {
-                let before = s.streams.len();
-                let entry = match s.streams.get_mut(&stream) {
-                    Some(e) => e,
-                    // Only HEADERS opens a stream; stray DATA is h2's to reject.
-                    None if kind == HEADERS => {
-                        opened = true;
-                        s.streams.entry(stream).or_insert(0)
-                    }
-                    None => return false,
-                };
-                if flags & FLAG_END_STREAM != 0 {
-                    *entry |= bit;
-                }
-                if *entry == 3 {
-                    s.streams.remove(&stream);
-                }
-                if before > 0 && s.streams.is_empty() {
-                    Self::became_idle(s);
-                }
-            }
-            RST_STREAM if s.streams.remove(&stream).is_some() && s.streams.is_empty() => {
-                Self::became_idle(s)
-            }
-            _ => {}
-        }
-        opened
-    }
-
-    /// The last open stream closed. The map's table is released: an idle connection
-    /// keeps no allocation for it (one small allocation per busy period instead).
-    fn became_idle(s: &mut State) {
-        s.idle_since = Instant::now();
-        s.streams = HashMap::default();
-    }
-
-    fn inbound_frame(&self, kind: u8, flags: u8, stream: u32, len: usize) {
         let (violated, bdp) = self
             .with(|s| {
-                // Streams are opened by the client; a server sees them inbound.
-                self.track(s, stream, kind, flags, false);
                 let bdp = kind == DATA && Self::bdp_data(s, len);
                 if kind != PING || flags & FLAG_ACK != 0 {
                     return (false, bdp);
@@ -442,12 +359,13 @@ impl Activity {
                     return (false, bdp);
                 };
                 let now = Instant::now();
-                if s.reset_strikes {
+                if self.reset_strikes.load(Ordering::Relaxed)
+                    && self.reset_strikes.swap(false, Ordering::Relaxed)
+                {
                     s.strikes = 0;
                     s.last_ping_at = None;
-                    s.reset_strikes = false;
                 }
-                let allowed = if s.streams.is_empty() && !policy.permit_without_calls {
+                let allowed = if self.active_calls() == 0 && !policy.permit_without_calls {
                     Duration::from_secs(2 * 60 * 60)
                 } else {
                     policy.min_time
@@ -473,17 +391,10 @@ impl Activity {
         }
     }
 
-    fn outbound_frame(&self, kind: u8, flags: u8, stream: u32) {
-        let opened = self
-            .with(|s| {
-                if kind == HEADERS || kind == DATA {
-                    s.reset_strikes = true;
-                }
-                self.track(s, stream, kind, flags, true)
-            })
-            .unwrap_or(false);
-        if opened {
-            self.stream_opened().raise();
+    /// An outbound frame header: our HEADERS or DATA reset the ping strikes.
+    fn outbound_frame(&self, kind: u8) {
+        if (kind == HEADERS || kind == DATA) && !self.reset_strikes.load(Ordering::Relaxed) {
+            self.reset_strikes.store(true, Ordering::Relaxed);
         }
     }
 
@@ -492,8 +403,8 @@ impl Activity {
     pub(crate) fn inbound_frame_for_test(&self, header: &[u8]) {
         let mut h = [0u8; 9];
         h.copy_from_slice(&header[..9]);
-        let (kind, flags, stream, len) = parse_header(&h);
-        self.inbound_frame(kind, flags, stream, len);
+        let (kind, flags, _, len) = parse_header(&h);
+        self.inbound_frame(kind, flags, len);
     }
 
     fn take_goaway_debug(&self) -> Option<Bytes> {
@@ -730,8 +641,8 @@ impl<IO> FrameTap<IO> {
                     let n = fill_header(buf, have, data);
                     data = &data[n..];
                     if *have == 9 {
-                        let (kind, flags, stream, len) = parse_header(buf);
-                        self.activity.outbound_frame(kind, flags, stream);
+                        let (kind, _, _, len) = parse_header(buf);
+                        self.activity.outbound_frame(kind);
                         self.out = if len > 0 {
                             Out::Pass(len)
                         } else {
@@ -767,8 +678,8 @@ impl<IO> FrameTap<IO> {
                 let n = fill_header(h, have, buf);
                 if *have == 9 {
                     let header = *h;
-                    let (kind, flags, stream, len) = parse_header(&header);
-                    self.activity.outbound_frame(kind, flags, stream);
+                    let (kind, _, _, len) = parse_header(&header);
+                    self.activity.outbound_frame(kind);
                     let debug = if kind == GOAWAY && len == 8 {
                         self.activity.take_goaway_debug()
                     } else {
@@ -855,7 +766,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FrameTap<IO> {
             let changed = this.inbound.feed(
                 new,
                 now,
-                |kind, flags, stream, len| activity.inbound_frame(kind, flags, stream, len),
+                |kind, flags, _, len| activity.inbound_frame(kind, flags, len),
                 |payload| activity.on_peer_goaway(payload),
             );
             if let Some(since) = changed {
@@ -1121,34 +1032,32 @@ mod tests {
     #[test]
     fn busy_connections_are_counted_per_owner() {
         // Two servers (or channels) in one process: each counts its own connections with
-        // open streams, and only those decide whether its connections batch.
+        // open calls, and only those decide whether its connections batch.
         let server_a = Arc::new(BusyConnections::default());
         let server_b = Arc::new(BusyConnections::default());
         let a1 = Activity::new(None, Arc::clone(&server_a));
         let a2 = Activity::new(None, Arc::clone(&server_a));
         let b1 = Activity::new(None, Arc::clone(&server_b));
-        a1.inbound_frame(HEADERS, 0x4, 1, 0);
-        a1.inbound_frame(HEADERS, 0x4, 3, 0);
+        let a1_1 = a1.call_started();
+        let a1_3 = a1.call_started();
         assert_eq!(server_a.get(), 1);
-        a2.inbound_frame(HEADERS, 0x4, 1, 0);
+        let a2_1 = a2.call_started();
         assert_eq!((server_a.get(), server_b.get()), (2, 0));
         // two busy connections on one worker: a1 batches
         assert!(a1.batching_pays(1));
-        b1.inbound_frame(HEADERS, 0x4, 1, 0);
-        b1.inbound_frame(HEADERS, 0x4, 3, 0);
+        let b1_calls = [b1.call_started(), b1.call_started()];
         assert!(
             !b1.batching_pays(1),
             "the other server's busy connections do not count"
         );
-        // the count follows streams closing, and a connection dropped with streams open
-        a1.outbound_frame(HEADERS, 0x5, 1);
-        a1.inbound_frame(DATA, 0x1, 1, 0);
+        // the count follows calls ending
+        drop(a1_1);
         assert_eq!(server_a.get(), 2);
-        a1.outbound_frame(RST_STREAM, 0, 3);
+        drop(a1_3);
         assert_eq!(server_a.get(), 1);
-        drop(a2);
+        drop(a2_1);
         assert_eq!(server_a.get(), 0);
-        drop(b1);
+        drop(b1_calls);
         assert_eq!(server_b.get(), 0);
     }
 
@@ -1162,15 +1071,15 @@ mod tests {
             Default::default(),
         );
         for _ in 0..3 {
-            a.inbound_frame(PING, 0, 0, 8);
+            a.inbound_frame(PING, 0, 8);
         }
         assert!(!a.too_many_pings(), "first ping is free, then 2 strikes");
-        a.outbound_frame(DATA, 0, 1);
+        a.outbound_frame(DATA);
         for _ in 0..3 {
-            a.inbound_frame(PING, 0, 0, 8);
+            a.inbound_frame(PING, 0, 8);
         }
         assert!(!a.too_many_pings(), "sending DATA reset the strikes");
-        a.inbound_frame(PING, 0, 0, 8);
+        a.inbound_frame(PING, 0, 8);
         assert!(a.too_many_pings());
         // acks never count
         let b = Activity::new(
@@ -1181,7 +1090,7 @@ mod tests {
             Default::default(),
         );
         for _ in 0..10 {
-            b.inbound_frame(PING, FLAG_ACK, 0, 8);
+            b.inbound_frame(PING, FLAG_ACK, 8);
         }
         assert!(!b.too_many_pings());
     }
@@ -1197,10 +1106,10 @@ mod tests {
             }),
             Default::default(),
         );
-        a.inbound_frame(HEADERS, 0x4, 1, 10);
+        let _call = a.call_started();
         for _ in 0..100 {
-            a.outbound_frame(DATA, 0, 1);
-            a.inbound_frame(PING, 0, 0, 8);
+            a.outbound_frame(DATA);
+            a.inbound_frame(PING, 0, 8);
         }
         assert!(!a.too_many_pings());
     }
@@ -1208,13 +1117,12 @@ mod tests {
     #[test]
     fn bdp_sampling_counts_data_between_pings() {
         let a = Activity::new(None, Default::default());
-        a.inbound_frame(HEADERS, 0x4, 1, 10);
-        a.inbound_frame(DATA, 0, 1, 1000);
+        a.inbound_frame(DATA, 0, 1000);
         assert_eq!(a.take_bdp_sample(), 0, "off until enabled");
         a.enable_bdp();
-        a.inbound_frame(DATA, 0, 1, 1000);
-        a.inbound_frame(DATA, 0, 1, 500);
-        a.inbound_frame(PING, FLAG_ACK, 0, 8);
+        a.inbound_frame(DATA, 0, 1000);
+        a.inbound_frame(DATA, 0, 500);
+        a.inbound_frame(PING, FLAG_ACK, 8);
         // One signal for the sample start (kept until taken).
         let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
         assert!(a.bdp_wanted().poll_take(&mut cx).is_ready());
@@ -1223,7 +1131,7 @@ mod tests {
             "no second signal while sampling"
         );
         assert_eq!(a.take_bdp_sample(), 1500);
-        a.inbound_frame(DATA, 0, 1, 7);
+        a.inbound_frame(DATA, 0, 7);
         assert!(
             a.bdp_wanted().poll_take(&mut cx).is_ready(),
             "the next DATA starts a new sample"
@@ -1231,14 +1139,14 @@ mod tests {
         assert_eq!(a.take_bdp_sample(), 7);
         // While quiet, DATA neither starts a sample nor counts towards one.
         a.quiet_bdp_until(Instant::now() + Duration::from_secs(60));
-        a.inbound_frame(DATA, 0, 1, 9);
+        a.inbound_frame(DATA, 0, 9);
         assert!(
             a.bdp_wanted().poll_take(&mut cx).is_pending(),
             "no sample while quiet"
         );
         assert_eq!(a.take_bdp_sample(), 0);
         a.quiet_bdp_until(Instant::now());
-        a.inbound_frame(DATA, 0, 1, 11);
+        a.inbound_frame(DATA, 0, 11);
         assert!(
             a.bdp_wanted().poll_take(&mut cx).is_ready(),
             "sampling resumes after the quiet time"
@@ -1246,62 +1154,49 @@ mod tests {
         assert_eq!(a.take_bdp_sample(), 11);
     }
 
-    #[test]
-    fn stream_ids_spread_over_the_map() {
-        // Client stream ids are consecutive odd numbers. For the process's key and 200
-        // others, 1,024 of them must spread over 1,024 buckets (hashbrown picks buckets by
-        // the low bits) and over the 128 control tags (the top seven bits) as a random
-        // function would: about 647 buckets and all 128 tags, at most ~9 ids per bucket.
-        // The bounds sit far out in a random function's tails.
-        let mut keys = vec![StreamIdHash.build_hasher().0];
-        let mut k = 0x9e37_79b9_7f4a_7c15_u64;
-        for _ in 0..200 {
-            k = fmix64(k.wrapping_add(0x9e37_79b9_7f4a_7c15));
-            keys.push(k);
-        }
-        for key in keys {
-            let mut per_bucket = [0u32; 1024];
-            let mut tags = std::collections::HashSet::new();
-            for i in 0..1024u32 {
-                let mut h = StreamIdHasher(key);
-                h.write_u32(2 * i + 1);
-                let h = h.finish();
-                per_bucket[(h & 1023) as usize] += 1;
-                tags.insert(h >> 57);
-            }
-            let used = per_bucket.iter().filter(|&&n| n > 0).count();
-            let max = per_bucket.iter().max().copied().unwrap_or(0);
-            assert!(used >= 550, "key {key:#x}: {used} of 1024 buckets used");
-            assert!(max <= 16, "key {key:#x}: {max} ids in one bucket");
-            assert!(
-                tags.len() >= 120,
-                "key {key:#x}: {} of 128 tags used",
-                tags.len()
-            );
-        }
-        // Many open streams still tracked one by one.
+    #[tokio::test(start_paused = true)]
+    async fn calls_are_counted_by_their_guards() {
         let a = Activity::new(None, Default::default());
-        for id in (1..20_000u32).step_by(2) {
-            a.inbound_frame(HEADERS, 0x4, id, 10);
-        }
-        assert_eq!(a.active_streams(), 10_000);
-        for id in (1..20_000u32).step_by(2) {
-            a.inbound_frame(RST_STREAM, 0, id, 4);
-        }
-        assert_eq!(a.active_streams(), 0);
+        a.track_idle();
+        let t0 = Instant::now();
+        assert_eq!(a.idle_since(), Some(t0));
+        let c1 = a.call_started();
+        let c2 = a.call_started();
+        assert_eq!((a.active_calls(), a.idle_since()), (2, None));
+        tokio::time::advance(Duration::from_secs(5)).await;
+        drop(c1);
+        assert_eq!((a.active_calls(), a.idle_since()), (1, None));
+        tokio::time::advance(Duration::from_secs(5)).await;
+        drop(c2);
+        assert_eq!(a.active_calls(), 0);
+        assert_eq!(a.idle_since(), Some(t0 + Duration::from_secs(10)));
+        // Frames do not open or close calls: HEADERS and RST_STREAM pass unnoticed.
+        let mut headers = header(3, HEADERS, 0x4, 1);
+        headers.extend([1, 2, 3]);
+        a.inbound_frame_for_test(&headers);
+        assert_eq!(a.active_calls(), 0);
     }
 
     #[test]
-    fn stream_tracking() {
-        let a = Activity::new(None, Default::default());
-        assert!(a.idle_since().is_some());
-        a.inbound_frame(HEADERS, 0x4, 1, 0);
-        a.inbound_frame(HEADERS, 0x4, 3, 0);
-        assert_eq!(a.active_streams(), 2);
-        a.inbound_frame(DATA, FLAG_END_STREAM, 1, 0);
-        a.outbound_frame(HEADERS, 0x4 | FLAG_END_STREAM, 1);
-        a.outbound_frame(RST_STREAM, 0, 3);
-        assert_eq!(a.active_streams(), 0);
-        assert!(a.idle_since().is_some());
+    fn a_ping_without_calls_is_a_strike_unless_permitted() {
+        let policy = |permit_without_calls| PingPolicy {
+            min_time: Duration::from_millis(1),
+            permit_without_calls,
+        };
+        // No call open: pings closer than 2 hours are strikes.
+        let a = Activity::new(Some(policy(false)), Default::default());
+        for _ in 0..4 {
+            a.inbound_frame(PING, 0, 8);
+        }
+        assert!(a.too_many_pings());
+        // With a call open, `min_time` applies.
+        let a = Activity::new(Some(policy(false)), Default::default());
+        let _call = a.call_started();
+        std::thread::sleep(Duration::from_millis(2));
+        for _ in 0..4 {
+            a.inbound_frame(PING, 0, 8);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert!(!a.too_many_pings());
     }
 }

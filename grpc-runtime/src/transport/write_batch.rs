@@ -235,13 +235,6 @@ pub(super) mod tests {
         ]
     }
 
-    /// A HEADERS frame (type 1) opening stream `id`, as the frame tap sees it.
-    fn open_stream(a: &Activity, id: u32) {
-        let mut frame = vec![0, 0, 0, 1, 0x4];
-        frame.extend(id.to_be_bytes());
-        a.inbound_frame_for_test(&frame);
-    }
-
     /// A sink accepting at most `max` bytes per write; counts the writes (the frame
     /// tap's tests use it too).
     pub(crate) struct Sink {
@@ -389,10 +382,10 @@ pub(super) mod tests {
         let mut cx = Context::from_waker(&waker);
         let wakes = || counter.0.load(Ordering::SeqCst);
         let activity = Activity::new(None, Default::default());
-        // enough open streams that batching pays on its own
-        for id in 0..BATCH_STREAMS as u32 {
-            open_stream(&activity, 2 * id + 1);
-        }
+        // enough open calls that batching pays on its own
+        let _calls: Vec<_> = (0..BATCH_STREAMS)
+            .map(|_| activity.call_started())
+            .collect();
         let mut w = WriteBatch::new(
             Sink {
                 out: Vec::new(),

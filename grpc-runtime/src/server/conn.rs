@@ -1,6 +1,8 @@
 //! One HTTP/2 connection: handshake with our SETTINGS, accept streams and hand each to
-//! its own task ([`super::dispatch`]), keepalive and ping enforcement, BDP windows, max
-//! connection idle/age, the header-read timeout, GOAWAY and the server's shutdown stages.
+//! its own task ([`super::dispatch`]), the header-read timeout, GOAWAY and the server's
+//! shutdown stages; and it drives the connection's [`Engine`] (keepalive, ping
+//! enforcement, BDP windows, max connection idle/age), whose rules live in
+//! `transport/engine.rs`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,8 +18,8 @@ use super::tls::PeerCertificates;
 use super::{ConnGuard, Shared, ABORT, FORCE, GRACEFUL, RUNNING};
 use crate::latch::Latch;
 use crate::transport::bdp;
-use crate::transport::frame_tap::{Activity, FrameTap, PingPolicy};
-use crate::transport::jitter;
+use crate::transport::engine::{Action, Close, Drain, Engine, Keepalive, PingPolicy, Rules};
+use crate::transport::frame_tap::{Activity, FrameTap};
 use crate::transport::write_batch::WriteBatch;
 
 /// A peer that connects but never sends the HTTP/2 preface is dropped after this (the
@@ -43,6 +45,29 @@ pub(crate) struct ConnManagement {
     pub(crate) stream_window: u32,
     /// The configured initial connection window.
     pub(crate) connection_window: u32,
+    /// The rules every connection's [`Engine`] follows, made from the fields above when
+    /// the server is built ([`ConnManagement::seal`]).
+    pub(crate) rules: Rules,
+}
+
+impl ConnManagement {
+    /// Makes [`ConnManagement::rules`] from the settings (once they are final).
+    pub(crate) fn seal(&mut self) {
+        self.rules = Rules {
+            keepalive: self.keepalive_time.map(|time| Keepalive {
+                time,
+                timeout: self.keepalive_timeout,
+                // A9: the server pings whether or not calls are open.
+                without_calls: true,
+            }),
+            max_idle: self.max_connection_idle,
+            max_age: self.max_connection_age,
+            // grpc-go: +-10%, so that connections made together do not drain together.
+            age_jitter: 0.1,
+            age_grace: self.max_connection_age_grace,
+            bdp_window: self.adaptive_window.then_some(self.stream_window),
+        };
+    }
 }
 
 /// HTTP/2's default window (RFC 9113), h2's default for both windows.
@@ -62,16 +87,10 @@ impl Default for ConnManagement {
             adaptive_window: true,
             stream_window: DEFAULT_WINDOW,
             connection_window: DEFAULT_WINDOW,
+            rules: Rules::default(),
         }
     }
 }
-
-/// After GOAWAY(ENHANCE_YOUR_CALM) the connection is dropped if h2 has not closed it by then.
-const ABRUPT_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// After an idle GOAWAY, the connection is dropped if it has not closed by then (unless
-/// a max-age grace is configured, which applies instead).
-const IDLE_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the accept branch of the connection loop brings back.
 enum Turn<T> {
@@ -97,20 +116,6 @@ fn header_deadline(armed: bool, activity: &Activity, shared: &Shared) -> Option<
     activity
         .header_block_since()
         .map(|since| crate::timeout::instant_after(since, limit))
-}
-
-/// When the next keepalive PING is due: `time` after the last byte read.
-fn keepalive_due(activity: &Activity, time: Duration) -> Instant {
-    crate::timeout::instant_after(activity.last_read(), time)
-}
-
-/// The PING in flight (h2 allows one user PING at a time): when it was sent and whom its
-/// answer serves. A BDP PING's answer also counts as a keepalive answer.
-#[derive(Debug, Clone, Copy)]
-struct PingOut {
-    sent: Instant,
-    bdp: bool,
-    keepalive: bool,
 }
 
 /// After accepting this many streams in a row (without h2 running out of received ones),
@@ -180,59 +185,22 @@ where
         // Keepalive and the BDP estimator share the PING handle, owned by this task: one
         // PING at a time, its answer polled here (no task, lock or future per PING).
         let mut ping = conn.ping_pong();
-        let mut ping_out: Option<PingOut> = None;
-        // Adaptive windows: the estimate, sampled by this task.
-        let mut bdp_est = match (shared.conn_mgmt.adaptive_window, &ping) {
-            (true, Some(_)) => {
-                activity.enable_bdp();
-                Some(bdp::Estimator::new(shared.conn_mgmt.stream_window))
-            }
-            _ => None,
-        };
-        // Keepalive: when the next PING is due (measured from the last byte read; checked
-        // again when the time comes), and by when a PING sent must be answered.
-        // (`shared.conn_mgmt` is read where needed rather than kept in locals: this
-        // future lives as long as the connection.)
-        // `keepalive_at` is when the next PING is due, or while `awaiting_pong`, by when the
-        // PING sent must be answered (one slot for two instants that never coexist).
-        let mut awaiting_pong = false;
-        // One timer for keepalive, max age, max idle, the age grace and the abrupt-close
-        // limit: it is re-armed only when the earliest of them changes, not per stream.
+        // The state of the connection's rules (the rules themselves stay in `shared`:
+        // this future lives as long as the connection).
+        let mut engine = Engine::new(&shared.conn_mgmt.rules, Instant::now(), ping.is_some());
+        if engine.samples_bdp() {
+            activity.enable_bdp();
+        }
+        // One timer for the engine's deadlines and the header-read timeout: it is re-armed
+        // only when the earliest of them changes, not per stream.
         // `armed`: the timer's deadline is the earliest of them (not armed: none is set).
         let timer = tokio::time::sleep_until(Instant::now());
         tokio::pin!(timer);
         let mut armed = false;
-        // In a block: a local still in scope at an await is kept in this future, which
-        // lives as long as the connection.
-        let (mut keepalive_at, mut age_at, mut idle_check) = {
-            let started = Instant::now();
-            (
-                shared
-                    .conn_mgmt
-                    .keepalive_time
-                    .filter(|_| ping.is_some())
-                    .map(|time| crate::timeout::instant_after(started, time)),
-                shared
-                    .conn_mgmt
-                    .max_connection_age
-                    .map(|age| crate::timeout::instant_after(started, jitter(age, 0.1))),
-                shared
-                    .conn_mgmt
-                    .max_connection_idle
-                    .map(|idle| crate::timeout::instant_after(started, idle)),
-            )
-        };
-        // Once max age (or idle) drained the connection, `age_at` is when the grace period
-        // ends (`in_grace`): again one slot for two instants that never coexist. Every slot
-        // counts: this future lives as long as the connection (see the allocation-class
-        // test below).
-        let mut in_grace = false;
-        let mut abrupt_at: Option<Instant> = None;
         // A header block is in progress and the timer covers it (its deadline is computed
         // from the block's start, kept by `activity`): armed on the first turn after a
         // block began, checked (and moved to a later block) when it is due.
         let mut header_armed = false;
-        let mut going_away = false;
         // The server's shutdown stage this connection has acted on.
         let mut stage = RUNNING;
         // The wait for the next stage lives across turns of the loop: made in the
@@ -242,15 +210,13 @@ where
         tokio::pin!(next_stage);
         // Streams accepted since h2 last had none ready (see [`ACCEPT_BURST`]).
         let mut burst: u32 = 0;
-        loop {
+        'conn: loop {
             {
                 let header_at = header_deadline(header_armed, &activity, &shared);
-                let grace_at = age_at.filter(|_| in_grace);
-                let next = if going_away {
-                    earliest(&[keepalive_at, grace_at, abrupt_at, header_at])
-                } else {
-                    earliest(&[keepalive_at, age_at, idle_check, abrupt_at, header_at])
-                };
+                let next = earliest(&[
+                    engine.next_deadline(&shared.conn_mgmt.rules, activity.active_calls()),
+                    header_at,
+                ]);
                 if next != armed.then(|| timer.deadline()) {
                     if let Some(at) = next {
                         timer.as_mut().reset(at);
@@ -299,8 +265,8 @@ where
                 now = &mut next_stage, if stage < ABORT => {
                     stage = now;
                     next_stage.set(shutdown.past(stage));
-                    if stage >= GRACEFUL && !going_away {
-                        going_away = true;
+                    if stage >= GRACEFUL && !engine.is_going_away() {
+                        engine.go_away();
                         conn.graceful_shutdown();
                     }
                     if stage >= FORCE {
@@ -311,126 +277,90 @@ where
                         break;
                     }
                 }
-                () = std::future::poll_fn(|cx| activity.violation().poll_take(cx)), if abrupt_at.is_none() => {
+                () = std::future::poll_fn(|cx| activity.violation().poll_take(cx)), if !engine.is_closing_abruptly() => {
                     tracing::warn!(?peer, "client sent too many pings: GOAWAY(ENHANCE_YOUR_CALM, too_many_pings)");
                     activity.set_goaway_debug_data(Bytes::from_static(b"too_many_pings"));
                     conn.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
-                    abrupt_at = Some(Instant::now() + ABRUPT_CLOSE_TIMEOUT);
-                    going_away = true;
+                    engine.close_abruptly(Instant::now());
                 }
-                () = std::future::poll_fn(|cx| activity.bdp_wanted().poll_take(cx)), if bdp_est.is_some() && ping_out.is_none() => {
-                    if let Some(pp) = ping.as_mut() {
-                        match pp.send_ping(h2::Ping::opaque()) {
-                            Ok(()) => ping_out = Some(PingOut { sent: Instant::now(), bdp: true, keepalive: false }),
+                () = std::future::poll_fn(|cx| activity.bdp_wanted().poll_take(cx)), if engine.wants_bdp_ping() => {
+                    if let (Some(pp), true) = (ping.as_mut(), engine.start_bdp_ping(Instant::now())) {
+                        if pp.send_ping(h2::Ping::opaque()).is_err() {
                             // The connection is ending; stop sampling.
-                            Err(_) => bdp_est = None,
+                            engine.pings_failed();
                         }
                     }
                 }
                 pong = std::future::poll_fn(|cx| match ping.as_mut() {
                     Some(pp) => pp.poll_pong(cx),
                     None => Poll::Pending,
-                }), if ping_out.is_some() => {
-                    let Some(out) = ping_out.take() else { continue };
+                }), if engine.ping_in_flight() => {
                     if pong.is_err() {
                         // The connection is ending: no more PINGs of either kind.
                         ping = None;
-                        bdp_est = None;
-                        keepalive_at = None;
-                        awaiting_pong = false;
+                        engine.pings_failed();
                         continue;
                     }
-                    if out.bdp {
-                        if let Some(est) = bdp_est.as_mut() {
-                            let sample = (activity.take_bdp_sample(), out.sent.elapsed());
-                            if let Some(window) = bdp::grow(est, &activity, sample) {
-                                conn.set_target_window_size(bdp::connection_window(window, shared.conn_mgmt.connection_window));
-                                if let Err(e) = conn.set_initial_window_size(window) {
-                                    tracing::debug!(?peer, "raising the stream window to {window} failed: {e}");
-                                }
+                    let now = Instant::now();
+                    if let Some(rtt) = engine.on_pong(&shared.conn_mgmt.rules, now, activity.last_read()) {
+                        let growth = engine.bdp_sample(now, activity.take_bdp_sample(), rtt);
+                        if let Some(until) = growth.quiet_until {
+                            activity.quiet_bdp_until(until);
+                        }
+                        if let Some(window) = growth.window {
+                            conn.set_target_window_size(bdp::connection_window(window, shared.conn_mgmt.connection_window));
+                            if let Err(e) = conn.set_initial_window_size(window) {
+                                tracing::debug!(?peer, "raising the stream window to {window} failed: {e}");
                             }
                         }
-                    }
-                    if out.keepalive {
-                        awaiting_pong = false;
-                        keepalive_at = shared.conn_mgmt.keepalive_time.map(|time| keepalive_due(&activity, time));
                     }
                 }
                 _ = &mut timer, if armed => {
                     let now = Instant::now();
-                    let due = |at: Option<Instant>| at.is_some_and(|at| at <= now);
-                    if due(abrupt_at) {
-                        break;
-                    }
-                    if due(header_deadline(header_armed, &activity, &shared)) {
+                    if header_deadline(header_armed, &activity, &shared).is_some_and(|at| at <= now) {
                         let limit = shared.conn_mgmt.header_read_timeout.unwrap_or(Duration::MAX);
                         // The block in progress now (the one the timer was armed for may
                         // have ended and a later one begun).
                         let header_at = activity.header_block_since().map(|since| crate::timeout::instant_after(since, limit));
                         header_armed = header_at.is_some();
-                        if header_at.is_some_and(|at| at <= now) && abrupt_at.is_none() {
+                        if header_at.is_some_and(|at| at <= now) && !engine.is_closing_abruptly() {
                             // Only this connection goes: an abrupt GOAWAY, then h2 closes
                             // it once written, with any call still on it (a connection
                             // stalled inside a header block this long carries none well).
                             tracing::warn!(?peer, timeout = ?limit, "request header block not complete within the header read timeout: GOAWAY and close");
                             activity.set_goaway_debug_data(Bytes::from_static(b"header_read_timeout"));
                             conn.abrupt_shutdown(h2::Reason::NO_ERROR);
-                            abrupt_at = Some(Instant::now() + ABRUPT_CLOSE_TIMEOUT);
-                            going_away = true;
+                            engine.close_abruptly(now);
                             header_armed = false;
                         }
                     }
-                    if in_grace && due(age_at) {
-                        tracing::debug!(?peer, "max connection age grace over; closing the connection");
-                        force.set(1);
-                        break;
-                    }
-                    if awaiting_pong && due(keepalive_at) {
-                        tracing::debug!(?peer, "keepalive PING not answered in time; closing the connection");
-                        break;
-                    }
-                    if !awaiting_pong && due(keepalive_at) {
-                        if let Some(time) = shared.conn_mgmt.keepalive_time {
-                            let at = keepalive_due(&activity, time);
-                            if at > now {
-                                keepalive_at = Some(at);
-                            } else {
-                                // No new PING is due while one is out; its answer re-arms it.
-                                keepalive_at = Some(crate::timeout::instant_after(now, shared.conn_mgmt.keepalive_timeout));
-                                awaiting_pong = true;
-                                match (ping_out.as_mut(), ping.as_mut()) {
-                                    // A BDP PING is out: its answer counts.
-                                    (Some(out), _) => out.keepalive = true,
-                                    (None, Some(pp)) => match pp.send_ping(h2::Ping::opaque()) {
-                                        Ok(()) => ping_out = Some(PingOut { sent: now, bdp: false, keepalive: true }),
-                                        Err(_) => (keepalive_at, awaiting_pong) = (None, false),
-                                    },
-                                    (None, None) => (keepalive_at, awaiting_pong) = (None, false),
+                    let (last_read, calls, idle_since) = (activity.last_read(), activity.active_calls(), activity.idle_since());
+                    while let Some(action) = engine.poll_timer(&shared.conn_mgmt.rules, now, last_read, calls, idle_since) {
+                        match action {
+                            Action::SendPing => {
+                                let sent = ping.as_mut().is_some_and(|pp| pp.send_ping(h2::Ping::opaque()).is_ok());
+                                if !sent {
+                                    engine.pings_failed();
                                 }
                             }
-                        }
-                    }
-                    if !going_away && due(age_at) {
-                        tracing::debug!(?peer, "max connection age reached; draining the connection");
-                        going_away = true;
-                        conn.graceful_shutdown();
-                        age_at = shared.conn_mgmt.max_connection_age_grace.map(|g| crate::timeout::instant_after(now, g));
-                        in_grace = true;
-                    } else if !going_away && due(idle_check) {
-                        let idle = shared.conn_mgmt.max_connection_idle.unwrap_or(Duration::MAX);
-                        match activity.idle_since() {
-                            Some(since) if crate::timeout::instant_after(since, idle) <= now => {
-                                tracing::debug!(?peer, "max connection idle reached; closing the connection");
-                                idle_check = None;
-                                going_away = true;
+                            Action::Drain(why) => {
+                                match why {
+                                    Drain::MaxAge => tracing::debug!(?peer, "max connection age reached; draining the connection"),
+                                    Drain::Idle => tracing::debug!(?peer, "max connection idle reached; closing the connection"),
+                                }
                                 conn.graceful_shutdown();
-                                // A client that never acks the GOAWAY's PING must not hold the
-                                // connection open forever.
-                                age_at = Some(crate::timeout::instant_after(now, shared.conn_mgmt.max_connection_age_grace.unwrap_or(IDLE_CLOSE_TIMEOUT)));
-                                in_grace = true;
                             }
-                            Some(since) => idle_check = Some(crate::timeout::instant_after(since, idle)),
-                            None => idle_check = Some(crate::timeout::instant_after(now, idle)),
+                            Action::Close(why) => {
+                                match why {
+                                    Close::GraceOver => {
+                                        tracing::debug!(?peer, "max connection age grace over; closing the connection");
+                                        force.set(1);
+                                    }
+                                    Close::KeepaliveTimeout => tracing::debug!(?peer, "keepalive PING not answered in time; closing the connection"),
+                                    Close::AbruptTimeout => {}
+                                }
+                                break 'conn;
+                            }
                         }
                     }
                     // The timer fired: re-arm it on the next turn even if `next` is unchanged.

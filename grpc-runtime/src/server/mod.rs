@@ -744,6 +744,7 @@ impl ServerBuilder {
         conn_mgmt.connection_window = self
             .initial_connection_window
             .unwrap_or(conn::DEFAULT_WINDOW);
+        conn_mgmt.seal();
         if let Some(n) = self.max_frame_size {
             h2.max_frame_size(n);
         }

@@ -2,7 +2,8 @@
 //! PINGs, shared by client and server connections (as grpc-go's `bdp_estimator.go` and
 //! hyper's `adaptive_window`).
 //!
-//! It owns the estimate and the task that measures it. When the first DATA frame arrives
+//! It owns the estimate and the client's task that measures it (when a sample starts and
+//! what it does are [`super::engine`]'s rules). When the first DATA frame arrives
 //! while no sample runs, the [`Activity`] notifies the task, which sends a PING; the DATA
 //! bytes received until the PING's ACK are the sample, the time to the ACK the RTT. When a
 //! sample reaches 2/3 of the current window and the bandwidth estimate grew, the window
@@ -15,11 +16,10 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::engine::bdp_grow;
+use super::frame_tap::Activity;
 use tokio::sync::{watch, Mutex};
 use tokio::time::Instant;
-use tracing::debug;
-
-use super::frame_tap::Activity;
 
 /// Upper bound of adaptive windows (16 MiB, as grpc-go's `bdpLimit`).
 pub const BDP_LIMIT: u32 = 16 * 1024 * 1024;
@@ -51,6 +51,11 @@ impl Estimator {
             samples: 0,
             bw_max: 0.0,
         }
+    }
+
+    /// The current window (the estimated BDP).
+    pub(crate) fn window(&self) -> u32 {
+        self.bdp.get()
     }
 
     /// Feeds one sample (`bytes` received during one PING round trip of `rtt`); returns
@@ -100,37 +105,10 @@ async fn sample(ping: SharedPing, activity: Arc<Activity>) -> Option<(u64, Durat
     Some((activity.take_bdp_sample(), rtt))
 }
 
-/// After a sample under a quarter of the window, no new sample starts for this long.
-/// grpc-go samples again on the next DATA frame after every ACK, which on a connection of
-/// small calls means one PING (and a separate write) per call; a window that is far from
-/// full cannot grow anyway, so the estimator rests a little. A bulk transfer that starts
-/// meanwhile is sampled at most this much later.
-pub(crate) const QUIET_AFTER_SMALL_SAMPLE: Duration = Duration::from_millis(50);
-
-/// Feeds a sample to the estimator; returns the new window when it grew (and logs it).
-/// A small sample quiets the sampling of `activity` for [`QUIET_AFTER_SMALL_SAMPLE`].
-pub(crate) fn grow(
-    est: &mut Estimator,
-    activity: &Activity,
-    (bytes, rtt): (u64, Duration),
-) -> Option<u32> {
-    if bytes < u64::from(est.bdp.get() / 4) {
-        activity.quiet_bdp_until(Instant::now() + QUIET_AFTER_SMALL_SAMPLE);
-    }
-    let window = est.on_sample(bytes, rtt)?;
-    debug!(
-        window,
-        sample = bytes,
-        rtt_us = rtt.as_micros() as u64,
-        "BDP estimate grew; raising flow-control windows"
-    );
-    Some(window)
-}
-
 /// Measures the BDP of one connection in a task of its own until it ends (the PING
 /// fails) or the driver stops listening; new windows are sent on `windows`. (The server
-/// runs the same steps inside its connection task: it sends the PING itself and feeds the
-/// sample to [`grow`].)
+/// runs the same steps inside its connection task, with its [`super::engine::Engine`].)
+/// What a sample does is the engine's rule ([`bdp_grow`]).
 pub(crate) async fn run(
     ping: SharedPing,
     activity: Arc<Activity>,
@@ -148,8 +126,12 @@ pub(crate) async fn run(
             s = sample(Arc::clone(&ping), Arc::clone(&activity)) => s,
             _ = windows.closed() => None,
         };
-        let Some(taken) = taken else { return };
-        if let Some(window) = grow(&mut est, &activity, taken) {
+        let Some((bytes, rtt)) = taken else { return };
+        let growth = bdp_grow(&mut est, Instant::now(), bytes, rtt);
+        if let Some(until) = growth.quiet_until {
+            activity.quiet_bdp_until(until);
+        }
+        if let Some(window) = growth.window {
             if windows.send(window).is_err() {
                 return;
             }

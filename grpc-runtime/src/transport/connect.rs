@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn, Instrument};
 
 use super::bdp::{self, SharedPing};
+use super::engine::{Action, Engine, Keepalive, Rules};
 use super::frame_tap::{Activity, CallGuard, FrameTap};
 #[cfg(feature = "tls")]
 use super::tls::{self, ClientTlsConfig};
@@ -247,42 +248,68 @@ fn mark(shared: &Shared, why: ConnectionClosed) {
     });
 }
 
-/// gRFC A8 client keepalive. Returns `true` when a PING went unanswered for the timeout
-/// (the caller closes the connection), `false` when the connection ended first.
+/// gRFC A8 client keepalive, by the rules of an [`Engine`]. Returns `true` when a PING
+/// went unanswered for the timeout (the caller closes the connection), `false` when the
+/// connection ended first.
+///
+/// A task of its own beside the connection's driver: the PING handle is shared with the
+/// BDP task behind a mutex, and a keepalive PING waits for a BDP PING in flight (whose
+/// answer counts against the timeout too).
 async fn keepalive_loop(
     pp: SharedPing,
     activity: Arc<Activity>,
     ka: KeepaliveConfig,
     mut closed: watch::Receiver<Option<ConnectionClosed>>,
 ) -> bool {
+    let rules = Rules {
+        keepalive: Some(Keepalive {
+            time: ka.time,
+            timeout: ka.timeout,
+            without_calls: ka.without_calls,
+        }),
+        ..Rules::default()
+    };
+    let mut engine = Engine::new(&rules, Instant::now(), true);
     loop {
         if closed.borrow().is_some() {
             return false;
         }
-        if !ka.without_calls && activity.active_calls() == 0 {
-            // Dormant until a call starts; then ping at once if the connection has been
-            // silent for longer than `time`.
+        let Some(at) = engine.next_deadline(&rules, activity.active_calls()) else {
+            // Dormant until a call starts; then the engine pings at once if the
+            // connection has been silent for longer than `time`.
             tokio::select! {
                 _ = activity.call_opened().wait() => {}
                 _ = closed.changed() => {}
             }
             continue;
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(at) => {}
+            _ = closed.changed() => continue,
         }
-        let due = crate::timeout::instant_after(activity.last_read(), ka.time);
-        if Instant::now() < due {
-            tokio::select! {
-                _ = tokio::time::sleep_until(due) => {}
-                _ = closed.changed() => {}
+        let now = Instant::now();
+        match engine.poll_timer(
+            &rules,
+            now,
+            activity.last_read(),
+            activity.active_calls(),
+            None,
+        ) {
+            Some(Action::SendPing) => {
+                debug!("sending keepalive PING");
+                let ping = async { pp.lock().await.ping(h2::Ping::opaque()).await };
+                let answer_by = crate::timeout::instant_after(now, ka.timeout);
+                match tokio::time::timeout_at(answer_by, ping).await {
+                    Ok(Ok(_)) => {
+                        engine.on_pong(&rules, Instant::now(), activity.last_read());
+                    }
+                    Ok(Err(_)) => return false,
+                    // The engine's deadline has passed: the next turn closes.
+                    Err(_) => {}
+                }
             }
-            continue;
-        }
-        debug!("sending keepalive PING");
-        // A BDP PING in flight holds the handle; its answer counts against the timeout too.
-        let ping = async { pp.lock().await.ping(h2::Ping::opaque()).await };
-        match tokio::time::timeout(ka.timeout, ping).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(_)) => return false,
-            Err(_) => return true,
+            Some(Action::Close(_)) => return true,
+            Some(Action::Drain(_)) | None => {}
         }
     }
 }

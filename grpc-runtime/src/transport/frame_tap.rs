@@ -1,11 +1,11 @@
 //! A transparent IO adapter that watches the HTTP/2 frame headers going in and out of a
 //! connection, for the connection management h2's API does not expose.
 //!
-//! It owns: the time of the last byte read (keepalive is measured from it), the server's
-//! ping-strike accounting of gRFC A8 (PINGs received without ACK; our HEADERS or DATA
-//! reset the strikes), and the
-//! DATA bytes received for the BDP estimator (adaptive flow-control windows), the
-//! debug data of the GOAWAY we send (h2 cannot set it, so the adapter rewrites the next
+//! It owns: the time of the last byte read (keepalive is measured from it), the frames
+//! that feed the rules of [`super::engine`] kept per connection here (inbound PINGs
+//! without ACK feed the server's [`PingStrikes`], our HEADERS or DATA reset them;
+//! inbound DATA feeds the [`BdpSampler`] of adaptive flow-control windows), the debug
+//! data of the GOAWAY we send (h2 cannot set it, so the adapter rewrites the next
 //! outbound GOAWAY that carries none, e.g. to add `too_many_pings`).
 //!
 //! How the bytes are written (batching, gathering) is not its business: that is
@@ -33,12 +33,12 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
+use super::engine::{BdpSampler, PingPolicy, PingStrikes, Verdict};
 use super::write_batch::BusyConnections;
 use crate::latch::{Signal, Signals};
 
@@ -54,28 +54,13 @@ const FLAG_ACK: u8 = 0x1;
 /// The client connection preface (RFC 9113 section 3.4), sent before the first frame.
 const PREFACE_LEN: usize = 24;
 
-/// gRFC A8: more than this many ping strikes earn GOAWAY(ENHANCE_YOUR_CALM).
-pub(crate) const MAX_PING_STRIKES: u32 = 2;
-
-/// Server-side ping enforcement (gRFC A8).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct PingPolicy {
-    /// Pings closer together than this are strikes (while calls are active).
-    pub(crate) min_time: Duration,
-    /// Whether pings without active calls are allowed at `min_time`; if not, a ping while
-    /// idle is a strike unless 2 hours passed since the last one (as grpc-go).
-    pub(crate) permit_without_calls: bool,
-}
-
 #[derive(Debug)]
 struct State {
     last_read: Instant,
     /// When the last open call ended (or the connection started).
     idle_since: Instant,
-    policy: Option<PingPolicy>,
-    strikes: u32,
-    last_ping_at: Option<Instant>,
-    too_many_pings: bool,
+    /// Ping-strike accounting (server side).
+    strikes: Option<PingStrikes>,
     /// Debug data for our next GOAWAY (boxed: rare, and this state lives per connection).
     goaway_debug: Option<Box<Bytes>>,
     /// The last GOAWAY received: error code and debug data.
@@ -83,14 +68,8 @@ struct State {
     /// Since when a header block (or a frame header) has been in progress, as of the end
     /// of the last read (see the module doc).
     header_since: Option<Instant>,
-    /// BDP sampling (adaptive windows): whether it is on for this connection.
-    bdp_enabled: bool,
-    /// A BDP PING is wanted or in flight; DATA bytes received meanwhile are counted.
-    bdp_sampling: bool,
-    /// DATA payload bytes received since the current BDP sample started.
-    bdp_sample: u64,
-    /// No new sample starts before this (after a sample far below the window).
-    bdp_quiet_until: Option<Instant>,
+    /// When BDP samples run (adaptive windows).
+    bdp: BdpSampler,
 }
 
 /// Activity's signals (indices into its [`Signals`]).
@@ -145,17 +124,11 @@ impl Activity {
             state: Mutex::new(State {
                 last_read: now,
                 idle_since: now,
-                policy,
-                strikes: 0,
-                last_ping_at: None,
-                too_many_pings: false,
+                strikes: policy.map(PingStrikes::new),
                 goaway_debug: None,
                 peer_goaway: None,
                 header_since: None,
-                bdp_enabled: false,
-                bdp_sampling: false,
-                bdp_sample: 0,
-                bdp_quiet_until: None,
+                bdp: BdpSampler::default(),
             }),
             signals: Signals::default(),
             goaway_armed: AtomicBool::new(false),
@@ -248,7 +221,8 @@ impl Activity {
     /// Whether the ping policy was violated.
     #[cfg(test)]
     pub(crate) fn too_many_pings(&self) -> bool {
-        self.with(|s| s.too_many_pings).unwrap_or(false)
+        self.with(|s| s.strikes.as_ref().is_some_and(PingStrikes::tripped))
+            .unwrap_or(false)
     }
 
     /// Since when an inbound header block has been in progress (the first byte of its
@@ -294,41 +268,19 @@ impl Activity {
     /// Turns BDP sampling on: from now on the first DATA received while no sample is
     /// running starts one and notifies [`Activity::bdp_wanted`].
     pub(crate) fn enable_bdp(&self) {
-        self.with(|s| s.bdp_enabled = true);
+        self.with(|s| s.bdp.enable());
     }
 
     /// Ends the running BDP sample (its PING was acked): the DATA bytes received since it
     /// started. The next DATA frame starts a new sample.
     pub(crate) fn take_bdp_sample(&self) -> u64 {
-        self.with(|s| {
-            s.bdp_sampling = false;
-            std::mem::take(&mut s.bdp_sample)
-        })
-        .unwrap_or(0)
-    }
-
-    /// Counts a received DATA frame; returns whether it started a new BDP sample.
-    fn bdp_data(s: &mut State, len: usize) -> bool {
-        if !s.bdp_enabled || len == 0 {
-            return false;
-        }
-        if s.bdp_sampling {
-            s.bdp_sample = s.bdp_sample.saturating_add(len as u64);
-            return false;
-        }
-        if s.bdp_quiet_until.is_some_and(|t| Instant::now() < t) {
-            return false;
-        }
-        s.bdp_quiet_until = None;
-        s.bdp_sampling = true;
-        s.bdp_sample = len as u64;
-        true
+        self.with(|s| s.bdp.take()).unwrap_or(0)
     }
 
     /// Starts no new BDP sample before `until` (the last one showed the window is far
     /// from limiting: sampling again at once would only cost a PING per request).
     pub(crate) fn quiet_bdp_until(&self, until: Instant) {
-        self.with(|s| s.bdp_quiet_until = Some(until));
+        self.with(|s| s.bdp.quiet_until(until));
     }
 
     /// Debug data to put into the next GOAWAY we send that has none.
@@ -345,42 +297,27 @@ impl Activity {
         self.with(|s| s.last_read = now);
     }
 
-    fn inbound_frame(&self, kind: u8, flags: u8, len: usize) {
-        if kind != DATA && kind != PING {
+    /// An inbound frame header read at `now`: DATA feeds the BDP sample, a PING (not an
+    /// ACK) the ping strikes.
+    fn inbound_frame(&self, now: Instant, kind: u8, flags: u8, len: usize) {
+        if kind != DATA && (kind != PING || flags & FLAG_ACK != 0) {
             return;
         }
         let (violated, bdp) = self
             .with(|s| {
-                let bdp = kind == DATA && Self::bdp_data(s, len);
-                if kind != PING || flags & FLAG_ACK != 0 {
-                    return (false, bdp);
+                if kind == DATA {
+                    return (false, s.bdp.on_data(now, len));
                 }
-                let Some(policy) = s.policy else {
-                    return (false, bdp);
+                let Some(strikes) = s.strikes.as_mut() else {
+                    return (false, false);
                 };
-                let now = Instant::now();
                 if self.reset_strikes.load(Ordering::Relaxed)
                     && self.reset_strikes.swap(false, Ordering::Relaxed)
                 {
-                    s.strikes = 0;
-                    s.last_ping_at = None;
+                    strikes.reset();
                 }
-                let allowed = if self.active_calls() == 0 && !policy.permit_without_calls {
-                    Duration::from_secs(2 * 60 * 60)
-                } else {
-                    policy.min_time
-                };
-                if let Some(last) = s.last_ping_at {
-                    if crate::timeout::instant_after(last, allowed) > now {
-                        s.strikes += 1;
-                    }
-                }
-                s.last_ping_at = Some(now);
-                if s.strikes > MAX_PING_STRIKES && !s.too_many_pings {
-                    s.too_many_pings = true;
-                    return (true, bdp);
-                }
-                (false, bdp)
+                let verdict = strikes.on_ping(now, self.active_calls() > 0);
+                (verdict == Verdict::TooManyPings, false)
             })
             .unwrap_or((false, false));
         if violated {
@@ -404,7 +341,7 @@ impl Activity {
         let mut h = [0u8; 9];
         h.copy_from_slice(&header[..9]);
         let (kind, flags, _, len) = parse_header(&h);
-        self.inbound_frame(kind, flags, len);
+        self.inbound_frame(Instant::now(), kind, flags, len);
     }
 
     fn take_goaway_debug(&self) -> Option<Bytes> {
@@ -766,7 +703,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FrameTap<IO> {
             let changed = this.inbound.feed(
                 new,
                 now,
-                |kind, flags, _, len| activity.inbound_frame(kind, flags, len),
+                |kind, flags, _, len| activity.inbound_frame(now, kind, flags, len),
                 |payload| activity.on_peer_goaway(payload),
             );
             if let Some(since) = changed {
@@ -850,6 +787,8 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for FrameTap<IO> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::transport::write_batch::tests::Sink;
 
@@ -1071,15 +1010,15 @@ mod tests {
             Default::default(),
         );
         for _ in 0..3 {
-            a.inbound_frame(PING, 0, 8);
+            a.inbound_frame(Instant::now(), PING, 0, 8);
         }
         assert!(!a.too_many_pings(), "first ping is free, then 2 strikes");
         a.outbound_frame(DATA);
         for _ in 0..3 {
-            a.inbound_frame(PING, 0, 8);
+            a.inbound_frame(Instant::now(), PING, 0, 8);
         }
         assert!(!a.too_many_pings(), "sending DATA reset the strikes");
-        a.inbound_frame(PING, 0, 8);
+        a.inbound_frame(Instant::now(), PING, 0, 8);
         assert!(a.too_many_pings());
         // acks never count
         let b = Activity::new(
@@ -1090,7 +1029,7 @@ mod tests {
             Default::default(),
         );
         for _ in 0..10 {
-            b.inbound_frame(PING, FLAG_ACK, 8);
+            b.inbound_frame(Instant::now(), PING, FLAG_ACK, 8);
         }
         assert!(!b.too_many_pings());
     }
@@ -1109,7 +1048,7 @@ mod tests {
         let _call = a.call_started();
         for _ in 0..100 {
             a.outbound_frame(DATA);
-            a.inbound_frame(PING, 0, 8);
+            a.inbound_frame(Instant::now(), PING, 0, 8);
         }
         assert!(!a.too_many_pings());
     }
@@ -1117,12 +1056,12 @@ mod tests {
     #[test]
     fn bdp_sampling_counts_data_between_pings() {
         let a = Activity::new(None, Default::default());
-        a.inbound_frame(DATA, 0, 1000);
+        a.inbound_frame(Instant::now(), DATA, 0, 1000);
         assert_eq!(a.take_bdp_sample(), 0, "off until enabled");
         a.enable_bdp();
-        a.inbound_frame(DATA, 0, 1000);
-        a.inbound_frame(DATA, 0, 500);
-        a.inbound_frame(PING, FLAG_ACK, 8);
+        a.inbound_frame(Instant::now(), DATA, 0, 1000);
+        a.inbound_frame(Instant::now(), DATA, 0, 500);
+        a.inbound_frame(Instant::now(), PING, FLAG_ACK, 8);
         // One signal for the sample start (kept until taken).
         let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
         assert!(a.bdp_wanted().poll_take(&mut cx).is_ready());
@@ -1131,7 +1070,7 @@ mod tests {
             "no second signal while sampling"
         );
         assert_eq!(a.take_bdp_sample(), 1500);
-        a.inbound_frame(DATA, 0, 7);
+        a.inbound_frame(Instant::now(), DATA, 0, 7);
         assert!(
             a.bdp_wanted().poll_take(&mut cx).is_ready(),
             "the next DATA starts a new sample"
@@ -1139,14 +1078,14 @@ mod tests {
         assert_eq!(a.take_bdp_sample(), 7);
         // While quiet, DATA neither starts a sample nor counts towards one.
         a.quiet_bdp_until(Instant::now() + Duration::from_secs(60));
-        a.inbound_frame(DATA, 0, 9);
+        a.inbound_frame(Instant::now(), DATA, 0, 9);
         assert!(
             a.bdp_wanted().poll_take(&mut cx).is_pending(),
             "no sample while quiet"
         );
         assert_eq!(a.take_bdp_sample(), 0);
         a.quiet_bdp_until(Instant::now());
-        a.inbound_frame(DATA, 0, 11);
+        a.inbound_frame(Instant::now(), DATA, 0, 11);
         assert!(
             a.bdp_wanted().poll_take(&mut cx).is_ready(),
             "sampling resumes after the quiet time"
@@ -1186,7 +1125,7 @@ mod tests {
         // No call open: pings closer than 2 hours are strikes.
         let a = Activity::new(Some(policy(false)), Default::default());
         for _ in 0..4 {
-            a.inbound_frame(PING, 0, 8);
+            a.inbound_frame(Instant::now(), PING, 0, 8);
         }
         assert!(a.too_many_pings());
         // With a call open, `min_time` applies.
@@ -1194,7 +1133,7 @@ mod tests {
         let _call = a.call_started();
         std::thread::sleep(Duration::from_millis(2));
         for _ in 0..4 {
-            a.inbound_frame(PING, 0, 8);
+            a.inbound_frame(Instant::now(), PING, 0, 8);
             std::thread::sleep(Duration::from_millis(2));
         }
         assert!(!a.too_many_pings());

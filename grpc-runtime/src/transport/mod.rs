@@ -14,6 +14,7 @@ mod address;
 mod backoff;
 pub(crate) mod bdp;
 mod connect;
+pub(crate) mod engine;
 pub(crate) mod frame_tap;
 #[cfg(feature = "tls")]
 pub(crate) mod pem;

@@ -924,19 +924,15 @@ fn start(
             return finish_now(trailers_only(status, None), mode);
         }
     }
-    let queue = new_queue();
-    let ctx = ServerContext::new(
-        MethodPath::Received(path_and_query),
+    let (ctx, queue) = queued_context(
+        path_and_query,
         peer,
         deadline,
-        ResponseState::Web(WebSink(Arc::clone(&queue))),
         response_encoding,
         client_accepts,
-        shared.accept_encodings,
+        peer_certs,
+        shared,
     );
-    if let Some(certs) = peer_certs {
-        ctx.set_peer_certificates(certs);
-    }
     let web_body = WebBody {
         queue: Some(queue),
         mode,
@@ -966,6 +962,33 @@ fn start(
         Arc::clone(force),
     ));
     Answer::Call(web_body)
+}
+
+/// The context of a call whose response goes through a queue (gRPC-Web, and native
+/// calls that came through tower layers), and that queue.
+fn queued_context(
+    path_and_query: http::uri::PathAndQuery,
+    peer: Option<SocketAddr>,
+    deadline: Option<crate::timeout::Deadline>,
+    response_encoding: Option<crate::compression::CompressionEncoding>,
+    client_accepts: crate::compression::EncodingSet,
+    peer_certs: Option<PeerCertificates>,
+    shared: &Shared,
+) -> (ServerContext, Arc<Queue>) {
+    let queue = new_queue();
+    let ctx = ServerContext::new(
+        MethodPath::Received(path_and_query),
+        peer,
+        deadline,
+        ResponseState::Web(WebSink(Arc::clone(&queue))),
+        response_encoding,
+        client_accepts,
+        shared.accept_encodings,
+    );
+    if let Some(certs) = peer_certs {
+        ctx.set_peer_certificates(certs);
+    }
+    (ctx, queue)
 }
 
 /// An empty response queue.
@@ -1075,19 +1098,15 @@ fn start_native_call(
         client_accepts,
         response_encoding,
     } = routed;
-    let queue = new_queue();
-    let ctx = ServerContext::new(
-        MethodPath::Received(path_and_query),
+    let (ctx, queue) = queued_context(
+        path_and_query,
         peer,
         deadline,
-        ResponseState::Web(WebSink(Arc::clone(&queue))),
         response_encoding,
         client_accepts,
-        shared.accept_encodings,
+        peer_certs,
+        shared,
     );
-    if let Some(certs) = peer_certs {
-        ctx.set_peer_certificates(certs);
-    }
     if let Some(s) = stats {
         let _ = ctx.inner.stats.set(s);
     }

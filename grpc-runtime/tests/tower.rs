@@ -796,3 +796,29 @@ async fn the_fallback_sees_the_tls_session_and_client_certificate() {
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(String::from_utf8_lossy(&r.data), "1 cert(s), alpn h2");
 }
+
+#[tokio::test]
+async fn a_layers_oversized_status_is_cut_to_size_like_every_trailers_only_answer() {
+    // A layer that refuses every call with a 20 KB message: the Trailers-Only answer is
+    // built by the one builder, which cuts status and trailers to 8 KiB.
+    let refuse = tower::layer::layer_fn(|_routes: grpc_runtime::server::GrpcRoutes| {
+        tower::service_fn(|_req: http::Request<RequestBody>| async {
+            Err::<http::Response<http_body_util::Empty<Bytes>>, _>(
+                grpc_runtime::Status::permission_denied("x".repeat(20_000)),
+            )
+        })
+    });
+    let server = start(|b| b.layer(refuse)).await;
+    let mut h2 = connect(server.addr).await;
+    let r = call(
+        &mut h2,
+        grpc_head(server.addr, "/test.Echo/Unary", &[]),
+        &[echo_request("refused")],
+    )
+    .await;
+    assert!(r.headers_end_stream, "Trailers-Only: {r:?}");
+    assert_eq!(r.grpc_status().as_deref(), Some("7"));
+    let message = r.grpc_message().unwrap();
+    assert!(message.len() < 2048, "{} bytes", message.len());
+    assert!(message.contains("truncated"), "{message}");
+}

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{header, HeaderValue, StatusCode};
+use http::StatusCode;
 
 use super::fallback::{self, RequestBody};
 use super::http_conn::{box_body, BoxBody, BoxError};
@@ -177,16 +177,12 @@ pub(crate) fn status_of_error(error: &BoxError) -> Status {
     }
 }
 
-/// A Trailers-Only gRPC response carrying `status`.
+/// A Trailers-Only gRPC response carrying `status` (built, and cut to size, by
+/// [`super::wire::trailers_only`], as every Trailers-Only answer of the server).
 fn trailers_only(status: &Status) -> http::Response<BoxBody> {
     tracing::debug!(code = %status.code(), message = status.message(), "layered call ended by a layer");
-    let mut resp = http::Response::new(BoxBody::default());
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/grpc"),
-    );
-    status.add_to_headers(resp.headers_mut());
-    resp
+    super::wire::trailers_only(status, &crate::metadata::MetadataMap::new())
+        .map(|()| BoxBody::default())
 }
 
 /// A response a layer made itself (an HTTP error without `grpc-status`, such as

@@ -5,7 +5,7 @@
 //! [`Signals`], the wakeups of the tasks that act on what a connection's frames show (BDP
 //! samples, ping-policy violations, a stream opening).
 
-use std::future::{poll_fn, Future};
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{ready, Context, Poll};
@@ -175,8 +175,9 @@ impl Signal<'_> {
     }
 
     /// Resolves once the signal is raised (at once if it already was), lowering it.
+    #[cfg(test)]
     pub(crate) async fn wait(self) {
-        poll_fn(|cx| self.poll_take(cx)).await
+        std::future::poll_fn(|cx| self.poll_take(cx)).await
     }
 }
 

@@ -2,31 +2,22 @@
 //! PINGs, shared by client and server connections (as grpc-go's `bdp_estimator.go` and
 //! hyper's `adaptive_window`).
 //!
-//! It owns the estimate and the client's task that measures it (when a sample starts and
-//! what it does are [`super::engine`]'s rules). When the first DATA frame arrives
-//! while no sample runs, the [`Activity`] notifies the task, which sends a PING; the DATA
-//! bytes received until the PING's ACK are the sample, the time to the ACK the RTT. When a
-//! sample reaches 2/3 of the current window and the bandwidth estimate grew, the window
-//! becomes `min(2 * sample, 16 MiB)` and is handed to the connection's driver, which sets
-//! the connection window (`set_target_window_size`) and the stream window
-//! (`set_initial_window_size`, a SETTINGS frame). Windows only grow, never above
-//! [`BDP_LIMIT`], so memory stays bounded. No DATA, no PINGs: an idle connection stays quiet.
+//! It owns the estimate; when a sample starts and what it does are [`super::engine`]'s
+//! rules, and each side's connection task drives them. When the first DATA frame arrives
+//! while no sample runs, the [`super::frame_tap::Activity`] notifies the connection task,
+//! which sends a PING; the DATA bytes received until the PING's ACK are the sample, the
+//! time to the ACK the RTT. When a sample reaches 2/3 of the current window and the
+//! bandwidth estimate grew, the window becomes `min(2 * sample, 16 MiB)`, and the
+//! connection task sets the connection window (`set_target_window_size`) and the stream
+//! window (`set_initial_window_size`, a SETTINGS frame). Windows only grow, never above
+//! [`BDP_LIMIT`], so memory stays bounded. No DATA, no PINGs: an idle connection stays
+//! quiet.
 
 use std::num::NonZeroU32;
-use std::sync::Arc;
 use std::time::Duration;
-
-use super::engine::bdp_grow;
-use super::frame_tap::Activity;
-use tokio::sync::{watch, Mutex};
-use tokio::time::Instant;
 
 /// Upper bound of adaptive windows (16 MiB, as grpc-go's `bdpLimit`).
 pub const BDP_LIMIT: u32 = 16 * 1024 * 1024;
-
-/// A connection's PING handle shared between keepalive and the BDP estimator (h2 allows
-/// one user PING in flight; the mutex serializes them).
-pub(crate) type SharedPing = Arc<Mutex<h2::PingPong>>;
 
 /// The estimate (grpc-go's algorithm).
 #[derive(Debug)]
@@ -92,51 +83,6 @@ impl Estimator {
 /// connection window.
 pub(crate) fn connection_window(bdp: u32, configured: u32) -> u32 {
     bdp.max(configured)
-}
-
-/// Takes one sample: sends a PING and, once it is acked, returns the DATA bytes received
-/// meanwhile and the round-trip time; `None` when the PING failed (the connection is
-/// ending). Called when [`Activity::bdp_wanted`] fires (after [`Activity::enable_bdp`]).
-async fn sample(ping: SharedPing, activity: Arc<Activity>) -> Option<(u64, Duration)> {
-    let mut pp = ping.lock().await;
-    let sent = Instant::now();
-    pp.ping(h2::Ping::opaque()).await.ok()?;
-    let rtt = sent.elapsed();
-    Some((activity.take_bdp_sample(), rtt))
-}
-
-/// Measures the BDP of one connection in a task of its own until it ends (the PING
-/// fails) or the driver stops listening; new windows are sent on `windows`. (The server
-/// runs the same steps inside its connection task, with its [`super::engine::Engine`].)
-/// What a sample does is the engine's rule ([`bdp_grow`]).
-pub(crate) async fn run(
-    ping: SharedPing,
-    activity: Arc<Activity>,
-    initial: u32,
-    windows: watch::Sender<u32>,
-) {
-    activity.enable_bdp();
-    let mut est = Estimator::new(initial);
-    loop {
-        tokio::select! {
-            _ = activity.bdp_wanted().wait() => {}
-            _ = windows.closed() => return,
-        }
-        let taken = tokio::select! {
-            s = sample(Arc::clone(&ping), Arc::clone(&activity)) => s,
-            _ = windows.closed() => None,
-        };
-        let Some((bytes, rtt)) = taken else { return };
-        let growth = bdp_grow(&mut est, Instant::now(), bytes, rtt);
-        if let Some(until) = growth.quiet_until {
-            activity.quiet_bdp_until(until);
-        }
-        if let Some(window) = growth.window {
-            if windows.send(window).is_err() {
-                return;
-            }
-        }
-    }
 }
 
 #[cfg(test)]

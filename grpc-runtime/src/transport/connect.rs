@@ -1,19 +1,21 @@
-//! Establishing one HTTP/2 client connection and driving it in a background task.
+//! Establishing one HTTP/2 client connection and driving it in one background task
+//! (h2's connection, the first PING, keepalive and adaptive windows).
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
 use h2::client::SendRequest;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 use tracing::{debug, warn, Instrument};
 
-use super::bdp::{self, SharedPing};
+use super::bdp;
 use super::engine::{Action, Engine, Keepalive, Rules};
 use super::frame_tap::{Activity, CallGuard, FrameTap};
 #[cfg(feature = "tls")]
@@ -248,70 +250,163 @@ fn mark(shared: &Shared, why: ConnectionClosed) {
     });
 }
 
-/// gRFC A8 client keepalive, by the rules of an [`Engine`]. Returns `true` when a PING
-/// went unanswered for the timeout (the caller closes the connection), `false` when the
-/// connection ended first.
-///
-/// A task of its own beside the connection's driver: the PING handle is shared with the
-/// BDP task behind a mutex, and a keepalive PING waits for a BDP PING in flight (whose
-/// answer counts against the timeout too).
-async fn keepalive_loop(
-    pp: SharedPing,
-    activity: Arc<Activity>,
-    ka: KeepaliveConfig,
-    mut closed: watch::Receiver<Option<ConnectionClosed>>,
-) -> bool {
-    let rules = Rules {
-        keepalive: Some(Keepalive {
-            time: ka.time,
-            timeout: ka.timeout,
-            without_calls: ka.without_calls,
-        }),
-        ..Rules::default()
-    };
-    let mut engine = Engine::new(&rules, Instant::now(), true);
-    loop {
-        if closed.borrow().is_some() {
-            return false;
-        }
-        let Some(at) = engine.next_deadline(&rules, activity.active_calls()) else {
-            // Dormant until a call starts; then the engine pings at once if the
-            // connection has been silent for longer than `time`.
-            tokio::select! {
-                _ = activity.call_opened().wait() => {}
-                _ = closed.changed() => {}
+/// Drives one client connection in a single task, as the server's connection task
+/// does: h2's connection future, the PING handle (the first PING proves the peer speaks
+/// HTTP/2, then keepalive and BDP samples, one in flight at a time) and the rules of an
+/// [`Engine`] (gRFC A8 keepalive, adaptive windows). No lock, task or future per PING.
+/// `ready` hears whether the first PING was answered. When the connection ends, the
+/// reason is published to the [`Connection`]s.
+async fn drive<T>(
+    mut conn: h2::client::Connection<T, Bytes>,
+    rules: Rules,
+    conn_window: u32,
+    shared: Arc<Shared>,
+    ready: oneshot::Sender<Result<(), String>>,
+) where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let activity = &shared.activity;
+    let mut ping = conn.ping_pong();
+    let mut engine = Engine::new(&rules, Instant::now(), ping.is_some());
+    if engine.samples_bdp() {
+        activity.enable_bdp();
+    }
+    if rules.keepalive.is_some() {
+        // A keepalive without calls is dormant; the first call wakes it.
+        activity.wake_on_first_call();
+    }
+    // The first PING, whose answer `ready` waits for. Until it comes, the engine sends
+    // none of its own (h2 allows one user PING in flight).
+    let mut ready = Some(ready);
+    let mut first_ping = false;
+    match ping.as_mut().map(|pp| pp.send_ping(h2::Ping::opaque())) {
+        Some(Ok(())) => first_ping = true,
+        Some(Err(e)) => {
+            if let Some(r) = ready.take() {
+                let _ = r.send(Err(e.to_string()));
             }
-            continue;
-        };
-        tokio::select! {
-            _ = tokio::time::sleep_until(at) => {}
-            _ = closed.changed() => continue,
+            ping = None;
+            engine.pings_failed();
         }
-        let now = Instant::now();
-        match engine.poll_timer(
-            &rules,
-            now,
-            activity.last_read(),
-            activity.active_calls(),
-            None,
-        ) {
-            Some(Action::SendPing) => {
-                debug!("sending keepalive PING");
-                let ping = async { pp.lock().await.ping(h2::Ping::opaque()).await };
-                let answer_by = crate::timeout::instant_after(now, ka.timeout);
-                match tokio::time::timeout_at(answer_by, ping).await {
-                    Ok(Ok(_)) => {
-                        engine.on_pong(&rules, Instant::now(), activity.last_read());
-                    }
-                    Ok(Err(_)) => return false,
-                    // The engine's deadline has passed: the next turn closes.
-                    Err(_) => {}
-                }
+        None => {
+            if let Some(r) = ready.take() {
+                let _ = r.send(Ok(()));
             }
-            Some(Action::Close(_)) => return true,
-            Some(Action::Drain(_)) | None => {}
         }
     }
+    // One timer for the engine's deadlines, re-armed only when the earliest changes.
+    let timer = tokio::time::sleep_until(Instant::now());
+    tokio::pin!(timer);
+    let mut armed = false;
+    let why = loop {
+        let next = engine.next_deadline(&rules, activity.active_calls());
+        if next != armed.then(|| timer.deadline()) {
+            if let Some(at) = next {
+                timer.as_mut().reset(at);
+            }
+            armed = next.is_some();
+        }
+        // A client's only deadlines are keepalive's: without one, keepalive (if on) is
+        // dormant until a call opens.
+        let dormant = next.is_none() && rules.keepalive.is_some();
+        tokio::select! {
+            r = &mut conn => break match r {
+                Ok(()) => ConnectionClosed::Eof,
+                Err(e) if e.is_go_away() && e.is_remote() => ConnectionClosed::GoAway {
+                    code: e.reason().unwrap_or(h2::Reason::NO_ERROR).into(),
+                    debug_data: activity
+                        .peer_goaway()
+                        .map(|(_, debug)| debug)
+                        .unwrap_or_default(),
+                },
+                Err(e) => ConnectionClosed::Error(e.to_string()),
+            },
+            // A call opened on a connection without calls: keepalive wakes up (the loop
+            // recomputes its deadline, a PING at once after a long silence).
+            () = std::future::poll_fn(|cx| activity.call_opened().poll_take(cx)), if dormant => {}
+            () = std::future::poll_fn(|cx| activity.bdp_wanted().poll_take(cx)), if !first_ping && engine.wants_bdp_ping() => {
+                if let (Some(pp), true) = (ping.as_mut(), engine.start_bdp_ping(Instant::now())) {
+                    if pp.send_ping(h2::Ping::opaque()).is_err() {
+                        // The connection is ending; stop sampling.
+                        engine.pings_failed();
+                    }
+                }
+            }
+            pong = std::future::poll_fn(|cx| match ping.as_mut() {
+                Some(pp) => pp.poll_pong(cx),
+                None => Poll::Pending,
+            }), if first_ping || engine.ping_in_flight() => {
+                if first_ping {
+                    first_ping = false;
+                    if let Some(r) = ready.take() {
+                        let _ = r.send(pong.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+                    }
+                }
+                if pong.is_err() {
+                    // The connection is ending: no more PINGs of either kind.
+                    ping = None;
+                    engine.pings_failed();
+                    continue;
+                }
+                let now = Instant::now();
+                if let Some(rtt) = engine.on_pong(&rules, now, activity.last_read()) {
+                    let growth = engine.bdp_sample(now, activity.take_bdp_sample(), rtt);
+                    if let Some(until) = growth.quiet_until {
+                        activity.quiet_bdp_until(until);
+                    }
+                    if let Some(window) = growth.window {
+                        conn.set_target_window_size(bdp::connection_window(window, conn_window));
+                        if let Err(e) = conn.set_initial_window_size(window) {
+                            debug!("raising the stream window to {window} failed: {e}");
+                        }
+                    }
+                }
+            }
+            _ = &mut timer, if armed && !first_ping => {
+                let now = Instant::now();
+                let (last_read, calls) = (activity.last_read(), activity.active_calls());
+                let mut timed_out = false;
+                while let Some(action) = engine.poll_timer(&rules, now, last_read, calls, None) {
+                    match action {
+                        Action::SendPing => {
+                            debug!("sending keepalive PING");
+                            let sent = ping.as_mut().is_some_and(|pp| pp.send_ping(h2::Ping::opaque()).is_ok());
+                            if !sent {
+                                engine.pings_failed();
+                            }
+                        }
+                        Action::Close(_) => {
+                            timed_out = true;
+                            break;
+                        }
+                        // A client has no max age or idle rules.
+                        Action::Drain(_) => {}
+                    }
+                }
+                if timed_out {
+                    debug!(
+                        timeout = ?rules.keepalive.map(|k| k.timeout),
+                        "keepalive PING not answered in time; closing the connection"
+                    );
+                    // Dropping the h2 connection fails its streams (UNAVAILABLE for the calls).
+                    break ConnectionClosed::KeepaliveTimeout;
+                }
+                // The timer fired: re-arm it on the next turn even if `next` is unchanged.
+                armed = false;
+            }
+        }
+    };
+    if why.is_too_many_pings() {
+        warn!(
+            connection = shared.id,
+            address = %shared.address,
+            "server sent GOAWAY(ENHANCE_YOUR_CALM, too_many_pings): keepalive is too frequent for it"
+        );
+    }
+    if let Some(r) = ready.take() {
+        let _ = r.send(Err(format!("{why:?}")));
+    }
+    mark(&shared, why);
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -421,7 +516,7 @@ where
         Arc::clone(&activity),
         true,
     );
-    let (send, mut conn) = h2::client::Builder::new()
+    let (send, conn) = h2::client::Builder::new()
         .enable_push(false)
         .initial_window_size(s.initial_stream_window_size)
         .initial_connection_window_size(s.initial_connection_window_size)
@@ -443,114 +538,48 @@ where
         })?;
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let (closed, _) = watch::channel(None);
-    let mut ping_pong = conn.ping_pong();
     let shared = Arc::new(Shared {
         id,
         address: address.clone(),
         closed,
         peer_accept_encoding: Mutex::new(None),
-        activity: Arc::clone(&activity),
+        activity,
     });
-    let driver_shared = Arc::clone(&shared);
+    let rules = Rules {
+        keepalive: config.keepalive.map(|ka| Keepalive {
+            time: ka.time,
+            timeout: ka.timeout,
+            without_calls: ka.without_calls,
+        }),
+        bdp_window: s.adaptive_window.then_some(s.initial_stream_window_size),
+        ..Rules::default()
+    };
+    let (ready_tx, ready_rx) = oneshot::channel();
     let span = tracing::debug_span!("h2_client_connection", connection = id, address = %address);
-    // Keepalive and the BDP estimator share the PING handle; the handshake PING below
-    // uses it first.
-    let (ka_tx, ka_rx) = tokio::sync::oneshot::channel::<()>();
-    let keepalive = config.keepalive;
-    // New adaptive windows from the BDP estimator; the driver applies them.
-    let (win_tx, mut win_rx) = watch::channel(s.initial_stream_window_size);
-    let conn_window = s.initial_connection_window_size;
     tokio::spawn(
-        async move {
-            let ka_fired = async {
-                match ka_rx.await {
-                    Ok(()) => (),
-                    // No keepalive: never fires.
-                    Err(_) => std::future::pending().await,
-                }
-            };
-            tokio::pin!(ka_fired);
-            let mut windows_open = true;
-            let why = loop {
-                tokio::select! {
-                    r = &mut conn => break match r {
-                        Ok(()) => ConnectionClosed::Eof,
-                        Err(e) if e.is_go_away() && e.is_remote() => ConnectionClosed::GoAway {
-                            code: e.reason().unwrap_or(h2::Reason::NO_ERROR).into(),
-                            debug_data: driver_shared
-                                .activity
-                                .peer_goaway()
-                                .map(|(_, debug)| debug)
-                                .unwrap_or_default(),
-                        },
-                        Err(e) => ConnectionClosed::Error(e.to_string()),
-                    },
-                    // Dropping the h2 connection fails its streams (UNAVAILABLE for the calls).
-                    () = &mut ka_fired => break ConnectionClosed::KeepaliveTimeout,
-                    changed = win_rx.changed(), if windows_open => match changed {
-                        Ok(()) => {
-                            let window = *win_rx.borrow_and_update();
-                            conn.set_target_window_size(bdp::connection_window(window, conn_window));
-                            if let Err(e) = conn.set_initial_window_size(window) {
-                                debug!("raising the stream window to {window} failed: {e}");
-                            }
-                        }
-                        Err(_) => windows_open = false,
-                    },
-                }
-            };
-            if why.is_too_many_pings() {
-                warn!(
-                    connection = driver_shared.id,
-                    address = %driver_shared.address,
-                    "server sent GOAWAY(ENHANCE_YOUR_CALM, too_many_pings): keepalive is too frequent for it"
-                );
-            }
-            mark(&driver_shared, why);
-        }
+        drive(
+            conn,
+            rules,
+            s.initial_connection_window_size,
+            Arc::clone(&shared),
+            ready_tx,
+        )
         .instrument(span),
     );
-    // Wait until the server has spoken HTTP/2: its SETTINGS precede the PING ack, so
-    // when this returns we know its limits (MAX_CONCURRENT_STREAMS in particular) and
-    // that the peer is really an HTTP/2 server. Bounded by the caller's connect timeout.
-    if let Some(pp) = ping_pong.as_mut() {
-        if let Err(e) = pp.ping(h2::Ping::opaque()).await {
-            mark(&shared, ConnectionClosed::Error(e.to_string()));
-            return Err(TransportError::new(
-                TransportErrorKind::Http2,
-                format!("HTTP/2 handshake with {address}: no answer to the initial PING: {e}"),
-            ));
-        }
-    }
-    let ping_pong: Option<SharedPing> = ping_pong.map(|pp| Arc::new(tokio::sync::Mutex::new(pp)));
-    if let (true, Some(pp)) = (s.adaptive_window, &ping_pong) {
-        let span = tracing::debug_span!("h2_client_bdp", connection = id);
-        tokio::spawn(
-            bdp::run(
-                Arc::clone(pp),
-                Arc::clone(&activity),
-                s.initial_stream_window_size,
-                win_tx,
-            )
-            .instrument(span),
-        );
-    }
-    if let (Some(ka), Some(pp)) = (keepalive, ping_pong) {
-        let activity = Arc::clone(&activity);
-        let closed = shared.closed.subscribe();
-        let span = tracing::debug_span!("h2_client_keepalive", connection = id);
-        tokio::spawn(
-            async move {
-                if keepalive_loop(pp, activity, ka, closed).await {
-                    debug!(
-                        "keepalive PING not answered within {:?}; closing the connection",
-                        ka.timeout
-                    );
-                    let _ = ka_tx.send(());
-                }
-            }
-            .instrument(span),
-        );
+    // Wait until the server has spoken HTTP/2: its SETTINGS precede the answer to the
+    // driver's first PING, so when this returns we know its limits
+    // (MAX_CONCURRENT_STREAMS in particular) and that the peer is really an HTTP/2
+    // server. Bounded by the caller's connect timeout.
+    let answered = match ready_rx.await {
+        Ok(r) => r,
+        Err(_) => Err("the connection ended".to_owned()),
+    };
+    if let Err(e) = answered {
+        mark(&shared, ConnectionClosed::Error(e.clone()));
+        return Err(TransportError::new(
+            TransportErrorKind::Http2,
+            format!("HTTP/2 handshake with {address}: no answer to the initial PING: {e}"),
+        ));
     }
     debug!(connection = id, address = %address, "connection established");
     Ok(Connection { send, shared })

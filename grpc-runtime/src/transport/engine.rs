@@ -8,7 +8,7 @@
 //! happened (a PING acked, calls opened, the connection started going away), asks it
 //! when to wake up next ([`Engine::next_deadline`]) and, when that time comes, what to do
 //! ([`Engine::poll_timer`]: send a PING, drain with GOAWAY, close). The server's
-//! connection task drives one ([`crate::server`]'s `conn.rs`), the client's keepalive
+//! connection task drives one ([`crate::server`]'s `conn.rs`), the client's connection
 //! task another (`connect.rs`). The two rules that run on every inbound frame,
 //! [`PingStrikes`] and [`BdpSampler`], are kept by the frame tap's
 //! [`super::frame_tap::Activity`], which sees those frames.

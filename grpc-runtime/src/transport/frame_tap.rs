@@ -89,6 +89,9 @@ pub(crate) struct Activity {
     open_calls: AtomicU32,
     /// Whether `State::idle_since` is kept ([`Activity::track_idle`]).
     track_idle: AtomicBool,
+    /// Whether a call opening on a connection without calls raises
+    /// [`Activity::call_opened`] ([`Activity::wake_on_first_call`]).
+    wake_on_first_call: AtomicBool,
     /// We sent HEADERS or DATA since the last inbound PING: its strikes start afresh
     /// (grpc-go resets `pingStrikes` when it writes either).
     reset_strikes: AtomicBool,
@@ -135,6 +138,7 @@ impl Activity {
             open_calls: AtomicU32::new(0),
             reset_strikes: AtomicBool::new(false),
             track_idle: AtomicBool::new(false),
+            wake_on_first_call: AtomicBool::new(false),
             header_pending: AtomicBool::new(false),
             header_started: AtomicBool::new(false),
             busy,
@@ -146,8 +150,9 @@ impl Activity {
         self.signals.get(SIGNAL_VIOLATION)
     }
 
-    /// Raised when a call opens on a connection that had none (client keepalive wakes
-    /// up from dormancy).
+    /// Raised when a call opens on a connection that had none, once
+    /// [`Activity::wake_on_first_call`] asked for it (client keepalive wakes up from
+    /// dormancy).
     pub(crate) fn call_opened(&self) -> Signal<'_> {
         self.signals.get(SIGNAL_CALL_OPENED)
     }
@@ -163,7 +168,9 @@ impl Activity {
             // The first call: the connection becomes busy. (A concurrent last call's
             // `leave` may run first; the busy count is only off for that instant.)
             self.busy.enter();
-            self.call_opened().raise();
+            if self.wake_on_first_call.load(Ordering::Relaxed) {
+                self.call_opened().raise();
+            }
         }
         CallGuard(Arc::clone(self))
     }
@@ -176,6 +183,13 @@ impl Activity {
                 self.with(|s| s.idle_since = Instant::now());
             }
         }
+    }
+
+    /// Raises [`Activity::call_opened`] whenever a call opens on a connection that had
+    /// none. Only a client with keepalive waits for it (a keepalive without calls is
+    /// dormant until then), so no one else pays for the wakeup on every first call.
+    pub(crate) fn wake_on_first_call(&self) {
+        self.wake_on_first_call.store(true, Ordering::Relaxed);
     }
 
     /// Keeps since when the connection has had no call ([`Activity::idle_since`]): a

@@ -61,9 +61,13 @@ pub(crate) struct CallState {
     on_done: Mutex<Option<OnDone>>,
     /// Counts the call as in flight for the channel's idle timeout.
     _active: ActiveCall,
-    /// Counts the call open on the connection of its latest attempt, from the stream's
-    /// opening until the call finishes (a new attempt moves it to its connection).
+    /// Counts a streaming-response call open on the connection of its committed attempt
+    /// until the call finishes ([`CallState::keep_counted`]). (An attempt counts itself
+    /// while it runs, [`AttemptConn`]; a single-response call's committed attempt lives
+    /// until the call's end.)
     conn_call: Mutex<Option<CallGuard>>,
+    /// Whether `conn_call` was set: a call that never sets it takes no lock for it.
+    conn_call_set: AtomicBool,
     /// The channel's retry throttle, for calls under a retry or hedging policy.
     throttle: Option<Arc<Throttle>>,
     /// Stats (OpenTelemetry) of this call, when the channel has a plugin.
@@ -109,12 +113,14 @@ impl CallState {
         }
     }
 
-    /// The call's latest attempt opened its stream on the connection of `guard`.
-    fn set_connection(&self, guard: CallGuard) {
+    /// The call's committed attempt opened its stream on the connection of `guard`: the
+    /// call counts open there until it finishes, whenever its response stream is dropped.
+    fn keep_counted(&self, guard: CallGuard) {
         let old = match self.conn_call.lock() {
             Ok(mut slot) => slot.replace(guard),
             Err(_) => None,
         };
+        self.conn_call_set.store(true, Ordering::Release);
         drop(old);
     }
 
@@ -145,8 +151,10 @@ impl CallState {
         }
         if !self.finished.swap(true, Ordering::SeqCst) {
             // The call no longer counts on its connection.
-            let conn_call = self.conn_call.lock().ok().and_then(|mut c| c.take());
-            drop(conn_call);
+            if self.conn_call_set.load(Ordering::Acquire) {
+                let conn_call = self.conn_call.lock().ok().and_then(|mut c| c.take());
+                drop(conn_call);
+            }
             if let (true, Some(t)) = (status.is_ok(), &self.throttle) {
                 t.success();
             }
@@ -250,12 +258,43 @@ enum CallPolicy {
     Hedge(Arc<MethodConfig>),
 }
 
+/// The connection an attempt's stream opened on, with the attempt counted open there
+/// (its [`CallGuard`]) as long as this lives: an attempt that fails, or loses to another
+/// hedged attempt, stops counting when it is dropped; the committed attempt of a
+/// streaming-response call hands its guard to the call ([`CallState::keep_counted`]).
+pub(crate) struct AttemptConn {
+    conn: Connection,
+    call: CallGuard,
+}
+
+impl AttemptConn {
+    /// Counts the attempt open on `conn`.
+    fn new(conn: Connection) -> Self {
+        let call = conn.call_started();
+        AttemptConn { conn, call }
+    }
+
+    /// The connection, and the call counted open on it until `state` finishes.
+    fn keep_counted(self, state: &CallState) -> Connection {
+        state.keep_counted(self.call);
+        self.conn
+    }
+}
+
+impl std::ops::Deref for AttemptConn {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        &self.conn
+    }
+}
+
 /// The call after its stream was opened.
 struct Opened {
     sub: Subchannel,
     response: ResponseFuture,
     send: SendStream<Bytes>,
-    conn: Connection,
+    conn: AttemptConn,
     encoding: Option<CompressionEncoding>,
     /// The stats attempt, when the call has stats.
     attempt: Option<Attempt>,
@@ -348,7 +387,7 @@ fn uncommitted_failure(resp: &http::Response<h2::RecvStream>) -> Option<(Status,
 /// How a single-request attempt failed without committing (`None`: it committed, its
 /// result is the call's).
 fn attempt_failure(
-    r: &Result<(Connection, http::Response<h2::RecvStream>), Status>,
+    r: &Result<(AttemptConn, http::Response<h2::RecvStream>), Status>,
 ) -> Option<(Status, Pushback)> {
     match r {
         Ok((_, resp)) => uncommitted_failure(resp),
@@ -601,6 +640,7 @@ impl Channel {
             on_done: Mutex::new(None),
             _active: ActiveCall::new(&self.inner.shared),
             conn_call: Mutex::new(None),
+            conn_call_set: AtomicBool::new(false),
             throttle,
             stats,
         });
@@ -953,7 +993,7 @@ impl Channel {
             }
             match ready.send_request(head, false) {
                 Ok((response, mut send)) => {
-                    p.state.set_connection(conn.call_started());
+                    let conn = AttemptConn::new(conn);
                     if let Some(frame) = frame {
                         if let Err(e) = body::send_data(&mut send, frame, true).await {
                             // The server may have answered (and reset) already: its status
@@ -1018,7 +1058,7 @@ impl Channel {
         path: &'static str,
         p: &Prepared,
         msg: &M,
-    ) -> Result<(Connection, http::Response<h2::RecvStream>), Status> {
+    ) -> Result<(AttemptConn, http::Response<h2::RecvStream>), Status> {
         match &p.policy {
             CallPolicy::Once => self.single_attempt(path, p, msg, 0).await,
             CallPolicy::Retry(mc) => {
@@ -1034,6 +1074,8 @@ impl Channel {
                     match retry.on_failure(&status, pushback, p.state.throttle.as_deref()) {
                         None => return r,
                         Some(delay) => {
+                            // The failed attempt no longer counts on its connection.
+                            drop(r);
                             debug!(code = ?status.code(), ?delay, attempt = retry.previous() + 1, "retrying");
                             tokio::time::sleep(delay).await;
                         }
@@ -1065,11 +1107,11 @@ impl Channel {
         mut attempt: F,
     ) -> (
         u32,
-        Result<(Connection, http::Response<h2::RecvStream>), Status>,
+        Result<(AttemptConn, http::Response<h2::RecvStream>), Status>,
     )
     where
         F: FnMut(u32) -> Fut,
-        Fut: Future<Output = Result<(Connection, http::Response<h2::RecvStream>), Status>>,
+        Fut: Future<Output = Result<(AttemptConn, http::Response<h2::RecvStream>), Status>>,
     {
         use futures_util::stream::{FuturesUnordered, StreamExt};
         let mut inflight = FuturesUnordered::new();
@@ -1119,7 +1161,7 @@ impl Channel {
         p: &Prepared,
         msg: &M,
         previous_attempts: u32,
-    ) -> Result<(Connection, http::Response<h2::RecvStream>), Status> {
+    ) -> Result<(AttemptConn, http::Response<h2::RecvStream>), Status> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -1244,7 +1286,7 @@ impl Channel {
         request: Request<S>,
         sender: &mut Option<AbortOnDrop>,
         opened: Option<&OpenedSignal>,
-    ) -> Result<(Connection, http::Response<h2::RecvStream>), Status>
+    ) -> Result<(AttemptConn, http::Response<h2::RecvStream>), Status>
     where
         S: Stream<Item = Req> + Send + 'static,
         Req: prost::Message + Send + 'static,
@@ -1344,6 +1386,8 @@ impl Channel {
             };
             match delay {
                 Some(delay) => {
+                    // The failed attempt no longer counts on its connection.
+                    drop(last);
                     debug!(code = ?status.code(), ?delay, attempt = retry.previous() + 1, "retrying a streaming call");
                     tokio::time::sleep(delay).await;
                 }
@@ -1371,7 +1415,7 @@ impl Channel {
         request: Request<S>,
         sender: &mut Option<AbortOnDrop>,
         opened: Option<&OpenedSignal>,
-    ) -> Result<(Connection, http::Response<h2::RecvStream>), Status>
+    ) -> Result<(AttemptConn, http::Response<h2::RecvStream>), Status>
     where
         S: Stream<Item = Req> + Send + 'static,
         Req: prost::Message + Send + 'static,
@@ -1499,6 +1543,7 @@ impl Channel {
             let (conn, resp) = self
                 .send_single_request(path, &p, request.get_ref())
                 .await?;
+            let conn = conn.keep_counted(&p.state);
             let (headers, stream) = self.read_head::<Resp>(&conn, resp, p.max_recv, &p.state)?;
             Ok((headers, stream, remote_addr(&conn)))
         };
@@ -1585,6 +1630,7 @@ impl Channel {
             let (conn, resp) = channel
                 .open_streaming(path, &p, request, &mut sender, Some(&opened))
                 .await?;
+            let conn = conn.keep_counted(&p.state);
             let (headers, mut stream) =
                 channel.read_head::<()>(&conn, resp, p.max_recv, &p.state)?;
             if let Some(s) = sender {
@@ -1785,5 +1831,157 @@ mod tests {
         }
         assert_eq!(conn.active_calls(), 0);
         peer.abort();
+    }
+
+    /// An HTTP/2 server on 127.0.0.1 whose streams the test answers by hand: each stream
+    /// it accepts is handed over (request and response handle) in order.
+    async fn manual_server() -> (
+        std::net::SocketAddr,
+        tokio::sync::mpsc::UnboundedReceiver<(
+            http::Request<h2::RecvStream>,
+            h2::server::SendResponse<Bytes>,
+        )>,
+    ) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let Ok(mut conn) = h2::server::handshake(tcp).await else {
+                        return;
+                    };
+                    while let Some(Ok(stream)) = conn.accept().await {
+                        let _ = tx.send(stream);
+                    }
+                });
+            }
+        });
+        (addr, rx)
+    }
+
+    /// Answers `respond` with one empty message and status OK.
+    fn answer_ok(mut respond: h2::server::SendResponse<Bytes>) {
+        let head = http::Response::builder()
+            .header("content-type", "application/grpc")
+            .body(())
+            .unwrap();
+        let mut send = respond.send_response(head, false).unwrap();
+        send.send_data(Bytes::from_static(&[0, 0, 0, 0, 0]), false)
+            .unwrap();
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+        send.send_trailers(trailers).unwrap();
+    }
+
+    /// The connection of a channel with one backend, once it is connected.
+    async fn only_connection(ch: &Channel, path: &str) -> Connection {
+        let snapshot = ch.resolved_snapshot(None, None).await.unwrap();
+        let (_, conn, _) = ch
+            .pick_from(&snapshot, path, &MetadataMap::new(), true)
+            .await
+            .unwrap();
+        conn
+    }
+
+    /// Waits (up to `limit`) until `conn` counts `n` open calls; returns the count.
+    async fn calls_become(conn: &Connection, n: usize, limit: Duration) -> usize {
+        let deadline = Instant::now() + limit;
+        while conn.active_calls() != n && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        conn.active_calls()
+    }
+
+    #[tokio::test]
+    async fn hedged_attempts_each_count_on_their_connection() {
+        tokio::time::timeout(Duration::from_secs(20), hedged_attempts_counted())
+            .await
+            .expect("test timed out");
+    }
+
+    async fn hedged_attempts_counted() {
+        // Three hedged attempts of one call run at once on the channel's one connection:
+        // each counts there. The first to commit keeps counting until the call ends; the
+        // others stop when they are cancelled.
+        let (addr, mut streams) = manual_server().await;
+        let ch = crate::Endpoint::new(format!("http://{addr}"))
+            .default_service_config(
+                r#"{"methodConfig": [{"name": [{"service": "test.Svc"}], "hedgingPolicy": {
+                    "maxAttempts": 3, "hedgingDelay": "0.05s"}}]}"#,
+            )
+            .connect_lazy()
+            .unwrap();
+        let call = {
+            let ch = ch.clone();
+            tokio::spawn(async move {
+                ch.unary::<(), ()>("/test.Svc/Hedged", Request::new(()))
+                    .await
+            })
+        };
+        let mut attempts = Vec::new();
+        for _ in 0..3 {
+            attempts.push(streams.recv().await.unwrap());
+        }
+        let conn = only_connection(&ch, "/test.Svc/Hedged").await;
+        assert_eq!(
+            calls_become(&conn, 3, Duration::from_secs(5)).await,
+            3,
+            "every attempt in flight counts"
+        );
+        let (_request, first) = attempts.remove(0);
+        answer_ok(first);
+        call.await.unwrap().unwrap();
+        assert_eq!(calls_become(&conn, 0, Duration::from_secs(5)).await, 0);
+        drop(attempts);
+    }
+
+    #[tokio::test]
+    async fn a_failed_retry_attempt_stops_counting_before_the_next_one() {
+        tokio::time::timeout(Duration::from_secs(20), failed_attempt_uncounted())
+            .await
+            .expect("test timed out");
+    }
+
+    async fn failed_attempt_uncounted() {
+        // The first attempt fails (Trailers-Only UNAVAILABLE) and the server asks for a
+        // 3 s pushback: while the call waits, no attempt of it is open on the connection.
+        let (addr, mut streams) = manual_server().await;
+        let ch = crate::Endpoint::new(format!("http://{addr}"))
+            .default_service_config(
+                r#"{"methodConfig": [{"name": [{"service": "test.Svc"}], "retryPolicy": {
+                    "maxAttempts": 2, "initialBackoff": "0.01s", "maxBackoff": "0.01s",
+                    "backoffMultiplier": 1, "retryableStatusCodes": ["UNAVAILABLE"]}}]}"#,
+            )
+            .connect_lazy()
+            .unwrap();
+        let call = {
+            let ch = ch.clone();
+            tokio::spawn(async move {
+                ch.unary::<(), ()>("/test.Svc/Retried", Request::new(()))
+                    .await
+            })
+        };
+        let (_first_request, mut first) = streams.recv().await.unwrap();
+        let conn = only_connection(&ch, "/test.Svc/Retried").await;
+        assert_eq!(conn.active_calls(), 1);
+        let failed = http::Response::builder()
+            .header("content-type", "application/grpc")
+            .header("grpc-status", "14")
+            .header("grpc-retry-pushback-ms", "3000")
+            .body(())
+            .unwrap();
+        first.send_response(failed, true).unwrap();
+        assert_eq!(
+            calls_become(&conn, 0, Duration::from_secs(2)).await,
+            0,
+            "the failed attempt still counts while the call waits for its retry"
+        );
+        let (_second_request, second) = streams.recv().await.unwrap();
+        assert_eq!(conn.active_calls(), 1, "the retry counts");
+        answer_ok(second);
+        call.await.unwrap().unwrap();
+        assert_eq!(calls_become(&conn, 0, Duration::from_secs(5)).await, 0);
     }
 }

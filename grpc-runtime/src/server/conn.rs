@@ -284,34 +284,16 @@ where
                     engine.close_abruptly(Instant::now());
                 }
                 () = std::future::poll_fn(|cx| activity.bdp_wanted().poll_take(cx)), if engine.wants_bdp_ping() => {
-                    if let (Some(pp), true) = (ping.as_mut(), engine.start_bdp_ping(Instant::now())) {
-                        if pp.send_ping(h2::Ping::opaque()).is_err() {
-                            // The connection is ending; stop sampling.
-                            engine.pings_failed();
-                        }
-                    }
+                    bdp::send_sample_ping(&mut engine, ping.as_mut());
                 }
                 pong = std::future::poll_fn(|cx| match ping.as_mut() {
                     Some(pp) => pp.poll_pong(cx),
                     None => Poll::Pending,
                 }), if engine.ping_in_flight() => {
-                    if pong.is_err() {
-                        // The connection is ending: no more PINGs of either kind.
-                        ping = None;
-                        engine.pings_failed();
-                        continue;
-                    }
-                    let now = Instant::now();
-                    if let Some(rtt) = engine.on_pong(&shared.conn_mgmt.rules, now, activity.last_read()) {
-                        let growth = engine.bdp_sample(now, activity.take_bdp_sample(), rtt);
-                        if let Some(until) = growth.quiet_until {
-                            activity.quiet_bdp_until(until);
-                        }
-                        if let Some(window) = growth.window {
-                            conn.set_target_window_size(bdp::connection_window(window, shared.conn_mgmt.connection_window));
-                            if let Err(e) = conn.set_initial_window_size(window) {
-                                tracing::debug!(?peer, "raising the stream window to {window} failed: {e}");
-                            }
+                    if let Some(window) = bdp::on_pong(&mut engine, &shared.conn_mgmt.rules, &activity, &mut ping, pong) {
+                        conn.set_target_window_size(bdp::connection_window(window, shared.conn_mgmt.connection_window));
+                        if let Err(e) = conn.set_initial_window_size(window) {
+                            tracing::debug!(?peer, "raising the stream window to {window} failed: {e}");
                         }
                     }
                 }

@@ -2,8 +2,9 @@
 //! PINGs, shared by client and server connections (as grpc-go's `bdp_estimator.go` and
 //! hyper's `adaptive_window`).
 //!
-//! It owns the estimate; when a sample starts and what it does are [`super::engine`]'s
-//! rules, and each side's connection task drives them. When the first DATA frame arrives
+//! It owns the estimate, and the steps both sides' connection tasks take around it
+//! ([`send_sample_ping`], [`on_pong`]); when a sample starts and what it does are
+//! [`super::engine`]'s rules. When the first DATA frame arrives
 //! while no sample runs, the [`super::frame_tap::Activity`] notifies the connection task,
 //! which sends a PING; the DATA bytes received until the PING's ACK are the sample, the
 //! time to the ACK the RTT. When a sample reaches 2/3 of the current window and the
@@ -15,6 +16,11 @@
 
 use std::num::NonZeroU32;
 use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::engine::{Engine, Rules};
+use super::frame_tap::Activity;
 
 /// Upper bound of adaptive windows (16 MiB, as grpc-go's `bdpLimit`).
 pub const BDP_LIMIT: u32 = 16 * 1024 * 1024;
@@ -83,6 +89,44 @@ impl Estimator {
 /// connection window.
 pub(crate) fn connection_window(bdp: u32, configured: u32) -> u32 {
     bdp.max(configured)
+}
+
+/// A BDP sample began (the connection's [`Activity::bdp_wanted`] fired): sends its PING
+/// on `ping` if the engine allows one now. A PING that cannot be sent means the
+/// connection is ending: the engine stops pinging. (Both sides' connection tasks.)
+pub(crate) fn send_sample_ping(engine: &mut Engine, ping: Option<&mut h2::PingPong>) {
+    if let (Some(pp), true) = (ping, engine.start_bdp_ping(Instant::now())) {
+        if pp.send_ping(h2::Ping::opaque()).is_err() {
+            engine.pings_failed();
+        }
+    }
+}
+
+/// The answer to our PING in flight arrived (or failed: then the connection is ending,
+/// `ping` is dropped and the engine stops pinging). Keepalive counts it; when it ended a
+/// BDP sample, the sample is fed to the estimate. Returns the new stream window when the
+/// estimate grew: the caller applies it with `set_initial_window_size`, and
+/// [`connection_window`] of it with `set_target_window_size` (h2's client and server
+/// connections share no trait for those two calls).
+pub(crate) fn on_pong(
+    engine: &mut Engine,
+    rules: &Rules,
+    activity: &Activity,
+    ping: &mut Option<h2::PingPong>,
+    pong: Result<h2::Pong, h2::Error>,
+) -> Option<u32> {
+    if pong.is_err() {
+        *ping = None;
+        engine.pings_failed();
+        return None;
+    }
+    let now = Instant::now();
+    let rtt = engine.on_pong(rules, now, activity.last_read())?;
+    let growth = engine.bdp_sample(now, activity.take_bdp_sample(), rtt);
+    if let Some(until) = growth.quiet_until {
+        activity.quiet_bdp_until(until);
+    }
+    growth.window
 }
 
 #[cfg(test)]

@@ -325,12 +325,7 @@ async fn drive<T>(
             // recomputes its deadline, a PING at once after a long silence).
             () = std::future::poll_fn(|cx| activity.call_opened().poll_take(cx)), if dormant => {}
             () = std::future::poll_fn(|cx| activity.bdp_wanted().poll_take(cx)), if !first_ping && engine.wants_bdp_ping() => {
-                if let (Some(pp), true) = (ping.as_mut(), engine.start_bdp_ping(Instant::now())) {
-                    if pp.send_ping(h2::Ping::opaque()).is_err() {
-                        // The connection is ending; stop sampling.
-                        engine.pings_failed();
-                    }
-                }
+                bdp::send_sample_ping(&mut engine, ping.as_mut());
             }
             pong = std::future::poll_fn(|cx| match ping.as_mut() {
                 Some(pp) => pp.poll_pong(cx),
@@ -342,23 +337,10 @@ async fn drive<T>(
                         let _ = r.send(pong.as_ref().map(|_| ()).map_err(|e| e.to_string()));
                     }
                 }
-                if pong.is_err() {
-                    // The connection is ending: no more PINGs of either kind.
-                    ping = None;
-                    engine.pings_failed();
-                    continue;
-                }
-                let now = Instant::now();
-                if let Some(rtt) = engine.on_pong(&rules, now, activity.last_read()) {
-                    let growth = engine.bdp_sample(now, activity.take_bdp_sample(), rtt);
-                    if let Some(until) = growth.quiet_until {
-                        activity.quiet_bdp_until(until);
-                    }
-                    if let Some(window) = growth.window {
-                        conn.set_target_window_size(bdp::connection_window(window, conn_window));
-                        if let Err(e) = conn.set_initial_window_size(window) {
-                            debug!("raising the stream window to {window} failed: {e}");
-                        }
+                if let Some(window) = bdp::on_pong(&mut engine, &rules, activity, &mut ping, pong) {
+                    conn.set_target_window_size(bdp::connection_window(window, conn_window));
+                    if let Err(e) = conn.set_initial_window_size(window) {
+                        debug!("raising the stream window to {window} failed: {e}");
                     }
                 }
             }

@@ -1796,23 +1796,10 @@ mod tests {
         let ch = crate::Endpoint::new(format!("http://{addr}"))
             .connect_lazy()
             .unwrap();
-        let first = {
-            let ch = ch.clone();
-            tokio::spawn(async move {
-                ch.unary::<(), ()>("/test.Svc/First", Request::new(()))
-                    .await
-            })
-        };
+        let first = spawn_unary(&ch, "/test.Svc/First");
         // The connection the calls use (picked while it is the channel's only one).
-        let snapshot = ch.resolved_snapshot(None, None).await.unwrap();
-        let (_, conn, _) = ch
-            .pick_from(&snapshot, "/test.Svc/First", &MetadataMap::new(), true)
-            .await
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while conn.active_calls() < 1 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let conn = only_connection(&ch, "/test.Svc/First").await;
+        calls_become(&conn, 1, Duration::from_secs(5)).await;
         let second = ch.unary::<(), ()>("/test.Svc/Second", Request::new(()));
         let second = tokio::time::timeout(Duration::from_secs(5), second)
             .await
@@ -1825,11 +1812,7 @@ mod tests {
             "only the call on stream 1 is still open on the connection"
         );
         first.abort();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while conn.active_calls() > 0 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        assert_eq!(conn.active_calls(), 0);
+        assert_eq!(calls_become(&conn, 0, Duration::from_secs(5)).await, 0);
         peer.abort();
     }
 
@@ -1885,6 +1868,15 @@ mod tests {
         conn
     }
 
+    /// Starts an empty unary call to `path` on `ch` in a task of its own.
+    fn spawn_unary(
+        ch: &Channel,
+        path: &'static str,
+    ) -> tokio::task::JoinHandle<Result<Response<()>, Status>> {
+        let ch = ch.clone();
+        tokio::spawn(async move { ch.unary::<(), ()>(path, Request::new(())).await })
+    }
+
     /// Waits (up to `limit`) until `conn` counts `n` open calls; returns the count.
     async fn calls_become(conn: &Connection, n: usize, limit: Duration) -> usize {
         let deadline = Instant::now() + limit;
@@ -1913,13 +1905,7 @@ mod tests {
             )
             .connect_lazy()
             .unwrap();
-        let call = {
-            let ch = ch.clone();
-            tokio::spawn(async move {
-                ch.unary::<(), ()>("/test.Svc/Hedged", Request::new(()))
-                    .await
-            })
-        };
+        let call = spawn_unary(&ch, "/test.Svc/Hedged");
         let mut attempts = Vec::new();
         for _ in 0..3 {
             attempts.push(streams.recv().await.unwrap());
@@ -1956,13 +1942,7 @@ mod tests {
             )
             .connect_lazy()
             .unwrap();
-        let call = {
-            let ch = ch.clone();
-            tokio::spawn(async move {
-                ch.unary::<(), ()>("/test.Svc/Retried", Request::new(()))
-                    .await
-            })
-        };
+        let call = spawn_unary(&ch, "/test.Svc/Retried");
         let (_first_request, mut first) = streams.recv().await.unwrap();
         let conn = only_connection(&ch, "/test.Svc/Retried").await;
         assert_eq!(conn.active_calls(), 1);

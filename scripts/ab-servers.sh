@@ -7,7 +7,9 @@
 #
 # Both servers run pinned to CPU 0, the client to CPU 1; each round measures every size
 # against A, then B (`client --mode=server-stream --resp_size=N`), and prints MB/s.
-# Release builds: `cargo build --release -p conformance --bin benchmark_worker`.
+# Release builds: `cargo build --release -p conformance --bin benchmark_worker`, each commit in a
+# target directory of its own checkout (check with scripts/built-here.py BIN CHECKOUT: a shared
+# target dir once made a build reuse another worktree's older h2).
 set -u
 A=$1 B=$2 CLIENT=$3 ROUNDS=${4:-4}
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

@@ -592,7 +592,10 @@ def report(res, a):
              "scripts/bench-workers.sh               # qps_json_driver over every grpc-rust/grpc-go/grpc-C++ worker pairing\n"
              "```\n")
     L.append("Run it on an otherwise idle machine with at least 2 cores; the load average is recorded below "
-             "and the report flags runs that started with a 1-minute load of 1.0 or more.\n")
+             "and the report flags runs that started with a 1-minute load of 1.0 or more. Build in a target "
+             "directory no other checkout or git worktree shares: cargo can reuse another checkout's artifact "
+             "of a path dependency (it once put an h2 one patch behind into the benchmark binary; "
+             "`scripts/built-here.py`, which bench.sh runs, catches that).\n")
     L.append("## Machine and versions\n")
     L.append(f"- date: {m['date']}; CPU: {m['cpu']} x {m['cores']} cores; RAM {m['mem']}; Linux {m['kernel']}")
     L.append(f"- load average (1/5/15 min): before {'/'.join(f'{x:.2f}' for x in m['load_before'])}, "

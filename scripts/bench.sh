@@ -57,6 +57,10 @@ if [ "$BUILD" = 1 ]; then
   (cd bench && timeout 3600 cargo build --release)
 fi
 
+# 2b. the binary must hold this checkout's code: a target dir shared with another checkout
+# (a git worktree, say) can make cargo reuse that checkout's artifacts (see built-here.py)
+python3 scripts/built-here.py target/release/benchmark_worker "$ROOT"
+
 # 3. run
 ARGS=()
 for a in "$@"; do

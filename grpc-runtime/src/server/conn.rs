@@ -154,6 +154,7 @@ where
             }),
             Arc::clone(&shared.busy_connections),
         );
+        activity.count_until_flushed();
         if shared.conn_mgmt.max_connection_idle.is_some() {
             activity.track_idle();
         }

@@ -24,13 +24,19 @@
 //! shares the count with the connection's owner (keepalive, idleness, ping enforcement)
 //! and with [`super::write_batch`].
 //!
+//! On a server, a call's task ends (and drops its guard) as soon as its response is
+//! queued in h2, before the connection task writes it. For write batching such a call
+//! still counts until the next flush of the connection
+//! ([`Activity::count_until_flushed`]): its response is what the batch is made of, and
+//! the connection stays busy for its server until then.
+//!
 //! Only the 9-byte frame headers are parsed; payload bytes pass through unchanged (apart
 //! from the one GOAWAY being rewritten). A peer's malformed bytes never panic here: h2
 //! itself rejects them and closes the connection.
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 
@@ -72,6 +78,14 @@ struct State {
     bdp: BdpSampler,
 }
 
+/// One open call in [`Activity`]'s `calls` word (its high 32 bits).
+const OPEN_CALL: u64 = 1 << 32;
+
+/// The calls ended but not yet flushed in [`Activity`]'s `calls` word (its low 32 bits).
+/// They cannot overflow into the open calls: a connection carries fewer than 2^31
+/// streams in its life (stream ids are 31 bits).
+const ENDED_UNFLUSHED: u64 = OPEN_CALL - 1;
+
 /// Activity's signals (indices into its [`Signals`]).
 const SIGNAL_VIOLATION: usize = 0;
 const SIGNAL_CALL_OPENED: usize = 1;
@@ -85,8 +99,13 @@ pub(crate) struct Activity {
     signals: Signals<3>,
     /// Set while GOAWAY debug data waits to be written (checked per write, lock-free).
     goaway_armed: AtomicBool,
-    /// The number of open calls (counted by [`CallGuard`]s).
-    open_calls: AtomicU32,
+    /// The open calls (counted by [`CallGuard`]s, in units of [`OPEN_CALL`]) and, with
+    /// [`Activity::count_until_flushed`], the calls ended since the connection last
+    /// flushed (the low 32 bits). One word, so that whether the connection is busy
+    /// (either is non-zero) changes atomically.
+    calls: AtomicU64,
+    /// Whether ended calls count until the next flush ([`Activity::count_until_flushed`]).
+    count_until_flushed: AtomicBool,
     /// Whether `State::idle_since` is kept ([`Activity::track_idle`]).
     track_idle: AtomicBool,
     /// Whether a call opening on a connection without calls raises
@@ -117,6 +136,16 @@ impl Drop for CallGuard {
     }
 }
 
+impl Drop for Activity {
+    fn drop(&mut self) {
+        // Calls that ended on a connection that never flushed again: the connection is
+        // gone, so it is no longer busy. (Open calls hold the activity alive.)
+        if *self.calls.get_mut() != 0 {
+            self.busy.leave();
+        }
+    }
+}
+
 impl Activity {
     /// Fresh bookkeeping; `policy` enables server-side ping enforcement.
     /// `busy` counts the busy connections of the server or client channel this
@@ -135,7 +164,8 @@ impl Activity {
             }),
             signals: Signals::default(),
             goaway_armed: AtomicBool::new(false),
-            open_calls: AtomicU32::new(0),
+            calls: AtomicU64::new(0),
+            count_until_flushed: AtomicBool::new(false),
             reset_strikes: AtomicBool::new(false),
             track_idle: AtomicBool::new(false),
             wake_on_first_call: AtomicBool::new(false),
@@ -164,25 +194,53 @@ impl Activity {
 
     /// Counts a call open on this connection until the returned guard is dropped.
     pub(crate) fn call_started(self: &Arc<Self>) -> CallGuard {
-        if self.open_calls.fetch_add(1, Ordering::AcqRel) == 0 {
-            // The first call: the connection becomes busy. (A concurrent last call's
-            // `leave` may run first; the busy count is only off for that instant.)
+        let before = self.calls.fetch_add(OPEN_CALL, Ordering::AcqRel);
+        if before == 0 {
+            // The connection becomes busy. (A concurrent last call's `leave` may run
+            // first; the busy count is only off for that instant.)
             self.busy.enter();
-            if self.wake_on_first_call.load(Ordering::Relaxed) {
-                self.call_opened().raise();
-            }
+        }
+        if before < OPEN_CALL && self.wake_on_first_call.load(Ordering::Relaxed) {
+            self.call_opened().raise();
         }
         CallGuard(Arc::clone(self))
     }
 
     /// A call ended ([`CallGuard`] dropped).
     fn call_ended(&self) {
-        if self.open_calls.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.busy.leave();
-            if self.track_idle.load(Ordering::Relaxed) {
-                self.with(|s| s.idle_since = Instant::now());
+        let before = if self.count_until_flushed.load(Ordering::Relaxed) {
+            // open - 1, ended + 1: still busy until the flush (`Activity::flushed`)
+            self.calls.fetch_sub(OPEN_CALL - 1, Ordering::AcqRel)
+        } else {
+            let before = self.calls.fetch_sub(OPEN_CALL, Ordering::AcqRel);
+            if before == OPEN_CALL {
+                self.busy.leave();
             }
+            before
+        };
+        if before < 2 * OPEN_CALL && self.track_idle.load(Ordering::Relaxed) {
+            self.with(|s| s.idle_since = Instant::now());
         }
+    }
+
+    /// The connection flushed its writes: the calls that ended before stop counting
+    /// for batching (see [`Activity::count_until_flushed`]). Called by the connection's
+    /// IO, one flush at a time.
+    pub(crate) fn flushed(&self) {
+        let ended = self.calls.load(Ordering::Relaxed) & ENDED_UNFLUSHED;
+        // Only this call lowers the ended count, so it is at least `ended` here.
+        if ended != 0 && self.calls.fetch_sub(ended, Ordering::AcqRel) == ended {
+            self.busy.leave();
+        }
+    }
+
+    /// Counts an ended call for write batching until the connection next flushes, and
+    /// keeps the connection busy for its owner until then. A server asks for it: its
+    /// call task ends as soon as the response is queued, before the connection task
+    /// writes it. (A client call ends once its response was read: it has nothing left
+    /// to write.)
+    pub(crate) fn count_until_flushed(&self) {
+        self.count_until_flushed.store(true, Ordering::Relaxed);
     }
 
     /// Raises [`Activity::call_opened`] whenever a call opens on a connection that had
@@ -202,8 +260,9 @@ impl Activity {
     /// Whether batching writes on this connection pays off (see
     /// [`super::write_batch`]).
     pub(crate) fn batching_pays(&self, workers: usize) -> bool {
+        let calls = self.calls.load(Ordering::Relaxed);
         super::write_batch::batching_pays(
-            self.open_calls.load(Ordering::Relaxed) as usize,
+            ((calls >> 32) + (calls & ENDED_UNFLUSHED)) as usize,
             self.busy.get(),
             workers,
         )
@@ -220,7 +279,7 @@ impl Activity {
 
     /// Number of open calls.
     pub(crate) fn active_calls(&self) -> usize {
-        self.open_calls.load(Ordering::Acquire) as usize
+        (self.calls.load(Ordering::Acquire) >> 32) as usize
     }
 
     /// `Some(since)` when no call is open (and since when, if [`Activity::track_idle`]
@@ -1109,25 +1168,83 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn calls_are_counted_by_their_guards() {
-        let a = Activity::new(None, Default::default());
-        a.track_idle();
-        let t0 = Instant::now();
-        assert_eq!(a.idle_since(), Some(t0));
-        let c1 = a.call_started();
-        let c2 = a.call_started();
-        assert_eq!((a.active_calls(), a.idle_since()), (2, None));
-        tokio::time::advance(Duration::from_secs(5)).await;
-        drop(c1);
-        assert_eq!((a.active_calls(), a.idle_since()), (1, None));
-        tokio::time::advance(Duration::from_secs(5)).await;
-        drop(c2);
-        assert_eq!(a.active_calls(), 0);
-        assert_eq!(a.idle_since(), Some(t0 + Duration::from_secs(10)));
-        // Frames do not open or close calls: HEADERS and RST_STREAM pass unnoticed.
-        let mut headers = header(3, HEADERS, 0x4, 1);
-        headers.extend([1, 2, 3]);
-        a.inbound_frame_for_test(&headers);
-        assert_eq!(a.active_calls(), 0);
+        // Client and server alike: counting ended calls until the flush (for batching)
+        // does not keep them active for keepalive or idleness.
+        for until_flushed in [false, true] {
+            let a = Activity::new(None, Default::default());
+            a.track_idle();
+            if until_flushed {
+                a.count_until_flushed();
+            }
+            let t0 = Instant::now();
+            assert_eq!(a.idle_since(), Some(t0));
+            let c1 = a.call_started();
+            let c2 = a.call_started();
+            assert_eq!((a.active_calls(), a.idle_since()), (2, None));
+            tokio::time::advance(Duration::from_secs(5)).await;
+            drop(c1);
+            assert_eq!((a.active_calls(), a.idle_since()), (1, None));
+            tokio::time::advance(Duration::from_secs(5)).await;
+            drop(c2);
+            assert_eq!(a.active_calls(), 0);
+            assert_eq!(a.idle_since(), Some(t0 + Duration::from_secs(10)));
+            // Frames do not open or close calls: HEADERS and RST_STREAM pass unnoticed.
+            let mut headers = header(3, HEADERS, 0x4, 1);
+            headers.extend([1, 2, 3]);
+            a.inbound_frame_for_test(&headers);
+            assert_eq!(a.active_calls(), 0);
+            a.flushed();
+            assert_eq!(a.idle_since(), Some(t0 + Duration::from_secs(10)));
+        }
+    }
+
+    #[test]
+    fn a_servers_ended_calls_count_until_the_next_flush() {
+        // A server's call task ends once its response is queued, before the connection
+        // task writes it: that response still counts for batching, and its connection
+        // stays busy, until the connection flushes. (Without this, a server on one worker
+        // with 4 connections of 8 calls wrote each response on its own: 1.00 writes per
+        // call instead of 0.72.)
+        let server = Arc::new(BusyConnections::default());
+        let a = Activity::new(None, Arc::clone(&server));
+        let b = Activity::new(None, Arc::clone(&server));
+        a.count_until_flushed();
+        b.count_until_flushed();
+        let a_calls = [a.call_started(), a.call_started()];
+        let b_call = b.call_started();
+        assert!(a.batching_pays(1));
+        // a's two responses are queued; b's handler still runs
+        drop(a_calls);
+        assert_eq!((a.active_calls(), server.get()), (0, 2));
+        assert!(a.batching_pays(1), "the queued responses are batched");
+        a.flushed();
+        assert_eq!(server.get(), 1);
+        assert!(!a.batching_pays(1));
+        a.flushed();
+        assert_eq!(server.get(), 1, "a second flush changes nothing");
+        // a call opening after the flush makes the connection busy again
+        let a_call = a.call_started();
+        assert_eq!(server.get(), 2);
+        drop(a_call);
+        drop(b_call);
+        assert_eq!(server.get(), 2);
+        b.flushed();
+        assert_eq!(server.get(), 1);
+        // a connection that ends before its next flush is not busy any more
+        drop(a);
+        assert_eq!(server.get(), 0);
+        drop(b);
+        assert_eq!(server.get(), 0);
+
+        // A client's call ends once its response was read: it stops counting at once.
+        let channel = Arc::new(BusyConnections::default());
+        let c = Activity::new(None, Arc::clone(&channel));
+        let calls = [c.call_started(), c.call_started()];
+        assert_eq!(channel.get(), 1);
+        drop(calls);
+        assert_eq!(channel.get(), 0);
+        c.flushed();
+        assert_eq!(channel.get(), 0);
     }
 
     #[test]

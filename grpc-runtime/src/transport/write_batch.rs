@@ -10,7 +10,8 @@
 //!   one per batch. It yields only when other calls on the connection could join the batch
 //!   and batching cannot leave the runtime idle: when more connections have calls in
 //!   flight than the runtime has workers, or when this connection has [`BATCH_STREAMS`] or
-//!   more. With one busy connection and a few calls, holding back the first response
+//!   more. (On a server, a call whose handler finished counts until its response is
+//!   flushed: [`Activity::count_until_flushed`].) With one busy connection and a few calls, holding back the first response
 //!   until the others are ready makes the peer wait and then answer in a burst (the two
 //!   sides take turns instead of working in parallel), so each response goes out at once.
 //! - Gathering: h2 writes each DATA frame above a few hundred bytes on its own (`writev`
@@ -60,17 +61,18 @@ pub(crate) const BATCH_STREAMS: usize = 32;
 pub(crate) struct BusyConnections(AtomicUsize);
 
 impl BusyConnections {
-    /// A connection went from no open stream to one.
+    /// A connection got its first call.
     pub(crate) fn enter(&self) {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A connection's last open stream closed (or the connection ended with some open).
+    /// A connection's last call ended (on a server: its response was flushed too), or
+    /// the connection ended.
     pub(crate) fn leave(&self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// How many connections have open streams.
+    /// How many connections have calls in flight.
     pub(crate) fn get(&self) -> usize {
         self.0.load(Ordering::Relaxed)
     }
@@ -204,6 +206,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for WriteBatch<IO> {
         ready!(this.poll_pending(cx))?;
         ready!(Pin::new(&mut this.io).poll_flush(cx))?;
         this.yielded = false;
+        this.activity.flushed();
         Poll::Ready(Ok(()))
     }
 
@@ -260,6 +263,25 @@ pub(super) mod tests {
         fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
             Poll::Ready(Ok(()))
         }
+    }
+
+    /// A [`WriteBatch`] over a [`Sink`] taking at most `max` bytes per write.
+    fn into_sink(activity: Arc<Activity>, max: usize) -> WriteBatch<Sink> {
+        WriteBatch::new(
+            Sink {
+                out: Vec::new(),
+                max,
+                writes: 0,
+            },
+            activity,
+        )
+    }
+
+    /// A DATA frame of 4 bytes: a write small enough to be batched.
+    fn small_frame() -> Vec<u8> {
+        let mut small = data_header(4);
+        small.extend([1, 2, 3, 4]);
+        small
     }
 
     /// A waker that counts its wakes.
@@ -386,16 +408,8 @@ pub(super) mod tests {
         let _calls: Vec<_> = (0..BATCH_STREAMS)
             .map(|_| activity.call_started())
             .collect();
-        let mut w = WriteBatch::new(
-            Sink {
-                out: Vec::new(),
-                max: usize::MAX,
-                writes: 0,
-            },
-            activity,
-        );
-        let mut small = data_header(4);
-        small.extend([1, 2, 3, 4]);
+        let mut w = into_sink(activity, usize::MAX);
+        let small = small_frame();
         // first small write of a cycle: Pending, and the task is woken to come back
         assert!(Pin::new(&mut w).poll_write(&mut cx, &small).is_pending());
         assert_eq!(wakes(), 1);
@@ -427,6 +441,33 @@ pub(super) mod tests {
         );
         assert_eq!(wakes(), 2);
         assert_eq!(w.io.out.len(), 13 * 3 + big.len());
+    }
+
+    #[test]
+    fn a_servers_queued_responses_are_batched_until_the_flush() {
+        let (counter, waker) = counting_waker();
+        let mut cx = Context::from_waker(&waker);
+        let activity = Activity::new(None, Default::default());
+        activity.count_until_flushed();
+        // enough calls that batching pays; their handlers finished and queued responses
+        drop(
+            (0..BATCH_STREAMS)
+                .map(|_| activity.call_started())
+                .collect::<Vec<_>>(),
+        );
+        let mut w = into_sink(activity, usize::MAX);
+        let small = small_frame();
+        assert!(
+            Pin::new(&mut w).poll_write(&mut cx, &small).is_pending(),
+            "the ended calls' responses are what the batch is made of"
+        );
+        assert_eq!(counter.0.load(Ordering::SeqCst), 1);
+        assert!(Pin::new(&mut w).poll_write(&mut cx, &small).is_ready());
+        assert!(Pin::new(&mut w).poll_flush(&mut cx).is_ready());
+        // once flushed they count no more: the next small write goes out at once
+        assert!(Pin::new(&mut w).poll_write(&mut cx, &small).is_ready());
+        assert_eq!(counter.0.load(Ordering::SeqCst), 1);
+        assert_eq!(w.io.writes, 2);
     }
 
     #[test]

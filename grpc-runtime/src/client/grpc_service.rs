@@ -1,6 +1,7 @@
-//! [`GrpcService`]: what a generated client sends its calls on. [`Channel`] implements
-//! it with its own typed call path; with the `tower` feature, so does any
-//! `tower_service::Service` of `http::Request`s (see [`crate::client::tower`]).
+//! [`GrpcService`]: what a generated client sends its calls on.
+//! [`Channel`](super::Channel) implements it with its own typed call path; with the
+//! `tower` feature, so does any `tower_service::Service` of `http::Request`s (see
+//! [`crate::client::tower`]).
 
 use std::future::Future;
 

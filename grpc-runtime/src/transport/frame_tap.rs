@@ -86,6 +86,11 @@ const OPEN_CALL: u64 = 1 << 32;
 /// streams in its life (stream ids are 31 bits).
 const ENDED_UNFLUSHED: u64 = OPEN_CALL - 1;
 
+/// The open calls in a value of [`Activity`]'s `calls` word.
+fn open_calls(calls: u64) -> u64 {
+    calls >> 32
+}
+
 /// Activity's signals (indices into its [`Signals`]).
 const SIGNAL_VIOLATION: usize = 0;
 const SIGNAL_CALL_OPENED: usize = 1;
@@ -196,11 +201,11 @@ impl Activity {
     pub(crate) fn call_started(self: &Arc<Self>) -> CallGuard {
         let before = self.calls.fetch_add(OPEN_CALL, Ordering::AcqRel);
         if before == 0 {
-            // The connection becomes busy. (A concurrent last call's `leave` may run
-            // first; the busy count is only off for that instant.)
+            // The connection becomes busy. (A concurrent `leave`, for its last call or
+            // a flush, may run first; the busy count is only off for that instant.)
             self.busy.enter();
         }
-        if before < OPEN_CALL && self.wake_on_first_call.load(Ordering::Relaxed) {
+        if open_calls(before) == 0 && self.wake_on_first_call.load(Ordering::Relaxed) {
             self.call_opened().raise();
         }
         CallGuard(Arc::clone(self))
@@ -218,7 +223,8 @@ impl Activity {
             }
             before
         };
-        if before < 2 * OPEN_CALL && self.track_idle.load(Ordering::Relaxed) {
+        // the last open call ended
+        if open_calls(before) == 1 && self.track_idle.load(Ordering::Relaxed) {
             self.with(|s| s.idle_since = Instant::now());
         }
     }
@@ -262,7 +268,7 @@ impl Activity {
     pub(crate) fn batching_pays(&self, workers: usize) -> bool {
         let calls = self.calls.load(Ordering::Relaxed);
         super::write_batch::batching_pays(
-            ((calls >> 32) + (calls & ENDED_UNFLUSHED)) as usize,
+            (open_calls(calls) + (calls & ENDED_UNFLUSHED)) as usize,
             self.busy.get(),
             workers,
         )
@@ -279,7 +285,7 @@ impl Activity {
 
     /// Number of open calls.
     pub(crate) fn active_calls(&self) -> usize {
-        (self.calls.load(Ordering::Acquire) >> 32) as usize
+        open_calls(self.calls.load(Ordering::Acquire)) as usize
     }
 
     /// `Some(since)` when no call is open (and since when, if [`Activity::track_idle`]

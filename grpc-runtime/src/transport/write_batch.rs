@@ -11,9 +11,10 @@
 //!   and batching cannot leave the runtime idle: when more connections have calls in
 //!   flight than the runtime has workers, or when this connection has [`BATCH_STREAMS`] or
 //!   more. (On a server, a call whose handler finished counts until its response is
-//!   flushed: [`Activity::count_until_flushed`].) With one busy connection and a few calls, holding back the first response
-//!   until the others are ready makes the peer wait and then answer in a burst (the two
-//!   sides take turns instead of working in parallel), so each response goes out at once.
+//!   flushed: [`Activity::count_until_flushed`].) With one busy connection and a few
+//!   calls, holding back the first response until the others are ready makes the peer
+//!   wait and then answer in a burst (the two sides take turns instead of working in
+//!   parallel), so each response goes out at once.
 //! - Gathering: h2 writes each DATA frame above a few hundred bytes on its own (`writev`
 //!   of its header and payload), which for bulk data means one syscall, one TCP segment
 //!   and one wakeup of the reader per 16 KiB frame. The adapter copies such writes into a
@@ -341,14 +342,7 @@ pub(super) mod tests {
     #[test]
     fn large_frames_are_gathered_until_the_flush() {
         let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
-        let mut w = WriteBatch::new(
-            Sink {
-                out: Vec::new(),
-                max: 5000,
-                writes: 0,
-            },
-            Activity::new(None, Default::default()),
-        );
+        let mut w = into_sink(Activity::new(None, Default::default()), 5000);
         let mut want: Vec<u8> = Vec::new();
         // h2 writes a large DATA frame as its header and payload side by side, and the
         // next one without flushing in between.
